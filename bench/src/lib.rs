@@ -1,0 +1,1 @@
+//! amqtt-bench (placeholder until the bench issue).

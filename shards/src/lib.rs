@@ -1,0 +1,53 @@
+//! `shards`: the thread-per-core runtime under amqtt-rs. It starts one glommio executor per core
+//! (a *shard*), carries messages between shards, creates the listening sockets the shards accept
+//! from, and moves accepted connections from one shard to another.
+//!
+//! It knows nothing of MQTT: messages are opaque values of the caller's type, connections are
+//! file descriptors and bytes. Keep it that way; broker logic lives in the root crate. glommio is
+//! used only through this crate so that a switch of runtime stays contained here.
+//!
+//! # Layout
+//! - `cpus.rs`: [`available_cpus`] (the process's affinity mask) and [`thread_cpus`].
+//! - `runtime.rs`: [`Shards`] (start, control shard, stop, join), [`ShardConfig`],
+//!   [`ShardContext`], [`ShardError`]. Pinned shards use glommio `Placement::Fixed`; unpinned ones
+//!   `Placement::Fenced` to the original mask, so no thread ever leaves it.
+//! - `stop.rs`: the stop signal: [`StopHandle`] (any thread) and [`Stopped`] (a per-shard local
+//!   broadcast, any number of waiting tasks).
+//! - `bus.rs`: the cross-shard [`bus`]: per shard one [`Inbox`] with a control lane (drained
+//!   first) and a data lane, both bounded; [`BusSender`] never blocks; a receiver is woken only
+//!   when it is parked.
+//! - `listener.rs`: [`reuseport_listeners`] (N `SO_REUSEPORT` sockets on one address) and
+//!   [`into_glommio_listener`].
+//! - `handoff.rs`: [`detach_tcp_stream`] / [`attach_tcp_stream`]: move a connection's fd across
+//!   shards.
+//! - `split.rs`: [`split_local`]: one reading task and one writing task on one stream.
+//! - `limits.rs`: [`raise_limits`] (soft `RLIMIT_NOFILE` / `RLIMIT_MEMLOCK` to hard).
+//!
+//! # Rules for users
+//! - Never block or `.await` a bus send inside a shard: `try_send_*`, then drop/count or apply
+//!   backpressure on `Full`.
+//! - One task per shard awaits [`Inbox::recv`].
+//! - A panic in any task kills its whole shard (and this crate then stops all shards): guard
+//!   per-connection tasks with `catch_unwind`.
+//! - glommio 0.9 keeps a 16-bit reference count per task waker: never clone one task's waker per
+//!   connection or per message.
+
+mod bus;
+mod cpus;
+mod handoff;
+mod limits;
+mod listener;
+mod runtime;
+mod split;
+mod stop;
+#[cfg(test)]
+mod test_util;
+
+pub use bus::{bus, BusSender, Inbox, Lane, Recv, SendError};
+pub use cpus::{available_cpus, thread_cpus};
+pub use handoff::{attach_tcp_stream, detach_tcp_stream};
+pub use limits::{raise_limits, Limits};
+pub use listener::{into_glommio_listener, reuseport_listeners};
+pub use runtime::{ShardConfig, ShardContext, ShardError, Shards, DEFAULT_IO_MEMORY};
+pub use split::{reunite, split_local, LocalReadHalf, LocalWriteHalf};
+pub use stop::{StopHandle, Stopped};

@@ -1,0 +1,174 @@
+//! Listening sockets: several `SO_REUSEPORT` TCP listeners on one address (one per shard, so the
+//! kernel spreads incoming connections across shards), created with `socket2` on any thread, and
+//! their conversion into glommio listeners on the shard that accepts from them.
+//!
+//! Nothing here accepts connections or knows what protocol runs on them; and nothing here may
+//! touch glommio except [`into_glommio_listener`], which must run on the accepting shard.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Binds `count` `SO_REUSEPORT` (and `SO_REUSEADDR`) TCP listener sockets to the same address,
+/// each listening with backlog `backlog`, non-blocking and close-on-exec.
+///
+/// If `addr`'s port is 0 the first socket picks a free port and the others reuse it, so all
+/// returned listeners share one `local_addr()`. For IPv6 addresses `IPV6_V6ONLY` is set (bind the
+/// IPv4 and IPv6 addresses separately if both are wanted).
+///
+/// The listeners are plain std listeners: move one to each shard and convert it there with
+/// [`into_glommio_listener`]. `count` must be at least 1.
+pub fn reuseport_listeners(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> io::Result<Vec<TcpListener>> {
+    if count == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "reuseport_listeners: count must be at least 1",
+        ));
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut bind_to = addr;
+    for _ in 0..count {
+        let listener = bind_one(bind_to, backlog).map_err(|e| {
+            io::Error::new(e.kind(), format!("binding listener socket to {bind_to}: {e}"))
+        })?;
+        if bind_to.port() == 0 {
+            bind_to = listener.local_addr()?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    // socket2 creates sockets with SOCK_CLOEXEC on Linux.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Turns one of [`reuseport_listeners`]' sockets into a glommio listener. Call it on the shard
+/// that will accept from it (the listener belongs to the calling executor's reactor).
+///
+/// The socket is switched back to *blocking* mode, which is what glommio 0.9 expects: its
+/// `accept` first tries a non-blocking `accept4` (toggling `O_NONBLOCK` around it) and then
+/// queues an io_uring accept, which, on a socket whose file is `O_NONBLOCK`, the kernel may
+/// complete at once with `EAGAIN` instead of waiting for a connection.
+///
+/// # Panics
+/// If called outside a glommio executor.
+pub fn into_glommio_listener(l: TcpListener) -> io::Result<glommio::net::TcpListener> {
+    l.set_nonblocking(false)?;
+    // SAFETY: the fd comes from a listening TCP socket that we own and give up here.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ShardConfig, Shards};
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use std::io::{Read, Write};
+    use std::net::{Ipv6Addr, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn port_zero_shares_one_port() {
+        let ls = reuseport_listeners("127.0.0.1:0".parse().unwrap(), 3, 64).unwrap();
+        let addr = ls[0].local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        for l in &ls {
+            assert_eq!(l.local_addr().unwrap(), addr);
+        }
+        assert!(matches!(
+            reuseport_listeners(addr, 0, 64),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput
+        ));
+    }
+
+    #[test]
+    fn ipv6_is_v6only() {
+        let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+        let ls = match reuseport_listeners(addr, 2, 64) {
+            Ok(ls) => ls,
+            // No IPv6 loopback in this sandbox.
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => return,
+            Err(e) => panic!("{e}"),
+        };
+        let sock = socket2::SockRef::from(&ls[0]);
+        assert!(sock.only_v6().unwrap());
+        assert_eq!(ls[0].local_addr().unwrap(), ls[1].local_addr().unwrap());
+    }
+
+    /// Two shards each accept from their own reuseport socket; every connection is answered by
+    /// exactly one of them. One shard starts accepting before any client connects, so its accept
+    /// really waits (io_uring path) rather than finding a connection already queued.
+    #[test]
+    fn reuseport_listeners_accept_on_two_shards() {
+        const CONNS: usize = 24;
+        let listeners = reuseport_listeners("127.0.0.1:0".parse().unwrap(), 2, 128).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let slots: Arc<Mutex<Vec<Option<TcpListener>>>> =
+            Arc::new(Mutex::new(listeners.into_iter().map(Some).collect()));
+        let accepted: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+        let ready = Arc::new(AtomicUsize::new(0));
+        let config = ShardConfig {
+            shards: 2,
+            pin: false,
+            name: "accept".into(),
+            ..ShardConfig::default()
+        };
+        let (acc, rdy) = (Arc::clone(&accepted), Arc::clone(&ready));
+        let shards = Shards::start(config, move |ctx| {
+            let std_listener = slots.lock().unwrap()[ctx.id].take().unwrap();
+            let (accepted, ready) = (Arc::clone(&acc), Arc::clone(&rdy));
+            async move {
+                let listener = into_glommio_listener(std_listener).unwrap();
+                ready.fetch_add(1, Ordering::SeqCst);
+                let accept_loop = async {
+                    loop {
+                        let mut s = listener.accept().await.unwrap();
+                        accepted[ctx.id].fetch_add(1, Ordering::SeqCst);
+                        glommio::spawn_local(async move {
+                            let mut b = [0u8; 1];
+                            s.read_exact(&mut b).await.unwrap();
+                            s.write_all(&[b[0] + 1]).await.unwrap();
+                        })
+                        .detach();
+                    }
+                };
+                futures_lite::future::or(accept_loop, ctx.stopped()).await;
+            }
+        })
+        .unwrap();
+        while ready.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for i in 0..CONNS {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(&[i as u8]).unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            assert_eq!(b[0], i as u8 + 1);
+        }
+        shards.stop();
+        shards.join().unwrap();
+        let counts: Vec<usize> = accepted.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts.iter().sum::<usize>(), CONNS, "per shard: {counts:?}");
+    }
+}

@@ -1,0 +1,846 @@
+//! Executors: one glommio `LocalExecutor` per data shard (pinned to a CPU, or not), plus an
+//! optional light control shard, each on its own thread, with a common stop signal and a join
+//! that reports panics.
+//!
+//! Placement rules: a pinned shard `i` runs on `cpus[i % cpus.len()]`, where `cpus` is the
+//! process's affinity mask ([`available_cpus`]); an unpinned shard (and the control shard) is
+//! fenced to that whole mask, so no thread started here (nor glommio's blocking-pool helper
+//! threads, which follow the executor's placement) ever leaves the CPUs the process was started
+//! with (`taskset`, cgroup cpusets).
+//!
+//! This file must not know what the shards do: it builds executors and calls the caller's
+//! `start` closure on each. It never blocks inside an executor.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::{CpuSet, LocalExecutor, LocalExecutorBuilder, Placement};
+
+use crate::cpus::available_cpus;
+use crate::stop::{LocalStop, StopHandle, StopWait, Stopped};
+
+/// Default per-executor io_uring buffer memory. glommio locks 3 × this per executor; its own
+/// default (10 MiB) is far more than a network server needs.
+pub const DEFAULT_IO_MEMORY: usize = 256 << 10;
+
+/// How to start the data shards.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Number of data shards (at least 1).
+    pub shards: usize,
+    /// Pin shard `i` to the `i`-th CPU of the process's affinity mask. Then `shards` may not
+    /// exceed the number of CPUs in the mask.
+    pub pin: bool,
+    /// glommio `io_memory` per executor, in bytes (locked memory: 3 × this per executor counts
+    /// against `RLIMIT_MEMLOCK` unless the process has `CAP_IPC_LOCK`).
+    pub io_memory: usize,
+    /// Busy-poll this long before sleeping when idle (lower cross-shard latency, more CPU).
+    pub spin_before_park: Option<Duration>,
+    /// Thread name prefix: shard threads are `{name}-{id}`, the control shard `{name}-ctl`.
+    pub name: String,
+}
+
+impl Default for ShardConfig {
+    /// One pinned shard per CPU of the affinity mask (1 if it cannot be read), 256 KiB of
+    /// io_memory, no spinning, threads named `shard-N`.
+    fn default() -> Self {
+        ShardConfig {
+            shards: available_cpus().map(|c| c.len()).unwrap_or(1).max(1),
+            pin: true,
+            io_memory: DEFAULT_IO_MEMORY,
+            spin_before_park: None,
+            name: "shard".to_string(),
+        }
+    }
+}
+
+/// What a shard knows about itself. Handed to the `start` closure on the shard's own thread.
+/// Cheap to clone between tasks of that shard; not `Send`.
+#[derive(Clone)]
+pub struct ShardContext {
+    /// This shard's index: `0..shards` for data shards; the control shard's id is `shards`
+    /// (so a bus made with `shards + 1` inboxes gives it the last one).
+    pub id: usize,
+    /// Number of data shards.
+    pub shards: usize,
+    /// The CPU this shard is pinned to, if pinned.
+    pub cpu: Option<usize>,
+    local: Rc<LocalStop>,
+    handle: StopHandle,
+}
+
+impl fmt::Debug for ShardContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardContext")
+            .field("id", &self.id)
+            .field("shards", &self.shards)
+            .field("cpu", &self.cpu)
+            .field("stopping", &self.is_stopping())
+            .finish()
+    }
+}
+
+impl ShardContext {
+    /// Completes when the stop signal is raised ([`Shards::stop`], [`StopHandle::stop`], or a
+    /// shard panicked). Any number of tasks on the shard may await it at once; each waiting task
+    /// costs one waker clone of its own, and a dropped future unregisters.
+    pub fn stopped(&self) -> Stopped {
+        Stopped::new(Rc::clone(&self.local), self.handle.clone())
+    }
+
+    /// Whether the stop signal has been raised.
+    pub fn is_stopping(&self) -> bool {
+        self.handle.is_stopped()
+    }
+
+    /// A handle to raise the stop signal of every shard from this one (or any thread).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.handle.clone()
+    }
+
+    /// Whether this is the control shard.
+    pub fn is_control(&self) -> bool {
+        self.id == self.shards
+    }
+}
+
+/// Why shards could not be started or did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// `shards` was 0.
+    #[error("the number of shards must be at least 1")]
+    NoShards,
+    /// Pinning asked for more shards than there are CPUs in the process's affinity mask.
+    #[error(
+        "cannot pin {shards} shards: this process may only run on {} CPU(s) {cpus:?}; \
+         use at most {} shards or disable pinning",
+        cpus.len(),
+        cpus.len()
+    )]
+    TooManyPinnedShards {
+        /// Shards asked for.
+        shards: usize,
+        /// CPUs in the process's affinity mask.
+        cpus: Vec<usize>,
+    },
+    /// The process's CPU affinity mask could not be read.
+    #[error("reading this process's CPU affinity mask: {0}")]
+    Affinity(#[source] io::Error),
+    /// The OS refused to start a thread.
+    #[error("starting the thread of {shard}: {source}")]
+    Spawn {
+        /// Which shard.
+        shard: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// glommio could not create the executor (often: locked-memory limit too low).
+    #[error("creating the executor of {shard}: {message}")]
+    Executor {
+        /// Which shard.
+        shard: String,
+        /// glommio's error, with a hint where one applies.
+        message: String,
+    },
+    /// A shard's root future (or a task it did not guard) panicked. The stop signal is raised
+    /// for all other shards when this happens.
+    #[error("{shard} panicked: {message}")]
+    Panicked {
+        /// Which shard.
+        shard: String,
+        /// The panic message.
+        message: String,
+    },
+    /// [`Shards::start_control`] was called twice.
+    #[error("the control shard has already been started")]
+    ControlAlreadyStarted,
+}
+
+/// Where a shard's threads may run.
+#[derive(Clone)]
+enum Where {
+    /// Pinned to one CPU.
+    Cpu(usize),
+    /// Anywhere in this set (the process's original mask).
+    Mask(Arc<[usize]>),
+}
+
+struct ShardThread {
+    label: String,
+    handle: JoinHandle<Result<(), ShardError>>,
+}
+
+/// A running group of shards. Dropping it without [`join`](Self::join) stops and joins them.
+pub struct Shards {
+    threads: Vec<ShardThread>,
+    stop: StopHandle,
+    shards: usize,
+    mask: Arc<[usize]>,
+    io_memory: usize,
+    name: String,
+    control_started: bool,
+}
+
+impl fmt::Debug for Shards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shards")
+            .field("shards", &self.shards)
+            .field("threads", &self.threads.len())
+            .field("control", &self.control_started)
+            .field("stopped", &self.stop.is_stopped())
+            .finish()
+    }
+}
+
+/// Everything a shard thread needs besides its root closure.
+struct Spec {
+    label: String,
+    thread_name: String,
+    place: Where,
+    io_memory: usize,
+    spin_before_park: Option<Duration>,
+    id: usize,
+    shards: usize,
+    stop: StopHandle,
+}
+
+impl Shards {
+    /// Starts `config.shards` executors, each on its own thread, and calls `start` once on each
+    /// shard's thread to build that shard's root future. Returns once every executor has been
+    /// created (or with the first creation error, after stopping the others).
+    ///
+    /// A shard ends when its root future completes: await [`ShardContext::stopped`] in it.
+    ///
+    /// `pin = true`: shard `i` is pinned to `cpus[i % cpus.len()]` with `cpus` =
+    /// [`available_cpus`], and more shards than CPUs is an error. `pin = false`: unpinned, but
+    /// confined to the process's affinity mask.
+    pub fn start<F, Fut>(config: ShardConfig, start: F) -> Result<Shards, ShardError>
+    where
+        F: Fn(ShardContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if config.shards == 0 {
+            return Err(ShardError::NoShards);
+        }
+        let cpus = available_cpus().map_err(ShardError::Affinity)?;
+        if config.pin && config.shards > cpus.len() {
+            return Err(ShardError::TooManyPinnedShards {
+                shards: config.shards,
+                cpus,
+            });
+        }
+        let mask: Arc<[usize]> = cpus.into();
+        let mut this = Shards {
+            threads: Vec::with_capacity(config.shards + 1),
+            stop: StopHandle::new(),
+            shards: config.shards,
+            mask: Arc::clone(&mask),
+            io_memory: config.io_memory,
+            name: config.name.clone(),
+            control_started: false,
+        };
+        let start = Arc::new(start);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for id in 0..config.shards {
+            let place = if config.pin {
+                Where::Cpu(mask[id % mask.len()])
+            } else {
+                Where::Mask(Arc::clone(&mask))
+            };
+            let label = match place {
+                Where::Cpu(cpu) => format!("shard {id} (cpu {cpu})"),
+                Where::Mask(_) => format!("shard {id}"),
+            };
+            let spec = Spec {
+                label,
+                thread_name: format!("{}-{id}", config.name),
+                place,
+                io_memory: config.io_memory,
+                spin_before_park: config.spin_before_park,
+                id,
+                shards: config.shards,
+                stop: this.stop.clone(),
+            };
+            let start = Arc::clone(&start);
+            if let Err(e) = this.spawn(spec, ready_tx.clone(), move |ctx| start(ctx)) {
+                drop(ready_tx);
+                this.abort();
+                return Err(e);
+            }
+        }
+        drop(ready_tx);
+        this.await_ready(ready_rx, config.shards)?;
+        Ok(this)
+    }
+
+    /// Starts the control shard: one more executor, unpinned but confined to the process's
+    /// affinity mask, without spinning. Its [`ShardContext::id`] is the number of data shards.
+    pub fn start_control<F, Fut>(&mut self, start: F) -> Result<(), ShardError>
+    where
+        F: FnOnce(ShardContext) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        if self.control_started {
+            return Err(ShardError::ControlAlreadyStarted);
+        }
+        self.control_started = true;
+        let spec = Spec {
+            label: "control shard".to_string(),
+            thread_name: format!("{}-ctl", self.name),
+            place: Where::Mask(Arc::clone(&self.mask)),
+            io_memory: self.io_memory,
+            spin_before_park: None,
+            id: self.shards,
+            shards: self.shards,
+            stop: self.stop.clone(),
+        };
+        let (ready_tx, ready_rx) = mpsc::channel();
+        self.spawn(spec, ready_tx, start)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // That thread has already ended; collect it.
+                if let Some(t) = self.threads.pop() {
+                    let _ = t.handle.join();
+                }
+                Err(e)
+            }
+            // It died before reporting: its join result says why.
+            Err(_) => match self.threads.pop() {
+                Some(t) => Err(join_one(t).err().unwrap_or_else(|| ShardError::Panicked {
+                    shard: "control shard".to_string(),
+                    message: "ended before its executor was ready".to_string(),
+                })),
+                None => Err(ShardError::ControlAlreadyStarted),
+            },
+        }
+    }
+
+    /// Number of data shards.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Raises the stop signal: every [`ShardContext::stopped`] completes. Returns at once;
+    /// [`join`](Self::join) waits for the shards to finish.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// A cloneable, `Send + Sync` handle to [`stop`](Self::stop) from elsewhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Waits for every shard thread to end. Returns the first error (a shard that panicked);
+    /// further errors are logged.
+    pub fn join(mut self) -> Result<(), ShardError> {
+        self.join_all()
+    }
+
+    fn join_all(&mut self) -> Result<(), ShardError> {
+        let mut first = None;
+        for t in self.threads.drain(..) {
+            if let Err(e) = join_one(t) {
+                if first.is_none() {
+                    first = Some(e);
+                } else {
+                    log::error!("{e}");
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Stops and joins whatever was started, ignoring errors (used when start-up fails).
+    fn abort(&mut self) {
+        self.stop();
+        let _ = self.join_all();
+    }
+
+    /// Waits for `count` start-up reports; on any failure, stops everything and returns the
+    /// most telling error.
+    fn await_ready(
+        &mut self,
+        ready: mpsc::Receiver<Result<(), ShardError>>,
+        count: usize,
+    ) -> Result<(), ShardError> {
+        let mut first_err = None;
+        let mut reported = 0;
+        // Ends early only if a thread died without reporting (its sender is then dropped).
+        while reported < count {
+            match ready.recv() {
+                Ok(r) => {
+                    reported += 1;
+                    if let Err(e) = r {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if first_err.is_none() && reported == count {
+            return Ok(());
+        }
+        self.stop();
+        let joined = self.join_all();
+        Err(first_err
+            .or(joined.err())
+            .unwrap_or_else(|| ShardError::Panicked {
+                shard: "a shard".to_string(),
+                message: "ended before its executor was ready".to_string(),
+            }))
+    }
+
+    fn spawn<G, Fut>(
+        &mut self,
+        spec: Spec,
+        ready: mpsc::Sender<Result<(), ShardError>>,
+        root: G,
+    ) -> Result<(), ShardError>
+    where
+        G: FnOnce(ShardContext) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let label = spec.label.clone();
+        let handle = std::thread::Builder::new()
+            .name(spec.thread_name.clone())
+            .spawn(move || shard_thread(spec, ready, root))
+            .map_err(|source| ShardError::Spawn {
+                shard: label.clone(),
+                source,
+            })?;
+        self.threads.push(ShardThread { label, handle });
+        Ok(())
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+            let _ = self.join_all();
+        }
+    }
+}
+
+fn join_one(t: ShardThread) -> Result<(), ShardError> {
+    match t.handle.join() {
+        Ok(r) => r,
+        // shard_thread catches panics; this is only a panic in that wrapper itself.
+        Err(payload) => Err(ShardError::Panicked {
+            shard: t.label,
+            message: panic_message(payload.as_ref()),
+        }),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+/// Body of a shard thread.
+fn shard_thread<G, Fut>(
+    spec: Spec,
+    ready: mpsc::Sender<Result<(), ShardError>>,
+    root: G,
+) -> Result<(), ShardError>
+where
+    G: FnOnce(ShardContext) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let label = spec.label.clone();
+    let stop = spec.stop.clone();
+    match catch_unwind(AssertUnwindSafe(move || run_shard(spec, ready, root))) {
+        Ok(()) => Ok(()),
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            log::error!("{label} panicked: {message}; stopping all shards");
+            stop.stop();
+            Err(ShardError::Panicked {
+                shard: label,
+                message,
+            })
+        }
+    }
+}
+
+fn run_shard<G, Fut>(spec: Spec, ready: mpsc::Sender<Result<(), ShardError>>, root: G)
+where
+    G: FnOnce(ShardContext) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let ex = match build_executor(&spec) {
+        Ok(ex) => ex,
+        Err(message) => {
+            let _ = ready.send(Err(ShardError::Executor {
+                shard: spec.label,
+                message,
+            }));
+            return;
+        }
+    };
+    // After this the thread may only end through its root future (or a panic).
+    let _ = ready.send(Ok(()));
+    drop(ready);
+
+    let stop = spec.stop;
+    let slot = stop.register_watcher();
+    let local = Rc::new(LocalStop::default());
+    let ctx = ShardContext {
+        id: spec.id,
+        shards: spec.shards,
+        cpu: match spec.place {
+            Where::Cpu(c) => Some(c),
+            Where::Mask(_) => None,
+        },
+        local: Rc::clone(&local),
+        handle: stop.clone(),
+    };
+    ex.run(async move {
+        // Drops the watcher's waker on this thread, inside the executor, however we leave.
+        struct Unregister(StopHandle, Arc<futures_util::task::AtomicWaker>);
+        impl Drop for Unregister {
+            fn drop(&mut self) {
+                self.0.unregister_watcher(&self.1);
+            }
+        }
+        let _unregister = Unregister(stop.clone(), Arc::clone(&slot));
+        let watcher = StopWait {
+            handle: stop,
+            slot,
+        };
+        glommio::spawn_local(async move {
+            watcher.await;
+            local.fire();
+        })
+        .detach();
+        root(ctx).await;
+    });
+}
+
+/// Creates the executor on the current thread, placed as `spec` says.
+fn build_executor(spec: &Spec) -> Result<LocalExecutor, String> {
+    let placement = match &spec.place {
+        Where::Cpu(cpu) => Placement::Fixed(*cpu),
+        Where::Mask(mask) => fenced(mask)?,
+    };
+    let mut builder = LocalExecutorBuilder::new(placement).io_memory(spec.io_memory);
+    if let Some(spin) = spec.spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    builder.make().map_err(|e| {
+        let mut message = e.to_string();
+        let lower = message.to_lowercase();
+        if lower.contains("memory") || lower.contains("memlock") || lower.contains("ENOMEM") {
+            message.push_str(&format!(
+                " (each executor locks 3 x io_memory = {} KiB: raise RLIMIT_MEMLOCK, e.g. \
+                 LimitMEMLOCK= in systemd, or lower io_memory)",
+                3 * spec.io_memory / 1024
+            ));
+        }
+        message
+    })
+}
+
+/// An unpinned placement that still keeps the executor (and glommio's helper threads) inside
+/// `mask`. glommio's `Placement::Unbound` would leave the thread's inherited affinity alone and
+/// also silently disable `spin_before_park`; `Fenced` sets the affinity explicitly.
+fn fenced(mask: &[usize]) -> Result<Placement, String> {
+    match CpuSet::online() {
+        Ok(online) => {
+            let set = online.filter(|l| mask.contains(&l.cpu));
+            if set.is_empty() {
+                Err(format!(
+                    "none of the CPUs in this process's affinity mask {mask:?} is online"
+                ))
+            } else {
+                Ok(Placement::Fenced(set))
+            }
+        }
+        Err(e) => {
+            // No readable topology (unusual /sys): confine the thread ourselves and let glommio
+            // inherit it. Helper threads it spawns inherit it too.
+            log::warn!(
+                "glommio cannot read the CPU topology ({e}); running unpinned without \
+                 spin_before_park"
+            );
+            set_thread_affinity(mask).map_err(|e| format!("setting CPU affinity: {e}"))?;
+            Ok(Placement::Unbound)
+        }
+    }
+}
+
+fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+    const WORD_BITS: usize = 8 * std::mem::size_of::<libc::c_ulong>();
+    let max = cpus.iter().copied().max().unwrap_or(0);
+    let words = (max / WORD_BITS + 1).max(1024 / WORD_BITS);
+    let mut mask: Vec<libc::c_ulong> = vec![0; words];
+    for &c in cpus {
+        mask[c / WORD_BITS] |= 1 << (c % WORD_BITS);
+    }
+    let bytes = words * std::mem::size_of::<libc::c_ulong>();
+    // SAFETY: `mask` is a readable buffer of `bytes` bytes.
+    let rc = unsafe { libc::sched_setaffinity(0, bytes, mask.as_ptr().cast()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpus::thread_cpus;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    fn unpinned(shards: usize, name: &str) -> ShardConfig {
+        ShardConfig {
+            shards,
+            pin: false,
+            name: name.to_string(),
+            ..ShardConfig::default()
+        }
+    }
+
+    #[test]
+    fn stop_wakes_many_waiters_and_join_returns() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&woken);
+        let shards = Shards::start(unpinned(2, "stopjoin"), move |ctx| {
+            let woken = Arc::clone(&w);
+            async move {
+                assert!(!ctx.is_control());
+                let mut tasks = Vec::new();
+                for _ in 0..100 {
+                    let (ctx, woken) = (ctx.clone(), Arc::clone(&woken));
+                    tasks.push(glommio::spawn_local(async move {
+                        ctx.stopped().await;
+                        woken.fetch_add(1, Ordering::SeqCst);
+                    }));
+                }
+                ctx.stopped().await;
+                assert!(ctx.is_stopping());
+                for t in tasks {
+                    t.await;
+                }
+            }
+        })
+        .unwrap();
+        assert_eq!(shards.shards(), 2);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        let handle = shards.stop_handle();
+        std::thread::spawn(move || handle.stop()).join().unwrap();
+        shards.join().unwrap();
+        assert_eq!(woken.load(Ordering::SeqCst), 200);
+    }
+
+    #[test]
+    fn control_shard_and_stop_from_a_shard() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let mut shards = Shards::start(unpinned(2, "ctl"), move |ctx| {
+            let seen = Arc::clone(&s);
+            async move {
+                seen.lock().unwrap().push((ctx.id, ctx.is_control()));
+                ctx.stopped().await;
+            }
+        })
+        .unwrap();
+        let s = Arc::clone(&seen);
+        shards
+            .start_control(move |ctx| async move {
+                s.lock().unwrap().push((ctx.id, ctx.is_control()));
+                assert_eq!(ctx.cpu, None);
+                // The control shard decides to stop everything.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                ctx.stop_handle().stop();
+                ctx.stopped().await;
+            })
+            .unwrap();
+        assert!(matches!(
+            shards.start_control(|_ctx| async {}),
+            Err(ShardError::ControlAlreadyStarted)
+        ));
+        shards.join().unwrap();
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, vec![(0, false), (1, false), (2, true)]);
+    }
+
+    #[test]
+    fn panicking_shard_is_reported_and_stops_the_others() {
+        let shards = Shards::start(unpinned(2, "panic"), |ctx| async move {
+            if ctx.id == 1 {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                panic!("boom on shard 1");
+            }
+            ctx.stopped().await;
+        })
+        .unwrap();
+        // No stop() here: shard 1's panic must stop shard 0.
+        match shards.join() {
+            Err(ShardError::Panicked { shard, message }) => {
+                assert_eq!(shard, "shard 1");
+                assert!(message.contains("boom on shard 1"), "{message}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_many_pinned_shards_is_a_clear_error() {
+        let cpus = available_cpus().unwrap();
+        let config = ShardConfig {
+            shards: cpus.len() + 1,
+            pin: true,
+            ..ShardConfig::default()
+        };
+        let err = Shards::start(config, |_ctx| async {}).unwrap_err();
+        assert!(matches!(err, ShardError::TooManyPinnedShards { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("cannot pin {} shards", cpus.len() + 1)), "{msg}");
+        assert!(msg.contains("disable pinning"), "{msg}");
+        let zero = ShardConfig {
+            shards: 0,
+            ..ShardConfig::default()
+        };
+        assert!(matches!(
+            Shards::start(zero, |_ctx| async {}),
+            Err(ShardError::NoShards)
+        ));
+    }
+
+    #[test]
+    fn pinned_shards_run_on_their_cpu() {
+        let cpus = available_cpus().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = Arc::clone(&got);
+        let config = ShardConfig {
+            shards: cpus.len(),
+            pin: true,
+            name: "pinned".to_string(),
+            ..ShardConfig::default()
+        };
+        let shards = Shards::start(config, move |ctx| {
+            let g = Arc::clone(&g);
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push((ctx.id, ctx.cpu, thread_cpus().unwrap()));
+            }
+        })
+        .unwrap();
+        shards.join().unwrap();
+        let mut got = got.lock().unwrap().clone();
+        got.sort();
+        let want: Vec<_> = cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (i, Some(c), vec![c]))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// Child process of `unpinned_threads_stay_in_the_taskset_mask`: run under `taskset -c N`.
+    #[test]
+    #[ignore = "child process of unpinned_threads_stay_in_the_taskset_mask"]
+    fn child_unpinned_threads_stay_in_mask() {
+        let mask = available_cpus().unwrap();
+        println!("MASK={mask:?}");
+        // Pinning more shards than the mask allows is refused even though the machine has more.
+        let err = Shards::start(
+            ShardConfig {
+                shards: mask.len() + 1,
+                pin: true,
+                ..ShardConfig::default()
+            },
+            |_ctx| async {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, ShardError::TooManyPinnedShards { .. }));
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let mut shards = Shards::start(
+            ShardConfig {
+                shards: 2,
+                pin: false,
+                spin_before_park: Some(Duration::from_micros(10)),
+                name: "fence".to_string(),
+                ..ShardConfig::default()
+            },
+            move |ctx| {
+                let s = Arc::clone(&s);
+                async move {
+                    s.lock().unwrap().push(thread_cpus().unwrap());
+                    ctx.stopped().await;
+                }
+            },
+        )
+        .unwrap();
+        let s = Arc::clone(&seen);
+        shards
+            .start_control(move |ctx| async move {
+                s.lock().unwrap().push(thread_cpus().unwrap());
+                ctx.stopped().await;
+            })
+            .unwrap();
+        while seen.lock().unwrap().len() < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Every thread of the process, glommio's helpers included.
+        let mut threads = 0;
+        for entry in std::fs::read_dir("/proc/self/task").unwrap() {
+            let status = std::fs::read_to_string(entry.unwrap().path().join("status")).unwrap();
+            let name = status.lines().next().unwrap().to_string();
+            let list = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap();
+            let cpus = crate::test_util::parse_cpu_list(list);
+            assert!(
+                cpus.iter().all(|c| mask.contains(c)),
+                "thread {name} may run on {cpus:?}, outside {mask:?}"
+            );
+            threads += 1;
+        }
+        shards.stop();
+        shards.join().unwrap();
+        for cpus in seen.lock().unwrap().iter() {
+            assert_eq!(cpus, &mask);
+        }
+        println!("THREADS_OK={threads}");
+    }
+
+    #[test]
+    fn unpinned_threads_stay_in_the_taskset_mask() {
+        let cpus = available_cpus().unwrap();
+        let last = *cpus.last().unwrap();
+        let Some(out) = crate::test_util::run_child_under_taskset(
+            &last.to_string(),
+            "runtime::tests::child_unpinned_threads_stay_in_mask",
+        ) else {
+            return;
+        };
+        assert!(out.contains(&format!("MASK=[{last}]")), "child said: {out}");
+        assert!(out.contains("THREADS_OK="), "child said: {out}");
+    }
+}

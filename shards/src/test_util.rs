@@ -1,0 +1,48 @@
+//! Test helpers shared by the in-crate tests (compiled only for tests): running one ignored test
+//! of this binary in a child process under `taskset`, and parsing kernel CPU lists.
+
+use std::process::Command;
+
+/// Runs the ignored test `test` (full path, e.g. `cpus::tests::child_x`) of the current test
+/// binary in a child process under `taskset -c {cpu_list}` and returns its stdout, or `None` if
+/// `taskset` is not installed. Panics if the child fails.
+pub(crate) fn run_child_under_taskset(cpu_list: &str, test: &str) -> Option<String> {
+    let exe = std::env::current_exe().unwrap();
+    let out = match Command::new("taskset")
+        .args(["-c", cpu_list])
+        .arg(exe)
+        .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("taskset not found: skipping the child-process check of {test}");
+            return None;
+        }
+        Err(e) => panic!("running taskset: {e}"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child {test} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "child {test} did not run exactly one test:\n{stdout}"
+    );
+    Some(stdout)
+}
+
+/// Parses a kernel CPU list such as `0-3,8,10-11`.
+pub(crate) fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => out.push(part.parse().unwrap()),
+        }
+    }
+    out
+}

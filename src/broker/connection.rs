@@ -1,0 +1,100 @@
+//! A client connection as the broker core sees it: its session, keep-alive clock, and outbox.
+//!
+//! Bytes for the client are encoded into `outbox`; the runtime takes them out and writes them to the
+//! socket in one go per loop turn, which is how writes get batched. This module does no I/O.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::protocol::{Packet, ProtocolLevel, QoS, TopicFilter};
+
+use super::SessionKey;
+
+/// Lifecycle of a connection once its CONNECT has been handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// CONNACK 0x00 sent; packets are processed.
+    Active,
+    /// The broker has decided to close it (refused CONNECT, DISCONNECT, error, takeover, keep-alive):
+    /// the outbox is flushed, then the socket is closed; further input is ignored.
+    Closing,
+}
+
+/// Why a connection ended; decides whether the will is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT: the will is discarded [MQTT-3.14.4-3].
+    ClientDisconnect,
+    /// The socket closed or failed without DISCONNECT.
+    ConnectionLost,
+    /// A malformed or out-of-order packet [MQTT-4.8.0-1].
+    ProtocolError,
+    /// No packet within 1.5 × keep-alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// Another connection with the same client id took the session over [MQTT-3.1.4-2].
+    TakenOver,
+    /// The broker is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// Whether the will message is published when a connection ends this way [MQTT-3.1.2-8].
+    pub fn publishes_will(self) -> bool {
+        !matches!(self, CloseReason::ClientDisconnect | CloseReason::ServerShutdown)
+    }
+}
+
+/// A SUBACK (or a reply queued behind one) waiting for other shards to confirm a new filter, so that
+/// a message published anywhere after the client sees its SUBACK is delivered.
+#[derive(Debug)]
+pub struct PendingReply {
+    pub token: Option<u64>,
+    /// Shards that have not confirmed yet.
+    pub remaining: usize,
+    pub reply: Packet,
+    /// Filters whose retained messages are sent after the reply.
+    pub retained_for: Vec<(TopicFilter, QoS)>,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    pub session: SessionKey,
+    pub protocol: ProtocolLevel,
+    pub state: ConnectionState,
+    /// `None` when keep-alive is 0 (off).
+    pub keep_alive: Option<Duration>,
+    pub last_activity: Instant,
+    pub outbox: BytesMut,
+    /// A flush action has been emitted and the runtime has not taken the outbox since.
+    pub flush_requested: bool,
+    pub pending_replies: VecDeque<PendingReply>,
+}
+
+impl Connection {
+    pub fn new(session: SessionKey, protocol: ProtocolLevel, keep_alive: u16, now: Instant) -> Self {
+        Connection {
+            session,
+            protocol,
+            state: ConnectionState::Active,
+            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_activity: now,
+            outbox: BytesMut::new(),
+            flush_requested: false,
+            pending_replies: VecDeque::new(),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state == ConnectionState::Active
+    }
+
+    /// True once 1.5 × keep-alive has passed since the last packet.
+    pub fn keep_alive_expired(&self, now: Instant) -> bool {
+        match self.keep_alive {
+            Some(limit) => now.saturating_duration_since(self.last_activity) > limit,
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! SUBSCRIBE: add or replace the session's subscriptions, answer SUBACK, then send retained messages.
+//!
+//! Granted QoS is the requested one capped by `max_qos` [MQTT-3.9.3]. A filter new to this shard is
+//! announced to the other shards, and the SUBACK waits until they have confirmed: once the client
+//! holds its SUBACK, a message published on any shard reaches it. Retained messages matching each
+//! filter follow the SUBACK with RETAIN set [MQTT-3.3.1-6], also for a repeated subscription
+//! [MQTT-3.8.4-3].
+
+use crate::broker::connection::PendingReply;
+use crate::broker::{BrokerCore, ConnId};
+use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
+
+pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe) {
+    let Some(key) = broker.session_of(conn) else {
+        return;
+    };
+    let mut return_codes = Vec::with_capacity(subscribe.filters.len());
+    let mut retained_for = Vec::with_capacity(subscribe.filters.len());
+    let mut new_filters = Vec::new();
+    for request in subscribe.filters {
+        let granted = request.qos.min(broker.settings.max_qos);
+        if let Some(session) = broker.sessions.get_mut(key) {
+            session.subscriptions.insert(request.filter.clone(), granted);
+        }
+        if broker.add_subscriber(key, &request.filter, granted) {
+            new_filters.push(request.filter.clone());
+        }
+        return_codes.push(SubscribeReturnCode::Success(granted));
+        retained_for.push((request.filter, granted));
+    }
+    let others = broker.shards - 1;
+    let token = (others > 0 && !new_filters.is_empty()).then(|| broker.new_token());
+    for filter in &new_filters {
+        broker.broadcast_interest(filter, true, token);
+    }
+    // Every announcement carries the token and each other shard confirms each one.
+    let remaining = if token.is_some() { others * new_filters.len() } else { 0 };
+    let reply = PendingReply {
+        token,
+        remaining,
+        reply: Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            return_codes,
+        }),
+        retained_for,
+    };
+    broker.reply_in_order(conn, reply);
+}

@@ -1,0 +1,655 @@
+//! The sans-IO broker of one shard: events in, bytes and bus messages out.
+//!
+//! A [`BrokerCore`] owns the connections accepted on (or handed to) its shard, the sessions whose client
+//! id hashes to it ([`home_shard`]), the subscription trie of those sessions, a copy of the retained
+//! store and the table of which filters other shards are interested in. Its verbs, in order of use:
+//! - `handle_connect`, `handle_packet`, `handle_closed`, `handle_protocol_error`: from a connection;
+//! - `handle_bus`: a message from another shard;
+//! - `handle_tick`: time passes (keep-alive);
+//! - `poll_actions` and `take_outbox`: what the runtime must do now.
+//!
+//! It never reads a clock (time is passed in as `now`), never touches a socket, never spawns, and
+//! never reaches into another shard: everything that crosses shards leaves as an [`Action::Bus`].
+//! The packet handlers live in `handlers/`, one file per inbound packet type.
+
+pub mod connection;
+mod handlers;
+pub mod retained;
+pub mod session;
+pub mod stats;
+pub mod subscriptions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use slab::Slab;
+
+use crate::protocol::{
+    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, TopicFilter, TopicName,
+};
+
+pub use connection::CloseReason;
+use connection::{Connection, ConnectionState, PendingReply};
+use retained::RetainedStore;
+use session::{Delivery, DropReason, Resend, Session};
+pub use stats::Stats;
+use subscriptions::TopicTrie;
+
+/// Identifies a connection within one shard (assigned by the runtime).
+pub type ConnId = u64;
+/// Index of a session in its shard's session table.
+pub type SessionKey = usize;
+
+/// An application message as it is routed: what a PUBLISH carries, minus the per-hop fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: TopicName,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// Broker behaviour that comes from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    /// Granted QoS is capped at this.
+    pub max_qos: QoS,
+    pub allow_anonymous: bool,
+    /// Bytes waiting in one connection's outbox beyond which new QoS 0 messages are dropped
+    /// (a subscriber that stops reading must not grow the broker without bound).
+    pub outbox_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_inflight: 20,
+            max_queued_messages: 1000,
+            max_qos: QoS::ExactlyOnce,
+            allow_anonymous: true,
+            outbox_limit: 4 << 20,
+        }
+    }
+}
+
+/// What one shard tells another.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    /// A publish for the receiving shard's subscribers (and its retained copy when `retain`).
+    Publish(Message),
+    /// Shard `from` now has (or no longer has) subscribers for `filter`. With a token, the receiver
+    /// answers [`BusMessage::InterestAck`] once the change is in effect.
+    Interest {
+        from: usize,
+        filter: TopicFilter,
+        added: bool,
+        token: Option<u64>,
+    },
+    /// Confirms an `Interest` change carrying this token.
+    InterestAck { token: u64 },
+}
+
+impl BusMessage {
+    /// Which lane of the bus carries it: publishes on data, everything else on control.
+    pub fn lane(&self) -> Lane {
+        match self {
+            BusMessage::Publish(_) => Lane::Data,
+            _ => Lane::Control,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Data,
+    Control,
+}
+
+/// Work for the runtime, in the order it was produced.
+#[derive(Debug)]
+pub enum Action {
+    /// The connection's outbox has bytes (or it is closing): take them with [`BrokerCore::take_outbox`].
+    Flush(ConnId),
+    /// Send to another shard.
+    Bus { to: usize, message: BusMessage },
+}
+
+/// The shard a client id's session lives on: FNV-1a, stable across runs and builds.
+pub fn home_shard(client_id: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in client_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// How CONNECT was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOutcome {
+    pub code: ConnectReturnCode,
+    pub session_present: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Subscriber {
+    session: SessionKey,
+    qos: QoS,
+}
+
+/// One shard's broker state machine (see the module docs).
+pub struct BrokerCore {
+    settings: Settings,
+    shard: usize,
+    shards: usize,
+    connections: HashMap<ConnId, Connection>,
+    sessions: Slab<Session>,
+    session_by_client_id: HashMap<Arc<str>, SessionKey>,
+    subscriptions: TopicTrie<Vec<Subscriber>>,
+    /// Per other shard: the filters its sessions subscribe to (value unused: presence).
+    remote_interest: Vec<TopicTrie<()>>,
+    retained: RetainedStore,
+    /// Pending SUBACK tokens → connection.
+    pending_tokens: HashMap<u64, ConnId>,
+    next_token: u64,
+    generated_ids: u64,
+    id_seed: u64,
+    actions: Vec<Action>,
+    match_scratch: Vec<(SessionKey, QoS)>,
+    pub stats: Stats,
+}
+
+impl BrokerCore {
+    /// `id_seed` makes generated client ids unique across broker runs.
+    pub fn new(settings: Settings, shard: usize, shards: usize, id_seed: u64) -> Self {
+        BrokerCore {
+            settings,
+            shard,
+            shards: shards.max(1),
+            connections: HashMap::new(),
+            sessions: Slab::new(),
+            session_by_client_id: HashMap::new(),
+            subscriptions: TopicTrie::new(),
+            remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
+            retained: RetainedStore::default(),
+            pending_tokens: HashMap::new(),
+            next_token: 1,
+            generated_ids: 0,
+            id_seed,
+            actions: Vec::new(),
+            match_scratch: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    // ---- getters -------------------------------------------------------------------------------
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn online_session_count(&self) -> usize {
+        self.sessions.iter().filter(|(_, s)| s.is_online()).count()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.sessions.iter().map(|(_, s)| s.subscriptions.len()).sum()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    pub fn inflight_count(&self) -> usize {
+        self.sessions.iter().map(|(_, s)| s.inflight_len()).sum()
+    }
+
+    /// The shard that must own a client's session: generated ids stay where they were made.
+    pub fn home_for(&self, connect: &Connect) -> usize {
+        if connect.client_id.is_empty() {
+            self.shard
+        } else {
+            home_shard(&connect.client_id, self.shards)
+        }
+    }
+
+    // ---- handle_* --------------------------------------------------------------------------------
+
+    /// The first packet of a connection. Writes CONNACK; a refused connection is left `Closing`.
+    pub fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) -> ConnectOutcome {
+        handlers::connect::handle(self, conn, connect, now)
+    }
+
+    /// A packet after CONNECT.
+    pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if !connection.is_active() {
+            return;
+        }
+        connection.last_activity = now;
+        handlers::dispatch(self, conn, packet, now);
+    }
+
+    /// Bytes that do not decode: the connection is closed and its will published [MQTT-4.8.0-1].
+    pub fn handle_protocol_error(&mut self, conn: ConnId) {
+        self.stats.protocol_errors += 1;
+        self.close(conn, CloseReason::ProtocolError);
+    }
+
+    /// The transport ended (EOF, error, or after a `Closing` flush). Forgets the connection.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        self.close(conn, CloseReason::ConnectionLost);
+        self.connections.remove(&conn);
+    }
+
+    /// A message from another shard.
+    pub fn handle_bus(&mut self, message: BusMessage) {
+        self.stats.bus_received += 1;
+        match message {
+            BusMessage::Publish(message) => {
+                if message.retain {
+                    self.retained.apply(&message);
+                }
+                self.deliver_local(&message);
+            }
+            BusMessage::Interest {
+                from,
+                filter,
+                added,
+                token,
+            } => {
+                if let Some(table) = self.remote_interest.get_mut(from) {
+                    if added {
+                        table.entry(&filter, || ());
+                    } else {
+                        table.remove(&filter);
+                    }
+                }
+                if let Some(token) = token {
+                    self.send_bus(from, BusMessage::InterestAck { token });
+                }
+            }
+            BusMessage::InterestAck { token } => self.interest_confirmed(token),
+        }
+    }
+
+    /// Time passes: close connections whose keep-alive expired.
+    pub fn handle_tick(&mut self, now: Instant) {
+        let expired: Vec<ConnId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.is_active() && c.keep_alive_expired(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in expired {
+            self.stats.keep_alive_timeouts += 1;
+            self.close(conn, CloseReason::KeepAliveTimeout);
+        }
+    }
+
+    /// Closes every connection without publishing wills (broker shutdown).
+    pub fn shutdown(&mut self) {
+        let all: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in all {
+            self.close(conn, CloseReason::ServerShutdown);
+        }
+    }
+
+    // ---- poll_* ----------------------------------------------------------------------------------
+
+    /// Moves the pending actions into `out` (cleared first).
+    pub fn poll_actions(&mut self, out: &mut Vec<Action>) {
+        out.clear();
+        std::mem::swap(&mut self.actions, out);
+    }
+
+    /// The bytes to write to a connection and whether to close it after writing them.
+    /// `None` when the connection is unknown (already forgotten).
+    pub fn take_outbox(&mut self, conn: ConnId) -> Option<(BytesMut, bool)> {
+        let connection = self.connections.get_mut(&conn)?;
+        connection.flush_requested = false;
+        let bytes = connection.outbox.split();
+        self.stats.bytes_sent += bytes.len() as u64;
+        Some((bytes, connection.state == ConnectionState::Closing))
+    }
+
+    // ---- internals shared by the handlers ----------------------------------------------------------
+
+    fn request_flush(&mut self, conn: ConnId) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if !connection.flush_requested {
+                connection.flush_requested = true;
+                self.actions.push(Action::Flush(conn));
+            }
+        }
+    }
+
+    /// Encodes a packet into the connection's outbox.
+    fn write(&mut self, conn: ConnId, packet: &Packet) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if let Err(error) = packet.encode(&mut connection.outbox) {
+            log::warn!("cannot encode {packet:?}: {error}");
+            return;
+        }
+        self.request_flush(conn);
+    }
+
+    fn write_publish(&mut self, conn: ConnId, publish: &Publish) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if let Err(error) = publish.encode(&mut connection.outbox) {
+            log::warn!("cannot encode PUBLISH to {}: {error}", publish.topic);
+            return;
+        }
+        self.stats.publish_sent += 1;
+        self.request_flush(conn);
+    }
+
+    fn send_bus(&mut self, to: usize, message: BusMessage) {
+        self.stats.bus_sent += 1;
+        self.actions.push(Action::Bus { to, message });
+    }
+
+    /// Ends a connection: session goes offline (or away when clean), will published if the reason
+    /// calls for it, outbox flushed then closed by the runtime. Idempotent.
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if connection.state == ConnectionState::Closing {
+            return;
+        }
+        connection.state = ConnectionState::Closing;
+        connection.pending_replies.clear();
+        let key = connection.session;
+        log::debug!("connection {conn} on shard {} closed: {reason:?}", self.shard);
+        self.request_flush(conn);
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.conn != Some(conn) {
+            return;
+        }
+        session.conn = None;
+        let will = session.will.take();
+        let clean = session.clean;
+        if reason.publishes_will() {
+            if let Some(will) = will {
+                self.stats.wills_published += 1;
+                self.publish_from_client(Message {
+                    topic: will.topic,
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                });
+            }
+        }
+        if clean {
+            self.remove_session(key);
+        }
+    }
+
+    fn remove_session(&mut self, key: SessionKey) {
+        if !self.sessions.contains(key) {
+            return;
+        }
+        let session = self.sessions.remove(key);
+        self.session_by_client_id.remove(&session.client_id);
+        for filter in session.subscriptions.keys() {
+            self.remove_subscriber(key, filter);
+        }
+    }
+
+    /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
+    /// on this shard (other shards must learn about it).
+    fn add_subscriber(&mut self, key: SessionKey, filter: &TopicFilter, qos: QoS) -> bool {
+        let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
+        match subscribers.iter_mut().find(|s| s.session == key) {
+            Some(existing) => existing.qos = qos,
+            None => subscribers.push(Subscriber { session: key, qos }),
+        }
+        created
+    }
+
+    /// Removes a session's subscription from the trie, telling other shards when the filter is gone.
+    fn remove_subscriber(&mut self, key: SessionKey, filter: &TopicFilter) {
+        let Some(subscribers) = self.subscriptions.get_mut(filter) else {
+            return;
+        };
+        subscribers.retain(|s| s.session != key);
+        if subscribers.is_empty() {
+            self.subscriptions.remove(filter);
+            self.broadcast_interest(filter, false, None);
+        }
+    }
+
+    fn broadcast_interest(&mut self, filter: &TopicFilter, added: bool, token: Option<u64>) {
+        let (me, shards) = (self.shard, self.shards);
+        for to in (0..shards).filter(|&s| s != me) {
+            self.send_bus(
+                to,
+                BusMessage::Interest {
+                    from: self.shard,
+                    filter: filter.clone(),
+                    added,
+                    token,
+                },
+            );
+        }
+    }
+
+    /// A publish from a client of this shard (or its will): retained store, local subscribers, and
+    /// every other shard that is interested (all of them for a retained message).
+    fn publish_from_client(&mut self, message: Message) {
+        if message.topic.as_str().starts_with("$SYS") {
+            // Clients may not publish into the broker's own tree; it is acknowledged but not delivered.
+            self.stats.publish_dropped_sys += 1;
+            return;
+        }
+        self.route(message);
+    }
+
+    /// Routes a message that entered the broker on this shard (clients, wills, `$SYS`).
+    pub fn route(&mut self, message: Message) {
+        if message.retain {
+            self.retained.apply(&message);
+        }
+        self.deliver_local(&message);
+        let (me, shards) = (self.shard, self.shards);
+        for to in (0..shards).filter(|&s| s != me) {
+            if message.retain || self.remote_interest[to].matches_any(&message.topic) {
+                self.send_bus(to, BusMessage::Publish(message.clone()));
+            }
+        }
+    }
+
+    /// Delivers to this shard's subscribers: one copy per session at the highest QoS among its
+    /// matching subscriptions [MQTT-3.3.5-1], with RETAIN cleared [MQTT-3.3.1-9].
+    fn deliver_local(&mut self, message: &Message) {
+        let mut matched = std::mem::take(&mut self.match_scratch);
+        matched.clear();
+        self.subscriptions.for_each_match(&message.topic, |subscribers| {
+            matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
+        });
+        if matched.len() > 1 {
+            matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            matched.dedup_by_key(|entry| entry.0);
+        }
+        for &(key, granted) in &matched {
+            let qos = granted.min(message.qos);
+            self.deliver_to_session(key, message, qos, false);
+        }
+        self.match_scratch = matched;
+    }
+
+    fn deliver_to_session(&mut self, key: SessionKey, message: &Message, qos: QoS, retain: bool) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let conn = session.conn;
+        if qos == QoS::AtMostOnce {
+            if let Some(connection) = conn.and_then(|c| self.connections.get(&c)) {
+                if connection.outbox.len() > self.settings.outbox_limit {
+                    self.stats.publish_dropped_outbox_full += 1;
+                    return;
+                }
+            }
+        }
+        match session.deliver(message, qos, retain) {
+            Delivery::Send(publish) => {
+                if let Some(conn) = conn {
+                    self.write_publish(conn, &publish);
+                }
+            }
+            Delivery::Queued => {}
+            Delivery::Dropped(DropReason::QueueFull) => self.stats.publish_dropped_queue_full += 1,
+            Delivery::Dropped(DropReason::OfflineQoS0) => self.stats.publish_dropped_offline += 1,
+        }
+    }
+
+    /// After an acknowledgement frees the window: send what was queued.
+    fn fill_window(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let Some(conn) = session.conn else {
+            return;
+        };
+        for publish in session.fill_window() {
+            self.write_publish(conn, &publish);
+        }
+    }
+
+    /// Re-sends a resumed session's unacknowledged messages, then its queue.
+    fn resume_session(&mut self, key: SessionKey, conn: ConnId) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        for resend in session.resend_inflight() {
+            match resend {
+                Resend::Publish(publish) => self.write_publish(conn, &publish),
+                Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
+            }
+        }
+        self.fill_window(key);
+    }
+
+    /// Session of an active connection.
+    fn session_of(&self, conn: ConnId) -> Option<SessionKey> {
+        self.connections
+            .get(&conn)
+            .filter(|c| c.is_active())
+            .map(|c| c.session)
+    }
+
+    fn generate_client_id(&mut self) -> String {
+        self.generated_ids += 1;
+        format!("auto-{:x}-{}-{}", self.id_seed, self.shard, self.generated_ids)
+    }
+
+    /// Queues `reply` behind any pending ones, or writes it now.
+    fn reply_in_order(&mut self, conn: ConnId, pending: PendingReply) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if let Some(token) = pending.token {
+            self.pending_tokens.insert(token, conn);
+        }
+        connection.pending_replies.push_back(pending);
+        self.flush_replies(conn);
+    }
+
+    fn interest_confirmed(&mut self, token: u64) {
+        let Some(&conn) = self.pending_tokens.get(&token) else {
+            return;
+        };
+        let mut done = false;
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if let Some(p) = connection.pending_replies.iter_mut().find(|p| p.token == Some(token)) {
+                p.remaining = p.remaining.saturating_sub(1);
+                done = p.remaining == 0;
+            }
+        } else {
+            done = true;
+        }
+        if done {
+            self.pending_tokens.remove(&token);
+            self.flush_replies(conn);
+        }
+    }
+
+    /// Writes the replies at the head of the queue whose confirmations are all in, in order.
+    fn flush_replies(&mut self, conn: ConnId) {
+        loop {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            if connection.pending_replies.front().is_none_or(|p| p.remaining > 0) {
+                return;
+            }
+            let Some(reply) = connection.pending_replies.pop_front() else {
+                return;
+            };
+            let key = connection.session;
+            self.write(conn, &reply.reply);
+            for (filter, granted) in &reply.retained_for {
+                for message in self.retained.matching(filter) {
+                    let qos = (*granted).min(message.qos);
+                    self.deliver_to_session(key, &message, qos, true);
+                }
+            }
+        }
+    }
+
+    fn new_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+
+    fn refuse(&mut self, conn: ConnId, code: ConnectReturnCode, protocol: ProtocolLevel, now: Instant) -> ConnectOutcome {
+        self.stats.connections_refused += 1;
+        let mut connection = Connection::new(usize::MAX, protocol, 0, now);
+        connection.state = ConnectionState::Closing;
+        self.connections.insert(conn, connection);
+        self.write(
+            conn,
+            &Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+            }),
+        );
+        ConnectOutcome {
+            code,
+            session_present: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

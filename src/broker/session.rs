@@ -1,0 +1,379 @@
+//! One client's MQTT session: what survives a reconnect when clean session is 0 [MQTT-3.1.2-4].
+//!
+//! Holds the subscriptions, the outgoing QoS 1/2 window (`max_inflight`), the queue behind it
+//! (`max_queued_messages`), the packet identifiers of incoming QoS 2 messages awaiting PUBREL, and the
+//! will. It decides what to send and when; it never encodes bytes, touches a socket or another session.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::protocol::{LastWill, PubRel, Publish, QoS, TopicFilter};
+
+use super::{ConnId, Message};
+
+/// Where an outgoing QoS 1/2 message stands [MQTT-4.3.2, 4.3.3].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InflightState {
+    /// QoS 1 PUBLISH sent, PUBACK not yet received.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, PUBREC not yet received.
+    AwaitPubRec,
+    /// PUBREL sent, PUBCOMP not yet received.
+    AwaitPubComp,
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    message: Message,
+    qos: QoS,
+    retain: bool,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    packet_id: u16,
+    out: Outgoing,
+    state: InflightState,
+}
+
+/// What happened to a message offered to the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Write this PUBLISH now.
+    Send(Publish),
+    /// Kept in the session's queue until the window has room or the client is back.
+    Queued,
+    /// Not kept: the reason is counted by the caller.
+    Dropped(DropReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session's queue already holds `max_queued_messages`.
+    QueueFull,
+    /// A QoS 0 message for a client that is offline is not stored.
+    OfflineQoS0,
+}
+
+/// An acknowledgement that matched no message in flight.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnknownPacketId(pub u16);
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// Clean session flag of the connection that owns the session now.
+    pub clean: bool,
+    /// The live connection, if the client is online.
+    pub conn: Option<ConnId>,
+    pub subscriptions: HashMap<TopicFilter, QoS>,
+    pub will: Option<LastWill>,
+    inflight: VecDeque<Inflight>,
+    queue: VecDeque<Outgoing>,
+    incoming_qos2: HashSet<u16>,
+    next_packet_id: u16,
+    max_inflight: usize,
+    max_queued: usize,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, clean: bool, max_inflight: u16, max_queued: usize) -> Self {
+        Session {
+            client_id,
+            clean,
+            conn: None,
+            subscriptions: HashMap::new(),
+            will: None,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            incoming_qos2: HashSet::new(),
+            next_packet_id: 1,
+            max_inflight: usize::from(max_inflight.max(1)),
+            max_queued,
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Offers a message at the delivery QoS already reduced to the subscription's maximum.
+    pub fn deliver(&mut self, message: &Message, qos: QoS, retain: bool) -> Delivery {
+        let out = Outgoing {
+            message: message.clone(),
+            qos,
+            retain,
+        };
+        if qos == QoS::AtMostOnce {
+            return if self.is_online() {
+                Delivery::Send(publish_of(&out, None, false))
+            } else {
+                Delivery::Dropped(DropReason::OfflineQoS0)
+            };
+        }
+        if self.is_online() && self.queue.is_empty() && self.inflight.len() < self.max_inflight {
+            return Delivery::Send(self.start_inflight(out));
+        }
+        if self.queue.len() >= self.max_queued {
+            return Delivery::Dropped(DropReason::QueueFull);
+        }
+        self.queue.push_back(out);
+        Delivery::Queued
+    }
+
+    fn start_inflight(&mut self, out: Outgoing) -> Publish {
+        let packet_id = self.allocate_packet_id();
+        let publish = publish_of(&out, Some(packet_id), false);
+        let state = if out.qos == QoS::AtLeastOnce {
+            InflightState::AwaitPubAck
+        } else {
+            InflightState::AwaitPubRec
+        };
+        self.inflight.push_back(Inflight {
+            packet_id,
+            out,
+            state,
+        });
+        publish
+    }
+
+    /// Next free non-zero packet identifier not used by a message in flight.
+    fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|m| m.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Moves queued messages into the window while it has room; returns the PUBLISHes to write.
+    pub fn fill_window(&mut self) -> Vec<Publish> {
+        let mut out = Vec::new();
+        if !self.is_online() {
+            return out;
+        }
+        while self.inflight.len() < self.max_inflight {
+            let Some(next) = self.queue.pop_front() else {
+                break;
+            };
+            out.push(self.start_inflight(next));
+        }
+        out
+    }
+
+    fn position(&self, packet_id: u16, state: InflightState) -> Result<usize, UnknownPacketId> {
+        self.inflight
+            .iter()
+            .position(|m| m.packet_id == packet_id && m.state == state)
+            .ok_or(UnknownPacketId(packet_id))
+    }
+
+    /// PUBACK from the client: the QoS 1 message is done.
+    pub fn on_puback(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
+        let at = self.position(packet_id, InflightState::AwaitPubAck)?;
+        self.inflight.remove(at);
+        Ok(())
+    }
+
+    /// PUBREC from the client: answer PUBREL and wait for PUBCOMP [MQTT-4.3.3-1].
+    /// A PUBREC for a message already released is answered again (the client may resend it).
+    pub fn on_pubrec(&mut self, packet_id: u16) -> Result<PubRel, UnknownPacketId> {
+        let at = self
+            .position(packet_id, InflightState::AwaitPubRec)
+            .or_else(|_| self.position(packet_id, InflightState::AwaitPubComp))?;
+        if let Some(m) = self.inflight.get_mut(at) {
+            m.state = InflightState::AwaitPubComp;
+        }
+        Ok(PubRel { packet_id })
+    }
+
+    /// PUBCOMP from the client: the QoS 2 message is done.
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
+        let at = self.position(packet_id, InflightState::AwaitPubComp)?;
+        self.inflight.remove(at);
+        Ok(())
+    }
+
+    /// On reconnect of a persistent session: unacknowledged PUBLISHes again with DUP set, and PUBRELs
+    /// for released ones, in their original order [MQTT-4.4.0-1].
+    pub fn resend_inflight(&self) -> Vec<Resend> {
+        self.inflight
+            .iter()
+            .map(|m| match m.state {
+                InflightState::AwaitPubComp => Resend::PubRel(PubRel {
+                    packet_id: m.packet_id,
+                }),
+                _ => Resend::Publish(publish_of(&m.out, Some(m.packet_id), true)),
+            })
+            .collect()
+    }
+
+    /// A QoS 2 PUBLISH arrived: true when it is new and must be routed, false when it is a re-send of
+    /// one not yet released by PUBREL (delivered exactly once [MQTT-4.3.3-2]).
+    pub fn incoming_qos2(&mut self, packet_id: u16) -> bool {
+        self.incoming_qos2.insert(packet_id)
+    }
+
+    /// PUBREL from the client: forget the identifier. Returns whether it was known.
+    pub fn incoming_pubrel(&mut self, packet_id: u16) -> bool {
+        self.incoming_qos2.remove(&packet_id)
+    }
+}
+
+/// Something to write again after a reconnect.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resend {
+    Publish(Publish),
+    PubRel(PubRel),
+}
+
+fn publish_of(out: &Outgoing, packet_id: Option<u16>, dup: bool) -> Publish {
+    Publish {
+        dup,
+        qos: out.qos,
+        retain: out.retain,
+        topic: out.message.topic.clone(),
+        packet_id,
+        payload: out.message.payload.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::TopicName;
+    use bytes::Bytes;
+
+    fn message(n: u32) -> Message {
+        Message {
+            topic: TopicName::new("t").expect("topic"),
+            payload: Bytes::from(n.to_string()),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+        }
+    }
+
+    fn online(max_inflight: u16, max_queued: usize) -> Session {
+        let mut s = Session::new("c".into(), false, max_inflight, max_queued);
+        s.conn = Some(1);
+        s
+    }
+
+    fn sent(d: Delivery) -> Publish {
+        match d {
+            Delivery::Send(p) => p,
+            other => panic!("expected Send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn qos0_is_sent_online_and_dropped_offline() {
+        let mut s = online(1, 1);
+        let p = sent(s.deliver(&message(1), QoS::AtMostOnce, false));
+        assert_eq!(p.packet_id, None);
+        s.conn = None;
+        assert_eq!(
+            s.deliver(&message(2), QoS::AtMostOnce, false),
+            Delivery::Dropped(DropReason::OfflineQoS0)
+        );
+    }
+
+    #[test]
+    fn window_then_queue_then_drop() {
+        let mut s = online(2, 2);
+        let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
+        let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
+        assert_ne!(a.packet_id, b.packet_id);
+        assert_eq!(s.deliver(&message(3), QoS::AtLeastOnce, false), Delivery::Queued);
+        assert_eq!(s.deliver(&message(4), QoS::AtLeastOnce, false), Delivery::Queued);
+        assert_eq!(
+            s.deliver(&message(5), QoS::AtLeastOnce, false),
+            Delivery::Dropped(DropReason::QueueFull)
+        );
+        s.on_puback(a.packet_id.expect("id")).expect("known id");
+        let next = s.fill_window();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].payload, Bytes::from("3"));
+        assert_eq!(s.on_puback(a.packet_id.expect("id")), Err(UnknownPacketId(1)));
+    }
+
+    #[test]
+    fn qos2_outgoing_flow() {
+        let mut s = online(5, 5);
+        let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
+        let id = p.packet_id.expect("id");
+        assert!(s.on_pubcomp(id).is_err(), "PUBCOMP before PUBREC is not accepted");
+        assert_eq!(s.on_pubrec(id), Ok(PubRel { packet_id: id }));
+        assert_eq!(s.on_pubrec(id), Ok(PubRel { packet_id: id }), "repeated PUBREC answered again");
+        assert!(s.on_puback(id).is_err());
+        s.on_pubcomp(id).expect("known");
+        assert_eq!(s.inflight_len(), 0);
+    }
+
+    #[test]
+    fn offline_messages_queue_in_order_and_resend_with_dup() {
+        let mut s = Session::new("c".into(), false, 2, 10);
+        for n in 0..4 {
+            assert_eq!(s.deliver(&message(n), QoS::AtLeastOnce, false), Delivery::Queued);
+        }
+        s.conn = Some(7);
+        let first = s.fill_window();
+        assert_eq!(first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), ["0", "1"]);
+        let id = first[1].packet_id.expect("id");
+        // Connection lost before acks: both are re-sent with DUP on reconnect.
+        s.conn = None;
+        s.conn = Some(8);
+        let again = s.resend_inflight();
+        assert_eq!(again.len(), 2);
+        match &again[1] {
+            Resend::Publish(p) => {
+                assert!(p.dup);
+                assert_eq!(p.packet_id, Some(id));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(s.queued_len(), 2);
+    }
+
+    #[test]
+    fn released_qos2_resends_pubrel() {
+        let mut s = online(5, 5);
+        let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
+        let id = p.packet_id.expect("id");
+        s.on_pubrec(id).expect("known");
+        assert_eq!(s.resend_inflight(), vec![Resend::PubRel(PubRel { packet_id: id })]);
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_flight() {
+        let mut s = online(3, 0);
+        s.next_packet_id = u16::MAX;
+        let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
+        let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
+        assert_eq!(a.packet_id, Some(u16::MAX));
+        assert_eq!(b.packet_id, Some(1));
+        s.next_packet_id = 1;
+        let c = sent(s.deliver(&message(3), QoS::AtLeastOnce, false));
+        assert_eq!(c.packet_id, Some(2));
+    }
+
+    #[test]
+    fn incoming_qos2_deduplicates_until_pubrel() {
+        let mut s = online(1, 1);
+        assert!(s.incoming_qos2(9));
+        assert!(!s.incoming_qos2(9));
+        assert!(s.incoming_pubrel(9));
+        assert!(!s.incoming_pubrel(9));
+        assert!(s.incoming_qos2(9));
+    }
+}

@@ -1,0 +1,29 @@
+//! Plain per-shard counters, incremented on the message path with no atomics or locks.
+//!
+//! The runtime snapshots them (they are `Copy`) and sends the snapshot to the control shard; nothing
+//! here knows how they are exported.
+
+/// Monotonic counters of one shard's broker core.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub sessions_taken_over: u64,
+    pub protocol_errors: u64,
+    pub keep_alive_timeouts: u64,
+    pub packets_received: u64,
+    pub publish_received: u64,
+    pub publish_sent: u64,
+    pub bytes_sent: u64,
+    /// Not delivered: a subscriber's session queue was full.
+    pub publish_dropped_queue_full: u64,
+    /// Not delivered: QoS 0 for an offline session.
+    pub publish_dropped_offline: u64,
+    /// Not delivered: QoS 0 for a subscriber whose outbox is over the limit (it stopped reading).
+    pub publish_dropped_outbox_full: u64,
+    /// Not delivered: a client published to `$SYS/...`.
+    pub publish_dropped_sys: u64,
+    pub wills_published: u64,
+    pub bus_sent: u64,
+    pub bus_received: u64,
+}

@@ -1,0 +1,36 @@
+//! # amqtt-rs
+//!
+//! A thread-per-core MQTT 3.1.1 broker: a Rust re-implementation of aMQTT (`pip install amqtt`),
+//! configured by aMQTT's YAML, built on pinned glommio executors (one shard per CPU).
+//!
+//! ## Layout
+//! - [`protocol`]: the wire format. One file per packet type; `decode` and `encode`; validated
+//!   `TopicName` / `TopicFilter`. No I/O. The only codec: broker, client and bench all use it.
+//! - [`broker`]: the sans-IO broker of one shard. `BrokerCore::handle_*` take packets, bus messages and
+//!   `now`, and leave bytes in connection outboxes and `Action`s for the runtime. `broker/handlers/`
+//!   has one file per inbound packet type: to find how a packet is handled, open its file there.
+//! - [`config`]: aMQTT's broker YAML, validated at start; errors name the file, key and reason.
+//! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
+//!   per-connection reader/writer tasks, the cross-shard bus loop, timers. The embeddable [`Broker`].
+//! - `shards` (separate crate): pinned executors, SO_REUSEPORT listeners, the cross-shard bus,
+//!   connection hand-off. Knows no MQTT.
+//!
+//! ## The path of one PUBLISH
+//! ```text
+//! socket ─► shard k reader ─► protocol::decode ─► BrokerCore (home shard of the client id)
+//!        ─► local subscription trie ─► subscribers' outboxes ─► writer tasks (one write per turn)
+//!        └► remote-interest tables ─► bus: one message per interested shard ─► that shard's trie ─► …
+//! ```
+//! A connection is accepted on whichever shard the kernel picks (SO_REUSEPORT), reads its CONNECT
+//! there, and moves to `home_shard(client_id)` so that a client id's session, takeover and will are
+//! always handled in one place. A SUBSCRIBE whose filter is new to a shard is announced to the other
+//! shards, and its SUBACK waits for their confirmation. Retained messages are broadcast, so every shard
+//! holds the full retained store (payloads shared).
+
+pub mod broker;
+pub mod config;
+pub mod protocol;
+pub mod server;
+
+pub use config::BrokerConfig;
+pub use server::{Broker, BrokerHandle, StartError};

@@ -1,0 +1,501 @@
+//! CONNECT [MQTT-3.1]: protocol name and level, connect flags, keep alive, and the payload
+//! (client id, will topic and message, username, password).
+//!
+//! Judges only the packet itself: client-id rules, authentication and whether MQTT 3.1 is allowed
+//! at all are broker policy and must not be decided here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::fixed_header::{self, CONNECT};
+use super::strings::{prefixed_len, put_prefixed, Reader};
+use super::{Connect, DecodeError, EncodeError, LastWill, ProtocolLevel, QoS, TopicName};
+
+const USERNAME: u8 = 0x80;
+const PASSWORD: u8 = 0x40;
+const WILL_RETAIN: u8 = 0x20;
+const WILL_QOS_SHIFT: u8 = 3;
+const WILL: u8 = 0x04;
+const CLEAN_SESSION: u8 = 0x02;
+const RESERVED: u8 = 0x01;
+
+pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
+    let mut r = Reader::new(body);
+    let name = r.read_binary()?;
+    let level = r.read_u8()?;
+    let protocol = match (name, level) {
+        (b"MQTT", 4) => ProtocolLevel::V311,
+        (b"MQIsdp", 3) => ProtocolLevel::V31,
+        // Includes MQTT 5 (level 5), whose body we do not parse [MQTT-3.1.2-2].
+        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
+        _ => {
+            return Err(DecodeError::InvalidProtocolName(
+                String::from_utf8_lossy(name).into_owned(),
+            ))
+        }
+    };
+
+    let flags = r.read_u8()?;
+    if flags & RESERVED != 0 {
+        return Err(DecodeError::InvalidConnectFlags("reserved bit 0 is set")); // [MQTT-3.1.2-3]
+    }
+    let will_qos = (flags >> WILL_QOS_SHIFT) & 0b11;
+    if flags & WILL == 0 {
+        if will_qos != 0 {
+            return Err(DecodeError::InvalidConnectFlags(
+                "will QoS set without will flag",
+            )); // [MQTT-3.1.2-13]
+        }
+        if flags & WILL_RETAIN != 0 {
+            return Err(DecodeError::InvalidConnectFlags(
+                "will retain set without will flag",
+            )); // [MQTT-3.1.2-15]
+        }
+    }
+    // [MQTT-3.1.2-14]
+    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidConnectFlags("will QoS 3"))?;
+    if flags & PASSWORD != 0 && flags & USERNAME == 0 {
+        return Err(DecodeError::InvalidConnectFlags(
+            "password flag set without username flag",
+        )); // [MQTT-3.1.2-22]
+    }
+    let keep_alive = r.read_u16()?;
+
+    let client_id = r.read_string()?.to_owned();
+    let will = if flags & WILL != 0 {
+        let topic = TopicName::from_bytes(Bytes::copy_from_slice(r.read_binary()?))?;
+        let payload = Bytes::copy_from_slice(r.read_binary()?);
+        Some(LastWill {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: flags & WILL_RETAIN != 0,
+        })
+    } else {
+        None
+    };
+    let username = if flags & USERNAME != 0 {
+        Some(r.read_string()?.to_owned())
+    } else {
+        None
+    };
+    let password = if flags & PASSWORD != 0 {
+        Some(Bytes::copy_from_slice(r.read_binary()?))
+    } else {
+        None
+    };
+    r.finish()?;
+
+    Ok(Connect {
+        protocol,
+        clean_session: flags & CLEAN_SESSION != 0,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+    })
+}
+
+pub(super) fn encode(p: &Connect, out: &mut BytesMut) -> Result<(), EncodeError> {
+    let (name, level): (&[u8], u8) = match p.protocol {
+        ProtocolLevel::V31 => (b"MQIsdp", 3),
+        ProtocolLevel::V311 => (b"MQTT", 4),
+        // Not a real MQTT 5 CONNECT (no properties); only useful to test rejection.
+        ProtocolLevel::V5 => (b"MQTT", 5),
+    };
+    let mut flags = 0;
+    let mut len = 2 + name.len() + 1 + 1 + 2 + prefixed_len(p.client_id.len())?;
+    if p.clean_session {
+        flags |= CLEAN_SESSION;
+    }
+    if let Some(will) = &p.will {
+        flags |= WILL | (will.qos as u8) << WILL_QOS_SHIFT;
+        if will.retain {
+            flags |= WILL_RETAIN;
+        }
+        len += prefixed_len(will.topic.as_bytes().len())? + prefixed_len(will.payload.len())?;
+    }
+    if let Some(username) = &p.username {
+        flags |= USERNAME;
+        len += prefixed_len(username.len())?;
+    }
+    if let Some(password) = &p.password {
+        flags |= PASSWORD;
+        len += prefixed_len(password.len())?;
+    }
+
+    fixed_header::write(out, CONNECT << 4, len)?;
+    put_prefixed(out, name);
+    out.put_u8(level);
+    out.put_u8(flags);
+    out.put_u16(p.keep_alive);
+    put_prefixed(out, p.client_id.as_bytes());
+    if let Some(will) = &p.will {
+        put_prefixed(out, will.topic.as_bytes());
+        put_prefixed(out, &will.payload);
+    }
+    if let Some(username) = &p.username {
+        put_prefixed(out, username.as_bytes());
+    }
+    if let Some(password) = &p.password {
+        put_prefixed(out, password);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::Packet;
+    use super::*;
+
+    fn connect(protocol: ProtocolLevel) -> Connect {
+        Connect {
+            protocol,
+            clean_session: true,
+            keep_alive: 60,
+            client_id: "client-1".into(),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    fn will(qos: QoS, retain: bool) -> LastWill {
+        LastWill {
+            topic: TopicName::new("clients/1/status").unwrap(),
+            payload: Bytes::from_static(b"offline"),
+            qos,
+            retain,
+        }
+    }
+
+    /// A CONNECT frame from raw parts; each of `fields` is written length-prefixed.
+    fn raw(name: &[u8], level: u8, flags: u8, fields: &[&[u8]]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        body.extend_from_slice(name);
+        body.extend_from_slice(&[level, flags, 0, 60]);
+        for f in fields {
+            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            body.extend_from_slice(f);
+        }
+        frame(0x10, &body)
+    }
+
+    fn err(bytes: &[u8]) -> DecodeError {
+        decode_err(bytes)
+    }
+
+    #[test]
+    fn spec_layout_v311() {
+        let encoded = assert_round_trip(&Packet::Connect(connect(ProtocolLevel::V311)));
+        assert_eq!(&encoded[..], &raw(b"MQTT", 4, 0x02, &[b"client-1"])[..]);
+    }
+
+    #[test]
+    fn spec_layout_v31() {
+        let encoded = assert_round_trip(&Packet::Connect(connect(ProtocolLevel::V31)));
+        assert_eq!(&encoded[..], &raw(b"MQIsdp", 3, 0x02, &[b"client-1"])[..]);
+    }
+
+    #[test]
+    fn round_trips_all_variants() {
+        for protocol in [ProtocolLevel::V31, ProtocolLevel::V311] {
+            for clean_session in [false, true] {
+                for will in [
+                    None,
+                    Some(will(QoS::AtMostOnce, false)),
+                    Some(will(QoS::AtLeastOnce, true)),
+                    Some(will(QoS::ExactlyOnce, false)),
+                    Some(LastWill {
+                        payload: Bytes::new(),
+                        ..will(QoS::ExactlyOnce, true)
+                    }),
+                ] {
+                    for (username, password) in [
+                        (None, None),
+                        (Some("user"), None),
+                        (Some(""), Some(&b""[..])),
+                        (Some("üser"), Some(&b"\x00\xffbinary"[..])),
+                    ] {
+                        for keep_alive in [0, 65_535] {
+                            let p = Connect {
+                                protocol,
+                                clean_session,
+                                keep_alive,
+                                client_id: String::new(),
+                                will: will.clone(),
+                                username: username.map(str::to_owned),
+                                password: password.map(Bytes::copy_from_slice),
+                            };
+                            assert_round_trip(&Packet::Connect(p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flags_layout() {
+        let p = Connect {
+            will: Some(will(QoS::ExactlyOnce, true)),
+            username: Some("u".into()),
+            password: Some(Bytes::from_static(b"p")),
+            clean_session: false,
+            ..connect(ProtocolLevel::V311)
+        };
+        let encoded = assert_round_trip(&Packet::Connect(p));
+        // fixed header (2) + "MQTT" (6) + level
+        assert_eq!(encoded[9], 0b1111_0100);
+    }
+
+    #[test]
+    fn mqtt5_is_unsupported() {
+        let encoded = encode_packet(&Packet::Connect(connect(ProtocolLevel::V5)));
+        assert_eq!(&encoded[..], &raw(b"MQTT", 5, 0x02, &[b"client-1"])[..]);
+        assert_eq!(err(&encoded), DecodeError::UnsupportedProtocolLevel(5));
+        // A real MQTT 5 CONNECT (properties after keep alive) is rejected before its body is
+        // parsed.
+        let mut body = raw(b"MQTT", 5, 0x02, &[]);
+        body.extend_from_slice(&[0x05, 0x11, 0, 0, 0, 10, 0, 0]);
+        body[1] = (body.len() - 2) as u8;
+        assert_eq!(err(&body), DecodeError::UnsupportedProtocolLevel(5));
+    }
+
+    #[test]
+    fn protocol_name_and_level() {
+        assert_eq!(
+            err(&raw(b"MQTT", 3, 0x02, &[b"c"])),
+            DecodeError::UnsupportedProtocolLevel(3)
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 6, 0x02, &[b"c"])),
+            DecodeError::UnsupportedProtocolLevel(6)
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 0, 0x02, &[b"c"])),
+            DecodeError::UnsupportedProtocolLevel(0)
+        );
+        assert_eq!(
+            err(&raw(b"MQIsdp", 4, 0x02, &[b"c"])),
+            DecodeError::UnsupportedProtocolLevel(4)
+        );
+        assert_eq!(
+            err(&raw(b"MQIsdp", 5, 0x02, &[b"c"])),
+            DecodeError::UnsupportedProtocolLevel(5)
+        );
+        assert_eq!(
+            err(&raw(b"MQTX", 4, 0x02, &[b"c"])),
+            DecodeError::InvalidProtocolName("MQTX".into())
+        );
+        assert_eq!(
+            err(&raw(b"mqtt", 4, 0x02, &[b"c"])),
+            DecodeError::InvalidProtocolName("mqtt".into())
+        );
+        assert_eq!(
+            err(&raw(b"", 4, 0x02, &[b"c"])),
+            DecodeError::InvalidProtocolName(String::new())
+        );
+        assert_eq!(
+            err(&raw(b"\xffQTT", 4, 0x02, &[b"c"])),
+            DecodeError::InvalidProtocolName("\u{fffd}QTT".into())
+        );
+    }
+
+    #[test]
+    fn reserved_flag_bit() {
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x03, &[b"c"])),
+            DecodeError::InvalidConnectFlags("reserved bit 0 is set")
+        );
+    }
+
+    #[test]
+    fn will_flags_without_will() {
+        for qos_bits in [0x08, 0x10, 0x18] {
+            assert_eq!(
+                err(&raw(b"MQTT", 4, 0x02 | qos_bits, &[b"c"])),
+                DecodeError::InvalidConnectFlags("will QoS set without will flag")
+            );
+        }
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x22, &[b"c"])),
+            DecodeError::InvalidConnectFlags("will retain set without will flag")
+        );
+    }
+
+    #[test]
+    fn will_qos_3() {
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x1e, &[b"c", b"t", b"m"])),
+            DecodeError::InvalidConnectFlags("will QoS 3")
+        );
+    }
+
+    #[test]
+    fn password_without_username() {
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x42, &[b"c", b"pw"])),
+            DecodeError::InvalidConnectFlags("password flag set without username flag")
+        );
+        assert_eq!(
+            err(&raw(b"MQIsdp", 3, 0x42, &[b"c", b"pw"])),
+            DecodeError::InvalidConnectFlags("password flag set without username flag")
+        );
+    }
+
+    #[test]
+    fn invalid_will_topic() {
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x06, &[b"c", b"a/+", b"m"])),
+            DecodeError::InvalidTopicName("contains a wildcard character")
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x06, &[b"c", b"a/#", b"m"])),
+            DecodeError::InvalidTopicName("contains a wildcard character")
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x06, &[b"c", b"", b"m"])),
+            DecodeError::InvalidTopicName("empty")
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x06, &[b"c", b"a\0", b"m"])),
+            DecodeError::NullCharacter
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x06, &[b"c", b"a\xff", b"m"])),
+            DecodeError::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn invalid_strings() {
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x02, &[b"c\xc3"])),
+            DecodeError::InvalidUtf8
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x02, &[b"c\0"])),
+            DecodeError::NullCharacter
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x82, &[b"c", b"\xff"])),
+            DecodeError::InvalidUtf8
+        );
+        assert_eq!(
+            err(&raw(b"MQTT", 4, 0x82, &[b"c", b"u\0"])),
+            DecodeError::NullCharacter
+        );
+        // Password is binary: anything goes.
+        let p = decode_one(&raw(b"MQTT", 4, 0xc2, &[b"c", b"u", b"\0\xff"])).unwrap();
+        let Packet::Connect(p) = p else {
+            panic!("not a CONNECT")
+        };
+        assert_eq!(p.password, Some(Bytes::from_static(b"\0\xff")));
+    }
+
+    #[test]
+    fn trailing_bytes() {
+        assert!(matches!(
+            err(&raw(b"MQTT", 4, 0x02, &[b"c", b"extra"])),
+            DecodeError::MalformedPacket(_)
+        ));
+        let mut bytes = raw(b"MQTT", 4, 0x02, &[b"c"]);
+        bytes.push(0);
+        bytes[1] += 1;
+        assert!(matches!(err(&bytes), DecodeError::MalformedPacket(_)));
+    }
+
+    #[test]
+    fn missing_fields() {
+        // Flags announce a will / username / password that is not there.
+        for (flags, fields) in [
+            (0x06, &[&b"c"[..]][..]),
+            (0x06, &[&b"c"[..], &b"t"[..]][..]),
+            (0x82, &[&b"c"[..]][..]),
+            (0xc2, &[&b"c"[..], &b"u"[..]][..]),
+            (0x02, &[][..]),
+        ] {
+            assert!(
+                matches!(
+                    err(&raw(b"MQTT", 4, flags, fields)),
+                    DecodeError::MalformedPacket(_)
+                ),
+                "{flags:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_short_body_is_malformed() {
+        let full = encode_packet(&Packet::Connect(Connect {
+            will: Some(will(QoS::AtLeastOnce, false)),
+            username: Some("u".into()),
+            password: Some(Bytes::from_static(b"p")),
+            ..connect(ProtocolLevel::V311)
+        }));
+        for len in 0..full.len() - 2 {
+            let bytes = frame(0x10, &full[2..2 + len]);
+            let e = err(&bytes);
+            assert!(
+                matches!(e, DecodeError::MalformedPacket(_)),
+                "body of {len} bytes: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_header_flags_must_be_zero() {
+        let mut bytes = raw(b"MQTT", 4, 0x02, &[b"c"]);
+        bytes[0] = 0x12;
+        assert_eq!(
+            err(&bytes),
+            DecodeError::InvalidFlags {
+                packet_type: 1,
+                flags: 2
+            }
+        );
+    }
+
+    #[test]
+    fn encode_errors_leave_output_untouched() {
+        let long = "x".repeat(65_536);
+        let cases = [
+            Connect {
+                client_id: long.clone(),
+                ..connect(ProtocolLevel::V311)
+            },
+            Connect {
+                username: Some(long.clone()),
+                ..connect(ProtocolLevel::V311)
+            },
+            Connect {
+                password: Some(Bytes::from(long.clone().into_bytes())),
+                ..connect(ProtocolLevel::V311)
+            },
+            Connect {
+                will: Some(LastWill {
+                    payload: Bytes::from(long.into_bytes()),
+                    ..will(QoS::AtMostOnce, false)
+                }),
+                ..connect(ProtocolLevel::V31)
+            },
+        ];
+        for p in cases {
+            let mut out = BytesMut::from(&b"keep"[..]);
+            assert_eq!(
+                Packet::Connect(p).encode(&mut out),
+                Err(EncodeError::StringTooLong)
+            );
+            assert_eq!(&out[..], b"keep");
+        }
+        // 65,535 bytes is fine.
+        let p = Packet::Connect(Connect {
+            client_id: "x".repeat(65_535),
+            ..connect(ProtocolLevel::V311)
+        });
+        assert_eq!(decode_one(&encode_packet(&p)), Ok(p));
+    }
+}

@@ -1,0 +1,345 @@
+//! PUBLISH [MQTT-3.3]: flags (dup, QoS, retain), topic name, packet identifier, payload.
+//!
+//! Decoding is zero-copy: topic and payload are slices of the received frame. Must not copy the
+//! payload, and encoding must write straight into the caller's buffer with a single reservation.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
+use super::strings::{prefixed_len, put_prefixed, Reader};
+use super::{DecodeError, EncodeError, Publish, QoS, TopicName};
+
+/// Decodes a PUBLISH body. `flags` have been checked by the fixed header parser already.
+pub(super) fn decode(flags: u8, body: Bytes) -> Result<Publish, DecodeError> {
+    let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+    let mut r = Reader::new(&body);
+    let topic_len = usize::from(r.read_u16()?);
+    let topic_start = r.position();
+    r.take(topic_len)?;
+    let topic = TopicName::from_bytes(body.slice(topic_start..r.position()))?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(r.read_packet_id()?)
+    };
+    let payload = body.slice(r.position()..);
+    Ok(Publish {
+        dup: flags & PUBLISH_DUP != 0,
+        qos,
+        retain: flags & PUBLISH_RETAIN != 0,
+        topic,
+        packet_id,
+        payload,
+    })
+}
+
+impl Publish {
+    fn remaining_len(&self) -> usize {
+        let packet_id_len = if self.qos == QoS::AtMostOnce { 0 } else { 2 };
+        2 + self.topic.as_bytes().len() + packet_id_len + self.payload.len()
+    }
+
+    /// Exact number of bytes [`Publish::encode`] appends (when it succeeds).
+    pub fn encoded_len(&self) -> usize {
+        let remaining = self.remaining_len();
+        1 + fixed_header::remaining_length_len(remaining) + remaining
+    }
+
+    /// Appends this PUBLISH to `out`, reserving space once. On error nothing is written.
+    ///
+    /// The DUP flag is written only for QoS > 0 [MQTT-3.3.1-2], and the packet identifier only for
+    /// QoS > 0 (`packet_id` must then be `Some`; `None` is a caller bug, written as 0).
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let topic = self.topic.as_bytes();
+        prefixed_len(topic.len())?;
+        let mut first_byte = PUBLISH << 4 | (self.qos as u8) << 1;
+        if self.dup && self.qos != QoS::AtMostOnce {
+            first_byte |= PUBLISH_DUP;
+        }
+        if self.retain {
+            first_byte |= PUBLISH_RETAIN;
+        }
+        fixed_header::write(out, first_byte, self.remaining_len())?;
+        put_prefixed(out, topic);
+        if self.qos != QoS::AtMostOnce {
+            debug_assert!(
+                self.packet_id.is_some(),
+                "PUBLISH with QoS > 0 needs a packet identifier"
+            );
+            out.put_u16(self.packet_id.unwrap_or(0));
+        }
+        out.put_slice(&self.payload);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{decode as decode_packet, Packet};
+    use super::*;
+
+    fn publish(qos: QoS, packet_id: Option<u16>) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: TopicName::new("sensors/kitchen/temperature").unwrap(),
+            packet_id,
+            payload: Bytes::from_static(b"21.5"),
+        }
+    }
+
+    fn check(p: Publish) -> BytesMut {
+        let encoded = assert_round_trip(&Packet::Publish(p.clone()));
+        assert_eq!(encoded.len(), p.encoded_len());
+        let mut direct = BytesMut::new();
+        p.encode(&mut direct).unwrap();
+        assert_eq!(direct, encoded);
+        encoded
+    }
+
+    #[test]
+    fn round_trips_all_flag_combinations() {
+        for (qos, packet_id) in [
+            (QoS::AtMostOnce, None),
+            (QoS::AtLeastOnce, Some(1)),
+            (QoS::ExactlyOnce, Some(65_535)),
+        ] {
+            for retain in [false, true] {
+                for dup in [false, true] {
+                    if dup && qos == QoS::AtMostOnce {
+                        continue;
+                    }
+                    for payload in [
+                        Bytes::new(),
+                        Bytes::from_static(b"\0\xff binary"),
+                        Bytes::from(vec![7u8; 300]),
+                    ] {
+                        check(Publish {
+                            dup,
+                            retain,
+                            payload,
+                            ..publish(qos, packet_id)
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spec_layout() {
+        let p = Publish {
+            dup: true,
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            topic: TopicName::new("a/b").unwrap(),
+            packet_id: Some(10),
+            payload: Bytes::from_static(b"xy"),
+        };
+        assert_eq!(
+            &check(p)[..],
+            &[0x3d, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'x', b'y']
+        );
+        let p = Publish {
+            topic: TopicName::new("t").unwrap(),
+            payload: Bytes::new(),
+            ..publish(QoS::AtMostOnce, None)
+        };
+        assert_eq!(&check(p)[..], &[0x30, 0x03, 0x00, 0x01, b't']);
+    }
+
+    #[test]
+    fn encoded_len_is_exact_across_remaining_length_sizes() {
+        for payload_len in [
+            0, 1, 100, 122, 123, 124, 125, 126, 127, 128, 16_000, 16_380, 16_384, 2_097_140,
+            2_097_152,
+        ] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                let p = Publish {
+                    payload: Bytes::from(vec![1u8; payload_len]),
+                    ..publish(qos, Some(3))
+                };
+                let mut out = BytesMut::new();
+                p.encode(&mut out).unwrap();
+                assert_eq!(out.len(), p.encoded_len(), "payload {payload_len}");
+            }
+        }
+        // Large packets: decode only (no prefix sweep).
+        let p = Publish {
+            payload: Bytes::from(vec![9u8; 20_000]),
+            ..publish(QoS::AtLeastOnce, Some(77))
+        };
+        let mut out = BytesMut::new();
+        p.encode(&mut out).unwrap();
+        assert_eq!(decode_one(&out), Ok(Packet::Publish(p)));
+    }
+
+    #[test]
+    fn encode_reserves_once_and_appends() {
+        let p = Publish {
+            payload: Bytes::from(vec![1u8; 1000]),
+            ..publish(QoS::AtLeastOnce, Some(1))
+        };
+        let mut out = BytesMut::new();
+        out.extend_from_slice(b"prefix");
+        p.encode(&mut out).unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(out.len(), 6 + p.encoded_len());
+    }
+
+    #[test]
+    fn qos0_never_writes_dup_or_packet_id() {
+        let p = Publish {
+            dup: true,
+            ..publish(QoS::AtMostOnce, Some(5))
+        };
+        let mut out = BytesMut::new();
+        p.encode(&mut out).unwrap();
+        assert_eq!(out.len(), p.encoded_len());
+        assert_eq!(out[0], 0x30);
+        assert_eq!(
+            decode_one(&out),
+            Ok(Packet::Publish(Publish {
+                dup: false,
+                packet_id: None,
+                ..p
+            }))
+        );
+    }
+
+    #[test]
+    fn decode_is_zero_copy() {
+        let p = publish(QoS::AtLeastOnce, Some(1));
+        let mut buf = encode_packet(&Packet::Publish(p));
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let Ok(Some(Packet::Publish(decoded))) = decode_packet(&mut buf, MAX) else {
+            panic!("no PUBLISH")
+        };
+        assert!(range.contains(&(decoded.payload.as_ptr() as usize)));
+        assert!(range.contains(&(decoded.topic.as_bytes().as_ptr() as usize)));
+    }
+
+    #[test]
+    fn invalid_qos_and_dup() {
+        assert_eq!(
+            decode_err(&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01]),
+            DecodeError::InvalidQoS
+        );
+        assert_eq!(
+            decode_err(&[0x37, 0x03, 0x00, 0x01, b't']),
+            DecodeError::InvalidQoS
+        );
+        assert_eq!(
+            decode_err(&[0x38, 0x03, 0x00, 0x01, b't']),
+            DecodeError::InvalidFlags {
+                packet_type: 3,
+                flags: 0b1000
+            }
+        );
+        assert_eq!(
+            decode_err(&[0x39, 0x03, 0x00, 0x01, b't']),
+            DecodeError::InvalidFlags {
+                packet_type: 3,
+                flags: 0b1001
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_topic_names() {
+        for (topic, expected) in [
+            (
+                &b"a/+"[..],
+                DecodeError::InvalidTopicName("contains a wildcard character"),
+            ),
+            (
+                b"#",
+                DecodeError::InvalidTopicName("contains a wildcard character"),
+            ),
+            (
+                b"sport/tennis/#",
+                DecodeError::InvalidTopicName("contains a wildcard character"),
+            ),
+            (b"", DecodeError::InvalidTopicName("empty")),
+            (b"a\0b", DecodeError::NullCharacter),
+            (b"a\xffb", DecodeError::InvalidUtf8),
+            (b"\xed\xa0\x80", DecodeError::InvalidUtf8),
+        ] {
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic);
+            body.extend_from_slice(b"payload");
+            assert_eq!(decode_err(&frame(0x30, &body)), expected, "{topic:?}");
+        }
+    }
+
+    #[test]
+    fn zero_packet_id() {
+        assert_eq!(
+            decode_err(&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00]),
+            DecodeError::ZeroPacketId
+        );
+        assert_eq!(
+            decode_err(&[0x34, 0x06, 0x00, 0x01, b't', 0x00, 0x00, b'x']),
+            DecodeError::ZeroPacketId
+        );
+    }
+
+    #[test]
+    fn zero_packet_id_bytes_are_payload_at_qos0() {
+        assert_eq!(
+            decode_one(&[0x30, 0x05, 0x00, 0x01, b't', 0x00, 0x00]),
+            Ok(Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: TopicName::new("t").unwrap(),
+                packet_id: None,
+                payload: Bytes::from_static(&[0, 0]),
+            }))
+        );
+    }
+
+    #[test]
+    fn short_bodies() {
+        for bytes in [
+            &[0x30, 0x00][..],
+            &[0x30, 0x01, 0x00],
+            &[0x30, 0x02, 0x00, 0x02],
+            &[0x30, 0x03, 0x00, 0x02, b'a'],
+            &[0x32, 0x03, 0x00, 0x01, b't'],
+            &[0x32, 0x04, 0x00, 0x01, b't', 0x00],
+        ] {
+            assert!(
+                matches!(decode_err(bytes), DecodeError::MalformedPacket(_)),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn encode_errors_leave_output_untouched() {
+        // Too large for the protocol. The zeroed allocation is lazy and encode fails before
+        // touching it, so this is cheap.
+        let p = Publish {
+            payload: Bytes::from(vec![0u8; 268_435_456]),
+            ..publish(QoS::AtMostOnce, None)
+        };
+        let mut out = BytesMut::from(&b"keep"[..]);
+        assert!(matches!(
+            p.encode(&mut out),
+            Err(EncodeError::PacketTooLarge(_))
+        ));
+        assert_eq!(&out[..], b"keep");
+        // Largest payload that fits.
+        let topic_len = p.topic.as_bytes().len();
+        let p = Publish {
+            payload: p.payload.slice(..268_435_455 - 2 - topic_len),
+            ..p
+        };
+        assert_eq!(p.encoded_len(), PROTOCOL_MAX);
+    }
+
+    const PROTOCOL_MAX: usize = super::super::PROTOCOL_MAX_PACKET_SIZE;
+}

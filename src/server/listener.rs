@@ -1,0 +1,45 @@
+//! The accept loop of one listener socket on one shard: `max-connections`, back-off on resource
+//! errors, and a task per accepted connection. Knows nothing of MQTT beyond spawning the driver.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::shard::{ListenerSlot, ShardRuntime};
+use super::{connection, ListenerInfo};
+
+pub(crate) async fn accept_loop(rt: Rc<ShardRuntime>, listener: glommio::net::TcpListener, info: Arc<ListenerInfo>) {
+    loop {
+        if rt.stopping.get() {
+            return;
+        }
+        match listener.accept().await {
+            Ok(stream) => {
+                let open = info.open.fetch_add(1, Ordering::Relaxed) + 1;
+                let slot = ListenerSlot(info.clone());
+                if info.max_connections.is_some_and(|max| open > max) {
+                    log::warn!("listener '{}': max-connections reached, closing a new connection", info.name);
+                    rt.stats.borrow_mut().rejected_max_connections += 1;
+                    drop(stream);
+                    drop(slot);
+                    continue;
+                }
+                glommio::spawn_local(connection::accepted(rt.clone(), stream, slot)).detach();
+            }
+            Err(error) => {
+                let error = std::io::Error::from(error);
+                match error.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
+                        log::warn!("listener '{}': {error}; pausing accepts for 100 ms", info.name);
+                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => {
+                        log::debug!("listener '{}': accept failed: {error}", info.name);
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+    }
+}

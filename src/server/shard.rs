@@ -1,0 +1,295 @@
+//! One shard's runtime: the broker core in a `RefCell`, its connections' wake-up signals, the bus
+//! loop, the keep-alive tick, and the code that turns core actions into wake-ups and bus sends.
+//!
+//! Everything here runs on the shard's own thread (`Rc`, `RefCell`, no locks). A `RefCell` borrow of
+//! the core is never held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use shards::{BusSender, Inbox, Lane as BusLane, SendError, ShardContext};
+
+use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
+use crate::protocol::{Connect, QoS};
+
+use super::{connection, listener, ListenerInfo, SharedSettings};
+
+/// What travels between shards.
+pub(crate) enum ShardMessage {
+    /// Broker traffic: publishes, interest changes.
+    Core(BusMessage),
+    /// A connection whose client id lives on the receiving shard.
+    HandOff(HandOff),
+}
+
+/// An accepted connection moving to its home shard, with everything read from it so far.
+pub(crate) struct HandOff {
+    pub fd: OwnedFd,
+    pub connect: Connect,
+    pub leftover: BytesMut,
+    pub slot: ListenerSlot,
+}
+
+/// One open connection counted against its listener's `max-connections`; released on drop.
+#[derive(Debug)]
+pub(crate) struct ListenerSlot(pub Arc<ListenerInfo>);
+
+impl Drop for ListenerSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Wakes a connection's writer task when its outbox has bytes.
+pub(crate) struct ConnSignal {
+    waker: Cell<Option<Waker>>,
+    notified: Cell<bool>,
+    /// The socket, for `shutdown(2)`; valid while the connection's tasks hold the stream.
+    pub fd: RawFd,
+}
+
+impl ConnSignal {
+    pub fn new(fd: RawFd) -> Self {
+        ConnSignal {
+            waker: Cell::new(None),
+            notified: Cell::new(false),
+            fd,
+        }
+    }
+
+    pub fn notify(&self) {
+        self.notified.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.notified.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Shuts the socket down both ways, which ends a pending read on it.
+    pub fn shutdown_socket(&self) {
+        // SAFETY: `fd` belongs to a stream that is still open (see the field's doc); shutdown(2) does
+        // not close or invalidate the descriptor.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Counters kept by the runtime itself (the core keeps its own).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RuntimeStats {
+    pub bus_dropped_qos0: u64,
+    pub bus_blocked: u64,
+    pub handoffs_sent: u64,
+    pub handoffs_received: u64,
+    pub connection_panics: u64,
+    pub malformed_before_connect: u64,
+    pub connect_timeouts: u64,
+    pub rejected_max_connections: u64,
+}
+
+pub(crate) struct ShardRuntime {
+    pub id: usize,
+    pub shared: Arc<SharedSettings>,
+    pub core: RefCell<BrokerCore>,
+    pub bus: BusSender<ShardMessage>,
+    pub conns: RefCell<HashMap<ConnId, Rc<ConnSignal>>>,
+    next_conn: Cell<ConnId>,
+    action_scratch: RefCell<Vec<Action>>,
+    pub stopping: Cell<bool>,
+    pub stats: RefCell<RuntimeStats>,
+}
+
+impl ShardRuntime {
+    pub fn next_conn_id(&self) -> ConnId {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+
+    /// Performs the core's pending actions. Bus messages that found their lane full are returned,
+    /// in order, for the caller to retry (after the first failure to a shard, later messages to that
+    /// shard queue behind it so that order is kept).
+    pub fn apply_actions(&self) -> Vec<(usize, BusMessage)> {
+        let mut actions = self.action_scratch.take();
+        self.core.borrow_mut().poll_actions(&mut actions);
+        let mut blocked: Vec<(usize, BusMessage)> = Vec::new();
+        for action in actions.drain(..) {
+            match action {
+                Action::Flush(conn) => {
+                    if let Some(signal) = self.conns.borrow().get(&conn) {
+                        signal.notify();
+                    }
+                }
+                Action::Bus { to, message } => {
+                    if blocked.iter().any(|(t, _)| *t == to) {
+                        blocked.push((to, message));
+                        continue;
+                    }
+                    if let Some(message) = self.try_send(to, message) {
+                        blocked.push((to, message));
+                    }
+                }
+            }
+        }
+        self.action_scratch.replace(actions);
+        blocked
+    }
+
+    /// Tries once; returns the message when the lane is full and it must be retried. QoS 0 publishes
+    /// are dropped (and counted) instead of retried.
+    fn try_send(&self, to: usize, message: BusMessage) -> Option<BusMessage> {
+        let lane = message.lane();
+        let wrapped = ShardMessage::Core(message);
+        let result = match lane {
+            Lane::Data => self.bus.try_send_data(to, wrapped),
+            Lane::Control => self.bus.try_send_control(to, wrapped),
+        };
+        match result {
+            Ok(()) => None,
+            Err(SendError::Full(ShardMessage::Core(message))) => {
+                if matches!(&message, BusMessage::Publish(m) if m.qos == QoS::AtMostOnce) {
+                    self.stats.borrow_mut().bus_dropped_qos0 += 1;
+                    return None;
+                }
+                self.stats.borrow_mut().bus_blocked += 1;
+                Some(message)
+            }
+            Err(_) => {
+                log::warn!("shard {}: bus to shard {to} is closed", self.id);
+                None
+            }
+        }
+    }
+
+    /// Retries blocked sends until they go through, pausing the caller (a publisher's reader: this is
+    /// the TCP back-pressure on a publisher whose subscribers' shard cannot keep up).
+    pub async fn send_blocked(&self, blocked: Vec<(usize, BusMessage)>) {
+        for (to, mut message) in blocked {
+            loop {
+                match self.try_send(to, message) {
+                    None => break,
+                    Some(back) => {
+                        message = back;
+                        glommio::timer::sleep(Duration::from_micros(50)).await;
+                    }
+                }
+                if self.stopping.get() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Like `send_blocked`, from a context that must not wait (bus loop, timers): a detached task.
+    pub fn send_blocked_later(self: &Rc<Self>, blocked: Vec<(usize, BusMessage)>) {
+        if blocked.is_empty() {
+            return;
+        }
+        let rt = self.clone();
+        glommio::spawn_local(async move { rt.send_blocked(blocked).await }).detach();
+    }
+
+    fn handle_bus(self: &Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Core(message) => self.core.borrow_mut().handle_bus(message),
+            ShardMessage::HandOff(handoff) => {
+                self.stats.borrow_mut().handoffs_received += 1;
+                glommio::spawn_local(connection::handed_off(self.clone(), handoff)).detach();
+            }
+        }
+    }
+}
+
+/// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
+pub(crate) async fn run(
+    ctx: ShardContext,
+    shared: Arc<SharedSettings>,
+    bus: BusSender<ShardMessage>,
+    inbox: Inbox<ShardMessage>,
+    sockets: Vec<std::net::TcpListener>,
+) {
+    let core = BrokerCore::new(shared.core.clone(), ctx.id, shared.shards, shared.id_seed);
+    let rt = Rc::new(ShardRuntime {
+        id: ctx.id,
+        shared: shared.clone(),
+        core: RefCell::new(core),
+        bus,
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        action_scratch: RefCell::new(Vec::new()),
+        stopping: Cell::new(false),
+        stats: RefCell::new(RuntimeStats::default()),
+    });
+    for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
+        match shards::into_glommio_listener(socket) {
+            Ok(listener) => {
+                glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone())).detach();
+            }
+            Err(error) => log::error!("shard {}: listener '{}' unusable: {error}", ctx.id, info.name),
+        }
+    }
+    glommio::spawn_local(bus_loop(rt.clone(), inbox)).detach();
+    glommio::spawn_local(tick_loop(rt.clone())).detach();
+
+    ctx.stopped().await;
+    rt.stopping.set(true);
+    rt.core.borrow_mut().shutdown();
+    let blocked = rt.apply_actions();
+    drop(blocked);
+    // Give writers a moment to flush and close.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !rt.conns.borrow().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    log::debug!("shard {} stopped", ctx.id);
+}
+
+async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {
+    loop {
+        let first = inbox.recv().await;
+        rt.handle_bus(lane_message(first));
+        for _ in 0..255 {
+            match inbox.try_recv() {
+                Some(next) => rt.handle_bus(lane_message(next)),
+                None => break,
+            }
+        }
+        let blocked = rt.apply_actions();
+        rt.send_blocked_later(blocked);
+        glommio::yield_if_needed().await;
+    }
+}
+
+fn lane_message(lane: BusLane<ShardMessage>) -> ShardMessage {
+    match lane {
+        BusLane::Control(m) | BusLane::Data(m) => m,
+    }
+}
+
+async fn tick_loop(rt: Rc<ShardRuntime>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        rt.core.borrow_mut().handle_tick(Instant::now());
+        let blocked = rt.apply_actions();
+        rt.send_blocked_later(blocked);
+    }
+}
