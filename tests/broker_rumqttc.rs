@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
+};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -19,7 +21,12 @@ struct Client {
     session_present: bool,
 }
 
-async fn connect(addr: std::net::SocketAddr, id: &str, clean: bool, will: Option<LastWill>) -> Client {
+async fn connect(
+    addr: std::net::SocketAddr,
+    id: &str,
+    clean: bool,
+    will: Option<LastWill>,
+) -> Client {
     let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     options.set_clean_session(clean);
     options.set_keep_alive(Duration::from_secs(30));
@@ -126,8 +133,13 @@ async fn publish_and_receive_at_every_qos(shards: usize) {
     let publisher = connect(addr, &id_on_shard("pub", shards - 1, shards), true, None).await;
     sub.subscribe("q/+", QoS::ExactlyOnce).await;
     settle().await;
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
-        publisher.publish(&format!("q/{i}"), qos, false, &format!("m{i}")).await;
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        publisher
+            .publish(&format!("q/{i}"), qos, false, &format!("m{i}"))
+            .await;
         let got = sub.next().await;
         assert_eq!(got.topic, format!("q/{i}"));
         assert_eq!(got.qos, qos);
@@ -139,8 +151,12 @@ async fn publish_and_receive_at_every_qos(shards: usize) {
 async fn retained_message_reaches_late_subscriber(shards: usize) {
     let (_broker, addr) = start_broker(shards);
     let publisher = connect(addr, &id_on_shard("pub", 0, shards), true, None).await;
-    publisher.publish("r/a", QoS::AtLeastOnce, true, "old").await;
-    publisher.publish("r/a", QoS::AtLeastOnce, true, "new").await;
+    publisher
+        .publish("r/a", QoS::AtLeastOnce, true, "old")
+        .await;
+    publisher
+        .publish("r/a", QoS::AtLeastOnce, true, "new")
+        .await;
     publisher.publish("r/b", QoS::AtLeastOnce, true, "b").await;
     publisher.publish("r/b", QoS::AtLeastOnce, true, "").await; // deletes r/b
     settle().await;
@@ -163,7 +179,9 @@ async fn persistent_session_gets_queued_messages_in_order(shards: usize) {
     settle().await;
     let publisher = connect(addr, &id_on_shard("pub", 0, shards), true, None).await;
     for i in 0..5 {
-        publisher.publish("p/x", QoS::AtLeastOnce, false, &i.to_string()).await;
+        publisher
+            .publish("p/x", QoS::AtLeastOnce, false, &i.to_string())
+            .await;
     }
     settle().await;
     let mut sub = connect(addr, &id, false, None).await;
@@ -179,12 +197,24 @@ async fn will_published_when_client_vanishes(shards: usize) {
     watcher.subscribe("will/#", QoS::AtLeastOnce).await;
     settle().await;
     let will = LastWill::new("will/x", "gone", QoS::AtLeastOnce, false);
-    let doomed = connect(addr, &id_on_shard("doomed", shards - 1, shards), true, Some(will.clone())).await;
+    let doomed = connect(
+        addr,
+        &id_on_shard("doomed", shards - 1, shards),
+        true,
+        Some(will.clone()),
+    )
+    .await;
     doomed.kill();
     let got = watcher.next().await;
     assert_eq!(&got.payload[..], b"gone");
 
-    let polite = connect(addr, &id_on_shard("polite", shards - 1, shards), true, Some(will)).await;
+    let polite = connect(
+        addr,
+        &id_on_shard("polite", shards - 1, shards),
+        true,
+        Some(will),
+    )
+    .await;
     polite.client.disconnect().await.expect("disconnect");
     watcher.nothing_within(Duration::from_millis(500)).await;
 }
@@ -211,7 +241,9 @@ async fn order_is_kept_for_a_stream_of_messages(shards: usize) {
     settle().await;
     let publisher = connect(addr, &id_on_shard("pub", shards - 1, shards), true, None).await;
     for i in 0..500 {
-        publisher.publish("stream", QoS::AtLeastOnce, false, &i.to_string()).await;
+        publisher
+            .publish("stream", QoS::AtLeastOnce, false, &i.to_string())
+            .await;
     }
     for i in 0..500 {
         assert_eq!(&sub.next().await.payload[..], i.to_string().as_bytes());
@@ -225,10 +257,18 @@ async fn wildcards_and_sys_rule(shards: usize) {
     sub.subscribe("a/+/c", QoS::AtLeastOnce).await;
     settle().await;
     let publisher = connect(addr, &id_on_shard("pub", shards - 1, shards), true, None).await;
-    publisher.publish("$SYS/fake", QoS::AtMostOnce, false, "no").await;
-    publisher.publish("a/b/c", QoS::AtLeastOnce, false, "one copy").await;
+    publisher
+        .publish("$SYS/fake", QoS::AtMostOnce, false, "no")
+        .await;
+    publisher
+        .publish("a/b/c", QoS::AtLeastOnce, false, "one copy")
+        .await;
     let got = sub.next().await;
     assert_eq!(got.topic, "a/b/c");
-    assert_eq!(got.qos, QoS::AtLeastOnce, "max QoS of overlapping subscriptions");
+    assert_eq!(
+        got.qos,
+        QoS::AtLeastOnce,
+        "max QoS of overlapping subscriptions"
+    );
     sub.nothing_within(Duration::from_millis(300)).await;
 }

@@ -405,7 +405,10 @@ mod tests {
             Err(SendError::Closed(7)) => {}
             other => panic!("expected Closed(7), got {other:?}"),
         }
-        assert!(matches!(tx.try_send_control(1, 8), Err(SendError::Closed(8))));
+        assert!(matches!(
+            tx.try_send_control(1, 8),
+            Err(SendError::Closed(8))
+        ));
         tx.try_send_data(0, 1).unwrap();
     }
 

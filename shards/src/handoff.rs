@@ -65,7 +65,9 @@ mod tests {
         let addr = listeners[0].local_addr().unwrap();
         let listener = Arc::new(Mutex::new(listeners.pop()));
         let (tx, inboxes) = bus::<OwnedFd>(2, 4, 4);
-        let inboxes = Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect::<Vec<_>>()));
+        let inboxes = Arc::new(Mutex::new(
+            inboxes.into_iter().map(Some).collect::<Vec<_>>(),
+        ));
         let config = ShardConfig {
             shards: 2,
             pin: false,

@@ -35,7 +35,10 @@ pub fn reuseport_listeners(
     let mut bind_to = addr;
     for _ in 0..count {
         let listener = bind_one(bind_to, backlog).map_err(|e| {
-            io::Error::new(e.kind(), format!("binding listener socket to {bind_to}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("binding listener socket to {bind_to}: {e}"),
+            )
         })?;
         if bind_to.port() == 0 {
             bind_to = listener.local_addr()?;

@@ -520,10 +520,7 @@ where
             }
         }
         let _unregister = Unregister(stop.clone(), Arc::clone(&slot));
-        let watcher = StopWait {
-            handle: stop,
-            slot,
-        };
+        let watcher = StopWait { handle: stop, slot };
         glommio::spawn_local(async move {
             watcher.await;
             local.fire();
@@ -714,9 +711,15 @@ mod tests {
             ..ShardConfig::default()
         };
         let err = Shards::start(config, |_ctx| async {}).unwrap_err();
-        assert!(matches!(err, ShardError::TooManyPinnedShards { .. }), "{err:?}");
+        assert!(
+            matches!(err, ShardError::TooManyPinnedShards { .. }),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains(&format!("cannot pin {} shards", cpus.len() + 1)), "{msg}");
+        assert!(
+            msg.contains(&format!("cannot pin {} shards", cpus.len() + 1)),
+            "{msg}"
+        );
         assert!(msg.contains("disable pinning"), "{msg}");
         let zero = ShardConfig {
             shards: 0,

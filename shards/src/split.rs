@@ -28,7 +28,9 @@ pub struct LocalWriteHalf<T> {
 
 /// Splits `io` into halves for one reading task and one writing task on the current shard.
 /// Put them back together with [`reunite`] (for example before a hand-off).
-pub fn split_local<T: AsyncRead + AsyncWrite + Unpin>(io: T) -> (LocalReadHalf<T>, LocalWriteHalf<T>) {
+pub fn split_local<T: AsyncRead + AsyncWrite + Unpin>(
+    io: T,
+) -> (LocalReadHalf<T>, LocalWriteHalf<T>) {
     let inner = Rc::new(RefCell::new(io));
     (
         LocalReadHalf {
@@ -89,7 +91,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for LocalReadHalf<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for LocalWriteHalf<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.inner.borrow_mut()).poll_write(cx, buf)
     }
 

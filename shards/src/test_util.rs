@@ -11,7 +11,13 @@ pub(crate) fn run_child_under_taskset(cpu_list: &str, test: &str) -> Option<Stri
     let out = match Command::new("taskset")
         .args(["-c", cpu_list])
         .arg(exe)
-        .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
     {
         Ok(out) => out,

@@ -42,7 +42,10 @@ pub enum CloseReason {
 impl CloseReason {
     /// Whether the will message is published when a connection ends this way [MQTT-3.1.2-8].
     pub fn publishes_will(self) -> bool {
-        !matches!(self, CloseReason::ClientDisconnect | CloseReason::ServerShutdown)
+        !matches!(
+            self,
+            CloseReason::ClientDisconnect | CloseReason::ServerShutdown
+        )
     }
 }
 
@@ -73,12 +76,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(session: SessionKey, protocol: ProtocolLevel, keep_alive: u16, now: Instant) -> Self {
+    pub fn new(
+        session: SessionKey,
+        protocol: ProtocolLevel,
+        keep_alive: u16,
+        now: Instant,
+    ) -> Self {
         Connection {
             session,
             protocol,
             state: ConnectionState::Active,
-            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            keep_alive: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_activity: now,
             outbox: BytesMut::new(),
             flush_requested: false,

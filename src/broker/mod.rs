@@ -27,7 +27,8 @@ use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, TopicFilter, TopicName,
+    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, TopicFilter,
+    TopicName,
 };
 
 pub use connection::CloseReason;
@@ -213,7 +214,10 @@ impl BrokerCore {
     }
 
     pub fn subscription_count(&self) -> usize {
-        self.sessions.iter().map(|(_, s)| s.subscriptions.len()).sum()
+        self.sessions
+            .iter()
+            .map(|(_, s)| s.subscriptions.len())
+            .sum()
     }
 
     pub fn retained_count(&self) -> usize {
@@ -236,7 +240,12 @@ impl BrokerCore {
     // ---- handle_* --------------------------------------------------------------------------------
 
     /// The first packet of a connection. Writes CONNACK; a refused connection is left `Closing`.
-    pub fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) -> ConnectOutcome {
+    pub fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        now: Instant,
+    ) -> ConnectOutcome {
         handlers::connect::handle(self, conn, connect, now)
     }
 
@@ -387,7 +396,10 @@ impl BrokerCore {
         connection.state = ConnectionState::Closing;
         connection.pending_replies.clear();
         let key = connection.session;
-        log::debug!("connection {conn} on shard {} closed: {reason:?}", self.shard);
+        log::debug!(
+            "connection {conn} on shard {} closed: {reason:?}",
+            self.shard
+        );
         self.request_flush(conn);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -493,9 +505,10 @@ impl BrokerCore {
     fn deliver_local(&mut self, message: &Message) {
         let mut matched = std::mem::take(&mut self.match_scratch);
         matched.clear();
-        self.subscriptions.for_each_match(&message.topic, |subscribers| {
-            matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
-        });
+        self.subscriptions
+            .for_each_match(&message.topic, |subscribers| {
+                matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
+            });
         if matched.len() > 1 {
             matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             matched.dedup_by_key(|entry| entry.0);
@@ -569,7 +582,10 @@ impl BrokerCore {
 
     fn generate_client_id(&mut self) -> String {
         self.generated_ids += 1;
-        format!("auto-{:x}-{}-{}", self.id_seed, self.shard, self.generated_ids)
+        format!(
+            "auto-{:x}-{}-{}",
+            self.id_seed, self.shard, self.generated_ids
+        )
     }
 
     /// Queues `reply` behind any pending ones, or writes it now.
@@ -590,7 +606,11 @@ impl BrokerCore {
         };
         let mut done = false;
         if let Some(connection) = self.connections.get_mut(&conn) {
-            if let Some(p) = connection.pending_replies.iter_mut().find(|p| p.token == Some(token)) {
+            if let Some(p) = connection
+                .pending_replies
+                .iter_mut()
+                .find(|p| p.token == Some(token))
+            {
                 p.remaining = p.remaining.saturating_sub(1);
                 done = p.remaining == 0;
             }
@@ -609,7 +629,11 @@ impl BrokerCore {
             let Some(connection) = self.connections.get_mut(&conn) else {
                 return;
             };
-            if connection.pending_replies.front().is_none_or(|p| p.remaining > 0) {
+            if connection
+                .pending_replies
+                .front()
+                .is_none_or(|p| p.remaining > 0)
+            {
                 return;
             }
             let Some(reply) = connection.pending_replies.pop_front() else {
@@ -632,7 +656,13 @@ impl BrokerCore {
         token
     }
 
-    fn refuse(&mut self, conn: ConnId, code: ConnectReturnCode, protocol: ProtocolLevel, now: Instant) -> ConnectOutcome {
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        code: ConnectReturnCode,
+        protocol: ProtocolLevel,
+        now: Instant,
+    ) -> ConnectOutcome {
         self.stats.connections_refused += 1;
         let mut connection = Connection::new(usize::MAX, protocol, 0, now);
         connection.state = ConnectionState::Closing;

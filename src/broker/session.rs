@@ -294,8 +294,14 @@ mod tests {
         let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
         let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
         assert_ne!(a.packet_id, b.packet_id);
-        assert_eq!(s.deliver(&message(3), QoS::AtLeastOnce, false), Delivery::Queued);
-        assert_eq!(s.deliver(&message(4), QoS::AtLeastOnce, false), Delivery::Queued);
+        assert_eq!(
+            s.deliver(&message(3), QoS::AtLeastOnce, false),
+            Delivery::Queued
+        );
+        assert_eq!(
+            s.deliver(&message(4), QoS::AtLeastOnce, false),
+            Delivery::Queued
+        );
         assert_eq!(
             s.deliver(&message(5), QoS::AtLeastOnce, false),
             Delivery::Dropped(DropReason::QueueFull)
@@ -304,7 +310,10 @@ mod tests {
         let next = s.fill_window();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].payload, Bytes::from("3"));
-        assert_eq!(s.on_puback(a.packet_id.expect("id")), Err(UnknownPacketId(1)));
+        assert_eq!(
+            s.on_puback(a.packet_id.expect("id")),
+            Err(UnknownPacketId(1))
+        );
     }
 
     #[test]
@@ -312,9 +321,16 @@ mod tests {
         let mut s = online(5, 5);
         let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
         let id = p.packet_id.expect("id");
-        assert!(s.on_pubcomp(id).is_err(), "PUBCOMP before PUBREC is not accepted");
+        assert!(
+            s.on_pubcomp(id).is_err(),
+            "PUBCOMP before PUBREC is not accepted"
+        );
         assert_eq!(s.on_pubrec(id), Ok(PubRel { packet_id: id }));
-        assert_eq!(s.on_pubrec(id), Ok(PubRel { packet_id: id }), "repeated PUBREC answered again");
+        assert_eq!(
+            s.on_pubrec(id),
+            Ok(PubRel { packet_id: id }),
+            "repeated PUBREC answered again"
+        );
         assert!(s.on_puback(id).is_err());
         s.on_pubcomp(id).expect("known");
         assert_eq!(s.inflight_len(), 0);
@@ -324,11 +340,17 @@ mod tests {
     fn offline_messages_queue_in_order_and_resend_with_dup() {
         let mut s = Session::new("c".into(), false, 2, 10);
         for n in 0..4 {
-            assert_eq!(s.deliver(&message(n), QoS::AtLeastOnce, false), Delivery::Queued);
+            assert_eq!(
+                s.deliver(&message(n), QoS::AtLeastOnce, false),
+                Delivery::Queued
+            );
         }
         s.conn = Some(7);
         let first = s.fill_window();
-        assert_eq!(first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), ["0", "1"]);
+        assert_eq!(
+            first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(),
+            ["0", "1"]
+        );
         let id = first[1].packet_id.expect("id");
         // Connection lost before acks: both are re-sent with DUP on reconnect.
         s.conn = None;
@@ -351,7 +373,10 @@ mod tests {
         let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
         let id = p.packet_id.expect("id");
         s.on_pubrec(id).expect("known");
-        assert_eq!(s.resend_inflight(), vec![Resend::PubRel(PubRel { packet_id: id })]);
+        assert_eq!(
+            s.resend_inflight(),
+            vec![Resend::PubRel(PubRel { packet_id: id })]
+        );
     }
 
     #[test]

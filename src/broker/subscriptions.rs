@@ -41,7 +41,10 @@ impl<V> Default for Node<V> {
 
 impl<V> Node<V> {
     fn is_empty(&self) -> bool {
-        self.value.is_none() && self.literal.is_empty() && self.plus.is_none() && self.hash.is_none()
+        self.value.is_none()
+            && self.literal.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
     }
 }
 
@@ -184,7 +187,12 @@ impl<V> TopicTrie<V> {
         any
     }
 
-    fn match_in<'a>(node: &'a Node<V>, levels: &[&str], first_is_dollar: bool, visit: &mut impl FnMut(&'a V)) {
+    fn match_in<'a>(
+        node: &'a Node<V>,
+        levels: &[&str],
+        first_is_dollar: bool,
+        visit: &mut impl FnMut(&'a V),
+    ) {
         // `#` matches this level's parent and everything below, except a leading `$` level.
         if !first_is_dollar {
             if let Some(value) = &node.hash {

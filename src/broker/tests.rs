@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::protocol::{
-    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeFilter, SubscribeReturnCode, UnsubAck, Unsubscribe,
+    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeFilter,
+    SubscribeReturnCode, UnsubAck, Unsubscribe,
 };
 
 struct Client {
@@ -35,7 +36,9 @@ impl Cluster {
 
     fn with_settings(shards: usize, settings: Settings) -> Self {
         Cluster {
-            shards: (0..shards).map(|i| BrokerCore::new(settings.clone(), i, shards, 7)).collect(),
+            shards: (0..shards)
+                .map(|i| BrokerCore::new(settings.clone(), i, shards, 7))
+                .collect(),
             bus: VecDeque::new(),
             clients: HashMap::new(),
             next_conn: 1,
@@ -111,10 +114,24 @@ impl Cluster {
                 qos: *q,
             })
             .collect();
-        self.send(name, Packet::Subscribe(Subscribe { packet_id: 1, filters }));
+        self.send(
+            name,
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters,
+            }),
+        );
     }
 
-    fn publish(&mut self, name: &str, topic: &str, payload: &str, qos: QoS, retain: bool, packet_id: u16) {
+    fn publish(
+        &mut self,
+        name: &str,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+        packet_id: u16,
+    ) {
         self.send(
             name,
             Packet::Publish(Publish {
@@ -139,8 +156,13 @@ impl Cluster {
                     progressed = true;
                     match action {
                         Action::Flush(conn) => {
-                            let (bytes, close) = self.shards[shard].take_outbox(conn).unwrap_or_default();
-                            if let Some(c) = self.clients.values_mut().find(|c| c.shard == shard && c.conn == conn) {
+                            let (bytes, close) =
+                                self.shards[shard].take_outbox(conn).unwrap_or_default();
+                            if let Some(c) = self
+                                .clients
+                                .values_mut()
+                                .find(|c| c.shard == shard && c.conn == conn)
+                            {
                                 c.received.extend_from_slice(&bytes);
                                 if close && !c.closed {
                                     c.closed = true;
@@ -160,8 +182,12 @@ impl Cluster {
             }
         }
         // Connections the broker closed are forgotten by the runtime once flushed.
-        let closed: Vec<(usize, ConnId)> =
-            self.clients.values().filter(|c| c.closed).map(|c| (c.shard, c.conn)).collect();
+        let closed: Vec<(usize, ConnId)> = self
+            .clients
+            .values()
+            .filter(|c| c.closed)
+            .map(|c| (c.shard, c.conn))
+            .collect();
         for (shard, conn) in closed {
             self.shards[shard].handle_closed(conn);
         }
@@ -171,7 +197,9 @@ impl Cluster {
     fn packets(&mut self, name: &str) -> Vec<Packet> {
         let client = self.clients.get_mut(name).expect("known client");
         let mut out = Vec::new();
-        while let Some(packet) = decode(&mut client.received, usize::MAX).expect("broker output decodes") {
+        while let Some(packet) =
+            decode(&mut client.received, usize::MAX).expect("broker output decodes")
+        {
             out.push(packet);
         }
         out
@@ -225,7 +253,10 @@ fn home_shard_is_stable() {
     assert_eq!(home_shard("client-1", 1), 0);
     assert_eq!(home_shard("client-1", 4), home_shard("client-1", 4));
     // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
-    assert_eq!(home_shard("a", 1000), (0xaf63_dc4c_8601_ec8c_u64 % 1000) as usize);
+    assert_eq!(
+        home_shard("a", 1000),
+        (0xaf63_dc4c_8601_ec8c_u64 % 1000) as usize
+    );
 }
 
 #[test]
@@ -242,7 +273,10 @@ fn connect_is_acknowledged_without_session() {
 fn empty_client_id_is_generated_with_clean_session_and_refused_without() {
     let mut c = Cluster::new(2);
     assert_eq!(c.connect("", true).code, ConnectReturnCode::Accepted);
-    assert_eq!(c.connect("", false).code, ConnectReturnCode::IdentifierRejected);
+    assert_eq!(
+        c.connect("", false).code,
+        ConnectReturnCode::IdentifierRejected
+    );
     assert!(c.client("").closed);
 }
 
@@ -251,7 +285,10 @@ fn mqtt31_client_id_longer_than_23_is_rejected() {
     let mut c = Cluster::new(1);
     let mut connect = Cluster::connect_packet("abcdefghijklmnopqrstuvwxyz", true);
     connect.protocol = ProtocolLevel::V31;
-    assert_eq!(c.connect_with("x", connect).code, ConnectReturnCode::IdentifierRejected);
+    assert_eq!(
+        c.connect_with("x", connect).code,
+        ConnectReturnCode::IdentifierRejected
+    );
 }
 
 #[test]
@@ -261,10 +298,16 @@ fn anonymous_refused_when_not_allowed() {
         ..Settings::default()
     };
     let mut c = Cluster::with_settings(1, settings);
-    assert_eq!(c.connect("anon", true).code, ConnectReturnCode::NotAuthorized);
+    assert_eq!(
+        c.connect("anon", true).code,
+        ConnectReturnCode::NotAuthorized
+    );
     let mut connect = Cluster::connect_packet("user", true);
     connect.username = Some("bob".into());
-    assert_eq!(c.connect_with("user", connect).code, ConnectReturnCode::Accepted);
+    assert_eq!(
+        c.connect_with("user", connect).code,
+        ConnectReturnCode::Accepted
+    );
 }
 
 #[test]
@@ -274,7 +317,10 @@ fn persistent_session_is_present_on_reconnect() {
     c.drop_connection("p");
     assert!(c.connect("p", false).session_present);
     c.drop_connection("p");
-    assert!(!c.connect("p", true).session_present, "clean session discards it");
+    assert!(
+        !c.connect("p", true).session_present,
+        "clean session discards it"
+    );
 }
 
 #[test]
@@ -285,7 +331,9 @@ fn qos_flows_between_shards_with_acks() {
     c.connect(&b, true);
     c.subscribe(&b, &[("t/#", QoS::ExactlyOnce)]);
     let subacks = c.packets(&b);
-    assert!(matches!(&subacks[1], Packet::SubAck(s) if s.return_codes == [SubscribeReturnCode::Success(QoS::ExactlyOnce)]));
+    assert!(
+        matches!(&subacks[1], Packet::SubAck(s) if s.return_codes == [SubscribeReturnCode::Success(QoS::ExactlyOnce)])
+    );
     c.packets(&a);
 
     c.publish(&a, "t/0", "zero", QoS::AtMostOnce, false, 0);
@@ -293,19 +341,32 @@ fn qos_flows_between_shards_with_acks() {
     c.publish(&a, "t/2", "two", QoS::ExactlyOnce, false, 11);
     assert_eq!(
         c.packets(&a),
-        [Packet::PubAck(PubAck { packet_id: 10 }), Packet::PubRec(PubRec { packet_id: 11 })]
+        [
+            Packet::PubAck(PubAck { packet_id: 10 }),
+            Packet::PubRec(PubRec { packet_id: 11 })
+        ]
     );
     let got = c.publishes(&b);
-    assert_eq!(got.iter().map(|p| p.qos).collect::<Vec<_>>(), [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
+    assert_eq!(
+        got.iter().map(|p| p.qos).collect::<Vec<_>>(),
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+    );
     assert!(got.iter().all(|p| !p.retain));
 
     c.send(&a, Packet::PubRel(PubRel { packet_id: 11 }));
     assert_eq!(c.packets(&a), [Packet::PubComp(PubComp { packet_id: 11 })]);
     let qos2_id = got[2].packet_id.expect("id");
     c.send(&b, Packet::PubRec(PubRec { packet_id: qos2_id }));
-    assert_eq!(c.packets(&b), [Packet::PubRel(PubRel { packet_id: qos2_id })]);
+    assert_eq!(
+        c.packets(&b),
+        [Packet::PubRel(PubRel { packet_id: qos2_id })]
+    );
     c.send(&b, Packet::PubComp(PubComp { packet_id: qos2_id }));
-    assert_eq!(c.shards.iter().map(|s| s.inflight_count()).sum::<usize>(), 1, "QoS 1 still unacked");
+    assert_eq!(
+        c.shards.iter().map(|s| s.inflight_count()).sum::<usize>(),
+        1,
+        "QoS 1 still unacked"
+    );
 }
 
 #[test]
@@ -328,7 +389,14 @@ fn overlapping_subscriptions_deliver_one_copy_at_max_qos() {
     let mut c = Cluster::new(1);
     c.connect("s", true);
     c.connect("p", true);
-    c.subscribe("s", &[("a/+", QoS::AtMostOnce), ("a/#", QoS::AtLeastOnce), ("#", QoS::AtMostOnce)]);
+    c.subscribe(
+        "s",
+        &[
+            ("a/+", QoS::AtMostOnce),
+            ("a/#", QoS::AtLeastOnce),
+            ("#", QoS::AtMostOnce),
+        ],
+    );
     c.packets("s");
     c.publish("p", "a/b", "m", QoS::ExactlyOnce, false, 1);
     let got = c.publishes("s");
@@ -346,7 +414,9 @@ fn granted_qos_is_capped_by_config() {
     c.connect("s", true);
     c.subscribe("s", &[("a", QoS::ExactlyOnce)]);
     let packets = c.packets("s");
-    assert!(matches!(&packets[1], Packet::SubAck(s) if s.return_codes == [SubscribeReturnCode::Success(QoS::AtLeastOnce)]));
+    assert!(
+        matches!(&packets[1], Packet::SubAck(s) if s.return_codes == [SubscribeReturnCode::Success(QoS::AtLeastOnce)])
+    );
 }
 
 #[test]
@@ -354,7 +424,14 @@ fn sys_topics_are_not_delivered_from_clients_or_to_leading_wildcards() {
     let mut c = Cluster::new(1);
     c.connect("s", true);
     c.connect("p", true);
-    c.subscribe("s", &[("#", QoS::AtMostOnce), ("$SYS/#", QoS::AtMostOnce), ("$other/#", QoS::AtMostOnce)]);
+    c.subscribe(
+        "s",
+        &[
+            ("#", QoS::AtMostOnce),
+            ("$SYS/#", QoS::AtMostOnce),
+            ("$other/#", QoS::AtMostOnce),
+        ],
+    );
     c.packets("s");
     c.publish("p", "$SYS/fake", "x", QoS::AtMostOnce, false, 0);
     c.publish("p", "$other/t", "y", QoS::AtMostOnce, false, 0);
@@ -373,7 +450,10 @@ fn retained_messages_reach_new_subscribers_on_every_shard() {
     c.connect(&b, true);
     c.subscribe(&b, &[("r/#", QoS::AtLeastOnce)]);
     let packets = c.packets(&b);
-    assert!(matches!(packets[1], Packet::SubAck(_)), "SUBACK comes before retained messages");
+    assert!(
+        matches!(packets[1], Packet::SubAck(_)),
+        "SUBACK comes before retained messages"
+    );
     let retained: Vec<&Publish> = packets
         .iter()
         .filter_map(|p| match p {
@@ -384,7 +464,13 @@ fn retained_messages_reach_new_subscribers_on_every_shard() {
     assert_eq!(retained.len(), 1);
     assert!(retained[0].retain);
     assert_eq!(retained[0].payload, Bytes::from("second"));
-    assert_eq!(c.shards.iter().map(|s| s.retained_count()).collect::<Vec<_>>(), [1, 1]);
+    assert_eq!(
+        c.shards
+            .iter()
+            .map(|s| s.retained_count())
+            .collect::<Vec<_>>(),
+        [1, 1]
+    );
 }
 
 #[test]
@@ -409,7 +495,10 @@ fn suback_waits_for_other_shards_to_learn_the_filter() {
     );
     let mut actions = Vec::new();
     c.shards[shard].poll_actions(&mut actions);
-    assert!(actions.iter().all(|a| matches!(a, Action::Bus { .. })), "no SUBACK before confirmation: {actions:?}");
+    assert!(
+        actions.iter().all(|a| matches!(a, Action::Bus { .. })),
+        "no SUBACK before confirmation: {actions:?}"
+    );
     for action in actions {
         if let Action::Bus { to, message } = action {
             c.bus.push_back((to, message));
@@ -432,14 +521,24 @@ fn unsubscribe_stops_delivery_and_cross_shard_interest() {
         &b,
         Packet::Unsubscribe(Unsubscribe {
             packet_id: 4,
-            filters: vec![TopicFilter::new("u").expect("filter"), TopicFilter::new("never").expect("filter")],
+            filters: vec![
+                TopicFilter::new("u").expect("filter"),
+                TopicFilter::new("never").expect("filter"),
+            ],
         }),
     );
-    assert!(matches!(c.packets(&b).last(), Some(Packet::UnsubAck(UnsubAck { packet_id: 4 }))));
+    assert!(matches!(
+        c.packets(&b).last(),
+        Some(Packet::UnsubAck(UnsubAck { packet_id: 4 }))
+    ));
     let sent_before = c.shards[c.client(&a).shard].stats.bus_sent;
     c.publish(&a, "u", "gone", QoS::AtMostOnce, false, 0);
     assert!(c.payloads(&b).is_empty());
-    assert_eq!(c.shards[c.client(&a).shard].stats.bus_sent, sent_before, "no bus traffic for an unwanted topic");
+    assert_eq!(
+        c.shards[c.client(&a).shard].stats.bus_sent,
+        sent_before,
+        "no bus traffic for an unwanted topic"
+    );
 }
 
 #[test]
@@ -457,7 +556,10 @@ fn persistent_session_queues_qos1_offline_and_resends_unacked_with_dup() {
     let outcome = c.connect("sub", false);
     assert!(outcome.session_present);
     let got = c.publishes("sub");
-    let payloads: Vec<_> = got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
+    let payloads: Vec<_> = got
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect();
     assert_eq!(payloads, ["1", "2", "4"]);
     assert!(got[0].dup);
     assert!(!got[1].dup);
@@ -482,7 +584,12 @@ fn inflight_window_and_queue_limit_count_drops() {
     assert_eq!(first.len(), 2);
     assert_eq!(c.shards[0].stats.publish_dropped_queue_full, 5);
     for p in first {
-        c.send("s", Packet::PubAck(PubAck { packet_id: p.packet_id.expect("id") }));
+        c.send(
+            "s",
+            Packet::PubAck(PubAck {
+                packet_id: p.packet_id.expect("id"),
+            }),
+        );
     }
     assert_eq!(c.payloads("s"), ["2", "3"]);
 }
@@ -506,7 +613,11 @@ fn will_is_published_on_connection_loss_but_not_after_disconnect() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload, Bytes::from("gone"));
     assert!(!got[0].retain, "live delivery clears RETAIN");
-    assert_eq!(c.shards.iter().map(|s| s.retained_count()).sum::<usize>(), 2, "the will was retained");
+    assert_eq!(
+        c.shards.iter().map(|s| s.retained_count()).sum::<usize>(),
+        2,
+        "the will was retained"
+    );
 
     c.connect_with("dying", connect);
     c.send("dying", Packet::Disconnect);
@@ -595,6 +706,9 @@ fn clean_session_disconnect_removes_subscriptions_everywhere() {
     c.subscribe(&b, &[("gone/#", QoS::AtMostOnce)]);
     c.drop_connection(&b);
     let a_shard = home_shard(&a, 2);
-    assert!(c.shards[a_shard].remote_interest.iter().all(|t| t.is_empty()));
+    assert!(c.shards[a_shard]
+        .remote_interest
+        .iter()
+        .all(|t| t.is_empty()));
     assert_eq!(c.shards.iter().map(|s| s.session_count()).sum::<usize>(), 0);
 }

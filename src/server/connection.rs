@@ -25,7 +25,10 @@ use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime
 const READ_CHUNK: usize = 8 * 1024;
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-async fn read_more<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
     let result = reader.read(&mut buf[start..]).await;
@@ -41,7 +44,11 @@ enum FirstPacket {
     Close(&'static str),
 }
 
-async fn read_connect(stream: &mut TcpStream, buf: &mut BytesMut, max_packet_size: usize) -> FirstPacket {
+async fn read_connect(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> FirstPacket {
     loop {
         match decode(buf, max_packet_size) {
             Ok(Some(Packet::Connect(connect))) => return FirstPacket::Connect(connect),
@@ -105,7 +112,10 @@ pub(crate) async fn accepted(rt: Rc<ShardRuntime>, mut stream: TcpStream, slot: 
     let fd = match shards::detach_tcp_stream(stream) {
         Ok(fd) => fd,
         Err(error) => {
-            log::warn!("shard {}: cannot hand a connection to shard {home}: {error}", rt.id);
+            log::warn!(
+                "shard {}: cannot hand a connection to shard {home}: {error}",
+                rt.id
+            );
             return;
         }
     };
@@ -116,7 +126,10 @@ pub(crate) async fn accepted(rt: Rc<ShardRuntime>, mut stream: TcpStream, slot: 
         slot,
     });
     if rt.bus.try_send_control(home, handoff).is_err() {
-        log::warn!("shard {}: control lane to shard {home} full, dropping a connection", rt.id);
+        log::warn!(
+            "shard {}: control lane to shard {home} full, dropping a connection",
+            rt.id
+        );
     } else {
         rt.stats.borrow_mut().handoffs_sent += 1;
     }
@@ -129,13 +142,22 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: HandOff) {
 }
 
 /// Runs an MQTT connection on its home shard until it ends, then forgets it.
-async fn serve(rt: Rc<ShardRuntime>, stream: TcpStream, connect: Connect, buf: BytesMut, slot: ListenerSlot) {
+async fn serve(
+    rt: Rc<ShardRuntime>,
+    stream: TcpStream,
+    connect: Connect,
+    buf: BytesMut,
+    slot: ListenerSlot,
+) {
     let conn = rt.next_conn_id();
     let signal = Rc::new(ConnSignal::new(stream.as_raw_fd()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
     let (reader, writer) = futures_lite::io::split(stream);
 
-    let outcome = rt.core.borrow_mut().handle_connect(conn, connect, Instant::now());
+    let outcome = rt
+        .core
+        .borrow_mut()
+        .handle_connect(conn, connect, Instant::now());
     let writer_task = glommio::spawn_local(write_loop(rt.clone(), conn, signal.clone(), writer));
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
@@ -143,7 +165,10 @@ async fn serve(rt: Rc<ShardRuntime>, stream: TcpStream, connect: Connect, buf: B
     if outcome.code == ConnectReturnCode::Accepted {
         let reading = AssertUnwindSafe(read_loop(rt.clone(), conn, reader, buf)).catch_unwind();
         if reading.await.is_err() {
-            log::error!("shard {}: connection {conn} task panicked; closing it", rt.id);
+            log::error!(
+                "shard {}: connection {conn} task panicked; closing it",
+                rt.id
+            );
             rt.stats.borrow_mut().connection_panics += 1;
             rt.core.borrow_mut().handle_protocol_error(conn);
         }
@@ -164,7 +189,12 @@ async fn serve(rt: Rc<ShardRuntime>, stream: TcpStream, connect: Connect, buf: B
     drop(slot);
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(rt: Rc<ShardRuntime>, conn: ConnId, mut reader: R, mut buf: BytesMut) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    rt: Rc<ShardRuntime>,
+    conn: ConnId,
+    mut reader: R,
+    mut buf: BytesMut,
+) {
     let max = rt.shared.max_packet_size;
     loop {
         let now = Instant::now();
@@ -195,7 +225,12 @@ async fn read_loop<R: AsyncRead + Unpin>(rt: Rc<ShardRuntime>, conn: ConnId, mut
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(rt: Rc<ShardRuntime>, conn: ConnId, signal: Rc<ConnSignal>, mut writer: W) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    rt: Rc<ShardRuntime>,
+    conn: ConnId,
+    signal: Rc<ConnSignal>,
+    mut writer: W,
+) {
     loop {
         let next = rt.core.borrow_mut().take_outbox(conn);
         let Some((bytes, closing)) = next else {

@@ -9,7 +9,11 @@ use std::time::Duration;
 use super::shard::{ListenerSlot, ShardRuntime};
 use super::{connection, ListenerInfo};
 
-pub(crate) async fn accept_loop(rt: Rc<ShardRuntime>, listener: glommio::net::TcpListener, info: Arc<ListenerInfo>) {
+pub(crate) async fn accept_loop(
+    rt: Rc<ShardRuntime>,
+    listener: glommio::net::TcpListener,
+    info: Arc<ListenerInfo>,
+) {
     loop {
         if rt.stopping.get() {
             return;
@@ -19,7 +23,10 @@ pub(crate) async fn accept_loop(rt: Rc<ShardRuntime>, listener: glommio::net::Tc
                 let open = info.open.fetch_add(1, Ordering::Relaxed) + 1;
                 let slot = ListenerSlot(info.clone());
                 if info.max_connections.is_some_and(|max| open > max) {
-                    log::warn!("listener '{}': max-connections reached, closing a new connection", info.name);
+                    log::warn!(
+                        "listener '{}': max-connections reached, closing a new connection",
+                        info.name
+                    );
                     rt.stats.borrow_mut().rejected_max_connections += 1;
                     drop(stream);
                     drop(slot);
@@ -31,7 +38,10 @@ pub(crate) async fn accept_loop(rt: Rc<ShardRuntime>, listener: glommio::net::Tc
                 let error = std::io::Error::from(error);
                 match error.raw_os_error() {
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
-                        log::warn!("listener '{}': {error}; pausing accepts for 100 ms", info.name);
+                        log::warn!(
+                            "listener '{}': {error}; pausing accepts for 100 ms",
+                            info.name
+                        );
                         glommio::timer::sleep(Duration::from_millis(100)).await;
                     }
                     _ => {

@@ -98,13 +98,13 @@ impl Broker {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for listener in &config.listeners {
-            let sockets = shards::reuseport_listeners(listener.bind, shard_count, 4096).map_err(|source| {
-                StartError::Bind {
+            let sockets = shards::reuseport_listeners(listener.bind, shard_count, 4096).map_err(
+                |source| StartError::Bind {
                     name: listener.name.clone(),
                     addr: listener.bind,
                     source,
-                }
-            })?;
+                },
+            )?;
             let addr = sockets
                 .first()
                 .and_then(|s| s.local_addr().ok())
@@ -143,7 +143,8 @@ impl Broker {
         });
 
         // Socket i of every listener goes to shard i.
-        let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+            (0..shard_count).map(|_| Vec::new()).collect();
         for sockets in sockets_per_listener {
             for (i, socket) in sockets.into_iter().enumerate() {
                 per_shard[i].push(socket);
@@ -169,7 +170,9 @@ impl Broker {
                     .get(id)
                     .and_then(|m| m.lock().ok().and_then(|mut s| s.take()))
                     .unwrap_or_default();
-                let inbox = inboxes.get(id).and_then(|m| m.lock().ok().and_then(|mut s| s.take()));
+                let inbox = inboxes
+                    .get(id)
+                    .and_then(|m| m.lock().ok().and_then(|mut s| s.take()));
                 let shared = shared.clone();
                 let bus = bus.clone();
                 async move {
@@ -180,7 +183,11 @@ impl Broker {
                 }
             },
         )?;
-        log::info!("amqtt {} started with {shard_count} shard(s){}", env!("CARGO_PKG_VERSION"), if pin { ", pinned" } else { "" });
+        log::info!(
+            "amqtt {} started with {shard_count} shard(s){}",
+            env!("CARGO_PKG_VERSION"),
+            if pin { ", pinned" } else { "" }
+        );
         Ok(BrokerHandle {
             runtime: Some(runtime),
             addresses,
@@ -197,7 +204,10 @@ impl BrokerHandle {
 
     /// The bound address of the listener with this name.
     pub fn address(&self, name: &str) -> Option<SocketAddr> {
-        self.addresses.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.addresses
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     pub fn shards(&self) -> usize {

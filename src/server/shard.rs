@@ -43,7 +43,9 @@ pub(crate) struct ListenerSlot(pub Arc<ListenerInfo>);
 
 impl Drop for ListenerSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -242,9 +244,14 @@ pub(crate) async fn run(
     for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
         match shards::into_glommio_listener(socket) {
             Ok(listener) => {
-                glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone())).detach();
+                glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone()))
+                    .detach();
             }
-            Err(error) => log::error!("shard {}: listener '{}' unusable: {error}", ctx.id, info.name),
+            Err(error) => log::error!(
+                "shard {}: listener '{}' unusable: {error}",
+                ctx.id,
+                info.name
+            ),
         }
     }
     glommio::spawn_local(bus_loop(rt.clone(), inbox)).detach();

@@ -17,13 +17,18 @@ pub fn start_broker(shards: usize) -> (BrokerHandle, SocketAddr) {
     start_broker_with(shards, |_| {})
 }
 
-pub fn start_broker_with(shards: usize, adjust: impl FnOnce(&mut BrokerConfig)) -> (BrokerHandle, SocketAddr) {
+pub fn start_broker_with(
+    shards: usize,
+    adjust: impl FnOnce(&mut BrokerConfig),
+) -> (BrokerHandle, SocketAddr) {
     let yaml = "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:0\n";
     let mut config = BrokerConfig::from_yaml_str(yaml, "test").expect("test config");
     config.shards = ShardCount::Fixed(shards);
     config.pin_shards = false;
     adjust(&mut config);
-    let handle = Broker::new(config).and_then(Broker::start).expect("broker starts");
+    let handle = Broker::new(config)
+        .and_then(Broker::start)
+        .expect("broker starts");
     let addr = handle.address("default").expect("default listener");
     (handle, addr)
 }
@@ -102,7 +107,9 @@ impl RawClient {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(_) => return true,
             }
         }

@@ -13,9 +13,16 @@ use crate::broker::session::Session;
 use crate::broker::{BrokerCore, CloseReason, ConnId, ConnectOutcome};
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel};
 
-pub(in crate::broker) fn handle(broker: &mut BrokerCore, conn: ConnId, connect: Connect, now: Instant) -> ConnectOutcome {
+pub(in crate::broker) fn handle(
+    broker: &mut BrokerCore,
+    conn: ConnId,
+    connect: Connect,
+    now: Instant,
+) -> ConnectOutcome {
     let protocol = connect.protocol;
-    if protocol == ProtocolLevel::V31 && (connect.client_id.is_empty() || connect.client_id.chars().count() > 23) {
+    if protocol == ProtocolLevel::V31
+        && (connect.client_id.is_empty() || connect.client_id.chars().count() > 23)
+    {
         return broker.refuse(conn, ConnectReturnCode::IdentifierRejected, protocol, now);
     }
     if connect.client_id.is_empty() && !connect.clean_session {
@@ -65,9 +72,10 @@ pub(in crate::broker) fn handle(broker: &mut BrokerCore, conn: ConnId, connect: 
         session.clean = connect.clean_session;
         session.will = connect.will;
     }
-    broker
-        .connections
-        .insert(conn, Connection::new(key, protocol, connect.keep_alive, now));
+    broker.connections.insert(
+        conn,
+        Connection::new(key, protocol, connect.keep_alive, now),
+    );
     broker.stats.connections_accepted += 1;
     broker.write(
         conn,

@@ -33,7 +33,11 @@ pub(super) fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet, no
         Packet::PingReq => pingreq::handle(broker, conn),
         Packet::Disconnect => disconnect::handle(broker, conn),
         // A second CONNECT is a protocol violation [MQTT-3.1.0-2]; the rest only flow server → client.
-        Packet::Connect(_) | Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+        Packet::Connect(_)
+        | Packet::ConnAck(_)
+        | Packet::SubAck(_)
+        | Packet::UnsubAck(_)
+        | Packet::PingResp => {
             log::debug!("connection {conn}: unexpected {packet:?}, closing");
             broker.stats.protocol_errors += 1;
             broker.close(conn, CloseReason::ProtocolError);

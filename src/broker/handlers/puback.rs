@@ -11,7 +11,10 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
         return;
     };
     if session.on_puback(ack.packet_id).is_err() {
-        log::debug!("connection {conn}: PUBACK for unknown packet id {}", ack.packet_id);
+        log::debug!(
+            "connection {conn}: PUBACK for unknown packet id {}",
+            ack.packet_id
+        );
         return;
     }
     broker.fill_window(key);

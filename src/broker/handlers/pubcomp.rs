@@ -11,7 +11,10 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, comp: PubComp) {
         return;
     };
     if session.on_pubcomp(comp.packet_id).is_err() {
-        log::debug!("connection {conn}: PUBCOMP for unknown packet id {}", comp.packet_id);
+        log::debug!(
+            "connection {conn}: PUBCOMP for unknown packet id {}",
+            comp.packet_id
+        );
         return;
     }
     broker.fill_window(key);

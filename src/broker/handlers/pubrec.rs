@@ -13,7 +13,10 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, rec: PubRec) {
         return;
     };
     let rel = session.on_pubrec(rec.packet_id).unwrap_or_else(|_| {
-        log::debug!("connection {conn}: PUBREC for unknown packet id {}", rec.packet_id);
+        log::debug!(
+            "connection {conn}: PUBREC for unknown packet id {}",
+            rec.packet_id
+        );
         PubRel {
             packet_id: rec.packet_id,
         }

@@ -12,7 +12,10 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, rel: PubRel) {
     };
     if let Some(session) = broker.sessions.get_mut(key) {
         if !session.incoming_pubrel(rel.packet_id) {
-            log::debug!("connection {conn}: PUBREL for unknown packet id {}", rel.packet_id);
+            log::debug!(
+                "connection {conn}: PUBREL for unknown packet id {}",
+                rel.packet_id
+            );
         }
     }
     broker.write(

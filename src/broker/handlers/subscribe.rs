@@ -20,7 +20,9 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
     for request in subscribe.filters {
         let granted = request.qos.min(broker.settings.max_qos);
         if let Some(session) = broker.sessions.get_mut(key) {
-            session.subscriptions.insert(request.filter.clone(), granted);
+            session
+                .subscriptions
+                .insert(request.filter.clone(), granted);
         }
         if broker.add_subscriber(key, &request.filter, granted) {
             new_filters.push(request.filter.clone());
@@ -34,7 +36,11 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
         broker.broadcast_interest(filter, true, token);
     }
     // Every announcement carries the token and each other shard confirms each one.
-    let remaining = if token.is_some() { others * new_filters.len() } else { 0 };
+    let remaining = if token.is_some() {
+        others * new_filters.len()
+    } else {
+        0
+    };
     let reply = PendingReply {
         token,
         remaining,
