@@ -31,6 +31,7 @@ pub mod broker;
 pub mod config;
 pub mod protocol;
 pub mod server;
+pub mod transport;
 
 pub use config::BrokerConfig;
 pub use server::{Broker, BrokerHandle, StartError};

@@ -43,8 +43,6 @@ pub enum StartError {
 #[derive(Debug)]
 pub(crate) struct ListenerInfo {
     pub name: String,
-    /// The address actually bound (the real port when the config said 0).
-    pub addr: SocketAddr,
     pub max_connections: Option<usize>,
     /// Connections currently open through this listener, across all shards.
     pub open: AtomicUsize,
@@ -118,7 +116,6 @@ impl Broker {
             addresses.push((listener.name.clone(), addr));
             listeners.push(Arc::new(ListenerInfo {
                 name: listener.name.clone(),
-                addr,
                 max_connections: listener.max_connections,
                 open: AtomicUsize::new(0),
             }));

@@ -1,0 +1,122 @@
+//! Byte-stream transports shared by the broker's listeners and the client: TCP, TLS (rustls),
+//! WebSocket and secure WebSocket (tungstenite), plus broker URLs.
+//!
+//! Every transport yields something that implements `AsyncRead + AsyncWrite` over glommio sockets;
+//! none of them parses MQTT. The broker's side (accepting, handshakes, hand-off between shards) and the
+//! client's side (`connect_client`) live here so the two never drift apart.
+
+pub mod url;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+pub use url::{BrokerUrl, Scheme, UrlError};
+
+/// Why a transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("cannot resolve '{host}': {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+}
+
+/// Client-side transport settings (TLS trust and WebSocket headers).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTransportOptions {
+    /// PEM file of CA certificates to trust (`--ca-file`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Directory of PEM CA certificates (`--ca-path`).
+    pub ca_path: Option<std::path::PathBuf>,
+    /// PEM CA certificates inline (`--ca-data`).
+    pub ca_data: Option<String>,
+    /// Extra HTTP headers for the WebSocket upgrade request (`--extra-headers`).
+    pub extra_headers: Vec<(String, String)>,
+    /// Limit for TCP connect plus handshakes; `None` = 10 s.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// A client's connection to a broker, whatever the scheme.
+pub enum ClientStream {
+    Tcp(TcpStream),
+}
+
+/// Connects to the broker named by `url` (TCP, then TLS and WebSocket handshakes as the scheme says).
+/// Must run on a glommio executor.
+pub async fn connect_client(url: &BrokerUrl, options: &ClientTransportOptions) -> Result<ClientStream, TransportError> {
+    let addr = format!("{}:{}", url.host, url.port);
+    let limit = options.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let tcp = {
+        use futures_lite::FutureExt;
+        let addr_for_err = addr.clone();
+        let connect = async {
+            let host = url.host.clone();
+            let port = url.port;
+            let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map_err(|source| TransportError::Resolve {
+                    host: url.host.clone(),
+                    source,
+                })?
+                .collect();
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = e.into(),
+                }
+            }
+            Err(TransportError::Connect {
+                addr: addr.clone(),
+                source: last,
+            })
+        };
+        connect
+            .or(async {
+                glommio::timer::sleep(limit).await;
+                Err(TransportError::Timeout(addr_for_err))
+            })
+            .await?
+    };
+    let _ = tcp.set_nodelay(true);
+    match url.scheme {
+        Scheme::Mqtt => Ok(ClientStream::Tcp(tcp)),
+        other => Err(TransportError::Unsupported(format!("{other}:// in this build"))),
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
