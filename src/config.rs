@@ -2,7 +2,7 @@
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
 //! keys of our own (`shards`, `pin_shards`, `max_inflight`, `max_queued_messages`,
-//! `max_packet_size`, `connect_timeout`, `max_qos`), and turns it into a checked
+//! `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
 //! Every problem is reported as a [`ConfigError`] naming the file, the key path
@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `max_qos`.
 pub const DEFAULT_MAX_QOS: u8 = 2;
+/// Port of `metrics.bind` when it names no port (and the address when the section is empty).
+pub const DEFAULT_METRICS_PORT: u16 = 9883;
 /// The only `auth.plugins` entry supported so far.
 const AUTH_ANONYMOUS: &str = "auth_anonymous";
 
@@ -74,8 +76,17 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Highest QoS granted to subscriptions (0, 1 or 2).
     pub max_qos: u8,
+    /// The Prometheus endpoint; `None` (the default) serves none.
+    pub metrics: Option<MetricsConfig>,
     /// The file this came from; `None` for built-in defaults or text.
     pub source: Option<PathBuf>,
+}
+
+/// `metrics:`: where the Prometheus text format is served (path `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint; port 0 picks a free one.
+    pub bind: SocketAddr,
 }
 
 /// One listener that will be started.
@@ -89,13 +100,36 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     /// Simultaneous connections allowed; `None` means unlimited.
     pub max_connections: Option<usize>,
+    /// TLS settings when `ssl: on`.
+    pub tls: Option<TlsConfig>,
 }
 
-/// Listener transport.
+/// Listener transport (`type:`); TLS is orthogonal (`ssl:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
-    /// Plain MQTT over TCP.
+    /// MQTT over TCP (`mqtt://`, or `mqtts://` with `ssl: on`).
     Tcp,
+    /// MQTT over WebSocket (`ws://`, or `wss://` with `ssl: on`).
+    Ws,
+}
+
+/// A listener's TLS material, as aMQTT names the keys, plus our mutual-TLS switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM).
+    pub certfile: PathBuf,
+    /// Server private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: PathBuf,
+    /// CA certificates (PEM file) that client certificates are checked against.
+    pub cafile: Option<PathBuf>,
+    /// Directory of PEM CA certificates.
+    pub capath: Option<PathBuf>,
+    /// PEM CA certificates inline.
+    pub cadata: Option<String>,
+    /// `require-certificate: true`: clients must present a certificate signed by the CAs.
+    pub require_certificate: bool,
+    /// `use-identity-as-username: true`: the certificate's CN becomes the client's user name.
+    pub use_identity_as_username: bool,
 }
 
 /// The `shards` key: `auto` (one per available CPU) or a fixed positive number.
@@ -164,6 +198,7 @@ impl Default for BrokerConfig {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
                 kind: ListenerKind::Tcp,
                 max_connections: None,
+                tls: None,
             }],
             timeout_disconnect_delay: DEFAULT_TIMEOUT_DISCONNECT_DELAY,
             sys_interval: DEFAULT_SYS_INTERVAL,
@@ -175,6 +210,7 @@ impl Default for BrokerConfig {
             max_packet_size: MAX_PACKET_SIZE_LIMIT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
+            metrics: None,
             source: None,
         }
     }
@@ -216,31 +252,8 @@ fn refuse_unsupported(
         reason,
     };
 
-    // Only listeners that will be started matter; an unbound `default` may hold anything.
-    for listener in listeners.iter().filter(|l| l.bind.is_some()) {
-        if let Some(kind) = &listener.kind {
-            if *kind.value == RawKind::Ws {
-                return Err(refuse(
-                    kind.key(),
-                    format!(
-                        "WebSocket listeners are not supported yet{}",
-                        kind.inherited_by(listener.name)
-                    ),
-                ));
-            }
-        }
-        if let Some(ssl) = &listener.ssl {
-            if ssl.value.0 {
-                return Err(refuse(
-                    ssl.key(),
-                    format!(
-                        "TLS listeners (ssl: on) are not supported yet{}",
-                        ssl.inherited_by(listener.name)
-                    ),
-                ));
-            }
-        }
-    }
+    // Listener features (WebSocket, TLS) are all supported now; `listeners` stays for future checks.
+    let _ = listeners;
 
     if let Some(auth) = &raw.auth {
         if auth.password_file.is_some() {
@@ -337,6 +350,14 @@ struct RawConfig {
     /// `max-qos` is the key aMQTT itself reads.
     #[serde(alias = "max-qos")]
     max_qos: Option<Int>,
+    /// Prometheus endpoint; absent or null = off.
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    bind: Option<BindSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,17 +393,18 @@ struct RawListener {
     #[serde(rename = "max-connections", alias = "max_connections")]
     max_connections: Option<Int>,
     ssl: Option<SslFlag>,
-    // TLS material: only meaningful with `ssl: on`, which is refused for now.
-    #[allow(dead_code)]
+    // TLS material: used with `ssl: on`, accepted and ignored with `ssl: off`.
     cafile: Option<String>,
-    #[allow(dead_code)]
     capath: Option<String>,
-    #[allow(dead_code)]
     cadata: Option<String>,
-    #[allow(dead_code)]
     certfile: Option<String>,
-    #[allow(dead_code)]
     keyfile: Option<String>,
+    /// Our key: client certificates are mandatory.
+    #[serde(rename = "require-certificate")]
+    require_certificate: Option<bool>,
+    /// Our key (Mosquitto's name): the client certificate's CN is the user name.
+    #[serde(rename = "use-identity-as-username")]
+    use_identity_as_username: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -699,6 +721,13 @@ struct Merged<'a> {
     kind: Option<Field<'a, RawKind>>,
     max_connections: Option<Field<'a, Int>>,
     ssl: Option<Field<'a, SslFlag>>,
+    cafile: Option<Field<'a, String>>,
+    capath: Option<Field<'a, String>>,
+    cadata: Option<Field<'a, String>>,
+    certfile: Option<Field<'a, String>>,
+    keyfile: Option<Field<'a, String>>,
+    require_certificate: Option<Field<'a, bool>>,
+    use_identity_as_username: Option<Field<'a, bool>>,
 }
 
 fn pick<'a, T>(
@@ -750,9 +779,84 @@ fn merge_listeners(raw: &RawListeners) -> Vec<Merged<'_>> {
                     "max-connections",
                 ),
                 ssl: pick(&own.ssl, name, inherit.map(|d| &d.ssl), "ssl"),
+                cafile: pick(&own.cafile, name, inherit.map(|d| &d.cafile), "cafile"),
+                capath: pick(&own.capath, name, inherit.map(|d| &d.capath), "capath"),
+                cadata: pick(&own.cadata, name, inherit.map(|d| &d.cadata), "cadata"),
+                certfile: pick(
+                    &own.certfile,
+                    name,
+                    inherit.map(|d| &d.certfile),
+                    "certfile",
+                ),
+                keyfile: pick(&own.keyfile, name, inherit.map(|d| &d.keyfile), "keyfile"),
+                require_certificate: pick(
+                    &own.require_certificate,
+                    name,
+                    inherit.map(|d| &d.require_certificate),
+                    "require-certificate",
+                ),
+                use_identity_as_username: pick(
+                    &own.use_identity_as_username,
+                    name,
+                    inherit.map(|d| &d.use_identity_as_username),
+                    "use-identity-as-username",
+                ),
             }
         })
         .collect()
+}
+
+/// The TLS settings of a listener with `ssl: on`: `certfile` and `keyfile` are required, and
+/// `require-certificate` needs a CA to check client certificates against. Files are read at start.
+fn listener_tls(listener: &Merged<'_>, origin: &str) -> Result<Option<TlsConfig>, ConfigError> {
+    let ssl_on = listener.ssl.as_ref().is_some_and(|f| f.value.0);
+    if !ssl_on {
+        return Ok(None);
+    }
+    let missing = |key: &str| ConfigError::Invalid {
+        file: origin.to_string(),
+        key: format!("listeners.{}.{key}", listener.name),
+        reason: "required when ssl is on".to_string(),
+    };
+    let path = |f: &Option<Field<'_, String>>| f.as_ref().map(|f| PathBuf::from(f.value));
+    let certfile = path(&listener.certfile).ok_or_else(|| missing("certfile"))?;
+    let keyfile = path(&listener.keyfile).ok_or_else(|| missing("keyfile"))?;
+    let tls = TlsConfig {
+        certfile,
+        keyfile,
+        cafile: path(&listener.cafile),
+        capath: path(&listener.capath),
+        cadata: listener.cadata.as_ref().map(|f| f.value.clone()),
+        require_certificate: listener
+            .require_certificate
+            .as_ref()
+            .is_some_and(|f| *f.value),
+        use_identity_as_username: listener
+            .use_identity_as_username
+            .as_ref()
+            .is_some_and(|f| *f.value),
+    };
+    if tls.require_certificate
+        && tls.cafile.is_none()
+        && tls.capath.is_none()
+        && tls.cadata.is_none()
+    {
+        return Err(ConfigError::Invalid {
+            file: origin.to_string(),
+            key: format!("listeners.{}.require-certificate", listener.name),
+            reason:
+                "client certificates need a CA to be checked against: set cafile, capath or cadata"
+                    .to_string(),
+        });
+    }
+    if tls.use_identity_as_username && !tls.require_certificate {
+        return Err(ConfigError::Invalid {
+            file: origin.to_string(),
+            key: format!("listeners.{}.use-identity-as-username", listener.name),
+            reason: "needs require-certificate: true".to_string(),
+        });
+    }
+    Ok(Some(tls))
 }
 
 fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
@@ -803,11 +907,17 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
                         }
                     },
                 };
+                let kind = match listener.kind.as_ref().map(|k| *k.value) {
+                    Some(RawKind::Ws) => ListenerKind::Ws,
+                    Some(RawKind::Tcp) | None => ListenerKind::Tcp,
+                };
+                let tls = listener_tls(listener, origin)?;
                 listeners.push(ListenerConfig {
                     name: listener.name.to_string(),
                     bind: address,
-                    kind: ListenerKind::Tcp,
+                    kind,
                     max_connections,
+                    tls,
                 });
             }
             if listeners.is_empty() {
@@ -890,6 +1000,7 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
         MAX_PACKET_SIZE_LIMIT as i64,
     )?;
     let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
+    let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
 
     let range_error = |key: &str| invalid(key, "value out of range for this platform".to_string());
     Ok(BrokerConfig {
@@ -910,8 +1021,45 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
             .map_err(|_| range_error("max_packet_size"))?,
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
+        metrics,
         source: None,
     })
+}
+
+/// `metrics:`: an address (default `127.0.0.1:9883`) that no MQTT listener uses.
+fn metrics_config(
+    raw: Option<&RawMetrics>,
+    listeners: &[ListenerConfig],
+    origin: &str,
+) -> Result<Option<MetricsConfig>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        file: origin.to_string(),
+        key: "metrics.bind".to_string(),
+        reason,
+    };
+    let bind = match &raw.bind {
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_METRICS_PORT),
+        Some(spec) => parse_bind(&spec.0, DEFAULT_METRICS_PORT).map_err(invalid)?,
+    };
+    if bind.port() != 0 {
+        let clash = listeners.iter().find(|l| {
+            l.bind.port() == bind.port()
+                && l.bind.is_ipv4() == bind.is_ipv4()
+                && (l.bind.ip() == bind.ip()
+                    || l.bind.ip().is_unspecified()
+                    || bind.ip().is_unspecified())
+        });
+        if let Some(listener) = clash {
+            return Err(invalid(format!(
+                "{bind} overlaps listener '{}' ({}): the metrics endpoint needs a port of its own",
+                listener.name, listener.bind
+            )));
+        }
+    }
+    Ok(Some(MetricsConfig { bind }))
 }
 
 /// Parses a listener `bind` value the way aMQTT does, plus IPv6 and host names:
@@ -1192,49 +1340,69 @@ listeners:
 
     #[test]
     fn display_format_matches_the_contract() {
-        let e = err("listeners:\n  default:\n    bind: 0.0.0.0:1883\n  ws-1:\n    bind: 0.0.0.0:8080\n    type: ws\n");
+        let e = err("listeners:\n  default:\n    bind: 0.0.0.0:1883\n  tls-1:\n    bind: 0.0.0.0:8883\n    ssl: on\n    certfile: /c.pem\n");
         assert_eq!(
             e.to_string(),
-            "config/broker.yaml: key 'listeners.ws-1.type': WebSocket listeners are not supported yet"
+            "config/broker.yaml: key 'listeners.tls-1.keyfile': required when ssl is on"
         );
     }
 
     #[test]
-    fn refuses_websocket_listeners() {
-        refused(
-            "listeners:\n  default:\n    bind: 0.0.0.0:1883\n  w:\n    type: ws\n    bind: 0.0.0.0:8080\n",
-            "listeners.w.type",
-            "WebSocket",
-        );
-        let msg = refused(
-            "listeners:\n  default:\n    type: ws\n  w:\n    bind: 0.0.0.0:8080\n",
-            "listeners.default.type",
-            "WebSocket",
-        );
-        assert!(msg.contains("inherited by listener 'w'"), "{msg}");
-        // An unbound ws default that every started listener overrides is fine.
-        ok("listeners:\n  default:\n    type: ws\n  t:\n    type: tcp\n    bind: 127.0.0.1:1884\n");
+    fn websocket_listeners_inherit_their_type() {
+        let c = ok("listeners:\n  default:\n    bind: 0.0.0.0:1883\n  w:\n    type: ws\n    bind: 0.0.0.0:8080\n");
+        assert_eq!(c.listeners[0].kind, ListenerKind::Tcp);
+        assert_eq!(c.listeners[1].kind, ListenerKind::Ws);
+        let c = ok("listeners:\n  default:\n    type: ws\n  w:\n    bind: 0.0.0.0:8080\n");
+        assert_eq!(c.listeners[0].kind, ListenerKind::Ws);
     }
 
     #[test]
-    fn refuses_tls() {
+    fn tls_listeners_need_certificate_and_key() {
         for on in ["on", "ON", "'on'", "true", "True", "\"true\""] {
-            refused(
-                &format!("listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: {on}\n"),
-                "listeners.default.ssl",
-                "TLS",
-            );
+            let c = ok(&format!(
+                "listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: {on}\n    certfile: /c.pem\n    keyfile: /k.pem\n"
+            ));
+            let tls = c.listeners[0].tls.as_ref().expect("tls");
+            assert_eq!(tls.certfile, PathBuf::from("/c.pem"));
+            assert!(!tls.require_certificate);
         }
+        invalid(
+            "listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: on\n    keyfile: /k.pem\n",
+            "listeners.default.certfile",
+            "required when ssl is on",
+        );
         for off in ["off", "OFF", "false", "'false'"] {
-            ok(&format!(
+            let c = ok(&format!(
                 "listeners:\n  default:\n    bind: 0.0.0.0:1883\n    ssl: {off}\n    certfile: /x.pem\n    keyfile: /x.key\n    cafile: /ca\n    capath: /cas\n    cadata: PEM\n"
             ));
+            assert!(c.listeners[0].tls.is_none());
         }
         invalid(
             "listeners:\n  default:\n    bind: 0.0.0.0:1883\n    ssl: maybe\n",
             "listeners.default.ssl",
             "on, off, true or false",
         );
+    }
+
+    #[test]
+    fn mutual_tls_needs_a_ca_and_identity_needs_mutual_tls() {
+        let base = "listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: on\n    certfile: /c.pem\n    keyfile: /k.pem\n";
+        invalid(
+            &format!("{base}    require-certificate: true\n"),
+            "listeners.default.require-certificate",
+            "need a CA",
+        );
+        invalid(
+            &format!("{base}    use-identity-as-username: true\n"),
+            "listeners.default.use-identity-as-username",
+            "require-certificate",
+        );
+        let c = ok(&format!(
+            "{base}    cafile: /ca.pem\n    require-certificate: true\n    use-identity-as-username: true\n"
+        ));
+        let tls = c.listeners[0].tls.as_ref().expect("tls");
+        assert!(tls.require_certificate && tls.use_identity_as_username);
+        assert_eq!(tls.cafile, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

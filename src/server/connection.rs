@@ -7,7 +7,6 @@
 //! reads and writes are batched. Each connection's work runs under `catch_unwind`, so a bug triggered
 //! by one client closes that client only.
 
-use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Instant;
@@ -19,7 +18,9 @@ use glommio::net::TcpStream;
 
 use crate::broker::ConnId;
 use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
+use crate::transport::server::ServerStream;
 
+use super::lifecycle::{self, Peer};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
 
 const READ_CHUNK: usize = 8 * 1024;
@@ -44,13 +45,16 @@ enum FirstPacket {
     Close(&'static str),
 }
 
+/// Reads until a whole first packet is in `buf`. The packet is decoded from a copy, so `buf` still
+/// holds it: a connection that moves to another shard takes every MQTT byte read so far along.
 async fn read_connect(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     buf: &mut BytesMut,
     max_packet_size: usize,
 ) -> FirstPacket {
     loop {
-        match decode(buf, max_packet_size) {
+        let mut probe = buf.clone();
+        match decode(&mut probe, max_packet_size) {
             Ok(Some(Packet::Connect(connect))) => return FirstPacket::Connect(connect),
             Ok(Some(_)) => return FirstPacket::Close("first packet is not CONNECT"),
             Ok(None) => {}
@@ -66,103 +70,193 @@ async fn read_connect(
     }
 }
 
-/// A freshly accepted connection on the shard whose listener accepted it.
-pub(crate) async fn accepted(rt: Rc<ShardRuntime>, mut stream: TcpStream, slot: ListenerSlot) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = BytesMut::with_capacity(1024);
+/// Where an accepted connection stands once its CONNECT is read.
+enum Arrival {
+    /// Serve it here; `buf` holds the CONNECT's bytes and whatever followed.
+    Here(ServerStream, Connect, BytesMut, ListenerSlot),
+    /// Already dealt with (refused, closed, moved).
+    Done,
+}
+
+/// A freshly accepted socket on the shard whose listener accepted it: handshakes and CONNECT under
+/// `connect_timeout`, then serve here or move to the client id's home shard.
+pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) {
+    let _ = tcp.set_nodelay(true);
     let timeout = rt.shared.connect_timeout;
-    let max = rt.shared.max_packet_size;
-    let first = async { Some(read_connect(&mut stream, &mut buf, max).await) }
+    let arrival = async { Some(arrive(&rt, tcp, slot).await) }
         .or(async {
             glommio::timer::sleep(timeout).await;
             None
         })
         .await;
-    let connect = match first {
-        Some(FirstPacket::Connect(connect)) => connect,
-        Some(FirstPacket::Refuse(code)) => {
-            let mut out = BytesMut::new();
-            let ack = Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-            });
-            if ack.encode(&mut out).is_ok() {
-                let _ = stream.write_all(&out).await;
-                let _ = stream.flush().await;
-            }
-            rt.core.borrow_mut().stats.connections_refused += 1;
-            return;
+    match arrival {
+        Some(Arrival::Here(stream, connect, mut buf, slot)) => {
+            let _ = decode(&mut buf, rt.shared.max_packet_size);
+            serve(rt, stream, connect, buf, slot).await;
         }
-        Some(FirstPacket::Close(why)) => {
-            log::debug!("shard {}: closing connection: {why}", rt.id);
-            rt.stats.borrow_mut().malformed_before_connect += 1;
-            return;
-        }
+        Some(Arrival::Done) => {}
         None => {
             log::debug!("shard {}: no CONNECT within {timeout:?}, closing", rt.id);
             rt.stats.borrow_mut().connect_timeouts += 1;
-            return;
         }
-    };
-    let home = rt.core.borrow().home_for(&connect);
-    if home == rt.id {
-        serve(rt, stream, connect, buf, slot).await;
-        return;
-    }
-    let fd = match shards::detach_tcp_stream(stream) {
-        Ok(fd) => fd,
-        Err(error) => {
-            log::warn!(
-                "shard {}: cannot hand a connection to shard {home}: {error}",
-                rt.id
-            );
-            return;
-        }
-    };
-    let handoff = ShardMessage::HandOff(HandOff {
-        fd,
-        connect,
-        leftover: buf,
-        slot,
-    });
-    if rt.bus.try_send_control(home, handoff).is_err() {
-        log::warn!(
-            "shard {}: control lane to shard {home} full, dropping a connection",
-            rt.id
-        );
-    } else {
-        rt.stats.borrow_mut().handoffs_sent += 1;
     }
 }
 
-/// A connection handed over by another shard: CONNECT already read, `leftover` bytes follow it.
+async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) -> Arrival {
+    let mut stream = match slot.0.transport.accept(tcp).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            log::debug!("shard {}: listener '{}': {error}", rt.id, slot.0.name);
+            rt.stats.borrow_mut().handshake_failures += 1;
+            return Arrival::Done;
+        }
+    };
+    let mut buf = BytesMut::with_capacity(1024);
+    let first = read_connect(&mut stream, &mut buf, rt.shared.max_packet_size).await;
+    let Some(connect) = first_connect(rt, &mut stream, first, &slot).await else {
+        return Arrival::Done;
+    };
+    let home = rt.core.borrow().home_for(&connect);
+    if home == rt.id {
+        stream.stop_recording();
+        return Arrival::Here(stream, connect, buf, slot);
+    }
+    // WebSocket replays its raw frames on arrival, which carry these MQTT bytes again.
+    if stream.is_websocket() {
+        buf.clear();
+    }
+    match stream.detach().await {
+        Ok(detached) => {
+            let handoff = ShardMessage::HandOff(HandOff {
+                stream: detached,
+                mqtt_bytes: buf,
+                slot,
+            });
+            if rt.bus.try_send_control(home, handoff).is_err() {
+                log::warn!(
+                    "shard {}: control lane to shard {home} full, dropping a connection",
+                    rt.id
+                );
+            } else {
+                rt.stats.borrow_mut().handoffs_sent += 1;
+            }
+        }
+        Err(error) => log::warn!(
+            "shard {}: cannot hand a connection to shard {home}: {error}",
+            rt.id
+        ),
+    }
+    Arrival::Done
+}
+
+/// Turns the first packet into a CONNECT to serve, answering refusals. Applies mutual-TLS identity.
+async fn first_connect(
+    rt: &Rc<ShardRuntime>,
+    stream: &mut ServerStream,
+    first: FirstPacket,
+    slot: &ListenerSlot,
+) -> Option<Connect> {
+    let refuse = match first {
+        FirstPacket::Connect(mut connect) => {
+            if !slot.0.use_identity_as_username {
+                return Some(connect);
+            }
+            match stream.peer_common_name() {
+                Some(cn) => {
+                    connect.username = Some(cn);
+                    return Some(connect);
+                }
+                None => ConnectReturnCode::NotAuthorized,
+            }
+        }
+        FirstPacket::Refuse(code) => code,
+        FirstPacket::Close(why) => {
+            log::debug!("shard {}: closing connection: {why}", rt.id);
+            rt.stats.borrow_mut().malformed_before_connect += 1;
+            return None;
+        }
+    };
+    let mut out = BytesMut::new();
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: refuse,
+    });
+    if ack.encode(&mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+        let _ = stream.close().await;
+    }
+    rt.core.borrow_mut().stats.count_refusal(refuse);
+    let peer = Peer {
+        client_id: None,
+        addr: lifecycle::peer_addr(stream.raw_fd()),
+        listener: &slot.0.name,
+        shard: rt.id,
+    };
+    lifecycle::refused(&peer, refuse);
+    None
+}
+
+/// A connection handed over by another shard: rebuild the stream, read its CONNECT again (from the
+/// bytes that came along), serve it.
 pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: HandOff) {
-    let stream = shards::attach_tcp_stream(handoff.fd);
-    serve(rt, stream, handoff.connect, handoff.leftover, handoff.slot).await;
+    let HandOff {
+        stream,
+        mqtt_bytes: mut buf,
+        slot,
+    } = handoff;
+    let mut stream = ServerStream::attach(stream).await;
+    let first = read_connect(&mut stream, &mut buf, rt.shared.max_packet_size).await;
+    let Some(connect) = first_connect(&rt, &mut stream, first, &slot).await else {
+        return;
+    };
+    if rt.core.borrow().home_for(&connect) != rt.id {
+        log::error!(
+            "shard {}: a handed-off connection does not belong here; closing it",
+            rt.id
+        );
+        return;
+    }
+    let _ = decode(&mut buf, rt.shared.max_packet_size);
+    serve(rt, stream, connect, buf, slot).await;
 }
 
 /// Runs an MQTT connection on its home shard until it ends, then forgets it.
 async fn serve(
     rt: Rc<ShardRuntime>,
-    stream: TcpStream,
+    stream: ServerStream,
     connect: Connect,
     buf: BytesMut,
     slot: ListenerSlot,
 ) {
     let conn = rt.next_conn_id();
-    let signal = Rc::new(ConnSignal::new(stream.as_raw_fd()));
+    let signal = Rc::new(ConnSignal::new(stream.raw_fd()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
+    let addr = lifecycle::peer_addr(stream.raw_fd());
     let (reader, writer) = futures_lite::io::split(stream);
 
+    let requested_id = connect.client_id.clone();
     let outcome = rt
         .core
         .borrow_mut()
         .handle_connect(conn, connect, Instant::now());
+    let client_id = rt
+        .core
+        .borrow()
+        .client_id_of(conn)
+        .map_or(requested_id, |id| id.to_string());
+    let peer = Peer {
+        client_id: Some(client_id.as_str()).filter(|id| !id.is_empty()),
+        addr,
+        listener: &slot.0.name,
+        shard: rt.id,
+    };
     let writer_task = glommio::spawn_local(write_loop(rt.clone(), conn, signal.clone(), writer));
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
 
     if outcome.code == ConnectReturnCode::Accepted {
+        lifecycle::connected(&peer, outcome.session_present);
         let reading = AssertUnwindSafe(read_loop(rt.clone(), conn, reader, buf)).catch_unwind();
         if reading.await.is_err() {
             log::error!(
@@ -173,13 +267,16 @@ async fn serve(
             rt.core.borrow_mut().handle_protocol_error(conn);
         }
         // Either the peer went away or the writer shut the socket after a broker-side close.
+        let reason = rt.core.borrow().close_reason(conn);
         rt.core.borrow_mut().handle_closed(conn);
+        lifecycle::closed(&peer, reason);
         let blocked = rt.apply_actions();
         rt.send_blocked_later(blocked);
         signal.notify();
         writer_task.await;
     } else {
         // Refused: the writer sends CONNACK and shuts the socket down; then the core forgets it.
+        lifecycle::refused(&peer, outcome.code);
         drop(reader);
         writer_task.await;
         rt.core.borrow_mut().handle_closed(conn);
@@ -198,9 +295,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let max = rt.shared.max_packet_size;
     loop {
         let now = Instant::now();
+        let mut publishes = false;
         loop {
             match decode(&mut buf, max) {
-                Ok(Some(packet)) => rt.core.borrow_mut().handle_packet(conn, packet, now),
+                Ok(Some(packet)) => {
+                    publishes |= matches!(packet, Packet::Publish(_));
+                    rt.core.borrow_mut().handle_packet(conn, packet, now)
+                }
                 Ok(None) => break,
                 Err(error) => {
                     log::debug!("shard {}: connection {conn}: {error}; closing", rt.id);
@@ -211,6 +312,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
+        if publishes {
+            // Deliveries flushed by this batch get `now` as their start (latency histogram).
+            rt.note_publish_ingress(now, conn);
+        }
         let blocked = rt.apply_actions();
         if !blocked.is_empty() {
             rt.send_blocked(blocked).await;
@@ -220,7 +325,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         match read_more(&mut reader, &mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(n) => rt.stats.borrow_mut().bytes_received += n as u64,
         }
     }
 }
@@ -232,15 +337,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
 ) {
     loop {
+        // Taken before the outbox: the stamped deliveries are in what is taken now.
+        let stamp = signal.take_stamp();
         let next = rt.core.borrow_mut().take_outbox(conn);
         let Some((bytes, closing)) = next else {
             break;
         };
-        if !bytes.is_empty() && writer.write_all(&bytes).await.is_err() {
+        if !bytes.is_empty()
+            && (writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err())
+        {
             break;
         }
+        if let (Some(at), false) = (stamp, bytes.is_empty()) {
+            rt.stats.borrow_mut().latency.record(at.elapsed());
+        }
         if closing {
-            let _ = writer.flush().await;
+            // TLS close_notify / WebSocket close frame, without waiting long for a silent peer.
+            let _ = async { writer.close().await.ok() }
+                .or(async {
+                    glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+                    None
+                })
+                .await;
             break;
         }
         if bytes.is_empty() {

@@ -5,7 +5,10 @@
 //! none of them parses MQTT. The broker's side (accepting, handshakes, hand-off between shards) and the
 //! client's side (`connect_client`) live here so the two never drift apart.
 
+pub mod server;
+pub mod tls;
 pub mod url;
+pub mod ws;
 
 use std::io;
 use std::pin::Pin;
@@ -26,8 +29,10 @@ pub enum TransportError {
     Resolve { host: String, source: io::Error },
     #[error("connecting to {0} timed out")]
     Timeout(String),
-    #[error("{0} is not supported yet")]
-    Unsupported(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("WebSocket: {0}")]
+    WebSocket(String),
 }
 
 /// Client-side transport settings (TLS trust and WebSocket headers).
@@ -48,25 +53,32 @@ pub struct ClientTransportOptions {
 /// A client's connection to a broker, whatever the scheme.
 pub enum ClientStream {
     Tcp(TcpStream),
+    Tls(tls::TlsStream<TcpStream>),
+    Ws(ws::WsByteStream<TcpStream>),
+    Wss(ws::WsByteStream<tls::TlsStream<TcpStream>>),
 }
 
 /// Connects to the broker named by `url` (TCP, then TLS and WebSocket handshakes as the scheme says).
 /// Must run on a glommio executor.
-pub async fn connect_client(url: &BrokerUrl, options: &ClientTransportOptions) -> Result<ClientStream, TransportError> {
+pub async fn connect_client(
+    url: &BrokerUrl,
+    options: &ClientTransportOptions,
+) -> Result<ClientStream, TransportError> {
     let addr = format!("{}:{}", url.host, url.port);
     let limit = options.connect_timeout.unwrap_or(Duration::from_secs(10));
-    let tcp = {
+    let tcp: TcpStream = {
         use futures_lite::FutureExt;
         let addr_for_err = addr.clone();
         let connect = async {
             let host = url.host.clone();
             let port = url.port;
-            let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map_err(|source| TransportError::Resolve {
-                    host: url.host.clone(),
-                    source,
-                })?
-                .collect();
+            let addrs: Vec<std::net::SocketAddr> =
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                    .map_err(|source| TransportError::Resolve {
+                        host: url.host.clone(),
+                        source,
+                    })?
+                    .collect();
             let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
             for a in addrs {
                 match TcpStream::connect(a).await {
@@ -87,36 +99,107 @@ pub async fn connect_client(url: &BrokerUrl, options: &ClientTransportOptions) -
             .await?
     };
     let _ = tcp.set_nodelay(true);
-    match url.scheme {
-        Scheme::Mqtt => Ok(ClientStream::Tcp(tcp)),
-        other => Err(TransportError::Unsupported(format!("{other}:// in this build"))),
+    let handshakes = async {
+        let tls = if url.scheme.is_tls() {
+            let config = tls::client_config(
+                options.ca_file.as_deref(),
+                options.ca_path.as_deref(),
+                options.ca_data.as_deref(),
+            )
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+            let name =
+                tls::server_name(&url.host).map_err(|e| TransportError::Tls(e.to_string()))?;
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            let mut stream = tls::TlsStream::new(tcp, conn);
+            stream
+                .handshake()
+                .await
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            Ok::<_, TransportError>(Secured::Tls(stream))
+        } else {
+            Ok(Secured::Plain(tcp))
+        }?;
+        let host = if url.host.contains(':') {
+            format!("[{}]", url.host)
+        } else {
+            url.host.clone()
+        };
+        let ws_url = format!(
+            "{}://{host}:{}{}",
+            if url.scheme.is_tls() { "wss" } else { "ws" },
+            url.port,
+            url.path
+        );
+        let ws_error = |e: tungstenite::Error| TransportError::WebSocket(e.to_string());
+        Ok(match (url.scheme.is_websocket(), tls) {
+            (false, Secured::Plain(tcp)) => ClientStream::Tcp(tcp),
+            (false, Secured::Tls(tls)) => ClientStream::Tls(tls),
+            (true, Secured::Plain(tcp)) => ClientStream::Ws(
+                ws::WsByteStream::client(tcp, &ws_url, &options.extra_headers)
+                    .await
+                    .map_err(ws_error)?,
+            ),
+            (true, Secured::Tls(tls)) => ClientStream::Wss(
+                ws::WsByteStream::client(tls, &ws_url, &options.extra_headers)
+                    .await
+                    .map_err(ws_error)?,
+            ),
+        })
+    };
+    let addr = format!("{}:{}", url.host, url.port);
+    {
+        use futures_lite::FutureExt;
+        handshakes
+            .or(async {
+                glommio::timer::sleep(limit).await;
+                Err(TransportError::Timeout(addr))
+            })
+            .await
     }
 }
 
-impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+/// The stream under a possible WebSocket layer.
+enum Secured {
+    Plain(TcpStream),
+    Tls(tls::TlsStream<TcpStream>),
+}
+
+macro_rules! delegate_client {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            ClientStream::Tcp($s) => $e,
+            ClientStream::Tls($s) => $e,
+            ClientStream::Ws($s) => $e,
+            ClientStream::Wss($s) => $e,
         }
+    };
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate_client!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for ClientStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-        }
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate_client!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-        }
+        delegate_client!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Tcp(s) => Pin::new(s).poll_close(cx),
-        }
+        delegate_client!(self, s => Pin::new(s).poll_close(cx))
     }
 }

@@ -70,7 +70,9 @@ impl FromStr for BrokerUrl {
             url: url.to_string(),
             reason,
         };
-        let (scheme, rest) = url.split_once("://").ok_or(fail("expected scheme://host"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or(fail("expected scheme://host"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "mqtt" | "tcp" => Scheme::Mqtt,
             "mqtts" | "ssl" => Scheme::Mqtts,
@@ -95,14 +97,18 @@ impl FromStr for BrokerUrl {
                 };
                 let user = percent_decode(user).ok_or(fail("bad percent-escape in user name"))?;
                 let pass = match pass {
-                    Some(p) => Some(percent_decode(p).ok_or(fail("bad percent-escape in password"))?),
+                    Some(p) => {
+                        Some(percent_decode(p).ok_or(fail("bad percent-escape in password"))?)
+                    }
                     None => None,
                 };
                 ((!user.is_empty()).then_some(user), pass)
             }
         };
         let (host, port) = if let Some(stripped) = hostport.strip_prefix('[') {
-            let (host, after) = stripped.split_once(']').ok_or(fail("missing ']' after IPv6 address"))?;
+            let (host, after) = stripped
+                .split_once(']')
+                .ok_or(fail("missing ']' after IPv6 address"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => Some(p),
                 None if after.is_empty() => None,
@@ -119,7 +125,11 @@ impl FromStr for BrokerUrl {
             return Err(fail("missing host"));
         }
         let port = match port {
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(fail("invalid port"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or(fail("invalid port"))?,
             None => scheme.default_port(),
         };
         Ok(BrokerUrl {

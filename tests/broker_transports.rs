@@ -1,0 +1,447 @@
+//! MQTT over TLS, WebSocket and secure WebSocket, end to end over real sockets: our client transport
+//! (`amqtt::transport::connect_client`) and raw tungstenite / rustls peers against the broker, with
+//! 1 and 2 shards so that connections of every transport move between shards.
+
+mod common;
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use amqtt::config::{BrokerConfig, ShardCount};
+use amqtt::protocol::{
+    decode, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe,
+    SubscribeFilter, TopicFilter, TopicName,
+};
+use amqtt::transport::{connect_client, BrokerUrl, ClientStream, ClientTransportOptions};
+use amqtt::{Broker, BrokerHandle};
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::FutureExt;
+
+use common::certs::{self, TestCerts};
+use common::id_on_shard;
+
+struct Setup {
+    _certs: TestCerts,
+    broker: BrokerHandle,
+    ca: std::path::PathBuf,
+}
+
+fn start(shards: usize, extra: &str) -> (Setup, TestCerts) {
+    let certs = certs::make();
+    let tls = format!(
+        "    ssl: on\n    certfile: {}\n    keyfile: {}\n",
+        certs.server_cert.display(),
+        certs.server_key.display()
+    );
+    let yaml = format!(
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\n  tls:\n    bind: 127.0.0.1:0\n{tls}  ws:\n    bind: 127.0.0.1:0\n    type: ws\n  wss:\n    bind: 127.0.0.1:0\n    type: ws\n{tls}{extra}"
+    );
+    let mut config = BrokerConfig::from_yaml_str(&yaml, "test").expect("config");
+    config.shards = ShardCount::Fixed(shards);
+    config.pin_shards = false;
+    config.connect_timeout = Duration::from_secs(3);
+    let broker = Broker::new(config)
+        .and_then(Broker::start)
+        .expect("broker starts");
+    let ca = certs.ca.clone();
+    let again = certs::make();
+    (
+        Setup {
+            _certs: certs,
+            broker,
+            ca,
+        },
+        again,
+    )
+}
+
+impl Setup {
+    fn url(&self, listener: &str) -> String {
+        let addr = self.broker.address(listener).expect("listener");
+        let scheme = match listener {
+            "default" => "mqtt",
+            "tls" => "mqtts",
+            other => other,
+        };
+        let host = if scheme.starts_with("mqtt") {
+            "127.0.0.1"
+        } else {
+            "localhost"
+        };
+        format!("{scheme}://{host}:{}/mqtt", addr.port())
+    }
+
+    fn addr(&self, listener: &str) -> SocketAddr {
+        self.broker.address(listener).expect("listener")
+    }
+
+    fn options(&self) -> ClientTransportOptions {
+        ClientTransportOptions {
+            ca_file: Some(self.ca.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs `f` on a fresh glommio executor thread (the transports are glommio-based).
+fn on_glommio<T, F, Fut>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(256 << 10)
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("executor ran")
+}
+
+struct Mqtt {
+    stream: ClientStream,
+    buf: BytesMut,
+}
+
+impl Mqtt {
+    async fn connect(url: &str, options: &ClientTransportOptions, client_id: &str) -> Mqtt {
+        let url: BrokerUrl = url.parse().expect("url");
+        let stream = connect_client(&url, options)
+            .await
+            .expect("transport connects");
+        let mut mqtt = Mqtt {
+            stream,
+            buf: BytesMut::new(),
+        };
+        mqtt.send(Packet::Connect(Connect {
+            protocol: ProtocolLevel::V311,
+            clean_session: true,
+            keep_alive: 30,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+        }))
+        .await;
+        match mqtt.recv().await {
+            Some(Packet::ConnAck(ConnAck {
+                code: ConnectReturnCode::Accepted,
+                ..
+            })) => mqtt,
+            other => panic!("no CONNACK over {url:?}: {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(&mut out).expect("encode");
+        self.stream.write_all(&out).await.expect("write");
+        self.stream.flush().await.expect("flush");
+    }
+
+    async fn recv(&mut self) -> Option<Packet> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(packet)) = decode(&mut self.buf, usize::MAX) {
+                return Some(packet);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut chunk = [0u8; 4096];
+            let n = async { self.stream.read(&mut chunk).await.ok() }
+                .or(async {
+                    glommio::timer::sleep(left).await;
+                    None
+                })
+                .await?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![SubscribeFilter {
+                filter: TopicFilter::new(filter).expect("filter"),
+                qos: QoS::AtLeastOnce,
+            }],
+        }))
+        .await;
+        assert!(matches!(self.recv().await, Some(Packet::SubAck(_))));
+    }
+
+    async fn publish(&mut self, topic: &str, payload: Bytes) {
+        self.send(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicName::new(topic).expect("topic"),
+            packet_id: None,
+            payload,
+        }))
+        .await;
+    }
+}
+
+/// Every transport publishes to every other, with subscriber and publisher on different shards.
+fn all_transports_interoperate(shards: usize) {
+    let (setup, _) = start(shards, "");
+    let urls: Vec<String> = ["default", "tls", "ws", "wss"]
+        .iter()
+        .map(|l| setup.url(l))
+        .collect();
+    let options = setup.options();
+    on_glommio(move || async move {
+        for (i, sub_url) in urls.iter().enumerate() {
+            let mut sub = Mqtt::connect(
+                sub_url,
+                &options,
+                &id_on_shard(&format!("sub{i}"), 0, shards),
+            )
+            .await;
+            sub.subscribe("x/#").await;
+            for (j, pub_url) in urls.iter().enumerate() {
+                let mut publisher = Mqtt::connect(
+                    pub_url,
+                    &options,
+                    &id_on_shard(&format!("pub{i}{j}"), shards - 1, shards),
+                )
+                .await;
+                // Big enough to span several WebSocket frames and TLS records.
+                let payload = Bytes::from(vec![b'a' + (j as u8); 100_000]);
+                publisher.publish(&format!("x/{j}"), payload.clone()).await;
+                match sub.recv().await {
+                    Some(Packet::Publish(p)) => {
+                        assert_eq!(p.topic.as_str(), format!("x/{j}"));
+                        assert_eq!(p.payload, payload, "{pub_url} → {sub_url}");
+                    }
+                    other => panic!("{pub_url} → {sub_url}: {other:?}"),
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn all_transports_interoperate_one_shard() {
+    all_transports_interoperate(1);
+}
+
+#[test]
+fn all_transports_interoperate_two_shards() {
+    all_transports_interoperate(2);
+}
+
+#[test]
+fn untrusted_server_certificate_is_refused_by_the_client() {
+    let (setup, other) = start(1, "");
+    let url = setup.url("tls");
+    let options = ClientTransportOptions {
+        ca_file: Some(other.other_ca.clone()),
+        ..Default::default()
+    };
+    let error = on_glommio(move || async move {
+        let url: BrokerUrl = url.parse().expect("url");
+        connect_client(&url, &options)
+            .await
+            .err()
+            .map(|e| e.to_string())
+    });
+    let error = error.expect("handshake must fail");
+    assert!(error.contains("TLS"), "{error}");
+}
+
+#[test]
+fn websocket_text_frame_is_closed_with_1003() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    let (setup, _) = start(1, "");
+    let addr = setup.addr("ws");
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/mqtt"))
+            .expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let (mut ws, response) = tungstenite::client(request, stream).expect("upgrade");
+    assert_eq!(
+        response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.as_bytes()),
+        Some(&b"mqtt"[..])
+    );
+    ws.send(tungstenite::Message::text("hello"))
+        .expect("send text");
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                assert_eq!(frame.code, CloseCode::Unsupported);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("expected a close frame with 1003, got {e}"),
+        }
+    }
+}
+
+#[test]
+fn websocket_upgrade_with_wrong_version_is_refused() {
+    let (setup, _) = start(1, "");
+    let mut stream = std::net::TcpStream::connect(setup.addr("ws")).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+        .expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(response.contains("Sec-WebSocket-Version: 13"));
+}
+
+#[test]
+fn stalled_handshakes_do_not_delay_other_clients() {
+    let (setup, _) = start(2, "");
+    // Ten sockets that open TCP and never say a word, on the TLS and WS listeners.
+    let idle: Vec<std::net::TcpStream> = (0..10)
+        .map(|i| {
+            std::net::TcpStream::connect(setup.addr(if i % 2 == 0 { "tls" } else { "wss" }))
+                .expect("connect")
+        })
+        .collect();
+    let urls = vec![setup.url("tls"), setup.url("wss")];
+    let options = setup.options();
+    let elapsed = on_glommio(move || async move {
+        let start = Instant::now();
+        for (i, url) in urls.iter().enumerate() {
+            Mqtt::connect(url, &options, &format!("busy{i}")).await;
+        }
+        start.elapsed()
+    });
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "connects took {elapsed:?} next to stalled handshakes"
+    );
+    drop(idle);
+}
+
+#[test]
+fn missing_certificate_file_fails_at_start_naming_it() {
+    let yaml = "listeners:\n  default:\n    bind: 127.0.0.1:0\n    ssl: on\n    certfile: /nonexistent/server.pem\n    keyfile: /nonexistent/server.key\n";
+    let config = BrokerConfig::from_yaml_str(yaml, "test").expect("config parses");
+    let error = Broker::new(config)
+        .and_then(Broker::start)
+        .err()
+        .expect("start fails")
+        .to_string();
+    assert!(error.contains("/nonexistent/server.pem"), "{error}");
+}
+
+#[test]
+fn mismatched_key_fails_at_start_naming_it() {
+    let certs = certs::make();
+    let yaml = format!(
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\n    ssl: on\n    certfile: {}\n    keyfile: {}\n",
+        certs.server_cert.display(),
+        certs.client_key.display()
+    );
+    let config = BrokerConfig::from_yaml_str(&yaml, "test").expect("config parses");
+    let error = Broker::new(config)
+        .and_then(Broker::start)
+        .err()
+        .expect("start fails")
+        .to_string();
+    assert!(error.contains("client.key"), "{error}");
+}
+
+/// Mutual TLS with the client certificate's CN as user name: anonymous clients are refused, the
+/// certificate holder gets in; a client without a certificate fails the handshake.
+#[test]
+fn mutual_tls_identity_is_the_username() {
+    use std::sync::Arc;
+    let certs = certs::make();
+    let yaml = format!(
+        "listeners:\n  default:\n    bind: 127.0.0.1:0\n    ssl: on\n    certfile: {}\n    keyfile: {}\n    cafile: {}\n    require-certificate: true\n    use-identity-as-username: true\nauth:\n  allow-anonymous: false\n",
+        certs.server_cert.display(),
+        certs.server_key.display(),
+        certs.ca.display()
+    );
+    let mut config = BrokerConfig::from_yaml_str(&yaml, "test").expect("config");
+    config.shards = ShardCount::Fixed(2);
+    config.pin_shards = false;
+    let broker = Broker::new(config).and_then(Broker::start).expect("start");
+    let addr = broker.address("default").expect("addr");
+
+    let roots = amqtt::transport::tls::load_roots(Some(&certs.ca), None, None).expect("roots");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = amqtt::transport::tls::load_certificates(&certs.client_cert).expect("chain");
+    let key = amqtt::transport::tls::load_private_key(&certs.client_key).expect("key");
+    let with_cert = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    let without_cert = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mqtt_over = |config: rustls::ClientConfig| {
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("conn");
+        let mut tls =
+            rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).expect("tcp"));
+        tls.sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut out = BytesMut::new();
+        Packet::Connect(Connect {
+            protocol: ProtocolLevel::V311,
+            clean_session: true,
+            keep_alive: 0,
+            client_id: "mtls".into(),
+            will: None,
+            username: None,
+            password: None,
+        })
+        .encode(&mut out)
+        .expect("encode");
+        tls.write_all(&out)?;
+        let mut buf = BytesMut::new();
+        let mut chunk = [0u8; 256];
+        loop {
+            if let Ok(Some(packet)) = decode(&mut buf, usize::MAX) {
+                return Ok::<Packet, std::io::Error>(packet);
+            }
+            let n = tls.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    match mqtt_over(with_cert) {
+        Ok(Packet::ConnAck(ack)) => assert_eq!(
+            ack.code,
+            ConnectReturnCode::Accepted,
+            "CN became the user name"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        mqtt_over(without_cert).is_err(),
+        "no client certificate, no connection"
+    );
+}

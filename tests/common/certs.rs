@@ -1,0 +1,65 @@
+//! Test certificates made with rcgen: a CA, a server certificate for localhost/127.0.0.1 signed by it,
+//! a client certificate (CN `device-7`) signed by it, and an unrelated self-signed CA.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here: trusting only it must fail.
+    pub other_ca: PathBuf,
+}
+
+fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    (params, key, cert.pem())
+}
+
+pub fn make() -> TestCerts {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca_params, ca_key, ca_pem) = ca("amqtt test CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().expect("key");
+    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server_cert = server.signed_by(&server_key, &issuer).expect("server cert");
+
+    let client_key = KeyPair::generate().expect("key");
+    let mut client = CertificateParams::new(Vec::<String>::new()).expect("params");
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "device-7");
+    let client_cert = client.signed_by(&client_key, &issuer).expect("client cert");
+
+    let (_, _, other_pem) = ca("somebody else");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write cert");
+        path
+    };
+    TestCerts {
+        ca: write("ca.pem", ca_pem),
+        server_cert: write("server.pem", server_cert.pem()),
+        server_key: write("server.key", server_key.serialize_pem()),
+        client_cert: write("client.pem", client_cert.pem()),
+        client_key: write("client.key", client_key.serialize_pem()),
+        other_ca: write("other-ca.pem", other_pem),
+        dir,
+    }
+}
