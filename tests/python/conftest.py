@@ -1,0 +1,189 @@
+"""Fixtures for the Python interoperability tests: a real `amqtt` broker process per test.
+
+The `broker` fixture is parametrized over 1 and 2 shards, so every test runs against both. It
+starts the release binary (AMQTT_BIN overrides the path; a missing binary is built with cargo) on
+a free loopback port with a temporary config, waits until the port accepts and a CONNECT gets its
+CONNACK, yields
+`Broker(host, port)`, and on teardown sends SIGTERM and requires exit status 0 within 5 s: a clean
+shutdown is part of every test. The broker's stderr (debug log) goes to a temp file that is shown
+with any failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from mqtt_helpers import CONNECT_TIMEOUT, DISCONNECT_PACKET, PahoClient, RawConn
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 10.0
+SHUTDOWN_TIMEOUT = 5.0
+
+
+class Broker(NamedTuple):
+    host: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def amqtt_bin() -> Path:
+    override = os.environ.get("AMQTT_BIN")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            pytest.fail(f"AMQTT_BIN={override} is not a file", pytrace=False)
+        return path
+    path = REPO_ROOT / "target" / "release" / "amqtt"
+    if not path.is_file():
+        build = subprocess.run(
+            ["cargo", "build", "--release", "--bin", "amqtt"],
+            cwd=REPO_ROOT, capture_output=True, text=True)
+        if build.returncode != 0 or not path.is_file():
+            pytest.fail("cargo build --release --bin amqtt failed:\n" + build.stderr[-5000:],
+                        pytrace=False)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _answers_connect(port: int, timeout: float) -> bool:
+    """True once the broker answers a CONNECT: the kernel accepts TCP connections as soon as the
+    listener is bound, before the shards run, so an open port alone does not mean ready."""
+    try:
+        conn = RawConn(HOST, port, timeout=timeout)
+    except OSError:
+        return False
+    try:
+        ack = conn.connect("conftest-ready-probe", timeout=timeout)
+        conn.send(DISCONNECT_PACKET)
+        return ack == bytes([0, 0])
+    except (OSError, AssertionError, TimeoutError):
+        return False
+    finally:
+        conn.close()
+
+
+def _config(port: int, shards: int) -> str:
+    return (
+        "listeners:\n"
+        "  default:\n"
+        "    type: tcp\n"
+        f"    bind: {HOST}:{port}\n"
+        f"shards: {shards}\n"
+        "pin_shards: false\n"
+        "sys_interval: 0\n"
+        f"connect_timeout: {CONNECT_TIMEOUT}\n"
+    )
+
+
+def _start(amqtt_bin: Path, workdir: Path, shards: int, attempt: int):
+    port = _free_port()
+    config = workdir / f"amqtt-{attempt}.yaml"
+    config.write_text(_config(port, shards))
+    log_path = workdir / f"amqtt-{attempt}.stderr.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(config)],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    log.close()
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None, port, log_path, proc
+        if _port_accepts(port) and _answers_connect(port, max(deadline - time.monotonic(), 0.1)):
+            return proc, port, log_path, None
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"broker did not answer CONNECT on {HOST}:{port} within {STARTUP_TIMEOUT}s:\n"
+                + log_path.read_text(errors="replace"), pytrace=False)
+
+
+@pytest.fixture(params=[1, 2], ids=["shards1", "shards2"])
+def broker(request, amqtt_bin, tmp_path_factory):
+    shards = request.param
+    workdir = tmp_path_factory.mktemp(f"amqtt-shards{shards}")
+    request.node._amqtt_logs = getattr(request.node, "_amqtt_logs", [])
+    proc = None
+    for attempt in range(3):
+        # A broker that exits at start most likely lost its port to another process in between
+        # picking and binding it: try another port.
+        proc, port, log_path, dead = _start(amqtt_bin, workdir, shards, attempt)
+        request.node._amqtt_logs.append(log_path)
+        if proc is not None:
+            break
+    if proc is None:
+        pytest.fail(f"broker exited at start with status {dead.returncode} (3 attempts):\n"
+                    + log_path.read_text(errors="replace"), pytrace=False)
+    request.node._amqtt_logs = [log_path]
+
+    yield Broker(HOST, port)
+
+    if proc.poll() is not None:
+        pytest.fail(f"broker exited during the test with status {proc.returncode}",
+                    pytrace=False)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=SHUTDOWN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"broker did not exit within {SHUTDOWN_TIMEOUT}s of SIGTERM", pytrace=False)
+    assert rc == 0, f"broker exited with status {rc} after SIGTERM"
+
+
+@pytest.fixture
+def client_factory(broker):
+    """Creates PahoClient objects for the broker; closes whatever is left at teardown."""
+    clients: list[PahoClient] = []
+
+    def make(client_id: str = "", **kwargs) -> PahoClient:
+        c = PahoClient(broker.host, broker.port, client_id=client_id, **kwargs)
+        clients.append(c)
+        return c
+
+    def connected(client_id: str = "", **kwargs) -> PahoClient:
+        c = make(client_id, **kwargs)
+        rc, _ = c.connect()
+        assert rc == 0, f"CONNACK return code {rc} for {client_id!r}"
+        return c
+
+    make.connected = connected
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for log_path in getattr(item, "_amqtt_logs", []):
+            try:
+                text = log_path.read_text(errors="replace")
+            except OSError as e:
+                text = f"(cannot read {log_path}: {e})"
+            if len(text) > 60_000:
+                text = "...(first part cut)...\n" + text[-60_000:]
+            report.sections.append((f"amqtt broker stderr ({log_path})", text))
