@@ -10,6 +10,11 @@
 //!   `now`, and leave bytes in connection outboxes and `Action`s for the runtime. `broker/handlers/`
 //!   has one file per inbound packet type: to find how a packet is handled, open its file there.
 //! - [`config`]: aMQTT's broker YAML, validated at start; errors name the file, key and reason.
+//! - [`client`]: the MQTT client (aMQTT's `MQTTClient`): a sans-IO `client::state` plus a driver
+//!   thread with auto-reconnect; `amqtt_pub` / `amqtt_sub` are thin CLIs over it.
+//! - [`plugins`]: authentication (runs off the event loop, before the core sees a CONNECT), topic
+//!   checks and event hooks (called by the core); the built-ins `auth_anonymous`, `auth_file`,
+//!   `topic_acl`, `topic_taboo`, and the password file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
 //!   per-connection reader/writer tasks, the cross-shard bus loop, timers. The embeddable [`Broker`].
 //! - `shards` (separate crate): pinned executors, SO_REUSEPORT listeners, the cross-shard bus,
@@ -28,7 +33,9 @@
 //! holds the full retained store (payloads shared).
 
 pub mod broker;
+pub mod client;
 pub mod config;
+pub mod plugins;
 pub mod protocol;
 pub mod server;
 pub mod transport;

@@ -277,3 +277,19 @@ fn stop_closes_connections_and_returns() {
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(client.closed_within(Duration::from_secs(2)));
 }
+
+#[test]
+fn stopped_broker_no_longer_accepts_and_its_port_can_be_reused() {
+    let (broker, addr) = start_broker(2);
+    broker.stop().expect("clean stop");
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "nothing listens after stop"
+    );
+    // A new broker on the same port serves every connection.
+    let (_again, _) = start_broker_with(2, |c| c.listeners[0].bind = addr);
+    for i in 0..10 {
+        let (_c, ack) = RawClient::mqtt_connect(addr, RawClient::connect_packet(&format!("again{i}"), true, 0));
+        assert!(accepted(&ack));
+    }
+}

@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -17,23 +17,27 @@ use bytes::BytesMut;
 use shards::{BusSender, Inbox, Lane as BusLane, SendError, ShardContext};
 
 use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
-use crate::protocol::{Connect, QoS};
+use crate::protocol::QoS;
+use crate::transport::server::DetachedStream;
 
+use super::snapshot::{self, LatencyHistogram};
 use super::{connection, listener, ListenerInfo, SharedSettings};
 
 /// What travels between shards.
 pub(crate) enum ShardMessage {
-    /// Broker traffic: publishes, interest changes.
-    Core(BusMessage),
+    /// Broker traffic: publishes, interest changes. A publish carries the time its PUBLISH was read
+    /// off a socket on the sending shard, when known (for the delivery-latency histogram).
+    Core(BusMessage, Option<Instant>),
     /// A connection whose client id lives on the receiving shard.
     HandOff(HandOff),
 }
 
 /// An accepted connection moving to its home shard, with everything read from it so far.
 pub(crate) struct HandOff {
-    pub fd: OwnedFd,
-    pub connect: Connect,
-    pub leftover: BytesMut,
+    /// The socket and its TLS / WebSocket state.
+    pub stream: DetachedStream,
+    /// Every MQTT byte read so far, CONNECT included (empty for WebSocket, which replays its own).
+    pub mqtt_bytes: BytesMut,
     pub slot: ListenerSlot,
 }
 
@@ -53,6 +57,8 @@ impl Drop for ListenerSlot {
 pub(crate) struct ConnSignal {
     waker: Cell<Option<Waker>>,
     notified: Cell<bool>,
+    /// Read time of the oldest PUBLISH whose delivery is in the outbox and not yet written.
+    stamp: Cell<Option<Instant>>,
     /// The socket, for `shutdown(2)`; valid while the connection's tasks hold the stream.
     pub fd: RawFd,
 }
@@ -62,8 +68,21 @@ impl ConnSignal {
         ConnSignal {
             waker: Cell::new(None),
             notified: Cell::new(false),
+            stamp: Cell::new(None),
             fd,
         }
+    }
+
+    /// Notes that bytes caused by a PUBLISH read at `at` are in the outbox (the oldest one wins).
+    pub fn stamp(&self, at: Instant) {
+        if self.stamp.get().is_none_or(|old| at < old) {
+            self.stamp.set(Some(at));
+        }
+    }
+
+    /// The stamp of what is in the outbox now, if any; the writer takes it just before the outbox.
+    pub fn take_stamp(&self) -> Option<Instant> {
+        self.stamp.take()
     }
 
     pub fn notify(&self) {
@@ -106,6 +125,12 @@ pub(crate) struct RuntimeStats {
     pub malformed_before_connect: u64,
     pub connect_timeouts: u64,
     pub rejected_max_connections: u64,
+    /// TLS handshakes and WebSocket upgrades that failed.
+    pub handshake_failures: u64,
+    /// Bytes read from client sockets after CONNECT (one add per read).
+    pub bytes_received: u64,
+    /// PUBLISH read → delivery written (one sample per write that carried a delivery).
+    pub latency: LatencyHistogram,
 }
 
 pub(crate) struct ShardRuntime {
@@ -118,6 +143,9 @@ pub(crate) struct ShardRuntime {
     action_scratch: RefCell<Vec<Action>>,
     pub stopping: Cell<bool>,
     pub stats: RefCell<RuntimeStats>,
+    /// Set while the input being handled contains PUBLISHes: their read time, and the connection
+    /// they came from (0 for the bus). `apply_actions` consumes it to stamp deliveries.
+    ingress: Cell<Option<(Instant, ConnId)>>,
 }
 
 impl ShardRuntime {
@@ -133,11 +161,17 @@ impl ShardRuntime {
     pub fn apply_actions(&self) -> Vec<(usize, BusMessage)> {
         let mut actions = self.action_scratch.take();
         self.core.borrow_mut().poll_actions(&mut actions);
+        let ingress = self.ingress.take();
         let mut blocked: Vec<(usize, BusMessage)> = Vec::new();
         for action in actions.drain(..) {
             match action {
                 Action::Flush(conn) => {
                     if let Some(signal) = self.conns.borrow().get(&conn) {
+                        if let Some((at, from)) = ingress {
+                            if from != conn {
+                                signal.stamp(at);
+                            }
+                        }
                         signal.notify();
                     }
                 }
@@ -146,7 +180,8 @@ impl ShardRuntime {
                         blocked.push((to, message));
                         continue;
                     }
-                    if let Some(message) = self.try_send(to, message) {
+                    let stamp = ingress.map(|(at, _)| at);
+                    if let Some(message) = self.try_send(to, message, stamp) {
                         blocked.push((to, message));
                     }
                 }
@@ -156,18 +191,34 @@ impl ShardRuntime {
         blocked
     }
 
+    /// Notes that the input about to be applied held PUBLISHes read at `at` from connection `from`
+    /// (0: from the bus): the deliveries `apply_actions` flushes next are stamped with it.
+    pub fn note_publish_ingress(&self, at: Instant, from: ConnId) {
+        let earliest = match self.ingress.get() {
+            Some((old, _)) if old <= at => old,
+            _ => at,
+        };
+        self.ingress.set(Some((earliest, from)));
+    }
+
     /// Tries once; returns the message when the lane is full and it must be retried. QoS 0 publishes
-    /// are dropped (and counted) instead of retried.
-    fn try_send(&self, to: usize, message: BusMessage) -> Option<BusMessage> {
+    /// are dropped (and counted) instead of retried. `stamp` rides along for the latency histogram
+    /// (retries go without it).
+    fn try_send(
+        &self,
+        to: usize,
+        message: BusMessage,
+        stamp: Option<Instant>,
+    ) -> Option<BusMessage> {
         let lane = message.lane();
-        let wrapped = ShardMessage::Core(message);
+        let wrapped = ShardMessage::Core(message, stamp);
         let result = match lane {
             Lane::Data => self.bus.try_send_data(to, wrapped),
             Lane::Control => self.bus.try_send_control(to, wrapped),
         };
         match result {
             Ok(()) => None,
-            Err(SendError::Full(ShardMessage::Core(message))) => {
+            Err(SendError::Full(ShardMessage::Core(message, _))) => {
                 if matches!(&message, BusMessage::Publish(m) if m.qos == QoS::AtMostOnce) {
                     self.stats.borrow_mut().bus_dropped_qos0 += 1;
                     return None;
@@ -187,7 +238,7 @@ impl ShardRuntime {
     pub async fn send_blocked(&self, blocked: Vec<(usize, BusMessage)>) {
         for (to, mut message) in blocked {
             loop {
-                match self.try_send(to, message) {
+                match self.try_send(to, message, None) {
                     None => break,
                     Some(back) => {
                         message = back;
@@ -212,10 +263,15 @@ impl ShardRuntime {
 
     fn handle_bus(self: &Rc<Self>, message: ShardMessage) {
         match message {
-            ShardMessage::Core(message) => self.core.borrow_mut().handle_bus(message),
+            ShardMessage::Core(message, stamp) => {
+                if let Some(at) = stamp {
+                    self.note_publish_ingress(at, 0);
+                }
+                self.core.borrow_mut().handle_bus(message)
+            }
             ShardMessage::HandOff(handoff) => {
                 self.stats.borrow_mut().handoffs_received += 1;
-                glommio::spawn_local(connection::handed_off(self.clone(), handoff)).detach();
+                connection::spawn_isolated(self, connection::handed_off(self.clone(), handoff));
             }
         }
     }
@@ -240,8 +296,13 @@ pub(crate) async fn run(
         action_scratch: RefCell::new(Vec::new()),
         stopping: Cell::new(false),
         stats: RefCell::new(RuntimeStats::default()),
+        ingress: Cell::new(None),
     });
+    // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
+    // socket in the SO_REUSEPORT group that accepts connections nobody serves.
+    let mut listening: Vec<RawFd> = Vec::new();
     for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
+        listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
         match shards::into_glommio_listener(socket) {
             Ok(listener) => {
                 glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone()))
@@ -259,6 +320,14 @@ pub(crate) async fn run(
 
     ctx.stopped().await;
     rt.stopping.set(true);
+    for fd in listening {
+        // SAFETY: the accept tasks still own these sockets (they are dropped with the executor,
+        // after this function returns); shutdown(2) leaves the descriptor valid. On a listening
+        // socket it stops accepting and takes the socket out of its SO_REUSEPORT group.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
     rt.core.borrow_mut().shutdown();
     let blocked = rt.apply_actions();
     drop(blocked);
@@ -293,10 +362,19 @@ fn lane_message(lane: BusLane<ShardMessage>) -> ShardMessage {
 }
 
 async fn tick_loop(rt: Rc<ShardRuntime>) {
+    let mut ticks: u64 = 0;
     loop {
         glommio::timer::sleep(Duration::from_millis(250)).await;
-        rt.core.borrow_mut().handle_tick(Instant::now());
+        let now = Instant::now();
+        rt.core.borrow_mut().handle_tick(now);
         let blocked = rt.apply_actions();
         rt.send_blocked_later(blocked);
+        ticks += 1;
+        // Once a second: this shard's numbers for the control shard ($SYS, /metrics).
+        if ticks.is_multiple_of(4) {
+            if let Some(board) = &rt.shared.snapshots {
+                snapshot::publish(&rt, board, now);
+            }
+        }
     }
 }

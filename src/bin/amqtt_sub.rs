@@ -1,0 +1,166 @@
+//! `amqtt_sub`: subscribe and print messages, as aMQTT's `amqtt_sub` and `mosquitto_sub` do. Parses
+//! the command line and wires it to [`amqtt::client`]; nothing else.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures_lite::future::{block_on, race};
+
+use amqtt::client::cli::{self, ConnectionArgs, Prepared, EXIT_FAILURE, EXIT_USAGE};
+use amqtt::client::{ClientError, Message};
+use amqtt::protocol::{QoS, SubscribeReturnCode, TopicFilter};
+
+const PROGRAM: &str = "amqtt_sub";
+
+/// Subscribe to MQTT topics and print each message's payload on its own line (aMQTT's amqtt_sub;
+/// options as mosquitto_sub names them).
+///
+/// Only messages go to stdout; logs go to stderr. SIGINT and SIGTERM end the session with
+/// DISCONNECT (so the broker discards the will) and exit 0. Exits 0 after -n COUNT messages; 1 if
+/// the broker cannot be reached, refuses, refuses every subscription, or the connection is lost
+/// for good; 2 for bad options. Errors are one line on stderr.
+#[derive(Parser, Debug)]
+#[command(name = "amqtt_sub", version, about, long_about)]
+struct Args {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Topic filter to subscribe to (repeat for more).
+    #[arg(short = 't', long = "topic", value_name = "TOPIC", required = true)]
+    topics: Vec<String>,
+    /// QoS of the subscriptions.
+    #[arg(short = 'q', long = "qos", value_name = "QOS", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Exit after this many messages.
+    #[arg(short = 'n', long = "count", value_name = "COUNT")]
+    count: Option<u64>,
+    /// Print the topic before each payload: "topic payload".
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_logging(args.connection.debug);
+    for topic in &args.topics {
+        if let Err(e) = TopicFilter::new(topic) {
+            return cli::fail(
+                PROGRAM,
+                EXIT_USAGE,
+                format!("invalid topic filter '{topic}': {e}"),
+            );
+        }
+    }
+    let prepared = match cli::prepare(&args.connection, PROGRAM) {
+        Ok(prepared) => prepared,
+        Err(message) => return cli::fail(PROGRAM, EXIT_USAGE, message),
+    };
+    let signals = match cli::stop_signals() {
+        Ok(signals) => signals,
+        Err(e) => return cli::fail(PROGRAM, EXIT_FAILURE, format!("cannot watch signals: {e}")),
+    };
+    block_on(run(prepared, &args, signals))
+}
+
+/// What ended the wait for the next message.
+enum Next {
+    Message(Result<Message, ClientError>),
+    Signal,
+}
+
+async fn run(prepared: Prepared, args: &Args, signals: flume::Receiver<&'static str>) -> ExitCode {
+    let client = &prepared.client;
+    let signal = || async {
+        let name = signals.recv_async().await.unwrap_or("a stop signal");
+        log::info!("received {name}, disconnecting");
+    };
+    let connect = client.connect_with(&prepared.url, prepared.options.clone());
+    match race(async { Some(connect.await) }, async {
+        signal().await;
+        None
+    })
+    .await
+    {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            let message = format!("connection to {} failed: {e}", prepared.address());
+            return cli::fail(PROGRAM, EXIT_FAILURE, message);
+        }
+        None => return ExitCode::SUCCESS,
+    }
+
+    let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
+    let filters: Vec<(&str, QoS)> = args.topics.iter().map(|t| (t.as_str(), qos)).collect();
+    let codes = match client.subscribe(&filters).await {
+        Ok(codes) => codes,
+        Err(e) => {
+            let _ = client.disconnect().await;
+            return cli::fail(PROGRAM, EXIT_FAILURE, format!("subscribe failed: {e}"));
+        }
+    };
+    for ((filter, _), code) in filters.iter().zip(&codes) {
+        match code {
+            SubscribeReturnCode::Success(granted) => {
+                log::info!("subscribed to '{filter}' (QoS {})", *granted as u8)
+            }
+            SubscribeReturnCode::Failure => {
+                log::warn!("the broker refused the subscription to '{filter}'")
+            }
+        }
+    }
+    if codes.iter().all(|c| *c == SubscribeReturnCode::Failure) {
+        let _ = client.disconnect().await;
+        return cli::fail(
+            PROGRAM,
+            EXIT_FAILURE,
+            "the broker refused every subscription",
+        );
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut received: u64 = 0;
+    let status = loop {
+        if args.count.is_some_and(|n| received >= n) {
+            break ExitCode::SUCCESS;
+        }
+        let next = race(
+            async { Next::Message(client.deliver_message(None).await) },
+            async {
+                signal().await;
+                Next::Signal
+            },
+        )
+        .await;
+        match next {
+            Next::Message(Ok(message)) => {
+                received += 1;
+                if let Err(e) = print(&mut out, &message, args.verbose) {
+                    // Nobody reads our output any more (e.g. `| head -1`): stop quietly.
+                    log::info!("stdout closed: {e}");
+                    break ExitCode::SUCCESS;
+                }
+            }
+            Next::Message(Err(e)) => {
+                break cli::fail(PROGRAM, EXIT_FAILURE, e);
+            }
+            Next::Signal => break ExitCode::SUCCESS,
+        }
+    };
+    if let Err(e) = client.disconnect().await {
+        log::warn!("disconnect: {e}");
+    }
+    status
+}
+
+/// One message, one line: the payload as it is, after "topic " with -v.
+fn print(out: &mut impl Write, message: &Message, verbose: bool) -> std::io::Result<()> {
+    if verbose {
+        out.write_all(message.topic.as_bytes())?;
+        out.write_all(b" ")?;
+    }
+    out.write_all(&message.payload)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}

@@ -1,0 +1,302 @@
+//! What `amqtt_pub` and `amqtt_sub` share: the connection options (named as aMQTT's scripts and
+//! `mosquitto_pub`/`mosquitto_sub` name them), turning them into a ready [`MqttClient`], default
+//! client ids, logging, stop signals and exit codes. The binaries themselves only add their own
+//! options and the publish or subscribe loop.
+//!
+//! Exit status: [`EXIT_OK`] (0) on success, `--version` and `-h` included; [`EXIT_FAILURE`] (1)
+//! when the broker cannot be reached, refuses, or an operation fails; [`EXIT_USAGE`] (2) for bad
+//! options, URLs, JSON or configuration files. Every failure is one line on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::protocol::{QoS, TopicName};
+use crate::transport::BrokerUrl;
+
+use super::config::{ClientConfig, WillConfig};
+use super::{ConnectOptions, MqttClient};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Options both CLIs take.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConnectionArgs {
+    /// Broker URL: [mqtt|ws][s]://[user][:password]@host[:port][/path]. Default: `connection.uri`
+    /// (or `broker.uri`) from the -c file.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Client configuration file (aMQTT client YAML: keep_alive, auto_reconnect, will, ...).
+    #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// Client id. Default: <program>/<pid>-<hostname>.
+    #[arg(short = 'i', long = "client-id", value_name = "CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Keep-alive in seconds (overrides keep_alive from -c).
+    #[arg(short = 'k', long = "keep-alive", value_name = "KEEP_ALIVE")]
+    pub keep_alive: Option<u16>,
+    /// Start a clean session (default: resume the broker's session for this client id).
+    #[arg(long = "clean-session")]
+    pub clean_session: bool,
+    /// PEM file of CA certificates to trust (mqtts, wss).
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Directory of PEM CA certificates to trust (mqtts, wss).
+    #[arg(long = "ca-path", value_name = "DIR")]
+    pub ca_path: Option<PathBuf>,
+    /// PEM CA certificates to trust, inline (mqtts, wss).
+    #[arg(long = "ca-data", value_name = "PEM")]
+    pub ca_data: Option<String>,
+    /// Topic of the will the broker publishes if this client disappears without DISCONNECT.
+    #[arg(long = "will-topic", value_name = "TOPIC")]
+    pub will_topic: Option<String>,
+    /// Payload of the will (required with --will-topic).
+    #[arg(long = "will-message", value_name = "MESSAGE")]
+    pub will_message: Option<String>,
+    /// QoS of the will.
+    #[arg(long = "will-qos", value_name = "QOS", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub will_qos: Option<u8>,
+    /// Retain the will.
+    #[arg(long = "will-retain")]
+    pub will_retain: bool,
+    /// Extra HTTP headers for the WebSocket upgrade, as a JSON object: '{"Authorization": "..."}'.
+    #[arg(long = "extra-headers", value_name = "JSON")]
+    pub extra_headers: Option<String>,
+    /// Debug logging on stderr.
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+}
+
+/// A client built from the options, not connected yet.
+pub struct Prepared {
+    pub client: MqttClient,
+    /// The URL as given.
+    pub url: String,
+    /// Its parsed form (for messages that should not repeat a password).
+    pub broker: BrokerUrl,
+    pub options: ConnectOptions,
+}
+
+impl Prepared {
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.broker.host, self.broker.port)
+    }
+}
+
+/// Loads the config, applies the options, checks them. `Err` is a one-line usage error.
+pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String> {
+    let mut config = match &args.config_file {
+        Some(path) => ClientConfig::from_file(path).map_err(|e| e.to_string())?,
+        None => ClientConfig::default(),
+    };
+    if let Some(keep_alive) = args.keep_alive {
+        config.keep_alive = keep_alive;
+    }
+    if let Some(will) = will_from_args(args)? {
+        config.will = Some(will);
+    }
+    let extra_headers = match &args.extra_headers {
+        Some(json) => parse_extra_headers(json)?,
+        None => Vec::new(),
+    };
+    let url = match (&args.url, &config.connection.uri) {
+        (Some(url), _) | (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err("no broker URL: give --url (or connection.uri in the -c file)".into())
+        }
+    };
+    let broker: BrokerUrl = url
+        .parse()
+        .map_err(|e: crate::transport::UrlError| e.to_string())?;
+    let options = ConnectOptions {
+        clean_session: Some(args.clean_session),
+        ca_file: args.ca_file.clone(),
+        ca_path: args.ca_path.clone(),
+        ca_data: args.ca_data.clone(),
+        extra_headers,
+    };
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| default_client_id(program));
+    Ok(Prepared {
+        client: MqttClient::new(Some(client_id), config),
+        url,
+        broker,
+        options,
+    })
+}
+
+fn will_from_args(args: &ConnectionArgs) -> Result<Option<WillConfig>, String> {
+    match (&args.will_topic, &args.will_message) {
+        (Some(topic), Some(message)) => {
+            let topic = TopicName::new(topic)
+                .map_err(|e| format!("--will-topic '{topic}' is not a valid topic name: {e}"))?;
+            Ok(Some(WillConfig {
+                topic,
+                message: bytes::Bytes::from(message.clone().into_bytes()),
+                qos: args
+                    .will_qos
+                    .and_then(QoS::from_u8)
+                    .unwrap_or(QoS::AtMostOnce),
+                retain: args.will_retain,
+            }))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            Err("--will-topic and --will-message must be given together".into())
+        }
+        (None, None) if args.will_qos.is_some() || args.will_retain => {
+            Err("--will-qos and --will-retain need --will-topic and --will-message".into())
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `--extra-headers`: a JSON object of header names to strings (numbers and booleans are written
+/// out as text).
+pub fn parse_extra_headers(json: &str) -> Result<Vec<(String, String)>, String> {
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("--extra-headers is not valid JSON: {e}"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("--extra-headers must be a JSON object of header names to values".into());
+    };
+    map.into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(s) => Ok((name, s)),
+            serde_json::Value::Number(n) => Ok((name, n.to_string())),
+            serde_json::Value::Bool(b) => Ok((name, b.to_string())),
+            _ => Err(format!(
+                "--extra-headers: the value of '{name}' must be a string, number or boolean"
+            )),
+        })
+        .collect()
+}
+
+/// `<program>/<pid>-<hostname>`, as aMQTT's scripts name their clients.
+pub fn default_client_id(program: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{program}/{}-{host}", std::process::id())
+}
+
+/// Logs go to stderr: warnings by default, everything from `-d` (`RUST_LOG` overrides both).
+pub fn init_logging(debug: bool) {
+    let level = if debug { "debug" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+}
+
+/// SIGINT and SIGTERM, delivered as their names on a channel (from a thread of their own), so a
+/// CLI can race them against its work and end with DISCONNECT.
+pub fn stop_signals() -> std::io::Result<flume::Receiver<&'static str>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let (tx, rx) = flume::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                if tx.send(name).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Prints `program: message` on stderr and returns `code`.
+pub fn fail(program: &str, code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{program}: {message}");
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: &str) -> ConnectionArgs {
+        ConnectionArgs {
+            url: Some(url.into()),
+            ..ConnectionArgs::default()
+        }
+    }
+
+    #[test]
+    fn extra_headers_must_be_a_json_object_of_scalars() {
+        assert_eq!(
+            parse_extra_headers(r#"{"A": "x", "B": 2, "C": true}"#).unwrap(),
+            vec![
+                ("A".to_string(), "x".to_string()),
+                ("B".to_string(), "2".to_string()),
+                ("C".to_string(), "true".to_string())
+            ]
+        );
+        assert!(parse_extra_headers("{")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(parse_extra_headers("[1]")
+            .unwrap_err()
+            .contains("JSON object"));
+        assert!(parse_extra_headers(r#"{"A": null}"#)
+            .unwrap_err()
+            .contains("'A'"));
+    }
+
+    #[test]
+    fn will_options_go_together() {
+        let mut a = args("mqtt://h");
+        a.will_topic = Some("w".into());
+        assert!(prepare(&a, "p").err().unwrap().contains("together"));
+        let mut a = args("mqtt://h");
+        a.will_retain = true;
+        assert!(prepare(&a, "p")
+            .err()
+            .unwrap()
+            .contains("need --will-topic"));
+        let mut a = args("mqtt://h");
+        a.will_topic = Some("w/+".into());
+        a.will_message = Some("m".into());
+        assert!(prepare(&a, "p")
+            .err()
+            .unwrap()
+            .contains("not a valid topic"));
+        let mut a = args("mqtt://h");
+        a.will_topic = Some("w".into());
+        a.will_message = Some("m".into());
+        a.will_qos = Some(1);
+        let prepared = prepare(&a, "p").unwrap();
+        let will = prepared.client.config().will.clone().unwrap();
+        assert_eq!((will.topic.as_str(), will.qos), ("w", QoS::AtLeastOnce));
+    }
+
+    #[test]
+    fn url_errors_are_one_line() {
+        let err = prepare(&args("http://h"), "p").err().unwrap();
+        assert_eq!(
+            err,
+            "invalid broker URL 'http://h': scheme must be mqtt, mqtts, ws or wss"
+        );
+        let err = prepare(&ConnectionArgs::default(), "p").err().unwrap();
+        assert!(err.starts_with("no broker URL"));
+    }
+
+    #[test]
+    fn default_client_id_names_program_and_pid() {
+        let id = default_client_id("amqtt_pub");
+        assert!(
+            id.starts_with(&format!("amqtt_pub/{}-", std::process::id())),
+            "{id}"
+        );
+    }
+}

@@ -1,0 +1,616 @@
+//! Client configuration: aMQTT's client YAML (what `amqtt_pub -c` / `amqtt_sub -c` read).
+//!
+//! Keys, with aMQTT's defaults:
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `keep_alive` | 10 | seconds, sent in CONNECT; 0 turns keep-alive off |
+//! | `ping_delay` | 1 | PINGREQ goes out this many seconds before the keep-alive period ends |
+//! | `default_qos` | 0 | QoS of a publish that names none |
+//! | `default_retain` | false | retain flag of a publish that names none |
+//! | `auto_reconnect` | true | reconnect when an established connection is lost |
+//! | `reconnect_retries` | 2 | attempts per loss; negative: forever |
+//! | `reconnect_max_interval` | 10 | cap, in seconds, of the doubling wait between attempts |
+//! | `connection_timeout` | 60 | seconds for TCP/TLS/WS set-up, and again for CONNACK |
+//! | `cleansession` | true | clean session flag (the CLIs use `--clean-session` instead) |
+//! | `topics` | — | per topic name: `qos`, `retain` for publishes that name none |
+//! | `will` | — | `topic`, `message`, `qos` (0), `retain` (false) |
+//! | `connection` (or `broker`) | — | `uri`, `cafile`, `capath`, `cadata` |
+//! | `max_inflight` | 100 | ours: outgoing QoS 1/2 messages awaiting acknowledgement at once |
+//!
+//! Accepted and ignored: `plugins` (aMQTT's logging plugins; we log through `log`) and
+//! `qos1_puback_timeout` (we never give up on an acknowledgement: unacknowledged messages are
+//! re-sent after a reconnect instead). Refused as not supported yet: client certificates
+//! (`certfile`, `keyfile`) and switching off certificate checks (`check_hostname`, `verify_cert`).
+//! Unknown keys and wrong types are errors naming the file, the key and the reason, as the broker's
+//! `src/config.rs` does. No I/O beyond reading the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::protocol::{QoS, TopicName};
+
+/// The validated client configuration. `Default` gives aMQTT's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// Seconds; 0 turns keep-alive off.
+    pub keep_alive: u16,
+    pub ping_delay: Duration,
+    pub default_qos: QoS,
+    pub default_retain: bool,
+    pub auto_reconnect: bool,
+    /// Reconnect attempts after a loss; negative means forever.
+    pub reconnect_retries: i64,
+    pub reconnect_max_interval: Duration,
+    /// Limit for the transport set-up, and separately for the CONNACK.
+    pub connection_timeout: Duration,
+    /// `cleansession` in the YAML.
+    pub clean_session: bool,
+    /// Per-topic defaults for publishes that give no QoS or retain flag.
+    pub topics: BTreeMap<String, TopicDefaults>,
+    pub will: Option<WillConfig>,
+    pub connection: ConnectionConfig,
+    pub max_inflight: u16,
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// `topics: {name: {qos, retain}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicDefaults {
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// `will:`: published by the broker if the connection ends without DISCONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillConfig {
+    pub topic: TopicName,
+    pub message: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// `connection:` (aMQTT's older name: `broker:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    pub uri: Option<String>,
+    pub cafile: Option<PathBuf>,
+    pub capath: Option<PathBuf>,
+    pub cadata: Option<String>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            keep_alive: 10,
+            ping_delay: Duration::from_secs(1),
+            default_qos: QoS::AtMostOnce,
+            default_retain: false,
+            auto_reconnect: true,
+            reconnect_retries: 2,
+            reconnect_max_interval: Duration::from_secs(10),
+            connection_timeout: Duration::from_secs(60),
+            clean_session: true,
+            topics: BTreeMap::new(),
+            will: None,
+            connection: ConnectionConfig::default(),
+            max_inflight: 100,
+            source: None,
+        }
+    }
+}
+
+/// Why a client configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {reason}")]
+    Syntax { file: String, reason: String },
+    #[error("{file}: key '{key}': {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ClientConfig {
+    /// Reads and validates a YAML file. An empty file gives the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ClientConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ClientConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let mut config = Self::from_yaml_str(&text, &file)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Validates YAML text; `origin` names it in error messages.
+    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ClientConfigError> {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ClientConfigError::Syntax {
+                file: origin.to_string(),
+                reason: format!("invalid YAML: {e}"),
+            })?;
+        match doc {
+            serde_yaml::Value::Null => return Ok(ClientConfig::default()),
+            serde_yaml::Value::Mapping(_) => {}
+            _ => return Err(ClientConfigError::Syntax {
+                file: origin.to_string(),
+                reason:
+                    "expected a mapping of configuration keys (like 'keep_alive:') at the top level"
+                        .into(),
+            }),
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
+            text,
+        ))
+        .map_err(|e| ClientConfigError::Invalid {
+            file: origin.to_string(),
+            key: e.path().to_string(),
+            reason: without_position(&e.inner().to_string()),
+        })?;
+        build(raw, origin)
+    }
+
+    /// QoS and retain flag for a publish on `topic` that names neither: the `topics:` entry for
+    /// that exact topic name, else `default_qos` / `default_retain`.
+    pub fn publish_defaults(&self, topic: &str) -> TopicDefaults {
+        self.topics.get(topic).copied().unwrap_or(TopicDefaults {
+            qos: self.default_qos,
+            retain: self.default_retain,
+        })
+    }
+}
+
+/// serde_yaml appends "at line X column Y"; the key path already says where.
+fn without_position(reason: &str) -> String {
+    match reason.find(" at line ") {
+        Some(at) => reason[..at].to_string(),
+        None => reason.to_string(),
+    }
+}
+
+// -- raw schema -----------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    keep_alive: Option<u16>,
+    ping_delay: Option<Seconds>,
+    default_qos: Option<u8>,
+    default_retain: Option<Flag>,
+    auto_reconnect: Option<Flag>,
+    reconnect_retries: Option<i64>,
+    reconnect_max_interval: Option<Seconds>,
+    connection_timeout: Option<Seconds>,
+    cleansession: Option<Flag>,
+    topics: Option<BTreeMap<String, Option<RawTopic>>>,
+    will: Option<RawWill>,
+    connection: Option<RawConnection>,
+    broker: Option<RawConnection>,
+    check_hostname: Option<Flag>,
+    verify_cert: Option<Flag>,
+    plugins: Option<serde_yaml::Value>,
+    #[allow(dead_code)]
+    qos1_puback_timeout: Option<Seconds>,
+    max_inflight: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTopic {
+    qos: Option<u8>,
+    retain: Option<Flag>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWill {
+    topic: String,
+    message: String,
+    #[serde(default)]
+    qos: Option<u8>,
+    #[serde(default)]
+    retain: Option<Flag>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConnection {
+    uri: Option<String>,
+    cafile: Option<PathBuf>,
+    capath: Option<PathBuf>,
+    cadata: Option<String>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+}
+
+/// A number of seconds, integer or fractional.
+#[derive(Debug, Clone, Copy)]
+struct Seconds(f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecondsVisitor;
+        impl Visitor<'_> for SecondsVisitor {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                Ok(Seconds(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                Ok(Seconds(v))
+            }
+        }
+        deserializer.deserialize_any(SecondsVisitor)
+    }
+}
+
+/// A boolean, also written `on`/`off`/`yes`/`no` as PyYAML (which aMQTT uses) reads them.
+#[derive(Debug, Clone, Copy)]
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FlagVisitor;
+        impl Visitor<'_> for FlagVisitor {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Flag, E> {
+                match v.to_ascii_lowercase().as_str() {
+                    "on" | "yes" | "true" => Ok(Flag(true)),
+                    "off" | "no" | "false" => Ok(Flag(false)),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(FlagVisitor)
+    }
+}
+
+// -- validation -----------------------------------------------------------------------------------
+
+fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> {
+    let invalid = |key: &str, reason: String| ClientConfigError::Invalid {
+        file: file.to_string(),
+        key: key.to_string(),
+        reason,
+    };
+    let qos = |key: &str, v: u8| {
+        QoS::from_u8(v).ok_or_else(|| invalid(key, format!("QoS must be 0, 1 or 2, not {v}")))
+    };
+    let seconds = |key: &str, s: Seconds, allow_zero: bool| {
+        if !s.0.is_finite() || s.0 < 0.0 || (!allow_zero && s.0 == 0.0) || s.0 > 1e9 {
+            let range = if allow_zero {
+                "0 or more"
+            } else {
+                "more than 0"
+            };
+            return Err(invalid(
+                key,
+                format!("must be a number of seconds, {range}, not {}", s.0),
+            ));
+        }
+        Ok(Duration::from_secs_f64(s.0))
+    };
+
+    let mut config = ClientConfig::default();
+    if let Some(v) = raw.keep_alive {
+        config.keep_alive = v;
+    }
+    if let Some(v) = raw.ping_delay {
+        config.ping_delay = seconds("ping_delay", v, true)?;
+    }
+    if let Some(v) = raw.default_qos {
+        config.default_qos = qos("default_qos", v)?;
+    }
+    if let Some(v) = raw.default_retain {
+        config.default_retain = v.0;
+    }
+    if let Some(v) = raw.auto_reconnect {
+        config.auto_reconnect = v.0;
+    }
+    if let Some(v) = raw.reconnect_retries {
+        config.reconnect_retries = v;
+    }
+    if let Some(v) = raw.reconnect_max_interval {
+        config.reconnect_max_interval = seconds("reconnect_max_interval", v, true)?;
+    }
+    if let Some(v) = raw.connection_timeout {
+        config.connection_timeout = seconds("connection_timeout", v, false)?;
+    }
+    if let Some(v) = raw.cleansession {
+        config.clean_session = v.0;
+    }
+    if let Some(v) = raw.max_inflight {
+        if v == 0 {
+            return Err(invalid("max_inflight", "must be at least 1".into()));
+        }
+        config.max_inflight = v;
+    }
+    for (name, topic) in raw.topics.unwrap_or_default() {
+        let key = format!("topics.{name}");
+        TopicName::new(&name).map_err(|e| invalid(&key, format!("invalid topic name: {e}")))?;
+        let topic = topic.unwrap_or_default();
+        let defaults = TopicDefaults {
+            qos: match topic.qos {
+                Some(v) => qos(&format!("{key}.qos"), v)?,
+                None => QoS::AtMostOnce,
+            },
+            retain: topic.retain.is_some_and(|f| f.0),
+        };
+        config.topics.insert(name, defaults);
+    }
+    if let Some(will) = raw.will {
+        config.will = Some(WillConfig {
+            topic: TopicName::new(&will.topic)
+                .map_err(|e| invalid("will.topic", format!("invalid topic name: {e}")))?,
+            message: Bytes::from(will.message.into_bytes()),
+            qos: match will.qos {
+                Some(v) => qos("will.qos", v)?,
+                None => QoS::AtMostOnce,
+            },
+            retain: will.retain.is_some_and(|f| f.0),
+        });
+    }
+    let (section, connection) = match (raw.connection, raw.broker) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "broker",
+                "give 'connection' or its older name 'broker', not both".into(),
+            ))
+        }
+        (Some(c), None) => ("connection", Some(c)),
+        (None, Some(c)) => ("broker", Some(c)),
+        (None, None) => ("connection", None),
+    };
+    if let Some(c) = connection {
+        if c.certfile.is_some() || c.keyfile.is_some() {
+            let key = if c.certfile.is_some() {
+                "certfile"
+            } else {
+                "keyfile"
+            };
+            return Err(invalid(
+                &format!("{section}.{key}"),
+                "client certificates are not supported yet".into(),
+            ));
+        }
+        config.connection = ConnectionConfig {
+            uri: c.uri,
+            cafile: c.cafile,
+            capath: c.capath,
+            cadata: c.cadata,
+        };
+    }
+    for (key, flag) in [
+        ("check_hostname", raw.check_hostname),
+        ("verify_cert", raw.verify_cert),
+    ] {
+        if flag.is_some_and(|f| !f.0) {
+            return Err(invalid(
+                key,
+                "turning off certificate verification is not supported".into(),
+            ));
+        }
+    }
+    if let Some(plugins) = raw.plugins {
+        check_plugins(&plugins).map_err(|reason| invalid("plugins", reason))?;
+    }
+    Ok(config)
+}
+
+/// Only aMQTT's logging plugins are accepted (and ignored: we log through `log`).
+fn check_plugins(plugins: &serde_yaml::Value) -> Result<(), String> {
+    let names: Vec<String> = match plugins {
+        serde_yaml::Value::Null => Vec::new(),
+        serde_yaml::Value::Mapping(map) => map
+            .keys()
+            .map(|k| k.as_str().unwrap_or("?").to_string())
+            .collect(),
+        serde_yaml::Value::Sequence(seq) => seq
+            .iter()
+            .map(|v| match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Mapping(m) => m
+                    .keys()
+                    .next()
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("?")
+                    .to_string(),
+                _ => "?".to_string(),
+            })
+            .collect(),
+        _ => return Err("expected a mapping or list of plugins".into()),
+    };
+    match names.iter().find(|n| !n.contains("logging_amqtt")) {
+        Some(name) => Err(format!(
+            "plugin '{name}' is not supported (only aMQTT's logging plugins are accepted)"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<ClientConfig, ClientConfigError> {
+        ClientConfig::from_yaml_str(yaml, "client.yaml")
+    }
+
+    #[test]
+    fn empty_text_gives_amqtt_defaults() {
+        let config = load("").unwrap();
+        assert_eq!(config, ClientConfig::default());
+        assert_eq!(config.keep_alive, 10);
+        assert_eq!(config.reconnect_retries, 2);
+        assert!(config.auto_reconnect && config.clean_session);
+    }
+
+    #[test]
+    fn amqtt_default_client_yaml_loads() {
+        let yaml = "---\nkeep_alive: 10\nping_delay: 1\ndefault_qos: 0\ndefault_retain: false\n\
+                    auto_reconnect: true\ncleansession: true\nreconnect_max_interval: 10\n\
+                    reconnect_retries: 2\nbroker:\n  uri: \"mqtt://127.0.0.1\"\n";
+        let config = load(yaml).unwrap();
+        assert_eq!(config.connection.uri.as_deref(), Some("mqtt://127.0.0.1"));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let yaml = r#"
+keep_alive: 30
+ping_delay: 0.5
+default_qos: 1
+default_retain: yes
+auto_reconnect: off
+reconnect_retries: -1
+reconnect_max_interval: 0.2
+connection_timeout: 3
+cleansession: false
+max_inflight: 7
+topics:
+  a/b: {qos: 2, retain: true}
+  c:
+will:
+  topic: dead/c1
+  message: gone
+  qos: 1
+  retain: true
+connection:
+  uri: mqtt://u:p@127.0.0.1:1884
+  cafile: /etc/ca.pem
+plugins:
+  amqtt.plugins.logging_amqtt.PacketLoggerPlugin: {}
+qos1_puback_timeout: 5
+"#;
+        let c = load(yaml).unwrap();
+        assert_eq!(c.keep_alive, 30);
+        assert_eq!(c.ping_delay, Duration::from_millis(500));
+        assert_eq!(c.default_qos, QoS::AtLeastOnce);
+        assert!(c.default_retain);
+        assert!(!c.auto_reconnect);
+        assert_eq!(c.reconnect_retries, -1);
+        assert_eq!(c.reconnect_max_interval, Duration::from_millis(200));
+        assert_eq!(c.connection_timeout, Duration::from_secs(3));
+        assert!(!c.clean_session);
+        assert_eq!(c.max_inflight, 7);
+        assert_eq!(
+            c.publish_defaults("a/b"),
+            TopicDefaults {
+                qos: QoS::ExactlyOnce,
+                retain: true
+            }
+        );
+        assert_eq!(
+            c.publish_defaults("c"),
+            TopicDefaults {
+                qos: QoS::AtMostOnce,
+                retain: false
+            }
+        );
+        assert_eq!(
+            c.publish_defaults("other"),
+            TopicDefaults {
+                qos: QoS::AtLeastOnce,
+                retain: true
+            }
+        );
+        let will = c.will.unwrap();
+        assert_eq!(will.topic.as_str(), "dead/c1");
+        assert_eq!(&will.message[..], b"gone");
+        assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
+        assert_eq!(c.connection.cafile, Some(PathBuf::from("/etc/ca.pem")));
+    }
+
+    #[test]
+    fn errors_name_the_file_key_and_reason() {
+        for (yaml, key, reason) in [
+            ("default_qos: 3", "default_qos", "QoS must be 0, 1 or 2"),
+            ("keep_alive: 70000", "keep_alive", "invalid value"),
+            ("keep_alive: abc", "keep_alive", "invalid type"),
+            (
+                "reconnect_max_interval: -1",
+                "reconnect_max_interval",
+                "0 or more",
+            ),
+            ("connection_timeout: 0", "connection_timeout", "more than 0"),
+            ("bogus: 1", "bogus", "unknown field `bogus`"),
+            (
+                "topics:\n  a/+: {qos: 1}",
+                "topics.a/+",
+                "invalid topic name",
+            ),
+            ("topics:\n  a: {qos: 5}", "topics.a.qos", "QoS must be"),
+            ("will:\n  topic: t", "will", "missing field `message`"),
+            (
+                "will:\n  topic: t\n  message: m\n  qos: 9",
+                "will.qos",
+                "QoS must be",
+            ),
+            (
+                "connection:\n  certfile: c.pem",
+                "connection.certfile",
+                "not supported",
+            ),
+            ("check_hostname: false", "check_hostname", "not supported"),
+            ("plugins:\n  my.Plugin: {}", "plugins", "plugin 'my.Plugin'"),
+            ("auto_reconnect: maybe", "auto_reconnect", "invalid value"),
+        ] {
+            match load(yaml) {
+                Err(ClientConfigError::Invalid {
+                    file,
+                    key: k,
+                    reason: r,
+                }) => {
+                    assert_eq!(file, "client.yaml", "{yaml}");
+                    assert_eq!(k, key, "{yaml}");
+                    assert!(r.contains(reason), "{yaml}: {r}");
+                }
+                other => panic!("{yaml}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            load("- a\n- b"),
+            Err(ClientConfigError::Syntax { .. })
+        ));
+        assert!(matches!(
+            load("a: [b"),
+            Err(ClientConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn from_file_names_the_missing_file() {
+        let err = ClientConfig::from_file(Path::new("/nonexistent/client.yaml")).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/client.yaml: cannot read"));
+    }
+}

@@ -1,0 +1,119 @@
+//! The client's typed errors: what a caller of [`MqttClient`](super::MqttClient) can be told.
+//!
+//! Every error is `Clone` (transport errors are shared behind an `Arc`), because one lost connection
+//! can fail many waiting callers at once, each of which gets its own copy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::ConnectReturnCode;
+use crate::transport::{TransportError, UrlError};
+
+use super::state::{refusal_reason, ConnectionError};
+
+/// Why a client operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The broker URL does not parse.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// TCP, TLS or WebSocket could not be set up (unreachable, untrusted certificate, ...).
+    #[error(transparent)]
+    Transport(Arc<TransportError>),
+    /// The broker answered CONNACK with a non-zero return code.
+    #[error("connection refused by the broker: {}", refusal_reason(*.0))]
+    Refused(ConnectReturnCode),
+    /// No CONNACK arrived within `connection_timeout`.
+    #[error("the broker did not answer CONNECT within {0:?}")]
+    ConnAckTimeout(Duration),
+    /// No PINGRESP (or anything else) arrived within the keep-alive period.
+    #[error("the broker did not answer PINGREQ within {0:?}")]
+    KeepAliveTimeout(Duration),
+    /// `deliver_message` waited its whole timeout.
+    #[error("no message within {0:?}")]
+    Timeout(Duration),
+    /// The broker broke the protocol; the connection was closed.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The connection was lost and `auto_reconnect` is off.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// Auto-reconnect used up `reconnect_retries`.
+    #[error("gave up reconnecting after {attempts} attempt(s); last error: {last}")]
+    ReconnectFailed { attempts: u32, last: String },
+    /// The operation needs a connection: call `connect` first (or again).
+    #[error("not connected")]
+    NotConnected,
+    /// `connect` was called on a client that is already connected.
+    #[error("already connected")]
+    AlreadyConnected,
+    /// `disconnect` was called (or the client dropped) before the operation completed.
+    #[error("disconnected before the operation completed")]
+    Disconnected,
+    /// A topic name, topic filter, client id or QoS the protocol cannot carry.
+    #[error("invalid {what} '{value}': {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// All 65,535 packet identifiers are in use.
+    #[error("too many requests in flight (no free packet identifier)")]
+    TooManyInflight,
+    /// The client's I/O thread could not be started.
+    #[error("cannot start the client's I/O thread: {0}")]
+    Runtime(String),
+}
+
+impl From<TransportError> for ClientError {
+    fn from(error: TransportError) -> Self {
+        ClientError::Transport(Arc::new(error))
+    }
+}
+
+impl From<ConnectionError> for ClientError {
+    fn from(error: ConnectionError) -> Self {
+        match error {
+            ConnectionError::Refused(code) => ClientError::Refused(code),
+            ConnectionError::ConnAckTimeout(d) => ClientError::ConnAckTimeout(d),
+            ConnectionError::PingTimeout(d) => ClientError::KeepAliveTimeout(d),
+            ConnectionError::Violation(reason) => ClientError::Protocol(reason),
+        }
+    }
+}
+
+impl ClientError {
+    /// True for errors that end the connection attempt rather than a single operation: used by the
+    /// CLIs to choose between "cannot connect" and other messages.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Transport(_)
+                | ClientError::Refused(_)
+                | ClientError::ConnAckTimeout(_)
+                | ClientError::KeepAliveTimeout(_)
+                | ClientError::ConnectionLost(_)
+                | ClientError::ReconnectFailed { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_words() {
+        assert_eq!(
+            ClientError::Refused(ConnectReturnCode::IdentifierRejected).to_string(),
+            "connection refused by the broker: client identifier rejected"
+        );
+        assert_eq!(
+            ClientError::from(ConnectionError::Refused(
+                ConnectReturnCode::ServerUnavailable
+            ))
+            .to_string(),
+            "connection refused by the broker: server unavailable"
+        );
+    }
+}
