@@ -319,7 +319,7 @@ fn stalled_handshakes_do_not_delay_other_clients() {
                 .expect("connect")
         })
         .collect();
-    let urls = vec![setup.url("tls"), setup.url("wss")];
+    let urls = [setup.url("tls"), setup.url("wss")];
     let options = setup.options();
     let elapsed = on_glommio(move || async move {
         let start = Instant::now();

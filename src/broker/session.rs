@@ -12,6 +12,7 @@ use crate::protocol::{LastWill, PubRel, Publish, QoS, TopicFilter};
 use super::{ConnId, Message};
 
 /// Where an outgoing QoS 1/2 message stands [MQTT-4.3.2, 4.3.3].
+#[allow(clippy::enum_variant_names)] // named after the packet each state awaits, as the spec does
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InflightState {
     /// QoS 1 PUBLISH sent, PUBACK not yet received.

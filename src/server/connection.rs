@@ -24,6 +24,8 @@ use super::lifecycle::{self, Peer};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
 
 const READ_CHUNK: usize = 8 * 1024;
+/// Why a connection that sent no complete first packet ended (counted apart from malformed ones).
+const CLOSED_BEFORE_CONNECT: &str = "closed before CONNECT";
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
 async fn read_more<R: AsyncRead + Unpin>(
@@ -64,18 +66,37 @@ async fn read_connect(
             Err(_) => return FirstPacket::Close("malformed CONNECT"),
         }
         match read_more(stream, buf).await {
-            Ok(0) | Err(_) => return FirstPacket::Close("closed before CONNECT"),
+            Ok(0) | Err(_) => return FirstPacket::Close(CLOSED_BEFORE_CONNECT),
             Ok(_) => {}
         }
     }
 }
 
-/// Where an accepted connection stands once its CONNECT is read.
+/// Where an accepted connection stands once its CONNECT is read (short-lived, not worth boxing).
+#[allow(clippy::large_enum_variant)]
 enum Arrival {
     /// Serve it here; `buf` holds the CONNECT's bytes and whatever followed.
     Here(ServerStream, Connect, BytesMut, ListenerSlot),
     /// Already dealt with (refused, closed, moved).
     Done,
+}
+
+/// Spawns a connection task whose panic (a bug) ends that connection only, never the shard.
+pub(crate) fn spawn_isolated(
+    rt: &Rc<ShardRuntime>,
+    task: impl std::future::Future<Output = ()> + 'static,
+) {
+    let rt = rt.clone();
+    glommio::spawn_local(async move {
+        if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+            log::error!(
+                "shard {}: a connection task panicked; that connection is closed",
+                rt.id
+            );
+            rt.stats.borrow_mut().connection_panics += 1;
+        }
+    })
+    .detach();
 }
 
 /// A freshly accepted socket on the shard whose listener accepted it: handshakes and CONNECT under
@@ -127,11 +148,11 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) -> Ar
     }
     match stream.detach().await {
         Ok(detached) => {
-            let handoff = ShardMessage::HandOff(HandOff {
+            let handoff = ShardMessage::HandOff(Box::new(HandOff {
                 stream: detached,
                 mqtt_bytes: buf,
                 slot,
-            });
+            }));
             if rt.bus.try_send_control(home, handoff).is_err() {
                 log::warn!(
                     "shard {}: control lane to shard {home} full, dropping a connection",
@@ -172,7 +193,13 @@ async fn first_connect(
         FirstPacket::Refuse(code) => code,
         FirstPacket::Close(why) => {
             log::debug!("shard {}: closing connection: {why}", rt.id);
-            rt.stats.borrow_mut().malformed_before_connect += 1;
+            let mut stats = rt.stats.borrow_mut();
+            if why == CLOSED_BEFORE_CONNECT {
+                // Port probes and health checks: not an error of the peer's bytes.
+                stats.closed_before_connect += 1;
+            } else {
+                stats.malformed_before_connect += 1;
+            }
             return None;
         }
     };
@@ -199,12 +226,12 @@ async fn first_connect(
 
 /// A connection handed over by another shard: rebuild the stream, read its CONNECT again (from the
 /// bytes that came along), serve it.
-pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: HandOff) {
+pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
     let HandOff {
         stream,
         mqtt_bytes: mut buf,
         slot,
-    } = handoff;
+    } = *handoff;
     let mut stream = ServerStream::attach(stream).await;
     let first = read_connect(&mut stream, &mut buf, rt.shared.max_packet_size).await;
     let Some(connect) = first_connect(&rt, &mut stream, first, &slot).await else {
@@ -236,10 +263,11 @@ async fn serve(
     let (reader, writer) = futures_lite::io::split(stream);
 
     let requested_id = connect.client_id.clone();
+    let auth = super::authenticate::verdict(&rt.shared.authenticator, &connect).await;
     let outcome = rt
         .core
         .borrow_mut()
-        .handle_connect(conn, connect, Instant::now());
+        .handle_connect(conn, connect, auth, Instant::now());
     let client_id = rt
         .core
         .borrow()

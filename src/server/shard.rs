@@ -28,8 +28,8 @@ pub(crate) enum ShardMessage {
     /// Broker traffic: publishes, interest changes. A publish carries the time its PUBLISH was read
     /// off a socket on the sending shard, when known (for the delivery-latency histogram).
     Core(BusMessage, Option<Instant>),
-    /// A connection whose client id lives on the receiving shard.
-    HandOff(HandOff),
+    /// A connection whose client id lives on the receiving shard (boxed: large and rare).
+    HandOff(Box<HandOff>),
 }
 
 /// An accepted connection moving to its home shard, with everything read from it so far.
@@ -123,6 +123,8 @@ pub(crate) struct RuntimeStats {
     pub handoffs_received: u64,
     pub connection_panics: u64,
     pub malformed_before_connect: u64,
+    /// Connections that ended before a complete first packet (port probes, health checks).
+    pub closed_before_connect: u64,
     pub connect_timeouts: u64,
     pub rejected_max_connections: u64,
     /// TLS handshakes and WebSocket upgrades that failed.

@@ -51,11 +51,12 @@ pub struct ClientTransportOptions {
 }
 
 /// A client's connection to a broker, whatever the scheme.
+/// TLS and WebSocket state is boxed: it is large, and plain TCP connections should not pay for it.
 pub enum ClientStream {
     Tcp(TcpStream),
-    Tls(tls::TlsStream<TcpStream>),
-    Ws(ws::WsByteStream<TcpStream>),
-    Wss(ws::WsByteStream<tls::TlsStream<TcpStream>>),
+    Tls(Box<tls::TlsStream<TcpStream>>),
+    Ws(Box<ws::WsByteStream<TcpStream>>),
+    Wss(Box<ws::WsByteStream<tls::TlsStream<TcpStream>>>),
 }
 
 /// Connects to the broker named by `url` (TCP, then TLS and WebSocket handshakes as the scheme says).
@@ -134,17 +135,17 @@ pub async fn connect_client(
         let ws_error = |e: tungstenite::Error| TransportError::WebSocket(e.to_string());
         Ok(match (url.scheme.is_websocket(), tls) {
             (false, Secured::Plain(tcp)) => ClientStream::Tcp(tcp),
-            (false, Secured::Tls(tls)) => ClientStream::Tls(tls),
-            (true, Secured::Plain(tcp)) => ClientStream::Ws(
+            (false, Secured::Tls(tls)) => ClientStream::Tls(Box::new(tls)),
+            (true, Secured::Plain(tcp)) => ClientStream::Ws(Box::new(
                 ws::WsByteStream::client(tcp, &ws_url, &options.extra_headers)
                     .await
                     .map_err(ws_error)?,
-            ),
-            (true, Secured::Tls(tls)) => ClientStream::Wss(
+            )),
+            (true, Secured::Tls(tls)) => ClientStream::Wss(Box::new(
                 ws::WsByteStream::client(tls, &ws_url, &options.extra_headers)
                     .await
                     .map_err(ws_error)?,
-            ),
+            )),
         })
     };
     let addr = format!("{}:{}", url.host, url.port);
@@ -159,7 +160,8 @@ pub async fn connect_client(
     }
 }
 
-/// The stream under a possible WebSocket layer.
+/// The stream under a possible WebSocket layer (short-lived: not worth boxing).
+#[allow(clippy::large_enum_variant)]
 enum Secured {
     Plain(TcpStream),
     Tls(tls::TlsStream<TcpStream>),

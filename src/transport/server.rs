@@ -71,9 +71,9 @@ impl ListenerTransport {
                 let mut tcp = tcp;
                 let already = ws::accept_upgrade(&mut tcp).await?;
                 let recorder = Recorder::new(tcp, &already);
-                Ok(ServerStream::Ws(
+                Ok(ServerStream::Ws(Box::new(
                     WsByteStream::server(recorder, already).await,
-                ))
+                )))
             }
             (Some(config), kind) => {
                 let conn = ServerConnection::new(config.clone())
@@ -83,13 +83,13 @@ impl ListenerTransport {
                     .await
                     .map_err(|e| HandshakeError::Tls(e.to_string()))?;
                 if kind == ListenerKind::Tcp {
-                    return Ok(ServerStream::Tls(tls));
+                    return Ok(ServerStream::Tls(Box::new(tls)));
                 }
                 let already = ws::accept_upgrade(&mut tls).await?;
                 let recorder = Recorder::new(tls, &already);
-                Ok(ServerStream::Wss(
+                Ok(ServerStream::Wss(Box::new(
                     WsByteStream::server(recorder, already).await,
-                ))
+                )))
             }
         }
     }
@@ -105,11 +105,12 @@ pub enum HandshakeError {
 }
 
 /// An accepted connection after its handshakes: a byte stream whatever the transport.
+/// TLS and WebSocket state is boxed: it is large, and plain TCP connections should not pay for it.
 pub enum ServerStream {
     Tcp(TcpStream),
-    Tls(TlsStream<TcpStream>),
-    Ws(WsByteStream<Recorder<TcpStream>>),
-    Wss(WsByteStream<Recorder<TlsStream<TcpStream>>>),
+    Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<WsByteStream<Recorder<TcpStream>>>),
+    Wss(Box<WsByteStream<Recorder<TlsStream<TcpStream>>>>),
 }
 
 /// A connection on its way to another shard: `Send`, no glommio types inside.
@@ -172,7 +173,7 @@ impl ServerStream {
             }),
             ServerStream::Tls(mut tls) => {
                 tls.flush().await?;
-                let (tcp, conn) = tls.into_parts();
+                let (tcp, conn) = (*tls).into_parts();
                 Ok(DetachedStream {
                     fd: shards::detach_tcp_stream(tcp)?,
                     tls: Some(conn),
@@ -180,7 +181,7 @@ impl ServerStream {
                 })
             }
             ServerStream::Ws(ws) => {
-                let (tcp, recorded) = ws.into_inner().into_inner();
+                let (tcp, recorded) = (*ws).into_inner().into_inner();
                 Ok(DetachedStream {
                     fd: shards::detach_tcp_stream(tcp)?,
                     tls: None,
@@ -188,7 +189,7 @@ impl ServerStream {
                 })
             }
             ServerStream::Wss(ws) => {
-                let (mut tls, recorded) = ws.into_inner().into_inner();
+                let (mut tls, recorded) = (*ws).into_inner().into_inner();
                 tls.flush().await?;
                 let (tcp, conn) = tls.into_parts();
                 Ok(DetachedStream {
@@ -206,18 +207,18 @@ impl ServerStream {
         let tcp = shards::attach_tcp_stream(detached.fd);
         match (detached.tls, detached.websocket) {
             (None, None) => ServerStream::Tcp(tcp),
-            (Some(conn), None) => ServerStream::Tls(TlsStream::from_parts(tcp, conn)),
+            (Some(conn), None) => ServerStream::Tls(Box::new(TlsStream::from_parts(tcp, conn))),
             (None, Some(replay)) => {
                 let recorder = Recorder::new(tcp, &[]);
                 let mut ws = WsByteStream::server(recorder, replay).await;
                 ws.get_mut().stop_recording();
-                ServerStream::Ws(ws)
+                ServerStream::Ws(Box::new(ws))
             }
             (Some(conn), Some(replay)) => {
                 let recorder = Recorder::new(TlsStream::from_parts(tcp, conn), &[]);
                 let mut ws = WsByteStream::server(recorder, replay).await;
                 ws.get_mut().stop_recording();
-                ServerStream::Wss(ws)
+                ServerStream::Wss(Box::new(ws))
             }
         }
     }
