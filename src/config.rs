@@ -16,6 +16,7 @@
 //! dependency on the rest of the crate. The broker consumes [`BrokerConfig`]; nothing here
 //! knows how it is used.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -44,8 +45,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_QOS: u8 = 2;
 /// Port of `metrics.bind` when it names no port (and the address when the section is empty).
 pub const DEFAULT_METRICS_PORT: u16 = 9883;
-/// The only `auth.plugins` entry supported so far.
+/// The default authentication plugin.
 const AUTH_ANONYMOUS: &str = "auth_anonymous";
+/// The authentication plugin that reads `auth.password-file`, on by default when one is set.
+const AUTH_FILE: &str = "auth_file";
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -62,6 +65,13 @@ pub struct BrokerConfig {
     pub sys_interval: Duration,
     /// `auth.allow-anonymous`: accept clients that send no user name.
     pub allow_anonymous: bool,
+    /// `auth.password-file`: `user:hash` lines for the `auth_file` plugin.
+    pub password_file: Option<PathBuf>,
+    /// `auth.plugins`: authentication plugins by name, in order. When the key is absent:
+    /// `auth_anonymous`, plus `auth_file` when a password file is set.
+    pub auth_plugins: Vec<String>,
+    /// `topic-check`: access control on PUBLISH and SUBSCRIBE.
+    pub topic_check: TopicCheckConfig,
     /// Number of broker shards (threads).
     pub shards: ShardCount,
     /// Pin each shard thread to its own CPU.
@@ -80,6 +90,19 @@ pub struct BrokerConfig {
     pub metrics: Option<MetricsConfig>,
     /// The file this came from; `None` for built-in defaults or text.
     pub source: Option<PathBuf>,
+}
+
+/// `topic-check:`: which plugins check topics, and the ACL tables of `topic_acl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicCheckConfig {
+    /// `enabled`: with `false` (the default) no topic is checked and the rest is ignored.
+    pub enabled: bool,
+    /// `plugins`: topic-check plugins by name, in order (never empty when enabled).
+    pub plugins: Vec<String>,
+    /// `acl`: user (or `anonymous`) → filters they may subscribe with; `None` = unrestricted.
+    pub acl: Option<BTreeMap<String, Vec<String>>>,
+    /// `publish-acl`: user (or `anonymous`) → topics they may publish to; `None` = unrestricted.
+    pub publish_acl: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// `metrics:`: where the Prometheus text format is served (path `/metrics`).
@@ -203,6 +226,9 @@ impl Default for BrokerConfig {
             timeout_disconnect_delay: DEFAULT_TIMEOUT_DISCONNECT_DELAY,
             sys_interval: DEFAULT_SYS_INTERVAL,
             allow_anonymous: true,
+            password_file: None,
+            auth_plugins: vec![AUTH_ANONYMOUS.to_string()],
+            topic_check: TopicCheckConfig::default(),
             shards: ShardCount::Auto,
             pin_shards: true,
             max_inflight: DEFAULT_MAX_INFLIGHT,
@@ -255,45 +281,37 @@ fn refuse_unsupported(
     // Listener features (WebSocket, TLS) are all supported now; `listeners` stays for future checks.
     let _ = listeners;
 
-    if let Some(auth) = &raw.auth {
-        if auth.password_file.is_some() {
+    // Plugin names are resolved when the broker starts (a program embedding it may add its own).
+    if let Some(plugins) = raw.auth.as_ref().and_then(|a| a.plugins.as_ref()) {
+        if plugins.is_empty() {
+            // aMQTT versions disagree on what an empty list means (allow all / deny all).
             return Err(refuse(
-                "auth.password-file".into(),
-                "password files (the auth_file plugin) are not supported yet".into(),
+                "auth.plugins".into(),
+                format!("an empty plugin list is not supported; list '{AUTH_ANONYMOUS}' or remove the key"),
             ));
-        }
-        if let Some(plugins) = &auth.plugins {
-            if plugins.is_empty() {
-                // aMQTT versions disagree on what an empty list means (allow all / deny all).
-                return Err(refuse(
-                    "auth.plugins".into(),
-                    format!("an empty plugin list is not supported; list '{AUTH_ANONYMOUS}' or remove the key"),
-                ));
-            }
-            for (i, plugin) in plugins.iter().enumerate() {
-                if plugin != AUTH_ANONYMOUS {
-                    return Err(refuse(
-                        format!("auth.plugins[{i}]"),
-                        format!("auth plugin '{plugin}' is not supported yet (only '{AUTH_ANONYMOUS}' is)"),
-                    ));
-                }
-            }
         }
     }
 
     if let Some(topic_check) = &raw.topic_check {
         if topic_check.enabled == Some(true) {
-            if let Some(plugin) = topic_check.plugins.as_ref().and_then(|p| p.first()) {
-                return Err(refuse(
-                    "topic-check.plugins[0]".into(),
-                    format!("topic-check plugin '{plugin}' is not supported yet"),
-                ));
+            // aMQTT then runs every topic plugin it has installed; we want the choice spelled out.
+            match &topic_check.plugins {
+                None => {
+                    return Err(refuse(
+                        "topic-check.plugins".into(),
+                        "topic checking is enabled but no plugin is listed; add \
+                         `plugins: ['topic_acl']` (or 'topic_taboo')"
+                            .into(),
+                    ))
+                }
+                Some(plugins) if plugins.is_empty() => return Err(refuse(
+                    "topic-check.plugins".into(),
+                    "an empty plugin list is not supported; list 'topic_acl' or 'topic_taboo', \
+                         or set `enabled: false`"
+                        .into(),
+                )),
+                Some(_) => {}
             }
-            return Err(refuse(
-                "topic-check.enabled".into(),
-                "topic checking (access control lists) is not supported yet; set it to false"
-                    .into(),
-            ));
         }
     }
 
@@ -375,12 +393,10 @@ struct RawAuth {
 struct RawTopicCheck {
     enabled: Option<bool>,
     plugins: Option<Vec<String>>,
-    // Shape-checked only: topic checking is refused when enabled and ignored otherwise.
-    #[allow(dead_code)]
-    acl: Option<std::collections::BTreeMap<String, Option<Vec<String>>>>,
-    #[allow(dead_code)]
+    /// A null list (`alice: ~`) is an empty one: that user may do nothing.
+    acl: Option<BTreeMap<String, Option<Vec<String>>>>,
     #[serde(rename = "publish-acl")]
-    publish_acl: Option<std::collections::BTreeMap<String, Option<Vec<String>>>>,
+    publish_acl: Option<BTreeMap<String, Option<Vec<String>>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -1003,6 +1019,11 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
     let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
 
     let range_error = |key: &str| invalid(key, "value out of range for this platform".to_string());
+    let password_file = raw
+        .auth
+        .as_ref()
+        .and_then(|a| a.password_file.as_ref())
+        .map(PathBuf::from);
     Ok(BrokerConfig {
         listeners,
         timeout_disconnect_delay,
@@ -1012,6 +1033,19 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
             .as_ref()
             .and_then(|a| a.allow_anonymous)
             .unwrap_or(defaults.allow_anonymous),
+        password_file: password_file.clone(),
+        auth_plugins: raw
+            .auth
+            .as_ref()
+            .and_then(|a| a.plugins.clone())
+            .unwrap_or_else(|| {
+                let mut names = vec![AUTH_ANONYMOUS.to_string()];
+                if password_file.is_some() {
+                    names.push(AUTH_FILE.to_string());
+                }
+                names
+            }),
+        topic_check: topic_check_config(raw.topic_check.as_ref()),
         shards: raw.shards.unwrap_or(defaults.shards),
         pin_shards: raw.pin_shards.unwrap_or(defaults.pin_shards),
         max_inflight: u16::try_from(max_inflight).map_err(|_| range_error("max_inflight"))?,
@@ -1024,6 +1058,26 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
         metrics,
         source: None,
     })
+}
+
+/// `topic-check:` as given; the plugins check their own settings when the broker starts.
+fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
+    let Some(raw) = raw else {
+        return TopicCheckConfig::default();
+    };
+    let table = |t: &Option<BTreeMap<String, Option<Vec<String>>>>| {
+        t.as_ref().map(|t| {
+            t.iter()
+                .map(|(user, list)| (user.clone(), list.clone().unwrap_or_default()))
+                .collect()
+        })
+    };
+    TopicCheckConfig {
+        enabled: raw.enabled.unwrap_or(false),
+        plugins: raw.plugins.clone().unwrap_or_default(),
+        acl: table(&raw.acl),
+        publish_acl: table(&raw.publish_acl),
+    }
 }
 
 /// `metrics:`: an address (default `127.0.0.1:9883`) that no MQTT listener uses.
@@ -1406,45 +1460,70 @@ listeners:
     }
 
     #[test]
-    fn refuses_password_file() {
-        refused(
-            "auth:\n  password-file: /etc/amqtt/passwd\n",
-            "auth.password-file",
-            "password files",
+    fn password_file_and_auth_plugins() {
+        let c = ok(
+            "auth:\n  password-file: /etc/amqtt/passwd\n  plugins: [auth_anonymous, auth_file]\n",
         );
+        assert_eq!(c.password_file, Some(PathBuf::from("/etc/amqtt/passwd")));
+        assert_eq!(c.auth_plugins, ["auth_anonymous", "auth_file"]);
+        // Without `plugins`, a password file turns auth_file on.
+        let c = ok("auth:\n  password-file: passwd\n");
+        assert_eq!(c.auth_plugins, ["auth_anonymous", "auth_file"]);
         // aMQTT's own defaults spell "no password file" as null.
-        assert!(!ok("auth:\n  password-file: ~\n  allow-anonymous: false\n").allow_anonymous);
-    }
-
-    #[test]
-    fn refuses_auth_plugins_other_than_anonymous() {
-        refused(
-            "auth:\n  plugins: [auth_anonymous, auth_file]\n",
-            "auth.plugins[1]",
-            "auth plugin 'auth_file' is not supported yet",
-        );
+        let c = ok("auth:\n  password-file: ~\n  allow-anonymous: false\n");
+        assert!(!c.allow_anonymous);
+        assert_eq!(c.password_file, None);
+        assert_eq!(c.auth_plugins, ["auth_anonymous"]);
+        // Names are resolved at start (embedders add plugins), not here.
+        ok("auth:\n  plugins: [my_ldap]\n");
         refused(
             "auth:\n  plugins: []\n",
             "auth.plugins",
             "empty plugin list",
         );
-        ok("auth:\n  plugins:\n    - auth_anonymous\n");
     }
 
     #[test]
-    fn refuses_topic_check() {
+    fn topic_check_tables() {
+        let c = ok("topic-check:\n  enabled: true\n  plugins: [topic_acl]\n  acl:\n    alice: ['a/#', 'users/%u/#']\n    anonymous: ~\n  publish-acl:\n    bob: ['b/+']\n");
+        let t = &c.topic_check;
+        assert!(t.enabled);
+        assert_eq!(t.plugins, vec!["topic_acl".to_string()]);
+        let acl = t.acl.as_ref().expect("acl");
+        assert_eq!(
+            acl["alice"],
+            vec!["a/#".to_string(), "users/%u/#".to_string()]
+        );
+        assert!(acl["anonymous"].is_empty(), "a null list is an empty one");
+        assert_eq!(
+            t.publish_acl.as_ref().expect("publish-acl")["bob"],
+            vec!["b/+".to_string()]
+        );
+        // No publish-acl: `None`, which topic_acl reads as "publishing is not restricted".
+        assert_eq!(
+            ok("topic-check:\n  enabled: true\n  plugins: [topic_taboo]\n")
+                .topic_check
+                .publish_acl,
+            None
+        );
+        assert_eq!(ok("").topic_check, TopicCheckConfig::default());
+    }
+
+    #[test]
+    fn topic_check_needs_a_plugin_list_when_enabled() {
         refused(
             "topic-check:\n  enabled: true\n",
-            "topic-check.enabled",
-            "not supported yet",
+            "topic-check.plugins",
+            "no plugin is listed",
         );
         refused(
-            "topic-check:\n  enabled: true\n  plugins: [topic_acl]\n",
-            "topic-check.plugins[0]",
-            "topic-check plugin 'topic_acl'",
+            "topic-check:\n  enabled: true\n  plugins: []\n",
+            "topic-check.plugins",
+            "empty plugin list",
         );
         // Disabled topic checking may carry plugins and ACLs; they are not used.
-        ok("topic-check:\n  enabled: false\n  plugins: [topic_acl]\n  acl:\n    alice: ['a/#']\n    anonymous: []\n  publish-acl:\n    bob: ['b/+']\n");
+        let c = ok("topic-check:\n  enabled: false\n  plugins: [topic_acl]\n  acl:\n    alice: ['a/#']\n    anonymous: []\n  publish-acl:\n    bob: ['b/+']\n");
+        assert!(!c.topic_check.enabled);
         invalid(
             "topic-check:\n  acl: [x]\n",
             "topic-check.acl",

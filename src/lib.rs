@@ -16,7 +16,8 @@
 //!   checks and event hooks (called by the core); the built-ins `auth_anonymous`, `auth_file`,
 //!   `topic_acl`, `topic_taboo`, and the password file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
-//!   per-connection reader/writer tasks, the cross-shard bus loop, timers. The embeddable [`Broker`].
+//!   per-connection reader/writer tasks, the cross-shard bus loop, timers, and the control shard
+//!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].
 //! - `shards` (separate crate): pinned executors, SO_REUSEPORT listeners, the cross-shard bus,
 //!   connection hand-off. Knows no MQTT.
 //!

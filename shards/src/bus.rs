@@ -446,7 +446,12 @@ mod tests {
                             next += 1;
                         }
                         Lane::Control(m) => {
+                            // Control overtakes data still queued: drain the rest.
                             assert_eq!(m, u64::MAX);
+                            while let Some(Lane::Data(m)) = inbox.try_recv() {
+                                assert_eq!(m, next);
+                                next += 1;
+                            }
                             break next;
                         }
                     }

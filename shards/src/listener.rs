@@ -67,8 +67,9 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 ///
 /// The socket is switched back to *blocking* mode, which is what glommio 0.9 expects: its
 /// `accept` first tries a non-blocking `accept4` (toggling `O_NONBLOCK` around it) and then
-/// queues an io_uring accept, which, on a socket whose file is `O_NONBLOCK`, the kernel may
-/// complete at once with `EAGAIN` instead of waiting for a connection.
+/// queues an io_uring accept. On an `O_NONBLOCK` file some kernels complete that io_uring accept
+/// at once with `EAGAIN` instead of waiting for a connection (Linux 6.18 here waits either way);
+/// in blocking mode every kernel waits.
 ///
 /// # Panics
 /// If called outside a glommio executor.

@@ -38,8 +38,10 @@ pub struct ShardConfig {
     /// Pin shard `i` to the `i`-th CPU of the process's affinity mask. Then `shards` may not
     /// exceed the number of CPUs in the mask.
     pub pin: bool,
-    /// glommio `io_memory` per executor, in bytes (locked memory: 3 × this per executor counts
-    /// against `RLIMIT_MEMLOCK` unless the process has `CAP_IPC_LOCK`).
+    /// glommio `io_memory` per executor, in bytes: io_uring registered buffers (registered in
+    /// each of the executor's 3 rings). glommio 0.9 itself refuses to start when the soft
+    /// `RLIMIT_MEMLOCK` is below 512 KiB; if locking the buffers fails above that, it only warns
+    /// and does without registered buffers.
     pub io_memory: usize,
     /// Busy-poll this long before sleeping when idle (lower cross-shard latency, more CPU).
     pub spin_before_park: Option<Duration>,
@@ -142,7 +144,7 @@ pub enum ShardError {
         #[source]
         source: io::Error,
     },
-    /// glommio could not create the executor (often: locked-memory limit too low).
+    /// glommio could not create the executor (often: soft `RLIMIT_MEMLOCK` below 512 KiB).
     #[error("creating the executor of {shard}: {message}")]
     Executor {
         /// Which shard.
@@ -542,13 +544,14 @@ fn build_executor(spec: &Spec) -> Result<LocalExecutor, String> {
     }
     builder.make().map_err(|e| {
         let mut message = e.to_string();
-        let lower = message.to_lowercase();
-        if lower.contains("memory") || lower.contains("memlock") || lower.contains("ENOMEM") {
-            message.push_str(&format!(
-                " (each executor locks 3 x io_memory = {} KiB: raise RLIMIT_MEMLOCK, e.g. \
-                 LimitMEMLOCK= in systemd, or lower io_memory)",
-                3 * spec.io_memory / 1024
-            ));
+        if message.contains("MemLockLimit") {
+            // glommio 0.9 refuses to start below 512 KiB of soft RLIMIT_MEMLOCK, whatever
+            // io_memory is (CAP_IPC_LOCK does not help). Above that, failing to lock its buffers
+            // is only a warning.
+            message.push_str(
+                " (glommio needs a soft RLIMIT_MEMLOCK of at least 512 KiB: call \
+                 raise_limits(), or raise the limit: `ulimit -l`, LimitMEMLOCK= in systemd)",
+            );
         }
         message
     })
@@ -583,7 +586,7 @@ fn fenced(mask: &[usize]) -> Result<Placement, String> {
 }
 
 fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
-    const WORD_BITS: usize = 8 * std::mem::size_of::<libc::c_ulong>();
+    const WORD_BITS: usize = libc::c_ulong::BITS as usize;
     let max = cpus.iter().copied().max().unwrap_or(0);
     let words = (max / WORD_BITS + 1).max(1024 / WORD_BITS);
     let mut mask: Vec<libc::c_ulong> = vec![0; words];

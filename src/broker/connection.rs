@@ -4,6 +4,7 @@
 //! socket in one go per loop turn, which is how writes get batched. This module does no I/O.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -73,6 +74,11 @@ pub struct Connection {
     /// A flush action has been emitted and the runtime has not taken the outbox since.
     pub flush_requested: bool,
     pub pending_replies: VecDeque<PendingReply>,
+    /// Set when the broker decides to close it (for the runtime's log line); `None` for a refused
+    /// CONNECT and while open.
+    pub close_reason: Option<CloseReason>,
+    /// The user name of the accepted CONNECT (what topic checks and event plugins see).
+    pub username: Option<Arc<str>>,
 }
 
 impl Connection {
@@ -92,6 +98,8 @@ impl Connection {
             outbox: BytesMut::new(),
             flush_requested: false,
             pending_replies: VecDeque::new(),
+            close_reason: None,
+            username: None,
         }
     }
 

@@ -10,6 +10,9 @@
 //!
 //! It never reads a clock (time is passed in as `now`), never touches a socket, never spawns, and
 //! never reaches into another shard: everything that crosses shards leaves as an [`Action::Bus`].
+//! Authentication, which may take milliseconds, is decided before `handle_connect` by the runtime
+//! and arrives as an [`AuthVerdict`]; the cheap topic-check and event plugins are called from here,
+//! through [`Settings::plugins`].
 //! The packet handlers live in `handlers/`, one file per inbound packet type.
 
 pub mod connection;
@@ -26,10 +29,13 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
+use crate::plugins::{ClientInfo, CorePlugins, TopicAction};
 use crate::protocol::{
     ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, TopicFilter,
     TopicName,
 };
+
+pub use crate::plugins::AuthVerdict;
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState, PendingReply};
@@ -63,6 +69,8 @@ pub struct Settings {
     /// Bytes waiting in one connection's outbox beyond which new QoS 0 messages are dropped
     /// (a subscriber that stops reading must not grow the broker without bound).
     pub outbox_limit: usize,
+    /// Topic checks (PUBLISH, SUBSCRIBE) and event hooks; empty by default (no cost).
+    pub plugins: CorePlugins,
 }
 
 impl Default for Settings {
@@ -73,6 +81,7 @@ impl Default for Settings {
             max_qos: QoS::ExactlyOnce,
             allow_anonymous: true,
             outbox_limit: 4 << 20,
+            plugins: CorePlugins::default(),
         }
     }
 }
@@ -127,6 +136,17 @@ pub fn home_shard(client_id: &str, shards: usize) -> usize {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     (hash % shards.max(1) as u64) as usize
+}
+
+/// Sums over one shard's sessions, from [`BrokerCore::session_gauges`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionGauges {
+    pub sessions: usize,
+    /// Sessions with a connected client.
+    pub online: usize,
+    pub subscriptions: usize,
+    pub inflight: usize,
+    pub queued: usize,
 }
 
 /// How CONNECT was answered.
@@ -228,6 +248,45 @@ impl BrokerCore {
         self.sessions.iter().map(|(_, s)| s.inflight_len()).sum()
     }
 
+    /// Messages waiting in session queues behind the in-flight windows (online and offline).
+    pub fn queued_count(&self) -> usize {
+        self.sessions.iter().map(|(_, s)| s.queued_len()).sum()
+    }
+
+    /// The per-session gauges in one pass over the sessions (for the once-a-second snapshot).
+    pub fn session_gauges(&self) -> SessionGauges {
+        let mut g = SessionGauges {
+            sessions: self.sessions.len(),
+            ..SessionGauges::default()
+        };
+        for (_, s) in &self.sessions {
+            g.online += usize::from(s.is_online());
+            g.subscriptions += s.subscriptions.len();
+            g.inflight += s.inflight_len();
+            g.queued += s.queued_len();
+        }
+        g
+    }
+
+    /// Retained messages whose topic starts with `$` (the broker's own `$SYS` tree).
+    pub fn retained_dollar_count(&self) -> usize {
+        self.retained.dollar_len()
+    }
+
+    /// The client id of a connection whose CONNECT was accepted (for logs).
+    pub fn client_id_of(&self, conn: ConnId) -> Option<Arc<str>> {
+        let connection = self.connections.get(&conn)?;
+        self.sessions
+            .get(connection.session)
+            .map(|s| s.client_id.clone())
+    }
+
+    /// Why the broker decided to close a connection, if it did (for logs); `None` while it is open
+    /// or when it was forgotten.
+    pub fn close_reason(&self, conn: ConnId) -> Option<CloseReason> {
+        self.connections.get(&conn).and_then(|c| c.close_reason)
+    }
+
     /// The shard that must own a client's session: generated ids stay where they were made.
     pub fn home_for(&self, connect: &Connect) -> usize {
         if connect.client_id.is_empty() {
@@ -239,14 +298,18 @@ impl BrokerCore {
 
     // ---- handle_* --------------------------------------------------------------------------------
 
-    /// The first packet of a connection. Writes CONNACK; a refused connection is left `Closing`.
+    /// The first packet of a connection, with the authentication plugins' verdict on it (the
+    /// runtime computes that first, off the event loop). Writes CONNACK; a refused connection is
+    /// left `Closing`.
     pub fn handle_connect(
         &mut self,
         conn: ConnId,
         connect: Connect,
+        auth: AuthVerdict,
         now: Instant,
     ) -> ConnectOutcome {
-        handlers::connect::handle(self, conn, connect, now)
+        self.stats.packets_received += 1;
+        handlers::connect::handle(self, conn, connect, auth, now)
     }
 
     /// A packet after CONNECT.
@@ -258,6 +321,9 @@ impl BrokerCore {
             return;
         }
         connection.last_activity = now;
+        if let Packet::Publish(publish) = &packet {
+            self.stats.publish_received_by_qos[publish.qos as usize] += 1;
+        }
         handlers::dispatch(self, conn, packet, now);
     }
 
@@ -364,6 +430,7 @@ impl BrokerCore {
             log::warn!("cannot encode {packet:?}: {error}");
             return;
         }
+        self.stats.packets_sent += 1;
         self.request_flush(conn);
     }
 
@@ -376,6 +443,8 @@ impl BrokerCore {
             return;
         }
         self.stats.publish_sent += 1;
+        self.stats.packets_sent += 1;
+        self.stats.publish_sent_by_qos[publish.qos as usize] += 1;
         self.request_flush(conn);
     }
 
@@ -394,6 +463,7 @@ impl BrokerCore {
             return;
         }
         connection.state = ConnectionState::Closing;
+        connection.close_reason = Some(reason);
         connection.pending_replies.clear();
         let key = connection.session;
         log::debug!(
@@ -410,15 +480,25 @@ impl BrokerCore {
         session.conn = None;
         let will = session.will.take();
         let clean = session.clean;
+        if self.settings.plugins.has_events() {
+            if let Some((client_id, username)) = self.client_identity(conn) {
+                self.settings.plugins.client_disconnected(&ClientInfo {
+                    client_id: &client_id,
+                    username: username.as_deref(),
+                });
+            }
+        }
         if reason.publishes_will() {
             if let Some(will) = will {
-                self.stats.wills_published += 1;
-                self.publish_from_client(Message {
+                let message = Message {
                     topic: will.topic,
                     payload: will.payload,
                     qos: will.qos,
                     retain: will.retain,
-                });
+                };
+                if self.publish_from_client(conn, message) {
+                    self.stats.wills_published += 1;
+                }
             }
         }
         if clean {
@@ -477,13 +557,40 @@ impl BrokerCore {
 
     /// A publish from a client of this shard (or its will): retained store, local subscribers, and
     /// every other shard that is interested (all of them for a retained message).
-    fn publish_from_client(&mut self, message: Message) {
+    ///
+    /// `conn` is the client's connection (for its will: the connection being closed). Returns
+    /// false when the message is dropped: `$SYS`, or denied by a topic-check plugin (acknowledged
+    /// to the client all the same, as Mosquitto does, but neither delivered nor retained).
+    fn publish_from_client(&mut self, conn: ConnId, message: Message) -> bool {
         if message.topic.as_str().starts_with("$SYS") {
             // Clients may not publish into the broker's own tree; it is acknowledged but not delivered.
             self.stats.publish_dropped_sys += 1;
-            return;
+            return false;
+        }
+        let plugins = &self.settings.plugins;
+        if plugins.checks_topics() || plugins.has_events() {
+            let Some((client_id, username)) = self.client_identity(conn) else {
+                return false;
+            };
+            let client = ClientInfo {
+                client_id: &client_id,
+                username: username.as_deref(),
+            };
+            if !plugins.allow(&client, TopicAction::Publish(&message.topic)) {
+                self.stats.publish_denied += 1;
+                return false;
+            }
+            plugins.message_received(&client, &message);
         }
         self.route(message);
+        true
+    }
+
+    /// Client id and user name of a connection whose CONNECT was accepted (Arc clones: cheap).
+    fn client_identity(&self, conn: ConnId) -> Option<(Arc<str>, Option<Arc<str>>)> {
+        let connection = self.connections.get(&conn)?;
+        let session = self.sessions.get(connection.session)?;
+        Some((session.client_id.clone(), connection.username.clone()))
     }
 
     /// Routes a message that entered the broker on this shard (clients, wills, `$SYS`).
@@ -604,7 +711,8 @@ impl BrokerCore {
         let Some(&conn) = self.pending_tokens.get(&token) else {
             return;
         };
-        let mut done = false;
+        // Nothing waits any more when the connection is gone or closed (its replies dropped).
+        let mut done = true;
         if let Some(connection) = self.connections.get_mut(&conn) {
             if let Some(p) = connection
                 .pending_replies
@@ -614,8 +722,6 @@ impl BrokerCore {
                 p.remaining = p.remaining.saturating_sub(1);
                 done = p.remaining == 0;
             }
-        } else {
-            done = true;
         }
         if done {
             self.pending_tokens.remove(&token);
@@ -641,9 +747,18 @@ impl BrokerCore {
             };
             let key = connection.session;
             self.write(conn, &reply.reply);
-            for (filter, granted) in &reply.retained_for {
+            for (filter, _) in &reply.retained_for {
+                // At the grant in force now, and none for a filter unsubscribed while the SUBACK
+                // waited: nothing new is delivered for it after UNSUBSCRIBE [MQTT-3.10.4-2].
+                let held = self
+                    .sessions
+                    .get(key)
+                    .and_then(|s| s.subscriptions.get(filter));
+                let Some(&granted) = held else {
+                    continue;
+                };
                 for message in self.retained.matching(filter) {
-                    let qos = (*granted).min(message.qos);
+                    let qos = granted.min(message.qos);
                     self.deliver_to_session(key, &message, qos, true);
                 }
             }
@@ -663,7 +778,7 @@ impl BrokerCore {
         protocol: ProtocolLevel,
         now: Instant,
     ) -> ConnectOutcome {
-        self.stats.connections_refused += 1;
+        self.stats.count_refusal(code);
         let mut connection = Connection::new(usize::MAX, protocol, 0, now);
         connection.state = ConnectionState::Closing;
         self.connections.insert(conn, connection);
@@ -681,5 +796,7 @@ impl BrokerCore {
     }
 }
 
+#[cfg(test)]
+mod simulation;
 #[cfg(test)]
 mod tests;

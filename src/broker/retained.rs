@@ -14,6 +14,8 @@ use super::Message;
 pub struct RetainedStore {
     messages: HashMap<TopicName, Message>,
     payload_bytes: usize,
+    /// How many of `messages` have a topic starting with `$` (the broker's `$SYS` tree).
+    dollar: usize,
 }
 
 impl RetainedStore {
@@ -25,9 +27,22 @@ impl RetainedStore {
             self.payload_bytes += message.payload.len();
             self.messages.insert(message.topic.clone(), message.clone())
         };
+        let stored = !message.payload.is_empty();
+        if message.topic.as_str().starts_with('$') {
+            match (stored, old.is_some()) {
+                (true, false) => self.dollar += 1,
+                (false, true) => self.dollar -= 1,
+                _ => {}
+            }
+        }
         if let Some(old) = old {
             self.payload_bytes -= old.payload.len();
         }
+    }
+
+    /// Retained messages whose topic starts with `$`.
+    pub fn dollar_len(&self) -> usize {
+        self.dollar
     }
 
     pub fn len(&self) -> usize {

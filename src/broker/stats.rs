@@ -23,7 +23,31 @@ pub struct Stats {
     pub publish_dropped_outbox_full: u64,
     /// Not delivered: a client published to `$SYS/...`.
     pub publish_dropped_sys: u64,
+    /// Not delivered nor retained: a topic-check plugin (e.g. `topic_acl`) denied the publish
+    /// (wills included).
+    pub publish_denied: u64,
+    /// SUBSCRIBE filters answered 0x80 because a topic-check plugin denied them.
+    pub subscribe_denied: u64,
     pub wills_published: u64,
     pub bus_sent: u64,
     pub bus_received: u64,
+    /// Packets written to outboxes (PUBLISH included), CONNACK included.
+    pub packets_sent: u64,
+    /// PUBLISH packets received, by QoS (index 0, 1, 2).
+    pub publish_received_by_qos: [u64; 3],
+    /// PUBLISH packets written to outboxes, by QoS (index 0, 1, 2).
+    pub publish_sent_by_qos: [u64; 3],
+    /// Refused CONNECTs by CONNACK return code (index = code; 0 unused). `connections_refused` is
+    /// their sum.
+    pub refused_by_code: [u64; 6],
+}
+
+impl Stats {
+    /// Counts a CONNECT answered with a non-zero return code.
+    pub fn count_refusal(&mut self, code: crate::protocol::ConnectReturnCode) {
+        self.connections_refused += 1;
+        if let Some(slot) = self.refused_by_code.get_mut(code as usize) {
+            *slot += 1;
+        }
+    }
 }

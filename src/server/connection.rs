@@ -263,7 +263,13 @@ async fn serve(
     let (reader, writer) = futures_lite::io::split(stream);
 
     let requested_id = connect.client_id.clone();
-    let auth = super::authenticate::verdict(&rt.shared.authenticator, &connect).await;
+    // A client certificate whose CN became the user name already authenticated the client
+    // (Mosquitto's use_identity_as_username skips the password check too); topic checks apply.
+    let auth = if slot.0.use_identity_as_username {
+        crate::broker::AuthVerdict::Allowed
+    } else {
+        super::authenticate::verdict(&rt.shared.authenticator, &connect).await
+    };
     let outcome = rt
         .core
         .borrow_mut()

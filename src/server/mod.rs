@@ -7,11 +7,23 @@
 //!
 //! - `shard.rs`: one shard's runtime state, the bus loop, the keep-alive tick, applying actions;
 //! - `connection.rs`: one connection's read → decode → handle → write driver, and the hand-off;
+//! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on glommio's
+//!   blocking pool when it may be slow (password hashes), so the shard's loop never waits on it;
 //! - `listener.rs`: the accept loop.
+//! - `control.rs`: the control shard (one more executor, off the message path): gathers the data
+//!   shards' snapshots (`snapshot.rs`) every second, publishes `$SYS` (`sys_topics.rs`) and serves
+//!   Prometheus metrics (`prometheus.rs` over `http.rs`).
 
+mod authenticate;
 mod connection;
+mod control;
+mod http;
+mod lifecycle;
 mod listener;
+mod prometheus;
 mod shard;
+mod snapshot;
+mod sys_topics;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -21,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::broker::Settings;
 use crate::config::{BrokerConfig, ShardCount};
 use crate::protocol::QoS;
+use crate::transport::server::ListenerTransport;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +44,21 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("listener '{name}': {source}")]
+    Tls {
+        name: String,
+        source: crate::transport::tls::TlsSetupError,
+    },
     #[error("cannot read the CPUs this process may run on: {0}")]
     Cpus(std::io::Error),
     #[error("cannot start shards: {0}")]
     Shards(#[from] shards::ShardError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A plugin could not be set up: unknown name, unreadable or malformed password file, invalid
+    /// ACL entry (the message names the file, the key and the reason).
+    #[error("{0}")]
+    Plugins(#[from] crate::plugins::PluginError),
 }
 
 /// A listener as the shards see it: its name, limits and the per-listener connection count.
@@ -44,6 +66,10 @@ pub enum StartError {
 pub(crate) struct ListenerInfo {
     pub name: String,
     pub max_connections: Option<usize>,
+    /// TLS / WebSocket set-up of this listener's connections.
+    pub transport: ListenerTransport,
+    /// Mutual TLS: the client certificate's CN is the user name.
+    pub use_identity_as_username: bool,
     /// Connections currently open through this listener, across all shards.
     pub open: AtomicUsize,
 }
@@ -57,11 +83,18 @@ pub(crate) struct SharedSettings {
     pub shards: usize,
     pub listeners: Vec<Arc<ListenerInfo>>,
     pub id_seed: u64,
+    /// Where each shard leaves its once-a-second snapshot for the control shard; `None` when
+    /// neither `$SYS` nor metrics are on (no control shard then).
+    pub snapshots: Option<snapshot::SnapshotBoard>,
+    /// The authentication plugins, asked before the core sees a CONNECT (`authenticate.rs`).
+    pub authenticator: Arc<crate::plugins::Authenticator>,
 }
 
 /// A configured, not yet running broker.
 pub struct Broker {
     config: BrokerConfig,
+    /// Added with [`Broker::with_plugin`]; resolved with the configuration's lists at start.
+    plugins: Vec<crate::plugins::Plugin>,
 }
 
 /// A running broker: its addresses, and the way to stop it.
@@ -69,16 +102,30 @@ pub struct BrokerHandle {
     runtime: Option<shards::Shards>,
     addresses: Vec<(String, SocketAddr)>,
     shards: usize,
+    metrics_address: Option<SocketAddr>,
 }
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Result<Self, StartError> {
-        Ok(Broker { config })
+        Ok(Broker {
+            config,
+            plugins: Vec::new(),
+        })
+    }
+
+    /// Adds a plugin (authentication, topic check or events; see [`crate::plugins`]). It is used
+    /// where the configuration's `auth.plugins` / `topic-check.plugins` name it, and appended to
+    /// its chain otherwise: `Broker::new(config)?.with_plugin(Plugin::auth(MyLdap::new())).start()`.
+    pub fn with_plugin(mut self, plugin: crate::plugins::Plugin) -> Self {
+        self.plugins.push(plugin);
+        self
     }
 
     /// Binds the listeners and starts the shards.
     pub fn start(self) -> Result<BrokerHandle, StartError> {
-        let config = self.config;
+        let Broker { config, plugins } = self;
+        // Before any socket is bound: a bad plugin list or password file fails fast.
+        let plugins = crate::plugins::build(&config, &plugins)?;
         let cpus = shards::available_cpus().map_err(StartError::Cpus)?;
         let shard_count = match config.shards {
             ShardCount::Auto => cpus.len().max(1),
@@ -114,12 +161,39 @@ impl Broker {
                 listener.max_connections.map_or(-1, |n| n as i64)
             );
             addresses.push((listener.name.clone(), addr));
+            let transport = ListenerTransport::new(listener).map_err(|source| StartError::Tls {
+                name: listener.name.clone(),
+                source,
+            })?;
             listeners.push(Arc::new(ListenerInfo {
                 name: listener.name.clone(),
                 max_connections: listener.max_connections,
+                transport,
+                use_identity_as_username: listener
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.use_identity_as_username),
                 open: AtomicUsize::new(0),
             }));
             sockets_per_listener.push(sockets);
+        }
+
+        let started = std::time::Instant::now();
+        let board = control::wanted(config.sys_interval, config.metrics.is_some())
+            .then(|| control::board(shard_count));
+        let metrics_listener = match &config.metrics {
+            Some(metrics) => Some(std::net::TcpListener::bind(metrics.bind).map_err(|source| {
+                StartError::Bind {
+                    name: "metrics".to_string(),
+                    addr: metrics.bind,
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(addr) = metrics_address {
+            log::info!("Prometheus metrics at http://{addr}/metrics");
         }
 
         let shared = Arc::new(SharedSettings {
@@ -128,6 +202,7 @@ impl Broker {
                 max_queued_messages: config.max_queued_messages,
                 max_qos: QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce),
                 allow_anonymous: config.allow_anonymous,
+                plugins: plugins.core,
                 ..Settings::default()
             },
             max_packet_size: config.max_packet_size,
@@ -137,6 +212,8 @@ impl Broker {
             id_seed: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
+            snapshots: board.clone(),
+            authenticator: Arc::new(plugins.authenticator),
         });
 
         // Socket i of every listener goes to shard i.
@@ -153,7 +230,8 @@ impl Broker {
         let inboxes: Vec<Mutex<Option<shards::Inbox<shard::ShardMessage>>>> =
             inboxes.into_iter().map(|i| Mutex::new(Some(i))).collect();
 
-        let runtime = shards::Shards::start(
+        let control_bus = bus.clone();
+        let mut runtime = shards::Shards::start(
             shards::ShardConfig {
                 shards: shard_count,
                 pin,
@@ -180,6 +258,16 @@ impl Broker {
                 }
             },
         )?;
+        if let Some(board) = board {
+            let setup = control::ControlSetup {
+                board,
+                bus: control_bus,
+                sys_interval: config.sys_interval,
+                metrics: metrics_listener,
+                started,
+            };
+            runtime.start_control(move |ctx| control::run(ctx, setup))?;
+        }
         log::info!(
             "amqtt {} started with {shard_count} shard(s){}",
             env!("CARGO_PKG_VERSION"),
@@ -189,6 +277,7 @@ impl Broker {
             runtime: Some(runtime),
             addresses,
             shards: shard_count,
+            metrics_address,
         })
     }
 }
@@ -209,6 +298,11 @@ impl BrokerHandle {
 
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The bound address of the Prometheus endpoint (`http://ADDR/metrics`), if `metrics` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     /// Stops accepting, closes every connection (without publishing wills) and waits for the shards.

@@ -2,7 +2,9 @@
 //! answer CONNACK [MQTT-3.2].
 //!
 //! Refusals (CONNACK code ≠ 0) leave the connection `Closing`: nothing else is processed and no will is
-//! ever published for it. Client-id rules: an empty id is given a generated one when clean session is
+//! ever published for it. Order of the checks: client id (0x02), then an anonymous client when
+//! `allow-anonymous` is off (0x05), then the authentication plugins' verdict (0x05 when denied: a
+//! wrong password or an unknown user get what Mosquitto answers MQTT 3.1.1 clients). Client-id rules: an empty id is given a generated one when clean session is
 //! 1 and refused with 0x02 otherwise [MQTT-3.1.3-7/8]; MQTT 3.1 ids must be 1–23 characters.
 
 use std::sync::Arc;
@@ -10,13 +12,15 @@ use std::time::Instant;
 
 use crate::broker::connection::Connection;
 use crate::broker::session::Session;
-use crate::broker::{BrokerCore, CloseReason, ConnId, ConnectOutcome};
+use crate::broker::{AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
+use crate::plugins::ClientInfo;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel};
 
 pub(in crate::broker) fn handle(
     broker: &mut BrokerCore,
     conn: ConnId,
     connect: Connect,
+    auth: AuthVerdict,
     now: Instant,
 ) -> ConnectOutcome {
     let protocol = connect.protocol;
@@ -29,6 +33,9 @@ pub(in crate::broker) fn handle(
         return broker.refuse(conn, ConnectReturnCode::IdentifierRejected, protocol, now);
     }
     if !broker.settings.allow_anonymous && connect.username.is_none() {
+        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, protocol, now);
+    }
+    if auth == AuthVerdict::Denied {
         return broker.refuse(conn, ConnectReturnCode::NotAuthorized, protocol, now);
     }
     let client_id: Arc<str> = if connect.client_id.is_empty() {
@@ -72,10 +79,10 @@ pub(in crate::broker) fn handle(
         session.clean = connect.clean_session;
         session.will = connect.will;
     }
-    broker.connections.insert(
-        conn,
-        Connection::new(key, protocol, connect.keep_alive, now),
-    );
+    let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
+    connection.username = connect.username.map(Arc::from);
+    let username = connection.username.clone();
+    broker.connections.insert(conn, connection);
     broker.stats.connections_accepted += 1;
     broker.write(
         conn,
@@ -86,6 +93,12 @@ pub(in crate::broker) fn handle(
     );
     if session_present {
         broker.resume_session(key, conn);
+    }
+    if broker.settings.plugins.has_events() {
+        broker.settings.plugins.client_connected(&ClientInfo {
+            client_id: &client_id,
+            username: username.as_deref(),
+        });
     }
     log::debug!(
         "client '{client_id}' connected on shard {} (clean session {}, keep-alive {}s)",

@@ -4,10 +4,13 @@
 //! announced to the other shards, and the SUBACK waits until they have confirmed: once the client
 //! holds its SUBACK, a message published on any shard reaches it. Retained messages matching each
 //! filter follow the SUBACK with RETAIN set [MQTT-3.3.1-6], also for a repeated subscription
-//! [MQTT-3.8.4-3].
+//! [MQTT-3.8.4-3]. A filter that a topic-check plugin denies gets 0x80 in the SUBACK and changes
+//! nothing (an existing subscription with the same filter stays); the other filters of the same
+//! SUBSCRIBE are handled as usual.
 
 use crate::broker::connection::PendingReply;
 use crate::broker::{BrokerCore, ConnId};
+use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe) {
@@ -17,7 +20,27 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
     let mut return_codes = Vec::with_capacity(subscribe.filters.len());
     let mut retained_for = Vec::with_capacity(subscribe.filters.len());
     let mut new_filters = Vec::new();
+    let plugins = broker.settings.plugins.clone();
+    let identity = if plugins.checks_topics() || plugins.has_events() {
+        broker.client_identity(conn)
+    } else {
+        None
+    };
+    let client = identity.as_ref().map(|(client_id, username)| ClientInfo {
+        client_id,
+        username: username.as_deref(),
+    });
     for request in subscribe.filters {
+        if plugins.checks_topics() {
+            let allowed = client
+                .as_ref()
+                .is_some_and(|c| plugins.allow(c, TopicAction::Subscribe(&request.filter)));
+            if !allowed {
+                broker.stats.subscribe_denied += 1;
+                return_codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
+        }
         let granted = request.qos.min(broker.settings.max_qos);
         if let Some(session) = broker.sessions.get_mut(key) {
             session
@@ -26,6 +49,9 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
         }
         if broker.add_subscriber(key, &request.filter, granted) {
             new_filters.push(request.filter.clone());
+        }
+        if let Some(client) = &client {
+            plugins.subscribed(client, &request.filter, granted);
         }
         return_codes.push(SubscribeReturnCode::Success(granted));
         retained_for.push((request.filter, granted));

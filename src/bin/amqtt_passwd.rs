@@ -1,0 +1,252 @@
+//! `amqtt_passwd`: manage the password file of the `auth_file` plugin, as `mosquitto_passwd` does.
+//!
+//! ```text
+//! amqtt_passwd [-c] FILE USER              prompt twice for the password (no echo), add or update USER
+//! amqtt_passwd [-c] -b FILE USER PASSWORD  batch mode: the password on the command line
+//! amqtt_passwd -D FILE USER                delete USER
+//! ```
+//! `-c` creates (or overwrites) the file. Hashes are SHA-512 crypt with a random salt, exactly the
+//! form `mkpasswd -m sha-512` writes. Other lines (comments, other users) are kept as they are, the
+//! file is replaced atomically (temporary file + rename) and keeps its permissions; a new file is
+//! created readable by its owner only. The file's format and hashing live in
+//! `amqtt::plugins::password_file`; this binary parses arguments, prompts, and writes.
+
+use std::fs;
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use amqtt::plugins::password_file::{check_username, format_line, hash_password, parse_line};
+
+/// Manage an amqtt password file (users and SHA-512 crypt hashes), like mosquitto_passwd.
+#[derive(Parser, Debug)]
+#[command(name = "amqtt_passwd", version, about)]
+struct Args {
+    /// Create a new password file; an existing one is overwritten.
+    #[arg(short = 'c', conflicts_with = "delete")]
+    create: bool,
+    /// Delete USER from the file.
+    #[arg(short = 'D', conflicts_with = "batch")]
+    delete: bool,
+    /// Batch mode: take the password from the command line instead of prompting.
+    #[arg(short = 'b')]
+    batch: bool,
+    /// The password file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The user to add, update or delete.
+    #[arg(value_name = "USER")]
+    user: String,
+    /// The password (with -b only).
+    #[arg(value_name = "PASSWORD")]
+    password: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("amqtt_passwd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    check_username(&args.user).map_err(|e| format!("invalid user name: {e}"))?;
+    if args.batch != args.password.is_some() {
+        return Err(if args.batch {
+            "-b needs a PASSWORD after USER".to_string()
+        } else {
+            "a PASSWORD on the command line needs -b (batch mode)".to_string()
+        });
+    }
+    let existing = if args.create {
+        String::new()
+    } else {
+        fs::read_to_string(&args.file).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (use -c to create a new file)",
+                args.file.display()
+            )
+        })?
+    };
+    let text = if args.delete {
+        let (text, found) = without_user(&existing, &args.user, &args.file)?;
+        if !found {
+            return Err(format!(
+                "user '{}' is not in {}",
+                args.user,
+                args.file.display()
+            ));
+        }
+        text
+    } else {
+        let password = match &args.password {
+            Some(password) => password.clone(),
+            None => prompt_password()?,
+        };
+        if password.is_empty() {
+            return Err("empty password".to_string());
+        }
+        let hash = hash_password(password.as_bytes()).map_err(|e| e.to_string())?;
+        with_user(&existing, &args.user, &hash, &args.file)?
+    };
+    write_atomically(&args.file, &text, args.create)
+        .map_err(|e| format!("cannot write {}: {e}", args.file.display()))
+}
+
+/// The file with `user`'s line replaced by `user:hash` (or appended), other lines untouched.
+fn with_user(existing: &str, user: &str, hash: &str, file: &Path) -> Result<String, String> {
+    let mut out = String::with_capacity(existing.len() + 128);
+    let mut replaced = false;
+    for (index, line) in existing.lines().enumerate() {
+        match entry_user(line, index, file)? {
+            Some(name) if name == user => {
+                if !replaced {
+                    out.push_str(&format_line(user, hash));
+                    out.push('\n');
+                    replaced = true;
+                }
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if !replaced {
+        out.push_str(&format_line(user, hash));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The file without `user`'s line, and whether it was there.
+fn without_user(existing: &str, user: &str, file: &Path) -> Result<(String, bool), String> {
+    let mut out = String::with_capacity(existing.len());
+    let mut found = false;
+    for (index, line) in existing.lines().enumerate() {
+        if entry_user(line, index, file)? == Some(user) {
+            found = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok((out, found))
+}
+
+/// The user of an entry line; `None` for blank lines and comments. A malformed line is an error:
+/// rewriting a file the broker would refuse helps nobody.
+fn entry_user<'a>(line: &'a str, index: usize, file: &Path) -> Result<Option<&'a str>, String> {
+    parse_line(line)
+        .map(|entry| entry.map(|(user, _)| user))
+        .map_err(|reason| format!("{}:{}: {reason}", file.display(), index + 1))
+}
+
+/// Writes `text` to a temporary file next to `path`, then renames it over `path`. Keeps the old
+/// file's permissions; a new file is 0600.
+fn write_atomically(path: &Path, text: &str, create: bool) -> io::Result<()> {
+    let mode = match fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => 0o600,
+        Err(e) => return Err(e),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Asks for the password twice on the terminal, without echo.
+fn prompt_password() -> Result<String, String> {
+    let first = read_hidden("Password: ")?;
+    let second = read_hidden("Reenter password: ")?;
+    if first != second {
+        return Err("passwords do not match".to_string());
+    }
+    Ok(first)
+}
+
+/// Reads one line from the controlling terminal with echo off (restored afterwards).
+fn read_hidden(prompt: &str) -> Result<String, String> {
+    let tty = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| format!("cannot open the terminal ({e}); use -b FILE USER PASSWORD"))?;
+    let mut out = &tty;
+    out.write_all(prompt.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot prompt: {e}"))?;
+    let line = {
+        let _echo_off = EchoOff::new(&tty).map_err(|e| format!("cannot turn echo off: {e}"))?;
+        let mut line = String::new();
+        io::BufReader::new(&tty)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        line
+    };
+    // ECHONL echoed the newline the user typed.
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Terminal echo turned off while alive.
+struct EchoOff {
+    fd: std::os::fd::RawFd,
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    fn new(tty: &fs::File) -> io::Result<EchoOff> {
+        use std::os::fd::AsRawFd;
+        let fd = tty.as_raw_fd();
+        // SAFETY: `termios` is plain data, filled in by `tcgetattr` before use; `fd` is an open
+        // terminal for the lifetime of this guard (the caller keeps the file).
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut saved) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            quiet.c_lflag |= libc::ECHONL;
+            if libc::tcsetattr(fd, libc::TCSANOW, &quiet) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(EchoOff { fd, saved })
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `new` on the same, still open, terminal.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Plugins: who may connect, which topics a client may use, and hooks on what happens.
+//!
+//! Three traits, each called from one place with its own cost rules:
+//!
+//! | trait | decides / hears | called from | may block? |
+//! | --- | --- | --- | --- |
+//! | [`AuthPlugin`] | a CONNECT: allow, deny or abstain | the runtime, on a helper thread (glommio's blocking pool), before the core sees the CONNECT | yes (milliseconds: hashing, files) |
+//! | [`TopicPlugin`] | each PUBLISH topic and each SUBSCRIBE filter | the sans-IO core, on the shard's event loop | no: a few microseconds at most |
+//! | [`EventPlugin`] | client connected / disconnected, message received, subscribed | the sans-IO core, on the shard's event loop | no: every message pays for it |
+//!
+//! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
+//! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
+//! ([`FileAuth`]), `topic_acl` ([`TopicAcl`]) and `topic_taboo` ([`TopicTaboo`]). A program that
+//! embeds the broker adds its own with [`crate::Broker::with_plugin`]: such a plugin is used where a
+//! configuration list names it, and appended to its chain otherwise. [`build`] resolves the names
+//! at start; an unknown name is an error naming the file, the key and the reason.
+//!
+//! How answers combine (aMQTT's rules, made fail-closed):
+//! - authentication: the client is refused (CONNACK 0x05, as Mosquitto answers 3.1.1 clients) as
+//!   soon as one plugin denies; abstentions do not count; a plugin that returns an error or panics
+//!   denies. (aMQTT once accepted a login when its plugin raised; we never do.)
+//! - topic checks: every plugin must allow; a panic denies.
+//! - events: a panicking hook is logged and skipped; it never affects the client.
+//!
+//! Plugins are shared by every shard (`Send + Sync`); a plugin with state must bring its own
+//! synchronisation, and should keep it off the topic-check and event paths.
+
+mod auth_anonymous;
+mod auth_file;
+pub mod password_file;
+mod registry;
+mod topic_acl;
+mod topic_taboo;
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::broker::Message;
+use crate::protocol::{QoS, TopicFilter, TopicName};
+
+pub use auth_anonymous::AnonymousAuth;
+pub use auth_file::FileAuth;
+pub use registry::{build, PluginError, PluginSet};
+pub use topic_acl::{filter_covers, AclEntryError, TopicAcl};
+pub use topic_taboo::TopicTaboo;
+
+/// The error type plugins return; it is logged, and the client is denied.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Who a connected client is, as the topic and event plugins see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfo<'a> {
+    pub client_id: &'a str,
+    /// `None` for an anonymous client (no user name in CONNECT).
+    pub username: Option<&'a str>,
+}
+
+/// A CONNECT's credentials, owned so they can travel to the helper thread that authenticates.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// As sent; empty when the client asked the broker to generate one.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn of(connect: &crate::protocol::Connect) -> Self {
+        Credentials {
+            client_id: connect.client_id.clone(),
+            username: connect.username.clone(),
+            password: connect.password.clone(),
+        }
+    }
+}
+
+/// One authentication plugin's answer (aMQTT's `True` / `False` / `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthDecision {
+    Allow,
+    Deny,
+    /// No opinion (e.g. `auth_file` about a client without a user name): the other plugins decide.
+    Abstain,
+}
+
+/// The outcome of the whole authentication chain: what the core receives with the CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVerdict {
+    Allowed,
+    /// CONNACK 0x05 (not authorized); the client's will is never published.
+    Denied,
+}
+
+/// Decides whether a CONNECT may proceed.
+pub trait AuthPlugin: Send + Sync + 'static {
+    /// The name configuration lists use (`auth.plugins: [NAME]`).
+    fn name(&self) -> &str;
+
+    /// The decision. Runs on a helper thread, never on a shard's event loop, so it may take
+    /// milliseconds (hash verification, reading a file); a shard's other clients are not delayed.
+    /// An error denies the client.
+    fn authenticate(&self, credentials: &Credentials) -> Result<AuthDecision, BoxError>;
+
+    /// The decision when it costs (almost) nothing, e.g. from a cache; `None` sends the CONNECT to
+    /// [`AuthPlugin::authenticate`] on the helper thread. Runs on the event loop: must not block.
+    fn quick_decision(&self, _credentials: &Credentials) -> Option<AuthDecision> {
+        None
+    }
+}
+
+/// What a client wants to do with a topic.
+#[derive(Debug, Clone, Copy)]
+pub enum TopicAction<'a> {
+    /// Subscribe with this filter (wildcards included).
+    Subscribe(&'a TopicFilter),
+    /// Publish to this topic (its will included, when it is published).
+    Publish(&'a TopicName),
+}
+
+impl TopicAction<'_> {
+    /// The topic or filter as written.
+    pub fn topic(&self) -> &str {
+        match self {
+            TopicAction::Subscribe(filter) => filter.as_str(),
+            TopicAction::Publish(topic) => topic.as_str(),
+        }
+    }
+}
+
+/// Decides whether a client may publish to a topic or subscribe with a filter.
+///
+/// Called on the shard's event loop for every PUBLISH a client sends and every filter of every
+/// SUBSCRIBE: it must be cheap (microseconds) and must not block. A denied SUBSCRIBE filter gets
+/// SUBACK 0x80; a denied PUBLISH is acknowledged as usual but neither delivered nor retained (as
+/// Mosquitto does), and counted.
+pub trait TopicPlugin: Send + Sync + 'static {
+    /// The name configuration lists use (`topic-check.plugins: [NAME]`).
+    fn name(&self) -> &str;
+
+    /// `true` to allow.
+    fn allow(&self, client: &ClientInfo<'_>, action: TopicAction<'_>) -> bool;
+}
+
+/// Hears what happens to clients. Every method runs on the shard's event loop, inline with the
+/// packet that caused it (`message_received` once per accepted PUBLISH): keep it to counting,
+/// logging or handing off to a channel. A hook that blocks stalls the shard's other clients.
+pub trait EventPlugin: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
+    /// A CONNECT was accepted (CONNACK 0x00 written).
+    fn client_connected(&self, _client: &ClientInfo<'_>) {}
+
+    /// An accepted client's connection ended, for whatever reason.
+    fn client_disconnected(&self, _client: &ClientInfo<'_>) {}
+
+    /// A PUBLISH from a client passed the topic checks and is being routed.
+    fn message_received(&self, _client: &ClientInfo<'_>, _message: &Message) {}
+
+    /// A subscription was granted (not called for filters refused with 0x80).
+    fn subscribed(&self, _client: &ClientInfo<'_>, _filter: &TopicFilter, _granted: QoS) {}
+}
+
+/// A plugin of any kind, as [`crate::Broker::with_plugin`] takes it.
+#[derive(Clone)]
+pub enum Plugin {
+    Auth(Arc<dyn AuthPlugin>),
+    Topic(Arc<dyn TopicPlugin>),
+    Events(Arc<dyn EventPlugin>),
+}
+
+impl Plugin {
+    pub fn auth(plugin: impl AuthPlugin) -> Plugin {
+        Plugin::Auth(Arc::new(plugin))
+    }
+
+    pub fn topic(plugin: impl TopicPlugin) -> Plugin {
+        Plugin::Topic(Arc::new(plugin))
+    }
+
+    pub fn events(plugin: impl EventPlugin) -> Plugin {
+        Plugin::Events(Arc::new(plugin))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Plugin::Auth(p) => p.name(),
+            Plugin::Topic(p) => p.name(),
+            Plugin::Events(p) => p.name(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Plugin::Auth(_) => "authentication",
+            Plugin::Topic(_) => "topic-check",
+            Plugin::Events(_) => "event",
+        }
+    }
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} plugin '{}'", self.kind(), self.name())
+    }
+}
+
+/// The authentication chain, run by the runtime before the core sees a CONNECT.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    plugins: Vec<Arc<dyn AuthPlugin>>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.plugins.iter().map(|p| p.name()))
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn new(plugins: Vec<Arc<dyn AuthPlugin>>) -> Self {
+        Authenticator { plugins }
+    }
+
+    /// The plugins' names, in the order they are asked.
+    pub fn names(&self) -> Vec<&str> {
+        self.plugins.iter().map(|p| p.name()).collect()
+    }
+
+    /// The verdict if every plugin can give it without blocking (cheap: safe on the event loop);
+    /// `None` when [`Authenticator::decide`] must run on a helper thread.
+    pub fn quick_verdict(&self, credentials: &Credentials) -> Option<AuthVerdict> {
+        let mut complete = true;
+        for plugin in &self.plugins {
+            match guarded(plugin.name(), || plugin.quick_decision(credentials)) {
+                Err(()) => return Some(AuthVerdict::Denied),
+                Ok(Some(AuthDecision::Deny)) => return Some(AuthVerdict::Denied),
+                Ok(Some(_)) => {}
+                Ok(None) => complete = false,
+            }
+        }
+        complete.then_some(AuthVerdict::Allowed)
+    }
+
+    /// The verdict of the whole chain. May block for milliseconds: call it off the event loop.
+    pub fn decide(&self, credentials: &Credentials) -> AuthVerdict {
+        for plugin in &self.plugins {
+            let decision = guarded(plugin.name(), || match plugin.quick_decision(credentials) {
+                Some(decision) => Ok(decision),
+                None => plugin.authenticate(credentials),
+            });
+            match decision {
+                Ok(Ok(AuthDecision::Allow | AuthDecision::Abstain)) => {}
+                Ok(Ok(AuthDecision::Deny)) => {
+                    log::debug!(
+                        "authentication of '{}' (user {:?}) denied by plugin '{}'",
+                        credentials.client_id,
+                        credentials.username,
+                        plugin.name()
+                    );
+                    return AuthVerdict::Denied;
+                }
+                Ok(Err(error)) => {
+                    log::warn!(
+                        "authentication plugin '{}' failed ({error}); denying client '{}'",
+                        plugin.name(),
+                        credentials.client_id
+                    );
+                    return AuthVerdict::Denied;
+                }
+                Err(()) => return AuthVerdict::Denied,
+            }
+        }
+        AuthVerdict::Allowed
+    }
+}
+
+/// The topic-check and event plugins, as the core holds them in its settings. Cloning is cheap
+/// (two reference counts), so a handler can hold them while it changes the core.
+#[derive(Clone)]
+pub struct CorePlugins {
+    topic: Arc<[Arc<dyn TopicPlugin>]>,
+    events: Arc<[Arc<dyn EventPlugin>]>,
+}
+
+impl Default for CorePlugins {
+    fn default() -> Self {
+        CorePlugins::new(Vec::new(), Vec::new())
+    }
+}
+
+impl fmt::Debug for CorePlugins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CorePlugins")
+            .field(
+                "topic",
+                &self.topic.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "events",
+                &self.events.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl CorePlugins {
+    pub fn new(topic: Vec<Arc<dyn TopicPlugin>>, events: Vec<Arc<dyn EventPlugin>>) -> Self {
+        CorePlugins {
+            topic: topic.into(),
+            events: events.into(),
+        }
+    }
+
+    /// Whether any topic check is configured (the core skips the work otherwise).
+    pub fn checks_topics(&self) -> bool {
+        !self.topic.is_empty()
+    }
+
+    /// Whether any event plugin is configured.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    pub fn topic_names(&self) -> Vec<&str> {
+        self.topic.iter().map(|p| p.name()).collect()
+    }
+
+    /// Every topic plugin must allow; a panicking one denies.
+    pub fn allow(&self, client: &ClientInfo<'_>, action: TopicAction<'_>) -> bool {
+        self.topic.iter().all(|plugin| {
+            let allowed = guarded(plugin.name(), || plugin.allow(client, action)).unwrap_or(false);
+            if !allowed {
+                log::debug!(
+                    "client '{}' (user {:?}): {action:?} denied by plugin '{}'",
+                    client.client_id,
+                    client.username,
+                    plugin.name()
+                );
+            }
+            allowed
+        })
+    }
+
+    pub fn client_connected(&self, client: &ClientInfo<'_>) {
+        self.each_event(|p| p.client_connected(client));
+    }
+
+    pub fn client_disconnected(&self, client: &ClientInfo<'_>) {
+        self.each_event(|p| p.client_disconnected(client));
+    }
+
+    pub fn message_received(&self, client: &ClientInfo<'_>, message: &Message) {
+        self.each_event(|p| p.message_received(client, message));
+    }
+
+    pub fn subscribed(&self, client: &ClientInfo<'_>, filter: &TopicFilter, granted: QoS) {
+        self.each_event(|p| p.subscribed(client, filter, granted));
+    }
+
+    fn each_event(&self, call: impl Fn(&dyn EventPlugin)) {
+        for plugin in self.events.iter() {
+            let _ = guarded(plugin.name(), || call(plugin.as_ref()));
+        }
+    }
+}
+
+/// Runs a plugin's code, turning a panic into `Err(())` (logged). The panic hook still prints it.
+fn guarded<R>(name: &str, f: impl FnOnce() -> R) -> Result<R, ()> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
+        log::error!("plugin '{name}' panicked; treating it as a denial");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(
+        &'static str,
+        Option<AuthDecision>,
+        Result<AuthDecision, &'static str>,
+    );
+
+    impl AuthPlugin for Fixed {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn authenticate(&self, _: &Credentials) -> Result<AuthDecision, BoxError> {
+            self.2.map_err(|e| e.into())
+        }
+        fn quick_decision(&self, _: &Credentials) -> Option<AuthDecision> {
+            self.1
+        }
+    }
+
+    struct Panics;
+
+    impl AuthPlugin for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        fn authenticate(&self, _: &Credentials) -> Result<AuthDecision, BoxError> {
+            panic!("plugin bug")
+        }
+    }
+
+    impl TopicPlugin for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        fn allow(&self, _: &ClientInfo<'_>, _: TopicAction<'_>) -> bool {
+            panic!("plugin bug")
+        }
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            client_id: "c".into(),
+            username: Some("u".into()),
+            password: Some(Bytes::from_static(b"p")),
+        }
+    }
+
+    fn chain(plugins: Vec<Arc<dyn AuthPlugin>>) -> Authenticator {
+        Authenticator::new(plugins)
+    }
+
+    #[test]
+    fn one_deny_refuses_and_abstentions_do_not_count() {
+        use AuthDecision::*;
+        let allow = Arc::new(Fixed("a", None, Ok(Allow)));
+        let abstain = Arc::new(Fixed("b", None, Ok(Abstain)));
+        let deny = Arc::new(Fixed("c", None, Ok(Deny)));
+        assert_eq!(
+            chain(vec![allow.clone(), abstain.clone()]).decide(&creds()),
+            AuthVerdict::Allowed
+        );
+        assert_eq!(
+            chain(vec![abstain.clone()]).decide(&creds()),
+            AuthVerdict::Allowed
+        );
+        assert_eq!(
+            chain(vec![allow, abstain, deny]).decide(&creds()),
+            AuthVerdict::Denied
+        );
+        assert_eq!(chain(vec![]).decide(&creds()), AuthVerdict::Allowed);
+    }
+
+    #[test]
+    fn failing_or_panicking_plugins_deny() {
+        let allow: Arc<dyn AuthPlugin> = Arc::new(Fixed("a", None, Ok(AuthDecision::Allow)));
+        let failing: Arc<dyn AuthPlugin> = Arc::new(Fixed("f", None, Err("database down")));
+        assert_eq!(
+            chain(vec![allow.clone(), failing]).decide(&creds()),
+            AuthVerdict::Denied
+        );
+        assert_eq!(
+            chain(vec![allow, Arc::new(Panics)]).decide(&creds()),
+            AuthVerdict::Denied
+        );
+    }
+
+    #[test]
+    fn quick_verdict_only_when_every_plugin_answers_quickly() {
+        use AuthDecision::*;
+        let quick_allow: Arc<dyn AuthPlugin> = Arc::new(Fixed("q", Some(Allow), Err("slow path")));
+        let slow: Arc<dyn AuthPlugin> = Arc::new(Fixed("s", None, Ok(Allow)));
+        let quick_deny: Arc<dyn AuthPlugin> = Arc::new(Fixed("d", Some(Deny), Ok(Allow)));
+        assert_eq!(
+            chain(vec![quick_allow.clone()]).quick_verdict(&creds()),
+            Some(AuthVerdict::Allowed)
+        );
+        assert_eq!(
+            chain(vec![quick_allow.clone(), slow.clone()]).quick_verdict(&creds()),
+            None
+        );
+        // A quick denial settles it, whatever the slow plugins would say.
+        assert_eq!(
+            chain(vec![slow, quick_deny]).quick_verdict(&creds()),
+            Some(AuthVerdict::Denied)
+        );
+        // `decide` uses the quick answer where there is one (the slow path here would fail).
+        assert_eq!(
+            chain(vec![quick_allow]).decide(&creds()),
+            AuthVerdict::Allowed
+        );
+    }
+
+    #[test]
+    fn a_panicking_topic_plugin_denies() {
+        let plugins = CorePlugins::new(vec![Arc::new(Panics)], vec![]);
+        let topic = TopicName::new("a/b").expect("topic");
+        let client = ClientInfo {
+            client_id: "c",
+            username: None,
+        };
+        assert!(!plugins.allow(&client, TopicAction::Publish(&topic)));
+        assert!(CorePlugins::default().allow(&client, TopicAction::Publish(&topic)));
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let text = format!("{:?}", creds());
+        assert!(
+            text.contains("<redacted>") && !text.contains("b\"p\""),
+            "{text}"
+        );
+    }
+}
