@@ -289,7 +289,10 @@ fn stopped_broker_no_longer_accepts_and_its_port_can_be_reused() {
     // A new broker on the same port serves every connection.
     let (_again, _) = start_broker_with(2, |c| c.listeners[0].bind = addr);
     for i in 0..10 {
-        let (_c, ack) = RawClient::mqtt_connect(addr, RawClient::connect_packet(&format!("again{i}"), true, 0));
+        let (_c, ack) = RawClient::mqtt_connect(
+            addr,
+            RawClient::connect_packet(&format!("again{i}"), true, 0),
+        );
         assert!(accepted(&ack));
     }
 }

@@ -25,7 +25,10 @@ fn start() -> (BrokerHandle, common::certs::TestCerts) {
     let mut config = BrokerConfig::from_yaml_str(&yaml, "test").expect("config");
     config.shards = ShardCount::Fixed(2);
     config.pin_shards = false;
-    (Broker::new(config).and_then(Broker::start).expect("start"), certs)
+    (
+        Broker::new(config).and_then(Broker::start).expect("start"),
+        certs,
+    )
 }
 
 fn url(broker: &BrokerHandle, listener: &str, scheme: &str) -> String {
@@ -52,12 +55,22 @@ fn library_round_trip_over_every_scheme() {
                 .connect_with(&url(&broker, listener, scheme), options)
                 .await
                 .expect("publisher connects");
-            sub.subscribe(&[("t/#", QoS::ExactlyOnce)]).await.expect("subscribe");
+            sub.subscribe(&[("t/#", QoS::ExactlyOnce)])
+                .await
+                .expect("subscribe");
             publisher
-                .publish("t/x", vec![7u8; 50_000], Some(QoS::ExactlyOnce), Some(false))
+                .publish(
+                    "t/x",
+                    vec![7u8; 50_000],
+                    Some(QoS::ExactlyOnce),
+                    Some(false),
+                )
                 .await
                 .expect("publish");
-            let message = sub.deliver_message(Some(Duration::from_secs(5))).await.expect("message");
+            let message = sub
+                .deliver_message(Some(Duration::from_secs(5)))
+                .await
+                .expect("message");
             assert_eq!(message.payload.len(), 50_000, "{scheme}");
             assert_eq!(message.qos, QoS::ExactlyOnce);
             sub.disconnect().await.expect("disconnect");
@@ -77,7 +90,10 @@ fn untrusted_certificate_is_a_clear_error() {
     let error = block_on(client.connect_with(&url(&broker, "tls", "mqtts"), options))
         .expect_err("untrusted server")
         .to_string();
-    assert!(error.to_lowercase().contains("tls") || error.contains("certificate"), "{error}");
+    assert!(
+        error.to_lowercase().contains("tls") || error.contains("certificate"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -86,8 +102,18 @@ fn cli_pub_and_sub_over_wss_and_mqtts() {
     let (broker, certs) = start();
     let publish = |message: &str, retain: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_amqtt_pub"));
-        cmd.args(["--url", &url(&broker, "tls", "mqtts"), "-t", "cli/x", "-m", message, "-q", "1", "--ca-file"])
-            .arg(&certs.ca);
+        cmd.args([
+            "--url",
+            &url(&broker, "tls", "mqtts"),
+            "-t",
+            "cli/x",
+            "-m",
+            message,
+            "-q",
+            "1",
+            "--ca-file",
+        ])
+        .arg(&certs.ca);
         if retain {
             cmd.arg("-r");
         }
@@ -97,16 +123,30 @@ fn cli_pub_and_sub_over_wss_and_mqtts() {
     // Retained first: once amqtt_sub prints it, it is subscribed and the live one must follow.
     publish("retained over tls", true);
     let mut sub = Command::new(env!("CARGO_BIN_EXE_amqtt_sub"))
-        .args(["--url", &url(&broker, "wss", "wss"), "-t", "cli/#", "-n", "2", "--ca-file"])
+        .args([
+            "--url",
+            &url(&broker, "wss", "wss"),
+            "-t",
+            "cli/#",
+            "-n",
+            "2",
+            "--ca-file",
+        ])
         .arg(&certs.ca)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("amqtt_sub runs");
     let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("retained over tls"));
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("retained over tls")
+    );
     publish("live over tls", false);
-    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("live over tls"));
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("live over tls")
+    );
     let status = sub.wait().expect("amqtt_sub ends");
     assert!(status.success());
 }

@@ -32,7 +32,7 @@ pub(crate) async fn accept_loop(
                     drop(slot);
                     continue;
                 }
-                glommio::spawn_local(connection::accepted(rt.clone(), stream, slot)).detach();
+                connection::spawn_isolated(&rt, connection::accepted(rt.clone(), stream, slot));
             }
             Err(error) => {
                 let error = std::io::Error::from(error);
