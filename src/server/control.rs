@@ -1,0 +1,227 @@
+//! The control shard: one light executor beside the data shards (unpinned, confined to the process's
+//! CPU mask). Every second it reads each data shard's snapshot (`snapshot.rs`), aggregates them and
+//! feeds the two publishers:
+//! - `$SYS/broker/...` every `sys_interval` (`sys_topics.rs`), published retained through the normal
+//!   path: one bus message per topic to *every* data shard, which stores it and delivers it to its
+//!   local subscribers;
+//! - the Prometheus recorder (`prometheus.rs`), served at `/metrics` by `http.rs` when
+//!   `metrics.bind` is configured.
+//!
+//! It never sits on the message path: data shards do not wait for it, and it reaches them only
+//! through their inboxes' data lanes (a full lane drops that `$SYS` update, counted in the log).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use shards::{BusSender, SendError, ShardContext};
+
+use crate::broker::{BusMessage, Message};
+use crate::protocol::{QoS, TopicName};
+
+use super::prometheus::{BusDepth, Exporter};
+use super::shard::ShardMessage;
+use super::snapshot::{self, ShardSnapshot, SnapshotBoard, Totals};
+use super::sys_topics::{self, LoadAverages, SysInput};
+
+/// How often the control shard reads the snapshots (they are refreshed once a second).
+const TICK: Duration = Duration::from_secs(1);
+/// How often the exporter's upkeep runs.
+const UPKEEP_EVERY: u64 = 5;
+
+/// Everything the control shard is started with (moved to its thread).
+pub(crate) struct ControlSetup {
+    pub board: SnapshotBoard,
+    pub bus: BusSender<ShardMessage>,
+    /// `Duration::ZERO`: no `$SYS`.
+    pub sys_interval: Duration,
+    /// Bound, not yet listening on the control shard.
+    pub metrics: Option<std::net::TcpListener>,
+    pub started: Instant,
+}
+
+/// The control shard's state between ticks.
+struct Control {
+    setup_bus: BusSender<ShardMessage>,
+    board: SnapshotBoard,
+    sys_interval: Duration,
+    started: Instant,
+    exporter: Option<Exporter>,
+    latest: Vec<ShardSnapshot>,
+    load: LoadAverages,
+    clients_maximum: u64,
+    last_tick: Option<Instant>,
+    last_sys: Option<Instant>,
+    ticks: u64,
+}
+
+/// The control shard's root future: ends when the broker stops.
+pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
+    let shards = setup.board.len();
+    let metrics_listener = match setup.metrics.map(shards::into_glommio_listener) {
+        Some(Ok(listener)) => Some(listener),
+        Some(Err(error)) => {
+            log::error!("metrics endpoint unusable: {error}");
+            None
+        }
+        None => None,
+    };
+    let control = Rc::new(RefCell::new(Control {
+        setup_bus: setup.bus,
+        board: setup.board,
+        sys_interval: setup.sys_interval,
+        started: setup.started,
+        exporter: metrics_listener.as_ref().map(|_| Exporter::new()),
+        latest: vec![ShardSnapshot::default(); shards],
+        load: LoadAverages::default(),
+        clients_maximum: 0,
+        last_tick: None,
+        last_sys: None,
+        ticks: 0,
+    }));
+    // Every family exists (at zero) from the first scrape on, before the first tick.
+    control.borrow().prime(Instant::now());
+    if let Some(listener) = metrics_listener {
+        let for_render = control.clone();
+        let render: Rc<dyn Fn() -> String> = Rc::new(move || {
+            let control = for_render.borrow();
+            match &control.exporter {
+                Some(exporter) => exporter.render(&control.latest),
+                None => String::new(),
+            }
+        });
+        glommio::spawn_local(super::http::serve(listener, render)).detach();
+    }
+    if setup.sys_interval.is_zero() {
+        log::debug!("$SYS disabled (sys_interval: 0)");
+    } else {
+        log::debug!("$SYS published every {:?}", setup.sys_interval);
+    }
+    let ticking = async {
+        loop {
+            glommio::timer::sleep(TICK).await;
+            control.borrow_mut().tick(Instant::now());
+        }
+    };
+    ticking.or(ctx.stopped()).await;
+    log::debug!("control shard stopped");
+}
+
+impl Control {
+    fn prime(&self, now: Instant) {
+        if let Some(exporter) = &self.exporter {
+            let totals = Totals::of(&self.latest);
+            let uptime = now.saturating_duration_since(self.started);
+            exporter.update(
+                &self.latest,
+                &self.bus_depths(),
+                &totals,
+                uptime.as_secs_f64(),
+                0,
+                now,
+            );
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.ticks += 1;
+        self.latest = snapshot::read_all(&self.board);
+        let totals = Totals::of(&self.latest);
+        self.clients_maximum = self.clients_maximum.max(totals.sessions_online);
+        let elapsed = self
+            .last_tick
+            .map_or(TICK, |last| now.saturating_duration_since(last));
+        self.last_tick = Some(now);
+        self.load.update(&totals, elapsed);
+        let bus = self.bus_depths();
+        let uptime = now.saturating_duration_since(self.started);
+        if let Some(exporter) = &self.exporter {
+            exporter.update(
+                &self.latest,
+                &bus,
+                &totals,
+                uptime.as_secs_f64(),
+                self.clients_maximum,
+                now,
+            );
+            if self.ticks.is_multiple_of(UPKEEP_EVERY) {
+                exporter.run_upkeep();
+            }
+        }
+        let due = !self.sys_interval.is_zero()
+            && self.last_sys.is_none_or(|last| {
+                now.saturating_duration_since(last) + TICK / 10 >= self.sys_interval
+            });
+        if due {
+            self.last_sys = Some(now);
+            let depths: Vec<usize> = bus.iter().map(|d| d.data).collect();
+            let unix_time = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let messages = sys_topics::sys_messages(&SysInput {
+                version: env!("CARGO_PKG_VERSION"),
+                uptime,
+                unix_time,
+                shards: &self.latest,
+                bus_depths: &depths,
+                totals: &totals,
+                clients_maximum: self.clients_maximum,
+                load: &self.load,
+            });
+            self.publish_sys(messages);
+        }
+    }
+
+    fn bus_depths(&self) -> Vec<BusDepth> {
+        (0..self.board.len())
+            .map(|shard| BusDepth {
+                data: self.setup_bus.data_len(shard),
+                control: self.setup_bus.control_len(shard),
+            })
+            .collect()
+    }
+
+    /// Sends every `$SYS` message, retained, to every data shard.
+    fn publish_sys(&self, messages: Vec<(String, String)>) {
+        let mut dropped = 0usize;
+        for (topic, payload) in messages {
+            let topic = match TopicName::new(topic.as_str()) {
+                Ok(topic) => topic,
+                Err(error) => {
+                    log::warn!("$SYS: invalid topic {topic}: {error:?}");
+                    continue;
+                }
+            };
+            let message = Message {
+                topic,
+                payload: Bytes::from(payload),
+                qos: QoS::AtMostOnce,
+                retain: true,
+            };
+            for shard in 0..self.board.len() {
+                let wrapped = ShardMessage::Core(BusMessage::Publish(message.clone()), None);
+                match self.setup_bus.try_send_data(shard, wrapped) {
+                    Ok(()) => {}
+                    Err(SendError::Full(_)) => dropped += 1,
+                    // The shard has stopped: the broker is shutting down.
+                    Err(_) => return,
+                }
+            }
+        }
+        if dropped > 0 {
+            log::warn!("$SYS: {dropped} update(s) dropped: shard inboxes full");
+        }
+    }
+}
+
+/// Whether the broker needs a control shard at all.
+pub(crate) fn wanted(sys_interval: Duration, metrics: bool) -> bool {
+    !sys_interval.is_zero() || metrics
+}
+
+/// A fresh snapshot board for `shards` data shards (shared with the data shards).
+pub(crate) fn board(shards: usize) -> SnapshotBoard {
+    snapshot::new_board(shards)
+}

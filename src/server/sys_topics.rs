@@ -1,0 +1,314 @@
+//! The `$SYS/broker/...` topics: their names and payloads, built from the shards' snapshots, and the
+//! Mosquitto-style load averages (`load/messages/received/1min` ...).
+//!
+//! Pure functions and plain state: no I/O, no clock reads (time is passed in), no bus. The control
+//! shard (`control.rs`) calls [`sys_messages`] every `sys_interval` and publishes the result,
+//! retained, to every data shard.
+//!
+//! Payloads follow aMQTT's `BrokerSysPlugin` (plain decimal text), with two deliberate differences:
+//! `uptime` is the uptime in seconds and `uptime/formatted` the human form (aMQTT swaps them by
+//! mistake), and `clients/disconnected` counts persistent sessions whose client is offline, as in
+//! Mosquitto (aMQTT counts disconnection events).
+
+use std::time::Duration;
+
+use super::snapshot::{ShardSnapshot, Totals};
+
+/// Prefix of every topic this module produces.
+pub(crate) const SYS_ROOT: &str = "$SYS/broker/";
+
+/// Averaging windows of the `load/...` topics, in seconds, with their topic suffixes.
+const WINDOWS: [(f64, &str); 3] = [(60.0, "1min"), (300.0, "5min"), (900.0, "15min")];
+
+/// What the `load/...` averages are computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadSeries {
+    MessagesReceived,
+    MessagesSent,
+    PublishReceived,
+    PublishSent,
+    BytesReceived,
+    BytesSent,
+    Connections,
+}
+
+impl LoadSeries {
+    const ALL: [LoadSeries; 7] = [
+        LoadSeries::MessagesReceived,
+        LoadSeries::MessagesSent,
+        LoadSeries::PublishReceived,
+        LoadSeries::PublishSent,
+        LoadSeries::BytesReceived,
+        LoadSeries::BytesSent,
+        LoadSeries::Connections,
+    ];
+
+    fn topic(self) -> &'static str {
+        match self {
+            LoadSeries::MessagesReceived => "load/messages/received",
+            LoadSeries::MessagesSent => "load/messages/sent",
+            LoadSeries::PublishReceived => "load/publish/received",
+            LoadSeries::PublishSent => "load/publish/sent",
+            LoadSeries::BytesReceived => "load/bytes/received",
+            LoadSeries::BytesSent => "load/bytes/sent",
+            LoadSeries::Connections => "load/connections",
+        }
+    }
+
+    fn total(self, t: &Totals) -> u64 {
+        match self {
+            LoadSeries::MessagesReceived => t.packets_received,
+            LoadSeries::MessagesSent => t.packets_sent,
+            LoadSeries::PublishReceived => t.publish_received,
+            LoadSeries::PublishSent => t.publish_sent,
+            LoadSeries::BytesReceived => t.bytes_received,
+            LoadSeries::BytesSent => t.bytes_sent,
+            LoadSeries::Connections => t.connections_accepted,
+        }
+    }
+}
+
+/// Exponentially weighted moving averages of per-minute rates (Mosquitto's `load/*/1min|5min|15min`),
+/// updated once per control-shard tick.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LoadAverages {
+    last: Option<[u64; LoadSeries::ALL.len()]>,
+    /// `averages[series][window]`, in events per minute.
+    averages: [[f64; WINDOWS.len()]; LoadSeries::ALL.len()],
+}
+
+impl LoadAverages {
+    /// Folds in the totals observed `elapsed` after the previous call. The first call only records.
+    pub fn update(&mut self, totals: &Totals, elapsed: Duration) {
+        let now: [u64; LoadSeries::ALL.len()] = LoadSeries::ALL.map(|s| s.total(totals));
+        let dt = elapsed.as_secs_f64();
+        if let (Some(last), true) = (self.last, dt > 0.0) {
+            for (i, (current, previous)) in now.iter().zip(last.iter()).enumerate() {
+                // A counter never goes back; if it seems to, treat the step as no events.
+                let per_minute = current.saturating_sub(*previous) as f64 * 60.0 / dt;
+                for (w, (window, _)) in WINDOWS.iter().enumerate() {
+                    let alpha = 1.0 - (-dt / window).exp();
+                    let average = &mut self.averages[i][w];
+                    *average += alpha * (per_minute - *average);
+                }
+            }
+        }
+        self.last = Some(now);
+    }
+
+    /// `(topic suffix, events per minute)` for every series and window.
+    fn entries(&self) -> impl Iterator<Item = (String, f64)> + '_ {
+        LoadSeries::ALL
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, series)| {
+                WINDOWS.iter().enumerate().map(move |(w, (_, name))| {
+                    (format!("{}/{name}", series.topic()), self.averages[i][w])
+                })
+            })
+    }
+}
+
+/// What the `$SYS` tree is built from, besides the snapshots.
+pub(crate) struct SysInput<'a> {
+    pub version: &'a str,
+    pub uptime: Duration,
+    /// Seconds since the Unix epoch.
+    pub unix_time: u64,
+    pub shards: &'a [ShardSnapshot],
+    /// Depth of each data shard's bus data lane, in shard order.
+    pub bus_depths: &'a [usize],
+    pub totals: &'a Totals,
+    /// Highest `clients/connected` seen so far (sampled once per second).
+    pub clients_maximum: u64,
+    pub load: &'a LoadAverages,
+}
+
+/// Every `$SYS` topic (full name) and its payload, in a stable order.
+pub(crate) fn sys_messages(input: &SysInput<'_>) -> Vec<(String, String)> {
+    let t = input.totals;
+    let mut out: Vec<(String, String)> = Vec::with_capacity(64 + input.shards.len() * 8);
+    let mut put = |topic: &str, payload: String| out.push((format!("{SYS_ROOT}{topic}"), payload));
+    let uptime = input.uptime.as_secs();
+    put("version", format!("amqtt-rs version {}", input.version));
+    put("uptime", uptime.to_string());
+    put("uptime/formatted", format_uptime(uptime));
+    put("time", input.unix_time.to_string());
+    put("clients/connected", t.sessions_online.to_string());
+    put(
+        "clients/disconnected",
+        t.sessions.saturating_sub(t.sessions_online).to_string(),
+    );
+    put(
+        "clients/maximum",
+        input.clients_maximum.max(t.sessions_online).to_string(),
+    );
+    put("clients/total", t.sessions.to_string());
+    put("messages/received", t.packets_received.to_string());
+    put("messages/sent", t.packets_sent.to_string());
+    put("messages/publish/received", t.publish_received.to_string());
+    put("messages/publish/sent", t.publish_sent.to_string());
+    put("messages/publish/dropped", t.publish_dropped.to_string());
+    put("messages/retained/count", t.retained.to_string());
+    put("messages/inflight", t.inflight.to_string());
+    put("messages/queued", t.queued.to_string());
+    put("messages/subscriptions/count", t.subscriptions.to_string());
+    put("load/bytes/received", t.bytes_received.to_string());
+    put("load/bytes/sent", t.bytes_sent.to_string());
+    for (topic, value) in input.load.entries() {
+        put(&topic, format!("{value:.2}"));
+    }
+    put("shards/count", input.shards.len().to_string());
+    for (n, s) in input.shards.iter().enumerate() {
+        let depth = input.bus_depths.get(n).copied().unwrap_or(0);
+        put(
+            &format!("shards/{n}/connections"),
+            s.sessions_online.to_string(),
+        );
+        put(&format!("shards/{n}/sessions"), s.sessions.to_string());
+        put(
+            &format!("shards/{n}/subscriptions"),
+            s.subscriptions.to_string(),
+        );
+        put(
+            &format!("shards/{n}/messages/received"),
+            s.core.publish_received.to_string(),
+        );
+        put(
+            &format!("shards/{n}/messages/sent"),
+            s.core.publish_sent.to_string(),
+        );
+        put(&format!("shards/{n}/bus/sent"), s.core.bus_sent.to_string());
+        put(
+            &format!("shards/{n}/bus/received"),
+            s.core.bus_received.to_string(),
+        );
+        put(&format!("shards/{n}/bus/queue"), depth.to_string());
+    }
+    out
+}
+
+/// `1 day, 2:03:04` / `0:00:42`, as Python's `str(timedelta)` prints it.
+pub(crate) fn format_uptime(seconds: u64) -> String {
+    let days = seconds / 86_400;
+    let rest = seconds % 86_400;
+    let clock = format!("{}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
+    match days {
+        0 => clock,
+        1 => format!("1 day, {clock}"),
+        n => format!("{n} days, {clock}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(messages: &'a [(String, String)], topic: &str) -> &'a str {
+        messages
+            .iter()
+            .find(|(t, _)| t == &format!("{SYS_ROOT}{topic}"))
+            .map(|(_, p)| p.as_str())
+            .unwrap_or_else(|| panic!("no {topic}"))
+    }
+
+    #[test]
+    fn uptime_formats_like_python_timedelta() {
+        assert_eq!(format_uptime(42), "0:00:42");
+        assert_eq!(format_uptime(3 * 3600 + 5 * 60 + 7), "3:05:07");
+        assert_eq!(format_uptime(86_400 + 1), "1 day, 0:00:01");
+        assert_eq!(format_uptime(3 * 86_400), "3 days, 0:00:00");
+    }
+
+    #[test]
+    fn load_averages_converge_to_the_rate_per_minute() {
+        let mut load = LoadAverages::default();
+        let mut totals = Totals::default();
+        load.update(&totals, Duration::from_secs(1));
+        // 10 PUBLISH per second = 600 per minute, for 30 minutes.
+        for _ in 0..1800 {
+            totals.publish_received += 10;
+            load.update(&totals, Duration::from_secs(1));
+        }
+        let entries: Vec<(String, f64)> = load.entries().collect();
+        let get = |name: &str| {
+            entries
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .expect("entry")
+        };
+        assert!((get("load/publish/received/1min") - 600.0).abs() < 1.0);
+        // Six 5-minute time constants: within 0.25 %.
+        assert!((get("load/publish/received/5min") - 600.0).abs() < 2.0);
+        // 30 minutes is two 15-minute time constants: 1 - e^-2 ≈ 86 %.
+        let fifteen = get("load/publish/received/15min");
+        assert!(fifteen > 500.0 && fifteen < 540.0, "{fifteen}");
+        assert_eq!(get("load/publish/sent/1min"), 0.0);
+    }
+
+    #[test]
+    fn sys_tree_has_the_amqtt_topics_and_per_shard_values() {
+        let mut a = ShardSnapshot {
+            sessions: 3,
+            sessions_online: 2,
+            ..Default::default()
+        };
+        a.core.publish_received = 7;
+        a.core.bus_sent = 4;
+        let b = ShardSnapshot {
+            sessions: 1,
+            sessions_online: 1,
+            ..Default::default()
+        };
+        let shards = [a, b];
+        let totals = Totals::of(&shards);
+        let load = LoadAverages::default();
+        let messages = sys_messages(&SysInput {
+            version: "1.2.3",
+            uptime: Duration::from_secs(61),
+            unix_time: 1_700_000_000,
+            shards: &shards,
+            bus_depths: &[0, 9],
+            totals: &totals,
+            clients_maximum: 2,
+            load: &load,
+        });
+        assert_eq!(lookup(&messages, "version"), "amqtt-rs version 1.2.3");
+        assert_eq!(lookup(&messages, "uptime"), "61");
+        assert_eq!(lookup(&messages, "uptime/formatted"), "0:01:01");
+        assert_eq!(lookup(&messages, "time"), "1700000000");
+        assert_eq!(lookup(&messages, "clients/connected"), "3");
+        assert_eq!(lookup(&messages, "clients/disconnected"), "1");
+        assert_eq!(lookup(&messages, "clients/maximum"), "3");
+        assert_eq!(lookup(&messages, "clients/total"), "4");
+        assert_eq!(lookup(&messages, "messages/publish/received"), "7");
+        assert_eq!(lookup(&messages, "load/messages/received/15min"), "0.00");
+        assert_eq!(lookup(&messages, "shards/count"), "2");
+        assert_eq!(lookup(&messages, "shards/0/connections"), "2");
+        assert_eq!(lookup(&messages, "shards/0/bus/sent"), "4");
+        assert_eq!(lookup(&messages, "shards/1/bus/queue"), "9");
+        for topic in [
+            "messages/received",
+            "messages/sent",
+            "messages/publish/sent",
+            "messages/retained/count",
+            "messages/inflight",
+            "messages/subscriptions/count",
+            "load/bytes/received",
+            "load/bytes/sent",
+            "load/messages/received/1min",
+            "load/messages/received/5min",
+            "load/messages/sent/1min",
+            "shards/1/messages/received",
+            "shards/1/messages/sent",
+            "shards/1/bus/received",
+        ] {
+            lookup(&messages, topic);
+        }
+        // Every name is a valid MQTT topic name.
+        for (topic, _) in &messages {
+            crate::protocol::TopicName::new(topic.as_str()).expect("valid topic");
+        }
+    }
+}
