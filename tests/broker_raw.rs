@@ -280,7 +280,12 @@ fn stop_closes_connections_and_returns() {
 
 #[test]
 fn stopped_broker_no_longer_accepts_and_its_port_can_be_reused() {
-    let (broker, addr) = start_broker(2);
+    // A port below the ephemeral range, so no other test's `:0` listener can take it meanwhile.
+    let port = (20_000..30_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port");
+    let fixed: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (broker, addr) = start_broker_with(2, |c| c.listeners[0].bind = fixed);
     broker.stop().expect("clean stop");
     assert!(
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
