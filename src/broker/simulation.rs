@@ -176,6 +176,7 @@ struct SessionModel {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the packet each state awaits
 enum OutState {
     AwaitPubAck,
     AwaitPubRec,
@@ -1540,7 +1541,7 @@ impl Sim {
     // ---- invariants -------------------------------------------------------------------------------
 
     fn check_after_step(&mut self) {
-        if self.step % 64 == 0 {
+        if self.step.is_multiple_of(64) {
             self.check_all_sessions();
         }
         // Retained stores and interest tables change only through the bus: check them each time

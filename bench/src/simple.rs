@@ -1,0 +1,167 @@
+//! A small blocking MQTT client for setup and clean-up work outside the measured engine:
+//! preloading retained messages, clearing them, removing persistent sessions, and probing that a
+//! freshly started broker answers CONNECT.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use amqtt::protocol::{
+    decode, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, TopicName,
+    PROTOCOL_MAX_PACKET_SIZE,
+};
+use bytes::{Bytes, BytesMut};
+
+/// A connected blocking client.
+pub struct SimpleClient {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+fn proto_err(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+impl SimpleClient {
+    /// Connects and completes CONNECT/CONNACK. Returns the client and `session_present`.
+    pub fn connect(
+        addr: SocketAddr,
+        client_id: &str,
+        clean_session: bool,
+        timeout: Duration,
+    ) -> io::Result<(SimpleClient, bool)> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut c = SimpleClient {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+        };
+        c.send(&Packet::Connect(Connect {
+            protocol: ProtocolLevel::V311,
+            clean_session,
+            keep_alive: 60,
+            client_id: client_id.to_string(),
+            will: None,
+            username: None,
+            password: None,
+        }))?;
+        c.flush()?;
+        match c.read_packet()? {
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Accepted => {
+                Ok((c, ack.session_present))
+            }
+            Packet::ConnAck(ack) => Err(proto_err(format!("CONNACK refused: {:?}", ack.code))),
+            other => Err(proto_err(format!("expected CONNACK, got {other:?}"))),
+        }
+    }
+
+    /// Queues a packet (sent on [`SimpleClient::flush`]).
+    pub fn send(&mut self, p: &Packet) -> io::Result<()> {
+        p.encode(&mut self.wbuf)
+            .map_err(|e| proto_err(e.to_string()))
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.stream.write_all(&self.wbuf)?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Reads one packet (blocking up to the timeout given at connect).
+    pub fn read_packet(&mut self) -> io::Result<Packet> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match decode(&mut self.rbuf, PROTOCOL_MAX_PACKET_SIZE) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(proto_err(e.to_string())),
+            }
+            let n = self.stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "broker closed the connection",
+                ));
+            }
+            self.rbuf.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Publishes `messages` at QoS 1, keeping up to `window` unacknowledged, and waits for
+    /// every PUBACK.
+    pub fn publish_all(
+        &mut self,
+        messages: impl IntoIterator<Item = (TopicName, Bytes, bool)>,
+        window: usize,
+    ) -> io::Result<u64> {
+        let mut next_id: u16 = 1;
+        let mut outstanding = 0usize;
+        let mut sent = 0u64;
+        for (topic, payload, retain) in messages {
+            while outstanding >= window.max(1) {
+                self.flush()?;
+                self.await_puback()?;
+                outstanding -= 1;
+            }
+            self.send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain,
+                topic,
+                packet_id: Some(next_id),
+                payload,
+            }))?;
+            next_id = next_id.checked_add(1).unwrap_or(1);
+            outstanding += 1;
+            sent += 1;
+        }
+        self.flush()?;
+        while outstanding > 0 {
+            self.await_puback()?;
+            outstanding -= 1;
+        }
+        Ok(sent)
+    }
+
+    fn await_puback(&mut self) -> io::Result<()> {
+        loop {
+            match self.read_packet()? {
+                Packet::PubAck(_) => return Ok(()),
+                Packet::PingResp | Packet::Publish(_) => {}
+                other => return Err(proto_err(format!("expected PUBACK, got {other:?}"))),
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and closes.
+    pub fn disconnect(mut self) -> io::Result<()> {
+        self.send(&Packet::Disconnect)?;
+        self.flush()?;
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        Ok(())
+    }
+}
+
+/// Waits until an MQTT broker at `addr` answers CONNECT, or `timeout` passes.
+pub fn wait_until_ready(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+    let start = Instant::now();
+    let mut last = io::Error::new(io::ErrorKind::TimedOut, "no answer");
+    while start.elapsed() < timeout {
+        match SimpleClient::connect(addr, "amqtt-bench-probe", true, Duration::from_secs(2)) {
+            Ok((c, _)) => {
+                let _ = c.disconnect();
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("broker at {addr} did not answer CONNECT within {timeout:?}: {last}"),
+    ))
+}
