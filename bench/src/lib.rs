@@ -8,6 +8,8 @@
 //! - [`report`]: the summary table, the JSON object, the live progress line.
 //! - [`compare`]: starts brokers from command lines, runs a scenario matrix against each in turn,
 //!   writes `RESULTS.md` and an SVG chart.
+//! - [`simple`]: a blocking client for set-up and clean-up (retained preload, session removal,
+//!   readiness probes).
 //! - [`payload`], [`tracker`], [`stats`], [`url`], [`procstat`], [`clock`], [`sys`]: the small
 //!   pieces (message header, loss/duplicate/order accounting, HDR percentiles, broker URLs,
 //!   `/proc` sampling, the monotonic clock, Linux calls).
