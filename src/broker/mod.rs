@@ -39,6 +39,7 @@ pub use crate::plugins::AuthVerdict;
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState, PendingReply};
+pub use retained::RetainVersion;
 use retained::RetainedStore;
 use session::{Delivery, DropReason, Resend, Session};
 pub use stats::Stats;
@@ -101,13 +102,19 @@ pub enum BusMessage {
     },
     /// Confirms an `Interest` change carrying this token.
     InterestAck { token: u64 },
+    /// A retained publish for every other shard: their retained copies and their subscribers.
+    /// The version orders concurrent updates of one topic (see `retained.rs`).
+    Retained {
+        message: Message,
+        version: RetainVersion,
+    },
 }
 
 impl BusMessage {
     /// Which lane of the bus carries it: publishes on data, everything else on control.
     pub fn lane(&self) -> Lane {
         match self {
-            BusMessage::Publish(_) => Lane::Data,
+            BusMessage::Publish(_) | BusMessage::Retained { .. } => Lane::Data,
             _ => Lane::Control,
         }
     }
@@ -156,6 +163,13 @@ pub struct ConnectOutcome {
     pub session_present: bool,
 }
 
+/// Filters announced to the other shards under one token, and how many confirmations are missing.
+#[derive(Debug, Default)]
+struct Announcement {
+    filters: Vec<TopicFilter>,
+    remaining: usize,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Subscriber {
     session: SessionKey,
@@ -174,8 +188,15 @@ pub struct BrokerCore {
     /// Per other shard: the filters its sessions subscribe to (value unused: presence).
     remote_interest: Vec<TopicTrie<()>>,
     retained: RetainedStore,
+    /// The latest time an event brought (bus messages bring none); stamps retained deletions.
+    clock: Option<Instant>,
     /// Pending SUBACK tokens → connection.
     pending_tokens: HashMap<u64, ConnId>,
+    /// Announcements of this shard's filters that some other shard has not confirmed yet, by token.
+    announcements: HashMap<u64, Announcement>,
+    /// Per filter: how many of `announcements` carry it. A SUBSCRIBE to a filter listed here must
+    /// wait too, although the filter is not new on this shard (see `handlers/subscribe.rs`).
+    announcing: HashMap<TopicFilter, usize>,
     next_token: u64,
     generated_ids: u64,
     id_seed: u64,
@@ -197,7 +218,10 @@ impl BrokerCore {
             subscriptions: TopicTrie::new(),
             remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
             retained: RetainedStore::default(),
+            clock: None,
             pending_tokens: HashMap::new(),
+            announcements: HashMap::new(),
+            announcing: HashMap::new(),
             next_token: 1,
             generated_ids: 0,
             id_seed,
@@ -309,11 +333,13 @@ impl BrokerCore {
         now: Instant,
     ) -> ConnectOutcome {
         self.stats.packets_received += 1;
+        self.clock = Some(now);
         handlers::connect::handle(self, conn, connect, auth, now)
     }
 
     /// A packet after CONNECT.
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        self.clock = Some(now);
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
@@ -345,8 +371,14 @@ impl BrokerCore {
         match message {
             BusMessage::Publish(message) => {
                 if message.retain {
-                    self.retained.apply(&message);
+                    // The control shard's `$SYS` messages: one writer, applied as made here.
+                    let version = self.retained.next_version(self.shard);
+                    self.retained.apply(&message, version, self.clock);
                 }
+                self.deliver_local(&message);
+            }
+            BusMessage::Retained { message, version } => {
+                self.retained.apply(&message, version, self.clock);
                 self.deliver_local(&message);
             }
             BusMessage::Interest {
@@ -366,12 +398,17 @@ impl BrokerCore {
                     self.send_bus(from, BusMessage::InterestAck { token });
                 }
             }
-            BusMessage::InterestAck { token } => self.interest_confirmed(token),
+            BusMessage::InterestAck { token } => {
+                self.announcement_confirmed(token);
+                self.interest_confirmed(token);
+            }
         }
     }
 
     /// Time passes: close connections whose keep-alive expired.
     pub fn handle_tick(&mut self, now: Instant) {
+        self.clock = Some(now);
+        self.retained.drop_old_tombstones(now);
         let expired: Vec<ConnId> = self
             .connections
             .iter()
@@ -540,8 +577,16 @@ impl BrokerCore {
         }
     }
 
+    /// Tells every other shard that `filter` appeared on (or left) this shard. With a token, each
+    /// of them confirms, and until all have, the filter counts as still being announced.
     fn broadcast_interest(&mut self, filter: &TopicFilter, added: bool, token: Option<u64>) {
         let (me, shards) = (self.shard, self.shards);
+        if let Some(token) = token.filter(|_| shards > 1) {
+            let announcement = self.announcements.entry(token).or_default();
+            announcement.filters.push(filter.clone());
+            announcement.remaining += shards - 1;
+            *self.announcing.entry(filter.clone()).or_insert(0) += 1;
+        }
         for to in (0..shards).filter(|&s| s != me) {
             self.send_bus(
                 to,
@@ -595,13 +640,20 @@ impl BrokerCore {
 
     /// Routes a message that entered the broker on this shard (clients, wills, `$SYS`).
     pub fn route(&mut self, message: Message) {
+        let (me, shards) = (self.shard, self.shards);
         if message.retain {
-            self.retained.apply(&message);
+            let version = self.retained.next_version(me);
+            self.retained.apply(&message, version, self.clock);
+            self.deliver_local(&message);
+            for to in (0..shards).filter(|&s| s != me) {
+                let message = message.clone();
+                self.send_bus(to, BusMessage::Retained { message, version });
+            }
+            return;
         }
         self.deliver_local(&message);
-        let (me, shards) = (self.shard, self.shards);
         for to in (0..shards).filter(|&s| s != me) {
-            if message.retain || self.remote_interest[to].matches_any(&message.topic) {
+            if self.remote_interest[to].matches_any(&message.topic) {
                 self.send_bus(to, BusMessage::Publish(message.clone()));
             }
         }
@@ -705,6 +757,33 @@ impl BrokerCore {
         }
         connection.pending_replies.push_back(pending);
         self.flush_replies(conn);
+    }
+
+    /// Whether an announcement of `filter` from this shard is still unconfirmed somewhere.
+    fn is_announcing(&self, filter: &TopicFilter) -> bool {
+        self.announcing.contains_key(filter)
+    }
+
+    /// One shard confirmed the announcements carrying `token`; when all have, they are in effect.
+    fn announcement_confirmed(&mut self, token: u64) {
+        let Some(announcement) = self.announcements.get_mut(&token) else {
+            return;
+        };
+        announcement.remaining = announcement.remaining.saturating_sub(1);
+        if announcement.remaining > 0 {
+            return;
+        }
+        let Some(announcement) = self.announcements.remove(&token) else {
+            return;
+        };
+        for filter in announcement.filters {
+            if let Some(count) = self.announcing.get_mut(&filter) {
+                *count -= 1;
+                if *count == 0 {
+                    self.announcing.remove(&filter);
+                }
+            }
+        }
     }
 
     fn interest_confirmed(&mut self, token: u64) {

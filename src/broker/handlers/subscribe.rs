@@ -2,7 +2,10 @@
 //!
 //! Granted QoS is the requested one capped by `max_qos` [MQTT-3.9.3]. A filter new to this shard is
 //! announced to the other shards, and the SUBACK waits until they have confirmed: once the client
-//! holds its SUBACK, a message published on any shard reaches it. Retained messages matching each
+//! holds its SUBACK, a message published on any shard reaches it. A filter this shard already has,
+//! but whose announcement (for another session) is not confirmed everywhere yet, is announced again
+//! under this SUBSCRIBE's token: the bus keeps one sender's order, so its confirmation comes after
+//! the earlier announcement took effect (found by the simulation, `simulation.rs`). Retained messages matching each
 //! filter follow the SUBACK with RETAIN set [MQTT-3.3.1-6], also for a repeated subscription
 //! [MQTT-3.8.4-3]. A filter that a topic-check plugin denies gets 0x80 in the SUBACK and changes
 //! nothing (an existing subscription with the same filter stays); the other filters of the same
@@ -47,7 +50,8 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
                 .subscriptions
                 .insert(request.filter.clone(), granted);
         }
-        if broker.add_subscriber(key, &request.filter, granted) {
+        let created = broker.add_subscriber(key, &request.filter, granted);
+        if created || broker.is_announcing(&request.filter) {
             new_filters.push(request.filter.clone());
         }
         if let Some(client) = &client {
