@@ -2,7 +2,8 @@
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
 //! keys of our own (`shards`, `pin_shards`, `max_inflight`, `max_queued_messages`,
-//! `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`), and turns it into a checked
+//! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
+//! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
 //! Every problem is reported as a [`ConfigError`] naming the file, the key path
@@ -82,6 +83,11 @@ pub struct BrokerConfig {
     pub max_queued_messages: usize,
     /// Largest accepted packet, in bytes, fixed header included.
     pub max_packet_size: usize,
+    /// Payload bytes queued per client beyond the in-flight window; `None` means no byte limit
+    /// (`max_queued_messages` still applies).
+    pub max_queued_bytes: Option<usize>,
+    /// Broker-wide budget for queued, retained and outgoing payload bytes; `None` means none.
+    pub memory_limit: Option<usize>,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
     /// Highest QoS granted to subscriptions (0, 1 or 2).
@@ -123,6 +129,8 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     /// Simultaneous connections allowed; `None` means unlimited.
     pub max_connections: Option<usize>,
+    /// New connections accepted per second (our key `max_connect_rate`); `None` means unlimited.
+    pub max_connect_rate: Option<u32>,
     /// TLS settings when `ssl: on`.
     pub tls: Option<TlsConfig>,
 }
@@ -221,6 +229,7 @@ impl Default for BrokerConfig {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
                 kind: ListenerKind::Tcp,
                 max_connections: None,
+                max_connect_rate: None,
                 tls: None,
             }],
             timeout_disconnect_delay: DEFAULT_TIMEOUT_DISCONNECT_DELAY,
@@ -234,6 +243,8 @@ impl Default for BrokerConfig {
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,
+            max_queued_bytes: None,
+            memory_limit: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
             metrics: None,
@@ -363,7 +374,9 @@ struct RawConfig {
     pin_shards: Option<bool>,
     max_inflight: Option<Int>,
     max_queued_messages: Option<Int>,
-    max_packet_size: Option<Int>,
+    max_packet_size: Option<Size>,
+    max_queued_bytes: Option<Size>,
+    memory_limit: Option<Size>,
     connect_timeout: Option<Seconds>,
     /// `max-qos` is the key aMQTT itself reads.
     #[serde(alias = "max-qos")]
@@ -408,6 +421,8 @@ struct RawListener {
     /// aMQTT documents `max-connections` but its code reads `max_connections`: accept both.
     #[serde(rename = "max-connections", alias = "max_connections")]
     max_connections: Option<Int>,
+    /// Our key: connections accepted per second; absent, 0 or -1 = unlimited.
+    max_connect_rate: Option<Int>,
     ssl: Option<SslFlag>,
     // TLS material: used with `ssl: on`, accepted and ignored with `ssl: off`.
     cafile: Option<String>,
@@ -457,6 +472,66 @@ impl<'de> Deserialize<'de> for RawListeners {
             }
         }
         deserializer.deserialize_map(ListenersVisitor)
+    }
+}
+
+/// A size in bytes: an integer, or a number with a unit (`64MiB`, `512 kB`, `1.5GiB`). Units:
+/// `B`; `k`/`kB`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000); `KiB`, `MiB`, `GiB` (powers of 1024).
+#[derive(Debug, Clone, Copy)]
+struct Size(u64);
+
+/// Parses the text form of [`Size`]; the error says what is wrong.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "k" | "K" | "kB" | "KB" => 1000,
+        "M" | "MB" => 1000 * 1000,
+        "G" | "GB" => 1000 * 1000 * 1000,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}' (use B, kB, MB, GB, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (for example 1048576, 512kB or 64MiB)"))?;
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, such as 1048576 or 64MiB")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(v), &"a size of 0 or more"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
     }
 }
 
@@ -736,6 +811,7 @@ struct Merged<'a> {
     bind: Option<Field<'a, BindSpec>>,
     kind: Option<Field<'a, RawKind>>,
     max_connections: Option<Field<'a, Int>>,
+    max_connect_rate: Option<Field<'a, Int>>,
     ssl: Option<Field<'a, SslFlag>>,
     cafile: Option<Field<'a, String>>,
     capath: Option<Field<'a, String>>,
@@ -793,6 +869,12 @@ fn merge_listeners(raw: &RawListeners) -> Vec<Merged<'_>> {
                     name,
                     inherit.map(|d| &d.max_connections),
                     "max-connections",
+                ),
+                max_connect_rate: pick(
+                    &own.max_connect_rate,
+                    name,
+                    inherit.map(|d| &d.max_connect_rate),
+                    "max_connect_rate",
                 ),
                 ssl: pick(&own.ssl, name, inherit.map(|d| &d.ssl), "ssl"),
                 cafile: pick(&own.cafile, name, inherit.map(|d| &d.cafile), "cafile"),
@@ -923,6 +1005,24 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
                         }
                     },
                 };
+                let max_connect_rate = match &listener.max_connect_rate {
+                    None => None,
+                    Some(field) => match field.value.0 {
+                        -1 | 0 => None,
+                        n if n > 0 => Some(u32::try_from(n).map_err(|_| {
+                            invalid(&field.key(), format!("{n} is too large"))
+                        })?),
+                        n => {
+                            return Err(invalid(
+                                &field.key(),
+                                format!(
+                                    "must be a number of connections per second, or 0 for unlimited; got {n}{}",
+                                    field.inherited_by(listener.name)
+                                ),
+                            ))
+                        }
+                    },
+                };
                 let kind = match listener.kind.as_ref().map(|k| *k.value) {
                     Some(RawKind::Ws) => ListenerKind::Ws,
                     Some(RawKind::Tcp) | None => ListenerKind::Tcp,
@@ -933,6 +1033,7 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
                     bind: address,
                     kind,
                     max_connections,
+                    max_connect_rate,
                     tls,
                 });
             }
@@ -1008,13 +1109,25 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
         1,
         i64::MAX,
     )?;
-    let max_packet_size = integer(
+    let size = |key: &str, value: Option<Size>, min: u64, max: u64| match value {
+        None => Ok(None),
+        Some(Size(v)) if (min..=max).contains(&v) => Ok(Some(v)),
+        Some(Size(v)) => Err(invalid(
+            key,
+            format!("must be between {min} and {max} bytes, got {v}"),
+        )),
+    };
+    let max_packet_size = size(
         "max_packet_size",
         raw.max_packet_size,
-        MAX_PACKET_SIZE_LIMIT as i64,
-        MIN_PACKET_SIZE as i64,
-        MAX_PACKET_SIZE_LIMIT as i64,
-    )?;
+        MIN_PACKET_SIZE as u64,
+        MAX_PACKET_SIZE_LIMIT as u64,
+    )?
+    .unwrap_or(MAX_PACKET_SIZE_LIMIT as u64);
+    // 0 means no limit, as in Mosquitto.
+    let max_queued_bytes = size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?
+        .filter(|&v| v > 0);
+    let memory_limit = size("memory_limit", raw.memory_limit, 0, u64::MAX)?.filter(|&v| v > 0);
     let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
     let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
 
@@ -1053,6 +1166,14 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
             .map_err(|_| range_error("max_queued_messages"))?,
         max_packet_size: usize::try_from(max_packet_size)
             .map_err(|_| range_error("max_packet_size"))?,
+        max_queued_bytes: max_queued_bytes
+            .map(usize::try_from)
+            .transpose()
+            .map_err(|_| range_error("max_queued_bytes"))?,
+        memory_limit: memory_limit
+            .map(usize::try_from)
+            .transpose()
+            .map_err(|_| range_error("memory_limit"))?,
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
         metrics,

@@ -17,6 +17,7 @@
 
 pub mod connection;
 mod handlers;
+pub mod memory;
 pub mod retained;
 pub mod session;
 pub mod stats;
@@ -41,9 +42,17 @@ pub use connection::CloseReason;
 use connection::{Connection, ConnectionState, PendingReply};
 pub use retained::RetainVersion;
 use retained::RetainedStore;
-use session::{Delivery, DropReason, Resend, Session};
+pub use memory::{MemoryBudget, Pressure};
+use session::{Delivery, DropReason, QueueLimits, Resend, Session};
 pub use stats::Stats;
 use subscriptions::TopicTrie;
+
+/// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
+/// for it are dropped (see `memory.rs`).
+const QOS0_BEHIND: usize = 16 << 10;
+/// Room in a connection's outbox that queued QoS 0 messages (retained ones after a SUBACK) may
+/// fill in one go; the rest follows each time the runtime takes the outbox.
+const RETAINED_CHUNK: usize = 64 << 10;
 
 /// Identifies a connection within one shard (assigned by the runtime).
 pub type ConnId = u64;
@@ -64,6 +73,10 @@ pub struct Message {
 pub struct Settings {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
+    /// Payload bytes queued per session; `None` for no byte limit.
+    pub max_queued_bytes: Option<usize>,
+    /// The broker-wide memory budget, shared by every shard (`memory.rs`).
+    pub memory: Arc<MemoryBudget>,
     /// Granted QoS is capped at this.
     pub max_qos: QoS,
     pub allow_anonymous: bool,
@@ -82,6 +95,8 @@ impl Default for Settings {
             max_qos: QoS::ExactlyOnce,
             allow_anonymous: true,
             outbox_limit: 4 << 20,
+            max_queued_bytes: None,
+            memory: MemoryBudget::unlimited(),
             plugins: CorePlugins::default(),
         }
     }
@@ -362,7 +377,9 @@ impl BrokerCore {
     /// The transport ended (EOF, error, or after a `Closing` flush). Forgets the connection.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.close(conn, CloseReason::ConnectionLost);
-        self.connections.remove(&conn);
+        if let Some(connection) = self.connections.remove(&conn) {
+            self.settings.memory.sub(connection.outbox.len());
+        }
     }
 
     /// A message from another shard.
@@ -373,12 +390,12 @@ impl BrokerCore {
                 if message.retain {
                     // The control shard's `$SYS` messages: one writer, applied as made here.
                     let version = self.retained.next_version(self.shard);
-                    self.retained.apply(&message, version, self.clock);
+                    self.apply_retained(&message, version);
                 }
                 self.deliver_local(&message);
             }
             BusMessage::Retained { message, version } => {
-                self.retained.apply(&message, version, self.clock);
+                self.apply_retained(&message, version);
                 self.deliver_local(&message);
             }
             BusMessage::Interest {
@@ -443,8 +460,24 @@ impl BrokerCore {
         let connection = self.connections.get_mut(&conn)?;
         connection.flush_requested = false;
         let bytes = connection.outbox.split();
+        let closing = connection.state == ConnectionState::Closing;
+        let session = connection.session;
         self.stats.bytes_sent += bytes.len() as u64;
-        Some((bytes, connection.state == ConnectionState::Closing))
+        self.settings.memory.sub(bytes.len());
+        if !closing {
+            // Queued messages (retained ones after a SUBACK, mostly) wait for room in the outbox.
+            self.fill_window(session);
+        }
+        Some((bytes, closing))
+    }
+
+    /// The queue limits of a new session.
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.settings.max_queued_messages,
+            max_bytes: self.settings.max_queued_bytes,
+            budget: self.settings.memory.clone(),
+        }
     }
 
     // ---- internals shared by the handlers ----------------------------------------------------------
@@ -463,10 +496,12 @@ impl BrokerCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
+        let before = connection.outbox.len();
         if let Err(error) = packet.encode(&mut connection.outbox) {
             log::warn!("cannot encode {packet:?}: {error}");
             return;
         }
+        self.settings.memory.add(connection.outbox.len() - before);
         self.stats.packets_sent += 1;
         self.request_flush(conn);
     }
@@ -475,10 +510,12 @@ impl BrokerCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
+        let before = connection.outbox.len();
         if let Err(error) = publish.encode(&mut connection.outbox) {
             log::warn!("cannot encode PUBLISH to {}: {error}", publish.topic);
             return;
         }
+        self.settings.memory.add(connection.outbox.len() - before);
         self.stats.publish_sent += 1;
         self.stats.packets_sent += 1;
         self.stats.publish_sent_by_qos[publish.qos as usize] += 1;
@@ -643,7 +680,7 @@ impl BrokerCore {
         let (me, shards) = (self.shard, self.shards);
         if message.retain {
             let version = self.retained.next_version(me);
-            self.retained.apply(&message, version, self.clock);
+            self.apply_retained(&message, version);
             self.deliver_local(&message);
             for to in (0..shards).filter(|&s| s != me) {
                 let message = message.clone();
@@ -656,6 +693,18 @@ impl BrokerCore {
             if self.remote_interest[to].matches_any(&message.topic) {
                 self.send_bus(to, BusMessage::Publish(message.clone()));
             }
+        }
+    }
+
+    /// Updates this shard's retained copy. Every shard holds the same payloads (shared `Bytes`), so
+    /// shard 0 alone counts them in the memory budget.
+    fn apply_retained(&mut self, message: &Message, version: RetainVersion) {
+        let before = self.retained.payload_bytes();
+        self.retained.apply(message, version, self.clock);
+        if self.shard == 0 {
+            let after = self.retained.payload_bytes();
+            self.settings.memory.add(after.saturating_sub(before));
+            self.settings.memory.sub(before.saturating_sub(after));
         }
     }
 
@@ -684,10 +733,16 @@ impl BrokerCore {
             return;
         };
         let conn = session.conn;
-        if qos == QoS::AtMostOnce {
+        if qos == QoS::AtMostOnce && !retain {
             if let Some(connection) = conn.and_then(|c| self.connections.get(&c)) {
-                if connection.outbox.len() > self.settings.outbox_limit {
+                let waiting = connection.outbox.len();
+                if waiting > self.settings.outbox_limit {
                     self.stats.publish_dropped_outbox_full += 1;
+                    return;
+                }
+                // Under memory pressure, a subscriber that is behind loses QoS 0 first.
+                if waiting > QOS0_BEHIND && self.settings.memory.pressure() >= Pressure::DropQoS0 {
+                    self.stats.publish_dropped_memory += 1;
                     return;
                 }
             }
@@ -698,8 +753,16 @@ impl BrokerCore {
                     self.write_publish(conn, &publish);
                 }
             }
-            Delivery::Queued => {}
+            Delivery::Queued => {
+                if retain || qos == QoS::AtMostOnce {
+                    self.fill_window(key);
+                }
+            }
             Delivery::Dropped(DropReason::QueueFull) => self.stats.publish_dropped_queue_full += 1,
+            Delivery::Dropped(DropReason::QueueBytes) => {
+                self.stats.publish_dropped_queue_bytes += 1
+            }
+            Delivery::Dropped(DropReason::MemoryLimit) => self.stats.publish_dropped_memory += 1,
             Delivery::Dropped(DropReason::OfflineQoS0) => self.stats.publish_dropped_offline += 1,
         }
     }
@@ -712,7 +775,13 @@ impl BrokerCore {
         let Some(conn) = session.conn else {
             return;
         };
-        for publish in session.fill_window() {
+        let waiting = self
+            .connections
+            .get(&conn)
+            .map_or(0, |c| c.outbox.len());
+        // QoS 0 messages from the queue fill the outbox up to this much per turn.
+        let room = RETAINED_CHUNK.saturating_sub(waiting);
+        for publish in session.fill_window(room) {
             self.write_publish(conn, &publish);
         }
     }

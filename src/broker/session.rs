@@ -1,15 +1,43 @@
 //! One client's MQTT session: what survives a reconnect when clean session is 0 [MQTT-3.1.2-4].
 //!
 //! Holds the subscriptions, the outgoing QoS 1/2 window (`max_inflight`), the queue behind it
-//! (`max_queued_messages`), the packet identifiers of incoming QoS 2 messages awaiting PUBREL, and the
+//! (`max_queued_messages`, `max_queued_bytes`, and the broker-wide `memory_limit` through a shared
+//! [`MemoryBudget`]), the packet identifiers of incoming QoS 2 messages awaiting PUBREL, and the
 //! will. It decides what to send and when; it never encodes bytes, touches a socket or another session.
+//!
+//! Retained messages sent after a SUBACK go through the queue too, at any QoS, but outside its
+//! limits: their payloads are shared with the retained store (they cost no new payload memory),
+//! and a subscription to `#` over 100,000 retained messages must get all of them. They leave the
+//! queue as the window (QoS 1/2) and the room in the connection's outbox (QoS 0) allow, so they are
+//! paced by the subscriber, not dropped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::protocol::{LastWill, PubRel, Publish, QoS, TopicFilter};
 
+use super::memory::MemoryBudget;
 use super::{ConnId, Message};
+
+/// The limits of one session's queue (see the module docs).
+#[derive(Debug, Clone)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    /// Payload bytes; `None` for no byte limit.
+    pub max_bytes: Option<usize>,
+    pub budget: Arc<MemoryBudget>,
+}
+
+impl QueueLimits {
+    /// A message limit only, with a budget that just counts (tests).
+    pub fn messages(max_messages: usize) -> QueueLimits {
+        QueueLimits {
+            max_messages,
+            max_bytes: None,
+            budget: MemoryBudget::unlimited(),
+        }
+    }
+}
 
 /// Where an outgoing QoS 1/2 message stands [MQTT-4.3.2, 4.3.3].
 #[allow(clippy::enum_variant_names)] // named after the packet each state awaits, as the spec does
@@ -52,6 +80,10 @@ pub enum Delivery {
 pub enum DropReason {
     /// The session's queue already holds `max_queued_messages`.
     QueueFull,
+    /// The session's queue would hold more than `max_queued_bytes` of payload.
+    QueueBytes,
+    /// The broker-wide `memory_limit` is reached.
+    MemoryLimit,
     /// A QoS 0 message for a client that is offline is not stored.
     OfflineQoS0,
 }
@@ -71,14 +103,27 @@ pub struct Session {
     pub will: Option<LastWill>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Outgoing>,
+    /// Payload bytes of the queued messages that count against the limits (not retained ones).
+    queued_bytes: usize,
+    /// Queued retained messages (outside the limits).
+    queued_retained: usize,
+    /// Queued QoS 0 messages (retained or behind retained ones): while there are any, new QoS 0
+    /// messages queue behind them instead of overtaking them.
+    queued_qos0: usize,
     incoming_qos2: HashSet<u16>,
     next_packet_id: u16,
     max_inflight: usize,
-    max_queued: usize,
+    limits: QueueLimits,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.limits.budget.sub(self.queued_bytes);
+    }
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, clean: bool, max_inflight: u16, max_queued: usize) -> Self {
+    pub fn new(client_id: Arc<str>, clean: bool, max_inflight: u16, limits: QueueLimits) -> Self {
         Session {
             client_id,
             clean,
@@ -87,10 +132,13 @@ impl Session {
             will: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
+            queued_retained: 0,
+            queued_qos0: 0,
             incoming_qos2: HashSet::new(),
             next_packet_id: 1,
             max_inflight: usize::from(max_inflight.max(1)),
-            max_queued,
+            limits,
         }
     }
 
@@ -106,6 +154,16 @@ impl Session {
         self.queue.len()
     }
 
+    /// Retained messages queued after a SUBACK (outside the limits).
+    pub fn queued_retained(&self) -> usize {
+        self.queued_retained
+    }
+
+    /// Payload bytes queued that count against the limits.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Offers a message at the delivery QoS already reduced to the subscription's maximum.
     pub fn deliver(&mut self, message: &Message, qos: QoS, retain: bool) -> Delivery {
         let out = Outgoing {
@@ -113,21 +171,60 @@ impl Session {
             qos,
             retain,
         };
-        if qos == QoS::AtMostOnce {
-            return if self.is_online() {
-                Delivery::Send(publish_of(&out, None, false))
-            } else {
-                Delivery::Dropped(DropReason::OfflineQoS0)
-            };
+        if retain {
+            // Retained after SUBACK: queued outside the limits, sent by `fill_window`.
+            self.queued_retained += 1;
+            self.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
+            self.queue.push_back(out);
+            return Delivery::Queued;
         }
-        if self.is_online() && self.queue.is_empty() && self.inflight.len() < self.max_inflight {
+        if qos == QoS::AtMostOnce {
+            if !self.is_online() {
+                return Delivery::Dropped(DropReason::OfflineQoS0);
+            }
+            if self.queued_retained == 0 && self.queued_qos0 == 0 {
+                return Delivery::Send(publish_of(&out, None, false));
+            }
+            // Behind retained messages still queued: a newer message must not overtake them.
+        } else if self.is_online()
+            && self.queue.is_empty()
+            && self.inflight.len() < self.max_inflight
+        {
             return Delivery::Send(self.start_inflight(out));
         }
-        if self.queue.len() >= self.max_queued {
+        if self.queue.len() - self.queued_retained >= self.limits.max_messages {
             return Delivery::Dropped(DropReason::QueueFull);
         }
+        let bytes = out.message.payload.len();
+        if self
+            .limits
+            .max_bytes
+            .is_some_and(|max| self.queued_bytes + bytes > max)
+        {
+            return Delivery::Dropped(DropReason::QueueBytes);
+        }
+        if !self.limits.budget.fits(bytes) {
+            return Delivery::Dropped(DropReason::MemoryLimit);
+        }
+        self.queued_bytes += bytes;
+        self.limits.budget.add(bytes);
+        self.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
         self.queue.push_back(out);
         Delivery::Queued
+    }
+
+    /// Takes the queue's head, releasing what it counted.
+    fn pop_queued(&mut self) -> Option<Outgoing> {
+        let out = self.queue.pop_front()?;
+        self.queued_qos0 -= usize::from(out.qos == QoS::AtMostOnce);
+        if out.retain {
+            self.queued_retained -= 1;
+        } else {
+            let bytes = out.message.payload.len();
+            self.queued_bytes -= bytes;
+            self.limits.budget.sub(bytes);
+        }
+        Some(out)
     }
 
     fn start_inflight(&mut self, out: Outgoing) -> Publish {
@@ -157,17 +254,32 @@ impl Session {
         }
     }
 
-    /// Moves queued messages into the window while it has room; returns the PUBLISHes to write.
-    pub fn fill_window(&mut self) -> Vec<Publish> {
+    /// Moves queued messages, in order, into the window while it has room (QoS 1/2) and into the
+    /// outbox while `outbox_room` bytes allow (QoS 0); returns the PUBLISHes to write.
+    pub fn fill_window(&mut self, mut outbox_room: usize) -> Vec<Publish> {
         let mut out = Vec::new();
         if !self.is_online() {
             return out;
         }
-        while self.inflight.len() < self.max_inflight {
-            let Some(next) = self.queue.pop_front() else {
+        while let Some(next) = self.queue.front() {
+            if next.qos == QoS::AtMostOnce {
+                // Topic, payload and at most 7 bytes of header: an upper bound is enough here.
+                let size = next.message.topic.as_str().len() + next.message.payload.len() + 7;
+                if size > outbox_room {
+                    break;
+                }
+                outbox_room -= size;
+            } else if self.inflight.len() >= self.max_inflight {
+                break;
+            }
+            let Some(next) = self.pop_queued() else {
                 break;
             };
-            out.push(self.start_inflight(next));
+            if next.qos == QoS::AtMostOnce {
+                out.push(publish_of(&next, None, false));
+            } else {
+                out.push(self.start_inflight(next));
+            }
         }
         out
     }
@@ -265,7 +377,7 @@ mod tests {
     }
 
     fn online(max_inflight: u16, max_queued: usize) -> Session {
-        let mut s = Session::new("c".into(), false, max_inflight, max_queued);
+        let mut s = Session::new("c".into(), false, max_inflight, QueueLimits::messages(max_queued));
         s.conn = Some(1);
         s
     }
@@ -308,7 +420,7 @@ mod tests {
             Delivery::Dropped(DropReason::QueueFull)
         );
         s.on_puback(a.packet_id.expect("id")).expect("known id");
-        let next = s.fill_window();
+        let next = s.fill_window(usize::MAX);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].payload, Bytes::from("3"));
         assert_eq!(
@@ -339,7 +451,7 @@ mod tests {
 
     #[test]
     fn offline_messages_queue_in_order_and_resend_with_dup() {
-        let mut s = Session::new("c".into(), false, 2, 10);
+        let mut s = Session::new("c".into(), false, 2, QueueLimits::messages(10));
         for n in 0..4 {
             assert_eq!(
                 s.deliver(&message(n), QoS::AtLeastOnce, false),
@@ -347,7 +459,7 @@ mod tests {
             );
         }
         s.conn = Some(7);
-        let first = s.fill_window();
+        let first = s.fill_window(usize::MAX);
         assert_eq!(
             first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(),
             ["0", "1"]

@@ -1598,7 +1598,9 @@ impl Sim {
                     if session.inflight_len() > usize::from(self.cfg.settings.max_inflight) {
                         fail!(self, "session of {} exceeds max_inflight", client.id);
                     }
-                    if session.queued_len() > self.cfg.settings.max_queued_messages {
+                    if session.queued_len() - session.queued_retained()
+                        > self.cfg.settings.max_queued_messages
+                    {
                         fail!(self, "session of {} exceeds max_queued_messages", client.id);
                     }
                 }

@@ -21,6 +21,10 @@ pub struct Stats {
     pub publish_dropped_offline: u64,
     /// Not delivered: QoS 0 for a subscriber whose outbox is over the limit (it stopped reading).
     pub publish_dropped_outbox_full: u64,
+    /// Not delivered: a subscriber's session queue would exceed `max_queued_bytes`.
+    pub publish_dropped_queue_bytes: u64,
+    /// Not delivered: the broker-wide `memory_limit` (see `memory.rs`).
+    pub publish_dropped_memory: u64,
     /// Not delivered: a client published to `$SYS/...`.
     pub publish_dropped_sys: u64,
     /// Not delivered nor retained: a topic-check plugin (e.g. `topic_acl`) denied the publish

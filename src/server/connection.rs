@@ -16,7 +16,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 
-use crate::broker::ConnId;
+use crate::broker::{ConnId, Pressure};
 use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
 use crate::transport::server::ServerStream;
 
@@ -333,7 +333,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
         loop {
             match decode(&mut buf, max) {
                 Ok(Some(packet)) => {
-                    publishes |= matches!(packet, Packet::Publish(_));
+                    if matches!(packet, Packet::Publish(_)) {
+                        publishes = true;
+                        wait_for_memory(&rt, conn).await;
+                    }
                     rt.core.borrow_mut().handle_packet(conn, packet, now)
                 }
                 Ok(None) => break,
@@ -361,6 +364,29 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => rt.stats.borrow_mut().bytes_received += n as u64,
         }
+    }
+}
+
+/// Holds a publisher (this connection, which just brought a PUBLISH) while the broker-wide
+/// `memory_limit` is nearly reached: nothing more is read from its socket, so TCP slows it down,
+/// until subscribers have drained enough (`broker/memory.rs`).
+async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
+    let budget = &rt.shared.core.memory;
+    if budget.pressure() < Pressure::PausePublishers {
+        return;
+    }
+    budget.note_pause();
+    log::debug!(
+        "shard {}: connection {conn}: memory_limit nearly reached ({} of {:?} bytes); pausing this publisher",
+        rt.id,
+        budget.used(),
+        budget.limit()
+    );
+    // What was decoded so far goes out first: it may be what frees memory.
+    let blocked = rt.apply_actions();
+    rt.send_blocked(blocked).await;
+    while budget.pressure() >= Pressure::PausePublishers {
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

@@ -12,13 +12,14 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use shards::{BusSender, SendError, ShardContext};
 
-use crate::broker::{BusMessage, Message};
+use crate::broker::{BusMessage, MemoryBudget, Message};
 use crate::protocol::{QoS, TopicName};
 
 use super::prometheus::{BusDepth, Exporter};
@@ -40,6 +41,8 @@ pub(crate) struct ControlSetup {
     /// Bound, not yet listening on the control shard.
     pub metrics: Option<std::net::TcpListener>,
     pub started: Instant,
+    /// The broker-wide memory budget (its gauges go to `/metrics`).
+    pub memory: Arc<MemoryBudget>,
 }
 
 /// The control shard's state between ticks.
@@ -49,6 +52,7 @@ struct Control {
     sys_interval: Duration,
     started: Instant,
     exporter: Option<Exporter>,
+    memory: Arc<MemoryBudget>,
     latest: Vec<ShardSnapshot>,
     load: LoadAverages,
     clients_maximum: u64,
@@ -73,6 +77,7 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
         board: setup.board,
         sys_interval: setup.sys_interval,
         started: setup.started,
+        memory: setup.memory,
         exporter: metrics_listener.as_ref().map(|_| Exporter::new()),
         latest: vec![ShardSnapshot::default(); shards],
         load: LoadAverages::default(),
@@ -120,6 +125,7 @@ impl Control {
                 &totals,
                 uptime.as_secs_f64(),
                 0,
+                &self.memory,
                 now,
             );
         }
@@ -144,6 +150,7 @@ impl Control {
                 &totals,
                 uptime.as_secs_f64(),
                 self.clients_maximum,
+                &self.memory,
                 now,
             );
             if self.ticks.is_multiple_of(UPKEEP_EVERY) {

@@ -1,5 +1,5 @@
-//! The accept loop of one listener socket on one shard: `max-connections`, back-off on resource
-//! errors, and a task per accepted connection. Knows nothing of MQTT beyond spawning the driver.
+//! The accept loop of one listener socket on one shard: `max-connections`, `max_connect_rate`,
+//! back-off on resource errors, and a task per accepted connection. Knows nothing of MQTT beyond spawning the driver.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -17,6 +17,12 @@ pub(crate) async fn accept_loop(
     loop {
         if rt.stopping.get() {
             return;
+        }
+        if let Some(rate) = &info.connect_rate {
+            while let Some(wait) = rate.take(std::time::Instant::now()) {
+                rt.stats.borrow_mut().accept_rate_waits += 1;
+                glommio::timer::sleep(wait).await;
+            }
         }
         match listener.accept().await {
             Ok(stream) => {

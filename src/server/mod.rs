@@ -15,6 +15,7 @@
 //!   Prometheus metrics (`prometheus.rs` over `http.rs`).
 
 mod authenticate;
+mod connect_rate;
 mod connection;
 mod control;
 mod http;
@@ -30,7 +31,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::broker::Settings;
+use crate::broker::{MemoryBudget, Settings};
 use crate::config::{BrokerConfig, ShardCount};
 use crate::protocol::QoS;
 use crate::transport::server::ListenerTransport;
@@ -66,6 +67,8 @@ pub enum StartError {
 pub(crate) struct ListenerInfo {
     pub name: String,
     pub max_connections: Option<usize>,
+    /// `max_connect_rate`: new connections per second, across shards.
+    pub connect_rate: Option<connect_rate::ConnectRate>,
     /// TLS / WebSocket set-up of this listener's connections.
     pub transport: ListenerTransport,
     /// Mutual TLS: the client certificate's CN is the user name.
@@ -168,6 +171,9 @@ impl Broker {
             listeners.push(Arc::new(ListenerInfo {
                 name: listener.name.clone(),
                 max_connections: listener.max_connections,
+                connect_rate: listener
+                    .max_connect_rate
+                    .map(|rate| connect_rate::ConnectRate::new(rate, std::time::Instant::now())),
                 transport,
                 use_identity_as_username: listener
                     .tls
@@ -200,6 +206,8 @@ impl Broker {
             core: Settings {
                 max_inflight: config.max_inflight,
                 max_queued_messages: config.max_queued_messages,
+                max_queued_bytes: config.max_queued_bytes,
+                memory: MemoryBudget::new(config.memory_limit),
                 max_qos: QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce),
                 allow_anonymous: config.allow_anonymous,
                 plugins: plugins.core,
@@ -215,6 +223,7 @@ impl Broker {
             snapshots: board.clone(),
             authenticator: Arc::new(plugins.authenticator),
         });
+        let memory = shared.core.memory.clone();
 
         // Socket i of every listener goes to shard i.
         let mut per_shard: Vec<Vec<std::net::TcpListener>> =
@@ -265,6 +274,7 @@ impl Broker {
                 sys_interval: config.sys_interval,
                 metrics: metrics_listener,
                 started,
+                memory,
             };
             runtime.start_control(move |ctx| control::run(ctx, setup))?;
         }

@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use crate::broker::MemoryBudget;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::snapshot::{dropped, LatencyHistogram, ShardSnapshot, Totals, LATENCY_BOUNDS_NS};
@@ -73,6 +74,7 @@ impl Exporter {
         totals: &Totals,
         uptime_seconds: f64,
         clients_maximum: u64,
+        memory: &MemoryBudget,
         now: std::time::Instant,
     ) {
         metrics::with_local_recorder(&self.recorder, || {
@@ -81,6 +83,9 @@ impl Exporter {
             gauge!("amqtt_shards").set(shards.len() as f64);
             gauge!("amqtt_retained_messages").set(totals.retained as f64);
             gauge!("amqtt_clients_maximum").set(clients_maximum as f64);
+            gauge!("amqtt_memory_used_bytes").set(memory.used() as f64);
+            gauge!("amqtt_memory_limit_bytes").set(memory.limit().unwrap_or(0) as f64);
+            counter!("amqtt_publisher_pauses_total").absolute(memory.pauses());
             for (n, s) in shards.iter().enumerate() {
                 let depth = bus.get(n).copied().unwrap_or_default();
                 update_shard(&n.to_string(), s, depth);
@@ -187,11 +192,27 @@ fn describe_all() {
     );
     describe_counter!(
         "amqtt_messages_dropped_total",
-        "Messages not delivered, by reason: a full session queue, QoS 0 for an offline session, QoS 0 \
+        "Messages not delivered, by reason: a full session queue (messages or bytes), memory_limit, QoS 0 for an offline session, QoS 0 \
          for a subscriber not reading (outbox full), QoS 0 on a full cross-shard lane, or a client \
          publishing into $SYS."
     );
     describe_counter!("amqtt_wills_published_total", "Will messages published.");
+    describe_counter!(
+        "amqtt_connect_rate_waits_total",
+        "Times an accept loop waited because a listener's max_connect_rate was reached."
+    );
+    describe_gauge!(
+        "amqtt_memory_used_bytes",
+        "Payload bytes in session queues, the retained store and outboxes (all shards)."
+    );
+    describe_gauge!(
+        "amqtt_memory_limit_bytes",
+        "The memory_limit setting (0: none)."
+    );
+    describe_counter!(
+        "amqtt_publisher_pauses_total",
+        "Times a publisher's socket stopped being read because memory_limit was nearly reached."
+    );
     describe_counter!(
         "amqtt_packets_received_total",
         "MQTT packets received (CONNECT included)."
@@ -241,6 +262,7 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
         .absolute(core.connections_accepted);
     counter!("amqtt_connections_rejected_total", "shard" => sh(), "reason" => "max_connections")
         .absolute(rt.rejected_max_connections);
+    counter!("amqtt_connect_rate_waits_total", "shard" => sh()).absolute(rt.accept_rate_waits);
     for (code, reason) in REFUSAL_REASONS {
         let value = core.refused_by_code.get(code).copied().unwrap_or(0);
         counter!("amqtt_connections_rejected_total", "shard" => sh(), "reason" => reason)
@@ -395,6 +417,7 @@ mod tests {
             &totals,
             12.0,
             3,
+            &MemoryBudget::new(Some(1 << 20)),
             std::time::Instant::now(),
         );
         let text = exporter.render(&shards);

@@ -127,6 +127,8 @@ pub(crate) struct RuntimeStats {
     pub closed_before_connect: u64,
     pub connect_timeouts: u64,
     pub rejected_max_connections: u64,
+    /// Times an accept loop waited for `max_connect_rate`.
+    pub accept_rate_waits: u64,
     /// TLS handshakes and WebSocket upgrades that failed.
     pub handshake_failures: u64,
     /// Bytes read from client sockets after CONNECT (one add per read).

@@ -209,9 +209,11 @@ impl Totals {
 }
 
 /// A shard's undelivered messages by reason (the `reason` label of `amqtt_messages_dropped_total`).
-pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 6] {
+pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 8] {
     [
         ("queue_full", s.core.publish_dropped_queue_full),
+        ("queue_bytes", s.core.publish_dropped_queue_bytes),
+        ("memory_limit", s.core.publish_dropped_memory),
         ("offline_qos0", s.core.publish_dropped_offline),
         ("outbox_full", s.core.publish_dropped_outbox_full),
         ("bus_full", s.runtime.bus_dropped_qos0),

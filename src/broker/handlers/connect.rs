@@ -67,7 +67,7 @@ pub(in crate::broker) fn handle(
                 client_id.clone(),
                 connect.clean_session,
                 broker.settings.max_inflight,
-                broker.settings.max_queued_messages,
+                broker.queue_limits(),
             );
             let key = broker.sessions.insert(session);
             broker.session_by_client_id.insert(client_id.clone(), key);

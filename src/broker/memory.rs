@@ -1,0 +1,127 @@
+//! The broker-wide memory budget (`memory_limit`): payload bytes held in session queues, in the
+//! retained store and in connections' outboxes, summed over every shard.
+//!
+//! One [`MemoryBudget`] is shared by all shards (an atomic counter; a relaxed add per queued message
+//! costs a few nanoseconds). Its [`Pressure`] tells the core and the runtime what to do:
+//! - below 3/4 of the limit, nothing;
+//! - from 3/4 (`DropQoS0`), QoS 0 messages for subscribers that are behind are dropped (counted);
+//! - from 7/8 (`PausePublishers`), the runtime stops reading a connection when it brings a PUBLISH,
+//!   until the level is back under 7/8 (TCP back-pressure on publishers; acknowledgements and
+//!   subscribers' traffic still flow, so queues drain);
+//! - at the limit (`Full`), QoS 1/2 messages that would be queued are dropped (counted): the last
+//!   eighth absorbs what was already read, and the budget is never exceeded by queued messages.
+//! Retained updates are always applied (every shard must keep the same store) and count towards
+//! the budget; they are slowed by the same pause. This module holds no MQTT logic and does no I/O.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// How close the broker is to its `memory_limit` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pressure {
+    Normal,
+    DropQoS0,
+    PausePublishers,
+    Full,
+}
+
+/// Payload bytes in use against an optional limit, shared by every shard.
+#[derive(Debug, Default)]
+pub struct MemoryBudget {
+    limit: Option<usize>,
+    used: AtomicUsize,
+    /// Times a connection's reading was paused because of the budget.
+    pauses: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget that only counts.
+    pub fn unlimited() -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget::default())
+    }
+
+    pub fn new(limit: Option<usize>) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            ..MemoryBudget::default()
+        })
+    }
+
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn add(&self, bytes: usize) {
+        if bytes > 0 {
+            self.used.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub fn sub(&self, bytes: usize) {
+        if bytes > 0 {
+            // Never below zero, whatever the order of adds and subs across shards.
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(bytes))
+                });
+        }
+    }
+
+    pub fn pressure(&self) -> Pressure {
+        let Some(limit) = self.limit else {
+            return Pressure::Normal;
+        };
+        let used = self.used();
+        if used >= limit {
+            Pressure::Full
+        } else if used >= limit - limit / 8 {
+            Pressure::PausePublishers
+        } else if used >= limit - limit / 4 {
+            Pressure::DropQoS0
+        } else {
+            Pressure::Normal
+        }
+    }
+
+    /// Whether `bytes` more fit under the limit.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.limit
+            .is_none_or(|limit| self.used().saturating_add(bytes) <= limit)
+    }
+
+    /// Counts one pause of a publisher's reading.
+    pub fn note_pause(&self) {
+        self.pauses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_rises_with_use() {
+        let b = MemoryBudget::new(Some(800));
+        assert_eq!(b.pressure(), Pressure::Normal);
+        b.add(600);
+        assert_eq!(b.pressure(), Pressure::DropQoS0);
+        b.add(100);
+        assert_eq!(b.pressure(), Pressure::PausePublishers);
+        assert!(b.fits(100));
+        assert!(!b.fits(101));
+        b.add(100);
+        assert_eq!(b.pressure(), Pressure::Full);
+        b.sub(10_000);
+        assert_eq!(b.used(), 0);
+        assert_eq!(MemoryBudget::unlimited().pressure(), Pressure::Normal);
+    }
+}
