@@ -1125,8 +1125,8 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
     )?
     .unwrap_or(MAX_PACKET_SIZE_LIMIT as u64);
     // 0 means no limit, as in Mosquitto.
-    let max_queued_bytes = size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?
-        .filter(|&v| v > 0);
+    let max_queued_bytes =
+        size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?.filter(|&v| v > 0);
     let memory_limit = size("memory_limit", raw.memory_limit, 0, u64::MAX)?.filter(|&v| v > 0);
     let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
     let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
@@ -1849,6 +1849,53 @@ listeners:
             );
             assert!(msg.contains("-1 for unlimited"), "{msg}");
         }
+    }
+
+    #[test]
+    fn max_connect_rate_values() {
+        let rate = |v: &str| {
+            load(&format!(
+                "listeners:\n  default:\n    bind: :1883\n    max_connect_rate: {v}\n  other:\n    bind: :1884\n"
+            ))
+            .map(|c| (c.listeners[0].max_connect_rate, c.listeners[1].max_connect_rate))
+        };
+        assert_eq!(rate("0").ok(), Some((None, None)));
+        assert_eq!(rate("-1").ok(), Some((None, None)));
+        // Inherited from `default` like every listener key.
+        assert_eq!(rate("500").ok(), Some((Some(500), Some(500))));
+        let msg = rate("-5").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("key 'listeners.default.max_connect_rate'"),
+            "{msg}"
+        );
+        assert!(msg.contains("0 for unlimited"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(ok("memory_limit: 64MiB\n").memory_limit, Some(64 << 20));
+        assert_eq!(ok("memory_limit: 512 kB\n").memory_limit, Some(512_000));
+        assert_eq!(ok("memory_limit: 1.5GiB\n").memory_limit, Some(3 << 29));
+        assert_eq!(ok("memory_limit: 1000\n").memory_limit, Some(1000));
+        assert_eq!(ok("memory_limit: 0\n").memory_limit, None);
+        assert_eq!(
+            ok("max_queued_bytes: 1M\n").max_queued_bytes,
+            Some(1_000_000)
+        );
+        assert_eq!(ok("max_queued_bytes: 0\n").max_queued_bytes, None);
+        assert_eq!(ok("max_packet_size: 1KiB\n").max_packet_size, 1024);
+        invalid(
+            "memory_limit: 64 parsecs\n",
+            "memory_limit",
+            "unknown size unit 'parsecs'",
+        );
+        invalid("memory_limit: lots\n", "memory_limit", "unknown size unit");
+        invalid("memory_limit: -1\n", "memory_limit", "a size of 0 or more");
+        invalid(
+            "max_packet_size: 1GiB\n",
+            "max_packet_size",
+            "between 16 and 268435460",
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! - below 3/4 of the limit, nothing;
 //! - from 3/4 (`DropQoS0`), QoS 0 messages for subscribers that are behind are dropped (counted);
 //! - from 7/8 (`PausePublishers`), the runtime stops reading a connection when it brings a PUBLISH,
-//!   until the level is back under 7/8 (TCP back-pressure on publishers; acknowledgements and
-//!   subscribers' traffic still flow, so queues drain);
+//!   until the level is back under 7/8 or 50 ms have passed (TCP back-pressure slows publishers;
+//!   acknowledgements and subscribers' traffic still flow, so queues drain; the cap keeps
+//!   publishers moving when the memory is held by offline sessions that will not drain);
 //! - at the limit (`Full`), QoS 1/2 messages that would be queued are dropped (counted): the last
 //!   eighth absorbs what was already read, and the budget is never exceeded by queued messages.
+//!
 //! Retained updates are always applied (every shard must keep the same store) and count towards
 //! the budget; they are slowed by the same pause. This module holds no MQTT logic and does no I/O.
 

@@ -40,9 +40,9 @@ pub use crate::plugins::AuthVerdict;
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState, PendingReply};
+pub use memory::{MemoryBudget, Pressure};
 pub use retained::RetainVersion;
 use retained::RetainedStore;
-pub use memory::{MemoryBudget, Pressure};
 use session::{Delivery, DropReason, QueueLimits, Resend, Session};
 pub use stats::Stats;
 use subscriptions::TopicTrie;
@@ -77,6 +77,8 @@ pub struct Settings {
     pub max_queued_bytes: Option<usize>,
     /// The broker-wide memory budget, shared by every shard (`memory.rs`).
     pub memory: Arc<MemoryBudget>,
+    /// How long a deleted retained topic is remembered (`retained.rs`).
+    pub retained_tombstone_ttl: std::time::Duration,
     /// Granted QoS is capped at this.
     pub max_qos: QoS,
     pub allow_anonymous: bool,
@@ -97,6 +99,7 @@ impl Default for Settings {
             outbox_limit: 4 << 20,
             max_queued_bytes: None,
             memory: MemoryBudget::unlimited(),
+            retained_tombstone_ttl: retained::TOMBSTONE_TTL,
             plugins: CorePlugins::default(),
         }
     }
@@ -425,7 +428,8 @@ impl BrokerCore {
     /// Time passes: close connections whose keep-alive expired.
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
-        self.retained.drop_old_tombstones(now);
+        let ttl = self.settings.retained_tombstone_ttl;
+        self.retained.drop_old_tombstones(now, ttl);
         let expired: Vec<ConnId> = self
             .connections
             .iter()
@@ -775,10 +779,7 @@ impl BrokerCore {
         let Some(conn) = session.conn else {
             return;
         };
-        let waiting = self
-            .connections
-            .get(&conn)
-            .map_or(0, |c| c.outbox.len());
+        let waiting = self.connections.get(&conn).map_or(0, |c| c.outbox.len());
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
         for publish in session.fill_window(room) {

@@ -8,8 +8,9 @@
 //! a [`RetainVersion`] (a Lamport clock and the shard that made it) and the newest version wins:
 //! two clients retaining on one topic at once, on two shards, leave every shard with the same
 //! message. A deletion leaves a short-lived tombstone with its version, so an older update still on
-//! its way cannot bring the message back; tombstones are dropped after [`TOMBSTONE_TTL`], far longer
-//! than any message stays on the bus. Nothing here reads a clock: time comes in as arguments.
+//! its way cannot bring the message back; tombstones are dropped after a time to live
+//! (`Settings::retained_tombstone_ttl`, [`TOMBSTONE_TTL`] by default), far longer than any message
+//! stays on the bus. Nothing here reads a clock: time comes in as arguments.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use crate::protocol::{TopicFilter, TopicName};
 
 use super::Message;
 
-/// How long a deletion is remembered (see the module docs).
+/// How long a deletion is remembered by default (see the module docs).
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
 /// Orders the retained updates of one topic across shards: a Lamport clock, then the shard.
@@ -89,14 +90,14 @@ impl RetainedStore {
         }
     }
 
-    /// Forgets deletions older than [`TOMBSTONE_TTL`].
-    pub fn drop_old_tombstones(&mut self, now: Instant) {
+    /// Forgets deletions older than `ttl`.
+    pub fn drop_old_tombstones(&mut self, now: Instant, ttl: Duration) {
         while let Some((at, _, _)) = self.tombstone_times.front_mut() {
             let Some(at) = at else {
                 *at = Some(now);
                 continue;
             };
-            if now.saturating_duration_since(*at) < TOMBSTONE_TTL {
+            if now.saturating_duration_since(*at) < ttl {
                 break;
             }
             let Some((_, topic, version)) = self.tombstone_times.pop_front() else {
@@ -233,9 +234,9 @@ mod tests {
         store.apply(&msg("t", "stale"), v(4), now);
         assert!(store.matching(&f).is_empty());
         assert_eq!(store.tombstone_count(), 1);
-        store.drop_old_tombstones(start + TOMBSTONE_TTL / 2);
+        store.drop_old_tombstones(start + TOMBSTONE_TTL / 2, TOMBSTONE_TTL);
         assert_eq!(store.tombstone_count(), 1);
-        store.drop_old_tombstones(start + TOMBSTONE_TTL);
+        store.drop_old_tombstones(start + TOMBSTONE_TTL, TOMBSTONE_TTL);
         assert_eq!(store.tombstone_count(), 0);
         store.apply(&msg("t", "fresh"), v(6), now);
         assert_eq!(store.matching(&f).len(), 1);

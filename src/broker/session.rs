@@ -377,7 +377,12 @@ mod tests {
     }
 
     fn online(max_inflight: u16, max_queued: usize) -> Session {
-        let mut s = Session::new("c".into(), false, max_inflight, QueueLimits::messages(max_queued));
+        let mut s = Session::new(
+            "c".into(),
+            false,
+            max_inflight,
+            QueueLimits::messages(max_queued),
+        );
         s.conn = Some(1);
         s
     }

@@ -332,6 +332,9 @@ impl Sim {
             } else {
                 QoS::ExactlyOnce
             },
+            // The simulated bus may hold a message for many ticks of the fake clock (minutes);
+            // the real one delivers in microseconds to milliseconds, far within the default.
+            retained_tombstone_ttl: Duration::from_secs(365 * 24 * 3600),
             ..Settings::default()
         };
         let cfg = Config {

@@ -369,7 +369,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Holds a publisher (this connection, which just brought a PUBLISH) while the broker-wide
 /// `memory_limit` is nearly reached: nothing more is read from its socket, so TCP slows it down,
-/// until subscribers have drained enough (`broker/memory.rs`).
+/// until subscribers have drained enough (`broker/memory.rs`), or for [`MEMORY_PAUSE`] at most:
+/// memory held by offline sessions may never drain, and publishers must slow down, not hang
+/// (at the limit itself the core drops what would be queued, so memory stays bounded).
+/// The longest a PUBLISH waits for memory (see `wait_for_memory`).
+const MEMORY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
     let budget = &rt.shared.core.memory;
     if budget.pressure() < Pressure::PausePublishers {
@@ -385,7 +390,8 @@ async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
     // What was decoded so far goes out first: it may be what frees memory.
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
-    while budget.pressure() >= Pressure::PausePublishers {
+    let started = Instant::now();
+    while budget.pressure() >= Pressure::PausePublishers && started.elapsed() < MEMORY_PAUSE {
         glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

@@ -22,7 +22,7 @@ use shards::{BusSender, SendError, ShardContext};
 use crate::broker::{BusMessage, MemoryBudget, Message};
 use crate::protocol::{QoS, TopicName};
 
-use super::prometheus::{BusDepth, Exporter};
+use super::prometheus::{BrokerWide, BusDepth, Exporter};
 use super::shard::ShardMessage;
 use super::snapshot::{self, ShardSnapshot, SnapshotBoard, Totals};
 use super::sys_topics::{self, LoadAverages, SysInput};
@@ -123,9 +123,11 @@ impl Control {
                 &self.latest,
                 &self.bus_depths(),
                 &totals,
-                uptime.as_secs_f64(),
-                0,
-                &self.memory,
+                BrokerWide {
+                    uptime_seconds: uptime.as_secs_f64(),
+                    clients_maximum: 0,
+                    memory: &self.memory,
+                },
                 now,
             );
         }
@@ -148,9 +150,11 @@ impl Control {
                 &self.latest,
                 &bus,
                 &totals,
-                uptime.as_secs_f64(),
-                self.clients_maximum,
-                &self.memory,
+                BrokerWide {
+                    uptime_seconds: uptime.as_secs_f64(),
+                    clients_maximum: self.clients_maximum,
+                    memory: &self.memory,
+                },
                 now,
             );
             if self.ticks.is_multiple_of(UPKEEP_EVERY) {

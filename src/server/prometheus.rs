@@ -17,8 +17,8 @@
 
 use std::fmt::Write as _;
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use crate::broker::MemoryBudget;
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::snapshot::{dropped, LatencyHistogram, ShardSnapshot, Totals, LATENCY_BOUNDS_NS};
@@ -52,6 +52,13 @@ pub(crate) struct BusDepth {
     pub control: usize,
 }
 
+/// Values that belong to the whole broker rather than to one shard.
+pub struct BrokerWide<'a> {
+    pub uptime_seconds: f64,
+    pub clients_maximum: u64,
+    pub memory: &'a MemoryBudget,
+}
+
 impl Exporter {
     pub fn new() -> Exporter {
         let recorder = PrometheusBuilder::new().build_recorder();
@@ -66,17 +73,20 @@ impl Exporter {
         self.handle.run_upkeep();
     }
 
-    /// Copies one round of snapshots into the recorder.
+    /// Copies one round of snapshots (and the broker-wide values) into the recorder.
     pub fn update(
         &self,
         shards: &[ShardSnapshot],
         bus: &[BusDepth],
         totals: &Totals,
-        uptime_seconds: f64,
-        clients_maximum: u64,
-        memory: &MemoryBudget,
+        broker: BrokerWide<'_>,
         now: std::time::Instant,
     ) {
+        let BrokerWide {
+            uptime_seconds,
+            clients_maximum,
+            memory,
+        } = broker;
         metrics::with_local_recorder(&self.recorder, || {
             gauge!("amqtt_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             gauge!("amqtt_uptime_seconds").set(uptime_seconds);
@@ -415,9 +425,11 @@ mod tests {
             &shards,
             &[BusDepth::default(); 2],
             &totals,
-            12.0,
-            3,
-            &MemoryBudget::new(Some(1 << 20)),
+            BrokerWide {
+                uptime_seconds: 12.0,
+                clients_maximum: 3,
+                memory: &MemoryBudget::new(Some(1 << 20)),
+            },
             std::time::Instant::now(),
         );
         let text = exporter.render(&shards);
