@@ -213,7 +213,7 @@ fn describe_all() {
     );
     describe_gauge!(
         "amqtt_memory_used_bytes",
-        "Payload bytes in session queues, the retained store and outboxes (all shards)."
+        "Payload bytes in session queues, the retained store and outboxes (all shards); counted only when memory_limit is set."
     );
     describe_gauge!(
         "amqtt_memory_limit_bytes",
