@@ -565,6 +565,11 @@ fn cases(transport: Transport) -> Vec<Case> {
             Close(PROTOCOL_ERROR),
         ),
         case(
+            "PUBLISH QoS 0 with DUP set",
+            After(packet(0x38, &cat(&[&s(b"t"), b"x"]))),
+            Close(PROTOCOL_ERROR),
+        ),
+        case(
             "PUBACK with flags 0001",
             After(packet(0x41, &[0, 1])),
             Close(PROTOCOL_ERROR),
