@@ -473,6 +473,8 @@ enum Send {
     FirstText,
     /// A WebSocket text frame after an accepted CONNECT with a will.
     AfterText,
+    /// Raw bytes on the TCP socket, under TLS, after an accepted CONNECT with a will.
+    AfterUnderTls(Vec<u8>),
 }
 
 /// What the broker must do.
@@ -861,6 +863,22 @@ fn cases(transport: Transport) -> Vec<Case> {
             Close(BAD_HANDSHAKE),
         ));
     }
+    if transport.tls() {
+        // An application-data record that does not decrypt: the TLS session is dead, so the
+        // broker closes and publishes the will. Counted as a lost connection, not as malformed
+        // input (the same counting gap as the WebSocket text frame above; not asserted).
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        record.extend((0..0x20u8).map(|i| i.wrapping_mul(91) ^ 0x3c));
+        list.push(Case {
+            name: "TLS record that does not decrypt, after CONNECT",
+            send: Send::AfterUnderTls(record),
+            expect: Close(LOST),
+            unchecked: Counts {
+                malformed: 1.0,
+                ..NOTHING
+            },
+        });
+    }
     list
 }
 
@@ -1050,7 +1068,7 @@ fn run_case(setup: &Setup, transport: Transport, index: usize, case: &Case, by: 
     let client_id = format!("{}-{index}", transport.listener());
     let connected = matches!(
         case.send,
-        Send::After(_) | Send::AfterTruncated(_) | Send::AfterText
+        Send::After(_) | Send::AfterTruncated(_) | Send::AfterText | Send::AfterUnderTls(_)
     );
     let mut peer = match &case.send {
         Send::Socket(bytes) => {
@@ -1080,6 +1098,9 @@ fn run_case(setup: &Setup, transport: Transport, index: usize, case: &Case, by: 
             peer.shutdown_write();
         }
         Send::FirstText | Send::AfterText => peer.send_text("{\"not\": \"mqtt\"}"),
+        Send::AfterUnderTls(bytes) => {
+            let _ = peer.socket().write_all(bytes);
+        }
     }
     match &case.expect {
         Expect::Close(counts) => {
