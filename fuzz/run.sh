@@ -35,8 +35,13 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 
+# The fuzz build (sanitizer flags) gets a target directory of its own, so that it never invalidates
+# the main workspace's: FUZZ_TARGET_DIR, default fuzz/target. CARGO_TARGET_DIR is ignored here.
+unset CARGO_TARGET_DIR
+target_dir=${FUZZ_TARGET_DIR:-$here/target}
+
 # -a: debug assertions (overflow checks included) on top of the release build.
-cargo "${toolchain[@]}" fuzz build -a
+cargo "${toolchain[@]}" fuzz build -a --target-dir "$target_dir"
 
 parallel=()
 if [ "$jobs" -gt 1 ]; then
@@ -51,7 +56,7 @@ for target in $targets; do
     rm -f "$log" fuzz-*.log
     started=$(date +%s)
     set +e
-    cargo "${toolchain[@]}" fuzz run -a "$target" "corpus/$target" -- \
+    cargo "${toolchain[@]}" fuzz run -a --target-dir "$target_dir" "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
         -print_final_stats=1 "${parallel[@]}" >"$log" 2>&1
     code=$?
