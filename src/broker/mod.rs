@@ -199,7 +199,8 @@ pub struct BrokerCore {
     settings: Settings,
     shard: usize,
     shards: usize,
-    connections: HashMap<ConnId, Connection>,
+    /// foldhash, not SipHash: looked up several times per delivery (ids are ours, not a client's).
+    connections: HashMap<ConnId, Connection, foldhash::fast::FixedState>,
     sessions: Slab<Session>,
     session_by_client_id: HashMap<Arc<str>, SessionKey>,
     subscriptions: TopicTrie<Vec<Subscriber>>,
@@ -230,7 +231,7 @@ impl BrokerCore {
             settings,
             shard,
             shards: shards.max(1),
-            connections: HashMap::new(),
+            connections: HashMap::default(),
             sessions: Slab::new(),
             session_by_client_id: HashMap::new(),
             subscriptions: TopicTrie::new(),
@@ -648,7 +649,7 @@ impl BrokerCore {
     /// false when the message is dropped: `$SYS`, or denied by a topic-check plugin (acknowledged
     /// to the client all the same, as Mosquitto does, but neither delivered nor retained).
     fn publish_from_client(&mut self, conn: ConnId, message: Message) -> bool {
-        if message.topic.as_str().starts_with("$SYS") {
+        if message.topic.as_bytes().starts_with(b"$SYS") {
             // Clients may not publish into the broker's own tree; it is acknowledged but not delivered.
             self.stats.publish_dropped_sys += 1;
             return false;

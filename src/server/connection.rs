@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 
@@ -23,21 +23,32 @@ use crate::transport::server::ServerStream;
 use super::lifecycle::{self, Peer};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
 
-const READ_CHUNK: usize = 8 * 1024;
 /// Why a connection that sent no complete first packet ended (counted apart from malformed ones).
 const CLOSED_BEFORE_CONNECT: &str = "closed before CONNECT";
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
+///
+/// The read goes into the shard's one scratch buffer ([`ShardRuntime::read_scratch`]), borrowed only
+/// for the duration of one `poll_read` (which fills it synchronously or leaves it untouched), and
+/// only the bytes read are appended to `buf`. Before, `buf` grew by 8 KiB of zeroes before every
+/// read: 35 % of the broker's instructions at 8 × 500 msg/s (callgrind: memset ≈ 4 200 Ir per
+/// message), and 8 KiB of touched memory pinned by every idle connection.
 async fn read_more<R: AsyncRead + Unpin>(
+    rt: &ShardRuntime,
     reader: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let result = reader.read(&mut buf[start..]).await;
-    let n = *result.as_ref().unwrap_or(&0);
-    buf.truncate(start + n);
-    result
+    std::future::poll_fn(|cx| {
+        let mut scratch = rt.read_scratch.borrow_mut();
+        match std::pin::Pin::new(&mut *reader).poll_read(cx, &mut scratch[..]) {
+            std::task::Poll::Ready(Ok(n)) => {
+                buf.extend_from_slice(&scratch[..n]);
+                std::task::Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    })
+    .await
 }
 
 /// How the wait for CONNECT ended.
@@ -50,6 +61,7 @@ enum FirstPacket {
 /// Reads until a whole first packet is in `buf`. The packet is decoded from a copy, so `buf` still
 /// holds it: a connection that moves to another shard takes every MQTT byte read so far along.
 async fn read_connect(
+    rt: &ShardRuntime,
     stream: &mut ServerStream,
     buf: &mut BytesMut,
     max_packet_size: usize,
@@ -65,7 +77,7 @@ async fn read_connect(
             }
             Err(_) => return FirstPacket::Close("malformed CONNECT"),
         }
-        match read_more(stream, buf).await {
+        match read_more(rt, stream, buf).await {
             Ok(0) | Err(_) => return FirstPacket::Close(CLOSED_BEFORE_CONNECT),
             Ok(_) => {}
         }
@@ -104,7 +116,10 @@ pub(crate) fn spawn_isolated(
 pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) {
     let _ = tcp.set_nodelay(true);
     let timeout = rt.shared.connect_timeout;
-    let arrival = async { Some(arrive(&rt, tcp, slot).await) }
+    // Boxed: the handshakes' futures (TLS, WebSocket upgrade) are large and run once. Inline, they
+    // sized this task for the connection's whole life: 16.6 KB per idle connection (massif, 1000
+    // connections), most of the 19.5 KB of RSS each cost.
+    let arrival = async { Some(Box::pin(arrive(&rt, tcp, slot)).await) }
         .or(async {
             glommio::timer::sleep(timeout).await;
             None
@@ -132,8 +147,9 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) -> Ar
             return Arrival::Done;
         }
     };
-    let mut buf = BytesMut::with_capacity(1024);
-    let first = read_connect(&mut stream, &mut buf, rt.shared.max_packet_size).await;
+    // Grows to what the reads bring (they go to the shard's scratch buffer first).
+    let mut buf = BytesMut::new();
+    let first = read_connect(rt, &mut stream, &mut buf, rt.shared.max_packet_size).await;
     let Some(connect) = first_connect(rt, &mut stream, first, &slot).await else {
         return Arrival::Done;
     };
@@ -232,9 +248,15 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
         mqtt_bytes: mut buf,
         slot,
     } = *handoff;
-    let mut stream = ServerStream::attach(stream).await;
-    let first = read_connect(&mut stream, &mut buf, rt.shared.max_packet_size).await;
-    let Some(connect) = first_connect(&rt, &mut stream, first, &slot).await else {
+    // Boxed for the same reason as `arrive` in `accepted`: run once, kept small in the task.
+    let arrival = Box::pin(async {
+        let mut stream = ServerStream::attach(stream).await;
+        let first = read_connect(&rt, &mut stream, &mut buf, rt.shared.max_packet_size).await;
+        let connect = first_connect(&rt, &mut stream, first, &slot).await?;
+        Some((stream, connect))
+    })
+    .await;
+    let Some((stream, connect)) = arrival else {
         return;
     };
     if rt.core.borrow().home_for(&connect) != rt.id {
@@ -260,7 +282,8 @@ async fn serve(
     let signal = Rc::new(ConnSignal::new(stream.raw_fd()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
     let addr = lifecycle::peer_addr(stream.raw_fd());
-    let (reader, writer) = futures_lite::io::split(stream);
+    // Both halves live on this shard: no lock per poll (futures_lite's `split` takes a mutex).
+    let (reader, writer) = shards::split_local(stream);
 
     let requested_id = connect.client_id.clone();
     // A client certificate whose CN became the user name already authenticated the client
@@ -268,7 +291,12 @@ async fn serve(
     let auth = if slot.0.use_identity_as_username {
         crate::broker::AuthVerdict::Allowed
     } else {
-        super::authenticate::verdict(&rt.shared.authenticator, &connect).await
+        // Boxed: run once, and not to be kept in the connection task's size.
+        Box::pin(super::authenticate::verdict(
+            &rt.shared.authenticator,
+            &connect,
+        ))
+        .await
     };
     let outcome = rt
         .core
@@ -360,7 +388,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if buf.capacity() > 64 * 1024 && buf.is_empty() {
             buf = BytesMut::new();
         }
-        match read_more(&mut reader, &mut buf).await {
+        match read_more(&rt, &mut reader, &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => rt.stats.borrow_mut().bytes_received += n as u64,
         }

@@ -142,7 +142,8 @@ pub(crate) struct ShardRuntime {
     pub shared: Arc<SharedSettings>,
     pub core: RefCell<BrokerCore>,
     pub bus: BusSender<ShardMessage>,
-    pub conns: RefCell<HashMap<ConnId, Rc<ConnSignal>>>,
+    /// foldhash, not SipHash: one lookup per flushed connection per loop turn.
+    pub conns: RefCell<HashMap<ConnId, Rc<ConnSignal>, foldhash::fast::FixedState>>,
     next_conn: Cell<ConnId>,
     action_scratch: RefCell<Vec<Action>>,
     pub stopping: Cell<bool>,
@@ -150,7 +151,13 @@ pub(crate) struct ShardRuntime {
     /// Set while the input being handled contains PUBLISHes: their read time, and the connection
     /// they came from (0 for the bus). `apply_actions` consumes it to stamp deliveries.
     ingress: Cell<Option<(Instant, ConnId)>>,
+    /// Every connection's reads land here first (see `connection::read_more`): one buffer per
+    /// shard instead of one per connection.
+    pub read_scratch: RefCell<Box<[u8]>>,
 }
+
+/// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
+const READ_SCRATCH: usize = 64 * 1024;
 
 impl ShardRuntime {
     pub fn next_conn_id(&self) -> ConnId {
@@ -295,12 +302,13 @@ pub(crate) async fn run(
         shared: shared.clone(),
         core: RefCell::new(core),
         bus,
-        conns: RefCell::new(HashMap::new()),
+        conns: RefCell::new(HashMap::default()),
         next_conn: Cell::new(1),
         action_scratch: RefCell::new(Vec::new()),
         stopping: Cell::new(false),
         stats: RefCell::new(RuntimeStats::default()),
         ingress: Cell::new(None),
+        read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
     });
     // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
     // socket in the SO_REUSEPORT group that accepts connections nobody serves.
