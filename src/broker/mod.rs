@@ -470,7 +470,12 @@ impl BrokerCore {
         self.stats.bytes_sent += bytes.len() as u64;
         self.settings.memory.sub(bytes.len());
         // Queued messages (retained ones after a SUBACK, mostly) wait for room in the outbox.
-        if !closing && self.sessions.get(session).is_some_and(|s| s.queued_len() > 0) {
+        if !closing
+            && self
+                .sessions
+                .get(session)
+                .is_some_and(|s| s.queued_len() > 0)
+        {
             self.fill_window(session);
         }
         Some((bytes, closing))
