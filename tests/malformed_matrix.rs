@@ -831,31 +831,18 @@ fn cases(transport: Transport) -> Vec<Case> {
             Socket(b"GET /mqtt HTTP/1.1\r\nHost\r\n\r\n".to_vec()),
             Close(BAD_HANDSHAKE),
         ));
-        // MQTT over WebSocket is binary only [MQTT-6.0.0-1]: the broker closes (with 1003) and,
-        // after CONNECT, publishes the will. Known counting gap, not asserted: the server treats
-        // the transport's read error like an end of stream, so a text frame first is counted as
-        // `closed_before_connect` (a port probe) and one after CONNECT as a lost connection,
-        // where both should count as malformed. The slack below admits either.
-        list.push(Case {
-            name: "WebSocket text frame first",
-            send: Send::FirstText,
-            expect: Close(NOTHING),
-            unchecked: Counts {
-                malformed: 1.0,
-                malformed_connect: 1.0,
-                closed_before_connect: 1.0,
-                ..NOTHING
-            },
-        });
-        list.push(Case {
-            name: "WebSocket text frame after CONNECT",
-            send: Send::AfterText,
-            expect: Close(LOST),
-            unchecked: Counts {
-                malformed: 1.0,
-                ..NOTHING
-            },
-        });
+        // MQTT over WebSocket is binary only [MQTT-6.0.0-1]: the broker closes (with 1003),
+        // counts malformed input and, after CONNECT, publishes the will.
+        list.push(case(
+            "WebSocket text frame first",
+            Send::FirstText,
+            Close(BAD_FIRST_PACKET),
+        ));
+        list.push(case(
+            "WebSocket text frame after CONNECT",
+            Send::AfterText,
+            Close(PROTOCOL_ERROR),
+        ));
     } else if transport.tls() {
         list.push(case(
             "plain MQTT CONNECT to a TLS listener",
@@ -865,19 +852,14 @@ fn cases(transport: Transport) -> Vec<Case> {
     }
     if transport.tls() {
         // An application-data record that does not decrypt: the TLS session is dead, so the
-        // broker closes and publishes the will. Counted as a lost connection, not as malformed
-        // input (the same counting gap as the WebSocket text frame above; not asserted).
+        // broker closes, counts malformed input and publishes the will.
         let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
         record.extend((0..0x20u8).map(|i| i.wrapping_mul(91) ^ 0x3c));
-        list.push(Case {
-            name: "TLS record that does not decrypt, after CONNECT",
-            send: Send::AfterUnderTls(record),
-            expect: Close(LOST),
-            unchecked: Counts {
-                malformed: 1.0,
-                ..NOTHING
-            },
-        });
+        list.push(case(
+            "TLS record that does not decrypt, after CONNECT",
+            Send::AfterUnderTls(record),
+            Close(PROTOCOL_ERROR),
+        ));
     }
     list
 }

@@ -296,6 +296,11 @@ impl BrokerCore {
         self.sessions.iter().map(|(_, s)| s.queued_len()).sum()
     }
 
+    /// Of [`Self::queued_count`], the retained messages queued after a SUBACK (outside the limits).
+    pub fn queued_retained_count(&self) -> usize {
+        self.sessions.iter().map(|(_, s)| s.queued_retained()).sum()
+    }
+
     /// The per-session gauges in one pass over the sessions (for the once-a-second snapshot).
     pub fn session_gauges(&self) -> SessionGauges {
         let mut g = SessionGauges {

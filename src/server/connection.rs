@@ -78,6 +78,11 @@ async fn read_connect(
             Err(_) => return FirstPacket::Close("malformed CONNECT"),
         }
         match read_more(rt, stream, buf).await {
+            // The transport's own framing was broken (a WebSocket text frame, a TLS record that
+            // does not decrypt): the peer's bytes are bad, not a probe that went away.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return FirstPacket::Close("malformed TLS record or WebSocket frame")
+            }
             Ok(0) | Err(_) => return FirstPacket::Close(CLOSED_BEFORE_CONNECT),
             Ok(_) => {}
         }
@@ -389,6 +394,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
             buf = BytesMut::new();
         }
         match read_more(&rt, &mut reader, &mut buf).await {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // Broken transport framing (WebSocket text frame, undecryptable TLS record): a
+                // protocol error like a malformed packet, counted and with the will published.
+                log::debug!("shard {}: connection {conn}: {e}; closing", rt.id);
+                rt.core.borrow_mut().handle_protocol_error(conn);
+                let blocked = rt.apply_actions();
+                rt.send_blocked(blocked).await;
+                return;
+            }
             Ok(0) | Err(_) => return,
             Ok(n) => rt.stats.borrow_mut().bytes_received += n as u64,
         }

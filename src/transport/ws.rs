@@ -298,6 +298,14 @@ fn ws_error(e: tungstenite::Error) -> io::Error {
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             io::Error::new(io::ErrorKind::BrokenPipe, "WebSocket closed")
         }
+        // The peer went away without a close frame: a lost connection, not bad input.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "WebSocket reset without close frame",
+        ),
+        // Anything else is a frame that breaks RFC 6455: the runtime counts it as malformed input.
         other => io::Error::new(io::ErrorKind::InvalidData, other),
     }
 }
