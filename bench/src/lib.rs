@@ -10,6 +10,7 @@
 //!   writes `RESULTS.md` and an SVG chart.
 //! - [`simple`]: a blocking client for set-up and clean-up (retained preload, session removal,
 //!   readiness probes).
+//! - [`tls`]: the rustls client configuration for `mqtts://` (`--cafile`, `--insecure`).
 //! - [`payload`], [`tracker`], [`stats`], [`url`], [`procstat`], [`clock`], [`sys`]: the small
 //!   pieces (message header, loss/duplicate/order accounting, HDR percentiles, broker URLs,
 //!   `/proc` sampling, the monotonic clock, Linux calls).
@@ -26,5 +27,6 @@ pub mod scenario;
 pub mod simple;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 pub mod tracker;
 pub mod url;
