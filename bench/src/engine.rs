@@ -19,6 +19,14 @@
 //!   scheduled time in the payload. A generator or broker that falls behind therefore shows up as
 //!   latency (no coordinated omission). Wake-ups use a `timerfd` with 1 ns timer slack.
 //!
+//! ## TLS
+//! With [`Plan::tls`] set (`mqtts://`) each connection is a [`Conn::Tls`]: a rustls
+//! `ClientConnection` over the same non-blocking socket. The CONNECT goes into rustls' plaintext
+//! buffer at once (it leaves after the handshake); the handshake advances on the socket's readiness
+//! events like any other I/O. A certificate or record failure closes the connection, counts a
+//! `tls` error and keeps the first message for the caller ([`Engine::tls_error`]). Plain
+//! connections ([`Conn::Plain`]) take the same code path as before TLS existed.
+//!
 //! ## Cross-thread signalling
 //! A subscriber that settles messages of a publisher on another worker stores the new high-water
 //! mark in that stream's atomic, appends the publisher id to the owner's inbox and wakes it (only
@@ -47,12 +55,14 @@ use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::ClientConnection;
 use serde::Serialize;
 
 use crate::clock::now_ns;
 use crate::payload::Header;
 use crate::stats::Latency;
 use crate::sys;
+use crate::tls::TlsTarget;
 use crate::tracker::{Outcome, StreamTracker};
 
 const WAKER: Token = Token(usize::MAX);
@@ -115,6 +125,8 @@ pub struct ClientPlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub addr: SocketAddr,
+    /// `mqtts://`: connect with TLS (`None`: plain TCP).
+    pub tls: Option<TlsTarget>,
     pub run_id: u32,
     pub qos: QoS,
     pub size: usize,
@@ -179,6 +191,8 @@ pub struct Errors {
     pub session_lost: u64,
     /// Payloads that are not ours (other run id or publisher, or too short).
     pub foreign: u64,
+    /// TLS handshake (certificate) or record failures.
+    pub tls: u64,
 }
 
 impl Errors {
@@ -192,6 +206,7 @@ impl Errors {
             + self.window_stalls
             + self.session_lost
             + self.foreign
+            + self.tls
     }
 
     fn add(&mut self, o: &Errors) {
@@ -204,6 +219,7 @@ impl Errors {
         self.window_stalls += o.window_stalls;
         self.session_lost += o.session_lost;
         self.foreign += o.foreign;
+        self.tls += o.tls;
     }
 }
 
@@ -246,6 +262,8 @@ struct Shared {
     workers: Vec<WorkerShared>,
     wakers: Vec<Waker>,
     inbox: Vec<Mutex<Vec<u32>>>,
+    /// The first TLS failure's description.
+    tls_error: Mutex<Option<String>>,
 }
 
 /// Totals over all workers, for progress lines and drain decisions.
@@ -352,6 +370,7 @@ impl Engine {
             workers: (0..threads).map(|_| WorkerShared::default()).collect(),
             wakers,
             inbox: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+            tls_error: Mutex::new(None),
         });
         let plan = Arc::new(plan);
         let cpus = sys::affinity().unwrap_or_default();
@@ -471,6 +490,11 @@ impl Engine {
         all
     }
 
+    /// The first TLS failure of the run, if any (e.g. the broker's certificate was not trusted).
+    pub fn tls_error(&self) -> Option<String> {
+        self.shared.tls_error.lock().ok().and_then(|e| e.clone())
+    }
+
     /// True if a worker thread has ended early (an I/O setup error).
     pub fn worker_failed(&self) -> bool {
         self.handles.iter().any(|h| h.is_finished())
@@ -570,9 +594,36 @@ struct SubState {
     subscribed_once: bool,
 }
 
+/// A client's connection: plain TCP, or TLS over TCP.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+struct TlsConn {
+    tcp: TcpStream,
+    tls: ClientConnection,
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => &t.tcp,
+        }
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => &mut t.tcp,
+        }
+    }
+}
+
 struct Client {
     plan: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     state: State,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -582,6 +633,14 @@ struct Client {
     connected_once: bool,
     publisher: Option<PubState>,
     subscriber: Option<SubState>,
+}
+
+impl Client {
+    /// Bytes wait to go out: MQTT packets, or (TLS) handshake and encrypted records.
+    #[inline]
+    fn wants_flush(&self) -> bool {
+        !self.wbuf.is_empty() || matches!(&self.stream, Some(Conn::Tls(t)) if t.tls.wants_write())
+    }
 }
 
 /// Worker-local counters.
@@ -869,7 +928,7 @@ impl Worker {
                 ctx.handshaking = 0;
                 for (i, c) in self.clients.iter_mut().enumerate() {
                     if let Some(mut s) = c.stream.take() {
-                        let _ = self.poll.registry().deregister(&mut s);
+                        let _ = self.poll.registry().deregister(s.tcp_mut());
                         // Dropped without DISCONNECT: the broker sees the network go away.
                     }
                     if c.state == State::Ready {
@@ -916,7 +975,20 @@ impl Worker {
                         settle(c, ctx, State::Closed);
                         continue;
                     }
-                    c.stream = Some(s);
+                    let conn = match &ctx.plan.tls {
+                        None => Conn::Plain(s),
+                        Some(target) => match target.connect() {
+                            Ok(tls) => Conn::Tls(Box::new(TlsConn { tcp: s, tls })),
+                            Err(e) => {
+                                let _ = self.poll.registry().deregister(&mut s);
+                                ctx.c.errors.tls += 1;
+                                note_tls_error(ctx, format!("TLS set-up failed: {e}"));
+                                settle(c, ctx, State::Closed);
+                                continue;
+                            }
+                        },
+                    };
+                    c.stream = Some(conn);
                     c.state = State::Connecting;
                     c.connect_start = now;
                     c.rbuf.clear();
@@ -955,7 +1027,9 @@ impl Worker {
             return;
         }
         if c.state == State::Connecting {
-            let Some(s) = c.stream.as_ref() else { return };
+            let Some(s) = c.stream.as_ref().map(Conn::tcp) else {
+                return;
+            };
             match s.take_error() {
                 Ok(None) => {}
                 Ok(Some(_)) | Err(_) => {
@@ -980,7 +1054,7 @@ impl Worker {
                 }
             }
         }
-        if ev.is_writable() && !c.wbuf.is_empty() {
+        if ev.is_writable() && c.wants_flush() {
             flush(c, ctx, &self.poll);
             if c.stream.is_none() {
                 return;
@@ -1022,7 +1096,7 @@ impl Worker {
         for i in dirty {
             let c = &mut self.clients[i];
             c.dirty = false;
-            if c.stream.is_some() && !c.wbuf.is_empty() && c.state != State::Connecting {
+            if c.stream.is_some() && c.wants_flush() && c.state != State::Connecting {
                 flush(c, &mut self.ctx, &self.poll);
             }
             requeue_if_drained(c, i, &mut self.ctx);
@@ -1148,18 +1222,32 @@ impl Worker {
 
     fn disconnect_all(&mut self) {
         for c in &mut self.clients {
-            if let Some(mut s) = c.stream.take() {
-                if c.state == State::Ready {
-                    let mut out = BytesMut::new();
-                    if Packet::Disconnect.encode(&mut out).is_ok() {
-                        if !c.wbuf.is_empty() {
-                            let _ = s.write(&c.wbuf);
+            match c.stream.take() {
+                None => {}
+                Some(Conn::Plain(mut s)) => {
+                    if c.state == State::Ready {
+                        let mut out = BytesMut::new();
+                        if Packet::Disconnect.encode(&mut out).is_ok() {
+                            if !c.wbuf.is_empty() {
+                                let _ = s.write(&c.wbuf);
+                            }
+                            let _ = s.write(&out);
                         }
-                        let _ = s.write(&out);
                     }
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    let _ = self.poll.registry().deregister(&mut s);
                 }
-                let _ = s.shutdown(std::net::Shutdown::Write);
-                let _ = self.poll.registry().deregister(&mut s);
+                Some(Conn::Tls(mut t)) => {
+                    // Best effort, as for plain TCP: DISCONNECT, close_notify, FIN.
+                    if c.state == State::Ready {
+                        let _ = Packet::Disconnect.encode(&mut c.wbuf);
+                    }
+                    let _ = flush_tls(&mut t, &mut c.wbuf);
+                    t.tls.send_close_notify();
+                    let _ = flush_tls(&mut t, &mut c.wbuf);
+                    let _ = t.tcp.shutdown(std::net::Shutdown::Write);
+                    let _ = self.poll.registry().deregister(&mut t.tcp);
+                }
             }
         }
     }
@@ -1232,7 +1320,7 @@ fn settle(c: &mut Client, ctx: &mut Ctx, state: State) {
 /// Closes the connection. A client still handshaking settles as failed.
 fn close(c: &mut Client, ctx: &mut Ctx, poll: &Poll, state: State) {
     if let Some(mut s) = c.stream.take() {
-        let _ = poll.registry().deregister(&mut s);
+        let _ = poll.registry().deregister(s.tcp_mut());
     }
     match c.state {
         State::Connecting | State::AwaitConnAck => {
@@ -1255,7 +1343,16 @@ fn close(c: &mut Client, ctx: &mut Ctx, poll: &Poll, state: State) {
 }
 
 fn flush(c: &mut Client, ctx: &mut Ctx, poll: &Poll) {
-    let Some(s) = c.stream.as_mut() else { return };
+    let s = match c.stream.as_mut() {
+        None => return,
+        Some(Conn::Plain(s)) => s,
+        Some(Conn::Tls(t)) => {
+            if flush_tls(t, &mut c.wbuf).is_err() {
+                lost_connection(c, ctx, poll);
+            }
+            return;
+        }
+    };
     while !c.wbuf.is_empty() {
         match s.write(&c.wbuf) {
             Ok(0) => {
@@ -1273,6 +1370,90 @@ fn flush(c: &mut Client, ctx: &mut Ctx, poll: &Poll) {
     }
 }
 
+/// Moves `wbuf` into rustls and encrypted records onto the socket until both are empty or the
+/// socket (or rustls' buffer, during the handshake) is full. `Err`: the connection is gone.
+fn flush_tls(t: &mut TlsConn, wbuf: &mut BytesMut) -> io::Result<()> {
+    loop {
+        while !wbuf.is_empty() {
+            let n = t.tls.writer().write(wbuf)?;
+            if n == 0 {
+                break; // rustls' buffer is full: write records out first
+            }
+            wbuf.advance(n);
+        }
+        if !t.tls.wants_write() {
+            return Ok(());
+        }
+        match t.tls.write_tls(&mut t.tcp) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads the socket until it would block; true at end of stream.
+fn read_plain(s: &mut TcpStream, rbuf: &mut BytesMut, scratch: &mut [u8]) -> bool {
+    loop {
+        match s.read(scratch) {
+            Ok(0) => return true,
+            // Edge-triggered: a short read means the socket is (very likely) drained, but we must
+            // still read until WouldBlock to be sure of the next event.
+            Ok(n) => rbuf.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Reads and decrypts TLS records until the socket would block, appending the plaintext to
+/// `rbuf`. `Ok(true)` at end of stream; `Err` for a certificate or record failure.
+fn read_tls(
+    t: &mut TlsConn,
+    rbuf: &mut BytesMut,
+    scratch: &mut [u8],
+) -> Result<bool, rustls::Error> {
+    loop {
+        match t.tls.read_tls(&mut t.tcp) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Ok(true),
+        }
+        let state = match t.tls.process_new_packets() {
+            Ok(state) => state,
+            Err(e) => {
+                // Tell the broker why (the alert rustls queued), then give up.
+                let _ = t.tls.write_tls(&mut t.tcp);
+                return Err(e);
+            }
+        };
+        let closed = state.peer_has_closed();
+        loop {
+            match t.tls.reader().read(scratch) {
+                Ok(0) => return Ok(true),
+                Ok(n) => rbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return Ok(true),
+            }
+        }
+        if closed {
+            return Ok(true);
+        }
+    }
+}
+
+/// Keeps the first TLS failure's description for [`Engine::tls_error`].
+fn note_tls_error(ctx: &Ctx, message: String) {
+    if let Ok(mut slot) = ctx.shared.tls_error.lock() {
+        slot.get_or_insert(message);
+    }
+}
+
 fn lost_connection(c: &mut Client, ctx: &mut Ctx, poll: &Poll) {
     match c.state {
         State::Ready | State::AwaitSubAck => ctx.c.errors.disconnected += 1,
@@ -1283,30 +1464,24 @@ fn lost_connection(c: &mut Client, ctx: &mut Ctx, poll: &Poll) {
 }
 
 fn read_and_handle(c: &mut Client, i: usize, ctx: &mut Ctx, poll: &Poll) {
-    let mut eof = false;
-    loop {
-        let Some(s) = c.stream.as_mut() else { return };
-        match s.read(&mut ctx.scratch) {
-            Ok(0) => {
-                eof = true;
-                break;
+    let eof = match c.stream.as_mut() {
+        None => return,
+        Some(Conn::Plain(s)) => read_plain(s, &mut c.rbuf, &mut ctx.scratch),
+        Some(Conn::Tls(t)) => match read_tls(t, &mut c.rbuf, &mut ctx.scratch) {
+            Ok(eof) => eof,
+            Err(e) => {
+                let what = if t.tls.is_handshaking() {
+                    "TLS handshake with the broker failed"
+                } else {
+                    "TLS error"
+                };
+                note_tls_error(ctx, format!("{what}: {e}"));
+                ctx.c.errors.tls += 1;
+                close(c, ctx, poll, State::Closed);
+                return;
             }
-            Ok(n) => {
-                c.rbuf.extend_from_slice(&ctx.scratch[..n]);
-                if n < ctx.scratch.len() {
-                    // Edge-triggered: a short read means the socket is (very likely) drained, but
-                    // we must still read until WouldBlock to be sure of the next event.
-                    continue;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                eof = true;
-                break;
-            }
-        }
-    }
+        },
+    };
     let now = now_ns();
     loop {
         match decode(&mut c.rbuf, PROTOCOL_MAX_PACKET_SIZE) {
@@ -1325,7 +1500,7 @@ fn read_and_handle(c: &mut Client, i: usize, ctx: &mut Ctx, poll: &Poll) {
     }
     if eof {
         lost_connection(c, ctx, poll);
-    } else if !c.wbuf.is_empty() {
+    } else if c.wants_flush() {
         mark_dirty(c, i, ctx);
     }
 }

@@ -321,6 +321,7 @@ pub fn error_detail(e: &Errors) -> String {
         ("window_stalls", e.window_stalls),
         ("session_lost", e.session_lost),
         ("foreign", e.foreign),
+        ("tls", e.tls),
     ];
     let parts: Vec<String> = kinds
         .iter()

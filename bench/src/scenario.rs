@@ -11,8 +11,10 @@
 //! | `storm`    | `n` persistent sessions dropped and reconnected at once, round after round | reconnect rate and latency, lost sessions |
 //!
 //! Topics are `PREFIX/RUNID/...` with a random run id, so runs never see each other's messages.
+//! `mqtts://` URLs run every scenario over TLS ([`crate::tls`]).
 
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use amqtt::protocol::{QoS, TopicFilter, TopicName};
@@ -29,7 +31,8 @@ use crate::report::{
 use crate::simple::SimpleClient;
 use crate::stats::Latency;
 use crate::sys;
-use crate::url::BrokerUrl;
+use crate::tls::{TlsTarget, Trust};
+use crate::url::{BrokerUrl, Scheme};
 
 /// One scenario with its options, as given on the command line (also parsed from `compare
 /// --scenario` strings).
@@ -55,10 +58,17 @@ pub enum Scenario {
 /// Options shared by every scenario. Durations are plain seconds.
 #[derive(Args, Debug, Clone)]
 pub struct Opts {
-    /// Broker URL: mqtt://host:port (mqtts://, ws://, wss:// are recognised but not supported
-    /// by this version).
+    /// Broker URL: mqtt://host:port, or mqtts://host:port for MQTT over TLS (ws://, wss:// are
+    /// recognised but not supported by this version).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub url: String,
+    /// mqtts://: PEM file of the CA certificate(s) to trust (default: the system's trusted roots).
+    #[arg(long, value_name = "PATH")]
+    pub cafile: Option<PathBuf>,
+    /// mqtts://: accept any server certificate, whoever signed it and whatever name it is for.
+    /// INSECURE: only for benchmarking a broker with a self-signed certificate.
+    #[arg(long, conflicts_with = "cafile")]
+    pub insecure: bool,
     /// Number of publishers / subscribers / connections (see each scenario).
     #[arg(short = 'n', value_name = "N")]
     pub n: Option<usize>,
@@ -115,6 +125,8 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             url: "mqtt://127.0.0.1:1883".into(),
+            cafile: None,
+            insecure: false,
             n: None,
             qos: 0,
             size: 64,
@@ -183,7 +195,22 @@ impl Scenario {
     pub fn run(&self) -> Result<Report, BenchError> {
         let o = self.opts();
         let url = BrokerUrl::parse(&o.url).map_err(|e| BenchError::Usage(e.to_string()))?;
-        url.require_tcp()
+        url.require_supported()
+            .map_err(|e| BenchError::Usage(e.to_string()))?;
+        let tls = match (url.scheme, &o.cafile, o.insecure) {
+            (Scheme::Mqtts, _, true) => Some(Trust::Insecure),
+            (Scheme::Mqtts, Some(path), false) => Some(Trust::CaFile(path.clone())),
+            (Scheme::Mqtts, None, false) => Some(Trust::System),
+            (_, None, false) => None,
+            (_, _, _) => {
+                return Err(BenchError::Usage(
+                    "--cafile and --insecure apply to mqtts:// URLs only".into(),
+                ))
+            }
+        };
+        let tls = tls
+            .map(|trust| TlsTarget::new(&url.host, &trust))
+            .transpose()
             .map_err(|e| BenchError::Usage(e.to_string()))?;
         let addr = url
             .socket_addr()
@@ -229,6 +256,7 @@ impl Scenario {
         let ctx = RunCtx {
             url: url.to_string(),
             addr,
+            tls,
             n,
             qos,
             threads,
@@ -276,6 +304,7 @@ impl From<io::Error> for BenchError {
 struct RunCtx {
     url: String,
     addr: std::net::SocketAddr,
+    tls: Option<TlsTarget>,
     n: usize,
     qos: QoS,
     threads: usize,
@@ -301,10 +330,26 @@ impl RunCtx {
         format!("ab{:08x}{role}{i}", self.run_id)
     }
 
+    fn connect_simple(
+        &self,
+        client_id: &str,
+        clean_session: bool,
+        timeout: Duration,
+    ) -> io::Result<(SimpleClient, bool)> {
+        SimpleClient::connect_to(
+            self.addr,
+            self.tls.as_ref(),
+            client_id,
+            clean_session,
+            timeout,
+        )
+    }
+
     fn plan(&self, clients: Vec<ClientPlan>, publishers: Vec<u32>, mode: Mode) -> Plan {
         let o = &self.opts;
         Plan {
             addr: self.addr,
+            tls: self.tls.clone(),
             run_id: self.run_id,
             qos: self.qos,
             size: o.size,
@@ -674,9 +719,10 @@ fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError> {
     )?;
     let after_connect = engine.totals();
     if after_connect.connected < n_clients as u64 {
+        let tls = tls_detail(&engine);
         let r = engine.finish()?;
         return Err(BenchError::Run(format!(
-            "only {} of {n_clients} clients could connect and subscribe {}",
+            "only {} of {n_clients} clients could connect and subscribe {}{tls}",
             after_connect.connected,
             crate::report::error_detail(&r.errors)
         )));
@@ -735,6 +781,9 @@ fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError> {
         progress.tick(ctx, &engine, &mut mon, "drain", "");
         sleep_ms(2);
     }
+    if let Some(e) = engine.tls_error() {
+        report.warnings.push(e);
+    }
     let r = engine.finish()?;
 
     let window_s = ns_to_secs(t_end - t_warm);
@@ -776,6 +825,14 @@ fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError> {
         }
     }
     Ok(report)
+}
+
+/// `: <the first TLS failure>`, or nothing.
+fn tls_detail(engine: &Engine) -> String {
+    engine
+        .tls_error()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
 }
 
 fn finish_warnings(report: &mut Report, mon: &mut Monitor) {
@@ -838,6 +895,9 @@ fn run_conns(ctx: &RunCtx) -> Result<Report, BenchError> {
         sleep_ms(20);
     }
     let held = engine.totals();
+    if let Some(e) = engine.tls_error() {
+        report.warnings.push(e);
+    }
     let r = engine.finish()?;
     report.duration_s = connect_s;
     report.connect = connect_figures(n, &connected, connect_s, &r.connect_latency);
@@ -887,13 +947,9 @@ fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
     let topics: Vec<TopicName> = (0..m)
         .map(|i| ctx.topic(&format!("r/{i}")))
         .collect::<Result<_, _>>()?;
-    let (mut pubc, _) = SimpleClient::connect(
-        ctx.addr,
-        &ctx.client_id("r", 0),
-        true,
-        Duration::from_secs(10),
-    )
-    .map_err(|e| BenchError::Run(format!("preload: cannot connect: {e}")))?;
+    let (mut pubc, _) = ctx
+        .connect_simple(&ctx.client_id("r", 0), true, Duration::from_secs(10))
+        .map_err(|e| BenchError::Run(format!("preload: cannot connect: {e}")))?;
     let messages = topics.iter().enumerate().map(|(i, t)| {
         let payload = Header {
             run_id: ctx.run_id,
@@ -957,6 +1013,9 @@ fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
     let t_done = done_at.unwrap_or_else(now_ns);
     // A little longer, to catch duplicates.
     sleep_ms(200);
+    if let Some(e) = engine.tls_error() {
+        report.warnings.push(e);
+    }
     let r = engine.finish()?;
 
     // Clear the retained set (empty retained payloads delete it).
@@ -1064,6 +1123,9 @@ fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
     }
     let t_stop = now_ns();
     mon.mark_end();
+    if let Some(e) = engine.tls_error() {
+        report.warnings.push(e);
+    }
     let r = engine.finish()?;
     if let Some(e) = failure {
         return Err(e);
@@ -1071,7 +1133,7 @@ fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
     // Remove the persistent sessions.
     let mut cleanup_failed = 0;
     for id in &ids {
-        match SimpleClient::connect(ctx.addr, id, true, Duration::from_secs(5)) {
+        match ctx.connect_simple(id, true, Duration::from_secs(5)) {
             Ok((c, _)) => {
                 let _ = c.disconnect();
             }

@@ -1,6 +1,6 @@
 //! A small blocking MQTT client for setup and clean-up work outside the measured engine:
 //! preloading retained messages, clearing them, removing persistent sessions, and probing that a
-//! freshly started broker answers CONNECT.
+//! freshly started broker answers CONNECT. Speaks plain TCP or TLS (`mqtts://`, blocking rustls).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,10 +11,44 @@ use amqtt::protocol::{
     PROTOCOL_MAX_PACKET_SIZE,
 };
 use bytes::{Bytes, BytesMut};
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::tls::TlsTarget;
+
+/// A blocking socket, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// A connected blocking client.
 pub struct SimpleClient {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
 }
@@ -24,17 +58,38 @@ fn proto_err(what: impl Into<String>) -> io::Error {
 }
 
 impl SimpleClient {
-    /// Connects and completes CONNECT/CONNACK. Returns the client and `session_present`.
+    /// Connects over plain TCP and completes CONNECT/CONNACK. Returns the client and
+    /// `session_present`.
     pub fn connect(
         addr: SocketAddr,
         client_id: &str,
         clean_session: bool,
         timeout: Duration,
     ) -> io::Result<(SimpleClient, bool)> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
+        SimpleClient::connect_to(addr, None, client_id, clean_session, timeout)
+    }
+
+    /// Connects over TCP, or TLS with `tls`, and completes CONNECT/CONNACK.
+    pub fn connect_to(
+        addr: SocketAddr,
+        tls: Option<&TlsTarget>,
+        client_id: &str,
+        clean_session: bool,
+        timeout: Duration,
+    ) -> io::Result<(SimpleClient, bool)> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(target) => {
+                let conn = target
+                    .connect()
+                    .map_err(|e| io::Error::other(format!("TLS set-up failed: {e}")))?;
+                Stream::Tls(Box::new(StreamOwned::new(conn, tcp)))
+            }
+        };
         let mut c = SimpleClient {
             stream,
             rbuf: BytesMut::new(),
@@ -67,6 +122,7 @@ impl SimpleClient {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.stream.write_all(&self.wbuf)?;
+        self.stream.flush()?;
         self.wbuf.clear();
         Ok(())
     }
@@ -141,7 +197,16 @@ impl SimpleClient {
     pub fn disconnect(mut self) -> io::Result<()> {
         self.send(&Packet::Disconnect)?;
         self.flush()?;
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        match &mut self.stream {
+            Stream::Plain(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Stream::Tls(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                let _ = s.sock.shutdown(std::net::Shutdown::Both);
+            }
+        }
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! Broker URLs: `mqtt://host:port`, `mqtts://`, `ws://host:port/path`, `wss://`.
 //!
-//! All four schemes parse (so a typo is reported as a typo), but this version of amqtt-bench only
-//! speaks plain MQTT over TCP: [`BrokerUrl::require_tcp`] turns the others into a clear error.
+//! All four schemes parse (so a typo is reported as a typo), but this version of amqtt-bench speaks
+//! MQTT over TCP and over TLS only: [`BrokerUrl::require_supported`] turns the WebSocket ones into
+//! a clear error.
 //! A bare `host:port` means `mqtt://host:port`. IPv6 hosts go in brackets: `mqtt://[::1]:1883`.
 
 use std::fmt;
@@ -139,14 +140,14 @@ impl BrokerUrl {
     }
 
     /// Refuses transports this version cannot generate load over.
-    pub fn require_tcp(&self) -> Result<(), UrlError> {
+    pub fn require_supported(&self) -> Result<(), UrlError> {
         match self.scheme {
-            Scheme::Mqtt => Ok(()),
+            Scheme::Mqtt | Scheme::Mqtts => Ok(()),
             other => Err(UrlError(format!(
-                "{}:// ({}) is not supported by this version of amqtt-bench yet; only mqtt:// (plain TCP) is",
+                "{}:// ({}) is not supported by this version of amqtt-bench yet; \
+                 only mqtt:// (plain TCP) and mqtts:// (TLS) are",
                 other.as_str(),
                 match other {
-                    Scheme::Mqtts => "MQTT over TLS",
                     Scheme::Ws => "MQTT over WebSocket",
                     _ => "MQTT over secure WebSocket",
                 }
@@ -245,10 +246,11 @@ mod tests {
     }
 
     #[test]
-    fn only_tcp_is_supported() {
-        assert!(p("mqtt://h").require_tcp().is_ok());
-        for url in ["mqtts://h", "ws://h", "wss://h"] {
-            let e = p(url).require_tcp().unwrap_err().to_string();
+    fn only_tcp_and_tls_are_supported() {
+        assert!(p("mqtt://h").require_supported().is_ok());
+        assert!(p("mqtts://h").require_supported().is_ok());
+        for url in ["ws://h", "wss://h"] {
+            let e = p(url).require_supported().unwrap_err().to_string();
             assert!(e.contains("not supported"), "{e}");
         }
     }
