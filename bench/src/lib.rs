@@ -11,6 +11,7 @@
 //! - [`simple`]: a blocking client for set-up and clean-up (retained preload, session removal,
 //!   readiness probes).
 //! - [`tls`]: the rustls client configuration for `mqtts://` (`--cafile`, `--insecure`).
+//! - [`placement`]: shard-aware client ids (`--shards`, `--placement same|cross`).
 //! - [`payload`], [`tracker`], [`stats`], [`url`], [`procstat`], [`clock`], [`sys`]: the small
 //!   pieces (message header, loss/duplicate/order accounting, HDR percentiles, broker URLs,
 //!   `/proc` sampling, the monotonic clock, Linux calls).
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod compare;
 pub mod engine;
 pub mod payload;
+pub mod placement;
 pub mod procstat;
 pub mod report;
 pub mod scenario;
