@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::engine::Errors;
+use crate::placement::Placement;
 use crate::stats::Percentiles;
 
 /// Figures about the connections of a run (`conns`, and every run's initial connects).
@@ -90,6 +91,13 @@ pub struct Report {
     pub rate_per_publisher: Option<f64>,
     pub inflight: Option<u32>,
     pub warmup_s: f64,
+    /// `--placement`: publishers on the same broker shard as their subscribers, a different one,
+    /// or wherever their ids hash (`any`).
+    pub placement: Placement,
+    /// `--shards`: the broker's shard count, as given.
+    pub shards: Option<usize>,
+    /// With `--shards`: the run's clients counted by home shard.
+    pub clients_per_shard: Option<Vec<u64>>,
     /// Length of the measured window, seconds.
     pub duration_s: f64,
     pub sent: u64,
@@ -183,6 +191,25 @@ impl Report {
             ),
         );
         row("broker", self.url.clone());
+        if self.placement != Placement::Any || self.clients_per_shard.is_some() {
+            let what = match self.placement {
+                Placement::Any => "any (normal client ids)",
+                Placement::Same => "same shard (publisher with its subscribers)",
+                Placement::Cross => "cross shard (publisher away from its subscribers)",
+            };
+            let spread = match (&self.clients_per_shard, self.shards) {
+                (Some(counts), Some(n)) => format!(
+                    ", {n} shards, clients per shard {}",
+                    counts
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+                _ => String::new(),
+            };
+            row("placement", format!("{what}{spread}"));
+        }
         row(
             "window",
             format!(
@@ -391,6 +418,25 @@ mod tests {
         };
         let t = r.table();
         assert!(t.contains("disconnected 2"), "{t}");
+        assert!(!t.contains("placement"), "{t}");
         assert!(t.contains("latency"), "{t}");
+    }
+
+    #[test]
+    fn table_and_json_show_the_placement() {
+        let r = Report {
+            scenario: "pairs".into(),
+            placement: Placement::Cross,
+            shards: Some(2),
+            clients_per_shard: Some(vec![4, 4]),
+            ..Report::default()
+        };
+        let t = r.table();
+        assert!(t.contains("cross shard"), "{t}");
+        assert!(t.contains("2 shards, clients per shard 4/4"), "{t}");
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["placement"], "cross");
+        assert_eq!(j["shards"], 2);
+        assert_eq!(j["clients_per_shard"], serde_json::json!([4, 4]));
     }
 }

@@ -11,7 +11,8 @@
 //! | `storm`    | `n` persistent sessions dropped and reconnected at once, round after round | reconnect rate and latency, lost sessions |
 //!
 //! Topics are `PREFIX/RUNID/...` with a random run id, so runs never see each other's messages.
-//! `mqtts://` URLs run every scenario over TLS ([`crate::tls`]).
+//! `mqtts://` URLs run every scenario over TLS ([`crate::tls`]); `--shards`/`--placement` choose
+//! the traffic scenarios' client ids by home shard ([`crate::placement`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use clap::{Args, Subcommand};
 use crate::clock::{now_ns, ns_to_secs, secs_to_ns};
 use crate::engine::{ClientPlan, Engine, LatencyOrigin, Mode, Plan, PublishPlan, Totals};
 use crate::payload::{Header, HEADER_LEN};
+use crate::placement::{self, Placement, Shape};
 use crate::procstat::{self, ProcSample};
 use crate::report::{
     progress_line, BrokerFigures, ConnectFigures, GeneratorFigures, Report, RetainedFigures,
@@ -69,6 +71,14 @@ pub struct Opts {
     /// INSECURE: only for benchmarking a broker with a self-signed certificate.
     #[arg(long, conflicts_with = "cafile")]
     pub insecure: bool,
+    /// pairs/fanin/fanout: the broker's shard count (`shards:` in its YAML), for --placement.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// pairs/fanin/fanout: choose client ids so that each publisher's session lives on the same
+    /// broker shard as its subscribers' (same), on a different one (cross, needs --shards ≥ 2),
+    /// or wherever the normal ids hash (any). Needs --shards.
+    #[arg(long, value_enum, default_value_t = Placement::Any)]
+    pub placement: Placement,
     /// Number of publishers / subscribers / connections (see each scenario).
     #[arg(short = 'n', value_name = "N")]
     pub n: Option<usize>,
@@ -127,6 +137,8 @@ impl Default for Opts {
             url: "mqtt://127.0.0.1:1883".into(),
             cafile: None,
             insecure: false,
+            shards: None,
+            placement: Placement::Any,
             n: None,
             qos: 0,
             size: 64,
@@ -212,6 +224,18 @@ impl Scenario {
             .map(|trust| TlsTarget::new(&url.host, &trust))
             .transpose()
             .map_err(|e| BenchError::Usage(e.to_string()))?;
+        let place_on = placement::check(o.placement, o.shards).map_err(BenchError::Usage)?;
+        if place_on.is_some()
+            && !matches!(
+                self,
+                Scenario::Pairs(_) | Scenario::Fanin(_) | Scenario::Fanout(_)
+            )
+        {
+            return Err(BenchError::Usage(format!(
+                "--placement applies to pairs, fanin and fanout, not {}",
+                self.name()
+            )));
+        }
         let addr = url
             .socket_addr()
             .map_err(|e| BenchError::Usage(e.to_string()))?;
@@ -257,6 +281,7 @@ impl Scenario {
             url: url.to_string(),
             addr,
             tls,
+            place_on,
             n,
             qos,
             threads,
@@ -305,6 +330,8 @@ struct RunCtx {
     url: String,
     addr: std::net::SocketAddr,
     tls: Option<TlsTarget>,
+    /// Shard count to place client ids on (`--placement same|cross`).
+    place_on: Option<usize>,
     n: usize,
     qos: QoS,
     threads: usize,
@@ -328,6 +355,15 @@ impl RunCtx {
 
     fn client_id(&self, role: &str, i: usize) -> String {
         format!("ab{:08x}{role}{i}", self.run_id)
+    }
+
+    /// [`RunCtx::client_id`], suffixed to land on home shard `shard` under `--placement`.
+    fn placed_id(&self, role: &str, i: usize, shard: Option<&usize>) -> String {
+        let id = self.client_id(role, i);
+        match (self.place_on, shard) {
+            (Some(shards), Some(&shard)) => placement::id_on_shard(&id, shard, shards),
+            _ => id,
+        }
     }
 
     fn connect_simple(
@@ -611,6 +647,8 @@ fn base_report(
             Some(o.inflight.unwrap_or(32))
         },
         warmup_s: o.warmup,
+        placement: o.placement,
+        shards: o.shards,
         ..Report::default()
     }
 }
@@ -654,44 +692,63 @@ fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError> {
         subscribe_at_run: false,
         streams: Vec::new(),
     };
-    match name {
-        "pairs" => {
+    let shape = match name {
+        "pairs" => Shape::Pairs,
+        "fanin" => Shape::Fanin,
+        _ => Shape::Fanout,
+    };
+    // Wanted home shards (empty without --placement: the normal ids).
+    let targets = match ctx.place_on {
+        Some(shards) => placement::targets(shape, o.placement, shards, n),
+        None => placement::Targets {
+            publishers: Vec::new(),
+            subscribers: Vec::new(),
+        },
+    };
+    let pub_id = |i: usize| ctx.placed_id("p", i, targets.publishers.get(i));
+    let sub_id = |i: usize| ctx.placed_id("s", i, targets.subscribers.get(i));
+    match shape {
+        Shape::Pairs => {
             publishers = vec![1; n];
             for i in 0..n {
-                let mut s = client(ctx.client_id("s", i), i);
+                let mut s = client(sub_id(i), i);
                 s.subscribe = vec![ctx.filter(&i.to_string())?];
                 s.streams = vec![(i as u32, 0)];
                 clients.push(s);
-                let mut p = client(ctx.client_id("p", i), i);
+                let mut p = client(pub_id(i), i);
                 p.publish = Some(pub_plan(i, ctx.topic(&i.to_string())?));
                 clients.push(p);
             }
         }
-        "fanin" => {
+        Shape::Fanin => {
             publishers = vec![1; n];
-            let mut s = client(ctx.client_id("s", 0), 0);
+            let mut s = client(sub_id(0), 0);
             s.subscribe = vec![ctx.filter("+")?];
             s.streams = (0..n as u32).map(|i| (i, 0)).collect();
             clients.push(s);
             for i in 0..n {
-                let mut p = client(ctx.client_id("p", i), i);
+                let mut p = client(pub_id(i), i);
                 p.publish = Some(pub_plan(i, ctx.topic(&i.to_string())?));
                 clients.push(p);
             }
         }
-        _ => {
+        Shape::Fanout => {
             publishers = vec![n as u32];
             for i in 0..n {
-                let mut s = client(ctx.client_id("s", i), i);
+                let mut s = client(sub_id(i), i);
                 s.subscribe = vec![ctx.filter("all")?];
                 s.streams = vec![(0, i as u32)];
                 clients.push(s);
             }
-            let mut p = client(ctx.client_id("p", 0), 0);
+            let mut p = client(pub_id(0), 0);
             p.publish = Some(pub_plan(0, ctx.topic("all")?));
             clients.push(p);
         }
     }
+    let clients_per_shard = o
+        .shards
+        .filter(|&s| s > 0)
+        .map(|s| placement::per_shard(clients.iter().map(|c| c.client_id.as_str()), s));
     let n_pubs = publishers.len();
     let n_subs = clients.len() - n_pubs;
     let n_clients = clients.len();
@@ -705,6 +762,7 @@ fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError> {
     let mut plan = ctx.plan(clients, publishers, mode);
     plan.connect_concurrency = 100;
     let mut report = base_report(name, ctx, n_clients, n_pubs, n_subs);
+    report.clients_per_shard = clients_per_shard;
 
     let mut mon = Monitor::new(o.broker_pid)?;
     let engine = Engine::start(plan)?;
