@@ -76,7 +76,7 @@ pub struct Opts {
     pub shards: Option<usize>,
     /// pairs/fanin/fanout: choose client ids so that each publisher's session lives on the same
     /// broker shard as its subscribers' (same), on a different one (cross, needs --shards ≥ 2),
-    /// or wherever the normal ids hash (any). Needs --shards.
+    /// or wherever the normal ids hash (any). same and cross need --shards.
     #[arg(long, value_enum, default_value_t = Placement::Any)]
     pub placement: Placement,
     /// Number of publishers / subscribers / connections (see each scenario).
