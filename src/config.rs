@@ -1,7 +1,7 @@
 //! Broker configuration: the aMQTT broker YAML schema and its validation.
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
-//! keys of our own (`shards`, `pin_shards`, `max_inflight`, `max_queued_messages`,
+//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `connection_messages`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
@@ -40,6 +40,8 @@ pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_INFLIGHT: u16 = 20;
 /// Default `max_queued_messages`.
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
+/// Longest `spin_before_park`: beyond this a shard would burn a core for little.
+pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
 /// Default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `max_qos`.
@@ -77,6 +79,12 @@ pub struct BrokerConfig {
     pub shards: ShardCount,
     /// Pin each shard thread to its own CPU.
     pub pin_shards: bool,
+    /// How long an idle shard keeps polling before it sleeps; `Duration::ZERO` (the default)
+    /// sleeps at once. Spinning trades idle CPU for wake-up latency.
+    pub spin_before_park: Duration,
+    /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
+    /// they are logged at DEBUG.
+    pub connection_messages: bool,
     /// Unacknowledged outgoing QoS 1/2 messages per client.
     pub max_inflight: u16,
     /// Messages queued per client beyond the in-flight window (always at least 1).
@@ -240,6 +248,8 @@ impl Default for BrokerConfig {
             topic_check: TopicCheckConfig::default(),
             shards: ShardCount::Auto,
             pin_shards: true,
+            spin_before_park: Duration::ZERO,
+            connection_messages: true,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,
@@ -372,6 +382,8 @@ struct RawConfig {
     plugins: Option<serde_yaml::Value>,
     shards: Option<ShardCount>,
     pin_shards: Option<bool>,
+    spin_before_park: Option<Seconds>,
+    connection_messages: Option<bool>,
     max_inflight: Option<Int>,
     max_queued_messages: Option<Int>,
     max_packet_size: Option<Size>,
@@ -1095,6 +1107,22 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
         defaults.connect_timeout,
         false,
     )?;
+    let spin_before_park = seconds(
+        "spin_before_park",
+        raw.spin_before_park,
+        defaults.spin_before_park,
+        true,
+    )?;
+    if spin_before_park > MAX_SPIN_BEFORE_PARK {
+        return Err(invalid(
+            "spin_before_park",
+            format!(
+                "must be at most {} seconds, got {}",
+                MAX_SPIN_BEFORE_PARK.as_secs_f64(),
+                spin_before_park.as_secs_f64()
+            ),
+        ));
+    }
     let max_inflight = integer(
         "max_inflight",
         raw.max_inflight,
@@ -1161,6 +1189,10 @@ fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
         topic_check: topic_check_config(raw.topic_check.as_ref()),
         shards: raw.shards.unwrap_or(defaults.shards),
         pin_shards: raw.pin_shards.unwrap_or(defaults.pin_shards),
+        spin_before_park,
+        connection_messages: raw
+            .connection_messages
+            .unwrap_or(defaults.connection_messages),
         max_inflight: u16::try_from(max_inflight).map_err(|_| range_error("max_inflight"))?,
         max_queued_messages: usize::try_from(max_queued_messages)
             .map_err(|_| range_error("max_queued_messages"))?,
@@ -1895,6 +1927,33 @@ listeners:
             "max_packet_size: 1GiB\n",
             "max_packet_size",
             "between 16 and 268435460",
+        );
+    }
+
+    #[test]
+    fn spin_and_connection_messages() {
+        let defaults = ok("");
+        assert_eq!(defaults.spin_before_park, Duration::ZERO);
+        assert!(defaults.connection_messages);
+        assert_eq!(
+            ok("spin_before_park: 0.0002\n").spin_before_park,
+            Duration::from_micros(200)
+        );
+        assert!(!ok("connection_messages: false\n").connection_messages);
+        invalid(
+            "spin_before_park: 1\n",
+            "spin_before_park",
+            "at most 0.01 seconds",
+        );
+        invalid(
+            "spin_before_park: -1\n",
+            "spin_before_park",
+            "zero or more seconds",
+        );
+        invalid(
+            "connection_messages: 2\n",
+            "connection_messages",
+            "expected a boolean",
         );
     }
 

@@ -240,6 +240,7 @@ async fn first_connect(
         addr: lifecycle::peer_addr(stream.raw_fd()),
         listener: &slot.0.name,
         shard: rt.id,
+        level: rt.shared.connection_log_level,
     };
     lifecycle::refused(&peer, refuse);
     None
@@ -317,6 +318,7 @@ async fn serve(
         addr,
         listener: &slot.0.name,
         shard: rt.id,
+        level: rt.shared.connection_log_level,
     };
     let writer_task = glommio::spawn_local(write_loop(rt.clone(), conn, signal.clone(), writer));
     let blocked = rt.apply_actions();

@@ -1,5 +1,5 @@
 //! Connection lifecycle log lines: one `info` line when a client's CONNECT is accepted or refused and
-//! one when its connection ends, each with the client id, remote address, listener, shard and (on
+//! one when its connection ends (connects and ends at `debug` when `connection_messages: false`), each with the client id, remote address, listener, shard and (on
 //! close) the reason. Connections that never send a CONNECT (port probes, timeouts, failed TLS
 //! handshakes) are logged at `debug` only and counted in the metrics.
 //!
@@ -27,6 +27,8 @@ pub(crate) struct Peer<'a> {
     pub addr: Option<SocketAddr>,
     pub listener: &'a str,
     pub shard: usize,
+    /// Level of the connected / disconnected lines (`connection_messages`).
+    pub level: log::Level,
 }
 
 impl std::fmt::Display for Peer<'_> {
@@ -44,7 +46,8 @@ impl std::fmt::Display for Peer<'_> {
 }
 
 pub(crate) fn connected(peer: &Peer<'_>, session_present: bool) {
-    log::info!(
+    log::log!(
+        peer.level,
         "{peer}: connected{}",
         if session_present {
             " (session resumed)"
@@ -60,7 +63,7 @@ pub(crate) fn refused(peer: &Peer<'_>, code: ConnectReturnCode) {
 
 /// `reason` is what the broker decided; `None` means the client's side of the connection ended.
 pub(crate) fn closed(peer: &Peer<'_>, reason: Option<CloseReason>) {
-    log::info!("{peer}: disconnected: {}", close_text(reason));
+    log::log!(peer.level, "{peer}: disconnected: {}", close_text(reason));
 }
 
 pub(crate) fn refusal_text(code: ConnectReturnCode) -> &'static str {
@@ -96,6 +99,7 @@ mod tests {
             addr: Some("127.0.0.1:5000".parse().expect("addr")),
             listener: "default",
             shard: 1,
+            level: log::Level::Info,
         };
         assert_eq!(
             peer.to_string(),
@@ -106,6 +110,7 @@ mod tests {
             addr: None,
             listener: "ws",
             shard: 0,
+            level: log::Level::Debug,
         };
         assert_eq!(
             anonymous.to_string(),

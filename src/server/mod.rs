@@ -83,6 +83,8 @@ pub(crate) struct SharedSettings {
     pub core: Settings,
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
+    /// Level of the connect / disconnect log lines (`connection_messages`: INFO, else DEBUG).
+    pub connection_log_level: log::Level,
     pub shards: usize,
     pub listeners: Vec<Arc<ListenerInfo>>,
     pub id_seed: u64,
@@ -215,6 +217,11 @@ impl Broker {
             },
             max_packet_size: config.max_packet_size,
             connect_timeout: config.connect_timeout,
+            connection_log_level: if config.connection_messages {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            },
             shards: shard_count,
             listeners,
             id_seed: SystemTime::now()
@@ -247,7 +254,7 @@ impl Broker {
                 shards: shard_count,
                 pin,
                 io_memory: 256 << 10,
-                spin_before_park: None,
+                spin_before_park: Some(config.spin_before_park).filter(|spin| !spin.is_zero()),
                 name: "amqtt-shard".into(),
             },
             move |ctx: shards::ShardContext| {
