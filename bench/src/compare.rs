@@ -246,7 +246,8 @@ impl BrokerSpec {
             Kind::Amqtt => Some(format!(
                 "# Written by amqtt-bench compare.\n\
                  listeners:\n  default:\n    bind: 127.0.0.1:{port}\n\
-                 sys_interval: 0\n"
+                 sys_interval: 0\n\
+                 connection_messages: false\n"
             )),
             Kind::Mosquitto => Some(format!(
                 "# Written by amqtt-bench compare.\n\
@@ -647,6 +648,12 @@ fn metrics_for(sc: &Scenario) -> Vec<Metric> {
                 higher_is_better: false,
                 get: |r| Some(r.connect.latency_us.p99),
                 fmt: fmt_us,
+            },
+            Metric {
+                name: "connects per broker CPU-s",
+                higher_is_better: true,
+                get: |r| r.broker.as_ref().and_then(|b| b.connects_per_broker_cpu_s),
+                fmt: |v| si(v),
             },
             Metric {
                 name: "broker RSS per connection",

@@ -73,6 +73,9 @@ pub struct BrokerFigures {
     pub rss_end_kb: u64,
     /// `conns`: resident memory added per connection.
     pub rss_per_conn_bytes: Option<f64>,
+    /// `conns`: connections made per broker CPU-second while connecting (the broker's cost of a
+    /// connect, whether or not the generator could go faster).
+    pub connects_per_broker_cpu_s: Option<f64>,
     pub threads: u64,
 }
 
@@ -324,6 +327,12 @@ impl Report {
                 let _ = write!(mem, ", {per:.0} B per connection");
             }
             row("broker memory", mem);
+            if let Some(per_cpu_s) = b.connects_per_broker_cpu_s {
+                row(
+                    "broker connects",
+                    format!("{} per broker CPU-s", si(per_cpu_s)),
+                );
+            }
         }
         for w in &self.warnings {
             row("warning", w.clone());

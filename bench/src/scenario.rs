@@ -516,6 +516,7 @@ impl Monitor {
             rss_start_kb: self.first.map_or(0, |s| s.rss_kb),
             rss_end_kb: last.map_or(0, |s| s.rss_kb),
             rss_per_conn_bytes: None,
+            connects_per_broker_cpu_s: None,
             threads: last.map_or(0, |s| s.threads),
         })
     }
@@ -967,6 +968,9 @@ fn run_conns(ctx: &RunCtx) -> Result<Report, BenchError> {
     if let (Some(b), Some(before), Some(after)) =
         (report.broker.as_mut(), rss_before, rss_connected)
     {
+        if b.cpu_s > 0.0 {
+            b.connects_per_broker_cpu_s = Some(connected.connected as f64 / b.cpu_s);
+        }
         if connected.connected > 0 {
             b.rss_per_conn_bytes = Some(
                 (after.rss_kb as f64 - before.rss_kb as f64) * 1024.0 / connected.connected as f64,
