@@ -31,6 +31,9 @@ pub fn reuseport_listeners(
             "reuseport_listeners: count must be at least 1",
         ));
     }
+    if addr.port() != 0 {
+        refuse_if_taken(addr)?;
+    }
     let mut out = Vec::with_capacity(count);
     let mut bind_to = addr;
     for _ in 0..count {
@@ -46,6 +49,30 @@ pub fn reuseport_listeners(
         out.push(listener);
     }
     Ok(out)
+}
+
+/// Fails with `AddrInUse` if anything already listens on `addr`. `SO_REUSEPORT` would otherwise let
+/// a second broker (or anything else of the same user with `SO_REUSEPORT`) bind the same port
+/// without an error, and the kernel would split new connections between the two processes: a
+/// publisher and its subscriber could land in different brokers. A plain bind (no
+/// `SO_REUSEPORT`) is refused by any listener on the address, so it is tried first and released.
+fn refuse_if_taken(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR: sockets in TIME_WAIT from an earlier run do not count as taken.
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&SockAddr::from(addr)).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!("{addr} is already in use (another process listens on it)"),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("binding listener socket to {addr}: {e}"))
+        }
+    })
 }
 
 fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
@@ -101,6 +128,27 @@ mod tests {
             reuseport_listeners(addr, 0, 64),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput
         ));
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_even_to_reuseport() {
+        let first = reuseport_listeners("127.0.0.1:0".parse().unwrap(), 2, 64).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let second = reuseport_listeners(addr, 2, 64);
+        match second {
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+                assert!(e.to_string().contains("already in use"), "{e}");
+            }
+            Ok(_) => panic!("a second set of listeners bound {addr}"),
+        }
+        // A plain listener counts too.
+        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = plain.local_addr().unwrap();
+        assert!(reuseport_listeners(taken, 1, 64).is_err());
+        // Free again once the first set is gone.
+        drop(first);
+        assert_eq!(reuseport_listeners(addr, 2, 64).unwrap().len(), 2);
     }
 
     #[test]
