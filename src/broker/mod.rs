@@ -221,6 +221,8 @@ pub struct BrokerCore {
     id_seed: u64,
     actions: Vec<Action>,
     match_scratch: Vec<(SessionKey, QoS)>,
+    /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
+    qos0_packet: BytesMut,
     pub stats: Stats,
 }
 
@@ -246,6 +248,7 @@ impl BrokerCore {
             id_seed,
             actions: Vec::new(),
             match_scratch: Vec::new(),
+            qos0_packet: BytesMut::new(),
             stats: Stats::default(),
         }
     }
@@ -467,13 +470,27 @@ impl BrokerCore {
     /// The bytes to write to a connection and whether to close it after writing them.
     /// `None` when the connection is unknown (already forgotten).
     pub fn take_outbox(&mut self, conn: ConnId) -> Option<(BytesMut, bool)> {
+        let mut bytes = BytesMut::new();
+        let closing = self.swap_outbox(conn, &mut bytes)?;
+        Some((bytes, closing))
+    }
+
+    /// Like [`take_outbox`](Self::take_outbox), for a writer that keeps its own buffer: `buf`
+    /// (emptied by the caller, capacity kept) becomes the connection's outbox and the outbox's
+    /// bytes are left in `buf`. Returns whether to close after writing them.
+    ///
+    /// Swapping two buffers allocates nothing; splitting the outbox off (as `take_outbox` does)
+    /// cost a malloc and a free per write: 13 % of the instructions of a 1 → 50 fan-out at
+    /// 100 msg/s (callgrind).
+    pub fn swap_outbox(&mut self, conn: ConnId, buf: &mut BytesMut) -> Option<bool> {
         let connection = self.connections.get_mut(&conn)?;
         connection.flush_requested = false;
-        let bytes = connection.outbox.split();
+        buf.clear();
+        std::mem::swap(&mut connection.outbox, buf);
         let closing = connection.state == ConnectionState::Closing;
         let session = connection.session;
-        self.stats.bytes_sent += bytes.len() as u64;
-        self.settings.memory.sub(bytes.len());
+        self.stats.bytes_sent += buf.len() as u64;
+        self.settings.memory.sub(buf.len());
         // Queued messages (retained ones after a SUBACK, mostly) wait for room in the outbox.
         if !closing
             && self
@@ -483,7 +500,17 @@ impl BrokerCore {
         {
             self.fill_window(session);
         }
-        Some((bytes, closing))
+        Some(closing)
+    }
+
+    /// Gives back the memory of an empty outbox larger than `keep` bytes (a connection going
+    /// idle after a burst).
+    pub fn trim_outbox(&mut self, conn: ConnId, keep: usize) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if connection.outbox.is_empty() && connection.outbox.capacity() > keep {
+                connection.outbox = BytesMut::new();
+            }
+        }
     }
 
     /// The queue limits of a new session.
@@ -736,11 +763,68 @@ impl BrokerCore {
             matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             matched.dedup_by_key(|entry| entry.0);
         }
+        // Every subscriber that gets this message at QoS 0 right away gets the same bytes:
+        // encoded once (on first use) and copied to each outbox. Per delivery to 50 subscribers
+        // at 100 msg/s this saves ~8 % of the broker's instructions (callgrind), and it skips two
+        // reference-count round trips on the topic and payload per subscriber.
+        self.qos0_packet.clear();
         for &(key, granted) in &matched {
             let qos = granted.min(message.qos);
+            if qos == QoS::AtMostOnce && self.send_qos0_at_once(key, message) {
+                continue;
+            }
             self.deliver_to_session(key, message, qos, false);
         }
         self.match_scratch = matched;
+    }
+
+    /// Sends a live message at QoS 0 to a session that takes it at once, from `qos0_packet`
+    /// (encoded here if this is the message's first such delivery). `false` when the session
+    /// needs [`deliver_to_session`](Self::deliver_to_session) instead (offline, or messages
+    /// queued ahead of this one). Same limits and counters as there.
+    fn send_qos0_at_once(&mut self, key: SessionKey, message: &Message) -> bool {
+        let Some(conn) = self
+            .sessions
+            .get(key)
+            .filter(|s| s.sends_qos0_at_once())
+            .and_then(|s| s.conn)
+        else {
+            return false;
+        };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        let waiting = connection.outbox.len();
+        if waiting > self.settings.outbox_limit {
+            self.stats.publish_dropped_outbox_full += 1;
+            return true;
+        }
+        if waiting > QOS0_BEHIND && self.settings.memory.pressure() >= Pressure::DropQoS0 {
+            self.stats.publish_dropped_memory += 1;
+            return true;
+        }
+        if self.qos0_packet.is_empty() {
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: message.topic.clone(),
+                packet_id: None,
+                payload: message.payload.clone(),
+            };
+            if let Err(error) = publish.encode(&mut self.qos0_packet) {
+                log::warn!("cannot encode PUBLISH to {}: {error}", message.topic);
+                self.qos0_packet.clear();
+                return true;
+            }
+        }
+        connection.outbox.extend_from_slice(&self.qos0_packet);
+        self.settings.memory.add(self.qos0_packet.len());
+        self.stats.publish_sent += 1;
+        self.stats.packets_sent += 1;
+        self.stats.publish_sent_by_qos[QoS::AtMostOnce as usize] += 1;
+        self.request_flush(conn);
+        true
     }
 
     fn deliver_to_session(&mut self, key: SessionKey, message: &Message, qos: QoS, retain: bool) {

@@ -154,6 +154,12 @@ impl Session {
         self.queue.len()
     }
 
+    /// Whether a live QoS 0 message goes out at once, as [`deliver`](Self::deliver) would send it
+    /// (online, and no queued QoS 0 or retained message it must not overtake).
+    pub fn sends_qos0_at_once(&self) -> bool {
+        self.is_online() && self.queued_retained == 0 && self.queued_qos0 == 0
+    }
+
     /// Retained messages queued after a SUBACK (outside the limits).
     pub fn queued_retained(&self) -> usize {
         self.queued_retained
@@ -182,7 +188,7 @@ impl Session {
             if !self.is_online() {
                 return Delivery::Dropped(DropReason::OfflineQoS0);
             }
-            if self.queued_retained == 0 && self.queued_qos0 == 0 {
+            if self.sends_qos0_at_once() {
                 return Delivery::Send(publish_of(&out, None, false));
             }
             // Behind retained messages still queued: a newer message must not overtake them.

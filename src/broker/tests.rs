@@ -414,6 +414,67 @@ fn overlapping_subscriptions_deliver_one_copy_at_max_qos() {
     assert_eq!(got[0].qos, QoS::AtLeastOnce);
 }
 
+/// A live QoS 0 message is encoded once for all subscribers that take it at once; one that still
+/// has retained messages queued (after its SUBACK) gets it after them, and QoS 1 subscribers get
+/// their own packet with an id.
+#[test]
+fn qos0_fan_out_shares_one_encoding_and_keeps_order_behind_queued_retained() {
+    let mut c = Cluster::new(1);
+    for name in ["p", "s0", "s1", "late"] {
+        c.connect(name, true);
+    }
+    c.subscribe("s0", &[("t/#", QoS::AtMostOnce)]);
+    c.subscribe("s1", &[("t/#", QoS::AtLeastOnce)]);
+    let payload = "x".repeat(1024);
+    for i in 0..100 {
+        c.publish("p", &format!("t/{i}"), &payload, QoS::AtMostOnce, true, 0);
+    }
+    for name in ["s0", "s1", "late"] {
+        c.packets(name);
+    }
+    // `late` subscribes and, before anything is written, a live message arrives: 100 KiB of
+    // retained messages are more than one outbox chunk, so some are still queued.
+    let late = c.client("late").conn;
+    let publisher = c.client("p").conn;
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: 9,
+        filters: vec![SubscribeFilter {
+            filter: TopicFilter::new("t/#").expect("filter"),
+            qos: QoS::AtMostOnce,
+        }],
+    });
+    let now = c.now;
+    c.shards[0].handle_packet(late, subscribe, now);
+    // Published at QoS 1: s0 and late get it at QoS 0 (their grant), s1 at QoS 1.
+    let live = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: TopicName::new("t/live").expect("topic"),
+        packet_id: Some(7),
+        payload: Bytes::from_static(b"live"),
+    });
+    c.shards[0].handle_packet(publisher, live, now);
+    c.run();
+
+    let s0 = c.publishes("s0");
+    assert_eq!(s0.len(), 1);
+    assert_eq!(
+        (s0[0].qos, s0[0].retain, s0[0].packet_id),
+        (QoS::AtMostOnce, false, None)
+    );
+    assert_eq!(&s0[0].payload[..], b"live");
+    let s1 = c.publishes("s1");
+    assert_eq!(s1.len(), 1);
+    assert_eq!(s1[0].qos, QoS::AtLeastOnce);
+    assert!(s1[0].packet_id.is_some());
+    let got = c.publishes("late");
+    assert_eq!(got.len(), 101, "100 retained, then the live one");
+    assert!(got[..100].iter().all(|p| p.retain));
+    assert_eq!(got[100].topic.as_str(), "t/live");
+    assert_eq!((got[100].qos, got[100].retain), (QoS::AtMostOnce, false));
+}
+
 #[test]
 fn granted_qos_is_capped_by_config() {
     let settings = Settings {

@@ -526,17 +526,25 @@ async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
     }
 }
 
+/// The largest write buffer a connection keeps while it has nothing to write: enough for a
+/// few small messages, so that a connection receiving now and then does not allocate per write,
+/// and small enough that idle connections cost little.
+const IDLE_WRITE_BUFFER: usize = 1024;
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     rt: Rc<ShardRuntime>,
     conn: ConnId,
     signal: Rc<ConnSignal>,
     mut writer: W,
 ) {
+    // This connection's write buffer, swapped with its outbox on each turn (no allocation per
+    // write). An idle connection keeps it only while it is small (`IDLE_WRITE_BUFFER`).
+    let mut bytes = BytesMut::new();
     loop {
         // Taken before the outbox: the stamped deliveries are in what is taken now.
         let stamp = signal.take_stamp();
-        let next = rt.core.borrow_mut().take_outbox(conn);
-        let Some((bytes, closing)) = next else {
+        let next = rt.core.borrow_mut().swap_outbox(conn, &mut bytes);
+        let Some(closing) = next else {
             break;
         };
         if !bytes.is_empty()
@@ -558,6 +566,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             break;
         }
         if bytes.is_empty() {
+            if bytes.capacity() > IDLE_WRITE_BUFFER {
+                bytes = BytesMut::new();
+            }
+            rt.core.borrow_mut().trim_outbox(conn, IDLE_WRITE_BUFFER);
             signal.wait().await;
         }
     }
