@@ -19,39 +19,24 @@ use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 use shards::LocalReadHalf;
 
-use crate::broker::{ConnId, Pressure};
+use crate::broker::ConnId;
 use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
 use crate::transport::server::ServerStream;
 
 use super::lifecycle::{self, Peer};
+use super::read_loop::{poll_read_more, ReadLoop};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
 
 /// Why a connection that sent no complete first packet ended (counted apart from malformed ones).
 const CLOSED_BEFORE_CONNECT: &str = "closed before CONNECT";
 
-/// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-///
-/// The read goes into the shard's one scratch buffer ([`ShardRuntime::read_scratch`]), borrowed only
-/// for the duration of one `poll_read` (which fills it synchronously or leaves it untouched), and
-/// only the bytes read are appended to `buf`. Before, `buf` grew by 8 KiB of zeroes before every
-/// read: 35 % of the broker's instructions at 8 × 500 msg/s (callgrind: memset ≈ 4 200 Ir per
-/// message), and 8 KiB of touched memory pinned by every idle connection.
+/// Reads more bytes into `buf`; `Ok(0)` at end of stream (see [`poll_read_more`]).
 async fn read_more<R: AsyncRead + Unpin>(
     rt: &ShardRuntime,
     reader: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        let mut scratch = rt.read_scratch.borrow_mut();
-        match std::pin::Pin::new(&mut *reader).poll_read(cx, &mut scratch[..]) {
-            std::task::Poll::Ready(Ok(n)) => {
-                buf.extend_from_slice(&scratch[..n]);
-                std::task::Poll::Ready(Ok(n))
-            }
-            other => other,
-        }
-    })
-    .await
+    std::future::poll_fn(|cx| poll_read_more(rt, reader, buf, cx)).await
 }
 
 /// How the wait for CONNECT ended.
@@ -307,7 +292,6 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
 struct Live {
     conn: ConnId,
     signal: Rc<ConnSignal>,
-    reader: LocalReadHalf<ServerStream>,
     /// Dropping it would cancel the writer.
     writer_task: glommio::Task<()>,
     /// For the closing log line.
@@ -320,53 +304,54 @@ struct Live {
 ///
 /// This is the one future an idle connection keeps, so it holds little: connecting (authentication,
 /// CONNACK, the first writes) runs in a boxed future that is gone once the client is in, and the
-/// rarely taken waits in `read_loop` are boxed too. Measured with `-Zprint-type-sizes`: the
-/// connection task went from 2 448 B (the whole accept / handshake / connect path inline) to
-/// the sizes noted in bench/RESULTS.md.
+/// reading is a hand-written future (`read_loop.rs`). The connection task (this future, inside
+/// `spawn_isolated`) measured 2 448 B before any of this, 1 104 B with `begin` boxed (rustc 1.95,
+/// release), and the sizes in bench/RESULTS.md now.
 async fn serve(rt: Rc<ShardRuntime>, start: Box<Start>) {
-    let Some((live, buf)) = Box::pin(begin(&rt, start)).await else {
+    let Some((live, reading)) = Box::pin(begin(&rt, start)).await else {
         return;
     };
-    let Live {
-        conn,
-        signal,
-        reader,
-        writer_task,
-        client_id,
-        addr,
-        slot,
-    } = live;
-    let reading = AssertUnwindSafe(read_loop(rt.clone(), conn, reader, buf)).catch_unwind();
-    if reading.await.is_err() {
+    if AssertUnwindSafe(reading).catch_unwind().await.is_err() {
         log::error!(
-            "shard {}: connection {conn} task panicked; closing it",
-            rt.id
+            "shard {}: connection {} task panicked; closing it",
+            rt.id,
+            live.conn
         );
         rt.stats.borrow_mut().connection_panics += 1;
-        rt.core.borrow_mut().handle_protocol_error(conn);
+        rt.core.borrow_mut().handle_protocol_error(live.conn);
     }
     // Either the peer went away or the writer shut the socket after a broker-side close.
-    let reason = rt.core.borrow().close_reason(conn);
-    rt.core.borrow_mut().handle_closed(conn);
+    finish(&rt, &live);
+    live.writer_task.await;
+    rt.conns.borrow_mut().remove(&live.conn);
+}
+
+/// The peer went away (or the broker closed the connection): the core forgets it, the writer is
+/// told to finish, the closing line is logged.
+fn finish(rt: &Rc<ShardRuntime>, live: &Live) {
+    let reason = rt.core.borrow().close_reason(live.conn);
+    rt.core.borrow_mut().handle_closed(live.conn);
     let peer = Peer {
-        client_id: Some(client_id.as_str()).filter(|id| !id.is_empty()),
-        addr,
-        listener: &slot.0.name,
+        client_id: Some(live.client_id.as_str()).filter(|id| !id.is_empty()),
+        addr: live.addr,
+        listener: &live.slot.0.name,
         shard: rt.id,
         level: rt.shared.connection_log_level,
     };
     lifecycle::closed(&peer, reason);
     let blocked = rt.apply_actions();
     rt.send_blocked_later(blocked);
-    signal.notify();
-    writer_task.await;
-    rt.conns.borrow_mut().remove(&conn);
+    live.signal.notify();
 }
 
 /// Registers the connection, authenticates it, lets the core answer its CONNECT and starts the
 /// writer. `None` when the CONNECT was refused (the refusal is then sent and the connection
-/// forgotten); otherwise what `serve` needs, and the bytes read after the CONNECT.
-async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, BytesMut)> {
+/// forgotten); otherwise what `serve` needs, and the reader, starting with the bytes read after
+/// the CONNECT.
+async fn begin(
+    rt: &Rc<ShardRuntime>,
+    start: Box<Start>,
+) -> Option<(Live, ReadLoop<LocalReadHalf<ServerStream>>)> {
     let Start {
         stream,
         connect,
@@ -413,13 +398,12 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, BytesM
         let live = Live {
             conn,
             signal,
-            reader,
             writer_task,
             client_id,
             addr,
             slot,
         };
-        return Some((live, buf));
+        return Some((live, ReadLoop::new(rt.clone(), conn, reader, buf)));
     }
     // Refused: the writer sends CONNACK and shuts the socket down; then the core forgets it.
     lifecycle::refused(&peer, outcome.code);
@@ -429,101 +413,6 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, BytesM
     rt.apply_actions();
     rt.conns.borrow_mut().remove(&conn);
     None
-}
-
-async fn read_loop<R: AsyncRead + Unpin>(
-    rt: Rc<ShardRuntime>,
-    conn: ConnId,
-    mut reader: R,
-    mut buf: BytesMut,
-) {
-    let max = rt.shared.max_packet_size;
-    loop {
-        let now = Instant::now();
-        let mut publishes = false;
-        loop {
-            match decode(&mut buf, max) {
-                Ok(Some(mut packet)) => {
-                    if matches!(packet, Packet::Publish(_)) {
-                        publishes = true;
-                        if rt.shared.core.memory.pressure() >= Pressure::PausePublishers {
-                            // Boxed, packet and all: inline, this rare wait would enlarge
-                            // every connection's task.
-                            packet = Box::pin(async {
-                                wait_for_memory(&rt, conn).await;
-                                packet
-                            })
-                            .await;
-                        }
-                    }
-                    rt.core.borrow_mut().handle_packet(conn, packet, now)
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    log::debug!("shard {}: connection {conn}: {error}; closing", rt.id);
-                    rt.core.borrow_mut().handle_protocol_error(conn);
-                    let blocked = rt.apply_actions();
-                    Box::pin(rt.send_blocked(blocked)).await;
-                    return;
-                }
-            }
-        }
-        if publishes {
-            // Deliveries flushed by this batch get `now` as their start (latency histogram).
-            rt.note_publish_ingress(now, conn);
-        }
-        let blocked = rt.apply_actions();
-        if !blocked.is_empty() {
-            // Boxed (allocated only when a bus lane is full): inline, this rare wait would
-            // enlarge every connection's task.
-            Box::pin(rt.send_blocked(blocked)).await;
-        }
-        if buf.capacity() > 64 * 1024 && buf.is_empty() {
-            buf = BytesMut::new();
-        }
-        match read_more(&rt, &mut reader, &mut buf).await {
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                // Broken transport framing (WebSocket text frame, undecryptable TLS record): a
-                // protocol error like a malformed packet, counted and with the will published.
-                log::debug!("shard {}: connection {conn}: {e}; closing", rt.id);
-                rt.core.borrow_mut().handle_protocol_error(conn);
-                let blocked = rt.apply_actions();
-                Box::pin(rt.send_blocked(blocked)).await;
-                return;
-            }
-            Ok(0) | Err(_) => return,
-            Ok(n) => rt.stats.borrow_mut().bytes_received += n as u64,
-        }
-    }
-}
-
-/// Holds a publisher (this connection, which just brought a PUBLISH) while the broker-wide
-/// `memory_limit` is nearly reached: nothing more is read from its socket, so TCP slows it down,
-/// until subscribers have drained enough (`broker/memory.rs`), or for [`MEMORY_PAUSE`] at most:
-/// memory held by offline sessions may never drain, and publishers must slow down, not hang
-/// (at the limit itself the core drops what would be queued, so memory stays bounded).
-/// The longest a PUBLISH waits for memory (see `wait_for_memory`).
-const MEMORY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-
-async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
-    let budget = &rt.shared.core.memory;
-    if budget.pressure() < Pressure::PausePublishers {
-        return;
-    }
-    budget.note_pause();
-    log::debug!(
-        "shard {}: connection {conn}: memory_limit nearly reached ({} of {:?} bytes); pausing this publisher",
-        rt.id,
-        budget.used(),
-        budget.limit()
-    );
-    // What was decoded so far goes out first: it may be what frees memory.
-    let blocked = rt.apply_actions();
-    rt.send_blocked(blocked).await;
-    let started = Instant::now();
-    while budget.pressure() >= Pressure::PausePublishers && started.elapsed() < MEMORY_PAUSE {
-        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
 
 /// The largest write buffer a connection keeps while it has nothing to write: enough for a

@@ -22,6 +22,7 @@ mod http;
 mod lifecycle;
 mod listener;
 mod prometheus;
+mod read_loop;
 mod shard;
 mod snapshot;
 mod sys_topics;

@@ -137,6 +137,9 @@ pub(crate) struct RuntimeStats {
     pub latency: LatencyHistogram,
 }
 
+/// Bus messages a full lane refused, per destination shard, in order: retried by `send_blocked`.
+pub(crate) type BusBacklog = Vec<(usize, BusMessage)>;
+
 pub(crate) struct ShardRuntime {
     pub id: usize,
     pub shared: Arc<SharedSettings>,
@@ -169,11 +172,11 @@ impl ShardRuntime {
     /// Performs the core's pending actions. Bus messages that found their lane full are returned,
     /// in order, for the caller to retry (after the first failure to a shard, later messages to that
     /// shard queue behind it so that order is kept).
-    pub fn apply_actions(&self) -> Vec<(usize, BusMessage)> {
+    pub fn apply_actions(&self) -> BusBacklog {
         let mut actions = self.action_scratch.take();
         self.core.borrow_mut().poll_actions(&mut actions);
         let ingress = self.ingress.take();
-        let mut blocked: Vec<(usize, BusMessage)> = Vec::new();
+        let mut blocked: BusBacklog = Vec::new();
         for action in actions.drain(..) {
             match action {
                 Action::Flush(conn) => {
@@ -246,7 +249,7 @@ impl ShardRuntime {
 
     /// Retries blocked sends until they go through, pausing the caller (a publisher's reader: this is
     /// the TCP back-pressure on a publisher whose subscribers' shard cannot keep up).
-    pub async fn send_blocked(&self, blocked: Vec<(usize, BusMessage)>) {
+    pub async fn send_blocked(&self, blocked: BusBacklog) {
         for (to, mut message) in blocked {
             loop {
                 match self.try_send(to, message, None) {
@@ -264,7 +267,7 @@ impl ShardRuntime {
     }
 
     /// Like `send_blocked`, from a context that must not wait (bus loop, timers): a detached task.
-    pub fn send_blocked_later(self: &Rc<Self>, blocked: Vec<(usize, BusMessage)>) {
+    pub fn send_blocked_later(self: &Rc<Self>, blocked: BusBacklog) {
         if blocked.is_empty() {
             return;
         }
