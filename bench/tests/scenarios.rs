@@ -2,25 +2,14 @@
 //! unpinned). Short runs; they check that the harness's accounting and figures are sane, not the
 //! broker's speed.
 
+mod common;
+
 use std::net::SocketAddr;
 
-use amqtt::config::{BrokerConfig, ShardCount};
 use amqtt_bench::scenario::{Opts, Scenario};
 
 fn start_broker() -> (amqtt::BrokerHandle, SocketAddr) {
-    let mut config = BrokerConfig::from_yaml_str(
-        "listeners:\n  default:\n    bind: 127.0.0.1:0\nsys_interval: 0\n",
-        "test",
-    )
-    .expect("config");
-    config.shards = ShardCount::Fixed(1);
-    config.pin_shards = false;
-    let handle = amqtt::Broker::new(config)
-        .expect("broker")
-        .start()
-        .expect("start");
-    let addr = handle.address("default").expect("address");
-    (handle, addr)
+    common::start_broker(common::PLAIN_YAML, 1)
 }
 
 fn opts(addr: SocketAddr) -> Opts {

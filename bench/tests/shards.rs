@@ -1,26 +1,15 @@
 //! `--shards/--placement` against a real 2-shard amqtt embedded in the test process: the ids land
 //! where asked and the run is as clean as with normal ids.
 
+mod common;
+
 use std::net::SocketAddr;
 
-use amqtt::config::{BrokerConfig, ShardCount};
 use amqtt_bench::placement::Placement;
 use amqtt_bench::scenario::{BenchError, Opts, Scenario};
 
 fn start_broker(shards: usize) -> (amqtt::BrokerHandle, SocketAddr) {
-    let mut config = BrokerConfig::from_yaml_str(
-        "listeners:\n  default:\n    bind: 127.0.0.1:0\nsys_interval: 0\n",
-        "test",
-    )
-    .expect("config");
-    config.shards = ShardCount::Fixed(shards);
-    config.pin_shards = false;
-    let handle = amqtt::Broker::new(config)
-        .expect("broker")
-        .start()
-        .expect("start");
-    let addr = handle.address("default").expect("address");
-    (handle, addr)
+    common::start_broker(common::PLAIN_YAML, shards)
 }
 
 fn opts(addr: SocketAddr, placement: Placement) -> Opts {

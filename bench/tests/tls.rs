@@ -1,11 +1,12 @@
 //! `mqtts://` end to end: amqtt embedded in the test process with a TLS listener (certificates
 //! made here with rcgen), the `amqtt-bench` binary run against it as a user would.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use amqtt::config::{BrokerConfig, ShardCount};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// A CA, a server certificate for 127.0.0.1/localhost signed by it, and an unrelated CA.
@@ -58,15 +59,7 @@ fn start_tls_broker(certs: &Certs) -> (amqtt::BrokerHandle, SocketAddr) {
         certs.path("server.pem").display(),
         certs.path("server.key").display()
     );
-    let mut config = BrokerConfig::from_yaml_str(&yaml, "test").expect("config");
-    config.shards = ShardCount::Fixed(1);
-    config.pin_shards = false;
-    let handle = amqtt::Broker::new(config)
-        .expect("broker")
-        .start()
-        .expect("start");
-    let addr = handle.address("default").expect("address");
-    (handle, addr)
+    common::start_broker(&yaml, 1)
 }
 
 fn bench(args: &[&str]) -> Output {

@@ -164,6 +164,12 @@ impl<R: AsyncRead + Unpin> Future for ReadLoop<R> {
                 Poll::Ready(Ok(n)) => {
                     this.rt.stats.borrow_mut().bytes_received += n as u64;
                     this.batch = Some((Instant::now(), false));
+                    if glommio::executor().need_preempt() {
+                        // A peer that always has more to send must not keep the shard to itself:
+                        // the other tasks run first, then this one decodes what it read.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                 }
             }
         }
