@@ -18,4 +18,6 @@ pub fn start_broker(yaml: &str, shards: usize) -> (amqtt::BrokerHandle, SocketAd
 }
 
 /// A plain TCP listener on an ephemeral loopback port, `$SYS` off.
+// Each test crate compiles this module on its own; the TLS tests bring their own YAML.
+#[allow(dead_code)]
 pub const PLAIN_YAML: &str = "listeners:\n  default:\n    bind: 127.0.0.1:0\nsys_interval: 0\n";
