@@ -100,7 +100,8 @@ pub struct Session {
     /// The live connection, if the client is online.
     pub conn: Option<ConnId>,
     pub subscriptions: HashMap<TopicFilter, QoS>,
-    pub will: Option<LastWill>,
+    /// Boxed: most clients have none, and every session would carry its 72 bytes inline.
+    pub will: Option<Box<LastWill>>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Outgoing>,
     /// Payload bytes of the queued messages that count against the limits (not retained ones).

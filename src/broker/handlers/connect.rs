@@ -77,7 +77,7 @@ pub(in crate::broker) fn handle(
     if let Some(session) = broker.sessions.get_mut(key) {
         session.conn = Some(conn);
         session.clean = connect.clean_session;
-        session.will = connect.will;
+        session.will = connect.will.map(Box::new);
     }
     let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
     connection.username = connect.username.map(Arc::from);
