@@ -50,6 +50,10 @@ use subscriptions::TopicTrie;
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
 /// for it are dropped (see `memory.rs`).
 const QOS0_BEHIND: usize = 16 << 10;
+/// The largest empty outbox (and writer buffer) a connection keeps while it has nothing to write:
+/// enough for a few small messages, so that a connection receiving now and then does not allocate
+/// per write, and small enough that idle connections cost little.
+pub const IDLE_BUFFER: usize = 1024;
 /// Room in a connection's outbox that queued QoS 0 messages (retained ones after a SUBACK) may
 /// fill in one go; the rest follows each time the runtime takes the outbox.
 const RETAINED_CHUNK: usize = 64 << 10;
@@ -487,6 +491,10 @@ impl BrokerCore {
         connection.flush_requested = false;
         buf.clear();
         std::mem::swap(&mut connection.outbox, buf);
+        if buf.is_empty() && connection.outbox.capacity() > IDLE_BUFFER {
+            // Nothing to write: the connection goes idle, and keeps little (see `IDLE_BUFFER`).
+            connection.outbox = BytesMut::new();
+        }
         let closing = connection.state == ConnectionState::Closing;
         let session = connection.session;
         self.stats.bytes_sent += buf.len() as u64;
@@ -501,16 +509,6 @@ impl BrokerCore {
             self.fill_window(session);
         }
         Some(closing)
-    }
-
-    /// Gives back the memory of an empty outbox larger than `keep` bytes (a connection going
-    /// idle after a burst).
-    pub fn trim_outbox(&mut self, conn: ConnId, keep: usize) {
-        if let Some(connection) = self.connections.get_mut(&conn) {
-            if connection.outbox.is_empty() && connection.outbox.capacity() > keep {
-                connection.outbox = BytesMut::new();
-            }
-        }
     }
 
     /// The queue limits of a new session.
@@ -557,11 +555,32 @@ impl BrokerCore {
             log::warn!("cannot encode PUBLISH to {}: {error}", publish.topic);
             return;
         }
-        self.settings.memory.add(connection.outbox.len() - before);
+        let written = connection.outbox.len() - before;
+        self.publish_written(conn, publish.qos, written);
+    }
+
+    /// Accounts for a PUBLISH of `bytes` just appended to `conn`'s outbox, and asks for a flush.
+    fn publish_written(&mut self, conn: ConnId, qos: QoS, bytes: usize) {
+        self.settings.memory.add(bytes);
         self.stats.publish_sent += 1;
         self.stats.packets_sent += 1;
-        self.stats.publish_sent_by_qos[publish.qos as usize] += 1;
+        self.stats.publish_sent_by_qos[qos as usize] += 1;
         self.request_flush(conn);
+    }
+
+    /// Whether a live QoS 0 message for a subscriber with `waiting` bytes in its outbox is dropped
+    /// (and counted): past the outbox limit, or, under memory pressure, behind by more than
+    /// [`QOS0_BEHIND`].
+    fn drops_live_qos0(settings: &Settings, stats: &mut Stats, waiting: usize) -> bool {
+        if waiting > settings.outbox_limit {
+            stats.publish_dropped_outbox_full += 1;
+            return true;
+        }
+        if waiting > QOS0_BEHIND && settings.memory.pressure() >= Pressure::DropQoS0 {
+            stats.publish_dropped_memory += 1;
+            return true;
+        }
+        false
     }
 
     fn send_bus(&mut self, to: usize, message: BusMessage) {
@@ -794,13 +813,7 @@ impl BrokerCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return false;
         };
-        let waiting = connection.outbox.len();
-        if waiting > self.settings.outbox_limit {
-            self.stats.publish_dropped_outbox_full += 1;
-            return true;
-        }
-        if waiting > QOS0_BEHIND && self.settings.memory.pressure() >= Pressure::DropQoS0 {
-            self.stats.publish_dropped_memory += 1;
+        if Self::drops_live_qos0(&self.settings, &mut self.stats, connection.outbox.len()) {
             return true;
         }
         if self.qos0_packet.is_empty() {
@@ -819,11 +832,7 @@ impl BrokerCore {
             }
         }
         connection.outbox.extend_from_slice(&self.qos0_packet);
-        self.settings.memory.add(self.qos0_packet.len());
-        self.stats.publish_sent += 1;
-        self.stats.packets_sent += 1;
-        self.stats.publish_sent_by_qos[QoS::AtMostOnce as usize] += 1;
-        self.request_flush(conn);
+        self.publish_written(conn, QoS::AtMostOnce, self.qos0_packet.len());
         true
     }
 
@@ -834,14 +843,8 @@ impl BrokerCore {
         let conn = session.conn;
         if qos == QoS::AtMostOnce && !retain {
             if let Some(connection) = conn.and_then(|c| self.connections.get(&c)) {
-                let waiting = connection.outbox.len();
-                if waiting > self.settings.outbox_limit {
-                    self.stats.publish_dropped_outbox_full += 1;
-                    return;
-                }
                 // Under memory pressure, a subscriber that is behind loses QoS 0 first.
-                if waiting > QOS0_BEHIND && self.settings.memory.pressure() >= Pressure::DropQoS0 {
-                    self.stats.publish_dropped_memory += 1;
+                if Self::drops_live_qos0(&self.settings, &mut self.stats, connection.outbox.len()) {
                     return;
                 }
             }

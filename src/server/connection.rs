@@ -7,11 +7,10 @@
 //! reads and writes are batched. Each connection's work runs under `catch_unwind`, so a bug triggered
 //! by one client closes that client only.
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Instant;
-
-use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -19,7 +18,7 @@ use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 use shards::LocalReadHalf;
 
-use crate::broker::ConnId;
+use crate::broker::{ConnId, IDLE_BUFFER};
 use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
 use crate::transport::server::ServerStream;
 
@@ -415,11 +414,6 @@ async fn begin(
     None
 }
 
-/// The largest write buffer a connection keeps while it has nothing to write: enough for a
-/// few small messages, so that a connection receiving now and then does not allocate per write,
-/// and small enough that idle connections cost little.
-const IDLE_WRITE_BUFFER: usize = 1024;
-
 async fn write_loop<W: AsyncWrite + Unpin>(
     rt: Rc<ShardRuntime>,
     conn: ConnId,
@@ -427,7 +421,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
 ) {
     // This connection's write buffer, swapped with its outbox on each turn (no allocation per
-    // write). An idle connection keeps it only while it is small (`IDLE_WRITE_BUFFER`).
+    // write). An idle connection keeps it only while it is small (`IDLE_BUFFER`).
     let mut bytes = BytesMut::new();
     loop {
         // Taken before the outbox: the stamped deliveries are in what is taken now.
@@ -455,10 +449,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             break;
         }
         if bytes.is_empty() {
-            if bytes.capacity() > IDLE_WRITE_BUFFER {
+            if bytes.capacity() > IDLE_BUFFER {
                 bytes = BytesMut::new();
             }
-            rt.core.borrow_mut().trim_outbox(conn, IDLE_WRITE_BUFFER);
             signal.wait().await;
         }
     }

@@ -1,6 +1,6 @@
 //! Connection lifecycle log lines: one `info` line when a client's CONNECT is accepted or refused and
-//! one when its connection ends (connects and ends at `debug` when `connection_messages: false`), each with the client id, remote address, listener, shard and (on
-//! close) the reason. Connections that never send a CONNECT (port probes, timeouts, failed TLS
+//! one when its connection ends (connects and ends at `debug` with `connection_messages: false`),
+//! each with the client id, remote address, listener, shard and (on close) the reason. Connections that never send a CONNECT (port probes, timeouts, failed TLS
 //! handshakes) are logged at `debug` only and counted in the metrics.
 //!
 //! Nothing here is on the per-message path, and nothing here decides anything: it only formats.

@@ -73,9 +73,7 @@ impl<R: AsyncRead + Unpin> ReadLoop<R> {
             match decode(&mut self.buf, max) {
                 Ok(Some(packet)) => {
                     if matches!(packet, Packet::Publish(_)) {
-                        if let Some((_, publishes)) = self.batch.as_mut() {
-                            *publishes = true;
-                        }
+                        self.batch = Some((now, true));
                         if self.rt.shared.core.memory.pressure() >= Pressure::PausePublishers {
                             let (rt, conn) = (self.rt.clone(), self.conn);
                             self.waiting = Some(Box::pin(async move {
@@ -204,16 +202,13 @@ pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
     }
 }
 
-/// Holds a publisher (this connection, which just brought a PUBLISH) while the broker-wide
-/// `memory_limit` is nearly reached: nothing more is read from its socket, so TCP slows it down,
-/// until subscribers have drained enough (`broker/memory.rs`), or for [`MEMORY_PAUSE`] at most:
-/// memory held by offline sessions may never drain, and publishers must slow down, not hang
-/// (at the limit itself the core drops what would be queued, so memory stays bounded).
+/// Holds a publisher that just brought a PUBLISH while the broker-wide `memory_limit` is nearly
+/// reached (the caller checked): nothing more is read from its socket, so TCP slows it down, until
+/// subscribers have drained enough (`broker/memory.rs`), or for [`MEMORY_PAUSE`] at most: memory
+/// held by offline sessions may never drain, and publishers must slow down, not hang (at the limit
+/// itself the core drops what would be queued, so memory stays bounded).
 async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
     let budget = &rt.shared.core.memory;
-    if budget.pressure() < Pressure::PausePublishers {
-        return;
-    }
     budget.note_pause();
     log::debug!(
         "shard {}: connection {conn}: memory_limit nearly reached ({} of {:?} bytes); pausing this publisher",
