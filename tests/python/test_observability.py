@@ -9,6 +9,7 @@ has no metrics endpoint).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -52,12 +53,37 @@ def _accepts(port: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _running(amqtt_bin, tmp_path, config_text: str, ports: list[int], args: tuple[str, ...] = ()):
+    """Runs the broker on `config_text` until the block ends (SIGTERM, clean exit asserted); its
+    log file. Ready once every port in `ports` accepts."""
+    config = tmp_path / "broker.yaml"
+    config.write_text(config_text)
+    log = tmp_path / "broker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(amqtt_bin), "-c", str(config), *args],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    deadline = time.monotonic() + 10
+    while not all(_accepts(p) for p in ports):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("broker did not start:\n" + log.read_text(errors="replace"), pytrace=False)
+        time.sleep(0.05)
+    yield log
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=5) == 0, log.read_text(errors="replace")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("broker did not stop within 5 s of SIGTERM", pytrace=False)
+
+
 @pytest.fixture
 def observed(amqtt_bin, tmp_path):
     """A 2-shard broker with `sys_interval: 1` and metrics on a free port, logging at info."""
     port, metrics_port = _free_port(), _free_port()
-    config = tmp_path / "broker.yaml"
-    config.write_text(
+    config = (
         "listeners:\n"
         "  default:\n"
         f"    bind: {HOST}:{port}\n"
@@ -67,24 +93,8 @@ def observed(amqtt_bin, tmp_path):
         "metrics:\n"
         f"  bind: {HOST}:{metrics_port}\n"
     )
-    log = tmp_path / "broker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(amqtt_bin), "-c", str(config)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    deadline = time.monotonic() + 10
-    while not (_accepts(port) and _accepts(metrics_port)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("broker did not start:\n" + log.read_text(errors="replace"), pytrace=False)
-        time.sleep(0.05)
-    yield Observed(HOST, port, metrics_port, log)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(timeout=5) == 0, log.read_text(errors="replace")
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail("broker did not stop within 5 s of SIGTERM", pytrace=False)
+    with _running(amqtt_bin, tmp_path, config, [port, metrics_port]) as log:
+        yield Observed(HOST, port, metrics_port, log)
 
 
 def scrape(b: Observed) -> str:
@@ -250,6 +260,25 @@ def test_lifecycle_lines_at_info_and_nothing_per_message(observed):
                       and pattern_out.search(t) and t, what="the disconnect log line")
     assert pattern_in.search(text), text
     assert "quiet/topic" not in text, "a per-message line was logged at info"
+
+
+def test_connection_messages_false_moves_the_lines_to_debug(amqtt_bin, tmp_path):
+    """`connection_messages: false` (Mosquitto's switch): connect and disconnect lines are logged at
+    DEBUG only, so the default INFO log has none; run with `-d` to see them at DEBUG."""
+    port = _free_port()
+    config = (f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
+              "sys_interval: 0\nconnection_messages: false\n")
+    with _running(amqtt_bin, tmp_path, config, [port], args=("-d",)) as log:
+        c = PahoClient(HOST, port, client_id="quiet-probe")
+        assert c.connect()[0] == 0
+        c.disconnect()
+        c.close()
+        line_out = re.compile(r"(INFO|DEBUG) .*client 'quiet-probe' from .*: disconnected")
+        text = wait_until(lambda: (t := log.read_text(errors="replace")) and line_out.search(t)
+                          and t, what="the disconnect log line")
+    assert re.search(r"DEBUG .*client 'quiet-probe' from .*: connected", text), text
+    assert re.search(r"DEBUG .*client 'quiet-probe' from .*: disconnected", text), text
+    assert not re.search(r"INFO .*client 'quiet-probe'", text), text
 
 
 # ---- the deploy kit against the real metric names ---------------------------------------------
