@@ -1,49 +1,39 @@
 //! Moving an accepted TCP connection from one shard to another: detach it from the accepting
-//! executor as an owned file descriptor (which is `Send`), carry that over the bus, and attach it
-//! to the receiving executor.
+//! shard as an owned file descriptor (which is `Send`), carry that over the bus, and attach it
+//! to the receiving shard.
 //!
 //! Only the socket moves. Anything already read from it (bytes past the CONNECT packet, a TLS
 //! session) is the caller's to carry alongside; this file knows nothing of protocols and must not
 //! buffer or read from the socket.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use glommio::net::TcpStream;
+use crate::TcpConn;
 
-/// Detaches `stream` from the current executor: duplicates its fd (`F_DUPFD_CLOEXEC`) and drops
-/// the glommio stream, so the returned fd is the only handle left to the connection. Send it to
-/// another shard and [`attach_tcp_stream`] it there.
+/// Detaches `stream` from the current shard: it leaves the shard's epoll set and its socket is
+/// returned as an owned fd (which is `Send`). Send it to another shard and
+/// [`attach_tcp_stream`] it there.
 ///
-/// Dropping a glommio 0.9 `TcpStream` only closes its fd (no `shutdown(2)`), so the connection
-/// itself is untouched: bytes the peer sent and nobody read yet stay in the kernel's buffer for the
-/// new owner. Take `stream` unbuffered (the default `TcpStream`): a `buffered()` stream could hold
-/// read-ahead bytes that would be lost.
-///
-/// On error (out of file descriptors) the stream is dropped, which closes the connection.
-pub fn detach_tcp_stream(stream: TcpStream) -> io::Result<OwnedFd> {
-    // SAFETY: `stream` owns this fd and keeps it open for the duration of the borrow.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    // std's try_clone_to_owned is fcntl(fd, F_DUPFD_CLOEXEC, 3).
-    let fd = borrowed.try_clone_to_owned()?;
-    drop(stream);
-    Ok(fd)
+/// The connection itself is untouched: bytes the peer sent and nobody read yet stay in the
+/// kernel's buffer for the new owner.
+pub fn detach_tcp_stream(stream: TcpConn) -> OwnedFd {
+    stream.into_fd()
 }
 
 /// Attaches a connection detached by [`detach_tcp_stream`] (or any connected TCP socket fd) to the
-/// current executor.
+/// current shard. On error (the epoll set refused it) the connection is closed.
 ///
 /// # Panics
 /// If called outside a glommio executor.
-pub fn attach_tcp_stream(fd: OwnedFd) -> TcpStream {
-    // SAFETY: we own `fd`, a connected TCP socket, and give it up to the glommio stream.
-    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+pub fn attach_tcp_stream(fd: OwnedFd) -> io::Result<TcpConn> {
+    TcpConn::from_fd(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{bus, into_glommio_listener, reuseport_listeners, Lane, ShardConfig, Shards};
+    use crate::{bus, reuseport_listeners, Lane, ShardConfig, Shards};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     use std::io::{Read, Write};
     use std::net::TcpStream as StdTcpStream;
@@ -84,13 +74,13 @@ mod tests {
             };
             async move {
                 if ctx.id == 0 {
-                    let l = into_glommio_listener(listener.unwrap()).unwrap();
+                    let l = crate::TcpAcceptor::new(listener.unwrap()).unwrap();
                     let mut s = l.accept().await.unwrap();
                     let mut b = [0u8; 5];
                     s.read_exact(&mut b).await.unwrap();
                     assert_eq!(&b, b"hello");
                     s.write_all(b"from0").await.unwrap();
-                    let fd = detach_tcp_stream(s).unwrap();
+                    let fd = detach_tcp_stream(s);
                     // Let the peer's "early" bytes arrive while nobody owns the stream.
                     glommio::timer::sleep(Duration::from_millis(30)).await;
                     tx.try_send_control(1, fd).unwrap();
@@ -105,7 +95,7 @@ mod tests {
                     else {
                         return;
                     };
-                    let mut s = attach_tcp_stream(fd);
+                    let mut s = attach_tcp_stream(fd).unwrap();
                     s.write_all(b"from1").await.unwrap();
                     let mut b = [0u8; 8];
                     s.read_exact(&mut b).await.unwrap();

@@ -20,6 +20,10 @@
 //!   [`into_glommio_listener`].
 //! - `handoff.rs`: [`detach_tcp_stream`] / [`attach_tcp_stream`]: move a connection's fd across
 //!   shards.
+//! - `poller.rs`: the shard's epoll set (one per shard thread, registered once per socket) and the
+//!   task that turns its events into wake-ups; the shard sleeps on it through glommio.
+//! - `tcp.rs`: [`TcpConn`] and [`TcpAcceptor`]: TCP sockets in that set, read and written with
+//!   plain non-blocking syscalls.
 //! - `split.rs`: [`split_local`]: one reading task and one writing task on one stream.
 //! - `limits.rs`: [`raise_limits`] (soft `RLIMIT_NOFILE` / `RLIMIT_MEMLOCK` to hard).
 //!
@@ -37,9 +41,11 @@ mod cpus;
 mod handoff;
 mod limits;
 mod listener;
+mod poller;
 mod runtime;
 mod split;
 mod stop;
+mod tcp;
 #[cfg(test)]
 mod test_util;
 
@@ -51,3 +57,4 @@ pub use listener::{into_glommio_listener, reuseport_listeners};
 pub use runtime::{ShardConfig, ShardContext, ShardError, Shards, DEFAULT_IO_MEMORY};
 pub use split::{reunite, split_local, LocalReadHalf, LocalWriteHalf};
 pub use stop::{StopHandle, Stopped};
+pub use tcp::{TcpAcceptor, TcpConn};

@@ -1,7 +1,7 @@
-//! Splitting one byte stream (a glommio `TcpStream`, a TLS stream over it...) into a read half and
+//! Splitting one byte stream (a [`crate::TcpConn`], a TLS stream over it...) into a read half and
 //! a write half that two tasks *of the same shard* can use at once: one reads, the other writes.
 //!
-//! glommio 0.9's `TcpStream` needs `&mut self` to read or write, and keeps separate readiness
+//! A `TcpConn` (like most async streams) needs `&mut self` to read or write, and keeps separate readiness
 //! state for the two directions, so sharing it through an `Rc<RefCell<_>>` borrowed only for the
 //! duration of each `poll_*` call is sound and costs no lock. These halves are `!Send` on purpose.
 //! Nothing here knows what the bytes mean.
@@ -119,7 +119,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LocalWriteHalf<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{into_glommio_listener, reuseport_listeners};
+    use crate::{reuseport_listeners, TcpAcceptor};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     use glommio::{LocalExecutorBuilder, Placement};
     use std::io::{Read, Write};
@@ -131,7 +131,7 @@ mod tests {
         LocalExecutorBuilder::new(Placement::Unbound).io_memory(crate::DEFAULT_IO_MEMORY)
     }
 
-    /// One task reads while another writes on the same glommio TcpStream; then the halves are
+    /// One task reads while another writes on the same TcpConn; then the halves are
     /// reunited.
     #[test]
     fn read_and_write_from_two_tasks() {
@@ -150,7 +150,7 @@ mod tests {
         });
         let ex = executor()
             .spawn(move || async move {
-                let l = into_glommio_listener(std_l).unwrap();
+                let l = TcpAcceptor::new(std_l).unwrap();
                 let s = l.accept().await.unwrap();
                 let (mut r, mut w) = split_local(s);
                 // The reader is already waiting when the writer starts.
@@ -198,7 +198,7 @@ mod tests {
             });
             let ex = executor()
                 .spawn(move || async move {
-                    let l = into_glommio_listener(std_l).unwrap();
+                    let l = TcpAcceptor::new(std_l).unwrap();
                     let s = l.accept().await.unwrap();
                     let (mut r, w) = split_local(s);
                     let fd = r.with_inner(|s| s.as_raw_fd());

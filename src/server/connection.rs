@@ -15,8 +15,8 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures_lite::FutureExt;
-use glommio::net::TcpStream;
 use shards::LocalReadHalf;
+use shards::TcpConn;
 
 use crate::broker::{ConnId, IDLE_BUFFER};
 use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
@@ -116,7 +116,7 @@ pub(crate) fn spawn_isolated(
 
 /// A freshly accepted socket on the shard whose listener accepted it: handshakes and CONNECT under
 /// `connect_timeout`, then serve here or move to the client id's home shard.
-pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) {
+pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) {
     let _ = tcp.set_nodelay(true);
     let timeout = rt.shared.connect_timeout;
     // Boxed: the handshakes' futures (TLS, WebSocket upgrade) are large and run once. Inline, they
@@ -140,7 +140,7 @@ pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpStream, slot: Listene
     }
 }
 
-async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpStream, slot: ListenerSlot) -> Arrival {
+async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arrival {
     let mut stream = match slot.0.transport.accept(tcp).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -259,7 +259,16 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
         slot,
     } = *handoff;
     let arrival = Box::pin(async {
-        let mut stream = ServerStream::attach(stream).await;
+        let mut stream = match ServerStream::attach(stream).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::warn!(
+                    "shard {}: cannot take a handed-off connection: {error}",
+                    rt.id
+                );
+                return None;
+            }
+        };
         let first = read_connect(&rt, &mut stream, &mut buf, rt.shared.max_packet_size).await;
         let (connect, length) = first_connect(&rt, &mut stream, first, &slot).await?;
         Some((stream, connect, length))

@@ -11,7 +11,7 @@ use super::{connection, ListenerInfo};
 
 pub(crate) async fn accept_loop(
     rt: Rc<ShardRuntime>,
-    listener: glommio::net::TcpListener,
+    listener: shards::TcpAcceptor,
     info: Arc<ListenerInfo>,
 ) {
     loop {
@@ -40,22 +40,19 @@ pub(crate) async fn accept_loop(
                 }
                 connection::spawn_isolated(&rt, connection::accepted(rt.clone(), stream, slot));
             }
-            Err(error) => {
-                let error = std::io::Error::from(error);
-                match error.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
-                        log::warn!(
-                            "listener '{}': {error}; pausing accepts for 100 ms",
-                            info.name
-                        );
-                        glommio::timer::sleep(Duration::from_millis(100)).await;
-                    }
-                    _ => {
-                        log::debug!("listener '{}': accept failed: {error}", info.name);
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
-                    }
+            Err(error) => match error.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
+                    log::warn!(
+                        "listener '{}': {error}; pausing accepts for 100 ms",
+                        info.name
+                    );
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
                 }
-            }
+                _ => {
+                    log::debug!("listener '{}': accept failed: {error}", info.name);
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            },
         }
     }
 }

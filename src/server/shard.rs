@@ -318,7 +318,7 @@ pub(crate) async fn run(
     let mut listening: Vec<RawFd> = Vec::new();
     for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
         listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
-        match shards::into_glommio_listener(socket) {
+        match shards::TcpAcceptor::new(socket) {
             Ok(listener) => {
                 glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone()))
                     .detach();

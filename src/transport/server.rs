@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use rustls::{Connection, ServerConfig, ServerConnection};
+use shards::TcpConn as TcpStream;
 
 use super::tls::{self, TlsSetupError, TlsStream};
 use super::ws::{self, Recorder, UpgradeError, WsByteStream};
@@ -167,7 +167,7 @@ impl ServerStream {
     pub async fn detach(self) -> io::Result<DetachedStream> {
         match self {
             ServerStream::Tcp(tcp) => Ok(DetachedStream {
-                fd: shards::detach_tcp_stream(tcp)?,
+                fd: shards::detach_tcp_stream(tcp),
                 tls: None,
                 websocket: None,
             }),
@@ -175,7 +175,7 @@ impl ServerStream {
                 tls.flush().await?;
                 let (tcp, conn) = (*tls).into_parts();
                 Ok(DetachedStream {
-                    fd: shards::detach_tcp_stream(tcp)?,
+                    fd: shards::detach_tcp_stream(tcp),
                     tls: Some(conn),
                     websocket: None,
                 })
@@ -183,7 +183,7 @@ impl ServerStream {
             ServerStream::Ws(ws) => {
                 let (tcp, recorded) = (*ws).into_inner().into_inner();
                 Ok(DetachedStream {
-                    fd: shards::detach_tcp_stream(tcp)?,
+                    fd: shards::detach_tcp_stream(tcp),
                     tls: None,
                     websocket: Some(recorded),
                 })
@@ -193,7 +193,7 @@ impl ServerStream {
                 tls.flush().await?;
                 let (tcp, conn) = tls.into_parts();
                 Ok(DetachedStream {
-                    fd: shards::detach_tcp_stream(tcp)?,
+                    fd: shards::detach_tcp_stream(tcp),
                     tls: Some(conn),
                     websocket: Some(recorded),
                 })
@@ -203,9 +203,9 @@ impl ServerStream {
 
     /// Rebuilds a moved connection on this shard. WebSocket bytes read before the move are
     /// replayed, so the MQTT bytes they carried are read again.
-    pub async fn attach(detached: DetachedStream) -> ServerStream {
-        let tcp = shards::attach_tcp_stream(detached.fd);
-        match (detached.tls, detached.websocket) {
+    pub async fn attach(detached: DetachedStream) -> io::Result<ServerStream> {
+        let tcp = shards::attach_tcp_stream(detached.fd)?;
+        Ok(match (detached.tls, detached.websocket) {
             (None, None) => ServerStream::Tcp(tcp),
             (Some(conn), None) => ServerStream::Tls(Box::new(TlsStream::from_parts(tcp, conn))),
             (None, Some(replay)) => {
@@ -220,7 +220,7 @@ impl ServerStream {
                 ws.get_mut().stop_recording();
                 ServerStream::Wss(Box::new(ws))
             }
-        }
+        })
     }
 }
 
