@@ -32,8 +32,8 @@ use slab::Slab;
 
 use crate::plugins::{ClientInfo, CorePlugins, TopicAction};
 use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, TopicFilter,
-    TopicName,
+    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, PublishRef, QoS,
+    TopicFilter, TopicName,
 };
 
 pub use crate::plugins::AuthVerdict;
@@ -224,7 +224,13 @@ pub struct BrokerCore {
     generated_ids: u64,
     id_seed: u64,
     actions: Vec<Action>,
-    match_scratch: Vec<(SessionKey, QoS)>,
+    /// The sessions the last routed topic matched (deduplicated, highest QoS each), for
+    /// `last_match_topic`: consecutive messages usually share their topic (a read brings a
+    /// publisher's batch), and the trie walk was ~8 % of the broker's CPU at saturation (`perf`,
+    /// pairs -n 8 QoS 0). Emptied whenever the trie changes. The topic is a copy: a slice of the
+    /// read buffer would keep that buffer from being reused.
+    last_match: Vec<(SessionKey, QoS)>,
+    last_match_topic: Option<Vec<u8>>,
     /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
     qos0_packet: BytesMut,
     pub stats: Stats,
@@ -251,7 +257,8 @@ impl BrokerCore {
             generated_ids: 0,
             id_seed,
             actions: Vec::new(),
-            match_scratch: Vec::new(),
+            last_match: Vec::new(),
+            last_match_topic: None,
             qos0_packet: BytesMut::new(),
             stats: Stats::default(),
         }
@@ -655,6 +662,7 @@ impl BrokerCore {
     /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
     /// on this shard (other shards must learn about it).
     fn add_subscriber(&mut self, key: SessionKey, filter: &TopicFilter, qos: QoS) -> bool {
+        self.last_match_topic = None;
         let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
         match subscribers.iter_mut().find(|s| s.session == key) {
             Some(existing) => existing.qos = qos,
@@ -665,6 +673,7 @@ impl BrokerCore {
 
     /// Removes a session's subscription from the trie, telling other shards when the filter is gone.
     fn remove_subscriber(&mut self, key: SessionKey, filter: &TopicFilter) {
+        self.last_match_topic = None;
         let Some(subscribers) = self.subscriptions.get_mut(filter) else {
             return;
         };
@@ -772,15 +781,22 @@ impl BrokerCore {
     /// Delivers to this shard's subscribers: one copy per session at the highest QoS among its
     /// matching subscriptions [MQTT-3.3.5-1], with RETAIN cleared [MQTT-3.3.1-9].
     fn deliver_local(&mut self, message: &Message) {
-        let mut matched = std::mem::take(&mut self.match_scratch);
-        matched.clear();
-        self.subscriptions
-            .for_each_match(&message.topic, |subscribers| {
-                matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
-            });
-        if matched.len() > 1 {
-            matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            matched.dedup_by_key(|entry| entry.0);
+        let mut matched = std::mem::take(&mut self.last_match);
+        let topic = message.topic.as_bytes();
+        if self.last_match_topic.as_deref() != Some(topic) {
+            matched.clear();
+            self.subscriptions
+                .for_each_match(&message.topic, |subscribers| {
+                    matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
+                });
+            if matched.len() > 1 {
+                matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                matched.dedup_by_key(|entry| entry.0);
+            }
+            let mut copy = self.last_match_topic.take().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(topic);
+            self.last_match_topic = Some(copy);
         }
         // Every subscriber that gets this message at QoS 0 right away gets the same bytes:
         // encoded once (on first use) and copied to each outbox. Per delivery to 50 subscribers
@@ -794,7 +810,7 @@ impl BrokerCore {
             }
             self.deliver_to_session(key, message, qos, false);
         }
-        self.match_scratch = matched;
+        self.last_match = matched;
     }
 
     /// Sends a live message at QoS 0 to a session that takes it at once, from `qos0_packet`
@@ -817,13 +833,13 @@ impl BrokerCore {
             return true;
         }
         if self.qos0_packet.is_empty() {
-            let publish = Publish {
+            let publish = PublishRef {
                 dup: false,
                 qos: QoS::AtMostOnce,
                 retain: false,
-                topic: message.topic.clone(),
+                topic: &message.topic,
                 packet_id: None,
-                payload: message.payload.clone(),
+                payload: &message.payload,
             };
             if let Err(error) = publish.encode(&mut self.qos0_packet) {
                 log::warn!("cannot encode PUBLISH to {}: {error}", message.topic);

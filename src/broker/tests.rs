@@ -612,6 +612,42 @@ fn unsubscribe_stops_delivery_and_cross_shard_interest() {
     );
 }
 
+/// The last topic's matches are reused for the next message on it: a subscription, a change of
+/// QoS and an unsubscription between two messages on one topic must each be seen at once.
+#[test]
+fn subscription_changes_between_messages_on_one_topic_apply_at_once() {
+    let mut c = Cluster::new(1);
+    c.connect("pub", true);
+    c.connect("s1", true);
+    c.connect("s2", true);
+    c.subscribe("s1", &[("t/+", QoS::AtMostOnce)]);
+    c.publish("pub", "t/x", "1", QoS::AtLeastOnce, false, 1);
+    c.subscribe("s2", &[("t/x", QoS::AtMostOnce)]);
+    c.publish("pub", "t/x", "2", QoS::AtLeastOnce, false, 2);
+    c.subscribe("s1", &[("t/+", QoS::AtLeastOnce)]);
+    c.publish("pub", "t/x", "3", QoS::AtLeastOnce, false, 3);
+    c.send(
+        "s2",
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 9,
+            filters: vec![TopicFilter::new("t/x").expect("filter")],
+        }),
+    );
+    c.publish("pub", "t/x", "4", QoS::AtLeastOnce, false, 4);
+    let s1: Vec<(String, QoS)> = c
+        .publishes("s1")
+        .into_iter()
+        .map(|p| (String::from_utf8_lossy(&p.payload).into_owned(), p.qos))
+        .collect();
+    let q0 = QoS::AtMostOnce;
+    let q1 = QoS::AtLeastOnce;
+    assert_eq!(
+        s1,
+        [("1", q0), ("2", q0), ("3", q1), ("4", q1)].map(|(p, q)| (p.to_string(), q))
+    );
+    assert_eq!(c.payloads("s2"), ["2", "3"]);
+}
+
 #[test]
 fn persistent_session_queues_qos1_offline_and_resends_unacked_with_dup() {
     let mut c = Cluster::new(2);

@@ -22,6 +22,7 @@ mod pingresp;
 mod puback;
 mod pubcomp;
 mod publish;
+pub use publish::PublishRef;
 mod pubrec;
 mod pubrel;
 mod strings;
