@@ -18,8 +18,9 @@
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
 //!   per-connection reader/writer tasks, the cross-shard bus loop, timers, and the control shard
 //!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].
-//! - `shards` (separate crate): pinned executors, SO_REUSEPORT listeners, the cross-shard bus,
-//!   connection hand-off. Knows no MQTT.
+//! - `shards` (separate crate): pinned executors, the per-shard epoll set that wakes socket reads
+//!   and writes (plain non-blocking `recv`/`send`; the shard sleeps in glommio on the epoll fd),
+//!   SO_REUSEPORT listeners, the cross-shard bus, connection hand-off. Knows no MQTT.
 //!
 //! ## The path of one PUBLISH
 //! ```text

