@@ -32,8 +32,8 @@ use slab::Slab;
 
 use crate::plugins::{ClientInfo, CorePlugins, TopicAction};
 use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, PublishRef, QoS,
-    TopicFilter, TopicName,
+    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, PublishRef, QoS, TopicFilter,
+    TopicName,
 };
 
 pub use crate::plugins::AuthVerdict;
@@ -234,6 +234,26 @@ pub struct BrokerCore {
     /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
     qos0_packet: BytesMut,
     pub stats: Stats,
+}
+
+/// PUBLISHes appended to one connection's outbox, counted for the statistics and the memory budget.
+#[derive(Debug, Default)]
+struct PublishesWritten {
+    by_qos: [u64; 3],
+    bytes: usize,
+}
+
+impl PublishesWritten {
+    /// Appends `publish` to `outbox` and counts it (an encoding error is logged and writes nothing).
+    fn encode(&mut self, outbox: &mut BytesMut, publish: PublishRef<'_>) {
+        let before = outbox.len();
+        if let Err(error) = publish.encode(outbox) {
+            log::warn!("cannot encode PUBLISH to {}: {error}", publish.topic);
+            return;
+        }
+        self.by_qos[publish.qos as usize] += 1;
+        self.bytes += outbox.len() - before;
+    }
 }
 
 impl BrokerCore {
@@ -553,25 +573,26 @@ impl BrokerCore {
         self.request_flush(conn);
     }
 
-    fn write_publish(&mut self, conn: ConnId, publish: &Publish) {
+    fn write_publish(&mut self, conn: ConnId, publish: PublishRef<'_>) {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        let before = connection.outbox.len();
-        if let Err(error) = publish.encode(&mut connection.outbox) {
-            log::warn!("cannot encode PUBLISH to {}: {error}", publish.topic);
-            return;
-        }
-        let written = connection.outbox.len() - before;
-        self.publish_written(conn, publish.qos, written);
+        let mut written = PublishesWritten::default();
+        written.encode(&mut connection.outbox, publish);
+        self.publishes_written(conn, &written);
     }
 
-    /// Accounts for a PUBLISH of `bytes` just appended to `conn`'s outbox, and asks for a flush.
-    fn publish_written(&mut self, conn: ConnId, qos: QoS, bytes: usize) {
-        self.settings.memory.add(bytes);
-        self.stats.publish_sent += 1;
-        self.stats.packets_sent += 1;
-        self.stats.publish_sent_by_qos[qos as usize] += 1;
+    /// Accounts for PUBLISHes just appended to `conn`'s outbox, and asks for a flush.
+    fn publishes_written(&mut self, conn: ConnId, written: &PublishesWritten) {
+        if written.bytes == 0 {
+            return;
+        }
+        self.settings.memory.add(written.bytes);
+        for (qos, count) in written.by_qos.iter().enumerate() {
+            self.stats.publish_sent += count;
+            self.stats.packets_sent += count;
+            self.stats.publish_sent_by_qos[qos] += count;
+        }
         self.request_flush(conn);
     }
 
@@ -848,7 +869,11 @@ impl BrokerCore {
             }
         }
         connection.outbox.extend_from_slice(&self.qos0_packet);
-        self.publish_written(conn, QoS::AtMostOnce, self.qos0_packet.len());
+        let written = PublishesWritten {
+            by_qos: [1, 0, 0],
+            bytes: self.qos0_packet.len(),
+        };
+        self.publishes_written(conn, &written);
         true
     }
 
@@ -866,9 +891,17 @@ impl BrokerCore {
             }
         }
         match session.deliver(message, qos, retain) {
-            Delivery::Send(publish) => {
+            Delivery::Send { packet_id } => {
                 if let Some(conn) = conn {
-                    self.write_publish(conn, &publish);
+                    let publish = PublishRef {
+                        dup: false,
+                        qos,
+                        retain: false,
+                        topic: &message.topic,
+                        packet_id,
+                        payload: &message.payload,
+                    };
+                    self.write_publish(conn, publish);
                 }
             }
             Delivery::Queued => {
@@ -893,12 +926,17 @@ impl BrokerCore {
         let Some(conn) = session.conn else {
             return;
         };
-        let waiting = self.connections.get(&conn).map_or(0, |c| c.outbox.len());
+        let mut connection = self.connections.get_mut(&conn);
+        let waiting = connection.as_ref().map_or(0, |c| c.outbox.len());
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
-        for publish in session.fill_window(room) {
-            self.write_publish(conn, &publish);
-        }
+        let mut written = PublishesWritten::default();
+        session.fill_window(room, |publish| {
+            if let Some(connection) = connection.as_mut() {
+                written.encode(&mut connection.outbox, publish);
+            }
+        });
+        self.publishes_written(conn, &written);
     }
 
     /// Re-sends a resumed session's unacknowledged messages, then its queue.
@@ -908,7 +946,7 @@ impl BrokerCore {
         };
         for resend in session.resend_inflight() {
             match resend {
-                Resend::Publish(publish) => self.write_publish(conn, &publish),
+                Resend::Publish(publish) => self.write_publish(conn, publish.borrowed()),
                 Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
             }
         }

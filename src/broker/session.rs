@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use crate::protocol::{LastWill, PubRel, Publish, QoS, TopicFilter};
+use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
 
 use super::memory::MemoryBudget;
 use super::{ConnId, Message};
@@ -68,8 +68,10 @@ struct Inflight {
 /// What happened to a message offered to the session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Write this PUBLISH now.
-    Send(Publish),
+    /// Write the offered message now, at the offered QoS, with this packet identifier (QoS 1/2;
+    /// the session keeps the message until it is acknowledged). The caller encodes it from the
+    /// message it offered: no second copy of the topic and payload handles is made for that.
+    Send { packet_id: Option<u16> },
     /// Kept in the session's queue until the window has room or the client is back.
     Queued,
     /// Not kept: the reason is counted by the caller.
@@ -173,7 +175,8 @@ impl Session {
 
     /// Offers a message at the delivery QoS already reduced to the subscription's maximum.
     pub fn deliver(&mut self, message: &Message, qos: QoS, retain: bool) -> Delivery {
-        let out = Outgoing {
+        // The session's own handles to the message, made only when it keeps the message.
+        let keep = || Outgoing {
             message: message.clone(),
             qos,
             retain,
@@ -182,7 +185,7 @@ impl Session {
             // Retained after SUBACK: queued outside the limits, sent by `fill_window`.
             self.queued_retained += 1;
             self.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
-            self.queue.push_back(out);
+            self.queue.push_back(keep());
             return Delivery::Queued;
         }
         if qos == QoS::AtMostOnce {
@@ -190,19 +193,22 @@ impl Session {
                 return Delivery::Dropped(DropReason::OfflineQoS0);
             }
             if self.sends_qos0_at_once() {
-                return Delivery::Send(publish_of(&out, None, false));
+                return Delivery::Send { packet_id: None };
             }
             // Behind retained messages still queued: a newer message must not overtake them.
         } else if self.is_online()
             && self.queue.is_empty()
             && self.inflight.len() < self.max_inflight
         {
-            return Delivery::Send(self.start_inflight(out));
+            let packet_id = self.start_inflight(keep());
+            return Delivery::Send {
+                packet_id: Some(packet_id),
+            };
         }
         if self.queue.len() - self.queued_retained >= self.limits.max_messages {
             return Delivery::Dropped(DropReason::QueueFull);
         }
-        let bytes = out.message.payload.len();
+        let bytes = message.payload.len();
         if self
             .limits
             .max_bytes
@@ -216,7 +222,7 @@ impl Session {
         self.queued_bytes += bytes;
         self.limits.budget.add(bytes);
         self.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
-        self.queue.push_back(out);
+        self.queue.push_back(keep());
         Delivery::Queued
     }
 
@@ -234,9 +240,9 @@ impl Session {
         Some(out)
     }
 
-    fn start_inflight(&mut self, out: Outgoing) -> Publish {
+    /// Puts `out` in the window under a new packet identifier, which it returns.
+    fn start_inflight(&mut self, out: Outgoing) -> u16 {
         let packet_id = self.allocate_packet_id();
-        let publish = publish_of(&out, Some(packet_id), false);
         let state = if out.qos == QoS::AtLeastOnce {
             InflightState::AwaitPubAck
         } else {
@@ -247,7 +253,7 @@ impl Session {
             out,
             state,
         });
-        publish
+        packet_id
     }
 
     /// Next free non-zero packet identifier not used by a message in flight.
@@ -262,11 +268,11 @@ impl Session {
     }
 
     /// Moves queued messages, in order, into the window while it has room (QoS 1/2) and into the
-    /// outbox while `outbox_room` bytes allow (QoS 0); returns the PUBLISHes to write.
-    pub fn fill_window(&mut self, mut outbox_room: usize) -> Vec<Publish> {
-        let mut out = Vec::new();
+    /// outbox while `outbox_room` bytes allow (QoS 0); `write` gets each PUBLISH to write, in
+    /// order, borrowed from the session.
+    pub fn fill_window(&mut self, mut outbox_room: usize, mut write: impl FnMut(PublishRef<'_>)) {
         if !self.is_online() {
-            return out;
+            return;
         }
         while let Some(next) = self.queue.front() {
             if next.qos == QoS::AtMostOnce {
@@ -283,12 +289,14 @@ impl Session {
                 break;
             };
             if next.qos == QoS::AtMostOnce {
-                out.push(publish_of(&next, None, false));
+                write(next.publish(None, false));
             } else {
-                out.push(self.start_inflight(next));
+                self.start_inflight(next);
+                if let Some(m) = self.inflight.back() {
+                    write(m.out.publish(Some(m.packet_id), false));
+                }
             }
         }
-        out
     }
 
     fn position(&self, packet_id: u16, state: InflightState) -> Result<usize, UnknownPacketId> {
@@ -333,7 +341,14 @@ impl Session {
                 InflightState::AwaitPubComp => Resend::PubRel(PubRel {
                     packet_id: m.packet_id,
                 }),
-                _ => Resend::Publish(publish_of(&m.out, Some(m.packet_id), true)),
+                _ => Resend::Publish(Publish {
+                    dup: true,
+                    qos: m.out.qos,
+                    retain: m.out.retain,
+                    topic: m.out.message.topic.clone(),
+                    packet_id: Some(m.packet_id),
+                    payload: m.out.message.payload.clone(),
+                }),
             })
             .collect()
     }
@@ -357,14 +372,16 @@ pub enum Resend {
     PubRel(PubRel),
 }
 
-fn publish_of(out: &Outgoing, packet_id: Option<u16>, dup: bool) -> Publish {
-    Publish {
-        dup,
-        qos: out.qos,
-        retain: out.retain,
-        topic: out.message.topic.clone(),
-        packet_id,
-        payload: out.message.payload.clone(),
+impl Outgoing {
+    fn publish(&self, packet_id: Option<u16>, dup: bool) -> PublishRef<'_> {
+        PublishRef {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.message.topic,
+            packet_id,
+            payload: &self.message.payload,
+        }
     }
 }
 
@@ -394,18 +411,28 @@ mod tests {
         s
     }
 
-    fn sent(d: Delivery) -> Publish {
+    /// The packet identifier of a message to send now.
+    fn sent(d: Delivery) -> Option<u16> {
         match d {
-            Delivery::Send(p) => p,
+            Delivery::Send { packet_id } => packet_id,
             other => panic!("expected Send, got {other:?}"),
         }
+    }
+
+    /// What `fill_window` writes: (payload, packet identifier).
+    fn fill(s: &mut Session) -> Vec<(Bytes, Option<u16>)> {
+        let mut out = Vec::new();
+        s.fill_window(usize::MAX, |p| {
+            out.push((Bytes::copy_from_slice(p.payload), p.packet_id))
+        });
+        out
     }
 
     #[test]
     fn qos0_is_sent_online_and_dropped_offline() {
         let mut s = online(1, 1);
         let p = sent(s.deliver(&message(1), QoS::AtMostOnce, false));
-        assert_eq!(p.packet_id, None);
+        assert_eq!(p, None);
         s.conn = None;
         assert_eq!(
             s.deliver(&message(2), QoS::AtMostOnce, false),
@@ -418,7 +445,7 @@ mod tests {
         let mut s = online(2, 2);
         let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
         let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
-        assert_ne!(a.packet_id, b.packet_id);
+        assert_ne!(a, b);
         assert_eq!(
             s.deliver(&message(3), QoS::AtLeastOnce, false),
             Delivery::Queued
@@ -431,21 +458,18 @@ mod tests {
             s.deliver(&message(5), QoS::AtLeastOnce, false),
             Delivery::Dropped(DropReason::QueueFull)
         );
-        s.on_puback(a.packet_id.expect("id")).expect("known id");
-        let next = s.fill_window(usize::MAX);
+        s.on_puback(a.expect("id")).expect("known id");
+        let next = fill(&mut s);
         assert_eq!(next.len(), 1);
-        assert_eq!(next[0].payload, Bytes::from("3"));
-        assert_eq!(
-            s.on_puback(a.packet_id.expect("id")),
-            Err(UnknownPacketId(1))
-        );
+        assert_eq!(next[0].0, Bytes::from("3"));
+        assert_eq!(s.on_puback(a.expect("id")), Err(UnknownPacketId(1)));
     }
 
     #[test]
     fn qos2_outgoing_flow() {
         let mut s = online(5, 5);
         let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
-        let id = p.packet_id.expect("id");
+        let id = p.expect("id");
         assert!(
             s.on_pubcomp(id).is_err(),
             "PUBCOMP before PUBREC is not accepted"
@@ -471,12 +495,12 @@ mod tests {
             );
         }
         s.conn = Some(7);
-        let first = s.fill_window(usize::MAX);
+        let first = fill(&mut s);
         assert_eq!(
-            first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(),
+            first.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
             ["0", "1"]
         );
-        let id = first[1].packet_id.expect("id");
+        let id = first[1].1.expect("id");
         // Connection lost before acks: both are re-sent with DUP on reconnect.
         s.conn = None;
         s.conn = Some(8);
@@ -496,7 +520,7 @@ mod tests {
     fn released_qos2_resends_pubrel() {
         let mut s = online(5, 5);
         let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
-        let id = p.packet_id.expect("id");
+        let id = p.expect("id");
         s.on_pubrec(id).expect("known");
         assert_eq!(
             s.resend_inflight(),
@@ -510,11 +534,11 @@ mod tests {
         s.next_packet_id = u16::MAX;
         let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
         let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
-        assert_eq!(a.packet_id, Some(u16::MAX));
-        assert_eq!(b.packet_id, Some(1));
+        assert_eq!(a, Some(u16::MAX));
+        assert_eq!(b, Some(1));
         s.next_packet_id = 1;
         let c = sent(s.deliver(&message(3), QoS::AtLeastOnce, false));
-        assert_eq!(c.packet_id, Some(2));
+        assert_eq!(c, Some(2));
     }
 
     #[test]

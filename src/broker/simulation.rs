@@ -52,7 +52,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::protocol::{
-    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeFilter,
+    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Publish, Subscribe, SubscribeFilter,
     SubscribeReturnCode, Unsubscribe,
 };
 

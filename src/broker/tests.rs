@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::protocol::{
-    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeFilter,
+    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Publish, Subscribe, SubscribeFilter,
     SubscribeReturnCode, UnsubAck, Unsubscribe,
 };
 
