@@ -40,8 +40,10 @@ fi
 unset CARGO_TARGET_DIR
 target_dir=${FUZZ_TARGET_DIR:-$here/target}
 
-# -a: debug assertions (overflow checks included) on top of the release build.
-cargo "${toolchain[@]}" fuzz build -a --target-dir "$target_dir"
+# -a: debug assertions (overflow checks included) on top of the release build. SANITIZER (default
+# address, which brings LeakSanitizer) is cargo-fuzz's -s: `none` builds faster (CI's short run).
+sanitizer=(-s "${SANITIZER:-address}")
+cargo "${toolchain[@]}" fuzz build -a "${sanitizer[@]}" --target-dir "$target_dir"
 
 parallel=()
 if [ "$jobs" -gt 1 ]; then
@@ -56,7 +58,7 @@ for target in $targets; do
     rm -f "$log" fuzz-*.log
     started=$(date +%s)
     set +e
-    cargo "${toolchain[@]}" fuzz run -a --target-dir "$target_dir" "$target" "corpus/$target" -- \
+    cargo "${toolchain[@]}" fuzz run -a "${sanitizer[@]}" --target-dir "$target_dir" "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
         -print_final_stats=1 "${parallel[@]}" >"$log" 2>&1
     code=$?
