@@ -162,22 +162,35 @@ impl Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
         // Mosquitto started as root switches to its own user, which must be able to write here.
         set_mode_777(dir.path());
-        let port = free_port();
         let config = dir.path().join("mosquitto.conf");
-        let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence_location {}/\n{extra}\n",
-            dir.path().display()
-        );
-        std::fs::write(&config, text).expect("write mosquitto.conf");
         let mut mosquitto = Mosquitto {
             child: None,
-            port,
+            port: 0,
             binary,
             config,
             _dir: dir,
         };
-        mosquitto.launch();
-        Some(mosquitto)
+        // `free_port` only finds a port that was free a moment ago: another test may take it
+        // first, and then Mosquitto exits at once (its bind fails) while the other test's
+        // listener answers `wait_listening`. So a start counts only if Mosquitto is still running
+        // a little later; otherwise it is tried again on another port.
+        for _ in 0..5 {
+            mosquitto.port = free_port();
+            let text = format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence_location {}/\n{extra}\n",
+                mosquitto.port,
+                mosquitto._dir.path().display()
+            );
+            std::fs::write(&mosquitto.config, text).expect("write mosquitto.conf");
+            mosquitto.launch();
+            std::thread::sleep(Duration::from_millis(100));
+            let child = mosquitto.child.as_mut().expect("just launched");
+            if child.try_wait().expect("mosquitto status").is_none() {
+                return Some(mosquitto);
+            }
+            mosquitto.child = None;
+        }
+        panic!("mosquitto exited right after starting, five times (ports taken?)");
     }
 
     fn launch(&mut self) {
