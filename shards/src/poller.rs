@@ -105,7 +105,7 @@ impl Poller {
     ///
     /// # Panics
     /// If called outside a glommio executor.
-    pub(crate) fn current() -> io::Result<Rc<Poller>> {
+    fn current() -> io::Result<Rc<Poller>> {
         POLLER.with(|cell| {
             let mut cell = cell.borrow_mut();
             let executor = glommio::executor().id();
@@ -133,7 +133,7 @@ impl Poller {
 
     /// Adds `fd` to the set (both directions, edge-triggered). Both directions start ready: the
     /// first attempt finds out.
-    pub(crate) fn register(&self, fd: RawFd) -> io::Result<usize> {
+    fn register(&self, fd: RawFd) -> io::Result<usize> {
         let key = self.slots.borrow_mut().insert(Slot {
             read: Direction {
                 ready: true,
@@ -161,7 +161,7 @@ impl Poller {
     }
 
     /// Removes `fd` (registered as `key`) from the set. Call it before closing or moving `fd`.
-    pub(crate) fn deregister(&self, key: usize, fd: RawFd) {
+    fn deregister(&self, key: usize, fd: RawFd) {
         // SAFETY: plain syscall. It fails only if `fd` is not in the set, which leaves nothing
         // to undo.
         unsafe {
@@ -182,7 +182,7 @@ impl Poller {
     /// not ready; when the attempt would block, parks the task until the next event. `attempt`
     /// returns `Ok(Some(n))` when done, with `clear` = the socket is now known to be drained
     /// (read) or full (write); `Ok(None)` when it would block.
-    pub(crate) fn poll_io<T>(
+    fn poll_io<T>(
         &self,
         key: usize,
         dir: Dir,
@@ -264,6 +264,44 @@ impl Poller {
     }
 }
 
+/// A socket's place in the current shard's epoll set; dropping it takes the socket out. Owners
+/// declare it before the socket itself, so that it is dropped (deregistered) before the socket is
+/// closed.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    poller: Rc<Poller>,
+    key: usize,
+    fd: RawFd,
+}
+
+impl Registration {
+    /// Adds `fd` to the current shard's set.
+    ///
+    /// # Panics
+    /// If called outside a glommio executor.
+    pub(crate) fn new(fd: RawFd) -> io::Result<Registration> {
+        let poller = Poller::current()?;
+        let key = poller.register(fd)?;
+        Ok(Registration { poller, key, fd })
+    }
+
+    /// [`Poller::poll_io`] for this socket.
+    pub(crate) fn poll_io<T>(
+        &self,
+        dir: Dir,
+        cx: &Context<'_>,
+        attempt: impl FnMut() -> io::Result<Option<(T, bool)>>,
+    ) -> Poll<io::Result<T>> {
+        self.poller.poll_io(self.key, dir, cx, attempt)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.poller.deregister(self.key, self.fd);
+    }
+}
+
 /// The drive task: while there are events, read the set again after the woken tasks ran (a few
 /// rounds, then after the executor's next loop turn); when a read finds nothing, wait (through
 /// glommio) until the epoll fd itself becomes readable.
@@ -302,7 +340,7 @@ async fn drive(poller: Rc<Poller>) {
 /// completes is a plain `recv`. So: a glommio `UnixStream` over a duplicate of `fd` is created
 /// and read once. The read returns when the poll completes; on an epoll fd the `recv` then
 /// fails with `ENOTSOCK`, which here means "readable". Dropping the stream closes the duplicate
-/// (the epoll set lives on in `fd`). The test `wait_readable_wakes_on_an_event` pins this
+/// (the epoll set lives on in `fd`). The test `tcp::tests::an_idle_shard_wakes_for_data` pins this
 /// behaviour down for the glommio version in use.
 async fn wait_readable(fd: RawFd) -> io::Result<()> {
     // SAFETY: `fd` is open for the duration of the call (the poller owns it).

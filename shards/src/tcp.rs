@@ -7,24 +7,21 @@
 //! Nothing here knows what the bytes mean or buffers them: a read returns what the kernel had.
 
 use std::io;
-use std::mem::ManuallyDrop;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
-use crate::poller::{Dir, Poller};
+use crate::poller::{Dir, Registration};
 
 /// A connected TCP socket in the shard's epoll set.
 #[derive(Debug)]
 pub struct TcpConn {
-    /// `ManuallyDrop` so that [`TcpConn::into_fd`] can take it out after leaving the set.
-    socket: ManuallyDrop<TcpStream>,
-    key: usize,
-    poller: Rc<Poller>,
+    /// Declared first: dropped (out of the set) before the socket closes.
+    registration: Registration,
+    socket: TcpStream,
 }
 
 impl TcpConn {
@@ -36,28 +33,21 @@ impl TcpConn {
     pub fn from_fd(fd: OwnedFd) -> io::Result<TcpConn> {
         let socket = TcpStream::from(fd);
         socket.set_nonblocking(true)?;
-        let poller = Poller::current()?;
-        let key = poller.register(socket.as_raw_fd())?;
+        let registration = Registration::new(socket.as_raw_fd())?;
         Ok(TcpConn {
-            socket: ManuallyDrop::new(socket),
-            key,
-            poller,
+            registration,
+            socket,
         })
     }
 
     /// Leaves the epoll set and gives the socket back (for a move to another shard). Bytes the
     /// peer sent and nobody read stay in the kernel for the next owner.
     pub fn into_fd(self) -> OwnedFd {
-        let mut this = ManuallyDrop::new(self);
-        this.poller.deregister(this.key, this.socket.as_raw_fd());
-        // SAFETY: `this` is never used or dropped again; each field is moved out exactly once.
-        let (socket, poller) = unsafe {
-            (
-                ManuallyDrop::take(&mut this.socket),
-                std::ptr::read(&this.poller),
-            )
-        };
-        drop(poller);
+        let TcpConn {
+            registration,
+            socket,
+        } = self;
+        drop(registration);
         OwnedFd::from(socket)
     }
 
@@ -73,14 +63,6 @@ impl TcpConn {
 impl AsRawFd for TcpConn {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
-    }
-}
-
-impl Drop for TcpConn {
-    fn drop(&mut self) {
-        self.poller.deregister(self.key, self.socket.as_raw_fd());
-        // SAFETY: dropped exactly once, here.
-        unsafe { ManuallyDrop::drop(&mut self.socket) };
     }
 }
 
@@ -103,7 +85,7 @@ impl AsyncRead for TcpConn {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let fd = self.socket.as_raw_fd();
-        self.poller.poll_io(self.key, Dir::Read, cx, || loop {
+        self.registration.poll_io(Dir::Read, cx, || loop {
             // SAFETY: `buf` is valid for writes of its length for the duration of the call.
             let rc =
                 unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
@@ -127,7 +109,7 @@ impl AsyncWrite for TcpConn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let fd = self.socket.as_raw_fd();
-        self.poller.poll_io(self.key, Dir::Write, cx, || loop {
+        self.registration.poll_io(Dir::Write, cx, || loop {
             // SAFETY: `buf` is valid for reads of its length for the duration of the call.
             let rc = unsafe {
                 libc::send(
@@ -164,9 +146,9 @@ impl AsyncWrite for TcpConn {
 /// A listening TCP socket in the shard's epoll set.
 #[derive(Debug)]
 pub struct TcpAcceptor {
+    /// Declared first: dropped (out of the set) before the listener closes.
+    registration: Registration,
     listener: TcpListener,
-    key: usize,
-    poller: Rc<Poller>,
 }
 
 impl TcpAcceptor {
@@ -176,12 +158,10 @@ impl TcpAcceptor {
     /// If called outside a glommio executor.
     pub fn new(listener: TcpListener) -> io::Result<TcpAcceptor> {
         listener.set_nonblocking(true)?;
-        let poller = Poller::current()?;
-        let key = poller.register(listener.as_raw_fd())?;
+        let registration = Registration::new(listener.as_raw_fd())?;
         Ok(TcpAcceptor {
+            registration,
             listener,
-            key,
-            poller,
         })
     }
 
@@ -193,7 +173,7 @@ impl TcpAcceptor {
 
     fn poll_accept(&self, cx: &Context<'_>) -> Poll<io::Result<OwnedFd>> {
         let fd = self.listener.as_raw_fd();
-        self.poller.poll_io(self.key, Dir::Read, cx, || loop {
+        self.registration.poll_io(Dir::Read, cx, || loop {
             // SAFETY: null address pointers are allowed (the peer's address is not wanted).
             let rc = unsafe {
                 libc::accept4(
@@ -217,13 +197,6 @@ impl TcpAcceptor {
 
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
-    }
-}
-
-impl Drop for TcpAcceptor {
-    fn drop(&mut self) {
-        // Before the listener's field is dropped (and closed).
-        self.poller.deregister(self.key, self.listener.as_raw_fd());
     }
 }
 
