@@ -378,7 +378,7 @@ impl Outgoing {
             dup,
             qos: self.qos,
             retain: self.retain,
-            topic: &self.message.topic,
+            topic: self.message.topic.as_bytes(),
             packet_id,
             payload: &self.message.payload,
         }

@@ -343,6 +343,24 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     packet.map(Some)
 }
 
+/// The PUBLISH at the front of `buf`, borrowed, and how many bytes it takes; `None` when the
+/// front of `buf` is not a whole, well-formed PUBLISH of at most `max_packet_size` bytes (another
+/// packet, or too few bytes, or an error that [`decode`] reports).
+///
+/// It lets the broker route a message straight from a connection's read buffer: [`decode`]
+/// splits topic and payload off as reference-counted `Bytes`, whose atomic updates were ~12 % of
+/// the broker's CPU at saturation. It accepts exactly the PUBLISHes `decode` accepts.
+pub fn peek_publish(buf: &[u8], max_packet_size: usize) -> Option<(PublishRef<'_>, usize)> {
+    let header = fixed_header::parse(buf).ok()??;
+    let total = header.header_len + header.remaining_len;
+    if header.packet_type != fixed_header::PUBLISH || total > max_packet_size {
+        return None;
+    }
+    let body = buf.get(header.header_len..total)?;
+    let publish = publish::borrow(header.flags, body).ok()?;
+    Some((publish, total))
+}
+
 impl Packet {
     /// Appends this packet's wire form to `out`. On error nothing is written.
     ///

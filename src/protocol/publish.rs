@@ -7,29 +7,64 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
 use super::strings::{prefixed_len, put_prefixed, Reader};
+use super::topic::check_name_bytes;
 use super::{DecodeError, EncodeError, Publish, QoS, TopicName};
 
-/// Decodes a PUBLISH body. `flags` have been checked by the fixed header parser already.
-pub(super) fn decode(flags: u8, body: Bytes) -> Result<Publish, DecodeError> {
+/// Where the fields of a PUBLISH body are, every check of [MQTT-3.3] done.
+struct Fields {
+    qos: QoS,
+    topic: std::ops::Range<usize>,
+    packet_id: Option<u16>,
+    payload_start: usize,
+}
+
+/// Checks a PUBLISH body and finds its fields. `flags` have been checked by the fixed header
+/// parser already. Shared by [`decode`] and [`borrow`], which must accept and refuse the same
+/// bodies.
+fn parse(flags: u8, body: &[u8]) -> Result<Fields, DecodeError> {
     let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
-    let mut r = Reader::new(&body);
+    let mut r = Reader::new(body);
     let topic_len = usize::from(r.read_u16()?);
     let topic_start = r.position();
-    r.take(topic_len)?;
-    let topic = TopicName::from_bytes(body.slice(topic_start..r.position()))?;
+    check_name_bytes(r.take(topic_len)?)?;
+    let topic = topic_start..r.position();
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
         Some(r.read_packet_id()?)
     };
-    let payload = body.slice(r.position()..);
-    Ok(Publish {
-        dup: flags & PUBLISH_DUP != 0,
+    Ok(Fields {
         qos,
-        retain: flags & PUBLISH_RETAIN != 0,
         topic,
         packet_id,
-        payload,
+        payload_start: r.position(),
+    })
+}
+
+/// Decodes a PUBLISH body. `flags` have been checked by the fixed header parser already.
+pub(super) fn decode(flags: u8, body: Bytes) -> Result<Publish, DecodeError> {
+    let fields = parse(flags, &body)?;
+    Ok(Publish {
+        dup: flags & PUBLISH_DUP != 0,
+        qos: fields.qos,
+        retain: flags & PUBLISH_RETAIN != 0,
+        topic: TopicName::from_checked(body.slice(fields.topic)),
+        packet_id: fields.packet_id,
+        payload: body.slice(fields.payload_start..),
+    })
+}
+
+/// A PUBLISH body as [`PublishRef`] borrowing from `body`: the same checks as [`decode`], no
+/// reference-counted slices.
+pub(super) fn borrow(flags: u8, body: &[u8]) -> Result<PublishRef<'_>, DecodeError> {
+    let fields = parse(flags, body)?;
+    Ok(PublishRef {
+        dup: flags & PUBLISH_DUP != 0,
+        qos: fields.qos,
+        retain: flags & PUBLISH_RETAIN != 0,
+        topic: &body[fields.topic],
+        packet_id: fields.packet_id,
+        payload: &body[fields.payload_start..],
     })
 }
 
@@ -40,7 +75,7 @@ impl Publish {
             dup: self.dup,
             qos: self.qos,
             retain: self.retain,
-            topic: &self.topic,
+            topic: self.topic.as_bytes(),
             packet_id: self.packet_id,
             payload: &self.payload,
         }
@@ -69,7 +104,8 @@ pub struct PublishRef<'a> {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
-    pub topic: &'a TopicName,
+    /// A topic name's bytes: checked like [`TopicName`]'s when it was decoded or built.
+    pub topic: &'a [u8],
     pub packet_id: Option<u16>,
     pub payload: &'a [u8],
 }
@@ -77,7 +113,7 @@ pub struct PublishRef<'a> {
 impl PublishRef<'_> {
     fn remaining_len(&self) -> usize {
         let packet_id_len = if self.qos == QoS::AtMostOnce { 0 } else { 2 };
-        2 + self.topic.as_bytes().len() + packet_id_len + self.payload.len()
+        2 + self.topic.len() + packet_id_len + self.payload.len()
     }
 
     /// Exact number of bytes [`PublishRef::encode`] appends (when it succeeds).
@@ -88,7 +124,7 @@ impl PublishRef<'_> {
 
     /// As [`Publish::encode`].
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let topic = self.topic.as_bytes();
+        let topic = self.topic;
         prefixed_len(topic.len())?;
         let mut first_byte = PUBLISH << 4 | (self.qos as u8) << 1;
         if self.dup && self.qos != QoS::AtMostOnce {
@@ -309,6 +345,57 @@ mod tests {
             body.extend_from_slice(topic);
             body.extend_from_slice(b"payload");
             assert_eq!(decode_err(&frame(0x30, &body)), expected, "{topic:?}");
+        }
+    }
+
+    /// `peek_publish` must take exactly the PUBLISHes `decode` takes, with the same fields: the
+    /// broker routes from one or the other.
+    #[test]
+    fn peek_publish_takes_exactly_what_decode_takes() {
+        let body = |topic: &[u8], packet_id: Option<u16>, payload: &[u8]| {
+            let mut b = (topic.len() as u16).to_be_bytes().to_vec();
+            b.extend_from_slice(topic);
+            b.extend(packet_id.map(u16::to_be_bytes).into_iter().flatten());
+            b.extend_from_slice(payload);
+            b
+        };
+        let mut frames = vec![
+            frame(0x30, &body(b"a/b", None, b"hello")),
+            frame(0x31, &body(b"a/b", None, b"")),
+            frame(0x32, &body(b"sensors/1", Some(7), b"21.5")),
+            frame(0x3d, &body(b"x", Some(65535), &[0u8; 300])),
+            frame(0x30, &body(b"a/+", None, b"p")),
+            frame(0x30, &body(b"", None, b"p")),
+            frame(0x30, &body(b"a\0b", None, b"p")),
+            frame(0x30, &body(b"a\xffb", None, b"p")),
+            frame(0x32, &body(b"t", Some(0), b"p")),
+            frame(0x36, &body(b"t", Some(1), b"p")),
+            frame(0x38, &body(b"t", None, b"p")),
+            frame(0x30, &[0x00]),
+            frame(0x32, &[0x00, 0x01, b't', 0x00]),
+            frame(0x40, &[0x00, 0x01]),
+            vec![0x30, 0x80, 0x80, 0x80, 0x80, 0x01],
+        ];
+        // Every prefix of a good frame: not whole yet.
+        let whole = frame(0x32, &body(b"a/b", Some(9), b"payload"));
+        frames.extend((0..whole.len()).map(|n| whole[..n].to_vec()));
+        frames.push(whole);
+        for max in [16, 1 << 20] {
+            for bytes in &frames {
+                let peeked = crate::protocol::peek_publish(bytes, max);
+                let decoded = decode_packet(&mut BytesMut::from(&bytes[..]), max);
+                match (peeked, decoded) {
+                    (Some((p, length)), Ok(Some(Packet::Publish(d)))) => {
+                        assert_eq!(length, bytes.len());
+                        assert_eq!((p.dup, p.qos, p.retain), (d.dup, d.qos, d.retain));
+                        assert_eq!((p.topic, p.packet_id), (d.topic.as_bytes(), d.packet_id));
+                        assert_eq!(p.payload, &d.payload[..]);
+                    }
+                    (None, Ok(Some(Packet::Publish(_)))) => panic!("refused {bytes:?}"),
+                    (Some(_), other) => panic!("took {bytes:?}, decode says {other:?}"),
+                    (None, _) => {}
+                }
+            }
         }
     }
 

@@ -35,7 +35,20 @@ fn check_name(s: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// `b` as a topic name's `str`, if it is one: UTF-8 without U+0000 [MQTT-1.5.3-1/2], not empty,
+/// no wildcards [MQTT-4.7.3-1].
+pub(crate) fn check_name_bytes(b: &[u8]) -> Result<&str, DecodeError> {
+    let s = check_str(b)?;
+    check_name(s)?;
+    Ok(s)
+}
+
 impl TopicName {
+    /// Keeps `b`, which [`check_name_bytes`] accepted.
+    pub(super) fn from_checked(b: Bytes) -> TopicName {
+        TopicName(b)
+    }
+
     /// Validates and copies `s`.
     pub fn new(s: &str) -> Result<TopicName, DecodeError> {
         check_name(s)?;
@@ -44,7 +57,7 @@ impl TopicName {
 
     /// Validates `b` (UTF-8 included) and keeps it without copying.
     pub fn from_bytes(b: Bytes) -> Result<TopicName, DecodeError> {
-        check_name(check_str(&b)?)?;
+        check_name_bytes(&b)?;
         Ok(TopicName(b))
     }
 

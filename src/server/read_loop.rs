@@ -17,11 +17,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_lite::io::AsyncRead;
 
 use crate::broker::{ConnId, Pressure};
-use crate::protocol::{decode, Packet};
+use crate::protocol::{decode, peek_publish, Packet};
 
 use super::shard::{BusBacklog, ShardRuntime};
 
@@ -70,6 +70,22 @@ impl<R: AsyncRead + Unpin> ReadLoop<R> {
         let max = self.rt.shared.max_packet_size;
         let (now, _) = *self.batch.get_or_insert_with(|| (Instant::now(), false));
         loop {
+            if let Some((publish, length)) = peek_publish(&self.buf, max) {
+                // Routed from the read buffer when the core can (see `handle_publish_in_place`);
+                // a publisher held back for memory takes the usual path, which waits.
+                let memory = &self.rt.shared.core.memory;
+                if memory.pressure() < Pressure::PausePublishers
+                    && self
+                        .rt
+                        .core
+                        .borrow_mut()
+                        .handle_publish_in_place(self.conn, &publish, now)
+                {
+                    self.buf.advance(length);
+                    self.batch = Some((now, true));
+                    continue;
+                }
+            }
             match decode(&mut self.buf, max) {
                 Ok(Some(packet)) => {
                     if matches!(packet, Packet::Publish(_)) {
