@@ -11,7 +11,7 @@
 //! queue as the window (QoS 1/2) and the room in the connection's outbox (QoS 0) allow, so they are
 //! paced by the subscriber, not dropped.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
@@ -101,7 +101,8 @@ pub struct Session {
     pub clean: bool,
     /// The live connection, if the client is online.
     pub conn: Option<ConnId>,
-    pub subscriptions: HashMap<TopicFilter, QoS>,
+    /// A B-tree rather than a hash map: 24 bytes inline instead of 48 (every session has one).
+    pub subscriptions: BTreeMap<TopicFilter, QoS>,
     /// Boxed: most clients have none, and every session would carry its 72 bytes inline.
     pub will: Option<Box<LastWill>>,
     inflight: VecDeque<Inflight>,
@@ -113,10 +114,12 @@ pub struct Session {
     /// Queued QoS 0 messages (retained or behind retained ones): while there are any, new QoS 0
     /// messages queue behind them instead of overtaking them.
     queued_qos0: usize,
-    incoming_qos2: HashSet<u16>,
+    /// QoS 2 packet ids received and not yet released (a B-tree: 24 bytes inline, not 48).
+    incoming_qos2: BTreeSet<u16>,
     next_packet_id: u16,
     max_inflight: usize,
-    limits: QueueLimits,
+    /// The same for every session of a shard: shared, not copied into each.
+    limits: Arc<QueueLimits>,
 }
 
 impl Drop for Session {
@@ -126,19 +129,24 @@ impl Drop for Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, clean: bool, max_inflight: u16, limits: QueueLimits) -> Self {
+    pub fn new(
+        client_id: Arc<str>,
+        clean: bool,
+        max_inflight: u16,
+        limits: Arc<QueueLimits>,
+    ) -> Self {
         Session {
             client_id,
             clean,
             conn: None,
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             will: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             queued_retained: 0,
             queued_qos0: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: BTreeSet::new(),
             next_packet_id: 1,
             max_inflight: usize::from(max_inflight.max(1)),
             limits,
@@ -405,7 +413,7 @@ mod tests {
             "c".into(),
             false,
             max_inflight,
-            QueueLimits::messages(max_queued),
+            Arc::new(QueueLimits::messages(max_queued)),
         );
         s.conn = Some(1);
         s
@@ -487,7 +495,7 @@ mod tests {
 
     #[test]
     fn offline_messages_queue_in_order_and_resend_with_dup() {
-        let mut s = Session::new("c".into(), false, 2, QueueLimits::messages(10));
+        let mut s = Session::new("c".into(), false, 2, Arc::new(QueueLimits::messages(10)));
         for n in 0..4 {
             assert_eq!(
                 s.deliver(&message(n), QoS::AtLeastOnce, false),

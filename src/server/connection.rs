@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -303,7 +304,7 @@ struct Live {
     /// Dropping it would cancel the writer.
     writer_task: glommio::Task<()>,
     /// For the closing log line.
-    client_id: String,
+    client_id: Arc<str>,
     addr: Option<SocketAddr>,
     slot: ListenerSlot,
 }
@@ -340,7 +341,7 @@ fn finish(rt: &Rc<ShardRuntime>, live: &Live) {
     let reason = rt.core.borrow().close_reason(live.conn);
     rt.core.borrow_mut().handle_closed(live.conn);
     let peer = Peer {
-        client_id: Some(live.client_id.as_str()).filter(|id| !id.is_empty()),
+        client_id: Some(&*live.client_id).filter(|id| !id.is_empty()),
         addr: live.addr,
         listener: &live.slot.0.name,
         shard: rt.id,
@@ -385,17 +386,18 @@ async fn begin(
         .core
         .borrow_mut()
         .handle_connect(conn, connect, auth, Instant::now());
-    let client_id = rt
+    // The session's own `Arc`: no copy of the id per connection.
+    let client_id: Arc<str> = rt
         .core
         .borrow()
         .client_id_of(conn)
-        .map_or(requested_id, |id| id.to_string());
+        .unwrap_or_else(|| requested_id.into());
     let writer_task = glommio::spawn_local(write_loop(rt.clone(), conn, signal.clone(), writer));
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
 
     let peer = Peer {
-        client_id: Some(client_id.as_str()).filter(|id| !id.is_empty()),
+        client_id: Some(&*client_id).filter(|id| !id.is_empty()),
         addr,
         listener: &slot.0.name,
         shard: rt.id,
