@@ -14,18 +14,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use futures_lite::FutureExt;
-use shards::LocalReadHalf;
 use shards::TcpConn;
 
-use crate::broker::{ConnId, IDLE_BUFFER};
+use crate::broker::ConnId;
 use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
 use crate::transport::server::ServerStream;
 
 use super::lifecycle::{self, Peer};
 use super::read_loop::{poll_read_more, ReadLoop};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
+use super::write_side::WriteSide;
 
 /// Why a connection that sent no complete first packet ended (counted apart from malformed ones).
 const CLOSED_BEFORE_CONNECT: &str = "closed before CONNECT";
@@ -330,8 +330,6 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
 struct Live {
     conn: ConnId,
     signal: Rc<ConnSignal>,
-    /// Dropping it would cancel the writer.
-    writer_task: glommio::Task<()>,
     /// For the closing log line.
     client_id: Arc<str>,
     addr: Option<SocketAddr>,
@@ -342,26 +340,99 @@ struct Live {
 ///
 /// This is the one future an idle connection keeps, so it holds little: connecting (authentication,
 /// CONNACK, the first writes) runs in a boxed future that is gone once the client is in, and the
-/// reading is a hand-written future (`read_loop.rs`). The connection task (this future, inside
-/// `spawn_isolated`) measured 2 448 B before any of this, 1 104 B with `begin` boxed (rustc 1.95,
-/// release), and the sizes in bench/RESULTS.md now.
+/// reading and the writing are hand-written state machines (`read_loop.rs`, `write_side.rs`)
+/// polled by this one task. The connection task measured 2 448 B before any of this, 1 104 B with
+/// `begin` boxed (rustc 1.95, release), and the sizes in bench/RESULTS.md now.
 async fn serve(rt: Rc<ShardRuntime>, start: Box<Start>) {
-    let Some((live, reading)) = Box::pin(begin(&rt, start)).await else {
+    let Some((live, reading, stream)) = Box::pin(begin(&rt, start)).await else {
         return;
     };
-    if AssertUnwindSafe(reading).catch_unwind().await.is_err() {
-        log::error!(
-            "shard {}: connection {} task panicked; closing it",
-            rt.id,
-            live.conn
-        );
-        rt.stats.borrow_mut().connection_panics += 1;
-        rt.core.borrow_mut().handle_protocol_error(live.conn);
+    let conn = live.conn;
+    Served {
+        rt: rt.clone(),
+        live,
+        stream,
+        reading: Some(reading),
+        writing: WriteSide::new(),
+        writing_done: false,
     }
-    // Either the peer went away or the writer shut the socket after a broker-side close.
-    finish(&rt, &live);
-    live.writer_task.await;
-    rt.conns.borrow_mut().remove(&live.conn);
+    .await;
+    rt.conns.borrow_mut().remove(&conn);
+}
+
+/// A served connection's reading and writing, polled together by its task until both are over.
+///
+/// Reading ends when the peer goes away or breaks the protocol, or when the writer shut the
+/// socket down after a broker-side close; then the core forgets the connection (`finish`), which
+/// tells the writer to end too. Writing ends when the core has forgotten the connection, a write
+/// fails, or a closing connection's last bytes are out; then the socket is shut down, which ends
+/// the reading.
+struct Served {
+    rt: Rc<ShardRuntime>,
+    live: Live,
+    stream: ServerStream,
+    /// `None` once reading is over (and `finish` has run).
+    reading: Option<ReadLoop>,
+    writing: WriteSide,
+    writing_done: bool,
+}
+
+impl std::future::Future for Served {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if let Some(reading) = this.reading.as_mut() {
+                let stream = &mut this.stream;
+                let polled =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| reading.poll(stream, cx)));
+                match polled {
+                    Ok(Poll::Pending) => {}
+                    Ok(Poll::Ready(())) => {
+                        this.reading = None;
+                        finish(&this.rt, &this.live);
+                    }
+                    Err(_) => {
+                        log::error!(
+                            "shard {}: connection {} task panicked; closing it",
+                            this.rt.id,
+                            this.live.conn
+                        );
+                        this.rt.stats.borrow_mut().connection_panics += 1;
+                        this.rt
+                            .core
+                            .borrow_mut()
+                            .handle_protocol_error(this.live.conn);
+                        this.reading = None;
+                        finish(&this.rt, &this.live);
+                    }
+                }
+            }
+            if !this.writing_done {
+                let (rt, live) = (&this.rt, &this.live);
+                if this
+                    .writing
+                    .poll(rt, live.conn, &live.signal, &mut this.stream, cx)
+                    .is_pending()
+                {
+                    return Poll::Pending;
+                }
+                this.writing_done = true;
+                // Ends the reading, whichever side decided to close; read again to see it.
+                live.signal.shutdown_socket();
+                continue;
+            }
+            if this.reading.is_none() {
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        }
+    }
 }
 
 /// The peer went away (or the broker closed the connection): the core forgets it, the writer is
@@ -382,16 +453,13 @@ fn finish(rt: &Rc<ShardRuntime>, live: &Live) {
     live.signal.notify();
 }
 
-/// Registers the connection, authenticates it, lets the core answer its CONNECT and starts the
-/// writer. `None` when the CONNECT was refused (the refusal is then sent and the connection
-/// forgotten); otherwise what `serve` needs, and the reader, starting with the bytes read after
-/// the CONNECT.
-async fn begin(
-    rt: &Rc<ShardRuntime>,
-    start: Box<Start>,
-) -> Option<(Live, ReadLoop<LocalReadHalf<ServerStream>>)> {
+/// Registers the connection, authenticates it and lets the core answer its CONNECT. `None` when
+/// the CONNECT was refused (the refusal is then sent and the connection forgotten); otherwise what
+/// `serve` needs: the reader, starting with the bytes read after the CONNECT, and the stream (its
+/// first poll writes the CONNACK).
+async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLoop, ServerStream)> {
     let Start {
-        stream,
+        mut stream,
         connect,
         buf,
         slot,
@@ -400,8 +468,6 @@ async fn begin(
     let signal = Rc::new(ConnSignal::new(stream.raw_fd()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
     let addr = lifecycle::peer_addr(stream.raw_fd());
-    // Both halves live on this shard: no lock per poll (futures_lite's `split` takes a mutex).
-    let (reader, writer) = shards::split_local(stream);
 
     let requested_id = connect.client_id.clone();
     // A client certificate whose CN became the user name already authenticated the client
@@ -421,7 +487,6 @@ async fn begin(
         .borrow()
         .client_id_of(conn)
         .unwrap_or_else(|| requested_id.into());
-    let writer_task = glommio::spawn_local(write_loop(rt.clone(), conn, signal.clone(), writer));
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
 
@@ -437,65 +502,21 @@ async fn begin(
         let live = Live {
             conn,
             signal,
-            writer_task,
             client_id,
             addr,
             slot,
         };
-        return Some((live, ReadLoop::new(rt.clone(), conn, reader, buf)));
+        // What was read after the CONNECT, if anything; otherwise no buffer is kept.
+        let buf = if buf.is_empty() { BytesMut::new() } else { buf };
+        return Some((live, ReadLoop::new(rt.clone(), conn, buf), stream));
     }
-    // Refused: the writer sends CONNACK and shuts the socket down; then the core forgets it.
+    // Refused: CONNACK is written and the socket shut down; then the core forgets it.
     lifecycle::refused(&peer, outcome.code);
-    drop(reader);
-    writer_task.await;
+    let mut writing = WriteSide::new();
+    std::future::poll_fn(|cx| writing.poll(rt, conn, &signal, &mut stream, cx)).await;
+    signal.shutdown_socket();
     rt.core.borrow_mut().handle_closed(conn);
     rt.apply_actions();
     rt.conns.borrow_mut().remove(&conn);
     None
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    rt: Rc<ShardRuntime>,
-    conn: ConnId,
-    signal: Rc<ConnSignal>,
-    mut writer: W,
-) {
-    // This connection's write buffer, swapped with its outbox on each turn (no allocation per
-    // write). An idle connection keeps it only while it is small (`IDLE_BUFFER`).
-    let mut bytes = BytesMut::new();
-    loop {
-        // Taken before the outbox: the stamped deliveries are in what is taken now.
-        let stamp = signal.take_stamp();
-        let next = rt.core.borrow_mut().swap_outbox(conn, &mut bytes);
-        let Some(closing) = next else {
-            break;
-        };
-        if !bytes.is_empty()
-            && (writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err())
-        {
-            break;
-        }
-        if let (Some(at), false) = (stamp, bytes.is_empty()) {
-            rt.stats.borrow_mut().latency.record(at.elapsed());
-        }
-        if closing {
-            // TLS close_notify / WebSocket close frame, without waiting long for a silent peer.
-            let _ = async { writer.close().await.ok() }
-                .or(async {
-                    glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
-                    None
-                })
-                .await;
-            break;
-        }
-        if bytes.is_empty() {
-            if bytes.capacity() > IDLE_BUFFER {
-                bytes = BytesMut::new();
-            }
-            signal.wait().await;
-        }
-    }
-    // Ends the reader's pending read, whichever side decided to close.
-    signal.shutdown_socket();
-    drop(writer);
 }

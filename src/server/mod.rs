@@ -26,6 +26,7 @@ mod read_loop;
 mod shard;
 mod snapshot;
 mod sys_topics;
+mod write_side;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;

@@ -1,14 +1,15 @@
 //! The reading side of a served connection: read what arrives, decode it, hand the packets to the
 //! core and apply its actions, until the peer goes away or breaks the protocol.
 //!
-//! It is a hand-written future because it is the state every idle connection keeps. The same loop
-//! as an `async fn` kept 400 bytes per connection (rustc lays a coroutine out with a slot for every
+//! It is a hand-written state machine, polled by the connection's one task together with the
+//! writer (`write_side.rs`), because it is the state every idle connection keeps. The same loop as
+//! an `async fn` kept 400 bytes per connection (rustc lays a coroutine out with a slot for every
 //! local that lives across some await, mostly padding here); [`ReadLoop`] is its fields and nothing
 //! else. The rare waits (a bus lane that is full, a `memory_limit` that is nearly reached) are boxed
 //! futures that exist only while they last.
 //!
-//! What must not happen here: no MQTT decisions (the core makes them) and no socket writes (the
-//! connection's writer does them).
+//! What must not happen here: no MQTT decisions (the core makes them) and no socket writes
+//! (`write_side.rs` does them).
 
 use std::future::Future;
 use std::io;
@@ -28,6 +29,11 @@ use super::shard::{BusBacklog, ShardRuntime};
 /// The longest a PUBLISH waits for memory (see [`wait_for_memory`]).
 const MEMORY_PAUSE: Duration = Duration::from_millis(50);
 
+/// First byte of a PUBLISH at QoS 0 without RETAIN (and without DUP, the flag this is compared
+/// without).
+const QOS0_PUBLISH: u8 = 0x30;
+const PUBLISH_DUP: u8 = 0x08;
+
 /// A read buffer that grew past this (a large packet) is given back once it is empty.
 const KEEP_READ_BUFFER: usize = 64 * 1024;
 
@@ -38,10 +44,9 @@ enum Flow {
 }
 
 /// Reads a connection until it ends; see the module documentation.
-pub(crate) struct ReadLoop<R> {
+pub(crate) struct ReadLoop {
     rt: Rc<ShardRuntime>,
     conn: ConnId,
-    reader: R,
     /// Bytes read and not decoded yet (a partial packet, between reads).
     buf: BytesMut,
     /// The wait in progress, if any: nothing is read or decoded until it is over.
@@ -51,13 +56,12 @@ pub(crate) struct ReadLoop<R> {
     batch: Option<(Instant, bool)>,
 }
 
-impl<R: AsyncRead + Unpin> ReadLoop<R> {
+impl ReadLoop {
     /// `buf` holds what was read after the CONNECT.
-    pub(crate) fn new(rt: Rc<ShardRuntime>, conn: ConnId, reader: R, buf: BytesMut) -> Self {
+    pub(crate) fn new(rt: Rc<ShardRuntime>, conn: ConnId, buf: BytesMut) -> Self {
         ReadLoop {
             rt,
             conn,
-            reader,
             buf,
             waiting: None,
             batch: None,
@@ -70,7 +74,15 @@ impl<R: AsyncRead + Unpin> ReadLoop<R> {
         let max = self.rt.shared.max_packet_size;
         let (now, _) = *self.batch.get_or_insert_with(|| (Instant::now(), false));
         loop {
-            if let Some((publish, length)) = peek_publish(&self.buf, max) {
+            // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
+            // parsed twice.
+            let in_place = self
+                .buf
+                .first()
+                .is_some_and(|&b| b & !PUBLISH_DUP == QOS0_PUBLISH);
+            if let Some((publish, length)) =
+                in_place.then(|| peek_publish(&self.buf, max)).flatten()
+            {
                 // Routed from the read buffer when the core can (see `handle_publish_in_place`);
                 // a publisher held back for memory takes the usual path, which waits.
                 let memory = &self.rt.shared.core.memory;
@@ -128,11 +140,16 @@ impl<R: AsyncRead + Unpin> ReadLoop<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin> Future for ReadLoop<R> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+impl ReadLoop {
+    /// Reads from `reader` and hands what it brings to the core: `Pending` when there is nothing
+    /// more to read (or a wait is on), `Ready` when reading is over (end of stream, a read error,
+    /// or a protocol error, which the core has been told about).
+    pub(crate) fn poll<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let this = self;
         loop {
             if let Some(waiting) = this.waiting.as_mut() {
                 match waiting.as_mut().poll(cx) {
@@ -162,7 +179,7 @@ impl<R: AsyncRead + Unpin> Future for ReadLoop<R> {
             if this.buf.is_empty() && this.buf.capacity() > KEEP_READ_BUFFER {
                 this.buf = BytesMut::new();
             }
-            match poll_read_more(&this.rt, &mut this.reader, &mut this.buf, cx) {
+            match poll_read_more(&this.rt, reader, &mut this.buf, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                     // Broken transport framing (WebSocket text frame, undecryptable TLS record):

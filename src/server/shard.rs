@@ -6,11 +6,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -53,7 +52,7 @@ impl Drop for ListenerSlot {
     }
 }
 
-/// Wakes a connection's writer task when its outbox has bytes.
+/// Wakes a connection's task when its outbox has bytes to write.
 pub(crate) struct ConnSignal {
     waker: Cell<Option<Waker>>,
     notified: Cell<bool>,
@@ -92,16 +91,14 @@ impl ConnSignal {
         }
     }
 
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.notified.replace(false) {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+    /// Whether `notify` was called since the last time this returned `true`; if not, `cx`'s task
+    /// is woken by the next `notify`.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> bool {
+        if self.notified.replace(false) {
+            return true;
+        }
+        self.waker.set(Some(cx.waker().clone()));
+        false
     }
 
     /// Shuts the socket down both ways, which ends a pending read on it.
