@@ -13,6 +13,10 @@ use crate::protocol::{Packet, ProtocolLevel, QoS, TopicFilter};
 
 use super::SessionKey;
 
+/// What an empty outbox reserves when something is written to it: a few small packets, or one
+/// PUBLISH of up to ~1 KB, without reallocating.
+pub const OUTBOX_START: usize = 1024;
+
 /// Lifecycle of a connection once its CONNECT has been handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -67,13 +71,15 @@ pub struct Connection {
     pub session: SessionKey,
     pub protocol: ProtocolLevel,
     pub state: ConnectionState,
-    /// `None` when keep-alive is 0 (off).
-    pub keep_alive: Option<Duration>,
+    /// The CONNECT's keep-alive in seconds; 0 is off.
+    keep_alive: u16,
     pub last_activity: Instant,
     pub outbox: BytesMut,
     /// A flush action has been emitted and the runtime has not taken the outbox since.
     pub flush_requested: bool,
-    pub pending_replies: VecDeque<PendingReply>,
+    /// Replies held back in order; `None` when there are none (the usual case: a queue inline
+    /// would add 32 bytes to every connection).
+    pub pending_replies: Option<Box<VecDeque<PendingReply>>>,
     /// Set when the broker decides to close it (for the runtime's log line); `None` for a refused
     /// CONNECT and while open.
     pub close_reason: Option<CloseReason>,
@@ -92,15 +98,24 @@ impl Connection {
             session,
             protocol,
             state: ConnectionState::Active,
-            keep_alive: (keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            keep_alive,
             last_activity: now,
             outbox: BytesMut::new(),
             flush_requested: false,
-            pending_replies: VecDeque::new(),
+            pending_replies: None,
             close_reason: None,
             username: None,
         }
+    }
+
+    /// The outbox, to append to. An idle connection keeps no buffer (see `swap_outbox`); its first
+    /// write reserves [`OUTBOX_START`] at once instead of growing from a few bytes by doubling
+    /// (several reallocations per burst).
+    pub fn outbox_to_fill(&mut self) -> &mut BytesMut {
+        if self.outbox.capacity() == 0 {
+            self.outbox.reserve(OUTBOX_START);
+        }
+        &mut self.outbox
     }
 
     pub fn is_active(&self) -> bool {
@@ -109,9 +124,7 @@ impl Connection {
 
     /// True once 1.5 × keep-alive has passed since the last packet.
     pub fn keep_alive_expired(&self, now: Instant) -> bool {
-        match self.keep_alive {
-            Some(limit) => now.saturating_duration_since(self.last_activity) > limit,
-            None => false,
-        }
+        let limit = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+        self.keep_alive > 0 && now.saturating_duration_since(self.last_activity) > limit
     }
 }

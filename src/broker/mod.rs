@@ -50,10 +50,6 @@ use subscriptions::TopicTrie;
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
 /// for it are dropped (see `memory.rs`).
 const QOS0_BEHIND: usize = 16 << 10;
-/// The largest empty outbox (and writer buffer) a connection keeps while it has nothing to write:
-/// enough for a few small messages, so that a connection receiving now and then does not allocate
-/// per write, and small enough that idle connections cost little.
-pub const IDLE_BUFFER: usize = 1024;
 /// Room in a connection's outbox that queued QoS 0 messages (retained ones after a SUBACK) may
 /// fill in one go; the rest follows each time the runtime takes the outbox.
 const RETAINED_CHUNK: usize = 64 << 10;
@@ -527,8 +523,9 @@ impl BrokerCore {
         connection.flush_requested = false;
         buf.clear();
         std::mem::swap(&mut connection.outbox, buf);
-        if buf.is_empty() && connection.outbox.capacity() > IDLE_BUFFER {
-            // Nothing to write: the connection goes idle, and keeps little (see `IDLE_BUFFER`).
+        if buf.is_empty() && connection.outbox.capacity() > 0 {
+            // Nothing to write: the connection goes idle and keeps no buffer (most connections
+            // are idle most of the time; a busy one allocates once per burst, next to a send).
             connection.outbox = BytesMut::new();
         }
         let closing = connection.state == ConnectionState::Closing;
@@ -569,7 +566,7 @@ impl BrokerCore {
             return;
         };
         let before = connection.outbox.len();
-        if let Err(error) = packet.encode(&mut connection.outbox) {
+        if let Err(error) = packet.encode(connection.outbox_to_fill()) {
             log::warn!("cannot encode {packet:?}: {error}");
             return;
         }
@@ -583,7 +580,7 @@ impl BrokerCore {
             return;
         };
         let mut written = PublishesWritten::default();
-        written.encode(&mut connection.outbox, publish);
+        written.encode(connection.outbox_to_fill(), publish);
         self.publishes_written(conn, &written);
     }
 
@@ -632,7 +629,7 @@ impl BrokerCore {
         }
         connection.state = ConnectionState::Closing;
         connection.close_reason = Some(reason);
-        connection.pending_replies.clear();
+        connection.pending_replies = None;
         let key = connection.session;
         log::debug!(
             "connection {conn} on shard {} closed: {reason:?}",
@@ -935,7 +932,9 @@ impl BrokerCore {
                 return true;
             }
         }
-        connection.outbox.extend_from_slice(&self.qos0_packet);
+        connection
+            .outbox_to_fill()
+            .extend_from_slice(&self.qos0_packet);
         let written = PublishesWritten {
             by_qos: [1, 0, 0],
             bytes: self.qos0_packet.len(),
@@ -1000,7 +999,7 @@ impl BrokerCore {
         let mut written = PublishesWritten::default();
         session.fill_window(room, |publish| {
             if let Some(connection) = connection.as_mut() {
-                written.encode(&mut connection.outbox, publish);
+                written.encode(connection.outbox_to_fill(), publish);
             }
         });
         self.publishes_written(conn, &written);
@@ -1044,7 +1043,10 @@ impl BrokerCore {
         if let Some(token) = pending.token {
             self.pending_tokens.insert(token, conn);
         }
-        connection.pending_replies.push_back(pending);
+        connection
+            .pending_replies
+            .get_or_insert_with(Box::default)
+            .push_back(pending);
         self.flush_replies(conn);
     }
 
@@ -1085,6 +1087,7 @@ impl BrokerCore {
             if let Some(p) = connection
                 .pending_replies
                 .iter_mut()
+                .flat_map(|queue| queue.iter_mut())
                 .find(|p| p.token == Some(token))
             {
                 p.remaining = p.remaining.saturating_sub(1);
@@ -1103,16 +1106,18 @@ impl BrokerCore {
             let Some(connection) = self.connections.get_mut(&conn) else {
                 return;
             };
-            if connection
-                .pending_replies
-                .front()
-                .is_none_or(|p| p.remaining > 0)
-            {
-                return;
-            }
-            let Some(reply) = connection.pending_replies.pop_front() else {
+            let Some(queue) = connection.pending_replies.as_mut() else {
                 return;
             };
+            if queue.front().is_none_or(|p| p.remaining > 0) {
+                return;
+            }
+            let Some(reply) = queue.pop_front() else {
+                return;
+            };
+            if queue.is_empty() {
+                connection.pending_replies = None;
+            }
             let key = connection.session;
             self.write(conn, &reply.reply);
             for (filter, _) in &reply.retained_for {

@@ -117,7 +117,7 @@ pub struct Session {
     /// QoS 2 packet ids received and not yet released (a B-tree: 24 bytes inline, not 48).
     incoming_qos2: BTreeSet<u16>,
     next_packet_id: u16,
-    max_inflight: usize,
+    max_inflight: u16,
     /// The same for every session of a shard: shared, not copied into each.
     limits: Arc<QueueLimits>,
 }
@@ -148,7 +148,7 @@ impl Session {
             queued_qos0: 0,
             incoming_qos2: BTreeSet::new(),
             next_packet_id: 1,
-            max_inflight: usize::from(max_inflight.max(1)),
+            max_inflight: max_inflight.max(1),
             limits,
         }
     }
@@ -206,7 +206,7 @@ impl Session {
             // Behind retained messages still queued: a newer message must not overtake them.
         } else if self.is_online()
             && self.queue.is_empty()
-            && self.inflight.len() < self.max_inflight
+            && self.inflight.len() < usize::from(self.max_inflight)
         {
             let packet_id = self.start_inflight(keep());
             return Delivery::Send {
@@ -290,7 +290,7 @@ impl Session {
                     break;
                 }
                 outbox_room -= size;
-            } else if self.inflight.len() >= self.max_inflight {
+            } else if self.inflight.len() >= usize::from(self.max_inflight) {
                 break;
             }
             let Some(next) = self.pop_queued() else {

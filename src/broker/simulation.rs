@@ -1842,7 +1842,7 @@ impl Sim {
             if core
                 .connections
                 .values()
-                .any(|c| !c.pending_replies.is_empty())
+                .any(|c| c.pending_replies.as_ref().is_some_and(|q| !q.is_empty()))
             {
                 fail!(self, "shard {s} at rest still holds replies back");
             }

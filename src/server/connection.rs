@@ -328,7 +328,6 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
 /// What a served connection's task keeps for the connection's whole life, once its CONNECT was
 /// accepted: kept small on purpose (see `serve`).
 struct Live {
-    conn: ConnId,
     signal: Rc<ConnSignal>,
     /// For the closing log line.
     client_id: Arc<str>,
@@ -343,24 +342,55 @@ struct Live {
 /// reading and the writing are hand-written state machines (`read_loop.rs`, `write_side.rs`)
 /// polled by this one task. The connection task measured 2 448 B before any of this, 1 104 B with
 /// `begin` boxed (rustc 1.95, release), and the sizes in bench/RESULTS.md now.
-async fn serve(rt: Rc<ShardRuntime>, start: Box<Start>) {
-    let Some((live, reading, stream)) = Box::pin(begin(&rt, start)).await else {
-        return;
-    };
-    let conn = live.conn;
-    Served {
-        rt: rt.clone(),
-        live,
-        stream,
-        reading: Some(reading),
-        writing: WriteSide::new(),
-        writing_done: false,
-    }
-    .await;
-    rt.conns.borrow_mut().remove(&conn);
+fn serve(rt: Rc<ShardRuntime>, start: Box<Start>) -> Serve {
+    Serve::Beginning(Box::pin(async move { begin(&rt, start).await }))
 }
 
-/// A served connection's reading and writing, polled together by its task until both are over.
+/// What `begin` hands over: see there.
+type Begun = Option<(Live, ReadLoop, ServerStream)>;
+
+/// The connection task's future (see [`serve`]). Hand-written rather than an `async fn`, which
+/// would keep its arguments (and a slot for its state) for the connection's whole life.
+// `Served` inline: it is the variant that lasts, and boxing it would add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Serve {
+    Beginning(std::pin::Pin<Box<dyn std::future::Future<Output = Begun>>>),
+    Serving(Served),
+}
+
+impl std::future::Future for Serve {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            match this {
+                Serve::Beginning(begun) => match begun.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Ready(Some((live, reading, stream))) => {
+                        *this = Serve::Serving(Served {
+                            live,
+                            stream,
+                            reading,
+                            reading_done: false,
+                            writing: WriteSide::new(),
+                            writing_done: false,
+                        });
+                    }
+                },
+                Serve::Serving(served) => return std::pin::Pin::new(served).poll(cx),
+            }
+        }
+    }
+}
+
+/// A served connection's reading and writing, polled together by its task until both are over;
+/// then the shard forgets the connection.
 ///
 /// Reading ends when the peer goes away or breaks the protocol, or when the writer shut the
 /// socket down after a broker-side close; then the core forgets the connection (`finish`), which
@@ -368,11 +398,12 @@ async fn serve(rt: Rc<ShardRuntime>, start: Box<Start>) {
 /// fails, or a closing connection's last bytes are out; then the socket is shut down, which ends
 /// the reading.
 struct Served {
-    rt: Rc<ShardRuntime>,
     live: Live,
     stream: ServerStream,
-    /// `None` once reading is over (and `finish` has run).
-    reading: Option<ReadLoop>,
+    /// Also holds the shard runtime and the connection id, for both sides.
+    reading: ReadLoop,
+    /// Set once reading is over (and `finish` has run).
+    reading_done: bool,
     writing: WriteSide,
     writing_done: bool,
 }
@@ -387,47 +418,46 @@ impl std::future::Future for Served {
         use std::task::Poll;
         let this = self.get_mut();
         loop {
-            if let Some(reading) = this.reading.as_mut() {
-                let stream = &mut this.stream;
+            if !this.reading_done {
+                let (reading, stream) = (&mut this.reading, &mut this.stream);
                 let polled =
                     std::panic::catch_unwind(AssertUnwindSafe(|| reading.poll(stream, cx)));
+                let (rt, conn) = (this.reading.rt(), this.reading.conn());
                 match polled {
                     Ok(Poll::Pending) => {}
                     Ok(Poll::Ready(())) => {
-                        this.reading = None;
-                        finish(&this.rt, &this.live);
+                        this.reading_done = true;
+                        finish(rt, conn, &this.live);
                     }
                     Err(_) => {
                         log::error!(
-                            "shard {}: connection {} task panicked; closing it",
-                            this.rt.id,
-                            this.live.conn
+                            "shard {}: connection {conn} task panicked; closing it",
+                            rt.id
                         );
-                        this.rt.stats.borrow_mut().connection_panics += 1;
-                        this.rt
-                            .core
-                            .borrow_mut()
-                            .handle_protocol_error(this.live.conn);
-                        this.reading = None;
-                        finish(&this.rt, &this.live);
+                        rt.stats.borrow_mut().connection_panics += 1;
+                        rt.core.borrow_mut().handle_protocol_error(conn);
+                        this.reading_done = true;
+                        finish(rt, conn, &this.live);
                     }
                 }
             }
+            let (rt, conn) = (this.reading.rt(), this.reading.conn());
             if !this.writing_done {
-                let (rt, live) = (&this.rt, &this.live);
+                let signal = &this.live.signal;
                 if this
                     .writing
-                    .poll(rt, live.conn, &live.signal, &mut this.stream, cx)
+                    .poll(rt, conn, signal, &mut this.stream, cx)
                     .is_pending()
                 {
                     return Poll::Pending;
                 }
                 this.writing_done = true;
                 // Ends the reading, whichever side decided to close; read again to see it.
-                live.signal.shutdown_socket();
+                signal.shutdown_socket();
                 continue;
             }
-            if this.reading.is_none() {
+            if this.reading_done {
+                rt.conns.borrow_mut().remove(&conn);
                 return Poll::Ready(());
             }
             return Poll::Pending;
@@ -437,9 +467,9 @@ impl std::future::Future for Served {
 
 /// The peer went away (or the broker closed the connection): the core forgets it, the writer is
 /// told to finish, the closing line is logged.
-fn finish(rt: &Rc<ShardRuntime>, live: &Live) {
-    let reason = rt.core.borrow().close_reason(live.conn);
-    rt.core.borrow_mut().handle_closed(live.conn);
+fn finish(rt: &Rc<ShardRuntime>, conn: ConnId, live: &Live) {
+    let reason = rt.core.borrow().close_reason(conn);
+    rt.core.borrow_mut().handle_closed(conn);
     let peer = Peer {
         client_id: Some(&*live.client_id).filter(|id| !id.is_empty()),
         addr: live.addr,
@@ -500,7 +530,6 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     if outcome.code == ConnectReturnCode::Accepted {
         lifecycle::connected(&peer, outcome.session_present);
         let live = Live {
-            conn,
             signal,
             client_id,
             addr,

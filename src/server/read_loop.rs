@@ -51,9 +51,11 @@ pub(crate) struct ReadLoop {
     buf: BytesMut,
     /// The wait in progress, if any: nothing is read or decoded until it is over.
     waiting: Option<Pin<Box<dyn Future<Output = Flow>>>>,
-    /// When the bytes being decoded were read, and whether they held a PUBLISH: deliveries they
-    /// cause are timed from then (latency histogram).
-    batch: Option<(Instant, bool)>,
+    /// When the bytes being decoded were read: deliveries they cause are timed from then
+    /// (latency histogram)...
+    batch_read_at: Option<Instant>,
+    /// ...if they held a PUBLISH.
+    batch_has_publish: bool,
 }
 
 impl ReadLoop {
@@ -64,15 +66,26 @@ impl ReadLoop {
             conn,
             buf,
             waiting: None,
-            batch: None,
+            batch_read_at: None,
+            batch_has_publish: false,
         }
+    }
+
+    /// The shard the connection is served on.
+    pub(crate) fn rt(&self) -> &Rc<ShardRuntime> {
+        &self.rt
+    }
+
+    /// The connection read.
+    pub(crate) fn conn(&self) -> ConnId {
+        self.conn
     }
 
     /// Decodes and hands to the core every complete packet in `buf`. Returns `true` when it
     /// stopped early and left a wait in `waiting`.
     fn decode_buffered(&mut self) -> bool {
         let max = self.rt.shared.max_packet_size;
-        let (now, _) = *self.batch.get_or_insert_with(|| (Instant::now(), false));
+        let now = *self.batch_read_at.get_or_insert_with(Instant::now);
         loop {
             // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
             // parsed twice.
@@ -94,14 +107,14 @@ impl ReadLoop {
                         .handle_publish_in_place(self.conn, &publish, now)
                 {
                     self.buf.advance(length);
-                    self.batch = Some((now, true));
+                    self.batch_has_publish = true;
                     continue;
                 }
             }
             match decode(&mut self.buf, max) {
                 Ok(Some(packet)) => {
                     if matches!(packet, Packet::Publish(_)) {
-                        self.batch = Some((now, true));
+                        self.batch_has_publish = true;
                         if self.rt.shared.core.memory.pressure() >= Pressure::PausePublishers {
                             let (rt, conn) = (self.rt.clone(), self.conn);
                             self.waiting = Some(Box::pin(async move {
@@ -164,8 +177,11 @@ impl ReadLoop {
             if this.decode_buffered() {
                 continue;
             }
-            if let Some((at, true)) = this.batch.take() {
-                this.rt.note_publish_ingress(at, this.conn);
+            let read_at = this.batch_read_at.take();
+            if std::mem::take(&mut this.batch_has_publish) {
+                if let Some(at) = read_at {
+                    this.rt.note_publish_ingress(at, this.conn);
+                }
             }
             let blocked = this.rt.apply_actions();
             if !blocked.is_empty() {
@@ -194,7 +210,8 @@ impl ReadLoop {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(n)) => {
                     this.rt.stats.borrow_mut().bytes_received += n as u64;
-                    this.batch = Some((Instant::now(), false));
+                    this.batch_read_at = Some(Instant::now());
+                    this.batch_has_publish = false;
                     if glommio::executor().need_preempt() {
                         // A peer that always has more to send must not keep the shard to itself:
                         // the other tasks run first, then this one decodes what it read.

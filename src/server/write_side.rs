@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_lite::io::AsyncWrite;
 
-use crate::broker::{ConnId, IDLE_BUFFER};
+use crate::broker::ConnId;
 
 use super::shard::{ConnSignal, ShardRuntime};
 
@@ -44,8 +44,8 @@ enum State {
 
 /// The writer's state; see the module documentation.
 pub(crate) struct WriteSide {
-    /// What is being written: swapped with the connection's outbox each turn, so no allocation per
-    /// write. An idle connection keeps it only while it is small (`IDLE_BUFFER`).
+    /// What is being written: swapped with the connection's outbox each turn (the outbox gets the
+    /// emptied buffer back), and dropped when the connection goes idle.
     bytes: BytesMut,
     /// When the oldest PUBLISH whose delivery is in `bytes` was read (latency histogram).
     stamp: Option<Instant>,
@@ -92,7 +92,9 @@ impl WriteSide {
                         self.state =
                             State::Closing(Box::pin(glommio::timer::Timer::new(CLOSE_GRACE)));
                     } else {
-                        if self.bytes.capacity() > IDLE_BUFFER {
+                        // An idle connection keeps no buffer: most connections are idle most of
+                        // the time, and a burst's buffer is allocated once per burst.
+                        if self.bytes.capacity() > 0 {
                             self.bytes = BytesMut::new();
                         }
                         if !signal.poll_notified(cx) {
