@@ -16,7 +16,7 @@
 //!   checks and event hooks (called by the core); the built-ins `auth_anonymous`, `auth_file`,
 //!   `topic_acl`, `topic_taboo`, and the password file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
-//!   per-connection reader/writer tasks, the cross-shard bus loop, timers, and the control shard
+//!   one task per connection (its reader and writer), the cross-shard bus loop, timers, and the control shard
 //!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].
 //! - `shards` (separate crate): pinned executors, the per-shard epoll set that wakes socket reads
 //!   and writes (plain non-blocking `recv`/`send`; the shard sleeps in glommio on the epoll fd),
@@ -25,7 +25,7 @@
 //! ## The path of one PUBLISH
 //! ```text
 //! socket ─► shard k reader ─► protocol::decode ─► BrokerCore (home shard of the client id)
-//!        ─► local subscription trie ─► subscribers' outboxes ─► writer tasks (one write per turn)
+//!        ─► local subscription trie ─► subscribers' outboxes ─► their connection tasks (one write each)
 //!        └► remote-interest tables ─► bus: one message per interested shard ─► that shard's trie ─► …
 //! ```
 //! A connection is accepted on whichever shard the kernel picks (SO_REUSEPORT), reads its CONNECT
