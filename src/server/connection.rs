@@ -7,10 +7,13 @@
 //! reads and writes are batched. Each connection's work runs under `catch_unwind`, so a bug triggered
 //! by one client closes that client only.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -98,10 +101,7 @@ pub(crate) struct Start {
 }
 
 /// Spawns a connection task whose panic (a bug) ends that connection only, never the shard.
-pub(crate) fn spawn_isolated(
-    rt: &Rc<ShardRuntime>,
-    task: impl std::future::Future<Output = ()> + 'static,
-) {
+pub(crate) fn spawn_isolated(rt: &Rc<ShardRuntime>, task: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(Isolated {
         rt: rt.clone(),
         task,
@@ -121,13 +121,10 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: std::future::Future<Output = ()>> std::future::Future for Isolated<F> {
+impl<F: Future<Output = ()>> Future for Isolated<F> {
     type Output = ();
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let task = this.task;
         match std::panic::catch_unwind(AssertUnwindSafe(|| task.poll(cx))) {
@@ -138,7 +135,7 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for Isolated<F> {
                     this.rt.id
                 );
                 this.rt.stats.borrow_mut().connection_panics += 1;
-                std::task::Poll::Ready(())
+                Poll::Ready(())
             }
         }
     }
@@ -354,18 +351,14 @@ type Begun = Option<(Live, ReadLoop, ServerStream)>;
 // `Served` inline: it is the variant that lasts, and boxing it would add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Serve {
-    Beginning(std::pin::Pin<Box<dyn std::future::Future<Output = Begun>>>),
+    Beginning(Pin<Box<dyn Future<Output = Begun>>>),
     Serving(Served),
 }
 
-impl std::future::Future for Serve {
+impl Future for Serve {
     type Output = ();
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        use std::task::Poll;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         loop {
             match this {
@@ -383,7 +376,7 @@ impl std::future::Future for Serve {
                         });
                     }
                 },
-                Serve::Serving(served) => return std::pin::Pin::new(served).poll(cx),
+                Serve::Serving(served) => return Pin::new(served).poll(cx),
             }
         }
     }
@@ -408,14 +401,10 @@ struct Served {
     writing_done: bool,
 }
 
-impl std::future::Future for Served {
+impl Future for Served {
     type Output = ();
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        use std::task::Poll;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         loop {
             if !this.reading_done {
