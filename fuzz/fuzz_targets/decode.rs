@@ -5,10 +5,12 @@
 //! - no panic, and every call either consumes bytes, or returns `Ok(None)` leaving them untouched;
 //! - every decoded packet encodes, and its encoding decodes to the same packet, consuming it all;
 //! - reading the stream in two pieces yields the same packets, and the same error, as in one piece
-//!   ("need more bytes" is a state, never an error and never a different answer).
+//!   ("need more bytes" is a state, never an error and never a different answer);
+//! - `peek_publish` (the broker's in-place route) takes exactly the PUBLISHes `decode` takes, with
+//!   the same fields and length.
 #![no_main]
 
-use amqtt::protocol::{decode, DecodeError, Packet, PROTOCOL_MAX_PACKET_SIZE};
+use amqtt::protocol::{decode, peek_publish, DecodeError, Packet, PROTOCOL_MAX_PACKET_SIZE};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
@@ -37,7 +39,20 @@ fn read_all(reads: &[&[u8]], max: usize) -> (Vec<Packet>, Option<DecodeError>) {
         buf.extend_from_slice(read);
         loop {
             let before = buf.clone();
-            match decode(&mut buf, max) {
+            let peeked = peek_publish(&before, max);
+            let decoded = decode(&mut buf, max);
+            match (&peeked, &decoded) {
+                (Some((p, length)), Ok(Some(Packet::Publish(d)))) => {
+                    assert_eq!(*length, before.len() - buf.len(), "peek_publish length");
+                    assert_eq!((p.dup, p.qos, p.retain), (d.dup, d.qos, d.retain));
+                    assert_eq!((p.topic, p.packet_id), (d.topic.as_bytes(), d.packet_id));
+                    assert_eq!(p.payload, &d.payload[..], "peek_publish payload");
+                }
+                (None, Ok(Some(Packet::Publish(_)))) => panic!("peek_publish refused a PUBLISH"),
+                (Some(_), _) => panic!("peek_publish took what decode did not: {decoded:?}"),
+                (None, _) => {}
+            }
+            match decoded {
                 Ok(Some(packet)) => {
                     assert!(buf.len() < before.len(), "a packet consumed nothing");
                     check_round_trip(&packet);
