@@ -470,9 +470,13 @@ impl BrokerCore {
         }
     }
 
-    /// Time passes: close connections whose keep-alive expired.
+    /// Time passes: close connections whose keep-alive expired; sessions whose messages have all
+    /// been settled give their flow state back (`Session::release_empty_flow`).
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
+        for (_, session) in self.sessions.iter_mut() {
+            session.release_empty_flow();
+        }
         let ttl = self.settings.retained_tombstone_ttl;
         self.retained.drop_old_tombstones(now, ttl);
         let expired: Vec<ConnId> = self

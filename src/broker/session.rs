@@ -105,6 +105,19 @@ pub struct Session {
     pub subscriptions: BTreeMap<TopicFilter, QoS>,
     /// Boxed: most clients have none, and every session would carry its 72 bytes inline.
     pub will: Option<Box<LastWill>>,
+    /// Messages in flight and queued, and QoS 2 ids received: `None` for a session that has had
+    /// none since the last tick, which is most sessions most of the time (inline, they were 112
+    /// bytes of every idle connection).
+    flow: Option<Box<Flow>>,
+    next_packet_id: u16,
+    max_inflight: u16,
+    /// The same for every session of a shard: shared, not copied into each.
+    limits: Arc<QueueLimits>,
+}
+
+/// The part of a session that exists while messages flow; see [`Session::flow`].
+#[derive(Debug, Default)]
+struct Flow {
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Outgoing>,
     /// Payload bytes of the queued messages that count against the limits (not retained ones).
@@ -114,17 +127,29 @@ pub struct Session {
     /// Queued QoS 0 messages (retained or behind retained ones): while there are any, new QoS 0
     /// messages queue behind them instead of overtaking them.
     queued_qos0: usize,
-    /// QoS 2 packet ids received and not yet released (a B-tree: 24 bytes inline, not 48).
+    /// QoS 2 packet ids received and not yet released.
     incoming_qos2: BTreeSet<u16>,
-    next_packet_id: u16,
-    max_inflight: u16,
-    /// The same for every session of a shard: shared, not copied into each.
-    limits: Arc<QueueLimits>,
 }
+
+impl Flow {
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
+    }
+}
+
+/// What a session without a [`Flow`] reads.
+static NO_FLOW: Flow = Flow {
+    inflight: VecDeque::new(),
+    queue: VecDeque::new(),
+    queued_bytes: 0,
+    queued_retained: 0,
+    queued_qos0: 0,
+    incoming_qos2: BTreeSet::new(),
+};
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.limits.budget.sub(self.queued_bytes);
+        self.limits.budget.sub(self.flow().queued_bytes);
     }
 }
 
@@ -141,12 +166,7 @@ impl Session {
             conn: None,
             subscriptions: BTreeMap::new(),
             will: None,
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            queued_retained: 0,
-            queued_qos0: 0,
-            incoming_qos2: BTreeSet::new(),
+            flow: None,
             next_packet_id: 1,
             max_inflight: max_inflight.max(1),
             limits,
@@ -157,28 +177,46 @@ impl Session {
         self.conn.is_some()
     }
 
+    fn flow(&self) -> &Flow {
+        self.flow.as_deref().unwrap_or(&NO_FLOW)
+    }
+
+    fn flow_mut(&mut self) -> &mut Flow {
+        self.flow.get_or_insert_with(Box::default)
+    }
+
+    /// Gives the flow's box back if nothing is in flight, queued or awaiting PUBREL. Called by the
+    /// core's periodic tick, not on every acknowledgement: a busy session empties its flow between
+    /// bursts, and freeing and allocating the box each time cost ~5 % at QoS 2 (A/B).
+    pub fn release_empty_flow(&mut self) {
+        if self.flow.as_deref().is_some_and(Flow::is_empty) {
+            self.flow = None;
+        }
+    }
+
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.flow().inflight.len()
     }
 
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.flow().queue.len()
     }
 
     /// Whether a live QoS 0 message goes out at once, as [`deliver`](Self::deliver) would send it
     /// (online, and no queued QoS 0 or retained message it must not overtake).
     pub fn sends_qos0_at_once(&self) -> bool {
-        self.is_online() && self.queued_retained == 0 && self.queued_qos0 == 0
+        let flow = self.flow();
+        self.is_online() && flow.queued_retained == 0 && flow.queued_qos0 == 0
     }
 
     /// Retained messages queued after a SUBACK (outside the limits).
     pub fn queued_retained(&self) -> usize {
-        self.queued_retained
+        self.flow().queued_retained
     }
 
     /// Payload bytes queued that count against the limits.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.flow().queued_bytes
     }
 
     /// Offers a message at the delivery QoS already reduced to the subscription's maximum.
@@ -191,9 +229,10 @@ impl Session {
         };
         if retain {
             // Retained after SUBACK: queued outside the limits, sent by `fill_window`.
-            self.queued_retained += 1;
-            self.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
-            self.queue.push_back(keep());
+            let flow = self.flow_mut();
+            flow.queued_retained += 1;
+            flow.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
+            flow.queue.push_back(keep());
             return Delivery::Queued;
         }
         if qos == QoS::AtMostOnce {
@@ -205,44 +244,47 @@ impl Session {
             }
             // Behind retained messages still queued: a newer message must not overtake them.
         } else if self.is_online()
-            && self.queue.is_empty()
-            && self.inflight.len() < usize::from(self.max_inflight)
+            && self.flow().queue.is_empty()
+            && self.flow().inflight.len() < usize::from(self.max_inflight)
         {
             let packet_id = self.start_inflight(keep());
             return Delivery::Send {
                 packet_id: Some(packet_id),
             };
         }
-        if self.queue.len() - self.queued_retained >= self.limits.max_messages {
+        let flow = self.flow();
+        if flow.queue.len() - flow.queued_retained >= self.limits.max_messages {
             return Delivery::Dropped(DropReason::QueueFull);
         }
         let bytes = message.payload.len();
         if self
             .limits
             .max_bytes
-            .is_some_and(|max| self.queued_bytes + bytes > max)
+            .is_some_and(|max| flow.queued_bytes + bytes > max)
         {
             return Delivery::Dropped(DropReason::QueueBytes);
         }
         if !self.limits.budget.fits(bytes) {
             return Delivery::Dropped(DropReason::MemoryLimit);
         }
-        self.queued_bytes += bytes;
         self.limits.budget.add(bytes);
-        self.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
-        self.queue.push_back(keep());
+        let flow = self.flow_mut();
+        flow.queued_bytes += bytes;
+        flow.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
+        flow.queue.push_back(keep());
         Delivery::Queued
     }
 
     /// Takes the queue's head, releasing what it counted.
     fn pop_queued(&mut self) -> Option<Outgoing> {
-        let out = self.queue.pop_front()?;
-        self.queued_qos0 -= usize::from(out.qos == QoS::AtMostOnce);
+        let flow = self.flow.as_deref_mut()?;
+        let out = flow.queue.pop_front()?;
+        flow.queued_qos0 -= usize::from(out.qos == QoS::AtMostOnce);
         if out.retain {
-            self.queued_retained -= 1;
+            flow.queued_retained -= 1;
         } else {
             let bytes = out.message.payload.len();
-            self.queued_bytes -= bytes;
+            flow.queued_bytes -= bytes;
             self.limits.budget.sub(bytes);
         }
         Some(out)
@@ -256,7 +298,7 @@ impl Session {
         } else {
             InflightState::AwaitPubRec
         };
-        self.inflight.push_back(Inflight {
+        self.flow_mut().inflight.push_back(Inflight {
             packet_id,
             out,
             state,
@@ -269,7 +311,7 @@ impl Session {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|m| m.packet_id == id) {
+            if !self.flow().inflight.iter().any(|m| m.packet_id == id) {
                 return id;
             }
         }
@@ -282,7 +324,7 @@ impl Session {
         if !self.is_online() {
             return;
         }
-        while let Some(next) = self.queue.front() {
+        while let Some(next) = self.flow().queue.front() {
             if next.qos == QoS::AtMostOnce {
                 // Topic, payload and at most 7 bytes of header: an upper bound is enough here.
                 let size = next.message.topic.as_str().len() + next.message.payload.len() + 7;
@@ -290,7 +332,7 @@ impl Session {
                     break;
                 }
                 outbox_room -= size;
-            } else if self.inflight.len() >= usize::from(self.max_inflight) {
+            } else if self.flow().inflight.len() >= usize::from(self.max_inflight) {
                 break;
             }
             let Some(next) = self.pop_queued() else {
@@ -300,7 +342,7 @@ impl Session {
                 write(next.publish(None, false));
             } else {
                 self.start_inflight(next);
-                if let Some(m) = self.inflight.back() {
+                if let Some(m) = self.flow().inflight.back() {
                     write(m.out.publish(Some(m.packet_id), false));
                 }
             }
@@ -308,7 +350,8 @@ impl Session {
     }
 
     fn position(&self, packet_id: u16, state: InflightState) -> Result<usize, UnknownPacketId> {
-        self.inflight
+        self.flow()
+            .inflight
             .iter()
             .position(|m| m.packet_id == packet_id && m.state == state)
             .ok_or(UnknownPacketId(packet_id))
@@ -317,7 +360,7 @@ impl Session {
     /// PUBACK from the client: the QoS 1 message is done.
     pub fn on_puback(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
         let at = self.position(packet_id, InflightState::AwaitPubAck)?;
-        self.inflight.remove(at);
+        self.flow_mut().inflight.remove(at);
         Ok(())
     }
 
@@ -327,7 +370,7 @@ impl Session {
         let at = self
             .position(packet_id, InflightState::AwaitPubRec)
             .or_else(|_| self.position(packet_id, InflightState::AwaitPubComp))?;
-        if let Some(m) = self.inflight.get_mut(at) {
+        if let Some(m) = self.flow_mut().inflight.get_mut(at) {
             m.state = InflightState::AwaitPubComp;
         }
         Ok(PubRel { packet_id })
@@ -336,14 +379,15 @@ impl Session {
     /// PUBCOMP from the client: the QoS 2 message is done.
     pub fn on_pubcomp(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
         let at = self.position(packet_id, InflightState::AwaitPubComp)?;
-        self.inflight.remove(at);
+        self.flow_mut().inflight.remove(at);
         Ok(())
     }
 
     /// On reconnect of a persistent session: unacknowledged PUBLISHes again with DUP set, and PUBRELs
     /// for released ones, in their original order [MQTT-4.4.0-1].
     pub fn resend_inflight(&self) -> Vec<Resend> {
-        self.inflight
+        self.flow()
+            .inflight
             .iter()
             .map(|m| match m.state {
                 InflightState::AwaitPubComp => Resend::PubRel(PubRel {
@@ -364,12 +408,14 @@ impl Session {
     /// A QoS 2 PUBLISH arrived: true when it is new and must be routed, false when it is a re-send of
     /// one not yet released by PUBREL (delivered exactly once [MQTT-4.3.3-2]).
     pub fn incoming_qos2(&mut self, packet_id: u16) -> bool {
-        self.incoming_qos2.insert(packet_id)
+        self.flow_mut().incoming_qos2.insert(packet_id)
     }
 
     /// PUBREL from the client: forget the identifier. Returns whether it was known.
     pub fn incoming_pubrel(&mut self, packet_id: u16) -> bool {
-        self.incoming_qos2.remove(&packet_id)
+        self.flow
+            .as_deref_mut()
+            .is_some_and(|flow| flow.incoming_qos2.remove(&packet_id))
     }
 }
 
@@ -491,6 +537,30 @@ mod tests {
         assert!(s.on_puback(id).is_err());
         s.on_pubcomp(id).expect("known");
         assert_eq!(s.inflight_len(), 0);
+    }
+
+    /// An idle session holds no flow state; a busy one keeps it until everything is settled and
+    /// the tick gives it back.
+    #[test]
+    fn flow_state_exists_only_while_messages_are_unsettled() {
+        let mut s = online(5, 5);
+        assert!(s.flow.is_none());
+        let Delivery::Send {
+            packet_id: Some(id),
+        } = s.deliver(&message(1), QoS::AtLeastOnce, false)
+        else {
+            panic!("expected a QoS 1 send");
+        };
+        assert!(s.incoming_qos2(3));
+        s.release_empty_flow();
+        assert!(s.flow.is_some(), "released with a message in flight");
+        s.on_puback(id).expect("in flight");
+        s.release_empty_flow();
+        assert!(s.flow.is_some(), "released with a QoS 2 id awaiting PUBREL");
+        assert!(s.incoming_pubrel(3));
+        s.release_empty_flow();
+        assert!(s.flow.is_none());
+        assert_eq!((s.inflight_len(), s.queued_len()), (0, 0));
     }
 
     #[test]
