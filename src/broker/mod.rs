@@ -403,17 +403,37 @@ impl BrokerCore {
     /// A packet after CONNECT.
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
         self.clock = Some(now);
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        if !connection.is_active() {
+        if !self.note_activity(conn, now) {
             return;
         }
-        connection.last_activity = now;
         if let Packet::Publish(publish) = &packet {
             self.stats.publish_received_by_qos[publish.qos as usize] += 1;
         }
         handlers::dispatch(self, conn, packet, now);
+    }
+
+    /// Notes that an active connection sent a packet at `now` (its keep-alive restarts); `false`
+    /// when the connection is gone or closing, whose packets are ignored.
+    fn note_activity(&mut self, conn: ConnId, now: Instant) -> bool {
+        match self.connections.get_mut(&conn) {
+            Some(connection) if connection.is_active() => {
+                connection.last_activity = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a client may publish to `topic`: not into the broker's own `$SYS` tree (such a
+    /// PUBLISH is acknowledged but not delivered).
+    fn client_may_publish_to(topic: &[u8]) -> bool {
+        !topic.starts_with(b"$SYS")
+    }
+
+    /// Whether plugins see client PUBLISHes (topic checks or event hooks).
+    fn plugins_see_publishes(&self) -> bool {
+        let plugins = &self.settings.plugins;
+        plugins.checks_topics() || plugins.has_events()
     }
 
     /// Bytes that do not decode: the connection is closed and its will published [MQTT-4.8.0-1].
@@ -741,13 +761,13 @@ impl BrokerCore {
     /// false when the message is dropped: `$SYS`, or denied by a topic-check plugin (acknowledged
     /// to the client all the same, as Mosquitto does, but neither delivered nor retained).
     fn publish_from_client(&mut self, conn: ConnId, message: Message) -> bool {
-        if message.topic.as_bytes().starts_with(b"$SYS") {
+        if !Self::client_may_publish_to(message.topic.as_bytes()) {
             // Clients may not publish into the broker's own tree; it is acknowledged but not delivered.
             self.stats.publish_dropped_sys += 1;
             return false;
         }
-        let plugins = &self.settings.plugins;
-        if plugins.checks_topics() || plugins.has_events() {
+        if self.plugins_see_publishes() {
+            let plugins = &self.settings.plugins;
             let Some((client_id, username)) = self.client_identity(conn) else {
                 return false;
             };
@@ -863,12 +883,10 @@ impl BrokerCore {
         publish: &PublishRef<'_>,
         now: Instant,
     ) -> bool {
-        let plugins = &self.settings.plugins;
         if publish.qos != QoS::AtMostOnce
             || publish.retain
-            || publish.topic.starts_with(b"$SYS")
-            || plugins.checks_topics()
-            || plugins.has_events()
+            || !Self::client_may_publish_to(publish.topic)
+            || self.plugins_see_publishes()
             || self.session_of(conn).is_none()
         {
             return false;
@@ -884,11 +902,9 @@ impl BrokerCore {
                 .is_some_and(|session| session.sends_qos0_at_once())
         });
         if at_once {
-            // What `handle_packet`, `dispatch` and the PUBLISH handler count and note.
+            // What `handle_packet`, `dispatch` and the PUBLISH handler note and count.
             self.clock = Some(now);
-            if let Some(connection) = self.connections.get_mut(&conn) {
-                connection.last_activity = now;
-            }
+            self.note_activity(conn, now);
             self.stats.packets_received += 1;
             self.stats.publish_received += 1;
             self.stats.publish_received_by_qos[QoS::AtMostOnce as usize] += 1;

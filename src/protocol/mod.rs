@@ -343,6 +343,14 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     packet.map(Some)
 }
 
+/// Whether `buf` starts with the first byte of a PUBLISH at QoS 0 without RETAIN (DUP either way):
+/// the only PUBLISHes the broker can route in place, checked before [`peek_publish`] parses one.
+pub fn starts_qos0_publish(buf: &[u8]) -> bool {
+    let first = fixed_header::PUBLISH << 4;
+    buf.first()
+        .is_some_and(|&b| b & !fixed_header::PUBLISH_DUP == first)
+}
+
 /// The PUBLISH at the front of `buf`, borrowed, and how many bytes it takes; `None` when the
 /// front of `buf` is not a whole, well-formed PUBLISH of at most `max_packet_size` bytes (another
 /// packet, or too few bytes, or an error that [`decode`] reports).

@@ -348,6 +348,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn starts_qos0_publish_is_qos0_without_retain_dup_either_way() {
+        use crate::protocol::starts_qos0_publish;
+        for (bytes, expected) in [
+            (&[0x30u8, 0x00][..], true),
+            (&[0x38], true),
+            (&[0x31], false),
+            (&[0x32], false),
+            (&[0x34], false),
+            (&[0x40], false),
+            (&[], false),
+        ] {
+            assert_eq!(starts_qos0_publish(bytes), expected, "{bytes:?}");
+        }
+    }
+
     /// `peek_publish` must take exactly the PUBLISHes `decode` takes, with the same fields: the
     /// broker routes from one or the other.
     #[test]

@@ -22,17 +22,12 @@ use bytes::{Buf, BytesMut};
 use futures_lite::io::AsyncRead;
 
 use crate::broker::{ConnId, Pressure};
-use crate::protocol::{decode, peek_publish, Packet};
+use crate::protocol::{decode, peek_publish, starts_qos0_publish, Packet};
 
 use super::shard::{BusBacklog, ShardRuntime};
 
 /// The longest a PUBLISH waits for memory (see [`wait_for_memory`]).
 const MEMORY_PAUSE: Duration = Duration::from_millis(50);
-
-/// First byte of a PUBLISH at QoS 0 without RETAIN (and without DUP, the flag this is compared
-/// without).
-const QOS0_PUBLISH: u8 = 0x30;
-const PUBLISH_DUP: u8 = 0x08;
 
 /// A read buffer that grew past this (a large packet) is given back once it is empty.
 const KEEP_READ_BUFFER: usize = 64 * 1024;
@@ -89,13 +84,10 @@ impl ReadLoop {
         loop {
             // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
             // parsed twice.
-            let in_place = self
-                .buf
-                .first()
-                .is_some_and(|&b| b & !PUBLISH_DUP == QOS0_PUBLISH);
-            if let Some((publish, length)) =
-                in_place.then(|| peek_publish(&self.buf, max)).flatten()
-            {
+            let peeked = starts_qos0_publish(&self.buf)
+                .then(|| peek_publish(&self.buf, max))
+                .flatten();
+            if let Some((publish, length)) = peeked {
                 // Routed from the read buffer when the core can (see `handle_publish_in_place`);
                 // a publisher held back for memory takes the usual path, which waits.
                 let memory = &self.rt.shared.core.memory;

@@ -42,6 +42,12 @@ enum State {
     Done,
 }
 
+impl State {
+    fn closing() -> State {
+        State::Closing(Box::pin(glommio::timer::Timer::new(CLOSE_GRACE)))
+    }
+}
+
 /// The writer's state; see the module documentation.
 pub(crate) struct WriteSide {
     /// What is being written: swapped with the connection's outbox each turn (the outbox gets the
@@ -89,8 +95,7 @@ impl WriteSide {
                             closing,
                         };
                     } else if closing {
-                        self.state =
-                            State::Closing(Box::pin(glommio::timer::Timer::new(CLOSE_GRACE)));
+                        self.state = State::closing();
                     } else {
                         // An idle connection keeps no buffer: most connections are idle most of
                         // the time, and a burst's buffer is allocated once per burst.
@@ -131,7 +136,7 @@ impl WriteSide {
                                 rt.stats.borrow_mut().latency.record(at.elapsed());
                             }
                             self.state = if closing {
-                                State::Closing(Box::pin(glommio::timer::Timer::new(CLOSE_GRACE)))
+                                State::closing()
                             } else {
                                 State::Idle
                             };
