@@ -1932,6 +1932,18 @@ fn describe_bus(message: &BusMessage) -> String {
             if m.retain { " retain" } else { "" },
             String::from_utf8_lossy(&m.payload)
         ),
+        BusMessage::Publishes(batch) => batch
+            .iter()
+            .map(|p| {
+                format!(
+                    "publish {} q{} {}",
+                    String::from_utf8_lossy(p.topic),
+                    p.qos as u8,
+                    String::from_utf8_lossy(p.payload)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
         other => format!("{other:?}"),
     }
 }

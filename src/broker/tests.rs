@@ -1112,3 +1112,79 @@ mod plugins {
         );
     }
 }
+
+/// Publishes for another shard handled before one `poll_actions` cross the bus as one batch, in
+/// order, whether they were routed in place (QoS 0 from the read buffer) or decoded (QoS 1), and
+/// each arrives at its own QoS (the subscription grants QoS 1).
+#[test]
+fn publishes_for_another_shard_cross_as_one_batch_in_order() {
+    let (a, b) = ids_on_distinct_shards();
+    let mut c = Cluster::new(2);
+    c.connect(&a, true);
+    c.connect(&b, true);
+    c.subscribe(&b, &[("t/#", QoS::AtLeastOnce)]);
+    c.packets(&b);
+    let (shard, conn) = (c.client(&a).shard, c.client(&a).conn);
+    let mut encoded = BytesMut::new();
+    for (i, qos) in [
+        QoS::AtMostOnce,
+        QoS::AtLeastOnce,
+        QoS::AtMostOnce,
+        QoS::AtMostOnce,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: TopicName::new(&format!("t/{i}")).expect("topic"),
+            packet_id: (qos != QoS::AtMostOnce).then_some(10 + i as u16),
+            payload: Bytes::from(format!("m{i}")),
+        };
+        encoded.clear();
+        Packet::Publish(publish.clone())
+            .encode(&mut encoded)
+            .expect("encodes");
+        let (borrowed, _) = crate::protocol::peek_publish(&encoded, usize::MAX).expect("a PUBLISH");
+        if !c.shards[shard].handle_publish_in_place(conn, &borrowed, c.now) {
+            c.shards[shard].handle_packet(conn, Packet::Publish(publish), c.now);
+        }
+    }
+    let mut actions = Vec::new();
+    c.shards[shard].poll_actions(&mut actions);
+    let batches: Vec<&PublishBatch> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Bus {
+                message: BusMessage::Publishes(batch),
+                ..
+            } => Some(batch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches.len(), 1, "one bus message: {actions:?}");
+    let topics: Vec<&[u8]> = batches[0].iter().map(|p| p.topic).collect();
+    assert_eq!(topics, [&b"t/0"[..], b"t/1", b"t/2", b"t/3"]);
+    for action in actions {
+        if let Action::Bus { to, message } = action {
+            c.bus.push_back((to, message));
+        }
+    }
+    c.run();
+    let got: Vec<(String, QoS)> = c
+        .publishes(&b)
+        .into_iter()
+        .map(|p| (String::from_utf8_lossy(&p.payload).into_owned(), p.qos))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("m0".to_string(), QoS::AtMostOnce),
+            ("m1".to_string(), QoS::AtLeastOnce),
+            ("m2".to_string(), QoS::AtMostOnce),
+            ("m3".to_string(), QoS::AtMostOnce),
+        ]
+    );
+}

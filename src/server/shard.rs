@@ -230,8 +230,13 @@ impl ShardRuntime {
         match result {
             Ok(()) => None,
             Err(SendError::Full(ShardMessage::Core(message, _))) => {
-                if matches!(&message, BusMessage::Publish(m) if m.qos == QoS::AtMostOnce) {
-                    self.stats.borrow_mut().bus_dropped_qos0 += 1;
+                let qos0 = match &message {
+                    BusMessage::Publish(m) if m.qos == QoS::AtMostOnce => 1,
+                    BusMessage::Publishes(batch) if batch.qos0_only() => batch.len() as u64,
+                    _ => 0,
+                };
+                if qos0 > 0 {
+                    self.stats.borrow_mut().bus_dropped_qos0 += qos0;
                     return None;
                 }
                 self.stats.borrow_mut().bus_blocked += 1;
