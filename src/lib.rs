@@ -26,7 +26,7 @@
 //! ```text
 //! socket ─► shard k reader ─► protocol::decode ─► BrokerCore (home shard of the client id)
 //!        ─► local subscription trie ─► subscribers' outboxes ─► their connection tasks (one write each)
-//!        └► remote-interest tables ─► bus: one message per interested shard ─► that shard's trie ─► …
+//!        └► remote-interest tables ─► bus: one batch per interested shard per turn ─► its trie ─► …
 //! ```
 //! A connection is accepted on whichever shard the kernel picks (SO_REUSEPORT), reads its CONNECT
 //! there, and moves to `home_shard(client_id)` so that a client id's session, takeover and will are
