@@ -24,6 +24,7 @@ pub mod session;
 pub mod stats;
 pub mod subscriptions;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -73,6 +74,18 @@ pub struct Message {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+}
+
+impl<'a> From<&'a Message> for Cow<'a, Message> {
+    fn from(message: &'a Message) -> Self {
+        Cow::Borrowed(message)
+    }
+}
+
+impl From<Message> for Cow<'_, Message> {
+    fn from(message: Message) -> Self {
+        Cow::Owned(message)
+    }
 }
 
 /// Broker behaviour that comes from the configuration.
@@ -484,7 +497,7 @@ impl BrokerCore {
                     let version = self.retained.next_version(self.shard);
                     self.apply_retained(&message, version);
                 }
-                self.deliver_local(&message);
+                self.deliver_local(message);
             }
             BusMessage::Publishes(batch) => {
                 let bytes = batch.into_bytes();
@@ -494,7 +507,7 @@ impl BrokerCore {
             }
             BusMessage::Retained { message, version } => {
                 self.apply_retained(&message, version);
-                self.deliver_local(&message);
+                self.deliver_local(message);
             }
             BusMessage::Interest {
                 from,
@@ -868,13 +881,13 @@ impl BrokerCore {
             }
             return;
         }
-        self.deliver_local(&message);
         let topic = message.topic.as_bytes();
         let remote = self.take_remote_shards(topic);
         for &to in &remote {
             self.batch_publish(to, message.qos, topic, &message.payload);
         }
         self.last_remote = remote;
+        self.deliver_local(message);
     }
 
     /// Updates this shard's retained copy. Every shard holds the same payloads (shared `Bytes`), so
@@ -891,21 +904,29 @@ impl BrokerCore {
 
     /// Delivers to this shard's subscribers: one copy per session at the highest QoS among its
     /// matching subscriptions [MQTT-3.3.5-1], with RETAIN cleared [MQTT-3.3.1-9].
-    fn deliver_local(&mut self, message: &Message) {
+    ///
+    /// Given the message (`Cow::Owned`), the last session that keeps it takes it without a clone.
+    fn deliver_local<'m>(&mut self, message: impl Into<Cow<'m, Message>>) {
+        let message = message.into();
         let matched = self.take_matches(message.topic.as_bytes());
         // Every subscriber that gets this message at QoS 0 right away gets the same bytes:
         // encoded once (on first use) and copied to each outbox. Per delivery to 50 subscribers
         // at 100 msg/s this saves ~8 % of the broker's instructions (callgrind), and it skips two
         // reference-count round trips on the topic and payload per subscriber.
         self.qos0_packet.clear();
-        for &(key, granted) in &matched {
+        let mut rest = matched.iter().copied().peekable();
+        while let Some((key, granted)) = rest.next() {
             let qos = granted.min(message.qos);
             if qos == QoS::AtMostOnce
                 && self.send_qos0_at_once(key, message.topic.as_bytes(), &message.payload)
             {
                 continue;
             }
-            self.deliver_to_session(key, message, qos, false);
+            if rest.peek().is_none() {
+                self.deliver_to_session(key, message, qos, false);
+                break;
+            }
+            self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false);
         }
         self.last_match = matched;
     }
@@ -931,7 +952,7 @@ impl BrokerCore {
             qos: publish.qos,
             retain: false,
         };
-        self.deliver_local(&message);
+        self.deliver_local(message);
     }
 
     /// The other shards with a subscription matching `topic`. The caller gives the vector back to
@@ -1082,7 +1103,15 @@ impl BrokerCore {
         true
     }
 
-    fn deliver_to_session(&mut self, key: SessionKey, message: &Message, qos: QoS, retain: bool) {
+    /// Offers `message` to a session at `qos`: borrowed, or given when no other session needs it
+    /// (see [`Session::deliver`]).
+    fn deliver_to_session(
+        &mut self,
+        key: SessionKey,
+        message: Cow<'_, Message>,
+        qos: QoS,
+        retain: bool,
+    ) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -1095,19 +1124,38 @@ impl BrokerCore {
                 }
             }
         }
-        match session.deliver(message, qos, retain) {
+        // A QoS 0 message sent at once is encoded from the copy here, so the session only borrows
+        // it; one at QoS 1/2 that is sent is encoded from the session's copy.
+        let (delivery, message) = if qos == QoS::AtMostOnce {
+            (session.deliver(&*message, qos, retain), Some(message))
+        } else {
+            (session.deliver(message, qos, retain), None)
+        };
+        match delivery {
             Delivery::Send { packet_id } => {
-                if let Some(conn) = conn {
-                    let publish = PublishRef {
+                let Some(conn) = conn else {
+                    return;
+                };
+                let Some(connection) = self.connections.get_mut(&conn) else {
+                    return;
+                };
+                let mut written = PublishesWritten::default();
+                let outbox = connection.outbox_to_fill();
+                let publish = match &message {
+                    Some(message) => Some(PublishRef {
                         dup: false,
                         qos,
                         retain: false,
                         topic: message.topic.as_bytes(),
                         packet_id,
                         payload: &message.payload,
-                    };
-                    self.write_publish(conn, publish);
+                    }),
+                    None => session.newest_inflight(),
+                };
+                if let Some(publish) = publish {
+                    written.encode(outbox, publish);
                 }
+                self.publishes_written(conn, &written);
             }
             Delivery::Queued => {
                 if retain || qos == QoS::AtMostOnce {
@@ -1271,7 +1319,7 @@ impl BrokerCore {
                 };
                 for message in self.retained.matching(filter) {
                     let qos = granted.min(message.qos);
-                    self.deliver_to_session(key, &message, qos, true);
+                    self.deliver_to_session(key, Cow::Owned(message), qos, true);
                 }
             }
         }

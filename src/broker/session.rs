@@ -11,6 +11,7 @@
 //! queue as the window (QoS 1/2) and the room in the connection's outbox (QoS 0) allow, so they are
 //! paced by the subscriber, not dropped.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -220,10 +221,22 @@ impl Session {
     }
 
     /// Offers a message at the delivery QoS already reduced to the subscription's maximum.
-    pub fn deliver(&mut self, message: &Message, qos: QoS, retain: bool) -> Delivery {
+    ///
+    /// The message is borrowed (`&Message`: the session clones its handles when it keeps it) or
+    /// given (`Cow::Owned`: kept without a clone, which for the last or only subscriber of a
+    /// message saves two atomic increments and two decrements). A QoS 0 message sent at once is
+    /// not kept: whoever offered it encodes it from their own copy.
+    pub fn deliver<'m>(
+        &mut self,
+        message: impl Into<Cow<'m, Message>>,
+        qos: QoS,
+        retain: bool,
+    ) -> Delivery {
+        let message = message.into();
+        let payload_len = message.payload.len();
         // The session's own handles to the message, made only when it keeps the message.
-        let keep = || Outgoing {
-            message: message.clone(),
+        let keep = move || Outgoing {
+            message: message.into_owned(),
             qos,
             retain,
         };
@@ -256,7 +269,7 @@ impl Session {
         if flow.queue.len() - flow.queued_retained >= self.limits.max_messages {
             return Delivery::Dropped(DropReason::QueueFull);
         }
-        let bytes = message.payload.len();
+        let bytes = payload_len;
         if self
             .limits
             .max_bytes
@@ -304,6 +317,13 @@ impl Session {
             state,
         });
         packet_id
+    }
+
+    /// The PUBLISH of the message most recently put in flight, for the caller of
+    /// [`deliver`](Self::deliver) to encode after a `Delivery::Send { packet_id: Some(_) }`.
+    pub fn newest_inflight(&self) -> Option<PublishRef<'_>> {
+        let m = self.flow().inflight.back()?;
+        Some(m.out.publish(Some(m.packet_id), false))
     }
 
     /// Next free non-zero packet identifier not used by a message in flight.

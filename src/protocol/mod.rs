@@ -317,7 +317,8 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         return Ok(None);
     }
     if packet_type == fixed_header::PUBLISH {
-        let body = buf.split_to(total).freeze().slice(header_len..);
+        let mut body = buf.split_to(total);
+        bytes::Buf::advance(&mut body, header_len);
         return publish::decode(flags, body).map(|p| Some(Packet::Publish(p)));
     }
     // `header_len <= total <= buf.len()`, checked above.

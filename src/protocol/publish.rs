@@ -3,7 +3,7 @@
 //! Decoding is zero-copy: topic and payload are slices of the received frame. Must not copy the
 //! payload, and encoding must write straight into the caller's buffer with a single reservation.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
 use super::strings::{prefixed_len, put_prefixed, Reader};
@@ -41,16 +41,24 @@ fn parse(flags: u8, body: &[u8]) -> Result<Fields, DecodeError> {
     })
 }
 
-/// Decodes a PUBLISH body. `flags` have been checked by the fixed header parser already.
-pub(super) fn decode(flags: u8, body: Bytes) -> Result<Publish, DecodeError> {
+/// Decodes a PUBLISH body (the frame after its fixed header). `flags` have been checked by the
+/// fixed header parser already.
+///
+/// The topic is split off the body and the payload is what remains, rather than both being sliced
+/// from it: one reference-count increment per PUBLISH instead of two and a decrement (atomic
+/// updates of the read buffer's count were ~7 % of the broker's CPU in `pairs -n 8 --qos 1`).
+pub(super) fn decode(flags: u8, mut body: BytesMut) -> Result<Publish, DecodeError> {
     let fields = parse(flags, &body)?;
+    bytes::Buf::advance(&mut body, fields.topic.start);
+    let topic = body.split_to(fields.topic.len()).freeze();
+    bytes::Buf::advance(&mut body, fields.payload_start - fields.topic.end);
     Ok(Publish {
         dup: flags & PUBLISH_DUP != 0,
         qos: fields.qos,
         retain: flags & PUBLISH_RETAIN != 0,
-        topic: TopicName::from_checked(body.slice(fields.topic)),
+        topic: TopicName::from_checked(topic),
         packet_id: fields.packet_id,
-        payload: body.slice(fields.payload_start..),
+        payload: body.freeze(),
     })
 }
 
@@ -152,6 +160,7 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{decode as decode_packet, Packet};
     use super::*;
+    use bytes::Bytes;
 
     fn publish(qos: QoS, packet_id: Option<u16>) -> Publish {
         Publish {
