@@ -505,11 +505,11 @@ mod tests {
     #[test]
     fn qos0_is_sent_online_and_dropped_offline() {
         let mut s = online(1, 1);
-        let p = sent(s.deliver(&message(1), QoS::AtMostOnce, false));
+        let p = sent(s.deliver(message(1), QoS::AtMostOnce, false));
         assert_eq!(p, None);
         s.conn = None;
         assert_eq!(
-            s.deliver(&message(2), QoS::AtMostOnce, false),
+            s.deliver(message(2), QoS::AtMostOnce, false),
             Delivery::Dropped(DropReason::OfflineQoS0)
         );
     }
@@ -517,19 +517,19 @@ mod tests {
     #[test]
     fn window_then_queue_then_drop() {
         let mut s = online(2, 2);
-        let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
-        let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
+        let a = sent(s.deliver(message(1), QoS::AtLeastOnce, false));
+        let b = sent(s.deliver(message(2), QoS::AtLeastOnce, false));
         assert_ne!(a, b);
         assert_eq!(
-            s.deliver(&message(3), QoS::AtLeastOnce, false),
+            s.deliver(message(3), QoS::AtLeastOnce, false),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(&message(4), QoS::AtLeastOnce, false),
+            s.deliver(message(4), QoS::AtLeastOnce, false),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(&message(5), QoS::AtLeastOnce, false),
+            s.deliver(message(5), QoS::AtLeastOnce, false),
             Delivery::Dropped(DropReason::QueueFull)
         );
         s.on_puback(a.expect("id")).expect("known id");
@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn qos2_outgoing_flow() {
         let mut s = online(5, 5);
-        let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
+        let p = sent(s.deliver(message(1), QoS::ExactlyOnce, false));
         let id = p.expect("id");
         assert!(
             s.on_pubcomp(id).is_err(),
@@ -567,7 +567,7 @@ mod tests {
         assert!(s.flow.is_none());
         let Delivery::Send {
             packet_id: Some(id),
-        } = s.deliver(&message(1), QoS::AtLeastOnce, false)
+        } = s.deliver(message(1), QoS::AtLeastOnce, false)
         else {
             panic!("expected a QoS 1 send");
         };
@@ -588,7 +588,7 @@ mod tests {
         let mut s = Session::new("c".into(), false, 2, Arc::new(QueueLimits::messages(10)));
         for n in 0..4 {
             assert_eq!(
-                s.deliver(&message(n), QoS::AtLeastOnce, false),
+                s.deliver(message(n), QoS::AtLeastOnce, false),
                 Delivery::Queued
             );
         }
@@ -617,7 +617,7 @@ mod tests {
     #[test]
     fn released_qos2_resends_pubrel() {
         let mut s = online(5, 5);
-        let p = sent(s.deliver(&message(1), QoS::ExactlyOnce, false));
+        let p = sent(s.deliver(message(1), QoS::ExactlyOnce, false));
         let id = p.expect("id");
         s.on_pubrec(id).expect("known");
         assert_eq!(
@@ -630,12 +630,12 @@ mod tests {
     fn packet_ids_skip_zero_and_ids_in_flight() {
         let mut s = online(3, 0);
         s.next_packet_id = u16::MAX;
-        let a = sent(s.deliver(&message(1), QoS::AtLeastOnce, false));
-        let b = sent(s.deliver(&message(2), QoS::AtLeastOnce, false));
+        let a = sent(s.deliver(message(1), QoS::AtLeastOnce, false));
+        let b = sent(s.deliver(message(2), QoS::AtLeastOnce, false));
         assert_eq!(a, Some(u16::MAX));
         assert_eq!(b, Some(1));
         s.next_packet_id = 1;
-        let c = sent(s.deliver(&message(3), QoS::AtLeastOnce, false));
+        let c = sent(s.deliver(message(3), QoS::AtLeastOnce, false));
         assert_eq!(c, Some(2));
     }
 
