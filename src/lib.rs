@@ -8,7 +8,8 @@
 //!   `TopicName` / `TopicFilter`. No I/O. The only codec: broker, client and bench all use it.
 //! - [`broker`]: the sans-IO broker of one shard. `BrokerCore::handle_*` take packets, bus messages and
 //!   `now`, and leave bytes in connection outboxes and `Action`s for the runtime. `broker/handlers/`
-//!   has one file per inbound packet type: to find how a packet is handled, open its file there.
+//!   has one file per inbound packet type: to find how a packet is handled, open its file there;
+//!   `broker/routing.rs` is where a publish goes next.
 //! - [`config`]: aMQTT's broker YAML, validated at start; errors name the file, key and reason.
 //! - [`client`]: the MQTT client (aMQTT's `MQTTClient`): a sans-IO `client::state` plus a driver
 //!   thread with auto-reconnect; `amqtt_pub` / `amqtt_sub` are thin CLIs over it.
