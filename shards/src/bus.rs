@@ -19,7 +19,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
@@ -95,6 +95,9 @@ struct Wake {
     waker: AtomicWaker,
     /// Set by the receiver just before it sleeps; cleared by the first sender that wakes it.
     parked: AtomicBool,
+    /// The receiving shard's poller, which may be blocked in `epoll_wait` rather than asleep in
+    /// glommio (see `poller::BriefWake`); set by the receiver the first time it waits.
+    brief: OnceLock<Arc<crate::poller::BriefWake>>,
 }
 
 impl Wake {
@@ -104,6 +107,11 @@ impl Wake {
         fence(Ordering::SeqCst);
         // The plain load keeps the common case (receiver busy) free of cache-line writes.
         if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            // A shard blocked in its poller's brief wait is woken through the poller, which then
+            // wakes the receiving task on its own thread.
+            if self.brief.get().is_some_and(|brief| brief.wake_blocked()) {
+                return;
+            }
             self.waker.wake();
         }
     }
@@ -183,6 +191,7 @@ pub fn bus<M: Send + 'static>(
         let wake = Arc::new(Wake {
             waker: AtomicWaker::new(),
             parked: AtomicBool::new(false),
+            brief: OnceLock::new(),
         });
         slots.push(Slot {
             data: data_tx,
@@ -314,6 +323,18 @@ impl<M: Send> Future for Recv<'_, M> {
         let inbox = self.inbox;
         if let Some(m) = inbox.try_recv() {
             return Poll::Ready(m);
+        }
+        if inbox.wake.brief.get().is_none() {
+            if let Some(brief) = crate::poller::current_brief_wake() {
+                // Weak: the poller outlives no inbox by holding it (nor the inbox its poller).
+                let wake = Arc::downgrade(&inbox.wake);
+                brief.register(Arc::new(move || {
+                    if let Some(wake) = wake.upgrade() {
+                        wake.waker.wake();
+                    }
+                }));
+                let _ = inbox.wake.brief.set(brief);
+            }
         }
         // AtomicWaker::register does not clone when the stored waker `will_wake` the new one.
         inbox.wake.waker.register(cx.waker());

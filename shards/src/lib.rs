@@ -21,7 +21,8 @@
 //! - `handoff.rs`: [`detach_tcp_stream`] / [`attach_tcp_stream`]: move a connection's fd across
 //!   shards.
 //! - `poller.rs`: the shard's epoll set (one per shard thread, registered once per socket) and the
-//!   task that turns its events into wake-ups; the shard sleeps on it through glommio.
+//!   task that turns its events into wake-ups; between bursts the shard blocks in `epoll_pwait2`
+//!   for a moment, then sleeps on it through glommio.
 //! - `tcp.rs`: [`TcpConn`] and [`TcpAcceptor`]: TCP sockets in that set, read and written with
 //!   plain non-blocking syscalls.
 //! - `split.rs`: [`split_local`]: one reading task and one writing task on one stream.

@@ -8,8 +8,12 @@
 //! (`perf record`, one shard, `amqtt-bench pairs -n 8`); every armed poll also kept a 496-byte
 //! glommio `Source` per idle connection. Here a socket joins the epoll set once, and while the
 //! shard is busy the set is read with a non-blocking `epoll_wait` between the tasks it woke (a few
-//! rounds per executor loop turn, see [`ROUNDS_PER_TURN`]): no interrupts, no per-read arming. Only when a turn finds nothing ready does the shard ask glommio
-//! to wake it when the epoll fd becomes readable (one io_uring poll), and then it may sleep.
+//! rounds per executor loop turn, see [`ROUNDS_PER_TURN`]): no interrupts, no per-read arming.
+//! When the set goes quiet right after events and nothing else on the shard can run, the shard
+//! blocks in `epoll_pwait2` itself for a moment ([`BRIEF_WAIT`]; other threads end that wait
+//! through [`BriefWake`], which the bus uses). Only when the set stays quiet does the shard ask
+//! glommio to wake it when the epoll fd becomes readable (one io_uring poll), and then it sleeps
+//! (glommio's sleep is much dearer: a `membarrier` and several `io_uring_enter`).
 //!
 //! Sockets registered here are read and written with plain non-blocking `recv`/`send` by
 //! [`crate::tcp`]. Nothing here knows what the bytes mean, and nothing here reads or writes them.
@@ -18,6 +22,8 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -39,6 +45,21 @@ const ROUNDS_PER_TURN: usize = 16;
 /// busy. Anything above zero makes it a timer, and glommio fires timers only between loop turns:
 /// the point is "after the executor has polled its own rings", not this duration.
 const NEXT_TURN: Duration = Duration::from_micros(1);
+
+/// How long the drive task may block the shard in `epoll_pwait2` itself when the set has just gone
+/// quiet and nothing else on the shard can run, before it lets the shard sleep through glommio.
+///
+/// What it buys: glommio's sleep costs a `membarrier` (an inter-processor interrupt to every CPU
+/// running the process), several `io_uring_enter` and the epoll fd's glommio stream; a shard that
+/// goes idle between bursts (a generator's closed loop, two shards sharing CPUs with it) paid that
+/// 12 k times a second in `pairs -n 8` with 2 shards. Blocking in `epoll_pwait2` is one system
+/// call, woken directly by the sockets and by the bus ([`BriefWake`]). The cost: glommio's own
+/// events (timers, the stop signal) wait while the shard blocks; brief waits count as rounds of
+/// [`ROUNDS_PER_TURN`], so they wait at most that many times this long.
+const BRIEF_WAIT: Duration = Duration::from_micros(250);
+
+/// The key of the shard's wake-up eventfd in its epoll set (socket keys are slab indices).
+const WAKE_KEY: u64 = u64::MAX;
 
 /// One direction (read or write) of one socket.
 #[derive(Debug, Default)]
@@ -86,10 +107,102 @@ pub(crate) enum Dir {
     Write,
 }
 
+/// A wake-up that another thread hands to the shard's poller, which performs it on the shard's
+/// own thread (a local glommio wake-up).
+pub(crate) type LocalWake = Arc<dyn Fn() + Send + Sync>;
+
+/// Lets another thread wake a task of a shard whose drive task is blocked in `epoll_pwait2` (see
+/// [`BRIEF_WAIT`]): glommio's cross-thread wake-up would not end that wait, and would need an
+/// executor loop turn to take effect. [`BriefWake::wake_blocked`] writes the eventfd that is in
+/// the set instead; the poller then runs the registered [`LocalWake`]s.
+///
+/// A Dekker pair, as in the bus: the poller sets `blocking`, fences and checks `pending`; a
+/// notifier sets `pending`, fences and checks `blocking`. Either the poller does not block (and
+/// lets the executor turn, which delivers glommio's wake-up), or the notifier sees it blocking.
+pub(crate) struct BriefWake {
+    blocking: AtomicBool,
+    pending: AtomicBool,
+    eventfd: OwnedFd,
+    /// Run on the shard's thread when the eventfd fires (the bus registers its inbox's waker).
+    wakes: std::sync::Mutex<Vec<LocalWake>>,
+}
+
+impl std::fmt::Debug for BriefWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BriefWake")
+            .field("blocking", &self.blocking)
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl BriefWake {
+    /// Registers a wake-up to run on the shard's thread whenever the eventfd fires.
+    pub(crate) fn register(&self, wake: LocalWake) {
+        self.wakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(wake);
+    }
+
+    /// From any thread: if the shard is blocked in its brief wait, ends it, and its poller runs
+    /// the registered wake-ups (`true`). Otherwise (`false`) the caller wakes its task through
+    /// glommio, and the poller will not start a brief wait before the executor has turned.
+    pub(crate) fn wake_blocked(&self) -> bool {
+        self.pending.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !self.blocking.load(Ordering::SeqCst) {
+            return false;
+        }
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd this struct owns. It cannot fail
+        // short of the counter overflowing (2^64 - 1 unread wake-ups).
+        let written = unsafe {
+            libc::write(
+                self.eventfd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        written == std::mem::size_of::<u64>() as isize
+    }
+
+    /// The eventfd fired: empty its counter and run the wake-ups.
+    fn fired(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; the eventfd is non-blocking.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                (&mut count as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+        let wakes = self
+            .wakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for wake in wakes.iter() {
+            wake();
+        }
+    }
+}
+
+/// The current shard's [`BriefWake`], if its poller exists (the bus registers it when a task
+/// first waits for a message).
+pub(crate) fn current_brief_wake() -> Option<Arc<BriefWake>> {
+    POLLER.with(|cell| {
+        let cell = cell.borrow();
+        let poller = cell.as_ref()?;
+        (poller.executor == glommio::executor().id()).then(|| Arc::clone(&poller.brief))
+    })
+}
+
 /// The shard's epoll set and the wakers of the tasks waiting on its sockets.
 #[derive(Debug)]
 pub(crate) struct Poller {
     epoll: OwnedFd,
+    brief: Arc<BriefWake>,
     slots: RefCell<Slab<Slot>>,
     /// The executor whose drive task serves this set (a thread may run executors one after
     /// another, in tests; each gets its own set).
@@ -119,9 +232,32 @@ impl Poller {
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: plain syscall; the result is checked.
+            let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if wake_fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: as above.
+            let eventfd = unsafe { OwnedFd::from_raw_fd(wake_fd) };
+            let mut event = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: WAKE_KEY,
+            };
+            // SAFETY: `event` outlives the call; the result is checked.
+            let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, wake_fd, &mut event) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
             let poller = Rc::new(Poller {
-                // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-                epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+                epoll,
+                brief: Arc::new(BriefWake {
+                    blocking: AtomicBool::new(false),
+                    pending: AtomicBool::new(false),
+                    eventfd,
+                    wakes: std::sync::Mutex::new(Vec::new()),
+                }),
                 slots: RefCell::new(Slab::new()),
                 executor,
             });
@@ -220,15 +356,47 @@ impl Poller {
     /// Takes what the set has ready without waiting and wakes the tasks concerned. Returns how
     /// many events there were.
     fn dispatch(&self, events: &mut Vec<libc::epoll_event>) -> io::Result<usize> {
+        self.dispatch_within(events, None)
+    }
+
+    /// Like [`dispatch`](Self::dispatch), but blocks the shard's thread in `epoll_pwait2` for up
+    /// to [`BRIEF_WAIT`] when nothing is ready. `None` (without waiting) when another thread has
+    /// woken one of the shard's tasks through glommio since the last time ([`BriefWake`]): the
+    /// executor must turn to run it. Only for a drive task that knows no other task of the
+    /// shard can run.
+    fn dispatch_briefly(&self, events: &mut Vec<libc::epoll_event>) -> Option<io::Result<usize>> {
+        let brief = &self.brief;
+        brief.blocking.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if brief.pending.swap(false, Ordering::SeqCst) {
+            brief.blocking.store(false, Ordering::SeqCst);
+            return None;
+        }
+        let result = self.dispatch_within(events, Some(BRIEF_WAIT));
+        brief.blocking.store(false, Ordering::SeqCst);
+        Some(result)
+    }
+
+    fn dispatch_within(
+        &self,
+        events: &mut Vec<libc::epoll_event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         events.clear();
+        let timeout = timeout.unwrap_or_default();
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
         // SAFETY: the kernel writes at most `capacity` events into the vector's buffer, and we
-        // set the length to what it reports.
+        // set the length to what it reports; `timeout` outlives the call.
         let n = unsafe {
-            libc::epoll_wait(
+            libc::epoll_pwait2(
                 self.epoll.as_raw_fd(),
                 events.as_mut_ptr(),
                 events.capacity() as i32,
-                0,
+                &timeout,
+                std::ptr::null(),
             )
         };
         if n < 0 {
@@ -247,6 +415,10 @@ impl Poller {
         let writable = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let write_closed = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
         for event in events.iter() {
+            if event.u64 == WAKE_KEY {
+                self.brief.fired();
+                continue;
+            }
             let (bits, key) = (event.events, event.u64 as usize);
             // A socket deregistered earlier in this turn has no slot (or a new one, which an
             // extra wake-up does not hurt: its next attempt finds out).
@@ -303,20 +475,42 @@ impl Drop for Registration {
 }
 
 /// The drive task: while there are events, read the set again after the woken tasks ran (a few
-/// rounds, then after the executor's next loop turn); when a read finds nothing, wait (through
-/// glommio) until the epoll fd itself becomes readable.
+/// rounds, then after the executor's next loop turn). When the set goes quiet right after events
+/// and no other task of the shard can run, block in `epoll_pwait2` for up to [`BRIEF_WAIT`] (a
+/// round like the others, so the executor still turns every [`ROUNDS_PER_TURN`]); when it stays
+/// quiet, wait through glommio until the epoll fd itself becomes readable.
 async fn drive(poller: Rc<Poller>) {
     let mut events = Vec::with_capacity(EVENTS_PER_TURN);
     let mut rounds = 0;
+    // The set had events at the last look (or other tasks were running).
+    let mut busy = false;
     loop {
-        match poller.dispatch(&mut events) {
+        let found = match poller.dispatch(&mut events) {
+            Ok(0) if busy => {
+                if !only_task_runnable().await {
+                    Ok(1)
+                } else if let Some(found) = poller.dispatch_briefly(&mut events) {
+                    found
+                } else {
+                    // A task was woken through glommio: it runs after the executor's next turn.
+                    rounds = 0;
+                    glommio::timer::sleep(NEXT_TURN).await;
+                    continue;
+                }
+            }
+            other => other,
+        };
+        match found {
             Ok(0) => {
+                busy = false;
+                rounds = 0;
                 if let Err(e) = wait_readable(poller.epoll.as_raw_fd()).await {
                     log::error!("shard poller: waiting for socket events failed: {e}");
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
             }
             Ok(_) => {
+                busy = true;
                 rounds += 1;
                 if rounds < ROUNDS_PER_TURN && !glommio::executor().need_preempt() {
                     futures_lite::future::yield_now().await;
@@ -331,6 +525,19 @@ async fn drive(poller: Rc<Poller>) {
             }
         }
     }
+}
+
+/// Whether the calling task is the only one of its executor that can run now: it ends its task
+/// queue's current run twice and counts the tasks run in between (glommio adds a run's count to
+/// its statistics when the run ends). One means only the caller ran, so nothing was waiting
+/// behind it; tasks woken from other threads or by timers are not seen (they wait for the
+/// executor's next loop turn).
+async fn only_task_runnable() -> bool {
+    let executor = glommio::executor();
+    executor.yield_task_queue_now().await;
+    let _ = executor.executor_stats();
+    executor.yield_task_queue_now().await;
+    executor.executor_stats().tasks_executed() <= 1
 }
 
 /// Waits until `fd` (the epoll set) is readable, using glommio's reactor, so the shard can sleep.
@@ -355,5 +562,92 @@ async fn wait_readable(fd: RawFd) -> io::Result<()> {
         Ok(_) => Err(io::Error::other(
             "reading an epoll fd as a socket returned data",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::{LocalExecutorBuilder, Placement};
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(crate::DEFAULT_IO_MEMORY)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// The probe behind the brief wait relies on how glommio 0.9 counts executed tasks: it must
+    /// see a task that is ready to run, and see none when there is none.
+    #[test]
+    fn only_task_runnable_sees_other_ready_tasks() {
+        run(|| async {
+            assert!(only_task_runnable().await, "alone on the executor");
+            let stop = Rc::new(Cell::new(false));
+            let busy = glommio::spawn_local({
+                let stop = Rc::clone(&stop);
+                async move {
+                    while !stop.get() {
+                        futures_lite::future::yield_now().await;
+                    }
+                }
+            });
+            futures_lite::future::yield_now().await;
+            assert!(!only_task_runnable().await, "another task keeps yielding");
+            stop.set(true);
+            busy.await;
+            assert!(only_task_runnable().await, "alone again");
+        });
+    }
+
+    /// A wake-up from another thread while the shard blocks in its brief wait ends the wait and
+    /// runs the registered local wake-up on the shard's thread; one that comes while the shard
+    /// does not block makes the next brief wait step aside (`None`), so the executor turns.
+    #[test]
+    fn another_thread_ends_a_brief_wait() {
+        run(|| async {
+            let poller = Poller::current().unwrap();
+            let brief = current_brief_wake().expect("the poller exists");
+            let woken = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&woken);
+            brief.register(Arc::new(move || {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }));
+
+            // Not blocking: the notifier is told so, and the next brief wait does not happen.
+            assert!(!brief.wake_blocked());
+            let mut events = Vec::with_capacity(EVENTS_PER_TURN);
+            assert!(poller.dispatch_briefly(&mut events).is_none());
+
+            // Blocking: a thread that keeps trying gets through, and the poller runs the wake-up.
+            let notifier = std::thread::spawn({
+                let brief = Arc::clone(&brief);
+                move || {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline {
+                        if brief.wake_blocked() {
+                            return true;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    false
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while woken.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+                // `None` when an attempt of the notifier came between two waits.
+                let _ = poller.dispatch_briefly(&mut events);
+            }
+            assert!(
+                notifier.join().unwrap(),
+                "the notifier saw the shard blocking"
+            );
+            assert_eq!(woken.load(Ordering::SeqCst), 1, "the wake-up ran once");
+        });
     }
 }
