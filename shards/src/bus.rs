@@ -107,12 +107,12 @@ impl Wake {
         fence(Ordering::SeqCst);
         // The plain load keeps the common case (receiver busy) free of cache-line writes.
         if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
-            // A shard blocked in its poller's brief wait is woken through the poller, which then
-            // wakes the receiving task on its own thread.
-            if self.brief.get().is_some_and(|brief| brief.wake_blocked()) {
-                return;
+            // Through the receiving shard's poller when it has one: it wakes the receiving task
+            // on its own thread, also when the shard is blocked in `epoll_pwait2`.
+            match self.brief.get() {
+                Some(brief) => brief.wake(),
+                None => self.waker.wake(),
             }
-            self.waker.wake();
         }
     }
 }

@@ -111,33 +111,38 @@ pub(crate) enum Dir {
 /// own thread (a local glommio wake-up).
 pub(crate) type LocalWake = Arc<dyn Fn() + Send + Sync>;
 
-/// Lets another thread wake a task of a shard whose drive task is blocked in `epoll_pwait2` (see
-/// [`BRIEF_WAIT`]): glommio's cross-thread wake-up would not end that wait, and would need an
-/// executor loop turn to take effect. [`BriefWake::wake_blocked`] writes the eventfd that is in
-/// the set instead; the poller then runs the registered [`LocalWake`]s.
+/// How other threads wake tasks of this shard (the bus registers its inbox's waker here): they
+/// set `pending`, and write the eventfd that is in the set only if the shard is asleep, in its
+/// brief wait or in glommio. The drive task looks at `pending` every round and runs the
+/// registered [`LocalWake`]s on the shard's thread.
 ///
-/// A Dekker pair, as in the bus: the poller sets `blocking`, fences and checks `pending`; a
-/// notifier sets `pending`, fences and checks `blocking`. Either the poller does not block (and
-/// lets the executor turn, which delivers glommio's wake-up), or the notifier sees it blocking.
+/// Why not glommio's cross-thread wake-up: a shard blocked in `epoll_pwait2` would not see it,
+/// and a busy one runs the woken task only after an executor loop turn, which costs
+/// `io_uring_enter` calls (and a `membarrier` when the turn finds nothing else to do).
+///
+/// A Dekker pair, as in the bus: before sleeping the poller sets `asleep`, fences and checks
+/// `pending`; a waker sets `pending`, fences and checks `asleep`. Either the poller does not
+/// sleep, or the waker writes the eventfd, which ends either kind of sleep.
 pub(crate) struct BriefWake {
-    blocking: AtomicBool,
+    asleep: AtomicBool,
     pending: AtomicBool,
     eventfd: OwnedFd,
-    /// Run on the shard's thread when the eventfd fires (the bus registers its inbox's waker).
+    /// Run on the shard's thread for each wake-up (normally one: the bus inbox's waker).
     wakes: std::sync::Mutex<Vec<LocalWake>>,
 }
 
 impl std::fmt::Debug for BriefWake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BriefWake")
-            .field("blocking", &self.blocking)
+            .field("asleep", &self.asleep)
             .field("pending", &self.pending)
             .finish()
     }
 }
 
 impl BriefWake {
-    /// Registers a wake-up to run on the shard's thread whenever the eventfd fires.
+    /// Registers a wake-up to run on the shard's thread whenever another thread calls
+    /// [`wake`](Self::wake).
     pub(crate) fn register(&self, wake: LocalWake) {
         self.wakes
             .lock()
@@ -145,30 +150,59 @@ impl BriefWake {
             .push(wake);
     }
 
-    /// From any thread: if the shard is blocked in its brief wait, ends it, and its poller runs
-    /// the registered wake-ups (`true`). Otherwise (`false`) the caller wakes its task through
-    /// glommio, and the poller will not start a brief wait before the executor has turned.
-    pub(crate) fn wake_blocked(&self) -> bool {
+    /// From any thread: have the shard run its registered wake-ups soon.
+    pub(crate) fn wake(&self) {
         self.pending.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if !self.blocking.load(Ordering::SeqCst) {
-            return false;
+        if !self.asleep.load(Ordering::SeqCst) {
+            return;
         }
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to an eventfd this struct owns. It cannot fail
         // short of the counter overflowing (2^64 - 1 unread wake-ups).
-        let written = unsafe {
+        unsafe {
             libc::write(
                 self.eventfd.as_raw_fd(),
                 (&one as *const u64).cast(),
                 std::mem::size_of::<u64>(),
-            )
-        };
-        written == std::mem::size_of::<u64>() as isize
+            );
+        }
     }
 
-    /// The eventfd fired: empty its counter and run the wake-ups.
-    fn fired(&self) {
+    /// On the shard's thread: runs the wake-ups if another thread asked since the last time.
+    fn run_pending(&self) -> bool {
+        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        let wakes = self
+            .wakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for wake in wakes.iter() {
+            wake();
+        }
+        true
+    }
+
+    /// On the shard's thread, before it sleeps: `false` (and the wake-ups run, and the shard stays
+    /// awake) when a wake-up is already pending; `true` when the shard may sleep, in which case
+    /// it calls [`awake`](Self::awake) when it wakes up.
+    fn may_sleep(&self) -> bool {
+        self.asleep.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.run_pending() {
+            self.asleep.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn awake(&self) {
+        self.asleep.store(false, Ordering::SeqCst);
+    }
+
+    /// The eventfd fired: empty its counter (the wake-ups run through `pending`).
+    fn drain(&self) {
         let mut count: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64; the eventfd is non-blocking.
         unsafe {
@@ -177,13 +211,6 @@ impl BriefWake {
                 (&mut count as *mut u64).cast(),
                 std::mem::size_of::<u64>(),
             );
-        }
-        let wakes = self
-            .wakes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for wake in wakes.iter() {
-            wake();
         }
     }
 }
@@ -227,6 +254,16 @@ impl Poller {
                     return Ok(Rc::clone(p));
                 }
             }
+            let poller = Rc::new(Poller::new(executor)?);
+            glommio::spawn_local(drive(Rc::clone(&poller))).detach();
+            *cell = Some(Rc::clone(&poller));
+            Ok(poller)
+        })
+    }
+
+    /// A new, empty set with its wake-up eventfd, for `executor` (no drive task).
+    fn new(executor: usize) -> io::Result<Poller> {
+        {
             // SAFETY: plain syscall; the result is checked.
             let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
             if fd < 0 {
@@ -250,21 +287,18 @@ impl Poller {
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let poller = Rc::new(Poller {
+            Ok(Poller {
                 epoll,
                 brief: Arc::new(BriefWake {
-                    blocking: AtomicBool::new(false),
+                    asleep: AtomicBool::new(false),
                     pending: AtomicBool::new(false),
                     eventfd,
                     wakes: std::sync::Mutex::new(Vec::new()),
                 }),
                 slots: RefCell::new(Slab::new()),
                 executor,
-            });
-            glommio::spawn_local(drive(Rc::clone(&poller))).detach();
-            *cell = Some(Rc::clone(&poller));
-            Ok(poller)
-        })
+            })
+        }
     }
 
     /// Adds `fd` to the set (both directions, edge-triggered). Both directions start ready: the
@@ -360,21 +394,16 @@ impl Poller {
     }
 
     /// Like [`dispatch`](Self::dispatch), but blocks the shard's thread in `epoll_pwait2` for up
-    /// to [`BRIEF_WAIT`] when nothing is ready. `None` (without waiting) when another thread has
-    /// woken one of the shard's tasks through glommio since the last time ([`BriefWake`]): the
-    /// executor must turn to run it. Only for a drive task that knows no other task of the
-    /// shard can run.
-    fn dispatch_briefly(&self, events: &mut Vec<libc::epoll_event>) -> Option<io::Result<usize>> {
-        let brief = &self.brief;
-        brief.blocking.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if brief.pending.swap(false, Ordering::SeqCst) {
-            brief.blocking.store(false, Ordering::SeqCst);
-            return None;
+    /// to [`BRIEF_WAIT`] when nothing is ready (and no other thread's wake-up is pending: that
+    /// counts as one event). Only for a drive task that knows no other task of the shard can run.
+    fn dispatch_briefly(&self, events: &mut Vec<libc::epoll_event>) -> io::Result<usize> {
+        if !self.brief.may_sleep() {
+            return Ok(1);
         }
         let result = self.dispatch_within(events, Some(BRIEF_WAIT));
-        brief.blocking.store(false, Ordering::SeqCst);
-        Some(result)
+        self.brief.awake();
+        let woken = usize::from(self.brief.run_pending());
+        result.map(|n| n + woken)
     }
 
     fn dispatch_within(
@@ -416,7 +445,7 @@ impl Poller {
         let write_closed = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
         for event in events.iter() {
             if event.u64 == WAKE_KEY {
-                self.brief.fired();
+                self.brief.drain();
                 continue;
             }
             let (bits, key) = (event.events, event.u64 as usize);
@@ -485,17 +514,13 @@ async fn drive(poller: Rc<Poller>) {
     // The set had events at the last look (or other tasks were running).
     let mut busy = false;
     loop {
-        let found = match poller.dispatch(&mut events) {
+        let woken = usize::from(poller.brief.run_pending());
+        let found = match poller.dispatch(&mut events).map(|n| n + woken) {
             Ok(0) if busy => {
-                if !only_task_runnable().await {
-                    Ok(1)
-                } else if let Some(found) = poller.dispatch_briefly(&mut events) {
-                    found
+                if only_task_runnable().await {
+                    poller.dispatch_briefly(&mut events)
                 } else {
-                    // A task was woken through glommio: it runs after the executor's next turn.
-                    rounds = 0;
-                    glommio::timer::sleep(NEXT_TURN).await;
-                    continue;
+                    Ok(1)
                 }
             }
             other => other,
@@ -504,7 +529,12 @@ async fn drive(poller: Rc<Poller>) {
             Ok(0) => {
                 busy = false;
                 rounds = 0;
-                if let Err(e) = wait_readable(poller.epoll.as_raw_fd()).await {
+                if !poller.brief.may_sleep() {
+                    continue;
+                }
+                let slept = wait_readable(poller.epoll.as_raw_fd()).await;
+                poller.brief.awake();
+                if let Err(e) = slept {
                     log::error!("shard poller: waiting for socket events failed: {e}");
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
@@ -568,19 +598,10 @@ async fn wait_readable(fd: RawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
+    use crate::test_util::run;
     use std::cell::Cell;
     use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
-
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(crate::DEFAULT_IO_MEMORY)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
-    }
 
     /// The probe behind the brief wait relies on how glommio 0.9 counts executed tasks: it must
     /// see a task that is ready to run, and see none when there is none.
@@ -605,49 +626,56 @@ mod tests {
         });
     }
 
-    /// A wake-up from another thread while the shard blocks in its brief wait ends the wait and
-    /// runs the registered local wake-up on the shard's thread; one that comes while the shard
-    /// does not block makes the next brief wait step aside (`None`), so the executor turns.
+    /// A wake-up from another thread runs the registered local wake-up on the shard's thread:
+    /// at once when one is pending before a brief wait (which then does not block), and by ending
+    /// the wait when it comes while the shard blocks. (A poller of its own, without a drive task
+    /// that would take the events.)
     #[test]
     fn another_thread_ends_a_brief_wait() {
-        run(|| async {
-            let poller = Poller::current().unwrap();
-            let brief = current_brief_wake().expect("the poller exists");
-            let woken = Arc::new(AtomicUsize::new(0));
-            let seen = Arc::clone(&woken);
-            brief.register(Arc::new(move || {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }));
+        let poller = Poller::new(0).unwrap();
+        let brief = Arc::clone(&poller.brief);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&woken);
+        brief.register(Arc::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        let mut events = Vec::with_capacity(EVENTS_PER_TURN);
 
-            // Not blocking: the notifier is told so, and the next brief wait does not happen.
-            assert!(!brief.wake_blocked());
-            let mut events = Vec::with_capacity(EVENTS_PER_TURN);
-            assert!(poller.dispatch_briefly(&mut events).is_none());
+        // Pending before the wait: no blocking, the wake-up runs, counted as an event.
+        brief.wake();
+        let t0 = Instant::now();
+        assert_eq!(poller.dispatch_briefly(&mut events).unwrap(), 1);
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(t0.elapsed() < BRIEF_WAIT, "did not block");
 
-            // Blocking: a thread that keeps trying gets through, and the poller runs the wake-up.
-            let notifier = std::thread::spawn({
-                let brief = Arc::clone(&brief);
-                move || {
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while Instant::now() < deadline {
-                        if brief.wake_blocked() {
-                            return true;
-                        }
-                        std::hint::spin_loop();
-                    }
-                    false
+        // Nothing pending: the wait lasts its whole time and reports nothing.
+        let t0 = Instant::now();
+        assert_eq!(poller.dispatch_briefly(&mut events).unwrap(), 0);
+        assert!(t0.elapsed() >= BRIEF_WAIT);
+
+        // From another thread while the shard blocks: the wait ends with the wake-up.
+        let notifier = std::thread::spawn({
+            let brief = Arc::clone(&brief);
+            move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !brief.asleep.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::hint::spin_loop();
                 }
-            });
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while woken.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-                // `None` when an attempt of the notifier came between two waits.
-                let _ = poller.dispatch_briefly(&mut events);
+                brief.wake();
             }
-            assert!(
-                notifier.join().unwrap(),
-                "the notifier saw the shard blocking"
-            );
-            assert_eq!(woken.load(Ordering::SeqCst), 1, "the wake-up ran once");
         });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = 0;
+        while found == 0 && Instant::now() < deadline {
+            found = poller.dispatch_briefly(&mut events).unwrap();
+        }
+        notifier.join().unwrap();
+        assert!(found >= 1, "the wait ended with an event");
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            2,
+            "the second wake-up ran once"
+        );
+        assert!(!brief.asleep.load(Ordering::SeqCst));
     }
 }

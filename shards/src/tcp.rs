@@ -204,20 +204,11 @@ impl TcpAcceptor {
 mod tests {
     use super::*;
     use crate::reuseport_listeners;
+    use crate::test_util::run;
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    use glommio::{LocalExecutorBuilder, Placement};
     use std::io::{Read, Write};
     use std::net::TcpStream as StdTcpStream;
     use std::time::{Duration, Instant};
-
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(crate::DEFAULT_IO_MEMORY)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
-    }
 
     fn listener() -> (TcpListener, std::net::SocketAddr) {
         let mut ls = reuseport_listeners("127.0.0.1:0".parse().unwrap(), 1, 64).unwrap();

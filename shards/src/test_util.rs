@@ -1,7 +1,22 @@
-//! Test helpers shared by the in-crate tests (compiled only for tests): running one ignored test
-//! of this binary in a child process under `taskset`, and parsing kernel CPU lists.
+//! Test helpers shared by the in-crate tests (compiled only for tests): running a future on a fresh
+//! glommio executor, running one ignored test of this binary in a child process under `taskset`,
+//! and parsing kernel CPU lists.
 
 use std::process::Command;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// Runs the future made by `f` on a new unpinned executor (its own thread) to completion.
+pub(crate) fn run<F: std::future::Future<Output = ()> + 'static>(
+    f: impl FnOnce() -> F + Send + 'static,
+) {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(crate::DEFAULT_IO_MEMORY)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
 
 /// Runs the ignored test `test` (full path, e.g. `cpus::tests::child_x`) of the current test
 /// binary in a child process under `taskset -c {cpu_list}` and returns its stdout, or `None` if
