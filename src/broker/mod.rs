@@ -491,7 +491,10 @@ impl BrokerCore {
 
     /// A message from another shard.
     pub fn handle_bus(&mut self, message: BusMessage) {
-        self.stats.bus_received += 1;
+        self.stats.bus_received += match &message {
+            BusMessage::Publishes(batch) => batch.len() as u64,
+            _ => 1,
+        };
         match message {
             BusMessage::Publish(message) => {
                 if message.retain {

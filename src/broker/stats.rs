@@ -33,6 +33,7 @@ pub struct Stats {
     /// SUBSCRIBE filters answered 0x80 because a topic-check plugin denied them.
     pub subscribe_denied: u64,
     pub wills_published: u64,
+    /// Messages sent to / received from other shards; each publish of a batch counts as one.
     pub bus_sent: u64,
     pub bus_received: u64,
     /// Packets written to outboxes (PUBLISH included), CONNACK included.
