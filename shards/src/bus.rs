@@ -12,8 +12,10 @@
 //! `parked`, fences, and looks at the lanes once more before returning `Pending`. A sender pushes,
 //! fences, and only if it sees `parked` does it `swap(false)` and wake. The two fences make this a
 //! Dekker pair: either the receiver's re-check sees the message or the sender sees `parked`.
-//! Waking a glommio task from another thread (another executor or a plain thread) is supported by
-//! glommio: the waker is queued on the owning executor's notifier, which is woken from its sleep.
+//! The wake itself goes through the receiving shard's poller (`poller::RemoteWake`: a flag the
+//! poller looks at every round, and an eventfd in its epoll set when it is not looking), which
+//! wakes the task on its own thread; a receiver without a poller is woken through glommio, which
+//! queues the waker on the owning executor's notifier and wakes it from its sleep.
 
 use std::fmt;
 use std::future::Future;
@@ -95,9 +97,10 @@ struct Wake {
     waker: AtomicWaker,
     /// Set by the receiver just before it sleeps; cleared by the first sender that wakes it.
     parked: AtomicBool,
-    /// The receiving shard's poller, which may be blocked in `epoll_wait` rather than asleep in
-    /// glommio (see `poller::BriefWake`); set by the receiver the first time it waits.
-    brief: OnceLock<Arc<crate::poller::BriefWake>>,
+    /// How the receiving shard's poller takes wake-ups from other threads (see
+    /// `poller::RemoteWake`); set by the receiver the first time it waits. Until then (or on a
+    /// thread without a poller) senders wake the receiving task through glommio.
+    remote: OnceLock<Arc<crate::poller::RemoteWake>>,
 }
 
 impl Wake {
@@ -109,8 +112,8 @@ impl Wake {
         if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
             // Through the receiving shard's poller when it has one: it wakes the receiving task
             // on its own thread, also when the shard is blocked in `epoll_pwait2`.
-            match self.brief.get() {
-                Some(brief) => brief.wake(),
+            match self.remote.get() {
+                Some(remote) => remote.wake(),
                 None => self.waker.wake(),
             }
         }
@@ -191,7 +194,7 @@ pub fn bus<M: Send + 'static>(
         let wake = Arc::new(Wake {
             waker: AtomicWaker::new(),
             parked: AtomicBool::new(false),
-            brief: OnceLock::new(),
+            remote: OnceLock::new(),
         });
         slots.push(Slot {
             data: data_tx,
@@ -324,16 +327,16 @@ impl<M: Send> Future for Recv<'_, M> {
         if let Some(m) = inbox.try_recv() {
             return Poll::Ready(m);
         }
-        if inbox.wake.brief.get().is_none() {
-            if let Some(brief) = crate::poller::current_brief_wake() {
+        if inbox.wake.remote.get().is_none() {
+            if let Some(remote) = crate::poller::current_remote_wake() {
                 // Weak: the poller outlives no inbox by holding it (nor the inbox its poller).
                 let wake = Arc::downgrade(&inbox.wake);
-                brief.register(Arc::new(move || {
+                remote.register(Arc::new(move || {
                     if let Some(wake) = wake.upgrade() {
                         wake.waker.wake();
                     }
                 }));
-                let _ = inbox.wake.brief.set(brief);
+                let _ = inbox.wake.remote.set(remote);
             }
         }
         // AtomicWaker::register does not clone when the stored waker `will_wake` the new one.

@@ -11,7 +11,7 @@
 //! rounds per executor loop turn, see [`ROUNDS_PER_TURN`]): no interrupts, no per-read arming.
 //! When the set goes quiet right after events and nothing else on the shard can run, the shard
 //! blocks in `epoll_pwait2` itself for a moment ([`BRIEF_WAIT`]; other threads end that wait
-//! through [`BriefWake`], which the bus uses). Only when the set stays quiet does the shard ask
+//! through [`RemoteWake`], which the bus uses). Only when the set stays quiet does the shard ask
 //! glommio to wake it when the epoll fd becomes readable (one io_uring poll), and then it sleeps
 //! (glommio's sleep is much dearer: a `membarrier` and several `io_uring_enter`).
 //!
@@ -53,7 +53,7 @@ const NEXT_TURN: Duration = Duration::from_micros(1);
 /// running the process), several `io_uring_enter` and the epoll fd's glommio stream; a shard that
 /// goes idle between bursts (a generator's closed loop, two shards sharing CPUs with it) paid that
 /// 12 k times a second in `pairs -n 8` with 2 shards. Blocking in `epoll_pwait2` is one system
-/// call, woken directly by the sockets and by the bus ([`BriefWake`]). The cost: glommio's own
+/// call, woken directly by the sockets and by the bus ([`RemoteWake`]). The cost: glommio's own
 /// events (timers, the stop signal) wait while the shard blocks; brief waits count as rounds of
 /// [`ROUNDS_PER_TURN`], so they wait at most that many times this long.
 const BRIEF_WAIT: Duration = Duration::from_micros(250);
@@ -123,7 +123,7 @@ pub(crate) type LocalWake = Arc<dyn Fn() + Send + Sync>;
 /// A Dekker pair, as in the bus: before sleeping the poller sets `asleep`, fences and checks
 /// `pending`; a waker sets `pending`, fences and checks `asleep`. Either the poller does not
 /// sleep, or the waker writes the eventfd, which ends either kind of sleep.
-pub(crate) struct BriefWake {
+pub(crate) struct RemoteWake {
     asleep: AtomicBool,
     pending: AtomicBool,
     eventfd: OwnedFd,
@@ -131,16 +131,16 @@ pub(crate) struct BriefWake {
     wakes: std::sync::Mutex<Vec<LocalWake>>,
 }
 
-impl std::fmt::Debug for BriefWake {
+impl std::fmt::Debug for RemoteWake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BriefWake")
+        f.debug_struct("RemoteWake")
             .field("asleep", &self.asleep)
             .field("pending", &self.pending)
             .finish()
     }
 }
 
-impl BriefWake {
+impl RemoteWake {
     /// Registers a wake-up to run on the shard's thread whenever another thread calls
     /// [`wake`](Self::wake).
     pub(crate) fn register(&self, wake: LocalWake) {
@@ -215,13 +215,13 @@ impl BriefWake {
     }
 }
 
-/// The current shard's [`BriefWake`], if its poller exists (the bus registers it when a task
+/// The current shard's [`RemoteWake`], if its poller exists (the bus registers it when a task
 /// first waits for a message).
-pub(crate) fn current_brief_wake() -> Option<Arc<BriefWake>> {
+pub(crate) fn current_remote_wake() -> Option<Arc<RemoteWake>> {
     POLLER.with(|cell| {
         let cell = cell.borrow();
         let poller = cell.as_ref()?;
-        (poller.executor == glommio::executor().id()).then(|| Arc::clone(&poller.brief))
+        (poller.executor == glommio::executor().id()).then(|| Arc::clone(&poller.remote))
     })
 }
 
@@ -229,7 +229,7 @@ pub(crate) fn current_brief_wake() -> Option<Arc<BriefWake>> {
 #[derive(Debug)]
 pub(crate) struct Poller {
     epoll: OwnedFd,
-    brief: Arc<BriefWake>,
+    remote: Arc<RemoteWake>,
     slots: RefCell<Slab<Slot>>,
     /// The executor whose drive task serves this set (a thread may run executors one after
     /// another, in tests; each gets its own set).
@@ -289,7 +289,7 @@ impl Poller {
             }
             Ok(Poller {
                 epoll,
-                brief: Arc::new(BriefWake {
+                remote: Arc::new(RemoteWake {
                     asleep: AtomicBool::new(false),
                     pending: AtomicBool::new(false),
                     eventfd,
@@ -397,12 +397,12 @@ impl Poller {
     /// to [`BRIEF_WAIT`] when nothing is ready (and no other thread's wake-up is pending: that
     /// counts as one event). Only for a drive task that knows no other task of the shard can run.
     fn dispatch_briefly(&self, events: &mut Vec<libc::epoll_event>) -> io::Result<usize> {
-        if !self.brief.may_sleep() {
+        if !self.remote.may_sleep() {
             return Ok(1);
         }
         let result = self.dispatch_within(events, Some(BRIEF_WAIT));
-        self.brief.awake();
-        let woken = usize::from(self.brief.run_pending());
+        self.remote.awake();
+        let woken = usize::from(self.remote.run_pending());
         result.map(|n| n + woken)
     }
 
@@ -445,7 +445,7 @@ impl Poller {
         let write_closed = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
         for event in events.iter() {
             if event.u64 == WAKE_KEY {
-                self.brief.drain();
+                self.remote.drain();
                 continue;
             }
             let (bits, key) = (event.events, event.u64 as usize);
@@ -514,7 +514,7 @@ async fn drive(poller: Rc<Poller>) {
     // The set had events at the last look (or other tasks were running).
     let mut busy = false;
     loop {
-        let woken = usize::from(poller.brief.run_pending());
+        let woken = usize::from(poller.remote.run_pending());
         let found = match poller.dispatch(&mut events).map(|n| n + woken) {
             Ok(0) if busy => {
                 if only_task_runnable().await {
@@ -529,11 +529,11 @@ async fn drive(poller: Rc<Poller>) {
             Ok(0) => {
                 busy = false;
                 rounds = 0;
-                if !poller.brief.may_sleep() {
+                if !poller.remote.may_sleep() {
                     continue;
                 }
                 let slept = wait_readable(poller.epoll.as_raw_fd()).await;
-                poller.brief.awake();
+                poller.remote.awake();
                 if let Err(e) = slept {
                     log::error!("shard poller: waiting for socket events failed: {e}");
                     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -633,16 +633,16 @@ mod tests {
     #[test]
     fn another_thread_ends_a_brief_wait() {
         let poller = Poller::new(0).unwrap();
-        let brief = Arc::clone(&poller.brief);
+        let remote = Arc::clone(&poller.remote);
         let woken = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&woken);
-        brief.register(Arc::new(move || {
+        remote.register(Arc::new(move || {
             seen.fetch_add(1, Ordering::SeqCst);
         }));
         let mut events = Vec::with_capacity(EVENTS_PER_TURN);
 
         // Pending before the wait: no blocking, the wake-up runs, counted as an event.
-        brief.wake();
+        remote.wake();
         let t0 = Instant::now();
         assert_eq!(poller.dispatch_briefly(&mut events).unwrap(), 1);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
@@ -655,13 +655,13 @@ mod tests {
 
         // From another thread while the shard blocks: the wait ends with the wake-up.
         let notifier = std::thread::spawn({
-            let brief = Arc::clone(&brief);
+            let remote = Arc::clone(&remote);
             move || {
                 let deadline = Instant::now() + Duration::from_secs(5);
-                while !brief.asleep.load(Ordering::SeqCst) && Instant::now() < deadline {
+                while !remote.asleep.load(Ordering::SeqCst) && Instant::now() < deadline {
                     std::hint::spin_loop();
                 }
-                brief.wake();
+                remote.wake();
             }
         });
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -676,6 +676,6 @@ mod tests {
             2,
             "the second wake-up ran once"
         );
-        assert!(!brief.asleep.load(Ordering::SeqCst));
+        assert!(!remote.asleep.load(Ordering::SeqCst));
     }
 }
