@@ -21,7 +21,8 @@ use crate::protocol::QoS;
 pub struct PublishBatch {
     bytes: Vec<u8>,
     count: usize,
-    qos0_only: bool,
+    /// Some record is QoS 1 or 2.
+    above_qos0: bool,
 }
 
 /// One publish read back from a [`PublishBatch`].
@@ -36,10 +37,7 @@ impl PublishBatch {
     /// Appends a publish. `topic` is at most 65 535 bytes (an MQTT topic name always is).
     pub fn push(&mut self, qos: QoS, topic: &[u8], payload: &[u8]) {
         debug_assert!(topic.len() <= usize::from(u16::MAX));
-        if self.count == 0 {
-            self.qos0_only = true;
-        }
-        self.qos0_only &= qos == QoS::AtMostOnce;
+        self.above_qos0 |= qos != QoS::AtMostOnce;
         self.count += 1;
         self.bytes.reserve(7 + topic.len() + payload.len());
         self.bytes.push(qos as u8);
@@ -68,7 +66,7 @@ impl PublishBatch {
     /// True when every publish in the batch is QoS 0 (a full bus lane may then drop the batch,
     /// as it drops a single QoS 0 publish).
     pub fn qos0_only(&self) -> bool {
-        self.count > 0 && self.qos0_only
+        self.count > 0 && !self.above_qos0
     }
 
     /// The publishes, in the order they were pushed.
@@ -96,16 +94,12 @@ impl<'a> Iterator for Records<'a> {
 
     fn next(&mut self) -> Option<BatchedPublish<'a>> {
         let (&qos, rest) = self.rest.split_first()?;
+        let qos = QoS::from_u8(qos)?;
         let (topic_len, rest) = rest.split_first_chunk::<2>()?;
         let (topic, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*topic_len)))?;
         let (payload_len, rest) = rest.split_first_chunk::<4>()?;
         let payload_len = usize::try_from(u32::from_be_bytes(*payload_len)).ok()?;
         let (payload, rest) = rest.split_at_checked(payload_len)?;
-        let qos = match qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        };
         self.rest = rest;
         Some(BatchedPublish {
             qos,

@@ -29,7 +29,6 @@ pub mod subscriptions;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -50,6 +49,7 @@ use connection::{Connection, ConnectionState, PendingReply};
 pub use memory::{MemoryBudget, Pressure};
 pub use retained::RetainVersion;
 use retained::RetainedStore;
+use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
 pub use stats::Stats;
 use subscriptions::TopicTrie;
@@ -250,17 +250,13 @@ pub struct BrokerCore {
     actions: Vec<Action>,
     /// What every session's queue is limited to (from `settings`), shared by the sessions.
     queue_limits: Arc<QueueLimits>,
-    /// The sessions the last routed topic matched (deduplicated, highest QoS each), for
-    /// `last_match_topic`: consecutive messages usually share their topic (a read brings a
-    /// publisher's batch), and the trie walk was ~8 % of the broker's CPU at saturation (`perf`,
-    /// pairs -n 8 QoS 0). Emptied whenever the trie changes. The topic is a copy: a slice of the
-    /// read buffer would keep that buffer from being reused.
-    last_match: Vec<(SessionKey, QoS)>,
-    last_match_topic: Option<Vec<u8>>,
-    /// The other shards with a subscriber for `last_remote_topic`, the same way (emptied
-    /// whenever another shard's interest changes).
-    last_remote: Vec<usize>,
-    last_remote_topic: Option<Vec<u8>>,
+    /// The sessions the last routed topic matched (deduplicated, highest QoS each): the trie walk
+    /// was ~8 % of the broker's CPU at saturation (`perf`, pairs -n 8 QoS 0). Forgotten whenever
+    /// the trie changes.
+    last_match: LastTopic<(SessionKey, QoS)>,
+    /// The other shards with a subscriber for the last routed topic (one trie walk per other
+    /// shard otherwise). Forgotten whenever another shard's interest changes.
+    last_remote: LastTopic<usize>,
     /// Per shard (this one's stays empty): publishes routed there since the last `poll_actions`.
     outgoing: Vec<PublishBatch>,
     /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
@@ -316,10 +312,8 @@ impl BrokerCore {
             id_seed,
             actions: Vec::new(),
             queue_limits,
-            last_match: Vec::new(),
-            last_match_topic: None,
-            last_remote: Vec::new(),
-            last_remote_topic: None,
+            last_match: LastTopic::default(),
+            last_remote: LastTopic::default(),
             outgoing: (0..shards.max(1))
                 .map(|_| PublishBatch::default())
                 .collect(),
@@ -521,7 +515,7 @@ impl BrokerCore {
                 token,
             } => {
                 if let Some(table) = self.remote_interest.get_mut(from) {
-                    self.last_remote_topic = None;
+                    self.last_remote.forget();
                     if added {
                         table.entry(&filter, || ());
                     } else {
@@ -750,7 +744,7 @@ impl BrokerCore {
     /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
     /// on this shard (other shards must learn about it).
     fn add_subscriber(&mut self, key: SessionKey, filter: &TopicFilter, qos: QoS) -> bool {
-        self.last_match_topic = None;
+        self.last_match.forget();
         let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
         match subscribers.iter_mut().find(|s| s.session == key) {
             Some(existing) => existing.qos = qos,
@@ -761,7 +755,7 @@ impl BrokerCore {
 
     /// Removes a session's subscription from the trie, telling other shards when the filter is gone.
     fn remove_subscriber(&mut self, key: SessionKey, filter: &TopicFilter) {
-        self.last_match_topic = None;
+        self.last_match.forget();
         let Some(subscribers) = self.subscriptions.get_mut(filter) else {
             return;
         };

@@ -83,7 +83,7 @@ impl BrokerCore {
         for &to in &remote {
             self.batch_publish(to, message.qos, topic, &message.payload);
         }
-        self.last_remote = remote;
+        self.last_remote.put_back(remote);
         self.deliver_local(message);
     }
 
@@ -125,7 +125,7 @@ impl BrokerCore {
             }
             self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false);
         }
-        self.last_match = matched;
+        self.last_match.put_back(matched);
     }
 
     /// Offers `message` to a session at `qos`: borrowed, or given when no other session needs it
@@ -253,7 +253,7 @@ impl BrokerCore {
         for &to in &remote {
             self.batch_publish(to, QoS::AtMostOnce, publish.topic, publish.payload);
         }
-        self.last_remote = remote;
+        self.last_remote.put_back(remote);
         true
     }
 
@@ -273,7 +273,7 @@ impl BrokerCore {
                 self.send_qos0_at_once(key, topic, payload);
             }
         }
-        self.last_match = matched;
+        self.last_match.put_back(matched);
         at_once
     }
 
@@ -325,44 +325,29 @@ impl BrokerCore {
 
     /// This shard's sessions with a subscription that matches `topic`, each once, with the highest
     /// QoS granted among its matching subscriptions. The caller gives the vector back to
-    /// `last_match`: the matches of the last topic routed are reused until the trie changes.
+    /// `last_match` ([`LastTopic`]).
     fn take_matches(&mut self, topic: &[u8]) -> Vec<(SessionKey, QoS)> {
-        let mut matched = std::mem::take(&mut self.last_match);
-        if self.last_match_topic.as_deref() != Some(topic) {
-            matched.clear();
-            self.subscriptions.for_each_match(topic, |subscribers| {
+        let subscriptions = &self.subscriptions;
+        self.last_match.take(topic, |matched| {
+            subscriptions.for_each_match(topic, |subscribers| {
                 matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
             });
             if matched.len() > 1 {
                 matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                 matched.dedup_by_key(|entry| entry.0);
             }
-            let mut copy = self.last_match_topic.take().unwrap_or_default();
-            copy.clear();
-            copy.extend_from_slice(topic);
-            self.last_match_topic = Some(copy);
-        }
-        matched
+        })
     }
 
     /// The other shards with a subscription matching `topic`. The caller gives the vector back to
-    /// `last_remote`: like [`take_matches`](Self::take_matches), it is reused for the next message
-    /// on the same topic (one trie walk per other shard otherwise, per publish).
+    /// `last_remote` ([`LastTopic`]).
     fn take_remote_shards(&mut self, topic: &[u8]) -> Vec<usize> {
-        let mut remote = std::mem::take(&mut self.last_remote);
-        if self.last_remote_topic.as_deref() != Some(topic) {
-            remote.clear();
-            let me = self.shard;
+        let (me, interest) = (self.shard, &self.remote_interest);
+        self.last_remote.take(topic, |remote| {
             remote.extend(
-                (0..self.shards)
-                    .filter(|&to| to != me && self.remote_interest[to].matches_any(topic)),
+                (0..interest.len()).filter(|&to| to != me && interest[to].matches_any(topic)),
             );
-            let mut copy = self.last_remote_topic.take().unwrap_or_default();
-            copy.clear();
-            copy.extend_from_slice(topic);
-            self.last_remote_topic = Some(copy);
-        }
-        remote
+        })
     }
 
     /// A publish from another shard's batch (`bytes` holds the batch, `publish` borrows from it).
@@ -429,5 +414,50 @@ impl BrokerCore {
             return true;
         }
         false
+    }
+}
+
+/// An answer about the last topic routed (its matching sessions, the shards interested in it),
+/// reused while messages keep that topic: consecutive messages usually share it (a read brings a
+/// publisher's batch). Taken for the time of one delivery and given back, so that the vector's
+/// capacity is reused too. The topic is a copy: a slice of the read buffer would keep that buffer
+/// from being reused.
+#[derive(Debug)]
+pub(super) struct LastTopic<T> {
+    topic: Option<Vec<u8>>,
+    answer: Vec<T>,
+}
+
+impl<T> Default for LastTopic<T> {
+    fn default() -> Self {
+        LastTopic {
+            topic: None,
+            answer: Vec::new(),
+        }
+    }
+}
+
+impl<T> LastTopic<T> {
+    /// The answer for `topic`: the last one if `topic` is the last topic, else what `compute`
+    /// puts into an empty vector. Give it back with [`put_back`](Self::put_back).
+    fn take(&mut self, topic: &[u8], compute: impl FnOnce(&mut Vec<T>)) -> Vec<T> {
+        let mut answer = std::mem::take(&mut self.answer);
+        if self.topic.as_deref() != Some(topic) {
+            answer.clear();
+            compute(&mut answer);
+            let copy = self.topic.get_or_insert_with(Vec::new);
+            copy.clear();
+            copy.extend_from_slice(topic);
+        }
+        answer
+    }
+
+    fn put_back(&mut self, answer: Vec<T>) {
+        self.answer = answer;
+    }
+
+    /// What it answered no longer holds: the next `take` computes afresh.
+    pub(super) fn forget(&mut self) {
+        self.topic = None;
     }
 }

@@ -258,6 +258,21 @@ fn ids_on_distinct_shards() -> (String, String) {
     (a, b)
 }
 
+/// A 2-shard cluster with a publisher `a` and a subscriber `b` whose sessions live on different
+/// shards; `b` holds its SUBACK for `filter` at `qos`.
+fn subscriber_on_other_shard(filter: &str, qos: QoS) -> (Cluster, String, String) {
+    let (a, b) = ids_on_distinct_shards();
+    let mut c = Cluster::new(2);
+    c.connect(&a, true);
+    c.connect(&b, true);
+    c.subscribe(&b, &[(filter, qos)]);
+    assert!(matches!(
+        c.packets(&b)[..],
+        [Packet::ConnAck(_), Packet::SubAck(_)]
+    ));
+    (c, a, b)
+}
+
 #[test]
 fn home_shard_is_stable() {
     assert_eq!(home_shard("client-1", 1), 0);
@@ -791,12 +806,7 @@ fn second_connect_is_a_protocol_error_that_publishes_the_will() {
 
 #[test]
 fn order_per_publisher_is_kept_across_shards() {
-    let (a, b) = ids_on_distinct_shards();
-    let mut c = Cluster::new(2);
-    c.connect(&a, true);
-    c.connect(&b, true);
-    c.subscribe(&b, &[("o", QoS::AtLeastOnce)]);
-    c.packets(&b);
+    let (mut c, a, b) = subscriber_on_other_shard("o", QoS::AtLeastOnce);
     for i in 0..15u16 {
         c.publish(&a, "o", &i.to_string(), QoS::AtLeastOnce, false, i + 1);
     }
@@ -1118,12 +1128,7 @@ mod plugins {
 /// each arrives at its own QoS (the subscription grants QoS 1).
 #[test]
 fn publishes_for_another_shard_cross_as_one_batch_in_order() {
-    let (a, b) = ids_on_distinct_shards();
-    let mut c = Cluster::new(2);
-    c.connect(&a, true);
-    c.connect(&b, true);
-    c.subscribe(&b, &[("t/#", QoS::AtLeastOnce)]);
-    c.packets(&b);
+    let (mut c, a, b) = subscriber_on_other_shard("t/#", QoS::AtLeastOnce);
     let (shard, conn) = (c.client(&a).shard, c.client(&a).conn);
     let mut encoded = BytesMut::new();
     for (i, qos) in [
@@ -1187,4 +1192,17 @@ fn publishes_for_another_shard_cross_as_one_batch_in_order() {
             ("m3".to_string(), QoS::AtMostOnce),
         ]
     );
+}
+
+/// The shards interested in the last topic are reused for the next message on it: a subscription
+/// made on another shard between two messages on one topic must get the second.
+#[test]
+fn another_shard_subscribing_between_messages_on_one_topic_gets_the_next() {
+    let (mut c, a, b) = subscriber_on_other_shard("elsewhere", QoS::AtMostOnce);
+    c.publish(&a, "t", "before", QoS::AtMostOnce, false, 0);
+    assert!(c.payloads(&b).is_empty());
+    c.subscribe(&b, &[("t", QoS::AtMostOnce)]);
+    c.packets(&b);
+    c.publish(&a, "t", "after", QoS::AtMostOnce, false, 0);
+    assert_eq!(c.payloads(&b), ["after"]);
 }
