@@ -12,7 +12,7 @@
 //! `parked`, fences, and looks at the lanes once more before returning `Pending`. A sender pushes,
 //! fences, and only if it sees `parked` does it `swap(false)` and wake. The two fences make this a
 //! Dekker pair: either the receiver's re-check sees the message or the sender sees `parked`.
-//! The wake itself goes through the receiving shard's poller (`poller::RemoteWake`: a flag the
+//! The wake itself goes through the receiving shard's poller (`remote_wake::RemoteWake`: a flag the
 //! poller looks at every round, and an eventfd in its epoll set when it is not looking), which
 //! wakes the task on its own thread; a receiver without a poller is woken through glommio, which
 //! queues the waker on the owning executor's notifier and wakes it from its sleep.
@@ -98,9 +98,9 @@ struct Wake {
     /// Set by the receiver just before it sleeps; cleared by the first sender that wakes it.
     parked: AtomicBool,
     /// How the receiving shard's poller takes wake-ups from other threads (see
-    /// `poller::RemoteWake`); set by the receiver the first time it waits. Until then (or on a
+    /// `remote_wake::RemoteWake`); set by the receiver the first time it waits. Until then (or on a
     /// thread without a poller) senders wake the receiving task through glommio.
-    remote: OnceLock<Arc<crate::poller::RemoteWake>>,
+    remote: OnceLock<Arc<crate::remote_wake::RemoteWake>>,
 }
 
 impl Wake {

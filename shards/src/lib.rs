@@ -23,6 +23,7 @@
 //! - `poller.rs`: the shard's epoll set (one per shard thread, registered once per socket) and the
 //!   task that turns its events into wake-ups; between bursts the shard blocks in `epoll_pwait2`
 //!   for a moment, then sleeps on it through glommio.
+//! - `remote_wake.rs`: how other threads (the bus) wake a shard's tasks through its poller.
 //! - `tcp.rs`: [`TcpConn`] and [`TcpAcceptor`]: TCP sockets in that set, read and written with
 //!   plain non-blocking syscalls.
 //! - `split.rs`: [`split_local`]: one reading task and one writing task on one stream.
@@ -43,6 +44,7 @@ mod handoff;
 mod limits;
 mod listener;
 mod poller;
+mod remote_wake;
 mod runtime;
 mod split;
 mod stop;

@@ -7,7 +7,7 @@
 //! interrupt. At saturation that was 34 k interrupts per second, 21 % of the broker's CPU
 //! (`perf record`, one shard, `amqtt-bench pairs -n 8`); every armed poll also kept a 496-byte
 //! glommio `Source` per idle connection. Here a socket joins the epoll set once, and while the
-//! shard is busy the set is read with a non-blocking `epoll_wait` between the tasks it woke (a few
+//! shard is busy the set is read with a non-blocking `epoll_pwait2` between the tasks it woke (a few
 //! rounds per executor loop turn, see [`ROUNDS_PER_TURN`]): no interrupts, no per-read arming.
 //! When the set goes quiet right after events and nothing else on the shard can run, the shard
 //! blocks in `epoll_pwait2` itself for a moment ([`BRIEF_WAIT`]; other threads end that wait
@@ -22,14 +22,15 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use slab::Slab;
 
-/// Events taken from the epoll set per `epoll_wait`; more wait for the next loop turn.
+use crate::remote_wake::RemoteWake;
+
+/// Events taken from the epoll set per `epoll_pwait2`; more wait for the next loop turn.
 const EVENTS_PER_TURN: usize = 256;
 
 /// How many times the drive task reads the set within one executor loop turn while there are
@@ -107,114 +108,6 @@ pub(crate) enum Dir {
     Write,
 }
 
-/// A wake-up that another thread hands to the shard's poller, which performs it on the shard's
-/// own thread (a local glommio wake-up).
-pub(crate) type LocalWake = Arc<dyn Fn() + Send + Sync>;
-
-/// How other threads wake tasks of this shard (the bus registers its inbox's waker here): they
-/// set `pending`, and write the eventfd that is in the set only if the shard is asleep, in its
-/// brief wait or in glommio. The drive task looks at `pending` every round and runs the
-/// registered [`LocalWake`]s on the shard's thread.
-///
-/// Why not glommio's cross-thread wake-up: a shard blocked in `epoll_pwait2` would not see it,
-/// and a busy one runs the woken task only after an executor loop turn, which costs
-/// `io_uring_enter` calls (and a `membarrier` when the turn finds nothing else to do).
-///
-/// A Dekker pair, as in the bus: before sleeping the poller sets `asleep`, fences and checks
-/// `pending`; a waker sets `pending`, fences and checks `asleep`. Either the poller does not
-/// sleep, or the waker writes the eventfd, which ends either kind of sleep.
-pub(crate) struct RemoteWake {
-    asleep: AtomicBool,
-    pending: AtomicBool,
-    eventfd: OwnedFd,
-    /// Run on the shard's thread for each wake-up (normally one: the bus inbox's waker).
-    wakes: std::sync::Mutex<Vec<LocalWake>>,
-}
-
-impl std::fmt::Debug for RemoteWake {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteWake")
-            .field("asleep", &self.asleep)
-            .field("pending", &self.pending)
-            .finish()
-    }
-}
-
-impl RemoteWake {
-    /// Registers a wake-up to run on the shard's thread whenever another thread calls
-    /// [`wake`](Self::wake).
-    pub(crate) fn register(&self, wake: LocalWake) {
-        self.wakes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(wake);
-    }
-
-    /// From any thread: have the shard run its registered wake-ups soon.
-    pub(crate) fn wake(&self) {
-        self.pending.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if !self.asleep.load(Ordering::SeqCst) {
-            return;
-        }
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an eventfd this struct owns. It cannot fail
-        // short of the counter overflowing (2^64 - 1 unread wake-ups).
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-
-    /// On the shard's thread: runs the wake-ups if another thread asked since the last time.
-    fn run_pending(&self) -> bool {
-        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::SeqCst) {
-            return false;
-        }
-        let wakes = self
-            .wakes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for wake in wakes.iter() {
-            wake();
-        }
-        true
-    }
-
-    /// On the shard's thread, before it sleeps: `false` (and the wake-ups run, and the shard stays
-    /// awake) when a wake-up is already pending; `true` when the shard may sleep, in which case
-    /// it calls [`awake`](Self::awake) when it wakes up.
-    fn may_sleep(&self) -> bool {
-        self.asleep.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.run_pending() {
-            self.asleep.store(false, Ordering::SeqCst);
-            return false;
-        }
-        true
-    }
-
-    fn awake(&self) {
-        self.asleep.store(false, Ordering::SeqCst);
-    }
-
-    /// The eventfd fired: empty its counter (the wake-ups run through `pending`).
-    fn drain(&self) {
-        let mut count: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64; the eventfd is non-blocking.
-        unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                (&mut count as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-}
-
 /// The current shard's [`RemoteWake`], if its poller exists (the bus registers it when a task
 /// first waits for a message).
 pub(crate) fn current_remote_wake() -> Option<Arc<RemoteWake>> {
@@ -263,42 +156,29 @@ impl Poller {
 
     /// A new, empty set with its wake-up eventfd, for `executor` (no drive task).
     fn new(executor: usize) -> io::Result<Poller> {
-        {
-            // SAFETY: plain syscall; the result is checked.
-            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: plain syscall; the result is checked.
-            let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if wake_fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: as above.
-            let eventfd = unsafe { OwnedFd::from_raw_fd(wake_fd) };
-            let mut event = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                u64: WAKE_KEY,
-            };
-            // SAFETY: `event` outlives the call; the result is checked.
-            let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, wake_fd, &mut event) };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Poller {
-                epoll,
-                remote: Arc::new(RemoteWake {
-                    asleep: AtomicBool::new(false),
-                    pending: AtomicBool::new(false),
-                    eventfd,
-                    wakes: std::sync::Mutex::new(Vec::new()),
-                }),
-                slots: RefCell::new(Slab::new()),
-                executor,
-            })
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let remote = RemoteWake::new()?;
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: WAKE_KEY,
+        };
+        // SAFETY: `event` outlives the call; the result is checked.
+        let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, remote.eventfd(), &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Poller {
+            epoll,
+            remote: Arc::new(remote),
+            slots: RefCell::new(Slab::new()),
+            executor,
+        })
     }
 
     /// Adds `fd` to the set (both directions, edge-triggered). Both directions start ready: the
@@ -550,7 +430,7 @@ async fn drive(poller: Rc<Poller>) {
                 }
             }
             Err(e) => {
-                log::error!("shard poller: epoll_wait failed: {e}");
+                log::error!("shard poller: epoll_pwait2 failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -600,7 +480,7 @@ mod tests {
     use super::*;
     use crate::test_util::run;
     use std::cell::Cell;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
     /// The probe behind the brief wait relies on how glommio 0.9 counts executed tasks: it must
@@ -658,7 +538,7 @@ mod tests {
             let remote = Arc::clone(&remote);
             move || {
                 let deadline = Instant::now() + Duration::from_secs(5);
-                while !remote.asleep.load(Ordering::SeqCst) && Instant::now() < deadline {
+                while !remote.is_asleep() && Instant::now() < deadline {
                     std::hint::spin_loop();
                 }
                 remote.wake();
@@ -676,6 +556,6 @@ mod tests {
             2,
             "the second wake-up ran once"
         );
-        assert!(!remote.asleep.load(Ordering::SeqCst));
+        assert!(!remote.is_asleep());
     }
 }
