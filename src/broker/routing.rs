@@ -236,7 +236,9 @@ impl BrokerCore {
             || publish.retain
             || !Self::client_may_publish_to(publish.topic)
             || self.plugins_see_publishes()
-            || self.session_of(conn).is_none()
+            // Only from an active connection; noting its activity now is harmless when the
+            // packet goes the decoded way after all (`handle_packet` notes the same `now`).
+            || !self.note_activity(conn, now)
         {
             return false;
         }
@@ -245,7 +247,6 @@ impl BrokerCore {
         }
         // What `handle_packet`, `dispatch`, the PUBLISH handler and `route` do besides.
         self.clock = Some(now);
-        self.note_activity(conn, now);
         self.stats.packets_received += 1;
         self.stats.publish_received += 1;
         self.stats.publish_received_by_qos[QoS::AtMostOnce as usize] += 1;

@@ -1206,3 +1206,38 @@ fn another_shard_subscribing_between_messages_on_one_topic_gets_the_next() {
     c.publish(&a, "t", "after", QoS::AtMostOnce, false, 0);
     assert_eq!(c.payloads(&b), ["after"]);
 }
+
+/// The in-place route takes a QoS 0 PUBLISH only from an active connection: not from one the
+/// broker is closing (its packets are ignored), nor from an unknown one.
+#[test]
+fn in_place_route_ignores_closing_and_unknown_connections() {
+    let mut c = Cluster::new(1);
+    c.connect("pub", true);
+    c.connect("sub", true);
+    c.subscribe("sub", &[("t", QoS::AtMostOnce)]);
+    c.packets("sub");
+    let mut encoded = BytesMut::new();
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: TopicName::new("t").expect("topic"),
+        packet_id: None,
+        payload: Bytes::from_static(b"x"),
+    })
+    .encode(&mut encoded)
+    .expect("encodes");
+    let (borrowed, _) = crate::protocol::peek_publish(&encoded, usize::MAX).expect("a PUBLISH");
+    let conn = c.client("pub").conn;
+    assert!(!c.shards[0].handle_publish_in_place(conn + 1000, &borrowed, c.now));
+    c.shards[0].handle_protocol_error(conn);
+    assert!(!c.shards[0].handle_publish_in_place(conn, &borrowed, c.now));
+    c.run();
+    assert!(c.payloads("sub").is_empty());
+    // An active connection's is taken, as a control.
+    c.connect("pub2", true);
+    let conn = c.client("pub2").conn;
+    assert!(c.shards[0].handle_publish_in_place(conn, &borrowed, c.now));
+    c.run();
+    assert_eq!(c.payloads("sub"), ["x"]);
+}
