@@ -14,7 +14,8 @@
 //! and arrives as an [`AuthVerdict`]; the cheap topic-check and event plugins are called from here,
 //! through [`Settings::plugins`].
 //! The packet handlers live in `handlers/`, one file per inbound packet type; where a publish goes
-//! from there (subscribers on this shard, batches for the others) is in `routing.rs`.
+//! from there (subscribers on this shard, batches for the others) is in `routing.rs`; how the other
+//! shards learn this shard's filters, and the SUBACKs that wait for them, in `subscribing.rs`.
 
 pub mod bus_batch;
 pub mod connection;
@@ -24,6 +25,7 @@ pub mod retained;
 mod routing;
 pub mod session;
 pub mod stats;
+mod subscribing;
 pub mod subscriptions;
 
 use std::borrow::Cow;
@@ -45,7 +47,7 @@ pub use crate::plugins::AuthVerdict;
 pub use bus_batch::{BatchedPublish, PublishBatch};
 
 pub use connection::CloseReason;
-use connection::{Connection, ConnectionState, PendingReply};
+use connection::{Connection, ConnectionState};
 pub use memory::{MemoryBudget, Pressure};
 pub use retained::RetainVersion;
 use retained::RetainedStore;
@@ -741,54 +743,6 @@ impl BrokerCore {
         }
     }
 
-    /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
-    /// on this shard (other shards must learn about it).
-    fn add_subscriber(&mut self, key: SessionKey, filter: &TopicFilter, qos: QoS) -> bool {
-        self.last_match.forget();
-        let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
-        match subscribers.iter_mut().find(|s| s.session == key) {
-            Some(existing) => existing.qos = qos,
-            None => subscribers.push(Subscriber { session: key, qos }),
-        }
-        created
-    }
-
-    /// Removes a session's subscription from the trie, telling other shards when the filter is gone.
-    fn remove_subscriber(&mut self, key: SessionKey, filter: &TopicFilter) {
-        self.last_match.forget();
-        let Some(subscribers) = self.subscriptions.get_mut(filter) else {
-            return;
-        };
-        subscribers.retain(|s| s.session != key);
-        if subscribers.is_empty() {
-            self.subscriptions.remove(filter);
-            self.broadcast_interest(filter, false, None);
-        }
-    }
-
-    /// Tells every other shard that `filter` appeared on (or left) this shard. With a token, each
-    /// of them confirms, and until all have, the filter counts as still being announced.
-    fn broadcast_interest(&mut self, filter: &TopicFilter, added: bool, token: Option<u64>) {
-        let (me, shards) = (self.shard, self.shards);
-        if let Some(token) = token.filter(|_| shards > 1) {
-            let announcement = self.announcements.entry(token).or_default();
-            announcement.filters.push(filter.clone());
-            announcement.remaining += shards - 1;
-            *self.announcing.entry(filter.clone()).or_insert(0) += 1;
-        }
-        for to in (0..shards).filter(|&s| s != me) {
-            self.send_bus(
-                to,
-                BusMessage::Interest {
-                    from: self.shard,
-                    filter: filter.clone(),
-                    added,
-                    token,
-                },
-            );
-        }
-    }
-
     /// Re-sends a resumed session's unacknowledged messages, then its queue.
     fn resume_session(&mut self, key: SessionKey, conn: ConnId) {
         let Some(session) = self.sessions.get(key) else {
@@ -817,115 +771,6 @@ impl BrokerCore {
             "auto-{:x}-{}-{}",
             self.id_seed, self.shard, self.generated_ids
         )
-    }
-
-    /// Queues `reply` behind any pending ones, or writes it now.
-    fn reply_in_order(&mut self, conn: ConnId, pending: PendingReply) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        if let Some(token) = pending.token {
-            self.pending_tokens.insert(token, conn);
-        }
-        connection
-            .pending_replies
-            .get_or_insert_with(Box::default)
-            .push_back(pending);
-        self.flush_replies(conn);
-    }
-
-    /// Whether an announcement of `filter` from this shard is still unconfirmed somewhere.
-    fn is_announcing(&self, filter: &TopicFilter) -> bool {
-        self.announcing.contains_key(filter)
-    }
-
-    /// One shard confirmed the announcements carrying `token`; when all have, they are in effect.
-    fn announcement_confirmed(&mut self, token: u64) {
-        let Some(announcement) = self.announcements.get_mut(&token) else {
-            return;
-        };
-        announcement.remaining = announcement.remaining.saturating_sub(1);
-        if announcement.remaining > 0 {
-            return;
-        }
-        let Some(announcement) = self.announcements.remove(&token) else {
-            return;
-        };
-        for filter in announcement.filters {
-            if let Some(count) = self.announcing.get_mut(&filter) {
-                *count -= 1;
-                if *count == 0 {
-                    self.announcing.remove(&filter);
-                }
-            }
-        }
-    }
-
-    fn interest_confirmed(&mut self, token: u64) {
-        let Some(&conn) = self.pending_tokens.get(&token) else {
-            return;
-        };
-        // Nothing waits any more when the connection is gone or closed (its replies dropped).
-        let mut done = true;
-        if let Some(connection) = self.connections.get_mut(&conn) {
-            if let Some(p) = connection
-                .pending_replies
-                .iter_mut()
-                .flat_map(|queue| queue.iter_mut())
-                .find(|p| p.token == Some(token))
-            {
-                p.remaining = p.remaining.saturating_sub(1);
-                done = p.remaining == 0;
-            }
-        }
-        if done {
-            self.pending_tokens.remove(&token);
-            self.flush_replies(conn);
-        }
-    }
-
-    /// Writes the replies at the head of the queue whose confirmations are all in, in order.
-    fn flush_replies(&mut self, conn: ConnId) {
-        loop {
-            let Some(connection) = self.connections.get_mut(&conn) else {
-                return;
-            };
-            let Some(queue) = connection.pending_replies.as_mut() else {
-                return;
-            };
-            if queue.front().is_none_or(|p| p.remaining > 0) {
-                return;
-            }
-            let Some(reply) = queue.pop_front() else {
-                return;
-            };
-            if queue.is_empty() {
-                connection.pending_replies = None;
-            }
-            let key = connection.session;
-            self.write(conn, &reply.reply);
-            for (filter, _) in &reply.retained_for {
-                // At the grant in force now, and none for a filter unsubscribed while the SUBACK
-                // waited: nothing new is delivered for it after UNSUBSCRIBE [MQTT-3.10.4-2].
-                let held = self
-                    .sessions
-                    .get(key)
-                    .and_then(|s| s.subscriptions.get(filter));
-                let Some(&granted) = held else {
-                    continue;
-                };
-                for message in self.retained.matching(filter) {
-                    let qos = granted.min(message.qos);
-                    self.deliver_to_session(key, Cow::Owned(message), qos, true);
-                }
-            }
-        }
-    }
-
-    fn new_token(&mut self) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        token
     }
 
     fn refuse(
