@@ -48,7 +48,7 @@ use std::{cmp::Reverse, time::Duration};
 
 use amqtt::protocol::{
     decode, Connect, ConnectReturnCode, Packet, ProtocolLevel, PubAck, PubComp, PubRec, PubRel,
-    Publish, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName,
+    PublishRef, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName,
     PROTOCOL_MAX_PACKET_SIZE,
 };
 use bytes::{Buf, BytesMut};
@@ -686,6 +686,9 @@ struct Ctx {
     remote: Vec<Vec<u32>>,
     dirty: Vec<usize>,
     scratch: Vec<u8>,
+    /// One padded payload, stamped with each message's header in turn and copied into the
+    /// connection's write buffer: no allocation per message.
+    payload: Vec<u8>,
 }
 
 struct Worker {
@@ -703,6 +706,14 @@ impl Worker {
         plan: Arc<Plan>,
         indices: Vec<usize>,
     ) -> io::Result<Worker> {
+        let payload = Header {
+            run_id: 0,
+            publisher: 0,
+            seq: 0,
+            sent_ns: 0,
+        }
+        .to_payload(plan.size)
+        .to_vec();
         let timer = sys::TimerFd::new()?;
         poll.registry()
             .register(&mut SourceFd(&timer.raw_fd()), TIMER, Interest::READABLE)?;
@@ -796,6 +807,7 @@ impl Worker {
                 remote: vec![Vec::new(); threads],
                 dirty: Vec::new(),
                 scratch: vec![0u8; 256 * 1024],
+                payload,
             },
         })
     }
@@ -1882,7 +1894,8 @@ fn next_packet_id(p: &mut PubState) -> Option<u16> {
     None
 }
 
-/// Encodes one PUBLISH stamped `sent_ns`; false if nothing could be encoded.
+/// Encodes one PUBLISH stamped `sent_ns` straight into the write buffer (the payload is the
+/// worker's padded one, stamped; the topic is borrowed); false if nothing could be encoded.
 fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
     let Some(p) = c.publisher.as_mut() else {
         return false;
@@ -1895,22 +1908,22 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
             None => return false,
         },
     };
-    let payload = Header {
+    let header = Header {
         run_id: ctx.plan.run_id,
         publisher: p.id,
         seq: p.next_seq,
         sent_ns,
-    }
-    .to_payload(ctx.plan.size);
-    let publish = Publish {
+    };
+    let stamped = header.stamp(&mut ctx.payload);
+    let publish = PublishRef {
         dup: false,
         qos,
         retain: p.retain,
-        topic: p.topic.clone(),
+        topic: p.topic.as_bytes(),
         packet_id,
-        payload,
+        payload: &ctx.payload,
     };
-    if publish.encode(&mut c.wbuf).is_err() {
+    if !stamped || publish.encode(&mut c.wbuf).is_err() {
         ctx.c.errors.protocol += 1;
         return false;
     }
@@ -1935,6 +1948,7 @@ fn publish_closed(c: &mut Client, i: usize, ctx: &mut Ctx, inflight: u32, now: u
     }
     let inflight = u64::from(inflight.max(1));
     let mut sent = 0;
+    let mut stamp = None;
     loop {
         let Some(p) = c.publisher.as_mut() else {
             return;
@@ -1967,7 +1981,10 @@ fn publish_closed(c: &mut Client, i: usize, ctx: &mut Ctx, inflight: u32, now: u
             break;
         }
         p.last_progress = now;
-        if !send_one(c, ctx, now_ns()) {
+        // One clock read for the messages encoded here: they leave in one write, and a clock
+        // read per message was ~7 % of the generator's CPU in pairs QoS 0 (`perf record`).
+        let sent_ns = *stamp.get_or_insert_with(now_ns);
+        if !send_one(c, ctx, sent_ns) {
             break;
         }
         sent += 1;
@@ -2016,6 +2033,7 @@ fn publish_open(c: &mut Client, i: usize, ctx: &mut Ctx, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amqtt::protocol::Publish;
     use bytes::Bytes;
 
     fn encoded(qos: QoS, packet_id: Option<u16>, topic: &str, payload: Vec<u8>) -> Vec<u8> {

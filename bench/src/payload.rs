@@ -35,6 +35,20 @@ impl Header {
         out.put_bytes(b'.', size.saturating_sub(HEADER_LEN));
     }
 
+    /// Overwrites the first [`HEADER_LEN`] bytes of `payload` with the header, leaving the padding
+    /// after it as it is (a publisher keeps one padded payload and stamps it per message). `false`,
+    /// and nothing written, if `payload` is shorter than the header.
+    pub fn stamp(&self, payload: &mut [u8]) -> bool {
+        let Some(h) = payload.get_mut(..HEADER_LEN) else {
+            return false;
+        };
+        h[0..4].copy_from_slice(&self.run_id.to_be_bytes());
+        h[4..8].copy_from_slice(&self.publisher.to_be_bytes());
+        h[8..16].copy_from_slice(&self.seq.to_be_bytes());
+        h[16..24].copy_from_slice(&self.sent_ns.to_be_bytes());
+        true
+    }
+
     /// A payload of `size.max(HEADER_LEN)` bytes.
     pub fn to_payload(&self, size: usize) -> Bytes {
         let mut out = BytesMut::with_capacity(size.max(HEADER_LEN));
@@ -78,6 +92,27 @@ mod tests {
             assert_eq!(Header::read(&p), Some(h));
             assert!(p[HEADER_LEN..].iter().all(|&b| b == b'.'));
         }
+    }
+
+    #[test]
+    fn stamping_a_padded_payload_equals_writing_it() {
+        let h = Header {
+            run_id: 9,
+            publisher: 8,
+            seq: 7,
+            sent_ns: 6,
+        };
+        let mut kept = Header {
+            run_id: 1,
+            publisher: 2,
+            seq: 3,
+            sent_ns: 4,
+        }
+        .to_payload(64)
+        .to_vec();
+        assert!(h.stamp(&mut kept));
+        assert_eq!(kept, h.to_payload(64).to_vec());
+        assert!(!h.stamp(&mut [0u8; HEADER_LEN - 1]));
     }
 
     #[test]
