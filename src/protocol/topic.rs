@@ -8,7 +8,6 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
-use super::strings::check_str;
 use super::{DecodeError, TopicFilter, TopicName};
 
 /// Longest string a length-prefixed field can carry.
@@ -35,12 +34,39 @@ fn check_name(s: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// `b` as a topic name's `str`, if it is one: UTF-8 without U+0000 [MQTT-1.5.3-1/2], not empty,
-/// no wildcards [MQTT-4.7.3-1].
-pub(crate) fn check_name_bytes(b: &[u8]) -> Result<&str, DecodeError> {
-    let s = check_str(b)?;
-    check_name(s)?;
-    Ok(s)
+/// Whether `b` is a topic name: UTF-8 without U+0000 [MQTT-1.5.3-1/2], not empty, no wildcards
+/// [MQTT-4.7.3-1].
+///
+/// Every incoming PUBLISH comes through here, so the bytes are read once for everything a topic
+/// name is checked for, and UTF-8 decoding runs only for names that are not ASCII: three passes
+/// (UTF-8, then U+0000, then wildcards) were ~5 % of the broker's CPU in `pairs -n 8` QoS 0
+/// (`perf record`). The errors, and their order, are those of
+/// [`check_str`](super::strings::check_str) then [`check_name`].
+pub(crate) fn check_name_bytes(b: &[u8]) -> Result<(), DecodeError> {
+    let (mut non_ascii, mut null, mut wildcard) = (false, false, false);
+    for &byte in b {
+        non_ascii |= byte >= 0x80;
+        null |= byte == 0;
+        wildcard |= byte == b'+' || byte == b'#';
+    }
+    if non_ascii && std::str::from_utf8(b).is_err() {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    if null {
+        return Err(DecodeError::NullCharacter);
+    }
+    if b.is_empty() {
+        return Err(DecodeError::InvalidTopicName("empty"));
+    }
+    if b.len() > MAX_LEN {
+        return Err(DecodeError::InvalidTopicName("longer than 65,535 bytes"));
+    }
+    if wildcard {
+        return Err(DecodeError::InvalidTopicName(
+            "contains a wildcard character",
+        ));
+    }
+    Ok(())
 }
 
 impl TopicName {
@@ -204,6 +230,33 @@ mod tests {
 
     fn matches(filter: &str, topic: &str) -> bool {
         TopicFilter::new(filter).unwrap().matches(&name(topic))
+    }
+
+    /// The one-pass check refuses exactly what UTF-8 decoding then the name rules refuse, with the
+    /// same error.
+    #[test]
+    fn one_pass_name_check_agrees_with_the_string_then_name_checks() {
+        let long = vec![b'a'; MAX_LEN + 1];
+        let inputs: Vec<&[u8]> = vec![
+            b"a/b/c",
+            b"",
+            b"/",
+            b"sport/+",
+            b"#",
+            b"a\0b",
+            b"a\0+",
+            "caf\u{e9}/\u{1f600}".as_bytes(),
+            b"\xff\xfe",
+            b"\xc3",
+            b"\xc3+",
+            b"\xc3\0",
+            b"ok\xe2\x82",
+            &long,
+        ];
+        for b in inputs {
+            let expected = crate::protocol::strings::check_str(b).and_then(check_name);
+            assert_eq!(check_name_bytes(b), expected.map(|_| ()), "{b:?}");
+        }
     }
 
     #[test]
