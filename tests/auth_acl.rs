@@ -676,7 +676,7 @@ fn slow_password_verification_does_not_stall_the_shards_other_clients() {
                         .stream
                         .set_read_timeout(Some(Duration::from_secs(30)))
                         .expect("timeout");
-                    client.send(&Packet::Connect(connect));
+                    client.send(&Packet::Connect(Box::new(connect)));
                     if let Some(Packet::ConnAck(ack)) = client.recv() {
                         assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
                         refusals.fetch_add(1, Ordering::Relaxed);

@@ -130,7 +130,7 @@ fn second_connect_closes_and_publishes_will() {
         let connect = with_will(&id, 0, "will/twice", b"protocol error");
         let (mut client, ack) = RawClient::mqtt_connect(addr, connect.clone());
         assert!(accepted(&ack));
-        client.send(&Packet::Connect(connect));
+        client.send(&Packet::Connect(Box::new(connect)));
         assert!(client.closed_within(Duration::from_secs(2)));
         expect_publish(&mut w, b"protocol error");
     }

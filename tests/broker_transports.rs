@@ -116,7 +116,7 @@ impl Mqtt {
             stream,
             buf: BytesMut::new(),
         };
-        mqtt.send(Packet::Connect(Connect {
+        mqtt.send(Packet::Connect(Box::new(Connect {
             protocol: ProtocolLevel::V311,
             clean_session: true,
             keep_alive: 30,
@@ -124,7 +124,7 @@ impl Mqtt {
             will: None,
             username: None,
             password: None,
-        }))
+        })))
         .await;
         match mqtt.recv().await {
             Some(Packet::ConnAck(ConnAck {
@@ -407,7 +407,7 @@ fn mutual_tls_identity_is_the_username() {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let mut out = BytesMut::new();
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             protocol: ProtocolLevel::V311,
             clean_session: true,
             keep_alive: 0,
@@ -415,7 +415,7 @@ fn mutual_tls_identity_is_the_username() {
             will: None,
             username: None,
             password: None,
-        })
+        }))
         .encode(&mut out)
         .expect("encode");
         tls.write_all(&out)?;

@@ -1021,7 +1021,7 @@ fn wait_for_counts(setup: &Setup, expected: Counts, slack: Counts, transport: Tr
 // ---- running a case -------------------------------------------------------------------------------
 
 fn connect_with_will(peer: &mut Peer, client_id: &str, will_topic: &str, context: &str) {
-    peer.send_packet(&Packet::Connect(Connect {
+    peer.send_packet(&Packet::Connect(Box::new(Connect {
         protocol: ProtocolLevel::V311,
         clean_session: true,
         keep_alive: 0,
@@ -1034,7 +1034,7 @@ fn connect_with_will(peer: &mut Peer, client_id: &str, will_topic: &str, context
         }),
         username: None,
         password: None,
-    }));
+    })));
     match peer.recv(Duration::from_secs(5)) {
         Some(Packet::ConnAck(ConnAck {
             code: ConnectReturnCode::Accepted,

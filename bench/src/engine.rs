@@ -1006,7 +1006,7 @@ impl Worker {
                     c.rbuf.clear();
                     c.wbuf.clear();
                     let cp = &ctx.plan.clients[c.plan];
-                    let connect = Packet::Connect(Connect {
+                    let connect = Packet::Connect(Box::new(Connect {
                         protocol: ProtocolLevel::V311,
                         clean_session: cp.clean_session,
                         keep_alive: ctx.plan.keep_alive,
@@ -1014,7 +1014,7 @@ impl Worker {
                         will: None,
                         username: None,
                         password: None,
-                    });
+                    }));
                     if connect.encode(&mut c.wbuf).is_err() {
                         ctx.c.errors.protocol += 1;
                         close(c, ctx, &self.poll, State::Closed);

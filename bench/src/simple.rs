@@ -95,7 +95,7 @@ impl SimpleClient {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
         };
-        c.send(&Packet::Connect(Connect {
+        c.send(&Packet::Connect(Box::new(Connect {
             protocol: ProtocolLevel::V311,
             clean_session,
             keep_alive: 60,
@@ -103,7 +103,7 @@ impl SimpleClient {
             will: None,
             username: None,
             password: None,
-        }))?;
+        })))?;
         c.flush()?;
         match c.read_packet()? {
             Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Accepted => {

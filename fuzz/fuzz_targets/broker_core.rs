@@ -282,7 +282,7 @@ impl Harness {
                 1 => Packet::UnsubAck(UnsubAck {
                     packet_id: input.packet_id(),
                 }),
-                _ => Packet::Connect(Connect {
+                _ => Packet::Connect(Box::new(Connect {
                     protocol: ProtocolLevel::V311,
                     clean_session: true,
                     keep_alive: 0,
@@ -290,7 +290,7 @@ impl Harness {
                     will: None,
                     username: None,
                     password: None,
-                }),
+                })),
             },
             _ => {
                 // Raw bytes through the codec, as the reader hands them over.

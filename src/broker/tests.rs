@@ -798,7 +798,7 @@ fn second_connect_is_a_protocol_error_that_publishes_the_will() {
         retain: false,
     });
     c.connect_with("bad", connect.clone());
-    c.send("bad", Packet::Connect(connect));
+    c.send("bad", Packet::Connect(Box::new(connect)));
     assert!(c.client("bad").closed);
     assert_eq!(c.payloads("w"), ["bad"]);
     assert_eq!(c.shards[0].stats.protocol_errors, 1);

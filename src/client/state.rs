@@ -258,7 +258,7 @@ impl<W> ClientState<W> {
             return;
         }
         self.transmit.clear();
-        self.transmit.push_back(Packet::Connect(Connect {
+        self.transmit.push_back(Packet::Connect(Box::new(Connect {
             protocol: ProtocolLevel::V311,
             clean_session: self.options.clean_session,
             keep_alive: self.options.keep_alive,
@@ -266,7 +266,7 @@ impl<W> ClientState<W> {
             will: self.options.will.clone(),
             username: self.options.username.clone(),
             password: self.options.password.clone(),
-        }));
+        })));
         self.phase = Phase::AwaitingConnAck {
             deadline: now + self.options.connection_timeout,
         };

@@ -189,13 +189,13 @@ mod tests {
 
     #[test]
     fn spec_layout_v311() {
-        let encoded = assert_round_trip(&Packet::Connect(connect(ProtocolLevel::V311)));
+        let encoded = assert_round_trip(&Packet::Connect(Box::new(connect(ProtocolLevel::V311))));
         assert_eq!(&encoded[..], &raw(b"MQTT", 4, 0x02, &[b"client-1"])[..]);
     }
 
     #[test]
     fn spec_layout_v31() {
-        let encoded = assert_round_trip(&Packet::Connect(connect(ProtocolLevel::V31)));
+        let encoded = assert_round_trip(&Packet::Connect(Box::new(connect(ProtocolLevel::V31))));
         assert_eq!(&encoded[..], &raw(b"MQIsdp", 3, 0x02, &[b"client-1"])[..]);
     }
 
@@ -229,7 +229,7 @@ mod tests {
                                 username: username.map(str::to_owned),
                                 password: password.map(Bytes::copy_from_slice),
                             };
-                            assert_round_trip(&Packet::Connect(p));
+                            assert_round_trip(&Packet::Connect(Box::new(p)));
                         }
                     }
                 }
@@ -246,14 +246,14 @@ mod tests {
             clean_session: false,
             ..connect(ProtocolLevel::V311)
         };
-        let encoded = assert_round_trip(&Packet::Connect(p));
+        let encoded = assert_round_trip(&Packet::Connect(Box::new(p)));
         // fixed header (2) + "MQTT" (6) + level
         assert_eq!(encoded[9], 0b1111_0100);
     }
 
     #[test]
     fn mqtt5_is_unsupported() {
-        let encoded = encode_packet(&Packet::Connect(connect(ProtocolLevel::V5)));
+        let encoded = encode_packet(&Packet::Connect(Box::new(connect(ProtocolLevel::V5))));
         assert_eq!(&encoded[..], &raw(b"MQTT", 5, 0x02, &[b"client-1"])[..]);
         assert_eq!(err(&encoded), DecodeError::UnsupportedProtocolLevel(5));
         // A real MQTT 5 CONNECT (properties after keep alive) is rejected before its body is
@@ -430,12 +430,12 @@ mod tests {
 
     #[test]
     fn every_short_body_is_malformed() {
-        let full = encode_packet(&Packet::Connect(Connect {
+        let full = encode_packet(&Packet::Connect(Box::new(Connect {
             will: Some(will(QoS::AtLeastOnce, false)),
             username: Some("u".into()),
             password: Some(Bytes::from_static(b"p")),
             ..connect(ProtocolLevel::V311)
-        }));
+        })));
         for len in 0..full.len() - 2 {
             let bytes = frame(0x10, &full[2..2 + len]);
             let e = err(&bytes);
@@ -486,16 +486,16 @@ mod tests {
         for p in cases {
             let mut out = BytesMut::from(&b"keep"[..]);
             assert_eq!(
-                Packet::Connect(p).encode(&mut out),
+                Packet::Connect(Box::new(p)).encode(&mut out),
                 Err(EncodeError::StringTooLong)
             );
             assert_eq!(&out[..], b"keep");
         }
         // 65,535 bytes is fine.
-        let p = Packet::Connect(Connect {
+        let p = Packet::Connect(Box::new(Connect {
             client_id: "x".repeat(65_535),
             ..connect(ProtocolLevel::V311)
-        });
+        }));
         assert_eq!(decode_one(&encode_packet(&p)), Ok(p));
     }
 }

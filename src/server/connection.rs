@@ -62,7 +62,7 @@ async fn read_connect(
         let mut probe = buf.clone();
         match decode(&mut probe, max_packet_size) {
             Ok(Some(Packet::Connect(connect))) => {
-                return FirstPacket::Connect(connect, buf.len() - probe.len())
+                return FirstPacket::Connect(*connect, buf.len() - probe.len())
             }
             Ok(Some(_)) => return FirstPacket::Close("first packet is not CONNECT"),
             Ok(None) => {}

@@ -69,7 +69,7 @@ impl RawClient {
     /// TCP connect + CONNECT; returns the client and the CONNACK.
     pub fn mqtt_connect(addr: SocketAddr, connect: Connect) -> (RawClient, Packet) {
         let mut client = RawClient::connect_tcp(addr);
-        client.send(&Packet::Connect(connect));
+        client.send(&Packet::Connect(Box::new(connect)));
         let ack = client.recv().expect("CONNACK");
         (client, ack)
     }
