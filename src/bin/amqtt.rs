@@ -48,6 +48,11 @@ fn main() -> ExitCode {
         ),
         Err(error) => log::warn!("cannot raise resource limits: {error}"),
     }
+    // Before any thread starts: see `reserve_descriptors` (each later doubling of the table would
+    // stall the accepting shard for an RCU grace period, ~10-25 ms).
+    if let Err(error) = shards::reserve_descriptors(shards::MAX_RESERVED_DESCRIPTORS) {
+        log::warn!("cannot reserve the descriptor table: {error}");
+    }
     let signals = match block_stop_signals() {
         Ok(set) => set,
         Err(error) => {
