@@ -35,6 +35,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // While this is the only thread: a threaded process that grows its descriptor table later
+    // waits for an RCU grace period at each doubling (10-25 ms on a 2-CPU VM), and those waits were
+    // the 17-30 ms CONNACK p99 that `conns -n 5000` showed for every broker, in a fresh process.
+    amqtt_bench::sys::raise_nofile();
+    let _ = shards::reserve_descriptors(shards::MAX_RESERVED_DESCRIPTORS);
     let result = match cli.command {
         Command::Scenario(s) => run_one(&s),
         Command::Compare(args) => {
