@@ -35,8 +35,8 @@ pub fn raise_limits() -> io::Result<Limits> {
 pub const MAX_RESERVED_DESCRIPTORS: u64 = 1 << 16;
 
 /// Grows this process's descriptor table to at least `count` slots (at most
-/// [`MAX_RESERVED_DESCRIPTORS`] and the soft `RLIMIT_NOFILE`) by duplicating a descriptor onto slot `count - 1` and closing the
-/// copy; returns the slots reserved. The table never shrinks.
+/// [`MAX_RESERVED_DESCRIPTORS`] and the soft `RLIMIT_NOFILE`) by duplicating a descriptor onto
+/// slot `count - 1` and closing the copy; returns the slots reserved. The table never shrinks.
 ///
 /// Call it before any thread starts. The kernel doubles the table as descriptors are opened, and
 /// in a process with several threads every doubling waits for an RCU grace period
