@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     // waits for an RCU grace period at each doubling (10-25 ms on a 2-CPU VM), and those waits were
     // the 17-30 ms CONNACK p99 that `conns -n 5000` showed for every broker, in a fresh process.
     amqtt_bench::sys::raise_nofile();
-    let _ = shards::reserve_descriptors(shards::MAX_RESERVED_DESCRIPTORS);
+    if let Err(e) = shards::reserve_descriptors(shards::MAX_RESERVED_DESCRIPTORS) {
+        eprintln!("amqtt-bench: warning: cannot reserve the descriptor table: {e}");
+    }
     let result = match cli.command {
         Command::Scenario(s) => run_one(&s),
         Command::Compare(args) => {

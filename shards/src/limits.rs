@@ -67,15 +67,20 @@ pub fn reserve_descriptors(count: u64) -> io::Result<u64> {
 }
 
 fn soft_nofile() -> io::Result<u64> {
+    Ok(to_u64(get(libc::RLIMIT_NOFILE)?.rlim_cur))
+}
+
+/// The soft and hard limits of `resource`.
+fn get(resource: Resource) -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(to_u64(lim.rlim_cur))
+    Ok(lim)
 }
 
 #[cfg(target_env = "gnu")]
@@ -102,14 +107,7 @@ fn nr_open() -> Option<libc::rlim_t> {
 /// Sets the soft limit of `resource` to its hard limit (or to `cap_if_infinite` when the hard
 /// limit is unlimited and a cap is given). Returns the soft limit now in force.
 fn raise(resource: Resource, cap_if_infinite: Option<libc::rlim_t>) -> io::Result<libc::rlim_t> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let lim = get(resource)?;
     let target = match (lim.rlim_max, cap_if_infinite) {
         (libc::RLIM_INFINITY, Some(cap)) => cap,
         (max, _) => max,

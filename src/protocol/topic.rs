@@ -223,7 +223,10 @@ mod tests {
             ("caf\u{e9}/\u{1f600}".as_bytes(), Ok(())),
             (b"", Err(InvalidTopicName("empty"))),
             (&long, Err(InvalidTopicName("longer than 65,535 bytes"))),
-            (b"sport/+", Err(InvalidTopicName("contains a wildcard character"))),
+            (
+                b"sport/+",
+                Err(InvalidTopicName("contains a wildcard character")),
+            ),
             (b"#", Err(InvalidTopicName("contains a wildcard character"))),
             (b"a\0b", Err(NullCharacter)),
             (b"a+\0", Err(NullCharacter)),
