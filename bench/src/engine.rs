@@ -47,9 +47,9 @@ use std::thread::JoinHandle;
 use std::{cmp::Reverse, time::Duration};
 
 use amqtt::protocol::{
-    decode, Connect, ConnectReturnCode, Packet, ProtocolLevel, PubAck, PubComp, PubRec, PubRel,
-    PublishRef, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName,
-    PROTOCOL_MAX_PACKET_SIZE,
+    decode, peek_publish, Connect, ConnectReturnCode, Packet, ProtocolLevel, PubAck, PubComp,
+    PubRec, PubRel, PublishRef, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicFilter,
+    TopicName, PROTOCOL_MAX_PACKET_SIZE,
 };
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
@@ -1504,29 +1504,27 @@ fn read_and_handle(c: &mut Client, i: usize, ctx: &mut Ctx, poll: &Poll) {
     };
     let now = now_ns();
     loop {
-        match peek_publish(&c.rbuf) {
-            Some(Ok(view)) => {
-                // Taken out for the call (the handler needs `c`); no copy, no allocation.
-                let rbuf = std::mem::take(&mut c.rbuf);
-                on_publish(
-                    c,
-                    i,
-                    ctx,
-                    view.qos,
-                    view.packet_id,
-                    &rbuf[view.payload],
-                    now,
-                );
-                c.rbuf = rbuf;
-                c.rbuf.advance(view.len);
-                continue;
-            }
-            Some(Err(())) => {
-                ctx.c.errors.protocol += 1;
-                close(c, ctx, poll, State::Closed);
-                return;
-            }
-            None => {}
+        // A PUBLISH is read in place (`amqtt::protocol::peek_publish`: no reference-counted
+        // slices, whose atomic updates were ~13 % of the generator's CPU at 2 M deliveries/s);
+        // anything else, a malformed PUBLISH included, goes through `decode`. The buffer is taken
+        // out for the call (the handler needs `c`): no copy, no allocation.
+        let rbuf = std::mem::take(&mut c.rbuf);
+        let peeked = peek_publish(&rbuf, PROTOCOL_MAX_PACKET_SIZE).map(|(publish, length)| {
+            on_publish(
+                c,
+                i,
+                ctx,
+                publish.qos,
+                publish.packet_id,
+                publish.payload,
+                now,
+            );
+            length
+        });
+        c.rbuf = rbuf;
+        if let Some(length) = peeked {
+            c.rbuf.advance(length);
+            continue;
         }
         match decode(&mut c.rbuf, PROTOCOL_MAX_PACKET_SIZE) {
             Ok(Some(packet)) => {
@@ -1735,86 +1733,6 @@ fn on_publish(
             mark_dirty(c, i, ctx);
         }
     }
-}
-
-/// A complete PUBLISH at the front of `buf`, located in place.
-#[derive(Debug, PartialEq, Eq)]
-struct PublishView {
-    qos: QoS,
-    packet_id: Option<u16>,
-    /// Where its payload is in `buf`.
-    payload: std::ops::Range<usize>,
-    /// Its whole length in `buf`.
-    len: usize,
-}
-
-/// Finds a complete PUBLISH at the front of `buf` without decoding it into a `Publish`:
-/// `amqtt::protocol::decode` splits the read buffer into reference-counted `Bytes` for the
-/// packet, its topic and its payload, and those atomic counts were ~13 % of the generator's CPU at
-/// 2 M deliveries/s (`perf record`), the generator being the limit in most amqtt runs. `None`
-/// when `buf` does not start with a complete PUBLISH (anything else goes through `decode`);
-/// `Some(Err)` for a malformed one (bad flags, lengths or topic), which `decode` would refuse too.
-fn peek_publish(buf: &[u8]) -> Option<Result<PublishView, ()>> {
-    let first = *buf.first()?;
-    if first >> 4 != 3 {
-        return None;
-    }
-    // Remaining length: 1 to 4 bytes, 7 bits each.
-    let mut remaining = 0usize;
-    let mut header = 1;
-    loop {
-        let byte = *buf.get(header)?;
-        remaining |= usize::from(byte & 0x7f) << (7 * (header - 1));
-        header += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        if header > 4 {
-            return Some(Err(()));
-        }
-    }
-    let len = header + remaining;
-    if buf.len() < len {
-        return None;
-    }
-    let body = &buf[header..len];
-    let qos = match (first >> 1) & 0b11 {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        2 => QoS::ExactlyOnce,
-        _ => return Some(Err(())),
-    };
-    // DUP is reserved at QoS 0 [MQTT-3.3.1-2].
-    if qos == QoS::AtMostOnce && first & 0b1000 != 0 {
-        return Some(Err(()));
-    }
-    if body.len() < 2 {
-        return Some(Err(()));
-    }
-    let topic_end = 2 + usize::from(u16::from_be_bytes([body[0], body[1]]));
-    let Some(topic) = body.get(2..topic_end) else {
-        return Some(Err(()));
-    };
-    let valid_name = !topic.is_empty() && !topic.iter().any(|&b| matches!(b, b'+' | b'#' | 0));
-    if !valid_name || std::str::from_utf8(topic).is_err() {
-        return Some(Err(()));
-    }
-    let (packet_id, payload_start) = if qos == QoS::AtMostOnce {
-        (None, topic_end)
-    } else {
-        match body.get(topic_end..topic_end + 2) {
-            Some(&[hi, lo]) if (hi, lo) != (0, 0) => {
-                (Some(u16::from_be_bytes([hi, lo])), topic_end + 2)
-            }
-            _ => return Some(Err(())),
-        }
-    };
-    Some(Ok(PublishView {
-        qos,
-        packet_id,
-        payload: header + payload_start..len,
-        len,
-    }))
 }
 
 fn on_delivery(c: &mut Client, ctx: &mut Ctx, payload: &[u8], now: u64) {
@@ -2027,82 +1945,5 @@ fn publish_open(c: &mut Client, i: usize, ctx: &mut Ctx, now: u64) {
     }
     if sent > 0 {
         mark_dirty(c, i, ctx);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use amqtt::protocol::Publish;
-    use bytes::Bytes;
-
-    fn encoded(qos: QoS, packet_id: Option<u16>, topic: &str, payload: Vec<u8>) -> Vec<u8> {
-        let p = Publish {
-            dup: false,
-            qos,
-            retain: false,
-            topic: TopicName::new(topic).unwrap(),
-            packet_id,
-            payload: Bytes::from(payload),
-        };
-        let mut out = BytesMut::new();
-        p.encode(&mut out).unwrap();
-        out.to_vec()
-    }
-
-    /// `peek_publish` finds what `decode` decodes, for every QoS and remaining lengths of 1 to 3
-    /// bytes, and waits (None) for a packet cut anywhere.
-    #[test]
-    fn peek_publish_agrees_with_decode() {
-        for (qos, id) in [
-            (QoS::AtMostOnce, None),
-            (QoS::AtLeastOnce, Some(7)),
-            (QoS::ExactlyOnce, Some(65535)),
-        ] {
-            for size in [0, 24, 200, 20_000] {
-                let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
-                let bytes = encoded(qos, id, "a/b/c", payload.clone());
-                let mut with_next = bytes.clone();
-                with_next.extend_from_slice(&[0xd0, 0x00]); // a PINGRESP behind it
-                let view = peek_publish(&with_next).unwrap().unwrap();
-                assert_eq!((view.qos, view.packet_id, view.len), (qos, id, bytes.len()));
-                assert_eq!(&with_next[view.payload.clone()], &payload[..]);
-                let mut buf = BytesMut::from(&with_next[..]);
-                let Ok(Some(Packet::Publish(p))) = decode(&mut buf, PROTOCOL_MAX_PACKET_SIZE)
-                else {
-                    panic!("decode")
-                };
-                assert_eq!(
-                    (p.qos, p.packet_id, &p.payload[..]),
-                    (qos, id, &payload[..])
-                );
-                for cut in 0..bytes.len() {
-                    assert_eq!(peek_publish(&bytes[..cut]), None, "cut at {cut}");
-                }
-            }
-        }
-    }
-
-    /// Other packets are left to `decode`; malformed PUBLISHes are errors, as `decode` has them.
-    #[test]
-    fn peek_publish_refuses_what_decode_refuses() {
-        assert_eq!(peek_publish(&[0xd0, 0x00]), None);
-        assert_eq!(peek_publish(&[0x40, 0x02, 0x00, 0x01]), None);
-        let bad: [&[u8]; 6] = [
-            &[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01], // QoS 3
-            &[0x38, 0x03, 0x00, 0x01, b't'],             // DUP at QoS 0
-            &[0x30, 0x03, 0x00, 0x01, b'+'],             // wildcard in a topic name
-            &[0x30, 0x03, 0x00, 0x05, b't'],             // topic longer than the packet
-            &[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00], // packet id 0
-            &[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28],       // invalid UTF-8
-        ];
-        for packet in bad {
-            assert_eq!(peek_publish(packet), Some(Err(())), "{packet:02x?}");
-            let mut buf = BytesMut::from(packet);
-            assert!(
-                decode(&mut buf, PROTOCOL_MAX_PACKET_SIZE).is_err(),
-                "{packet:02x?}"
-            );
-        }
     }
 }
