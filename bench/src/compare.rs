@@ -240,16 +240,19 @@ impl BrokerSpec {
         })
     }
 
-    /// The configuration file text for this broker listening on 127.0.0.1:`port`.
-    pub fn config_text(&self, port: u16) -> Option<String> {
-        match self.kind {
-            Kind::Amqtt => Some(format!(
+    /// The configuration file text for this broker listening on 127.0.0.1:`port`. `window` is
+    /// the scenario's [`Scenario::broker_window`]: when set, the broker's outgoing QoS 1/2 window
+    /// is raised to it (both brokers default to 20), so a closed loop of 32 in flight measures
+    /// the broker moving 32 messages, not the broker queueing 12 of them.
+    pub fn config_text(&self, port: u16, window: Option<u32>) -> Option<String> {
+        let mut text = match self.kind {
+            Kind::Amqtt => format!(
                 "# Written by amqtt-bench compare.\n\
                  listeners:\n  default:\n    bind: 127.0.0.1:{port}\n\
                  sys_interval: 0\n\
                  connection_messages: false\n"
-            )),
-            Kind::Mosquitto => Some(format!(
+            ),
+            Kind::Mosquitto => format!(
                 "# Written by amqtt-bench compare.\n\
                  listener {port} 127.0.0.1\n\
                  allow_anonymous true\n\
@@ -261,9 +264,16 @@ impl BrokerSpec {
                  log_type error\n\
                  log_type warning\n\
                  connection_messages false\n"
-            )),
-            Kind::None => None,
+            ),
+            Kind::None => return None,
+        };
+        if let Some(w) = window {
+            text.push_str(&match self.kind {
+                Kind::Mosquitto => format!("max_inflight_messages {w}\n"),
+                _ => format!("max_inflight: {w}\n"),
+            });
         }
+        Some(text)
     }
 
     /// The command words with placeholders filled in.
@@ -426,10 +436,11 @@ fn start_broker(
     dir: &Path,
     seq: usize,
     pin: Option<&str>,
+    window: Option<u32>,
 ) -> Result<RunningBroker, String> {
     let port = free_port().map_err(|e| format!("no free port: {e}"))?;
     let config = dir.join(format!("{}-{seq}.conf", spec.name));
-    if let Some(text) = spec.config_text(port) {
+    if let Some(text) = spec.config_text(port, window) {
         fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
     }
     let argv = spec.argv(&config, port);
@@ -806,7 +817,7 @@ pub fn run(args: &CompareArgs, argv: &[String]) -> Result<(), BenchError> {
                         scenario_texts[si_], spec.name
                     );
                     let pin = pinned.then_some(args.broker_cpus.as_str());
-                    let broker = match start_broker(spec, &dir, run_no, pin) {
+                    let broker = match start_broker(spec, &dir, run_no, pin, sc.broker_window()) {
                         Ok(b) => b,
                         Err(e) => {
                             eprintln!("{label}: {e}");
@@ -1269,7 +1280,7 @@ fn markdown(ctx: &ReportCtx<'_>, svg_name: &str) -> String {
         "\nConfiguration written for each kind (port chosen per run):\n"
     );
     for b in ctx.brokers {
-        if let Some(text) = b.config_text(0) {
+        if let Some(text) = b.config_text(0, None) {
             let _ = writeln!(
                 s,
                 "{} (`{:?}`):\n```\n{}```\n",
@@ -1279,6 +1290,22 @@ fn markdown(ctx: &ReportCtx<'_>, svg_name: &str) -> String {
                     .replace("listener 0 ", "listener PORT ")
             );
         }
+    }
+    let windows: Vec<String> = ctx
+        .scenarios
+        .iter()
+        .zip(ctx.scenario_texts)
+        .filter_map(|(sc, text)| sc.broker_window().map(|w| format!("`{text}`: {w}")))
+        .collect();
+    if !windows.is_empty() {
+        let _ = writeln!(
+            s,
+            "For a closed-loop QoS 1/2 scenario one more line raises the broker's outgoing window \
+             (`max_inflight: W` / `max_inflight_messages W`; both default to 20) to what the \
+             scenario keeps in flight per subscriber, so the scenario's window reaches the \
+             subscriber instead of queueing in the broker: {}.\n",
+            windows.join("; ")
+        );
     }
     let _ = writeln!(s, "## Method\n");
     let _ = writeln!(
@@ -1422,18 +1449,21 @@ mod tests {
             vec!["target/release/amqtt", "-c", "/tmp/x.yaml"]
         );
         assert!(b
-            .config_text(1234)
+            .config_text(1234, None)
             .unwrap()
             .contains("bind: 127.0.0.1:1234"));
 
         let m = BrokerSpec::parse("mosq=/usr/sbin/mosquitto -c {config}").unwrap();
         assert_eq!(m.kind, Kind::Mosquitto);
-        assert!(m.config_text(99).unwrap().contains("listener 99 127.0.0.1"));
+        assert!(m
+            .config_text(99, None)
+            .unwrap()
+            .contains("listener 99 127.0.0.1"));
 
         let n = BrokerSpec::parse("other:none=mybroker --port {port}").unwrap();
         assert_eq!(n.kind, Kind::None);
         assert_eq!(n.argv(Path::new("c"), 7), vec!["mybroker", "--port", "7"]);
-        assert!(n.config_text(7).is_none());
+        assert!(n.config_text(7, Some(32)).is_none());
 
         let forced = BrokerSpec::parse("x:mosquitto=/opt/mq -c {config}").unwrap();
         assert_eq!(forced.kind, Kind::Mosquitto);
@@ -1477,6 +1507,31 @@ mod tests {
         for d in default_scenarios() {
             assert!(parse_scenario(&d, 1.0, 1.0).is_ok(), "{d}");
         }
+    }
+
+    #[test]
+    fn broker_window_follows_the_scenario() {
+        let window = |s: &str| parse_scenario(s, 1.0, 1.0).unwrap().broker_window();
+        assert_eq!(window("pairs -n 8 --qos 1"), Some(32));
+        assert_eq!(window("pairs -n 8 --qos 2 --inflight 20"), Some(20));
+        assert_eq!(window("fanout -n 50 --qos 1 --inflight 10"), Some(10));
+        assert_eq!(window("fanin -n 50 --qos 1"), Some(1600));
+        assert_eq!(window("fanin -n 5000 --qos 1 --inflight 100"), Some(65_535));
+        assert_eq!(window("pairs -n 8 --qos 0"), None);
+        assert_eq!(window("pairs -n 8 --qos 1 --rate 100"), None);
+        assert_eq!(window("conns -n 10 --inflight 50"), None);
+
+        let amqtt = BrokerSpec::parse("a=amqtt -c {config}").unwrap();
+        let mosq = BrokerSpec::parse("m=/usr/sbin/mosquitto -c {config}").unwrap();
+        let a = amqtt.config_text(1, Some(32)).unwrap();
+        assert!(a.ends_with("\nmax_inflight: 32\n"), "{a}");
+        let m = mosq.config_text(1, Some(32)).unwrap();
+        assert!(m.ends_with("\nmax_inflight_messages 32\n"), "{m}");
+        assert!(!amqtt.config_text(1, None).unwrap().contains("inflight"));
+        assert!(!mosq.config_text(1, None).unwrap().contains("inflight"));
+        // What compare writes must be a configuration the broker accepts.
+        let parsed = amqtt::config::BrokerConfig::from_yaml_str(&a, "compare");
+        assert_eq!(parsed.map(|c| c.max_inflight).ok(), Some(32));
     }
 
     #[test]

@@ -203,6 +203,29 @@ impl Scenario {
         })
     }
 
+    /// How many unacknowledged QoS 1/2 messages the broker must allow one subscriber (its
+    /// outgoing window: `max_inflight`, Mosquitto's `max_inflight_messages`) so that this
+    /// scenario's closed-loop window reaches the subscriber instead of queueing in the broker:
+    /// `--inflight` (default 32) times the publishers feeding one subscriber (1 in pairs and
+    /// fan-out, N in fan-in), at most 65 535 (the packet-id space). `None` for QoS 0, open-loop
+    /// runs (`--rate`) and scenarios that carry no message stream.
+    pub fn broker_window(&self) -> Option<u32> {
+        let o = self.opts();
+        if o.qos == 0 || o.rate.is_some() {
+            return None;
+        }
+        let feeding_one_subscriber = match self {
+            Scenario::Pairs(_) | Scenario::Fanout(_) => 1,
+            Scenario::Fanin(_) => u32::try_from(self.n()).unwrap_or(u32::MAX),
+            Scenario::Conns(_) | Scenario::Retained(_) | Scenario::Storm(_) => return None,
+        };
+        let window = o
+            .inflight
+            .unwrap_or(32)
+            .saturating_mul(feeding_one_subscriber);
+        Some(window.min(65_535))
+    }
+
     /// Runs the scenario.
     pub fn run(&self) -> Result<Report, BenchError> {
         let o = self.opts();
