@@ -1,0 +1,559 @@
+//! Building a [`BrokerConfig`] from the raw schema: defaults, listener inheritance from the
+//! `default` listener, range checks and bind-address resolution. Knows no YAML syntax (that is
+//! `raw.rs`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use super::raw::*;
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Building: defaults, listener inheritance, range checks.
+// ---------------------------------------------------------------------------------------------
+
+/// A listener setting together with the listener it is written under.
+struct Field<'a, T> {
+    value: &'a T,
+    owner: &'a str,
+    key: &'static str,
+}
+
+impl<T> Field<'_, T> {
+    fn key(&self) -> String {
+        format!("listeners.{}.{}", self.owner, self.key)
+    }
+
+    fn inherited_by(&self, listener: &str) -> String {
+        if self.owner == listener {
+            String::new()
+        } else {
+            format!(" (inherited by listener '{listener}')")
+        }
+    }
+}
+
+/// A listener after applying the `default` listener's settings.
+pub(super) struct Merged<'a> {
+    name: &'a str,
+    bind: Option<Field<'a, BindSpec>>,
+    kind: Option<Field<'a, RawKind>>,
+    max_connections: Option<Field<'a, Int>>,
+    max_connect_rate: Option<Field<'a, Int>>,
+    ssl: Option<Field<'a, SslFlag>>,
+    cafile: Option<Field<'a, String>>,
+    capath: Option<Field<'a, String>>,
+    cadata: Option<Field<'a, String>>,
+    certfile: Option<Field<'a, String>>,
+    keyfile: Option<Field<'a, String>>,
+    require_certificate: Option<Field<'a, bool>>,
+    use_identity_as_username: Option<Field<'a, bool>>,
+}
+
+fn pick<'a, T>(
+    own: &'a Option<T>,
+    name: &'a str,
+    default: Option<&'a Option<T>>,
+    key: &'static str,
+) -> Option<Field<'a, T>> {
+    if let Some(value) = own {
+        return Some(Field {
+            value,
+            owner: name,
+            key,
+        });
+    }
+    match default {
+        Some(Some(value)) => Some(Field {
+            value,
+            owner: "default",
+            key,
+        }),
+        _ => None,
+    }
+}
+
+/// Every entry of `listeners` inherits what `default` sets; `default` comes first.
+fn merge_listeners(raw: &RawListeners) -> Vec<Merged<'_>> {
+    let default = raw
+        .0
+        .iter()
+        .find(|(name, _)| name == "default")
+        .map(|(_, l)| l);
+    let ordered = raw
+        .0
+        .iter()
+        .filter(|(name, _)| name == "default")
+        .chain(raw.0.iter().filter(|(name, _)| name != "default"));
+    ordered
+        .map(|(name, own)| {
+            let inherit = if name == "default" { None } else { default };
+            Merged {
+                name,
+                bind: pick(&own.bind, name, inherit.map(|d| &d.bind), "bind"),
+                kind: pick(&own.kind, name, inherit.map(|d| &d.kind), "type"),
+                max_connections: pick(
+                    &own.max_connections,
+                    name,
+                    inherit.map(|d| &d.max_connections),
+                    "max-connections",
+                ),
+                max_connect_rate: pick(
+                    &own.max_connect_rate,
+                    name,
+                    inherit.map(|d| &d.max_connect_rate),
+                    "max_connect_rate",
+                ),
+                ssl: pick(&own.ssl, name, inherit.map(|d| &d.ssl), "ssl"),
+                cafile: pick(&own.cafile, name, inherit.map(|d| &d.cafile), "cafile"),
+                capath: pick(&own.capath, name, inherit.map(|d| &d.capath), "capath"),
+                cadata: pick(&own.cadata, name, inherit.map(|d| &d.cadata), "cadata"),
+                certfile: pick(
+                    &own.certfile,
+                    name,
+                    inherit.map(|d| &d.certfile),
+                    "certfile",
+                ),
+                keyfile: pick(&own.keyfile, name, inherit.map(|d| &d.keyfile), "keyfile"),
+                require_certificate: pick(
+                    &own.require_certificate,
+                    name,
+                    inherit.map(|d| &d.require_certificate),
+                    "require-certificate",
+                ),
+                use_identity_as_username: pick(
+                    &own.use_identity_as_username,
+                    name,
+                    inherit.map(|d| &d.use_identity_as_username),
+                    "use-identity-as-username",
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The TLS settings of a listener with `ssl: on`: `certfile` and `keyfile` are required, and
+/// `require-certificate` needs a CA to check client certificates against. Files are read at start.
+fn listener_tls(listener: &Merged<'_>, origin: &str) -> Result<Option<TlsConfig>, ConfigError> {
+    let ssl_on = listener.ssl.as_ref().is_some_and(|f| f.value.0);
+    if !ssl_on {
+        return Ok(None);
+    }
+    let missing = |key: &str| ConfigError::Invalid {
+        file: origin.to_string(),
+        key: format!("listeners.{}.{key}", listener.name),
+        reason: "required when ssl is on".to_string(),
+    };
+    let path = |f: &Option<Field<'_, String>>| f.as_ref().map(|f| PathBuf::from(f.value));
+    let certfile = path(&listener.certfile).ok_or_else(|| missing("certfile"))?;
+    let keyfile = path(&listener.keyfile).ok_or_else(|| missing("keyfile"))?;
+    let tls = TlsConfig {
+        certfile,
+        keyfile,
+        cafile: path(&listener.cafile),
+        capath: path(&listener.capath),
+        cadata: listener.cadata.as_ref().map(|f| f.value.clone()),
+        require_certificate: listener
+            .require_certificate
+            .as_ref()
+            .is_some_and(|f| *f.value),
+        use_identity_as_username: listener
+            .use_identity_as_username
+            .as_ref()
+            .is_some_and(|f| *f.value),
+    };
+    if tls.require_certificate
+        && tls.cafile.is_none()
+        && tls.capath.is_none()
+        && tls.cadata.is_none()
+    {
+        return Err(ConfigError::Invalid {
+            file: origin.to_string(),
+            key: format!("listeners.{}.require-certificate", listener.name),
+            reason:
+                "client certificates need a CA to be checked against: set cafile, capath or cadata"
+                    .to_string(),
+        });
+    }
+    if tls.use_identity_as_username && !tls.require_certificate {
+        return Err(ConfigError::Invalid {
+            file: origin.to_string(),
+            key: format!("listeners.{}.use-identity-as-username", listener.name),
+            reason: "needs require-certificate: true".to_string(),
+        });
+    }
+    Ok(Some(tls))
+}
+
+pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        file: origin.to_string(),
+        key: key.to_string(),
+        reason,
+    };
+    let defaults = BrokerConfig::default();
+
+    let no_listeners = RawListeners::default();
+    let merged = merge_listeners(raw.listeners.as_ref().unwrap_or(&no_listeners));
+    refuse_unsupported(origin, &raw, &merged)?;
+
+    let listeners = match &raw.listeners {
+        None => defaults.listeners.clone(),
+        Some(_) => {
+            let mut listeners = Vec::new();
+            for listener in &merged {
+                let Some(bind) = &listener.bind else {
+                    log::debug!(
+                        "{origin}: listener '{}' has no 'bind' address; it is not started",
+                        listener.name
+                    );
+                    continue;
+                };
+                let address = parse_bind(&bind.value.0, DEFAULT_PORT).map_err(|reason| {
+                    invalid(
+                        &bind.key(),
+                        format!("{reason}{}", bind.inherited_by(listener.name)),
+                    )
+                })?;
+                let max_connections = match &listener.max_connections {
+                    None => None,
+                    Some(field) => match field.value.0 {
+                        -1 => None,
+                        n if n > 0 => Some(usize::try_from(n).map_err(|_| {
+                            invalid(&field.key(), format!("{n} is too large"))
+                        })?),
+                        n => {
+                            return Err(invalid(
+                                &field.key(),
+                                format!(
+                                    "must be a positive number of connections, or -1 for unlimited; got {n}{}",
+                                    field.inherited_by(listener.name)
+                                ),
+                            ))
+                        }
+                    },
+                };
+                let max_connect_rate = match &listener.max_connect_rate {
+                    None => None,
+                    Some(field) => match field.value.0 {
+                        -1 | 0 => None,
+                        n if n > 0 => Some(u32::try_from(n).map_err(|_| {
+                            invalid(&field.key(), format!("{n} is too large"))
+                        })?),
+                        n => {
+                            return Err(invalid(
+                                &field.key(),
+                                format!(
+                                    "must be a number of connections per second, or 0 for unlimited; got {n}{}",
+                                    field.inherited_by(listener.name)
+                                ),
+                            ))
+                        }
+                    },
+                };
+                let kind = match listener.kind.as_ref().map(|k| *k.value) {
+                    Some(RawKind::Ws) => ListenerKind::Ws,
+                    Some(RawKind::Tcp) | None => ListenerKind::Tcp,
+                };
+                let tls = listener_tls(listener, origin)?;
+                listeners.push(ListenerConfig {
+                    name: listener.name.to_string(),
+                    bind: address,
+                    kind,
+                    max_connections,
+                    max_connect_rate,
+                    tls,
+                });
+            }
+            if listeners.is_empty() {
+                return Err(invalid(
+                    "listeners",
+                    "no listener has a 'bind' address, so the broker would not listen anywhere \
+                     (for example, add 'bind: 0.0.0.0:1883' under 'listeners.default')"
+                        .to_string(),
+                ));
+            }
+            listeners
+        }
+    };
+
+    let seconds = |key: &str, value: Option<Seconds>, default: Duration, allow_zero: bool| {
+        let Some(Seconds(secs)) = value else {
+            return Ok(default);
+        };
+        let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
+        let duration = if ok {
+            Duration::try_from_secs_f64(secs).ok()
+        } else {
+            None
+        };
+        duration.ok_or_else(|| {
+            let expected = if allow_zero {
+                "zero or more"
+            } else {
+                "more than zero"
+            };
+            invalid(key, format!("must be {expected} seconds, got {secs}"))
+        })
+    };
+    let integer = |key: &str, value: Option<Int>, default: i64, min: i64, max: i64| match value {
+        None => Ok(default),
+        Some(Int(v)) if (min..=max).contains(&v) => Ok(v),
+        Some(Int(v)) => Err(invalid(
+            key,
+            format!("must be between {min} and {max}, got {v}"),
+        )),
+    };
+
+    let timeout_disconnect_delay = seconds(
+        "timeout-disconnect-delay",
+        raw.timeout_disconnect_delay,
+        defaults.timeout_disconnect_delay,
+        true,
+    )?;
+    let sys_interval = seconds(
+        "sys_interval",
+        raw.sys_interval,
+        defaults.sys_interval,
+        true,
+    )?;
+    let connect_timeout = seconds(
+        "connect_timeout",
+        raw.connect_timeout,
+        defaults.connect_timeout,
+        false,
+    )?;
+    let spin_before_park = seconds(
+        "spin_before_park",
+        raw.spin_before_park,
+        defaults.spin_before_park,
+        true,
+    )?;
+    if spin_before_park > MAX_SPIN_BEFORE_PARK {
+        return Err(invalid(
+            "spin_before_park",
+            format!(
+                "must be at most {} seconds, got {}",
+                MAX_SPIN_BEFORE_PARK.as_secs_f64(),
+                spin_before_park.as_secs_f64()
+            ),
+        ));
+    }
+    let max_inflight = integer(
+        "max_inflight",
+        raw.max_inflight,
+        i64::from(DEFAULT_MAX_INFLIGHT),
+        1,
+        i64::from(u16::MAX),
+    )?;
+    let max_queued_messages = integer(
+        "max_queued_messages",
+        raw.max_queued_messages,
+        DEFAULT_MAX_QUEUED_MESSAGES as i64,
+        1,
+        i64::MAX,
+    )?;
+    let size = |key: &str, value: Option<Size>, min: u64, max: u64| match value {
+        None => Ok(None),
+        Some(Size(v)) if (min..=max).contains(&v) => Ok(Some(v)),
+        Some(Size(v)) => Err(invalid(
+            key,
+            format!("must be between {min} and {max} bytes, got {v}"),
+        )),
+    };
+    let max_packet_size = size(
+        "max_packet_size",
+        raw.max_packet_size,
+        MIN_PACKET_SIZE as u64,
+        MAX_PACKET_SIZE_LIMIT as u64,
+    )?
+    .unwrap_or(MAX_PACKET_SIZE_LIMIT as u64);
+    // 0 means no limit, as in Mosquitto.
+    let max_queued_bytes =
+        size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?.filter(|&v| v > 0);
+    let memory_limit = size("memory_limit", raw.memory_limit, 0, u64::MAX)?.filter(|&v| v > 0);
+    let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
+    let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
+
+    let range_error = |key: &str| invalid(key, "value out of range for this platform".to_string());
+    let password_file = raw
+        .auth
+        .as_ref()
+        .and_then(|a| a.password_file.as_ref())
+        .map(PathBuf::from);
+    Ok(BrokerConfig {
+        listeners,
+        timeout_disconnect_delay,
+        sys_interval,
+        allow_anonymous: raw
+            .auth
+            .as_ref()
+            .and_then(|a| a.allow_anonymous)
+            .unwrap_or(defaults.allow_anonymous),
+        password_file: password_file.clone(),
+        auth_plugins: raw
+            .auth
+            .as_ref()
+            .and_then(|a| a.plugins.clone())
+            .unwrap_or_else(|| {
+                let mut names = vec![AUTH_ANONYMOUS.to_string()];
+                if password_file.is_some() {
+                    names.push(AUTH_FILE.to_string());
+                }
+                names
+            }),
+        topic_check: topic_check_config(raw.topic_check.as_ref()),
+        shards: raw.shards.unwrap_or(defaults.shards),
+        pin_shards: raw.pin_shards.unwrap_or(defaults.pin_shards),
+        spin_before_park,
+        connection_messages: raw
+            .connection_messages
+            .unwrap_or(defaults.connection_messages),
+        max_inflight: u16::try_from(max_inflight).map_err(|_| range_error("max_inflight"))?,
+        max_queued_messages: usize::try_from(max_queued_messages)
+            .map_err(|_| range_error("max_queued_messages"))?,
+        max_packet_size: usize::try_from(max_packet_size)
+            .map_err(|_| range_error("max_packet_size"))?,
+        max_queued_bytes: max_queued_bytes
+            .map(usize::try_from)
+            .transpose()
+            .map_err(|_| range_error("max_queued_bytes"))?,
+        memory_limit: memory_limit
+            .map(usize::try_from)
+            .transpose()
+            .map_err(|_| range_error("memory_limit"))?,
+        connect_timeout,
+        max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
+        metrics,
+        source: None,
+    })
+}
+
+/// `topic-check:` as given; the plugins check their own settings when the broker starts.
+fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
+    let Some(raw) = raw else {
+        return TopicCheckConfig::default();
+    };
+    let table = |t: &Option<BTreeMap<String, Option<Vec<String>>>>| {
+        t.as_ref().map(|t| {
+            t.iter()
+                .map(|(user, list)| (user.clone(), list.clone().unwrap_or_default()))
+                .collect()
+        })
+    };
+    TopicCheckConfig {
+        enabled: raw.enabled.unwrap_or(false),
+        plugins: raw.plugins.clone().unwrap_or_default(),
+        acl: table(&raw.acl),
+        publish_acl: table(&raw.publish_acl),
+    }
+}
+
+/// `metrics:`: an address (default `127.0.0.1:9883`) that no MQTT listener uses.
+fn metrics_config(
+    raw: Option<&RawMetrics>,
+    listeners: &[ListenerConfig],
+    origin: &str,
+) -> Result<Option<MetricsConfig>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        file: origin.to_string(),
+        key: "metrics.bind".to_string(),
+        reason,
+    };
+    let bind = match &raw.bind {
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_METRICS_PORT),
+        Some(spec) => parse_bind(&spec.0, DEFAULT_METRICS_PORT).map_err(invalid)?,
+    };
+    if bind.port() != 0 {
+        let clash = listeners.iter().find(|l| {
+            l.bind.port() == bind.port()
+                && l.bind.is_ipv4() == bind.is_ipv4()
+                && (l.bind.ip() == bind.ip()
+                    || l.bind.ip().is_unspecified()
+                    || bind.ip().is_unspecified())
+        });
+        if let Some(listener) = clash {
+            return Err(invalid(format!(
+                "{bind} overlaps listener '{}' ({}): the metrics endpoint needs a port of its own",
+                listener.name, listener.bind
+            )));
+        }
+    }
+    Ok(Some(MetricsConfig { bind }))
+}
+
+/// Parses a listener `bind` value the way aMQTT does, plus IPv6 and host names:
+/// `host:port`, `[ipv6]:port`, `:port` / `port` / empty (all IPv4 interfaces), `host` alone
+/// (default port). Host names are resolved now; an IPv4 result is preferred.
+fn parse_bind(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    if text.is_empty() {
+        return Ok(SocketAddr::new(any, default_port));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    let parse_port = |port: &str| -> Result<u16, String> {
+        if port.is_empty() {
+            return Ok(default_port);
+        }
+        port.parse::<u16>().map_err(|_| {
+            format!("'{port}' in bind address '{text}' is not a port number (0-65535)")
+        })
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!(
+                "bind address '{text}' has '[' without a closing ']'"
+            ));
+        };
+        let ip: Ipv6Addr = host
+            .parse()
+            .map_err(|_| format!("'{host}' in bind address '{text}' is not an IPv6 address"))?;
+        let port = match after {
+            "" => default_port,
+            _ => match after.strip_prefix(':') {
+                Some(port) => parse_port(port)?,
+                None => {
+                    return Err(format!(
+                        "bind address '{text}' has text after ']' that is not ':port'"
+                    ))
+                }
+            },
+        };
+        return Ok(SocketAddr::new(IpAddr::V6(ip), port));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, parse_port(port)?),
+        None if text.bytes().all(|b| b.is_ascii_digit()) => ("", parse_port(text)?),
+        None => (text, default_port),
+    };
+    if host.is_empty() {
+        return Ok(SocketAddr::new(any, port));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if host.contains(':') || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "bind address '{text}' is not of the form 'host:port', '[ipv6]:port' or ':port'"
+        ));
+    }
+    let resolved: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host '{host}' of bind address '{text}': {e}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("host '{host}' of bind address '{text}' has no address"))
+}

@@ -1,0 +1,289 @@
+//! Broker configuration: the aMQTT broker YAML schema and its validation.
+//!
+//! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
+//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `connection_messages`, `max_inflight`, `max_queued_messages`,
+//! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
+//! and per listener `max_connect_rate`), and turns it into a checked
+//! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
+//!
+//! Every problem is reported as a [`ConfigError`] naming the file, the key path
+//! (`listeners.my-tcp.bind`) and the reason, with the line and column when the YAML parser
+//! knows them. Unknown keys and wrong types are errors, never silently ignored. aMQTT features
+//! this broker does not implement yet are refused at load time, all of them in the function
+//! `refuse_unsupported` (`raw.rs`), so that supporting one means deleting its lines there.
+//!
+//! What this module must not do: no I/O beyond reading the configuration file (and resolving
+//! listener host names such as `localhost:1883`), no sockets, threads or runtime, and no
+//! dependency on the rest of the crate. The broker consumes [`BrokerConfig`]; nothing here
+//! knows how it is used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Port used when a listener's `bind` has no port (aMQTT's default for `type: tcp`).
+pub const DEFAULT_PORT: u16 = 1883;
+/// Largest MQTT 3.1.1 packet: fixed header byte + 4-byte remaining length + 268 435 455.
+pub const MAX_PACKET_SIZE_LIMIT: usize = 268_435_455 + 5;
+/// Smallest `max_packet_size` accepted.
+pub const MIN_PACKET_SIZE: usize = 16;
+/// Default `timeout-disconnect-delay`.
+pub const DEFAULT_TIMEOUT_DISCONNECT_DELAY: Duration = Duration::from_secs(2);
+/// Default `sys_interval`.
+pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(20);
+/// Default `max_inflight`.
+pub const DEFAULT_MAX_INFLIGHT: u16 = 20;
+/// Default `max_queued_messages`.
+pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
+/// Longest `spin_before_park`: beyond this a shard would burn a core for little.
+pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
+/// Default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `max_qos`.
+pub const DEFAULT_MAX_QOS: u8 = 2;
+/// Port of `metrics.bind` when it names no port (and the address when the section is empty).
+pub const DEFAULT_METRICS_PORT: u16 = 9883;
+/// The default authentication plugin.
+const AUTH_ANONYMOUS: &str = "auth_anonymous";
+/// The authentication plugin that reads `auth.password-file`, on by default when one is set.
+const AUTH_FILE: &str = "auth_file";
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+/// The validated broker configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Bound listeners only: `default` first (if bound), then the others in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Grace period added to a client's keep-alive before a silent client is dropped.
+    pub timeout_disconnect_delay: Duration,
+    /// Interval of the `$SYS` statistics; `Duration::ZERO` means off.
+    pub sys_interval: Duration,
+    /// `auth.allow-anonymous`: accept clients that send no user name.
+    pub allow_anonymous: bool,
+    /// `auth.password-file`: `user:hash` lines for the `auth_file` plugin.
+    pub password_file: Option<PathBuf>,
+    /// `auth.plugins`: authentication plugins by name, in order. When the key is absent:
+    /// `auth_anonymous`, plus `auth_file` when a password file is set.
+    pub auth_plugins: Vec<String>,
+    /// `topic-check`: access control on PUBLISH and SUBSCRIBE.
+    pub topic_check: TopicCheckConfig,
+    /// Number of broker shards (threads).
+    pub shards: ShardCount,
+    /// Pin each shard thread to its own CPU.
+    pub pin_shards: bool,
+    /// How long an idle shard keeps polling before it sleeps; `Duration::ZERO` (the default)
+    /// sleeps at once. Spinning trades idle CPU for wake-up latency.
+    pub spin_before_park: Duration,
+    /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
+    /// they are logged at DEBUG.
+    pub connection_messages: bool,
+    /// Unacknowledged outgoing QoS 1/2 messages per client.
+    pub max_inflight: u16,
+    /// Messages queued per client beyond the in-flight window (always at least 1).
+    pub max_queued_messages: usize,
+    /// Largest accepted packet, in bytes, fixed header included.
+    pub max_packet_size: usize,
+    /// Payload bytes queued per client beyond the in-flight window; `None` means no byte limit
+    /// (`max_queued_messages` still applies).
+    pub max_queued_bytes: Option<usize>,
+    /// Broker-wide budget for queued, retained and outgoing payload bytes; `None` means none.
+    pub memory_limit: Option<usize>,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Highest QoS granted to subscriptions (0, 1 or 2).
+    pub max_qos: u8,
+    /// The Prometheus endpoint; `None` (the default) serves none.
+    pub metrics: Option<MetricsConfig>,
+    /// The file this came from; `None` for built-in defaults or text.
+    pub source: Option<PathBuf>,
+}
+
+/// `topic-check:`: which plugins check topics, and the ACL tables of `topic_acl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicCheckConfig {
+    /// `enabled`: with `false` (the default) no topic is checked and the rest is ignored.
+    pub enabled: bool,
+    /// `plugins`: topic-check plugins by name, in order (never empty when enabled).
+    pub plugins: Vec<String>,
+    /// `acl`: user (or `anonymous`) → filters they may subscribe with; `None` = unrestricted.
+    pub acl: Option<BTreeMap<String, Vec<String>>>,
+    /// `publish-acl`: user (or `anonymous`) → topics they may publish to; `None` = unrestricted.
+    pub publish_acl: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// `metrics:`: where the Prometheus text format is served (path `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint; port 0 picks a free one.
+    pub bind: SocketAddr,
+}
+
+/// One listener that will be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// The name under `listeners:` (`default`, `my-tcp-2`, ...).
+    pub name: String,
+    /// Resolved address to listen on.
+    pub bind: SocketAddr,
+    /// Transport.
+    pub kind: ListenerKind,
+    /// Simultaneous connections allowed; `None` means unlimited.
+    pub max_connections: Option<usize>,
+    /// New connections accepted per second (our key `max_connect_rate`); `None` means unlimited.
+    pub max_connect_rate: Option<u32>,
+    /// TLS settings when `ssl: on`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Listener transport (`type:`); TLS is orthogonal (`ssl:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// MQTT over TCP (`mqtt://`, or `mqtts://` with `ssl: on`).
+    Tcp,
+    /// MQTT over WebSocket (`ws://`, or `wss://` with `ssl: on`).
+    Ws,
+}
+
+/// A listener's TLS material, as aMQTT names the keys, plus our mutual-TLS switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM).
+    pub certfile: PathBuf,
+    /// Server private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: PathBuf,
+    /// CA certificates (PEM file) that client certificates are checked against.
+    pub cafile: Option<PathBuf>,
+    /// Directory of PEM CA certificates.
+    pub capath: Option<PathBuf>,
+    /// PEM CA certificates inline.
+    pub cadata: Option<String>,
+    /// `require-certificate: true`: clients must present a certificate signed by the CAs.
+    pub require_certificate: bool,
+    /// `use-identity-as-username: true`: the certificate's CN becomes the client's user name.
+    pub use_identity_as_username: bool,
+}
+
+/// The `shards` key: `auto` (one per available CPU) or a fixed positive number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCount {
+    /// One shard per CPU available to the process.
+    Auto,
+    /// Exactly this many shards (at least 1).
+    Fixed(usize),
+}
+
+impl fmt::Display for ShardCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardCount::Auto => f.write_str("auto"),
+            ShardCount::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. `file` is the path or origin given by the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not YAML, or not a mapping of keys, as a whole.
+    #[error("{file}: {reason}")]
+    Syntax { file: String, reason: String },
+    /// A key is unknown, has the wrong type, or a value is out of range.
+    #[error("{file}: key '{key}': {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    /// A valid aMQTT setting that this broker does not implement yet.
+    #[error("{file}: key '{key}': {reason}")]
+    Unsupported {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The key path the error is about, if it is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } | ConfigError::Unsupported { key, .. } => Some(key),
+            ConfigError::Io { .. } | ConfigError::Syntax { .. } => None,
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    /// The built-in configuration: one TCP listener `default` on `0.0.0.0:1883`, unlimited.
+    fn default() -> Self {
+        BrokerConfig {
+            listeners: vec![ListenerConfig {
+                name: "default".to_string(),
+                bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+                kind: ListenerKind::Tcp,
+                max_connections: None,
+                max_connect_rate: None,
+                tls: None,
+            }],
+            timeout_disconnect_delay: DEFAULT_TIMEOUT_DISCONNECT_DELAY,
+            sys_interval: DEFAULT_SYS_INTERVAL,
+            allow_anonymous: true,
+            password_file: None,
+            auth_plugins: vec![AUTH_ANONYMOUS.to_string()],
+            topic_check: TopicCheckConfig::default(),
+            shards: ShardCount::Auto,
+            pin_shards: true,
+            spin_before_park: Duration::ZERO,
+            connection_messages: true,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
+            max_packet_size: MAX_PACKET_SIZE_LIMIT,
+            max_queued_bytes: None,
+            memory_limit: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_qos: DEFAULT_MAX_QOS,
+            metrics: None,
+            source: None,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads and validates a YAML configuration file. An empty file gives the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let mut config = Self::from_yaml_str(&text, &file)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Validates YAML text; `origin` names it in error messages (usually the file path).
+    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw = parse(text, origin)?;
+        build(raw, origin)
+    }
+}
+
+mod build;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use build::build;
+use raw::parse;
