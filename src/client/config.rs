@@ -34,6 +34,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::config::Seconds;
 use crate::protocol::{QoS, TopicName};
 
 /// The validated client configuration. `Default` gives aMQTT's defaults.
@@ -238,32 +239,6 @@ struct RawConnection {
     cadata: Option<String>,
     certfile: Option<PathBuf>,
     keyfile: Option<PathBuf>,
-}
-
-/// A number of seconds, integer or fractional.
-#[derive(Debug, Clone, Copy)]
-struct Seconds(f64);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SecondsVisitor;
-        impl Visitor<'_> for SecondsVisitor {
-            type Value = Seconds;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of seconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                Ok(Seconds(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds(v as f64))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                Ok(Seconds(v))
-            }
-        }
-        deserializer.deserialize_any(SecondsVisitor)
-    }
 }
 
 /// A boolean, also written `on`/`off`/`yes`/`no` as PyYAML (which aMQTT uses) reads them.

@@ -287,3 +287,4 @@ mod tests;
 
 use build::build;
 use raw::parse;
+pub(crate) use raw::Seconds;

@@ -300,9 +300,10 @@ impl<'de> Deserialize<'de> for Int {
     }
 }
 
-/// A number of seconds, integer or fractional (checked for sign later).
+/// A number of seconds, integer or fractional (checked for sign later). The client's
+/// configuration (`src/client/config.rs`) reads its durations with it too.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Seconds(pub(super) f64);
+pub(crate) struct Seconds(pub(crate) f64);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
