@@ -1,0 +1,468 @@
+//! The brokers under comparison: parsing `--broker NAME[:KIND]=COMMAND` ([`BrokerSpec`], [`Kind`]
+//! and the command-line words), the configuration text written for each kind, a broker's command
+//! line and version, and one broker process: started on a free loopback port with its config file
+//! and log, waited for until it answers CONNECT, and stopped again by its PID.
+//!
+//! Handles one broker at a time: it runs no scenario, keeps no results and writes no report.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[cfg(doc)]
+use crate::scenario::Scenario;
+use crate::simple::SimpleClient;
+use crate::sys;
+
+/// Configuration flavour written for a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Amqtt,
+    Mosquitto,
+    None,
+}
+
+/// A parsed `--broker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSpec {
+    pub name: String,
+    pub kind: Kind,
+    /// The command split into words, with `{config}` / `{port}` still in place.
+    pub words: Vec<String>,
+    pub command: String,
+}
+
+/// Splits a command line into words: whitespace separates, '...' and "..." quote, \ escapes
+/// outside single quotes. No variables, globs or other shell features.
+pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(format!("unclosed ' in {s:?}")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => cur.push(c),
+                            None => return Err(format!("trailing \\ in {s:?}")),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err(format!("unclosed \" in {s:?}")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return Err(format!("trailing \\ in {s:?}")),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn shell_quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+impl BrokerSpec {
+    /// Parses `NAME[:KIND]=COMMAND`.
+    pub fn parse(s: &str) -> Result<BrokerSpec, String> {
+        let (head, command) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--broker {s:?}: expected NAME[:KIND]=COMMAND"))?;
+        let (name, kind) = match head.split_once(':') {
+            Some((n, k)) => (n.trim(), Some(k.trim())),
+            None => (head.trim(), None),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "--broker {s:?}: the name must be letters, digits, '-', '_' or '.'"
+            ));
+        }
+        let words = split_words(command).map_err(|e| format!("--broker {s:?}: {e}"))?;
+        let program = words
+            .first()
+            .ok_or_else(|| format!("--broker {s:?}: empty command"))?;
+        let kind = match kind {
+            Some("amqtt") => Kind::Amqtt,
+            Some("mosquitto") => Kind::Mosquitto,
+            Some("none") => Kind::None,
+            Some(k) => {
+                return Err(format!(
+                    "--broker {s:?}: unknown kind {k:?} (amqtt, mosquitto or none)"
+                ))
+            }
+            None => {
+                let base = Path::new(program)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().to_lowercase())
+                    .unwrap_or_default();
+                if base.contains("mosquitto") {
+                    Kind::Mosquitto
+                } else if base.contains("amqtt") {
+                    Kind::Amqtt
+                } else {
+                    Kind::None
+                }
+            }
+        };
+        let uses = |p: &str| words.iter().any(|w| w.contains(p));
+        if kind == Kind::None && !uses("{port}") {
+            return Err(format!(
+                "--broker {s:?}: without a config kind the command must contain {{port}}"
+            ));
+        }
+        if kind != Kind::None && !uses("{config}") && !uses("{port}") {
+            return Err(format!(
+                "--broker {s:?}: the command uses neither {{config}} nor {{port}}, so the broker \
+                 would not listen where the harness expects"
+            ));
+        }
+        Ok(BrokerSpec {
+            name: name.to_string(),
+            kind,
+            words,
+            command: command.trim().to_string(),
+        })
+    }
+
+    /// The configuration file text for this broker listening on 127.0.0.1:`port`. `window` is
+    /// the scenario's [`Scenario::broker_window`]: when set, the broker's outgoing QoS 1/2 window
+    /// is raised to it (both brokers default to 20), so a closed loop of 32 in flight measures
+    /// the broker moving 32 messages, not the broker queueing 12 of them.
+    pub fn config_text(&self, port: u16, window: Option<u32>) -> Option<String> {
+        let mut text = match self.kind {
+            Kind::Amqtt => format!(
+                "# Written by amqtt-bench compare.\n\
+                 listeners:\n  default:\n    bind: 127.0.0.1:{port}\n\
+                 sys_interval: 0\n\
+                 connection_messages: false\n"
+            ),
+            Kind::Mosquitto => format!(
+                "# Written by amqtt-bench compare.\n\
+                 listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence false\n\
+                 sys_interval 0\n\
+                 set_tcp_nodelay true\n\
+                 max_connections -1\n\
+                 log_dest stderr\n\
+                 log_type error\n\
+                 log_type warning\n\
+                 connection_messages false\n"
+            ),
+            Kind::None => return None,
+        };
+        if let Some(w) = window {
+            text.push_str(&match self.kind {
+                Kind::Mosquitto => format!("max_inflight_messages {w}\n"),
+                _ => format!("max_inflight: {w}\n"),
+            });
+        }
+        Some(text)
+    }
+
+    /// The command words with placeholders filled in.
+    pub fn argv(&self, config: &Path, port: u16) -> Vec<String> {
+        let config = config.to_string_lossy();
+        self.words
+            .iter()
+            .map(|w| {
+                w.replace("{config}", &config)
+                    .replace("{port}", &port.to_string())
+            })
+            .collect()
+    }
+
+    /// The broker's version, asked of the program itself.
+    pub fn version(&self) -> String {
+        let Some(program) = self.words.first() else {
+            return "unknown".into();
+        };
+        let (arg, pick_first_line) = match self.kind {
+            Kind::Mosquitto => ("-h", true),
+            _ => ("--version", true),
+        };
+        let out = run_with_timeout(program, &[arg], Duration::from_secs(5));
+        match out {
+            Some(text) if pick_first_line => text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("unknown")
+                .trim()
+                .to_string(),
+            Some(text) => text.trim().to_string(),
+            None => "unknown".into(),
+        }
+    }
+}
+
+/// Runs a short command, returns stdout+stderr, or `None` if it could not run or timed out
+/// (then it is killed by PID).
+pub(super) fn run_with_timeout(program: &str, args: &[&str], timeout: Duration) -> Option<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    Some(s)
+}
+
+/// A broker process started by the harness.
+pub(super) struct RunningBroker {
+    child: Child,
+    pub(super) pid: u32,
+    pub(super) addr: SocketAddr,
+}
+
+fn free_port() -> io::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub(super) fn start_broker(
+    spec: &BrokerSpec,
+    dir: &Path,
+    seq: usize,
+    pin: Option<&str>,
+    window: Option<u32>,
+) -> Result<RunningBroker, String> {
+    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    let config = dir.join(format!("{}-{seq}.conf", spec.name));
+    if let Some(text) = spec.config_text(port, window) {
+        fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
+    }
+    let argv = spec.argv(&config, port);
+    let log_path = dir.join(format!("{}-{seq}.log", spec.name));
+    let log = fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = match pin {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).args(&argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .env("RUST_LOG", "warn");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", argv.join(" ")))?;
+    let pid = child.id();
+    let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    let log_tail = |p: &Path| {
+        fs::read_to_string(p)
+            .map(|t| t.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default()
+    };
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{} exited at start ({status}): {}",
+                spec.name,
+                log_tail(&log_path)
+            ));
+        }
+        if SimpleClient::connect(addr, "amqtt-bench-probe", true, Duration::from_millis(500))
+            .and_then(|(c, _)| c.disconnect())
+            .is_ok()
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = stop_broker(RunningBroker { child, pid, addr });
+            return Err(format!(
+                "{} did not answer on {addr} within 10 s: {}",
+                spec.name,
+                log_tail(&log_path)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(RunningBroker { child, pid, addr })
+}
+
+/// SIGTERM, up to 5 s grace, then SIGKILL — only the process we started, by its PID.
+pub(super) fn stop_broker(mut b: RunningBroker) -> Result<(), String> {
+    if let Ok(Some(_)) = b.child.try_wait() {
+        return Ok(());
+    }
+    let _ = sys::kill(b.pid, libc::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = b.child.try_wait() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    Err(format!(
+        "pid {} ignored SIGTERM for 5 s and was killed",
+        b.pid
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::parse_scenario;
+
+    #[test]
+    fn words() {
+        assert_eq!(
+            split_words(r#"a 'b c' "d \" e" f\ g  "#).unwrap(),
+            vec!["a", "b c", "d \" e", "f g"]
+        );
+        assert_eq!(split_words("").unwrap(), Vec::<String>::new());
+        assert_eq!(split_words("''").unwrap(), vec![""]);
+        assert!(split_words("'open").is_err());
+        assert!(split_words("\"open").is_err());
+        assert!(split_words("x\\").is_err());
+    }
+
+    #[test]
+    fn quoting_round_trips() {
+        for w in ["plain", "with space", "it's", "", "{config}", "a|b"] {
+            assert_eq!(split_words(&shell_quote(w)).unwrap(), vec![w.to_string()]);
+        }
+    }
+
+    #[test]
+    fn broker_specs() {
+        let b = BrokerSpec::parse("amqtt=target/release/amqtt -c {config}").unwrap();
+        assert_eq!(b.name, "amqtt");
+        assert_eq!(b.kind, Kind::Amqtt);
+        assert_eq!(
+            b.argv(Path::new("/tmp/x.yaml"), 1234),
+            vec!["target/release/amqtt", "-c", "/tmp/x.yaml"]
+        );
+        assert!(b
+            .config_text(1234, None)
+            .unwrap()
+            .contains("bind: 127.0.0.1:1234"));
+
+        let m = BrokerSpec::parse("mosq=/usr/sbin/mosquitto -c {config}").unwrap();
+        assert_eq!(m.kind, Kind::Mosquitto);
+        assert!(m
+            .config_text(99, None)
+            .unwrap()
+            .contains("listener 99 127.0.0.1"));
+
+        let n = BrokerSpec::parse("other:none=mybroker --port {port}").unwrap();
+        assert_eq!(n.kind, Kind::None);
+        assert_eq!(n.argv(Path::new("c"), 7), vec!["mybroker", "--port", "7"]);
+        assert!(n.config_text(7, Some(32)).is_none());
+
+        let forced = BrokerSpec::parse("x:mosquitto=/opt/mq -c {config}").unwrap();
+        assert_eq!(forced.kind, Kind::Mosquitto);
+
+        for bad in [
+            "noequals",
+            "=cmd {port}",
+            "a b=cmd {port}",
+            "x=",
+            "x=mybroker",
+            "x:weird=amqtt -c {config}",
+            "x=amqtt",
+            "x='open {port}",
+        ] {
+            assert!(BrokerSpec::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn broker_window_follows_the_scenario() {
+        let window = |s: &str| parse_scenario(s, 1.0, 1.0).unwrap().broker_window();
+        assert_eq!(window("pairs -n 8 --qos 1"), Some(32));
+        assert_eq!(window("pairs -n 8 --qos 2 --inflight 20"), Some(20));
+        assert_eq!(window("fanout -n 50 --qos 1 --inflight 10"), Some(10));
+        assert_eq!(window("fanin -n 50 --qos 1"), Some(1600));
+        assert_eq!(window("fanin -n 5000 --qos 1 --inflight 100"), Some(65_535));
+        assert_eq!(window("pairs -n 8 --qos 0"), None);
+        assert_eq!(window("pairs -n 8 --qos 1 --rate 100"), None);
+        assert_eq!(window("conns -n 10 --inflight 50"), None);
+
+        let amqtt = BrokerSpec::parse("a=amqtt -c {config}").unwrap();
+        let mosq = BrokerSpec::parse("m=/usr/sbin/mosquitto -c {config}").unwrap();
+        let a = amqtt.config_text(1, Some(32)).unwrap();
+        assert!(a.ends_with("\nmax_inflight: 32\n"), "{a}");
+        let m = mosq.config_text(1, Some(32)).unwrap();
+        assert!(m.ends_with("\nmax_inflight_messages 32\n"), "{m}");
+        assert!(!amqtt.config_text(1, None).unwrap().contains("inflight"));
+        assert!(!mosq.config_text(1, None).unwrap().contains("inflight"));
+        // What compare writes must be a configuration the broker accepts.
+        let parsed = amqtt::config::BrokerConfig::from_yaml_str(&a, "compare");
+        assert_eq!(parsed.map(|c| c.max_inflight).ok(), Some(32));
+    }
+}
