@@ -53,7 +53,7 @@ use svg::svg_chart;
 /// Options of `compare`.
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// A broker to compare, as NAME[:KIND]=COMMAND, e.g.
+    /// A broker to compare, as `NAME[:KIND]=COMMAND`, e.g.
     /// 'amqtt=target/release/amqtt -c {config}' or 'mosquitto=/usr/sbin/mosquitto -c {config}'.
     /// {config} becomes the path of a config file the harness writes for KIND (amqtt, mosquitto,
     /// or none: then COMMAND must use {port}); {port} becomes the port it listens on. KIND is

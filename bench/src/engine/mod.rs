@@ -20,12 +20,12 @@
 //!   latency (no coordinated omission). Wake-ups use a `timerfd` with 1 ns timer slack.
 //!
 //! ## TLS
-//! With [`Plan::tls`] set (`mqtts://`) each connection is a [`Conn::Tls`](client::Conn::Tls): a
+//! With [`Plan::tls`] set (`mqtts://`) each connection is a `Conn::Tls` (in `client`): a
 //! rustls `ClientConnection` over the same non-blocking socket. The CONNECT goes into rustls'
 //! plaintext buffer at once (it leaves after the handshake); the handshake advances on the socket's
 //! readiness events like any other I/O. A certificate or record failure closes the connection,
 //! counts a `tls` error and keeps the first message for the caller ([`Engine::tls_error`]). Plain
-//! connections ([`Conn::Plain`](client::Conn::Plain)) take the same code path as before TLS
+//! connections (`Conn::Plain`) take the same code path as before TLS
 //! existed.
 //!
 //! ## Cross-thread signalling

@@ -1,4 +1,4 @@
-//! The scenarios: each turns [`Opts`] into an engine [`Plan`], walks the engine through its
+//! The scenarios: each turns [`Opts`] into an engine [`Plan`](crate::engine::Plan), walks the engine through its
 //! phases while sampling the broker and printing progress, and returns a [`Report`].
 //!
 //! | scenario   | clients                                   | measures |
