@@ -23,7 +23,7 @@
 //! re-sent after a reconnect instead). Refused as not supported yet: client certificates
 //! (`certfile`, `keyfile`) and switching off certificate checks (`check_hostname`, `verify_cert`).
 //! Unknown keys and wrong types are errors naming the file, the key and the reason, as the broker's
-//! `src/config.rs` does. No I/O beyond reading the file.
+//! `src/config/` does. No I/O beyond reading the file.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -5,7 +5,7 @@
 //! holds its SUBACK, a message published on any shard reaches it. A filter this shard already has,
 //! but whose announcement (for another session) is not confirmed everywhere yet, is announced again
 //! under this SUBSCRIBE's token: the bus keeps one sender's order, so its confirmation comes after
-//! the earlier announcement took effect (found by the simulation, `simulation.rs`). Retained messages matching each
+//! the earlier announcement took effect (found by the simulation, `simulation/reductions.rs`). Retained messages matching each
 //! filter follow the SUBACK with RETAIN set [MQTT-3.3.1-6], also for a repeated subscription
 //! [MQTT-3.8.4-3]. A filter that a topic-check plugin denies gets 0x80 in the SUBACK and changes
 //! nothing (an existing subscription with the same filter stays); the other filters of the same
