@@ -1,0 +1,294 @@
+//! Authentication verdicts, topic checks and event plugins: a denied login, the topic ACL on
+//! SUBSCRIBE, PUBLISH and wills, and what event plugins are told.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::plugins::{ClientInfo, EventPlugin, TopicAcl, TopicPlugin};
+use crate::protocol::{LastWill, PubAck, PubRec, SubscribeReturnCode};
+
+fn acl_settings(subscribe: &[(&str, &[&str])], publish: &[(&str, &[&str])]) -> Settings {
+    let table = |entries: &[(&str, &[&str])]| {
+        entries
+            .iter()
+            .map(|(u, l)| (u.to_string(), l.iter().map(|s| s.to_string()).collect()))
+            .collect::<std::collections::BTreeMap<String, Vec<String>>>()
+    };
+    let (sub, publ) = (table(subscribe), table(publish));
+    let acl = TopicAcl::new(
+        (!subscribe.is_empty()).then_some(&sub),
+        (!publish.is_empty()).then_some(&publ),
+    )
+    .expect("acl");
+    let topic: Vec<Arc<dyn TopicPlugin>> = vec![Arc::new(acl)];
+    Settings {
+        plugins: CorePlugins::new(topic, vec![]),
+        ..Settings::default()
+    }
+}
+
+fn as_user(client_id: &str, user: &str) -> Connect {
+    let mut connect = Cluster::connect_packet(client_id, true);
+    connect.username = Some(user.into());
+    connect
+}
+
+fn suback_codes(packets: &[Packet]) -> Vec<SubscribeReturnCode> {
+    packets
+        .iter()
+        .find_map(|p| match p {
+            Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .expect("SUBACK")
+}
+
+#[test]
+fn denied_verdict_is_refused_with_not_authorized_and_nothing_else() {
+    let mut c = Cluster::new(2);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("will/#", QoS::AtMostOnce)]);
+    c.packets("watcher");
+    c.connect("victim", false);
+    let mut connect = as_user("victim", "mallory");
+    connect.will = Some(LastWill {
+        topic: TopicName::new("will/victim").expect("topic"),
+        payload: Bytes::from("never"),
+        qos: QoS::AtMostOnce,
+        retain: true,
+    });
+    let outcome = c.connect_verdict("victim", connect, AuthVerdict::Denied);
+    assert_eq!(outcome.code, ConnectReturnCode::NotAuthorized);
+    assert_eq!(
+        connack(&c.packets("victim")).code,
+        ConnectReturnCode::NotAuthorized
+    );
+    assert!(c.client("victim").closed);
+    let victim_old = c
+        .clients
+        .keys()
+        .find(|k| k.starts_with("victim#old"))
+        .cloned()
+        .expect("first connection");
+    assert!(
+        !c.client(&victim_old).closed,
+        "a refused login does not take the session over"
+    );
+    assert!(
+        c.payloads("watcher").is_empty(),
+        "its will is never published"
+    );
+    assert_eq!(
+        c.shards.iter().map(|s| s.retained_count()).sum::<usize>(),
+        0
+    );
+    let refused: u64 = c.shards.iter().map(|s| s.stats.refused_by_code[5]).sum();
+    assert_eq!(refused, 1);
+}
+
+#[test]
+fn subscribe_to_a_filter_the_acl_denies_gets_0x80_for_that_filter_only() {
+    let settings = acl_settings(&[("alice", &["sensors/#", "users/%u/#"])], &[]);
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect_with("a", as_user("a", "alice"));
+    c.packets("a");
+    c.subscribe(
+        "a",
+        &[
+            ("sensors/+/temp", QoS::AtLeastOnce),
+            ("#", QoS::AtLeastOnce),
+            ("users/alice/inbox", QoS::AtMostOnce),
+            ("users/bob/inbox", QoS::AtMostOnce),
+        ],
+    );
+    assert_eq!(
+        suback_codes(&c.packets("a")),
+        vec![
+            SubscribeReturnCode::Success(QoS::AtLeastOnce),
+            SubscribeReturnCode::Failure,
+            SubscribeReturnCode::Success(QoS::AtMostOnce),
+            SubscribeReturnCode::Failure,
+        ]
+    );
+    let denied: u64 = c.shards.iter().map(|s| s.stats.subscribe_denied).sum();
+    assert_eq!(denied, 2);
+    assert_eq!(
+        c.shards
+            .iter()
+            .map(|s| s.subscription_count())
+            .sum::<usize>(),
+        2
+    );
+    // The denied filters were not installed: nothing arrives through them.
+    c.connect("pub", true);
+    c.publish(
+        "pub",
+        "users/bob/inbox",
+        "private",
+        QoS::AtMostOnce,
+        false,
+        0,
+    );
+    c.publish("pub", "sensors/k/temp", "21", QoS::AtMostOnce, false, 0);
+    assert_eq!(c.payloads("a"), ["21"]);
+}
+
+#[test]
+fn anonymous_clients_use_the_anonymous_entry() {
+    let settings = acl_settings(&[("anonymous", &["public/#"])], &[]);
+    let mut c = Cluster::with_settings(1, settings);
+    c.connect("anon", true);
+    c.packets("anon");
+    c.subscribe(
+        "anon",
+        &[
+            ("public/x", QoS::AtMostOnce),
+            ("private/x", QoS::AtMostOnce),
+        ],
+    );
+    assert_eq!(
+        suback_codes(&c.packets("anon")),
+        vec![
+            SubscribeReturnCode::Success(QoS::AtMostOnce),
+            SubscribeReturnCode::Failure
+        ]
+    );
+}
+
+#[test]
+fn denied_publish_is_acknowledged_but_neither_delivered_nor_retained() {
+    let settings = acl_settings(&[], &[("alice", &["sensors/alice/#"])]);
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("#", QoS::AtLeastOnce)]);
+    c.packets("watcher");
+    c.connect_with("a", as_user("a", "alice"));
+    c.packets("a");
+    c.publish("a", "sensors/bob/temp", "forged", QoS::AtLeastOnce, true, 7);
+    c.publish(
+        "a",
+        "sensors/bob/temp",
+        "forged2",
+        QoS::ExactlyOnce,
+        false,
+        8,
+    );
+    c.publish(
+        "a",
+        "sensors/bob/temp",
+        "forged0",
+        QoS::AtMostOnce,
+        false,
+        0,
+    );
+    let acks = c.packets("a");
+    assert!(
+        acks.contains(&Packet::PubAck(PubAck { packet_id: 7 })),
+        "{acks:?}"
+    );
+    assert!(
+        acks.contains(&Packet::PubRec(PubRec { packet_id: 8 })),
+        "{acks:?}"
+    );
+    c.publish("a", "sensors/alice/temp", "ok", QoS::AtLeastOnce, false, 9);
+    assert_eq!(c.payloads("watcher"), ["ok"]);
+    assert_eq!(
+        c.shards.iter().map(|s| s.retained_count()).sum::<usize>(),
+        0
+    );
+    let denied: u64 = c.shards.iter().map(|s| s.stats.publish_denied).sum();
+    assert_eq!(denied, 3);
+}
+
+#[test]
+fn a_will_the_acl_denies_is_not_published() {
+    let settings = acl_settings(&[], &[("alice", &["status/alice"])]);
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("#", QoS::AtMostOnce)]);
+    c.packets("watcher");
+    for (name, topic) in [("w1", "status/alice"), ("w2", "status/bob")] {
+        let mut connect = as_user(name, "alice");
+        connect.will = Some(LastWill {
+            topic: TopicName::new(topic).expect("topic"),
+            payload: Bytes::from(format!("{name} gone")),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        });
+        c.connect_with(name, connect);
+        c.drop_connection(name);
+    }
+    assert_eq!(c.payloads("watcher"), ["w1 gone"]);
+    let wills: u64 = c.shards.iter().map(|s| s.stats.wills_published).sum();
+    assert_eq!(wills, 1);
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl EventPlugin for Arc<Recorder> {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn client_connected(&self, client: &ClientInfo<'_>) {
+        self.push(format!(
+            "connected {} {:?}",
+            client.client_id, client.username
+        ));
+    }
+    fn client_disconnected(&self, client: &ClientInfo<'_>) {
+        self.push(format!("disconnected {}", client.client_id));
+    }
+    fn message_received(&self, client: &ClientInfo<'_>, message: &Message) {
+        self.push(format!("message {} {}", client.client_id, message.topic));
+    }
+    fn subscribed(&self, client: &ClientInfo<'_>, filter: &TopicFilter, granted: QoS) {
+        self.push(format!(
+            "subscribed {} {filter} {granted:?}",
+            client.client_id
+        ));
+    }
+}
+
+impl Recorder {
+    fn push(&self, event: String) {
+        if let Ok(mut events) = self.0.lock() {
+            events.push(event);
+        }
+    }
+    fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
+    let recorder = Arc::new(Recorder::default());
+    let events: Vec<Arc<dyn EventPlugin>> = vec![Arc::new(recorder.clone())];
+    let settings = Settings {
+        plugins: CorePlugins::new(vec![], events),
+        ..Settings::default()
+    };
+    let mut c = Cluster::with_settings(1, settings);
+    c.connect_with("a", as_user("a", "alice"));
+    c.subscribe("a", &[("t/#", QoS::ExactlyOnce)]);
+    c.publish("a", "t/1", "x", QoS::AtMostOnce, false, 0);
+    c.publish("a", "$SYS/x", "x", QoS::AtMostOnce, false, 0);
+    c.send("a", Packet::Disconnect);
+    c.connect_verdict("b", as_user("b", "mallory"), AuthVerdict::Denied);
+    assert_eq!(
+        recorder.take(),
+        [
+            "connected a Some(\"alice\")",
+            "subscribed a t/# ExactlyOnce",
+            "message a t/1",
+            "disconnected a",
+        ],
+        "refused clients and dropped messages are not reported"
+    );
+}
