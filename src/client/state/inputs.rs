@@ -1,0 +1,519 @@
+//! What changes the state: the transport and clock inputs (`handle_transport_up`,
+//! `handle_packet`, `handle_transport_down`, `handle_timeout`), the user requests (`publish`,
+//! `subscribe`, `unsubscribe`, `disconnect`, `take_waiters`), and the private handlers and
+//! bookkeeping behind them (one handler per packet the broker sends, packet ids, `send`, `pump`).
+//! Inputs only queue packets and events; handing them out is `outputs.rs`'s job. No I/O and no
+//! clock here: `now` is an argument.
+
+use super::*;
+
+impl<W> ClientState<W> {
+    // -- inputs ----------------------------------------------------------------------------------
+
+    /// The transport is up: queue CONNECT and wait for CONNACK.
+    pub fn handle_transport_up(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.transmit.clear();
+        self.transmit.push_back(Packet::Connect(Box::new(Connect {
+            protocol: ProtocolLevel::V311,
+            clean_session: self.options.clean_session,
+            keep_alive: self.options.keep_alive,
+            client_id: self.options.client_id.clone(),
+            will: self.options.will.clone(),
+            username: self.options.username.clone(),
+            password: self.options.password.clone(),
+        })));
+        self.phase = Phase::AwaitingConnAck {
+            deadline: now + self.options.connection_timeout,
+        };
+    }
+
+    /// The transport is gone. Unwritten packets are dropped; everything unacknowledged is kept and
+    /// re-sent after the next CONNACK.
+    pub fn handle_transport_down(&mut self) {
+        self.transmit.clear();
+        if !matches!(self.phase, Phase::Closed) {
+            self.phase = Phase::Offline;
+        }
+    }
+
+    /// One packet from the broker. `Err` means: close this connection (the session survives).
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<(), ConnectionError> {
+        match self.phase {
+            Phase::AwaitingConnAck { .. } => match packet {
+                Packet::ConnAck(ack) => self.handle_connack(ack, now),
+                other => Err(violation(format!("{} before CONNACK", packet_name(&other)))),
+            },
+            Phase::Connected {
+                ref mut ping_sent, ..
+            } => {
+                *ping_sent = None;
+                match packet {
+                    Packet::Publish(publish) => self.handle_publish(publish, now),
+                    Packet::PubAck(PubAck { packet_id }) => {
+                        self.handle_puback(packet_id, now);
+                        Ok(())
+                    }
+                    Packet::PubRec(PubRec { packet_id }) => {
+                        self.handle_pubrec(packet_id, now);
+                        Ok(())
+                    }
+                    Packet::PubRel(PubRel { packet_id }) => {
+                        // Answer even an unknown id, so the broker can finish its flow.
+                        self.incoming_qos2.remove(&packet_id);
+                        self.send(Packet::PubComp(PubComp { packet_id }), now);
+                        Ok(())
+                    }
+                    Packet::PubComp(PubComp { packet_id }) => {
+                        self.handle_pubcomp(packet_id, now);
+                        Ok(())
+                    }
+                    Packet::SubAck(ack) => self.handle_suback(ack),
+                    Packet::UnsubAck(UnsubAck { packet_id }) => {
+                        self.handle_unsuback(packet_id);
+                        Ok(())
+                    }
+                    Packet::PingResp => Ok(()),
+                    other => Err(violation(format!(
+                        "a server must not send {}",
+                        packet_name(&other)
+                    ))),
+                }
+            }
+            // Late packets after the transport went down or after DISCONNECT: ignore.
+            Phase::Offline | Phase::Closed => Ok(()),
+        }
+    }
+
+    /// Acts on the deadline from [`poll_timeout`](Self::poll_timeout): sends PINGREQ when the
+    /// connection has been idle, or reports a missing CONNACK / PINGRESP.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnectionError> {
+        match self.phase {
+            Phase::AwaitingConnAck { deadline } if now >= deadline => Err(
+                ConnectionError::ConnAckTimeout(self.options.connection_timeout),
+            ),
+            Phase::Connected {
+                last_sent,
+                ping_sent,
+            } if self.options.keep_alive > 0 => {
+                let keep_alive = Duration::from_secs(u64::from(self.options.keep_alive));
+                match ping_sent {
+                    Some(sent) if now >= sent + keep_alive => {
+                        Err(ConnectionError::PingTimeout(keep_alive))
+                    }
+                    Some(_) => Ok(()),
+                    None if now >= last_sent + self.ping_interval() => {
+                        self.send(Packet::PingReq, now);
+                        if let Phase::Connected { ping_sent, .. } = &mut self.phase {
+                            *ping_sent = Some(now);
+                        }
+                        Ok(())
+                    }
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes `message`. The waiter comes back in [`Event::Published`] when the QoS flow is
+    /// complete; until then the message survives reconnects.
+    pub fn publish(
+        &mut self,
+        message: OutgoingMessage,
+        waiter: W,
+        now: Instant,
+    ) -> Result<(), (W, Refusal)> {
+        if matches!(self.phase, Phase::Closed) {
+            return Err((waiter, Refusal::Closed));
+        }
+        self.queued.push_back((message, waiter));
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Subscribes to `filters` (non-empty). The waiter comes back in [`Event::Subscribed`].
+    pub fn subscribe(
+        &mut self,
+        filters: Vec<SubscribeFilter>,
+        waiter: W,
+        now: Instant,
+    ) -> Result<(), (W, Refusal)> {
+        if matches!(self.phase, Phase::Closed) {
+            return Err((waiter, Refusal::Closed));
+        }
+        let Some(packet_id) = self.allocate_packet_id() else {
+            return Err((waiter, Refusal::NoPacketId));
+        };
+        if self.is_connected() {
+            self.send(
+                Packet::Subscribe(Subscribe {
+                    packet_id,
+                    filters: filters.clone(),
+                }),
+                now,
+            );
+        }
+        self.subscribes.push(PendingSubscribe {
+            packet_id,
+            filters,
+            waiter: Some(waiter),
+        });
+        Ok(())
+    }
+
+    /// Unsubscribes from `filters` (non-empty). The waiter comes back in [`Event::Unsubscribed`].
+    pub fn unsubscribe(
+        &mut self,
+        filters: Vec<TopicFilter>,
+        waiter: W,
+        now: Instant,
+    ) -> Result<(), (W, Refusal)> {
+        if matches!(self.phase, Phase::Closed) {
+            return Err((waiter, Refusal::Closed));
+        }
+        let Some(packet_id) = self.allocate_packet_id() else {
+            return Err((waiter, Refusal::NoPacketId));
+        };
+        if self.is_connected() {
+            self.send(
+                Packet::Unsubscribe(Unsubscribe {
+                    packet_id,
+                    filters: filters.clone(),
+                }),
+                now,
+            );
+        }
+        self.unsubscribes.push(PendingUnsubscribe {
+            packet_id,
+            filters,
+            waiter,
+        });
+        Ok(())
+    }
+
+    /// Ends the session from the client's side: queues DISCONNECT (when connected) after whatever
+    /// is already queued, accepts nothing more, and returns every waiter still pending so the
+    /// driver can fail them.
+    pub fn disconnect(&mut self, now: Instant) -> Vec<W> {
+        if self.is_connected() {
+            self.send(Packet::Disconnect, now);
+        } else {
+            self.transmit.clear();
+        }
+        self.phase = Phase::Closed;
+        self.take_waiters()
+    }
+
+    /// Removes and returns every pending waiter (the driver gave up on the session).
+    pub fn take_waiters(&mut self) -> Vec<W> {
+        let mut waiters = Vec::new();
+        waiters.extend(self.inflight.drain(..).map(|m| m.waiter));
+        waiters.extend(self.queued.drain(..).map(|(_, w)| w));
+        waiters.extend(self.subscribes.drain(..).filter_map(|s| s.waiter));
+        waiters.extend(self.unsubscribes.drain(..).map(|u| u.waiter));
+        self.ids_in_use.clear();
+        waiters
+    }
+
+    // -- internals -------------------------------------------------------------------------------
+
+    /// PINGREQ goes out after this much silence from our side: `ping_delay` before the end of the
+    /// keep-alive period (the whole period when `ping_delay` does not fit in it).
+    pub(super) fn ping_interval(&self) -> Duration {
+        let keep_alive = Duration::from_secs(u64::from(self.options.keep_alive));
+        if self.options.ping_delay < keep_alive {
+            keep_alive - self.options.ping_delay
+        } else {
+            keep_alive
+        }
+    }
+
+    fn send(&mut self, packet: Packet, now: Instant) {
+        if let Phase::Connected { last_sent, .. } = &mut self.phase {
+            *last_sent = now;
+        }
+        self.transmit.push_back(packet);
+    }
+
+    /// A free packet identifier: the next one after the last handed out, skipping those in use.
+    fn allocate_packet_id(&mut self) -> Option<u16> {
+        if self.ids_in_use.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = id.checked_add(1).unwrap_or(1);
+            if self.ids_in_use.insert(id) {
+                return Some(id);
+            }
+        }
+    }
+
+    fn release_packet_id(&mut self, id: u16) {
+        self.ids_in_use.remove(&id);
+    }
+
+    /// Moves queued messages onto the wire while connected: QoS 0 straight out, QoS 1/2 while an
+    /// in-flight slot and a packet id are free. Order is kept.
+    fn pump(&mut self, now: Instant) {
+        if !self.is_connected() {
+            return;
+        }
+        while let Some((message, _)) = self.queued.front() {
+            if message.qos == QoS::AtMostOnce {
+                let Some((message, waiter)) = self.queued.pop_front() else {
+                    break;
+                };
+                self.send(Packet::Publish(publish_packet(&message, None, false)), now);
+                self.events.push_back(Event::Published(waiter));
+                continue;
+            }
+            if self.inflight.len() >= self.options.max_inflight {
+                break;
+            }
+            let Some(packet_id) = self.allocate_packet_id() else {
+                break;
+            };
+            let Some((message, waiter)) = self.queued.pop_front() else {
+                break;
+            };
+            self.send(
+                Packet::Publish(publish_packet(&message, Some(packet_id), false)),
+                now,
+            );
+            let stage = if message.qos == QoS::AtLeastOnce {
+                Awaiting::PubAck
+            } else {
+                Awaiting::PubRec
+            };
+            self.inflight.push_back(Inflight {
+                packet_id,
+                message,
+                stage,
+                sent: true,
+                waiter,
+            });
+        }
+    }
+
+    fn handle_connack(&mut self, ack: ConnAck, now: Instant) -> Result<(), ConnectionError> {
+        if ack.code != ConnectReturnCode::Accepted {
+            return Err(ConnectionError::Refused(ack.code));
+        }
+        self.phase = Phase::Connected {
+            last_sent: now,
+            ping_sent: None,
+        };
+        self.events.push_back(Event::Connected {
+            session_present: ack.session_present,
+        });
+        if self.options.clean_session {
+            // The broker forgot its half of any QoS 2 exchange; so do we.
+            self.incoming_qos2.clear();
+        }
+        // Without a session on the broker, the subscriptions we hold must be made again.
+        if !ack.session_present && !self.subscriptions.is_empty() {
+            let filters: Vec<SubscribeFilter> = self
+                .subscriptions
+                .iter()
+                .map(|(filter, qos)| SubscribeFilter {
+                    filter: filter.clone(),
+                    qos: *qos,
+                })
+                .collect();
+            if let Some(packet_id) = self.allocate_packet_id() {
+                self.subscribes.push(PendingSubscribe {
+                    packet_id,
+                    filters,
+                    waiter: None,
+                });
+            }
+        }
+        // Requests not acknowledged on the previous connection (or made while offline).
+        let subscribes: Vec<Packet> = self
+            .subscribes
+            .iter()
+            .map(|s| {
+                Packet::Subscribe(Subscribe {
+                    packet_id: s.packet_id,
+                    filters: s.filters.clone(),
+                })
+            })
+            .collect();
+        let unsubscribes: Vec<Packet> = self
+            .unsubscribes
+            .iter()
+            .map(|u| {
+                Packet::Unsubscribe(Unsubscribe {
+                    packet_id: u.packet_id,
+                    filters: u.filters.clone(),
+                })
+            })
+            .collect();
+        for packet in subscribes.into_iter().chain(unsubscribes) {
+            self.send(packet, now);
+        }
+        // Unacknowledged messages, oldest first [MQTT-4.4.0-1].
+        let resends: Vec<Packet> = self
+            .inflight
+            .iter_mut()
+            .map(|m| match m.stage {
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    let dup = m.sent;
+                    m.sent = true;
+                    Packet::Publish(publish_packet(&m.message, Some(m.packet_id), dup))
+                }
+                Awaiting::PubComp => Packet::PubRel(PubRel {
+                    packet_id: m.packet_id,
+                }),
+            })
+            .collect();
+        for packet in resends {
+            self.send(packet, now);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    fn handle_publish(&mut self, publish: Publish, now: Instant) -> Result<(), ConnectionError> {
+        let message = Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            dup: publish.dup,
+        };
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => self.events.push_back(Event::Message(message)),
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                self.events.push_back(Event::Message(message));
+                self.send(Packet::PubAck(PubAck { packet_id }), now);
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                if self.incoming_qos2.insert(packet_id) {
+                    self.events.push_back(Event::Message(message));
+                }
+                self.send(Packet::PubRec(PubRec { packet_id }), now);
+            }
+            // The codec guarantees a packet id for QoS > 0.
+            (_, None) => return Err(violation("PUBLISH with QoS > 0 and no packet id".into())),
+        }
+        Ok(())
+    }
+
+    fn inflight_position(&self, packet_id: u16, stage: Awaiting) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|m| m.packet_id == packet_id && m.stage == stage)
+    }
+
+    fn complete_inflight(&mut self, at: usize, now: Instant) {
+        if let Some(done) = self.inflight.remove(at) {
+            self.release_packet_id(done.packet_id);
+            self.events.push_back(Event::Published(done.waiter));
+            self.pump(now);
+        }
+    }
+
+    fn handle_puback(&mut self, packet_id: u16, now: Instant) {
+        match self.inflight_position(packet_id, Awaiting::PubAck) {
+            Some(at) => self.complete_inflight(at, now),
+            None => log::debug!("ignoring PUBACK for unknown packet id {packet_id}"),
+        }
+    }
+
+    fn handle_pubrec(&mut self, packet_id: u16, now: Instant) {
+        let known = match self.inflight_position(packet_id, Awaiting::PubRec) {
+            Some(at) => {
+                self.inflight[at].stage = Awaiting::PubComp;
+                true
+            }
+            // A repeated PUBREC: answer again.
+            None => self
+                .inflight_position(packet_id, Awaiting::PubComp)
+                .is_some(),
+        };
+        if known {
+            self.send(Packet::PubRel(PubRel { packet_id }), now);
+        } else {
+            log::debug!("ignoring PUBREC for unknown packet id {packet_id}");
+        }
+    }
+
+    fn handle_pubcomp(&mut self, packet_id: u16, now: Instant) {
+        match self.inflight_position(packet_id, Awaiting::PubComp) {
+            Some(at) => self.complete_inflight(at, now),
+            None => log::debug!("ignoring PUBCOMP for unknown packet id {packet_id}"),
+        }
+    }
+
+    fn handle_suback(&mut self, ack: SubAck) -> Result<(), ConnectionError> {
+        let Some(at) = self
+            .subscribes
+            .iter()
+            .position(|s| s.packet_id == ack.packet_id)
+        else {
+            log::debug!("ignoring SUBACK for unknown packet id {}", ack.packet_id);
+            return Ok(());
+        };
+        if self.subscribes[at].filters.len() != ack.return_codes.len() {
+            return Err(violation(format!(
+                "SUBACK has {} return codes for {} topic filters",
+                ack.return_codes.len(),
+                self.subscribes[at].filters.len()
+            )));
+        }
+        let pending = self.subscribes.remove(at);
+        self.release_packet_id(pending.packet_id);
+        for (requested, code) in pending.filters.iter().zip(&ack.return_codes) {
+            let known = self
+                .subscriptions
+                .iter()
+                .position(|(f, _)| *f == requested.filter);
+            match (code, known) {
+                (SubscribeReturnCode::Success(qos), Some(i)) => self.subscriptions[i].1 = *qos,
+                (SubscribeReturnCode::Success(qos), None) => {
+                    self.subscriptions.push((requested.filter.clone(), *qos))
+                }
+                // A refused restore means the subscription is gone; a refused new one changes nothing.
+                (SubscribeReturnCode::Failure, Some(i)) if pending.waiter.is_none() => {
+                    self.subscriptions.remove(i);
+                }
+                (SubscribeReturnCode::Failure, _) => {}
+            }
+        }
+        match pending.waiter {
+            Some(waiter) => self
+                .events
+                .push_back(Event::Subscribed(waiter, ack.return_codes)),
+            None => self.events.push_back(Event::Restored(
+                pending
+                    .filters
+                    .into_iter()
+                    .map(|f| f.filter)
+                    .zip(ack.return_codes)
+                    .collect(),
+            )),
+        }
+        Ok(())
+    }
+
+    fn handle_unsuback(&mut self, packet_id: u16) {
+        let Some(at) = self
+            .unsubscribes
+            .iter()
+            .position(|u| u.packet_id == packet_id)
+        else {
+            log::debug!("ignoring UNSUBACK for unknown packet id {packet_id}");
+            return;
+        };
+        let pending = self.unsubscribes.remove(at);
+        self.release_packet_id(packet_id);
+        self.subscriptions
+            .retain(|(filter, _)| !pending.filters.contains(filter));
+        self.events.push_back(Event::Unsubscribed(pending.waiter));
+    }
+}
