@@ -39,65 +39,50 @@ fn fmt_count(v: f64) -> String {
     format!("{v:.0}")
 }
 
+// The metrics more than one kind of scenario reports.
+const DELIVERED: Metric = Metric {
+    name: "delivered msg/s",
+    higher_is_better: true,
+    get: |r| Some(r.delivered_per_s),
+    fmt: fmt_rate,
+};
+const LATENCY_P50: Metric = Metric {
+    name: "latency p50",
+    higher_is_better: false,
+    get: |r| Some(r.latency_us.p50),
+    fmt: fmt_us,
+};
+const LATENCY_P99: Metric = Metric {
+    name: "latency p99",
+    higher_is_better: false,
+    get: |r| Some(r.latency_us.p99),
+    fmt: fmt_us,
+};
+const BROKER_CORES: Metric = Metric {
+    name: "broker CPU (cores)",
+    higher_is_better: false,
+    get: |r| r.broker.as_ref().map(|b| b.cpu_cores),
+    fmt: fmt_cores,
+};
+const BROKER_PEAK_RSS: Metric = Metric {
+    name: "broker peak RSS",
+    higher_is_better: false,
+    get: |r| r.broker.as_ref().map(|b| b.peak_rss_kb as f64),
+    fmt: fmt_mib,
+};
+const LOST: Metric = Metric {
+    name: "lost (per run)",
+    higher_is_better: false,
+    get: |r| Some(r.lost as f64),
+    fmt: fmt_count,
+};
+
+/// The metrics of a scenario, its headline first.
 pub(super) fn metrics_for(sc: &Scenario) -> Vec<Metric> {
-    let traffic_closed = vec![
-        Metric {
-            name: "delivered msg/s",
-            higher_is_better: true,
-            get: |r| Some(r.delivered_per_s),
-            fmt: fmt_rate,
-        },
-        Metric {
-            name: "latency p50",
-            higher_is_better: false,
-            get: |r| Some(r.latency_us.p50),
-            fmt: fmt_us,
-        },
-        Metric {
-            name: "latency p99",
-            higher_is_better: false,
-            get: |r| Some(r.latency_us.p99),
-            fmt: fmt_us,
-        },
-        Metric {
-            name: "broker CPU (cores)",
-            higher_is_better: false,
-            get: |r| r.broker.as_ref().map(|b| b.cpu_cores),
-            fmt: fmt_cores,
-        },
-        Metric {
-            name: "delivered per broker CPU-s",
-            higher_is_better: true,
-            get: |r| r.broker.as_ref().map(|b| b.delivered_per_broker_cpu_s),
-            fmt: |v| si(v),
-        },
-        Metric {
-            name: "broker peak RSS",
-            higher_is_better: false,
-            get: |r| r.broker.as_ref().map(|b| b.peak_rss_kb as f64),
-            fmt: fmt_mib,
-        },
-        Metric {
-            name: "lost (per run)",
-            higher_is_better: false,
-            get: |r| Some(r.lost as f64),
-            fmt: fmt_count,
-        },
-    ];
     match sc {
         Scenario::Pairs(o) | Scenario::Fanin(o) | Scenario::Fanout(o) if o.rate.is_some() => vec![
-            Metric {
-                name: "latency p50",
-                higher_is_better: false,
-                get: |r| Some(r.latency_us.p50),
-                fmt: fmt_us,
-            },
-            Metric {
-                name: "latency p99",
-                higher_is_better: false,
-                get: |r| Some(r.latency_us.p99),
-                fmt: fmt_us,
-            },
+            LATENCY_P50,
+            LATENCY_P99,
             Metric {
                 name: "latency p99.9",
                 higher_is_better: false,
@@ -110,26 +95,24 @@ pub(super) fn metrics_for(sc: &Scenario) -> Vec<Metric> {
                 get: |r| Some(r.latency_us.max),
                 fmt: fmt_us,
             },
-            Metric {
-                name: "delivered msg/s",
-                higher_is_better: true,
-                get: |r| Some(r.delivered_per_s),
-                fmt: fmt_rate,
-            },
-            Metric {
-                name: "broker CPU (cores)",
-                higher_is_better: false,
-                get: |r| r.broker.as_ref().map(|b| b.cpu_cores),
-                fmt: fmt_cores,
-            },
-            Metric {
-                name: "lost (per run)",
-                higher_is_better: false,
-                get: |r| Some(r.lost as f64),
-                fmt: fmt_count,
-            },
+            DELIVERED,
+            BROKER_CORES,
+            LOST,
         ],
-        Scenario::Pairs(_) | Scenario::Fanin(_) | Scenario::Fanout(_) => traffic_closed,
+        Scenario::Pairs(_) | Scenario::Fanin(_) | Scenario::Fanout(_) => vec![
+            DELIVERED,
+            LATENCY_P50,
+            LATENCY_P99,
+            BROKER_CORES,
+            Metric {
+                name: "delivered per broker CPU-s",
+                higher_is_better: true,
+                get: |r| r.broker.as_ref().map(|b| b.delivered_per_broker_cpu_s),
+                fmt: |v| si(v),
+            },
+            BROKER_PEAK_RSS,
+            LOST,
+        ],
         Scenario::Conns(_) => vec![
             Metric {
                 name: "connections/s",
@@ -161,12 +144,7 @@ pub(super) fn metrics_for(sc: &Scenario) -> Vec<Metric> {
                 get: |r| r.broker.as_ref().and_then(|b| b.rss_per_conn_bytes),
                 fmt: fmt_bytes,
             },
-            Metric {
-                name: "broker peak RSS",
-                higher_is_better: false,
-                get: |r| r.broker.as_ref().map(|b| b.peak_rss_kb as f64),
-                fmt: fmt_mib,
-            },
+            BROKER_PEAK_RSS,
         ],
         Scenario::Storm(_) => vec![
             Metric {
@@ -201,12 +179,7 @@ pub(super) fn metrics_for(sc: &Scenario) -> Vec<Metric> {
                 get: |r| r.retained.as_ref().map(|x| x.time_s * 1e6),
                 fmt: fmt_us,
             },
-            Metric {
-                name: "broker peak RSS",
-                higher_is_better: false,
-                get: |r| r.broker.as_ref().map(|b| b.peak_rss_kb as f64),
-                fmt: fmt_mib,
-            },
+            BROKER_PEAK_RSS,
         ],
     }
 }
@@ -255,6 +228,7 @@ impl ReportCtx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::parse_scenario;
 
     #[test]
     fn medians() {
@@ -263,5 +237,62 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+    }
+
+    fn names(scenario: &str) -> Vec<&'static str> {
+        let sc = parse_scenario(scenario, 1.0, 1.0).unwrap();
+        metrics_for(&sc).iter().map(|m| m.name).collect()
+    }
+
+    #[test]
+    fn each_scenario_reports_its_metrics_headline_first() {
+        assert_eq!(
+            names("pairs -n 8 --qos 1"),
+            [
+                "delivered msg/s",
+                "latency p50",
+                "latency p99",
+                "broker CPU (cores)",
+                "delivered per broker CPU-s",
+                "broker peak RSS",
+                "lost (per run)"
+            ]
+        );
+        assert_eq!(names("fanout -n 50"), names("fanin -n 50"));
+        assert_eq!(
+            names("pairs -n 8 --rate 1000"),
+            [
+                "latency p50",
+                "latency p99",
+                "latency p99.9",
+                "latency max",
+                "delivered msg/s",
+                "broker CPU (cores)",
+                "lost (per run)"
+            ]
+        );
+        assert_eq!(
+            names("conns -n 10"),
+            [
+                "connections/s",
+                "CONNACK p50",
+                "CONNACK p99",
+                "connects per broker CPU-s",
+                "broker RSS per connection",
+                "broker peak RSS"
+            ]
+        );
+        assert_eq!(
+            names("storm -n 10"),
+            ["reconnects/s", "reconnect p99", "sessions lost"]
+        );
+        assert_eq!(
+            names("retained"),
+            [
+                "retained delivered msg/s",
+                "time for the whole set",
+                "broker peak RSS"
+            ]
+        );
     }
 }
