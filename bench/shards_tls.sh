@@ -2,7 +2,7 @@
 # The issue #7 figures that `amqtt-bench compare` does not produce, measured on the release broker:
 #   1. TLS vs plain TCP: one shard pinned to CPU 0 with a TCP and a TLS listener (certificate from a
 #      throw-away local CA made here with openssl), generator on CPU 1, `pairs -n 8` QoS 0.
-#   2. Cross-shard vs same-shard delivery: `shards: 2` (pinned), `pairs -n 8` at QoS 0 and 1 with
+#   2. Cross-shard vs same-shard delivery: `shards: 2` (pinned; `max_inflight: 32`, the QoS 1 runs' window, as compare sets it), `pairs -n 8` at QoS 0 and 1 with
 #      `--placement same` and `--placement cross`.
 #   3. One shard vs two, unpinned (`pin_shards: false`), `pairs -n 8` QoS 0.
 # ROUNDS rounds (3), each alternating the variants; DURATION seconds a run (3). Prints one line a
@@ -89,6 +89,8 @@ listeners:
 sys_interval: 0
 shards: 2
 connection_messages: false
+# QoS 1 runs keep 32 in flight per publisher: let them through, as \`amqtt-bench compare\` does.
+max_inflight: 32
 EOF
 for n in 1 2; do
 cat >"$work/unpinned$n.yaml" <<EOF
