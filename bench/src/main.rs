@@ -38,7 +38,9 @@ fn main() -> ExitCode {
     // While this is the only thread: a threaded process that grows its descriptor table later
     // waits for an RCU grace period at each doubling (10-25 ms on a 2-CPU VM), and those waits were
     // the 17-30 ms CONNACK p99 that `conns -n 5000` showed for every broker, in a fresh process.
-    amqtt_bench::sys::raise_nofile();
+    if let Err(e) = shards::raise_nofile() {
+        eprintln!("amqtt-bench: warning: cannot raise the descriptor limit: {e}");
+    }
     if let Err(e) = shards::reserve_descriptors(shards::MAX_RESERVED_DESCRIPTORS) {
         eprintln!("amqtt-bench: warning: cannot reserve the descriptor table: {e}");
     }

@@ -27,7 +27,8 @@
 //! - `tcp.rs`: [`TcpConn`] and [`TcpAcceptor`]: TCP sockets in that set, read and written with
 //!   plain non-blocking syscalls.
 //! - `split.rs`: [`split_local`]: one reading task and one writing task on one stream.
-//! - `limits.rs`: [`raise_limits`] (soft `RLIMIT_NOFILE` / `RLIMIT_MEMLOCK` to hard) and
+//! - `limits.rs`: [`raise_limits`] (soft `RLIMIT_NOFILE` / `RLIMIT_MEMLOCK` to hard; [`raise_nofile`]
+//!   for the first alone) and
 //!   [`reserve_descriptors`] (the descriptor table sized before threads start).
 //!
 //! # Rules for users
@@ -56,7 +57,9 @@ mod test_util;
 pub use bus::{bus, BusSender, Inbox, Lane, Recv, SendError};
 pub use cpus::{available_cpus, thread_cpus};
 pub use handoff::{attach_tcp_stream, detach_tcp_stream};
-pub use limits::{raise_limits, reserve_descriptors, Limits, MAX_RESERVED_DESCRIPTORS};
+pub use limits::{
+    raise_limits, raise_nofile, reserve_descriptors, Limits, MAX_RESERVED_DESCRIPTORS,
+};
 pub use listener::{into_glommio_listener, reuseport_listeners};
 pub use runtime::{ShardConfig, ShardContext, ShardError, Shards, DEFAULT_IO_MEMORY};
 pub use split::{reunite, split_local, LocalReadHalf, LocalWriteHalf};

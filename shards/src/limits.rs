@@ -22,12 +22,18 @@ pub struct Limits {
 /// An unlimited hard `RLIMIT_NOFILE` cannot be used as a soft limit (the kernel caps it at
 /// `fs.nr_open`), so it is raised to `/proc/sys/fs/nr_open` instead.
 pub fn raise_limits() -> io::Result<Limits> {
-    let nofile = raise(libc::RLIMIT_NOFILE, nr_open())?;
+    let nofile = raise_nofile()?;
     let memlock = raise(libc::RLIMIT_MEMLOCK, None)?;
     Ok(Limits {
-        nofile: to_u64(nofile),
+        nofile,
         memlock: to_u64(memlock),
     })
+}
+
+/// Raises only the soft `RLIMIT_NOFILE`, as [`raise_limits`] does, and returns it (for a process
+/// that holds many sockets but no io_uring buffers, such as the load generator).
+pub fn raise_nofile() -> io::Result<u64> {
+    Ok(to_u64(raise(libc::RLIMIT_NOFILE, nr_open())?))
 }
 
 /// Most descriptors [`reserve_descriptors`] makes room for (the table costs the kernel ~8 bytes a
@@ -159,6 +165,12 @@ mod tests {
         };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         assert_eq!(to_u64(lim.rlim_cur), limits.nofile);
+        assert_eq!(
+            raise_nofile().unwrap(),
+            limits.nofile,
+            "raises the same limit alone"
+        );
+        assert!(limits.nofile >= 64);
         if lim.rlim_max != libc::RLIM_INFINITY {
             assert_eq!(lim.rlim_cur, lim.rlim_max);
         }

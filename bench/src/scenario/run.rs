@@ -16,7 +16,6 @@ use crate::procstat::{self, ProcSample};
 use crate::report::{progress_line, BrokerFigures, ConnectFigures, GeneratorFigures, Report};
 use crate::simple::SimpleClient;
 use crate::stats::Latency;
-use crate::sys;
 use crate::tls::TlsTarget;
 
 use super::*;
@@ -104,7 +103,8 @@ impl RunCtx {
     }
 
     pub(super) fn check_fds(&self, connections: usize) -> Result<(), BenchError> {
-        let limit = sys::raise_nofile();
+        let limit = shards::raise_nofile()
+            .map_err(|e| BenchError::Run(format!("cannot read the descriptor limit: {e}")))?;
         if connections as u64 + 64 > limit {
             return Err(BenchError::Usage(format!(
                 "{connections} connections need more file descriptors than the limit of {limit} \
