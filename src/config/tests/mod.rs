@@ -90,21 +90,21 @@ fn empty_documents_are_defaults() {
 #[test]
 fn example_default_yaml_is_the_builtin_default() {
     assert_eq!(
-        ok(include_str!("../../config/default.yaml")),
+        ok(include_str!("../../../config/default.yaml")),
         BrokerConfig::default()
     );
 }
 
 #[test]
 fn example_minimal_yaml_loads() {
-    let c = ok(include_str!("../../config/minimal.yaml"));
+    let c = ok(include_str!("../../../config/minimal.yaml"));
     assert_eq!(names(&c), ["default"]);
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:1883"));
 }
 
 #[test]
 fn example_amqtt_yaml_loads() {
-    let c = ok(include_str!("../../config/amqtt-example.yaml"));
+    let c = ok(include_str!("../../../config/amqtt-example.yaml"));
     assert_eq!(names(&c), ["default", "my-tcp-2"]);
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:1883"));
     assert_eq!(c.listeners[0].max_connections, Some(1000));
@@ -121,7 +121,7 @@ fn example_amqtt_yaml_loads() {
 
 #[test]
 fn example_multi_listener_yaml_loads() {
-    let c = ok(include_str!("../../config/multi-listener.yaml"));
+    let c = ok(include_str!("../../../config/multi-listener.yaml"));
     assert!(c.listeners.len() >= 2, "{c:?}");
     assert!(
         c.listeners.iter().all(|l| l.name != "default"),
@@ -134,134 +134,6 @@ fn the_brief_example_loads() {
     let c = ok("listeners:\n  default:\n    type: tcp\n    bind: 0.0.0.0:1883\n    max-connections: 1000\n  my-tcp-2:\n    bind: 127.0.0.1:1884\ntimeout-disconnect-delay: 2\nsys_interval: 20\nauth:\n  allow-anonymous: true\n  plugins: ['auth_anonymous']\ntopic-check:\n  enabled: false\n");
     assert_eq!(names(&c), ["default", "my-tcp-2"]);
     assert_eq!(c.listeners[1].max_connections, Some(1000));
-}
-
-#[test]
-fn listeners_inherit_default_and_override_it() {
-    let c = ok("
-listeners:
-  a:
-    bind: 127.0.0.1:1884
-  default:
-    type: tcp
-    max-connections: 50
-    bind: 0.0.0.0:1883
-  b:
-    bind: 127.0.0.1:1885
-    max-connections: -1
-  c:
-    bind: 127.0.0.1:1886
-    max_connections: 7
-");
-    assert_eq!(
-        names(&c),
-        ["default", "a", "b", "c"],
-        "default first, then file order"
-    );
-    assert_eq!(c.listeners[0].max_connections, Some(50));
-    assert_eq!(c.listeners[1].max_connections, Some(50));
-    assert_eq!(c.listeners[2].max_connections, None);
-    assert_eq!(c.listeners[3].max_connections, Some(7));
-    assert_eq!(c.listeners[1].bind, addr("127.0.0.1:1884"));
-}
-
-#[test]
-fn listener_with_only_a_name_inherits_everything() {
-    let c = ok("listeners:\n  default:\n    bind: 127.0.0.1:1883\n  twin:\n");
-    assert_eq!(names(&c), ["default", "twin"]);
-    assert_eq!(c.listeners[1].bind, addr("127.0.0.1:1883"));
-}
-
-#[test]
-fn unbound_listeners_are_skipped() {
-    let c = ok("listeners:\n  default:\n    max-connections: 10\n  x:\n    bind: 127.0.0.1:1884\n");
-    assert_eq!(names(&c), ["x"]);
-    assert_eq!(c.listeners[0].max_connections, Some(10));
-}
-
-#[test]
-fn no_bound_listener_is_an_error() {
-    invalid(
-        "listeners:\n  default:\n    type: tcp\n  x: {}\n",
-        "listeners",
-        "no listener has a 'bind'",
-    );
-    invalid("listeners: {}\n", "listeners", "no listener has a 'bind'");
-}
-
-#[test]
-fn null_listeners_means_builtin_default() {
-    assert_eq!(
-        ok("listeners:\n").listeners,
-        BrokerConfig::default().listeners
-    );
-}
-
-#[test]
-fn display_format_matches_the_contract() {
-    let e = err("listeners:\n  default:\n    bind: 0.0.0.0:1883\n  tls-1:\n    bind: 0.0.0.0:8883\n    ssl: on\n    certfile: /c.pem\n");
-    assert_eq!(
-        e.to_string(),
-        "config/broker.yaml: key 'listeners.tls-1.keyfile': required when ssl is on"
-    );
-}
-
-#[test]
-fn websocket_listeners_inherit_their_type() {
-    let c = ok("listeners:\n  default:\n    bind: 0.0.0.0:1883\n  w:\n    type: ws\n    bind: 0.0.0.0:8080\n");
-    assert_eq!(c.listeners[0].kind, ListenerKind::Tcp);
-    assert_eq!(c.listeners[1].kind, ListenerKind::Ws);
-    let c = ok("listeners:\n  default:\n    type: ws\n  w:\n    bind: 0.0.0.0:8080\n");
-    assert_eq!(c.listeners[0].kind, ListenerKind::Ws);
-}
-
-#[test]
-fn tls_listeners_need_certificate_and_key() {
-    for on in ["on", "ON", "'on'", "true", "True", "\"true\""] {
-        let c = ok(&format!(
-                "listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: {on}\n    certfile: /c.pem\n    keyfile: /k.pem\n"
-            ));
-        let tls = c.listeners[0].tls.as_ref().expect("tls");
-        assert_eq!(tls.certfile, PathBuf::from("/c.pem"));
-        assert!(!tls.require_certificate);
-    }
-    invalid(
-        "listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: on\n    keyfile: /k.pem\n",
-        "listeners.default.certfile",
-        "required when ssl is on",
-    );
-    for off in ["off", "OFF", "false", "'false'"] {
-        let c = ok(&format!(
-                "listeners:\n  default:\n    bind: 0.0.0.0:1883\n    ssl: {off}\n    certfile: /x.pem\n    keyfile: /x.key\n    cafile: /ca\n    capath: /cas\n    cadata: PEM\n"
-            ));
-        assert!(c.listeners[0].tls.is_none());
-    }
-    invalid(
-        "listeners:\n  default:\n    bind: 0.0.0.0:1883\n    ssl: maybe\n",
-        "listeners.default.ssl",
-        "on, off, true or false",
-    );
-}
-
-#[test]
-fn mutual_tls_needs_a_ca_and_identity_needs_mutual_tls() {
-    let base = "listeners:\n  default:\n    bind: 0.0.0.0:8883\n    ssl: on\n    certfile: /c.pem\n    keyfile: /k.pem\n";
-    invalid(
-        &format!("{base}    require-certificate: true\n"),
-        "listeners.default.require-certificate",
-        "need a CA",
-    );
-    invalid(
-        &format!("{base}    use-identity-as-username: true\n"),
-        "listeners.default.use-identity-as-username",
-        "require-certificate",
-    );
-    let c = ok(&format!(
-            "{base}    cafile: /ca.pem\n    require-certificate: true\n    use-identity-as-username: true\n"
-        ));
-    let tls = c.listeners[0].tls.as_ref().expect("tls");
-    assert!(tls.require_certificate && tls.use_identity_as_username);
-    assert_eq!(tls.cafile, Some(PathBuf::from("/ca.pem")));
 }
 
 #[test]
@@ -462,95 +334,6 @@ listeners:
         "listeners.b.nope",
         "unknown key",
     );
-}
-
-#[test]
-fn bind_forms() {
-    let bind = |b: &str| ok(&format!("listeners:\n  default:\n    bind: {b}\n")).listeners[0].bind;
-    assert_eq!(bind("0.0.0.0:1883"), addr("0.0.0.0:1883"));
-    assert_eq!(bind("127.0.0.1:1884"), addr("127.0.0.1:1884"));
-    assert_eq!(bind("':1885'"), addr("0.0.0.0:1885"));
-    assert_eq!(bind("1886"), addr("0.0.0.0:1886"));
-    assert_eq!(bind("'1887'"), addr("0.0.0.0:1887"));
-    assert_eq!(bind("'[::1]:1888'"), addr("[::1]:1888"));
-    assert_eq!(bind("'[::]'"), addr("[::]:1883"));
-    assert_eq!(bind("'::1'"), addr("[::1]:1883"));
-    assert_eq!(bind("10.1.2.3"), addr("10.1.2.3:1883"));
-    assert_eq!(bind("'10.1.2.3:'"), addr("10.1.2.3:1883"));
-    assert_eq!(bind("''"), addr("0.0.0.0:1883"));
-    assert_eq!(bind("127.0.0.1:0"), addr("127.0.0.1:0"));
-    let local = bind("localhost:1889");
-    assert!(local.ip().is_loopback(), "{local}");
-    assert_eq!(local.port(), 1889);
-}
-
-#[test]
-fn bad_bind_addresses() {
-    let bad = |b: &str, needle: &str| {
-        invalid(
-            &format!("listeners:\n  default:\n    bind: {b}\n"),
-            "listeners.default.bind",
-            needle,
-        )
-    };
-    bad("0.0.0.0:99999", "not a port number");
-    bad("0.0.0.0:http", "not a port number");
-    bad("'[::1:1883'", "without a closing ']'");
-    bad("'[nope]:1883'", "not an IPv6 address");
-    bad("'[::1]x'", "after ']'");
-    bad("'1:2:3:4:5'", "is not of the form");
-    bad("no-such-host.invalid:1883", "cannot resolve host");
-    bad("[1883]", "expected an address");
-    let msg = invalid(
-        "listeners:\n  default:\n    bind: 'x:y'\n  other: {}\n",
-        "listeners.default.bind",
-        "not a port",
-    );
-    assert!(
-        !msg.contains("inherited"),
-        "default itself fails first: {msg}"
-    );
-}
-
-#[test]
-fn max_connections_values() {
-    let mc = |v: &str| {
-        load(&format!(
-            "listeners:\n  default:\n    bind: :1883\n    max-connections: {v}\n"
-        ))
-        .map(|c| c.listeners[0].max_connections)
-    };
-    assert_eq!(mc("-1").ok(), Some(None));
-    assert_eq!(mc("1").ok(), Some(Some(1)));
-    assert_eq!(mc("100000").ok(), Some(Some(100_000)));
-    for bad in ["0", "-2"] {
-        let msg = mc(bad).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            msg.contains("key 'listeners.default.max-connections'"),
-            "{msg}"
-        );
-        assert!(msg.contains("-1 for unlimited"), "{msg}");
-    }
-}
-
-#[test]
-fn max_connect_rate_values() {
-    let rate = |v: &str| {
-        load(&format!(
-                "listeners:\n  default:\n    bind: :1883\n    max_connect_rate: {v}\n  other:\n    bind: :1884\n"
-            ))
-            .map(|c| (c.listeners[0].max_connect_rate, c.listeners[1].max_connect_rate))
-    };
-    assert_eq!(rate("0").ok(), Some((None, None)));
-    assert_eq!(rate("-1").ok(), Some((None, None)));
-    // Inherited from `default` like every listener key.
-    assert_eq!(rate("500").ok(), Some((Some(500), Some(500))));
-    let msg = rate("-5").err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        msg.contains("key 'listeners.default.max_connect_rate'"),
-        "{msg}"
-    );
-    assert!(msg.contains("0 for unlimited"), "{msg}");
 }
 
 #[test]
@@ -755,3 +538,5 @@ fn from_file_reads_and_records_the_source() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod listeners;
