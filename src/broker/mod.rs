@@ -15,11 +15,13 @@
 //! through [`Settings::plugins`].
 //! The packet handlers live in `handlers/`, one file per inbound packet type; where a publish goes
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; how the other
-//! shards learn this shard's filters, and the SUBACKs that wait for them, in `subscribing.rs`.
+//! shards learn this shard's filters, and the SUBACKs that wait for them, in `subscribing.rs`; the
+//! types the runtime and the core exchange (settings, bus messages, actions) in `interface.rs`.
 
 pub mod bus_batch;
 pub mod connection;
 mod handlers;
+mod interface;
 pub mod memory;
 pub mod retained;
 mod routing;
@@ -28,23 +30,24 @@ pub mod stats;
 mod subscribing;
 pub mod subscriptions;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use slab::Slab;
 
-use crate::plugins::{ClientInfo, CorePlugins};
+use crate::plugins::ClientInfo;
 use crate::protocol::{
     ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, PublishRef, QoS, TopicFilter,
-    TopicName,
 };
 
 pub use crate::plugins::AuthVerdict;
 
 pub use bus_batch::{BatchedPublish, PublishBatch};
+pub use interface::{
+    home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
+};
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
@@ -70,146 +73,6 @@ const RETAINED_CHUNK: usize = 64 << 10;
 pub type ConnId = u64;
 /// Index of a session in its shard's session table.
 pub type SessionKey = usize;
-
-/// An application message as it is routed: what a PUBLISH carries, minus the per-hop fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub topic: TopicName,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-}
-
-impl<'a> From<&'a Message> for Cow<'a, Message> {
-    fn from(message: &'a Message) -> Self {
-        Cow::Borrowed(message)
-    }
-}
-
-impl From<Message> for Cow<'_, Message> {
-    fn from(message: Message) -> Self {
-        Cow::Owned(message)
-    }
-}
-
-/// Broker behaviour that comes from the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub max_inflight: u16,
-    pub max_queued_messages: usize,
-    /// Payload bytes queued per session; `None` for no byte limit.
-    pub max_queued_bytes: Option<usize>,
-    /// The broker-wide memory budget, shared by every shard (`memory.rs`).
-    pub memory: Arc<MemoryBudget>,
-    /// How long a deleted retained topic is remembered (`retained.rs`).
-    pub retained_tombstone_ttl: std::time::Duration,
-    /// Granted QoS is capped at this.
-    pub max_qos: QoS,
-    pub allow_anonymous: bool,
-    /// Bytes waiting in one connection's outbox beyond which new QoS 0 messages are dropped
-    /// (a subscriber that stops reading must not grow the broker without bound).
-    pub outbox_limit: usize,
-    /// Topic checks (PUBLISH, SUBSCRIBE) and event hooks; empty by default (no cost).
-    pub plugins: CorePlugins,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            max_inflight: 20,
-            max_queued_messages: 1000,
-            max_qos: QoS::ExactlyOnce,
-            allow_anonymous: true,
-            outbox_limit: 4 << 20,
-            max_queued_bytes: None,
-            memory: MemoryBudget::unlimited(),
-            retained_tombstone_ttl: retained::TOMBSTONE_TTL,
-            plugins: CorePlugins::default(),
-        }
-    }
-}
-
-/// What one shard tells another.
-#[derive(Debug, Clone)]
-pub enum BusMessage {
-    /// A publish for the receiving shard's subscribers (and its retained copy when `retain`): the
-    /// control shard's `$SYS` messages.
-    Publish(Message),
-    /// Client publishes (not retained) for the receiving shard's subscribers, all those this shard
-    /// routed there since its last `poll_actions`, in order.
-    Publishes(PublishBatch),
-    /// Shard `from` now has (or no longer has) subscribers for `filter`. With a token, the receiver
-    /// answers [`BusMessage::InterestAck`] once the change is in effect.
-    Interest {
-        from: usize,
-        filter: TopicFilter,
-        added: bool,
-        token: Option<u64>,
-    },
-    /// Confirms an `Interest` change carrying this token.
-    InterestAck { token: u64 },
-    /// A retained publish for every other shard: their retained copies and their subscribers.
-    /// The version orders concurrent updates of one topic (see `retained.rs`).
-    Retained {
-        message: Message,
-        version: RetainVersion,
-    },
-}
-
-impl BusMessage {
-    /// Which lane of the bus carries it: publishes on data, everything else on control.
-    pub fn lane(&self) -> Lane {
-        match self {
-            BusMessage::Publish(_) | BusMessage::Publishes(_) | BusMessage::Retained { .. } => {
-                Lane::Data
-            }
-            _ => Lane::Control,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    Data,
-    Control,
-}
-
-/// Work for the runtime, in the order it was produced.
-#[derive(Debug)]
-pub enum Action {
-    /// The connection's outbox has bytes (or it is closing): take them with [`BrokerCore::take_outbox`].
-    Flush(ConnId),
-    /// Send to another shard.
-    Bus { to: usize, message: BusMessage },
-}
-
-/// The shard a client id's session lives on: FNV-1a, stable across runs and builds.
-pub fn home_shard(client_id: &str, shards: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in client_id.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % shards.max(1) as u64) as usize
-}
-
-/// Sums over one shard's sessions, from [`BrokerCore::session_gauges`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SessionGauges {
-    pub sessions: usize,
-    /// Sessions with a connected client.
-    pub online: usize,
-    pub subscriptions: usize,
-    pub inflight: usize,
-    pub queued: usize,
-}
-
-/// How CONNECT was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectOutcome {
-    pub code: ConnectReturnCode,
-    pub session_present: bool,
-}
 
 /// Filters announced to the other shards under one token, and how many confirmations are missing.
 #[derive(Debug, Default)]

@@ -60,7 +60,7 @@ use bytes::Bytes;
 use super::*;
 use crate::protocol::{
     decode, LastWill, PubAck, PubComp, PubRec, PubRel, Publish, Subscribe, SubscribeFilter,
-    SubscribeReturnCode, Unsubscribe,
+    SubscribeReturnCode, TopicName, Unsubscribe,
 };
 
 /// Topics published to: overlapping levels, an empty level at each end.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::protocol::{decode, Publish, Subscribe, SubscribeFilter};
+use crate::protocol::{decode, Publish, Subscribe, SubscribeFilter, TopicName};
 
 struct Client {
     shard: usize,

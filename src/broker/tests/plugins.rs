@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::*;
-use crate::plugins::{ClientInfo, EventPlugin, TopicAcl, TopicPlugin};
+use crate::plugins::{ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicPlugin};
 use crate::protocol::{LastWill, PubAck, PubRec, SubscribeReturnCode};
 
 fn acl_settings(subscribe: &[(&str, &[&str])], publish: &[(&str, &[&str])]) -> Settings {

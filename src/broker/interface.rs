@@ -1,0 +1,154 @@
+//! What the runtime and a shard's core exchange: the routed [`Message`], the [`Settings`] from the
+//! configuration, the [`BusMessage`]s between shards and their [`Lane`], the [`Action`]s the core
+//! leaves for the runtime, the home shard of a client id, and the figures the core reports.
+//!
+//! Plain data and one hash: the state and the verbs that use them are `mod.rs` and its files.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{retained, ConnId, MemoryBudget, PublishBatch, RetainVersion};
+use crate::plugins::CorePlugins;
+use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, TopicName};
+
+/// An application message as it is routed: what a PUBLISH carries, minus the per-hop fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: TopicName,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+impl<'a> From<&'a Message> for Cow<'a, Message> {
+    fn from(message: &'a Message) -> Self {
+        Cow::Borrowed(message)
+    }
+}
+
+impl From<Message> for Cow<'_, Message> {
+    fn from(message: Message) -> Self {
+        Cow::Owned(message)
+    }
+}
+
+/// Broker behaviour that comes from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    /// Payload bytes queued per session; `None` for no byte limit.
+    pub max_queued_bytes: Option<usize>,
+    /// The broker-wide memory budget, shared by every shard (`memory.rs`).
+    pub memory: Arc<MemoryBudget>,
+    /// How long a deleted retained topic is remembered (`retained.rs`).
+    pub retained_tombstone_ttl: std::time::Duration,
+    /// Granted QoS is capped at this.
+    pub max_qos: QoS,
+    pub allow_anonymous: bool,
+    /// Bytes waiting in one connection's outbox beyond which new QoS 0 messages are dropped
+    /// (a subscriber that stops reading must not grow the broker without bound).
+    pub outbox_limit: usize,
+    /// Topic checks (PUBLISH, SUBSCRIBE) and event hooks; empty by default (no cost).
+    pub plugins: CorePlugins,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_inflight: 20,
+            max_queued_messages: 1000,
+            max_qos: QoS::ExactlyOnce,
+            allow_anonymous: true,
+            outbox_limit: 4 << 20,
+            max_queued_bytes: None,
+            memory: MemoryBudget::unlimited(),
+            retained_tombstone_ttl: retained::TOMBSTONE_TTL,
+            plugins: CorePlugins::default(),
+        }
+    }
+}
+
+/// What one shard tells another.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    /// A publish for the receiving shard's subscribers (and its retained copy when `retain`): the
+    /// control shard's `$SYS` messages.
+    Publish(Message),
+    /// Client publishes (not retained) for the receiving shard's subscribers, all those this shard
+    /// routed there since its last `poll_actions`, in order.
+    Publishes(PublishBatch),
+    /// Shard `from` now has (or no longer has) subscribers for `filter`. With a token, the receiver
+    /// answers [`BusMessage::InterestAck`] once the change is in effect.
+    Interest {
+        from: usize,
+        filter: TopicFilter,
+        added: bool,
+        token: Option<u64>,
+    },
+    /// Confirms an `Interest` change carrying this token.
+    InterestAck { token: u64 },
+    /// A retained publish for every other shard: their retained copies and their subscribers.
+    /// The version orders concurrent updates of one topic (see `retained.rs`).
+    Retained {
+        message: Message,
+        version: RetainVersion,
+    },
+}
+
+impl BusMessage {
+    /// Which lane of the bus carries it: publishes on data, everything else on control.
+    pub fn lane(&self) -> Lane {
+        match self {
+            BusMessage::Publish(_) | BusMessage::Publishes(_) | BusMessage::Retained { .. } => {
+                Lane::Data
+            }
+            _ => Lane::Control,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Data,
+    Control,
+}
+
+/// Work for the runtime, in the order it was produced.
+#[derive(Debug)]
+pub enum Action {
+    /// The connection's outbox has bytes (or it is closing): take them with [`BrokerCore::take_outbox`](super::BrokerCore::take_outbox).
+    Flush(ConnId),
+    /// Send to another shard.
+    Bus { to: usize, message: BusMessage },
+}
+
+/// The shard a client id's session lives on: FNV-1a, stable across runs and builds.
+pub fn home_shard(client_id: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in client_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// Sums over one shard's sessions, from [`BrokerCore::session_gauges`](super::BrokerCore::session_gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionGauges {
+    pub sessions: usize,
+    /// Sessions with a connected client.
+    pub online: usize,
+    pub subscriptions: usize,
+    pub inflight: usize,
+    pub queued: usize,
+}
+
+/// How CONNECT was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOutcome {
+    pub code: ConnectReturnCode,
+    pub session_present: bool,
+}
