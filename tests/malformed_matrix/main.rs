@@ -13,6 +13,7 @@
 //! One broker (two shards, so connections also move between shards) per transport; the four
 //! transports run as four tests in parallel.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
