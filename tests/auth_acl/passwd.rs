@@ -1,0 +1,179 @@
+//! `amqtt_passwd`: batch mode creating, updating and deleting users in a file the broker then
+//! accepts, and the interactive prompt on a terminal.
+
+use std::io::Write;
+
+use super::*;
+
+// ---- amqtt_passwd ------------------------------------------------------------------------
+
+fn passwd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_amqtt_passwd"))
+        .args(args)
+        .output()
+        .expect("amqtt_passwd runs")
+}
+
+fn users(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_the_file() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passwd");
+    let file = path.to_str().expect("utf-8 path");
+
+    let missing = passwd(&["-b", file, "alice", "pw"]);
+    assert!(!missing.status.success(), "without -c the file must exist");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("use -c"));
+
+    assert!(passwd(&["-c", "-b", file, "alice", "first"])
+        .status
+        .success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a new password file is private");
+    assert!(passwd(&["-b", file, "bob", "builder"]).status.success());
+    // A comment added by hand survives updates.
+    let mut text = std::fs::read_to_string(&path).expect("read");
+    text.insert_str(0, "# managed by hand too\n");
+    std::fs::write(&path, text).expect("write");
+    assert!(
+        passwd(&["-b", file, "alice", "wonderland"])
+            .status
+            .success(),
+        "update"
+    );
+    assert!(passwd(&["-b", file, "carol", "c"]).status.success());
+    assert!(passwd(&["-D", file, "carol"]).status.success());
+    assert_eq!(users(&path), ["alice", "bob"]);
+    assert!(std::fs::read_to_string(&path)
+        .expect("read")
+        .starts_with("# managed by hand too\n"));
+
+    let bad = passwd(&["-D", file, "carol"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not in"));
+    assert!(
+        !passwd(&["-b", file, "dave"]).status.success(),
+        "-b needs a password"
+    );
+    assert!(
+        !passwd(&["-b", file, "a:b", "x"]).status.success(),
+        "':' in a user name"
+    );
+    assert!(
+        !passwd(&["-b", file, "erin", ""]).status.success(),
+        "empty password"
+    );
+
+    // Every line is what `mkpasswd -m sha-512` would write for that salt.
+    let text = std::fs::read_to_string(&path).expect("read");
+    let alice_hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("alice:"))
+        .expect("alice")
+        .to_string();
+    assert!(password_file::verify(b"wonderland", &alice_hash));
+    if let Ok(out) = Command::new("mkpasswd")
+        .args([
+            "-m",
+            "sha-512",
+            "-S",
+            alice_hash.split('$').nth(2).expect("salt"),
+            "wonderland",
+        ])
+        .output()
+    {
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice_hash);
+        }
+    }
+
+    let (_broker, addr) = start(&auth_yaml(&path, false), 1);
+    expect_connack(
+        addr,
+        login("a", Some("alice"), Some("wonderland")),
+        ConnectReturnCode::Accepted,
+    );
+    expect_connack(
+        addr,
+        login("a2", Some("alice"), Some("first")),
+        ConnectReturnCode::NotAuthorized,
+    );
+    expect_connack(
+        addr,
+        login("b", Some("bob"), Some("builder")),
+        ConnectReturnCode::Accepted,
+    );
+    expect_connack(
+        addr,
+        login("c", Some("carol"), Some("c")),
+        ConnectReturnCode::NotAuthorized,
+    );
+}
+
+#[test]
+fn amqtt_passwd_prompts_twice_on_the_terminal() {
+    let _serial = serial();
+    // `script` gives the tool a terminal; what we write to its stdin is typed on it.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("script (util-linux) not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passwd");
+    let run = |typed: &str| {
+        let command = format!(
+            "{} -c {} alice",
+            env!("CARGO_BIN_EXE_amqtt_passwd"),
+            path.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for line in typed.lines() {
+            // One line at a time, after the prompt had time to turn echo off.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = stdin.write_all(format!("{line}\n").as_bytes());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stdin);
+        child.wait_with_output().expect("output")
+    };
+    let out = run("s3cret\ns3cret\n");
+    let screen = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        screen.contains("Password:") && screen.contains("Reenter password:"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("s3cret"),
+        "the password was echoed: {screen}"
+    );
+    let text = std::fs::read_to_string(&path).expect("written");
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("alice:"))
+        .expect("alice");
+    assert!(password_file::verify(b"s3cret", hash));
+
+    let out = run("one\ntwo\n");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("do not match"),
+        "{out:?}"
+    );
+}
