@@ -8,7 +8,7 @@ Debian's `systemd`, promtool with Debian's `prometheus`, which .ci/run does not 
   every dashboard query parsed by promtool as a recording rule;
 - Kubernetes: every manifest parsed, the built-in kinds validated against the API schemas;
 - Dockerfile: hadolint, plus the facts the issue asks for (multi-stage, non-root, volumes, ports).
-(The broker configurations in deploy/ are loaded by `tests/observability.rs`.)
+(The broker configurations in deploy/ are loaded by `tests/observability/`.)
 """
 
 from __future__ import annotations
