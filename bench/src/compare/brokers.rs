@@ -22,7 +22,21 @@ use crate::sys;
 pub enum Kind {
     Amqtt,
     Mosquitto,
+    /// rumqttd 0.20's TOML (`rumqttd -c {config}`), one of the brokers in issue #7's table.
+    Rumqttd,
     None,
+}
+
+impl Kind {
+    /// The extension of the configuration file written for this kind: rumqttd picks the file's
+    /// format by it.
+    pub fn config_extension(self) -> &'static str {
+        match self {
+            Kind::Amqtt => "yaml",
+            Kind::Rumqttd => "toml",
+            Kind::Mosquitto | Kind::None => "conf",
+        }
+    }
 }
 
 /// A parsed `--broker`.
@@ -131,10 +145,11 @@ impl BrokerSpec {
         let kind = match kind {
             Some("amqtt") => Kind::Amqtt,
             Some("mosquitto") => Kind::Mosquitto,
+            Some("rumqttd") => Kind::Rumqttd,
             Some("none") => Kind::None,
             Some(k) => {
                 return Err(format!(
-                    "--broker {s:?}: unknown kind {k:?} (amqtt, mosquitto or none)"
+                    "--broker {s:?}: unknown kind {k:?} (amqtt, mosquitto, rumqttd or none)"
                 ))
             }
             None => {
@@ -144,6 +159,8 @@ impl BrokerSpec {
                     .unwrap_or_default();
                 if base.contains("mosquitto") {
                     Kind::Mosquitto
+                } else if base.contains("rumqttd") {
+                    Kind::Rumqttd
                 } else if base.contains("amqtt") {
                     Kind::Amqtt
                 } else {
@@ -196,6 +213,32 @@ impl BrokerSpec {
                  log_type warning\n\
                  connection_messages false\n"
             ),
+            // rumqttd's own example configuration (`rumqttd generate-config`) with only the v4
+            // listener, on our port. Its `next_connection_delay_ms = 1` (at most one new
+            // connection a millisecond per listener) is kept: it is what rumqttd ships.
+            Kind::Rumqttd => {
+                return Some(format!(
+                    "# Written by amqtt-bench compare.\n\
+                     id = 0\n\
+                     [router]\n\
+                     id = 0\n\
+                     max_connections = 10010\n\
+                     max_outgoing_packet_count = 200\n\
+                     max_segment_size = 104857600\n\
+                     max_segment_count = 10\n\
+                     [v4.1]\n\
+                     name = \"v4-1\"\n\
+                     listen = \"127.0.0.1:{port}\"\n\
+                     next_connection_delay_ms = 1\n\
+                     [v4.1.connections]\n\
+                     connection_timeout_ms = 60000\n\
+                     max_payload_size = 20480\n\
+                     # rumqttd's default window is 100; a scenario that needs more raises it.\n\
+                     max_inflight_count = {}\n\
+                     dynamic_filters = true\n",
+                    window.map_or(100, |w| w.max(100))
+                ))
+            }
             Kind::None => return None,
         };
         if let Some(w) = window {
@@ -290,7 +333,11 @@ pub(super) fn start_broker(
     window: Option<u32>,
 ) -> Result<RunningBroker, String> {
     let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-    let config = dir.join(format!("{}-{seq}.conf", spec.name));
+    let config = dir.join(format!(
+        "{}-{seq}.{}",
+        spec.name,
+        spec.kind.config_extension()
+    ));
     if let Some(text) = spec.config_text(port, window) {
         fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
     }
@@ -427,6 +474,14 @@ mod tests {
         let forced = BrokerSpec::parse("x:mosquitto=/opt/mq -c {config}").unwrap();
         assert_eq!(forced.kind, Kind::Mosquitto);
 
+        let r = BrokerSpec::parse("rumqttd=/tmp/rq/bin/rumqttd -q -c {config}").unwrap();
+        assert_eq!(r.kind, Kind::Rumqttd);
+        let toml = r.config_text(4321, None).unwrap();
+        assert!(toml.contains("listen = \"127.0.0.1:4321\"\n"), "{toml}");
+        assert!(toml.contains("max_inflight_count = 100\n"), "{toml}");
+        let forced = BrokerSpec::parse("r2:rumqttd=/opt/broker -c {config}").unwrap();
+        assert_eq!(forced.kind, Kind::Rumqttd);
+
         for bad in [
             "noequals",
             "=cmd {port}",
@@ -461,6 +516,10 @@ mod tests {
         assert!(m.ends_with("\nmax_inflight_messages 32\n"), "{m}");
         assert!(!amqtt.config_text(1, None).unwrap().contains("inflight"));
         assert!(!mosq.config_text(1, None).unwrap().contains("inflight"));
+        let rumq = BrokerSpec::parse("r=rumqttd -c {config}").unwrap();
+        let windowed = |w| rumq.config_text(1, Some(w)).unwrap();
+        assert!(windowed(32).contains("max_inflight_count = 100\n"));
+        assert!(windowed(1600).contains("max_inflight_count = 1600\n"));
         // What compare writes must be a configuration the broker accepts.
         let parsed = amqtt::config::BrokerConfig::from_yaml_str(&a, "compare");
         assert_eq!(parsed.map(|c| c.max_inflight).ok(), Some(32));

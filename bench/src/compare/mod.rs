@@ -1,8 +1,8 @@
 //! `amqtt-bench compare`: the same scenario matrix against several brokers, side by side.
 //!
 //! Each broker is given as `NAME[:KIND]=COMMAND`. The harness picks a free loopback port, writes a
-//! configuration file for the broker's KIND (`amqtt` YAML or `mosquitto` conf; `none` writes
-//! nothing), substitutes `{config}` and `{port}` in COMMAND, and starts the broker itself — fresh
+//! configuration file for the broker's KIND (`amqtt` YAML, `mosquitto` conf or `rumqttd` TOML;
+//! `none` writes nothing), substitutes `{config}` and `{port}` in COMMAND, and starts the broker itself — fresh
 //! for every single run, so one run's leftovers never weigh on the next. KIND is guessed from the
 //! program name when omitted.
 //!
@@ -56,7 +56,7 @@ pub struct CompareArgs {
     /// A broker to compare, as `NAME[:KIND]=COMMAND`, e.g.
     /// 'amqtt=target/release/amqtt -c {config}' or 'mosquitto=/usr/sbin/mosquitto -c {config}'.
     /// {config} becomes the path of a config file the harness writes for KIND (amqtt, mosquitto,
-    /// or none: then COMMAND must use {port}); {port} becomes the port it listens on. KIND is
+    /// rumqttd, or none: then COMMAND must use {port}); {port} becomes the port it listens on. KIND is
     /// guessed from the program name. Repeat for each broker; the first is the baseline of ratios.
     #[arg(long = "broker", value_name = "NAME[:KIND]=COMMAND", required = true)]
     pub brokers: Vec<String>,
