@@ -324,10 +324,11 @@ pub(super) fn markdown(ctx: &ReportCtx<'_>, svg_name: &str) -> String {
     if !windows.is_empty() {
         let _ = writeln!(
             s,
-            "For a closed-loop QoS 1/2 scenario one more line raises the broker's outgoing window \
-             (`max_inflight: W` / `max_inflight_messages W`; both default to 20) to what the \
-             scenario keeps in flight per subscriber, so the scenario's window reaches the \
-             subscriber instead of queueing in the broker: {}.\n",
+            "For a closed-loop QoS 1/2 scenario the broker's outgoing window is raised to what the \
+             scenario keeps in flight per subscriber (`max_inflight: W` / `max_inflight_messages \
+             W`, both default to 20; rumqttd's `max_inflight_count` stays at its 100 unless W is \
+             larger), so the scenario's window reaches the subscriber instead of queueing in the \
+             broker: {}.\n",
             windows.join("; ")
         );
     }
