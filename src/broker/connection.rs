@@ -11,6 +11,7 @@ use bytes::BytesMut;
 
 use crate::protocol::{Packet, ProtocolLevel, QoS, TopicFilter};
 
+use super::outbox_pool::OutboxPool;
 use super::SessionKey;
 
 /// What an empty outbox reserves when something is written to it: a few small packets, or one
@@ -109,11 +110,12 @@ impl Connection {
     }
 
     /// The outbox, to append to. An idle connection keeps no buffer (see `swap_outbox`); its first
-    /// write reserves [`OUTBOX_START`] at once instead of growing from a few bytes by doubling
+    /// write takes one from the shard's `pool`: a spare buffer that an earlier burst grew, or a
+    /// new one of [`OUTBOX_START`] bytes, rather than growing from a few bytes by doubling
     /// (several reallocations per burst).
-    pub fn outbox_to_fill(&mut self) -> &mut BytesMut {
+    pub fn outbox_to_fill(&mut self, pool: &mut OutboxPool) -> &mut BytesMut {
         if self.outbox.capacity() == 0 {
-            self.outbox.reserve(OUTBOX_START);
+            self.outbox = pool.take();
         }
         &mut self.outbox
     }

@@ -23,6 +23,7 @@ pub mod connection;
 mod handlers;
 mod interface;
 pub mod memory;
+pub mod outbox_pool;
 pub mod retained;
 mod routing;
 pub mod session;
@@ -52,6 +53,7 @@ pub use interface::{
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
 pub use memory::{MemoryBudget, Pressure};
+use outbox_pool::OutboxPool;
 pub use retained::RetainVersion;
 use retained::RetainedStore;
 use routing::LastTopic;
@@ -126,6 +128,8 @@ pub struct BrokerCore {
     outgoing: Vec<PublishBatch>,
     /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
     qos0_packet: BytesMut,
+    /// Spare outbox buffers: idle connections give theirs back, busy ones take them.
+    outbox_pool: OutboxPool,
     pub stats: Stats,
 }
 
@@ -183,6 +187,7 @@ impl BrokerCore {
                 .map(|_| PublishBatch::default())
                 .collect(),
             qos0_packet: BytesMut::new(),
+            outbox_pool: OutboxPool::default(),
             stats: Stats::default(),
         }
     }
@@ -345,6 +350,7 @@ impl BrokerCore {
         self.close(conn, CloseReason::ConnectionLost);
         if let Some(connection) = self.connections.remove(&conn) {
             self.settings.memory.sub(connection.outbox.len());
+            self.outbox_pool.give(connection.outbox);
         }
     }
 
@@ -459,10 +465,12 @@ impl BrokerCore {
         connection.flush_requested = false;
         buf.clear();
         std::mem::swap(&mut connection.outbox, buf);
-        if buf.is_empty() && connection.outbox.capacity() > 0 {
+        if buf.is_empty() {
             // Nothing to write: the connection goes idle and keeps no buffer (most connections
-            // are idle most of the time; a busy one allocates once per burst, next to a send).
-            connection.outbox = BytesMut::new();
+            // are idle most of the time); both go to the shard's pool for the next burst.
+            self.outbox_pool
+                .give(std::mem::take(&mut connection.outbox));
+            self.outbox_pool.give(std::mem::take(buf));
         }
         let closing = connection.state == ConnectionState::Closing;
         let session = connection.session;
@@ -502,7 +510,7 @@ impl BrokerCore {
             return;
         };
         let before = connection.outbox.len();
-        if let Err(error) = packet.encode(connection.outbox_to_fill()) {
+        if let Err(error) = packet.encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
             log::warn!("cannot encode {packet:?}: {error}");
             return;
         }
@@ -516,7 +524,7 @@ impl BrokerCore {
             return;
         };
         let mut written = PublishesWritten::default();
-        written.encode(connection.outbox_to_fill(), publish);
+        written.encode(connection.outbox_to_fill(&mut self.outbox_pool), publish);
         self.publishes_written(conn, &written);
     }
 

@@ -165,7 +165,7 @@ impl BrokerCore {
                     return;
                 };
                 let mut written = PublishesWritten::default();
-                let outbox = connection.outbox_to_fill();
+                let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
                 let publish = match &message {
                     Some(message) => Some(PublishRef {
                         dup: false,
@@ -209,9 +209,10 @@ impl BrokerCore {
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
         let mut written = PublishesWritten::default();
+        let pool = &mut self.outbox_pool;
         session.fill_window(room, |publish| {
             if let Some(connection) = connection.as_mut() {
-                written.encode(connection.outbox_to_fill(), publish);
+                written.encode(connection.outbox_to_fill(pool), publish);
             }
         });
         self.publishes_written(conn, &written);
@@ -314,7 +315,7 @@ impl BrokerCore {
             }
         }
         connection
-            .outbox_to_fill()
+            .outbox_to_fill(&mut self.outbox_pool)
             .extend_from_slice(&self.qos0_packet);
         let written = PublishesWritten {
             by_qos: [1, 0, 0],

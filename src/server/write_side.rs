@@ -51,7 +51,7 @@ impl State {
 /// The writer's state; see the module documentation.
 pub(crate) struct WriteSide {
     /// What is being written: swapped with the connection's outbox each turn (the outbox gets the
-    /// emptied buffer back), and dropped when the connection goes idle.
+    /// emptied buffer back), and given to the shard's pool when the connection goes idle.
     bytes: BytesMut,
     /// When the oldest PUBLISH whose delivery is in `bytes` was read (latency histogram).
     stamp: Option<Instant>,
@@ -97,11 +97,8 @@ impl WriteSide {
                     } else if closing {
                         self.state = State::closing();
                     } else {
-                        // An idle connection keeps no buffer: most connections are idle most of
-                        // the time, and a burst's buffer is allocated once per burst.
-                        if self.bytes.capacity() > 0 {
-                            self.bytes = BytesMut::new();
-                        }
+                        // Nothing new: `swap_outbox` has given both buffers to the shard's pool,
+                        // so an idle connection keeps none.
                         if !signal.poll_notified(cx) {
                             return Poll::Pending;
                         }

@@ -204,3 +204,49 @@ fn in_place_route_ignores_closing_and_unknown_connections() {
     c.run();
     assert_eq!(c.payloads("sub"), ["x"]);
 }
+
+/// A writer that keeps its own buffer (the runtime's write side) swaps it with the outbox each
+/// turn; when a connection has nothing new, both buffers go to the shard's pool and the
+/// connection keeps none, and the next burst for any connection is written into that memory.
+#[test]
+fn an_idle_connection_gives_its_buffers_to_the_pool_and_the_next_burst_reuses_them() {
+    let mut c = Cluster::new(1);
+    c.connect("p", true);
+    c.connect("s", true);
+    c.subscribe("s", &[("t", QoS::AtMostOnce)]);
+    c.packets("s");
+    let (publisher, subscriber) = (c.client("p").conn, c.client("s").conn);
+    let publish = |payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicName::new("t").expect("topic"),
+            packet_id: None,
+            payload: Bytes::from_static(payload),
+        })
+    };
+    let now = c.now;
+    let core = &mut c.shards[0];
+    let mut writing = BytesMut::new();
+
+    core.handle_packet(publisher, publish(b"one"), now);
+    assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
+    assert!(writing.ends_with(b"one"));
+    let memory = writing.as_ptr();
+
+    // Written, and nothing new: the connection goes idle holding no buffer.
+    let pooled = core.outbox_pool.len();
+    assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
+    assert!(writing.is_empty());
+    assert_eq!(writing.capacity(), 0);
+    assert_eq!(core.connections[&subscriber].outbox.capacity(), 0);
+    assert_eq!(core.outbox_pool.len(), pooled + 1);
+
+    // The next message is encoded into the buffer that was just given back.
+    core.handle_packet(publisher, publish(b"two"), now);
+    assert_eq!(core.outbox_pool.len(), pooled);
+    assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
+    assert!(writing.ends_with(b"two"));
+    assert_eq!(writing.as_ptr(), memory);
+}
