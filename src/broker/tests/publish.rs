@@ -180,16 +180,7 @@ fn in_place_route_ignores_closing_and_unknown_connections() {
     c.subscribe("sub", &[("t", QoS::AtMostOnce)]);
     c.packets("sub");
     let mut encoded = BytesMut::new();
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: TopicName::new("t").expect("topic"),
-        packet_id: None,
-        payload: Bytes::from_static(b"x"),
-    })
-    .encode(&mut encoded)
-    .expect("encodes");
+    qos0_to_t(b"x").encode(&mut encoded).expect("encodes");
     let (borrowed, _) = crate::protocol::peek_publish(&encoded, usize::MAX).expect("a PUBLISH");
     let conn = c.client("pub").conn;
     assert!(!c.shards[0].handle_publish_in_place(conn + 1000, &borrowed, c.now));
@@ -216,21 +207,11 @@ fn an_idle_connection_gives_its_buffers_to_the_pool_and_the_next_burst_reuses_th
     c.subscribe("s", &[("t", QoS::AtMostOnce)]);
     c.packets("s");
     let (publisher, subscriber) = (c.client("p").conn, c.client("s").conn);
-    let publish = |payload: &'static [u8]| {
-        Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: TopicName::new("t").expect("topic"),
-            packet_id: None,
-            payload: Bytes::from_static(payload),
-        })
-    };
     let now = c.now;
     let core = &mut c.shards[0];
     let mut writing = BytesMut::new();
 
-    core.handle_packet(publisher, publish(b"one"), now);
+    core.handle_packet(publisher, qos0_to_t(b"one"), now);
     assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
     assert!(writing.ends_with(b"one"));
     let memory = writing.as_ptr();
@@ -244,9 +225,21 @@ fn an_idle_connection_gives_its_buffers_to_the_pool_and_the_next_burst_reuses_th
     assert_eq!(core.outbox_pool.len(), pooled + 1);
 
     // The next message is encoded into the buffer that was just given back.
-    core.handle_packet(publisher, publish(b"two"), now);
+    core.handle_packet(publisher, qos0_to_t(b"two"), now);
     assert_eq!(core.outbox_pool.len(), pooled);
     assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
     assert!(writing.ends_with(b"two"));
     assert_eq!(writing.as_ptr(), memory);
+}
+
+/// A QoS 0 PUBLISH to topic `t`, as a client sends it.
+fn qos0_to_t(payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: TopicName::new("t").expect("topic"),
+        packet_id: None,
+        payload: Bytes::from_static(payload),
+    })
 }
