@@ -1,0 +1,126 @@
+//! Writing to a connection's outbox, and handing the outbox to the runtime: packets and PUBLISHes
+//! encoded into it (counted for the statistics and the memory budget), the flush action that asks
+//! the runtime to write it, and `take_outbox` / `swap_outbox`, by which the runtime takes the bytes
+//! and an idle connection's buffers go back to the shard's pool ([`super::outbox_pool`]).
+//!
+//! Nothing here decides what to send (the handlers and `routing.rs` do) or touches a socket.
+
+use bytes::BytesMut;
+
+use crate::protocol::{Packet, PublishRef};
+
+use super::connection::ConnectionState;
+use super::{Action, BrokerCore, ConnId};
+
+/// PUBLISHes appended to one connection's outbox, counted for the statistics and the memory budget.
+#[derive(Debug, Default)]
+pub(super) struct PublishesWritten {
+    pub(super) by_qos: [u64; 3],
+    pub(super) bytes: usize,
+}
+
+impl PublishesWritten {
+    /// Appends `publish` to `outbox` and counts it (an encoding error is logged and writes nothing).
+    pub(super) fn encode(&mut self, outbox: &mut BytesMut, publish: PublishRef<'_>) {
+        let before = outbox.len();
+        if let Err(error) = publish.encode(outbox) {
+            let topic = String::from_utf8_lossy(publish.topic);
+            log::warn!("cannot encode PUBLISH to {topic}: {error}");
+            return;
+        }
+        self.by_qos[publish.qos as usize] += 1;
+        self.bytes += outbox.len() - before;
+    }
+}
+
+impl BrokerCore {
+    /// The bytes to write to a connection and whether to close it after writing them.
+    /// `None` when the connection is unknown (already forgotten).
+    pub fn take_outbox(&mut self, conn: ConnId) -> Option<(BytesMut, bool)> {
+        let mut bytes = BytesMut::new();
+        let closing = self.swap_outbox(conn, &mut bytes)?;
+        Some((bytes, closing))
+    }
+
+    /// Like [`take_outbox`](Self::take_outbox), for a writer that keeps its own buffer: `buf`
+    /// (emptied by the caller, capacity kept) becomes the connection's outbox and the outbox's
+    /// bytes are left in `buf`. Returns whether to close after writing them.
+    ///
+    /// Swapping two buffers allocates nothing; splitting the outbox off (as `take_outbox` does)
+    /// cost a malloc and a free per write: 13 % of the instructions of a 1 → 50 fan-out at
+    /// 100 msg/s (callgrind).
+    pub fn swap_outbox(&mut self, conn: ConnId, buf: &mut BytesMut) -> Option<bool> {
+        let connection = self.connections.get_mut(&conn)?;
+        connection.flush_requested = false;
+        buf.clear();
+        std::mem::swap(&mut connection.outbox, buf);
+        if buf.is_empty() {
+            // Nothing to write: the connection goes idle and keeps no buffer (most connections
+            // are idle most of the time); both go to the shard's pool for the next burst.
+            self.outbox_pool
+                .give(std::mem::take(&mut connection.outbox));
+            self.outbox_pool.give(std::mem::take(buf));
+        }
+        let closing = connection.state == ConnectionState::Closing;
+        let session = connection.session;
+        self.stats.bytes_sent += buf.len() as u64;
+        self.settings.memory.sub(buf.len());
+        // Queued messages (retained ones after a SUBACK, mostly) wait for room in the outbox.
+        if !closing
+            && self
+                .sessions
+                .get(session)
+                .is_some_and(|s| s.queued_len() > 0)
+        {
+            self.fill_window(session);
+        }
+        Some(closing)
+    }
+
+    pub(super) fn request_flush(&mut self, conn: ConnId) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if !connection.flush_requested {
+                connection.flush_requested = true;
+                self.actions.push(Action::Flush(conn));
+            }
+        }
+    }
+
+    /// Encodes a packet into the connection's outbox.
+    pub(super) fn write(&mut self, conn: ConnId, packet: &Packet) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let before = connection.outbox.len();
+        if let Err(error) = packet.encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
+            log::warn!("cannot encode {packet:?}: {error}");
+            return;
+        }
+        self.settings.memory.add(connection.outbox.len() - before);
+        self.stats.packets_sent += 1;
+        self.request_flush(conn);
+    }
+
+    pub(super) fn write_publish(&mut self, conn: ConnId, publish: PublishRef<'_>) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let mut written = PublishesWritten::default();
+        written.encode(connection.outbox_to_fill(&mut self.outbox_pool), publish);
+        self.publishes_written(conn, &written);
+    }
+
+    /// Accounts for PUBLISHes just appended to `conn`'s outbox, and asks for a flush.
+    pub(super) fn publishes_written(&mut self, conn: ConnId, written: &PublishesWritten) {
+        if written.bytes == 0 {
+            return;
+        }
+        self.settings.memory.add(written.bytes);
+        for (qos, count) in written.by_qos.iter().enumerate() {
+            self.stats.publish_sent += count;
+            self.stats.packets_sent += count;
+            self.stats.publish_sent_by_qos[qos] += count;
+        }
+        self.request_flush(conn);
+    }
+}
