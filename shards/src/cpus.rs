@@ -8,8 +8,8 @@
 use std::io;
 use std::mem::size_of;
 
-/// Bits in one word of the kernel's CPU mask.
-const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+/// Bits in one word of the kernel's CPU mask (also used to build one: `runtime/placement.rs`).
+pub(crate) const WORD_BITS: usize = libc::c_ulong::BITS as usize;
 /// Start with glibc's `cpu_set_t` size (1024 CPUs) and grow on `EINVAL`, up to this many CPUs.
 const MAX_CPUS: usize = 1 << 20;
 

@@ -9,7 +9,8 @@
 //! with (`taskset`, cgroup cpusets).
 //!
 //! This file must not know what the shards do: it builds executors and calls the caller's
-//! `start` closure on each. It never blocks inside an executor.
+//! `start` closure on each (how an executor is placed on CPUs is in `runtime/placement.rs`). It
+//! never blocks inside an executor.
 
 use std::any::Any;
 use std::fmt;
@@ -20,8 +21,6 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use glommio::{CpuSet, LocalExecutor, LocalExecutorBuilder, Placement};
 
 use crate::cpus::available_cpus;
 use crate::stop::{LocalStop, StopHandle, StopWait, Stopped};
@@ -486,7 +485,7 @@ where
     G: FnOnce(ShardContext) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let ex = match build_executor(&spec) {
+    let ex = match placement::build_executor(&spec) {
         Ok(ex) => ex,
         Err(message) => {
             let _ = ready.send(Err(ShardError::Executor {
@@ -532,76 +531,6 @@ where
     });
 }
 
-/// Creates the executor on the current thread, placed as `spec` says.
-fn build_executor(spec: &Spec) -> Result<LocalExecutor, String> {
-    let placement = match &spec.place {
-        Where::Cpu(cpu) => Placement::Fixed(*cpu),
-        Where::Mask(mask) => fenced(mask)?,
-    };
-    let mut builder = LocalExecutorBuilder::new(placement).io_memory(spec.io_memory);
-    if let Some(spin) = spec.spin_before_park {
-        builder = builder.spin_before_park(spin);
-    }
-    builder.make().map_err(|e| {
-        let mut message = e.to_string();
-        if message.contains("MemLockLimit") {
-            // glommio 0.9 refuses to start below 512 KiB of soft RLIMIT_MEMLOCK, whatever
-            // io_memory is (CAP_IPC_LOCK does not help). Above that, failing to lock its buffers
-            // is only a warning.
-            message.push_str(
-                " (glommio needs a soft RLIMIT_MEMLOCK of at least 512 KiB: call \
-                 raise_limits(), or raise the limit: `ulimit -l`, LimitMEMLOCK= in systemd)",
-            );
-        }
-        message
-    })
-}
-
-/// An unpinned placement that still keeps the executor (and glommio's helper threads) inside
-/// `mask`. glommio's `Placement::Unbound` would leave the thread's inherited affinity alone and
-/// also silently disable `spin_before_park`; `Fenced` sets the affinity explicitly.
-fn fenced(mask: &[usize]) -> Result<Placement, String> {
-    match CpuSet::online() {
-        Ok(online) => {
-            let set = online.filter(|l| mask.contains(&l.cpu));
-            if set.is_empty() {
-                Err(format!(
-                    "none of the CPUs in this process's affinity mask {mask:?} is online"
-                ))
-            } else {
-                Ok(Placement::Fenced(set))
-            }
-        }
-        Err(e) => {
-            // No readable topology (unusual /sys): confine the thread ourselves and let glommio
-            // inherit it. Helper threads it spawns inherit it too.
-            log::warn!(
-                "glommio cannot read the CPU topology ({e}); running unpinned without \
-                 spin_before_park"
-            );
-            set_thread_affinity(mask).map_err(|e| format!("setting CPU affinity: {e}"))?;
-            Ok(Placement::Unbound)
-        }
-    }
-}
-
-fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
-    const WORD_BITS: usize = libc::c_ulong::BITS as usize;
-    let max = cpus.iter().copied().max().unwrap_or(0);
-    let words = (max / WORD_BITS + 1).max(1024 / WORD_BITS);
-    let mut mask: Vec<libc::c_ulong> = vec![0; words];
-    for &c in cpus {
-        mask[c / WORD_BITS] |= 1 << (c % WORD_BITS);
-    }
-    let bytes = words * std::mem::size_of::<libc::c_ulong>();
-    // SAFETY: `mask` is a readable buffer of `bytes` bytes.
-    let rc = unsafe { libc::sched_setaffinity(0, bytes, mask.as_ptr().cast()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
+mod placement;
 #[cfg(test)]
 mod tests;
