@@ -46,8 +46,9 @@
 //!   handle.
 //! * `client`: per-client state (connection state, publisher and subscriber bookkeeping, plain or
 //!   TLS connection), a worker's counters and context, and a connection's socket I/O.
-//! * `worker`: one worker thread: its `mio` event loop, connecting, phase changes, housekeeping,
-//!   cross-thread wake-ups and its final figures.
+//! * `worker`: one worker thread: its `mio` event loop, connecting, phase changes, cross-thread
+//!   wake-ups and its final figures; `worker/housekeeping.rs` its periodic duties (timeouts,
+//!   stalled windows, pings, counters).
 //! * `packets`: a client's MQTT packets: decoding what the broker sends, acknowledgements,
 //!   SUBSCRIBE, delivery accounting.
 //! * `publishing`: a client's publishing: the closed-loop window, the open-loop schedule, encoding

@@ -1,6 +1,6 @@
 //! One worker thread: its clients and the `mio` event loop: connecting, entering the engine's
-//! phases, readiness events, housekeeping (timeouts, stalled windows, pings), cross-thread
-//! wake-ups, and the worker's final figures.
+//! phases, readiness events, cross-thread wake-ups, and the worker's final figures. Its periodic
+//! housekeeping (timeouts, stalled windows, pings, counters) is in `worker/housekeeping.rs`.
 //!
 //! Drives its clients through `client`, `packets` and `publishing`; knows nothing of scenarios.
 
@@ -18,19 +18,19 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{
-    close, flush, flush_tls, mark_dirty, note_tls_error, requeue_if_drained, settle, Client, Conn,
-    Counters, Ctx, PubState, State, SubState, TlsConn,
+    close, flush, flush_tls, note_tls_error, requeue_if_drained, settle, Client, Conn, Counters,
+    Ctx, PubState, State, SubState, TlsConn,
 };
 use super::packets::{read_and_handle, send_subscribe};
-use super::publishing::{publish_closed, publish_open, window_base};
-use super::{
-    EngineResult, Mode, Phase, Plan, Shared, CONNECT_TIMEOUT_NS, HOUSEKEEPING_NS, TIMER, WAKER,
-};
+use super::publishing::{publish_closed, publish_open};
+use super::{EngineResult, Mode, Phase, Plan, Shared, HOUSEKEEPING_NS, TIMER, WAKER};
 use crate::clock::now_ns;
 use crate::payload::Header;
 use crate::stats::Latency;
 use crate::sys;
 use crate::tracker::StreamTracker;
+
+mod housekeeping;
 
 pub(super) struct Worker {
     poll: Poll,
@@ -219,10 +219,6 @@ impl Worker {
         }
         self.disconnect_all();
         Ok(self.result())
-    }
-
-    fn ping_interval(&self) -> u64 {
-        (u64::from(self.ctx.plan.keep_alive.max(2)) * 1_000_000_000) / 2
     }
 
     fn enter_phase(&mut self, phase: Phase) {
@@ -454,72 +450,6 @@ impl Worker {
             }
             requeue_if_drained(c, i, &mut self.ctx);
         }
-    }
-
-    fn housekeeping(&mut self, now: u64) {
-        let ctx = &mut self.ctx;
-        // Progress histogram hand-over.
-        if ctx.interval.count() > 0 {
-            if let Ok(mut slot) = ctx.shared.workers[ctx.id].interval.lock() {
-                match slot.as_mut() {
-                    Some(h) => h.add(&ctx.interval),
-                    None => *slot = Some(ctx.interval.clone()),
-                }
-            }
-            ctx.interval.reset();
-        }
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            // Connect timeouts.
-            if matches!(c.state, State::Connecting | State::AwaitConnAck)
-                && now.saturating_sub(c.connect_start) > CONNECT_TIMEOUT_NS
-            {
-                ctx.c.errors.connect_timeout += 1;
-                close(c, ctx, &self.poll, State::Closed);
-                continue;
-            }
-            // Stalled closed-loop windows.
-            if ctx.phase == Phase::Run {
-                if let Some(p) = c.publisher.as_mut() {
-                    if p.blocked {
-                        let base = window_base(&ctx.shared.pubs[p.id as usize], p.floor);
-                        if base > p.base {
-                            p.base = base;
-                            p.last_progress = now;
-                        } else if now.saturating_sub(p.last_progress) > ctx.plan.stall_timeout_ns {
-                            p.floor = p.next_seq;
-                            p.last_progress = now;
-                            ctx.c.errors.window_stalls += 1;
-                        }
-                        if !p.queued {
-                            p.queued = true;
-                            ctx.ready.push(i);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn ping_all(&mut self) {
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            if c.state == State::Ready && Packet::PingReq.encode(&mut c.wbuf).is_ok() {
-                mark_dirty(c, i, &mut self.ctx);
-            }
-        }
-    }
-
-    fn publish_counters(&self) {
-        let ctx = &self.ctx;
-        let w = &ctx.shared.workers[ctx.id];
-        w.sent.store(ctx.c.sent, Ordering::Relaxed);
-        w.sent_window.store(ctx.c.sent_window, Ordering::Relaxed);
-        w.delivered.store(ctx.c.delivered, Ordering::Relaxed);
-        w.delivered_window
-            .store(ctx.c.delivered_window, Ordering::Relaxed);
-        w.unique.store(ctx.c.unique, Ordering::Relaxed);
-        w.errors.store(ctx.c.errors.total(), Ordering::Relaxed);
-        w.settled.store(ctx.c.settled, Ordering::Relaxed);
-        w.connected.store(ctx.c.connected, Ordering::Relaxed);
     }
 
     fn drain_inbox(&mut self) {
