@@ -88,44 +88,28 @@ fn merge_listeners(raw: &RawListeners) -> Vec<Merged<'_>> {
     ordered
         .map(|(name, own)| {
             let inherit = if name == "default" { None } else { default };
+            // One key of this listener, or of `default` when this one does not set it.
+            macro_rules! pick {
+                ($field:ident, $key:literal) => {
+                    pick(&own.$field, name, inherit.map(|d| &d.$field), $key)
+                };
+            }
             Merged {
                 name,
-                bind: pick(&own.bind, name, inherit.map(|d| &d.bind), "bind"),
-                kind: pick(&own.kind, name, inherit.map(|d| &d.kind), "type"),
-                max_connections: pick(
-                    &own.max_connections,
-                    name,
-                    inherit.map(|d| &d.max_connections),
-                    "max-connections",
-                ),
-                max_connect_rate: pick(
-                    &own.max_connect_rate,
-                    name,
-                    inherit.map(|d| &d.max_connect_rate),
-                    "max_connect_rate",
-                ),
-                ssl: pick(&own.ssl, name, inherit.map(|d| &d.ssl), "ssl"),
-                cafile: pick(&own.cafile, name, inherit.map(|d| &d.cafile), "cafile"),
-                capath: pick(&own.capath, name, inherit.map(|d| &d.capath), "capath"),
-                cadata: pick(&own.cadata, name, inherit.map(|d| &d.cadata), "cadata"),
-                certfile: pick(
-                    &own.certfile,
-                    name,
-                    inherit.map(|d| &d.certfile),
-                    "certfile",
-                ),
-                keyfile: pick(&own.keyfile, name, inherit.map(|d| &d.keyfile), "keyfile"),
-                require_certificate: pick(
-                    &own.require_certificate,
-                    name,
-                    inherit.map(|d| &d.require_certificate),
-                    "require-certificate",
-                ),
-                use_identity_as_username: pick(
-                    &own.use_identity_as_username,
-                    name,
-                    inherit.map(|d| &d.use_identity_as_username),
-                    "use-identity-as-username",
+                bind: pick!(bind, "bind"),
+                kind: pick!(kind, "type"),
+                max_connections: pick!(max_connections, "max-connections"),
+                max_connect_rate: pick!(max_connect_rate, "max_connect_rate"),
+                ssl: pick!(ssl, "ssl"),
+                cafile: pick!(cafile, "cafile"),
+                capath: pick!(capath, "capath"),
+                cadata: pick!(cadata, "cadata"),
+                certfile: pick!(certfile, "certfile"),
+                keyfile: pick!(keyfile, "keyfile"),
+                require_certificate: pick!(require_certificate, "require-certificate"),
+                use_identity_as_username: pick!(
+                    use_identity_as_username,
+                    "use-identity-as-username"
                 ),
             }
         })
