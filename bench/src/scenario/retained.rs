@@ -123,14 +123,8 @@ pub(super) fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
     report.delivered = r.unique;
     report.sent_per_s = m as f64 / preload_s.max(1e-9);
     report.delivered_per_s = r.unique as f64 / window_s.max(1e-9);
-    report.expected = r.expected;
-    report.lost = r.lost;
-    report.duplicated = r.duplicated;
-    report.out_of_order = r.out_of_order;
-    report.latency_us = r.latency.percentiles();
+    delivery_figures(&mut report, &r);
     report.connect = connect_figures(n, &connected, connect_s, &r.connect_latency);
-    report.errors = r.errors;
-    report.errors_total = r.errors.total();
     report.generator = mon.generator(ctx, window_s);
     report.broker = mon.broker_figures(window_s, r.unique);
     report.retained = Some(RetainedFigures {

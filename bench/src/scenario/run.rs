@@ -10,7 +10,7 @@ use std::time::Duration;
 use amqtt::protocol::{QoS, TopicFilter, TopicName};
 
 use crate::clock::{now_ns, ns_to_secs};
-use crate::engine::{ClientPlan, Engine, LatencyOrigin, Mode, Plan, Totals};
+use crate::engine::{ClientPlan, Engine, EngineResult, LatencyOrigin, Mode, Plan, Totals};
 use crate::placement::{self};
 use crate::procstat::{self, ProcSample};
 use crate::report::{progress_line, BrokerFigures, ConnectFigures, GeneratorFigures, Report};
@@ -377,6 +377,18 @@ pub(super) fn connect_figures(
         },
         latency_us: lat.percentiles(),
     }
+}
+
+/// The delivery accounting of a finished run into `report`: messages expected, lost, duplicated
+/// and out of order, the latency percentiles and the errors.
+pub(super) fn delivery_figures(report: &mut Report, r: &EngineResult) {
+    report.expected = r.expected;
+    report.lost = r.lost;
+    report.duplicated = r.duplicated;
+    report.out_of_order = r.out_of_order;
+    report.latency_us = r.latency.percentiles();
+    report.errors = r.errors;
+    report.errors_total = r.errors.total();
 }
 
 /// `: <the first TLS failure>`, or nothing.

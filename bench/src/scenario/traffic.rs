@@ -191,14 +191,8 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     report.delivered = r.delivered_window;
     report.sent_per_s = r.sent_window as f64 / window_s.max(1e-9);
     report.delivered_per_s = r.delivered_window as f64 / window_s.max(1e-9);
-    report.expected = r.expected;
-    report.lost = r.lost;
-    report.duplicated = r.duplicated;
-    report.out_of_order = r.out_of_order;
-    report.latency_us = r.latency.percentiles();
+    delivery_figures(&mut report, &r);
     report.connect = connect_figures(n_clients, &after_connect, connect_s, &r.connect_latency);
-    report.errors = r.errors;
-    report.errors_total = r.errors.total();
     report.generator = mon.generator(ctx, window_s);
     report.broker = mon.broker_figures(window_s, r.delivered_window);
     finish_warnings(&mut report, &mut mon);
