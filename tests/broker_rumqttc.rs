@@ -36,16 +36,7 @@ async fn connect(
     }
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let session_present = wait_connack(&mut eventloop).await;
-    let (tx, publishes) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = event {
-                if tx.send(p).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let (publishes, task) = common::rumqttc_publishes::forward_publishes(eventloop);
     Client {
         client,
         publishes,

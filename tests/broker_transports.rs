@@ -31,11 +31,7 @@ struct Setup {
 
 fn start(shards: usize, extra: &str) -> (Setup, TestCerts) {
     let certs = certs::make();
-    let tls = format!(
-        "    ssl: on\n    certfile: {}\n    keyfile: {}\n",
-        certs.server_cert.display(),
-        certs.server_key.display()
-    );
+    let tls = certs.tls_listener_keys();
     let yaml = format!(
         "listeners:\n  default:\n    bind: 127.0.0.1:0\n  tls:\n    bind: 127.0.0.1:0\n{tls}  ws:\n    bind: 127.0.0.1:0\n    type: ws\n  wss:\n    bind: 127.0.0.1:0\n    type: ws\n{tls}{extra}"
     );

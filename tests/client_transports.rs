@@ -14,11 +14,7 @@ use futures_lite::future::block_on;
 
 fn start() -> (BrokerHandle, common::certs::TestCerts) {
     let certs = common::certs::make();
-    let tls = format!(
-        "    ssl: on\n    certfile: {}\n    keyfile: {}\n",
-        certs.server_cert.display(),
-        certs.server_key.display()
-    );
+    let tls = certs.tls_listener_keys();
     let yaml = format!(
         "listeners:\n  default:\n    bind: 127.0.0.1:0\n  tls:\n    bind: 127.0.0.1:0\n{tls}  ws:\n    bind: 127.0.0.1:0\n    type: ws\n  wss:\n    bind: 127.0.0.1:0\n    type: ws\n{tls}"
     );

@@ -63,3 +63,15 @@ pub fn make() -> TestCerts {
         dir,
     }
 }
+
+impl TestCerts {
+    /// The YAML keys that turn a listener into a TLS one with the server certificate (indented
+    /// for a listener under `listeners:`).
+    pub fn tls_listener_keys(&self) -> String {
+        format!(
+            "    ssl: on\n    certfile: {}\n    keyfile: {}\n",
+            self.server_cert.display(),
+            self.server_key.display()
+        )
+    }
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod rumqttc_publishes;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -83,11 +83,7 @@ struct Setup {
 
 fn start() -> Setup {
     let certs = certs::make();
-    let tls = format!(
-        "    ssl: on\n    certfile: {}\n    keyfile: {}\n",
-        certs.server_cert.display(),
-        certs.server_key.display()
-    );
+    let tls = certs.tls_listener_keys();
     let yaml = format!(
         "listeners:\n  mqtt:\n    bind: 127.0.0.1:0\n  mqtts:\n    bind: 127.0.0.1:0\n{tls}  ws:\n    bind: 127.0.0.1:0\n    type: ws\n  wss:\n    bind: 127.0.0.1:0\n    type: ws\n{tls}"
     );

@@ -30,16 +30,7 @@ pub(super) async fn connect(addr: SocketAddr, id: &str) -> Watcher {
             other => panic!("no CONNACK: {other:?}"),
         }
     }
-    let (tx, publishes) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = event {
-                if tx.send(p).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let (publishes, task) = super::common::rumqttc_publishes::forward_publishes(eventloop);
     Watcher {
         client,
         publishes,
