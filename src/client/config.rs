@@ -330,7 +330,7 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
     }
     for (name, topic) in raw.topics.unwrap_or_default() {
         let key = format!("topics.{name}");
-        TopicName::new(&name).map_err(|e| invalid(&key, format!("invalid topic name: {e}")))?;
+        TopicName::new(&name).map_err(|e| invalid(&key, e.to_string()))?;
         let topic = topic.unwrap_or_default();
         let defaults = TopicDefaults {
             qos: match topic.qos {
@@ -343,8 +343,7 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
     }
     if let Some(will) = raw.will {
         config.will = Some(WillConfig {
-            topic: TopicName::new(&will.topic)
-                .map_err(|e| invalid("will.topic", format!("invalid topic name: {e}")))?,
+            topic: TopicName::new(&will.topic).map_err(|e| invalid("will.topic", e.to_string()))?,
             message: Bytes::from(will.message.into_bytes()),
             qos: match will.qos {
                 Some(v) => qos("will.qos", v)?,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::ConnectReturnCode;
+use crate::protocol::{ConnectReturnCode, DecodeError};
 use crate::transport::{TransportError, UrlError};
 
 use super::state::{refusal_reason, ConnectionError};
@@ -83,6 +83,31 @@ impl From<ConnectionError> for ClientError {
 }
 
 impl ClientError {
+    /// `error` as the reason of a [`ClientError::Invalid`] topic name or filter: its bare reason,
+    /// since the message already says "invalid topic name '...'".
+    pub(crate) fn invalid_topic(what: &'static str, value: &str, error: DecodeError) -> Self {
+        let reason = match error {
+            DecodeError::InvalidTopicName(reason) | DecodeError::InvalidTopicFilter(reason) => {
+                reason.to_string()
+            }
+            other => other.to_string(),
+        };
+        ClientError::Invalid {
+            what,
+            value: value.to_string(),
+            reason,
+        }
+    }
+
+    /// This error as the end of an established connection: a [`ClientError::ConnectionLost`] that
+    /// names its cause once.
+    pub(crate) fn into_lost(self) -> Self {
+        match self {
+            lost @ ClientError::ConnectionLost(_) => lost,
+            other => ClientError::ConnectionLost(other.to_string()),
+        }
+    }
+
     /// True for errors that end the connection attempt rather than a single operation: used by the
     /// CLIs to choose between "cannot connect" and other messages.
     pub fn is_connection_error(&self) -> bool {
@@ -114,6 +139,26 @@ mod tests {
             ))
             .to_string(),
             "connection refused by the broker: server unavailable"
+        );
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let lost = ClientError::ConnectionLost("the broker closed the connection".into());
+        assert_eq!(
+            lost.into_lost().to_string(),
+            "connection lost: the broker closed the connection"
+        );
+        assert_eq!(
+            ClientError::KeepAliveTimeout(Duration::from_secs(3))
+                .into_lost()
+                .to_string(),
+            "connection lost: the broker did not answer PINGREQ within 3s"
+        );
+        let name = crate::protocol::TopicName::new("a/+").unwrap_err();
+        assert_eq!(
+            ClientError::invalid_topic("topic name", "a/+", name).to_string(),
+            "invalid topic name 'a/+': contains a wildcard character"
         );
     }
 }
