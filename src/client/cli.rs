@@ -26,14 +26,17 @@ use crate::transport::BrokerUrl;
 use super::config::{ClientConfig, WillConfig};
 use super::{ConnectOptions, MqttClient};
 
+/// Success (also `--version` and `--help`).
 pub const EXIT_OK: u8 = 0;
+/// The broker cannot be reached, refuses, or an operation fails.
 pub const EXIT_FAILURE: u8 = 1;
+/// Bad options, URL, JSON or configuration file.
 pub const EXIT_USAGE: u8 = 2;
 
 /// Options both CLIs take.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
-    /// Broker URL: {mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path], e.g.
+    /// Broker URL: `{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
     /// mqtt://localhost:1883. Default: `connection.uri` (or `broker.uri`) from the -c file.
     #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
@@ -106,11 +109,13 @@ pub fn help_alias(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
 
 /// A client built from the options, not connected yet.
 pub struct Prepared {
+    /// The client, with its id and configuration.
     pub client: MqttClient,
     /// The URL as given.
     pub url: String,
     /// Its parsed form (for messages that should not repeat a password).
     pub broker: BrokerUrl,
+    /// What `connect_with` is given: clean session, credentials, TLS trust, headers.
     pub options: ConnectOptions,
 }
 

@@ -40,7 +40,12 @@ pub enum ClientError {
     ConnectionLost(String),
     /// Auto-reconnect used up `reconnect_retries`.
     #[error("gave up reconnecting after {attempts} attempt(s); last error: {last}")]
-    ReconnectFailed { attempts: u32, last: String },
+    ReconnectFailed {
+        /// Attempts made since the connection was lost.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
     /// The operation needs a connection: call `connect` first (or again).
     #[error("not connected")]
     NotConnected,
@@ -53,8 +58,11 @@ pub enum ClientError {
     /// A topic name, topic filter, client id or QoS the protocol cannot carry.
     #[error("invalid {what} '{value}': {reason}")]
     Invalid {
+        /// What it is: "topic name", "client id", ...
         what: &'static str,
+        /// The value refused ("…" for one too long or secret to repeat).
         value: String,
+        /// Why.
         reason: String,
     },
     /// All 65,535 packet identifiers are in use.

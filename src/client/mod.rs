@@ -39,10 +39,15 @@
 //! - Dropping a connected client closes the connection without DISCONNECT (the broker then
 //!   publishes the will); call [`MqttClient::disconnect`] for a clean end.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod config;
 mod driver;
 mod error;
+// The sans-IO layer names its fields as the specification does; documenting each is left for
+// when its types settle (another branch is changing them).
+#[allow(missing_docs)]
 pub mod state;
 
 use std::path::PathBuf;
@@ -152,10 +157,12 @@ impl MqttClient {
         }
     }
 
+    /// The client id sent in CONNECT (given to [`new`](Self::new), or generated).
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
 
+    /// The configuration the client was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
