@@ -203,7 +203,7 @@ fn errors_say_each_cause_once_and_show_what_works() {
     let last = run.stderr.lines().last().unwrap_or_default();
     assert_eq!(
         last,
-        "amqtt_sub: connection lost: the broker closed the connection"
+        "amqtt_sub: subscribe failed: connection lost: the broker closed the connection"
     );
     assert!(
         !run.stderr.contains("connection lost: connection lost"),
