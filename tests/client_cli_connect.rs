@@ -211,3 +211,51 @@ fn errors_say_each_cause_once_and_show_what_works() {
         run.stderr
     );
 }
+
+#[test]
+fn debug_output_names_each_packet_and_trace_hides_the_password() {
+    let (_broker, addr) = start_broker(1);
+    let port = addr.port().to_string();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-u",
+        "alice",
+        "-P",
+        "pa55word",
+        "-t",
+        "dbg",
+        "-m",
+        "x",
+    ];
+    let mut with_d = args.to_vec();
+    with_d.push("-d");
+    let run = run_cli(pub_bin(), &with_d, b"", LIMIT);
+    assert!(run.status.success(), "{}", run.stderr);
+    for line in [
+        "sending CONNECT",
+        "received CONNACK",
+        "sending PUBLISH",
+        "sending DISCONNECT",
+    ] {
+        assert!(run.stderr.contains(line), "-d lacks {line}: {}", run.stderr);
+    }
+    let traced = std::process::Command::new(pub_bin())
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("amqtt_pub runs");
+    let stderr = String::from_utf8_lossy(&traced.stderr);
+    assert!(traced.status.success(), "{stderr}");
+    assert!(stderr.contains("username: Some(\"alice\")"), "{stderr}");
+    assert!(
+        stderr.contains("password: Some(<redacted 8 bytes>)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("pa55word"),
+        "the password was logged: {stderr}"
+    );
+}
