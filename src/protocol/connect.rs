@@ -3,6 +3,8 @@
 //!
 //! Judges only the packet itself: client-id rules, authentication and whether MQTT 3.1 is allowed
 //! at all are broker policy and must not be decided here.
+//!
+//! `Debug` of [`Connect`] shows the password's length only: packets are logged at trace level.
 
 use std::fmt;
 
