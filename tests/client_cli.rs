@@ -260,7 +260,7 @@ fn usage_errors_are_one_line_and_exit_2() {
             vec!["--url", &url, "-t", "a", "--extra-headers", "[1]"],
             "JSON object",
         ),
-        (sub_bin(), vec!["-t", "a"], "no broker URL"),
+        (sub_bin(), vec!["-t", "a"], "no broker: give --url URL"),
     ];
     for (bin, args, expected) in cases {
         let run = run_cli(bin, &args, b"", LIMIT);

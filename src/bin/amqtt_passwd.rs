@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! amqtt_passwd [-c] FILE USER              prompt twice for the password (no echo), add or update USER
+//! amqtt_passwd [-c] FILE USER < pw.txt     the same, the password read from a non-terminal stdin
 //! amqtt_passwd [-c] -b FILE USER PASSWORD  batch mode: the password on the command line
 //! amqtt_passwd -D FILE USER                delete USER
 //! ```
+//! A password from stdin is its first line without the line ending, so that scripts need not put
+//! it in argv (where `ps` shows it): `printf '%s\n' "$PW" | amqtt_passwd FILE USER`.
 //! `-c` creates (or overwrites) the file. Hashes are SHA-512 crypt with a random salt, exactly the
 //! form `mkpasswd -m sha-512` writes. Other lines (comments, other users) are kept as they are, the
 //! file is replaced atomically (temporary file + rename) and keeps its permissions; a new file is
@@ -12,7 +15,7 @@
 //! `amqtt::plugins::password_file`; this binary parses arguments, prompts, and writes.
 
 use std::fs;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +25,15 @@ use clap::Parser;
 use amqtt::plugins::password_file::{check_username, format_line, hash_password, parse_line};
 
 /// Manage an amqtt password file (users and SHA-512 crypt hashes), like mosquitto_passwd.
+///
+/// Adds or updates USER: the password is asked twice on the terminal (no echo); when stdin is not
+/// a terminal it is read from stdin instead, one line without its line ending (for scripts:
+/// `printf '%s\n' "$PW" | amqtt_passwd FILE USER`, which keeps it out of `ps`); with -b it is the
+/// PASSWORD argument. -D deletes USER. Other lines of FILE are kept; FILE is replaced atomically
+/// and keeps its permissions (a new one is readable by its owner only). Exits 1 with a one-line
+/// error on stderr.
 #[derive(Parser, Debug)]
-#[command(name = "amqtt_passwd", version, about)]
+#[command(name = "amqtt_passwd", version)]
 struct Args {
     /// Create a new password file; an existing one is overwritten.
     #[arg(short = 'c', conflicts_with = "delete")]
@@ -88,7 +98,8 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         let password = match &args.password {
             Some(password) => password.clone(),
-            None => prompt_password()?,
+            None if io::stdin().is_terminal() => prompt_password()?,
+            None => read_stdin_password(io::stdin().lock())?,
         };
         if password.is_empty() {
             return Err("empty password".to_string());
@@ -191,6 +202,25 @@ fn prompt_password() -> Result<String, String> {
     Ok(first)
 }
 
+/// The first line of a non-terminal stdin, without its line ending. At most 64 KiB is read:
+/// MQTT cannot carry a longer password.
+fn read_stdin_password(input: impl Read) -> Result<String, String> {
+    let mut line = Vec::new();
+    io::BufReader::new(input.take(65_536))
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    if line.is_empty() {
+        return Err(
+            "no password on stdin (pipe one line, run on a terminal to be prompted, or use -b)"
+                .to_string(),
+        );
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8(line.to_vec())
+        .map_err(|_| "the password read from stdin is not valid UTF-8".to_string())
+}
+
 /// Reads one line from the controlling terminal with echo off (restored afterwards).
 fn read_hidden(prompt: &str) -> Result<String, String> {
     let tty = fs::OpenOptions::new()
@@ -248,5 +278,30 @@ impl Drop for EchoOff {
         unsafe {
             libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_password_is_its_first_line_without_the_ending() {
+        assert_eq!(read_stdin_password(&b"s3cret\n"[..]).unwrap(), "s3cret");
+        assert_eq!(
+            read_stdin_password(&b"s3cret\r\nmore\n"[..]).unwrap(),
+            "s3cret"
+        );
+        assert_eq!(
+            read_stdin_password(&b"no newline"[..]).unwrap(),
+            "no newline"
+        );
+        assert_eq!(read_stdin_password(&b"\n"[..]).unwrap(), "");
+        assert!(read_stdin_password(&b""[..])
+            .unwrap_err()
+            .contains("no password on stdin"));
+        assert!(read_stdin_password(&b"\xff\n"[..])
+            .unwrap_err()
+            .contains("UTF-8"));
     }
 }

@@ -17,15 +17,19 @@ const PROGRAM: &str = "amqtt_pub";
 
 /// Publish MQTT messages (aMQTT's amqtt_pub; options as mosquitto_pub names them).
 ///
+/// The broker is --url URL (aMQTT), or -h HOST [-p PORT] [-u USER] [-P PASSWORD] (mosquitto_pub).
 /// Exactly one of -m, -f, -l, -s, -n gives the messages. With -f and -l each line is one message,
 /// without its line ending (-l skips blank lines). Exits 0 once every message has completed its
 /// QoS flow; 1 if the broker cannot be reached, refuses the connection or a publish fails; 2 for
 /// bad options. Errors are one line on stderr.
 #[derive(Parser, Debug)]
-#[command(name = "amqtt_pub", version, about, long_about)]
+#[command(name = "amqtt_pub", version, disable_help_flag = true)]
 struct Args {
     #[command(flatten)]
     connection: ConnectionArgs,
+    /// Print help (-h alone does too; with other options -h is the broker host).
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Topic to publish to.
     #[arg(short = 't', long = "topic", value_name = "TOPIC")]
     topic: String,
@@ -63,14 +67,10 @@ enum Source {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_from(cli::help_alias(std::env::args_os()));
     cli::init_logging(args.connection.debug);
     if let Err(e) = TopicName::new(&args.topic) {
-        return cli::fail(
-            PROGRAM,
-            EXIT_USAGE,
-            format!("invalid topic '{}': {e}", args.topic),
-        );
+        return cli::fail(PROGRAM, EXIT_USAGE, format!("-t '{}': {e}", args.topic));
     }
     let source = match source(&args) {
         Ok(source) => source,

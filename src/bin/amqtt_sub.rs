@@ -16,15 +16,19 @@ const PROGRAM: &str = "amqtt_sub";
 /// Subscribe to MQTT topics and print each message's payload on its own line (aMQTT's amqtt_sub;
 /// options as mosquitto_sub names them).
 ///
+/// The broker is --url URL (aMQTT), or -h HOST [-p PORT] [-u USER] [-P PASSWORD] (mosquitto_sub).
 /// Only messages go to stdout; logs go to stderr. SIGINT and SIGTERM end the session with
 /// DISCONNECT (so the broker discards the will) and exit 0. Exits 0 after -n COUNT messages; 1 if
 /// the broker cannot be reached, refuses, refuses every subscription, or the connection is lost
 /// for good; 2 for bad options. Errors are one line on stderr.
 #[derive(Parser, Debug)]
-#[command(name = "amqtt_sub", version, about, long_about)]
+#[command(name = "amqtt_sub", version, disable_help_flag = true)]
 struct Args {
     #[command(flatten)]
     connection: ConnectionArgs,
+    /// Print help (-h alone does too; with other options -h is the broker host).
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Topic filter to subscribe to (repeat for more).
     #[arg(short = 't', long = "topic", value_name = "TOPIC", required = true)]
     topics: Vec<String>,
@@ -41,15 +45,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_from(cli::help_alias(std::env::args_os()));
     cli::init_logging(args.connection.debug);
     for topic in &args.topics {
         if let Err(e) = TopicFilter::new(topic) {
-            return cli::fail(
-                PROGRAM,
-                EXIT_USAGE,
-                format!("invalid topic filter '{topic}': {e}"),
-            );
+            return cli::fail(PROGRAM, EXIT_USAGE, format!("-t '{topic}': {e}"));
         }
     }
     let prepared = match cli::prepare(&args.connection, PROGRAM) {

@@ -3,10 +3,20 @@
 //! client ids, logging, stop signals and exit codes. The binaries themselves only add their own
 //! options and the publish or subscribe loop.
 //!
-//! Exit status: [`EXIT_OK`] (0) on success, `--version` and `-h` included; [`EXIT_FAILURE`] (1)
+//! The broker is named by `--url` (aMQTT's way) or by `-h HOST` / `-p PORT` (mosquitto's way, which
+//! builds `mqtt://HOST:PORT`, or `mqtts://` when a CA option is given); `-u` / `-P` set the user
+//! name and password over either. Because `-h` is the host, help is `--help`; `-h` given alone
+//! still prints help, as aMQTT's scripts did ([`help_alias`]).
+//!
+//! Without `-i` the client id is generated and no later run can resume its session, so the CLIs
+//! then ask for a clean session: the broker keeps nothing after they leave. With `-i` the session
+//! is resumed unless `--clean-session` is given, as aMQTT does.
+//!
+//! Exit status: [`EXIT_OK`] (0) on success, `--version` and `--help` included; [`EXIT_FAILURE`] (1)
 //! when the broker cannot be reached, refuses, or an operation fails; [`EXIT_USAGE`] (2) for bad
 //! options, URLs, JSON or configuration files. Every failure is one line on stderr.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,27 +26,46 @@ use crate::transport::BrokerUrl;
 use super::config::{ClientConfig, WillConfig};
 use super::{ConnectOptions, MqttClient};
 
+/// Success (also `--version` and `--help`).
 pub const EXIT_OK: u8 = 0;
+/// The broker cannot be reached, refuses, or an operation fails.
 pub const EXIT_FAILURE: u8 = 1;
+/// Bad options, URL, JSON or configuration file.
 pub const EXIT_USAGE: u8 = 2;
 
 /// Options both CLIs take.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
-    /// Broker URL: [mqtt|ws][s]://[user][:password]@host[:port][/path]. Default: `connection.uri`
-    /// (or `broker.uri`) from the -c file.
-    #[arg(long, value_name = "URL")]
+    /// Broker URL: `{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
+    /// mqtt://localhost:1883. Default: `connection.uri` (or `broker.uri`) from the -c file.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
+    /// Broker host, as mosquitto_pub's -h (instead of --url): connects to mqtt://HOST:PORT, or
+    /// mqtts:// with --ca-file, --ca-path or --ca-data. Default: localhost.
+    #[arg(short = 'h', long = "host", value_name = "HOST")]
+    pub host: Option<String>,
+    /// Broker port, with -h (default: 1883, or 8883 for mqtts).
+    #[arg(short = 'p', long = "port", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// User name (overrides the one in the URL).
+    #[arg(short = 'u', long = "username", value_name = "USER")]
+    pub username: Option<String>,
+    /// Password (overrides the one in the URL). Visible to other users in `ps`: prefer the -c
+    /// file's connection.uri for secrets.
+    #[arg(short = 'P', long = "password", value_name = "PASSWORD")]
+    pub password: Option<String>,
     /// Client configuration file (aMQTT client YAML: keep_alive, auto_reconnect, will, ...).
     #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
     pub config_file: Option<PathBuf>,
-    /// Client id. Default: <program>/<pid>-<hostname>.
+    /// Client id. Default: `<program>/<pid>-<hostname>`, with a clean session (see --clean-session).
     #[arg(short = 'i', long = "client-id", value_name = "CLIENT_ID")]
     pub client_id: Option<String>,
     /// Keep-alive in seconds (overrides keep_alive from -c).
     #[arg(short = 'k', long = "keep-alive", value_name = "KEEP_ALIVE")]
     pub keep_alive: Option<u16>,
-    /// Start a clean session (default: resume the broker's session for this client id).
+    /// Start a clean session. Default: resume the broker's session for the -i client id; without
+    /// -i the session is always clean (a generated id can never be resumed).
     #[arg(long = "clean-session")]
     pub clean_session: bool,
     /// PEM file of CA certificates to trust (mqtts, wss).
@@ -45,8 +74,8 @@ pub struct ConnectionArgs {
     /// Directory of PEM CA certificates to trust (mqtts, wss).
     #[arg(long = "ca-path", value_name = "DIR")]
     pub ca_path: Option<PathBuf>,
-    /// PEM CA certificates to trust, inline (mqtts, wss).
-    #[arg(long = "ca-data", value_name = "PEM")]
+    /// PEM CA certificates to trust, inline (mqtts, wss): --ca-data "$(cat ca.pem)".
+    #[arg(long = "ca-data", value_name = "PEM", allow_hyphen_values = true)]
     pub ca_data: Option<String>,
     /// Topic of the will the broker publishes if this client disappears without DISCONNECT.
     #[arg(long = "will-topic", value_name = "TOPIC")]
@@ -63,18 +92,30 @@ pub struct ConnectionArgs {
     /// Extra HTTP headers for the WebSocket upgrade, as a JSON object: '{"Authorization": "..."}'.
     #[arg(long = "extra-headers", value_name = "JSON")]
     pub extra_headers: Option<String>,
-    /// Debug logging on stderr.
+    /// Debug logging on stderr (connection steps and each packet sent and received).
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
 }
 
+/// The command line with `-h` alone turned into `--help`: aMQTT's scripts took `-h` for help, and
+/// with nothing else given it cannot be meant as a host.
+pub fn help_alias(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.len() == 2 && args[1] == "-h" {
+        args[1] = OsString::from("--help");
+    }
+    args
+}
+
 /// A client built from the options, not connected yet.
 pub struct Prepared {
+    /// The client, with its id and configuration.
     pub client: MqttClient,
     /// The URL as given.
     pub url: String,
     /// Its parsed form (for messages that should not repeat a password).
     pub broker: BrokerUrl,
+    /// What `connect_with` is given: clean session, credentials, TLS trust, headers.
     pub options: ConnectOptions,
 }
 
@@ -101,32 +142,56 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
         Some(json) => parse_extra_headers(json)?,
         None => Vec::new(),
     };
-    let url = match (&args.url, &config.connection.uri) {
-        (Some(url), _) | (None, Some(url)) => url.clone(),
-        (None, None) => {
-            return Err("no broker URL: give --url (or connection.uri in the -c file)".into())
-        }
+    let url = match (&args.url, args.host.is_some() || args.port.is_some()) {
+        (Some(url), _) => url.clone(),
+        (None, true) => url_from_host_and_port(args),
+        (None, false) => match &config.connection.uri {
+            Some(url) => url.clone(),
+            None => {
+                return Err(
+                    "no broker: give --url URL (e.g. mqtt://localhost:1883), or -h HOST \
+                            [-p PORT], or connection.uri in the -c file"
+                        .into(),
+                )
+            }
+        },
     };
     let broker: BrokerUrl = url
         .parse()
         .map_err(|e: crate::transport::UrlError| e.to_string())?;
+    // A generated id cannot be resumed by any later run: its session would only linger.
+    let (client_id, clean_session) = match &args.client_id {
+        Some(id) => (id.clone(), args.clean_session),
+        None => (default_client_id(program), true),
+    };
     let options = ConnectOptions {
-        clean_session: Some(args.clean_session),
+        clean_session: Some(clean_session),
+        username: args.username.clone(),
+        password: args.password.clone(),
         ca_file: args.ca_file.clone(),
         ca_path: args.ca_path.clone(),
         ca_data: args.ca_data.clone(),
         extra_headers,
     };
-    let client_id = args
-        .client_id
-        .clone()
-        .unwrap_or_else(|| default_client_id(program));
     Ok(Prepared {
         client: MqttClient::new(Some(client_id), config),
         url,
         broker,
         options,
     })
+}
+
+/// `-h HOST -p PORT` as a URL: TLS when a CA option asks for it, as mosquitto does.
+fn url_from_host_and_port(args: &ConnectionArgs) -> String {
+    let tls = args.ca_file.is_some() || args.ca_path.is_some() || args.ca_data.is_some();
+    let scheme = if tls { "mqtts" } else { "mqtt" };
+    let host = args.host.as_deref().unwrap_or("localhost");
+    let port = args.port.unwrap_or(if tls { 8883 } else { 1883 });
+    if host.contains(':') && !host.starts_with('[') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
 }
 
 fn will_from_args(args: &ConnectionArgs) -> Result<Option<WillConfig>, String> {
@@ -285,10 +350,10 @@ mod tests {
         let err = prepare(&args("http://h"), "p").err().unwrap();
         assert_eq!(
             err,
-            "invalid broker URL 'http://h': scheme must be mqtt, mqtts, ws or wss"
+            "invalid broker URL 'http://h': scheme must be mqtt, tcp, mqtts, ssl, ws or wss"
         );
         let err = prepare(&ConnectionArgs::default(), "p").err().unwrap();
-        assert!(err.starts_with("no broker URL"));
+        assert!(err.starts_with("no broker: give --url URL"), "{err}");
     }
 
     #[test]

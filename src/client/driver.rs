@@ -33,7 +33,8 @@ use crate::transport::{connect_client, BrokerUrl, ClientStream, ClientTransportO
 
 use super::error::ClientError;
 use super::state::{
-    reconnect_delay, ClientState, Event, Message, OutgoingMessage, Refusal, SessionOptions,
+    packet_name, reconnect_delay, ClientState, Event, Message, OutgoingMessage, Refusal,
+    SessionOptions,
 };
 
 /// Where a request's result goes: a one-slot channel the caller awaits.
@@ -204,7 +205,7 @@ impl Driver {
                 return self.finish(error);
             }
             if accepted {
-                log::warn!("{}: connection lost: {error}", self.client_id());
+                log::warn!("{}: {}", self.client_id(), error.clone().into_lost());
                 attempts = 0;
             } else {
                 log::warn!(
@@ -213,7 +214,7 @@ impl Driver {
                 );
             }
             if !self.auto_reconnect {
-                return self.finish(ClientError::ConnectionLost(error.to_string()));
+                return self.finish(error.into_lost());
             }
             if self.reconnect_retries >= 0 && i64::from(attempts) >= self.reconnect_retries {
                 return self.finish(ClientError::ReconnectFailed {
@@ -297,7 +298,7 @@ impl Driver {
             let now = Instant::now();
             match wake {
                 Wake::Packet(Some(Ok(packet))) => {
-                    log::trace!("{}: received {packet:?}", self.client_id());
+                    log_packet(self.client_id(), "received", &packet);
                     if let Err(error) = self.state.handle_packet(packet, now) {
                         break Ended::Lost(error.into());
                     }
@@ -445,7 +446,7 @@ impl Driver {
         out: &mut BytesMut,
     ) -> Result<(), ClientError> {
         while let Some(packet) = self.state.poll_transmit() {
-            log::trace!("{}: sending {packet:?}", self.client_id());
+            log_packet(self.client_id(), "sending", &packet);
             // Everything is validated before it reaches the state, so this cannot fail.
             packet
                 .encode(out)
@@ -472,6 +473,16 @@ impl Driver {
                 "the broker did not read for {limit:?}"
             ))),
         }
+    }
+}
+
+/// One line per packet: its name at debug level (the CLIs' `-d`), the whole packet at trace
+/// (CONNECT's `Debug` hides the password).
+fn log_packet(client_id: &str, direction: &str, packet: &Packet) {
+    if log::log_enabled!(log::Level::Trace) {
+        log::trace!("{client_id}: {direction} {packet:?}");
+    } else {
+        log::debug!("{client_id}: {direction} {}", packet_name(packet));
     }
 }
 

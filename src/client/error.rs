@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::ConnectReturnCode;
+use crate::protocol::{ConnectReturnCode, DecodeError};
 use crate::transport::{TransportError, UrlError};
 
 use super::state::{refusal_reason, ConnectionError};
@@ -40,7 +40,12 @@ pub enum ClientError {
     ConnectionLost(String),
     /// Auto-reconnect used up `reconnect_retries`.
     #[error("gave up reconnecting after {attempts} attempt(s); last error: {last}")]
-    ReconnectFailed { attempts: u32, last: String },
+    ReconnectFailed {
+        /// Attempts made since the connection was lost.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
     /// The operation needs a connection: call `connect` first (or again).
     #[error("not connected")]
     NotConnected,
@@ -53,8 +58,11 @@ pub enum ClientError {
     /// A topic name, topic filter, client id or QoS the protocol cannot carry.
     #[error("invalid {what} '{value}': {reason}")]
     Invalid {
+        /// What it is: "topic name", "client id", ...
         what: &'static str,
+        /// The value refused ("…" for one too long or secret to repeat).
         value: String,
+        /// Why.
         reason: String,
     },
     /// All 65,535 packet identifiers are in use.
@@ -83,6 +91,31 @@ impl From<ConnectionError> for ClientError {
 }
 
 impl ClientError {
+    /// `error` as the reason of a [`ClientError::Invalid`] topic name or filter: its bare reason,
+    /// since the message already says "invalid topic name '...'".
+    pub(crate) fn invalid_topic(what: &'static str, value: &str, error: DecodeError) -> Self {
+        let reason = match error {
+            DecodeError::InvalidTopicName(reason) | DecodeError::InvalidTopicFilter(reason) => {
+                reason.to_string()
+            }
+            other => other.to_string(),
+        };
+        ClientError::Invalid {
+            what,
+            value: value.to_string(),
+            reason,
+        }
+    }
+
+    /// This error as the end of an established connection: a [`ClientError::ConnectionLost`] that
+    /// names its cause once.
+    pub(crate) fn into_lost(self) -> Self {
+        match self {
+            lost @ ClientError::ConnectionLost(_) => lost,
+            other => ClientError::ConnectionLost(other.to_string()),
+        }
+    }
+
     /// True for errors that end the connection attempt rather than a single operation: used by the
     /// CLIs to choose between "cannot connect" and other messages.
     pub fn is_connection_error(&self) -> bool {
@@ -114,6 +147,26 @@ mod tests {
             ))
             .to_string(),
             "connection refused by the broker: server unavailable"
+        );
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let lost = ClientError::ConnectionLost("the broker closed the connection".into());
+        assert_eq!(
+            lost.into_lost().to_string(),
+            "connection lost: the broker closed the connection"
+        );
+        assert_eq!(
+            ClientError::KeepAliveTimeout(Duration::from_secs(3))
+                .into_lost()
+                .to_string(),
+            "connection lost: the broker did not answer PINGREQ within 3s"
+        );
+        let name = crate::protocol::TopicName::new("a/+").unwrap_err();
+        assert_eq!(
+            ClientError::invalid_topic("topic name", "a/+", name).to_string(),
+            "invalid topic name 'a/+': contains a wildcard character"
         );
     }
 }

@@ -287,4 +287,4 @@ mod tests;
 
 use build::build;
 use raw::parse;
-pub(crate) use raw::Seconds;
+pub(crate) use raw::{key_and_reason, Seconds};

@@ -475,6 +475,28 @@ fn value_kind(value: &serde_yaml::Value) -> &'static str {
 
 /// Turns a serde error into `Invalid { key, reason }`, keeping the position if known.
 fn serde_error(origin: &str, err: &serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+    let (key, reason) = key_and_reason(err);
+    if key == "." {
+        ConfigError::Syntax {
+            file: origin.to_string(),
+            reason,
+        }
+    } else {
+        ConfigError::Invalid {
+            file: origin.to_string(),
+            key,
+            reason,
+        }
+    }
+}
+
+/// A YAML deserialization error as the key it concerns and a reason that does not repeat that key:
+/// serde's own words, with "field" said as "key", integer types said as the range they accept
+/// ("an integer 0–65535", not "u16"), and the position as "(line L, column C)". The broker's and the
+/// client's configuration both report through it.
+pub(crate) fn key_and_reason(
+    err: &serde_path_to_error::Error<serde_yaml::Error>,
+) -> (String, String) {
     let key = err.path().to_string();
     let inner = err.inner();
     let mut reason = inner.to_string();
@@ -504,19 +526,29 @@ fn serde_error(origin: &str, err: &serde_path_to_error::Error<serde_yaml::Error>
         .replacen("unknown field", "unknown key", 1)
         .replacen("duplicate field", "duplicate key", 1)
         .replacen("unknown variant", "unknown value", 1);
+    for (rust, range) in INTEGER_RANGES {
+        if let Some(stripped) = reason.strip_suffix(&format!("expected {rust}")) {
+            // serde calls a negative number for an unsigned type a wrong type; to a reader it is
+            // a value out of range.
+            let stripped = stripped.replacen("invalid type: integer", "invalid value: integer", 1);
+            reason = format!("{stripped}expected {range}");
+            break;
+        }
+    }
     if let Some(loc) = location {
         reason = format!("{reason} (line {}, column {})", loc.line(), loc.column());
     }
-    if key == "." {
-        ConfigError::Syntax {
-            file: origin.to_string(),
-            reason,
-        }
-    } else {
-        ConfigError::Invalid {
-            file: origin.to_string(),
-            key,
-            reason,
-        }
-    }
+    (key, reason)
 }
+
+/// serde's names of integer types, as a user reads them.
+const INTEGER_RANGES: [(&str, &str); 8] = [
+    ("u8", "an integer 0–255"),
+    ("u16", "an integer 0–65535"),
+    ("u32", "an integer 0–4294967295"),
+    ("u64", "an integer 0 or more"),
+    ("usize", "an integer 0 or more"),
+    ("i32", "an integer"),
+    ("i64", "an integer"),
+    ("isize", "an integer"),
+];

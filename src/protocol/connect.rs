@@ -3,6 +3,10 @@
 //!
 //! Judges only the packet itself: client-id rules, authentication and whether MQTT 3.1 is allowed
 //! at all are broker policy and must not be decided here.
+//!
+//! `Debug` of [`Connect`] shows the password's length only: packets are logged at trace level.
+
+use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -17,6 +21,32 @@ const WILL_QOS_SHIFT: u8 = 3;
 const WILL: u8 = 0x04;
 const CLEAN_SESSION: u8 = 0x02;
 const RESERVED: u8 = 0x01;
+
+/// Every field but the password, which shows only its length: a `{packet:?}` in a log must not
+/// leak a credential.
+impl fmt::Debug for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = self.password.as_ref().map(|p| Redacted(p.len()));
+        f.debug_struct("Connect")
+            .field("protocol", &self.protocol)
+            .field("clean_session", &self.clean_session)
+            .field("keep_alive", &self.keep_alive)
+            .field("client_id", &self.client_id)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field("password", &password)
+            .finish()
+    }
+}
+
+/// A secret of this many bytes, in `Debug` output.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} bytes>", self.0)
+    }
+}
 
 pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     let mut r = Reader::new(body);
@@ -171,6 +201,22 @@ mod tests {
     }
 
     /// A CONNECT frame from raw parts; each of `fields` is written length-prefixed.
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let mut c = connect(ProtocolLevel::V311);
+        c.username = Some("alice".into());
+        c.password = Some(Bytes::from_static(b"hunter2"));
+        let shown = format!("{:?}", Packet::Connect(Box::new(c.clone())));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("password: Some(<redacted 7 bytes>)"),
+            "{shown}"
+        );
+        assert!(shown.contains("username: Some(\"alice\")"), "{shown}");
+        c.password = None;
+        assert!(format!("{c:?}").contains("password: None"));
+    }
+
     fn raw(name: &[u8], level: u8, flags: u8, fields: &[&[u8]]) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&(name.len() as u16).to_be_bytes());

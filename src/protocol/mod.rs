@@ -135,7 +135,8 @@ pub enum Packet {
     Disconnect,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` never prints the password (see `connect.rs`): CONNECTs are logged at trace level.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
     pub protocol: ProtocolLevel,
     pub clean_session: bool,

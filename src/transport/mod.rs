@@ -35,6 +35,28 @@ pub enum TransportError {
     WebSocket(String),
 }
 
+/// A failed client TLS handshake. An untrusted broker certificate is the usual first-hour failure
+/// (a self-signed CA not given), so that one says what to do.
+fn handshake_error(error: io::Error) -> TransportError {
+    let untrusted = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            )
+        });
+    if untrusted {
+        TransportError::Tls(format!(
+            "{error} (the broker's certificate is not signed by a CA this client trusts: give \
+             that CA with --ca-file, --ca-path or --ca-data, or cafile in the client config)"
+        ))
+    } else {
+        TransportError::Tls(error.to_string())
+    }
+}
+
 /// Client-side transport settings (TLS trust and WebSocket headers).
 #[derive(Debug, Clone, Default)]
 pub struct ClientTransportOptions {
@@ -113,10 +135,7 @@ pub async fn connect_client(
             let conn = rustls::ClientConnection::new(config, name)
                 .map_err(|e| TransportError::Tls(e.to_string()))?;
             let mut stream = tls::TlsStream::new(tcp, conn);
-            stream
-                .handshake()
-                .await
-                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            stream.handshake().await.map_err(handshake_error)?;
             Ok::<_, TransportError>(Secured::Tls(stream))
         } else {
             Ok(Secured::Plain(tcp))

@@ -1,4 +1,6 @@
-//! Broker URLs as aMQTT's clients take them: `[mqtt|ws][s]://[user][:password]@host[:port][/path]`.
+//! Broker URLs as aMQTT's clients take them:
+//! `{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g. `mqtt://localhost:1883`
+//! (`tcp` is another name for `mqtt`, `ssl` for `mqtts`, as in paho).
 //!
 //! Default ports: mqtt 1883, mqtts 8883, ws 80, wss 443. The path matters only for WebSocket (default
 //! `/`). Percent-escapes in user name and password are decoded. Pure parsing, no I/O.
@@ -70,15 +72,15 @@ impl FromStr for BrokerUrl {
             url: url.to_string(),
             reason,
         };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or(fail("expected scheme://host"))?;
+        let (scheme, rest) = url.split_once("://").ok_or(fail(
+            "expected scheme://host[:port], e.g. mqtt://localhost:1883",
+        ))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "mqtt" | "tcp" => Scheme::Mqtt,
             "mqtts" | "ssl" => Scheme::Mqtts,
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
-            _ => return Err(fail("scheme must be mqtt, mqtts, ws or wss")),
+            _ => return Err(fail("scheme must be mqtt, tcp, mqtts, ssl, ws or wss")),
         };
         let (authority, path) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at..]),
@@ -196,8 +198,18 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         for (bad, reason) in [
-            ("localhost:1883", "expected scheme://host"),
-            ("http://h", "scheme must be mqtt, mqtts, ws or wss"),
+            (
+                "localhost:1883",
+                "expected scheme://host[:port], e.g. mqtt://localhost:1883",
+            ),
+            (
+                "mqtt:host",
+                "expected scheme://host[:port], e.g. mqtt://localhost:1883",
+            ),
+            (
+                "http://h",
+                "scheme must be mqtt, tcp, mqtts, ssl, ws or wss",
+            ),
             ("mqtt://", "missing host"),
             ("mqtt://h:99999", "invalid port"),
             ("mqtt://h:0", "invalid port"),

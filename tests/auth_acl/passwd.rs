@@ -1,5 +1,5 @@
 //! `amqtt_passwd`: batch mode creating, updating and deleting users in a file the broker then
-//! accepts, and the interactive prompt on a terminal.
+//! accepts, the interactive prompt on a terminal, and the password piped on stdin.
 
 use std::io::Write;
 
@@ -176,4 +176,59 @@ fn amqtt_passwd_prompts_twice_on_the_terminal() {
         String::from_utf8_lossy(&out.stdout).contains("do not match"),
         "{out:?}"
     );
+}
+
+/// `amqtt_passwd` with `input` piped to its stdin (not a terminal).
+fn passwd_piped(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amqtt_passwd"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("amqtt_passwd runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passwd");
+    let file = path.to_str().expect("utf-8 path");
+
+    let out = passwd_piped(&["-c", file, "alice"], b"pipe d\n");
+    assert!(out.status.success(), "{out:?}");
+    let hash_of = |user: &str| {
+        let text = std::fs::read_to_string(&path).expect("written");
+        let prefix = format!("{user}:");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+            .unwrap_or_else(|| panic!("{user} in {text}"))
+    };
+    assert!(password_file::verify(b"pipe d", &hash_of("alice")));
+    // The line ending is not part of the password, \r\n included; only the first line counts.
+    let out = passwd_piped(&[file, "bob"], b"builder\r\nignored\n");
+    assert!(out.status.success(), "{out:?}");
+    assert!(password_file::verify(b"builder", &hash_of("bob")));
+
+    for (input, expected) in [
+        (&b""[..], "no password on stdin"),
+        (&b"\n"[..], "empty password"),
+    ] {
+        let out = passwd_piped(&[file, "carol"], input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{input:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{input:?}: {stderr}");
+    }
+    assert_eq!(users(&path), ["alice", "bob"]);
+
+    let help = passwd(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.starts_with("Manage an amqtt password file"), "{help}");
+    assert!(help.contains("stdin is not"), "{help}");
 }

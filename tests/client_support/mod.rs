@@ -1,6 +1,7 @@
 //! Helpers for the client tests (`tests/client_*.rs`): brokers on fixed loopback ports (so one can be
 //! restarted under a running client), Mosquitto started from a test, the CLI binaries run as child
-//! processes, and a switchable TCP proxy that holds one client offline for as long as a test wants.
+//! processes, a switchable TCP proxy that holds one client offline for as long as a test wants, and
+//! a fake broker that records the CONNECTs it is sent.
 
 #![allow(dead_code)]
 
@@ -500,4 +501,56 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     }
     let _ = from.shutdown(std::net::Shutdown::Both);
     let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// A fake broker on a loopback port that records each CONNECT it is sent and answers it with
+/// CONNACK 0, for tests of what a client puts in its CONNECT. After that it reads (and ignores)
+/// whatever comes until the client closes, except SUBSCRIBE, on which it closes the connection.
+pub struct RecordingBroker {
+    pub port: u16,
+    connects: mpsc::Receiver<amqtt::protocol::Connect>,
+}
+
+impl RecordingBroker {
+    pub fn start() -> RecordingBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake broker");
+        let port = listener.local_addr().expect("local address").port();
+        let (tx, connects) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || serve_recording(stream, &tx));
+            }
+        });
+        RecordingBroker { port, connects }
+    }
+
+    /// The next CONNECT received, if one comes within `within`.
+    pub fn next_connect(&self, within: Duration) -> Option<amqtt::protocol::Connect> {
+        self.connects.recv_timeout(within).ok()
+    }
+}
+
+fn serve_recording(mut stream: TcpStream, tx: &mpsc::Sender<amqtt::protocol::Connect>) {
+    use amqtt::protocol::{decode, Packet, PROTOCOL_MAX_PACKET_SIZE};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match decode(&mut buf, PROTOCOL_MAX_PACKET_SIZE) {
+            Ok(Some(Packet::Connect(connect))) => {
+                let _ = tx.send(*connect);
+                if stream.write_all(&[0x20, 0x02, 0x00, 0x00]).is_err() {
+                    return;
+                }
+            }
+            Ok(Some(Packet::Subscribe(_))) | Err(_) => return,
+            Ok(Some(_)) => {}
+            Ok(None) => match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            },
+        }
+    }
 }

@@ -282,7 +282,8 @@ fn violation(reason: String) -> ConnectionError {
     ConnectionError::Violation(reason)
 }
 
-fn packet_name(packet: &Packet) -> &'static str {
+/// The packet's name as the specification writes it (`PUBLISH`), for messages and logs.
+pub(crate) fn packet_name(packet: &Packet) -> &'static str {
     match packet {
         Packet::Connect(_) => "CONNECT",
         Packet::ConnAck(_) => "CONNACK",

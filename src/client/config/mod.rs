@@ -42,12 +42,17 @@ use crate::protocol::{QoS, TopicName};
 pub struct ClientConfig {
     /// Seconds; 0 turns keep-alive off.
     pub keep_alive: u16,
+    /// PINGREQ goes out this long before the keep-alive period ends.
     pub ping_delay: Duration,
+    /// QoS of a publish that names none (and has no `topics:` entry).
     pub default_qos: QoS,
+    /// Retain flag of a publish that names none (and has no `topics:` entry).
     pub default_retain: bool,
+    /// Reconnect when an established connection is lost.
     pub auto_reconnect: bool,
     /// Reconnect attempts after a loss; negative means forever.
     pub reconnect_retries: i64,
+    /// Cap of the doubling wait between reconnect attempts.
     pub reconnect_max_interval: Duration,
     /// Limit for the transport set-up, and separately for the CONNACK.
     pub connection_timeout: Duration,
@@ -55,8 +60,11 @@ pub struct ClientConfig {
     pub clean_session: bool,
     /// Per-topic defaults for publishes that give no QoS or retain flag.
     pub topics: BTreeMap<String, TopicDefaults>,
+    /// The will the broker publishes if the connection ends without DISCONNECT.
     pub will: Option<WillConfig>,
+    /// Broker URL and TLS trust (`connection:` or `broker:`).
     pub connection: ConnectionConfig,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement at once; more wait their turn.
     pub max_inflight: u16,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
@@ -65,25 +73,35 @@ pub struct ClientConfig {
 /// `topics: {name: {qos, retain}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicDefaults {
+    /// QoS of a publish to this topic that names none.
     pub qos: QoS,
+    /// Retain flag of a publish to this topic that names none.
     pub retain: bool,
 }
 
 /// `will:`: published by the broker if the connection ends without DISCONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WillConfig {
+    /// Topic the will is published to.
     pub topic: TopicName,
+    /// Its payload.
     pub message: Bytes,
+    /// Its QoS.
     pub qos: QoS,
+    /// Whether the broker retains it.
     pub retain: bool,
 }
 
 /// `connection:` (aMQTT's older name: `broker:`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionConfig {
+    /// Broker URL, used when the caller gives none (`amqtt_pub -c` without `--url`).
     pub uri: Option<String>,
+    /// PEM file of CA certificates to trust.
     pub cafile: Option<PathBuf>,
+    /// Directory of PEM CA certificates to trust.
     pub capath: Option<PathBuf>,
+    /// PEM CA certificates to trust, inline.
     pub cadata: Option<String>,
 }
 
@@ -111,18 +129,31 @@ impl Default for ClientConfig {
 /// Why a client configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientConfigError {
+    /// The file cannot be read.
     #[error("{file}: cannot read the configuration file: {source}")]
     Io {
+        /// The file, as given.
         file: String,
+        /// Why it cannot be read.
         #[source]
         source: std::io::Error,
     },
+    /// Not YAML, or not a mapping at the top level.
     #[error("{file}: {reason}")]
-    Syntax { file: String, reason: String },
+    Syntax {
+        /// The file, as given.
+        file: String,
+        /// What is wrong, with the line where known.
+        reason: String,
+    },
+    /// A key is unknown, of the wrong type or out of range.
     #[error("{file}: key '{key}': {reason}")]
     Invalid {
+        /// The file, as given.
         file: String,
+        /// The key's path: `will.qos`, `topics.a/b.retain`.
         key: String,
+        /// What is wrong, with the line where known.
         reason: String,
     },
 }
@@ -160,10 +191,13 @@ impl ClientConfig {
         let raw: RawConfig = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
             text,
         ))
-        .map_err(|e| ClientConfigError::Invalid {
-            file: origin.to_string(),
-            key: e.path().to_string(),
-            reason: without_position(&e.inner().to_string()),
+        .map_err(|e| {
+            let (key, reason) = crate::config::key_and_reason(&e);
+            ClientConfigError::Invalid {
+                file: origin.to_string(),
+                key,
+                reason,
+            }
         })?;
         build(raw, origin)
     }
@@ -179,13 +213,6 @@ impl ClientConfig {
 }
 
 /// serde_yaml appends "at line X column Y"; the key path already says where.
-fn without_position(reason: &str) -> String {
-    match reason.find(" at line ") {
-        Some(at) => reason[..at].to_string(),
-        None => reason.to_string(),
-    }
-}
-
 // -- raw schema -----------------------------------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
@@ -330,7 +357,7 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
     }
     for (name, topic) in raw.topics.unwrap_or_default() {
         let key = format!("topics.{name}");
-        TopicName::new(&name).map_err(|e| invalid(&key, format!("invalid topic name: {e}")))?;
+        TopicName::new(&name).map_err(|e| invalid(&key, e.to_string()))?;
         let topic = topic.unwrap_or_default();
         let defaults = TopicDefaults {
             qos: match topic.qos {
@@ -343,8 +370,7 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
     }
     if let Some(will) = raw.will {
         config.will = Some(WillConfig {
-            topic: TopicName::new(&will.topic)
-                .map_err(|e| invalid("will.topic", format!("invalid topic name: {e}")))?,
+            topic: TopicName::new(&will.topic).map_err(|e| invalid("will.topic", e.to_string()))?,
             message: Bytes::from(will.message.into_bytes()),
             qos: match will.qos {
                 Some(v) => qos("will.qos", v)?,
@@ -432,160 +458,4 @@ fn check_plugins(plugins: &serde_yaml::Value) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(yaml: &str) -> Result<ClientConfig, ClientConfigError> {
-        ClientConfig::from_yaml_str(yaml, "client.yaml")
-    }
-
-    #[test]
-    fn empty_text_gives_amqtt_defaults() {
-        let config = load("").unwrap();
-        assert_eq!(config, ClientConfig::default());
-        assert_eq!(config.keep_alive, 10);
-        assert_eq!(config.reconnect_retries, 2);
-        assert!(config.auto_reconnect && config.clean_session);
-    }
-
-    #[test]
-    fn amqtt_default_client_yaml_loads() {
-        let yaml = "---\nkeep_alive: 10\nping_delay: 1\ndefault_qos: 0\ndefault_retain: false\n\
-                    auto_reconnect: true\ncleansession: true\nreconnect_max_interval: 10\n\
-                    reconnect_retries: 2\nbroker:\n  uri: \"mqtt://127.0.0.1\"\n";
-        let config = load(yaml).unwrap();
-        assert_eq!(config.connection.uri.as_deref(), Some("mqtt://127.0.0.1"));
-    }
-
-    #[test]
-    fn every_key_is_read() {
-        let yaml = r#"
-keep_alive: 30
-ping_delay: 0.5
-default_qos: 1
-default_retain: yes
-auto_reconnect: off
-reconnect_retries: -1
-reconnect_max_interval: 0.2
-connection_timeout: 3
-cleansession: false
-max_inflight: 7
-topics:
-  a/b: {qos: 2, retain: true}
-  c:
-will:
-  topic: dead/c1
-  message: gone
-  qos: 1
-  retain: true
-connection:
-  uri: mqtt://u:p@127.0.0.1:1884
-  cafile: /etc/ca.pem
-plugins:
-  amqtt.plugins.logging_amqtt.PacketLoggerPlugin: {}
-qos1_puback_timeout: 5
-"#;
-        let c = load(yaml).unwrap();
-        assert_eq!(c.keep_alive, 30);
-        assert_eq!(c.ping_delay, Duration::from_millis(500));
-        assert_eq!(c.default_qos, QoS::AtLeastOnce);
-        assert!(c.default_retain);
-        assert!(!c.auto_reconnect);
-        assert_eq!(c.reconnect_retries, -1);
-        assert_eq!(c.reconnect_max_interval, Duration::from_millis(200));
-        assert_eq!(c.connection_timeout, Duration::from_secs(3));
-        assert!(!c.clean_session);
-        assert_eq!(c.max_inflight, 7);
-        assert_eq!(
-            c.publish_defaults("a/b"),
-            TopicDefaults {
-                qos: QoS::ExactlyOnce,
-                retain: true
-            }
-        );
-        assert_eq!(
-            c.publish_defaults("c"),
-            TopicDefaults {
-                qos: QoS::AtMostOnce,
-                retain: false
-            }
-        );
-        assert_eq!(
-            c.publish_defaults("other"),
-            TopicDefaults {
-                qos: QoS::AtLeastOnce,
-                retain: true
-            }
-        );
-        let will = c.will.unwrap();
-        assert_eq!(will.topic.as_str(), "dead/c1");
-        assert_eq!(&will.message[..], b"gone");
-        assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
-        assert_eq!(c.connection.cafile, Some(PathBuf::from("/etc/ca.pem")));
-    }
-
-    #[test]
-    fn errors_name_the_file_key_and_reason() {
-        for (yaml, key, reason) in [
-            ("default_qos: 3", "default_qos", "QoS must be 0, 1 or 2"),
-            ("keep_alive: 70000", "keep_alive", "invalid value"),
-            ("keep_alive: abc", "keep_alive", "invalid type"),
-            (
-                "reconnect_max_interval: -1",
-                "reconnect_max_interval",
-                "0 or more",
-            ),
-            ("connection_timeout: 0", "connection_timeout", "more than 0"),
-            ("bogus: 1", "bogus", "unknown field `bogus`"),
-            (
-                "topics:\n  a/+: {qos: 1}",
-                "topics.a/+",
-                "invalid topic name",
-            ),
-            ("topics:\n  a: {qos: 5}", "topics.a.qos", "QoS must be"),
-            ("will:\n  topic: t", "will", "missing field `message`"),
-            (
-                "will:\n  topic: t\n  message: m\n  qos: 9",
-                "will.qos",
-                "QoS must be",
-            ),
-            (
-                "connection:\n  certfile: c.pem",
-                "connection.certfile",
-                "not supported",
-            ),
-            ("check_hostname: false", "check_hostname", "not supported"),
-            ("plugins:\n  my.Plugin: {}", "plugins", "plugin 'my.Plugin'"),
-            ("auto_reconnect: maybe", "auto_reconnect", "invalid value"),
-        ] {
-            match load(yaml) {
-                Err(ClientConfigError::Invalid {
-                    file,
-                    key: k,
-                    reason: r,
-                }) => {
-                    assert_eq!(file, "client.yaml", "{yaml}");
-                    assert_eq!(k, key, "{yaml}");
-                    assert!(r.contains(reason), "{yaml}: {r}");
-                }
-                other => panic!("{yaml}: {other:?}"),
-            }
-        }
-        assert!(matches!(
-            load("- a\n- b"),
-            Err(ClientConfigError::Syntax { .. })
-        ));
-        assert!(matches!(
-            load("a: [b"),
-            Err(ClientConfigError::Syntax { .. })
-        ));
-    }
-
-    #[test]
-    fn from_file_names_the_missing_file() {
-        let err = ClientConfig::from_file(Path::new("/nonexistent/client.yaml")).unwrap_err();
-        assert!(err
-            .to_string()
-            .starts_with("/nonexistent/client.yaml: cannot read"));
-    }
-}
+mod tests;
