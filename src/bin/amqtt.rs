@@ -113,9 +113,6 @@ fn main() -> ExitCode {
         Ok(handle) => handle,
         Err(error) => {
             eprintln!("amqtt: {error}");
-            if error.to_string().contains("RLIMIT_MEMLOCK") {
-                eprintln!("amqtt: {}", memlock_advice(0));
-            }
             return ExitCode::from(start_error_status(&error));
         }
     };
@@ -156,7 +153,7 @@ fn memlock_advice(current: u64) -> String {
     format!(
         "locked-memory limit {} KiB is below the {} KiB the broker's runtime needs: raise it with \
          `ulimit -l 1024` (or unlimited) in the shell that starts amqtt, `LimitMEMLOCK=infinity` \
-         in its systemd unit, `--ulimit memlock=-1` for docker run, or run it as root",
+         in its systemd unit, `--ulimit memlock=-1` for docker run (root too: glommio checks the limit, not the capability)",
         current / 1024,
         MIN_MEMLOCK / 1024
     )

@@ -270,20 +270,18 @@ def test_every_bad_configuration_exits_2_and_a_busy_port_exits_1(amqtt_bin, tmp_
     assert "nope.yaml" in missing.stderr
 
     port = _free_port()
-    bad_tls = tmp_path / "tls.yaml"
-    bad_tls.write_text(f"listeners:\n  default:\n    bind: {HOST}:{port}\n    ssl: on\n"
-                       f"    certfile: {tmp_path}/missing.pem\n    keyfile: {tmp_path}/missing.key\n")
-    result = _run_bin(amqtt_bin, "-c", str(bad_tls))
-    assert result.returncode == 2, result.stderr
-    assert "missing.pem" in result.stderr, result.stderr
-    assert "Listener 'default' bind to" not in result.stderr, "listener logged before its TLS failed"
-
-    bad_passwd = tmp_path / "auth.yaml"
-    bad_passwd.write_text(f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
-                          f"auth:\n  password-file: {tmp_path}/no-such-passwd\n")
-    result = _run_bin(amqtt_bin, "-c", str(bad_passwd))
-    assert result.returncode == 2, result.stderr
-    assert "no-such-passwd" in result.stderr, result.stderr
+    listener = f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
+    for name, text, named in [
+        ("tls.yaml", listener + f"    ssl: on\n    certfile: {tmp_path}/missing.pem\n"
+                                f"    keyfile: {tmp_path}/missing.key\n", "missing.pem"),
+        ("auth.yaml", listener + f"auth:\n  password-file: {tmp_path}/no-such-passwd\n",
+         "no-such-passwd"),
+    ]:
+        (tmp_path / name).write_text(text)
+        result = _run_bin(amqtt_bin, "-c", str(tmp_path / name))
+        assert result.returncode == 2, result.stderr
+        assert named in result.stderr, result.stderr
+        assert "Listener 'default' bind to" not in result.stderr, "listener logged before it failed"
 
     with socket.socket() as busy:
         busy.bind((HOST, 0))
@@ -310,3 +308,32 @@ def test_mosquitto_habits_get_a_pointer_and_help_documents_exit_codes(amqtt_bin)
     assert "not daemonize" in help_text.stdout, help_text.stdout
     assert "Exit status" in help_text.stdout and "2 bad command line" in help_text.stdout
     assert "SIGHUP" in help_text.stdout
+
+
+def test_a_low_locked_memory_limit_gets_advice_for_the_command_line(amqtt_bin, tmp_path):
+    """Below 512 KiB of RLIMIT_MEMLOCK (hard limit too, so the broker cannot raise it) the broker
+    warns with what a command-line user does about it; glommio then refuses to start (exit 1), an
+    epoll runtime may run instead (then it is stopped here)."""
+    port = _free_port()
+    config = tmp_path / "broker.yaml"
+    config.write_text(_tcp_config(port))
+    log_path = tmp_path / "log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["bash", "-c", f'ulimit -l 256 && exec "$0" -c "$1"',
+                                 str(amqtt_bin), str(config)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if "started with" in log_path.read_text(errors="replace"):
+            proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+    rc = proc.wait(timeout=TIMEOUT)
+    text = log_path.read_text(errors="replace")
+    warning = [line for line in text.splitlines() if "locked-memory limit 256 KiB is below" in line]
+    assert len(warning) == 1 and " WARN " in warning[0], text
+    assert "ulimit -l" in warning[0] and "LimitMEMLOCK=infinity" in warning[0], warning
+    if "started with" not in text:
+        assert rc == 1, text
+        assert "ulimit -l" in text.split("locked-memory limit 256 KiB")[-1], text
