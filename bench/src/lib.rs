@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod compare;
+pub mod credentials;
 pub mod engine;
 pub mod payload;
 pub mod placement;

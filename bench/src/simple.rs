@@ -13,6 +13,7 @@ use amqtt::protocol::{
 use bytes::{Bytes, BytesMut};
 use rustls::{ClientConnection, StreamOwned};
 
+use crate::credentials::Credentials;
 use crate::tls::TlsTarget;
 
 /// A blocking socket, plain or TLS.
@@ -66,13 +67,15 @@ impl SimpleClient {
         clean_session: bool,
         timeout: Duration,
     ) -> io::Result<(SimpleClient, bool)> {
-        SimpleClient::connect_to(addr, None, client_id, clean_session, timeout)
+        SimpleClient::connect_to(addr, None, None, client_id, clean_session, timeout)
     }
 
-    /// Connects over TCP, or TLS with `tls`, and completes CONNECT/CONNACK.
+    /// Connects over TCP, or TLS with `tls`, and completes CONNECT/CONNACK (with the user name
+    /// and password of `credentials`).
     pub fn connect_to(
         addr: SocketAddr,
         tls: Option<&TlsTarget>,
+        credentials: Option<&Credentials>,
         client_id: &str,
         clean_session: bool,
         timeout: Duration,
@@ -101,8 +104,8 @@ impl SimpleClient {
             keep_alive: 60,
             client_id: client_id.to_string(),
             will: None,
-            username: None,
-            password: None,
+            username: credentials.map(|c| c.username.clone()),
+            password: credentials.and_then(|c| c.password.clone()),
         })))?;
         c.flush()?;
         match c.read_packet()? {

@@ -191,3 +191,66 @@ fn usage_errors() {
     // Nothing listens on port 1: a run error, not a hang.
     assert!(bad(base()));
 }
+
+#[test]
+fn a_refused_connect_reports_the_operating_systems_reason() {
+    // Nothing listens on port 1 of the loopback address.
+    let error = Scenario::Pairs(Opts {
+        url: "mqtt://127.0.0.1:1".into(),
+        n: Some(1),
+        quiet: true,
+        ..Opts::default()
+    })
+    .run()
+    .expect_err("nothing listens on port 1");
+    let text = error.to_string();
+    assert!(
+        text.contains("connect to 127.0.0.1:1 failed: Connection refused"),
+        "{text}"
+    );
+}
+
+#[test]
+fn credentials_in_the_url_are_sent_in_every_connect() {
+    let dir = std::env::temp_dir().join(format!("bench-credentials-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let passwd = dir.join("passwd");
+    let hash = amqtt::plugins::password_file::hash_password(b"s3cret").expect("hash");
+    std::fs::write(&passwd, format!("alice:{hash}\n")).expect("password file");
+    let yaml = format!(
+        "{}auth:\n  allow-anonymous: false\n  password-file: {}\n",
+        common::PLAIN_YAML,
+        passwd.display()
+    );
+    let (_broker, addr) = common::start_broker(&yaml, 1);
+
+    let with = |url: String| {
+        Scenario::Pairs(Opts {
+            url,
+            n: Some(2),
+            qos: 1,
+            duration: 0.5,
+            warmup: 0.1,
+            quiet: true,
+            ..Opts::default()
+        })
+        .run()
+    };
+    let r = with(format!("mqtt://alice:s3cret@{addr}")).expect("alice's run");
+    assert_eq!(r.connect.connections, 4);
+    assert_eq!((r.lost, r.errors_total), (0, 0), "{r:?}");
+    assert!(
+        !r.url.contains("s3cret"),
+        "the report shows the password: {}",
+        r.url
+    );
+
+    let refused = with(format!("mqtt://alice:wrong@{addr}")).expect_err("a wrong password");
+    assert!(refused.to_string().contains("connack_refused"), "{refused}");
+    let anonymous = with(format!("mqtt://{addr}")).expect_err("no user name");
+    assert!(
+        anonymous.to_string().contains("connack_refused"),
+        "{anonymous}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,51 +1,100 @@
 //! `amqtt`: run the broker. Parses the command line, loads the config, starts, waits for a signal.
+//!
+//! Exit status: 0 after SIGINT/SIGTERM, 2 for a bad command line or a bad configuration (the file,
+//! its TLS material, password file or plugins), 1 when a valid configuration cannot run here
+//! (a port already in use, the kernel refusing the runtime). SIGHUP is logged and ignored until
+//! configuration reload exists: administrators and logrotate send it to running daemons.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use amqtt::{Broker, BrokerConfig};
+use amqtt::{Broker, BrokerConfig, StartError};
+
+/// Exit status for a bad command line or configuration (clap's usage errors exit 2 too).
+const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status when a valid configuration cannot run on this machine.
+const EXIT_RUNTIME: u8 = 1;
+/// The soft `RLIMIT_MEMLOCK` below which glommio refuses to start an executor.
+const MIN_MEMLOCK: u64 = 512 << 10;
 
 /// amqtt-rs MQTT 3.1.1 broker (aMQTT-compatible YAML configuration).
 ///
 /// Without -c it listens on 0.0.0.0:1883 (TCP) with the built-in defaults; see config/default.yaml
-/// for every key. Stops cleanly on SIGINT or SIGTERM.
+/// for every key. It runs in the foreground and logs to stderr. Stops cleanly on SIGINT or
+/// SIGTERM; SIGHUP is logged and ignored (no configuration reload yet).
 #[derive(Parser, Debug)]
-#[command(name = "amqtt", version, about, long_about)]
+#[command(
+    name = "amqtt",
+    version,
+    about,
+    long_about,
+    after_help = "Exit status: 0 stopped by SIGINT/SIGTERM; 1 the broker could not run (port in use, \
+                  runtime refused by the kernel); 2 bad command line or configuration (file, TLS \
+                  material, password file, plugins)."
+)]
 struct Args {
     /// Broker configuration file (aMQTT YAML format).
     #[arg(short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Enable debug messages.
+    /// Debug logging (not daemonize: amqtt always stays in the foreground; run it as a service
+    /// with systemd or a container, see deploy/). RUST_LOG overrides, e.g. RUST_LOG=amqtt=debug.
     #[arg(short = 'd')]
     debug: bool,
+    /// mosquitto's -v (verbose): refused with a pointer to -d.
+    #[arg(short = 'v', hide = true)]
+    verbose: bool,
+    /// mosquitto's -p PORT: refused with a pointer to the configuration key.
+    #[arg(short = 'p', hide = true, value_name = "PORT")]
+    port: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let default_level = if args.debug { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+    if let Some(message) = mosquitto_habit(&args) {
+        eprintln!("amqtt: {message}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    // rustls warns about every client that connects to a TLS listener by IP address ("Illegal
+    // SNI extension"); failed handshakes get a line of ours instead.
+    let default_filter = if args.debug {
+        "debug,rustls=error"
+    } else {
+        "info,rustls=error"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
         .format_timestamp_millis()
         .init();
 
     let config = match &args.config {
         Some(path) => match BrokerConfig::from_file(path) {
-            Ok(config) => config,
+            Ok(config) => {
+                log::info!("configuration: {}", path.display());
+                config
+            }
             Err(error) => {
                 eprintln!("amqtt: {error}");
-                return ExitCode::from(2);
+                return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
-        None => BrokerConfig::default(),
+        None => {
+            log::info!("configuration: built-in defaults (no -c FILE)");
+            BrokerConfig::default()
+        }
     };
     match shards::raise_limits() {
-        Ok(limits) => log::info!(
-            "file descriptor limit {} (about {} connections), locked-memory limit {} KiB",
-            limits.nofile,
-            limits.nofile.saturating_sub(64),
-            limits.memlock / 1024
-        ),
+        Ok(limits) => {
+            log::info!(
+                "file descriptor limit {} (about {} connections), locked-memory limit {} KiB",
+                limits.nofile,
+                limits.nofile.saturating_sub(64),
+                limits.memlock / 1024
+            );
+            if limits.memlock < MIN_MEMLOCK {
+                log::warn!("{}", memlock_advice(limits.memlock));
+            }
+        }
         Err(error) => log::warn!("cannot raise resource limits: {error}"),
     }
     // Before any thread starts: see `reserve_descriptors` (each later doubling of the table would
@@ -53,21 +102,21 @@ fn main() -> ExitCode {
     if let Err(error) = shards::reserve_descriptors(shards::MAX_RESERVED_DESCRIPTORS) {
         log::warn!("cannot reserve the descriptor table: {error}");
     }
-    let signals = match block_stop_signals() {
+    let signals = match block_signals() {
         Ok(set) => set,
         Err(error) => {
             eprintln!("amqtt: cannot set up signal handling: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_RUNTIME);
         }
     };
     let handle = match Broker::new(config).and_then(Broker::start) {
         Ok(handle) => handle,
         Err(error) => {
             eprintln!("amqtt: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(start_error_status(&error));
         }
     };
-    let signal = wait_for_signal(&signals);
+    let signal = wait_for_stop_signal(&signals);
     log::info!("received {signal}, shutting down");
     match handle.stop() {
         Ok(()) => {
@@ -76,20 +125,59 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("amqtt: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread before any shard starts, so every thread inherits the
-/// mask and the signals wait for `sigwait` here.
-fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
+/// What to use instead of a mosquitto option this broker does not take.
+fn mosquitto_habit(args: &Args) -> Option<String> {
+    if args.verbose {
+        return Some(
+            "-v is not an option of amqtt (mosquitto's verbose flag): use -d for debug logging, \
+             or RUST_LOG (e.g. RUST_LOG=amqtt=debug)"
+                .to_string(),
+        );
+    }
+    args.port.as_ref().map(|port| {
+        format!(
+            "-p is not an option of amqtt (mosquitto's port flag): set the port in a configuration \
+             file and pass it with -c, e.g.\n  listeners:\n    default:\n      type: tcp\n      \
+             bind: 0.0.0.0:{port}\n(config/minimal.yaml)"
+        )
+    })
+}
+
+/// How a command-line user raises the locked-memory limit the runtime needs.
+fn memlock_advice(current: u64) -> String {
+    format!(
+        "locked-memory limit {} KiB is below the {} KiB the broker's runtime needs: raise it with \
+         `ulimit -l 1024` (or unlimited) in the shell that starts amqtt, `LimitMEMLOCK=infinity` \
+         in its systemd unit, `--ulimit memlock=-1` for docker run (root too: glommio checks the limit, not the capability)",
+        current / 1024,
+        MIN_MEMLOCK / 1024
+    )
+}
+
+/// Bad configuration exits 2, whatever part of it was bad; the rest is the machine's doing.
+fn start_error_status(error: &StartError) -> u8 {
+    match error {
+        StartError::Tls { .. } | StartError::Config(_) | StartError::Plugins(_) => EXIT_BAD_CONFIG,
+        _ => EXIT_RUNTIME,
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread before any shard starts, so every thread
+/// inherits the mask and the signals wait for `sigwait` here (SIGHUP's default action would
+/// otherwise end the process at once).
+fn block_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: plain libc calls on a zeroed, then initialised, sigset_t owned by this frame.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
@@ -98,13 +186,20 @@ fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
-    let mut signal: libc::c_int = 0;
-    // SAFETY: `set` was initialised by `block_stop_signals`; sigwait writes one int.
-    let rc = unsafe { libc::sigwait(set, &mut signal) };
-    match (rc, signal) {
-        (0, libc::SIGINT) => "SIGINT",
-        (0, libc::SIGTERM) => "SIGTERM",
-        _ => "a stop signal",
+/// Waits for SIGINT or SIGTERM; a SIGHUP in between is logged and the wait goes on.
+fn wait_for_stop_signal(set: &libc::sigset_t) -> &'static str {
+    loop {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: `set` was initialised by `block_signals`; sigwait writes one int.
+        let rc = unsafe { libc::sigwait(set, &mut signal) };
+        match (rc, signal) {
+            (0, libc::SIGHUP) => log::warn!(
+                "SIGHUP received: configuration reload is not supported yet; ignoring \
+                 (restart the broker to apply a new configuration)"
+            ),
+            (0, libc::SIGINT) => return "SIGINT",
+            (0, libc::SIGTERM) => return "SIGTERM",
+            _ => return "a stop signal",
+        }
     }
 }

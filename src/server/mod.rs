@@ -161,17 +161,27 @@ impl Broker {
                 .first()
                 .and_then(|s| s.local_addr().ok())
                 .unwrap_or(listener.bind);
-            log::info!(
-                "Listener '{}' bind to {} (max_connections={})",
-                listener.name,
-                addr,
-                listener.max_connections.map_or(-1, |n| n as i64)
-            );
-            addresses.push((listener.name.clone(), addr));
             let transport = ListenerTransport::new(listener).map_err(|source| StartError::Tls {
                 name: listener.name.clone(),
                 source,
             })?;
+            // Only now, with its TLS material loaded: a listener line means it will serve.
+            log::info!(
+                "Listener '{}' bind to {} ({}, max_connections={})",
+                listener.name,
+                addr,
+                transport_label(listener),
+                listener.max_connections.map_or(-1, |n| n as i64)
+            );
+            if config.allow_anonymous && !addr.ip().is_loopback() {
+                log::warn!(
+                    "Listener '{}' on {addr} accepts clients without credentials from the \
+                     network (auth.allow-anonymous is true); to require them set \
+                     auth.allow-anonymous: false and auth.password-file (config/README.md)",
+                    listener.name
+                );
+            }
+            addresses.push((listener.name.clone(), addr));
             listeners.push(Arc::new(ListenerInfo {
                 name: listener.name.clone(),
                 max_connections: listener.max_connections,
@@ -300,6 +310,16 @@ impl Broker {
             shards: shard_count,
             metrics_address,
         })
+    }
+}
+
+/// The transport a listener serves, for its start-up line: `tcp`, `tcp+tls`, `ws` or `wss`.
+fn transport_label(listener: &crate::config::ListenerConfig) -> &'static str {
+    match (listener.kind, listener.tls.is_some()) {
+        (crate::config::ListenerKind::Tcp, false) => "tcp",
+        (crate::config::ListenerKind::Tcp, true) => "tcp+tls",
+        (crate::config::ListenerKind::Ws, false) => "ws",
+        (crate::config::ListenerKind::Ws, true) => "wss",
     }
 }
 

@@ -12,8 +12,13 @@
 //! histograms only accept individual samples, so its bucket lines are appended to the exporter's
 //! output in the standard histogram form.
 //!
+//! The standard `process_*` families (memory, CPU, descriptors, start time) come from
+//! `process.rs`, read from `/proc/self` at each scrape, after the broker's own.
+//!
 //! Naming: `amqtt_` prefix, `_total` on counters, base units (`_seconds`, `_bytes`), a `shard`
 //! label on everything that is per shard. The output passes `promtool check metrics`.
+
+mod process;
 
 use std::fmt::Write as _;
 
@@ -112,6 +117,8 @@ impl Exporter {
         let mut out = sorted(&self.handle.render());
         let latencies: Vec<LatencyHistogram> = shards.iter().map(|s| s.runtime.latency).collect();
         render_latency(&mut out, &latencies);
+        out.push('\n');
+        process::ProcessStats::read().render(&mut out);
         out
     }
 }
@@ -452,7 +459,10 @@ mod tests {
                     .unwrap_or(name);
                 assert!(helped.contains(family), "no HELP before {line}");
                 assert!(typed.contains(family), "no TYPE before {line}");
-                assert!(name.starts_with("amqtt_"), "{line}");
+                assert!(
+                    name.starts_with("amqtt_") || name.starts_with("process_"),
+                    "{line}"
+                );
             }
         }
         assert!(text.contains("amqtt_messages_received_total{shard=\"0\",qos=\"2\"} 7"));
@@ -462,5 +472,6 @@ mod tests {
             "amqtt_publish_delivery_latency_seconds_bucket{shard=\"0\",le=\"0.00005\"} 1"
         ));
         assert!(text.contains("amqtt_publish_delivery_latency_seconds_count{shard=\"1\"} 0"));
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
     }
 }

@@ -78,10 +78,12 @@ impl ListenerTransport {
             (Some(config), kind) => {
                 let conn = ServerConnection::new(config.clone())
                     .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+                let peer = tcp.peer_addr().ok();
                 let mut tls = TlsStream::new(tcp, conn);
-                tls.handshake()
-                    .await
-                    .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+                if let Err(error) = tls.handshake().await {
+                    tls::log_failed_handshake(peer, &error);
+                    return Err(HandshakeError::Tls(error.to_string()));
+                }
                 if kind == ListenerKind::Tcp {
                     return Ok(ServerStream::Tls(Box::new(tls)));
                 }

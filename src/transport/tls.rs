@@ -198,6 +198,16 @@ pub fn peer_common_name(conn: &Connection) -> Option<String> {
     Some(cn)
 }
 
+/// The broker's one line for a server handshake that failed: who, and rustls's reason (a client
+/// that does not trust our certificate, a plain-MQTT client on the TLS port, a missing client
+/// certificate), at info so that an operator sees why a client cannot connect.
+pub fn log_failed_handshake(peer: Option<std::net::SocketAddr>, error: &io::Error) {
+    match peer {
+        Some(peer) => log::info!("TLS handshake with {peer} failed: {error}"),
+        None => log::info!("TLS handshake with a client (address unknown) failed: {error}"),
+    }
+}
+
 /// TLS over `IO`: encrypts writes, decrypts reads; `handshake` completes the TLS handshake.
 pub struct TlsStream<IO> {
     io: IO,

@@ -154,7 +154,10 @@ async fn metrics_endpoint_serves_valid_families_that_move_with_traffic() {
     promtool_check(&text);
     let (samples, types) = parse_exposition(&text);
     for (family, kind) in &types {
-        assert!(family.starts_with("amqtt_"), "{family}");
+        assert!(
+            family.starts_with("amqtt_") || family.starts_with("process_"),
+            "{family}"
+        );
         assert_eq!(
             family.ends_with("_total"),
             kind == "counter",
@@ -180,6 +183,12 @@ async fn metrics_endpoint_serves_valid_families_that_move_with_traffic() {
         "amqtt_malformed_packets_total",
         "amqtt_auth_failures_total",
         "amqtt_publish_delivery_latency_seconds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
     ] {
         assert!(types.contains_key(family), "no family {family}");
     }

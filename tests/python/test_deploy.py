@@ -16,11 +16,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from mqtt_helpers import RawConn, mqtt_str, packet
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -53,6 +58,88 @@ def test_systemd_unit_verifies(amqtt_bin, tmp_path):
     copy.write_text(unit.replace("/usr/local/bin/amqtt", str(amqtt_bin)))
     output = run("systemd-analyze", "verify", str(copy))
     assert "amqtt.service" not in output, output
+
+
+def test_systemd_documentation_is_installed_by_the_instructions():
+    unit = (DEPLOY / "systemd/amqtt.service").read_text()
+    [doc] = re.findall(r"^Documentation=file://(\S+)$", unit, re.M)
+    install = f"install -D -m 0644 deploy/README.md {doc}"
+    assert install in unit, "the unit's install comment does not install its Documentation="
+    assert install in (DEPLOY / "README.md").read_text()
+
+
+def test_systemd_password_file_drop_in(amqtt_bin, tmp_path):
+    """The drop-in hands the root-owned file to the DynamicUser service as a credential, and the
+    path broker.yaml names is where systemd puts that credential."""
+    drop_in = (DEPLOY / "systemd/password-file.conf").read_text()
+    [(name, source)] = re.findall(r"^LoadCredential=([^:\s]+):(\S+)$", drop_in, re.M)
+    assert source == "/etc/amqtt/passwd"
+    broker = (DEPLOY / "broker.yaml").read_text()
+    assert f"password-file: /run/credentials/amqtt.service/{name}" in broker
+    assert f"/etc/systemd/system/amqtt.service.d/password-file.conf" in drop_in
+    need("systemd-analyze")
+    unit = (DEPLOY / "systemd/amqtt.service").read_text()
+    (tmp_path / "amqtt.service").write_text(unit.replace("/usr/local/bin/amqtt", str(amqtt_bin)))
+    (tmp_path / "amqtt.service.d").mkdir()
+    (tmp_path / "amqtt.service.d/password-file.conf").write_text(drop_in)
+    output = run("systemd-analyze", "verify", str(tmp_path / "amqtt.service"))
+    assert "amqtt.service" not in output and "password-file.conf" not in output, output
+
+
+def test_deploy_broker_yaml_auth_section_requires_passwords(amqtt_bin, tmp_path):
+    """deploy/broker.yaml with its auth section uncommented, a password file made by amqtt_passwd:
+    anonymous clients are refused, alice gets in, and no open-access warning is logged."""
+    passwd_bin = amqtt_bin.parent / "amqtt_passwd"
+    if not passwd_bin.is_file():
+        build = subprocess.run(["cargo", "build", "--release", "--bin", "amqtt_passwd"],
+                               cwd=REPO, capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr[-3000:]
+    passwd = tmp_path / "passwd"
+    run(str(passwd_bin), "-c", "-b", str(passwd), "alice", "s3cret")
+    text = (DEPLOY / "broker.yaml").read_text()
+    lines = text.splitlines()
+    start = lines.index("# auth:")
+    section = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        section.append(line)
+    auth = yaml.safe_load("\n".join(l[2:] for l in section if not l.startswith("#   #")))
+    assert auth["auth"]["allow-anonymous"] is False
+    auth["auth"]["password-file"] = str(passwd)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = yaml.safe_load(text)
+    config.update(auth)
+    config["listeners"]["default"]["bind"] = f"127.0.0.1:{port}"
+    del config["metrics"]
+    config["shards"], config["pin_shards"] = 1, False
+    path = tmp_path / "broker.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_path = tmp_path / "log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(amqtt_bin), "-c", str(path)], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while "started with" not in log_path.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        anonymous = RawConn("127.0.0.1", port)
+        assert anonymous.connect("anon") == bytes([0, 5]), "anonymous client not refused"
+        anonymous.close()
+        alice = RawConn("127.0.0.1", port)
+        # CONNECT with user name and password flags (0xC0) and clean session (0x02).
+        body = (mqtt_str("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) + mqtt_str("alice-1")
+                + mqtt_str("alice") + mqtt_str("s3cret"))
+        alice.send(packet(0x10, body))
+        assert alice.recv_packet() == (0x20, bytes([0, 0])), "alice refused"
+        alice.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert "without credentials" not in log_path.read_text()
 
 
 # ---- Prometheus --------------------------------------------------------------------------------
@@ -125,6 +212,12 @@ def test_kubernetes_manifests_have_what_an_operator_needs():
     assert broker["metrics"]["bind"].endswith(":9883")
     assert {l["bind"].rsplit(":", 1)[1] for l in broker["listeners"].values()} == {"1883", "8883",
                                                                                  "8080"}
+    [passwd] = [v for v in pod["spec"]["volumes"] if v["name"] == "passwd"]
+    assert passwd["secret"]["optional"] is True and passwd["secret"]["defaultMode"] == 0o440
+    assert pod["spec"]["securityContext"]["fsGroup"] == 10001
+    assert {"name": "passwd", "mountPath": "/etc/amqtt/auth", "readOnly": True} in \
+        container["volumeMounts"]
+    assert "password-file: /etc/amqtt/auth/passwd" in config["data"]["broker.yaml"]
     for resource in kustomization["resources"]:
         assert (DEPLOY / "kubernetes" / resource).is_file(), resource
 
@@ -146,6 +239,9 @@ def test_dockerfile():
     froms = re.findall(r"^FROM (\S+)", text, re.M)
     assert len(froms) == 2 and all("debian" in f or "bookworm" in f for f in froms), froms
     assert re.search(r"^USER 10001", text, re.M)
+    # Password files are made with the image's own amqtt_passwd.
+    assert re.search(r"cargo build [^\n]*--bin amqtt_passwd", text), "amqtt_passwd not built"
+    assert re.search(r"^COPY --from=build [^\n]*/amqtt_passwd /usr/local/bin/", text, re.M)
     assert re.search(r"^EXPOSE 1883 8883 8080 9883$", text, re.M)
     assert re.search(r'^VOLUME \["/etc/amqtt", "/var/lib/amqtt"\]$', text, re.M)
     for source in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):

@@ -156,6 +156,12 @@ def test_metrics_parse_and_move_with_traffic(observed):
             ("amqtt_malformed_packets", "counter"),
             ("amqtt_auth_failures", "counter"),
             ("amqtt_publish_delivery_latency_seconds", "histogram"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_virtual_memory_bytes", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_max_fds", "gauge"),
+            ("process_cpu_seconds", "counter"),
+            ("process_start_time_seconds", "gauge"),
         ]:
             assert name in fams, f"missing family {name}"
             assert fams[name].type == kind, f"{name} is a {fams[name].type}"
@@ -179,6 +185,10 @@ def test_metrics_parse_and_move_with_traffic(observed):
         assert value(fams, "amqtt_messages_sent", "amqtt_messages_sent_total", qos="1") >= 20
         assert value(fams, "amqtt_bytes_received", "amqtt_bytes_received_total") > 0
         assert value(fams, "amqtt_subscriptions") == 1
+        # The broker's own process: some MB resident, its 2 client sockets among its descriptors.
+        assert value(fams, "process_resident_memory_bytes") > 1 << 20
+        assert value(fams, "process_open_fds") >= 2
+        assert abs(value(fams, "process_start_time_seconds") - time.time()) < 600
     finally:
         sub.close()
         pub.close()

@@ -339,10 +339,19 @@ pub(super) fn read_tls(
     }
 }
 
-/// Keeps the first TLS failure's description for [`Engine::tls_error`].
+/// Keeps the first TLS failure's description for [`Engine::first_failures`].
 pub(super) fn note_tls_error(ctx: &Ctx, message: String) {
     if let Ok(mut slot) = ctx.shared.tls_error.lock() {
         slot.get_or_insert(message);
+    }
+}
+
+/// Counts a failed TCP connect and keeps the first one's OS reason for [`Engine::first_failures`]
+/// (a count alone does not tell a refused port from an unreachable host or exhausted ports).
+pub(super) fn note_connect_error(ctx: &mut Ctx, error: &io::Error) {
+    ctx.c.errors.connect_failed += 1;
+    if let Ok(mut slot) = ctx.shared.connect_error.lock() {
+        slot.get_or_insert_with(|| format!("connect to {} failed: {error}", ctx.plan.addr));
     }
 }
 

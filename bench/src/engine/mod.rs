@@ -24,7 +24,8 @@
 //! rustls `ClientConnection` over the same non-blocking socket. The CONNECT goes into rustls'
 //! plaintext buffer at once (it leaves after the handshake); the handshake advances on the socket's
 //! readiness events like any other I/O. A certificate or record failure closes the connection,
-//! counts a `tls` error and keeps the first message for the caller ([`Engine::tls_error`]). Plain
+//! counts a `tls` error and keeps the first message for the caller ([`Engine::first_failures`], which
+//! also has the first failed TCP connect with the OS's reason). Plain
 //! connections (`Conn::Plain`) take the same code path as before TLS
 //! existed.
 //!
@@ -134,6 +135,8 @@ pub struct ClientPlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub addr: SocketAddr,
+    /// User name and password from the URL, sent in every CONNECT.
+    pub credentials: Option<crate::credentials::Credentials>,
     /// `mqtts://`: connect with TLS (`None`: plain TCP).
     pub tls: Option<TlsTarget>,
     pub run_id: u32,
@@ -273,6 +276,8 @@ struct Shared {
     inbox: Vec<Mutex<Vec<u32>>>,
     /// The first TLS failure's description.
     tls_error: Mutex<Option<String>>,
+    /// The first failed TCP connect, with the operating system's reason (refused, unreachable).
+    connect_error: Mutex<Option<String>>,
 }
 
 /// Totals over all workers, for progress lines and drain decisions.
@@ -380,6 +385,7 @@ impl Engine {
             wakers,
             inbox: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
             tls_error: Mutex::new(None),
+            connect_error: Mutex::new(None),
         });
         let plan = Arc::new(plan);
         let cpus = sys::affinity().unwrap_or_default();
@@ -499,9 +505,13 @@ impl Engine {
         all
     }
 
-    /// The first TLS failure of the run, if any (e.g. the broker's certificate was not trusted).
-    pub fn tls_error(&self) -> Option<String> {
-        self.shared.tls_error.lock().ok().and_then(|e| e.clone())
+    /// The first TLS failure of the run (e.g. the broker's certificate was not trusted) and the
+    /// first failed connect with its OS reason (e.g. connection refused), for the report's warnings.
+    pub fn first_failures(&self) -> Vec<String> {
+        [&self.shared.tls_error, &self.shared.connect_error]
+            .iter()
+            .filter_map(|slot| slot.lock().ok().and_then(|e| e.clone()))
+            .collect()
     }
 
     /// True if a worker thread has ended early (an I/O setup error).

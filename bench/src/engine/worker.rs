@@ -18,8 +18,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{
-    close, flush, flush_tls, note_tls_error, requeue_if_drained, settle, Client, Conn, Counters,
-    Ctx, PubState, State, SubState, TlsConn,
+    close, flush, flush_tls, note_connect_error, note_tls_error, requeue_if_drained, settle,
+    Client, Conn, Counters, Ctx, PubState, State, SubState, TlsConn,
 };
 use super::packets::{read_and_handle, send_subscribe};
 use super::publishing::{publish_closed, publish_open};
@@ -315,12 +315,12 @@ impl Worker {
             match TcpStream::connect(ctx.plan.addr) {
                 Ok(mut s) => {
                     let _ = s.set_nodelay(true);
-                    if let Err(_e) = self.poll.registry().register(
+                    if let Err(e) = self.poll.registry().register(
                         &mut s,
                         Token(i),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        ctx.c.errors.connect_failed += 1;
+                        note_connect_error(ctx, &e);
                         settle(c, ctx, State::Closed);
                         continue;
                     }
@@ -349,8 +349,12 @@ impl Worker {
                         keep_alive: ctx.plan.keep_alive,
                         client_id: cp.client_id.clone(),
                         will: None,
-                        username: None,
-                        password: None,
+                        username: ctx.plan.credentials.as_ref().map(|c| c.username.clone()),
+                        password: ctx
+                            .plan
+                            .credentials
+                            .as_ref()
+                            .and_then(|c| c.password.clone()),
                     }));
                     if connect.encode(&mut c.wbuf).is_err() {
                         ctx.c.errors.protocol += 1;
@@ -359,8 +363,8 @@ impl Worker {
                     }
                     ctx.handshaking += 1;
                 }
-                Err(_) => {
-                    ctx.c.errors.connect_failed += 1;
+                Err(e) => {
+                    note_connect_error(ctx, &e);
                     settle(c, ctx, State::Closed);
                 }
             }
@@ -381,8 +385,8 @@ impl Worker {
             };
             match s.take_error() {
                 Ok(None) => {}
-                Ok(Some(_)) | Err(_) => {
-                    ctx.c.errors.connect_failed += 1;
+                Ok(Some(e)) | Err(e) => {
+                    note_connect_error(ctx, &e);
                     close(c, ctx, &self.poll, State::Closed);
                     return;
                 }
@@ -391,13 +395,13 @@ impl Worker {
                 Ok(_) => c.state = State::AwaitConnAck,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     if ev.is_error() || ev.is_write_closed() {
-                        ctx.c.errors.connect_failed += 1;
+                        note_connect_error(ctx, &e);
                         close(c, ctx, &self.poll, State::Closed);
                     }
                     return;
                 }
-                Err(_) => {
-                    ctx.c.errors.connect_failed += 1;
+                Err(e) => {
+                    note_connect_error(ctx, &e);
                     close(c, ctx, &self.poll, State::Closed);
                     return;
                 }

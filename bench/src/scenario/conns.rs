@@ -60,9 +60,7 @@ pub(super) fn run_conns(ctx: &RunCtx) -> Result<Report, BenchError> {
         sleep_ms(20);
     }
     let held = engine.totals();
-    if let Some(e) = engine.tls_error() {
-        report.warnings.push(e);
-    }
+    report.warnings.extend(engine.first_failures());
     let r = engine.finish()?;
     report.duration_s = connect_s;
     report.connect = connect_figures(n, &connected, connect_s, &r.connect_latency);
@@ -156,9 +154,7 @@ pub(super) fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
     }
     let t_stop = now_ns();
     mon.mark_end();
-    if let Some(e) = engine.tls_error() {
-        report.warnings.push(e);
-    }
+    report.warnings.extend(engine.first_failures());
     let r = engine.finish()?;
     if let Some(e) = failure {
         return Err(e);

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use amqtt::protocol::{QoS, TopicName};
 use clap::{Args, Subcommand};
 
+use crate::credentials;
 use crate::payload::HEADER_LEN;
 use crate::placement::{self, Placement};
 use crate::report::Report;
@@ -235,7 +236,8 @@ impl Scenario {
     /// Runs the scenario.
     pub fn run(&self) -> Result<Report, BenchError> {
         let o = self.opts();
-        let url = BrokerUrl::parse(&o.url).map_err(|e| BenchError::Usage(e.to_string()))?;
+        let (credentials, url) = credentials::split(&o.url).map_err(BenchError::Usage)?;
+        let url = BrokerUrl::parse(&url).map_err(|e| BenchError::Usage(e.to_string()))?;
         url.require_supported()
             .map_err(|e| BenchError::Usage(e.to_string()))?;
         let tls = match (url.scheme, &o.cafile, o.insecure) {
@@ -309,6 +311,7 @@ impl Scenario {
         let ctx = RunCtx {
             url: url.to_string(),
             addr,
+            credentials,
             tls,
             place_on,
             n,

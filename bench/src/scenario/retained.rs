@@ -102,9 +102,7 @@ pub(super) fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
     let t_done = done_at.unwrap_or_else(now_ns);
     // A little longer, to catch duplicates.
     sleep_ms(200);
-    if let Some(e) = engine.tls_error() {
-        report.warnings.push(e);
-    }
+    report.warnings.extend(engine.first_failures());
     let r = engine.finish()?;
 
     // Clear the retained set (empty retained payloads delete it).

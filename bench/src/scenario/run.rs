@@ -23,6 +23,7 @@ use super::*;
 pub(super) struct RunCtx {
     pub(super) url: String,
     pub(super) addr: std::net::SocketAddr,
+    pub(super) credentials: Option<crate::credentials::Credentials>,
     pub(super) tls: Option<TlsTarget>,
     /// Shard count to place client ids on (`--placement same|cross`).
     pub(super) place_on: Option<usize>,
@@ -69,6 +70,7 @@ impl RunCtx {
         SimpleClient::connect_to(
             self.addr,
             self.tls.as_ref(),
+            self.credentials.as_ref(),
             client_id,
             clean_session,
             timeout,
@@ -79,6 +81,7 @@ impl RunCtx {
         let o = &self.opts;
         Plan {
             addr: self.addr,
+            credentials: self.credentials.clone(),
             tls: self.tls.clone(),
             run_id: self.run_id,
             qos: self.qos,
@@ -391,12 +394,14 @@ pub(super) fn delivery_figures(report: &mut Report, r: &EngineResult) {
     report.errors_total = r.errors.total();
 }
 
-/// `: <the first TLS failure>`, or nothing.
-pub(super) fn tls_detail(engine: &Engine) -> String {
-    engine
-        .tls_error()
-        .map(|e| format!(": {e}"))
-        .unwrap_or_default()
+/// `: <the first TLS failure>; <the first failed connect and its OS reason>`, or nothing.
+pub(super) fn failure_detail(engine: &Engine) -> String {
+    let failures = engine.first_failures();
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", failures.join("; "))
+    }
 }
 
 pub(super) fn finish_warnings(report: &mut Report, mon: &mut Monitor) {

@@ -118,10 +118,10 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     )?;
     let after_connect = engine.totals();
     if after_connect.connected < n_clients as u64 {
-        let tls = tls_detail(&engine);
+        let why = failure_detail(&engine);
         let r = engine.finish()?;
         return Err(BenchError::Run(format!(
-            "only {} of {n_clients} clients could connect and subscribe {}{tls}",
+            "only {} of {n_clients} clients could connect and subscribe {}{why}",
             after_connect.connected,
             crate::report::error_detail(&r.errors)
         )));
@@ -180,9 +180,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
         progress.tick(ctx, &engine, &mut mon, "drain", "");
         sleep_ms(2);
     }
-    if let Some(e) = engine.tls_error() {
-        report.warnings.push(e);
-    }
+    report.warnings.extend(engine.first_failures());
     let r = engine.finish()?;
 
     let window_s = ns_to_secs(t_end - t_warm);

@@ -27,8 +27,10 @@ pub(super) fn build_executor(spec: &Spec) -> Result<LocalExecutor, String> {
             // io_memory is (CAP_IPC_LOCK does not help). Above that, failing to lock its buffers
             // is only a warning.
             message.push_str(
-                " (glommio needs a soft RLIMIT_MEMLOCK of at least 512 KiB: call \
-                 raise_limits(), or raise the limit: `ulimit -l`, LimitMEMLOCK= in systemd)",
+                " (glommio needs a soft RLIMIT_MEMLOCK of at least 512 KiB: raise it with \
+                 `ulimit -l 1024` in the shell, LimitMEMLOCK=infinity in a systemd unit or \
+                 `--ulimit memlock=-1` for docker; a program embedding the broker can call \
+                 shards::raise_limits() first)",
             );
         }
         message

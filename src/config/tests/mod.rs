@@ -105,7 +105,9 @@ fn example_minimal_yaml_loads() {
 #[test]
 fn example_amqtt_yaml_loads() {
     let c = ok(include_str!("../../../config/amqtt-example.yaml"));
-    assert_eq!(names(&c), ["default", "my-tcp-2"]);
+    assert_eq!(names(&c), ["default", "my-tcp-2", "my-ws-1"]);
+    assert_eq!(c.listeners[2].kind, ListenerKind::Ws);
+    assert_eq!(c.listeners[2].bind, addr("0.0.0.0:8080"));
     assert_eq!(c.listeners[0].bind, addr("0.0.0.0:1883"));
     assert_eq!(c.listeners[0].max_connections, Some(1000));
     assert_eq!(c.listeners[1].bind, addr("127.0.0.1:1884"));
@@ -117,6 +119,35 @@ fn example_amqtt_yaml_loads() {
     assert_eq!(c.timeout_disconnect_delay, Duration::from_secs(2));
     assert_eq!(c.sys_interval, Duration::from_secs(20));
     assert!(c.allow_anonymous);
+}
+
+/// The TLS listeners left commented in amqtt-example.yaml (they need certificate files) load too
+/// once uncommented, as aMQTT's documentation writes them (with its `capath` typo fixed).
+#[test]
+fn example_amqtt_yaml_tls_listeners_load_uncommented() {
+    let text = include_str!("../../../config/amqtt-example.yaml");
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("  # ") {
+            Some(rest) if rest.starts_with("my-") || rest.starts_with("  ") => format!("  {rest}"),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = ok(&uncommented);
+    assert_eq!(
+        names(&c),
+        ["default", "my-tcp-2", "my-ws-1", "my-wss-1", "my-tcp-ssl-1"]
+    );
+    let wss = &c.listeners[3];
+    assert_eq!(wss.kind, ListenerKind::Ws);
+    assert_eq!(
+        wss.tls.as_ref().map(|t| t.certfile.clone()),
+        Some("/some/certfile".into())
+    );
+    let tls = c.listeners[4].tls.as_ref().expect("my-tcp-ssl-1 has TLS");
+    assert_eq!(tls.capath, Some("/some/folder".into()));
+    assert_eq!(tls.cadata.as_deref(), Some("certificate data"));
 }
 
 #[test]
