@@ -6,9 +6,10 @@
 //! ## Layout
 //! - [`protocol`]: the wire format. One file per packet type; `decode` and `encode`; validated
 //!   `TopicName` / `TopicFilter`. No I/O. The only codec: broker, client and bench all use it.
-//! - [`broker`]: the sans-IO broker of one shard. `BrokerCore::handle_*` take packets, bus messages and
+//! - [`broker`]: the sans-IO broker of one shard. `BrokerCore::handle_*` take bytes, bus messages and
 //!   `now`, and leave bytes in connection outboxes and `Action`s for the runtime. `broker/handlers/`
-//!   has one file per inbound packet type: to find how a packet is handled, open its file there;
+//!   cuts a connection's bytes into packets (`handle_bytes`, one `match`) and has one file per inbound
+//!   packet type, CONNECT included: to find how a packet is handled, open its file there;
 //!   `broker/routing.rs` is where a publish goes next.
 //! - [`config`]: aMQTT's broker YAML, validated at start; errors name the file, key and reason.
 //! - [`client`]: the MQTT client (aMQTT's `MQTTClient`): a sans-IO `client::state` plus a driver
@@ -25,10 +26,18 @@
 //!
 //! ## The path of one PUBLISH
 //! ```text
-//! socket ─► shard k reader ─► protocol::decode ─► BrokerCore (home shard of the client id)
-//!        ─► local subscription trie ─► subscribers' outboxes ─► their connection tasks (one write each)
-//!        └► remote-interest tables ─► bus: one batch per interested shard per turn ─► its trie ─► …
+//! socket ─► server/read_loop.rs: bytes read into the connection's buffer
+//!        ─► BrokerCore::handle_bytes (broker/handlers/mod.rs, on the client id's home shard):
+//!           the frame loop: a QoS 0 PUBLISH is peeked in place, any other packet decoded
+//!        ─► broker/handlers/publish.rs: handle_borrowed (in place) or handle (decoded; PUBACK,
+//!           PUBREC), counted once by `received`
+//!        ─► broker/routing.rs: local subscription trie ─► subscribers' outboxes (`Action::Flush`)
+//!           └► remote-interest tables ─► one batch per interested shard (`Action::Bus`)
+//!        ─► server/shard.rs applies the actions: wakes the subscribers' connection tasks (one write
+//!           each, server/write_side.rs) and sends the batches over the bus ─► their tries ─► …
 //! ```
+//! When the core asks for a wait (`Next::PausePublisher`, near `memory_limit`) or a bus lane is
+//! full, the reader stops reading that publisher until it is over, then hands the core the rest.
 //! A connection is accepted on whichever shard the kernel picks (SO_REUSEPORT), reads its CONNECT
 //! there, and moves to `home_shard(client_id)` so that a client id's session, takeover and will are
 //! always handled in one place. A SUBSCRIBE whose filter is new to a shard is announced to the other

@@ -3,9 +3,12 @@
 //! The first bytes choose the settings (tiny windows, queues and outboxes, so every limit is hit);
 //! then each operation is one byte followed by its arguments: CONNECT (client id from a small set,
 //! empty and over-long ones included, clean flag, keep-alive, will, protocol level, credentials,
-//! the authentication verdict), a packet on a connection (built from the input, or raw bytes through
-//! the codec), a dropped connection, a protocol error, time passing, bus delivery, an outbox flush.
-//! Only the public API is used, as the server shell uses it.
+//! the listener's identity rule, the authentication verdict, the shard that accepted it, or raw
+//! first bytes), a packet on a connection (built from the input and encoded, or raw bytes; either
+//! way cut at an input-chosen point, so frames arrive in pieces), a dropped connection, a broken
+//! transport, time passing, bus delivery, an outbox flush. Only the public API is used, as the
+//! server shell uses it: bytes go in through `handle_first_bytes` + `handle_connect` and
+//! `handle_bytes`, the real entries.
 //!
 //! Checked, besides "no panic": every byte the broker writes decodes to packets that round-trip,
 //! each connection starts with CONNACK, a forgotten connection has no outbox, an accepted client id
@@ -18,7 +21,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use amqtt::broker::{
-    home_shard, Action, AuthVerdict, BrokerCore, BusMessage, ConnId, Settings, Stats,
+    home_shard, Action, AuthVerdict, BrokerCore, BusMessage, ConnId, FirstPacket,
+    ListenerIdentity, Next, Settings, Stats,
 };
 use amqtt::protocol::{
     decode, Connect, LastWill, Packet, ProtocolLevel, PubAck, PubComp, PubRec, PubRel, Publish,
@@ -102,6 +106,8 @@ impl Input<'_> {
 struct Conn {
     shard: usize,
     id: ConnId,
+    /// Bytes sent and not handled yet (the start of a packet), as the runtime's read buffer.
+    unread: BytesMut,
     /// The runtime has called `handle_closed`: the core must not know it any more.
     forgotten: bool,
     got_connack: bool,
@@ -207,11 +213,50 @@ impl Harness {
         } else {
             AuthVerdict::Allowed
         };
-        let shard = self.cores[0].home_for(&connect);
+        let identity = match input.below(4) {
+            0 => ListenerIdentity::Certificate {
+                common_name: input.bit().then(|| "cn".to_string()),
+            },
+            _ => ListenerIdentity::Connect,
+        };
+        let raw = flags & 64 != 0;
+        let mut bytes = BytesMut::new();
+        if raw {
+            // Raw first bytes: another packet, garbage, a CONNECT's start.
+            bytes.extend_from_slice(input.bytes(24));
+        } else {
+            let mut connect = connect;
+            if flags & 128 != 0 {
+                connect.protocol = ProtocolLevel::V5;
+            }
+            Packet::Connect(Box::new(connect))
+                .encode(&mut bytes)
+                .expect("CONNECT encodes");
+        }
+        // Accepted on whichever shard the kernel picked; answered on the home shard.
+        let accepted_on = input.below(SHARDS);
+        let pending = match self.cores[accepted_on].handle_first_bytes(&bytes, &identity) {
+            FirstPacket::Incomplete | FirstPacket::Close => return,
+            FirstPacket::Connect(pending) => pending,
+        };
+        let shard = pending.home();
+        let pending = if shard == accepted_on {
+            pending
+        } else {
+            // Handed off with its bytes, read again there.
+            match self.cores[shard].handle_first_bytes(&bytes, &identity) {
+                FirstPacket::Connect(again) => {
+                    assert_eq!(again.home(), shard, "the home shard agrees");
+                    again
+                }
+                other => panic!("the home shard read the first packet as {other:?}"),
+            }
+        };
+        assert!(pending.byte_len() <= bytes.len());
         let id = self.next_conn;
         self.next_conn += 1;
-        let outcome = self.cores[shard].handle_connect(id, connect, auth, self.now);
-        if outcome.code == amqtt::protocol::ConnectReturnCode::Accepted && !client_id.is_empty() {
+        let outcome = self.cores[shard].handle_connect(id, pending, auth, self.now);
+        if outcome.is_accepted() && !raw && !client_id.is_empty() {
             assert_eq!(home_shard(&client_id, SHARDS), shard);
             let stored = self.cores[shard]
                 .client_id_of(id)
@@ -221,6 +266,7 @@ impl Harness {
         self.conns.push(Conn {
             shard,
             id,
+            unread: BytesMut::new(),
             forgotten: false,
             got_connack: false,
         });
@@ -293,21 +339,41 @@ impl Harness {
                 })),
             },
             _ => {
-                // Raw bytes through the codec, as the reader hands them over.
-                let mut buf = BytesMut::from(input.bytes(24));
-                match decode(&mut buf, 256) {
-                    Ok(Some(packet)) => packet,
-                    Ok(None) => return,
-                    Err(_) => {
-                        self.cores[shard].handle_protocol_error(id);
-                        self.collect(shard);
+                // Raw bytes, as the reader hands them over.
+                let raw = input.bytes(24).to_vec();
+                self.feed(i, &raw, input);
+                return;
+            }
+        };
+        let mut encoded = BytesMut::new();
+        packet.encode(&mut encoded).expect("a built packet encodes");
+        self.feed(i, &encoded, input);
+    }
+
+    /// Hands `bytes` to connection `i`'s core in two reads, cut where the input says.
+    fn feed(&mut self, i: usize, bytes: &[u8], input: &mut Input) {
+        let (shard, id) = (self.conns[i].shard, self.conns[i].id);
+        let cut = input.below(bytes.len() + 1);
+        for part in [&bytes[..cut], &bytes[cut..]] {
+            self.conns[i].unread.extend_from_slice(part);
+            loop {
+                let unread = &mut self.conns[i].unread;
+                let before = unread.len();
+                let handled = self.cores[shard].handle_bytes(id, unread, self.now);
+                assert!(unread.len() <= before);
+                self.collect(shard);
+                match handled.next {
+                    Next::ReadMore => break,
+                    // The runtime waits, then calls again.
+                    Next::PausePublisher => continue,
+                    // The runtime stops reading.
+                    Next::Stop => {
+                        self.conns[i].unread.clear();
                         return;
                     }
                 }
             }
-        };
-        self.cores[shard].handle_packet(id, packet, self.now);
-        self.collect(shard);
+        }
     }
 
     fn drop_connection(&mut self, input: &mut Input) {
@@ -330,6 +396,7 @@ impl Harness {
         self.collect(shard);
     }
 
+    /// The transport's framing broke (the runtime reports it).
     fn protocol_error(&mut self, input: &mut Input) {
         let Some(i) = self.pick(input) else {
             return;

@@ -78,6 +78,9 @@ pub struct Connection {
     pub outbox: BytesMut,
     /// A flush action has been emitted and the runtime has not taken the outbox since.
     pub flush_requested: bool,
+    /// The client's next PUBLISH was held back for memory once (`Next::PausePublisher`): it is
+    /// handled when the runtime calls again, whatever the pressure then.
+    pub publish_paused: bool,
     /// Replies held back in order; `None` when there are none (the usual case: a queue inline
     /// would add 32 bytes to every connection).
     pub pending_replies: Option<Box<VecDeque<PendingReply>>>,
@@ -103,6 +106,7 @@ impl Connection {
             last_activity: now,
             outbox: BytesMut::new(),
             flush_requested: false,
+            publish_paused: false,
             pending_replies: None,
             close_reason: None,
             username: None,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{retained, ConnId, MemoryBudget, PublishBatch, RetainVersion};
 use crate::plugins::CorePlugins;
-use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, TopicName};
+use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, TopicName, PROTOCOL_MAX_PACKET_SIZE};
 
 /// An application message as it is routed: what a PUBLISH carries, minus the per-hop fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct Settings {
     pub outbox_limit: usize,
     /// Topic checks (PUBLISH, SUBSCRIBE) and event hooks; empty by default (no cost).
     pub plugins: CorePlugins,
+    /// Largest packet a client may send (fixed header included); a bigger one is a protocol error.
+    pub max_packet_size: usize,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             memory: MemoryBudget::unlimited(),
             retained_tombstone_ttl: retained::TOMBSTONE_TTL,
             plugins: CorePlugins::default(),
+            max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
         }
     }
 }
@@ -99,6 +102,16 @@ pub enum BusMessage {
 }
 
 impl BusMessage {
+    /// How many QoS 0 publishes it carries when it carries nothing else: such a message is
+    /// dropped (and counted) rather than retried when its lane is full; 0 for any other.
+    pub fn droppable_publishes(&self) -> u64 {
+        match self {
+            BusMessage::Publish(m) if m.qos == QoS::AtMostOnce => 1,
+            BusMessage::Publishes(batch) if batch.qos0_only() => batch.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// Which lane of the bus carries it: publishes on data, everything else on control.
     pub fn lane(&self) -> Lane {
         match self {
@@ -151,4 +164,11 @@ pub struct SessionGauges {
 pub struct ConnectOutcome {
     pub code: ConnectReturnCode,
     pub session_present: bool,
+}
+
+impl ConnectOutcome {
+    /// The client is in (CONNACK 0x00).
+    pub fn is_accepted(&self) -> bool {
+        self.code == ConnectReturnCode::Accepted
+    }
 }

@@ -3,7 +3,9 @@
 //! A [`BrokerCore`] owns the connections accepted on (or handed to) its shard, the sessions whose client
 //! id hashes to it ([`home_shard`]), the subscription trie of those sessions, a copy of the retained
 //! store and the table of which filters other shards are interested in. Its verbs, in order of use:
-//! - `handle_connect`, `handle_packet`, `handle_closed`, `handle_protocol_error`: from a connection;
+//! - `handle_first_bytes` then `handle_connect`: a new connection's first packet (`handlers/connect.rs`);
+//! - `handle_bytes`, `handle_closed`, `handle_protocol_error`: from a served connection
+//!   (`handle_bytes` is the one door for its packets: `handlers/mod.rs`);
 //! - `handle_bus`: a message from another shard;
 //! - `handle_tick`: time passes (keep-alive);
 //! - `poll_actions` and `take_outbox`: what the runtime must do now.
@@ -11,9 +13,10 @@
 //! It never reads a clock (time is passed in as `now`), never touches a socket, never spawns, and
 //! never reaches into another shard: everything that crosses shards leaves as an [`Action::Bus`].
 //! Authentication, which may take milliseconds, is decided before `handle_connect` by the runtime
-//! and arrives as an [`AuthVerdict`]; the cheap topic-check and event plugins are called from here,
-//! through [`Settings::plugins`].
-//! The packet handlers live in `handlers/`, one file per inbound packet type; where a publish goes
+//! (on the credentials the core hands it) and arrives as an [`AuthVerdict`]; the cheap topic-check
+//! and event plugins are called from here, through [`Settings::plugins`].
+//! Bytes become packets in `handlers/mod.rs`, and each packet type is handled in its own file in
+//! `handlers/` (CONNECT and the first-packet verdict in `handlers/connect.rs`); where a publish goes
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `subscribing.rs`; the
@@ -41,13 +44,12 @@ use bytes::BytesMut;
 use slab::Slab;
 
 use crate::plugins::ClientInfo;
-use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, QoS, TopicFilter,
-};
+use crate::protocol::{Connect, Packet, QoS, TopicFilter};
 
 pub use crate::plugins::AuthVerdict;
 
 pub use bus_batch::{BatchedPublish, PublishBatch};
+pub use handlers::{FirstPacket, Handled, ListenerIdentity, Next, PendingConnect};
 pub use interface::{
     home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
 };
@@ -134,6 +136,9 @@ pub struct BrokerCore {
     /// Spare outbox buffers: idle connections give theirs back, busy ones take them.
     outbox_pool: OutboxPool,
     pub stats: Stats,
+    /// PUBLISHes `handlers/publish.rs` routed from the read buffer (tests check both ways are taken).
+    #[cfg(test)]
+    routed_in_place: u64,
 }
 
 impl BrokerCore {
@@ -171,6 +176,8 @@ impl BrokerCore {
             qos0_packet: BytesMut::new(),
             outbox_pool: OutboxPool::default(),
             stats: Stats::default(),
+            #[cfg(test)]
+            routed_in_place: 0,
         }
     }
 
@@ -260,7 +267,7 @@ impl BrokerCore {
     }
 
     /// The shard that must own a client's session: generated ids stay where they were made.
-    pub fn home_for(&self, connect: &Connect) -> usize {
+    fn home_for(&self, connect: &Connect) -> usize {
         if connect.client_id.is_empty() {
             self.shard
         } else {
@@ -269,45 +276,6 @@ impl BrokerCore {
     }
 
     // ---- handle_* --------------------------------------------------------------------------------
-
-    /// The first packet of a connection, with the authentication plugins' verdict on it (the
-    /// runtime computes that first, off the event loop). Writes CONNACK; a refused connection is
-    /// left `Closing`.
-    pub fn handle_connect(
-        &mut self,
-        conn: ConnId,
-        connect: Connect,
-        auth: AuthVerdict,
-        now: Instant,
-    ) -> ConnectOutcome {
-        self.stats.packets_received += 1;
-        self.clock = Some(now);
-        handlers::connect::handle(self, conn, connect, auth, now)
-    }
-
-    /// A packet after CONNECT.
-    pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
-        self.clock = Some(now);
-        if !self.note_activity(conn, now) {
-            return;
-        }
-        if let Packet::Publish(publish) = &packet {
-            self.stats.publish_received_by_qos[publish.qos as usize] += 1;
-        }
-        handlers::dispatch(self, conn, packet, now);
-    }
-
-    /// Notes that an active connection sent a packet at `now` (its keep-alive restarts); `false`
-    /// when the connection is gone or closing, whose packets are ignored.
-    fn note_activity(&mut self, conn: ConnId, now: Instant) -> bool {
-        match self.connections.get_mut(&conn) {
-            Some(connection) if connection.is_active() => {
-                connection.last_activity = now;
-                true
-            }
-            _ => false,
-        }
-    }
 
     /// Whether a client may publish to `topic`: not into the broker's own `$SYS` tree (such a
     /// PUBLISH is acknowledged but not delivered).
@@ -321,7 +289,9 @@ impl BrokerCore {
         plugins.checks_topics() || plugins.has_events()
     }
 
-    /// Bytes that do not decode: the connection is closed and its will published [MQTT-4.8.0-1].
+    /// The peer broke the protocol (bytes that do not decode: `handle_bytes` calls this; or its
+    /// transport's framing, which the runtime reports): the connection is closed and its will
+    /// published [MQTT-4.8.0-1].
     pub fn handle_protocol_error(&mut self, conn: ConnId) {
         self.stats.protocol_errors += 1;
         self.close(conn, CloseReason::ProtocolError);
@@ -526,38 +496,6 @@ impl BrokerCore {
             .get(&conn)
             .filter(|c| c.is_active())
             .map(|c| c.session)
-    }
-
-    fn generate_client_id(&mut self) -> String {
-        self.generated_ids += 1;
-        format!(
-            "auto-{:x}-{}-{}",
-            self.id_seed, self.shard, self.generated_ids
-        )
-    }
-
-    fn refuse(
-        &mut self,
-        conn: ConnId,
-        code: ConnectReturnCode,
-        protocol: ProtocolLevel,
-        now: Instant,
-    ) -> ConnectOutcome {
-        self.stats.count_refusal(code);
-        let mut connection = Connection::new(usize::MAX, protocol, 0, now);
-        connection.state = ConnectionState::Closing;
-        self.connections.insert(conn, connection);
-        self.write(
-            conn,
-            &Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-            }),
-        );
-        ConnectOutcome {
-            code,
-            session_present: false,
-        }
     }
 }
 

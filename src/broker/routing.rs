@@ -1,7 +1,7 @@
 //! Routing: where a publish goes once it is in the broker, and how it is written to each subscriber.
 //!
 //! A client's PUBLISH (decoded: `publish_from_client`, or borrowed from the read buffer:
-//! `handle_publish_in_place`), a will, a `$SYS` message or another shard's batch is matched
+//! `deliver_qos0_at_once`, both called from `handlers/publish.rs`), a will, a `$SYS` message or another shard's batch is matched
 //! against this shard's trie (`take_matches`, cached for the last topic), offered to each matching
 //! session at its granted QoS (`deliver_to_session`, or `send_qos0_at_once` for QoS 0 that goes out
 //! at once), and packed for every other shard with a matching subscription (`take_remote_shards`,
@@ -13,7 +13,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -78,13 +77,17 @@ impl BrokerCore {
             }
             return;
         }
-        let topic = message.topic.as_bytes();
+        self.route_to_other_shards(message.qos, message.topic.as_bytes(), &message.payload);
+        self.deliver_local(message);
+    }
+
+    /// Packs a message that is not retained for every other shard with a matching subscription.
+    pub(super) fn route_to_other_shards(&mut self, qos: QoS, topic: &[u8], payload: &[u8]) {
         let remote = self.take_remote_shards(topic);
         for &to in &remote {
-            self.batch_publish(to, message.qos, topic, &message.payload);
+            self.batch_publish(to, qos, topic, payload);
         }
         self.last_remote.put_back(remote);
-        self.deliver_local(message);
     }
 
     /// Updates this shard's retained copy. Every shard holds the same payloads (shared `Bytes`), so
@@ -218,51 +221,10 @@ impl BrokerCore {
         self.publishes_written(conn, &written);
     }
 
-    /// A QoS 0 PUBLISH from a client, routed from the bytes of the connection's read buffer
-    /// (`publish` borrows them): the whole of [`handle_packet`](Self::handle_packet) for it when
-    /// nothing needs a reference-counted copy of the message, which is when it is not retained, no
-    /// plugin sees it, and every subscriber on this shard takes it at once (online, nothing queued
-    /// ahead); other shards get it in their batch. Otherwise it returns `false` having done
-    /// nothing, and the caller decodes the packet the usual way.
-    ///
-    /// What it buys: no reference-counted `Bytes` for the topic and payload (`decode`'s
-    /// `split_to`/`slice`/drops were ~12 % of the broker's CPU in `pairs -n 8 --qos 0`).
-    pub fn handle_publish_in_place(
-        &mut self,
-        conn: ConnId,
-        publish: &PublishRef<'_>,
-        now: Instant,
-    ) -> bool {
-        if publish.qos != QoS::AtMostOnce
-            || publish.retain
-            || !Self::client_may_publish_to(publish.topic)
-            || self.plugins_see_publishes()
-            // Only from an active connection; noting its activity now is harmless when the
-            // packet goes the decoded way after all (`handle_packet` notes the same `now`).
-            || !self.note_activity(conn, now)
-        {
-            return false;
-        }
-        if !self.deliver_qos0_at_once(publish.topic, publish.payload) {
-            return false;
-        }
-        // What `handle_packet`, `dispatch`, the PUBLISH handler and `route` do besides.
-        self.clock = Some(now);
-        self.stats.packets_received += 1;
-        self.stats.publish_received += 1;
-        self.stats.publish_received_by_qos[QoS::AtMostOnce as usize] += 1;
-        let remote = self.take_remote_shards(publish.topic);
-        for &to in &remote {
-            self.batch_publish(to, QoS::AtMostOnce, publish.topic, publish.payload);
-        }
-        self.last_remote.put_back(remote);
-        true
-    }
-
     /// Delivers a QoS 0 message to this shard's subscribers from borrowed bytes, when every one of
     /// them takes it at once (see [`send_qos0_at_once`](Self::send_qos0_at_once)); otherwise
     /// returns `false` having delivered nothing.
-    fn deliver_qos0_at_once(&mut self, topic: &[u8], payload: &[u8]) -> bool {
+    pub(super) fn deliver_qos0_at_once(&mut self, topic: &[u8], payload: &[u8]) -> bool {
         let matched = self.take_matches(topic);
         let at_once = matched.iter().all(|&(key, _)| {
             self.sessions

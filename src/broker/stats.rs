@@ -10,6 +10,9 @@ pub struct Stats {
     pub connections_refused: u64,
     pub sessions_taken_over: u64,
     pub protocol_errors: u64,
+    /// Connections closed because their first packet was not a CONNECT, or was malformed (or its
+    /// transport's framing broke before it): counted apart from `protocol_errors`.
+    pub malformed_before_connect: u64,
     pub keep_alive_timeouts: u64,
     pub packets_received: u64,
     pub publish_received: u64,

@@ -13,23 +13,24 @@
 //! verifications of one shard queue behind each other; a flood of wrong passwords delays other
 //! logins that need hashing, not traffic.
 //!
-//! Not asked for connections of a listener with `use-identity-as-username`: their verified client
-//! certificate is the authentication (as in Mosquitto), and the CN is the user name the topic
-//! checks see.
+//! Asked only for the credentials the core hands out (`PendingConnect::credentials`): not for
+//! connections of a listener with `use-identity-as-username`, whose verified client certificate is
+//! the authentication (as in Mosquitto), nor for a CONNECT refused anyway.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::plugins::{AuthVerdict, Authenticator, Credentials};
-use crate::protocol::Connect;
 
 /// Niceness of the helper thread that verifies passwords (0 is normal, 19 the lowest priority).
 const HELPER_NICENESS: libc::c_int = 10;
 
-/// Asks the authentication plugins about `connect`; never blocks the event loop.
-pub(crate) async fn verdict(authenticator: &Arc<Authenticator>, connect: &Connect) -> AuthVerdict {
-    let credentials = Credentials::of(connect);
+/// Asks the authentication plugins about a CONNECT's `credentials`; never blocks the event loop.
+pub(crate) async fn verdict(
+    authenticator: &Arc<Authenticator>,
+    credentials: Credentials,
+) -> AuthVerdict {
     if let Some(verdict) = authenticator.quick_verdict(&credentials) {
         return verdict;
     }

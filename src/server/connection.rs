@@ -1,9 +1,12 @@
-//! One connection's life on a shard: read until CONNECT (with a timeout), hand it to the client id's
-//! home shard if that is another one, then run the reader (decode → core) and the writer (outbox →
-//! socket) until either side ends.
+//! One connection's life on a shard: read until the core has a verdict on the first packet (with a
+//! timeout), hand the connection to the client id's home shard if the core names another one, run
+//! the authentication plugins if the core asks for a verdict, let the core answer the CONNECT, then
+//! run the reader (bytes → core) and the writer (outbox → socket) until either side ends. Every MQTT
+//! decision, and every byte written, comes from the core (`broker/handlers/connect.rs`,
+//! `handle_bytes`).
 //!
-//! The reader decodes every complete packet in what one `read` returned before applying the core's
-//! actions once, and the writer writes everything the outbox holds in one `write_all`: that is how
+//! The core handles every complete packet in what one `read` returned before the actions are
+//! applied once, and the writer writes everything the outbox holds in one `write_all`: that is how
 //! reads and writes are batched. Each connection's work runs under `catch_unwind`, so a bug triggered
 //! by one client closes that client only.
 
@@ -17,21 +20,17 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncRead, AsyncWriteExt};
+use futures_lite::io::AsyncRead;
 use futures_lite::FutureExt;
 use shards::TcpConn;
 
-use crate::broker::ConnId;
-use crate::protocol::{decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet};
+use crate::broker::{AuthVerdict, ConnId, FirstPacket, ListenerIdentity, PendingConnect};
 use crate::transport::server::ServerStream;
 
 use super::lifecycle::{self, Peer};
 use super::read_loop::{poll_read_more, ReadLoop};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
 use super::write_side::WriteSide;
-
-/// Why a connection that sent no complete first packet ended (counted apart from malformed ones).
-const CLOSED_BEFORE_CONNECT: &str = "closed before CONNECT";
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream (see [`poll_read_more`]).
 async fn read_more<R: AsyncRead + Unpin>(
@@ -42,42 +41,46 @@ async fn read_more<R: AsyncRead + Unpin>(
     std::future::poll_fn(|cx| poll_read_more(rt, reader, buf, cx)).await
 }
 
-/// How the wait for CONNECT ended.
-enum FirstPacket {
-    /// The CONNECT and the number of bytes it took at the front of the buffer.
-    Connect(Connect, usize),
-    Refuse(ConnectReturnCode),
-    Close(&'static str),
+/// How the connection's listener identifies clients, for the core.
+fn listener_identity(stream: &ServerStream, slot: &ListenerSlot) -> ListenerIdentity {
+    if slot.0.use_identity_as_username {
+        ListenerIdentity::Certificate {
+            common_name: stream.peer_common_name(),
+        }
+    } else {
+        ListenerIdentity::Connect
+    }
 }
 
-/// Reads until a whole first packet is in `buf`. The packet is decoded from a copy, so `buf` still
-/// holds it: a connection that moves to another shard takes every MQTT byte read so far along.
-async fn read_connect(
+/// Reads until the core has a verdict on the first packet; `None` when the connection is to be
+/// closed (the core counted a bad first packet, or the peer went away). `buf` keeps every byte
+/// read: a connection that moves to another shard takes them along.
+async fn read_first_packet(
     rt: &ShardRuntime,
     stream: &mut ServerStream,
     buf: &mut BytesMut,
-    max_packet_size: usize,
-) -> FirstPacket {
+    identity: &ListenerIdentity,
+) -> Option<PendingConnect> {
     loop {
-        let mut probe = buf.clone();
-        match decode(&mut probe, max_packet_size) {
-            Ok(Some(Packet::Connect(connect))) => {
-                return FirstPacket::Connect(*connect, buf.len() - probe.len())
-            }
-            Ok(Some(_)) => return FirstPacket::Close("first packet is not CONNECT"),
-            Ok(None) => {}
-            Err(DecodeError::UnsupportedProtocolLevel(_)) => {
-                return FirstPacket::Refuse(ConnectReturnCode::UnacceptableProtocolVersion)
-            }
-            Err(_) => return FirstPacket::Close("malformed CONNECT"),
+        let first = rt.core.borrow_mut().handle_first_bytes(buf, identity);
+        match first {
+            FirstPacket::Incomplete => {}
+            FirstPacket::Close => return None,
+            FirstPacket::Connect(pending) => return Some(pending),
         }
         match read_more(rt, stream, buf).await {
             // The transport's own framing was broken (a WebSocket text frame, a TLS record that
             // does not decrypt): the peer's bytes are bad, not a probe that went away.
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return FirstPacket::Close("malformed TLS record or WebSocket frame")
+                rt.core.borrow_mut().handle_broken_first_bytes();
+                return None;
             }
-            Ok(0) | Err(_) => return FirstPacket::Close(CLOSED_BEFORE_CONNECT),
+            Ok(0) | Err(_) => {
+                // Port probes and health checks: not an error of the peer's bytes.
+                log::debug!("shard {}: closing connection: closed before CONNECT", rt.id);
+                rt.stats.borrow_mut().closed_before_connect += 1;
+                return None;
+            }
             Ok(_) => {}
         }
     }
@@ -94,7 +97,7 @@ enum Arrival {
 /// A connection whose CONNECT has been read on its home shard, ready to be served.
 pub(crate) struct Start {
     stream: ServerStream,
-    connect: Connect,
+    pending: PendingConnect,
     /// What was read after the CONNECT.
     buf: BytesMut,
     slot: ListenerSlot,
@@ -178,17 +181,17 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
     };
     // Grows to what the reads bring (they go to the shard's scratch buffer first).
     let mut buf = BytesMut::new();
-    let first = read_connect(rt, &mut stream, &mut buf, rt.shared.max_packet_size).await;
-    let Some((connect, length)) = first_connect(rt, &mut stream, first, &slot).await else {
+    let identity = listener_identity(&stream, &slot);
+    let Some(pending) = read_first_packet(rt, &mut stream, &mut buf, &identity).await else {
         return Arrival::Done;
     };
-    let home = rt.core.borrow().home_for(&connect);
+    let home = pending.home();
     if home == rt.id {
         stream.stop_recording();
-        buf.advance(length);
+        buf.advance(pending.byte_len());
         return Arrival::Here(Box::new(Start {
             stream,
-            connect,
+            pending,
             buf,
             slot,
         }));
@@ -221,62 +224,6 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
     Arrival::Done
 }
 
-/// Turns the first packet into a CONNECT to serve (and its length in bytes), answering refusals.
-/// Applies mutual-TLS identity.
-async fn first_connect(
-    rt: &Rc<ShardRuntime>,
-    stream: &mut ServerStream,
-    first: FirstPacket,
-    slot: &ListenerSlot,
-) -> Option<(Connect, usize)> {
-    let refuse = match first {
-        FirstPacket::Connect(mut connect, length) => {
-            if !slot.0.use_identity_as_username {
-                return Some((connect, length));
-            }
-            match stream.peer_common_name() {
-                Some(cn) => {
-                    connect.username = Some(cn);
-                    return Some((connect, length));
-                }
-                None => ConnectReturnCode::NotAuthorized,
-            }
-        }
-        FirstPacket::Refuse(code) => code,
-        FirstPacket::Close(why) => {
-            log::debug!("shard {}: closing connection: {why}", rt.id);
-            let mut stats = rt.stats.borrow_mut();
-            if why == CLOSED_BEFORE_CONNECT {
-                // Port probes and health checks: not an error of the peer's bytes.
-                stats.closed_before_connect += 1;
-            } else {
-                stats.malformed_before_connect += 1;
-            }
-            return None;
-        }
-    };
-    let mut out = BytesMut::new();
-    let ack = Packet::ConnAck(ConnAck {
-        session_present: false,
-        code: refuse,
-    });
-    if ack.encode(&mut out).is_ok() {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.flush().await;
-        let _ = stream.close().await;
-    }
-    rt.core.borrow_mut().stats.count_refusal(refuse);
-    let peer = Peer {
-        client_id: None,
-        addr: lifecycle::peer_addr(stream.raw_fd()),
-        listener: &slot.0.name,
-        shard: rt.id,
-        level: rt.shared.connection_log_level,
-    };
-    lifecycle::refused(&peer, refuse);
-    None
-}
-
 /// A connection handed over by another shard: rebuild the stream, read its CONNECT again (from the
 /// bytes that came along), serve it.
 pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
@@ -296,25 +243,25 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
                 return None;
             }
         };
-        let first = read_connect(&rt, &mut stream, &mut buf, rt.shared.max_packet_size).await;
-        let (connect, length) = first_connect(&rt, &mut stream, first, &slot).await?;
-        Some((stream, connect, length))
+        let identity = listener_identity(&stream, &slot);
+        let pending = read_first_packet(&rt, &mut stream, &mut buf, &identity).await?;
+        Some((stream, pending))
     })
     .await;
-    let Some((stream, connect, length)) = arrival else {
+    let Some((stream, pending)) = arrival else {
         return;
     };
-    if rt.core.borrow().home_for(&connect) != rt.id {
+    if pending.home() != rt.id {
         log::error!(
             "shard {}: a handed-off connection does not belong here; closing it",
             rt.id
         );
         return;
     }
-    buf.advance(length);
+    buf.advance(pending.byte_len());
     let start = Box::new(Start {
         stream,
-        connect,
+        pending,
         buf,
         slot,
     });
@@ -479,7 +426,7 @@ fn finish(rt: &Rc<ShardRuntime>, conn: ConnId, live: &Live) {
 async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLoop, ServerStream)> {
     let Start {
         mut stream,
-        connect,
+        pending,
         buf,
         slot,
     } = *start;
@@ -488,18 +435,18 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     rt.conns.borrow_mut().insert(conn, signal.clone());
     let addr = lifecycle::peer_addr(stream.raw_fd());
 
-    let requested_id = connect.client_id.clone();
-    // A client certificate whose CN became the user name already authenticated the client
-    // (Mosquitto's use_identity_as_username skips the password check too); topic checks apply.
-    let auth = if slot.0.use_identity_as_username {
-        crate::broker::AuthVerdict::Allowed
-    } else {
-        super::authenticate::verdict(&rt.shared.authenticator, &connect).await
+    let requested_id = pending.client_id().to_owned();
+    let auth = match pending.credentials() {
+        Some(credentials) => {
+            super::authenticate::verdict(&rt.shared.authenticator, credentials).await
+        }
+        // The core asks for no verdict (a client certificate, or a refusal): none is computed.
+        None => AuthVerdict::Allowed,
     };
     let outcome = rt
         .core
         .borrow_mut()
-        .handle_connect(conn, connect, auth, Instant::now());
+        .handle_connect(conn, pending, auth, Instant::now());
     // The session's own `Arc`: no copy of the id per connection.
     let client_id: Arc<str> = rt
         .core
@@ -516,7 +463,7 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         shard: rt.id,
         level: rt.shared.connection_log_level,
     };
-    if outcome.code == ConnectReturnCode::Accepted {
+    if outcome.is_accepted() {
         lifecycle::connected(&peer, outcome.session_present);
         let live = Live {
             signal,

@@ -2,11 +2,16 @@
 //!
 //! `Broker::new(config)?.start()?` binds every listener (one SO_REUSEPORT socket per shard), starts
 //! one shard per CPU and returns a [`BrokerHandle`] that reports the bound addresses and stops it.
-//! This is the only module that knows both MQTT (`crate::broker`, `crate::protocol`) and the runtime
-//! (`shards`); it holds no protocol rules of its own.
+//! This is the only module that knows both the broker core (`crate::broker`) and the runtime
+//! (`shards`); it holds no protocol rules of its own and decodes nothing: it reads bytes, hands them
+//! to the core (`handle_first_bytes`, `handle_bytes`), applies the core's actions, writes the
+//! outboxes, and waits where the core or a full bus lane says so. Only the control shard's `$SYS`
+//! publisher and the connection log lines name `crate::protocol` types (QoS, CONNACK codes).
 //!
 //! - `shard.rs`: one shard's runtime state, the bus loop, the keep-alive tick, applying actions;
-//! - `connection.rs`: one connection's read → decode → handle → write driver, and the hand-off;
+//! - `connection.rs`: one connection's life: read its first packet for the core, move it to the
+//!   client id's home shard, ask for authentication, then its task (`read_loop.rs` reading bytes
+//!   into the core, `write_side.rs` writing its outbox);
 //! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on glommio's
 //!   blocking pool when it may be slow (password hashes), so the shard's loop never waits on it;
 //! - `listener.rs`: the accept loop.
@@ -83,7 +88,6 @@ pub(crate) struct ListenerInfo {
 #[derive(Debug)]
 pub(crate) struct SharedSettings {
     pub core: Settings,
-    pub max_packet_size: usize,
     pub connect_timeout: Duration,
     /// Level of the connect / disconnect log lines (`connection_messages`: INFO, else DEBUG).
     pub connection_log_level: log::Level,
@@ -225,9 +229,9 @@ impl Broker {
                 max_qos: QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce),
                 allow_anonymous: config.allow_anonymous,
                 plugins: plugins.core,
+                max_packet_size: config.max_packet_size,
                 ..Settings::default()
             },
-            max_packet_size: config.max_packet_size,
             connect_timeout: config.connect_timeout,
             connection_log_level: if config.connection_messages {
                 log::Level::Info

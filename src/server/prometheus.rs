@@ -288,7 +288,7 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
     counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "connect_timeout")
         .absolute(rt.connect_timeouts);
     counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "malformed_connect")
-        .absolute(rt.malformed_before_connect);
+        .absolute(core.malformed_before_connect);
     counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "tls_or_websocket")
         .absolute(rt.handshake_failures);
     counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "closed_before_connect")
@@ -297,7 +297,7 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
         + core.refused_by_code.get(5).copied().unwrap_or(0);
     counter!("amqtt_auth_failures_total", "shard" => sh()).absolute(auth);
     counter!("amqtt_malformed_packets_total", "shard" => sh())
-        .absolute(core.protocol_errors + rt.malformed_before_connect);
+        .absolute(core.protocol_errors + core.malformed_before_connect);
     counter!("amqtt_keepalive_timeouts_total", "shard" => sh()).absolute(core.keep_alive_timeouts);
     counter!("amqtt_sessions_taken_over_total", "shard" => sh()).absolute(core.sessions_taken_over);
     counter!("amqtt_connection_panics_total", "shard" => sh()).absolute(rt.connection_panics);

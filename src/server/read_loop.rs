@@ -1,5 +1,6 @@
-//! The reading side of a served connection: read what arrives, decode it, hand the packets to the
-//! core and apply its actions, until the peer goes away or breaks the protocol.
+//! The reading side of a served connection: read what arrives, hand the bytes to the core
+//! (`BrokerCore::handle_bytes`, which cuts and handles the packets) and apply its actions, until the
+//! peer goes away or breaks the protocol.
 //!
 //! It is a hand-written state machine, polled by the connection's one task together with the
 //! writer (`write_side.rs`), because it is the state every idle connection keeps. The same loop as
@@ -8,8 +9,8 @@
 //! else. The rare waits (a bus lane that is full, a `memory_limit` that is nearly reached) are boxed
 //! futures that exist only while they last.
 //!
-//! What must not happen here: no MQTT decisions (the core makes them) and no socket writes
-//! (`write_side.rs` does them).
+//! What must not happen here: no decoding and no MQTT decisions (the core makes them; it says when
+//! to wait), and no socket writes (`write_side.rs` does them).
 
 use std::future::Future;
 use std::io;
@@ -18,11 +19,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures_lite::io::AsyncRead;
 
-use crate::broker::{ConnId, Pressure};
-use crate::protocol::{decode, peek_publish, starts_qos0_publish, Packet};
+use crate::broker::{ConnId, Next, Pressure};
 
 use super::shard::{BusBacklog, ShardRuntime};
 
@@ -42,11 +42,11 @@ enum Flow {
 pub(crate) struct ReadLoop {
     rt: Rc<ShardRuntime>,
     conn: ConnId,
-    /// Bytes read and not decoded yet (a partial packet, between reads).
+    /// Bytes read and not handled yet (a partial packet, between reads).
     buf: BytesMut,
-    /// The wait in progress, if any: nothing is read or decoded until it is over.
+    /// The wait in progress, if any: nothing is read or handed to the core until it is over.
     waiting: Option<Pin<Box<dyn Future<Output = Flow>>>>,
-    /// When the bytes being decoded were read: deliveries they cause are timed from then
+    /// When the bytes being handled were read: deliveries they cause are timed from then
     /// (latency histogram)...
     batch_read_at: Option<Instant>,
     /// ...if they held a PUBLISH.
@@ -76,70 +76,42 @@ impl ReadLoop {
         self.conn
     }
 
-    /// Decodes and hands to the core every complete packet in `buf`. Returns `true` when it
-    /// stopped early and left a wait in `waiting`.
-    fn decode_buffered(&mut self) -> bool {
-        let max = self.rt.shared.max_packet_size;
+    /// Hands what `buf` holds to the core (which handles every whole packet in it). Returns
+    /// `true` when the core asked for a wait, left in `waiting`.
+    fn handle_buffered(&mut self) -> bool {
         let now = *self.batch_read_at.get_or_insert_with(Instant::now);
-        loop {
-            // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
-            // parsed twice.
-            let peeked = starts_qos0_publish(&self.buf)
-                .then(|| peek_publish(&self.buf, max))
-                .flatten();
-            if let Some((publish, length)) = peeked {
-                // Routed from the read buffer when the core can (see `handle_publish_in_place`);
-                // a publisher held back for memory takes the usual path, which waits.
-                let memory = &self.rt.shared.core.memory;
-                if memory.pressure() < Pressure::PausePublishers
-                    && self
-                        .rt
-                        .core
-                        .borrow_mut()
-                        .handle_publish_in_place(self.conn, &publish, now)
-                {
-                    self.buf.advance(length);
-                    self.batch_has_publish = true;
-                    continue;
-                }
+        let handled = self
+            .rt
+            .core
+            .borrow_mut()
+            .handle_bytes(self.conn, &mut self.buf, now);
+        self.batch_has_publish |= handled.publish;
+        match handled.next {
+            Next::ReadMore => false,
+            Next::PausePublisher => {
+                let (rt, conn) = (self.rt.clone(), self.conn);
+                self.waiting = Some(Box::pin(async move {
+                    wait_for_memory(&rt, conn).await;
+                    Flow::Continue
+                }));
+                true
             }
-            match decode(&mut self.buf, max) {
-                Ok(Some(packet)) => {
-                    if matches!(packet, Packet::Publish(_)) {
-                        self.batch_has_publish = true;
-                        if self.rt.shared.core.memory.pressure() >= Pressure::PausePublishers {
-                            let (rt, conn) = (self.rt.clone(), self.conn);
-                            self.waiting = Some(Box::pin(async move {
-                                wait_for_memory(&rt, conn).await;
-                                rt.core.borrow_mut().handle_packet(conn, packet, now);
-                                Flow::Continue
-                            }));
-                            return true;
-                        }
-                    }
-                    self.rt
-                        .core
-                        .borrow_mut()
-                        .handle_packet(self.conn, packet, now);
-                }
-                Ok(None) => return false,
-                Err(error) => {
-                    log::debug!(
-                        "shard {}: connection {}: {error}; closing",
-                        self.rt.id,
-                        self.conn
-                    );
-                    self.protocol_error();
-                    return true;
-                }
+            Next::Stop => {
+                self.send_then_stop();
+                true
             }
         }
     }
 
-    /// The peer broke the protocol (or its transport's framing): the core closes the connection
-    /// (and publishes the will); what that sends goes out before reading stops.
+    /// The peer's transport framing broke: the core closes the connection (and publishes the
+    /// will) as for a malformed packet.
     fn protocol_error(&mut self) {
         self.rt.core.borrow_mut().handle_protocol_error(self.conn);
+        self.send_then_stop();
+    }
+
+    /// The connection is closing: what the core wrote goes out before reading stops.
+    fn send_then_stop(&mut self) {
         let blocked = self.rt.apply_actions();
         self.waiting = Some(Box::pin(send_then(self.rt.clone(), blocked, Flow::Stop)));
     }
@@ -166,7 +138,7 @@ impl ReadLoop {
                     Poll::Ready(Flow::Continue) => this.waiting = None,
                 }
             }
-            if this.decode_buffered() {
+            if this.handle_buffered() {
                 continue;
             }
             let read_at = this.batch_read_at.take();
@@ -206,7 +178,7 @@ impl ReadLoop {
                     this.batch_has_publish = false;
                     if glommio::executor().need_preempt() {
                         // A peer that always has more to send must not keep the shard to itself:
-                        // the other tasks run first, then this one decodes what it read.
+                        // the other tasks run first, then this one hands over what it read.
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
@@ -244,21 +216,20 @@ pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
     }
 }
 
-/// Holds a publisher that just brought a PUBLISH while the broker-wide `memory_limit` is nearly
-/// reached (the caller checked): nothing more is read from its socket, so TCP slows it down, until
+/// Holds a publisher whose next PUBLISH the core held back because the broker-wide `memory_limit`
+/// is nearly reached ([`Next::PausePublisher`]): nothing more is read from its socket, so TCP slows it down, until
 /// subscribers have drained enough (`broker/memory.rs`), or for [`MEMORY_PAUSE`] at most: memory
 /// held by offline sessions may never drain, and publishers must slow down, not hang (at the limit
 /// itself the core drops what would be queued, so memory stays bounded).
 async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
     let budget = &rt.shared.core.memory;
-    budget.note_pause();
     log::debug!(
         "shard {}: connection {conn}: memory_limit nearly reached ({} of {:?} bytes); pausing this publisher",
         rt.id,
         budget.used(),
         budget.limit()
     );
-    // What was decoded so far goes out first: it may be what frees memory.
+    // What was handled so far goes out first: it may be what frees memory.
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
     let started = Instant::now();

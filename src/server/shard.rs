@@ -16,7 +16,6 @@ use bytes::BytesMut;
 use shards::{BusSender, Inbox, Lane as BusLane, SendError, ShardContext};
 
 use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
-use crate::protocol::QoS;
 use crate::transport::server::DetachedStream;
 
 use super::snapshot::{self, LatencyHistogram};
@@ -119,7 +118,6 @@ pub(crate) struct RuntimeStats {
     pub handoffs_sent: u64,
     pub handoffs_received: u64,
     pub connection_panics: u64,
-    pub malformed_before_connect: u64,
     /// Connections that ended before a complete first packet (port probes, health checks).
     pub closed_before_connect: u64,
     pub connect_timeouts: u64,
@@ -230,11 +228,7 @@ impl ShardRuntime {
         match result {
             Ok(()) => None,
             Err(SendError::Full(ShardMessage::Core(message, _))) => {
-                let qos0 = match &message {
-                    BusMessage::Publish(m) if m.qos == QoS::AtMostOnce => 1,
-                    BusMessage::Publishes(batch) if batch.qos0_only() => batch.len() as u64,
-                    _ => 0,
-                };
+                let qos0 = message.droppable_publishes();
                 if qos0 > 0 {
                     self.stats.borrow_mut().bus_dropped_qos0 += qos0;
                     return None;

@@ -1,22 +1,240 @@
-//! CONNECT on the client's home shard: validate, authenticate, take over or resume the session,
-//! answer CONNACK [MQTT-3.2].
+//! CONNECT, all of it: the verdict on a connection's first bytes, the client id's home shard, the
+//! TLS identity as user name, the client-id rules, the authentication verdict, session takeover or
+//! resumption, and the CONNACK [MQTT-3.2] with its refusal counting.
+//!
+//! Two steps, because the runtime has two things to do in between that only it can:
+//! 1. [`BrokerCore::handle_first_bytes`], on whichever shard accepted the connection, every time
+//!    more bytes arrive: [`FirstPacket::Incomplete`] (read more), [`FirstPacket::Close`] (not a
+//!    CONNECT, or malformed: closed without an answer, counted as `malformed_before_connect`), or a
+//!    [`PendingConnect`] for shard [`home`](PendingConnect::home). An unsupported protocol level
+//!    [MQTT-3.1.2-2], and a listener that takes the user name from the client certificate when the
+//!    certificate has none, make a pending refusal, answered where it was read. Nothing is consumed:
+//!    a connection that moves to its home shard takes its bytes along, and they are read again there.
+//! 2. [`BrokerCore::handle_connect`], on the home shard, with the authentication plugins' verdict
+//!    on [`PendingConnect::credentials`] (the runtime asks them off the event loop: a password
+//!    hash takes milliseconds). Writes the CONNACK into the connection's outbox; a refused
+//!    connection is left `Closing`.
 //!
 //! Refusals (CONNACK code ≠ 0) leave the connection `Closing`: nothing else is processed and no will is
 //! ever published for it. Order of the checks: client id (0x02), then an anonymous client when
 //! `allow-anonymous` is off (0x05), then the authentication plugins' verdict (0x05 when denied: a
 //! wrong password or an unknown user get what Mosquitto answers MQTT 3.1.1 clients). Client-id rules: an empty id is given a generated one when clean session is
-//! 1 and refused with 0x02 otherwise [MQTT-3.1.3-7/8]; MQTT 3.1 ids must be 1–23 characters.
+//! 1 and refused with 0x02 otherwise [MQTT-3.1.3-7/8]; MQTT 3.1 ids must be 1–23 characters. A
+//! client certificate whose common name became the user name already authenticated the client
+//! (Mosquitto's `use_identity_as_username` skips the password check too); topic checks apply.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::broker::connection::Connection;
+use bytes::BytesMut;
+
+use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::session::Session;
 use crate::broker::{AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
-use crate::plugins::ClientInfo;
-use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel};
+use crate::plugins::{ClientInfo, Credentials};
+use crate::protocol::{
+    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
+};
 
-pub(in crate::broker) fn handle(
+/// How a listener identifies its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerIdentity {
+    /// By their CONNECT: user name and password, judged by the authentication plugins.
+    Connect,
+    /// By their client certificate (mutual TLS, `use-identity-as-username`): its common name, if
+    /// it has one, is the user name, and the certificate is the authentication.
+    Certificate { common_name: Option<String> },
+}
+
+/// What a connection's first bytes hold, so far (see the module documentation).
+#[derive(Debug)]
+pub enum FirstPacket {
+    /// Not a whole packet yet: read more, and call again with everything read so far.
+    Incomplete,
+    /// Close the connection without an answer (counted; logged).
+    Close,
+    /// A CONNECT to answer on its home shard.
+    Connect(PendingConnect),
+}
+
+/// A first packet read, waiting for its authentication verdict and [`BrokerCore::handle_connect`].
+#[derive(Debug)]
+pub struct PendingConnect {
+    home: usize,
+    /// Bytes it takes at the front of the buffer.
+    length: usize,
+    answer: Answer,
+}
+
+#[derive(Debug)]
+enum Answer {
+    /// Checked by `handle_connect`.
+    Check {
+        connect: Box<Connect>,
+        /// The user name came from the client certificate, which authenticated the client.
+        by_certificate: bool,
+    },
+    /// Refused before anything else is looked at.
+    Refuse(ConnectReturnCode),
+}
+
+impl PendingConnect {
+    /// The shard that must answer it: the client id's home ([`crate::broker::home_shard`]), or the
+    /// shard that read it for a generated client id and for a refusal.
+    pub fn home(&self) -> usize {
+        self.home
+    }
+
+    /// How many bytes at the front of the buffer it took: drop them before the bytes that follow
+    /// go to [`BrokerCore::handle_bytes`].
+    pub fn byte_len(&self) -> usize {
+        self.length
+    }
+
+    /// The client id it asked for (empty when it asked for a generated one, or was not decoded).
+    pub fn client_id(&self) -> &str {
+        match &self.answer {
+            Answer::Check { connect, .. } => &connect.client_id,
+            Answer::Refuse(_) => "",
+        }
+    }
+
+    /// What the authentication plugins must judge; `None` when they are not asked (the client
+    /// certificate authenticated the client, or the CONNECT is refused anyway).
+    pub fn credentials(&self) -> Option<Credentials> {
+        match &self.answer {
+            Answer::Check {
+                connect,
+                by_certificate: false,
+            } => Some(Credentials::of(connect)),
+            _ => None,
+        }
+    }
+}
+
+impl BrokerCore {
+    /// The first bytes read from a connection not known to any core yet (see the module
+    /// documentation). `buf` is everything read so far; nothing is consumed.
+    pub fn handle_first_bytes(&mut self, buf: &[u8], identity: &ListenerIdentity) -> FirstPacket {
+        let mut probe = BytesMut::from(buf);
+        let (answer, length) = match decode(&mut probe, self.settings.max_packet_size) {
+            Ok(None) => return FirstPacket::Incomplete,
+            Ok(Some(Packet::Connect(mut connect))) => {
+                let length = buf.len() - probe.len();
+                let answer = match identity {
+                    ListenerIdentity::Connect => Answer::Check {
+                        connect,
+                        by_certificate: false,
+                    },
+                    ListenerIdentity::Certificate {
+                        common_name: Some(name),
+                    } => {
+                        connect.username = Some(name.clone());
+                        Answer::Check {
+                            connect,
+                            by_certificate: true,
+                        }
+                    }
+                    ListenerIdentity::Certificate { common_name: None } => {
+                        Answer::Refuse(ConnectReturnCode::NotAuthorized)
+                    }
+                };
+                (answer, length)
+            }
+            Err(DecodeError::UnsupportedProtocolLevel(_)) => (
+                Answer::Refuse(ConnectReturnCode::UnacceptableProtocolVersion),
+                buf.len(),
+            ),
+            Ok(Some(_)) => return self.close_first("first packet is not CONNECT"),
+            Err(_) => return self.close_first("malformed CONNECT"),
+        };
+        let home = match &answer {
+            Answer::Check { connect, .. } => self.home_for(connect),
+            Answer::Refuse(_) => self.shard,
+        };
+        FirstPacket::Connect(PendingConnect {
+            home,
+            length,
+            answer,
+        })
+    }
+
+    /// The transport's framing broke before a whole first packet arrived (a WebSocket text
+    /// frame, a TLS record that does not decrypt): counted like a malformed first packet.
+    pub fn handle_broken_first_bytes(&mut self) {
+        self.close_first("malformed TLS record or WebSocket frame");
+    }
+
+    fn close_first(&mut self, why: &str) -> FirstPacket {
+        log::debug!("shard {}: closing connection: {why}", self.shard);
+        self.stats.malformed_before_connect += 1;
+        FirstPacket::Close
+    }
+
+    /// Answers a first packet on its home shard, with the authentication plugins' verdict on its
+    /// [`credentials`](PendingConnect::credentials) (ignored when there are none). Writes CONNACK;
+    /// a refused connection is left `Closing`.
+    pub fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        pending: PendingConnect,
+        auth: AuthVerdict,
+        now: Instant,
+    ) -> ConnectOutcome {
+        self.clock = Some(now);
+        match pending.answer {
+            Answer::Refuse(code) => self.refuse(conn, code, ProtocolLevel::V311, now),
+            Answer::Check {
+                connect,
+                by_certificate,
+            } => {
+                self.stats.packets_received += 1;
+                let auth = if by_certificate {
+                    AuthVerdict::Allowed
+                } else {
+                    auth
+                };
+                check(self, conn, *connect, auth, now)
+            }
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        code: ConnectReturnCode,
+        protocol: ProtocolLevel,
+        now: Instant,
+    ) -> ConnectOutcome {
+        self.stats.count_refusal(code);
+        let mut connection = Connection::new(usize::MAX, protocol, 0, now);
+        connection.state = ConnectionState::Closing;
+        self.connections.insert(conn, connection);
+        self.write(
+            conn,
+            &Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+            }),
+        );
+        ConnectOutcome {
+            code,
+            session_present: false,
+        }
+    }
+
+    fn generate_client_id(&mut self) -> String {
+        self.generated_ids += 1;
+        format!(
+            "auto-{:x}-{}-{}",
+            self.id_seed, self.shard, self.generated_ids
+        )
+    }
+}
+
+/// A decoded CONNECT on its home shard: client id, anonymity, verdict, then takeover, session and
+/// CONNACK.
+fn check(
     broker: &mut BrokerCore,
     conn: ConnId,
     connect: Connect,

@@ -1,4 +1,11 @@
-//! One `match` from inbound packet to its handler; one file per packet type.
+//! The one door for a connection's bytes: [`BrokerCore::handle_bytes`] cuts them into packets and
+//! sends each through the one `match` below to its handler; one file per packet type.
+//!
+//! A QoS 0 PUBLISH is first offered to `publish.rs` borrowed from the read buffer (no decoding into
+//! reference-counted `Bytes`); every other packet, and a QoS 0 PUBLISH that needs an owned copy, is
+//! decoded and dispatched. Either way the packet is counted, and its connection's keep-alive
+//! restarts, here, once. The first packet, CONNECT, has its own entry in `connect.rs`
+//! ([`BrokerCore::handle_first_bytes`]): it comes before the connection is known to this shard.
 //!
 //! Handlers take the broker, the connection and `now`, change state and write replies into the
 //! outbox. They never do I/O or touch another shard except through [`super::Action::Bus`].
@@ -16,12 +23,130 @@ mod unsubscribe;
 
 use std::time::Instant;
 
-use crate::protocol::Packet;
+use bytes::{Buf, BytesMut};
 
-use super::{BrokerCore, CloseReason, ConnId};
+use crate::protocol::{decode, peek_publish, starts_qos0_publish, Packet};
 
-pub(super) fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet, now: Instant) {
-    broker.stats.packets_received += 1;
+use super::{BrokerCore, CloseReason, ConnId, Pressure};
+
+pub use connect::{FirstPacket, ListenerIdentity, PendingConnect};
+
+/// What [`BrokerCore::handle_bytes`] handled, and what the runtime does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handled {
+    /// The bytes handled held a PUBLISH (the runtime times the deliveries it caused).
+    pub publish: bool,
+    pub next: Next,
+}
+
+/// What the runtime does after [`BrokerCore::handle_bytes`]: always apply the actions first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Every whole packet was handled; what is left in the buffer is the start of the next one.
+    /// Read more and call again.
+    ReadMore,
+    /// A PUBLISH waits at the front of the buffer while the broker-wide `memory_limit` is nearly
+    /// reached: hold this publisher (read nothing more from it) until memory drains or a short
+    /// pause has passed, then call again; that PUBLISH is handled then, whatever the pressure.
+    PausePublisher,
+    /// The bytes broke the protocol: the connection is closing (counted, will published). Send
+    /// what the core wrote and stop reading.
+    Stop,
+}
+
+impl BrokerCore {
+    /// Bytes read from a connection whose CONNECT was accepted, `now`: every whole packet at the
+    /// front of `buf` is handled and removed; a partial one stays for the next call.
+    pub fn handle_bytes(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) -> Handled {
+        self.clock = Some(now);
+        let max = self.settings.max_packet_size;
+        let mut publish = false;
+        loop {
+            if buf.is_empty() {
+                return Handled {
+                    publish,
+                    next: Next::ReadMore,
+                };
+            }
+            let paused = self.settings.memory.pressure() >= Pressure::PausePublishers;
+            if paused && peek_publish(buf, max).is_some() && !self.resume_publisher(conn) {
+                return Handled {
+                    publish,
+                    next: Next::PausePublisher,
+                };
+            }
+            // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
+            // parsed twice.
+            let mut noted = false;
+            if !paused && starts_qos0_publish(buf) {
+                if let Some((borrowed, length)) = peek_publish(buf, max) {
+                    noted = self.note_packet(conn, now);
+                    if !noted || publish::handle_borrowed(self, &borrowed) {
+                        buf.advance(length);
+                        publish |= noted;
+                        continue;
+                    }
+                }
+            }
+            match decode(buf, max) {
+                Ok(Some(packet)) => {
+                    publish |= matches!(packet, Packet::Publish(_));
+                    if noted || self.note_packet(conn, now) {
+                        dispatch(self, conn, packet);
+                    }
+                }
+                Ok(None) => {
+                    return Handled {
+                        publish,
+                        next: Next::ReadMore,
+                    }
+                }
+                Err(error) => {
+                    log::debug!("shard {}: connection {conn}: {error}; closing", self.shard);
+                    self.handle_protocol_error(conn);
+                    return Handled {
+                        publish,
+                        next: Next::Stop,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Notes that an active connection sent a packet at `now`: counted, and its keep-alive
+    /// restarts; once per packet, whichever way it is handled. `false` when the connection is gone
+    /// or closing, whose packets are ignored.
+    fn note_packet(&mut self, conn: ConnId, now: Instant) -> bool {
+        match self.connections.get_mut(&conn) {
+            Some(connection) if connection.is_active() => {
+                connection.last_activity = now;
+                // A PUBLISH held back for memory is being handled (or pressure went away).
+                connection.publish_paused = false;
+                self.stats.packets_received += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the PUBLISH at the front of `conn`'s bytes was held back for memory already (then
+    /// it goes through now: `note_packet` ends the hold); otherwise notes that it is held back.
+    fn resume_publisher(&mut self, conn: ConnId) -> bool {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            // Not served here (or forgotten): its packets are ignored, nothing to hold back.
+            return true;
+        };
+        if connection.publish_paused {
+            return true;
+        }
+        connection.publish_paused = true;
+        self.settings.memory.note_pause();
+        false
+    }
+}
+
+/// The one `match` from a decoded packet to its handler.
+fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet) {
     match packet {
         Packet::Publish(publish) => publish::handle(broker, conn, publish),
         Packet::PubAck(ack) => puback::handle(broker, conn, ack),
@@ -43,5 +168,48 @@ pub(super) fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet, no
             broker.close(conn, CloseReason::ProtocolError);
         }
     }
-    let _ = now;
+}
+
+/// Test helpers: packets go in as the runtime hands them over, as bytes.
+#[cfg(test)]
+impl BrokerCore {
+    /// `packet`'s wire bytes through [`handle_bytes`](Self::handle_bytes), which must take them all.
+    pub(crate) fn handle_encoded(
+        &mut self,
+        conn: ConnId,
+        packet: &Packet,
+        now: Instant,
+    ) -> Handled {
+        let mut buf = BytesMut::new();
+        packet.encode(&mut buf).expect("a test packet encodes");
+        let handled = self.handle_bytes(conn, &mut buf, now);
+        assert!(
+            buf.is_empty() || handled.next != Next::ReadMore,
+            "{packet:?} was left in the buffer"
+        );
+        handled
+    }
+
+    /// `connect`'s wire bytes through [`handle_first_bytes`](Self::handle_first_bytes) and
+    /// [`handle_connect`](Self::handle_connect), on the shard they belong to (this one).
+    pub(crate) fn connect_encoded(
+        &mut self,
+        conn: ConnId,
+        connect: &crate::protocol::Connect,
+        auth: super::AuthVerdict,
+        now: Instant,
+    ) -> super::ConnectOutcome {
+        let mut buf = BytesMut::new();
+        Packet::Connect(Box::new(connect.clone()))
+            .encode(&mut buf)
+            .expect("a test CONNECT encodes");
+        let FirstPacket::Connect(pending) =
+            self.handle_first_bytes(&buf, &ListenerIdentity::Connect)
+        else {
+            panic!("{connect:?} is not a first packet to answer");
+        };
+        assert_eq!(pending.home(), self.shard, "{connect:?} belongs elsewhere");
+        assert_eq!(pending.byte_len(), buf.len());
+        self.handle_connect(conn, pending, auth, now)
+    }
 }

@@ -151,7 +151,7 @@ impl Sim {
         ));
         let old = self.live_conn(c);
         let outcome =
-            self.cores[home].handle_connect(conn, connect, AuthVerdict::Allowed, self.now);
+            self.cores[home].connect_encoded(conn, &connect, AuthVerdict::Allowed, self.now);
         self.collect_actions();
         if outcome.code != ConnectReturnCode::Accepted {
             fail!(self, "CONNECT refused: {outcome:?}");
@@ -429,30 +429,12 @@ impl Sim {
             }
             _ => {}
         }
-        if !self.publish_in_place(shard, conn, &packet) {
-            self.cores[shard].handle_packet(conn, packet, self.now);
-        }
+        // As the runtime hands them over: bytes, which the core routes in place when it can.
+        let in_place = self.cores[shard].routed_in_place;
+        self.cores[shard].handle_encoded(conn, &packet, self.now);
+        self.published_in_place += self.cores[shard].routed_in_place - in_place;
         self.collect_actions();
         self.sync_closes(&[conn]);
-    }
-
-    /// Offers a PUBLISH to the core from its wire bytes first, as the runtime's reader does
-    /// (`handle_publish_in_place`); `true` when the core took it that way.
-    fn publish_in_place(&mut self, shard: usize, conn: ConnId, packet: &Packet) -> bool {
-        if !matches!(packet, Packet::Publish(_)) {
-            return false;
-        }
-        let mut frame = bytes::BytesMut::new();
-        packet
-            .encode(&mut frame)
-            .expect("the model's PUBLISH encodes");
-        let Some((publish, length)) = crate::protocol::peek_publish(&frame, usize::MAX) else {
-            panic!("peek_publish refused a PUBLISH that decode accepts: {packet:?}");
-        };
-        assert_eq!(length, frame.len());
-        let taken = self.cores[shard].handle_publish_in_place(conn, &publish, self.now);
-        self.published_in_place += u64::from(taken);
-        taken
     }
 
     /// Sends up to `limit` of the client's pending acks, in order.

@@ -59,8 +59,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::protocol::{
-    decode, LastWill, PubAck, PubComp, PubRec, PubRel, Publish, Subscribe, SubscribeFilter,
-    SubscribeReturnCode, TopicName, Unsubscribe,
+    decode, ConnectReturnCode, LastWill, ProtocolLevel, PubAck, PubComp, PubRec, PubRel, Publish,
+    Subscribe, SubscribeFilter, SubscribeReturnCode, TopicName, Unsubscribe,
 };
 
 /// Topics published to: overlapping levels, an empty level at each end.
@@ -289,7 +289,7 @@ struct Sim {
     msgs: Vec<MsgInfo>,
     /// Per publisher stream: messages routed so far.
     stream_seq: Vec<u64>,
-    /// PUBLISHes the cores routed from their bytes (`handle_publish_in_place`).
+    /// PUBLISHes the cores routed from their bytes (`handlers/publish.rs`, `handle_borrowed`).
     published_in_place: u64,
     /// (client, msg) → what reached the application.
     receipts: HashMap<(usize, usize), Receipt>,

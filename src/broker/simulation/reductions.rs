@@ -46,13 +46,13 @@ impl Mini {
             password: None,
         };
         let outcome =
-            self.cores[shard].handle_connect(conn, connect, AuthVerdict::Allowed, self.now);
+            self.cores[shard].connect_encoded(conn, &connect, AuthVerdict::Allowed, self.now);
         assert_eq!(outcome.code, ConnectReturnCode::Accepted);
         self.settle(shard);
     }
 
     fn send(&mut self, shard: usize, conn: ConnId, packet: Packet) {
-        self.cores[shard].handle_packet(conn, packet, self.now);
+        self.cores[shard].handle_encoded(conn, &packet, self.now);
         self.settle(shard);
     }
 

@@ -2,7 +2,7 @@
 //! batch in order, one publisher's order is kept, and a new interest on another shard is seen at
 //! once.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::*;
 use crate::protocol::Publish;
@@ -51,7 +51,6 @@ fn order_per_publisher_is_kept_across_shards() {
 fn publishes_for_another_shard_cross_as_one_batch_in_order() {
     let (mut c, a, b) = subscriber_on_other_shard("t/#", QoS::AtLeastOnce);
     let (shard, conn) = (c.client(&a).shard, c.client(&a).conn);
-    let mut encoded = BytesMut::new();
     for (i, qos) in [
         QoS::AtMostOnce,
         QoS::AtLeastOnce,
@@ -69,15 +68,9 @@ fn publishes_for_another_shard_cross_as_one_batch_in_order() {
             packet_id: (qos != QoS::AtMostOnce).then_some(10 + i as u16),
             payload: Bytes::from(format!("m{i}")),
         };
-        encoded.clear();
-        Packet::Publish(publish.clone())
-            .encode(&mut encoded)
-            .expect("encodes");
-        let (borrowed, _) = crate::protocol::peek_publish(&encoded, usize::MAX).expect("a PUBLISH");
-        if !c.shards[shard].handle_publish_in_place(conn, &borrowed, c.now) {
-            c.shards[shard].handle_packet(conn, Packet::Publish(publish), c.now);
-        }
+        c.shards[shard].handle_encoded(conn, &Packet::Publish(publish), c.now);
     }
+    assert_eq!(c.shards[shard].routed_in_place, 3, "QoS 0 went in place");
     let mut actions = Vec::new();
     c.shards[shard].poll_actions(&mut actions);
     let batches: Vec<&PublishBatch> = actions

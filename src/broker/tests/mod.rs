@@ -8,6 +8,8 @@
 //! clients' received bytes, the fake clock) and its packet helpers, `connack` and
 //! `ids_on_distinct_shards`, all private: the feature files are child modules and see them as
 //! they are. One file per feature:
+//! - `bytes_in.rs`: bytes in: packets split across reads, the in-place and decoded PUBLISH counted
+//!   alike, malformed bytes, the memory pause, and the verdicts on a connection's first bytes;
 //! - `connect.rs`: CONNECT accepted or refused (client ids, anonymous logins), a second CONNECT,
 //!   keep-alive;
 //! - `publish.rs`: PUBLISH flows at each QoS and their acknowledgements, QoS 2 duplicates,
@@ -25,7 +27,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::protocol::{decode, Publish, Subscribe, SubscribeFilter, TopicName};
+use crate::protocol::{
+    decode, ConnAck, ConnectReturnCode, ProtocolLevel, Publish, Subscribe, SubscribeFilter,
+    TopicName,
+};
 
 struct Client {
     shard: usize,
@@ -90,7 +95,7 @@ impl Cluster {
         let home = self.shards[0].home_for(&connect);
         let conn = self.next_conn;
         self.next_conn += 1;
-        let outcome = self.shards[home].handle_connect(conn, connect, auth, self.now);
+        let outcome = self.shards[home].connect_encoded(conn, &connect, auth, self.now);
         if let Some(old) = self.clients.insert(
             name.to_string(),
             Client {
@@ -116,7 +121,7 @@ impl Cluster {
             let c = self.client(name);
             (c.shard, c.conn)
         };
-        self.shards[shard].handle_packet(conn, packet, self.now);
+        self.shards[shard].handle_encoded(conn, &packet, self.now);
         self.run();
     }
 
@@ -271,6 +276,7 @@ fn ids_on_distinct_shards() -> (String, String) {
     (a, b)
 }
 
+mod bytes_in;
 mod connect;
 mod cross_shard;
 mod publish;

@@ -120,7 +120,7 @@ fn qos0_fan_out_shares_one_encoding_and_keeps_order_behind_queued_retained() {
         }],
     });
     let now = c.now;
-    c.shards[0].handle_packet(late, subscribe, now);
+    c.shards[0].handle_encoded(late, &subscribe, now);
     // Published at QoS 1: s0 and late get it at QoS 0 (their grant), s1 at QoS 1.
     let live = Packet::Publish(Publish {
         dup: false,
@@ -130,7 +130,7 @@ fn qos0_fan_out_shares_one_encoding_and_keeps_order_behind_queued_retained() {
         packet_id: Some(7),
         payload: Bytes::from_static(b"live"),
     });
-    c.shards[0].handle_packet(publisher, live, now);
+    c.shards[0].handle_encoded(publisher, &live, now);
     c.run();
 
     let s0 = c.publishes("s0");
@@ -179,19 +179,20 @@ fn in_place_route_ignores_closing_and_unknown_connections() {
     c.connect("sub", true);
     c.subscribe("sub", &[("t", QoS::AtMostOnce)]);
     c.packets("sub");
-    let mut encoded = BytesMut::new();
-    qos0_to_t(b"x").encode(&mut encoded).expect("encodes");
-    let (borrowed, _) = crate::protocol::peek_publish(&encoded, usize::MAX).expect("a PUBLISH");
     let conn = c.client("pub").conn;
-    assert!(!c.shards[0].handle_publish_in_place(conn + 1000, &borrowed, c.now));
+    let received = c.shards[0].stats.publish_received;
+    c.shards[0].handle_encoded(conn + 1000, &qos0_to_t(b"x"), c.now);
     c.shards[0].handle_protocol_error(conn);
-    assert!(!c.shards[0].handle_publish_in_place(conn, &borrowed, c.now));
+    c.shards[0].handle_encoded(conn, &qos0_to_t(b"x"), c.now);
     c.run();
     assert!(c.payloads("sub").is_empty());
+    assert_eq!(c.shards[0].stats.publish_received, received);
+    assert_eq!(c.shards[0].routed_in_place, 0);
     // An active connection's is taken, as a control.
     c.connect("pub2", true);
     let conn = c.client("pub2").conn;
-    assert!(c.shards[0].handle_publish_in_place(conn, &borrowed, c.now));
+    c.shards[0].handle_encoded(conn, &qos0_to_t(b"x"), c.now);
+    assert_eq!(c.shards[0].routed_in_place, 1);
     c.run();
     assert_eq!(c.payloads("sub"), ["x"]);
 }
@@ -211,7 +212,7 @@ fn an_idle_connection_gives_its_buffers_to_the_pool_and_the_next_burst_reuses_th
     let core = &mut c.shards[0];
     let mut writing = BytesMut::new();
 
-    core.handle_packet(publisher, qos0_to_t(b"one"), now);
+    core.handle_encoded(publisher, &qos0_to_t(b"one"), now);
     assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
     assert!(writing.ends_with(b"one"));
     let memory = writing.as_ptr();
@@ -225,7 +226,7 @@ fn an_idle_connection_gives_its_buffers_to_the_pool_and_the_next_burst_reuses_th
     assert_eq!(core.outbox_pool.len(), pooled + 1);
 
     // The next message is encoded into the buffer that was just given back.
-    core.handle_packet(publisher, qos0_to_t(b"two"), now);
+    core.handle_encoded(publisher, &qos0_to_t(b"two"), now);
     assert_eq!(core.outbox_pool.len(), pooled);
     assert_eq!(core.swap_outbox(subscriber, &mut writing), Some(false));
     assert!(writing.ends_with(b"two"));

@@ -68,9 +68,9 @@ fn suback_waits_for_other_shards_to_learn_the_filter() {
     c.packets(&b);
     let conn = c.client(&b).conn;
     let shard = c.client(&b).shard;
-    c.shards[shard].handle_packet(
+    c.shards[shard].handle_encoded(
         conn,
-        Packet::Subscribe(Subscribe {
+        &Packet::Subscribe(Subscribe {
             packet_id: 3,
             filters: vec![SubscribeFilter {
                 filter: TopicFilter::new("x").expect("filter"),
