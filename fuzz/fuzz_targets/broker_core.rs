@@ -21,8 +21,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use amqtt::broker::{
-    home_shard, Action, AuthVerdict, BrokerCore, BusMessage, ConnId, FirstPacket,
-    ListenerIdentity, Next, Settings, Stats,
+    home_shard, Action, AuthVerdict, BrokerCore, BusMessage, ConnId, FirstPacket, ListenerIdentity,
+    Next, Settings, Stats,
 };
 use amqtt::protocol::{
     decode, Connect, LastWill, Packet, ProtocolLevel, PubAck, PubComp, PubRec, PubRel, Publish,
@@ -277,7 +277,6 @@ impl Harness {
         let Some(i) = self.pick(input) else {
             return;
         };
-        let (shard, id) = (self.conns[i].shard, self.conns[i].id);
         let packet = match input.below(12) {
             0 | 1 => {
                 let qos = input.qos();
