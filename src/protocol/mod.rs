@@ -1,7 +1,8 @@
 //! The MQTT wire format: one codec shared by broker, client and bench.
 //!
 //! Bytes in, typed [`Packet`]s out, and back. One file per packet type holds its decode, encode and
-//! tests. This module knows nothing of sockets, clocks, glommio or broker state; "need more bytes"
+//! tests, except the five that are only a packet identifier (PUBACK, PUBREC, PUBREL, PUBCOMP,
+//! UNSUBACK), which share `ack.rs`. This module knows nothing of sockets, clocks, glommio or broker state; "need more bytes"
 //! is `Ok(None)` from [`decode`], never an error.
 //!
 //! Validation done here (anything that can be judged from one packet alone): remaining length
@@ -13,23 +14,19 @@
 
 #![forbid(unsafe_code)]
 
+mod ack;
 mod connack;
 mod connect;
 mod disconnect;
 mod fixed_header;
 mod pingreq;
 mod pingresp;
-mod puback;
-mod pubcomp;
 mod publish;
 pub use publish::PublishRef;
-mod pubrec;
-mod pubrel;
 mod strings;
 mod suback;
 mod subscribe;
 mod topic;
-mod unsuback;
 mod unsubscribe;
 
 use bytes::{Bytes, BytesMut};
@@ -181,18 +178,22 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// PUBACK [MQTT-3.4]: acknowledges a QoS 1 PUBLISH. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubAck {
     pub packet_id: u16,
 }
+/// PUBREC [MQTT-3.5]: first answer to a QoS 2 PUBLISH. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRec {
     pub packet_id: u16,
 }
+/// PUBREL [MQTT-3.6]: releases a QoS 2 PUBLISH (fixed-header flags 0b0010). Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRel {
     pub packet_id: u16,
 }
+/// PUBCOMP [MQTT-3.7]: completes a QoS 2 flow. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubComp {
     pub packet_id: u16,
@@ -228,6 +229,7 @@ pub struct Unsubscribe {
     pub filters: Vec<TopicFilter>,
 }
 
+/// UNSUBACK [MQTT-3.11]: acknowledges an UNSUBSCRIBE. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnsubAck {
     pub packet_id: u16,
@@ -330,14 +332,14 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     let packet = match packet_type {
         fixed_header::CONNECT => connect::decode(body).map(|c| Packet::Connect(Box::new(c))),
         fixed_header::CONNACK => connack::decode(body).map(Packet::ConnAck),
-        fixed_header::PUBACK => puback::decode(body).map(Packet::PubAck),
-        fixed_header::PUBREC => pubrec::decode(body).map(Packet::PubRec),
-        fixed_header::PUBREL => pubrel::decode(body).map(Packet::PubRel),
-        fixed_header::PUBCOMP => pubcomp::decode(body).map(Packet::PubComp),
+        fixed_header::PUBACK => ack::decode(body).map(Packet::PubAck),
+        fixed_header::PUBREC => ack::decode(body).map(Packet::PubRec),
+        fixed_header::PUBREL => ack::decode(body).map(Packet::PubRel),
+        fixed_header::PUBCOMP => ack::decode(body).map(Packet::PubComp),
         fixed_header::SUBSCRIBE => subscribe::decode(body).map(Packet::Subscribe),
         fixed_header::SUBACK => suback::decode(body).map(Packet::SubAck),
         fixed_header::UNSUBSCRIBE => unsubscribe::decode(body).map(Packet::Unsubscribe),
-        fixed_header::UNSUBACK => unsuback::decode(body).map(Packet::UnsubAck),
+        fixed_header::UNSUBACK => ack::decode(body).map(Packet::UnsubAck),
         fixed_header::PINGREQ => pingreq::decode(body).map(|()| Packet::PingReq),
         fixed_header::PINGRESP => pingresp::decode(body).map(|()| Packet::PingResp),
         fixed_header::DISCONNECT => disconnect::decode(body).map(|()| Packet::Disconnect),
@@ -388,26 +390,26 @@ impl Packet {
             }
             Packet::Publish(p) => p.encode(out),
             Packet::PubAck(p) => {
-                puback::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PubRec(p) => {
-                pubrec::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PubRel(p) => {
-                pubrel::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PubComp(p) => {
-                pubcomp::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::Subscribe(p) => subscribe::encode(p, out),
             Packet::SubAck(p) => suback::encode(p, out),
             Packet::Unsubscribe(p) => unsubscribe::encode(p, out),
             Packet::UnsubAck(p) => {
-                unsuback::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PingReq => {
