@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::protocol::{QoS, TopicName};
+use crate::protocol::{LastWill, QoS, TopicName};
 use crate::transport::BrokerUrl;
 
-use super::config::{ClientConfig, WillConfig};
+use super::config::ClientConfig;
 use super::{ConnectOptions, MqttClient};
 
 pub const EXIT_OK: u8 = 0;
@@ -129,14 +129,14 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
     })
 }
 
-fn will_from_args(args: &ConnectionArgs) -> Result<Option<WillConfig>, String> {
+fn will_from_args(args: &ConnectionArgs) -> Result<Option<LastWill>, String> {
     match (&args.will_topic, &args.will_message) {
         (Some(topic), Some(message)) => {
             let topic = TopicName::new(topic)
                 .map_err(|e| format!("--will-topic '{topic}' is not a valid topic name: {e}"))?;
-            Ok(Some(WillConfig {
+            Ok(Some(LastWill {
                 topic,
-                message: bytes::Bytes::from(message.clone().into_bytes()),
+                payload: bytes::Bytes::from(message.clone().into_bytes()),
                 qos: args
                     .will_qos
                     .and_then(QoS::from_u8)

@@ -35,7 +35,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::config::Seconds;
-use crate::protocol::{QoS, TopicName};
+use crate::protocol::{LastWill, QoS, TopicName};
 
 /// The validated client configuration. `Default` gives aMQTT's defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +55,9 @@ pub struct ClientConfig {
     pub clean_session: bool,
     /// Per-topic defaults for publishes that give no QoS or retain flag.
     pub topics: BTreeMap<String, TopicDefaults>,
-    pub will: Option<WillConfig>,
+    /// `will:` (`topic`, `message`, `qos`, `retain`): published by the broker if the connection
+    /// ends without DISCONNECT.
+    pub will: Option<LastWill>,
     pub connection: ConnectionConfig,
     pub max_inflight: u16,
     /// The file this came from, if any.
@@ -65,15 +67,6 @@ pub struct ClientConfig {
 /// `topics: {name: {qos, retain}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicDefaults {
-    pub qos: QoS,
-    pub retain: bool,
-}
-
-/// `will:`: published by the broker if the connection ends without DISCONNECT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WillConfig {
-    pub topic: TopicName,
-    pub message: Bytes,
     pub qos: QoS,
     pub retain: bool,
 }
@@ -342,10 +335,10 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
         config.topics.insert(name, defaults);
     }
     if let Some(will) = raw.will {
-        config.will = Some(WillConfig {
+        config.will = Some(LastWill {
             topic: TopicName::new(&will.topic)
                 .map_err(|e| invalid("will.topic", format!("invalid topic name: {e}")))?,
-            message: Bytes::from(will.message.into_bytes()),
+            payload: Bytes::from(will.message.into_bytes()),
             qos: match will.qos {
                 Some(v) => qos("will.qos", v)?,
                 None => QoS::AtMostOnce,
@@ -519,7 +512,7 @@ qos1_puback_timeout: 5
         );
         let will = c.will.unwrap();
         assert_eq!(will.topic.as_str(), "dead/c1");
-        assert_eq!(&will.message[..], b"gone");
+        assert_eq!(&will.payload[..], b"gone");
         assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
         assert_eq!(c.connection.cafile, Some(PathBuf::from("/etc/ca.pem")));
     }

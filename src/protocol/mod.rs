@@ -143,13 +143,24 @@ pub struct Connect {
     pub password: Option<Bytes>,
 }
 
+/// An application message [MQTT-1.2]: what a PUBLISH carries, a will is, the broker routes and a
+/// plugin sees, without the fields of one hop (packet identifier, DUP). One type from the
+/// client's publish call to the subscriber's delivery, so nothing copies it field by field.
+///
+/// A struct and not a tuple: MQTT 5's message properties (expiry, content type, user properties, …)
+/// will be fields here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastWill {
+pub struct Message {
     pub topic: TopicName,
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
 }
+
+/// The will in a CONNECT [MQTT-3.1.2.5]: the message the broker publishes when the connection
+/// ends without DISCONNECT. In MQTT 3.1.1 it is exactly a [`Message`]; MQTT 5's will delay
+/// interval will make it a struct that holds one.
+pub type LastWill = Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectReturnCode {
@@ -233,6 +244,30 @@ pub struct Unsubscribe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnsubAck {
     pub packet_id: u16,
+}
+
+impl Publish {
+    /// The PUBLISH that carries `message` on one hop.
+    pub fn new(message: Message, packet_id: Option<u16>, dup: bool) -> Publish {
+        Publish {
+            dup,
+            qos: message.qos,
+            retain: message.retain,
+            topic: message.topic,
+            packet_id,
+            payload: message.payload,
+        }
+    }
+
+    /// The application message, without this hop's packet identifier and DUP.
+    pub fn into_message(self) -> Message {
+        Message {
+            topic: self.topic,
+            payload: self.payload,
+            qos: self.qos,
+            retain: self.retain,
+        }
+    }
 }
 
 impl QoS {
