@@ -177,9 +177,9 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
     };
     let defaults = BrokerConfig::default();
 
+    refuse_unsupported(origin, &raw)?;
     let no_listeners = RawListeners::default();
     let merged = merge_listeners(raw.listeners.as_ref().unwrap_or(&no_listeners));
-    refuse_unsupported(origin, &raw, &merged)?;
 
     let listeners = match &raw.listeners {
         None => defaults.listeners.clone(),
