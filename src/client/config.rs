@@ -34,7 +34,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::config::Seconds;
+use crate::config::{read_file, ConfigError, Seconds};
 use crate::protocol::{LastWill, QoS, TopicName};
 
 /// The validated client configuration. `Default` gives aMQTT's defaults.
@@ -102,32 +102,13 @@ impl Default for ClientConfig {
 }
 
 /// Why a client configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientConfigError {
-    #[error("{file}: cannot read the configuration file: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {reason}")]
-    Syntax { file: String, reason: String },
-    #[error("{file}: key '{key}': {reason}")]
-    Invalid {
-        file: String,
-        key: String,
-        reason: String,
-    },
-}
+/// Errors name the file, the key and the reason, as the broker configuration's do.
+pub type ClientConfigError = ConfigError;
 
 impl ClientConfig {
     /// Reads and validates a YAML file. An empty file gives the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ClientConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ClientConfigError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let (file, text) = read_file(path)?;
         let mut config = Self::from_yaml_str(&text, &file)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
