@@ -71,12 +71,8 @@ impl BrokerProcess {
 
     /// SIGTERM, and wait until the process is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 
@@ -90,8 +86,7 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_child(&mut child);
         }
     }
 }
@@ -220,11 +215,8 @@ impl Mosquitto {
 
     /// SIGTERM (Mosquitto saves its persistence file) and wait for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            let _ = wait_exit(&mut child, Duration::from_secs(10));
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 
@@ -238,8 +230,7 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_child(&mut child);
         }
     }
 }
@@ -263,6 +254,21 @@ pub fn signal(child: &Child, signal: libc::c_int) {
     unsafe {
         libc::kill(pid, signal);
     }
+}
+
+/// SIGTERM, up to 10 s for the child to exit on its own, then SIGKILL; reaped either way.
+fn stop_child(mut child: Child) {
+    terminate(&child);
+    if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// SIGKILL and reap (a test that ends early must not leave its broker behind).
+fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Waits for a child to exit, up to `within`.
@@ -315,8 +321,7 @@ pub fn run_cli(bin: &str, args: &[&str], stdin: &[u8], limit: Duration) -> Finis
     let status = match wait_exit(&mut child, limit) {
         Some(status) => status,
         None => {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_child(&mut child);
             panic!("{bin} {args:?} did not finish within {limit:?}");
         }
     };
@@ -417,8 +422,7 @@ impl RunningSub {
 
 impl Drop for RunningSub {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_child(&mut self.child);
     }
 }
 
