@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -49,20 +49,12 @@ impl BrokerProcess {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_amqtt"))
-            .arg("-c")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start amqtt");
-        self.child = Some(child);
-        assert!(
-            wait_listening(self.port, Duration::from_secs(10)),
-            "amqtt did not listen on {}",
-            self.port
-        );
+        self.child = Some(spawn_broker(
+            "amqtt",
+            env!("CARGO_BIN_EXE_amqtt").as_ref(),
+            &self.config,
+            self.port,
+        ));
     }
 
     pub fn url(&self) -> String {
@@ -189,20 +181,12 @@ impl Mosquitto {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        self.child = Some(child);
-        assert!(
-            wait_listening(self.port, Duration::from_secs(10)),
-            "mosquitto did not listen on {}",
-            self.port
-        );
+        self.child = Some(spawn_broker(
+            "mosquitto",
+            &self.binary,
+            &self.config,
+            self.port,
+        ));
     }
 
     pub fn url(&self) -> String {
@@ -254,6 +238,24 @@ pub fn signal(child: &Child, signal: libc::c_int) {
     unsafe {
         libc::kill(pid, signal);
     }
+}
+
+/// Starts `binary -c config` (amqtt or Mosquitto, output discarded) and waits until it listens on
+/// `port`; `name` is for the panic when it does not.
+fn spawn_broker(name: &str, binary: &Path, config: &Path, port: u16) -> Child {
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    assert!(
+        wait_listening(port, Duration::from_secs(10)),
+        "{name} did not listen on {port}"
+    );
+    child
 }
 
 /// SIGTERM, up to 10 s for the child to exit on its own, then SIGKILL; reaped either way.
