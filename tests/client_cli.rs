@@ -180,9 +180,9 @@ fn retain_and_qos_flags_reach_the_broker() {
     block_on(client.connect(&url)).unwrap();
     block_on(client.subscribe(&[("ret/#", QoS::ExactlyOnce)])).unwrap();
     let m = block_on(client.deliver_message(Some(LINE))).unwrap();
-    assert!(m.retain);
-    assert_eq!(m.qos, QoS::ExactlyOnce);
-    assert_eq!(&m.payload[..], b"kept");
+    assert!(m.message.retain);
+    assert_eq!(m.message.qos, QoS::ExactlyOnce);
+    assert_eq!(&m.message.payload[..], b"kept");
     publish(&url, &["-t", "ret/x", "-n", "-r"], b""); // clear it
 }
 
@@ -365,7 +365,7 @@ fn sigterm_and_sigint_disconnect_so_no_will_is_published() {
     signal(&sub.child, libc::SIGKILL);
     let _ = wait_exit(&mut sub.child, LIMIT);
     let m = block_on(watcher.deliver_message(Some(LINE))).expect("the killed client's will");
-    assert_eq!(m.topic.as_str(), "wills/kill");
+    assert_eq!(m.message.topic.as_str(), "wills/kill");
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 
-use amqtt::client::{ClientConfig, ClientError, MqttClient, WillConfig};
-use amqtt::protocol::{ConnectReturnCode, QoS, SubscribeReturnCode, TopicName};
+use amqtt::client::{ClientConfig, ClientError, MqttClient};
+use amqtt::protocol::{ConnectReturnCode, LastWill, QoS, SubscribeReturnCode, TopicName};
 
 use client_support::{eventually, free_port, BrokerProcess, Proxy};
 use common::{start_broker, start_broker_with};
@@ -59,10 +59,10 @@ fn publish_and_receive_at_every_qos() {
             .enumerate()
         {
             let m = sub.deliver_message(WAIT).await.expect("message");
-            assert_eq!(m.topic.as_str(), format!("lib/{i}"));
-            assert_eq!(&m.payload[..], format!("m{i}").as_bytes());
-            assert_eq!(m.qos, qos);
-            assert!(!m.retain && !m.dup);
+            assert_eq!(m.message.topic.as_str(), format!("lib/{i}"));
+            assert_eq!(&m.message.payload[..], format!("m{i}").as_bytes());
+            assert_eq!(m.message.qos, qos);
+            assert!(!m.message.retain && !m.dup);
         }
         pubr.disconnect().await.expect("disconnect");
         sub.disconnect().await.expect("disconnect");
@@ -98,7 +98,7 @@ fn many_publishes_in_flight_at_once() {
         let mut seen = BTreeSet::new();
         for _ in 0..150 {
             let m = sub.deliver_message(WAIT).await.expect("message");
-            seen.insert(m.topic.as_str().to_string());
+            seen.insert(m.message.topic.as_str().to_string());
         }
         assert_eq!(seen.len(), 150);
         assert!(matches!(
@@ -122,12 +122,12 @@ fn per_topic_and_default_qos_and_retain_come_from_the_config() {
             .unwrap();
         sub.subscribe(&[("cfg/#", QoS::ExactlyOnce)]).await.unwrap();
         let m = sub.deliver_message(WAIT).await.unwrap();
-        assert!(m.retain, "topics: retain applies");
-        assert_eq!(m.qos, QoS::ExactlyOnce);
+        assert!(m.message.retain, "topics: retain applies");
+        assert_eq!(m.message.qos, QoS::ExactlyOnce);
         pubr.publish("cfg/plain", "x", None, None).await.unwrap();
         let m = sub.deliver_message(WAIT).await.unwrap();
         assert_eq!(
-            (m.topic.as_str(), m.qos, m.retain),
+            (m.message.topic.as_str(), m.message.qos, m.message.retain),
             ("cfg/plain", QoS::AtLeastOnce, false)
         );
         // Clean up the retained message for other runs.
@@ -157,7 +157,7 @@ fn unsubscribe_stops_delivery() {
             .await
             .unwrap();
         let m = client.deliver_message(WAIT).await.unwrap();
-        assert_eq!(m.topic.as_str(), "u/b");
+        assert_eq!(m.message.topic.as_str(), "u/b");
         assert!(client
             .deliver_message(Some(Duration::from_millis(300)))
             .await
@@ -279,9 +279,9 @@ fn a_silent_server_times_out_the_connack() {
 
 fn will_config(topic: &str) -> ClientConfig {
     ClientConfig {
-        will: Some(WillConfig {
+        will: Some(LastWill {
             topic: TopicName::new(topic).unwrap(),
-            message: "gone".into(),
+            payload: "gone".into(),
             qos: QoS::AtLeastOnce,
             retain: false,
         }),
@@ -302,8 +302,8 @@ fn disconnect_discards_the_will_and_dropping_publishes_it() {
     drop(rude);
 
     let m = block_on(watcher.deliver_message(WAIT)).expect("the dropped client's will");
-    assert_eq!(m.topic.as_str(), "wills/rude");
-    assert_eq!(&m.payload[..], b"gone");
+    assert_eq!(m.message.topic.as_str(), "wills/rude");
+    assert_eq!(&m.message.payload[..], b"gone");
     assert!(block_on(watcher.deliver_message(Some(Duration::from_millis(500)))).is_err());
 }
 
@@ -366,7 +366,11 @@ fn auto_reconnect_restores_subscriptions_and_loses_nothing_published_in_the_gap(
     block_on(sub.subscribe(&[("gap/#", QoS::AtLeastOnce)])).unwrap();
     block_on(pubr.publish("gap/before", "0", Some(QoS::AtLeastOnce), None)).unwrap();
     assert_eq!(
-        block_on(sub.deliver_message(WAIT)).unwrap().topic.as_str(),
+        block_on(sub.deliver_message(WAIT))
+            .unwrap()
+            .message
+            .topic
+            .as_str(),
         "gap/before"
     );
 
@@ -415,7 +419,7 @@ fn auto_reconnect_restores_subscriptions_and_loses_nothing_published_in_the_gap(
     let mut got = BTreeSet::new();
     while got.len() < 10 {
         let m = block_on(sub.deliver_message(WAIT)).expect("every message from the gap");
-        got.insert(m.topic.as_str().to_string());
+        got.insert(m.message.topic.as_str().to_string());
     }
     assert_eq!(got, (0..10).map(|i| format!("gap/{i}")).collect());
     block_on(pubr.disconnect()).unwrap();

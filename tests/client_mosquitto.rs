@@ -55,7 +55,7 @@ fn library_round_trip_at_every_qos() {
                 Ok(m) => m,
                 Err(e) => panic!("after {} messages: {e}", seen.len()),
             };
-            seen.insert(m.topic.as_str().to_string());
+            seen.insert(m.message.topic.as_str().to_string());
         }
         assert_eq!(seen.len(), 90);
         sub.unsubscribe(&["m/#"]).await.unwrap();
@@ -86,7 +86,10 @@ fn keep_alive_pings_keep_the_connection_open() {
     assert!(client.is_connected());
     block_on(client.publish("p", "still here", Some(QoS::AtLeastOnce), None)).unwrap();
     assert_eq!(
-        &block_on(client.deliver_message(WAIT)).unwrap().payload[..],
+        &block_on(client.deliver_message(WAIT))
+            .unwrap()
+            .message
+            .payload[..],
         b"still here"
     );
 }

@@ -67,8 +67,8 @@ fn library_round_trip_over_every_scheme() {
                 .deliver_message(Some(Duration::from_secs(5)))
                 .await
                 .expect("message");
-            assert_eq!(message.payload.len(), 50_000, "{scheme}");
-            assert_eq!(message.qos, QoS::ExactlyOnce);
+            assert_eq!(message.message.payload.len(), 50_000, "{scheme}");
+            assert_eq!(message.message.qos, QoS::ExactlyOnce);
             sub.disconnect().await.expect("disconnect");
             publisher.disconnect().await.expect("disconnect");
         });

@@ -1,197 +1,57 @@
-//! Broker URLs: `mqtt://host:port`, `mqtts://`, `ws://host:port/path`, `wss://`.
+//! The broker URL as amqtt-bench takes it: `mqtt://host:port`, `mqtts://`, or a bare `host:port`
+//! (meaning `mqtt://host:port`). IPv6 hosts go in brackets: `mqtt://[::1]:1883`.
 //!
-//! All four schemes parse (so a typo is reported as a typo), but this version of amqtt-bench speaks
-//! MQTT over TCP and over TLS only: [`BrokerUrl::require_supported`] turns the WebSocket ones into
-//! a clear error.
-//! A bare `host:port` means `mqtt://host:port`. IPv6 hosts go in brackets: `mqtt://[::1]:1883`.
+//! Parsing is `amqtt::transport::BrokerUrl`'s, the workspace's one URL parser; this file holds only
+//! what amqtt-bench adds on top: the bare form, what it refuses (WebSocket schemes, which this
+//! version cannot generate load over; credentials, which it never sends; a path on mqtt(s)://,
+//! which means nothing there) and how it resolves the host (IPv4 first).
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// Transport named by the URL scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// MQTT over TCP (`mqtt://`, also `tcp://`).
-    Mqtt,
-    /// MQTT over TLS (`mqtts://`, also `ssl://`, `tls://`).
-    Mqtts,
-    /// MQTT over WebSocket (`ws://`).
-    Ws,
-    /// MQTT over WebSocket over TLS (`wss://`).
-    Wss,
-}
+pub use amqtt::transport::{BrokerUrl, Scheme};
 
-impl Scheme {
-    /// Port used when the URL has none.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Scheme::Mqtt => 1883,
-            Scheme::Mqtts => 8883,
-            Scheme::Ws => 80,
-            Scheme::Wss => 443,
+/// Parses `text` and refuses what this version of amqtt-bench cannot use; the error says why.
+pub fn parse(text: &str) -> Result<BrokerUrl, String> {
+    let url = if text.contains("://") {
+        text.parse::<BrokerUrl>()
+    } else {
+        format!("mqtt://{text}").parse::<BrokerUrl>()
+    }
+    .map_err(|e| e.to_string())?;
+    let refuse = |why: &str| Err(format!("invalid broker URL {text:?}: {why}"));
+    if url.username.is_some() || url.password.is_some() || text.contains('@') {
+        return refuse("user names and passwords in the URL are not supported");
+    }
+    match url.scheme {
+        Scheme::Mqtt | Scheme::Mqtts if url.path != "/" => {
+            refuse("mqtt:// and mqtts:// URLs take no path")
         }
-    }
-
-    /// The canonical scheme name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Mqtt => "mqtt",
-            Scheme::Mqtts => "mqtts",
-            Scheme::Ws => "ws",
-            Scheme::Wss => "wss",
-        }
-    }
-}
-
-/// A parsed broker URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub scheme: Scheme,
-    /// Host name or address, without IPv6 brackets.
-    pub host: String,
-    pub port: u16,
-    /// Path for WebSocket URLs (`/mqtt` when absent); empty for mqtt/mqtts.
-    pub path: String,
-}
-
-/// Why a URL was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlError(pub String);
-
-impl fmt::Display for UrlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UrlError {}
-
-impl BrokerUrl {
-    /// Parses `scheme://host[:port][/path]` or a bare `host[:port]`.
-    pub fn parse(text: &str) -> Result<BrokerUrl, UrlError> {
-        let err = |why: &str| UrlError(format!("invalid broker URL {text:?}: {why}"));
-        let (scheme, rest) = match text.split_once("://") {
-            Some((s, rest)) => {
-                let scheme = match s.to_ascii_lowercase().as_str() {
-                    "mqtt" | "tcp" => Scheme::Mqtt,
-                    "mqtts" | "ssl" | "tls" => Scheme::Mqtts,
-                    "ws" => Scheme::Ws,
-                    "wss" => Scheme::Wss,
-                    _ => {
-                        return Err(err(&format!(
-                            "unknown scheme {s:?} (expected mqtt, mqtts, ws or wss)"
-                        )))
-                    }
-                };
-                (scheme, rest)
+        Scheme::Mqtt | Scheme::Mqtts => Ok(url),
+        Scheme::Ws | Scheme::Wss => Err(format!(
+            "{}:// ({}) is not supported by this version of amqtt-bench yet; \
+             only mqtt:// (plain TCP) and mqtts:// (TLS) are",
+            url.scheme,
+            if url.scheme == Scheme::Ws {
+                "MQTT over WebSocket"
+            } else {
+                "MQTT over secure WebSocket"
             }
-            None => (Scheme::Mqtt, text),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.contains('@') {
-            return Err(err("user names and passwords in the URL are not supported"));
-        }
-        let (host, port) = if let Some(after) = authority.strip_prefix('[') {
-            let (host, tail) = after
-                .split_once(']')
-                .ok_or_else(|| err("missing ']' after IPv6 address"))?;
-            let port = match tail {
-                "" => None,
-                t => Some(
-                    t.strip_prefix(':')
-                        .ok_or_else(|| err("expected ':port' after ']'"))?,
-                ),
-            };
-            (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') => (h, Some(p)),
-                Some(_) => return Err(err("IPv6 addresses must be written in brackets")),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(err("no host"));
-        }
-        let port = match port {
-            None => scheme.default_port(),
-            Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(err(&format!("bad port {p:?}"))),
-                Ok(p) => p,
-            },
-        };
-        let path = match scheme {
-            Scheme::Ws | Scheme::Wss if path.is_empty() => "/mqtt".to_string(),
-            Scheme::Ws | Scheme::Wss => path.to_string(),
-            Scheme::Mqtt | Scheme::Mqtts if path.is_empty() || path == "/" => String::new(),
-            Scheme::Mqtt | Scheme::Mqtts => {
-                return Err(err("mqtt:// and mqtts:// URLs take no path"))
-            }
-        };
-        Ok(BrokerUrl {
-            scheme,
-            host: host.to_string(),
-            port,
-            path,
-        })
-    }
-
-    /// Refuses transports this version cannot generate load over.
-    pub fn require_supported(&self) -> Result<(), UrlError> {
-        match self.scheme {
-            Scheme::Mqtt | Scheme::Mqtts => Ok(()),
-            other => Err(UrlError(format!(
-                "{}:// ({}) is not supported by this version of amqtt-bench yet; \
-                 only mqtt:// (plain TCP) and mqtts:// (TLS) are",
-                other.as_str(),
-                match other {
-                    Scheme::Ws => "MQTT over WebSocket",
-                    _ => "MQTT over secure WebSocket",
-                }
-            ))),
-        }
-    }
-
-    /// Resolves host and port (IPv4 first).
-    pub fn socket_addr(&self) -> Result<SocketAddr, UrlError> {
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| UrlError(format!("cannot resolve {}: {e}", self.host)))?
-            .collect();
-        addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied()
-            .ok_or_else(|| UrlError(format!("{} resolves to no address", self.host)))
+        )),
     }
 }
 
-impl fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(
-                f,
-                "{}://[{}]:{}{}",
-                self.scheme.as_str(),
-                self.host,
-                self.port,
-                self.path
-            )
-        } else {
-            write!(
-                f,
-                "{}://{}:{}{}",
-                self.scheme.as_str(),
-                self.host,
-                self.port,
-                self.path
-            )
-        }
-    }
+/// Resolves host and port (IPv4 first).
+pub fn socket_addr(url: &BrokerUrl) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{} resolves to no address", url.host))
 }
 
 #[cfg(test)]
@@ -199,78 +59,68 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> BrokerUrl {
-        BrokerUrl::parse(s).unwrap()
+        parse(s).unwrap()
     }
 
     #[test]
-    fn schemes_and_default_ports() {
+    fn forms_bench_accepts() {
         assert_eq!(p("mqtt://127.0.0.1:1884").port, 1884);
         assert_eq!(p("mqtt://localhost").port, 1883);
         assert_eq!(p("tcp://h").scheme, Scheme::Mqtt);
         assert_eq!(p("mqtts://h").port, 8883);
         assert_eq!(p("MQTTS://h").scheme, Scheme::Mqtts);
-        assert_eq!(p("ws://h").port, 80);
-        assert_eq!(p("ws://h").path, "/mqtt");
-        assert_eq!(p("wss://h:8443/x/y").path, "/x/y");
-        assert_eq!(p("wss://h").port, 443);
+        assert_eq!(p("tls://h").scheme, Scheme::Mqtts);
         assert_eq!(p("127.0.0.1:1885"), p("mqtt://127.0.0.1:1885"));
-        assert_eq!(p("mqtt://h:1/").path, "");
-    }
-
-    #[test]
-    fn ipv6() {
-        let u = p("mqtt://[::1]:1999");
-        assert_eq!(u.host, "::1");
-        assert_eq!(u.port, 1999);
-        assert_eq!(p("mqtt://[::1]").port, 1883);
-        assert_eq!(u.to_string(), "mqtt://[::1]:1999");
-        assert!(BrokerUrl::parse("mqtt://::1:1883").is_err());
-        assert!(BrokerUrl::parse("mqtt://[::1").is_err());
-        assert!(BrokerUrl::parse("mqtt://[::1]x").is_err());
+        assert_eq!(p("localhost").port, 1883);
+        assert_eq!(p("mqtt://h:1/").port, 1);
+        assert_eq!(p("mqtt://[::1]:1999").host, "::1");
+        assert_eq!(p("[::1]").port, 1883);
+        assert_eq!(p("mqtt://[::1]:1999").to_string(), "mqtt://[::1]:1999");
     }
 
     #[test]
     fn errors() {
-        for bad in [
-            "http://h",
-            "mqtt://",
-            "mqtt://:1883",
-            "mqtt://h:0",
-            "mqtt://h:65536",
-            "mqtt://h:x",
-            "mqtt://u:p@h",
-            "mqtt://h/path",
+        for (bad, says) in [
+            ("http://h", "scheme must be mqtt, mqtts, ws or wss"),
+            ("mqtt://", "missing host"),
+            ("mqtt://:1883", "missing host"),
+            ("mqtt://h:0", "invalid port"),
+            ("mqtt://h:65536", "invalid port"),
+            ("mqtt://h:x", "invalid port"),
+            (
+                "mqtt://::1:1883",
+                "IPv6 addresses must be written in brackets",
+            ),
+            ("mqtt://[::1", "missing ']' after IPv6 address"),
+            ("mqtt://[::1]x", "unexpected text after ']'"),
+            (
+                "mqtt://u:p@h",
+                "user names and passwords in the URL are not supported",
+            ),
+            (
+                "mqtt://@h",
+                "user names and passwords in the URL are not supported",
+            ),
+            ("mqtt://h/path", "mqtt:// and mqtts:// URLs take no path"),
         ] {
-            assert!(BrokerUrl::parse(bad).is_err(), "{bad} should be refused");
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.starts_with("invalid broker URL"), "{bad}: {e}");
         }
     }
 
     #[test]
     fn only_tcp_and_tls_are_supported() {
-        assert!(p("mqtt://h").require_supported().is_ok());
-        assert!(p("mqtts://h").require_supported().is_ok());
-        for url in ["ws://h", "wss://h"] {
-            let e = p(url).require_supported().unwrap_err().to_string();
-            assert!(e.contains("not supported"), "{e}");
+        for url in ["ws://h", "wss://h", "ws://h:8080/mqtt"] {
+            let e = parse(url).unwrap_err();
+            assert!(e.contains("not supported by this version"), "{e}");
         }
     }
 
     #[test]
     fn resolves_loopback() {
-        let a = p("mqtt://127.0.0.1:1234").socket_addr().unwrap();
+        let a = socket_addr(&p("mqtt://127.0.0.1:1234")).unwrap();
         assert_eq!(a, "127.0.0.1:1234".parse().unwrap());
-        assert!(p("mqtt://localhost:1").socket_addr().is_ok());
-    }
-
-    #[test]
-    fn display_round_trips() {
-        for s in [
-            "mqtt://127.0.0.1:1883",
-            "ws://h:80/mqtt",
-            "wss://[::1]:443/a",
-        ] {
-            assert_eq!(p(s).to_string(), s);
-            assert_eq!(p(&p(s).to_string()), p(s));
-        }
+        assert!(socket_addr(&p("mqtt://localhost:1")).is_ok());
     }
 }

@@ -8,8 +8,8 @@ use clap::Parser;
 use futures_lite::future::{block_on, race};
 
 use amqtt::client::cli::{self, ConnectionArgs, Prepared, EXIT_FAILURE, EXIT_USAGE};
-use amqtt::client::{ClientError, Message};
-use amqtt::protocol::{QoS, SubscribeReturnCode, TopicFilter};
+use amqtt::client::{ClientError, Delivery};
+use amqtt::protocol::{Message, QoS, SubscribeReturnCode, TopicFilter};
 
 const PROGRAM: &str = "amqtt_sub";
 
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
 
 /// What ended the wait for the next message.
 enum Next {
-    Message(Result<Message, ClientError>),
+    Message(Result<Delivery, ClientError>),
     Signal,
 }
 
@@ -136,7 +136,7 @@ async fn run(prepared: Prepared, args: &Args, signals: flume::Receiver<&'static 
         match next {
             Next::Message(Ok(message)) => {
                 received += 1;
-                if let Err(e) = print(&mut out, &message, args.verbose) {
+                if let Err(e) = print(&mut out, &message.message, args.verbose) {
                     // Nobody reads our output any more (e.g. `| head -1`): stop quietly.
                     log::info!("stdout closed: {e}");
                     break ExitCode::SUCCESS;

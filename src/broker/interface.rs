@@ -7,20 +7,13 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::{retained, ConnId, MemoryBudget, PublishBatch, RetainVersion};
 use crate::plugins::CorePlugins;
-use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, TopicName, PROTOCOL_MAX_PACKET_SIZE};
+use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, PROTOCOL_MAX_PACKET_SIZE};
 
-/// An application message as it is routed: what a PUBLISH carries, minus the per-hop fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub topic: TopicName,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-}
+/// An application message as it is routed: what a PUBLISH carries, minus the per-hop fields. The
+/// protocol's one message type, also what a will is and what plugins see.
+pub use crate::protocol::Message;
 
 impl<'a> From<&'a Message> for Cow<'a, Message> {
     fn from(message: &'a Message) -> Self {

@@ -20,10 +20,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::protocol::{QoS, TopicName};
+use crate::protocol::{LastWill, QoS, TopicName};
 use crate::transport::BrokerUrl;
 
-use super::config::{ClientConfig, WillConfig};
+use super::config::ClientConfig;
 use super::{ConnectOptions, MqttClient};
 
 /// Success (also `--version` and `--help`).
@@ -194,14 +194,14 @@ fn url_from_host_and_port(args: &ConnectionArgs) -> String {
     }
 }
 
-fn will_from_args(args: &ConnectionArgs) -> Result<Option<WillConfig>, String> {
+fn will_from_args(args: &ConnectionArgs) -> Result<Option<LastWill>, String> {
     match (&args.will_topic, &args.will_message) {
         (Some(topic), Some(message)) => {
             let topic = TopicName::new(topic)
                 .map_err(|e| format!("--will-topic '{topic}' is not a valid topic name: {e}"))?;
-            Ok(Some(WillConfig {
+            Ok(Some(LastWill {
                 topic,
-                message: bytes::Bytes::from(message.clone().into_bytes()),
+                payload: bytes::Bytes::from(message.clone().into_bytes()),
                 qos: args
                     .will_qos
                     .and_then(QoS::from_u8)

@@ -27,14 +27,14 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::protocol::{
-    decode, Packet, SubscribeFilter, SubscribeReturnCode, TopicFilter, PROTOCOL_MAX_PACKET_SIZE,
+    decode, Message, Packet, SubscribeFilter, SubscribeReturnCode, TopicFilter,
+    PROTOCOL_MAX_PACKET_SIZE,
 };
 use crate::transport::{connect_client, BrokerUrl, ClientStream, ClientTransportOptions};
 
 use super::error::ClientError;
 use super::state::{
-    packet_name, reconnect_delay, ClientState, Event, Message, OutgoingMessage, Refusal,
-    SessionOptions,
+    packet_name, reconnect_delay, ClientState, Delivery, Event, Refusal, SessionOptions,
 };
 
 /// Where a request's result goes: a one-slot channel the caller awaits.
@@ -43,7 +43,7 @@ pub(crate) type Reply<T> = flume::Sender<Result<T, ClientError>>;
 /// A request from the user's side.
 pub(crate) enum Command {
     Publish {
-        message: OutgoingMessage,
+        message: Message,
         reply: Reply<()>,
     },
     Subscribe {
@@ -94,7 +94,7 @@ pub(crate) struct DriverSetup {
     pub reconnect_retries: i64,
     pub reconnect_max_interval: Duration,
     pub commands: flume::Receiver<Command>,
-    pub messages: flume::Sender<Message>,
+    pub messages: flume::Sender<Delivery>,
     pub shared: Arc<Shared>,
     /// Answered once: `Ok(session_present)` on the first CONNACK, or why the first attempt failed.
     pub connected: Reply<bool>,
@@ -153,7 +153,7 @@ struct Driver {
     reconnect_retries: i64,
     reconnect_max_interval: Duration,
     commands: flume::Receiver<Command>,
-    messages: flume::Sender<Message>,
+    messages: flume::Sender<Delivery>,
     shared: Arc<Shared>,
     state: ClientState<Waiter>,
     connect_reply: Option<Reply<bool>>,

@@ -18,8 +18,8 @@
 //! client.connect("mqtt://127.0.0.1:1883").await?;
 //! client.subscribe(&[("sensors/#", QoS::AtLeastOnce)]).await?;
 //! client.publish("sensors/t", "21.5", Some(QoS::AtLeastOnce), None).await?;
-//! let message = client.deliver_message(Some(std::time::Duration::from_secs(5))).await?;
-//! println!("{}: {:?}", message.topic, message.payload);
+//! let delivery = client.deliver_message(Some(std::time::Duration::from_secs(5))).await?;
+//! println!("{}: {:?}", delivery.message.topic, delivery.message.payload);
 //! client.disconnect().await?;
 //! # Ok::<(), amqtt::client::ClientError>(())
 //! # });
@@ -58,17 +58,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::future::race;
 
-use crate::protocol::{
-    LastWill, QoS, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName,
-};
+use crate::protocol::{Message, QoS, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName};
 use crate::transport::{BrokerUrl, ClientTransportOptions};
 
-pub use config::{ClientConfig, ClientConfigError, ConnectionConfig, TopicDefaults, WillConfig};
+pub use config::{ClientConfig, ClientConfigError, ConnectionConfig, TopicDefaults};
 pub use error::ClientError;
-pub use state::Message;
+pub use state::Delivery;
 
 use driver::{Command, DriverSetup, Shared};
-use state::{OutgoingMessage, SessionOptions};
+use state::SessionOptions;
 
 /// Largest remaining length MQTT can express.
 const MAX_REMAINING_LENGTH: usize = 268_435_455;
@@ -106,7 +104,7 @@ pub struct MqttClient {
 /// Handles on one driver thread.
 struct Link {
     commands: flume::Sender<Command>,
-    messages: flume::Receiver<Message>,
+    messages: flume::Receiver<Delivery>,
     shared: Arc<Shared>,
 }
 
@@ -266,7 +264,7 @@ impl MqttClient {
             ));
         }
         let defaults = self.config.publish_defaults(topic);
-        let message = OutgoingMessage {
+        let message = Message {
             topic: name,
             payload,
             qos: qos.unwrap_or(defaults.qos),
@@ -342,7 +340,10 @@ impl MqttClient {
 
     /// The next received message, waiting at most `timeout` (`None`: as long as the client lives).
     /// Messages received before a failure are still delivered; then the failure is returned.
-    pub async fn deliver_message(&self, timeout: Option<Duration>) -> Result<Message, ClientError> {
+    pub async fn deliver_message(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Delivery, ClientError> {
         let (messages, shared) = self
             .with_link(|link| (link.messages.clone(), Arc::clone(&link.shared)))
             .ok_or(ClientError::NotConnected)?;
@@ -425,12 +426,7 @@ impl MqttClient {
                 return Err(invalid(what, "…", "longer than 65,535 bytes"));
             }
         }
-        let will = self.config.will.as_ref().map(|w| LastWill {
-            topic: w.topic.clone(),
-            payload: w.message.clone(),
-            qos: w.qos,
-            retain: w.retain,
-        });
+        let will = self.config.will.clone();
         if will.as_ref().is_some_and(|w| w.payload.len() > MAX_FIELD) {
             return Err(invalid("will message", "…", "longer than 65,535 bytes"));
         }

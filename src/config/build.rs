@@ -33,6 +33,34 @@ impl<T> Field<'_, T> {
     }
 }
 
+impl Field<'_, Int> {
+    /// A limit: `None` for the values in `unlimited`, the value when it is positive, and otherwise
+    /// an error for `listener` saying what the key takes (`expected`).
+    fn limit<T: TryFrom<i64>>(
+        &self,
+        unlimited: &[i64],
+        expected: &str,
+        listener: &str,
+        origin: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            file: origin.to_string(),
+            key: self.key(),
+            reason,
+        };
+        match self.value.0 {
+            n if unlimited.contains(&n) => Ok(None),
+            n if n > 0 => T::try_from(n)
+                .map(Some)
+                .map_err(|_| invalid(format!("{n} is too large"))),
+            n => Err(invalid(format!(
+                "{expected}; got {n}{}",
+                self.inherited_by(listener)
+            ))),
+        }
+    }
+}
+
 /// A listener after applying the `default` listener's settings.
 pub(super) struct Merged<'a> {
     name: &'a str,
@@ -177,9 +205,9 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
     };
     let defaults = BrokerConfig::default();
 
+    refuse_unsupported(origin, &raw)?;
     let no_listeners = RawListeners::default();
     let merged = merge_listeners(raw.listeners.as_ref().unwrap_or(&no_listeners));
-    refuse_unsupported(origin, &raw, &merged)?;
 
     let listeners = match &raw.listeners {
         None => defaults.listeners.clone(),
@@ -201,39 +229,21 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
                 })?;
                 let max_connections = match &listener.max_connections {
                     None => None,
-                    Some(field) => match field.value.0 {
-                        -1 => None,
-                        n if n > 0 => Some(usize::try_from(n).map_err(|_| {
-                            invalid(&field.key(), format!("{n} is too large"))
-                        })?),
-                        n => {
-                            return Err(invalid(
-                                &field.key(),
-                                format!(
-                                    "must be a positive number of connections, or -1 for unlimited; got {n}{}",
-                                    field.inherited_by(listener.name)
-                                ),
-                            ))
-                        }
-                    },
+                    Some(field) => field.limit(
+                        &[-1],
+                        "must be a positive number of connections, or -1 for unlimited",
+                        listener.name,
+                        origin,
+                    )?,
                 };
                 let max_connect_rate = match &listener.max_connect_rate {
                     None => None,
-                    Some(field) => match field.value.0 {
-                        -1 | 0 => None,
-                        n if n > 0 => Some(u32::try_from(n).map_err(|_| {
-                            invalid(&field.key(), format!("{n} is too large"))
-                        })?),
-                        n => {
-                            return Err(invalid(
-                                &field.key(),
-                                format!(
-                                    "must be a number of connections per second, or 0 for unlimited; got {n}{}",
-                                    field.inherited_by(listener.name)
-                                ),
-                            ))
-                        }
-                    },
+                    Some(field) => field.limit(
+                        &[-1, 0],
+                        "must be a number of connections per second, or 0 for unlimited",
+                        listener.name,
+                        origin,
+                    )?,
                 };
                 let kind = match listener.kind.as_ref().map(|k| *k.value) {
                     Some(RawKind::Ws) => ListenerKind::Ws,

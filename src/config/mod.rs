@@ -263,11 +263,7 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Reads and validates a YAML configuration file. An empty file gives the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let (file, text) = read_file(path)?;
         let mut config = Self::from_yaml_str(&text, &file)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
@@ -277,6 +273,15 @@ impl BrokerConfig {
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let raw = parse(text, origin)?;
         build(raw, origin)
+    }
+}
+
+/// A configuration file's name as errors show it, and its text.
+pub(crate) fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((file, text)),
+        Err(source) => Err(ConfigError::Io { file, source }),
     }
 }
 

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
-use super::build::Merged;
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -16,19 +15,14 @@ use super::*;
 // Each check below is one feature; delete its lines when the feature is implemented.
 // ---------------------------------------------------------------------------------------------
 
-pub(super) fn refuse_unsupported(
-    file: &str,
-    raw: &RawConfig,
-    listeners: &[Merged<'_>],
-) -> Result<(), ConfigError> {
+pub(super) fn refuse_unsupported(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
     let refuse = |key: String, reason: String| ConfigError::Unsupported {
         file: file.to_string(),
         key,
         reason,
     };
 
-    // Listener features (WebSocket, TLS) are all supported now; `listeners` stays for future checks.
-    let _ = listeners;
+    // Listener features (WebSocket, TLS) are all supported now: nothing to refuse there.
 
     // Plugin names are resolved when the broker starts (a program embedding it may add its own).
     if let Some(plugins) = raw.auth.as_ref().and_then(|a| a.plugins.as_ref()) {

@@ -38,8 +38,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::Message;
-use crate::protocol::{QoS, TopicFilter, TopicName};
+use crate::protocol::{Message, QoS, TopicFilter, TopicName};
 
 pub use auth_anonymous::AnonymousAuth;
 pub use auth_file::FileAuth;

@@ -1,7 +1,6 @@
 //! The fixed header [MQTT-2.2]: packet type and flags (first byte), the remaining-length varint,
-//! and the reserved-flag rules [MQTT-2.2.2-1/2]. Also the bodies shared by several packets: the
-//! lone packet identifier (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK) and the empty body (PINGREQ,
-//! PINGRESP, DISCONNECT).
+//! and the reserved-flag rules [MQTT-2.2.2-1/2]. Also the empty body shared by PINGREQ, PINGRESP
+//! and DISCONNECT (the lone packet identifier of the acks is `ack.rs`).
 //!
 //! Must not consume input, allocate, or know anything about other packet bodies.
 
@@ -132,27 +131,6 @@ pub(crate) fn write(
         }
         out.put_u8(byte | 0x80);
     }
-}
-
-/// Body of exactly one non-zero packet identifier.
-pub(crate) fn decode_packet_id_only(body: &[u8]) -> Result<u16, DecodeError> {
-    match *body {
-        [hi, lo] => match u16::from_be_bytes([hi, lo]) {
-            0 => Err(DecodeError::ZeroPacketId),
-            id => Ok(id),
-        },
-        _ => Err(DecodeError::MalformedPacket(
-            "expected a body of exactly a 2-byte packet identifier",
-        )),
-    }
-}
-
-/// `first_byte`, remaining length 2, `packet_id`.
-pub(crate) fn encode_packet_id_only(out: &mut BytesMut, first_byte: u8, packet_id: u16) {
-    out.reserve(4);
-    out.put_u8(first_byte);
-    out.put_u8(2);
-    out.put_u16(packet_id);
 }
 
 /// Packets without a body.
@@ -345,26 +323,6 @@ mod tests {
             packet_len(usize::MAX),
             Err(EncodeError::PacketTooLarge(usize::MAX))
         );
-    }
-
-    #[test]
-    fn packet_id_only_bodies() {
-        assert_eq!(decode_packet_id_only(&[0x12, 0x34]), Ok(0x1234));
-        assert_eq!(
-            decode_packet_id_only(&[0, 0]),
-            Err(DecodeError::ZeroPacketId)
-        );
-        assert!(matches!(
-            decode_packet_id_only(&[1]),
-            Err(DecodeError::MalformedPacket(_))
-        ));
-        assert!(matches!(
-            decode_packet_id_only(&[0, 1, 0]),
-            Err(DecodeError::MalformedPacket(_))
-        ));
-        let mut out = BytesMut::new();
-        encode_packet_id_only(&mut out, 0x40, 0xabcd);
-        assert_eq!(&out[..], &[0x40, 0x02, 0xab, 0xcd]);
     }
 
     #[test]

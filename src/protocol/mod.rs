@@ -1,7 +1,8 @@
 //! The MQTT wire format: one codec shared by broker, client and bench.
 //!
 //! Bytes in, typed [`Packet`]s out, and back. One file per packet type holds its decode, encode and
-//! tests. This module knows nothing of sockets, clocks, glommio or broker state; "need more bytes"
+//! tests, except the five that are only a packet identifier (PUBACK, PUBREC, PUBREL, PUBCOMP,
+//! UNSUBACK), which share `ack.rs`. This module knows nothing of sockets, clocks, glommio or broker state; "need more bytes"
 //! is `Ok(None)` from [`decode`], never an error.
 //!
 //! Validation done here (anything that can be judged from one packet alone): remaining length
@@ -13,23 +14,19 @@
 
 #![forbid(unsafe_code)]
 
+mod ack;
 mod connack;
 mod connect;
 mod disconnect;
 mod fixed_header;
 mod pingreq;
 mod pingresp;
-mod puback;
-mod pubcomp;
 mod publish;
 pub use publish::PublishRef;
-mod pubrec;
-mod pubrel;
 mod strings;
 mod suback;
 mod subscribe;
 mod topic;
-mod unsuback;
 mod unsubscribe;
 
 use bytes::{Bytes, BytesMut};
@@ -147,13 +144,24 @@ pub struct Connect {
     pub password: Option<Bytes>,
 }
 
+/// An application message [MQTT-1.2]: what a PUBLISH carries, a will is, the broker routes and a
+/// plugin sees, without the fields of one hop (packet identifier, DUP). One type from the
+/// client's publish call to the subscriber's delivery, so nothing copies it field by field.
+///
+/// A struct and not a tuple: MQTT 5's message properties (expiry, content type, user properties, …)
+/// will be fields here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastWill {
+pub struct Message {
     pub topic: TopicName,
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
 }
+
+/// The will in a CONNECT [MQTT-3.1.2.5]: the message the broker publishes when the connection
+/// ends without DISCONNECT. In MQTT 3.1.1 it is exactly a [`Message`]; MQTT 5's will delay
+/// interval will make it a struct that holds one.
+pub type LastWill = Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectReturnCode {
@@ -182,18 +190,22 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// PUBACK [MQTT-3.4]: acknowledges a QoS 1 PUBLISH. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubAck {
     pub packet_id: u16,
 }
+/// PUBREC [MQTT-3.5]: first answer to a QoS 2 PUBLISH. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRec {
     pub packet_id: u16,
 }
+/// PUBREL [MQTT-3.6]: releases a QoS 2 PUBLISH (fixed-header flags 0b0010). Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRel {
     pub packet_id: u16,
 }
+/// PUBCOMP [MQTT-3.7]: completes a QoS 2 flow. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubComp {
     pub packet_id: u16,
@@ -229,9 +241,34 @@ pub struct Unsubscribe {
     pub filters: Vec<TopicFilter>,
 }
 
+/// UNSUBACK [MQTT-3.11]: acknowledges an UNSUBSCRIBE. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnsubAck {
     pub packet_id: u16,
+}
+
+impl Publish {
+    /// The PUBLISH that carries `message` on one hop.
+    pub fn new(message: Message, packet_id: Option<u16>, dup: bool) -> Publish {
+        Publish {
+            dup,
+            qos: message.qos,
+            retain: message.retain,
+            topic: message.topic,
+            packet_id,
+            payload: message.payload,
+        }
+    }
+
+    /// The application message, without this hop's packet identifier and DUP.
+    pub fn into_message(self) -> Message {
+        Message {
+            topic: self.topic,
+            payload: self.payload,
+            qos: self.qos,
+            retain: self.retain,
+        }
+    }
 }
 
 impl QoS {
@@ -331,14 +368,14 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     let packet = match packet_type {
         fixed_header::CONNECT => connect::decode(body).map(|c| Packet::Connect(Box::new(c))),
         fixed_header::CONNACK => connack::decode(body).map(Packet::ConnAck),
-        fixed_header::PUBACK => puback::decode(body).map(Packet::PubAck),
-        fixed_header::PUBREC => pubrec::decode(body).map(Packet::PubRec),
-        fixed_header::PUBREL => pubrel::decode(body).map(Packet::PubRel),
-        fixed_header::PUBCOMP => pubcomp::decode(body).map(Packet::PubComp),
+        fixed_header::PUBACK => ack::decode(body).map(Packet::PubAck),
+        fixed_header::PUBREC => ack::decode(body).map(Packet::PubRec),
+        fixed_header::PUBREL => ack::decode(body).map(Packet::PubRel),
+        fixed_header::PUBCOMP => ack::decode(body).map(Packet::PubComp),
         fixed_header::SUBSCRIBE => subscribe::decode(body).map(Packet::Subscribe),
         fixed_header::SUBACK => suback::decode(body).map(Packet::SubAck),
         fixed_header::UNSUBSCRIBE => unsubscribe::decode(body).map(Packet::Unsubscribe),
-        fixed_header::UNSUBACK => unsuback::decode(body).map(Packet::UnsubAck),
+        fixed_header::UNSUBACK => ack::decode(body).map(Packet::UnsubAck),
         fixed_header::PINGREQ => pingreq::decode(body).map(|()| Packet::PingReq),
         fixed_header::PINGRESP => pingresp::decode(body).map(|()| Packet::PingResp),
         fixed_header::DISCONNECT => disconnect::decode(body).map(|()| Packet::Disconnect),
@@ -389,26 +426,26 @@ impl Packet {
             }
             Packet::Publish(p) => p.encode(out),
             Packet::PubAck(p) => {
-                puback::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PubRec(p) => {
-                pubrec::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PubRel(p) => {
-                pubrel::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PubComp(p) => {
-                pubcomp::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::Subscribe(p) => subscribe::encode(p, out),
             Packet::SubAck(p) => suback::encode(p, out),
             Packet::Unsubscribe(p) => unsubscribe::encode(p, out),
             Packet::UnsubAck(p) => {
-                unsuback::encode(p, out);
+                ack::encode(p, out);
                 Ok(())
             }
             Packet::PingReq => {

@@ -2,8 +2,10 @@
 //! `{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g. `mqtt://localhost:1883`
 //! (`tcp` is another name for `mqtt`, `ssl` for `mqtts`, as in paho).
 //!
-//! Default ports: mqtt 1883, mqtts 8883, ws 80, wss 443. The path matters only for WebSocket (default
-//! `/`). Percent-escapes in user name and password are decoded. Pure parsing, no I/O.
+//! Default ports: mqtt 1883, mqtts 8883, ws 80, wss 443. Scheme aliases: `tcp` for mqtt, `ssl` and
+//! `tls` for mqtts. IPv6 hosts go in brackets: `mqtt://[::1]:1883`. The path matters only for
+//! WebSocket (default `/`). Percent-escapes in user name and password are decoded. Pure parsing, no
+//! I/O. The one URL parser of the workspace: the client, the CLIs and amqtt-bench use it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,7 +79,7 @@ impl FromStr for BrokerUrl {
         ))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "mqtt" | "tcp" => Scheme::Mqtt,
-            "mqtts" | "ssl" => Scheme::Mqtts,
+            "mqtts" | "ssl" | "tls" => Scheme::Mqtts,
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
             _ => return Err(fail("scheme must be mqtt, tcp, mqtts, ssl, ws or wss")),
@@ -119,6 +121,9 @@ impl FromStr for BrokerUrl {
             (host, port)
         } else {
             match hostport.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(fail("IPv6 addresses must be written in brackets"))
+                }
                 Some((h, p)) => (h, Some(p)),
                 None => (hostport, None),
             }
@@ -142,6 +147,23 @@ impl FromStr for BrokerUrl {
             password,
             path: path.to_string(),
         })
+    }
+}
+
+/// `scheme://host:port`, then the path for WebSocket; never the user name or password, so a URL
+/// can go into logs and reports as it is.
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://", self.scheme)?;
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)?;
+        } else {
+            write!(f, "{}:{}", self.host, self.port)?;
+        }
+        if self.scheme.is_websocket() {
+            f.write_str(&self.path)?;
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +218,33 @@ mod tests {
     }
 
     #[test]
+    fn scheme_aliases() {
+        assert_eq!(parse("tcp://h").scheme, Scheme::Mqtt);
+        assert_eq!(parse("ssl://h").scheme, Scheme::Mqtts);
+        assert_eq!(parse("TLS://h").scheme, Scheme::Mqtts);
+        assert_eq!(parse("tls://h").port, 8883);
+    }
+
+    #[test]
+    fn display_is_canonical_and_without_credentials() {
+        for (url, shown) in [
+            ("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:1883"),
+            ("tcp://h", "mqtt://h:1883"),
+            ("mqtt://u:secret@h:1884/", "mqtt://h:1884"),
+            ("ws://h:80/mqtt", "ws://h:80/mqtt"),
+            ("wss://[::1]:443/a", "wss://[::1]:443/a"),
+            ("wss://h", "wss://h:443/"),
+        ] {
+            assert_eq!(parse(url).to_string(), shown, "{url}");
+            let again = parse(shown);
+            assert_eq!(
+                (again.scheme, &again.host, again.port),
+                (parse(url).scheme, &parse(url).host, parse(url).port)
+            );
+        }
+    }
+
+    #[test]
     fn errors_say_what_is_wrong() {
         for (bad, reason) in [
             (
@@ -214,6 +263,11 @@ mod tests {
             ("mqtt://h:99999", "invalid port"),
             ("mqtt://h:0", "invalid port"),
             ("mqtt://[::1", "missing ']' after IPv6 address"),
+            (
+                "mqtt://::1:1883",
+                "IPv6 addresses must be written in brackets",
+            ),
+            ("mqtt://::1", "IPv6 addresses must be written in brackets"),
             ("mqtt://u%zz@h", "bad percent-escape in user name"),
         ] {
             let error = bad.parse::<BrokerUrl>().expect_err(bad);

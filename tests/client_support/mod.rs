@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -50,20 +50,12 @@ impl BrokerProcess {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_amqtt"))
-            .arg("-c")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start amqtt");
-        self.child = Some(child);
-        assert!(
-            wait_listening(self.port, Duration::from_secs(10)),
-            "amqtt did not listen on {}",
-            self.port
-        );
+        self.child = Some(spawn_broker(
+            "amqtt",
+            env!("CARGO_BIN_EXE_amqtt").as_ref(),
+            &self.config,
+            self.port,
+        ));
     }
 
     pub fn url(&self) -> String {
@@ -72,12 +64,8 @@ impl BrokerProcess {
 
     /// SIGTERM, and wait until the process is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 
@@ -91,8 +79,7 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_child(&mut child);
         }
     }
 }
@@ -195,20 +182,12 @@ impl Mosquitto {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        self.child = Some(child);
-        assert!(
-            wait_listening(self.port, Duration::from_secs(10)),
-            "mosquitto did not listen on {}",
-            self.port
-        );
+        self.child = Some(spawn_broker(
+            "mosquitto",
+            &self.binary,
+            &self.config,
+            self.port,
+        ));
     }
 
     pub fn url(&self) -> String {
@@ -221,11 +200,8 @@ impl Mosquitto {
 
     /// SIGTERM (Mosquitto saves its persistence file) and wait for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            let _ = wait_exit(&mut child, Duration::from_secs(10));
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child);
         }
     }
 
@@ -239,8 +215,7 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_child(&mut child);
         }
     }
 }
@@ -264,6 +239,39 @@ pub fn signal(child: &Child, signal: libc::c_int) {
     unsafe {
         libc::kill(pid, signal);
     }
+}
+
+/// Starts `binary -c config` (amqtt or Mosquitto, output discarded) and waits until it listens on
+/// `port`; `name` is for the panic when it does not.
+fn spawn_broker(name: &str, binary: &Path, config: &Path, port: u16) -> Child {
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    assert!(
+        wait_listening(port, Duration::from_secs(10)),
+        "{name} did not listen on {port}"
+    );
+    child
+}
+
+/// SIGTERM, up to 10 s for the child to exit on its own, then SIGKILL; reaped either way.
+fn stop_child(mut child: Child) {
+    terminate(&child);
+    if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// SIGKILL and reap (a test that ends early must not leave its broker behind).
+fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Waits for a child to exit, up to `within`.
@@ -316,8 +324,7 @@ pub fn run_cli(bin: &str, args: &[&str], stdin: &[u8], limit: Duration) -> Finis
     let status = match wait_exit(&mut child, limit) {
         Some(status) => status,
         None => {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_child(&mut child);
             panic!("{bin} {args:?} did not finish within {limit:?}");
         }
     };
@@ -418,8 +425,7 @@ impl RunningSub {
 
 impl Drop for RunningSub {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_child(&mut self.child);
     }
 }
 

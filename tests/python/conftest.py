@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-from mqtt_helpers import CONNECT_TIMEOUT, DISCONNECT_PACKET, PahoClient, RawConn
+from mqtt_helpers import CONNECT_TIMEOUT, DISCONNECT_PACKET, PahoClient, RawConn, accepts, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -51,20 +50,6 @@ def amqtt_bin() -> Path:
             pytest.fail("cargo build --release --bin amqtt failed:\n" + build.stderr[-5000:],
                         pytrace=False)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _answers_connect(port: int, timeout: float) -> bool:
@@ -98,7 +83,7 @@ def _config(port: int, shards: int) -> str:
 
 
 def _start(amqtt_bin: Path, workdir: Path, shards: int, attempt: int):
-    port = _free_port()
+    port = free_port()
     config = workdir / f"amqtt-{attempt}.yaml"
     config.write_text(_config(port, shards))
     log_path = workdir / f"amqtt-{attempt}.stderr.log"
@@ -110,7 +95,7 @@ def _start(amqtt_bin: Path, workdir: Path, shards: int, attempt: int):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return None, port, log_path, proc
-        if _port_accepts(port) and _answers_connect(port, max(deadline - time.monotonic(), 0.1)):
+        if accepts(port) and _answers_connect(port, max(deadline - time.monotonic(), 0.1)):
             return proc, port, log_path, None
         time.sleep(0.02)
     proc.kill()

@@ -4,6 +4,7 @@
   and waits with timeouts (no sleeps).
 - `RawConn` and the `*_packet` encoders: a minimal MQTT 3.1.1 client on a plain socket, for the
   packets that real clients refuse to send.
+- `free_port` and `accepts`: loopback ports for the brokers the tests start.
 """
 
 from __future__ import annotations
@@ -18,8 +19,25 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
+LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2  # seconds; `connect_timeout` in the brokers' test config (conftest.py)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def accepts(port: int) -> bool:
+    """Whether a TCP connection to `port` on the loopback address is accepted."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mqtt_helpers import PahoClient
+from mqtt_helpers import PahoClient, accepts, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -37,20 +36,6 @@ class Observed(NamedTuple):
     port: int
     metrics_port: int
     log: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -64,7 +49,7 @@ def _running(amqtt_bin, tmp_path, config_text: str, ports: list[int], args: tupl
         proc = subprocess.Popen([str(amqtt_bin), "-c", str(config), *args],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     deadline = time.monotonic() + 10
-    while not all(_accepts(p) for p in ports):
+    while not all(accepts(p) for p in ports):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("broker did not start:\n" + log.read_text(errors="replace"), pytrace=False)
@@ -82,7 +67,7 @@ def _running(amqtt_bin, tmp_path, config_text: str, ports: list[int], args: tupl
 @pytest.fixture
 def observed(amqtt_bin, tmp_path):
     """A 2-shard broker with `sys_interval: 1` and metrics on a free port, logging at info."""
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     config = (
         "listeners:\n"
         "  default:\n"
@@ -275,7 +260,7 @@ def test_lifecycle_lines_at_info_and_nothing_per_message(observed):
 def test_connection_messages_false_moves_the_lines_to_debug(amqtt_bin, tmp_path):
     """`connection_messages: false` (Mosquitto's switch): connect and disconnect lines are logged at
     DEBUG only, so the default INFO log has none; run with `-d` to see them at DEBUG."""
-    port = _free_port()
+    port = free_port()
     config = (f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
               "sys_interval: 0\nconnection_messages: false\n")
     with _running(amqtt_bin, tmp_path, config, [port], args=("-d",)) as log:

@@ -28,7 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqtt_helpers import (CONNACK, PUBACK, PUBLISH, SUBACK, PahoClient, connect_packet,
-                          publish_packet, subscribe_packet)
+                          accepts, free_port, publish_packet, subscribe_packet)
 
 HOST = "127.0.0.1"
 
@@ -40,27 +40,13 @@ class Running(NamedTuple):
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def running_broker(amqtt_bin: Path, tmp: Path, settings: str = "", listener: str = "",
                    tls: tuple[Path, Path] | None = None):
     """A 2-shard broker with `settings` (top-level YAML) and `listener` (keys of the default
     listener); with `tls` (cert, key), a second listener `tls` on its own port."""
-    port, metrics_port = _free_port(), _free_port()
-    tls_port = _free_port() if tls else None
+    port, metrics_port = free_port(), free_port()
+    tls_port = free_port() if tls else None
     indent = lambda text: textwrap.indent(textwrap.dedent(text).strip() + "\n", "    ")
     config = (
         "listeners:\n"
@@ -83,7 +69,7 @@ def running_broker(amqtt_bin: Path, tmp: Path, settings: str = "", listener: str
         proc = subprocess.Popen([str(amqtt_bin), "-c", str(path)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     deadline = time.monotonic() + 10
-    while not (_accepts(port) and _accepts(metrics_port)):
+    while not (accepts(port) and accepts(metrics_port)):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("broker did not start:\n" + config + log.read_text(errors="replace"),

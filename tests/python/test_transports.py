@@ -13,7 +13,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from mqtt_helpers import accepts, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -54,29 +55,21 @@ def certs(tmp_path_factory):
     return d
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _wait_port(port: int, proc) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"broker exited with {proc.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
+        if accepts(port):
+            return
+        time.sleep(0.02)
     raise RuntimeError(f"port {port} never accepted")
 
 
 @pytest.fixture(scope="module")
 def tls_broker(certs, amqtt_bin, tmp_path_factory):
     """One broker with mqtt, mqtts, ws, wss and a mutual-TLS listener."""
-    ports = {name: _free_port() for name in ["tcp", "tls", "ws", "wss", "mtls"]}
+    ports = {name: free_port() for name in ["tcp", "tls", "ws", "wss", "mtls"]}
     tls = f"    ssl: on\n    certfile: {certs}/server.pem\n    keyfile: {certs}/server.key\n"
     config = (
         "listeners:\n"

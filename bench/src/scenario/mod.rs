@@ -31,7 +31,7 @@ use crate::placement::{self, Placement};
 use crate::report::Report;
 use crate::sys;
 use crate::tls::{TlsTarget, Trust};
-use crate::url::{BrokerUrl, Scheme};
+use crate::url::{self, Scheme};
 
 mod conns;
 mod retained;
@@ -237,9 +237,7 @@ impl Scenario {
     pub fn run(&self) -> Result<Report, BenchError> {
         let o = self.opts();
         let (credentials, url) = credentials::split(&o.url).map_err(BenchError::Usage)?;
-        let url = BrokerUrl::parse(&url).map_err(|e| BenchError::Usage(e.to_string()))?;
-        url.require_supported()
-            .map_err(|e| BenchError::Usage(e.to_string()))?;
+        let url = url::parse(&url).map_err(BenchError::Usage)?;
         let tls = match (url.scheme, &o.cafile, o.insecure) {
             (Scheme::Mqtts, _, true) => Some(Trust::Insecure),
             (Scheme::Mqtts, Some(path), false) => Some(Trust::CaFile(path.clone())),
@@ -267,9 +265,7 @@ impl Scenario {
                 self.name()
             )));
         }
-        let addr = url
-            .socket_addr()
-            .map_err(|e| BenchError::Usage(e.to_string()))?;
+        let addr = url::socket_addr(&url).map_err(BenchError::Usage)?;
         let n = self.n();
         if n == 0 {
             return Err(BenchError::Usage("-n must be at least 1".into()));

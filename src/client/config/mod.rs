@@ -34,8 +34,8 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::config::Seconds;
-use crate::protocol::{QoS, TopicName};
+use crate::config::{read_file, ConfigError, Seconds};
+use crate::protocol::{LastWill, QoS, TopicName};
 
 /// The validated client configuration. `Default` gives aMQTT's defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +60,9 @@ pub struct ClientConfig {
     pub clean_session: bool,
     /// Per-topic defaults for publishes that give no QoS or retain flag.
     pub topics: BTreeMap<String, TopicDefaults>,
-    /// The will the broker publishes if the connection ends without DISCONNECT.
-    pub will: Option<WillConfig>,
+    /// The will the broker publishes if the connection ends without DISCONNECT (`will:`: `topic`,
+    /// `message`, `qos`, `retain`).
+    pub will: Option<LastWill>,
     /// Broker URL and TLS trust (`connection:` or `broker:`).
     pub connection: ConnectionConfig,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement at once; more wait their turn.
@@ -76,19 +77,6 @@ pub struct TopicDefaults {
     /// QoS of a publish to this topic that names none.
     pub qos: QoS,
     /// Retain flag of a publish to this topic that names none.
-    pub retain: bool,
-}
-
-/// `will:`: published by the broker if the connection ends without DISCONNECT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WillConfig {
-    /// Topic the will is published to.
-    pub topic: TopicName,
-    /// Its payload.
-    pub message: Bytes,
-    /// Its QoS.
-    pub qos: QoS,
-    /// Whether the broker retains it.
     pub retain: bool,
 }
 
@@ -127,45 +115,13 @@ impl Default for ClientConfig {
 }
 
 /// Why a client configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientConfigError {
-    /// The file cannot be read.
-    #[error("{file}: cannot read the configuration file: {source}")]
-    Io {
-        /// The file, as given.
-        file: String,
-        /// Why it cannot be read.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not YAML, or not a mapping at the top level.
-    #[error("{file}: {reason}")]
-    Syntax {
-        /// The file, as given.
-        file: String,
-        /// What is wrong, with the line where known.
-        reason: String,
-    },
-    /// A key is unknown, of the wrong type or out of range.
-    #[error("{file}: key '{key}': {reason}")]
-    Invalid {
-        /// The file, as given.
-        file: String,
-        /// The key's path: `will.qos`, `topics.a/b.retain`.
-        key: String,
-        /// What is wrong, with the line where known.
-        reason: String,
-    },
-}
+/// Errors name the file, the key and the reason, as the broker configuration's do.
+pub type ClientConfigError = ConfigError;
 
 impl ClientConfig {
     /// Reads and validates a YAML file. An empty file gives the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ClientConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ClientConfigError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let (file, text) = read_file(path)?;
         let mut config = Self::from_yaml_str(&text, &file)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
@@ -369,9 +325,10 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
         config.topics.insert(name, defaults);
     }
     if let Some(will) = raw.will {
-        config.will = Some(WillConfig {
-            topic: TopicName::new(&will.topic).map_err(|e| invalid("will.topic", e.to_string()))?,
-            message: Bytes::from(will.message.into_bytes()),
+        config.will = Some(LastWill {
+            topic: TopicName::new(&will.topic)
+                .map_err(|e| invalid("will.topic", format!("invalid topic name: {e}")))?,
+            payload: Bytes::from(will.message.into_bytes()),
             qos: match will.qos {
                 Some(v) => qos("will.qos", v)?,
                 None => QoS::AtMostOnce,

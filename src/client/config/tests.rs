@@ -87,7 +87,7 @@ qos1_puback_timeout: 5
     );
     let will = c.will.unwrap();
     assert_eq!(will.topic.as_str(), "dead/c1");
-    assert_eq!(&will.message[..], b"gone");
+    assert_eq!(&will.payload[..], b"gone");
     assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
     assert_eq!(c.connection.cafile, Some(PathBuf::from("/etc/ca.pem")));
 }

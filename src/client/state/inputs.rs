@@ -122,7 +122,7 @@ impl<W> ClientState<W> {
     /// complete; until then the message survives reconnects.
     pub fn publish(
         &mut self,
-        message: OutgoingMessage,
+        message: Message,
         waiter: W,
         now: Instant,
     ) -> Result<(), (W, Refusal)> {
@@ -267,7 +267,7 @@ impl<W> ClientState<W> {
                 let Some((message, waiter)) = self.queued.pop_front() else {
                     break;
                 };
-                self.send(Packet::Publish(publish_packet(&message, None, false)), now);
+                self.send(Packet::Publish(Publish::new(message, None, false)), now);
                 self.events.push_back(Event::Published(waiter));
                 continue;
             }
@@ -281,7 +281,7 @@ impl<W> ClientState<W> {
                 break;
             };
             self.send(
-                Packet::Publish(publish_packet(&message, Some(packet_id), false)),
+                Packet::Publish(Publish::new(message.clone(), Some(packet_id), false)),
                 now,
             );
             let stage = if message.qos == QoS::AtLeastOnce {
@@ -364,7 +364,7 @@ impl<W> ClientState<W> {
                 Awaiting::PubAck | Awaiting::PubRec => {
                     let dup = m.sent;
                     m.sent = true;
-                    Packet::Publish(publish_packet(&m.message, Some(m.packet_id), dup))
+                    Packet::Publish(Publish::new(m.message.clone(), Some(m.packet_id), dup))
                 }
                 Awaiting::PubComp => Packet::PubRel(PubRel {
                     packet_id: m.packet_id,
@@ -379,14 +379,12 @@ impl<W> ClientState<W> {
     }
 
     fn handle_publish(&mut self, publish: Publish, now: Instant) -> Result<(), ConnectionError> {
-        let message = Message {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let message = Delivery {
             dup: publish.dup,
+            message: publish.into_message(),
         };
-        match (publish.qos, publish.packet_id) {
+        match (qos, packet_id) {
             (QoS::AtMostOnce, _) => self.events.push_back(Event::Message(message)),
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 self.events.push_back(Event::Message(message));

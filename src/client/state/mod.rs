@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::protocol::{
-    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, ProtocolLevel, PubAck, PubComp, PubRec,
-    PubRel, Publish, QoS, SubAck, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicFilter,
-    TopicName, UnsubAck, Unsubscribe,
+    ConnAck, Connect, ConnectReturnCode, LastWill, Message, Packet, ProtocolLevel, PubAck, PubComp,
+    PubRec, PubRel, Publish, QoS, SubAck, Subscribe, SubscribeFilter, SubscribeReturnCode,
+    TopicFilter, UnsubAck, Unsubscribe,
 };
 
 mod inputs;
@@ -75,22 +75,10 @@ pub struct SessionOptions {
     pub max_inflight: usize,
 }
 
-/// A message the user asked to publish.
+/// A message received from the broker, and how it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingMessage {
-    pub topic: TopicName,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-}
-
-/// A message received from the broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub topic: TopicName,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
+pub struct Delivery {
+    pub message: Message,
     /// The broker marked it as a possible re-delivery.
     pub dup: bool,
 }
@@ -101,7 +89,7 @@ pub enum Event<W> {
     /// CONNACK accepted the connection.
     Connected { session_present: bool },
     /// A message to deliver to the user.
-    Message(Message),
+    Message(Delivery),
     /// A publish finished its QoS flow (QoS 0: written; 1: PUBACK; 2: PUBCOMP).
     Published(W),
     /// SUBACK for a user's SUBSCRIBE: one return code per filter, in order.
@@ -181,7 +169,7 @@ enum Awaiting {
 #[derive(Debug)]
 struct Inflight<W> {
     packet_id: u16,
-    message: OutgoingMessage,
+    message: Message,
     stage: Awaiting,
     /// The PUBLISH has been written at least once, so a re-send carries DUP [MQTT-3.3.1-1].
     sent: bool,
@@ -211,7 +199,7 @@ pub struct ClientState<W> {
     next_packet_id: u16,
     ids_in_use: HashSet<u16>,
     inflight: VecDeque<Inflight<W>>,
-    queued: VecDeque<(OutgoingMessage, W)>,
+    queued: VecDeque<(Message, W)>,
     incoming_qos2: HashSet<u16>,
     subscribes: Vec<PendingSubscribe<W>>,
     unsubscribes: Vec<PendingUnsubscribe<W>>,
@@ -264,17 +252,6 @@ impl<W> ClientState<W> {
     /// Subscriptions granted by the broker (and not unsubscribed), with their granted QoS.
     pub fn subscriptions(&self) -> &[(TopicFilter, QoS)] {
         &self.subscriptions
-    }
-}
-
-fn publish_packet(message: &OutgoingMessage, packet_id: Option<u16>, dup: bool) -> Publish {
-    Publish {
-        dup,
-        qos: message.qos,
-        retain: message.retain,
-        topic: message.topic.clone(),
-        packet_id,
-        payload: message.payload.clone(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! `Harness::advance`.
 
 use super::*;
+use crate::protocol::TopicName;
 
 // -- helpers: a client driven by hand, with a simulated clock ----------------------------------
 
@@ -34,8 +35,8 @@ pub(super) fn filter(s: &str) -> TopicFilter {
     TopicFilter::new(s).unwrap()
 }
 
-pub(super) fn message(t: &str, payload: &'static [u8], qos: QoS) -> OutgoingMessage {
-    OutgoingMessage {
+pub(super) fn message(t: &str, payload: &'static [u8], qos: QoS) -> Message {
+    Message {
         topic: topic(t),
         payload: Bytes::from_static(payload),
         qos,
@@ -99,7 +100,7 @@ impl Harness {
         std::iter::from_fn(|| self.state.poll_event()).collect()
     }
 
-    pub(super) fn publish(&mut self, m: OutgoingMessage, waiter: u32) {
+    pub(super) fn publish(&mut self, m: Message, waiter: u32) {
         self.state.publish(m, waiter, self.now).unwrap();
     }
 }
@@ -354,7 +355,7 @@ fn incoming_qos0_and_qos1_are_delivered_and_qos1_acknowledged() {
     assert_eq!(h.sent(), vec![Packet::PubAck(PubAck { packet_id: 4 })]);
     let events = h.events();
     assert_eq!(events.len(), 2);
-    assert!(matches!(&events[1], Event::Message(m) if m.qos == QoS::AtLeastOnce));
+    assert!(matches!(&events[1], Event::Message(m) if m.message.qos == QoS::AtLeastOnce));
 }
 
 #[test]
