@@ -2,7 +2,7 @@
 //! bytes, the memory pause) and `handle_first_bytes` (the verdicts on a connection's first packet).
 
 use super::*;
-use crate::protocol::{LastWill, PubAck};
+use crate::protocol::PubAck;
 
 /// A subscriber `s` on `t` and a publisher `p`, on one shard.
 fn pair() -> Cluster {
@@ -133,13 +133,12 @@ fn malformed_bytes_close_the_connection_count_a_protocol_error_and_publish_the_w
     c.connect("s", true);
     c.subscribe("s", &[("will", QoS::AtMostOnce)]);
     c.packets("s");
-    let mut connect = Cluster::connect_packet("p", true);
-    connect.will = Some(LastWill {
-        topic: TopicName::new("will").expect("topic"),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-    });
+    let connect = Cluster::with_will(
+        Cluster::connect_packet("p", true),
+        "will",
+        "gone",
+        QoS::AtMostOnce,
+    );
     c.connect_with("p", connect);
     let conn = c.client("p").conn;
     let errors = c.shards[0].stats.protocol_errors;

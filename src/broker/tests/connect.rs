@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::*;
-use crate::protocol::LastWill;
 
 #[test]
 fn connect_is_acknowledged_without_session() {
@@ -81,13 +78,12 @@ fn second_connect_is_a_protocol_error_that_publishes_the_will() {
     c.connect("w", true);
     c.subscribe("w", &[("bye", QoS::AtMostOnce)]);
     c.packets("w");
-    let mut connect = Cluster::connect_packet("bad", true);
-    connect.will = Some(LastWill {
-        topic: TopicName::new("bye").expect("topic"),
-        payload: Bytes::from("bad"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-    });
+    let connect = Cluster::with_will(
+        Cluster::connect_packet("bad", true),
+        "bye",
+        "bad",
+        QoS::AtMostOnce,
+    );
     c.connect_with("bad", connect.clone());
     c.send("bad", Packet::Connect(Box::new(connect)));
     assert!(c.client("bad").closed);

@@ -76,6 +76,17 @@ impl Cluster {
         }
     }
 
+    /// `connect` with a will on `topic` (not retained).
+    fn with_will(mut connect: Connect, topic: &str, payload: &str, qos: QoS) -> Connect {
+        connect.will = Some(crate::protocol::LastWill {
+            topic: TopicName::new(topic).expect("topic"),
+            payload: Bytes::from(payload.to_string()),
+            qos,
+            retain: false,
+        });
+        connect
+    }
+
     /// Connects `name` (also its client id) as if accepted on its home shard.
     fn connect(&mut self, name: &str, clean: bool) -> ConnectOutcome {
         self.connect_with(name, Self::connect_packet(name, clean))

@@ -210,13 +210,12 @@ fn a_will_the_acl_denies_is_not_published() {
     c.subscribe("watcher", &[("#", QoS::AtMostOnce)]);
     c.packets("watcher");
     for (name, topic) in [("w1", "status/alice"), ("w2", "status/bob")] {
-        let mut connect = as_user(name, "alice");
-        connect.will = Some(LastWill {
-            topic: TopicName::new(topic).expect("topic"),
-            payload: Bytes::from(format!("{name} gone")),
-            qos: QoS::AtMostOnce,
-            retain: false,
-        });
+        let connect = Cluster::with_will(
+            as_user(name, "alice"),
+            topic,
+            &format!("{name} gone"),
+            QoS::AtMostOnce,
+        );
         c.connect_with(name, connect);
         c.drop_connection(name);
     }

@@ -109,13 +109,12 @@ fn takeover_closes_old_connection_and_publishes_its_will() {
     c.connect("watcher", true);
     c.subscribe("watcher", &[("w", QoS::AtMostOnce)]);
     c.packets("watcher");
-    let mut connect = Cluster::connect_packet("twin", false);
-    connect.will = Some(LastWill {
-        topic: TopicName::new("w").expect("topic"),
-        payload: Bytes::from("taken"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-    });
+    let connect = Cluster::with_will(
+        Cluster::connect_packet("twin", false),
+        "w",
+        "taken",
+        QoS::AtMostOnce,
+    );
     c.connect_with("twin", connect);
     let old_conn = c.client("twin").conn;
     let outcome = c.connect("twin", false);
