@@ -156,7 +156,7 @@ fn errors_say_each_cause_once_and_show_what_works() {
     // tcp:// is accepted, so it is listed.
     let line = one_error(pub_bin(), &["--url", "http://h", "-t", "a", "-m", "x"], 2);
     assert!(
-        line.ends_with("scheme must be mqtt, tcp, mqtts, ssl, ws or wss"),
+        line.ends_with("scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss"),
         "{line}"
     );
 

@@ -36,7 +36,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// Options both CLIs take.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
-    /// Broker URL: `{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
+    /// Broker URL: `{mqtt|tcp|mqtts|ssl|tls|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
     /// mqtt://localhost:1883. Default: `connection.uri` (or `broker.uri`) from the -c file.
     #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
@@ -350,7 +350,7 @@ mod tests {
         let err = prepare(&args("http://h"), "p").err().unwrap();
         assert_eq!(
             err,
-            "invalid broker URL 'http://h': scheme must be mqtt, tcp, mqtts, ssl, ws or wss"
+            "invalid broker URL 'http://h': scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss"
         );
         let err = prepare(&ConnectionArgs::default(), "p").err().unwrap();
         assert!(err.starts_with("no broker: give --url URL"), "{err}");

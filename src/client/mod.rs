@@ -171,7 +171,7 @@ impl MqttClient {
             .unwrap_or(false)
     }
 
-    /// Connects to `url` (`{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
+    /// Connects to `url` (`{mqtt|tcp|mqtts|ssl|tls|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
     /// `mqtt://localhost:1883`) with the config's settings. Returns CONNACK's session-present flag.
     pub async fn connect(&self, url: &str) -> Result<bool, ClientError> {
         self.connect_with(url, ConnectOptions::default()).await

@@ -1,5 +1,5 @@
 //! Broker URLs as aMQTT's clients take them:
-//! `{mqtt|tcp|mqtts|ssl|ws|wss}://[user[:password]@]host[:port][/path]`, e.g. `mqtt://localhost:1883`
+//! `{mqtt|tcp|mqtts|ssl|tls|ws|wss}://[user[:password]@]host[:port][/path]`, e.g. `mqtt://localhost:1883`
 //! (`tcp` is another name for `mqtt`, `ssl` for `mqtts`, as in paho).
 //!
 //! Default ports: mqtt 1883, mqtts 8883, ws 80, wss 443. Scheme aliases: `tcp` for mqtt, `ssl` and
@@ -82,7 +82,7 @@ impl FromStr for BrokerUrl {
             "mqtts" | "ssl" | "tls" => Scheme::Mqtts,
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
-            _ => return Err(fail("scheme must be mqtt, tcp, mqtts, ssl, ws or wss")),
+            _ => return Err(fail("scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss")),
         };
         let (authority, path) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at..]),
@@ -257,7 +257,7 @@ mod tests {
             ),
             (
                 "http://h",
-                "scheme must be mqtt, tcp, mqtts, ssl, ws or wss",
+                "scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss",
             ),
             ("mqtt://", "missing host"),
             ("mqtt://h:99999", "invalid port"),
