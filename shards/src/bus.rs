@@ -355,7 +355,7 @@ impl<M: Send> Future for Recv<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
+    use crate::test_util::spawn_executor;
     use std::time::Duration;
 
     #[test]
@@ -459,35 +459,33 @@ mod tests {
             }
             tx.try_send_control(0, u64::MAX).unwrap();
         });
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(crate::DEFAULT_IO_MEMORY)
-            .spawn(move || async move {
-                let mut next = 0;
-                loop {
-                    match inbox.recv().await {
-                        Lane::Data(m) => {
+        let ex = spawn_executor(move || async move {
+            let mut next = 0;
+            loop {
+                match inbox.recv().await {
+                    Lane::Data(m) => {
+                        assert_eq!(m, next);
+                        next += 1;
+                    }
+                    Lane::Control(m) => {
+                        // Control overtakes data still queued: drain the rest.
+                        assert_eq!(m, u64::MAX);
+                        while let Some(Lane::Data(m)) = inbox.try_recv() {
                             assert_eq!(m, next);
                             next += 1;
                         }
-                        Lane::Control(m) => {
-                            // Control overtakes data still queued: drain the rest.
-                            assert_eq!(m, u64::MAX);
-                            while let Some(Lane::Data(m)) = inbox.try_recv() {
-                                assert_eq!(m, next);
-                                next += 1;
-                            }
-                            break next;
-                        }
+                        break next;
                     }
                 }
-            })
-            .unwrap();
+            }
+        })
+        .unwrap();
         sender.join().unwrap();
         assert_eq!(ex.join().unwrap(), 100);
     }
 
     /// Two executors ping-pong an integer through each other's inboxes 10,000 times: every hop
-    /// needs a cross-thread wake of a parked glommio task.
+    /// needs a cross-thread wake of a parked task.
     #[test]
     fn ping_pong_between_two_executors() {
         const ROUNDS: u64 = 10_000;
@@ -495,29 +493,27 @@ mod tests {
         let mut handles = Vec::new();
         for inbox in inboxes {
             let tx = tx.clone();
-            let h = LocalExecutorBuilder::new(Placement::Unbound)
-                .io_memory(crate::DEFAULT_IO_MEMORY)
-                .spawn(move || async move {
-                    let me = inbox.shard();
-                    let peer = 1 - me;
-                    if me == 0 {
-                        tx.try_send_data(peer, 0).unwrap();
+            let h = spawn_executor(move || async move {
+                let me = inbox.shard();
+                let peer = 1 - me;
+                if me == 0 {
+                    tx.try_send_data(peer, 0).unwrap();
+                }
+                let mut seen = 0;
+                loop {
+                    let n = inbox.recv().await.into_inner();
+                    seen += 1;
+                    if n == ROUNDS {
+                        return seen;
                     }
-                    let mut seen = 0;
-                    loop {
-                        let n = inbox.recv().await.into_inner();
-                        seen += 1;
-                        if n == ROUNDS {
-                            return seen;
-                        }
-                        // ROUNDS is the last value: whoever sends it is done.
-                        tx.try_send_data(peer, n + 1).unwrap();
-                        if n + 1 == ROUNDS {
-                            return seen;
-                        }
+                    // ROUNDS is the last value: whoever sends it is done.
+                    tx.try_send_data(peer, n + 1).unwrap();
+                    if n + 1 == ROUNDS {
+                        return seen;
                     }
-                })
-                .unwrap();
+                }
+            })
+            .unwrap();
             handles.push(h);
         }
         drop(tx);

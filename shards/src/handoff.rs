@@ -62,6 +62,7 @@ mod tests {
             shards: 2,
             pin: false,
             name: "handoff".into(),
+            runtime: crate::test_util::runtime(),
             ..ShardConfig::default()
         };
         let shards = Shards::start(config, move |ctx| {
@@ -82,7 +83,7 @@ mod tests {
                     s.write_all(b"from0").await.unwrap();
                     let fd = detach_tcp_stream(s);
                     // Let the peer's "early" bytes arrive while nobody owns the stream.
-                    glommio::timer::sleep(Duration::from_millis(30)).await;
+                    crate::rt::sleep(Duration::from_millis(30)).await;
                     tx.try_send_control(1, fd).unwrap();
                 } else {
                     let recv = async { Some(inbox.recv().await) };

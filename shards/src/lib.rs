@@ -42,12 +42,15 @@
 
 mod bus;
 mod cpus;
+mod fallback;
 mod handoff;
 mod limits;
 mod listener;
 mod poller;
 mod remote_wake;
+pub mod rt;
 mod runtime;
+mod select;
 mod split;
 mod stop;
 mod tcp;
@@ -60,8 +63,10 @@ pub use handoff::{attach_tcp_stream, detach_tcp_stream};
 pub use limits::{
     raise_limits, raise_nofile, reserve_descriptors, Limits, MAX_RESERVED_DESCRIPTORS,
 };
-pub use listener::{into_glommio_listener, reuseport_listeners};
+pub use listener::reuseport_listeners;
+pub use rt::{ExecutorThread, Runtime, Task, Timer};
 pub use runtime::{ShardConfig, ShardContext, ShardError, Shards, DEFAULT_IO_MEMORY};
+pub use select::{io_uring_available, RuntimeChoice, UnavailableIoUring};
 pub use split::{reunite, split_local, LocalReadHalf, LocalWriteHalf};
 pub use stop::{StopHandle, Stopped};
 pub use tcp::{TcpAcceptor, TcpConn};

@@ -1,7 +1,7 @@
 //! The MQTT wire format: one codec shared by broker, client and bench.
 //!
 //! Bytes in, typed [`Packet`]s out, and back. One file per packet type holds its decode, encode and
-//! tests. This module knows nothing of sockets, clocks, glommio or broker state; "need more bytes"
+//! tests. This module knows nothing of sockets, clocks, runtimes or broker state; "need more bytes"
 //! is `Ok(None)` from [`decode`], never an error.
 //!
 //! Validation done here (anything that can be judged from one packet alone): remaining length
