@@ -11,6 +11,11 @@ use amqtt::{Broker, BrokerConfig};
 ///
 /// Without -c it listens on 0.0.0.0:1883 (TCP) with the built-in defaults; see config/default.yaml
 /// for every key. Stops cleanly on SIGINT or SIGTERM.
+///
+/// Environment: AMQTT_RUNTIME=auto|glommio|epoll overrides the `runtime` key (auto: glommio, or
+/// the epoll runtime with one warning where io_uring is refused, e.g. under Docker's default
+/// seccomp profile; glommio: fail at start without io_uring; epoll: always the fallback).
+/// RUST_LOG sets the log level.
 #[derive(Parser, Debug)]
 #[command(name = "amqtt", version, about, long_about)]
 struct Args {
