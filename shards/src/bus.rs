@@ -14,8 +14,9 @@
 //! Dekker pair: either the receiver's re-check sees the message or the sender sees `parked`.
 //! The wake itself goes through the receiving shard's poller (`remote_wake::RemoteWake`: a flag the
 //! poller looks at every round, and an eventfd in its epoll set when it is not looking), which
-//! wakes the task on its own thread; a receiver without a poller is woken through glommio, which
-//! queues the waker on the owning executor's notifier and wakes it from its sleep.
+//! wakes the task on its own thread; a receiver without a poller (possible on glommio only: the
+//! fallback executor always has one) is woken through its waker directly, which on glommio queues
+//! it on the owning executor's notifier and wakes it from its sleep.
 
 use std::fmt;
 use std::future::Future;

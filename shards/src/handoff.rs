@@ -25,7 +25,7 @@ pub fn detach_tcp_stream(stream: TcpConn) -> OwnedFd {
 /// current shard. On error (the epoll set refused it) the connection is closed.
 ///
 /// # Panics
-/// If called outside a glommio executor.
+/// If called outside a shard's executor (glommio or the fallback).
 pub fn attach_tcp_stream(fd: OwnedFd) -> io::Result<TcpConn> {
     TcpConn::from_fd(fd)
 }

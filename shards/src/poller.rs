@@ -398,7 +398,7 @@ impl Registration {
     /// Adds `fd` to the current shard's set.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor (glommio or the fallback).
     pub(crate) fn new(fd: RawFd) -> io::Result<Registration> {
         let poller = Poller::current()?;
         let key = poller.register(fd)?;

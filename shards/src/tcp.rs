@@ -29,7 +29,7 @@ impl TcpConn {
     /// epoll set. On error the fd is closed.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor (glommio or the fallback).
     pub fn from_fd(fd: OwnedFd) -> io::Result<TcpConn> {
         let socket = TcpStream::from(fd);
         socket.set_nonblocking(true)?;
@@ -189,7 +189,7 @@ impl TcpAcceptor {
     /// Adds `listener` (non-blocking mode is set here) to the current shard's epoll set.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor (glommio or the fallback).
     pub fn new(listener: TcpListener) -> io::Result<TcpAcceptor> {
         listener.set_nonblocking(true)?;
         let registration = Registration::new(listener.as_raw_fd())?;
