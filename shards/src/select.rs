@@ -102,8 +102,20 @@ pub fn io_uring_available() -> Result<(), io::Error> {
         .map_err(io::Error::from_raw_os_error)
 }
 
-/// One `io_uring_setup` for a 1-entry ring; the ring is closed at once.
+/// One `io_uring_setup` for a 1-entry ring, closed at once, on a thread of its own: the kernel
+/// tears a ring down asynchronously through work queued to the thread that made it, which
+/// interrupts that thread's next blocking call (a `recv` with a timeout then fails with `EINTR`:
+/// seen in tests, where the caller's thread goes on to use sockets).
 fn probe_io_uring() -> Result<(), i32> {
+    std::thread::Builder::new()
+        .name("io_uring-probe".into())
+        .spawn(probe_on_this_thread)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EAGAIN))?
+        .join()
+        .unwrap_or(Err(libc::ENOSYS))
+}
+
+fn probe_on_this_thread() -> Result<(), i32> {
     // `struct io_uring_params` is 120 bytes; all zero asks for defaults.
     let mut params = [0u8; 120];
     // SAFETY: the kernel reads and writes at most the 120 bytes of `params`; the result is checked.
