@@ -1,7 +1,8 @@
 //! # amqtt-rs
 //!
 //! A thread-per-core MQTT 3.1.1 broker: a Rust re-implementation of aMQTT (`pip install amqtt`),
-//! configured by aMQTT's YAML, built on pinned glommio executors (one shard per CPU).
+//! configured by aMQTT's YAML, built on pinned executors (one shard per CPU): glommio (io_uring) where the
+//! kernel allows it, else an epoll-only executor of the `shards` crate (`runtime:` key).
 //!
 //! ## Layout
 //! - [`protocol`]: the wire format. One file per packet type; `decode` and `encode`; validated
@@ -21,8 +22,11 @@
 //!   one task per connection (its reader and writer), the cross-shard bus loop, timers, and the control shard
 //!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].
 //! - `shards` (separate crate): pinned executors, the per-shard epoll set that wakes socket reads
-//!   and writes (plain non-blocking `recv`/`send`; the shard sleeps in glommio on the epoll fd),
-//!   SO_REUSEPORT listeners, the cross-shard bus, connection hand-off. Knows no MQTT.
+//!   and writes (plain non-blocking `recv`/`send`), SO_REUSEPORT listeners, the cross-shard bus,
+//!   connection hand-off. Knows no MQTT. It is the only crate that names the executor: this crate
+//!   spawns, sleeps, yields and runs blocking work through `shards::rt`, which runs on glommio or
+//!   on the epoll fallback (chosen at start: `runtime: auto | glommio | epoll`, `AMQTT_RUNTIME`;
+//!   `auto` falls back when `io_uring_setup` is refused, e.g. by Docker's default seccomp profile).
 //!
 //! ## The path of one PUBLISH
 //! ```text

@@ -82,16 +82,19 @@ impl Setup {
     }
 }
 
-/// Runs `f` on a fresh glommio executor thread (the transports are glommio-based).
-fn on_glommio<T, F, Fut>(f: F) -> T
+/// Runs `f` on a fresh executor thread (the transports run on a shard's executor), of the
+/// runtime `AMQTT_RUNTIME` chooses, as the client library does.
+fn on_executor<T, F, Fut>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(256 << 10)
-        .spawn(f)
+    let runtime = amqtt::config::runtime_from_env(shards::RuntimeChoice::Auto)
+        .expect("AMQTT_RUNTIME")
+        .resolve()
+        .expect("runtime");
+    shards::rt::spawn_thread("test-transport", runtime, f)
         .expect("executor")
         .join()
         .expect("executor ran")
@@ -148,7 +151,7 @@ impl Mqtt {
             let mut chunk = [0u8; 4096];
             let n = async { self.stream.read(&mut chunk).await.ok() }
                 .or(async {
-                    glommio::timer::sleep(left).await;
+                    shards::rt::sleep(left).await;
                     None
                 })
                 .await?;
@@ -192,7 +195,7 @@ fn all_transports_interoperate(shards: usize) {
         .map(|l| setup.url(l))
         .collect();
     let options = setup.options();
-    on_glommio(move || async move {
+    on_executor(move || async move {
         for (i, sub_url) in urls.iter().enumerate() {
             let mut sub = Mqtt::connect(
                 sub_url,
@@ -241,7 +244,7 @@ fn untrusted_server_certificate_is_refused_by_the_client() {
         ca_file: Some(other.other_ca.clone()),
         ..Default::default()
     };
-    let error = on_glommio(move || async move {
+    let error = on_executor(move || async move {
         let url: BrokerUrl = url.parse().expect("url");
         connect_client(&url, &options)
             .await
@@ -317,7 +320,7 @@ fn stalled_handshakes_do_not_delay_other_clients() {
         .collect();
     let urls = [setup.url("tls"), setup.url("wss")];
     let options = setup.options();
-    let elapsed = on_glommio(move || async move {
+    let elapsed = on_executor(move || async move {
         let start = Instant::now();
         for (i, url) in urls.iter().enumerate() {
             Mqtt::connect(url, &options, &format!("busy{i}")).await;

@@ -14,8 +14,9 @@
 //! Dekker pair: either the receiver's re-check sees the message or the sender sees `parked`.
 //! The wake itself goes through the receiving shard's poller (`remote_wake::RemoteWake`: a flag the
 //! poller looks at every round, and an eventfd in its epoll set when it is not looking), which
-//! wakes the task on its own thread; a receiver without a poller is woken through glommio, which
-//! queues the waker on the owning executor's notifier and wakes it from its sleep.
+//! wakes the task on its own thread; a receiver without a poller (possible on glommio only: the
+//! fallback executor always has one) is woken through its waker directly, which on glommio queues
+//! it on the owning executor's notifier and wakes it from its sleep.
 
 use std::fmt;
 use std::future::Future;
@@ -355,7 +356,7 @@ impl<M: Send> Future for Recv<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
+    use crate::test_util::spawn_executor;
     use std::time::Duration;
 
     #[test]
@@ -459,35 +460,33 @@ mod tests {
             }
             tx.try_send_control(0, u64::MAX).unwrap();
         });
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(crate::DEFAULT_IO_MEMORY)
-            .spawn(move || async move {
-                let mut next = 0;
-                loop {
-                    match inbox.recv().await {
-                        Lane::Data(m) => {
+        let ex = spawn_executor(move || async move {
+            let mut next = 0;
+            loop {
+                match inbox.recv().await {
+                    Lane::Data(m) => {
+                        assert_eq!(m, next);
+                        next += 1;
+                    }
+                    Lane::Control(m) => {
+                        // Control overtakes data still queued: drain the rest.
+                        assert_eq!(m, u64::MAX);
+                        while let Some(Lane::Data(m)) = inbox.try_recv() {
                             assert_eq!(m, next);
                             next += 1;
                         }
-                        Lane::Control(m) => {
-                            // Control overtakes data still queued: drain the rest.
-                            assert_eq!(m, u64::MAX);
-                            while let Some(Lane::Data(m)) = inbox.try_recv() {
-                                assert_eq!(m, next);
-                                next += 1;
-                            }
-                            break next;
-                        }
+                        break next;
                     }
                 }
-            })
-            .unwrap();
+            }
+        })
+        .unwrap();
         sender.join().unwrap();
         assert_eq!(ex.join().unwrap(), 100);
     }
 
     /// Two executors ping-pong an integer through each other's inboxes 10,000 times: every hop
-    /// needs a cross-thread wake of a parked glommio task.
+    /// needs a cross-thread wake of a parked task.
     #[test]
     fn ping_pong_between_two_executors() {
         const ROUNDS: u64 = 10_000;
@@ -495,29 +494,27 @@ mod tests {
         let mut handles = Vec::new();
         for inbox in inboxes {
             let tx = tx.clone();
-            let h = LocalExecutorBuilder::new(Placement::Unbound)
-                .io_memory(crate::DEFAULT_IO_MEMORY)
-                .spawn(move || async move {
-                    let me = inbox.shard();
-                    let peer = 1 - me;
-                    if me == 0 {
-                        tx.try_send_data(peer, 0).unwrap();
+            let h = spawn_executor(move || async move {
+                let me = inbox.shard();
+                let peer = 1 - me;
+                if me == 0 {
+                    tx.try_send_data(peer, 0).unwrap();
+                }
+                let mut seen = 0;
+                loop {
+                    let n = inbox.recv().await.into_inner();
+                    seen += 1;
+                    if n == ROUNDS {
+                        return seen;
                     }
-                    let mut seen = 0;
-                    loop {
-                        let n = inbox.recv().await.into_inner();
-                        seen += 1;
-                        if n == ROUNDS {
-                            return seen;
-                        }
-                        // ROUNDS is the last value: whoever sends it is done.
-                        tx.try_send_data(peer, n + 1).unwrap();
-                        if n + 1 == ROUNDS {
-                            return seen;
-                        }
+                    // ROUNDS is the last value: whoever sends it is done.
+                    tx.try_send_data(peer, n + 1).unwrap();
+                    if n + 1 == ROUNDS {
+                        return seen;
                     }
-                })
-                .unwrap();
+                }
+            })
+            .unwrap();
             handles.push(h);
         }
         drop(tx);

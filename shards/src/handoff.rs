@@ -25,7 +25,7 @@ pub fn detach_tcp_stream(stream: TcpConn) -> OwnedFd {
 /// current shard. On error (the epoll set refused it) the connection is closed.
 ///
 /// # Panics
-/// If called outside a glommio executor.
+/// If called outside a shard's executor (glommio or the fallback).
 pub fn attach_tcp_stream(fd: OwnedFd) -> io::Result<TcpConn> {
     TcpConn::from_fd(fd)
 }
@@ -62,6 +62,7 @@ mod tests {
             shards: 2,
             pin: false,
             name: "handoff".into(),
+            runtime: crate::test_util::runtime(),
             ..ShardConfig::default()
         };
         let shards = Shards::start(config, move |ctx| {
@@ -82,7 +83,7 @@ mod tests {
                     s.write_all(b"from0").await.unwrap();
                     let fd = detach_tcp_stream(s);
                     // Let the peer's "early" bytes arrive while nobody owns the stream.
-                    glommio::timer::sleep(Duration::from_millis(30)).await;
+                    crate::rt::sleep(Duration::from_millis(30)).await;
                     tx.try_send_control(1, fd).unwrap();
                 } else {
                     let recv = async { Some(inbox.recv().await) };

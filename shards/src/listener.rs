@@ -7,7 +7,6 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, IntoRawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -89,23 +88,6 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Turns one of [`reuseport_listeners`]' sockets into a glommio listener. Call it on the shard
-/// that will accept from it (the listener belongs to the calling executor's reactor).
-///
-/// The socket is switched back to *blocking* mode, which is what glommio 0.9 expects: its
-/// `accept` first tries a non-blocking `accept4` (toggling `O_NONBLOCK` around it) and then
-/// queues an io_uring accept. On an `O_NONBLOCK` file some kernels complete that io_uring accept
-/// at once with `EAGAIN` instead of waiting for a connection (Linux 6.18 here waits either way);
-/// in blocking mode every kernel waits.
-///
-/// # Panics
-/// If called outside a glommio executor.
-pub fn into_glommio_listener(l: TcpListener) -> io::Result<glommio::net::TcpListener> {
-    l.set_nonblocking(false)?;
-    // SAFETY: the fd comes from a listening TCP socket that we own and give up here.
-    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +164,7 @@ mod tests {
             shards: 2,
             pin: false,
             name: "accept".into(),
+            runtime: crate::test_util::runtime(),
             ..ShardConfig::default()
         };
         let (acc, rdy) = (Arc::clone(&accepted), Arc::clone(&ready));
@@ -189,13 +172,13 @@ mod tests {
             let std_listener = slots.lock().unwrap()[ctx.id].take().unwrap();
             let (accepted, ready) = (Arc::clone(&acc), Arc::clone(&rdy));
             async move {
-                let listener = into_glommio_listener(std_listener).unwrap();
+                let listener = crate::TcpAcceptor::new(std_listener).unwrap();
                 ready.fetch_add(1, Ordering::SeqCst);
                 let accept_loop = async {
                     loop {
                         let mut s = listener.accept().await.unwrap();
                         accepted[ctx.id].fetch_add(1, Ordering::SeqCst);
-                        glommio::spawn_local(async move {
+                        crate::rt::spawn(async move {
                             let mut b = [0u8; 1];
                             s.read_exact(&mut b).await.unwrap();
                             s.write_all(&[b[0] + 1]).await.unwrap();

@@ -111,6 +111,9 @@ pub(crate) enum Dir {
 /// The current shard's [`RemoteWake`], if its poller exists (the bus registers it when a task
 /// first waits for a message).
 pub(crate) fn current_remote_wake() -> Option<Arc<RemoteWake>> {
+    if crate::rt::current() == crate::rt::Runtime::Epoll {
+        return Some(crate::fallback::poller().remote());
+    }
     POLLER.with(|cell| {
         let cell = cell.borrow();
         let poller = cell.as_ref()?;
@@ -134,11 +137,15 @@ thread_local! {
 }
 
 impl Poller {
-    /// The current shard's poller, created (with its drive task) on first use.
+    /// The current shard's poller: on glommio created (with its drive task) on first use; the
+    /// fallback executor has its own from the start and reads it from its loop.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor.
     fn current() -> io::Result<Rc<Poller>> {
+        if crate::rt::current() == crate::rt::Runtime::Epoll {
+            return Ok(crate::fallback::poller());
+        }
         POLLER.with(|cell| {
             let mut cell = cell.borrow_mut();
             let executor = glommio::executor().id();
@@ -155,7 +162,7 @@ impl Poller {
     }
 
     /// A new, empty set with its wake-up eventfd, for `executor` (no drive task).
-    fn new(executor: usize) -> io::Result<Poller> {
+    pub(crate) fn new(executor: usize) -> io::Result<Poller> {
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -267,10 +274,39 @@ impl Poller {
         })
     }
 
+    /// How other threads wake this shard.
+    pub(crate) fn remote(&self) -> Arc<RemoteWake> {
+        Arc::clone(&self.remote)
+    }
+
     /// Takes what the set has ready without waiting and wakes the tasks concerned. Returns how
     /// many events there were.
-    fn dispatch(&self, events: &mut Vec<libc::epoll_event>) -> io::Result<usize> {
-        self.dispatch_within(events, None)
+    pub(crate) fn dispatch(&self, events: &mut Vec<libc::epoll_event>) -> io::Result<usize> {
+        self.dispatch_within(events, Some(Duration::ZERO))
+    }
+
+    /// Like [`dispatch`](Self::dispatch), but blocks the thread until an event comes or `timeout`
+    /// (`None`: no limit) passes. For the fallback executor, which has nothing else to run; the
+    /// caller has said it may sleep ([`RemoteWake::may_sleep`]).
+    pub(crate) fn dispatch_until(
+        &self,
+        events: &mut Vec<libc::epoll_event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        self.dispatch_within(events, timeout)
+    }
+
+    /// Drops the wakers of every task waiting on a socket (the fallback executor is ending).
+    /// Returns whether there were any.
+    pub(crate) fn clear_wakers(&self) -> bool {
+        let mut taken = Vec::new();
+        for (_, slot) in self.slots.borrow_mut().iter_mut() {
+            taken.extend(slot.read.waker.take());
+            taken.extend(slot.write.waker.take());
+        }
+        let any = !taken.is_empty();
+        drop(taken);
+        any
     }
 
     /// Like [`dispatch`](Self::dispatch), but blocks the shard's thread in `epoll_pwait2` for up
@@ -286,17 +322,20 @@ impl Poller {
         result.map(|n| n + woken)
     }
 
+    /// Reads the set, waiting up to `timeout` (`None`: until an event) for the first event.
     fn dispatch_within(
         &self,
         events: &mut Vec<libc::epoll_event>,
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         events.clear();
-        let timeout = timeout.unwrap_or_default();
-        let timeout = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
+        let timeout = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let timeout_ptr = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: the kernel writes at most `capacity` events into the vector's buffer, and we
         // set the length to what it reports; `timeout` outlives the call.
         let n = unsafe {
@@ -304,7 +343,7 @@ impl Poller {
                 self.epoll.as_raw_fd(),
                 events.as_mut_ptr(),
                 events.capacity() as i32,
-                &timeout,
+                timeout_ptr,
                 std::ptr::null(),
             )
         };
@@ -359,7 +398,7 @@ impl Registration {
     /// Adds `fd` to the current shard's set.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor (glommio or the fallback).
     pub(crate) fn new(fd: RawFd) -> io::Result<Registration> {
         let poller = Poller::current()?;
         let key = poller.register(fd)?;
@@ -478,7 +517,7 @@ async fn wait_readable(fd: RawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::run;
+    use crate::test_util::run_glommio as run;
     use std::cell::Cell;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;

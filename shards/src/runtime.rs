@@ -1,4 +1,5 @@
-//! Executors: one glommio `LocalExecutor` per data shard (pinned to a CPU, or not), plus an
+//! Executors: one per data shard (a glommio `LocalExecutor`, or the epoll fallback of
+//! [`crate::fallback`], as [`ShardConfig::runtime`] says; pinned to a CPU, or not), plus an
 //! optional light control shard, each on its own thread, with a common stop signal and a join
 //! that reports panics.
 //!
@@ -23,6 +24,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::cpus::available_cpus;
+use crate::rt::{self, Runtime};
+use crate::select::RuntimeChoice;
 use crate::stop::{LocalStop, StopHandle, StopWait, Stopped};
 
 /// Default per-executor io_uring buffer memory. glommio locks 3 × this per executor; its own
@@ -46,11 +49,14 @@ pub struct ShardConfig {
     pub spin_before_park: Option<Duration>,
     /// Thread name prefix: shard threads are `{name}-{id}`, the control shard `{name}-ctl`.
     pub name: String,
+    /// The executor every shard runs (see [`crate::RuntimeChoice::resolve`]). `io_memory` and
+    /// `spin_before_park` apply to glommio only.
+    pub runtime: Runtime,
 }
 
 impl Default for ShardConfig {
     /// One pinned shard per CPU of the affinity mask (1 if it cannot be read), 256 KiB of
-    /// io_memory, no spinning, threads named `shard-N`.
+    /// io_memory, no spinning, threads named `shard-N`, the runtime `auto` resolves to.
     fn default() -> Self {
         ShardConfig {
             shards: available_cpus().map(|c| c.len()).unwrap_or(1).max(1),
@@ -58,6 +64,7 @@ impl Default for ShardConfig {
             io_memory: DEFAULT_IO_MEMORY,
             spin_before_park: None,
             name: "shard".to_string(),
+            runtime: RuntimeChoice::Auto.resolve().unwrap_or(Runtime::Epoll),
         }
     }
 }
@@ -187,6 +194,7 @@ pub struct Shards {
     mask: Arc<[usize]>,
     io_memory: usize,
     name: String,
+    runtime: Runtime,
     control_started: bool,
 }
 
@@ -208,6 +216,7 @@ struct Spec {
     place: Where,
     io_memory: usize,
     spin_before_park: Option<Duration>,
+    runtime: Runtime,
     id: usize,
     shards: usize,
     stop: StopHandle,
@@ -246,6 +255,7 @@ impl Shards {
             mask: Arc::clone(&mask),
             io_memory: config.io_memory,
             name: config.name.clone(),
+            runtime: config.runtime,
             control_started: false,
         };
         let start = Arc::new(start);
@@ -266,6 +276,7 @@ impl Shards {
                 place,
                 io_memory: config.io_memory,
                 spin_before_park: config.spin_before_park,
+                runtime: config.runtime,
                 id,
                 shards: config.shards,
                 stop: this.stop.clone(),
@@ -299,6 +310,7 @@ impl Shards {
             place: Where::Mask(Arc::clone(&self.mask)),
             io_memory: self.io_memory,
             spin_before_park: None,
+            runtime: self.runtime,
             id: self.shards,
             shards: self.shards,
             stop: self.stop.clone(),
@@ -485,7 +497,7 @@ where
     G: FnOnce(ShardContext) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let ex = match placement::build_executor(&spec) {
+    let executor = match placement::build_executor(&spec) {
         Ok(ex) => ex,
         Err(message) => {
             let _ = ready.send(Err(ShardError::Executor {
@@ -512,7 +524,7 @@ where
         local: Rc::clone(&local),
         handle: stop.clone(),
     };
-    ex.run(async move {
+    let body = async move {
         // Drops the watcher's waker on this thread, inside the executor, however we leave.
         struct Unregister(StopHandle, Arc<futures_util::task::AtomicWaker>);
         impl Drop for Unregister {
@@ -522,13 +534,23 @@ where
         }
         let _unregister = Unregister(stop.clone(), Arc::clone(&slot));
         let watcher = StopWait { handle: stop, slot };
-        glommio::spawn_local(async move {
+        rt::spawn(async move {
             watcher.await;
             local.fire();
         })
         .detach();
         root(ctx).await;
-    });
+    };
+    match executor {
+        placement::Executor::Glommio(ex) => {
+            rt::set_current(Runtime::Glommio);
+            ex.run(body);
+        }
+        placement::Executor::Epoll(ex) => {
+            rt::set_current(Runtime::Epoll);
+            ex.run(body);
+        }
+    }
 }
 
 mod placement;

@@ -121,15 +121,10 @@ mod tests {
     use super::*;
     use crate::{reuseport_listeners, TcpAcceptor};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    use glommio::{LocalExecutorBuilder, Placement};
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpStream as StdTcpStream};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
-
-    fn executor() -> LocalExecutorBuilder {
-        LocalExecutorBuilder::new(Placement::Unbound).io_memory(crate::DEFAULT_IO_MEMORY)
-    }
 
     /// One task reads while another writes on the same TcpConn; then the halves are
     /// reunited.
@@ -148,33 +143,32 @@ mod tests {
             c.shutdown(Shutdown::Write).unwrap();
             got
         });
-        let ex = executor()
-            .spawn(move || async move {
-                let l = TcpAcceptor::new(std_l).unwrap();
-                let s = l.accept().await.unwrap();
-                let (mut r, mut w) = split_local(s);
-                // The reader is already waiting when the writer starts.
-                let reader = glommio::spawn_local(async move {
-                    let mut b = [0u8; 4];
-                    r.read_exact(&mut b).await.unwrap();
-                    assert_eq!(&b, b"done");
-                    r
-                });
-                let writer = glommio::spawn_local(async move {
-                    for i in 0..100u32 {
-                        w.write_all(&i.to_be_bytes()).await.unwrap();
-                        if i % 10 == 0 {
-                            glommio::yield_if_needed().await;
-                        }
+        let ex = crate::test_util::spawn_executor(move || async move {
+            let l = TcpAcceptor::new(std_l).unwrap();
+            let s = l.accept().await.unwrap();
+            let (mut r, mut w) = split_local(s);
+            // The reader is already waiting when the writer starts.
+            let reader = crate::rt::spawn(async move {
+                let mut b = [0u8; 4];
+                r.read_exact(&mut b).await.unwrap();
+                assert_eq!(&b, b"done");
+                r
+            });
+            let writer = crate::rt::spawn(async move {
+                for i in 0..100u32 {
+                    w.write_all(&i.to_be_bytes()).await.unwrap();
+                    if i % 10 == 0 {
+                        crate::rt::yield_if_needed().await;
                     }
-                    w
-                });
-                let w = writer.await;
-                let r = reader.await;
-                let s = reunite(r, w).unwrap();
-                assert!(s.as_raw_fd() >= 0);
-            })
-            .unwrap();
+                }
+                w
+            });
+            let w = writer.await;
+            let r = reader.await;
+            let s = reunite(r, w).unwrap();
+            assert!(s.as_raw_fd() >= 0);
+        })
+        .unwrap();
         ex.join().unwrap();
         let got = peer.join().unwrap();
         let want: Vec<u8> = (0..100u32).flat_map(|i| i.to_be_bytes()).collect();
@@ -196,29 +190,28 @@ mod tests {
                 let r = c.read_to_end(&mut rest);
                 (r.is_ok(), rest)
             });
-            let ex = executor()
-                .spawn(move || async move {
-                    let l = TcpAcceptor::new(std_l).unwrap();
-                    let s = l.accept().await.unwrap();
-                    let (mut r, w) = split_local(s);
-                    let fd = r.with_inner(|s| s.as_raw_fd());
-                    let reader = glommio::spawn_local(async move {
-                        let mut b = [0u8; 16];
-                        r.read(&mut b).await
-                    });
-                    glommio::timer::sleep(Duration::from_millis(30)).await;
-                    let t0 = std::time::Instant::now();
-                    assert_eq!(unsafe { libc::shutdown(fd, how) }, 0);
-                    let n = reader.await.unwrap();
-                    assert_eq!(n, 0, "pending read ends with EOF");
-                    assert!(t0.elapsed() < Duration::from_secs(1));
-                    if how == libc::SHUT_RD {
-                        // The write side is still open: close it for the peer.
-                        let mut w = w;
-                        w.close().await.unwrap();
-                    }
-                })
-                .unwrap();
+            let ex = crate::test_util::spawn_executor(move || async move {
+                let l = TcpAcceptor::new(std_l).unwrap();
+                let s = l.accept().await.unwrap();
+                let (mut r, w) = split_local(s);
+                let fd = r.with_inner(|s| s.as_raw_fd());
+                let reader = crate::rt::spawn(async move {
+                    let mut b = [0u8; 16];
+                    r.read(&mut b).await
+                });
+                crate::rt::sleep(Duration::from_millis(30)).await;
+                let t0 = std::time::Instant::now();
+                assert_eq!(unsafe { libc::shutdown(fd, how) }, 0);
+                let n = reader.await.unwrap();
+                assert_eq!(n, 0, "pending read ends with EOF");
+                assert!(t0.elapsed() < Duration::from_secs(1));
+                if how == libc::SHUT_RD {
+                    // The write side is still open: close it for the peer.
+                    let mut w = w;
+                    w.close().await.unwrap();
+                }
+            })
+            .unwrap();
             ex.join().unwrap();
             let (ok, rest) = peer.join().unwrap();
             assert!(ok && rest.is_empty(), "peer sees a clean EOF");

@@ -29,7 +29,7 @@ impl TcpConn {
     /// epoll set. On error the fd is closed.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor (glommio or the fallback).
     pub fn from_fd(fd: OwnedFd) -> io::Result<TcpConn> {
         let socket = TcpStream::from(fd);
         socket.set_nonblocking(true)?;
@@ -38,6 +38,40 @@ impl TcpConn {
             registration,
             socket,
         })
+    }
+
+    /// Connects to `addr` without blocking the shard: a non-blocking `connect`, then a wait for
+    /// the socket to become writable in the shard's epoll set, then its `SO_ERROR`.
+    ///
+    /// # Panics
+    /// If called outside a shard's executor.
+    pub async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpConn> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.nonblocking().cloexec(),
+            Some(socket2::Protocol::TCP),
+        )?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let conn = TcpConn::from_fd(OwnedFd::from(socket))?;
+        // Writable once connected or failed; the write attempt itself is a no-op.
+        futures_lite::future::poll_fn(|cx| {
+            conn.registration
+                .poll_io(Dir::Write, cx, || match conn.socket.take_error() {
+                    Ok(Some(e)) => Err(e),
+                    Err(e) => Err(e),
+                    Ok(None) => match conn.socket.peer_addr() {
+                        Ok(_) => Ok(Some(((), false))),
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
+                        Err(e) => Err(e),
+                    },
+                })
+        })
+        .await?;
+        Ok(conn)
     }
 
     /// Leaves the epoll set and gives the socket back (for a move to another shard). Bytes the
@@ -155,7 +189,7 @@ impl TcpAcceptor {
     /// Adds `listener` (non-blocking mode is set here) to the current shard's epoll set.
     ///
     /// # Panics
-    /// If called outside a glommio executor.
+    /// If called outside a shard's executor (glommio or the fallback).
     pub fn new(listener: TcpListener) -> io::Result<TcpAcceptor> {
         listener.set_nonblocking(true)?;
         let registration = Registration::new(listener.as_raw_fd())?;
@@ -276,7 +310,7 @@ mod tests {
             let acceptor = TcpAcceptor::new(l).unwrap();
             let s = acceptor.accept().await.unwrap();
             let (mut r, mut w) = crate::split_local(s);
-            let writer = glommio::spawn_local(async move {
+            let writer = crate::rt::spawn(async move {
                 let data: Vec<u8> = (0..LEN).map(pattern).collect();
                 w.write_all(&data).await.unwrap();
                 w.close().await.unwrap();
@@ -318,7 +352,7 @@ mod tests {
             let mut tasks = Vec::new();
             for _ in 0..CONNS {
                 let mut s = acceptor.accept().await.unwrap();
-                tasks.push(glommio::spawn_local(async move {
+                tasks.push(crate::rt::spawn(async move {
                     let mut b = [0u8; 64];
                     loop {
                         let n = s.read(&mut b).await.unwrap();
@@ -356,13 +390,13 @@ mod tests {
             let acceptor = TcpAcceptor::new(l).unwrap();
             let mut s = acceptor.accept().await.unwrap();
             // Both the bytes and the FIN are in before the first read.
-            glommio::timer::sleep(Duration::from_millis(100)).await;
+            crate::rt::sleep(Duration::from_millis(100)).await;
             let mut b = [0u8; 64];
             let n = s.read(&mut b).await.unwrap();
             assert_eq!(&b[..n], b"abc");
             let eof =
                 futures_lite::future::or(async { Some(s.read(&mut b).await.unwrap()) }, async {
-                    glommio::timer::sleep(Duration::from_secs(2)).await;
+                    crate::rt::sleep(Duration::from_secs(2)).await;
                     None
                 })
                 .await;
@@ -370,6 +404,31 @@ mod tests {
             s.write_all(b"ok").await.unwrap();
         });
         assert_eq!(peer.join().unwrap(), b"ok");
+    }
+
+    /// `connect` reaches a listener, and reports a refused connection as an error.
+    #[test]
+    fn connect_to_a_listener_and_refused() {
+        let (l, addr) = listener();
+        let closed = {
+            let (l2, addr2) = listener();
+            drop(l2);
+            addr2
+        };
+        l.set_nonblocking(false).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut b = [0u8; 4];
+            c.read_exact(&mut b).unwrap();
+            b
+        });
+        run(move || async move {
+            let mut s = TcpConn::connect(addr).await.unwrap();
+            s.write_all(b"ping").await.unwrap();
+            let e = TcpConn::connect(closed).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+        });
+        assert_eq!(&peer.join().unwrap(), b"ping");
     }
 
     /// `into_fd` leaves the epoll set and keeps the connection: bytes sent meanwhile are read by
@@ -396,7 +455,7 @@ mod tests {
             assert_eq!(&b, b"one");
             s.write_all(b"ack").await.unwrap();
             let fd = s.into_fd();
-            glommio::timer::sleep(Duration::from_millis(50)).await;
+            crate::rt::sleep(Duration::from_millis(50)).await;
             let mut s = TcpConn::from_fd(fd).unwrap();
             let mut rest = Vec::new();
             s.read_to_end(&mut rest).await.unwrap();

@@ -1,18 +1,44 @@
 //! Test helpers shared by the in-crate tests (compiled only for tests): running a future on a fresh
-//! glommio executor, running one ignored test of this binary in a child process under `taskset`,
+//! executor of the runtime under test (`SHARDS_TEST_RUNTIME=glommio|epoll`, default glommio),
+//! running one ignored test of this binary in a child process under `taskset`,
 //! and parsing kernel CPU lists.
 
 use std::process::Command;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use crate::rt::{spawn_thread, ExecutorThread, Runtime};
+
+/// The runtime the tests run on: `SHARDS_TEST_RUNTIME` (`glommio` or `epoll`), glommio if unset.
+pub(crate) fn runtime() -> Runtime {
+    match std::env::var("SHARDS_TEST_RUNTIME").as_deref() {
+        Ok("epoll") => Runtime::Epoll,
+        Ok("glommio") | Err(_) => Runtime::Glommio,
+        Ok(other) => panic!("SHARDS_TEST_RUNTIME={other}: expected glommio or epoll"),
+    }
+}
+
+/// Starts a new unpinned executor of [`runtime`] (its own thread) running the future `f` makes.
+pub(crate) fn spawn_executor<F, T>(
+    f: impl FnOnce() -> F + Send + 'static,
+) -> std::io::Result<ExecutorThread<T>>
+where
+    F: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    spawn_thread("test-executor", runtime(), f)
+}
 
 /// Runs the future made by `f` on a new unpinned executor (its own thread) to completion.
 pub(crate) fn run<F: std::future::Future<Output = ()> + 'static>(
     f: impl FnOnce() -> F + Send + 'static,
 ) {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(crate::DEFAULT_IO_MEMORY)
-        .spawn(f)
+    spawn_executor(f).unwrap().join().unwrap();
+}
+
+/// [`run`] on glommio whatever the runtime under test (tests of glommio-specific code).
+pub(crate) fn run_glommio<F: std::future::Future<Output = ()> + 'static>(
+    f: impl FnOnce() -> F + Send + 'static,
+) {
+    spawn_thread("test-glommio", Runtime::Glommio, f)
         .unwrap()
         .join()
         .unwrap();

@@ -24,6 +24,11 @@ const MIN_MEMLOCK: u64 = 512 << 10;
 /// Without -c it listens on 0.0.0.0:1883 (TCP) with the built-in defaults; see config/default.yaml
 /// for every key. It runs in the foreground and logs to stderr. Stops cleanly on SIGINT or
 /// SIGTERM; SIGHUP is logged and ignored (no configuration reload yet).
+///
+/// Environment: AMQTT_RUNTIME=auto|glommio|epoll overrides the `runtime` key (auto: glommio, or
+/// the epoll runtime with one warning where io_uring is refused, e.g. under Docker's default
+/// seccomp profile; glommio: fail at start without io_uring; epoll: always the fallback).
+/// RUST_LOG sets the log level.
 #[derive(Parser, Debug)]
 #[command(
     name = "amqtt",

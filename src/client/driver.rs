@@ -1,4 +1,4 @@
-//! The client's I/O: a mechanical loop that runs [`ClientState`] over a transport, on a glommio
+//! The client's I/O: a mechanical loop that runs [`ClientState`] over a transport, on an
 //! executor of its own thread, with auto-reconnect.
 //!
 //! One driver thread per connected [`MqttClient`](super::MqttClient). The user's side talks to it only
@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_lite::future::{pending, race};
 use futures_lite::io::{split, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use glommio::channels::local_channel::{self, LocalSender};
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::protocol::{
     decode, Message, Packet, SubscribeFilter, SubscribeReturnCode, TopicFilter,
@@ -101,12 +99,16 @@ pub(crate) struct DriverSetup {
 }
 
 /// Starts the driver thread.
-pub(crate) fn spawn(setup: DriverSetup) -> Result<ExecutorJoinHandle<()>, ClientError> {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .name("amqtt-client")
-        .spawn(move || async move { Driver::new(setup).run().await })
-        .map_err(|e| ClientError::Runtime(e.to_string()))
+/// The thread runs the runtime `AMQTT_RUNTIME` names (`auto` if unset: glommio where io_uring is
+/// available, else the epoll one), as the broker does.
+pub(crate) fn spawn(setup: DriverSetup) -> Result<shards::ExecutorThread<()>, ClientError> {
+    let runtime = crate::config::runtime_from_env(shards::RuntimeChoice::Auto)
+        .and_then(|choice| choice.resolve().map_err(|e| e.to_string()))
+        .map_err(ClientError::Runtime)?;
+    shards::rt::spawn_thread("amqtt-client", runtime, move || async move {
+        Driver::new(setup).run().await
+    })
+    .map_err(|e| ClientError::Runtime(e.to_string()))
 }
 
 /// A request's waiter, as the state carries it.
@@ -264,9 +266,9 @@ impl Driver {
     /// Serves one connection until it ends. The bool says whether CONNACK accepted it.
     async fn serve(&mut self, stream: ClientStream) -> (Ended, bool) {
         let (reader, mut writer) = split(stream);
-        let (packets_tx, packets) = local_channel::new_bounded(64);
+        let (packets_tx, packets) = flume::bounded(64);
         // Dropping the task handle at the end of this function cancels the reader.
-        let _reader = glommio::spawn_local(read_packets(reader, packets_tx));
+        let _reader = shards::rt::spawn(read_packets(reader, packets_tx));
         self.state.handle_transport_up(Instant::now());
         let mut accepted = false;
         let mut out = BytesMut::new();
@@ -280,14 +282,14 @@ impl Driver {
             }
             let deadline = self.state.poll_timeout();
             let wake = race(
-                race(async { Wake::Packet(packets.recv().await) }, async {
-                    Wake::Command(self.commands.recv_async().await)
-                }),
+                race(
+                    async { Wake::Packet(packets.recv_async().await.ok()) },
+                    async { Wake::Command(self.commands.recv_async().await) },
+                ),
                 async {
                     match deadline {
                         Some(at) => {
-                            glommio::timer::sleep(at.saturating_duration_since(Instant::now()))
-                                .await
+                            shards::rt::sleep(at.saturating_duration_since(Instant::now())).await
                         }
                         None => pending::<()>().await,
                     }
@@ -319,7 +321,7 @@ impl Driver {
         // Events produced by the last input (say, a refused CONNACK) still reach their waiters.
         self.dispatch_events(&mut accepted);
         let close = race(async { writer.close().await.is_ok() }, async {
-            glommio::timer::sleep(Duration::from_secs(1)).await;
+            shards::rt::sleep(Duration::from_secs(1)).await;
             false
         });
         if !close.await {
@@ -337,7 +339,7 @@ impl Driver {
                 return None;
             }
             let woken = race(async { Some(self.commands.recv_async().await) }, async {
-                glommio::timer::sleep(deadline - now).await;
+                shards::rt::sleep(deadline - now).await;
                 None
             })
             .await;
@@ -461,7 +463,7 @@ impl Driver {
             writer.flush().await
         };
         let result = race(async { Some(write.await) }, async {
-            glommio::timer::sleep(limit).await;
+            shards::rt::sleep(limit).await;
             None
         })
         .await;
@@ -489,7 +491,7 @@ fn log_packet(client_id: &str, direction: &str, packet: &Packet) {
 /// The reader task: bytes in, packets out, then one error saying why it stopped.
 async fn read_packets(
     mut reader: ReadHalf<ClientStream>,
-    packets: LocalSender<Result<Packet, ClientError>>,
+    packets: flume::Sender<Result<Packet, ClientError>>,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -497,14 +499,14 @@ async fn read_packets(
         loop {
             match decode(&mut buf, PROTOCOL_MAX_PACKET_SIZE) {
                 Ok(Some(packet)) => {
-                    if packets.send(Ok(packet)).await.is_err() {
+                    if packets.send_async(Ok(packet)).await.is_err() {
                         return;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     let _ = packets
-                        .send(Err(ClientError::Protocol(format!(
+                        .send_async(Err(ClientError::Protocol(format!(
                             "undecodable data from the broker: {e}"
                         ))))
                         .await;
@@ -518,5 +520,5 @@ async fn read_packets(
             Err(e) => break ClientError::ConnectionLost(format!("read failed: {e}")),
         }
     };
-    let _ = packets.send(Err(error)).await;
+    let _ = packets.send_async(Err(error)).await;
 }

@@ -4,7 +4,7 @@
 //!   pending SUBSCRIBE/UNSUBSCRIBE, keep-alive deadlines, re-sending after a reconnect). No I/O,
 //!   no clock; unit-tested packet by packet.
 //! - `driver`: runs the state over a transport from [`crate::transport::connect_client`] (so
-//!   every scheme the transport knows, `mqtt`, `mqtts`, `ws`, `wss`, works here) on a glommio
+//!   every scheme the transport knows, `mqtt`, `mqtts`, `ws`, `wss`, works here) on a shard-style
 //!   executor of its own thread, and reconnects with capped exponential back-off.
 //! - [`MqttClient`] (this file): the public API. Its methods are `async` over plain channels, so
 //!   they work from any executor, or from none with `futures_lite::future::block_on`.

@@ -333,6 +333,10 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
             ),
         ));
     }
+    let runtime = match raw.runtime.as_deref() {
+        None => defaults.runtime,
+        Some(name) => name.parse().map_err(|e: String| invalid("runtime", e))?,
+    };
     let max_inflight = integer(
         "max_inflight",
         raw.max_inflight,
@@ -400,6 +404,7 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
         shards: raw.shards.unwrap_or(defaults.shards),
         pin_shards: raw.pin_shards.unwrap_or(defaults.pin_shards),
         spin_before_park,
+        runtime,
         connection_messages: raw
             .connection_messages
             .unwrap_or(defaults.connection_messages),

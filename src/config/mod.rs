@@ -1,7 +1,7 @@
 //! Broker configuration: the aMQTT broker YAML schema and its validation.
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
-//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `connection_messages`, `max_inflight`, `max_queued_messages`,
+//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `connection_messages`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
@@ -37,6 +37,22 @@ pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_INFLIGHT: u16 = 20;
 /// Default `max_queued_messages`.
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
+/// The environment variable that overrides the `runtime` key (and chooses the client's runtime).
+pub const RUNTIME_ENV: &str = "AMQTT_RUNTIME";
+
+/// The runtime `AMQTT_RUNTIME` asks for, or `configured` when it is unset or empty; an error
+/// naming the variable when its value is not `auto`, `glommio` or `epoll`.
+pub fn runtime_from_env(
+    configured: shards::RuntimeChoice,
+) -> Result<shards::RuntimeChoice, String> {
+    match std::env::var(RUNTIME_ENV) {
+        Ok(value) if !value.is_empty() => value
+            .parse()
+            .map_err(|e: String| format!("environment variable {RUNTIME_ENV}: {e}")),
+        _ => Ok(configured),
+    }
+}
+
 /// Longest `spin_before_park`: beyond this a shard would burn a core for little.
 pub const MAX_SPIN_BEFORE_PARK: Duration = Duration::from_millis(10);
 /// Default `connect_timeout`.
@@ -79,6 +95,10 @@ pub struct BrokerConfig {
     /// How long an idle shard keeps polling before it sleeps; `Duration::ZERO` (the default)
     /// sleeps at once. Spinning trades idle CPU for wake-up latency.
     pub spin_before_park: Duration,
+    /// Which executor runs the shards: `auto` (glommio, or the epoll one where io_uring is
+    /// refused), `glommio` or `epoll`. The environment variable `AMQTT_RUNTIME` overrides it
+    /// ([`runtime_from_env`]).
+    pub runtime: shards::RuntimeChoice,
     /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
     /// they are logged at DEBUG.
     pub connection_messages: bool,
@@ -246,6 +266,7 @@ impl Default for BrokerConfig {
             shards: ShardCount::Auto,
             pin_shards: true,
             spin_before_park: Duration::ZERO,
+            runtime: shards::RuntimeChoice::Auto,
             connection_messages: true,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,

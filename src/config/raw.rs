@@ -105,6 +105,7 @@ pub(super) struct RawConfig {
     pub(super) shards: Option<ShardCount>,
     pub(super) pin_shards: Option<bool>,
     pub(super) spin_before_park: Option<Seconds>,
+    pub(super) runtime: Option<String>,
     pub(super) connection_messages: Option<bool>,
     pub(super) max_inflight: Option<Int>,
     pub(super) max_queued_messages: Option<Int>,

@@ -4,7 +4,7 @@
 //!
 //! | trait | decides / hears | called from | may block? |
 //! | --- | --- | --- | --- |
-//! | [`AuthPlugin`] | a CONNECT: allow, deny or abstain | the runtime, on a helper thread (glommio's blocking pool), before the core sees the CONNECT | yes (milliseconds: hashing, files) |
+//! | [`AuthPlugin`] | a CONNECT: allow, deny or abstain | the runtime, on a helper thread (the shard's blocking helper), before the core sees the CONNECT | yes (milliseconds: hashing, files) |
 //! | [`TopicPlugin`] | each PUBLISH topic and each SUBSCRIBE filter | the sans-IO core, on the shard's event loop | no: a few microseconds at most |
 //! | [`EventPlugin`] | client connected / disconnected, message received, subscribed | the sans-IO core, on the shard's event loop | no: every message pays for it |
 //!

@@ -2,8 +2,8 @@
 //!
 //! Bytes in, typed [`Packet`]s out, and back. One file per packet type holds its decode, encode and
 //! tests, except the five that are only a packet identifier (PUBACK, PUBREC, PUBREL, PUBCOMP,
-//! UNSUBACK), which share `ack.rs`. This module knows nothing of sockets, clocks, glommio or broker state; "need more bytes"
-//! is `Ok(None)` from [`decode`], never an error.
+//! UNSUBACK), which share `ack.rs`. This module knows nothing of sockets, clocks, runtimes or broker
+//! state; "need more bytes" is `Ok(None)` from [`decode`], never an error.
 //!
 //! Validation done here (anything that can be judged from one packet alone): remaining length
 //! (≤ 4 bytes, ≤ the caller's maximum packet size), reserved fixed-header flags [MQTT-2.2.2-1/2],

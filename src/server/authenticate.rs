@@ -2,7 +2,7 @@
 //!
 //! Plugins that can answer at once (`auth_anonymous`, `auth_file` for a password it verified
 //! before, any plugin for a client without a user name) are asked on the event loop. Otherwise
-//! the whole chain runs on the executor's blocking pool (`glommio::executor().spawn_blocking`),
+//! the whole chain runs on the shard's blocking helper thread (`shards::rt::spawn_blocking`),
 //! while this connection's task waits and the shard goes on serving its other connections. A
 //! SHA-512 crypt verification costs milliseconds; on the loop, a burst of wrong passwords would
 //! delay every client of the shard by that much each.
@@ -35,15 +35,14 @@ pub(crate) async fn verdict(
         return verdict;
     }
     let authenticator = Arc::clone(authenticator);
-    glommio::executor()
-        .spawn_blocking(move || {
-            lower_priority_once();
-            // `decide` already turns a plugin's panic into a denial; this also covers our own code,
-            // because a panic must not unwind through glommio's blocking pool.
-            catch_unwind(AssertUnwindSafe(|| authenticator.decide(&credentials)))
-                .unwrap_or(AuthVerdict::Denied)
-        })
-        .await
+    shards::rt::spawn_blocking(move || {
+        lower_priority_once();
+        // `decide` already turns a plugin's panic into a denial; this also covers our own code,
+        // because a panic must not unwind through the runtime's blocking helper thread.
+        catch_unwind(AssertUnwindSafe(|| authenticator.decide(&credentials)))
+            .unwrap_or(AuthVerdict::Denied)
+    })
+    .await
 }
 
 /// Lowers the calling thread's priority, the first time it is called on that thread.

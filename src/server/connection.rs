@@ -105,7 +105,7 @@ pub(crate) struct Start {
 
 /// Spawns a connection task whose panic (a bug) ends that connection only, never the shard.
 pub(crate) fn spawn_isolated(rt: &Rc<ShardRuntime>, task: impl Future<Output = ()> + 'static) {
-    glommio::spawn_local(Isolated {
+    shards::rt::spawn(Isolated {
         rt: rt.clone(),
         task,
     })
@@ -154,7 +154,7 @@ pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerS
     // connections), most of the 19.5 KB of RSS each cost.
     let arrival = async { Some(Box::pin(arrive(&rt, tcp, slot)).await) }
         .or(async {
-            glommio::timer::sleep(timeout).await;
+            shards::rt::sleep(timeout).await;
             None
         })
         .await;

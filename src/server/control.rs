@@ -64,7 +64,7 @@ struct Control {
 /// The control shard's root future: ends when the broker stops.
 pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
     let shards = setup.board.len();
-    let metrics_listener = match setup.metrics.map(shards::into_glommio_listener) {
+    let metrics_listener = match setup.metrics.map(shards::TcpAcceptor::new) {
         Some(Ok(listener)) => Some(listener),
         Some(Err(error)) => {
             log::error!("metrics endpoint unusable: {error}");
@@ -97,7 +97,7 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
                 None => String::new(),
             }
         });
-        glommio::spawn_local(super::http::serve(listener, render)).detach();
+        shards::rt::spawn(super::http::serve(listener, render)).detach();
     }
     if setup.sys_interval.is_zero() {
         log::debug!("$SYS disabled (sys_interval: 0)");
@@ -106,7 +106,7 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
     }
     let ticking = async {
         loop {
-            glommio::timer::sleep(TICK).await;
+            shards::rt::sleep(TICK).await;
             control.borrow_mut().tick(Instant::now());
         }
     };

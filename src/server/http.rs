@@ -106,14 +106,14 @@ pub(crate) fn response(route: Route, body: impl FnOnce() -> String) -> Vec<u8> {
 }
 
 /// Accepts until the task is dropped; `render` builds the metrics body.
-pub(crate) async fn serve(listener: glommio::net::TcpListener, render: Rc<dyn Fn() -> String>) {
+pub(crate) async fn serve(listener: shards::TcpAcceptor, render: Rc<dyn Fn() -> String>) {
     let active = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(error) => {
                 log::debug!("metrics endpoint: accept failed: {error}");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
+                shards::rt::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -125,7 +125,7 @@ pub(crate) async fn serve(listener: glommio::net::TcpListener, render: Rc<dyn Fn
         active.set(active.get() + 1);
         let active = active.clone();
         let render = render.clone();
-        glommio::spawn_local(async move {
+        shards::rt::spawn(async move {
             let _ = handle(stream, render.as_ref()).await;
             active.set(active.get() - 1);
         })
@@ -133,13 +133,10 @@ pub(crate) async fn serve(listener: glommio::net::TcpListener, render: Rc<dyn Fn
     }
 }
 
-async fn handle(
-    mut stream: glommio::net::TcpStream,
-    render: &dyn Fn() -> String,
-) -> std::io::Result<()> {
+async fn handle(mut stream: shards::TcpConn, render: &dyn Fn() -> String) -> std::io::Result<()> {
     let head = async { Some(read_head(&mut stream).await) }
         .or(async {
-            glommio::timer::sleep(IO_TIMEOUT).await;
+            shards::rt::sleep(IO_TIMEOUT).await;
             None
         })
         .await;
@@ -156,7 +153,7 @@ async fn handle(
         stream.close().await
     }
     .or(async {
-        glommio::timer::sleep(IO_TIMEOUT).await;
+        shards::rt::sleep(IO_TIMEOUT).await;
         Ok(())
     })
     .await
@@ -164,7 +161,7 @@ async fn handle(
 
 /// Reads until the blank line that ends a request head; `None` if it is too long or the peer
 /// closes first.
-async fn read_head(stream: &mut glommio::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_head(stream: &mut shards::TcpConn) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {

@@ -21,7 +21,7 @@ pub(crate) async fn accept_loop(
         if let Some(rate) = &info.connect_rate {
             while let Some(wait) = rate.take(std::time::Instant::now()) {
                 rt.stats.borrow_mut().accept_rate_waits += 1;
-                glommio::timer::sleep(wait).await;
+                shards::rt::sleep(wait).await;
             }
         }
         match listener.accept().await {
@@ -46,11 +46,11 @@ pub(crate) async fn accept_loop(
                         "listener '{}': {error}; pausing accepts for 100 ms",
                         info.name
                     );
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    shards::rt::sleep(Duration::from_millis(100)).await;
                 }
                 _ => {
                     log::debug!("listener '{}': accept failed: {error}", info.name);
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    shards::rt::sleep(Duration::from_millis(1)).await;
                 }
             },
         }

@@ -12,7 +12,7 @@
 //! - `connection.rs`: one connection's life: read its first packet for the core, move it to the
 //!   client id's home shard, ask for authentication, then its task (`read_loop.rs` reading bytes
 //!   into the core, `write_side.rs` writing its outbox);
-//! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on glommio's
+//! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on the shard's
 //!   blocking pool when it may be slow (password hashes), so the shard's loop never waits on it;
 //! - `listener.rs`: the accept loop.
 //! - `control.rs`: the control shard (one more executor, off the message path): gathers the data
@@ -63,6 +63,10 @@ pub enum StartError {
     Shards(#[from] shards::ShardError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The runtime asked for cannot run here (glommio without io_uring), or `AMQTT_RUNTIME` is
+    /// not a runtime name.
+    #[error("{0}")]
+    Runtime(String),
     /// A plugin could not be set up: unknown name, unreadable or malformed password file, invalid
     /// ACL entry (the message names the file, the key and the reason).
     #[error("{0}")]
@@ -265,6 +269,11 @@ impl Broker {
             inboxes.into_iter().map(|i| Mutex::new(Some(i))).collect();
 
         let control_bus = bus.clone();
+        let executor = crate::config::runtime_from_env(config.runtime)
+            .map_err(StartError::Runtime)?
+            .resolve()
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        log::info!("runtime: {executor}");
         let mut runtime = shards::Shards::start(
             shards::ShardConfig {
                 shards: shard_count,
@@ -272,6 +281,7 @@ impl Broker {
                 io_memory: 256 << 10,
                 spin_before_park: Some(config.spin_before_park).filter(|spin| !spin.is_zero()),
                 name: "amqtt-shard".into(),
+                runtime: executor,
             },
             move |ctx: shards::ShardContext| {
                 let id = ctx.id;

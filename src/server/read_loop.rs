@@ -176,7 +176,7 @@ impl ReadLoop {
                     this.rt.stats.borrow_mut().bytes_received += n as u64;
                     this.batch_read_at = Some(Instant::now());
                     this.batch_has_publish = false;
-                    if glommio::executor().need_preempt() {
+                    if shards::rt::need_preempt() {
                         // A peer that always has more to send must not keep the shard to itself:
                         // the other tasks run first, then this one hands over what it read.
                         cx.waker().wake_by_ref();
@@ -234,6 +234,6 @@ async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
     rt.send_blocked(blocked).await;
     let started = Instant::now();
     while budget.pressure() >= Pressure::PausePublishers && started.elapsed() < MEMORY_PAUSE {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        shards::rt::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -252,7 +252,7 @@ impl ShardRuntime {
                     None => break,
                     Some(back) => {
                         message = back;
-                        glommio::timer::sleep(Duration::from_micros(50)).await;
+                        shards::rt::sleep(Duration::from_micros(50)).await;
                     }
                 }
                 if self.stopping.get() {
@@ -268,7 +268,7 @@ impl ShardRuntime {
             return;
         }
         let rt = self.clone();
-        glommio::spawn_local(async move { rt.send_blocked(blocked).await }).detach();
+        shards::rt::spawn(async move { rt.send_blocked(blocked).await }).detach();
     }
 
     fn handle_bus(self: &Rc<Self>, message: ShardMessage) {
@@ -316,7 +316,7 @@ pub(crate) async fn run(
         listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
         match shards::TcpAcceptor::new(socket) {
             Ok(listener) => {
-                glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone()))
+                shards::rt::spawn(listener::accept_loop(rt.clone(), listener, info.clone()))
                     .detach();
             }
             Err(error) => log::error!(
@@ -326,8 +326,8 @@ pub(crate) async fn run(
             ),
         }
     }
-    glommio::spawn_local(bus_loop(rt.clone(), inbox)).detach();
-    glommio::spawn_local(tick_loop(rt.clone())).detach();
+    shards::rt::spawn(bus_loop(rt.clone(), inbox)).detach();
+    shards::rt::spawn(tick_loop(rt.clone())).detach();
 
     ctx.stopped().await;
     rt.stopping.set(true);
@@ -345,7 +345,7 @@ pub(crate) async fn run(
     // Give writers a moment to flush and close.
     let deadline = Instant::now() + Duration::from_millis(500);
     while !rt.conns.borrow().is_empty() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        shards::rt::sleep(Duration::from_millis(5)).await;
     }
     log::debug!("shard {} stopped", ctx.id);
 }
@@ -362,7 +362,7 @@ async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {
         }
         let blocked = rt.apply_actions();
         rt.send_blocked_later(blocked);
-        glommio::yield_if_needed().await;
+        shards::rt::yield_if_needed().await;
     }
 }
 
@@ -375,7 +375,7 @@ fn lane_message(lane: BusLane<ShardMessage>) -> ShardMessage {
 async fn tick_loop(rt: Rc<ShardRuntime>) {
     let mut ticks: u64 = 0;
     loop {
-        glommio::timer::sleep(Duration::from_millis(250)).await;
+        shards::rt::sleep(Duration::from_millis(250)).await;
         let now = Instant::now();
         rt.core.borrow_mut().handle_tick(now);
         let blocked = rt.apply_actions();

@@ -3,7 +3,7 @@
 //!
 //! It is a state machine polled by the connection's one task (`connection.rs`), not a task of its
 //! own: a second task per connection cost ~256 bytes of every idle connection (its future and
-//! glommio's task header). Everything the outbox holds is written in one go per turn, which is how
+//! the runtime's task header). Everything the outbox holds is written in one go per turn, which is how
 //! writes are batched.
 //!
 //! What must not happen here: no MQTT decisions (the core makes them) and no reads.
@@ -38,13 +38,13 @@ enum State {
     },
     /// The core closed the connection and everything is written: the transport says goodbye,
     /// within [`CLOSE_GRACE`].
-    Closing(Pin<Box<glommio::timer::Timer>>),
+    Closing(Pin<Box<shards::Timer>>),
     Done,
 }
 
 impl State {
     fn closing() -> State {
-        State::Closing(Box::pin(glommio::timer::Timer::new(CLOSE_GRACE)))
+        State::Closing(Box::pin(shards::Timer::new(CLOSE_GRACE)))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Byte-stream transports shared by the broker's listeners and the client: TCP, TLS (rustls),
 //! WebSocket and secure WebSocket (tungstenite), plus broker URLs.
 //!
-//! Every transport yields something that implements `AsyncRead + AsyncWrite` over glommio sockets;
+//! Every transport yields something that implements `AsyncRead + AsyncWrite` over the shard's sockets
+//! (`shards::TcpConn`);
 //! none of them parses MQTT. The broker's side (accepting, handshakes, hand-off between shards) and the
 //! client's side (`connect_client`) live here so the two never drift apart.
 
@@ -16,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use shards::TcpConn as TcpStream;
 
 pub use url::{BrokerUrl, Scheme, UrlError};
 
@@ -82,7 +83,7 @@ pub enum ClientStream {
 }
 
 /// Connects to the broker named by `url` (TCP, then TLS and WebSocket handshakes as the scheme says).
-/// Must run on a glommio executor.
+/// Must run on a shard's executor (see `shards::rt`).
 pub async fn connect_client(
     url: &BrokerUrl,
     options: &ClientTransportOptions,
@@ -106,7 +107,7 @@ pub async fn connect_client(
             for a in addrs {
                 match TcpStream::connect(a).await {
                     Ok(stream) => return Ok(stream),
-                    Err(e) => last = e.into(),
+                    Err(e) => last = e,
                 }
             }
             Err(TransportError::Connect {
@@ -116,7 +117,7 @@ pub async fn connect_client(
         };
         connect
             .or(async {
-                glommio::timer::sleep(limit).await;
+                shards::rt::sleep(limit).await;
                 Err(TransportError::Timeout(addr_for_err))
             })
             .await?
@@ -172,7 +173,7 @@ pub async fn connect_client(
         use futures_lite::FutureExt;
         handshakes
             .or(async {
-                glommio::timer::sleep(limit).await;
+                shards::rt::sleep(limit).await;
                 Err(TransportError::Timeout(addr))
             })
             .await

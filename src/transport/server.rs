@@ -115,7 +115,7 @@ pub enum ServerStream {
     Wss(Box<WsByteStream<Recorder<TlsStream<TcpStream>>>>),
 }
 
-/// A connection on its way to another shard: `Send`, no glommio types inside.
+/// A connection on its way to another shard: `Send`, no shard-local types inside.
 pub struct DetachedStream {
     fd: OwnedFd,
     tls: Option<Connection>,

@@ -253,7 +253,41 @@ def test_dockerfile():
         run("hadolint", str(DEPLOY / "docker/Dockerfile"))
 
 
+def test_seccomp_profile_is_docker_default_plus_io_uring():
+    profile = json.loads((DEPLOY / "docker/seccomp-io_uring.json").read_text())
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO" and profile["defaultErrnoRet"] == 1
+    arches = {a["architecture"] for a in profile["archMap"]}
+    assert {"SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"} <= arches
+    actions = {"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"}
+    for rule in profile["syscalls"]:
+        assert rule["names"] and rule["action"] in actions, rule
+        assert set(rule) <= {"names", "action", "args", "includes", "excludes", "comment",
+                             "errnoRet"}, rule
+    unconditional = [r for r in profile["syscalls"]
+                     if r["action"] == "SCMP_ACT_ALLOW" and not {"args", "includes", "excludes"} & set(r)]
+    assert len(unconditional) == 1
+    allowed = unconditional[0]["names"]
+    assert len(allowed) == len(set(allowed)), "duplicate names"
+    # What the broker and glommio need, allowed without conditions.
+    for name in ["io_uring_setup", "io_uring_enter", "io_uring_register", "epoll_pwait2",
+                 "eventfd2", "accept4", "mlock", "sched_setaffinity", "membarrier", "prctl"]:
+        assert name in allowed, name
+    # Still Docker's default otherwise: dangerous calls only with their capability, clone3 -> ENOSYS.
+    for name in ["mount", "bpf", "unshare", "setns", "perf_event_open", "kexec_load", "reboot"]:
+        assert name not in allowed, name
+    clone3 = [r for r in profile["syscalls"] if r["names"] == ["clone3"]]
+    assert clone3 and clone3[0]["action"] == "SCMP_ACT_ERRNO" and clone3[0]["errnoRet"] == 38
+    # The deploy kit uses it.
+    assert "seccomp-io_uring.json" in (DEPLOY / "docker/Dockerfile").read_text()
+    assert "seccomp-io_uring.json" in (DEPLOY / "README.md").read_text()
+    deployment = next(d for k, d in _manifests().items() if k.startswith("Deployment/"))
+    seccomp = deployment["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]
+    assert seccomp["type"] == "Localhost"
+    assert seccomp["localhostProfile"].endswith("seccomp-io_uring.json")
+
+
 def test_readme_covers_kernel_settings():
     text = (DEPLOY / "README.md").read_text()
-    for word in ["somaxconn", "nofile", "memlock", "shards", "io_uring"]:
+    for word in ["somaxconn", "nofile", "memlock", "shards", "io_uring", "amqtt_runtime",
+                 "runtime: auto"]:
         assert word in text.lower(), word

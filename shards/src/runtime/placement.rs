@@ -9,9 +9,33 @@ use glommio::{CpuSet, LocalExecutor, LocalExecutorBuilder, Placement};
 
 use super::{Spec, Where};
 use crate::cpus::WORD_BITS;
+use crate::rt::Runtime;
 
-/// Creates the executor on the current thread, placed as `spec` says.
-pub(super) fn build_executor(spec: &Spec) -> Result<LocalExecutor, String> {
+/// A shard's executor, made on its thread.
+pub(super) enum Executor {
+    Glommio(LocalExecutor),
+    Epoll(crate::fallback::Executor),
+}
+
+/// Creates the executor of `spec.runtime` on the current thread, placed as `spec` says (the
+/// fallback executor: the thread's affinity set here, which its helper thread inherits).
+pub(super) fn build_executor(spec: &Spec) -> Result<Executor, String> {
+    match spec.runtime {
+        Runtime::Glommio => build_glommio(spec).map(Executor::Glommio),
+        Runtime::Epoll => {
+            match &spec.place {
+                Where::Cpu(cpu) => set_thread_affinity(&[*cpu]),
+                Where::Mask(mask) => set_thread_affinity(mask),
+            }
+            .map_err(|e| format!("setting CPU affinity: {e}"))?;
+            crate::fallback::Executor::new(spec.thread_name.clone())
+                .map(Executor::Epoll)
+                .map_err(|e| format!("creating the epoll set: {e}"))
+        }
+    }
+}
+
+fn build_glommio(spec: &Spec) -> Result<LocalExecutor, String> {
     let placement = match &spec.place {
         Where::Cpu(cpu) => Placement::Fixed(*cpu),
         Where::Mask(mask) => fenced(mask)?,

@@ -12,6 +12,7 @@ fn unpinned(shards: usize, name: &str) -> ShardConfig {
         shards,
         pin: false,
         name: name.to_string(),
+        runtime: crate::test_util::runtime(),
         ..ShardConfig::default()
     }
 }
@@ -27,7 +28,7 @@ fn stop_wakes_many_waiters_and_join_returns() {
             let mut tasks = Vec::new();
             for _ in 0..100 {
                 let (ctx, woken) = (ctx.clone(), Arc::clone(&woken));
-                tasks.push(glommio::spawn_local(async move {
+                tasks.push(crate::rt::spawn(async move {
                     ctx.stopped().await;
                     woken.fetch_add(1, Ordering::SeqCst);
                 }));
@@ -67,7 +68,7 @@ fn control_shard_and_stop_from_a_shard() {
             s.lock().unwrap().push((ctx.id, ctx.is_control()));
             assert_eq!(ctx.cpu, None);
             // The control shard decides to stop everything.
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+            crate::rt::sleep(Duration::from_millis(10)).await;
             ctx.stop_handle().stop();
             ctx.stopped().await;
         })
@@ -86,7 +87,7 @@ fn control_shard_and_stop_from_a_shard() {
 fn panicking_shard_is_reported_and_stops_the_others() {
     let shards = Shards::start(unpinned(2, "panic"), |ctx| async move {
         if ctx.id == 1 {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+            crate::rt::sleep(Duration::from_millis(5)).await;
             panic!("boom on shard 1");
         }
         ctx.stopped().await;

@@ -422,6 +422,22 @@ fn spin_and_connection_messages() {
 }
 
 #[test]
+fn runtime_values() {
+    assert_eq!(ok("").runtime, shards::RuntimeChoice::Auto);
+    assert_eq!(ok("runtime: epoll\n").runtime, shards::RuntimeChoice::Epoll);
+    assert_eq!(
+        ok("runtime: glommio\n").runtime,
+        shards::RuntimeChoice::Glommio
+    );
+    invalid(
+        "runtime: uring\n",
+        "runtime",
+        "unknown runtime 'uring': expected auto, glommio or epoll",
+    );
+    invalid("runtime: 1\n", "runtime", "unknown runtime '1'");
+}
+
+#[test]
 fn shards_values() {
     assert_eq!(ok("shards: auto\n").shards, ShardCount::Auto);
     assert_eq!(ok("shards: AUTO\n").shards, ShardCount::Auto);
