@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::connection;
+use super::settings::ListenerInfo;
 use super::shard::{ListenerSlot, ShardRuntime};
-use super::{connection, ListenerInfo};
 
 pub(crate) async fn accept_loop(
     rt: Rc<ShardRuntime>,
