@@ -25,6 +25,7 @@
 pub mod bus_batch;
 pub mod connection;
 mod handlers;
+mod interest;
 mod interface;
 pub mod memory;
 mod outbox;
@@ -33,8 +34,7 @@ pub mod retained;
 mod routing;
 pub mod session;
 pub mod stats;
-mod subscribing;
-pub mod subscriptions;
+pub mod topic_trie;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ use retained::RetainedStore;
 use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
 pub use stats::Stats;
-use subscriptions::TopicTrie;
+use topic_trie::TopicTrie;
 
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
 /// for it are dropped (see `memory.rs`).

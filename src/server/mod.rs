@@ -26,15 +26,15 @@
 //!   shards' snapshots (`snapshot.rs`) every second, publishes `$SYS` (`sys_topics.rs`) and serves
 //!   Prometheus metrics (`prometheus.rs` over `http.rs`).
 
+mod accept_loop;
 mod authenticate;
 mod bus_retry;
 mod connect_rate;
-mod connection;
+mod connection_task;
 mod control;
 mod facade;
 mod http;
 mod lifecycle;
-mod listener;
 mod prometheus;
 mod read_loop;
 mod runtime_stats;

@@ -16,7 +16,7 @@ use shards::{BusSender, Inbox, Lane as BusLane, ShardContext};
 use super::settings::SharedSettings;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
-use super::{bus_retry, connection, listener};
+use super::{accept_loop, bus_retry, connection_task};
 
 /// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
 pub(crate) async fn run(
@@ -34,7 +34,7 @@ pub(crate) async fn run(
         listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
         match shards::TcpAcceptor::new(socket) {
             Ok(listener) => {
-                glommio::spawn_local(listener::accept_loop(rt.clone(), listener, info.clone()))
+                glommio::spawn_local(accept_loop::accept_loop(rt.clone(), listener, info.clone()))
                     .detach();
             }
             Err(error) => log::error!(
@@ -95,7 +95,7 @@ fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
         }
         ShardMessage::HandOff(handoff) => {
             rt.stats.borrow_mut().handoffs_received += 1;
-            connection::spawn_isolated(rt, connection::handed_off(rt.clone(), handoff));
+            connection_task::spawn_isolated(rt, connection_task::handed_off(rt.clone(), handoff));
         }
     }
 }

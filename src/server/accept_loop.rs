@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection;
+use super::connection_task;
 use super::settings::ListenerInfo;
 use super::shard::{ListenerSlot, ShardRuntime};
 
@@ -39,7 +39,10 @@ pub(crate) async fn accept_loop(
                     drop(slot);
                     continue;
                 }
-                connection::spawn_isolated(&rt, connection::accepted(rt.clone(), stream, slot));
+                connection_task::spawn_isolated(
+                    &rt,
+                    connection_task::accepted(rt.clone(), stream, slot),
+                );
             }
             Err(error) => match error.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
