@@ -19,8 +19,9 @@
 //! `handlers/` (CONNECT and the first-packet verdict in `handlers/connect.rs`); where a publish goes
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
-//! shards learn this shard's filters, and the SUBACKs that wait for them, in `subscribing.rs`; the
-//! types the runtime and the core exchange (settings, bus messages, actions) in `interface.rs`.
+//! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
+//! filters themselves are kept in a `topic_trie.rs`); the types the runtime and the core exchange
+//! (settings, bus messages, actions) in `interface.rs`.
 
 pub mod bus_batch;
 pub mod connection;

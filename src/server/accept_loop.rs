@@ -1,5 +1,6 @@
 //! The accept loop of one listener socket on one shard: `max-connections`, `max_connect_rate`,
-//! back-off on resource errors, and a task per accepted connection. Knows nothing of MQTT beyond spawning the driver.
+//! back-off on resource errors, and a task per accepted connection (`connection_task.rs`). Knows
+//! nothing of MQTT.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use super::connection_task;
 use super::settings::ListenerInfo;
 use super::shard::{ListenerSlot, ShardRuntime};
 
-pub(crate) async fn accept_loop(
+pub(crate) async fn run(
     rt: Rc<ShardRuntime>,
     listener: shards::TcpAcceptor,
     info: Arc<ListenerInfo>,

@@ -12,10 +12,10 @@
 //! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping;
 //! - `shard_tasks.rs`: what a shard runs: its root task, which starts the accept loops, the bus
 //!   loop (including handed-off connections) and the keep-alive tick, then shuts the shard down;
-//! - `listener.rs`: the accept loop of one listener socket;
-//! - `connection.rs`: one connection's life: read its first packet for the core, move it to the
-//!   client id's home shard, ask for authentication, then its task (`read_loop.rs` reading bytes
-//!   into the core, `write_side.rs` writing its outbox);
+//! - `accept_loop.rs`: the accept loop of one listener socket;
+//! - `connection_task.rs`: the task running one connection's life: read its first packet for the
+//!   core, move it to the client id's home shard, ask for authentication, then serve it
+//!   (`read_loop.rs` reading bytes into the core, `write_side.rs` writing its outbox);
 //! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on glommio's
 //!   blocking pool when it may be slow (password hashes), so the shard's loop never waits on it;
 //! - `bus_retry.rs`: bus sends a full lane refused, retried from a task of their own;

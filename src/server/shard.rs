@@ -4,7 +4,7 @@
 //! shards ([`ShardMessage`], [`HandOff`]).
 //!
 //! It spawns nothing and knows none of the tasks that use it: the shard's tasks are started in
-//! `shard_tasks.rs` (accept loops, bus loop, tick) and `connection.rs` (connections).
+//! `shard_tasks.rs` (accept loops, bus loop, tick) and `connection_task.rs` (connections).
 //!
 //! Everything here runs on the shard's own thread (`Rc`, `RefCell`, no locks). A `RefCell` borrow of
 //! the core is never held across an `.await`.
@@ -132,7 +132,7 @@ pub(crate) struct ShardRuntime {
     /// Set while the input being handled contains PUBLISHes: their read time, and the connection
     /// they came from (0 for the bus). `apply_actions` consumes it to stamp deliveries.
     ingress: Cell<Option<(Instant, ConnId)>>,
-    /// Every connection's reads land here first (see `connection::read_more`): one buffer per
+    /// Every connection's reads land here first (see `connection_task::read_more`): one buffer per
     /// shard instead of one per connection.
     pub read_scratch: RefCell<Box<[u8]>>,
 }

@@ -3,8 +3,8 @@
 //! for the stop signal and shuts the shard down. The bus loop also starts the tasks of connections
 //! handed over by other shards.
 //!
-//! The wiring only: what the tasks do lives in `listener.rs`, `connection.rs` and the context
-//! (`shard.rs`); nothing else in `server/` but the façade imports from here.
+//! The wiring only: what the tasks do lives in `accept_loop.rs`, `connection_task.rs` and the
+//! context (`shard.rs`); nothing else in `server/` but the façade imports from here.
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -34,8 +34,7 @@ pub(crate) async fn run(
         listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
         match shards::TcpAcceptor::new(socket) {
             Ok(listener) => {
-                glommio::spawn_local(accept_loop::accept_loop(rt.clone(), listener, info.clone()))
-                    .detach();
+                glommio::spawn_local(accept_loop::run(rt.clone(), listener, info.clone())).detach();
             }
             Err(error) => log::error!(
                 "shard {}: listener '{}' unusable: {error}",
