@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn errors() {
         for (bad, says) in [
-            ("http://h", "scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss"),
+            (
+                "http://h",
+                "scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss",
+            ),
             ("mqtt://", "missing host"),
             ("mqtt://:1883", "missing host"),
             ("mqtt://h:0", "invalid port"),

@@ -14,10 +14,6 @@ use crate::protocol::{Packet, ProtocolLevel, QoS, TopicFilter};
 use super::outbox_pool::OutboxPool;
 use super::SessionKey;
 
-/// What an empty outbox reserves when something is written to it: a few small packets, or one
-/// PUBLISH of up to ~1 KB, without reallocating.
-pub const OUTBOX_START: usize = 1024;
-
 /// Lifecycle of a connection once its CONNECT has been handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -115,8 +111,8 @@ impl Connection {
 
     /// The outbox, to append to. An idle connection keeps no buffer (see `swap_outbox`); its first
     /// write takes one from the shard's `pool`: a spare buffer that an earlier burst grew, or a
-    /// new one of [`OUTBOX_START`] bytes, rather than growing from a few bytes by doubling
-    /// (several reallocations per burst).
+    /// new one of [`OUTBOX_START`](super::outbox_pool::OUTBOX_START) bytes, rather than growing
+    /// from a few bytes by doubling (several reallocations per burst).
     pub fn outbox_to_fill(&mut self, pool: &mut OutboxPool) -> &mut BytesMut {
         if self.outbox.capacity() == 0 {
             self.outbox = pool.take();

@@ -19,12 +19,14 @@
 //! `handlers/` (CONNECT and the first-packet verdict in `handlers/connect.rs`); where a publish goes
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
-//! shards learn this shard's filters, and the SUBACKs that wait for them, in `subscribing.rs`; the
-//! types the runtime and the core exchange (settings, bus messages, actions) in `interface.rs`.
+//! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
+//! filters themselves are kept in a `topic_trie.rs`); the types the runtime and the core exchange
+//! (settings, bus messages, actions) in `interface.rs`.
 
 pub mod bus_batch;
 pub mod connection;
 mod handlers;
+mod interest;
 mod interface;
 pub mod memory;
 mod outbox;
@@ -33,8 +35,7 @@ pub mod retained;
 mod routing;
 pub mod session;
 pub mod stats;
-mod subscribing;
-pub mod subscriptions;
+pub mod topic_trie;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ use retained::RetainedStore;
 use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
 pub use stats::Stats;
-use subscriptions::TopicTrie;
+use topic_trie::TopicTrie;
 
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
 /// for it are dropped (see `memory.rs`).

@@ -9,11 +9,14 @@
 //! copies 4 %). The pool is bounded (count, bytes, size of one buffer) so that what it keeps
 //! stays small next to the connections themselves, and an idle connection still keeps no buffer.
 //!
-//! Plain data: no I/O, no knowledge of what the bytes are.
+//! Plain data: no I/O, no knowledge of what the bytes are. The buffer sizes live here; the
+//! connection (`connection.rs`) takes its outbox from the pool.
 
 use bytes::BytesMut;
 
-use super::connection::OUTBOX_START;
+/// What an empty outbox reserves when something is written to it: a few small packets, or one
+/// PUBLISH of up to ~1 KB, without reallocating.
+pub const OUTBOX_START: usize = 1024;
 
 /// At most this many spare buffers are kept.
 const MAX_BUFFERS: usize = 256;

@@ -26,7 +26,8 @@ use crate::broker::MemoryBudget;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use super::snapshot::{dropped, LatencyHistogram, ShardSnapshot, Totals, LATENCY_BOUNDS_NS};
+use super::runtime_stats::{LatencyHistogram, LATENCY_BOUNDS_NS};
+use super::snapshot::{dropped, ShardSnapshot, Totals};
 
 /// Name of the hand-rendered histogram family.
 pub(crate) const LATENCY_FAMILY: &str = "amqtt_publish_delivery_latency_seconds";

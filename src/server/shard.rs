@@ -1,5 +1,10 @@
-//! One shard's runtime: the broker core in a `RefCell`, its connections' wake-up signals, the bus
-//! loop, the keep-alive tick, and the code that turns core actions into wake-ups and bus sends.
+//! One shard's context, which every task on the shard borrows (`Rc<ShardRuntime>`): the broker
+//! core in a `RefCell`, the bus sender, its connections' wake-up signals, the runtime's counters,
+//! and the code that turns core actions into wake-ups and bus sends. Also what travels between
+//! shards ([`ShardMessage`], [`HandOff`]).
+//!
+//! It spawns nothing and knows none of the tasks that use it: the shard's tasks are started in
+//! `shard_tasks.rs` (accept loops, bus loop, tick) and `connection_task.rs` (connections).
 //!
 //! Everything here runs on the shard's own thread (`Rc`, `RefCell`, no locks). A `RefCell` borrow of
 //! the core is never held across an `.await`.
@@ -13,13 +18,13 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use shards::{BusSender, Inbox, Lane as BusLane, SendError, ShardContext};
+use shards::{BusSender, SendError};
 
 use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
 use crate::transport::server::DetachedStream;
 
-use super::snapshot::{self, LatencyHistogram};
-use super::{connection, listener, ListenerInfo, SharedSettings};
+use super::runtime_stats::RuntimeStats;
+use super::settings::{ListenerInfo, SharedSettings};
 
 /// What travels between shards.
 pub(crate) enum ShardMessage {
@@ -110,28 +115,6 @@ impl ConnSignal {
     }
 }
 
-/// Counters kept by the runtime itself (the core keeps its own).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct RuntimeStats {
-    pub bus_dropped_qos0: u64,
-    pub bus_blocked: u64,
-    pub handoffs_sent: u64,
-    pub handoffs_received: u64,
-    pub connection_panics: u64,
-    /// Connections that ended before a complete first packet (port probes, health checks).
-    pub closed_before_connect: u64,
-    pub connect_timeouts: u64,
-    pub rejected_max_connections: u64,
-    /// Times an accept loop waited for `max_connect_rate`.
-    pub accept_rate_waits: u64,
-    /// TLS handshakes and WebSocket upgrades that failed.
-    pub handshake_failures: u64,
-    /// Bytes read from client sockets after CONNECT (one add per read).
-    pub bytes_received: u64,
-    /// PUBLISH read → delivery written (one sample per write that carried a delivery).
-    pub latency: LatencyHistogram,
-}
-
 /// Bus messages a full lane refused, per destination shard, in order: retried by `send_blocked`.
 pub(crate) type BusBacklog = Vec<(usize, BusMessage)>;
 
@@ -149,7 +132,7 @@ pub(crate) struct ShardRuntime {
     /// Set while the input being handled contains PUBLISHes: their read time, and the connection
     /// they came from (0 for the bus). `apply_actions` consumes it to stamp deliveries.
     ingress: Cell<Option<(Instant, ConnId)>>,
-    /// Every connection's reads land here first (see `connection::read_more`): one buffer per
+    /// Every connection's reads land here first (see `connection_task::read_more`): one buffer per
     /// shard instead of one per connection.
     pub read_scratch: RefCell<Box<[u8]>>,
 }
@@ -158,6 +141,24 @@ pub(crate) struct ShardRuntime {
 const READ_SCRATCH: usize = 64 * 1024;
 
 impl ShardRuntime {
+    /// The context of shard `id`, before any task runs on it.
+    pub fn new(id: usize, shared: Arc<SharedSettings>, bus: BusSender<ShardMessage>) -> Self {
+        let core = BrokerCore::new(shared.core.clone(), id, shared.shards, shared.id_seed);
+        ShardRuntime {
+            id,
+            shared,
+            core: RefCell::new(core),
+            bus,
+            conns: RefCell::new(HashMap::default()),
+            next_conn: Cell::new(1),
+            action_scratch: RefCell::new(Vec::new()),
+            stopping: Cell::new(false),
+            stats: RefCell::new(RuntimeStats::default()),
+            ingress: Cell::new(None),
+            read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
+        }
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
@@ -258,133 +259,6 @@ impl ShardRuntime {
                 if self.stopping.get() {
                     break;
                 }
-            }
-        }
-    }
-
-    /// Like `send_blocked`, from a context that must not wait (bus loop, timers): a detached task.
-    pub fn send_blocked_later(self: &Rc<Self>, blocked: BusBacklog) {
-        if blocked.is_empty() {
-            return;
-        }
-        let rt = self.clone();
-        shards::rt::spawn(async move { rt.send_blocked(blocked).await }).detach();
-    }
-
-    fn handle_bus(self: &Rc<Self>, message: ShardMessage) {
-        match message {
-            ShardMessage::Core(message, stamp) => {
-                if let Some(at) = stamp {
-                    self.note_publish_ingress(at, 0);
-                }
-                self.core.borrow_mut().handle_bus(message)
-            }
-            ShardMessage::HandOff(handoff) => {
-                self.stats.borrow_mut().handoffs_received += 1;
-                connection::spawn_isolated(self, connection::handed_off(self.clone(), handoff));
-            }
-        }
-    }
-}
-
-/// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
-pub(crate) async fn run(
-    ctx: ShardContext,
-    shared: Arc<SharedSettings>,
-    bus: BusSender<ShardMessage>,
-    inbox: Inbox<ShardMessage>,
-    sockets: Vec<std::net::TcpListener>,
-) {
-    let core = BrokerCore::new(shared.core.clone(), ctx.id, shared.shards, shared.id_seed);
-    let rt = Rc::new(ShardRuntime {
-        id: ctx.id,
-        shared: shared.clone(),
-        core: RefCell::new(core),
-        bus,
-        conns: RefCell::new(HashMap::default()),
-        next_conn: Cell::new(1),
-        action_scratch: RefCell::new(Vec::new()),
-        stopping: Cell::new(false),
-        stats: RefCell::new(RuntimeStats::default()),
-        ingress: Cell::new(None),
-        read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
-    });
-    // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
-    // socket in the SO_REUSEPORT group that accepts connections nobody serves.
-    let mut listening: Vec<RawFd> = Vec::new();
-    for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
-        listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
-        match shards::TcpAcceptor::new(socket) {
-            Ok(listener) => {
-                shards::rt::spawn(listener::accept_loop(rt.clone(), listener, info.clone()))
-                    .detach();
-            }
-            Err(error) => log::error!(
-                "shard {}: listener '{}' unusable: {error}",
-                ctx.id,
-                info.name
-            ),
-        }
-    }
-    shards::rt::spawn(bus_loop(rt.clone(), inbox)).detach();
-    shards::rt::spawn(tick_loop(rt.clone())).detach();
-
-    ctx.stopped().await;
-    rt.stopping.set(true);
-    for fd in listening {
-        // SAFETY: the accept tasks still own these sockets (they are dropped with the executor,
-        // after this function returns); shutdown(2) leaves the descriptor valid. On a listening
-        // socket it stops accepting and takes the socket out of its SO_REUSEPORT group.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
-        }
-    }
-    rt.core.borrow_mut().shutdown();
-    let blocked = rt.apply_actions();
-    drop(blocked);
-    // Give writers a moment to flush and close.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !rt.conns.borrow().is_empty() && Instant::now() < deadline {
-        shards::rt::sleep(Duration::from_millis(5)).await;
-    }
-    log::debug!("shard {} stopped", ctx.id);
-}
-
-async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {
-    loop {
-        let first = inbox.recv().await;
-        rt.handle_bus(lane_message(first));
-        for _ in 0..255 {
-            match inbox.try_recv() {
-                Some(next) => rt.handle_bus(lane_message(next)),
-                None => break,
-            }
-        }
-        let blocked = rt.apply_actions();
-        rt.send_blocked_later(blocked);
-        shards::rt::yield_if_needed().await;
-    }
-}
-
-fn lane_message(lane: BusLane<ShardMessage>) -> ShardMessage {
-    match lane {
-        BusLane::Control(m) | BusLane::Data(m) => m,
-    }
-}
-
-async fn tick_loop(rt: Rc<ShardRuntime>) {
-    let mut ticks: u64 = 0;
-    loop {
-        shards::rt::sleep(Duration::from_millis(250)).await;
-        let now = Instant::now();
-        rt.core.borrow_mut().handle_tick(now);
-        let blocked = rt.apply_actions();
-        rt.send_blocked_later(blocked);
-        ticks += 1;
-        // Once a second: this shard's numbers for the control shard ($SYS, /metrics).
-        if ticks.is_multiple_of(4) {
-            if let Some(board) = &rt.shared.snapshots {
-                snapshot::publish(&rt, board, now);
             }
         }
     }

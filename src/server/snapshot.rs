@@ -1,91 +1,19 @@
 //! What a data shard tells the control shard about itself, once per second: a [`ShardSnapshot`]
-//! (its plain counters and a few gauges) written into its own slot of the [`SnapshotBoard`], plus
-//! the shard-local publish-to-deliver [`LatencyHistogram`].
+//! (its plain counters, `runtime_stats.rs`, and a few gauges) written into its own slot of the
+//! [`SnapshotBoard`].
 //!
-//! Data shards only *write* here, from their existing 250 ms tick loop (every fourth tick): one
-//! uncontended lock per shard per second. Nothing here runs on the per-message path, and nothing
-//! here knows how the numbers are exported (`$SYS` and Prometheus live in `control.rs`,
-//! `sys_topics.rs` and `prometheus.rs`).
+//! Data shards only *write* here, from their existing 250 ms tick loop (every fourth tick,
+//! `shard_tasks.rs`): one uncontended lock per shard per second. Nothing here runs on the
+//! per-message path, nothing here knows the shard's runtime (it is handed the core and the
+//! counters), and nothing here knows how the numbers are exported (`$SYS` and Prometheus live in
+//! `control.rs`, `sys_topics.rs` and `prometheus.rs`).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::broker::Stats;
+use crate::broker::{BrokerCore, Stats};
 
-use super::shard::{RuntimeStats, ShardRuntime};
-
-/// Upper bounds of the latency buckets, in nanoseconds (the Prometheus `le` values, in seconds, are
-/// these / 1e9). A last, implicit bucket holds everything slower (`+Inf`).
-pub(crate) const LATENCY_BOUNDS_NS: [u64; 19] = [
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
-
-/// A fixed-bucket histogram of durations: plain counters, `Copy`, cheap to record (one short scan).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LatencyHistogram {
-    /// Per bucket (not cumulative); the last one is `+Inf`.
-    pub buckets: [u64; LATENCY_BOUNDS_NS.len() + 1],
-    pub count: u64,
-    pub sum_ns: u64,
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram {
-            buckets: [0; LATENCY_BOUNDS_NS.len() + 1],
-            count: 0,
-            sum_ns: 0,
-        }
-    }
-}
-
-impl LatencyHistogram {
-    pub fn record(&mut self, elapsed: Duration) {
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let index = LATENCY_BOUNDS_NS
-            .iter()
-            .position(|&bound| ns <= bound)
-            .unwrap_or(LATENCY_BOUNDS_NS.len());
-        self.buckets[index] += 1;
-        self.count += 1;
-        self.sum_ns = self.sum_ns.saturating_add(ns);
-    }
-
-    /// Adds another histogram's counts (aggregating shards).
-    pub fn merge(&mut self, other: &LatencyHistogram) {
-        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
-            *mine += theirs;
-        }
-        self.count += other.count;
-        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
-    }
-
-    /// Cumulative counts per bound, `+Inf` last (what the Prometheus text format wants).
-    pub fn cumulative(&self) -> impl Iterator<Item = u64> + '_ {
-        self.buckets.iter().scan(0u64, |total, n| {
-            *total += n;
-            Some(*total)
-        })
-    }
-}
+use super::runtime_stats::{LatencyHistogram, RuntimeStats};
 
 /// One data shard's numbers at one moment. Counters are monotonic since the shard started; gauges
 /// are current values.
@@ -116,15 +44,15 @@ pub(crate) fn new_board(shards: usize) -> SnapshotBoard {
 }
 
 impl ShardSnapshot {
-    /// Reads a shard's current numbers (on that shard's thread). Costs one pass over the sessions
-    /// for the gauges that are sums over them: once a second, never per message.
-    pub fn take(rt: &ShardRuntime, now: Instant) -> ShardSnapshot {
-        let core = rt.core.borrow();
+    /// Reads a shard's current numbers (on that shard's thread): its core's and its runtime's.
+    /// Costs one pass over the sessions for the gauges that are sums over them: once a second,
+    /// never per message.
+    pub fn take(core: &BrokerCore, runtime: RuntimeStats, now: Instant) -> ShardSnapshot {
         let gauges = core.session_gauges();
         ShardSnapshot {
             taken: Some(now),
             core: core.stats,
-            runtime: *rt.stats.borrow(),
+            runtime,
             connections: core.connection_count() as u64,
             sessions: gauges.sessions as u64,
             sessions_online: gauges.online as u64,
@@ -138,10 +66,9 @@ impl ShardSnapshot {
     }
 }
 
-/// Writes shard `rt.id`'s snapshot into its slot (called from the tick loop once a second).
-pub(crate) fn publish(rt: &ShardRuntime, board: &SnapshotBoard, now: Instant) {
-    let snapshot = ShardSnapshot::take(rt, now);
-    if let Some(slot) = board.get(rt.id) {
+/// Writes shard `shard`'s snapshot into its slot (called from the tick loop once a second).
+pub(crate) fn publish(board: &SnapshotBoard, shard: usize, snapshot: ShardSnapshot) {
+    if let Some(slot) = board.get(shard) {
         match slot.lock() {
             Ok(mut guard) => *guard = snapshot,
             // A panicking reader cannot leave a snapshot half-written (it is `Copy`): keep going.
@@ -226,30 +153,6 @@ pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_upper_bounds_and_cumulate() {
-        let mut h = LatencyHistogram::default();
-        h.record(Duration::from_micros(10)); // exactly the first bound
-        h.record(Duration::from_micros(11));
-        h.record(Duration::from_millis(3));
-        h.record(Duration::from_secs(60)); // +Inf
-        assert_eq!(h.count, 4);
-        assert_eq!(h.buckets[0], 1);
-        assert_eq!(h.buckets[1], 1);
-        assert_eq!(h.buckets[LATENCY_BOUNDS_NS.len()], 1);
-        let cumulative: Vec<u64> = h.cumulative().collect();
-        assert_eq!(cumulative.len(), LATENCY_BOUNDS_NS.len() + 1);
-        assert_eq!(cumulative.last(), Some(&4));
-        assert!(cumulative.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(h.sum_ns, 10_000 + 11_000 + 3_000_000 + 60_000_000_000);
-
-        let mut total = LatencyHistogram::default();
-        total.merge(&h);
-        total.merge(&h);
-        assert_eq!(total.count, 8);
-        assert_eq!(total.buckets[1], 2);
-    }
 
     #[test]
     fn totals_sum_shards_and_take_the_retained_store_once() {

@@ -1,7 +1,7 @@
 //! The writing side of a served connection: take the connection's outbox from the core, write it
 //! to the socket, and wait for the next flush, until the core closes the connection.
 //!
-//! It is a state machine polled by the connection's one task (`connection.rs`), not a task of its
+//! It is a state machine polled by the connection's one task (`connection_task.rs`), not a task of its
 //! own: a second task per connection cost ~256 bytes of every idle connection (its future and
 //! the runtime's task header). Everything the outbox holds is written in one go per turn, which is how
 //! writes are batched.

@@ -1,15 +1,17 @@
 //! The accept loop of one listener socket on one shard: `max-connections`, `max_connect_rate`,
-//! back-off on resource errors, and a task per accepted connection. Knows nothing of MQTT beyond spawning the driver.
+//! back-off on resource errors, and a task per accepted connection (`connection_task.rs`). Knows
+//! nothing of MQTT.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::connection_task;
+use super::settings::ListenerInfo;
 use super::shard::{ListenerSlot, ShardRuntime};
-use super::{connection, ListenerInfo};
 
-pub(crate) async fn accept_loop(
+pub(crate) async fn run(
     rt: Rc<ShardRuntime>,
     listener: shards::TcpAcceptor,
     info: Arc<ListenerInfo>,
@@ -38,7 +40,10 @@ pub(crate) async fn accept_loop(
                     drop(slot);
                     continue;
                 }
-                connection::spawn_isolated(&rt, connection::accepted(rt.clone(), stream, slot));
+                connection_task::spawn_isolated(
+                    &rt,
+                    connection_task::accepted(rt.clone(), stream, slot),
+                );
             }
             Err(error) => match error.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {

@@ -1,8 +1,8 @@
-//! Subscriptions across shards: this shard's trie of its sessions' filters, the announcements
-//! that tell the other shards which filters it has (their `remote_interest`), and the SUBACK /
-//! UNSUBACK replies held back, in order, until every other shard has confirmed an announcement
-//! (so that a message published anywhere after the client holds its SUBACK reaches it), with the
-//! retained messages a SUBACK brings.
+//! Subscriptions across shards: this shard's trie of its sessions' filters (a `topic_trie.rs`),
+//! the announcements that tell the other shards which filters it has (their `remote_interest`),
+//! and the SUBACK / UNSUBACK replies held back, in order, until every other shard has confirmed an
+//! announcement (so that a message published anywhere after the client holds its SUBACK reaches
+//! it), with the retained messages a SUBACK brings.
 //!
 //! These are methods of [`BrokerCore`], called by the SUBSCRIBE / UNSUBSCRIBE handlers, session
 //! removal and the bus. Nothing here reads a clock, touches a socket or decodes packets.

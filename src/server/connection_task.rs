@@ -27,6 +27,7 @@ use shards::TcpConn;
 use crate::broker::{AuthVerdict, ConnId, FirstPacket, ListenerIdentity, PendingConnect};
 use crate::transport::server::ServerStream;
 
+use super::bus_retry;
 use super::lifecycle::{self, Peer};
 use super::read_loop::{poll_read_more, ReadLoop};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
@@ -415,7 +416,7 @@ fn finish(rt: &Rc<ShardRuntime>, conn: ConnId, live: &Live) {
     };
     lifecycle::closed(&peer, reason);
     let blocked = rt.apply_actions();
-    rt.send_blocked_later(blocked);
+    bus_retry::send_blocked_later(rt, blocked);
     live.signal.notify();
 }
 

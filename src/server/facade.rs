@@ -1,0 +1,329 @@
+//! The embeddable broker: [`Broker`] (a configuration and plugins, not yet running), its
+//! [`Broker::start`] (bind every listener, one SO_REUSEPORT socket per shard, start the shards and
+//! the control shard) and the [`BrokerHandle`] that reports the bound addresses and stops it.
+//!
+//! The top of the shell: nothing in `server/` imports from here; `server/mod.rs` and `lib.rs`
+//! re-export it. It builds the shards' shared settings and starts each shard's root task
+//! (`shard_tasks.rs`); it runs nothing itself.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::broker::{MemoryBudget, Settings};
+use crate::config::{BrokerConfig, ShardCount};
+use crate::protocol::QoS;
+use crate::transport::server::ListenerTransport;
+
+use super::settings::{ListenerInfo, SharedSettings};
+use super::{connect_rate, control, shard, shard_tasks};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind listener '{name}' to {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener '{name}': {source}")]
+    Tls {
+        name: String,
+        source: crate::transport::tls::TlsSetupError,
+    },
+    #[error("cannot read the CPUs this process may run on: {0}")]
+    Cpus(std::io::Error),
+    #[error("cannot start shards: {0}")]
+    Shards(#[from] shards::ShardError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The runtime asked for cannot run here (glommio without io_uring), or `AMQTT_RUNTIME` is
+    /// not a runtime name.
+    #[error("{0}")]
+    Runtime(String),
+    /// A plugin could not be set up: unknown name, unreadable or malformed password file, invalid
+    /// ACL entry (the message names the file, the key and the reason).
+    #[error("{0}")]
+    Plugins(#[from] crate::plugins::PluginError),
+}
+
+/// A configured, not yet running broker.
+pub struct Broker {
+    config: BrokerConfig,
+    /// Added with [`Broker::with_plugin`]; resolved with the configuration's lists at start.
+    plugins: Vec<crate::plugins::Plugin>,
+}
+
+/// A running broker: its addresses, and the way to stop it.
+pub struct BrokerHandle {
+    runtime: Option<shards::Shards>,
+    addresses: Vec<(String, SocketAddr)>,
+    shards: usize,
+    metrics_address: Option<SocketAddr>,
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig) -> Result<Self, StartError> {
+        Ok(Broker {
+            config,
+            plugins: Vec::new(),
+        })
+    }
+
+    /// Adds a plugin (authentication, topic check or events; see [`crate::plugins`]). It is used
+    /// where the configuration's `auth.plugins` / `topic-check.plugins` name it, and appended to
+    /// its chain otherwise: `Broker::new(config)?.with_plugin(Plugin::auth(MyLdap::new())).start()`.
+    pub fn with_plugin(mut self, plugin: crate::plugins::Plugin) -> Self {
+        self.plugins.push(plugin);
+        self
+    }
+
+    /// Binds the listeners and starts the shards.
+    pub fn start(self) -> Result<BrokerHandle, StartError> {
+        let Broker { config, plugins } = self;
+        // Before any socket is bound: a bad plugin list or password file fails fast.
+        let plugins = crate::plugins::build(&config, &plugins)?;
+        let cpus = shards::available_cpus().map_err(StartError::Cpus)?;
+        let shard_count = match config.shards {
+            ShardCount::Auto => cpus.len().max(1),
+            ShardCount::Fixed(n) => n,
+        };
+        let pin = config.pin_shards && shard_count <= cpus.len();
+        if config.pin_shards && shard_count > cpus.len() {
+            return Err(StartError::Config(format!(
+                "shards: {shard_count} is more than the {} CPUs this process may use; set `pin_shards: false` to run unpinned",
+                cpus.len()
+            )));
+        }
+
+        let mut sockets_per_listener = Vec::new();
+        let mut listeners = Vec::new();
+        let mut addresses = Vec::new();
+        for listener in &config.listeners {
+            let sockets = shards::reuseport_listeners(listener.bind, shard_count, 4096).map_err(
+                |source| StartError::Bind {
+                    name: listener.name.clone(),
+                    addr: listener.bind,
+                    source,
+                },
+            )?;
+            let addr = sockets
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(listener.bind);
+            let transport = ListenerTransport::new(listener).map_err(|source| StartError::Tls {
+                name: listener.name.clone(),
+                source,
+            })?;
+            // Only now, with its TLS material loaded: a listener line means it will serve.
+            log::info!(
+                "Listener '{}' bind to {} ({}, max_connections={})",
+                listener.name,
+                addr,
+                transport_label(listener),
+                listener.max_connections.map_or(-1, |n| n as i64)
+            );
+            if config.allow_anonymous && !addr.ip().is_loopback() {
+                log::warn!(
+                    "Listener '{}' on {addr} accepts clients without credentials from the \
+                     network (auth.allow-anonymous is true); to require them set \
+                     auth.allow-anonymous: false and auth.password-file (config/README.md)",
+                    listener.name
+                );
+            }
+            addresses.push((listener.name.clone(), addr));
+            listeners.push(Arc::new(ListenerInfo {
+                name: listener.name.clone(),
+                max_connections: listener.max_connections,
+                connect_rate: listener
+                    .max_connect_rate
+                    .map(|rate| connect_rate::ConnectRate::new(rate, std::time::Instant::now())),
+                transport,
+                use_identity_as_username: listener
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.use_identity_as_username),
+                open: AtomicUsize::new(0),
+            }));
+            sockets_per_listener.push(sockets);
+        }
+
+        let started = std::time::Instant::now();
+        let board = control::wanted(config.sys_interval, config.metrics.is_some())
+            .then(|| control::board(shard_count));
+        let metrics_listener = match &config.metrics {
+            Some(metrics) => Some(std::net::TcpListener::bind(metrics.bind).map_err(|source| {
+                StartError::Bind {
+                    name: "metrics".to_string(),
+                    addr: metrics.bind,
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(addr) = metrics_address {
+            log::info!("Prometheus metrics at http://{addr}/metrics");
+        }
+
+        let shared = Arc::new(SharedSettings {
+            core: Settings {
+                max_inflight: config.max_inflight,
+                max_queued_messages: config.max_queued_messages,
+                max_queued_bytes: config.max_queued_bytes,
+                memory: MemoryBudget::new(config.memory_limit),
+                max_qos: QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce),
+                allow_anonymous: config.allow_anonymous,
+                plugins: plugins.core,
+                max_packet_size: config.max_packet_size,
+                ..Settings::default()
+            },
+            connect_timeout: config.connect_timeout,
+            connection_log_level: if config.connection_messages {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            },
+            shards: shard_count,
+            listeners,
+            id_seed: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            snapshots: board.clone(),
+            authenticator: Arc::new(plugins.authenticator),
+        });
+        let memory = shared.core.memory.clone();
+
+        // Socket i of every listener goes to shard i.
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+            (0..shard_count).map(|_| Vec::new()).collect();
+        for sockets in sockets_per_listener {
+            for (i, socket) in sockets.into_iter().enumerate() {
+                per_shard[i].push(socket);
+            }
+        }
+        let per_shard: Vec<Mutex<Option<Vec<std::net::TcpListener>>>> =
+            per_shard.into_iter().map(|s| Mutex::new(Some(s))).collect();
+        // 16 Ki slots a lane (≈ 96 B a slot, all touched when crossbeam builds the ring): 3 MiB per
+        // shard instead of 12 MiB with 64 Ki, and still more than a shard drains in one loop turn.
+        let (bus, inboxes) = shards::bus::<shard::ShardMessage>(shard_count, 16_384, 16_384);
+        let inboxes: Vec<Mutex<Option<shards::Inbox<shard::ShardMessage>>>> =
+            inboxes.into_iter().map(|i| Mutex::new(Some(i))).collect();
+
+        let control_bus = bus.clone();
+        let executor = crate::config::runtime_from_env(config.runtime)
+            .map_err(StartError::Runtime)?
+            .resolve()
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        log::info!("runtime: {executor}");
+        let mut runtime = shards::Shards::start(
+            shards::ShardConfig {
+                shards: shard_count,
+                pin,
+                io_memory: 256 << 10,
+                spin_before_park: Some(config.spin_before_park).filter(|spin| !spin.is_zero()),
+                name: "amqtt-shard".into(),
+                runtime: executor,
+            },
+            move |ctx: shards::ShardContext| {
+                let id = ctx.id;
+                let sockets = per_shard
+                    .get(id)
+                    .and_then(|m| m.lock().ok().and_then(|mut s| s.take()))
+                    .unwrap_or_default();
+                let inbox = inboxes
+                    .get(id)
+                    .and_then(|m| m.lock().ok().and_then(|mut s| s.take()));
+                let shared = shared.clone();
+                let bus = bus.clone();
+                async move {
+                    match inbox {
+                        Some(inbox) => shard_tasks::run(ctx, shared, bus, inbox, sockets).await,
+                        None => log::error!("shard {id}: no inbox (started twice?)"),
+                    }
+                }
+            },
+        )?;
+        if let Some(board) = board {
+            let setup = control::ControlSetup {
+                board,
+                bus: control_bus,
+                sys_interval: config.sys_interval,
+                metrics: metrics_listener,
+                started,
+                memory,
+            };
+            runtime.start_control(move |ctx| control::run(ctx, setup))?;
+        }
+        log::info!(
+            "amqtt {} started with {shard_count} shard(s){}",
+            env!("CARGO_PKG_VERSION"),
+            if pin { ", pinned" } else { "" }
+        );
+        Ok(BrokerHandle {
+            runtime: Some(runtime),
+            addresses,
+            shards: shard_count,
+            metrics_address,
+        })
+    }
+}
+
+/// The transport a listener serves, for its start-up line: `tcp`, `tcp+tls`, `ws` or `wss`.
+fn transport_label(listener: &crate::config::ListenerConfig) -> &'static str {
+    match (listener.kind, listener.tls.is_some()) {
+        (crate::config::ListenerKind::Tcp, false) => "tcp",
+        (crate::config::ListenerKind::Tcp, true) => "tcp+tls",
+        (crate::config::ListenerKind::Ws, false) => "ws",
+        (crate::config::ListenerKind::Ws, true) => "wss",
+    }
+}
+
+impl BrokerHandle {
+    /// The bound address of each listener, by name (the real port when the config said 0).
+    pub fn addresses(&self) -> &[(String, SocketAddr)] {
+        &self.addresses
+    }
+
+    /// The bound address of the listener with this name.
+    pub fn address(&self, name: &str) -> Option<SocketAddr> {
+        self.addresses
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The bound address of the Prometheus endpoint (`http://ADDR/metrics`), if `metrics` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
+    }
+
+    /// Stops accepting, closes every connection (without publishing wills) and waits for the shards.
+    pub fn stop(mut self) -> Result<(), shards::ShardError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), shards::ShardError> {
+        match self.runtime.take() {
+            Some(runtime) => {
+                runtime.stop();
+                runtime.join()
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop_and_join() {
+            log::error!("broker stopped with an error: {error}");
+        }
+    }
+}

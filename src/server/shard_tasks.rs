@@ -1,0 +1,125 @@
+//! What a shard runs: its root task ([`run`]), which builds the shard's context and starts the
+//! shard's tasks (one accept loop per listener socket, the bus loop, the keep-alive tick), then waits
+//! for the stop signal and shuts the shard down. The bus loop also starts the tasks of connections
+//! handed over by other shards.
+//!
+//! The wiring only: what the tasks do lives in `accept_loop.rs`, `connection_task.rs` and the
+//! context (`shard.rs`); nothing else in `server/` but the façade imports from here.
+
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shards::{BusSender, Inbox, Lane as BusLane, ShardContext};
+
+use super::settings::SharedSettings;
+use super::shard::{ShardMessage, ShardRuntime};
+use super::snapshot::{self, ShardSnapshot};
+use super::{accept_loop, bus_retry, connection_task};
+
+/// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
+pub(crate) async fn run(
+    ctx: ShardContext,
+    shared: Arc<SharedSettings>,
+    bus: BusSender<ShardMessage>,
+    inbox: Inbox<ShardMessage>,
+    sockets: Vec<std::net::TcpListener>,
+) {
+    let rt = Rc::new(ShardRuntime::new(ctx.id, shared.clone(), bus));
+    // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
+    // socket in the SO_REUSEPORT group that accepts connections nobody serves.
+    let mut listening: Vec<RawFd> = Vec::new();
+    for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
+        listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
+        match shards::TcpAcceptor::new(socket) {
+            Ok(listener) => {
+                shards::rt::spawn(accept_loop::run(rt.clone(), listener, info.clone())).detach();
+            }
+            Err(error) => log::error!(
+                "shard {}: listener '{}' unusable: {error}",
+                ctx.id,
+                info.name
+            ),
+        }
+    }
+    shards::rt::spawn(bus_loop(rt.clone(), inbox)).detach();
+    shards::rt::spawn(tick_loop(rt.clone())).detach();
+
+    ctx.stopped().await;
+    rt.stopping.set(true);
+    for fd in listening {
+        // SAFETY: the accept tasks still own these sockets (they are dropped with the executor,
+        // after this function returns); shutdown(2) leaves the descriptor valid. On a listening
+        // socket it stops accepting and takes the socket out of its SO_REUSEPORT group.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
+    rt.core.borrow_mut().shutdown();
+    let blocked = rt.apply_actions();
+    drop(blocked);
+    // Give writers a moment to flush and close.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !rt.conns.borrow().is_empty() && Instant::now() < deadline {
+        shards::rt::sleep(Duration::from_millis(5)).await;
+    }
+    log::debug!("shard {} stopped", ctx.id);
+}
+
+async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {
+    loop {
+        let first = inbox.recv().await;
+        handle_bus(&rt, lane_message(first));
+        for _ in 0..255 {
+            match inbox.try_recv() {
+                Some(next) => handle_bus(&rt, lane_message(next)),
+                None => break,
+            }
+        }
+        let blocked = rt.apply_actions();
+        bus_retry::send_blocked_later(&rt, blocked);
+        shards::rt::yield_if_needed().await;
+    }
+}
+
+/// A message from another shard: broker traffic for the core, or a connection to serve here.
+fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
+    match message {
+        ShardMessage::Core(message, stamp) => {
+            if let Some(at) = stamp {
+                rt.note_publish_ingress(at, 0);
+            }
+            rt.core.borrow_mut().handle_bus(message)
+        }
+        ShardMessage::HandOff(handoff) => {
+            rt.stats.borrow_mut().handoffs_received += 1;
+            connection_task::spawn_isolated(rt, connection_task::handed_off(rt.clone(), handoff));
+        }
+    }
+}
+
+fn lane_message(lane: BusLane<ShardMessage>) -> ShardMessage {
+    match lane {
+        BusLane::Control(m) | BusLane::Data(m) => m,
+    }
+}
+
+async fn tick_loop(rt: Rc<ShardRuntime>) {
+    let mut ticks: u64 = 0;
+    loop {
+        shards::rt::sleep(Duration::from_millis(250)).await;
+        let now = Instant::now();
+        rt.core.borrow_mut().handle_tick(now);
+        let blocked = rt.apply_actions();
+        bus_retry::send_blocked_later(&rt, blocked);
+        ticks += 1;
+        // Once a second: this shard's numbers for the control shard ($SYS, /metrics).
+        if ticks.is_multiple_of(4) {
+            if let Some(board) = &rt.shared.snapshots {
+                let snapshot = ShardSnapshot::take(&rt.core.borrow(), *rt.stats.borrow(), now);
+                snapshot::publish(board, rt.id, snapshot);
+            }
+        }
+    }
+}
