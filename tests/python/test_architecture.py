@@ -164,6 +164,27 @@ def test_no_file_of_the_root_crate_names_glommio():
     assert not re.search(r"^\s*glommio\s*=", dependencies, re.M)
 
 
+# The connection's message path in the shell: bytes in, the core's verdicts out. None of these may
+# name the codec: decoding and every MQTT decision belong to `broker/handlers/`.
+SHELL_MESSAGE_PATH = [
+    "accept_loop",
+    "connection_task",
+    "read_loop",
+    "write_side",
+    "shard",
+    "shard_tasks",
+    "bus_retry",
+]
+
+
+def test_the_shell_message_path_never_names_the_codec():
+    edges = import_graph(REPO_ROOT / "src")
+    for name in SHELL_MESSAGE_PATH:
+        module = ("server", name)
+        assert module in edges, f"src/server/{name}.rs is gone: update SHELL_MESSAGE_PATH"
+        assert sorted("::".join(t) for t in edges[module] if t[0] == "protocol") == [], name
+
+
 def test_the_checks_find_a_cycle_and_a_layer_violation(tmp_path):
     """The checker itself: a made-up crate with one circle and one upward import."""
     src = tmp_path / "src"
