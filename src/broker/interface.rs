@@ -55,6 +55,8 @@ pub struct Settings {
     pub plugins: CorePlugins,
     /// Largest packet a client may send (fixed header included); a bigger one is a protocol error.
     pub max_packet_size: usize,
+    /// Log every packet and every refusal at INFO (`packet_log.rs`); off, one branch per packet.
+    pub log_packets: bool,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
             retained_tombstone_ttl: retained::TOMBSTONE_TTL,
             plugins: CorePlugins::default(),
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
+            log_packets: false,
         }
     }
 }

@@ -29,6 +29,7 @@ mod interface;
 pub mod memory;
 mod outbox;
 pub mod outbox_pool;
+mod packet_log;
 pub mod retained;
 mod routing;
 pub mod session;

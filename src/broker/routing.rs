@@ -21,8 +21,9 @@ use crate::protocol::{PublishRef, QoS, TopicName};
 
 use super::session::{Delivery, DropReason};
 use super::{
-    Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure, PublishesWritten,
-    RetainVersion, SessionKey, Settings, Stats, BUS_BATCH_LIMIT, QOS0_BEHIND, RETAINED_CHUNK,
+    packet_log, Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure,
+    PublishesWritten, RetainVersion, SessionKey, Settings, Stats, BUS_BATCH_LIMIT, QOS0_BEHIND,
+    RETAINED_CHUNK,
 };
 
 impl BrokerCore {
@@ -49,6 +50,13 @@ impl BrokerCore {
             };
             if !plugins.allow(&client, TopicAction::Publish(&message.topic)) {
                 self.stats.publish_denied += 1;
+                log::log!(
+                    target: packet_log::TARGET,
+                    packet_log::refusal_level(self.settings.log_packets),
+                    "Denied PUBLISH from '{client_id}'{} to '{}': topic check",
+                    packet_log::User(username.as_deref()),
+                    message.topic.as_str()
+                );
                 return false;
             }
             plugins.message_received(&client, &message);
@@ -140,6 +148,10 @@ impl BrokerCore {
         qos: QoS,
         retain: bool,
     ) {
+        let log_as = match self.sessions.get(key).and_then(|s| s.conn) {
+            Some(conn) if self.settings.log_packets => Some(self.who(conn)),
+            _ => None,
+        };
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -167,7 +179,10 @@ impl BrokerCore {
                 let Some(connection) = self.connections.get_mut(&conn) else {
                     return;
                 };
-                let mut written = PublishesWritten::default();
+                let mut written = PublishesWritten {
+                    log_as,
+                    ..PublishesWritten::default()
+                };
                 let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
                 let publish = match &message {
                     Some(message) => Some(PublishRef {
@@ -201,17 +216,17 @@ impl BrokerCore {
 
     /// After an acknowledgement frees the window: send what was queued.
     pub(super) fn fill_window(&mut self, key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(key) else {
+        let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) else {
             return;
         };
-        let Some(conn) = session.conn else {
+        let mut written = self.publishes_to(conn);
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let mut connection = self.connections.get_mut(&conn);
         let waiting = connection.as_ref().map_or(0, |c| c.outbox.len());
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
-        let mut written = PublishesWritten::default();
         let pool = &mut self.outbox_pool;
         session.fill_window(room, |publish| {
             if let Some(connection) = connection.as_mut() {
@@ -282,8 +297,20 @@ impl BrokerCore {
         let written = PublishesWritten {
             by_qos: [1, 0, 0],
             bytes: self.qos0_packet.len(),
+            log_as: None,
         };
         self.publishes_written(conn, &written);
+        if self.settings.log_packets {
+            let publish = PublishRef {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic,
+                packet_id: None,
+                payload,
+            };
+            Self::log_sending_publish(&self.who(conn), &publish);
+        }
         true
     }
 

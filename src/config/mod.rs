@@ -1,7 +1,7 @@
 //! Broker configuration: the aMQTT broker YAML schema and its validation.
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
-//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `connection_messages`, `max_inflight`, `max_queued_messages`,
+//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
@@ -82,6 +82,10 @@ pub struct BrokerConfig {
     /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
     /// they are logged at DEBUG.
     pub connection_messages: bool,
+    /// Log every packet received and sent, and every refused CONNECT, PUBLISH and SUBSCRIBE, at
+    /// INFO (like `mosquitto -v`); `amqtt -d` turns it on. Off (the default) it costs one branch
+    /// per packet.
+    pub log_packets: bool,
     /// Unacknowledged outgoing QoS 1/2 messages per client.
     pub max_inflight: u16,
     /// Messages queued per client beyond the in-flight window (always at least 1).
@@ -247,6 +251,7 @@ impl Default for BrokerConfig {
             pin_shards: true,
             spin_before_park: Duration::ZERO,
             connection_messages: true,
+            log_packets: false,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,

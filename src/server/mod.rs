@@ -230,6 +230,7 @@ impl Broker {
                 allow_anonymous: config.allow_anonymous,
                 plugins: plugins.core,
                 max_packet_size: config.max_packet_size,
+                log_packets: config.log_packets,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,

@@ -291,6 +291,63 @@ def test_connection_messages_false_moves_the_lines_to_debug(amqtt_bin, tmp_path)
     assert not re.search(r"INFO .*client 'quiet-probe'", text), text
 
 
+
+def _packet_log_session(amqtt_bin, tmp_path, extra_config: str, args: tuple[str, ...]) -> str:
+    """A session of user `alice` (password `s3cret-pw`): CONNECT, SUBSCRIBE to two filters (one
+    the ACL refuses), a QoS 1 PUBLISH to itself and one the ACL refuses, DISCONNECT; the log."""
+    port = _free_port()
+    config = (f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
+              "sys_interval: 0\nshards: 2\npin_shards: false\n"
+              "topic-check:\n  enabled: true\n  plugins: ['topic_acl']\n"
+              "  acl:\n    alice: ['logs/#']\n  publish-acl:\n    alice: ['logs/#']\n"
+              + extra_config)
+    with _running(amqtt_bin, tmp_path, config, [port], args=args) as log:
+        c = PahoClient(HOST, port, client_id="pkt-probe")
+        c.client.username_pw_set("alice", "s3cret-pw")
+        assert c.connect()[0] == 0
+        assert c.subscribe([("logs/a", 1), ("secret/b", 0)]) == [1, 128]
+        c.publish("logs/a", b"hello", qos=1)
+        assert c.get_message().payload == b"hello"
+        c.publish("secret/b", b"nope", qos=1)
+        c.disconnect()
+        c.close()
+        wait_until(lambda: "disconnected" in log.read_text(errors="replace"),
+                   what="the disconnect log line")
+        return log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("how", ["-d", "log_packets"])
+def test_packet_lines_like_mosquitto_v(amqtt_bin, tmp_path, how):
+    """`-d` or `log_packets: true`: a line per packet in each direction naming the client, the
+    user name on CONNECT and on every refusal, never the password."""
+    args, extra = (("-d",), "") if how == "-d" else ((), "log_packets: true\n")
+    text = _packet_log_session(amqtt_bin, tmp_path, extra, args)
+    expected = [
+        r"INFO .*Received CONNECT from pkt-probe \(p4, c1, k60, u'alice'\)",
+        r"INFO .*Sending CONNACK to pkt-probe \(0, 0\)",
+        r"INFO .*Received SUBSCRIBE from pkt-probe\n.*    logs/a \(QoS 1\)\n.*    secret/b \(QoS 0\)",
+        r"Denied SUBSCRIBE from 'pkt-probe' \(u'alice'\) to 'secret/b'",
+        r"INFO .*Sending SUBACK to pkt-probe \(m\d+, \[1, 128\]\)",
+        r"INFO .*Received PUBLISH from pkt-probe \(d0, q1, r0, m\d+, 'logs/a', \.\.\. \(5 bytes\)\)",
+        r"INFO .*Sending PUBACK to pkt-probe \(m\d+\)",
+        r"INFO .*Sending PUBLISH to pkt-probe \(d0, q1, r0, m\d+, 'logs/a', \.\.\. \(5 bytes\)\)",
+        r"INFO .*Received PUBACK from pkt-probe \(m\d+\)",
+        r"INFO .*Denied PUBLISH from 'pkt-probe' \(u'alice'\) to 'secret/b'",
+        r"INFO .*Received DISCONNECT from pkt-probe",
+    ]
+    for pattern in expected:
+        assert re.search(pattern, text), f"no line matching {pattern!r} in:\n{text}"
+    assert "s3cret-pw" not in text, "the password was logged"
+    assert "hello" not in text, "a payload was logged"
+
+
+def test_no_packet_lines_by_default(amqtt_bin, tmp_path):
+    """Without `-d` or `log_packets` no per-packet line is logged (at any level)."""
+    text = _packet_log_session(amqtt_bin, tmp_path, "", ())
+    for word in ("Received", "Sending", "Denied"):
+        assert word not in text, f"a packet line without log_packets:\n{text}"
+    assert "s3cret-pw" not in text
+
 # ---- the deploy kit against the real metric names ---------------------------------------------
 
 _METRIC = re.compile(r"\bamqtt_[a-z0-9_]+")

@@ -4,7 +4,8 @@
 //! A QoS 0 PUBLISH is first offered to `publish.rs` borrowed from the read buffer (no decoding into
 //! reference-counted `Bytes`); every other packet, and a QoS 0 PUBLISH that needs an owned copy, is
 //! decoded and dispatched. Either way the packet is counted, and its connection's keep-alive
-//! restarts, here, once. The first packet, CONNECT, has its own entry in `connect.rs`
+//! restarts, here, once; with `log_packets` it is logged here too (`packet_log.rs`; every packet
+//! is then decoded, none routed in place). The first packet, CONNECT, has its own entry in `connect.rs`
 //! ([`BrokerCore::handle_first_bytes`]): it comes before the connection is known to this shard.
 //!
 //! Handlers take the broker, the connection and `now`, change state and write replies into the
@@ -76,9 +77,9 @@ impl BrokerCore {
                 };
             }
             // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
-            // parsed twice.
+            // parsed twice. With `log_packets` every packet is decoded, and logged in `dispatch`.
             let mut noted = false;
-            if !paused && starts_qos0_publish(buf) {
+            if !paused && !self.settings.log_packets && starts_qos0_publish(buf) {
                 if let Some((borrowed, length)) = peek_publish(buf, max) {
                     noted = self.note_packet(conn, now);
                     if !noted || publish::handle_borrowed(self, &borrowed) {
@@ -147,6 +148,9 @@ impl BrokerCore {
 
 /// The one `match` from a decoded packet to its handler.
 fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet) {
+    if broker.settings.log_packets {
+        broker.log_received(conn, &packet);
+    }
     match packet {
         Packet::Publish(publish) => publish::handle(broker, conn, publish),
         Packet::PubAck(ack) => puback::handle(broker, conn, ack),
