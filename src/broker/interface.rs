@@ -160,6 +160,11 @@ pub struct SessionGauges {
     pub subscriptions: usize,
     pub inflight: usize,
     pub queued: usize,
+    /// What `memory_limit` counts, held by this shard: payload bytes in session queues, bytes in
+    /// outboxes, and (shard 0 only: every shard shares the payloads) the retained store's payloads.
+    /// Summed here once a second, so that a broker without a limit, which counts nothing per
+    /// message (`memory.rs`), still reports it.
+    pub memory_bytes: usize,
 }
 
 /// How CONNECT was answered.

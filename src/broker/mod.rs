@@ -233,7 +233,8 @@ impl BrokerCore {
         self.sessions.iter().map(|(_, s)| s.queued_retained()).sum()
     }
 
-    /// The per-session gauges in one pass over the sessions (for the once-a-second snapshot).
+    /// The per-session gauges in one pass over the sessions, and one over the connections for
+    /// their outboxes (for the once-a-second snapshot).
     pub fn session_gauges(&self) -> SessionGauges {
         let mut g = SessionGauges {
             sessions: self.sessions.len(),
@@ -244,6 +245,15 @@ impl BrokerCore {
             g.subscriptions += s.subscriptions.len();
             g.inflight += s.inflight_len();
             g.queued += s.queued_len();
+            g.memory_bytes += s.queued_bytes();
+        }
+        g.memory_bytes += self
+            .connections
+            .values()
+            .map(|c| c.outbox.len())
+            .sum::<usize>();
+        if self.shard == 0 {
+            g.memory_bytes += self.retained.payload_bytes();
         }
         g
     }

@@ -194,6 +194,34 @@ def test_metrics_parse_and_move_with_traffic(observed):
         pub.close()
 
 
+def test_memory_gauge_without_a_memory_limit(observed):
+    """No `memory_limit` (the budget counts nothing per message): amqtt_memory_used_bytes still
+    rises with messages queued for an offline persistent session, and falls once they are
+    delivered."""
+    def used() -> float:
+        return value(families(scrape(observed)), "amqtt_memory_used_bytes")
+
+    sub = PahoClient(observed.host, observed.port, client_id="mem-sub", clean_session=False)
+    pub = PahoClient(observed.host, observed.port, client_id="mem-pub")
+    try:
+        assert sub.connect()[0] == 0 and pub.connect()[0] == 0
+        sub.subscribe("mem/#", qos=1)
+        sub.disconnect()
+        sub.close()
+        baseline = used()
+        payload = b"x" * 1000
+        for _ in range(100):
+            pub.publish("mem/t", payload, qos=1)
+        wait_until(lambda: used() >= baseline + 100 * 1000,
+                   what="the gauge to count 100 queued 1000-byte messages")
+        sub = PahoClient(observed.host, observed.port, client_id="mem-sub", clean_session=False)
+        assert sub.connect() == (0, True)
+        assert len(sub.get_messages(100)) == 100
+        wait_until(lambda: used() < baseline + 10_000, what="the gauge to fall back")
+    finally:
+        sub.close()
+        pub.close()
+
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool not installed (Debian package `prometheus`)")
 def test_promtool_accepts_the_exposition(observed):
