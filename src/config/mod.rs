@@ -72,9 +72,12 @@ pub struct BrokerConfig {
     pub auth_plugins: Vec<String>,
     /// `topic-check`: access control on PUBLISH and SUBSCRIBE.
     pub topic_check: TopicCheckConfig,
-    /// Number of broker shards (threads).
+    /// Number of broker shards (threads). Default [`ShardCount::Auto`]: one per CPU the process
+    /// may use, which an embedding program may want to lower (see [`crate::Broker::new`]).
     pub shards: ShardCount,
-    /// Pin each shard thread to its own CPU.
+    /// Pin each shard thread to its own CPU. Default `true`: with `shards: auto` every CPU of
+    /// the process gets a pinned shard, including in a program that embeds the broker; set it to
+    /// `false` (YAML `pin_shards: false`) to let the kernel place the threads.
     pub pin_shards: bool,
     /// How long an idle shard keeps polling before it sleeps; `Duration::ZERO` (the default)
     /// sleeps at once. Spinning trades idle CPU for wake-up latency.
@@ -196,25 +199,38 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{file}: cannot read the configuration file: {source}")]
     Io {
+        /// The file's path.
         file: String,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
     /// The text is not YAML, or not a mapping of keys, as a whole.
     #[error("{file}: {reason}")]
-    Syntax { file: String, reason: String },
+    Syntax {
+        /// The file's path (or a name for text given directly).
+        file: String,
+        /// What the parser said, with the line and column when known.
+        reason: String,
+    },
     /// A key is unknown, has the wrong type, or a value is out of range.
     #[error("{file}: key '{key}': {reason}")]
     Invalid {
+        /// The file's path (or a name for text given directly).
         file: String,
+        /// The key's path, e.g. `listeners.my-tcp.bind`.
         key: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// A valid aMQTT setting that this broker does not implement yet.
     #[error("{file}: key '{key}': {reason}")]
     Unsupported {
+        /// The file's path (or a name for text given directly).
         file: String,
+        /// The key's path.
         key: String,
+        /// What is not supported, and what to do instead.
         reason: String,
     },
 }

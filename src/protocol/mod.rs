@@ -42,16 +42,22 @@ pub const PROTOCOL_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
 /// Quality of service level [MQTT-4.3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum QoS {
+    /// QoS 0: delivered at most once, never acknowledged.
     AtMostOnce = 0,
+    /// QoS 1: delivered at least once (PUBLISH, PUBACK).
     AtLeastOnce = 1,
+    /// QoS 2: delivered exactly once (PUBLISH, PUBREC, PUBREL, PUBCOMP).
     ExactlyOnce = 2,
 }
 
 /// Protocol level from CONNECT: 3 = MQTT 3.1 ("MQIsdp"), 4 = MQTT 3.1.1 ("MQTT"), 5 reserved for MQTT 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolLevel {
+    /// MQTT 3.1 (protocol name "MQIsdp").
     V31 = 3,
+    /// MQTT 3.1.1 (protocol name "MQTT").
     V311 = 4,
+    /// MQTT 5: recognised, then refused with CONNACK 0x01.
     V5 = 5,
 }
 
@@ -70,35 +76,59 @@ pub struct TopicFilter(String);
 /// Every way decoding can fail. `Incomplete` does not exist here: [`decode`] returns `Ok(None)`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The remaining-length varint is longer than 4 bytes.
     #[error("remaining length uses more than 4 bytes")]
     MalformedRemainingLength,
     #[error("packet of {size} bytes exceeds the maximum of {max}")]
-    PacketTooLarge { size: usize, max: usize },
+    /// The packet is bigger than the caller's maximum.
+    PacketTooLarge {
+        /// The packet's size, fixed header included.
+        size: usize,
+        /// The maximum it was checked against.
+        max: usize,
+    },
+    /// Packet type 0 or 15.
     #[error("reserved packet type {0}")]
     ReservedPacketType(u8),
     #[error("invalid fixed header flags {flags:#06b} for packet type {packet_type}")]
-    InvalidFlags { packet_type: u8, flags: u8 },
+    /// The fixed header's low four bits are not what the packet type requires.
+    InvalidFlags {
+        /// The packet type (high four bits).
+        packet_type: u8,
+        /// The flags received.
+        flags: u8,
+    },
+    /// A QoS of 3.
     #[error("invalid QoS 3")]
     InvalidQoS,
+    /// A string that is not UTF-8.
     #[error("malformed UTF-8 string")]
     InvalidUtf8,
+    /// A string containing U+0000 [MQTT-1.5.3-2].
     #[error("string contains U+0000")]
     NullCharacter,
+    /// A topic name that breaks the rules of [`TopicName`].
     #[error("invalid topic name: {0}")]
     InvalidTopicName(&'static str),
+    /// A topic filter that breaks the rules of [`TopicFilter`].
     #[error("invalid topic filter: {0}")]
     InvalidTopicFilter(&'static str),
+    /// Packet identifier 0, which MQTT forbids [MQTT-2.3.1-1].
     #[error("packet identifier 0")]
     ZeroPacketId,
+    /// A SUBSCRIBE or UNSUBSCRIBE with no filter [MQTT-3.8.3-3].
     #[error("SUBSCRIBE or UNSUBSCRIBE without any topic filter")]
     EmptySubscription,
+    /// A CONNECT whose protocol name is neither "MQTT" nor "MQIsdp".
     #[error("unsupported protocol name {0:?}")]
     InvalidProtocolName(String),
     /// The caller should answer CONNACK 0x01 and close [MQTT-3.1.2-2].
     #[error("unsupported protocol level {0}")]
     UnsupportedProtocolLevel(u8),
+    /// CONNECT flags that contradict each other or set the reserved bit.
     #[error("invalid CONNECT flags: {0}")]
     InvalidConnectFlags(&'static str),
+    /// The remaining length does not match what the packet holds.
     #[error("packet body length does not match its contents: {0}")]
     MalformedPacket(&'static str),
 }
@@ -106,8 +136,10 @@ pub enum DecodeError {
 /// Errors from encoding (values that cannot be represented on the wire).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
+    /// The packet would exceed MQTT's maximum remaining length.
     #[error("packet too large to encode ({0} bytes)")]
     PacketTooLarge(usize),
+    /// A string (topic, client id, user name...) longer than a 16-bit length allows.
     #[error("string longer than 65,535 bytes")]
     StringTooLong,
 }
@@ -119,118 +151,185 @@ pub enum EncodeError {
 /// (those moves were `memcpy` calls, ~3 % of the broker's CPU in `pairs -n 8 --qos 1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
+    /// CONNECT (client → server), boxed (see above).
     Connect(Box<Connect>),
+    /// CONNACK (server → client).
     ConnAck(ConnAck),
+    /// PUBLISH (both ways).
     Publish(Publish),
+    /// PUBACK: QoS 1 acknowledgement.
     PubAck(PubAck),
+    /// PUBREC: QoS 2, first answer.
     PubRec(PubRec),
+    /// PUBREL: QoS 2, release.
     PubRel(PubRel),
+    /// PUBCOMP: QoS 2, complete.
     PubComp(PubComp),
+    /// SUBSCRIBE (client → server).
     Subscribe(Subscribe),
+    /// SUBACK (server → client).
     SubAck(SubAck),
+    /// UNSUBSCRIBE (client → server).
     Unsubscribe(Unsubscribe),
+    /// UNSUBACK (server → client).
     UnsubAck(UnsubAck),
+    /// PINGREQ (client → server).
     PingReq,
+    /// PINGRESP (server → client).
     PingResp,
+    /// DISCONNECT (client → server).
     Disconnect,
 }
 
 /// `Debug` never prints the password (see `connect.rs`): CONNECTs are logged at trace level.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
+    /// The protocol level asked for.
     pub protocol: ProtocolLevel,
+    /// Start a new session (and end it with the connection) rather than resume one.
     pub clean_session: bool,
+    /// Seconds between the client's packets before it may be dropped; 0 is off.
     pub keep_alive: u16,
+    /// Empty to ask the server for one (clean sessions only) [MQTT-3.1.3-6].
     pub client_id: String,
+    /// Published by the server if the connection ends without DISCONNECT.
     pub will: Option<LastWill>,
+    /// The user name, if sent.
     pub username: Option<String>,
+    /// The password, if sent (binary data in MQTT 3.1.1).
     pub password: Option<Bytes>,
 }
 
+/// A CONNECT's will: the message the server publishes when the client goes away uncleanly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastWill {
+    /// Where it is published.
     pub topic: TopicName,
+    /// What it says.
     pub payload: Bytes,
+    /// The QoS it is published at.
     pub qos: QoS,
+    /// Whether it is retained.
     pub retain: bool,
 }
 
+/// A CONNACK's answer [MQTT-3.2.2.3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectReturnCode {
+    /// 0x00: connection accepted.
     Accepted = 0,
+    /// 0x01: the server does not speak the requested protocol level.
     UnacceptableProtocolVersion = 1,
+    /// 0x02: the client id is not allowed.
     IdentifierRejected = 2,
+    /// 0x03: the MQTT service is unavailable.
     ServerUnavailable = 3,
+    /// 0x04: malformed user name or password.
     BadUserNameOrPassword = 4,
+    /// 0x05: the client is not authorized to connect.
     NotAuthorized = 5,
 }
 
+/// CONNACK: the answer to CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnAck {
+    /// The server resumed a session it held for this client id.
     pub session_present: bool,
+    /// Accepted, or why not.
     pub code: ConnectReturnCode,
 }
 
+/// PUBLISH: an application message, either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
+    /// A re-delivery of an earlier attempt (QoS 1 and 2).
     pub dup: bool,
+    /// The QoS of this delivery.
     pub qos: QoS,
+    /// To the server: keep it as the topic's retained message. From the server: it is one.
     pub retain: bool,
+    /// Where it is published.
     pub topic: TopicName,
     /// `Some` exactly when `qos` > 0.
     pub packet_id: Option<u16>,
+    /// The application's bytes.
     pub payload: Bytes,
 }
 
+/// PUBACK: acknowledges a QoS 1 PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubAck {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
+/// PUBREC: first answer to a QoS 2 PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRec {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
+/// PUBREL: answers PUBREC; the receiver may now release the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRel {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
+/// PUBCOMP: answers PUBREL; the QoS 2 exchange is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubComp {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
 
+/// SUBSCRIBE: one or more filters, each with the QoS asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
+    /// Echoed by the SUBACK.
     pub packet_id: u16,
+    /// In order; never empty once decoded.
     pub filters: Vec<SubscribeFilter>,
 }
 
+/// One filter of a SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
+    /// What to subscribe to.
     pub filter: TopicFilter,
+    /// The highest QoS wanted for its messages.
     pub qos: QoS,
 }
 
+/// The answer for one filter of a SUBSCRIBE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeReturnCode {
+    /// Subscribed, with the QoS granted (may be lower than asked).
     Success(QoS),
+    /// 0x80: refused.
     Failure,
 }
 
+/// SUBACK: the answer to a SUBSCRIBE, one code per filter in the same order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
+    /// The SUBSCRIBE's packet identifier.
     pub packet_id: u16,
+    /// One per filter of the SUBSCRIBE.
     pub return_codes: Vec<SubscribeReturnCode>,
 }
 
+/// UNSUBSCRIBE: filters to remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribe {
+    /// Echoed by the UNSUBACK.
     pub packet_id: u16,
+    /// Exactly as subscribed; never empty once decoded.
     pub filters: Vec<TopicFilter>,
 }
 
+/// UNSUBACK: the answer to an UNSUBSCRIBE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnsubAck {
+    /// The UNSUBSCRIBE's packet identifier.
     pub packet_id: u16,
 }
 
