@@ -39,7 +39,7 @@ struct Args {
     #[arg(short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
     /// Debug logging, with a line per packet received and sent like mosquitto -v (the
-    /// `log_packets` key). Not daemonize: amqtt always stays in the foreground; run it as a
+    /// `log_packets` key); not daemonize: amqtt always stays in the foreground; run it as a
     /// service with systemd or a container, see deploy/. RUST_LOG overrides, e.g.
     /// RUST_LOG=amqtt=debug.
     #[arg(short = 'd')]
