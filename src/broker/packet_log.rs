@@ -130,7 +130,7 @@ impl BrokerCore {
             other => log::info!(
                 target: TARGET,
                 "Received {} from {who}{}",
-                name(other),
+                other.name(),
                 PacketId(other)
             ),
         }
@@ -165,7 +165,7 @@ impl BrokerCore {
             other => log::info!(
                 target: TARGET,
                 "Sending {} to {who}{}",
-                name(other),
+                other.name(),
                 PacketId(other)
             ),
         }
@@ -195,24 +195,5 @@ impl fmt::Display for PacketId<'_> {
             _ => return Ok(()),
         };
         write!(f, " (m{id})")
-    }
-}
-
-fn name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
     }
 }

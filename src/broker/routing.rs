@@ -275,15 +275,15 @@ impl BrokerCore {
         if Self::drops_live_qos0(&self.settings, &mut self.stats, connection.outbox.len()) {
             return true;
         }
+        let publish = PublishRef {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            packet_id: None,
+            payload,
+        };
         if self.qos0_packet.is_empty() {
-            let publish = PublishRef {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic,
-                packet_id: None,
-                payload,
-            };
             if let Err(error) = publish.encode(&mut self.qos0_packet) {
                 let topic = String::from_utf8_lossy(topic);
                 log::warn!("cannot encode PUBLISH to {topic}: {error}");
@@ -301,14 +301,6 @@ impl BrokerCore {
         };
         self.publishes_written(conn, &written);
         if self.settings.log_packets {
-            let publish = PublishRef {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic,
-                packet_id: None,
-                payload,
-            };
             Self::log_sending_publish(&self.who(conn), &publish);
         }
         true
