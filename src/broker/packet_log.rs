@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::protocol::{Connect, Packet, PublishRef, SubscribeReturnCode};
 
+use super::session::Session;
 use super::{BrokerCore, ConnId};
 
 /// The `log` target of the packet lines (`RUST_LOG=amqtt::packets=off` silences them).
@@ -35,6 +36,16 @@ pub(super) fn refusal_level(log_packets: bool) -> log::Level {
 pub(super) struct Who {
     client_id: Option<Arc<str>>,
     conn: ConnId,
+}
+
+impl Who {
+    /// `session`'s client, on `conn`.
+    pub(super) fn of(session: &Session, conn: ConnId) -> Who {
+        Who {
+            client_id: Some(session.client_id.clone()),
+            conn,
+        }
+    }
 }
 
 impl fmt::Display for Who {

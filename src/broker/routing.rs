@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{PublishRef, QoS, TopicName};
 
+use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
     packet_log, Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure,
@@ -148,10 +149,6 @@ impl BrokerCore {
         qos: QoS,
         retain: bool,
     ) {
-        let log_as = match self.sessions.get(key).and_then(|s| s.conn) {
-            Some(conn) if self.settings.log_packets => Some(self.who(conn)),
-            _ => None,
-        };
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -180,7 +177,7 @@ impl BrokerCore {
                     return;
                 };
                 let mut written = PublishesWritten {
-                    log_as,
+                    log_as: self.settings.log_packets.then(|| Who::of(session, conn)),
                     ..PublishesWritten::default()
                 };
                 let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
@@ -216,12 +213,15 @@ impl BrokerCore {
 
     /// After an acknowledgement frees the window: send what was queued.
     pub(super) fn fill_window(&mut self, key: SessionKey) {
-        let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) else {
-            return;
-        };
-        let mut written = self.publishes_to(conn);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
+        };
+        let Some(conn) = session.conn else {
+            return;
+        };
+        let mut written = PublishesWritten {
+            log_as: self.settings.log_packets.then(|| Who::of(session, conn)),
+            ..PublishesWritten::default()
         };
         let mut connection = self.connections.get_mut(&conn);
         let waiting = connection.as_ref().map_or(0, |c| c.outbox.len());
