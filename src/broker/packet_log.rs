@@ -7,7 +7,8 @@
 //! (`handlers/mod.rs`, and `handlers/connect.rs` for CONNECT), sent ones where packets are encoded
 //! into outboxes (`outbox.rs`, `routing.rs`). Each call site is behind one test of the plain
 //! `Settings::log_packets` bool, so that with logging off a packet costs one predictable branch:
-//! no atomic load of the log level, no formatting, no allocation.
+//! no atomic load of the log level, no formatting, no allocation; the functions here are `#[cold]`
+//! and never inlined, so that the hot code around those branches stays as compact as before.
 
 use std::fmt;
 use std::sync::Arc;
@@ -97,6 +98,8 @@ impl BrokerCore {
     }
 
     /// `Received CONNECT from c1 (p4, c1, k60, u'alice')`.
+    #[cold]
+    #[inline(never)]
     pub(super) fn log_connect(&self, connect: &Connect) {
         let user = match &connect.username {
             Some(name) => format!(", u'{name}'"),
@@ -113,6 +116,8 @@ impl BrokerCore {
     }
 
     /// A packet decoded from `conn` (SUBSCRIBE with one line per filter).
+    #[cold]
+    #[inline(never)]
     pub(super) fn log_received(&self, conn: ConnId, packet: &Packet) {
         let who = self.who(conn);
         match packet {
@@ -148,6 +153,8 @@ impl BrokerCore {
     }
 
     /// A packet other than PUBLISH encoded into `conn`'s outbox.
+    #[cold]
+    #[inline(never)]
     pub(super) fn log_sending(&self, conn: ConnId, packet: &Packet) {
         let who = self.who(conn);
         match packet {
@@ -183,6 +190,8 @@ impl BrokerCore {
     }
 
     /// A PUBLISH encoded into the outbox of `who`.
+    #[cold]
+    #[inline(never)]
     pub(super) fn log_sending_publish(who: &Who, publish: &PublishRef<'_>) {
         log::info!(
             target: TARGET,
