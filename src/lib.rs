@@ -4,6 +4,22 @@
 //! configured by aMQTT's YAML, built on pinned executors (one shard per CPU): glommio (io_uring) where the
 //! kernel allows it, else an epoll-only executor of the `shards` crate (`runtime:` key).
 //!
+//! ## Embedding
+//! The CLI raises the process's limits itself; an embedding program calls `shards::raise_limits()`
+//! (the `shards` crate of this workspace) before starting the broker, or runs with enough
+//! `ulimit -l`. By default the broker runs one shard per CPU and pins each to its CPU: an
+//! embedding program that needs CPUs for itself sets `shards` and `pin_shards: false` (see
+//! [`Broker::new`]).
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = amqtt::BrokerConfig::from_file("broker.yaml".as_ref())?;
+//! let handle = amqtt::Broker::new(config)?.start()?;
+//! println!("listening on {:?}", handle.address("default"));
+//! handle.stop()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Layout
 //! - [`protocol`]: the wire format. One file per packet type; `decode` and `encode`; validated
 //!   `TopicName` / `TopicFilter`. No I/O. The only codec: broker, client and bench all use it.
@@ -47,6 +63,8 @@
 //! always handled in one place. A SUBSCRIBE whose filter is new to a shard is announced to the other
 //! shards, and its SUBACK waits for their confirmation. Retained messages are broadcast, so every shard
 //! holds the full retained store (payloads shared).
+
+#![warn(missing_docs)]
 
 pub mod broker;
 pub mod client;

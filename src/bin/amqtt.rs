@@ -43,8 +43,10 @@ struct Args {
     /// Broker configuration file (aMQTT YAML format).
     #[arg(short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Debug logging (not daemonize: amqtt always stays in the foreground; run it as a service
-    /// with systemd or a container, see deploy/). RUST_LOG overrides, e.g. RUST_LOG=amqtt=debug.
+    /// Debug logging, with a line per packet received and sent like mosquitto -v (the
+    /// `log_packets` key); not daemonize: amqtt always stays in the foreground; run it as a
+    /// service with systemd or a container, see deploy/. RUST_LOG overrides, e.g.
+    /// RUST_LOG=amqtt=debug.
     #[arg(short = 'd')]
     debug: bool,
     /// mosquitto's -v (verbose): refused with a pointer to -d.
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
 
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => match BrokerConfig::from_file(path) {
             Ok(config) => {
                 log::info!("configuration: {}", path.display());
@@ -88,6 +90,8 @@ fn main() -> ExitCode {
             BrokerConfig::default()
         }
     };
+    // -d is for debugging: it shows every packet, as mosquitto -v does.
+    config.log_packets |= args.debug;
     match shards::raise_limits() {
         Ok(limits) => {
             log::info!(
@@ -139,8 +143,8 @@ fn main() -> ExitCode {
 fn mosquitto_habit(args: &Args) -> Option<String> {
     if args.verbose {
         return Some(
-            "-v is not an option of amqtt (mosquitto's verbose flag): use -d for debug logging, \
-             or RUST_LOG (e.g. RUST_LOG=amqtt=debug)"
+            "-v is not an option of amqtt (mosquitto's verbose flag): use -d for debug logging \
+             with a line per packet, or `log_packets: true` in the configuration"
                 .to_string(),
         );
     }

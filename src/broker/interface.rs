@@ -48,6 +48,8 @@ pub struct Settings {
     pub plugins: CorePlugins,
     /// Largest packet a client may send (fixed header included); a bigger one is a protocol error.
     pub max_packet_size: usize,
+    /// Log every packet and every refusal at INFO (`packet_log.rs`); off, one branch per packet.
+    pub log_packets: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             retained_tombstone_ttl: retained::TOMBSTONE_TTL,
             plugins: CorePlugins::default(),
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
+            log_packets: false,
         }
     }
 }
@@ -150,6 +153,11 @@ pub struct SessionGauges {
     pub subscriptions: usize,
     pub inflight: usize,
     pub queued: usize,
+    /// What `memory_limit` counts, held by this shard: payload bytes in session queues, bytes in
+    /// outboxes, and (shard 0 only: every shard shares the payloads) the retained store's payloads.
+    /// Summed here once a second, so that a broker without a limit, which counts nothing per
+    /// message (`memory.rs`), still reports it.
+    pub memory_bytes: usize,
 }
 
 /// How CONNECT was answered.

@@ -3,7 +3,10 @@
 //!
 //! One [`MemoryBudget`] is shared by all shards: an atomic counter, touched only when a limit is
 //! set (with two shards writing it for every message, its cache line moves between cores: tens
-//! of nanoseconds a message that a broker without `memory_limit` does not pay). Its [`Pressure`] tells the core and the runtime what to do:
+//! of nanoseconds a message that a broker without `memory_limit` does not pay; such a broker's
+//! `amqtt_memory_used_bytes` comes from the shards' once-a-second sums instead,
+//! [`crate::broker::SessionGauges::memory_bytes`]). Its [`Pressure`] tells the core and the
+//! runtime what to do:
 //! - below 3/4 of the limit, nothing;
 //! - from 3/4 (`DropQoS0`), QoS 0 messages for subscribers that are behind are dropped (counted);
 //! - from 7/8 (`PausePublishers`), the runtime stops reading a connection when it brings a PUBLISH,

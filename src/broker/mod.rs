@@ -23,6 +23,10 @@
 //! filters themselves are kept in a `topic_trie.rs`); the types the runtime and the core exchange
 //! (settings, bus messages, actions) in `interface.rs`.
 
+// Public for the runtime (`server`), the tests and the bench, not an API for embedders (they
+// use `Broker`): its items are documented where they need it, not each field and variant.
+#![allow(missing_docs)]
+
 pub mod bus_batch;
 pub mod connection;
 mod handlers;
@@ -31,6 +35,7 @@ mod interface;
 pub mod memory;
 mod outbox;
 pub mod outbox_pool;
+mod packet_log;
 pub mod retained;
 mod routing;
 pub mod session;
@@ -233,7 +238,8 @@ impl BrokerCore {
         self.sessions.iter().map(|(_, s)| s.queued_retained()).sum()
     }
 
-    /// The per-session gauges in one pass over the sessions (for the once-a-second snapshot).
+    /// The per-session gauges in one pass over the sessions, and one over the connections for
+    /// their outboxes (for the once-a-second snapshot).
     pub fn session_gauges(&self) -> SessionGauges {
         let mut g = SessionGauges {
             sessions: self.sessions.len(),
@@ -244,6 +250,15 @@ impl BrokerCore {
             g.subscriptions += s.subscriptions.len();
             g.inflight += s.inflight_len();
             g.queued += s.queued_len();
+            g.memory_bytes += s.queued_bytes();
+        }
+        g.memory_bytes += self
+            .connections
+            .values()
+            .map(|c| c.outbox.len())
+            .sum::<usize>();
+        if self.shard == 0 {
+            g.memory_bytes += self.retained.payload_bytes();
         }
         g
     }

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use crate::protocol::{Packet, PublishRef};
 
 use super::connection::ConnectionState;
+use super::packet_log::Who;
 use super::{Action, BrokerCore, ConnId};
 
 /// PUBLISHes appended to one connection's outbox, counted for the statistics and the memory budget.
@@ -17,6 +18,8 @@ use super::{Action, BrokerCore, ConnId};
 pub(super) struct PublishesWritten {
     pub(super) by_qos: [u64; 3],
     pub(super) bytes: usize,
+    /// With `log_packets`: who the PUBLISHes go to, for their log lines (`None`: not logged).
+    pub(super) log_as: Option<Who>,
 }
 
 impl PublishesWritten {
@@ -30,6 +33,9 @@ impl PublishesWritten {
         }
         self.by_qos[publish.qos as usize] += 1;
         self.bytes += outbox.len() - before;
+        if let Some(who) = &self.log_as {
+            BrokerCore::log_sending_publish(who, &publish);
+        }
     }
 }
 
@@ -98,14 +104,25 @@ impl BrokerCore {
         }
         self.settings.memory.add(connection.outbox.len() - before);
         self.stats.packets_sent += 1;
+        if self.settings.log_packets {
+            self.log_sending(conn, packet);
+        }
         self.request_flush(conn);
     }
 
+    /// A count of PUBLISHes about to be written to `conn`, which logs them with `log_packets`.
+    pub(super) fn publishes_to(&self, conn: ConnId) -> PublishesWritten {
+        PublishesWritten {
+            log_as: self.settings.log_packets.then(|| self.who(conn)),
+            ..PublishesWritten::default()
+        }
+    }
+
     pub(super) fn write_publish(&mut self, conn: ConnId, publish: PublishRef<'_>) {
+        let mut written = self.publishes_to(conn);
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        let mut written = PublishesWritten::default();
         written.encode(connection.outbox_to_fill(&mut self.outbox_pool), publish);
         self.publishes_written(conn, &written);
     }

@@ -47,7 +47,7 @@ impl OutboxPool {
     }
 
     /// Keeps `buf` (emptied) for a later [`take`](Self::take), or frees it when it is smaller than
-    /// a new buffer, larger than [`MAX_BUFFER`], or the pool is full.
+    /// a new buffer, larger than `MAX_BUFFER` (256 KiB), or the pool is full.
     pub fn give(&mut self, mut buf: BytesMut) {
         let capacity = buf.capacity();
         if !(OUTBOX_START..=MAX_BUFFER).contains(&capacity)

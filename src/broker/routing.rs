@@ -19,10 +19,12 @@ use bytes::Bytes;
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{PublishRef, QoS, TopicName};
 
+use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
-    Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure, PublishesWritten,
-    RetainVersion, SessionKey, Settings, Stats, BUS_BATCH_LIMIT, QOS0_BEHIND, RETAINED_CHUNK,
+    packet_log, Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure,
+    PublishesWritten, RetainVersion, SessionKey, Settings, Stats, BUS_BATCH_LIMIT, QOS0_BEHIND,
+    RETAINED_CHUNK,
 };
 
 impl BrokerCore {
@@ -49,6 +51,13 @@ impl BrokerCore {
             };
             if !plugins.allow(&client, TopicAction::Publish(&message.topic)) {
                 self.stats.publish_denied += 1;
+                log::log!(
+                    target: packet_log::TARGET,
+                    packet_log::refusal_level(self.settings.log_packets),
+                    "Denied PUBLISH from '{client_id}'{} to '{}': topic check",
+                    packet_log::User(username.as_deref()),
+                    message.topic.as_str()
+                );
                 return false;
             }
             plugins.message_received(&client, &message);
@@ -167,7 +176,10 @@ impl BrokerCore {
                 let Some(connection) = self.connections.get_mut(&conn) else {
                     return;
                 };
-                let mut written = PublishesWritten::default();
+                let mut written = PublishesWritten {
+                    log_as: self.settings.log_packets.then(|| Who::of(session, conn)),
+                    ..PublishesWritten::default()
+                };
                 let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
                 let publish = match &message {
                     Some(message) => Some(PublishRef {
@@ -207,11 +219,14 @@ impl BrokerCore {
         let Some(conn) = session.conn else {
             return;
         };
+        let mut written = PublishesWritten {
+            log_as: self.settings.log_packets.then(|| Who::of(session, conn)),
+            ..PublishesWritten::default()
+        };
         let mut connection = self.connections.get_mut(&conn);
         let waiting = connection.as_ref().map_or(0, |c| c.outbox.len());
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
-        let mut written = PublishesWritten::default();
         let pool = &mut self.outbox_pool;
         session.fill_window(room, |publish| {
             if let Some(connection) = connection.as_mut() {
@@ -260,15 +275,15 @@ impl BrokerCore {
         if Self::drops_live_qos0(&self.settings, &mut self.stats, connection.outbox.len()) {
             return true;
         }
+        let publish = PublishRef {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            packet_id: None,
+            payload,
+        };
         if self.qos0_packet.is_empty() {
-            let publish = PublishRef {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic,
-                packet_id: None,
-                payload,
-            };
             if let Err(error) = publish.encode(&mut self.qos0_packet) {
                 let topic = String::from_utf8_lossy(topic);
                 log::warn!("cannot encode PUBLISH to {topic}: {error}");
@@ -282,8 +297,12 @@ impl BrokerCore {
         let written = PublishesWritten {
             by_qos: [1, 0, 0],
             bytes: self.qos0_packet.len(),
+            log_as: None,
         };
         self.publishes_written(conn, &written);
+        if self.settings.log_packets {
+            Self::log_sending_publish(&self.who(conn), &publish);
+        }
         true
     }
 

@@ -408,6 +408,7 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
         connection_messages: raw
             .connection_messages
             .unwrap_or(defaults.connection_messages),
+        log_packets: raw.log_packets.unwrap_or(defaults.log_packets),
         max_inflight: u16::try_from(max_inflight).map_err(|_| range_error("max_inflight"))?,
         max_queued_messages: usize::try_from(max_queued_messages)
             .map_err(|_| range_error("max_queued_messages"))?,

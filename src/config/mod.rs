@@ -1,7 +1,7 @@
 //! Broker configuration: the aMQTT broker YAML schema and its validation.
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
-//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `connection_messages`, `max_inflight`, `max_queued_messages`,
+//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
@@ -88,9 +88,12 @@ pub struct BrokerConfig {
     pub auth_plugins: Vec<String>,
     /// `topic-check`: access control on PUBLISH and SUBSCRIBE.
     pub topic_check: TopicCheckConfig,
-    /// Number of broker shards (threads).
+    /// Number of broker shards (threads). Default [`ShardCount::Auto`]: one per CPU the process
+    /// may use, which an embedding program may want to lower (see [`crate::Broker::new`]).
     pub shards: ShardCount,
-    /// Pin each shard thread to its own CPU.
+    /// Pin each shard thread to its own CPU. Default `true`: with `shards: auto` every CPU of
+    /// the process gets a pinned shard, including in a program that embeds the broker; set it to
+    /// `false` (YAML `pin_shards: false`) to let the kernel place the threads.
     pub pin_shards: bool,
     /// How long an idle shard keeps polling before it sleeps; `Duration::ZERO` (the default)
     /// sleeps at once. Spinning trades idle CPU for wake-up latency.
@@ -102,6 +105,10 @@ pub struct BrokerConfig {
     /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
     /// they are logged at DEBUG.
     pub connection_messages: bool,
+    /// Log every packet received and sent, and every refused CONNECT, PUBLISH and SUBSCRIBE, at
+    /// INFO (like `mosquitto -v`); `amqtt -d` turns it on. Off (the default) it costs one branch
+    /// per packet.
+    pub log_packets: bool,
     /// Unacknowledged outgoing QoS 1/2 messages per client.
     pub max_inflight: u16,
     /// Messages queued per client beyond the in-flight window (always at least 1).
@@ -212,25 +219,38 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{file}: cannot read the configuration file: {source}")]
     Io {
+        /// The file's path.
         file: String,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
     /// The text is not YAML, or not a mapping of keys, as a whole.
     #[error("{file}: {reason}")]
-    Syntax { file: String, reason: String },
+    Syntax {
+        /// The file's path (or a name for text given directly).
+        file: String,
+        /// What the parser said, with the line and column when known.
+        reason: String,
+    },
     /// A key is unknown, has the wrong type, or a value is out of range.
     #[error("{file}: key '{key}': {reason}")]
     Invalid {
+        /// The file's path (or a name for text given directly).
         file: String,
+        /// The key's path, e.g. `listeners.my-tcp.bind`.
         key: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// A valid aMQTT setting that this broker does not implement yet.
     #[error("{file}: key '{key}': {reason}")]
     Unsupported {
+        /// The file's path (or a name for text given directly).
         file: String,
+        /// The key's path.
         key: String,
+        /// What is not supported, and what to do instead.
         reason: String,
     },
 }
@@ -268,6 +288,7 @@ impl Default for BrokerConfig {
             spin_before_park: Duration::ZERO,
             runtime: shards::RuntimeChoice::Auto,
             connection_messages: true,
+            log_packets: false,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,

@@ -107,6 +107,7 @@ pub(super) struct RawConfig {
     pub(super) spin_before_park: Option<Seconds>,
     pub(super) runtime: Option<String>,
     pub(super) connection_messages: Option<bool>,
+    pub(super) log_packets: Option<bool>,
     pub(super) max_inflight: Option<Int>,
     pub(super) max_queued_messages: Option<Int>,
     pub(super) max_packet_size: Option<Size>,

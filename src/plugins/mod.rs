@@ -25,6 +25,10 @@
 //! Plugins are shared by every shard (`Send + Sync`); a plugin with state must bring its own
 //! synchronisation, and should keep it off the topic-check and event paths.
 
+// TODO: plugin authors use these traits through `Broker::with_plugin`; the traits and their
+// methods are documented, but not yet every field and built-in's helper item by item.
+#![allow(missing_docs)]
+
 mod auth_anonymous;
 mod auth_file;
 pub mod password_file;

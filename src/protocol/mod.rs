@@ -39,16 +39,22 @@ pub const PROTOCOL_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
 /// Quality of service level [MQTT-4.3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum QoS {
+    /// QoS 0: delivered at most once, never acknowledged.
     AtMostOnce = 0,
+    /// QoS 1: delivered at least once (PUBLISH, PUBACK).
     AtLeastOnce = 1,
+    /// QoS 2: delivered exactly once (PUBLISH, PUBREC, PUBREL, PUBCOMP).
     ExactlyOnce = 2,
 }
 
 /// Protocol level from CONNECT: 3 = MQTT 3.1 ("MQIsdp"), 4 = MQTT 3.1.1 ("MQTT"), 5 reserved for MQTT 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolLevel {
+    /// MQTT 3.1 (protocol name "MQIsdp").
     V31 = 3,
+    /// MQTT 3.1.1 (protocol name "MQTT").
     V311 = 4,
+    /// MQTT 5: recognised, then refused with CONNACK 0x01.
     V5 = 5,
 }
 
@@ -67,35 +73,59 @@ pub struct TopicFilter(String);
 /// Every way decoding can fail. `Incomplete` does not exist here: [`decode`] returns `Ok(None)`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The remaining-length varint is longer than 4 bytes.
     #[error("remaining length uses more than 4 bytes")]
     MalformedRemainingLength,
     #[error("packet of {size} bytes exceeds the maximum of {max}")]
-    PacketTooLarge { size: usize, max: usize },
+    /// The packet is bigger than the caller's maximum.
+    PacketTooLarge {
+        /// The packet's size, fixed header included.
+        size: usize,
+        /// The maximum it was checked against.
+        max: usize,
+    },
+    /// Packet type 0 or 15.
     #[error("reserved packet type {0}")]
     ReservedPacketType(u8),
     #[error("invalid fixed header flags {flags:#06b} for packet type {packet_type}")]
-    InvalidFlags { packet_type: u8, flags: u8 },
+    /// The fixed header's low four bits are not what the packet type requires.
+    InvalidFlags {
+        /// The packet type (high four bits).
+        packet_type: u8,
+        /// The flags received.
+        flags: u8,
+    },
+    /// A QoS of 3.
     #[error("invalid QoS 3")]
     InvalidQoS,
+    /// A string that is not UTF-8.
     #[error("malformed UTF-8 string")]
     InvalidUtf8,
+    /// A string containing U+0000 [MQTT-1.5.3-2].
     #[error("string contains U+0000")]
     NullCharacter,
+    /// A topic name that breaks the rules of [`TopicName`].
     #[error("invalid topic name: {0}")]
     InvalidTopicName(&'static str),
+    /// A topic filter that breaks the rules of [`TopicFilter`].
     #[error("invalid topic filter: {0}")]
     InvalidTopicFilter(&'static str),
+    /// Packet identifier 0, which MQTT forbids [MQTT-2.3.1-1].
     #[error("packet identifier 0")]
     ZeroPacketId,
+    /// A SUBSCRIBE or UNSUBSCRIBE with no filter [MQTT-3.8.3-3].
     #[error("SUBSCRIBE or UNSUBSCRIBE without any topic filter")]
     EmptySubscription,
+    /// A CONNECT whose protocol name is neither "MQTT" nor "MQIsdp".
     #[error("unsupported protocol name {0:?}")]
     InvalidProtocolName(String),
     /// The caller should answer CONNACK 0x01 and close [MQTT-3.1.2-2].
     #[error("unsupported protocol level {0}")]
     UnsupportedProtocolLevel(u8),
+    /// CONNECT flags that contradict each other or set the reserved bit.
     #[error("invalid CONNECT flags: {0}")]
     InvalidConnectFlags(&'static str),
+    /// The remaining length does not match what the packet holds.
     #[error("packet body length does not match its contents: {0}")]
     MalformedPacket(&'static str),
 }
@@ -103,8 +133,10 @@ pub enum DecodeError {
 /// Errors from encoding (values that cannot be represented on the wire).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
+    /// The packet would exceed MQTT's maximum remaining length.
     #[error("packet too large to encode ({0} bytes)")]
     PacketTooLarge(usize),
+    /// A string (topic, client id, user name...) longer than a 16-bit length allows.
     #[error("string longer than 65,535 bytes")]
     StringTooLong,
 }
@@ -116,31 +148,74 @@ pub enum EncodeError {
 /// (those moves were `memcpy` calls, ~3 % of the broker's CPU in `pairs -n 8 --qos 1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
+    /// CONNECT (client → server), boxed (see above).
     Connect(Box<Connect>),
+    /// CONNACK (server → client).
     ConnAck(ConnAck),
+    /// PUBLISH (both ways).
     Publish(Publish),
+    /// PUBACK: QoS 1 acknowledgement.
     PubAck(PubAck),
+    /// PUBREC: QoS 2, first answer.
     PubRec(PubRec),
+    /// PUBREL: QoS 2, release.
     PubRel(PubRel),
+    /// PUBCOMP: QoS 2, complete.
     PubComp(PubComp),
+    /// SUBSCRIBE (client → server).
     Subscribe(Subscribe),
+    /// SUBACK (server → client).
     SubAck(SubAck),
+    /// UNSUBSCRIBE (client → server).
     Unsubscribe(Unsubscribe),
+    /// UNSUBACK (server → client).
     UnsubAck(UnsubAck),
+    /// PINGREQ (client → server).
     PingReq,
+    /// PINGRESP (server → client).
     PingResp,
+    /// DISCONNECT (client → server).
     Disconnect,
+}
+
+impl Packet {
+    /// The packet's name as the specification writes it (`PUBLISH`), for messages and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck(_) => "PUBACK",
+            Packet::PubRec(_) => "PUBREC",
+            Packet::PubRel(_) => "PUBREL",
+            Packet::PubComp(_) => "PUBCOMP",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+            Packet::UnsubAck(_) => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect => "DISCONNECT",
+        }
+    }
 }
 
 /// `Debug` never prints the password (see `connect.rs`): CONNECTs are logged at trace level.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Connect {
+    /// The protocol level asked for.
     pub protocol: ProtocolLevel,
+    /// Start a new session (and end it with the connection) rather than resume one.
     pub clean_session: bool,
+    /// Seconds between the client's packets before it may be dropped; 0 is off.
     pub keep_alive: u16,
+    /// Empty to ask the server for one (clean sessions only) [MQTT-3.1.3-6].
     pub client_id: String,
+    /// Published by the server if the connection ends without DISCONNECT.
     pub will: Option<LastWill>,
+    /// The user name, if sent.
     pub username: Option<String>,
+    /// The password, if sent (binary data in MQTT 3.1.1).
     pub password: Option<Bytes>,
 }
 
@@ -152,9 +227,13 @@ pub struct Connect {
 /// will be fields here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Where it is published.
     pub topic: TopicName,
+    /// What it says (opaque bytes).
     pub payload: Bytes,
+    /// The QoS it is published at.
     pub qos: QoS,
+    /// Whether it is retained.
     pub retain: bool,
 }
 
@@ -163,87 +242,123 @@ pub struct Message {
 /// interval will make it a struct that holds one.
 pub type LastWill = Message;
 
+/// A CONNACK's answer [MQTT-3.2.2.3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectReturnCode {
+    /// 0x00: connection accepted.
     Accepted = 0,
+    /// 0x01: the server does not speak the requested protocol level.
     UnacceptableProtocolVersion = 1,
+    /// 0x02: the client id is not allowed.
     IdentifierRejected = 2,
+    /// 0x03: the MQTT service is unavailable.
     ServerUnavailable = 3,
+    /// 0x04: malformed user name or password.
     BadUserNameOrPassword = 4,
+    /// 0x05: the client is not authorized to connect.
     NotAuthorized = 5,
 }
 
+/// CONNACK: the answer to CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnAck {
+    /// The server resumed a session it held for this client id.
     pub session_present: bool,
+    /// Accepted, or why not.
     pub code: ConnectReturnCode,
 }
 
+/// PUBLISH: an application message, either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
+    /// A re-delivery of an earlier attempt (QoS 1 and 2).
     pub dup: bool,
+    /// The QoS of this delivery.
     pub qos: QoS,
+    /// To the server: keep it as the topic's retained message. From the server: it is one.
     pub retain: bool,
+    /// Where it is published.
     pub topic: TopicName,
     /// `Some` exactly when `qos` > 0.
     pub packet_id: Option<u16>,
+    /// The application's bytes.
     pub payload: Bytes,
 }
 
 /// PUBACK [MQTT-3.4]: acknowledges a QoS 1 PUBLISH. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubAck {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
 /// PUBREC [MQTT-3.5]: first answer to a QoS 2 PUBLISH. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRec {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
 /// PUBREL [MQTT-3.6]: releases a QoS 2 PUBLISH (fixed-header flags 0b0010). Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubRel {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
 /// PUBCOMP [MQTT-3.7]: completes a QoS 2 flow. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubComp {
+    /// The PUBLISH's packet identifier.
     pub packet_id: u16,
 }
 
+/// SUBSCRIBE: one or more filters, each with the QoS asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
+    /// Echoed by the SUBACK.
     pub packet_id: u16,
+    /// In order; never empty once decoded.
     pub filters: Vec<SubscribeFilter>,
 }
 
+/// One filter of a SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
+    /// What to subscribe to.
     pub filter: TopicFilter,
+    /// The highest QoS wanted for its messages.
     pub qos: QoS,
 }
 
+/// The answer for one filter of a SUBSCRIBE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeReturnCode {
+    /// Subscribed, with the QoS granted (may be lower than asked).
     Success(QoS),
+    /// 0x80: refused.
     Failure,
 }
 
+/// SUBACK: the answer to a SUBSCRIBE, one code per filter in the same order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
+    /// The SUBSCRIBE's packet identifier.
     pub packet_id: u16,
+    /// One per filter of the SUBSCRIBE.
     pub return_codes: Vec<SubscribeReturnCode>,
 }
 
+/// UNSUBSCRIBE: filters to remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribe {
+    /// Echoed by the UNSUBACK.
     pub packet_id: u16,
+    /// Exactly as subscribed; never empty once decoded.
     pub filters: Vec<TopicFilter>,
 }
 
 /// UNSUBACK [MQTT-3.11]: acknowledges an UNSUBSCRIBE. Codec and tests: `ack.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnsubAck {
+    /// The UNSUBSCRIBE's packet identifier.
     pub packet_id: u16,
 }
 
@@ -466,81 +581,7 @@ impl Packet {
 
 /// Helpers shared by the per-packet test modules.
 #[cfg(test)]
-mod testutil {
-    use super::*;
-
-    /// Largest packet size, for tests that do not care about the limit.
-    pub const MAX: usize = PROTOCOL_MAX_PACKET_SIZE;
-
-    pub fn encode_packet(packet: &Packet) -> BytesMut {
-        let mut out = BytesMut::new();
-        packet.encode(&mut out).expect("encodable");
-        out
-    }
-
-    /// A raw packet: `first_byte`, the minimal remaining length for `body`, then `body`.
-    pub fn frame(first_byte: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![first_byte];
-        let mut len = body.len();
-        loop {
-            let byte = (len % 128) as u8;
-            len /= 128;
-            out.push(if len > 0 { byte | 0x80 } else { byte });
-            if len == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(body);
-        out
-    }
-
-    /// Decodes `bytes` (which must hold exactly one whole packet) with the protocol maximum.
-    pub fn decode_one(bytes: &[u8]) -> Result<Packet, DecodeError> {
-        let mut buf = BytesMut::from(bytes);
-        let packet = decode(&mut buf, MAX)?.expect("a whole packet");
-        assert!(buf.is_empty(), "{} bytes left over", buf.len());
-        Ok(packet)
-    }
-
-    /// The error from decoding `bytes`, which must be a whole (malformed) packet.
-    pub fn decode_err(bytes: &[u8]) -> DecodeError {
-        let mut buf = BytesMut::from(bytes);
-        match decode(&mut buf, MAX) {
-            Err(e) => e,
-            other => panic!("expected an error, got {other:?}"),
-        }
-    }
-
-    /// Encodes `packet` and checks: every strict prefix decodes to `Ok(None)` without touching the
-    /// buffer; the whole decodes back to `packet` consuming everything; two copies back to back
-    /// (and the packet followed by a PINGREQ) decode one at a time. Returns the encoding.
-    pub fn assert_round_trip(packet: &Packet) -> BytesMut {
-        let encoded = encode_packet(packet);
-        for len in 0..encoded.len() {
-            let mut buf = BytesMut::from(&encoded[..len]);
-            assert_eq!(decode(&mut buf, MAX), Ok(None), "prefix of {len} bytes");
-            assert_eq!(
-                &buf[..],
-                &encoded[..len],
-                "prefix of {len} bytes was modified"
-            );
-        }
-        assert_eq!(decode_one(&encoded).as_ref(), Ok(packet));
-
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&encoded);
-        buf.extend_from_slice(&encoded);
-        buf.extend_from_slice(&[0xc0, 0x00]);
-        assert_eq!(decode(&mut buf, MAX).as_ref(), Ok(&Some(packet.clone())));
-        assert_eq!(buf.len(), encoded.len() + 2);
-        assert_eq!(decode(&mut buf, MAX).as_ref(), Ok(&Some(packet.clone())));
-        assert_eq!(&buf[..], &[0xc0, 0x00]);
-        assert_eq!(decode(&mut buf, MAX), Ok(Some(Packet::PingReq)));
-        assert!(buf.is_empty());
-        assert_eq!(decode(&mut buf, MAX), Ok(None));
-        encoded
-    }
-}
+mod testutil;
 
 #[cfg(test)]
 mod tests;

@@ -109,12 +109,17 @@ impl Publish {
 /// `amqtt-bench pairs -n 8`).
 #[derive(Debug, Clone, Copy)]
 pub struct PublishRef<'a> {
+    /// As [`Publish::dup`].
     pub dup: bool,
+    /// As [`Publish::qos`].
     pub qos: QoS,
+    /// As [`Publish::retain`].
     pub retain: bool,
     /// A topic name's bytes: checked like [`TopicName`]'s when it was decoded or built.
     pub topic: &'a [u8],
+    /// As [`Publish::packet_id`].
     pub packet_id: Option<u16>,
+    /// As [`Publish::payload`].
     pub payload: &'a [u8],
 }
 

@@ -66,12 +66,14 @@ impl TopicName {
         Ok(TopicName(b))
     }
 
+    /// The topic name as text.
     pub fn as_str(&self) -> &str {
         // Validated on construction; re-checking is the price of holding `Bytes` without `unsafe`
         // (fast for short ASCII topics). The fallback is unreachable.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The topic name's UTF-8 bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -142,6 +144,7 @@ impl TopicFilter {
         Ok(TopicFilter(s.to_owned()))
     }
 
+    /// The filter as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

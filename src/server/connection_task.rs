@@ -409,6 +409,7 @@ fn finish(rt: &Rc<ShardRuntime>, conn: ConnId, live: &Live) {
     rt.core.borrow_mut().handle_closed(conn);
     let peer = Peer {
         client_id: Some(&*live.client_id).filter(|id| !id.is_empty()),
+        username: None,
         addr: live.addr,
         listener: &live.slot.0.name,
         shard: rt.id,
@@ -437,6 +438,7 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     let addr = lifecycle::peer_addr(stream.raw_fd());
 
     let requested_id = pending.client_id().to_owned();
+    let username = pending.username().map(str::to_owned);
     let auth = match pending.credentials() {
         Some(credentials) => {
             super::authenticate::verdict(&rt.shared.authenticator, credentials).await
@@ -459,6 +461,7 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
 
     let peer = Peer {
         client_id: Some(&*client_id).filter(|id| !id.is_empty()),
+        username: username.as_deref().filter(|_| !outcome.is_accepted()),
         addr,
         listener: &slot.0.name,
         shard: rt.id,

@@ -22,21 +22,31 @@ use super::{connect_rate, control, shard, shard_tasks};
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A listener's address could not be bound (in use, not local, no permission).
     #[error("cannot bind listener '{name}' to {addr}: {source}")]
     Bind {
+        /// The listener's name in the configuration.
         name: String,
+        /// Its `bind` address.
         addr: SocketAddr,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A TLS listener's certificate or key could not be loaded.
     #[error("listener '{name}': {source}")]
     Tls {
+        /// The listener's name in the configuration.
         name: String,
+        /// What is wrong with its TLS material.
         source: crate::transport::tls::TlsSetupError,
     },
+    /// The process's CPU affinity could not be read.
     #[error("cannot read the CPUs this process may run on: {0}")]
     Cpus(std::io::Error),
+    /// The runtime refused to start the shard threads (e.g. locked-memory limit).
     #[error("cannot start shards: {0}")]
     Shards(#[from] shards::ShardError),
+    /// The configuration is inconsistent in a way only starting finds out.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The runtime asked for cannot run here (glommio without io_uring), or `AMQTT_RUNTIME` is
@@ -65,6 +75,14 @@ pub struct BrokerHandle {
 }
 
 impl Broker {
+    /// A broker for `config`, started by [`start`](Self::start).
+    ///
+    /// CPUs: by default ([`BrokerConfig::default`], or a file without `shards` / `pin_shards`)
+    /// the broker starts one shard per CPU the process may use and pins each shard's thread to
+    /// its own CPU, where it polls and sleeps like any thread but leaves the CPU to nothing else
+    /// of the broker. A program that embeds the broker next to its own work should set
+    /// [`BrokerConfig::shards`] to what it can spare and [`BrokerConfig::pin_shards`] to `false`
+    /// (YAML: `shards: 2`, `pin_shards: false`).
     pub fn new(config: BrokerConfig) -> Result<Self, StartError> {
         Ok(Broker {
             config,
@@ -178,6 +196,7 @@ impl Broker {
                 allow_anonymous: config.allow_anonymous,
                 plugins: plugins.core,
                 max_packet_size: config.max_packet_size,
+                log_packets: config.log_packets,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,
@@ -295,6 +314,7 @@ impl BrokerHandle {
             .map(|(_, a)| *a)
     }
 
+    /// How many data shards (threads) the broker runs.
     pub fn shards(&self) -> usize {
         self.shards
     }

@@ -24,6 +24,8 @@ pub(crate) fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
 /// Who a connection is, for its log lines.
 pub(crate) struct Peer<'a> {
     pub client_id: Option<&'a str>,
+    /// The CONNECT's user name, when known (named on refusals).
+    pub username: Option<&'a str>,
     pub addr: Option<SocketAddr>,
     pub listener: &'a str,
     pub shard: usize,
@@ -36,6 +38,9 @@ impl std::fmt::Display for Peer<'_> {
         match self.client_id {
             Some(id) => write!(f, "client '{id}'")?,
             None => f.write_str("client")?,
+        }
+        if let Some(name) = self.username {
+            write!(f, " (user '{name}')")?;
         }
         match self.addr {
             Some(addr) => write!(f, " from {addr}")?,
@@ -96,6 +101,7 @@ mod tests {
     fn lines_name_the_client_address_listener_and_shard() {
         let peer = Peer {
             client_id: Some("sensor-1"),
+            username: Some("alice"),
             addr: Some("127.0.0.1:5000".parse().expect("addr")),
             listener: "default",
             shard: 1,
@@ -103,10 +109,11 @@ mod tests {
         };
         assert_eq!(
             peer.to_string(),
-            "client 'sensor-1' from 127.0.0.1:5000 on listener 'default', shard 1"
+            "client 'sensor-1' (user 'alice') from 127.0.0.1:5000 on listener 'default', shard 1"
         );
         let anonymous = Peer {
             client_id: None,
+            username: None,
             addr: None,
             listener: "ws",
             shard: 0,

@@ -99,7 +99,13 @@ impl Exporter {
             gauge!("amqtt_shards").set(shards.len() as f64);
             gauge!("amqtt_retained_messages").set(totals.retained as f64);
             gauge!("amqtt_clients_maximum").set(clients_maximum as f64);
-            gauge!("amqtt_memory_used_bytes").set(memory.used() as f64);
+            // With a limit the budget's live count; without one the budget counts nothing and
+            // the shards' once-a-second sums of the same bytes stand in.
+            let used = match memory.limit() {
+                Some(_) => memory.used() as u64,
+                None => totals.memory_bytes,
+            };
+            gauge!("amqtt_memory_used_bytes").set(used as f64);
             gauge!("amqtt_memory_limit_bytes").set(memory.limit().unwrap_or(0) as f64);
             counter!("amqtt_publisher_pauses_total").absolute(memory.pauses());
             for (n, s) in shards.iter().enumerate() {
@@ -221,7 +227,7 @@ fn describe_all() {
     );
     describe_gauge!(
         "amqtt_memory_used_bytes",
-        "Payload bytes in session queues, the retained store and outboxes (all shards); counted only when memory_limit is set."
+        "Payload bytes in session queues, the retained store and outboxes (all shards): what memory_limit counts. Without a limit, the shards' sums of once a second."
     );
     describe_gauge!(
         "amqtt_memory_limit_bytes",

@@ -32,6 +32,8 @@ pub(crate) struct ShardSnapshot {
     pub retained: u64,
     pub inflight: u64,
     pub queued: u64,
+    /// Bytes this shard holds of what `memory_limit` counts ([`crate::broker::SessionGauges`]).
+    pub memory_bytes: u64,
 }
 
 /// One slot per data shard; shard `i` writes slot `i`, the control shard reads them all.
@@ -62,6 +64,7 @@ impl ShardSnapshot {
                 .saturating_sub(core.retained_dollar_count()) as u64,
             inflight: gauges.inflight as u64,
             queued: gauges.queued as u64,
+            memory_bytes: gauges.memory_bytes as u64,
         }
     }
 }
@@ -98,6 +101,8 @@ pub(crate) struct Totals {
     pub retained: u64,
     pub inflight: u64,
     pub queued: u64,
+    /// Summed from the snapshots: what `amqtt_memory_used_bytes` shows without a `memory_limit`.
+    pub memory_bytes: u64,
     pub packets_received: u64,
     pub packets_sent: u64,
     pub publish_received: u64,
@@ -121,6 +126,7 @@ impl Totals {
             t.retained = t.retained.max(s.retained);
             t.inflight += s.inflight;
             t.queued += s.queued;
+            t.memory_bytes += s.memory_bytes;
             t.packets_received += s.core.packets_received;
             t.packets_sent += s.core.packets_sent;
             t.publish_received += s.core.publish_received;

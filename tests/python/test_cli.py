@@ -23,17 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import DISCONNECT_PACKET, RawConn, packet
+from mqtt_helpers import DISCONNECT_PACKET, RawConn, free_port, packet
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
 PINGREQ = packet(0xC0, b"")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class Running:
@@ -119,7 +113,7 @@ def _tcp_config(port: int, bind_host: str = HOST, extra: str = "") -> str:
 
 
 def test_sighup_is_logged_and_the_broker_keeps_serving(start):
-    port = _free_port()
+    port = free_port()
     broker = start(_tcp_config(port), probe_port=port)
     held = RawConn(HOST, port)
     assert held.connect("held-across-hup") == bytes([0, 0])
@@ -142,7 +136,7 @@ def test_sighup_is_logged_and_the_broker_keeps_serving(start):
 
 
 def test_startup_names_the_configuration_and_warns_about_open_anonymous_access(start):
-    open_port, local_port = _free_port(), _free_port()
+    open_port, local_port = free_port(), free_port()
     config = (f"listeners:\n  default:\n    type: tcp\n    bind: 0.0.0.0:{open_port}\n"
               f"  local:\n    type: tcp\n    bind: {HOST}:{local_port}\n"
               "shards: 1\npin_shards: false\nsys_interval: 0\n")
@@ -156,7 +150,7 @@ def test_startup_names_the_configuration_and_warns_about_open_anonymous_access(s
     assert broker.stop() == 0
 
     # Loopback only, or credentials required: no warning.
-    port = _free_port()
+    port = free_port()
     passwd = broker.config.parent / "passwd"
     passwd.write_text("")
     closed = start(_tcp_config(port, "0.0.0.0", "auth:\n  allow-anonymous: false\n"
@@ -220,7 +214,7 @@ def test_tls_listeners_log_their_transport_and_failed_handshakes_not_sni(start, 
     if not mosquitto_pub:
         pytest.fail("mosquitto_pub missing: apt-get install mosquitto-clients (.ci/run does)",
                     pytrace=False)
-    ports = {name: _free_port() for name in ["default", "tls", "ws", "wss"]}
+    ports = {name: free_port() for name in ["default", "tls", "ws", "wss"]}
     tls = f"    ssl: on\n    certfile: {certs}/server.pem\n    keyfile: {certs}/server.key\n"
     config = (
         "listeners:\n"
@@ -269,7 +263,7 @@ def test_every_bad_configuration_exits_2_and_a_busy_port_exits_1(amqtt_bin, tmp_
     assert missing.returncode == 2, missing.stderr
     assert "nope.yaml" in missing.stderr
 
-    port = _free_port()
+    port = free_port()
     listener = f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
     for name, text, named in [
         ("tls.yaml", listener + f"    ssl: on\n    certfile: {tmp_path}/missing.pem\n"
@@ -314,7 +308,7 @@ def test_a_low_locked_memory_limit_gets_advice_for_the_command_line(amqtt_bin, t
     """Below 512 KiB of RLIMIT_MEMLOCK (hard limit too, so the broker cannot raise it) the broker
     warns with what a command-line user does about it; glommio then refuses to start (exit 1), an
     epoll runtime may run instead (then it is stopped here)."""
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "broker.yaml"
     config.write_text(_tcp_config(port))
     log_path = tmp_path / "log"

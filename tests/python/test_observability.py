@@ -179,6 +179,34 @@ def test_metrics_parse_and_move_with_traffic(observed):
         pub.close()
 
 
+def test_memory_gauge_without_a_memory_limit(observed):
+    """No `memory_limit` (the budget counts nothing per message): amqtt_memory_used_bytes still
+    rises with messages queued for an offline persistent session, and falls once they are
+    delivered."""
+    def used() -> float:
+        return value(families(scrape(observed)), "amqtt_memory_used_bytes")
+
+    sub = PahoClient(observed.host, observed.port, client_id="mem-sub", clean_session=False)
+    pub = PahoClient(observed.host, observed.port, client_id="mem-pub")
+    try:
+        assert sub.connect()[0] == 0 and pub.connect()[0] == 0
+        sub.subscribe("mem/#", qos=1)
+        sub.disconnect()
+        sub.close()
+        baseline = used()
+        payload = b"x" * 1000
+        for _ in range(100):
+            pub.publish("mem/t", payload, qos=1)
+        wait_until(lambda: used() >= baseline + 100 * 1000,
+                   what="the gauge to count 100 queued 1000-byte messages")
+        sub = PahoClient(observed.host, observed.port, client_id="mem-sub", clean_session=False)
+        assert sub.connect() == (0, True)
+        assert len(sub.get_messages(100)) == 100
+        wait_until(lambda: used() < baseline + 10_000, what="the gauge to fall back")
+    finally:
+        sub.close()
+        pub.close()
+
 @pytest.mark.skipif(shutil.which("promtool") is None,
                     reason="promtool not installed (Debian package `prometheus`)")
 def test_promtool_accepts_the_exposition(observed):
@@ -275,6 +303,66 @@ def test_connection_messages_false_moves_the_lines_to_debug(amqtt_bin, tmp_path)
     assert re.search(r"DEBUG .*client 'quiet-probe' from .*: disconnected", text), text
     assert not re.search(r"INFO .*client 'quiet-probe'", text), text
 
+
+
+def _packet_log_session(amqtt_bin, tmp_path, extra_config: str, args: tuple[str, ...]) -> str:
+    """A session of user `alice` (password `s3cret-pw`): CONNECT, SUBSCRIBE to two filters (one
+    the ACL refuses), a QoS 1 PUBLISH to itself, a QoS 0 one (routed in place, from the read
+    buffer), one the ACL refuses, DISCONNECT; the log."""
+    port = free_port()
+    config = (f"listeners:\n  default:\n    bind: {HOST}:{port}\n"
+              "sys_interval: 0\nshards: 2\npin_shards: false\n"
+              "topic-check:\n  enabled: true\n  plugins: ['topic_acl']\n"
+              "  acl:\n    alice: ['logs/#']\n  publish-acl:\n    alice: ['logs/#']\n"
+              + extra_config)
+    with _running(amqtt_bin, tmp_path, config, [port], args=args) as log:
+        c = PahoClient(HOST, port, client_id="pkt-probe")
+        c.client.username_pw_set("alice", "s3cret-pw")
+        assert c.connect()[0] == 0
+        assert c.subscribe([("logs/a", 1), ("secret/b", 0)]) == [1, 128]
+        c.publish("logs/a", b"hello", qos=1)
+        assert c.get_message().payload == b"hello"
+        c.publish("logs/zero", b"q0-body", qos=0)
+        c.publish("secret/b", b"nope", qos=1)
+        c.disconnect()
+        c.close()
+        wait_until(lambda: "disconnected" in log.read_text(errors="replace"),
+                   what="the disconnect log line")
+        return log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("how", ["-d", "log_packets"])
+def test_packet_lines_like_mosquitto_v(amqtt_bin, tmp_path, how):
+    """`-d` or `log_packets: true`: a line per packet in each direction naming the client, the
+    user name on CONNECT and on every refusal, never the password."""
+    args, extra = (("-d",), "") if how == "-d" else ((), "log_packets: true\n")
+    text = _packet_log_session(amqtt_bin, tmp_path, extra, args)
+    expected = [
+        r"INFO .*Received CONNECT from pkt-probe \(p4, c1, k60, u'alice'\)",
+        r"INFO .*Sending CONNACK to pkt-probe \(0, 0\)",
+        r"INFO .*Received SUBSCRIBE from pkt-probe\n.*    logs/a \(QoS 1\)\n.*    secret/b \(QoS 0\)",
+        r"Denied SUBSCRIBE from 'pkt-probe' \(u'alice'\) to 'secret/b'",
+        r"INFO .*Sending SUBACK to pkt-probe \(m\d+, \[1, 128\]\)",
+        r"INFO .*Received PUBLISH from pkt-probe \(d0, q1, r0, m\d+, 'logs/a', \.\.\. \(5 bytes\)\)",
+        r"INFO .*Sending PUBACK to pkt-probe \(m\d+\)",
+        r"INFO .*Sending PUBLISH to pkt-probe \(d0, q1, r0, m\d+, 'logs/a', \.\.\. \(5 bytes\)\)",
+        r"INFO .*Received PUBACK from pkt-probe \(m\d+\)",
+        r"INFO .*Received PUBLISH from pkt-probe \(d0, q0, r0, m0, 'logs/zero', \.\.\. \(7 bytes\)\)",
+        r"INFO .*Denied PUBLISH from 'pkt-probe' \(u'alice'\) to 'secret/b'",
+        r"INFO .*Received DISCONNECT from pkt-probe",
+    ]
+    for pattern in expected:
+        assert re.search(pattern, text), f"no line matching {pattern!r} in:\n{text}"
+    assert "s3cret-pw" not in text, "the password was logged"
+    assert "hello" not in text and "q0-body" not in text, "a payload was logged"
+
+
+def test_no_packet_lines_by_default(amqtt_bin, tmp_path):
+    """Without `-d` or `log_packets` no per-packet line is logged (at any level)."""
+    text = _packet_log_session(amqtt_bin, tmp_path, "", ())
+    for word in ("Received", "Sending", "Denied"):
+        assert word not in text, f"a packet line without log_packets:\n{text}"
+    assert "s3cret-pw" not in text
 
 # ---- the deploy kit against the real metric names ---------------------------------------------
 

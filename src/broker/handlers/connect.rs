@@ -30,7 +30,7 @@ use bytes::BytesMut;
 
 use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::session::Session;
-use crate::broker::{AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
+use crate::broker::{packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
 use crate::plugins::{ClientInfo, Credentials};
 use crate::protocol::{
     decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
@@ -96,6 +96,14 @@ impl PendingConnect {
         match &self.answer {
             Answer::Check { connect, .. } => &connect.client_id,
             Answer::Refuse(_) => "",
+        }
+    }
+
+    /// The user name it sent (or the client certificate's common name), if any: for log lines.
+    pub fn username(&self) -> Option<&str> {
+        match &self.answer {
+            Answer::Check { connect, .. } => connect.username.as_deref(),
+            Answer::Refuse(_) => None,
         }
     }
 
@@ -183,12 +191,15 @@ impl BrokerCore {
     ) -> ConnectOutcome {
         self.clock = Some(now);
         match pending.answer {
-            Answer::Refuse(code) => self.refuse(conn, code, ProtocolLevel::V311, now),
+            Answer::Refuse(code) => self.refuse(conn, code, None, now),
             Answer::Check {
                 connect,
                 by_certificate,
             } => {
                 self.stats.packets_received += 1;
+                if self.settings.log_packets {
+                    self.log_connect(&connect);
+                }
                 let auth = if by_certificate {
                     AuthVerdict::Allowed
                 } else {
@@ -199,14 +210,26 @@ impl BrokerCore {
         }
     }
 
+    /// Refuses a CONNECT with `code` (`connect`: `None` when it was refused before decoding).
     fn refuse(
         &mut self,
         conn: ConnId,
         code: ConnectReturnCode,
-        protocol: ProtocolLevel,
+        connect: Option<&Connect>,
         now: Instant,
     ) -> ConnectOutcome {
         self.stats.count_refusal(code);
+        if let Some(connect) = connect {
+            log::log!(
+                target: packet_log::TARGET,
+                packet_log::refusal_level(self.settings.log_packets),
+                "Denied CONNECT from '{}'{}: CONNACK {} ({code:?})",
+                connect.client_id,
+                packet_log::User(connect.username.as_deref()),
+                code as u8
+            );
+        }
+        let protocol = connect.map_or(ProtocolLevel::V311, |c| c.protocol);
         let mut connection = Connection::new(usize::MAX, protocol, 0, now);
         connection.state = ConnectionState::Closing;
         self.connections.insert(conn, connection);
@@ -245,16 +268,26 @@ fn check(
     if protocol == ProtocolLevel::V31
         && (connect.client_id.is_empty() || connect.client_id.chars().count() > 23)
     {
-        return broker.refuse(conn, ConnectReturnCode::IdentifierRejected, protocol, now);
+        return broker.refuse(
+            conn,
+            ConnectReturnCode::IdentifierRejected,
+            Some(&connect),
+            now,
+        );
     }
     if connect.client_id.is_empty() && !connect.clean_session {
-        return broker.refuse(conn, ConnectReturnCode::IdentifierRejected, protocol, now);
+        return broker.refuse(
+            conn,
+            ConnectReturnCode::IdentifierRejected,
+            Some(&connect),
+            now,
+        );
     }
     if !broker.settings.allow_anonymous && connect.username.is_none() {
-        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, protocol, now);
+        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
     }
     if auth == AuthVerdict::Denied {
-        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, protocol, now);
+        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
     }
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         broker.generate_client_id().into()

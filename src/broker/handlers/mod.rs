@@ -4,8 +4,10 @@
 //! A QoS 0 PUBLISH is first offered to `publish.rs` borrowed from the read buffer (no decoding into
 //! reference-counted `Bytes`); every other packet, and a QoS 0 PUBLISH that needs an owned copy, is
 //! decoded and dispatched. Either way the packet is counted, and its connection's keep-alive
-//! restarts, here, once. The first packet, CONNECT, has its own entry in `connect.rs`
-//! ([`BrokerCore::handle_first_bytes`]): it comes before the connection is known to this shard.
+//! restarts, here, once; with `log_packets` it is logged here too (`packet_log.rs`), on both paths,
+//! so the packet log never changes which path a packet takes. The first packet, CONNECT, has its
+//! own entry in `connect.rs` ([`BrokerCore::handle_first_bytes`]): it comes before the connection
+//! is known to this shard.
 //!
 //! Handlers take the broker, the connection and `now`, change state and write replies into the
 //! outbox. They never do I/O or touch another shard except through [`super::Action::Bus`].
@@ -76,11 +78,17 @@ impl BrokerCore {
                 };
             }
             // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
-            // parsed twice.
+            // parsed twice. With `log_packets` it is logged here, before it is routed, and not
+            // again in `dispatch` if it falls back to being decoded.
             let mut noted = false;
+            let mut logged = false;
             if !paused && starts_qos0_publish(buf) {
                 if let Some((borrowed, length)) = peek_publish(buf, max) {
                     noted = self.note_packet(conn, now);
+                    if noted && self.settings.log_packets {
+                        self.log_received_publish(conn, &borrowed);
+                        logged = true;
+                    }
                     if !noted || publish::handle_borrowed(self, &borrowed) {
                         buf.advance(length);
                         publish |= noted;
@@ -92,7 +100,7 @@ impl BrokerCore {
                 Ok(Some(packet)) => {
                     publish |= matches!(packet, Packet::Publish(_));
                     if noted || self.note_packet(conn, now) {
-                        dispatch(self, conn, packet);
+                        dispatch(self, conn, packet, logged);
                     }
                 }
                 Ok(None) => {
@@ -145,8 +153,12 @@ impl BrokerCore {
     }
 }
 
-/// The one `match` from a decoded packet to its handler.
-fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet) {
+/// The one `match` from a decoded packet to its handler. `logged`: its packet-log line is
+/// already written (a QoS 0 PUBLISH peeked in place that had to be decoded after all).
+fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet, logged: bool) {
+    if broker.settings.log_packets && !logged {
+        broker.log_received(conn, &packet);
+    }
     match packet {
         Packet::Publish(publish) => publish::handle(broker, conn, publish),
         Packet::PubAck(ack) => puback::handle(broker, conn, ack),

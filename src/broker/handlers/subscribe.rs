@@ -12,7 +12,7 @@
 //! SUBSCRIBE are handled as usual.
 
 use crate::broker::connection::PendingReply;
-use crate::broker::{BrokerCore, ConnId};
+use crate::broker::{packet_log, BrokerCore, ConnId};
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
 
@@ -40,6 +40,16 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
                 .is_some_and(|c| plugins.allow(c, TopicAction::Subscribe(&request.filter)));
             if !allowed {
                 broker.stats.subscribe_denied += 1;
+                if let Some(c) = &client {
+                    log::log!(
+                        target: packet_log::TARGET,
+                        packet_log::refusal_level(broker.settings.log_packets),
+                        "Denied SUBSCRIBE from '{}'{} to '{}': topic check",
+                        c.client_id,
+                        packet_log::User(c.username),
+                        request.filter.as_str()
+                    );
+                }
                 return_codes.push(SubscribeReturnCode::Failure);
                 continue;
             }

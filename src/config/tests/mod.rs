@@ -404,6 +404,8 @@ fn spin_and_connection_messages() {
         Duration::from_micros(200)
     );
     assert!(!ok("connection_messages: false\n").connection_messages);
+    assert!(!defaults.log_packets);
+    assert!(ok("log_packets: true\n").log_packets);
     invalid(
         "spin_before_park: 1\n",
         "spin_before_park",
