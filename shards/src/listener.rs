@@ -1,9 +1,8 @@
 //! Listening sockets: several `SO_REUSEPORT` TCP listeners on one address (one per shard, so the
-//! kernel spreads incoming connections across shards), created with `socket2` on any thread, and
-//! their conversion into glommio listeners on the shard that accepts from them.
+//! kernel spreads incoming connections across shards), created with `socket2` on any thread.
+//! Each shard accepts from its own with [`crate::TcpAcceptor`], on either runtime.
 //!
-//! Nothing here accepts connections or knows what protocol runs on them; and nothing here may
-//! touch glommio except [`into_glommio_listener`], which must run on the accepting shard.
+//! Nothing here accepts connections or knows what protocol runs on them.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -17,8 +16,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// returned listeners share one `local_addr()`. For IPv6 addresses `IPV6_V6ONLY` is set (bind the
 /// IPv4 and IPv6 addresses separately if both are wanted).
 ///
-/// The listeners are plain std listeners: move one to each shard and convert it there with
-/// [`into_glommio_listener`]. `count` must be at least 1.
+/// The listeners are plain std listeners: move one to each shard and accept from it there with
+/// [`crate::TcpAcceptor`]. `count` must be at least 1.
 pub fn reuseport_listeners(
     addr: SocketAddr,
     count: usize,

@@ -10,7 +10,7 @@
 //! stays small next to the connections themselves, and an idle connection still keeps no buffer.
 //!
 //! Plain data: no I/O, no knowledge of what the bytes are. The buffer sizes live here; the
-//! connection (`connection.rs`) takes its outbox from the pool.
+//! connection (`broker/connection.rs`) takes its outbox from the pool.
 
 use bytes::BytesMut;
 
