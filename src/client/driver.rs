@@ -31,9 +31,7 @@ use crate::protocol::{
 use crate::transport::{connect_client, BrokerUrl, ClientStream, ClientTransportOptions};
 
 use super::error::ClientError;
-use super::state::{
-    packet_name, reconnect_delay, ClientState, Delivery, Event, Refusal, SessionOptions,
-};
+use super::state::{reconnect_delay, ClientState, Delivery, Event, Refusal, SessionOptions};
 
 /// Where a request's result goes: a one-slot channel the caller awaits.
 pub(crate) type Reply<T> = flume::Sender<Result<T, ClientError>>;
@@ -484,7 +482,7 @@ fn log_packet(client_id: &str, direction: &str, packet: &Packet) {
     if log::log_enabled!(log::Level::Trace) {
         log::trace!("{client_id}: {direction} {packet:?}");
     } else {
-        log::debug!("{client_id}: {direction} {}", packet_name(packet));
+        log::debug!("{client_id}: {direction} {}", packet.name());
     }
 }
 

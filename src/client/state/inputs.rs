@@ -44,7 +44,7 @@ impl<W> ClientState<W> {
         match self.phase {
             Phase::AwaitingConnAck { .. } => match packet {
                 Packet::ConnAck(ack) => self.handle_connack(ack, now),
-                other => Err(violation(format!("{} before CONNACK", packet_name(&other)))),
+                other => Err(violation(format!("{} before CONNACK", other.name()))),
             },
             Phase::Connected {
                 ref mut ping_sent, ..
@@ -78,7 +78,7 @@ impl<W> ClientState<W> {
                     Packet::PingResp => Ok(()),
                     other => Err(violation(format!(
                         "a server must not send {}",
-                        packet_name(&other)
+                        other.name()
                     ))),
                 }
             }

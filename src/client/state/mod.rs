@@ -258,23 +258,3 @@ impl<W> ClientState<W> {
 fn violation(reason: String) -> ConnectionError {
     ConnectionError::Violation(reason)
 }
-
-/// The packet's name as the specification writes it (`PUBLISH`), for messages and logs.
-pub(crate) fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
-    }
-}
