@@ -49,8 +49,8 @@ pub enum StartError {
     /// The configuration is inconsistent in a way only starting finds out.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The runtime asked for cannot run here (glommio without io_uring), or `AMQTT_RUNTIME` is
-    /// not a runtime name.
+    /// The runtime asked for cannot run here (glommio without io_uring). A value of
+    /// `AMQTT_RUNTIME` that names no runtime is a [`StartError::Config`], like a bad key.
     #[error("{0}")]
     Runtime(String),
     /// A plugin could not be set up: unknown name, unreadable or malformed password file, invalid
@@ -103,6 +103,13 @@ impl Broker {
         let Broker { config, plugins } = self;
         // Before any socket is bound: a bad plugin list or password file fails fast.
         let plugins = crate::plugins::build(&config, &plugins)?;
+        // Before any socket is bound too: a bad AMQTT_RUNTIME is a bad configuration, and a runtime
+        // the kernel refuses should not leave listener lines behind.
+        let executor = crate::config::runtime_from_env(config.runtime)
+            .map_err(StartError::Config)?
+            .resolve()
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        log::info!("runtime: {executor}");
         let cpus = shards::available_cpus().map_err(StartError::Cpus)?;
         let shard_count = match config.shards {
             ShardCount::Auto => cpus.len().max(1),
@@ -232,11 +239,6 @@ impl Broker {
             inboxes.into_iter().map(|i| Mutex::new(Some(i))).collect();
 
         let control_bus = bus.clone();
-        let executor = crate::config::runtime_from_env(config.runtime)
-            .map_err(StartError::Runtime)?
-            .resolve()
-            .map_err(|e| StartError::Runtime(e.to_string()))?;
-        log::info!("runtime: {executor}");
         let mut runtime = shards::Shards::start(
             shards::ShardConfig {
                 shards: shard_count,

@@ -14,6 +14,7 @@ Each test starts its own broker process at the default log level (info), as an o
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -276,6 +277,14 @@ def test_every_bad_configuration_exits_2_and_a_busy_port_exits_1(amqtt_bin, tmp_
         assert result.returncode == 2, result.stderr
         assert named in result.stderr, result.stderr
         assert "Listener 'default' bind to" not in result.stderr, "listener logged before it failed"
+
+    (tmp_path / "plain.yaml").write_text(listener)
+    result = subprocess.run([str(amqtt_bin), "-c", str(tmp_path / "plain.yaml")],
+                            capture_output=True, text=True, timeout=TIMEOUT,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "AMQTT_RUNTIME": "bogus"})
+    assert result.returncode == 2, result.stderr
+    assert "AMQTT_RUNTIME" in result.stderr, result.stderr
+    assert "Listener 'default' bind to" not in result.stderr, "listener logged before it failed"
 
     with socket.socket() as busy:
         busy.bind((HOST, 0))
