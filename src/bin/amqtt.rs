@@ -37,7 +37,7 @@ const MIN_MEMLOCK: u64 = 512 << 10;
     long_about,
     after_help = "Exit status: 0 stopped by SIGINT/SIGTERM; 1 the broker could not run (port in use, \
                   runtime refused by the kernel); 2 bad command line or configuration (file, TLS \
-                  material, password file, plugins)."
+                  material, password file, plugins, an AMQTT_RUNTIME that names no runtime)."
 )]
 struct Args {
     /// Broker configuration file (aMQTT YAML format).
