@@ -69,6 +69,7 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod persist;
 pub mod plugins;
 pub mod protocol;
 pub mod server;

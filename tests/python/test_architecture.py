@@ -7,7 +7,7 @@ is resolved to the longest module (file) it names; a parent module naming its ow
 an edge (declaring and re-exporting them is what a parent does). Comments are ignored.
 
 Layers, bottom to top (a module may import from its own layer and the ones below):
-protocol, config | plugins, transport | broker, client | server | the crate root (lib.rs).
+protocol, config | persist, plugins, transport | broker, client | server | the crate root (lib.rs).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LAYERS = {
     "protocol": 0,
     "config": 0,
+    "persist": 1,
     "plugins": 1,
     "transport": 1,
     "broker": 2,

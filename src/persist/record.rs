@@ -1,0 +1,104 @@
+//! The journal records: one shard's durable state changes, in the order the shard made them.
+//!
+//! A snapshot is the same records, describing the whole state at one point (so one reader and
+//! one replay serve both). Every record is idempotent: replaying one twice, or replaying a journal
+//! over a snapshot taken while it was being written, gives the same state. Sessions are named by
+//! client id (a session's home shard may change between runs when `shards` does); a message is
+//! stored once per shard ([`Record::Message`]) and enqueued per session by its [`MsgId`].
+//!
+//! Only persistent sessions (clean session 0) and retained messages are journaled; clean sessions
+//! and QoS 0 cost nothing. This file holds the types only: no encoding, no file, no clock.
+
+use std::sync::Arc;
+
+use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+
+/// Names a message stored on one shard in one run (numbered from 1 by that shard; a snapshot
+/// renumbers them). Unique per shard and generation, never per client.
+pub type MsgId = u64;
+
+/// One durable state change (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A persistent session exists: created, or resumed, by a CONNECT with clean session 0. Any
+    /// offline stamp of the session ends (the client is online).
+    SessionOpen { client_id: Arc<str> },
+    /// The session is gone (a clean-session CONNECT took it over, it expired, or it was deleted):
+    /// everything of that client id is forgotten.
+    SessionDrop { client_id: Arc<str> },
+    /// The client went offline at this wall-clock time (milliseconds since the Unix epoch): session
+    /// expiry keeps counting across restarts.
+    SessionOffline { client_id: Arc<str>, at_unix_ms: u64 },
+    /// A subscription made or replaced (SUBSCRIBE granted `qos`).
+    Subscribe {
+        client_id: Arc<str>,
+        filter: TopicFilter,
+        qos: QoS,
+    },
+    /// A subscription removed (UNSUBSCRIBE).
+    Unsubscribe {
+        client_id: Arc<str>,
+        filter: TopicFilter,
+    },
+    /// The session's will: set by its CONNECT, `None` once published or discarded (DISCONNECT).
+    Will {
+        client_id: Arc<str>,
+        will: Option<Message>,
+    },
+    /// A message stored on this shard once, for the [`Record::Enqueue`]s that follow it. Its
+    /// `retain` flag is as delivered to subscribers (false for a live publish).
+    Message { id: MsgId, message: Message },
+    /// Message `id` queued for a session, to be delivered at `qos` (1 or 2), after the ones
+    /// enqueued for it before.
+    Enqueue {
+        client_id: Arc<str>,
+        id: MsgId,
+        qos: QoS,
+    },
+    /// Message `id` of the session went out (or is about to) under `packet_id`: after a restart it
+    /// is sent again with that id and DUP set. Written before a QoS 2 PUBLISH leaves.
+    PacketId {
+        client_id: Arc<str>,
+        id: MsgId,
+        packet_id: u16,
+    },
+    /// The subscriber sent PUBREC for message `id`: only PUBREL / PUBCOMP remain.
+    Released { client_id: Arc<str>, id: MsgId },
+    /// The session is done with message `id` (PUBACK, PUBCOMP, or dropped from its queue).
+    Done { client_id: Arc<str>, id: MsgId },
+    /// An incoming QoS 2 PUBLISH with this packet id was routed; a re-sent one is not routed again
+    /// until [`Record::Qos2Released`].
+    Qos2Received { client_id: Arc<str>, packet_id: u16 },
+    /// PUBREL for an incoming QoS 2 packet id: the id is free again.
+    Qos2Released { client_id: Arc<str>, packet_id: u16 },
+    /// A retained message set (`message` with a non-empty payload) or deleted (`None`) on `topic`,
+    /// by the update numbered (`clock`, `shard`): the highest version of a topic wins, across all
+    /// shards' journals.
+    Retain {
+        topic: TopicName,
+        message: Option<Message>,
+        clock: u64,
+        shard: u32,
+    },
+}
+
+impl Record {
+    /// The client id a record is about (`None` for messages and retained updates).
+    pub fn client_id(&self) -> Option<&Arc<str>> {
+        match self {
+            Record::SessionOpen { client_id }
+            | Record::SessionDrop { client_id }
+            | Record::SessionOffline { client_id, .. }
+            | Record::Subscribe { client_id, .. }
+            | Record::Unsubscribe { client_id, .. }
+            | Record::Will { client_id, .. }
+            | Record::Enqueue { client_id, .. }
+            | Record::PacketId { client_id, .. }
+            | Record::Released { client_id, .. }
+            | Record::Done { client_id, .. }
+            | Record::Qos2Received { client_id, .. }
+            | Record::Qos2Released { client_id, .. } => Some(client_id),
+            Record::Message { .. } | Record::Retain { .. } => None,
+        }
+    }
+}
