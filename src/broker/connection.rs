@@ -61,6 +61,22 @@ pub struct PendingReply {
     pub reply: Packet,
     /// Filters whose retained messages are sent after the reply.
     pub retained_for: Vec<(TopicFilter, QoS)>,
+    /// With persistence on: the journal records (local and on other shards) that must be durable
+    /// before the reply is written (`journal.rs`).
+    pub wait: Option<super::DurableWait>,
+}
+
+impl PendingReply {
+    /// A reply that waits for nothing but the replies queued before it.
+    pub fn plain(reply: Packet) -> Self {
+        PendingReply {
+            token: None,
+            remaining: 0,
+            reply,
+            retained_for: Vec::new(),
+            wait: None,
+        }
+    }
 }
 
 #[derive(Debug)]

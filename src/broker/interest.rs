@@ -147,9 +147,23 @@ impl BrokerCore {
             let Some(queue) = connection.pending_replies.as_mut() else {
                 return;
             };
-            if queue.front().is_none_or(|p| p.remaining > 0) {
+            let Some(front) = queue.front() else {
+                return;
+            };
+            if front.remaining > 0 {
                 return;
             }
+            let wait = front.wait.clone();
+            if !self.durable_done(wait.as_ref()) {
+                self.waits_durable(conn);
+                return;
+            }
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            let Some(queue) = connection.pending_replies.as_mut() else {
+                return;
+            };
             let Some(reply) = queue.pop_front() else {
                 return;
             };

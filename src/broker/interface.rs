@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::{retained, ConnId, MemoryBudget, PublishBatch, RetainVersion};
+use super::{retained, ConnId, DeliveryStamp, MemoryBudget, PublishBatch, RetainVersion};
 use crate::plugins::CorePlugins;
 use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, PROTOCOL_MAX_PACKET_SIZE};
 
@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_packet_size: usize,
     /// Log every packet and every refusal at INFO (`packet_log.rs`); off, one branch per packet.
     pub log_packets: bool,
+    /// Journal the durable state (`journal.rs`); replies that promise durability wait for it.
+    pub persistence: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             plugins: CorePlugins::default(),
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
             log_packets: false,
+            persistence: false,
         }
     }
 }
@@ -77,8 +80,9 @@ pub enum BusMessage {
     /// control shard's `$SYS` messages.
     Publish(Message),
     /// Client publishes (not retained) for the receiving shard's subscribers, all those this shard
-    /// routed there since its last `poll_actions`, in order.
-    Publishes(PublishBatch),
+    /// routed there since its last `poll_actions`, in order. Numbered (with persistence on, when
+    /// it holds QoS 1/2 publishes) so that the receiver can confirm it durable (`journal.rs`).
+    Publishes(PublishBatch, Option<DeliveryStamp>),
     /// Shard `from` now has (or no longer has) subscribers for `filter`. With a token, the receiver
     /// answers [`BusMessage::InterestAck`] once the change is in effect.
     Interest {
@@ -94,7 +98,11 @@ pub enum BusMessage {
     Retained {
         message: Message,
         version: RetainVersion,
+        stamp: Option<DeliveryStamp>,
     },
+    /// Shard `from` has made durable its records for our numbered deliveries up to `upto`
+    /// (persistence on; see `journal.rs`).
+    Durable { from: usize, upto: u64 },
 }
 
 impl BusMessage {
@@ -103,7 +111,7 @@ impl BusMessage {
     pub fn droppable_publishes(&self) -> u64 {
         match self {
             BusMessage::Publish(m) if m.qos == QoS::AtMostOnce => 1,
-            BusMessage::Publishes(batch) if batch.qos0_only() => batch.len() as u64,
+            BusMessage::Publishes(batch, _) if batch.qos0_only() => batch.len() as u64,
             _ => 0,
         }
     }
@@ -111,7 +119,7 @@ impl BusMessage {
     /// Which lane of the bus carries it: publishes on data, everything else on control.
     pub fn lane(&self) -> Lane {
         match self {
-            BusMessage::Publish(_) | BusMessage::Publishes(_) | BusMessage::Retained { .. } => {
+            BusMessage::Publish(_) | BusMessage::Publishes(..) | BusMessage::Retained { .. } => {
                 Lane::Data
             }
             _ => Lane::Control,

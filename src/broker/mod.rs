@@ -32,10 +32,12 @@ pub mod connection;
 mod handlers;
 mod interest;
 mod interface;
+mod journal;
 pub mod memory;
 mod outbox;
 pub mod outbox_pool;
 mod packet_log;
+mod recovery;
 pub mod retained;
 mod routing;
 pub mod session;
@@ -49,12 +51,14 @@ use std::time::Instant;
 use bytes::BytesMut;
 use slab::Slab;
 
+use crate::persist::Record;
 use crate::plugins::ClientInfo;
 use crate::protocol::{Connect, Packet, QoS, TopicFilter};
 
 pub use crate::plugins::AuthVerdict;
 
 pub use bus_batch::{BatchedPublish, PublishBatch};
+pub use journal::{DeliveryStamp, DurableWait};
 pub use handlers::{FirstPacket, Handled, ListenerIdentity, Next, PendingConnect};
 pub use interface::{
     home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
@@ -68,6 +72,7 @@ use outbox_pool::OutboxPool;
 pub use retained::RetainVersion;
 use retained::RetainedStore;
 use routing::LastTopic;
+use journal::Journal;
 use session::{QueueLimits, Resend, Session};
 pub use stats::Stats;
 use topic_trie::TopicTrie;
@@ -142,6 +147,8 @@ pub struct BrokerCore {
     /// Spare outbox buffers: idle connections give theirs back, busy ones take them.
     outbox_pool: OutboxPool,
     pub stats: Stats,
+    /// Persistence: records owed to the disk and replies waiting for them; `None` when off.
+    journal: Option<Box<Journal>>,
     /// PUBLISHes `handlers/publish.rs` routed from the read buffer (tests check both ways are taken).
     #[cfg(test)]
     routed_in_place: u64,
@@ -155,7 +162,11 @@ impl BrokerCore {
             max_bytes: settings.max_queued_bytes,
             budget: settings.memory.clone(),
         });
+        let journal = settings
+            .persistence
+            .then(|| Box::new(Journal::new(shards.max(1))));
         BrokerCore {
+            journal,
             settings,
             shard,
             shards: shards.max(1),
@@ -325,7 +336,7 @@ impl BrokerCore {
     /// A message from another shard.
     pub fn handle_bus(&mut self, message: BusMessage) {
         self.stats.bus_received += match &message {
-            BusMessage::Publishes(batch) => batch.len() as u64,
+            BusMessage::Publishes(batch, _) => batch.len() as u64,
             _ => 1,
         };
         match message {
@@ -337,16 +348,29 @@ impl BrokerCore {
                 }
                 self.deliver_local(message);
             }
-            BusMessage::Publishes(batch) => {
+            BusMessage::Publishes(batch, stamp) => {
+                let mark = self.journal_mark();
                 let bytes = batch.into_bytes();
                 for publish in PublishBatch::read(&bytes) {
                     self.deliver_batched(&bytes, publish);
                 }
+                if let Some(stamp) = stamp {
+                    self.delivery_received(stamp, mark);
+                }
             }
-            BusMessage::Retained { message, version } => {
+            BusMessage::Retained {
+                message,
+                version,
+                stamp,
+            } => {
+                let mark = self.journal_mark();
                 self.apply_retained(&message, version);
                 self.deliver_local(message);
+                if let Some(stamp) = stamp {
+                    self.delivery_received(stamp, mark);
+                }
             }
+            BusMessage::Durable { from, upto } => self.durable_confirmed(from, upto),
             BusMessage::Interest {
                 from,
                 filter,
@@ -406,6 +430,7 @@ impl BrokerCore {
     /// Moves the pending actions into `out` (cleared first), the batches of publishes for other
     /// shards last.
     pub fn poll_actions(&mut self, out: &mut Vec<Action>) {
+        self.send_durable_confirmations();
         for to in 0..self.shards {
             self.send_batch(to);
         }
@@ -455,6 +480,21 @@ impl BrokerCore {
         session.conn = None;
         let will = session.will.take();
         let clean = session.clean;
+        if !clean {
+            let client_id = session.client_id.clone();
+            let at_unix_ms = self.unix_ms_now();
+            if will.is_some() {
+                let client_id = client_id.clone();
+                self.journal(|| Record::Will {
+                    client_id,
+                    will: None,
+                });
+            }
+            self.journal(|| Record::SessionOffline {
+                client_id,
+                at_unix_ms,
+            });
+        }
         if self.settings.plugins.has_events() {
             if let Some((client_id, username)) = self.client_identity(conn) {
                 self.settings.plugins.client_disconnected(&ClientInfo {
@@ -487,6 +527,10 @@ impl BrokerCore {
         }
         let session = self.sessions.remove(key);
         self.session_by_client_id.remove(&session.client_id);
+        if !session.clean {
+            let client_id = session.client_id.clone();
+            self.journal(|| Record::SessionDrop { client_id });
+        }
         for filter in session.subscriptions.keys() {
             self.remove_subscriber(key, filter);
         }

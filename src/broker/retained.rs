@@ -110,6 +110,19 @@ impl RetainedStore {
         }
     }
 
+    /// Every retained message and remembered deletion (`None`), with its version, for a snapshot.
+    pub fn entries(&self) -> impl Iterator<Item = (&TopicName, Option<&Message>, RetainVersion)> {
+        let stored = self
+            .messages
+            .iter()
+            .map(|(topic, (message, version))| (topic, Some(message), *version));
+        let deleted = self
+            .tombstones
+            .iter()
+            .map(|(topic, version)| (topic, None, *version));
+        stored.chain(deleted)
+    }
+
     /// Deletions still remembered.
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.len()

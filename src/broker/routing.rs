@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::persist::Record;
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{PublishRef, QoS, TopicName};
 
@@ -79,10 +80,25 @@ impl BrokerCore {
         if message.retain {
             let version = self.retained.next_version(me);
             self.apply_retained(&message, version);
+            self.journal_retained(&message, version);
             self.deliver_local(&message);
             for to in (0..shards).filter(|&s| s != me) {
                 let message = message.clone();
-                self.send_bus(to, BusMessage::Retained { message, version });
+                let stamp = self.journal.as_deref_mut().and_then(|journal| {
+                    let stamp = journal.stamp_for(to, me);
+                    if let Some(stamp) = stamp {
+                        journal.route_waits.push((to, stamp.n));
+                    }
+                    stamp
+                });
+                self.send_bus(
+                    to,
+                    BusMessage::Retained {
+                        message,
+                        version,
+                        stamp,
+                    },
+                );
             }
             return;
         }
@@ -97,6 +113,18 @@ impl BrokerCore {
             self.batch_publish(to, qos, topic, payload);
         }
         self.last_remote.put_back(remote);
+    }
+
+    /// Journals a retained update this shard made (persistence on): every shard's journal holds
+    /// the updates it made, and recovery keeps the newest version of each topic.
+    fn journal_retained(&mut self, message: &Message, version: RetainVersion) {
+        let message = message.clone();
+        self.journal(|| Record::Retain {
+            topic: message.topic.clone(),
+            message: (!message.payload.is_empty()).then_some(message),
+            clock: version.clock,
+            shard: version.shard,
+        });
     }
 
     /// Updates this shard's retained copy. Every shard holds the same payloads (shared `Bytes`), so
@@ -117,6 +145,9 @@ impl BrokerCore {
     /// Given the message (`Cow::Owned`), the last session that keeps it takes it without a clone.
     pub(super) fn deliver_local<'m>(&mut self, message: impl Into<Cow<'m, Message>>) {
         let message = message.into();
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.current_msg = None;
+        }
         let matched = self.take_matches(message.topic.as_bytes());
         // Every subscriber that gets this message at QoS 0 right away gets the same bytes:
         // encoded once (on first use) and copied to each outbox. Per delivery to 50 subscribers
@@ -163,10 +194,30 @@ impl BrokerCore {
         }
         // A QoS 0 message sent at once is encoded from the copy here, so the session only borrows
         // it; one at QoS 1/2 that is sent is encoded from the session's copy.
+        let stored = self.journal.is_some() && !session.clean && !retain && qos != QoS::AtMostOnce;
+        let id = if stored {
+            self.stored_message_id(&message)
+        } else {
+            0
+        };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         let (delivery, message) = if qos == QoS::AtMostOnce {
             (session.deliver(&*message, qos, retain), Some(message))
         } else {
-            (session.deliver(message, qos, retain), None)
+            (session.deliver_stored(message, qos, retain, id), None)
+        };
+        if id != 0 && matches!(delivery, Delivery::Send { .. } | Delivery::Queued) {
+            let client_id = session.client_id.clone();
+            let packet_id = match delivery {
+                Delivery::Send { packet_id } if qos == QoS::ExactlyOnce => packet_id,
+                _ => None,
+            };
+            self.journal_enqueued(client_id, id, qos, packet_id);
+        }
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
         };
         match delivery {
             Delivery::Send { packet_id } => {
@@ -211,6 +262,32 @@ impl BrokerCore {
         }
     }
 
+    /// Journals a message a persistent session kept, and the packet id of one it sends at QoS 2
+    /// (a QoS 1 message sent again after a restart may take a new id: no record for it).
+    fn journal_enqueued(
+        &mut self,
+        client_id: std::sync::Arc<str>,
+        id: crate::persist::MsgId,
+        qos: QoS,
+        packet_id: Option<u16>,
+    ) {
+        if let Some(packet_id) = packet_id {
+            let enqueued = client_id.clone();
+            self.journal(|| Record::Enqueue {
+                client_id: enqueued,
+                id,
+                qos,
+            });
+            self.journal(|| Record::PacketId {
+                client_id,
+                id,
+                packet_id,
+            });
+        } else {
+            self.journal(|| Record::Enqueue { client_id, id, qos });
+        }
+    }
+
     /// After an acknowledgement frees the window: send what was queued.
     pub(super) fn fill_window(&mut self, key: SessionKey) {
         let Some(session) = self.sessions.get_mut(key) else {
@@ -228,12 +305,28 @@ impl BrokerCore {
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
         let pool = &mut self.outbox_pool;
-        session.fill_window(room, |publish| {
+        let journaled = self.journal.is_some() && !session.clean;
+        let mut packet_ids: Vec<(crate::persist::MsgId, u16)> = Vec::new();
+        session.fill_window(room, |publish, id| {
+            if journaled && id != 0 && publish.qos == QoS::ExactlyOnce {
+                if let Some(packet_id) = publish.packet_id {
+                    packet_ids.push((id, packet_id));
+                }
+            }
             if let Some(connection) = connection.as_mut() {
                 written.encode(connection.outbox_to_fill(pool), publish);
             }
         });
+        let client_id = session.client_id.clone();
         self.publishes_written(conn, &written);
+        for (id, packet_id) in packet_ids {
+            let client_id = client_id.clone();
+            self.journal(|| Record::PacketId {
+                client_id,
+                id,
+                packet_id,
+            });
+        }
     }
 
     /// Delivers a QoS 0 message to this shard's subscribers from borrowed bytes, when every one of
@@ -360,6 +453,12 @@ impl BrokerCore {
     /// Adds a publish to the batch for shard `to`, sent at the next `poll_actions` (or now, when
     /// the batch has grown past [`BUS_BATCH_LIMIT`]).
     fn batch_publish(&mut self, to: usize, qos: QoS, topic: &[u8], payload: &[u8]) {
+        if qos != QoS::AtMostOnce {
+            if let Some(journal) = self.journal.as_deref_mut() {
+                let n = journal.pending_stamp(to);
+                journal.route_waits.push((to, n));
+            }
+        }
         let Some(batch) = self.outgoing.get_mut(to) else {
             return;
         };
@@ -380,7 +479,14 @@ impl BrokerCore {
         // Counted per publish, as when each crossed on its own: the figure is traffic between
         // shards, not how it was packed.
         self.stats.bus_sent += batch.len() as u64;
-        let message = BusMessage::Publishes(std::mem::take(batch));
+        let numbered = !batch.qos0_only();
+        let batch = std::mem::take(batch);
+        let me = self.shard;
+        let stamp = match self.journal.as_deref_mut() {
+            Some(journal) if numbered => journal.stamp_for(to, me),
+            _ => None,
+        };
+        let message = BusMessage::Publishes(batch, stamp);
         self.actions.push(Action::Bus { to, message });
     }
 

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use crate::persist::MsgId;
 use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
 
 use super::memory::MemoryBudget;
@@ -57,6 +58,9 @@ struct Outgoing {
     message: Message,
     qos: QoS,
     retain: bool,
+    /// Its name in the shard's journal; 0 for a message that is not journaled (clean session,
+    /// QoS 0, retained after SUBACK, or persistence off).
+    id: MsgId,
 }
 
 #[derive(Debug)]
@@ -232,6 +236,17 @@ impl Session {
         qos: QoS,
         retain: bool,
     ) -> Delivery {
+        self.deliver_stored(message, qos, retain, 0)
+    }
+
+    /// [`deliver`](Self::deliver) of a message the shard's journal names `id` (0: not journaled).
+    pub fn deliver_stored<'m>(
+        &mut self,
+        message: impl Into<Cow<'m, Message>>,
+        qos: QoS,
+        retain: bool,
+        id: MsgId,
+    ) -> Delivery {
         let message = message.into();
         let payload_len = message.payload.len();
         // The session's own handles to the message, made only when it keeps the message.
@@ -239,6 +254,7 @@ impl Session {
             message: message.into_owned(),
             qos,
             retain,
+            id,
         };
         if retain {
             // Retained after SUBACK: queued outside the limits, sent by `fill_window`.
@@ -339,8 +355,12 @@ impl Session {
 
     /// Moves queued messages, in order, into the window while it has room (QoS 1/2) and into the
     /// outbox while `outbox_room` bytes allow (QoS 0); `write` gets each PUBLISH to write, in
-    /// order, borrowed from the session.
-    pub fn fill_window(&mut self, mut outbox_room: usize, mut write: impl FnMut(PublishRef<'_>)) {
+    /// order, borrowed from the session, with the message's journal id (0: not journaled).
+    pub fn fill_window(
+        &mut self,
+        mut outbox_room: usize,
+        mut write: impl FnMut(PublishRef<'_>, MsgId),
+    ) {
         if !self.is_online() {
             return;
         }
@@ -359,11 +379,11 @@ impl Session {
                 break;
             };
             if next.qos == QoS::AtMostOnce {
-                write(next.publish(None, false));
+                write(next.publish(None, false), next.id);
             } else {
                 self.start_inflight(next);
                 if let Some(m) = self.flow().inflight.back() {
-                    write(m.out.publish(Some(m.packet_id), false));
+                    write(m.out.publish(Some(m.packet_id), false), m.out.id);
                 }
             }
         }
@@ -375,6 +395,15 @@ impl Session {
             .iter()
             .position(|m| m.packet_id == packet_id && m.state == state)
             .ok_or(UnknownPacketId(packet_id))
+    }
+
+    /// The journal id of the message in flight under `packet_id` (0: none, or not journaled).
+    pub fn stored_id(&self, packet_id: u16) -> MsgId {
+        self.flow()
+            .inflight
+            .iter()
+            .find(|m| m.packet_id == packet_id)
+            .map_or(0, |m| m.out.id)
     }
 
     /// PUBACK from the client: the QoS 1 message is done.
@@ -436,6 +465,89 @@ impl Session {
         self.flow
             .as_deref_mut()
             .is_some_and(|flow| flow.incoming_qos2.remove(&packet_id))
+    }
+}
+
+/// A journaled message a session holds (for a snapshot of the shard).
+#[derive(Debug)]
+pub struct StoredEntry<'a> {
+    pub message: &'a Message,
+    pub qos: QoS,
+    pub id: MsgId,
+    /// Set once it went out (QoS 2 only: a QoS 1 message is simply sent again).
+    pub packet_id: Option<u16>,
+    /// PUBREC received: only PUBREL / PUBCOMP remain.
+    pub released: bool,
+}
+
+impl Session {
+    /// The journaled messages the session holds, oldest first (in flight, then queued).
+    pub fn stored(&self) -> impl Iterator<Item = StoredEntry<'_>> {
+        let flow = self.flow();
+        let inflight = flow.inflight.iter().map(|m| StoredEntry {
+            message: &m.out.message,
+            qos: m.out.qos,
+            id: m.out.id,
+            packet_id: (m.out.qos == QoS::ExactlyOnce).then_some(m.packet_id),
+            released: m.state == InflightState::AwaitPubComp,
+        });
+        let queued = flow.queue.iter().map(|out| StoredEntry {
+            message: &out.message,
+            qos: out.qos,
+            id: out.id,
+            packet_id: None,
+            released: false,
+        });
+        inflight.chain(queued).filter(|entry| entry.id != 0)
+    }
+
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub fn incoming_qos2_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.flow().incoming_qos2.iter().copied()
+    }
+
+    /// Puts back a journaled message (recovery): in flight under `packet_id` when it has one (sent
+    /// again with DUP when the client is back), else at the end of the queue, counted against the
+    /// memory budget but not refused by the limits (it was accepted before the restart).
+    pub fn restore_stored(
+        &mut self,
+        message: Message,
+        qos: QoS,
+        id: MsgId,
+        packet_id: Option<u16>,
+        released: bool,
+    ) {
+        let out = Outgoing {
+            message,
+            qos,
+            retain: false,
+            id,
+        };
+        match packet_id {
+            Some(packet_id) if qos != QoS::AtMostOnce => {
+                let state = if released {
+                    InflightState::AwaitPubComp
+                } else if qos == QoS::AtLeastOnce {
+                    InflightState::AwaitPubAck
+                } else {
+                    InflightState::AwaitPubRec
+                };
+                self.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
+                self.flow_mut().inflight.push_back(Inflight {
+                    packet_id,
+                    out,
+                    state,
+                });
+            }
+            _ => {
+                let bytes = out.message.payload.len();
+                self.limits.budget.add(bytes);
+                let flow = self.flow_mut();
+                flow.queued_bytes += bytes;
+                flow.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
+                flow.queue.push_back(out);
+            }
+        }
     }
 }
 

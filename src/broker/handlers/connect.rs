@@ -30,10 +30,14 @@ use bytes::BytesMut;
 
 use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::session::Session;
-use crate::broker::{packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
+use crate::broker::{
+    packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome, SessionKey,
+};
+use crate::persist::Record;
 use crate::plugins::{ClientInfo, Credentials};
 use crate::protocol::{
-    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
+    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, QoS,
+    TopicFilter,
 };
 
 /// How a listener identifies its clients.
@@ -325,11 +329,14 @@ fn check(
             key
         }
     };
+    let mut was_persistent = false;
     if let Some(session) = broker.sessions.get_mut(key) {
+        was_persistent = session_present && !session.clean;
         session.conn = Some(conn);
         session.clean = connect.clean_session;
         session.will = connect.will.map(Box::new);
     }
+    journal_session(broker, key, was_persistent);
     let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
     connection.username = connect.username.map(Arc::from);
     let username = connection.username.clone();
@@ -360,5 +367,39 @@ fn check(
     ConnectOutcome {
         code: ConnectReturnCode::Accepted,
         session_present,
+    }
+}
+
+/// With persistence on, journals a persistent session that connected: it exists (and is online),
+/// its will; and when it was a clean session until this CONNECT took it over, its subscriptions.
+fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: bool) {
+    let Some(client_id) = broker.persistent_client(key) else {
+        return;
+    };
+    let Some(session) = broker.sessions.get(key) else {
+        return;
+    };
+    let will = session.will.as_deref().cloned();
+    let subscriptions: Vec<(TopicFilter, QoS)> = if was_persistent {
+        Vec::new()
+    } else {
+        session
+            .subscriptions
+            .iter()
+            .map(|(filter, qos)| (filter.clone(), *qos))
+            .collect()
+    };
+    let id = client_id.clone();
+    broker.journal(|| Record::SessionOpen { client_id: id });
+    for (filter, qos) in subscriptions {
+        let client_id = client_id.clone();
+        broker.journal(|| Record::Subscribe {
+            client_id,
+            filter,
+            qos,
+        });
+    }
+    if will.is_some() || was_persistent {
+        broker.journal(|| Record::Will { client_id, will });
     }
 }

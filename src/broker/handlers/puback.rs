@@ -1,6 +1,7 @@
 //! PUBACK: the client acknowledged a QoS 1 message; the window has room for the next queued one.
 
 use crate::broker::{BrokerCore, ConnId};
+use crate::persist::Record;
 use crate::protocol::PubAck;
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
@@ -10,12 +11,19 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
     let Some(session) = broker.sessions.get_mut(key) else {
         return;
     };
+    let id = session.stored_id(ack.packet_id);
     if session.on_puback(ack.packet_id).is_err() {
         log::debug!(
             "connection {conn}: PUBACK for unknown packet id {}",
             ack.packet_id
         );
         return;
+    }
+    // Lazy: if this record is lost, the message is only sent again (with DUP) after a restart.
+    if id != 0 {
+        if let Some(client_id) = broker.persistent_client(key) {
+            broker.journal(|| Record::Done { client_id, id });
+        }
     }
     broker.fill_window(key);
 }

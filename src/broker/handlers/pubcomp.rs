@@ -1,6 +1,7 @@
 //! PUBCOMP: the client completed a QoS 2 delivery; the window has room for the next queued one.
 
 use crate::broker::{BrokerCore, ConnId};
+use crate::persist::Record;
 use crate::protocol::PubComp;
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, comp: PubComp) {
@@ -10,12 +11,18 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, comp: PubComp) {
     let Some(session) = broker.sessions.get_mut(key) else {
         return;
     };
+    let id = session.stored_id(comp.packet_id);
     if session.on_pubcomp(comp.packet_id).is_err() {
         log::debug!(
             "connection {conn}: PUBCOMP for unknown packet id {}",
             comp.packet_id
         );
         return;
+    }
+    if id != 0 {
+        if let Some(client_id) = broker.persistent_client(key) {
+            broker.journal(|| Record::Done { client_id, id });
+        }
     }
     broker.fill_window(key);
 }

@@ -9,7 +9,9 @@
 //! is delivered exactly once [MQTT-4.3.3-2]. A publish that a topic-check plugin denies is
 //! acknowledged the same way but neither delivered nor retained (as Mosquitto does), and counted.
 
+use crate::broker::connection::PendingReply;
 use crate::broker::{BrokerCore, ConnId, Message};
+use crate::persist::Record;
 use crate::protocol::{Packet, PubAck, PubRec, Publish, PublishRef, QoS};
 
 /// A decoded PUBLISH.
@@ -30,19 +32,38 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
             broker.publish_from_client(conn, message);
         }
         QoS::AtLeastOnce => {
+            let mark = broker.journal_mark();
             broker.publish_from_client(conn, message);
-            broker.write(conn, &Packet::PubAck(PubAck { packet_id }));
+            acknowledge(broker, conn, mark, Packet::PubAck(PubAck { packet_id }));
         }
         QoS::ExactlyOnce => {
+            let mark = broker.journal_mark();
             let first_time = broker
                 .sessions
                 .get_mut(key)
                 .is_some_and(|session| session.incoming_qos2(packet_id));
             if first_time {
+                if let Some(client_id) = broker.persistent_client(key) {
+                    broker.journal(|| Record::Qos2Received {
+                        client_id,
+                        packet_id,
+                    });
+                }
                 broker.publish_from_client(conn, message);
             }
-            broker.write(conn, &Packet::PubRec(PubRec { packet_id }));
+            acknowledge(broker, conn, mark, Packet::PubRec(PubRec { packet_id }));
         }
+    }
+}
+
+/// Writes a PUBACK / PUBREC: at once, or with persistence on once what routing the PUBLISH
+/// journaled (here and on the shards it went to) is durable ([MQTT-4.3.2-2]: the publisher may
+/// forget the message once acknowledged, so the broker must not lose it after that).
+fn acknowledge(broker: &mut BrokerCore, conn: ConnId, mark: usize, ack: Packet) {
+    if broker.persistence() {
+        broker.reply_when_durable(conn, mark, PendingReply::plain(ack));
+    } else {
+        broker.write(conn, &ack);
     }
 }
 

@@ -3,6 +3,7 @@
 //! An unknown identifier is answered with PUBREL too, so a client that lost track can finish its flow.
 
 use crate::broker::{BrokerCore, ConnId};
+use crate::persist::Record;
 use crate::protocol::{Packet, PubRec, PubRel};
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, rec: PubRec) {
@@ -12,6 +13,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, rec: PubRec) {
     let Some(session) = broker.sessions.get_mut(key) else {
         return;
     };
+    let id = session.stored_id(rec.packet_id);
     let rel = session.on_pubrec(rec.packet_id).unwrap_or_else(|_| {
         log::debug!(
             "connection {conn}: PUBREC for unknown packet id {}",
@@ -21,5 +23,12 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, rec: PubRec) {
             packet_id: rec.packet_id,
         }
     });
+    // Lazy: if this record is lost, the PUBLISH is sent again after a restart, under the same
+    // packet id, and the client (which holds it) answers PUBREC again without delivering twice.
+    if id != 0 {
+        if let Some(client_id) = broker.persistent_client(key) {
+            broker.journal(|| Record::Released { client_id, id });
+        }
+    }
     broker.write(conn, &Packet::PubRel(rel));
 }

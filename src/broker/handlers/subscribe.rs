@@ -13,6 +13,7 @@
 
 use crate::broker::connection::PendingReply;
 use crate::broker::{packet_log, BrokerCore, ConnId};
+use crate::persist::Record;
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
 
@@ -20,6 +21,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
     let Some(key) = broker.session_of(conn) else {
         return;
     };
+    let mark = broker.journal_mark();
     let mut return_codes = Vec::with_capacity(subscribe.filters.len());
     let mut retained_for = Vec::with_capacity(subscribe.filters.len());
     let mut new_filters = Vec::new();
@@ -60,6 +62,14 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
                 .subscriptions
                 .insert(request.filter.clone(), granted);
         }
+        if let Some(client_id) = broker.persistent_client(key) {
+            let filter = request.filter.clone();
+            broker.journal(|| Record::Subscribe {
+                client_id,
+                filter,
+                qos: granted,
+            });
+        }
         let created = broker.add_subscriber(key, &request.filter, granted);
         if created || broker.is_announcing(&request.filter) {
             new_filters.push(request.filter.clone());
@@ -89,6 +99,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
             return_codes,
         }),
         retained_for,
+        wait: broker.durable_wait(mark),
     };
     broker.reply_in_order(conn, reply);
 }

@@ -37,7 +37,7 @@ fn sent(d: Delivery) -> Option<u16> {
 /// What `fill_window` writes: (payload, packet identifier).
 fn fill(s: &mut Session) -> Vec<(Bytes, Option<u16>)> {
     let mut out = Vec::new();
-    s.fill_window(usize::MAX, |p| {
+    s.fill_window(usize::MAX, |p, _| {
         out.push((Bytes::copy_from_slice(p.payload), p.packet_id))
     });
     out

@@ -125,7 +125,7 @@ pub(super) fn describe_bus(message: &BusMessage) -> String {
             if m.retain { " retain" } else { "" },
             String::from_utf8_lossy(&m.payload)
         ),
-        BusMessage::Publishes(batch) => batch
+        BusMessage::Publishes(batch, _) => batch
             .iter()
             .map(|p| {
                 format!(

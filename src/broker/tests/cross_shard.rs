@@ -77,7 +77,7 @@ fn publishes_for_another_shard_cross_as_one_batch_in_order() {
         .iter()
         .filter_map(|action| match action {
             Action::Bus {
-                message: BusMessage::Publishes(batch),
+                message: BusMessage::Publishes(batch, _),
                 ..
             } => Some(batch),
             _ => None,

@@ -1,0 +1,94 @@
+//! A shard's durable state as journal records, and back: the snapshot the runtime writes
+//! ([`BrokerCore::snapshot_records`]) and the state a restarted shard starts from
+//! ([`BrokerCore::restore`]).
+//!
+//! Only persistent sessions and retained messages are durable (see `journal.rs`). A snapshot uses the
+//! live journal ids of the messages, so that journal records written after it (`Done`, `PacketId`)
+//! still name them. Nothing here does I/O or reads a clock.
+
+use std::collections::HashSet;
+
+use crate::persist::{MsgId, Record};
+
+use super::BrokerCore;
+
+impl BrokerCore {
+    /// Every record needed to rebuild this shard's durable state: its persistent sessions (with
+    /// their subscriptions, will, offline stamp, journaled messages and incoming QoS 2 ids) and the
+    /// retained messages of its copy of the store (every shard holds them all; recovery keeps the
+    /// newest version of each topic). Records made before this call and not yet taken belong to
+    /// the journal batch before the snapshot: take the journal first.
+    pub fn snapshot_records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
+        let mut stored: HashSet<MsgId> = HashSet::new();
+        let offline_at = self.unix_ms_now();
+        for (_, session) in self.sessions.iter().filter(|(_, s)| !s.clean) {
+            let client_id = session.client_id.clone();
+            records.push(Record::SessionOpen {
+                client_id: client_id.clone(),
+            });
+            if !session.is_online() {
+                records.push(Record::SessionOffline {
+                    client_id: client_id.clone(),
+                    at_unix_ms: offline_at,
+                });
+            }
+            for (filter, &qos) in &session.subscriptions {
+                records.push(Record::Subscribe {
+                    client_id: client_id.clone(),
+                    filter: filter.clone(),
+                    qos,
+                });
+            }
+            if let Some(will) = session.will.as_deref() {
+                records.push(Record::Will {
+                    client_id: client_id.clone(),
+                    will: Some(will.clone()),
+                });
+            }
+            for entry in session.stored() {
+                if stored.insert(entry.id) {
+                    records.push(Record::Message {
+                        id: entry.id,
+                        message: entry.message.clone(),
+                    });
+                }
+                records.push(Record::Enqueue {
+                    client_id: client_id.clone(),
+                    id: entry.id,
+                    qos: entry.qos,
+                });
+                if let Some(packet_id) = entry.packet_id {
+                    records.push(Record::PacketId {
+                        client_id: client_id.clone(),
+                        id: entry.id,
+                        packet_id,
+                    });
+                }
+                if entry.released {
+                    records.push(Record::Released {
+                        client_id: client_id.clone(),
+                        id: entry.id,
+                    });
+                }
+            }
+            for packet_id in session.incoming_qos2_ids() {
+                records.push(Record::Qos2Received {
+                    client_id: client_id.clone(),
+                    packet_id,
+                });
+            }
+        }
+        // The broker's own `$SYS` tree is published again by the running broker.
+        let entries = self.retained.entries();
+        for (topic, message, version) in entries.filter(|(t, _, _)| !t.as_str().starts_with('$')) {
+            records.push(Record::Retain {
+                topic: topic.clone(),
+                message: message.cloned(),
+                clock: version.clock,
+                shard: version.shard,
+            });
+        }
+        records
+    }
+}
