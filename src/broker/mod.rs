@@ -58,21 +58,21 @@ use crate::protocol::{Connect, Packet, QoS, TopicFilter};
 pub use crate::plugins::AuthVerdict;
 
 pub use bus_batch::{BatchedPublish, PublishBatch};
-pub use journal::{DeliveryStamp, DurableWait};
 pub use handlers::{FirstPacket, Handled, ListenerIdentity, Next, PendingConnect};
 pub use interface::{
     home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
 };
+pub use journal::{DeliveryStamp, DurableWait};
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
+use journal::Journal;
 pub use memory::{MemoryBudget, Pressure};
 use outbox::PublishesWritten;
 use outbox_pool::OutboxPool;
 pub use retained::RetainVersion;
 use retained::RetainedStore;
 use routing::LastTopic;
-use journal::Journal;
 use session::{QueueLimits, Resend, Session};
 pub use stats::Stats;
 use topic_trie::TopicTrie;

@@ -290,6 +290,7 @@ fn ids_on_distinct_shards() -> (String, String) {
 mod bytes_in;
 mod connect;
 mod cross_shard;
+mod durability;
 mod publish;
 mod sessions;
 mod subscribe;

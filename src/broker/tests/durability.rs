@@ -1,0 +1,215 @@
+//! Persistence in the core: which records a shard journals, and which replies wait until they are
+//! durable — locally and on the other shards a publish went to (`journal.rs`, `recovery.rs`).
+
+use super::*;
+use crate::persist::Record;
+use crate::protocol::{PubAck, PubComp, PubRec, PubRel};
+
+fn persistent_cluster(shards: usize) -> Cluster {
+    Cluster::with_settings(
+        shards,
+        Settings {
+            persistence: true,
+            ..Settings::default()
+        },
+    )
+}
+
+impl Cluster {
+    /// Takes shard `shard`'s journal batch and reports it durable; returns its records.
+    fn make_durable(&mut self, shard: usize) -> Vec<Record> {
+        let mut all = Vec::new();
+        while let Some((batch, records)) = self.shards[shard].take_journal() {
+            all.extend(records);
+            self.shards[shard].handle_durable(batch);
+        }
+        self.run();
+        all
+    }
+
+    fn make_all_durable(&mut self) -> Vec<Record> {
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            for shard in 0..self.shards.len() {
+                all.extend(self.make_durable(shard));
+            }
+        }
+        all
+    }
+}
+
+fn acks(packets: &[Packet]) -> usize {
+    packets
+        .iter()
+        .filter(|p| {
+            matches!(
+                p,
+                Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
+            )
+        })
+        .count()
+}
+
+#[test]
+fn a_puback_waits_until_the_message_for_a_persistent_subscriber_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::AtLeastOnce)]);
+    c.make_all_durable();
+    c.drop_connection("sub");
+    c.connect("pub", true);
+    c.packets("pub");
+    c.publish("pub", "t", "m1", QoS::AtLeastOnce, false, 7);
+    assert_eq!(acks(&c.packets("pub")), 0, "acknowledged before durable");
+    let records = c.make_durable(0);
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Message { message, .. } if message.payload == "m1")));
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Enqueue { client_id, .. } if &**client_id == "sub")));
+    assert_eq!(
+        c.packets("pub"),
+        vec![Packet::PubAck(PubAck { packet_id: 7 })]
+    );
+}
+
+#[test]
+fn clean_sessions_and_qos0_journal_nothing_and_wait_for_nothing() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", true);
+    c.subscribe("sub", &[("t", QoS::AtLeastOnce)]);
+    c.connect("pub", true);
+    c.packets("pub");
+    c.publish("pub", "t", "m", QoS::AtLeastOnce, false, 1);
+    c.publish("pub", "t", "m", QoS::AtMostOnce, false, 0);
+    assert_eq!(acks(&c.packets("pub")), 1, "PUBACK at once");
+    assert_eq!(c.shards[0].take_journal(), None);
+}
+
+#[test]
+fn a_puback_waits_for_the_other_shard_that_stores_the_message() {
+    let (sub, publisher) = ids_on_distinct_shards();
+    let mut c = persistent_cluster(2);
+    c.connect(&sub, false);
+    c.subscribe(&sub, &[("t", QoS::AtLeastOnce)]);
+    c.make_all_durable();
+    c.drop_connection(&sub);
+    c.make_all_durable();
+    c.connect(&publisher, true);
+    c.packets(&publisher);
+    c.publish(&publisher, "t", "m", QoS::AtLeastOnce, false, 3);
+    let (sub_shard, pub_shard) = (c.client(&sub).shard, c.client(&publisher).shard);
+    assert!(c.make_durable(pub_shard).is_empty(), "nothing stored here");
+    assert_eq!(acks(&c.packets(&publisher)), 0, "the other shard's records");
+    let records = c.make_durable(sub_shard);
+    assert!(records.iter().any(|r| matches!(r, Record::Enqueue { .. })));
+    assert_eq!(
+        c.packets(&publisher),
+        vec![Packet::PubAck(PubAck { packet_id: 3 })]
+    );
+}
+
+#[test]
+fn a_suback_waits_for_the_subscription_record_and_a_qos2_flow_for_its_ids() {
+    let mut c = persistent_cluster(1);
+    c.connect("s", false);
+    c.packets("s");
+    c.subscribe("s", &[("t", QoS::ExactlyOnce)]);
+    assert!(c.packets("s").is_empty(), "SUBACK before durable");
+    let records = c.make_durable(0);
+    assert!(records.iter().any(|r| matches!(
+        r,
+        Record::Subscribe {
+            qos: QoS::ExactlyOnce,
+            ..
+        }
+    )));
+    assert!(matches!(c.packets("s")[..], [Packet::SubAck(_)]));
+
+    c.publish("s", "x", "q2", QoS::ExactlyOnce, false, 9);
+    assert!(c.packets("s").is_empty(), "PUBREC before durable");
+    let records = c.make_durable(0);
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Qos2Received { packet_id: 9, .. })));
+    assert_eq!(
+        c.packets("s"),
+        vec![Packet::PubRec(PubRec { packet_id: 9 })]
+    );
+    c.send("s", Packet::PubRel(PubRel { packet_id: 9 }));
+    assert!(c.packets("s").is_empty(), "PUBCOMP before durable");
+    let records = c.make_durable(0);
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Qos2Released { packet_id: 9, .. })));
+    assert_eq!(
+        c.packets("s"),
+        vec![Packet::PubComp(PubComp { packet_id: 9 })]
+    );
+}
+
+#[test]
+fn acknowledgements_keep_their_order_while_some_wait() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("durable", QoS::AtLeastOnce)]);
+    c.make_all_durable();
+    c.drop_connection("sub");
+    c.connect("pub", true);
+    c.packets("pub");
+    c.publish("pub", "durable", "a", QoS::AtLeastOnce, false, 1);
+    c.publish("pub", "nobody", "b", QoS::AtLeastOnce, false, 2);
+    assert!(
+        c.packets("pub").is_empty(),
+        "the second waits behind the first"
+    );
+    c.make_durable(0);
+    assert_eq!(
+        c.packets("pub"),
+        vec![
+            Packet::PubAck(PubAck { packet_id: 1 }),
+            Packet::PubAck(PubAck { packet_id: 2 })
+        ]
+    );
+}
+
+#[test]
+fn acknowledged_messages_are_done_and_a_snapshot_holds_what_is_left() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::AtLeastOnce)]);
+    c.connect("pub", true);
+    c.publish("pub", "t", "one", QoS::AtLeastOnce, false, 1);
+    c.publish("pub", "t", "two", QoS::AtLeastOnce, false, 2);
+    c.publish("pub", "r", "kept", QoS::AtMostOnce, true, 0);
+    c.make_all_durable();
+    let sent = c.publishes("sub");
+    assert_eq!(sent.len(), 2);
+    let first = sent[0].packet_id.expect("QoS 1");
+    c.send("sub", Packet::PubAck(PubAck { packet_id: first }));
+    let records = c.make_durable(0);
+    assert!(records.iter().any(|r| matches!(r, Record::Done { .. })));
+
+    let snapshot = c.shards[0].snapshot_records();
+    let payloads: Vec<_> = snapshot
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message { message, .. } => Some(message.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, vec![Bytes::from_static(b"two")]);
+    assert!(snapshot
+        .iter()
+        .any(|r| matches!(r, Record::Subscribe { client_id, .. } if &**client_id == "sub")));
+    assert!(snapshot
+        .iter()
+        .any(|r| matches!(r, Record::Retain { message: Some(m), .. } if m.payload == "kept")));
+    assert!(
+        !snapshot
+            .iter()
+            .any(|r| matches!(r, Record::SessionOpen { client_id } if &**client_id == "pub")),
+        "clean sessions are not durable"
+    );
+}
