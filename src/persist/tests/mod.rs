@@ -1,0 +1,9 @@
+//! Unit tests of `persist`: no files, no sockets, no clock.
+//!
+//! - `gen.rs`: a seeded generator of records and of coherent journals (the shared helpers);
+//! - `codec.rs`: frames and headers: round trips, every cut, flipped bits, bad bodies;
+//! - `fold.rs`: the fold: idempotence, snapshots, fuzzy snapshots, retained versions, split/merge;
+//! - `speed.rs`: how fast a million queued messages decode and fold (`#[ignore]`d).
+
+mod codec;
+mod gen;
