@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
+use super::persistence::persistence_config;
 use super::raw::*;
 use super::*;
 
@@ -272,22 +273,8 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
     };
 
     let seconds = |key: &str, value: Option<Seconds>, default: Duration, allow_zero: bool| {
-        let Some(Seconds(secs)) = value else {
-            return Ok(default);
-        };
-        let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
-        let duration = if ok {
-            Duration::try_from_secs_f64(secs).ok()
-        } else {
-            None
-        };
-        duration.ok_or_else(|| {
-            let expected = if allow_zero {
-                "zero or more"
-            } else {
-                "more than zero"
-            };
-            invalid(key, format!("must be {expected} seconds, got {secs}"))
+        value.map_or(Ok(default), |secs| {
+            duration(secs, allow_zero).map_err(|reason| invalid(key, reason))
         })
     };
     let integer = |key: &str, value: Option<Int>, default: i64, min: i64, max: i64| match value {
@@ -425,7 +412,27 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
         metrics,
+        persistence: persistence_config(raw.persistence.as_ref(), origin)?,
         source: None,
+    })
+}
+
+/// A number of seconds as a [`Duration`]: finite, and more than zero (or zero too when
+/// `allow_zero`); otherwise the reason, without the key.
+pub(super) fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String> {
+    let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
+    let duration = if ok {
+        Duration::try_from_secs_f64(secs).ok()
+    } else {
+        None
+    };
+    duration.ok_or_else(|| {
+        let expected = if allow_zero {
+            "zero or more"
+        } else {
+            "more than zero"
+        };
+        format!("must be {expected} seconds, got {secs}")
     })
 }
 

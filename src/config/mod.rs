@@ -3,6 +3,7 @@
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
 //! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
+//! `persistence`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
@@ -126,6 +127,8 @@ pub struct BrokerConfig {
     pub max_qos: u8,
     /// The Prometheus endpoint; `None` (the default) serves none.
     pub metrics: Option<MetricsConfig>,
+    /// `persistence:`: the data directory and its sync policy; disabled by default.
+    pub persistence: PersistenceConfig,
     /// The file this came from; `None` for built-in defaults or text.
     pub source: Option<PathBuf>,
 }
@@ -297,6 +300,7 @@ impl Default for BrokerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
             metrics: None,
+            persistence: PersistenceConfig::default(),
             source: None,
         }
     }
@@ -328,9 +332,15 @@ pub(crate) fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
 }
 
 mod build;
+mod persistence;
 mod raw;
 #[cfg(test)]
 mod tests;
+
+pub use persistence::{
+    FsyncPolicy, PersistenceConfig, DEFAULT_FSYNC_INTERVAL, DEFAULT_PERSISTENCE_DIR,
+    DEFAULT_SNAPSHOT_INTERVAL,
+};
 
 use build::build;
 use raw::parse;

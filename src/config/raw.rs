@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
+use super::persistence::RawPersistence;
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -119,6 +120,8 @@ pub(super) struct RawConfig {
     pub(super) max_qos: Option<Int>,
     /// Prometheus endpoint; absent or null = off.
     pub(super) metrics: Option<RawMetrics>,
+    /// Journal and snapshots (`persistence.rs`); absent = off.
+    pub(super) persistence: Option<RawPersistence>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -383,6 +383,12 @@ fn deploy_configurations_load() {
         Some("0.0.0.0:9883".parse().expect("addr"))
     );
     assert_eq!(server.sys_interval, Duration::from_secs(10));
+    assert!(server.persistence.enabled);
+    assert_eq!(
+        server.persistence.dir,
+        std::path::Path::new("/var/lib/amqtt"),
+        "the systemd unit's StateDirectory, the image's volume"
+    );
 
     let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/configmap.yaml"))
         .expect("configmap.yaml");
@@ -397,6 +403,12 @@ fn deploy_configurations_load() {
         k8s.metrics.map(|m| m.bind.port()),
         Some(9883),
         "the Deployment's probes and annotations use 9883"
+    );
+    assert!(k8s.persistence.enabled);
+    assert_eq!(
+        k8s.persistence.dir,
+        std::path::Path::new("/var/lib/amqtt"),
+        "the Deployment's data volume"
     );
 }
 

@@ -114,6 +114,7 @@ def test_deploy_broker_yaml_auth_section_requires_passwords(amqtt_bin, tmp_path)
     config.update(auth)
     config["listeners"]["default"]["bind"] = f"127.0.0.1:{port}"
     del config["metrics"]
+    config["persistence"]["dir"] = str(tmp_path / "data")
     config["shards"], config["pin_shards"] = 1, False
     path = tmp_path / "broker.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -220,16 +221,22 @@ def test_kubernetes_manifests_have_what_an_operator_needs():
     assert "password-file: /etc/amqtt/auth/passwd" in config["data"]["broker.yaml"]
     for resource in kustomization["resources"]:
         assert (DEPLOY / "kubernetes" / resource).is_file(), resource
+    # persistence.dir is the data volume, a claim of this kit (it outlives the pod).
+    assert broker["persistence"]["enabled"] is True
+    [data] = [v for v in pod["spec"]["volumes"] if v["name"] == "data"]
+    claim = next(d for k, d in docs.items() if k.startswith("PersistentVolumeClaim/"))
+    assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert {"name": "data", "mountPath": broker["persistence"]["dir"]} in container["volumeMounts"]
 
 
 def test_kubernetes_manifests_validate_against_the_api_schemas():
     tool = need("kubernetes-validate")
     files = [str(p) for p in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
              if yaml.safe_load(p.read_text())["kind"] in
-             {"ConfigMap", "Deployment", "Service", "StatefulSet"}]
-    assert len(files) == 3
+             {"ConfigMap", "Deployment", "Service", "StatefulSet", "PersistentVolumeClaim"}]
+    assert len(files) == 4
     out = run(tool, "--strict", *files)
-    assert out.count("passed") == 3, out
+    assert out.count("passed") == 4, out
 
 
 # ---- Dockerfile --------------------------------------------------------------------------------

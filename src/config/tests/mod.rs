@@ -589,3 +589,4 @@ fn from_file_reads_and_records_the_source() {
 }
 
 mod listeners;
+mod persistence;
