@@ -90,6 +90,9 @@ pub struct Connection {
     pub outbox: BytesMut,
     /// A flush action has been emitted and the runtime has not taken the outbox since.
     pub flush_requested: bool,
+    /// With persistence on: the outbox holds a QoS 2 PUBLISH whose packet id is journaled in this
+    /// batch, and is not given to the runtime before that batch is durable (0: nothing held).
+    pub hold_until: u64,
     /// The client's next PUBLISH was held back for memory once (`Next::PausePublisher`): it is
     /// handled when the runtime calls again, whatever the pressure then.
     pub publish_paused: bool,
@@ -118,6 +121,7 @@ impl Connection {
             last_activity: now,
             outbox: BytesMut::new(),
             flush_requested: false,
+            hold_until: 0,
             publish_paused: false,
             pending_replies: None,
             close_reason: None,

@@ -69,6 +69,8 @@ pub(super) struct Journal {
     pub(super) route_waits: Vec<(usize, u64)>,
     /// Connections with a reply waiting for durability.
     waiting: Vec<ConnId>,
+    /// Connections whose outbox is held until a batch is durable (see `hold_outbox`).
+    held: Vec<ConnId>,
 }
 
 impl Journal {
@@ -87,6 +89,7 @@ impl Journal {
             last_wait: vec![0; shards],
             route_waits: Vec::new(),
             waiting: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -102,6 +105,11 @@ impl Journal {
         } else {
             0
         }
+    }
+
+    /// Recovery: new messages are numbered after the restored ones.
+    pub(super) fn restore_next_msg_id(&mut self, next: MsgId) {
+        self.next_msg_id = self.next_msg_id.max(next);
     }
 
     pub(super) fn new_msg_id(&mut self) -> MsgId {
@@ -155,6 +163,13 @@ impl BrokerCore {
         }
     }
 
+    /// Whether records wait to be taken.
+    pub fn journal_pending(&self) -> bool {
+        self.journal
+            .as_deref()
+            .is_some_and(|journal| !journal.records.is_empty())
+    }
+
     /// The records made since the last call, as batch `n` (numbered from 1, one more per call
     /// that returns records). `None` when there are none.
     pub fn take_journal(&mut self) -> Option<(u64, Vec<Record>)> {
@@ -194,6 +209,40 @@ impl BrokerCore {
             self.send_bus(to, BusMessage::Durable { from, upto });
         }
         self.flush_durable_waits();
+        let Some(journal) = self.journal.as_deref_mut() else {
+            return;
+        };
+        for conn in std::mem::take(&mut journal.held) {
+            self.request_flush(conn);
+        }
+    }
+
+    /// Holds `conn`'s outbox until this turn's records are durable: it now holds a QoS 2 PUBLISH
+    /// whose packet id is journaled in them. Sent before that, and the broker restarted, the
+    /// message would go out again under another id: a second delivery.
+    pub(super) fn hold_outbox(&mut self, conn: ConnId) {
+        let Some(journal) = self.journal.as_deref_mut() else {
+            return;
+        };
+        let batch = journal.next_batch;
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.hold_until = batch;
+        }
+        if !journal.held.contains(&conn) {
+            journal.held.push(conn);
+        }
+    }
+
+    /// Whether a held outbox may go now (its batch is durable: the hold ends).
+    pub(super) fn held_outbox_released(&mut self, conn: ConnId, batch: u64) -> bool {
+        let durable = self.journal.as_deref().map_or(u64::MAX, |j| j.durable);
+        if batch > durable {
+            return false;
+        }
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.hold_until = 0;
+        }
+        true
     }
 
     /// Shard `from` confirmed its records for our deliveries up to `upto` durable.

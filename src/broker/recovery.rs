@@ -7,10 +7,13 @@
 //! still name them. Nothing here does I/O or reads a clock.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use crate::persist::{MsgId, Record};
+use crate::persist::{DurableState, MsgId, Record};
+use crate::protocol::TopicFilter;
 
-use super::BrokerCore;
+use super::session::Session;
+use super::{BrokerCore, RetainVersion};
 
 impl BrokerCore {
     /// Every record needed to rebuild this shard's durable state: its persistent sessions (with
@@ -90,5 +93,62 @@ impl BrokerCore {
             });
         }
         records
+    }
+
+    /// Starts this shard from a recovered state (before it serves anything): its persistent
+    /// sessions, offline, with their subscriptions, wills, queued and in-flight messages (their
+    /// journal ids as in `state`, which the runtime has just written as this shard's snapshot) and
+    /// incoming QoS 2 ids; and the retained messages. The other shards' subscriptions come from
+    /// [`restore_remote_interest`](Self::restore_remote_interest).
+    pub fn restore(&mut self, state: &DurableState) {
+        for (client_id, stored) in &state.sessions {
+            let mut session = Session::new(
+                client_id.clone(),
+                false,
+                self.settings.max_inflight,
+                self.queue_limits(),
+            );
+            session.will = stored.will.clone().map(Box::new);
+            for entry in stored.queue.iter() {
+                session.restore_stored(
+                    entry.message.clone(),
+                    entry.qos,
+                    entry.id,
+                    entry.packet_id,
+                    entry.released,
+                );
+            }
+            for &packet_id in &stored.qos2_received {
+                session.incoming_qos2(packet_id);
+            }
+            for (filter, &qos) in &stored.subscriptions {
+                session.subscriptions.insert(filter.clone(), qos);
+            }
+            let key = self.sessions.insert(session);
+            self.session_by_client_id.insert(Arc::clone(client_id), key);
+            for (filter, &qos) in &stored.subscriptions {
+                self.add_subscriber(key, filter, qos);
+            }
+        }
+        for (message, version) in state.retained_messages() {
+            let version = RetainVersion {
+                clock: version.clock,
+                shard: version.shard,
+            };
+            self.apply_retained(message, version);
+        }
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.restore_next_msg_id(state.next_msg_id());
+        }
+        self.last_match.forget();
+    }
+
+    /// Shard `shard` has recovered sessions subscribed to `filter` (start-up, before any traffic:
+    /// the other shards announce nothing then).
+    pub fn restore_remote_interest(&mut self, shard: usize, filter: &TopicFilter) {
+        if let Some(table) = self.remote_interest.get_mut(shard) {
+            table.entry(filter, || ());
+        }
+        self.last_remote.forget();
     }
 }

@@ -215,6 +215,9 @@ impl BrokerCore {
                 _ => None,
             };
             self.journal_enqueued(client_id, id, qos, packet_id);
+            if let (Some(_), Some(conn)) = (packet_id, conn) {
+                self.hold_outbox(conn);
+            }
         }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -319,6 +322,9 @@ impl BrokerCore {
         });
         let client_id = session.client_id.clone();
         self.publishes_written(conn, &written);
+        if !packet_ids.is_empty() {
+            self.hold_outbox(conn);
+        }
         for (id, packet_id) in packet_ids {
             let client_id = client_id.clone();
             self.journal(|| Record::PacketId {

@@ -57,6 +57,10 @@ pub enum StartError {
     /// ACL entry (the message names the file, the key and the reason).
     #[error("{0}")]
     Plugins(#[from] crate::plugins::PluginError),
+    /// Persistence could not start: the data directory cannot be created, locked, read or
+    /// written (the message names the path and the reason).
+    #[error("{0}")]
+    Persistence(#[from] super::recovery::RecoveryError),
 }
 
 /// A configured, not yet running broker.
@@ -72,6 +76,8 @@ pub struct BrokerHandle {
     addresses: Vec<(String, SocketAddr)>,
     shards: usize,
     metrics_address: Option<SocketAddr>,
+    /// Persistence on: the data directory, locked until the shards have stopped.
+    _data_dir: Option<shards::durable::DataDir>,
 }
 
 impl Broker {
@@ -122,6 +128,17 @@ impl Broker {
                 cpus.len()
             )));
         }
+        // Recovery before any listener is bound: nobody connects to a broker still reading its
+        // journal, and an unusable data directory leaves no listener lines behind.
+        let (data_dir, starts) = if config.persistence.enabled {
+            let recovered = super::recovery::recover(&config.persistence, shard_count)?;
+            let starts = recovered.shards.into_iter().map(Some).collect();
+            (Some(recovered.data_dir), starts)
+        } else {
+            (None, (0..shard_count).map(|_| None).collect::<Vec<_>>())
+        };
+        let starts: Vec<Mutex<Option<super::recovery::ShardStart>>> =
+            starts.into_iter().map(Mutex::new).collect();
 
         let mut sockets_per_listener = Vec::new();
         let mut listeners = Vec::new();
@@ -204,6 +221,7 @@ impl Broker {
                 plugins: plugins.core,
                 max_packet_size: config.max_packet_size,
                 log_packets: config.log_packets,
+                persistence: config.persistence.enabled,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,
@@ -257,11 +275,16 @@ impl Broker {
                 let inbox = inboxes
                     .get(id)
                     .and_then(|m| m.lock().ok().and_then(|mut s| s.take()));
+                let start = starts
+                    .get(id)
+                    .and_then(|m| m.lock().ok().and_then(|mut s| s.take()));
                 let shared = shared.clone();
                 let bus = bus.clone();
                 async move {
                     match inbox {
-                        Some(inbox) => shard_tasks::run(ctx, shared, bus, inbox, sockets).await,
+                        Some(inbox) => {
+                            shard_tasks::run(ctx, shared, bus, inbox, sockets, start).await
+                        }
                         None => log::error!("shard {id}: no inbox (started twice?)"),
                     }
                 }
@@ -288,6 +311,7 @@ impl Broker {
             addresses,
             shards: shard_count,
             metrics_address,
+            _data_dir: data_dir,
         })
     }
 }

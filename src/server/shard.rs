@@ -23,6 +23,7 @@ use shards::{BusSender, SendError};
 use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
 use crate::transport::server::DetachedStream;
 
+use super::journal_task::JournalCounters;
 use super::runtime_stats::RuntimeStats;
 use super::settings::{ListenerInfo, SharedSettings};
 
@@ -56,10 +57,27 @@ impl Drop for ListenerSlot {
     }
 }
 
-/// Wakes a connection's task when its outbox has bytes to write.
-pub(crate) struct ConnSignal {
+/// Wakes one task when there is work for it (a connection's writer, the journal task).
+#[derive(Default)]
+pub(crate) struct Notify {
     waker: Cell<Option<Waker>>,
     notified: Cell<bool>,
+}
+
+impl Notify {
+    pub fn notify(&self) {
+        self.notify.notify();
+    }
+
+    /// See [`Notify::poll_notified`].
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> bool {
+        self.notify.poll_notified(cx)
+    }
+}
+
+/// Wakes a connection's task when its outbox has bytes to write.
+pub(crate) struct ConnSignal {
+    notify: Notify,
     /// Read time of the oldest PUBLISH whose delivery is in the outbox and not yet written.
     stamp: Cell<Option<Instant>>,
     /// The socket, for `shutdown(2)`; valid while the connection's tasks hold the stream.
@@ -69,8 +87,7 @@ pub(crate) struct ConnSignal {
 impl ConnSignal {
     pub fn new(fd: RawFd) -> Self {
         ConnSignal {
-            waker: Cell::new(None),
-            notified: Cell::new(false),
+            notify: Notify::default(),
             stamp: Cell::new(None),
             fd,
         }
@@ -135,6 +152,9 @@ pub(crate) struct ShardRuntime {
     /// Every connection's reads land here first (see `connection_task::read_more`): one buffer per
     /// shard instead of one per connection.
     pub read_scratch: RefCell<Box<[u8]>>,
+    /// Wakes the journal task (persistence on) after a turn that made journal records.
+    pub journal_notify: Notify,
+    pub journal_counters: JournalCounters,
 }
 
 /// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
@@ -156,6 +176,8 @@ impl ShardRuntime {
             stats: RefCell::new(RuntimeStats::default()),
             ingress: Cell::new(None),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
+            journal_notify: Notify::default(),
+            journal_counters: JournalCounters::default(),
         }
     }
 
@@ -170,7 +192,13 @@ impl ShardRuntime {
     /// shard queue behind it so that order is kept).
     pub fn apply_actions(&self) -> BusBacklog {
         let mut actions = self.action_scratch.take();
-        self.core.borrow_mut().poll_actions(&mut actions);
+        {
+            let mut core = self.core.borrow_mut();
+            core.poll_actions(&mut actions);
+            if core.journal_pending() {
+                self.journal_notify.notify();
+            }
+        }
         let ingress = self.ingress.take();
         let mut blocked: BusBacklog = Vec::new();
         for action in actions.drain(..) {

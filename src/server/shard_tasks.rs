@@ -9,11 +9,13 @@
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shards::{BusSender, Inbox, Lane as BusLane, ShardContext};
 
 use super::settings::SharedSettings;
+use super::journal_task;
+use super::recovery::ShardStart;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
 use super::{accept_loop, bus_retry, connection_task};
@@ -25,8 +27,14 @@ pub(crate) async fn run(
     bus: BusSender<ShardMessage>,
     inbox: Inbox<ShardMessage>,
     sockets: Vec<std::net::TcpListener>,
+    start: Option<ShardStart>,
 ) {
     let rt = Rc::new(ShardRuntime::new(ctx.id, shared.clone(), bus));
+    // Persistence: the recovered state first, before any listener serves.
+    let journal = start.map(|start| {
+        restore(&rt, &start);
+        shards::rt::spawn(journal_task::run(rt.clone(), start.journal))
+    });
     // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
     // socket in the SO_REUSEPORT group that accepts connections nobody serves.
     let mut listening: Vec<RawFd> = Vec::new();
@@ -59,12 +67,32 @@ pub(crate) async fn run(
     rt.core.borrow_mut().shutdown();
     let blocked = rt.apply_actions();
     drop(blocked);
+    if let Some(journal) = journal {
+        // The sessions just went offline: their records, and everything not yet written, are
+        // written and synced before the shard ends (a clean stop loses nothing).
+        rt.journal_notify.notify();
+        journal.await;
+    }
     // Give writers a moment to flush and close.
     let deadline = Instant::now() + Duration::from_millis(500);
     while !rt.conns.borrow().is_empty() && Instant::now() < deadline {
         shards::rt::sleep(Duration::from_millis(5)).await;
     }
     log::debug!("shard {} stopped", ctx.id);
+}
+
+/// Puts a recovered state into the shard's core: its sessions and retained messages, and the
+/// subscriptions the other shards recovered (see `recovery.rs`).
+fn restore(rt: &Rc<ShardRuntime>, start: &ShardStart) {
+    let mut core = rt.core.borrow_mut();
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    core.set_wall_clock(Instant::now(), unix_ms);
+    core.restore(&start.state);
+    for (shard, filter) in &start.remote_interest {
+        core.restore_remote_interest(*shard, filter);
+    }
 }
 
 async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {

@@ -213,3 +213,40 @@ fn acknowledged_messages_are_done_and_a_snapshot_holds_what_is_left() {
         "clean sessions are not durable"
     );
 }
+
+#[test]
+fn a_qos2_publish_to_a_persistent_subscriber_leaves_once_its_packet_id_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.packets("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "x", QoS::ExactlyOnce, false, 4);
+    assert!(c.publishes("sub").is_empty(), "PUBLISH before its packet id is durable");
+    let records = c.make_durable(0);
+    let journaled = records.iter().find_map(|r| match r {
+        Record::PacketId { packet_id, .. } => Some(*packet_id),
+        _ => None,
+    });
+    let sent = c.publishes("sub");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].packet_id, journaled);
+}
+
+#[test]
+fn a_session_taken_over_by_a_clean_one_is_dropped_from_the_journal() {
+    let mut c = persistent_cluster(1);
+    c.connect("x", false);
+    let opened = c.make_all_durable();
+    assert!(opened
+        .iter()
+        .any(|r| matches!(r, Record::SessionOpen { client_id } if &**client_id == "x")));
+    c.drop_connection("x");
+    c.connect("x", true);
+    let records = c.make_all_durable();
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::SessionDrop { client_id } if &**client_id == "x")));
+    assert!(c.shards[0].snapshot_records().is_empty());
+}
