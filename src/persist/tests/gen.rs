@@ -152,47 +152,62 @@ impl Gen {
         }
     }
 
-    /// A journal of `n` records as a shard would write it: sessions opened before the records
-    /// about them, messages stored before they are enqueued, packet ids, releases and dones about
-    /// queued messages, and now and then a session dropped or a record about an unknown one.
+    /// A journal of `n` records as a shard would write it: every record about a session between
+    /// its `SessionOpen` and its `SessionDrop`, messages stored before they are enqueued, packet
+    /// ids, releases and dones about queued messages; now and then an `Enqueue` of an id never
+    /// stored. Retained updates are numbered `(clock, shard)`.
     pub fn journal(&mut self, n: usize, shard: u32) -> Vec<Record> {
         let mut out = Vec::with_capacity(n);
         let mut next_id: MsgId = 1;
+        let mut open: Vec<Arc<str>> = Vec::new();
         // (client id, message id) pairs enqueued and not yet done.
         let mut queued: Vec<(Arc<str>, MsgId)> = Vec::new();
         let mut clock = 0;
         while out.len() < n {
-            let client_id = self.client_id();
+            if open.is_empty() || self.rng.u8(..12) == 0 {
+                let client_id = self.client_id();
+                if !open.contains(&client_id) {
+                    open.push(client_id.clone());
+                }
+                out.push(Record::SessionOpen { client_id });
+                continue;
+            }
+            let client_id = open[self.rng.usize(..open.len())].clone();
             match self.rng.u8(..20) {
-                0..=2 => out.push(Record::SessionOpen { client_id }),
-                3 => out.push(Record::SessionDrop { client_id }),
-                4 => out.push(Record::SessionOffline {
+                0 if self.rng.u8(..4) == 0 => {
+                    open.retain(|c| *c != client_id);
+                    queued.retain(|(c, _)| *c != client_id);
+                    out.push(Record::SessionDrop { client_id });
+                }
+                0..=2 => out.push(Record::SessionOffline {
                     client_id,
                     at_unix_ms: self.rng.u64(1..1 << 42),
                 }),
-                5 => out.push(Record::Subscribe {
+                3 | 4 => out.push(Record::Subscribe {
                     client_id,
                     filter: self.filter(),
                     qos: self.qos(),
                 }),
-                6 => out.push(Record::Unsubscribe {
+                5 => out.push(Record::Unsubscribe {
                     client_id,
                     filter: self.filter(),
                 }),
-                7 => out.push(Record::Will {
+                6 => out.push(Record::Will {
                     client_id,
                     will: self.option_message(),
                 }),
-                8..=10 => {
-                    // One message for one to three sessions, as routing stores it.
+                7..=9 => {
+                    // One message for up to three open sessions, as routing stores it.
                     let id = next_id;
                     next_id += 1;
                     out.push(Record::Message {
                         id,
                         message: self.message(),
                     });
-                    for _ in 0..self.rng.usize(1..4) {
-                        let client_id = self.client_id();
+                    let mut to = open.clone();
+                    self.rng.shuffle(&mut to);
+                    to.truncate(self.rng.usize(1..4));
+                    for client_id in to {
                         out.push(Record::Enqueue {
                             client_id: client_id.clone(),
                             id,
@@ -201,7 +216,7 @@ impl Gen {
                         queued.push((client_id, id));
                     }
                 }
-                11 | 12 if !queued.is_empty() => {
+                10 | 11 if !queued.is_empty() => {
                     let (client_id, id) = queued[self.rng.usize(..queued.len())].clone();
                     out.push(Record::PacketId {
                         client_id,
@@ -209,23 +224,23 @@ impl Gen {
                         packet_id: self.packet_id(),
                     });
                 }
-                13 if !queued.is_empty() => {
+                12 if !queued.is_empty() => {
                     let (client_id, id) = queued[self.rng.usize(..queued.len())].clone();
                     out.push(Record::Released { client_id, id });
                 }
-                14 | 15 if !queued.is_empty() => {
+                13 | 14 if !queued.is_empty() => {
                     let (client_id, id) = queued.swap_remove(self.rng.usize(..queued.len()));
                     out.push(Record::Done { client_id, id });
                 }
-                16 => out.push(Record::Qos2Received {
+                15 => out.push(Record::Qos2Received {
                     client_id,
                     packet_id: self.rng.u16(1..20),
                 }),
-                17 => out.push(Record::Qos2Released {
+                16 => out.push(Record::Qos2Released {
                     client_id,
                     packet_id: self.rng.u16(1..20),
                 }),
-                18 => {
+                17 | 18 => {
                     clock += self.rng.u64(0..3);
                     let topic = self.topic();
                     let message = self.rng.bool().then(|| Message {
@@ -243,7 +258,7 @@ impl Gen {
                 }
                 _ => out.push(Record::Enqueue {
                     client_id,
-                    id: self.rng.u64(1000..2000),
+                    id: next_id + 1_000_000,
                     qos: QoS::AtLeastOnce,
                 }),
             }

@@ -6,4 +6,5 @@
 //! - `speed.rs`: how fast a million queued messages decode and fold (`#[ignore]`d).
 
 mod codec;
+mod fold;
 mod gen;
