@@ -13,6 +13,9 @@
 //! - `rt.rs`: the runtime seam, [`rt::spawn`] ([`Task`]), [`rt::sleep`] / [`Timer`],
 //!   [`rt::need_preempt`] / [`rt::yield_if_needed`], [`rt::spawn_blocking`], [`rt::spawn_thread`]
 //!   (an executor thread of its own, for the client); each dispatches on the thread's [`Runtime`].
+//! - `durable/`: the data directory ([`durable::DataDir`]: lock, generations, each shard's
+//!   snapshots and journal segments), atomic writes, and [`durable::JournalWriter`] (appends and
+//!   fdatasyncs on the shard's blocking helper thread). Bytes only: the records are the caller's.
 //! - `select.rs`: [`RuntimeChoice`] (`auto`, `glommio`, `epoll`) and its resolution:
 //!   [`io_uring_available`] probes `io_uring_setup` once; `auto` falls back with one warning.
 //! - `fallback/`: the epoll executor (`mod.rs`: task queues and the loop that blocks in the
@@ -55,6 +58,7 @@
 
 mod bus;
 mod cpus;
+pub mod durable;
 mod fallback;
 mod handoff;
 mod limits;

@@ -1,6 +1,6 @@
 //! Test helpers shared by the in-crate tests (compiled only for tests): running a future on a fresh
 //! executor of the runtime under test (`SHARDS_TEST_RUNTIME=glommio|epoll`, default glommio),
-//! running one ignored test of this binary in a child process under `taskset`,
+//! running one ignored test of this binary in a child process (under `taskset`, or alone),
 //! and parsing kernel CPU lists.
 
 use std::process::Command;
@@ -48,10 +48,32 @@ pub(crate) fn run_glommio<F: std::future::Future<Output = ()> + 'static>(
 /// binary in a child process under `taskset -c {cpu_list}` and returns its stdout, or `None` if
 /// `taskset` is not installed. Panics if the child fails.
 pub(crate) fn run_child_under_taskset(cpu_list: &str, test: &str) -> Option<String> {
-    let exe = std::env::current_exe().unwrap();
-    let out = match Command::new("taskset")
+    let mut command = Command::new("taskset");
+    command
         .args(["-c", cpu_list])
-        .arg(exe)
+        .arg(std::env::current_exe().unwrap());
+    match run_child_test(command, test) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("taskset not found: skipping the child-process check of {test}");
+            None
+        }
+        Err(e) => panic!("running taskset: {e}"),
+        Ok(stdout) => Some(stdout),
+    }
+}
+
+/// Runs the ignored test `test` of the current test binary in a child process (for tests that
+/// change process-wide state, such as resource limits) and returns its stdout. Panics if the
+/// child fails.
+pub(crate) fn run_child(test: &str) -> String {
+    let command = Command::new(std::env::current_exe().unwrap());
+    run_child_test(command, test).expect("start the test binary again")
+}
+
+/// `command` (the test binary, maybe behind a wrapper) running only the ignored test `test`:
+/// its stdout, once it passed alone; the error if it could not be started.
+fn run_child_test(mut command: Command, test: &str) -> std::io::Result<String> {
+    let out = command
         .args([
             test,
             "--exact",
@@ -59,15 +81,7 @@ pub(crate) fn run_child_under_taskset(cpu_list: &str, test: &str) -> Option<Stri
             "--nocapture",
             "--test-threads=1",
         ])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("taskset not found: skipping the child-process check of {test}");
-            return None;
-        }
-        Err(e) => panic!("running taskset: {e}"),
-    };
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -79,7 +93,7 @@ pub(crate) fn run_child_under_taskset(cpu_list: &str, test: &str) -> Option<Stri
         stdout.contains("1 passed"),
         "child {test} did not run exactly one test:\n{stdout}"
     );
-    Some(stdout)
+    Ok(stdout)
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.

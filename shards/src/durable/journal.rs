@@ -1,0 +1,219 @@
+//! [`JournalWriter`]: one shard's journal, appended and synced from the shard's event loop. Each
+//! call runs on the shard's blocking helper thread ([`crate::rt::spawn_blocking`], on both
+//! runtimes), so a `write` or an `fdatasync` (~1 ms here, up to 8) never stalls the shard's
+//! other tasks; calls of one writer run one at a time, in order.
+//!
+//! A failed append (ENOSPC, EFBIG, EIO) leaves the segment at its last good length: the writer
+//! remembers it and truncates back to it, so a retry appends where the failed call began and the
+//! file holds no partial record. What this file must not do: know what the bytes are.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::dir::ShardDir;
+use super::files::sync_dir;
+use super::{Context, DurableError};
+use crate::rt::spawn_blocking;
+
+/// Appends to a shard's current journal segment (`journal-<seq>.log` in its shard directory).
+///
+/// Cancel-safe: the segment is shared with the helper thread, so a dropped call still finishes
+/// there, and the next call sees its outcome.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: ShardDir,
+    segment: Arc<Mutex<Segment>>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    path: PathBuf,
+    seq: u64,
+    /// Bytes known to be whole records: where the next append goes.
+    len: u64,
+    /// A failed append may have left bytes past `len` that could not be cut off yet.
+    torn: bool,
+    /// A sync failed: what it covered may be lost, so no later sync may claim success.
+    sync_failed: bool,
+}
+
+impl JournalWriter {
+    /// Opens segment `seq` in `shard_dir` (created if missing; appends go after what it holds)
+    /// and makes its directory entry durable. Blocking: call it at start-up, or use
+    /// [`roll`](Self::roll) from a shard.
+    pub fn create(shard_dir: &ShardDir, seq: u64) -> Result<JournalWriter, DurableError> {
+        let segment = Segment::open(shard_dir, seq)?;
+        Ok(JournalWriter {
+            dir: shard_dir.clone(),
+            segment: Arc::new(Mutex::new(segment)),
+        })
+    }
+
+    /// Appends all of `bytes` to the segment (short writes are continued). On error the segment
+    /// is cut back to its length before the call, so the same bytes may be appended again.
+    pub async fn append<B>(&mut self, bytes: B) -> Result<(), DurableError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        self.run(move |segment| segment.append(bytes.as_ref()))
+            .await
+    }
+
+    /// Forces what was appended to disk (`fdatasync`). After a failed sync the kernel may have
+    /// dropped the unsynced pages, and a later sync could succeed without them: so every sync
+    /// of this segment fails from then on, until [`roll`](Self::roll) starts a new one (append
+    /// the records not known durable there again).
+    pub async fn sync(&mut self) -> Result<(), DurableError> {
+        self.run(Segment::sync).await
+    }
+
+    /// [`append`](Self::append) then [`sync`](Self::sync), in one trip to the helper thread.
+    pub async fn append_and_sync<B>(&mut self, bytes: B) -> Result<(), DurableError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        self.run(move |segment| {
+            segment.append(bytes.as_ref())?;
+            segment.sync()
+        })
+        .await
+    }
+
+    /// Syncs the current segment and continues in a new one, `journal-<new_seq>.log` (after a
+    /// snapshot `new_seq` was written). The old segment stays until
+    /// [`remove_before`](Self::remove_before).
+    pub async fn roll(&mut self, new_seq: u64) -> Result<(), DurableError> {
+        let dir = self.dir.clone();
+        self.run(move |segment| {
+            segment.sync()?;
+            *segment = Segment::open(&dir, new_seq)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes the snapshots and segments of this shard numbered below `seq` (see
+    /// [`ShardDir::remove_before`]).
+    pub async fn remove_before(&self, seq: u64) -> Result<(), DurableError> {
+        let dir = self.dir.clone();
+        spawn_blocking(move || dir.remove_before(seq)).await
+    }
+
+    /// The current segment's number.
+    pub fn seq(&self) -> u64 {
+        lock(&self.segment).seq
+    }
+
+    /// The current segment's path.
+    pub fn path(&self) -> PathBuf {
+        lock(&self.segment).path.clone()
+    }
+
+    /// Bytes appended to the current segment (its length before any failed append).
+    pub fn len(&self) -> u64 {
+        lock(&self.segment).len
+    }
+
+    /// Whether the current segment holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `job` on the segment, on the helper thread.
+    async fn run<F>(&mut self, job: F) -> Result<(), DurableError>
+    where
+        F: FnOnce(&mut Segment) -> Result<(), DurableError> + Send + 'static,
+    {
+        let segment = Arc::clone(&self.segment);
+        spawn_blocking(move || job(&mut lock(&segment))).await
+    }
+
+    /// [`append_and_sync`](Self::append_and_sync) on the calling thread, blocking it: only to
+    /// measure what the helper thread costs.
+    #[cfg(test)]
+    pub(crate) fn append_and_sync_here(&mut self, bytes: &[u8]) -> Result<(), DurableError> {
+        let mut segment = lock(&self.segment);
+        segment.append(bytes)?;
+        segment.sync()
+    }
+}
+
+/// The segment, even if a job panicked while holding it (its state is then still consistent:
+/// `len` only grows after a whole write).
+fn lock(segment: &Mutex<Segment>) -> MutexGuard<'_, Segment> {
+    segment
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Segment {
+    fn open(dir: &ShardDir, seq: u64) -> Result<Segment, DurableError> {
+        let path = dir.journal_path(seq);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .context(&path, "open the journal segment")?;
+        let len = file
+            .metadata()
+            .context(&path, "read the journal segment's length")?
+            .len();
+        sync_dir(dir.path())?;
+        Ok(Segment {
+            file,
+            path,
+            seq,
+            len,
+            torn: false,
+            sync_failed: false,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), DurableError> {
+        if self.torn {
+            self.cut_back().context(&self.path, "cut a failed append")?;
+        }
+        // Positional: a retry after a failure writes at the same place whatever happened.
+        match self.file.write_all_at(bytes, self.len) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = true;
+                if self.cut_back().is_err() {
+                    log::warn!(
+                        "{}: cannot cut back a failed append yet; retried before the next one",
+                        self.path.display()
+                    );
+                }
+                Err(e).context(&self.path, "append to the journal")
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), DurableError> {
+        if self.sync_failed {
+            return Err(DurableError::Io {
+                path: self.path.clone(),
+                action: "fdatasync the journal (an earlier sync failed: roll to a new segment)",
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
+        let synced = self.file.sync_data();
+        self.sync_failed = synced.is_err();
+        synced.context(&self.path, "fdatasync the journal")
+    }
+
+    /// Truncates the file to `len`, the end of the last whole append.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.torn = false;
+        Ok(())
+    }
+}
