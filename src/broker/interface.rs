@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_packet_size: usize,
     /// Log every packet and every refusal at INFO (`packet_log.rs`); off, one branch per packet.
     pub log_packets: bool,
+    /// How long a persistent session outlives its client (`expiry.rs`); `None`: for ever.
+    pub session_expiry_interval: Option<std::time::Duration>,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             plugins: CorePlugins::default(),
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
             log_packets: false,
+            session_expiry_interval: None,
         }
     }
 }

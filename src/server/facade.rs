@@ -204,6 +204,7 @@ impl Broker {
                 plugins: plugins.core,
                 max_packet_size: config.max_packet_size,
                 log_packets: config.log_packets,
+                session_expiry_interval: config.session_expiry_interval,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,
