@@ -258,11 +258,13 @@ mod tests {
         };
         a.core.publish_received = 7;
         a.core.bus_sent = 4;
-        let b = ShardSnapshot {
+        a.core.sessions_expired = 2;
+        let mut b = ShardSnapshot {
             sessions: 1,
             sessions_online: 1,
             ..Default::default()
         };
+        b.core.sessions_expired = 1;
         let shards = [a, b];
         let totals = Totals::of(&shards);
         let load = LoadAverages::default();
@@ -284,6 +286,7 @@ mod tests {
         assert_eq!(lookup(&messages, "clients/disconnected"), "1");
         assert_eq!(lookup(&messages, "clients/maximum"), "3");
         assert_eq!(lookup(&messages, "clients/total"), "4");
+        assert_eq!(lookup(&messages, "clients/expired"), "3");
         assert_eq!(lookup(&messages, "messages/publish/received"), "7");
         assert_eq!(lookup(&messages, "load/messages/received/15min"), "0.00");
         assert_eq!(lookup(&messages, "shards/count"), "2");
