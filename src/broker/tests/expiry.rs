@@ -36,12 +36,17 @@ fn subscribe_and_leave(c: &mut Cluster, name: &str) {
     c.drop_connection(name);
 }
 
+/// As [`subscribe_and_leave`], then the client `pub` publishes `payload` to `q` at QoS 1.
+fn leave_with_one_queued(c: &mut Cluster, name: &str, payload: &str) {
+    subscribe_and_leave(c, name);
+    c.connect("pub", true);
+    c.publish("pub", "q", payload, QoS::AtLeastOnce, false, 1);
+}
+
 #[test]
 fn offline_session_expires_after_the_interval_and_not_before() {
     let mut c = expiring(2);
-    subscribe_and_leave(&mut c, "sub");
-    c.connect("pub", true);
-    c.publish("pub", "q", "kept", QoS::AtLeastOnce, false, 1);
+    leave_with_one_queued(&mut c, "sub", "kept");
 
     c.advance(INTERVAL - Duration::from_millis(1));
     assert_eq!(sessions(&c), 2, "still within the interval");
@@ -62,9 +67,7 @@ fn offline_session_expires_after_the_interval_and_not_before() {
 #[test]
 fn resume_before_expiry_keeps_the_session_and_restarts_the_clock() {
     let mut c = expiring(1);
-    subscribe_and_leave(&mut c, "sub");
-    c.connect("pub", true);
-    c.publish("pub", "q", "1", QoS::AtLeastOnce, false, 1);
+    leave_with_one_queued(&mut c, "sub", "1");
     c.advance(INTERVAL - Duration::from_secs(2));
 
     assert!(c.connect("sub", false).session_present);
