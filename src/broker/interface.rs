@@ -52,6 +52,8 @@ pub struct Settings {
     pub log_packets: bool,
     /// Journal the durable state (`journal.rs`); replies that promise durability wait for it.
     pub persistence: bool,
+    /// How long a persistent session outlives its client (`expiry.rs`); `None`: for ever.
+    pub session_expiry_interval: Option<std::time::Duration>,
 }
 
 impl Default for Settings {
@@ -69,6 +71,7 @@ impl Default for Settings {
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
             log_packets: false,
             persistence: false,
+            session_expiry_interval: None,
         }
     }
 }

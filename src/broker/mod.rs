@@ -7,7 +7,7 @@
 //! - `handle_bytes`, `handle_closed`, `handle_protocol_error`: from a served connection
 //!   (`handle_bytes` is the one door for its packets: `handlers/mod.rs`);
 //! - `handle_bus`: a message from another shard;
-//! - `handle_tick`: time passes (keep-alive);
+//! - `handle_tick`: time passes (keep-alive, session expiry);
 //! - `poll_actions` and `take_outbox`: what the runtime must do now.
 //!
 //! It never reads a clock (time is passed in as `now`), never touches a socket, never spawns, and
@@ -29,6 +29,7 @@
 
 pub mod bus_batch;
 pub mod connection;
+mod expiry;
 mod handlers;
 mod interest;
 mod interface;
@@ -67,6 +68,7 @@ pub use journal::{DeliveryStamp, DurableWait};
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
 use journal::Journal;
+use expiry::ExpiryIndex;
 pub use memory::{MemoryBudget, Pressure};
 use outbox::PublishesWritten;
 use outbox_pool::OutboxPool;
@@ -114,6 +116,8 @@ pub struct BrokerCore {
     connections: HashMap<ConnId, Connection, foldhash::fast::FixedState>,
     sessions: Slab<Session>,
     session_by_client_id: HashMap<Arc<str>, SessionKey>,
+    /// Offline sessions that expire, by deadline (`expiry.rs`).
+    expiring: ExpiryIndex,
     subscriptions: TopicTrie<Vec<Subscriber>>,
     /// Per other shard: the filters its sessions subscribe to (value unused: presence).
     remote_interest: Vec<TopicTrie<()>>,
@@ -173,6 +177,7 @@ impl BrokerCore {
             connections: HashMap::default(),
             sessions: Slab::new(),
             session_by_client_id: HashMap::new(),
+            expiring: ExpiryIndex::default(),
             subscriptions: TopicTrie::new(),
             remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
             retained: RetainedStore::default(),
@@ -396,10 +401,12 @@ impl BrokerCore {
         }
     }
 
-    /// Time passes: close connections whose keep-alive expired; sessions whose messages have all
-    /// been settled give their flow state back (`Session::release_empty_flow`).
+    /// Time passes: close connections whose keep-alive expired; discard sessions whose client
+    /// stayed away longer than their expiry interval (`expiry.rs`); sessions whose messages have
+    /// all been settled give their flow state back (`Session::release_empty_flow`).
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
+        self.expire_sessions(now);
         for (_, session) in self.sessions.iter_mut() {
             session.release_empty_flow();
         }
@@ -518,13 +525,18 @@ impl BrokerCore {
         }
         if clean {
             self.remove_session(key);
+        } else {
+            self.session_went_offline(key);
         }
     }
 
+    /// Forgets a session: its subscriptions (here and the other shards' interest), its queue
+    /// (memory given back to the budget) and its expiry.
     fn remove_session(&mut self, key: SessionKey) {
         if !self.sessions.contains(key) {
             return;
         }
+        self.forget_expiry(key);
         let session = self.sessions.remove(key);
         self.session_by_client_id.remove(&session.client_id);
         if !session.clean {

@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::persist::MsgId;
 use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
@@ -110,6 +111,15 @@ pub struct Session {
     pub subscriptions: BTreeMap<TopicFilter, QoS>,
     /// Boxed: most clients have none, and every session would carry its 72 bytes inline.
     pub will: Option<Box<LastWill>>,
+    /// How long the session outlives its client once offline; `None`: for ever. Every CONNECT sets
+    /// it from the broker's `session_expiry_interval` (MQTT 5's Session Expiry Interval will set
+    /// it per session). Change it only while the client is online: the core files an offline
+    /// session under the deadline it has when the client leaves (`expiry.rs`).
+    pub expiry_interval: Option<Duration>,
+    /// Since when the client is away (persistent sessions only): set by the core when the
+    /// connection closes, cleared when a CONNECT resumes the session. Set it on recovery with
+    /// `BrokerCore::set_offline_since`, which also files the session for expiry.
+    offline_since: Option<Instant>,
     /// Messages in flight and queued, and QoS 2 ids received: `None` for a session that has had
     /// none since the last tick, which is most sessions most of the time (inline, they were 112
     /// bytes of every idle connection).
@@ -171,6 +181,8 @@ impl Session {
             conn: None,
             subscriptions: BTreeMap::new(),
             will: None,
+            expiry_interval: None,
+            offline_since: None,
             flow: None,
             next_packet_id: 1,
             max_inflight: max_inflight.max(1),
@@ -180,6 +192,23 @@ impl Session {
 
     pub fn is_online(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Since when the client is away, for a persistent session whose client left.
+    pub fn offline_since(&self) -> Option<Instant> {
+        self.offline_since
+    }
+
+    /// When the session expires: `None` while its client is online, or when it never expires
+    /// (no interval, or one too long to add to an `Instant`).
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.offline_since?.checked_add(self.expiry_interval?)
+    }
+
+    /// Records when the client went away (`None`: it is back). The core calls it through
+    /// `expiry.rs`, which keeps its index of offline sessions in step.
+    pub(super) fn set_offline_since(&mut self, since: Option<Instant>) {
+        self.offline_since = since;
     }
 
     fn flow(&self) -> &Flow {

@@ -9,6 +9,9 @@ pub struct Stats {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub sessions_taken_over: u64,
+    /// Persistent sessions discarded because their client stayed away longer than
+    /// `session_expiry_interval`.
+    pub sessions_expired: u64,
     pub protocol_errors: u64,
     /// Connections closed because their first packet was not a CONNECT, or was malformed (or its
     /// transport's framing broke before it): counted apart from `protocol_errors`.

@@ -298,6 +298,15 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
         defaults.sys_interval,
         true,
     )?;
+    let session_expiry_interval = match raw.session_expiry_interval {
+        None => None,
+        value => Some(seconds(
+            "session_expiry_interval",
+            value,
+            Duration::ZERO,
+            true,
+        )?),
+    };
     let connect_timeout = seconds(
         "connect_timeout",
         raw.connect_timeout,
@@ -370,6 +379,7 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
         listeners,
         timeout_disconnect_delay,
         sys_interval,
+        session_expiry_interval,
         allow_anonymous: raw
             .auth
             .as_ref()

@@ -80,6 +80,10 @@ pub struct BrokerConfig {
     pub timeout_disconnect_delay: Duration,
     /// Interval of the `$SYS` statistics; `Duration::ZERO` means off.
     pub sys_interval: Duration,
+    /// `session_expiry_interval` (aMQTT's key, seconds): a persistent session whose client stays
+    /// away longer is discarded with its queue. `None` (absent or null, the default): never;
+    /// `Duration::ZERO`: at the first tick after the client leaves.
+    pub session_expiry_interval: Option<Duration>,
     /// `auth.allow-anonymous`: accept clients that send no user name.
     pub allow_anonymous: bool,
     /// `auth.password-file`: `user:hash` lines for the `auth_file` plugin.
@@ -282,6 +286,7 @@ impl Default for BrokerConfig {
             }],
             timeout_disconnect_delay: DEFAULT_TIMEOUT_DISCONNECT_DELAY,
             sys_interval: DEFAULT_SYS_INTERVAL,
+            session_expiry_interval: None,
             allow_anonymous: true,
             password_file: None,
             auth_plugins: vec![AUTH_ANONYMOUS.to_string()],

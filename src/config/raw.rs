@@ -98,6 +98,8 @@ pub(super) struct RawConfig {
     #[serde(rename = "timeout-disconnect-delay")]
     pub(super) timeout_disconnect_delay: Option<Seconds>,
     pub(super) sys_interval: Option<Seconds>,
+    /// aMQTT 0.11's key: seconds a persistent session outlives its client; absent or null = never.
+    pub(super) session_expiry_interval: Option<Seconds>,
     pub(super) auth: Option<RawAuth>,
     #[serde(rename = "topic-check")]
     pub(super) topic_check: Option<RawTopicCheck>,

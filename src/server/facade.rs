@@ -222,6 +222,7 @@ impl Broker {
                 max_packet_size: config.max_packet_size,
                 log_packets: config.log_packets,
                 persistence: config.persistence.enabled,
+                session_expiry_interval: config.session_expiry_interval,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,

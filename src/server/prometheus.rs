@@ -187,6 +187,10 @@ fn describe_all() {
         "Connections closed because the same client id connected again."
     );
     describe_counter!(
+        "amqtt_sessions_expired_total",
+        "Persistent sessions discarded (with their queues) because their client stayed away longer than session_expiry_interval."
+    );
+    describe_counter!(
         "amqtt_connection_panics_total",
         "Connection tasks that panicked (a broker bug; only that connection was closed)."
     );
@@ -307,6 +311,7 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
         .absolute(core.protocol_errors + core.malformed_before_connect);
     counter!("amqtt_keepalive_timeouts_total", "shard" => sh()).absolute(core.keep_alive_timeouts);
     counter!("amqtt_sessions_taken_over_total", "shard" => sh()).absolute(core.sessions_taken_over);
+    counter!("amqtt_sessions_expired_total", "shard" => sh()).absolute(core.sessions_expired);
     counter!("amqtt_connection_panics_total", "shard" => sh()).absolute(rt.connection_panics);
     gauge!("amqtt_sessions", "shard" => sh(), "state" => "online").set(s.sessions_online as f64);
     gauge!("amqtt_sessions", "shard" => sh(), "state" => "offline")

@@ -115,15 +115,10 @@ pub(crate) fn recover(
     data_dir.commit_generation(generation)?;
     log::info!(
         "persistence: {} (fsync {}): recovered {sessions} session(s), {queued} queued message(s), \
-         {retained} retained message(s) in {} ms{}",
+         {retained} retained message(s) in {} ms ({report})",
         config.dir.display(),
         config.fsync,
         started.elapsed().as_millis(),
-        if report.is_clean() {
-            String::new()
-        } else {
-            format!("; skipped: {report}")
-        }
     );
     Ok(Recovered {
         data_dir,

@@ -66,12 +66,20 @@ pub(crate) struct Notify {
 
 impl Notify {
     pub fn notify(&self) {
-        self.notify.notify();
+        self.notified.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
     }
 
-    /// See [`Notify::poll_notified`].
+    /// Whether `notify` was called since the last time this returned `true`; if not, `cx`'s task
+    /// is woken by the next `notify`.
     pub fn poll_notified(&self, cx: &mut Context<'_>) -> bool {
-        self.notify.poll_notified(cx)
+        if self.notified.replace(false) {
+            return true;
+        }
+        self.waker.set(Some(cx.waker().clone()));
+        false
     }
 }
 
@@ -106,20 +114,12 @@ impl ConnSignal {
     }
 
     pub fn notify(&self) {
-        self.notified.set(true);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        self.notify.notify();
     }
 
-    /// Whether `notify` was called since the last time this returned `true`; if not, `cx`'s task
-    /// is woken by the next `notify`.
+    /// See [`Notify::poll_notified`].
     pub fn poll_notified(&self, cx: &mut Context<'_>) -> bool {
-        if self.notified.replace(false) {
-            return true;
-        }
-        self.waker.set(Some(cx.waker().clone()));
-        false
+        self.notify.poll_notified(cx)
     }
 
     /// Shuts the socket down both ways, which ends a pending read on it.

@@ -97,6 +97,8 @@ pub(crate) struct Totals {
     pub connections: u64,
     pub sessions: u64,
     pub sessions_online: u64,
+    /// Sessions discarded by `session_expiry_interval` since the start.
+    pub sessions_expired: u64,
     pub subscriptions: u64,
     pub retained: u64,
     pub inflight: u64,
@@ -121,6 +123,7 @@ impl Totals {
             t.connections += s.connections;
             t.sessions += s.sessions;
             t.sessions_online += s.sessions_online;
+            t.sessions_expired += s.core.sessions_expired;
             t.subscriptions += s.subscriptions;
             // Every shard has the whole store: the largest copy is the store.
             t.retained = t.retained.max(s.retained);

@@ -8,7 +8,8 @@
 //! Payloads follow aMQTT's `BrokerSysPlugin` (plain decimal text), with two deliberate differences:
 //! `uptime` is the uptime in seconds and `uptime/formatted` the human form (aMQTT swaps them by
 //! mistake), and `clients/disconnected` counts persistent sessions whose client is offline, as in
-//! Mosquitto (aMQTT counts disconnection events).
+//! Mosquitto (aMQTT counts disconnection events). `clients/expired` (Mosquitto's) counts the
+//! sessions `session_expiry_interval` discarded.
 
 use std::time::Duration;
 
@@ -144,6 +145,7 @@ pub(crate) fn sys_messages(input: &SysInput<'_>) -> Vec<(String, String)> {
         input.clients_maximum.max(t.sessions_online).to_string(),
     );
     put("clients/total", t.sessions.to_string());
+    put("clients/expired", t.sessions_expired.to_string());
     put("messages/received", t.packets_received.to_string());
     put("messages/sent", t.packets_sent.to_string());
     put("messages/publish/received", t.publish_received.to_string());
@@ -256,11 +258,13 @@ mod tests {
         };
         a.core.publish_received = 7;
         a.core.bus_sent = 4;
-        let b = ShardSnapshot {
+        a.core.sessions_expired = 2;
+        let mut b = ShardSnapshot {
             sessions: 1,
             sessions_online: 1,
             ..Default::default()
         };
+        b.core.sessions_expired = 1;
         let shards = [a, b];
         let totals = Totals::of(&shards);
         let load = LoadAverages::default();
@@ -282,6 +286,7 @@ mod tests {
         assert_eq!(lookup(&messages, "clients/disconnected"), "1");
         assert_eq!(lookup(&messages, "clients/maximum"), "3");
         assert_eq!(lookup(&messages, "clients/total"), "4");
+        assert_eq!(lookup(&messages, "clients/expired"), "3");
         assert_eq!(lookup(&messages, "messages/publish/received"), "7");
         assert_eq!(lookup(&messages, "load/messages/received/15min"), "0.00");
         assert_eq!(lookup(&messages, "shards/count"), "2");

@@ -2,8 +2,8 @@
 
 The `broker` fixture is parametrized over 1 and 2 shards, so every test runs against both. It
 starts the release binary (AMQTT_BIN overrides the path; a missing binary is built with cargo) on
-a free loopback port with a temporary config, waits until the port accepts and a CONNECT gets its
-CONNACK, yields
+a free loopback port with a temporary config (a test marked `@pytest.mark.broker_yaml("key: value\\n")`
+gets those lines added), waits until the port accepts and a CONNECT gets its CONNACK, yields
 `Broker(host, port)`, and on teardown sends SIGTERM and requires exit status 0 within 5 s: a clean
 shutdown is part of every test. The broker's stderr (debug log) goes to a temp file that is shown
 with any failure.
@@ -69,7 +69,12 @@ def _answers_connect(port: int, timeout: float) -> bool:
         conn.close()
 
 
-def _config(port: int, shards: int) -> str:
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "broker_yaml(text): configuration lines added to the broker fixture's config")
+
+
+def _config(port: int, shards: int, extra: str) -> str:
     return (
         "listeners:\n"
         "  default:\n"
@@ -79,13 +84,14 @@ def _config(port: int, shards: int) -> str:
         "pin_shards: false\n"
         "sys_interval: 0\n"
         f"connect_timeout: {CONNECT_TIMEOUT}\n"
+        + extra
     )
 
 
-def _start(amqtt_bin: Path, workdir: Path, shards: int, attempt: int):
+def _start(amqtt_bin: Path, workdir: Path, shards: int, attempt: int, extra: str):
     port = free_port()
     config = workdir / f"amqtt-{attempt}.yaml"
-    config.write_text(_config(port, shards))
+    config.write_text(_config(port, shards, extra))
     log_path = workdir / f"amqtt-{attempt}.stderr.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(config)],
@@ -107,13 +113,15 @@ def _start(amqtt_bin: Path, workdir: Path, shards: int, attempt: int):
 @pytest.fixture(params=[1, 2], ids=["shards1", "shards2"])
 def broker(request, amqtt_bin, tmp_path_factory):
     shards = request.param
+    marker = request.node.get_closest_marker("broker_yaml")
+    extra = marker.args[0] if marker else ""
     workdir = tmp_path_factory.mktemp(f"amqtt-shards{shards}")
     request.node._amqtt_logs = getattr(request.node, "_amqtt_logs", [])
     proc = None
     for attempt in range(3):
         # A broker that exits at start most likely lost its port to another process in between
         # picking and binding it: try another port.
-        proc, port, log_path, dead = _start(amqtt_bin, workdir, shards, attempt)
+        proc, port, log_path, dead = _start(amqtt_bin, workdir, shards, attempt, extra)
         request.node._amqtt_logs.append(log_path)
         if proc is not None:
             break

@@ -316,7 +316,11 @@ fn check(
     let existing = broker.session_by_client_id.get(&client_id).copied();
     let session_present = existing.is_some();
     let key = match existing {
-        Some(key) => key,
+        Some(key) => {
+            // Resumed before it expired: its offline time ends here.
+            broker.set_offline_since(key, None);
+            key
+        }
         None => {
             let session = Session::new(
                 client_id.clone(),
@@ -335,6 +339,7 @@ fn check(
         session.conn = Some(conn);
         session.clean = connect.clean_session;
         session.will = connect.will.map(Box::new);
+        session.expiry_interval = broker.settings.session_expiry_interval;
     }
     journal_session(broker, key, was_persistent);
     let mut connection = Connection::new(key, protocol, connect.keep_alive, now);

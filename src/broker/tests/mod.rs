@@ -18,6 +18,8 @@
 //!   messages on subscribe, subscription changes between messages on one topic;
 //! - `sessions.rs`: persistent sessions across reconnects, offline queueing and in-flight limits,
 //!   takeover, wills on connection loss, clean-session cleanup;
+//! - `expiry.rs`: session expiry (`session_expiry_interval`), and the tick with 100k offline
+//!   sessions;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins.
 
@@ -291,6 +293,7 @@ mod bytes_in;
 mod connect;
 mod cross_shard;
 mod durability;
+mod expiry;
 mod publish;
 mod sessions;
 mod subscribe;

@@ -549,6 +549,44 @@ fn durations() {
 }
 
 #[test]
+fn session_expiry_interval() {
+    assert_eq!(BrokerConfig::default().session_expiry_interval, None);
+    assert_eq!(ok("").session_expiry_interval, None, "absent: never");
+    assert_eq!(
+        ok("session_expiry_interval: null\n").session_expiry_interval,
+        None,
+        "aMQTT's None: never"
+    );
+    assert_eq!(
+        ok("session_expiry_interval: 3600\n").session_expiry_interval,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        ok("session_expiry_interval: 0\n").session_expiry_interval,
+        Some(Duration::ZERO)
+    );
+    assert_eq!(
+        ok("session_expiry_interval: 1.5\n").session_expiry_interval,
+        Some(Duration::from_millis(1500))
+    );
+    invalid(
+        "session_expiry_interval: -1\n",
+        "session_expiry_interval",
+        "zero or more seconds, got -1",
+    );
+    invalid(
+        "session_expiry_interval: a day\n",
+        "session_expiry_interval",
+        "expected a number of seconds",
+    );
+    invalid(
+        "session_expiry_interval: .nan\n",
+        "session_expiry_interval",
+        "zero or more seconds",
+    );
+}
+
+#[test]
 fn allow_anonymous() {
     assert!(!ok("auth:\n  allow-anonymous: false\n").allow_anonymous);
     assert!(ok("auth:\n  allow-anonymous: true\n").allow_anonymous);
