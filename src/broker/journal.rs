@@ -209,10 +209,21 @@ impl BrokerCore {
             self.send_bus(to, BusMessage::Durable { from, upto });
         }
         self.flush_durable_waits();
+        // Outboxes held for this batch or an earlier one go now; those held for a later batch
+        // (records made while this one was being written) stay held.
         let Some(journal) = self.journal.as_deref_mut() else {
             return;
         };
-        for conn in std::mem::take(&mut journal.held) {
+        let held = std::mem::take(&mut journal.held);
+        let (due, later): (Vec<ConnId>, Vec<ConnId>) = held.into_iter().partition(|conn| {
+            self.connections
+                .get(conn)
+                .is_none_or(|c| c.hold_until <= batch)
+        });
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.held = later;
+        }
+        for conn in due {
             self.request_flush(conn);
         }
     }
