@@ -58,8 +58,10 @@ impl ExpiryIndex {
 impl BrokerCore {
     /// Sets when a persistent session's client went away, and files it for expiry; `None`
     /// forgets it (the client is back). For recovery, which knows the offline time from a
-    /// wall-clock stamp; the core stamps a connection's close itself. A session whose client is
-    /// online is not stamped.
+    /// wall-clock stamp (`now.checked_sub(time offline)`); the core stamps a connection's close
+    /// itself. A session whose client is online is not stamped. Set the session's
+    /// [`Session::expiry_interval`] first (a CONNECT sets it; a recovered session needs the
+    /// broker's `Settings::session_expiry_interval`): a session without one never expires.
     pub fn set_offline_since(&mut self, key: SessionKey, since: Option<Instant>) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;

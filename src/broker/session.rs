@@ -2,8 +2,10 @@
 //!
 //! Holds the subscriptions, the outgoing QoS 1/2 window (`max_inflight`), the queue behind it
 //! (`max_queued_messages`, `max_queued_bytes`, and the broker-wide `memory_limit` through a shared
-//! [`MemoryBudget`]), the packet identifiers of incoming QoS 2 messages awaiting PUBREL, and the
-//! will. It decides what to send and when; it never encodes bytes, touches a socket or another session.
+//! [`MemoryBudget`]), the packet identifiers of incoming QoS 2 messages awaiting PUBREL, the
+//! will, and what session expiry counts with (since when the client is away, and for how long the
+//! session may outlive it; the core's `expiry.rs` acts on them). It decides what to send and
+//! when; it never encodes bytes, touches a socket or another session.
 //!
 //! Retained messages sent after a SUBACK go through the queue too, at any QoS, but outside its
 //! limits: their payloads are shared with the retained store (they cost no new payload memory),

@@ -140,6 +140,7 @@ def test_metrics_parse_and_move_with_traffic(observed):
             ("amqtt_handshake_failures", "counter"),
             ("amqtt_malformed_packets", "counter"),
             ("amqtt_auth_failures", "counter"),
+            ("amqtt_sessions_expired", "counter"),
             ("amqtt_publish_delivery_latency_seconds", "histogram"),
             ("process_resident_memory_bytes", "gauge"),
             ("process_virtual_memory_bytes", "gauge"),
