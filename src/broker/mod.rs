@@ -67,8 +67,8 @@ pub use journal::{DeliveryStamp, DurableWait};
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
-use journal::Journal;
 use expiry::ExpiryIndex;
+use journal::Journal;
 pub use memory::{MemoryBudget, Pressure};
 use outbox::PublishesWritten;
 use outbox_pool::OutboxPool;

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::persist::{DurableState, MsgId, Record};
 use crate::protocol::TopicFilter;
@@ -24,16 +25,20 @@ impl BrokerCore {
     pub fn snapshot_records(&self) -> Vec<Record> {
         let mut records = Vec::new();
         let mut stored: HashSet<MsgId> = HashSet::new();
-        let offline_at = self.unix_ms_now();
+        let unix_now = self.unix_ms_now();
         for (_, session) in self.sessions.iter().filter(|(_, s)| !s.clean) {
             let client_id = session.client_id.clone();
             records.push(Record::SessionOpen {
                 client_id: client_id.clone(),
             });
-            if !session.is_online() {
+            if let Some(since) = session.offline_since() {
+                let away = self
+                    .clock
+                    .map_or(Duration::ZERO, |now| now.saturating_duration_since(since));
+                let away = u64::try_from(away.as_millis()).unwrap_or(u64::MAX);
                 records.push(Record::SessionOffline {
                     client_id: client_id.clone(),
-                    at_unix_ms: offline_at,
+                    at_unix_ms: unix_now.saturating_sub(away),
                 });
             }
             for (filter, &qos) in &session.subscriptions {
@@ -100,7 +105,12 @@ impl BrokerCore {
     /// journal ids as in `state`, which the runtime has just written as this shard's snapshot) and
     /// incoming QoS 2 ids; and the retained messages. The other shards' subscriptions come from
     /// [`restore_remote_interest`](Self::restore_remote_interest).
-    pub fn restore(&mut self, state: &DurableState) {
+    ///
+    /// `now` and `unix_ms` are the same instant on the two clocks: a session's offline time keeps
+    /// counting from its journaled wall-clock stamp (or from now, when its client was connected at
+    /// the stop), so session expiry spans restarts.
+    pub fn restore(&mut self, state: &DurableState, now: Instant, unix_ms: u64) {
+        self.clock = Some(now);
         for (client_id, stored) in &state.sessions {
             let mut session = Session::new(
                 client_id.clone(),
@@ -109,6 +119,7 @@ impl BrokerCore {
                 self.queue_limits(),
             );
             session.will = stored.will.clone().map(Box::new);
+            session.expiry_interval = self.settings.session_expiry_interval;
             for entry in stored.queue.iter() {
                 session.restore_stored(
                     entry.message.clone(),
@@ -129,6 +140,10 @@ impl BrokerCore {
             for (filter, &qos) in &stored.subscriptions {
                 self.add_subscriber(key, filter, qos);
             }
+            let away = stored.offline_since_unix_ms.map_or(Duration::ZERO, |at| {
+                Duration::from_millis(unix_ms.saturating_sub(at))
+            });
+            self.set_offline_since(key, Some(now.checked_sub(away).unwrap_or(now)));
         }
         for (message, version) in state.retained_messages() {
             let version = RetainVersion {

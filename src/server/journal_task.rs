@@ -146,7 +146,9 @@ async fn write(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, records: &[Rec
         match writer.append(bytes.clone()).await {
             Ok(()) => {
                 let counters = &rt.journal_counters;
-                counters.bytes_written.set(counters.bytes_written.get() + len);
+                counters
+                    .bytes_written
+                    .set(counters.bytes_written.get() + len);
                 return;
             }
             Err(error) => {
@@ -218,18 +220,22 @@ async fn snapshot(rt: &Rc<ShardRuntime>, setup: &mut JournalSetup) {
         }
     }
     let path = setup.dir.snapshot_path(next);
-    let written = shards::rt::spawn_blocking(move || {
-        shards::durable::write_atomically(&path, &bytes)
-    })
-    .await;
+    let written =
+        shards::rt::spawn_blocking(move || shards::durable::write_atomically(&path, &bytes)).await;
     if let Err(error) = written {
         let counters = &rt.journal_counters;
         counters.errors.set(counters.errors.get() + 1);
-        log::error!("shard {}: snapshot not written: {error}; the journal goes on", rt.id);
+        log::error!(
+            "shard {}: snapshot not written: {error}; the journal goes on",
+            rt.id
+        );
         return;
     }
     if let Err(error) = setup.writer.roll(next).await {
-        log::error!("shard {}: journal segment {next} not started: {error}", rt.id);
+        log::error!(
+            "shard {}: journal segment {next} not started: {error}",
+            rt.id
+        );
         return;
     }
     let dir = setup.dir.clone();

@@ -98,7 +98,11 @@ pub(crate) fn recover(
         durable::write_atomically(&shard_dir.journal_path(1), &header)?;
         let writer = JournalWriter::create(&shard_dir, 1)?;
         sessions += state.sessions.len();
-        queued += state.sessions.values().map(|s| s.queue.len()).sum::<usize>();
+        queued += state
+            .sessions
+            .values()
+            .map(|s| s.queue.len())
+            .sum::<usize>();
         let remote_interest = filters
             .iter()
             .enumerate()
@@ -185,7 +189,10 @@ fn replay_segment(path: &Path, state: &mut DurableState) -> Result<bool, Recover
     let reader = match Reader::open(Bytes::from(data)) {
         Ok((FileKind::Journal, reader)) => reader,
         Ok((FileKind::Snapshot, _)) => {
-            log::error!("persistence: {}: a snapshot named as a journal; not read", path.display());
+            log::error!(
+                "persistence: {}: a snapshot named as a journal; not read",
+                path.display()
+            );
             return Ok(false);
         }
         Err(error) => {

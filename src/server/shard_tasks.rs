@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shards::{BusSender, Inbox, Lane as BusLane, ShardContext};
 
-use super::settings::SharedSettings;
 use super::journal_task;
 use super::recovery::ShardStart;
+use super::settings::SharedSettings;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
 use super::{accept_loop, bus_retry, connection_task};
@@ -88,8 +88,9 @@ fn restore(rt: &Rc<ShardRuntime>, start: &ShardStart) {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    core.set_wall_clock(Instant::now(), unix_ms);
-    core.restore(&start.state);
+    let now = Instant::now();
+    core.set_wall_clock(now, unix_ms);
+    core.restore(&start.state, now, unix_ms);
     for (shard, filter) in &start.remote_interest {
         core.restore_remote_interest(*shard, filter);
     }

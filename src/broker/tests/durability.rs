@@ -223,7 +223,10 @@ fn a_qos2_publish_to_a_persistent_subscriber_leaves_once_its_packet_id_is_durabl
     c.packets("sub");
     c.connect("pub", true);
     c.publish("pub", "t", "x", QoS::ExactlyOnce, false, 4);
-    assert!(c.publishes("sub").is_empty(), "PUBLISH before its packet id is durable");
+    assert!(
+        c.publishes("sub").is_empty(),
+        "PUBLISH before its packet id is durable"
+    );
     let records = c.make_durable(0);
     let journaled = records.iter().find_map(|r| match r {
         Record::PacketId { packet_id, .. } => Some(*packet_id),
@@ -264,7 +267,10 @@ fn a_queued_qos2_message_goes_out_on_resume_once_its_packet_id_is_durable() {
     assert!(c.packets("sub").is_empty(), "held with the PUBLISH");
     c.make_all_durable();
     let packets = c.packets("sub");
-    assert!(matches!(packets[..], [Packet::ConnAck(_), Packet::Publish(_)]), "{packets:?}");
+    assert!(
+        matches!(packets[..], [Packet::ConnAck(_), Packet::Publish(_)]),
+        "{packets:?}"
+    );
 }
 
 #[test]
@@ -281,7 +287,10 @@ fn an_outbox_held_for_a_later_batch_is_released_by_that_batch() {
     c.publish("pub", "t", "x", QoS::ExactlyOnce, false, 4);
     c.shards[0].handle_durable(first.0);
     c.run();
-    assert!(c.publishes("sub").is_empty(), "released by the earlier batch");
+    assert!(
+        c.publishes("sub").is_empty(),
+        "released by the earlier batch"
+    );
     c.make_durable(0);
     assert_eq!(c.publishes("sub").len(), 1, "never released");
 }
