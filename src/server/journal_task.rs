@@ -13,7 +13,6 @@
 //! It knows no MQTT: records come from the core and go through `persist::codec`; files are the
 //! `shards::durable` verbs.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -50,15 +49,6 @@ impl JournalSetup {
             snapshot_interval: config.snapshot_interval,
         }
     }
-}
-
-/// Counters of the journal task (for logs and metrics).
-#[derive(Debug, Default)]
-pub(crate) struct JournalCounters {
-    pub errors: Cell<u64>,
-    pub bytes_written: Cell<u64>,
-    pub syncs: Cell<u64>,
-    pub snapshots: Cell<u64>,
 }
 
 /// Runs until the shard stops; then writes and syncs what is left (a clean stop loses nothing,
@@ -145,10 +135,7 @@ async fn write(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, records: &[Rec
     loop {
         match writer.append(bytes.clone()).await {
             Ok(()) => {
-                let counters = &rt.journal_counters;
-                counters
-                    .bytes_written
-                    .set(counters.bytes_written.get() + len);
+                rt.stats.borrow_mut().journal_bytes += len;
                 return;
             }
             Err(error) => {
@@ -164,8 +151,7 @@ async fn sync(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter) {
     loop {
         match writer.sync().await {
             Ok(()) => {
-                let counters = &rt.journal_counters;
-                counters.syncs.set(counters.syncs.get() + 1);
+                rt.stats.borrow_mut().journal_syncs += 1;
                 return;
             }
             Err(error) => {
@@ -180,8 +166,7 @@ async fn sync(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter) {
 /// Logs and counts a failed file operation, then waits before the retry; `false` when the shard
 /// is stopping (no retry).
 async fn failed(rt: &Rc<ShardRuntime>, what: &str, error: &DurableError) -> bool {
-    let counters = &rt.journal_counters;
-    counters.errors.set(counters.errors.get() + 1);
+    rt.stats.borrow_mut().journal_errors += 1;
     log::error!(
         "shard {}: journal {what} failed: {error}; QoS 1/2 acknowledgements that need it wait, retrying",
         rt.id
@@ -223,8 +208,7 @@ async fn snapshot(rt: &Rc<ShardRuntime>, setup: &mut JournalSetup) {
     let written =
         shards::rt::spawn_blocking(move || shards::durable::write_atomically(&path, &bytes)).await;
     if let Err(error) = written {
-        let counters = &rt.journal_counters;
-        counters.errors.set(counters.errors.get() + 1);
+        rt.stats.borrow_mut().journal_errors += 1;
         log::error!(
             "shard {}: snapshot not written: {error}; the journal goes on",
             rt.id
@@ -243,8 +227,7 @@ async fn snapshot(rt: &Rc<ShardRuntime>, setup: &mut JournalSetup) {
     if let Err(error) = removed {
         log::warn!("shard {}: old journal files not removed: {error}", rt.id);
     }
-    let counters = &rt.journal_counters;
-    counters.snapshots.set(counters.snapshots.get() + 1);
+    rt.stats.borrow_mut().snapshots_written += 1;
     log::debug!(
         "shard {}: snapshot {next} written ({} records)",
         rt.id,

@@ -279,6 +279,23 @@ fn describe_all() {
         "amqtt_connection_handoffs_total",
         "Connections moved to their client id's home shard: sent (out) or received (in)."
     );
+    describe_counter!(
+        "amqtt_journal_errors_total",
+        "Persistence: journal writes or syncs that failed (full disk, I/O error); each is retried, and the acknowledgements that need it wait."
+    );
+    describe_counter!(
+        "amqtt_journal_bytes_total",
+        Unit::Bytes,
+        "Persistence: bytes appended to the shard's journal."
+    );
+    describe_counter!(
+        "amqtt_journal_syncs_total",
+        "Persistence: fdatasync calls on the shard's journal."
+    );
+    describe_counter!(
+        "amqtt_snapshots_total",
+        "Persistence: snapshots of the shard's state written (each replaces its journal)."
+    );
 }
 
 fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
@@ -343,6 +360,10 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
         .absolute(rt.handoffs_sent);
     counter!("amqtt_connection_handoffs_total", "shard" => sh(), "direction" => "in")
         .absolute(rt.handoffs_received);
+    counter!("amqtt_journal_errors_total", "shard" => sh()).absolute(rt.journal_errors);
+    counter!("amqtt_journal_bytes_total", "shard" => sh()).absolute(rt.journal_bytes);
+    counter!("amqtt_journal_syncs_total", "shard" => sh()).absolute(rt.journal_syncs);
+    counter!("amqtt_snapshots_total", "shard" => sh()).absolute(rt.snapshots_written);
 }
 
 /// The exporter's output (families in hash order, separated by blank lines) in a stable order.

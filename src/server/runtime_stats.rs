@@ -86,6 +86,12 @@ pub(crate) struct RuntimeStats {
     pub bus_blocked: u64,
     pub handoffs_sent: u64,
     pub handoffs_received: u64,
+    /// Persistence: journal writes or syncs that failed (each retried), bytes appended, syncs,
+    /// snapshots written.
+    pub journal_errors: u64,
+    pub journal_bytes: u64,
+    pub journal_syncs: u64,
+    pub snapshots_written: u64,
     pub connection_panics: u64,
     /// Connections that ended before a complete first packet (port probes, health checks).
     pub closed_before_connect: u64,

@@ -23,7 +23,6 @@ use shards::{BusSender, SendError};
 use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
 use crate::transport::server::DetachedStream;
 
-use super::journal_task::JournalCounters;
 use super::runtime_stats::RuntimeStats;
 use super::settings::{ListenerInfo, SharedSettings};
 
@@ -154,7 +153,6 @@ pub(crate) struct ShardRuntime {
     pub read_scratch: RefCell<Box<[u8]>>,
     /// Wakes the journal task (persistence on) after a turn that made journal records.
     pub journal_notify: Notify,
-    pub journal_counters: JournalCounters,
 }
 
 /// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
@@ -177,7 +175,6 @@ impl ShardRuntime {
             ingress: Cell::new(None),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             journal_notify: Notify::default(),
-            journal_counters: JournalCounters::default(),
         }
     }
 

@@ -381,3 +381,64 @@ def test_session_expiry_keeps_counting_across_a_restart(make_broker):
     early, present = connect_session(broker, "gone-early")
     assert not present, "the restart reset the offline time"
     early.disconnect()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (a disk that fills up), unmounted at the end; skipped where mounting is not
+    allowed (not root, or no CAP_SYS_ADMIN in the container)."""
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_holds_qos1_acks_serves_qos0_and_recovers_when_space_returns(
+        amqtt_bin, small_disk):
+    broker = PersistentBroker(amqtt_bin, small_disk, shards=1)
+    broker.data_dir = small_disk / "data"
+    broker.start()
+    try:
+        sub, _ = connect_session(broker, "disk-sub")
+        sub.subscribe("d/#", 1)
+        sub.disconnect()
+        live = broker.client("live-q0")
+        live.subscribe("live", 0)
+        pub = broker.client("disk-pub")
+        filler = fill(small_disk)
+
+        info = pub.publish_nowait("d/1", b"x" * 8192, qos=1)
+        info.wait_for_publish(1.5)
+        assert not info.is_published(), "acknowledged although the journal could not be written"
+        pub.publish("live", "still here", qos=0)
+        assert live.get_message().payload == b"still here", "QoS 0 stopped with the disk"
+        assert "journal write failed" in broker.log()
+
+        filler.unlink()
+        info.wait_for_publish(5)
+        assert info.is_published(), "no PUBACK after space came back"
+        pub.disconnect()
+        live.disconnect()
+        sub, present = connect_session(broker, "disk-sub")
+        assert present
+        assert sub.get_message().payload == b"x" * 8192
+        sub.disconnect()
+        broker.stop()
+    finally:
+        broker.close()
