@@ -16,7 +16,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use shards::durable::{DurableError, JournalWriter, ShardDir};
 
 use crate::config::{FsyncPolicy, PersistenceConfig};
@@ -130,7 +130,11 @@ async fn write(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, records: &[Rec
             log::error!("shard {}: journal record not written: {error}", rt.id);
         }
     }
-    let bytes = bytes.freeze();
+    write_bytes(rt, writer, bytes.freeze()).await;
+}
+
+/// Appends `bytes`, retrying a failed write until it succeeds (or the shard stops).
+async fn write_bytes(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, bytes: Bytes) {
     let len = bytes.len() as u64;
     loop {
         match writer.append(bytes.clone()).await {
@@ -222,6 +226,10 @@ async fn snapshot(rt: &Rc<ShardRuntime>, setup: &mut JournalSetup) {
         );
         return;
     }
+    // Every segment opens with the file header (recovery reads no segment without one).
+    let mut header = BytesMut::new();
+    codec::encode_header(codec::FileKind::Journal, &mut header);
+    write_bytes(rt, &mut setup.writer, header.freeze()).await;
     let dir = setup.dir.clone();
     let removed = shards::rt::spawn_blocking(move || dir.remove_before(previous)).await;
     if let Err(error) = removed {

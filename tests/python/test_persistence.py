@@ -442,3 +442,39 @@ def test_a_full_disk_holds_qos1_acks_serves_qos0_and_recovers_when_space_returns
         broker.stop()
     finally:
         broker.close()
+
+
+def test_a_corrupt_newest_snapshot_falls_back_to_the_one_before(make_broker):
+    broker = make_broker(shards=1)
+    sub, _ = connect_session(broker, "snap-sub")
+    sub.subscribe("n", 1)
+    sub.disconnect()
+    pub = broker.client("snap-pub")
+    for i in range(30):
+        pub.publish("n", f"n{i}", qos=1)
+    pub.disconnect()
+    broker.stop()
+    # A run that snapshots every second: by the end the shard holds two snapshots.
+    broker.extra = "  snapshot_interval: 1\n"
+    broker.start()
+    pub = broker.client("snap-pub")
+    for i in range(30, 40):
+        pub.publish("n", f"n{i}", qos=1)
+        time.sleep(0.3)
+    pub.disconnect()
+    shard_dir = next(broker.data_dir.glob("gen-*/shard-0"))
+    snapshots = sorted(shard_dir.glob("snapshot-*.bin"))
+    assert len(snapshots) >= 2, f"expected two snapshots, found {snapshots}"
+    broker.kill()
+    newest = snapshots[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    newest.write_bytes(bytes(data))
+
+    broker.start()
+    assert "using the snapshot before it" in broker.log()
+    sub, present = connect_session(broker, "snap-sub")
+    assert present
+    got = sub.get_messages(40)
+    assert [m.payload.decode() for m in got] == [f"n{i}" for i in range(40)]
+    sub.disconnect()
