@@ -33,9 +33,23 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::codec::{EncodeError, MAX_FRAME_LEN};
 use super::record::Record;
 use crate::protocol::{DecodeError, Message, QoS, TopicFilter, TopicName};
+
+/// The largest `len` a frame may have: 256 MiB (MQTT's largest packet) plus 256 KiB for the
+/// record's own fields (a retained message holds its topic twice, as the key and in the message).
+pub const MAX_FRAME_LEN: usize = (256 << 20) + (256 << 10);
+
+/// Why a record cannot be written (nothing is appended then).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EncodeError {
+    #[error("{field} of {len} bytes is longer than 65,535 bytes")]
+    StringTooLong { field: &'static str, len: usize },
+    #[error("record of {len} bytes is over the frame limit of {MAX_FRAME_LEN} bytes")]
+    FrameTooLong { len: usize },
+    #[error("packet identifier 0")]
+    ZeroPacketId,
+}
 
 /// Why a frame's body (whose CRC matched) is not a record.
 #[derive(Debug, PartialEq, Eq, Error)]
@@ -215,11 +229,9 @@ fn put_message(out: &mut BytesMut, message: &Message) -> Result<(), EncodeError>
     let retain = if message.retain { RETAIN_FLAG } else { 0 };
     out.put_u8(u8::from(message.qos) | retain);
     let len = message.payload.len();
-    if len > MAX_FRAME_LEN {
-        return Err(EncodeError::FrameTooLong { len });
-    }
-    // len ≤ MAX_FRAME_LEN < u32::MAX.
-    out.put_u32_le(len as u32);
+    // A payload over 4 GiB cannot be framed; one over the frame limit is refused by the caller.
+    let len32 = u32::try_from(len).map_err(|_| EncodeError::FrameTooLong { len })?;
+    out.put_u32_le(len32);
     out.put_slice(&message.payload);
     Ok(())
 }

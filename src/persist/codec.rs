@@ -30,7 +30,7 @@ use thiserror::Error;
 use super::body::{decode_body, encode_body, Body};
 use super::record::Record;
 
-pub use super::body::BodyError;
+pub use super::body::{BodyError, EncodeError, MAX_FRAME_LEN};
 
 /// The first bytes of every journal and snapshot file.
 pub const MAGIC: [u8; 8] = *b"AMQTTJNL";
@@ -40,10 +40,6 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Bytes of a frame before its type: `len` and `crc32c`.
 pub const FRAME_HEADER_LEN: usize = 8;
-/// The largest `len` a frame may have: 256 MiB (MQTT's largest packet) plus 256 KiB for the
-/// record's own fields (a retained message holds its topic twice, as the key and in the message).
-pub const MAX_FRAME_LEN: usize = (256 << 20) + (256 << 10);
-
 /// What a file holds (the header's kind byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -66,17 +62,6 @@ pub enum HeaderError {
     UnknownKind(u8),
     #[error("reserved header byte is {0}, not 0")]
     Reserved(u8),
-}
-
-/// Why a record cannot be written (nothing is appended then).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum EncodeError {
-    #[error("{field} of {len} bytes is longer than 65,535 bytes")]
-    StringTooLong { field: &'static str, len: usize },
-    #[error("record of {len} bytes is over the frame limit of {MAX_FRAME_LEN} bytes")]
-    FrameTooLong { len: usize },
-    #[error("packet identifier 0")]
-    ZeroPacketId,
 }
 
 /// Where the intact prefix of a file ends, and why reading stopped there.

@@ -10,6 +10,11 @@
 //! once), `Enqueue`, `PacketId`, `Released`. Sorted, so one state always gives the same bytes.
 //! Retained deletions are written while the state holds them (before [`DurableState::finish`]),
 //! so a snapshot taken mid-recovery still beats older sets from other shards.
+//!
+//! A message no queue holds is not written (the fold's map of every `Message` record would make
+//! each snapshot as long as the history). So a shard snapshots between two of its journal batches,
+//! never between a `Message` record and the `Enqueue`s written with it: an `Enqueue` replayed over
+//! the snapshot without its `Message` is skipped (counted as an unknown message).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
