@@ -1,8 +1,11 @@
 //! Fuzz target `journal`: arbitrary bytes through the journal reader (`persist::Reader`) and the
 //! replay fold (`persist::DurableState`), as recovery meets a damaged or hostile file.
 //!
-//! The input is the frames (no file header: the fuzzer need not guess the magic). Checked, besides
-//! "no panic" (and no allocation from a frame's length):
+//! Input: the first byte chooses how the rest is read. Even: the rest is the frames as they are (no
+//! file header: the fuzzer need not guess the magic), damaged lengths and CRCs included. Odd: the
+//! rest is chunks, each a length byte and that many bytes of `type + body`, framed here with their
+//! true length and CRC-32C, so that the fuzzer reaches the bodies and the fold instead of stopping
+//! at CRCs it cannot guess. Checked, besides "no panic" (and no allocation from a frame's length):
 //! - the reader yields records, then at most one error, then nothing; the error's offset is where
 //!   the last whole frame ended, and each record re-encodes to exactly the bytes it was read from
 //!   (the encoding is canonical);
@@ -13,11 +16,18 @@
 #![no_main]
 
 use amqtt::persist::{encode, DurableState, Reader, Record};
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let data = Bytes::copy_from_slice(data);
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let data = if mode % 2 == 0 {
+        Bytes::copy_from_slice(rest)
+    } else {
+        frame_chunks(rest)
+    };
     let records = read_canonical(&data);
 
     let mut once = DurableState::default();
@@ -48,6 +58,20 @@ fuzz_target!(|data: &[u8]| {
         "split then merge changed the state"
     );
 });
+
+/// Frames each chunk of `rest` (a length byte, then that many bytes of `type + body`, cut short at
+/// the end of the input) with its true length and CRC.
+fn frame_chunks(mut rest: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    while let Some((&len, tail)) = rest.split_first() {
+        let (chunk, after) = tail.split_at(usize::from(len).min(tail.len()));
+        out.put_u32_le(chunk.len() as u32);
+        out.put_u32_le(crc32c::crc32c(chunk));
+        out.put_slice(chunk);
+        rest = after;
+    }
+    out.freeze()
+}
 
 /// The records of `data`, checking the reader's contract on the way.
 fn read_canonical(data: &Bytes) -> Vec<Record> {

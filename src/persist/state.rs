@@ -27,6 +27,9 @@
 //!    message ids renumbered, as two shards' ids collide).
 //! 3. [`DurableState::finish`]: tombstones and the message map go; the report for the log.
 //! 4. [`DurableState::split`] by the home shard of the current shard count; restore each part.
+//! 5. Each shard starts its files afresh with a snapshot of its part (the ids as they are: the
+//!    restored core names its queued messages by them) and numbers new messages from
+//!    [`DurableState::next_msg_id`], so that its journal and snapshot agree on every id.
 
 use std::collections::hash_map::Entry;
 use std::collections::{vec_deque, BTreeMap, BTreeSet, HashMap, VecDeque};
