@@ -19,7 +19,7 @@ set -euo pipefail
 
 seconds=${1:-60}
 jobs=${JOBS:-1}
-targets=${TARGETS:-"decode broker_core"}
+targets=${TARGETS:-"decode broker_core journal"}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 

@@ -3,7 +3,8 @@
 //!
 //! - `record.rs`: the journal records, the one vocabulary of the journal and of snapshots.
 //! - `codec.rs`: their bytes: the file header, frames (`len | crc32c | type | body`), the reader
-//!   that stops at the first frame that does not read and says where.
+//!   that stops at the first frame that does not read and says where; `body.rs`: each record
+//!   type's body.
 //! - `state.rs`: the fold: [`DurableState`] built by applying records, idempotently; the session,
 //!   queue and retained types a broker core is restored from; the recovery steps in order.
 //! - `snapshot.rs`: the records that rebuild a state (a snapshot file is header + frames too).
@@ -15,6 +16,7 @@
 // Fields are named for what they hold; the variants say what they mean.
 #![allow(missing_docs)]
 
+mod body;
 pub mod codec;
 pub mod record;
 mod reshard;
@@ -28,5 +30,6 @@ pub use codec::{encode, encode_header, EncodeError, FileKind, ReadError, Reader}
 pub use record::{MsgId, Record};
 pub use snapshot::SnapshotRecords;
 pub use state::{
-    DurableState, Queue, QueuedMessage, ReplayReport, RetainVersion, Retained, Session,
+    DurableState, FastMap, Queue, QueueIter, QueuedMessage, ReplayReport, RetainVersion, Retained,
+    Session,
 };

@@ -5,10 +5,10 @@
 //! Must not: know the broker (the home-shard function is a parameter) or apply records (the fold
 //! in `state.rs` does).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::record::MsgId;
-use super::state::{set_retained, DurableState};
+use super::state::{set_retained, DurableState, FastMap};
 use crate::protocol::{Message, QoS};
 
 impl DurableState {
@@ -68,7 +68,7 @@ impl DurableState {
     /// entries one `Message` record was enqueued into do) share its new id, so a snapshot still
     /// writes it once. Forgets the fold's message map (its ids are the old ones).
     pub fn renumber(&mut self) {
-        let mut ids: HashMap<SharedMessage, MsgId> = HashMap::new();
+        let mut ids: FastMap<SharedMessage, MsgId> = FastMap::default();
         let mut next: MsgId = 1;
         let mut fresh = || {
             next += 1;
@@ -80,7 +80,7 @@ impl DurableState {
             let Some(session) = self.sessions.get_mut(&client_id) else {
                 continue;
             };
-            let mut in_this_queue = HashSet::new();
+            let mut in_this_queue: HashSet<MsgId, foldhash::fast::RandomState> = HashSet::default();
             for entry in session.queue.iter_mut() {
                 let id = *ids
                     .entry(SharedMessage::of(&entry.message))
@@ -96,7 +96,7 @@ impl DurableState {
             }
             session.queue.reindex();
         }
-        self.messages = HashMap::new();
+        self.messages = FastMap::default();
     }
 }
 

@@ -10,15 +10,20 @@
 //! once), `Enqueue`, `PacketId`, `Released`. Sorted, so one state always gives the same bytes.
 //! Retained deletions are written while the state holds them (before [`DurableState::finish`]),
 //! so a snapshot taken mid-recovery still beats older sets from other shards.
+//!
+//! A message no queue holds is not written (the fold's map of every `Message` record would make
+//! each snapshot as long as the history). So a shard snapshots between two of its journal batches,
+//! never between a `Message` record and the `Enqueue`s written with it: an `Enqueue` replayed over
+//! the snapshot without its `Message` is skipped (counted as an unknown message).
 
-use std::collections::{btree_map, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
 use super::codec::{encode, encode_header, EncodeError, FileKind};
 use super::record::{MsgId, Record};
-use super::state::{DurableState, QueuedMessage, Retained, Session};
+use super::state::{DurableState, QueueIter, QueuedMessage, Retained, Session};
 use crate::protocol::TopicName;
 
 impl DurableState {
@@ -32,7 +37,7 @@ impl DurableState {
             retained: retained.into_iter(),
             sessions: sessions.into_iter(),
             queue: None,
-            written: HashSet::new(),
+            written: HashSet::default(),
             pending: VecDeque::new(),
         }
     }
@@ -52,9 +57,9 @@ pub struct SnapshotRecords<'a> {
     retained: std::vec::IntoIter<(&'a TopicName, &'a Retained)>,
     sessions: std::vec::IntoIter<(&'a Arc<str>, &'a Session)>,
     /// The session whose queue is being written.
-    queue: Option<(&'a Arc<str>, btree_map::Values<'a, u64, QueuedMessage>)>,
+    queue: Option<(&'a Arc<str>, QueueIter<'a>)>,
     /// Message ids written so far.
-    written: HashSet<MsgId>,
+    written: HashSet<MsgId, foldhash::fast::RandomState>,
     /// Records made and not yet returned (one session's head, or one queue entry's).
     pending: VecDeque<Record>,
 }

@@ -96,6 +96,16 @@ fn one_of_each() -> Vec<Record> {
     ]
 }
 
+/// Every variant, then `n` records of a journal with payloads of at most 60 bytes (every byte
+/// of it is cut or flipped: small keeps that fast).
+fn small_journal(seed: u64, n: usize) -> Vec<Record> {
+    let mut gen = Gen::new(seed);
+    gen.max_payload = 60;
+    let mut records = one_of_each();
+    records.extend(gen.journal(n, 0));
+    records
+}
+
 /// Encodes `record` alone, frame only.
 fn frame_of(record: &Record) -> BytesMut {
     let mut out = BytesMut::new();
@@ -203,10 +213,7 @@ fn header_round_trips_and_refuses_other_files() {
 
 #[test]
 fn a_cut_at_any_byte_keeps_exactly_the_whole_frames_before_it() {
-    let mut gen = Gen::new(2);
-    gen.max_payload = 60;
-    let mut records = one_of_each();
-    records.extend(gen.journal(40, 0));
+    let records = small_journal(2, 40);
     let (data, ends) = file_with_ends(&records);
     for cut in HEADER_LEN..=data.len() {
         let whole = ends.iter().filter(|&&end| end <= cut).count();
@@ -235,10 +242,7 @@ fn a_cut_at_any_byte_keeps_exactly_the_whole_frames_before_it() {
 
 #[test]
 fn a_flipped_bit_stops_the_reader_at_its_frame_and_keeps_the_prefix() {
-    let mut gen = Gen::new(3);
-    gen.max_payload = 60;
-    let mut records = one_of_each();
-    records.extend(gen.journal(30, 0));
+    let records = small_journal(3, 30);
     let (data, ends) = file_with_ends(&records);
     let mut start = HEADER_LEN;
     for (index, &end) in ends.iter().enumerate() {

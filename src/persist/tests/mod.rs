@@ -8,3 +8,4 @@
 mod codec;
 mod fold;
 mod gen;
+mod speed;
