@@ -3,6 +3,14 @@
 //! runtimes), so a `write` or an `fdatasync` (~1 ms here, up to 8) never stalls the shard's
 //! other tasks; calls of one writer run one at a time, in order.
 //!
+//! Measured on the 2-CPU VM (ext4 on virtio, other builds running: load 6-7), 64 KiB appended and
+//! fdatasynced per call (`journal_measure_64k_appends_with_fdatasync` in `tests/journal.rs`):
+//! 175-330 calls/s, p50 4.0-4.2 ms, p99 8-12 ms, the same through the helper thread as blocking
+//! the shard itself (the hop is lost in the fdatasync), on glommio and on epoll; but only through
+//! the helper thread do the shard's other tasks run meanwhile. Preallocating the segment
+//! (`fallocate`, with or without `KEEP_SIZE`, or zero-filled) left p50 at 4.0 ms, so segments are
+//! not preallocated, and a segment's length is where its records end.
+//!
 //! A failed append (ENOSPC, EFBIG, EIO) leaves the segment at its last good length: the writer
 //! remembers it and truncates back to it, so a retry appends where the failed call began and the
 //! file holds no partial record. What this file must not do: know what the bytes are.

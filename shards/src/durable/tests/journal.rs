@@ -65,6 +65,37 @@ fn journal_appends_syncs_and_rolls() {
 }
 
 #[test]
+fn journal_sync_leaves_the_shard_to_its_other_tasks() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    run(|| async {
+        let tmp = temp();
+        let (_dir, _shard, mut writer) = new_writer(tmp.path());
+        let (turns, running) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(true)));
+        let other = crate::rt::spawn({
+            let (turns, running) = (Rc::clone(&turns), Rc::clone(&running));
+            async move {
+                while running.get() {
+                    turns.set(turns.get() + 1);
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        });
+        futures_lite::future::yield_now().await;
+        let before = turns.get();
+        writer.append_and_sync(vec![7u8; 1 << 20]).await.unwrap();
+        let during = turns.get() - before;
+        running.set(false);
+        other.await;
+        // 1 MiB written and synced takes milliseconds: the other task ran meanwhile.
+        assert!(
+            during > 10,
+            "the other task ran {during} times during the append"
+        );
+    });
+}
+
+#[test]
 fn journal_reopened_appends_after_what_the_segment_holds() {
     let tmp = temp();
     let (_dir, shard, writer) = new_writer(tmp.path());
