@@ -13,6 +13,14 @@ fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
 
+/// A new data directory `data` in a temporary directory (removed when the first is dropped).
+fn open_new() -> (tempfile::TempDir, std::path::PathBuf, DataDir) {
+    let tmp = temp();
+    let path = tmp.path().join("data");
+    let dir = DataDir::open(&path).unwrap();
+    (tmp, path, dir)
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -80,9 +88,7 @@ fn open_refuses_a_directory_that_cannot_be_created_naming_path_and_reason() {
 
 #[test]
 fn generations_switch_and_old_ones_go() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(2).unwrap();
     assert_eq!(first.number(), 1);
     assert_eq!(first.path(), path.join("gen-1"));
@@ -122,9 +128,7 @@ fn generations_switch_and_old_ones_go() {
 
 #[test]
 fn a_crash_before_the_switch_keeps_the_old_generation_live() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     write_atomically(&first.shard(0).snapshot_path(1), b"old").unwrap();
     dir.commit_generation(first).unwrap();
@@ -152,9 +156,7 @@ fn a_crash_before_the_switch_keeps_the_old_generation_live() {
 
 #[test]
 fn a_crash_before_the_first_switch_leaves_no_generation() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(2).unwrap();
     write_atomically(&first.shard(0).snapshot_path(1), b"x").unwrap();
     drop(dir);
@@ -166,9 +168,7 @@ fn a_crash_before_the_first_switch_leaves_no_generation() {
 
 #[test]
 fn leftover_tmp_files_of_the_live_generation_are_removed_at_open() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     let shard = first.shard(0);
     dir.commit_generation(first).unwrap();
@@ -181,9 +181,7 @@ fn leftover_tmp_files_of_the_live_generation_are_removed_at_open() {
 
 #[test]
 fn a_damaged_current_is_refused_and_nothing_is_removed() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     dir.commit_generation(first).unwrap();
     drop(dir);
@@ -203,8 +201,7 @@ fn a_damaged_current_is_refused_and_nothing_is_removed() {
 
 #[test]
 fn only_the_generation_begun_last_can_be_committed() {
-    let tmp = temp();
-    let mut dir = DataDir::open(&tmp.path().join("data")).unwrap();
+    let (_tmp, _path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     let stale = first.clone();
     dir.commit_generation(first).unwrap();
@@ -254,8 +251,7 @@ fn truncate_cuts_a_torn_tail() {
 
 #[test]
 fn shard_files_are_listed_in_number_order_and_removed_below_a_number() {
-    let tmp = temp();
-    let mut dir = DataDir::open(&tmp.path().join("data")).unwrap();
+    let (_tmp, _path, mut dir) = open_new();
     let generation = dir.begin_generation(1).unwrap();
     let shard = generation.shard(0);
     for name in [
