@@ -99,7 +99,7 @@ impl DataDir {
     /// `generation` before this call must be durable already (see [`write_atomically`]).
     pub fn commit_generation(&mut self, generation: Generation) -> Result<(), DurableError> {
         if self.pending != Some(generation.number) || generation.path.parent() != Some(&self.path) {
-            return Err(DurableError::Corrupt {
+            return Err(DurableError::Misuse {
                 path: generation.path,
                 reason: "is not the generation begun last in this directory".to_string(),
             });

@@ -27,12 +27,17 @@ use crate::rt::spawn_blocking;
 
 /// Appends to a shard's current journal segment (`journal-<seq>.log` in its shard directory).
 ///
-/// Cancel-safe: the segment is shared with the helper thread, so a dropped call still finishes
-/// there, and the next call sees its outcome.
+/// Cancel-safe: a dropped call still runs to its end on the helper thread (the segment is shared
+/// with it, behind a lock only that thread takes), and leaves the segment consistent for the calls
+/// after it.
 #[derive(Debug)]
 pub struct JournalWriter {
     dir: ShardDir,
     segment: Arc<Mutex<Segment>>,
+    /// The segment's number and length as of the last call that completed: read without
+    /// taking the lock, which the helper thread may hold for an fdatasync.
+    seq: u64,
+    len: u64,
 }
 
 #[derive(Debug)]
@@ -56,6 +61,8 @@ impl JournalWriter {
         let segment = Segment::open(shard_dir, seq)?;
         Ok(JournalWriter {
             dir: shard_dir.clone(),
+            seq,
+            len: segment.len,
             segment: Arc::new(Mutex::new(segment)),
         })
     }
@@ -91,9 +98,18 @@ impl JournalWriter {
     }
 
     /// Syncs the current segment and continues in a new one, `journal-<new_seq>.log` (after a
-    /// snapshot `new_seq` was written). The old segment stays until
-    /// [`remove_before`](Self::remove_before).
+    /// snapshot `new_seq` was written); `new_seq` must be above the current number. The old
+    /// segment stays until [`remove_before`](Self::remove_before).
     pub async fn roll(&mut self, new_seq: u64) -> Result<(), DurableError> {
+        if new_seq <= self.seq {
+            return Err(DurableError::Misuse {
+                path: self.dir.journal_path(new_seq),
+                reason: format!(
+                    "a new segment must be numbered above the current one ({})",
+                    self.seq
+                ),
+            });
+        }
         let dir = self.dir.clone();
         self.run(move |segment| {
             segment.sync()?;
@@ -103,26 +119,27 @@ impl JournalWriter {
         .await
     }
 
-    /// Removes the snapshots and segments of this shard numbered below `seq` (see
-    /// [`ShardDir::remove_before`]).
+    /// Removes the snapshots and segments of this shard numbered below `seq`, never the current
+    /// segment (see [`ShardDir::remove_before`]).
     pub async fn remove_before(&self, seq: u64) -> Result<(), DurableError> {
+        let seq = seq.min(self.seq);
         let dir = self.dir.clone();
         spawn_blocking(move || dir.remove_before(seq)).await
     }
 
     /// The current segment's number.
     pub fn seq(&self) -> u64 {
-        lock(&self.segment).seq
+        self.seq
     }
 
     /// The current segment's path.
     pub fn path(&self) -> PathBuf {
-        lock(&self.segment).path.clone()
+        self.dir.journal_path(self.seq)
     }
 
     /// Bytes appended to the current segment (its length before any failed append).
     pub fn len(&self) -> u64 {
-        lock(&self.segment).len
+        self.len
     }
 
     /// Whether the current segment holds no byte.
@@ -136,7 +153,14 @@ impl JournalWriter {
         F: FnOnce(&mut Segment) -> Result<(), DurableError> + Send + 'static,
     {
         let segment = Arc::clone(&self.segment);
-        spawn_blocking(move || job(&mut lock(&segment))).await
+        let (result, seq, len) = spawn_blocking(move || {
+            let mut segment = lock(&segment);
+            let result = job(&mut segment);
+            (result, segment.seq, segment.len)
+        })
+        .await;
+        (self.seq, self.len) = (seq, len);
+        result
     }
 
     /// [`append_and_sync`](Self::append_and_sync) on the calling thread, blocking it: only to
@@ -144,8 +168,9 @@ impl JournalWriter {
     #[cfg(test)]
     pub(crate) fn append_and_sync_here(&mut self, bytes: &[u8]) -> Result<(), DurableError> {
         let mut segment = lock(&self.segment);
-        segment.append(bytes)?;
-        segment.sync()
+        let result = segment.append(bytes).and_then(|()| segment.sync());
+        self.len = segment.len;
+        result
     }
 }
 

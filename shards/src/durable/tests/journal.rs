@@ -55,12 +55,23 @@ fn journal_appends_syncs_and_rolls() {
             b"after the snapshot|"
         );
 
-        writer.remove_before(2).await.unwrap();
+        let err = writer.roll(2).await.unwrap_err();
+        assert!(matches!(err, DurableError::Misuse { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("above the current one (2)"),
+            "{err}"
+        );
+
+        // Never the current segment, whatever number is asked.
+        writer.remove_before(5).await.unwrap();
         let files = shard.files().unwrap();
         assert_eq!(
             files.journals.iter().map(|f| f.seq).collect::<Vec<_>>(),
             [2]
         );
+        writer.append(b"still here|".to_vec()).await.unwrap();
+        let bytes = read_file(&shard.journal_path(2)).unwrap();
+        assert_eq!(bytes, b"after the snapshot|still here|");
     });
 }
 
