@@ -130,7 +130,10 @@ fn record(n: u8) -> Vec<u8> {
 
 #[test]
 fn journal_append_refused_by_the_file_system_leaves_the_segment_whole() {
-    run_child("durable::tests::journal::child_append_past_the_file_size_limit");
+    run_child(
+        "durable::tests::journal::child_append_past_the_file_size_limit",
+        &[],
+    );
 }
 
 /// Run by the test above in a child process: sets `RLIMIT_FSIZE` (process-wide) with SIGXFSZ

@@ -62,6 +62,40 @@ fn open_creates_the_directory_private_and_locked() {
     DataDir::open(&path).unwrap();
 }
 
+/// The path [`child_opens_a_locked_directory`] tries.
+const LOCKED_DIR_ENV: &str = "SHARDS_TEST_LOCKED_DIR";
+
+#[test]
+fn a_second_process_is_refused_while_the_first_holds_the_directory() {
+    let (_tmp, path, dir) = open_new();
+    crate::test_util::run_child(
+        "durable::tests::child_opens_a_locked_directory",
+        &[(LOCKED_DIR_ENV, path.as_os_str())],
+    );
+    drop(dir);
+}
+
+/// Run by the test above in a child process, while the parent holds the directory open.
+#[test]
+#[ignore = "run in a child process by a_second_process_is_refused_while_the_first_holds_the_directory"]
+fn child_opens_a_locked_directory() {
+    let path = std::path::PathBuf::from(std::env::var_os(LOCKED_DIR_ENV).expect(LOCKED_DIR_ENV));
+    let err = DataDir::open(&path).unwrap_err();
+    let parent = std::os::unix::process::parent_id();
+    assert!(
+        matches!(&err, DurableError::Locked { holder: Some(p), .. } if *p == parent),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the data directory is in use by another broker (pid {parent}); one broker per \
+             directory",
+            path.display()
+        )
+    );
+}
+
 #[test]
 fn open_refuses_a_directory_that_cannot_be_created_naming_path_and_reason() {
     let tmp = temp();
