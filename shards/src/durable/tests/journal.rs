@@ -192,47 +192,9 @@ fn child_append_past_the_file_size_limit() {
     });
 }
 
-/// A small tmpfs mounted for one test and unmounted when dropped.
-struct SmallTmpfs(tempfile::TempDir);
-
-impl SmallTmpfs {
-    /// `None` when this process may not mount (not root, or in a container that forbids it).
-    fn mount(bytes: usize) -> Option<SmallTmpfs> {
-        let dir = temp();
-        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        let options = std::ffi::CString::new(format!("size={bytes}")).unwrap();
-        // SAFETY: NUL-terminated strings that outlive the call.
-        let mounted = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        if mounted != 0 {
-            eprintln!(
-                "cannot mount a tmpfs ({}): skipping the ENOSPC case",
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        Some(SmallTmpfs(dir))
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let target = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: as in mount.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
 #[test]
 fn journal_append_on_a_full_disk_fails_and_succeeds_once_space_returns() {
-    let Some(fs) = SmallTmpfs::mount(256 * 1024) else {
+    let Some(fs) = SmallTmpfs::mount(256 * 1024, 0) else {
         return;
     };
     let root = fs.0.path().to_path_buf();

@@ -121,6 +121,69 @@ fn open_refuses_a_directory_that_cannot_be_created_naming_path_and_reason() {
 }
 
 #[test]
+fn open_refuses_a_read_only_directory_naming_path_and_reason() {
+    let Some(fs) = SmallTmpfs::mount(64 * 1024, libc::MS_RDONLY) else {
+        return;
+    };
+    // Root may write anywhere chmod forbids, not on a read-only file system.
+    let err = DataDir::open(fs.0.path()).unwrap_err();
+    assert_eq!(err.path(), fs.0.path().join("LOCK"));
+    assert_eq!(
+        err.io_error().and_then(|e| e.raw_os_error()),
+        Some(libc::EROFS)
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot create the lock file: Read-only file system"),
+        "{msg}"
+    );
+    let err = DataDir::open(&fs.0.path().join("data")).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot create the data directory"),
+        "{err}"
+    );
+}
+
+/// A small tmpfs mounted for one test and unmounted when dropped.
+pub(super) struct SmallTmpfs(pub(super) tempfile::TempDir);
+
+impl SmallTmpfs {
+    /// A tmpfs of `bytes` with mount `flags` (`libc::MS_RDONLY`, ...); `None` when this process
+    /// may not mount (not root, or in a container that forbids it).
+    pub(super) fn mount(bytes: usize, flags: libc::c_ulong) -> Option<SmallTmpfs> {
+        let dir = temp();
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let options = std::ffi::CString::new(format!("size={bytes}")).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let mounted = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                options.as_ptr().cast(),
+            )
+        };
+        if mounted != 0 {
+            eprintln!(
+                "cannot mount a tmpfs ({}): skipping this case",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(SmallTmpfs(dir))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: as in mount.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
 fn generations_switch_and_old_ones_go() {
     let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(2).unwrap();
