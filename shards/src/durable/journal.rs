@@ -3,13 +3,18 @@
 //! runtimes), so a `write` or an `fdatasync` (~1 ms here, up to 8) never stalls the shard's
 //! other tasks; calls of one writer run one at a time, in order.
 //!
-//! Measured on the 2-CPU VM (ext4 on virtio, other builds running: load 6-7), 64 KiB appended and
-//! fdatasynced per call (`journal_measure_64k_appends_with_fdatasync` in `tests/journal.rs`):
-//! 175-330 calls/s, p50 4.0-4.2 ms, p99 8-12 ms, the same through the helper thread as blocking
-//! the shard itself (the hop is lost in the fdatasync), on glommio and on epoll; but only through
-//! the helper thread do the shard's other tasks run meanwhile. Preallocating the segment
-//! (`fallocate`, with or without `KEEP_SIZE`, or zero-filled) left p50 at 4.0 ms, so segments are
-//! not preallocated, and a segment's length is where its records end.
+//! Measured on the 2-CPU VM (ext4 on virtio, other builds running: load 6-10), 64 KiB per call
+//! (`journal_measure_64k_appends_with_fdatasync` in `tests/journal.rs`; glommio / epoll):
+//! - append + fdatasync: 175-330 calls/s, p50 4.0-4.2 ms, p99 8-12 ms, the same through the
+//!   helper thread as blocking the shard (the hop is lost in the fdatasync), but only through the
+//!   helper thread do the shard's other tasks run meanwhile;
+//! - append only (`fsync: interval`): p50 28 / 23 µs through the helper thread, 14 µs direct
+//!   (p99 100 / 40 µs vs 26 µs). The hop costs ~10-15 µs; it stays, because a `write` into a
+//!   page cache under writeback pressure can block for milliseconds.
+//!
+//! Preallocating the segment (`fallocate`, with or without `KEEP_SIZE`, or zero-filled) left the
+//! append + fdatasync p50 at 4.0 ms, so segments are not preallocated, and a segment's length is
+//! where its records end.
 //!
 //! A failed append (ENOSPC, EFBIG, EIO) leaves the segment at its last good length: the writer
 //! remembers it and truncates back to it, so a retry appends where the failed call began and the
@@ -163,12 +168,14 @@ impl JournalWriter {
         result
     }
 
-    /// [`append_and_sync`](Self::append_and_sync) on the calling thread, blocking it: only to
-    /// measure what the helper thread costs.
+    /// [`append`](Self::append) (then [`sync`](Self::sync) if `sync`) on the calling thread,
+    /// blocking it: only to measure what the helper thread costs.
     #[cfg(test)]
-    pub(crate) fn append_and_sync_here(&mut self, bytes: &[u8]) -> Result<(), DurableError> {
+    pub(crate) fn append_here(&mut self, bytes: &[u8], sync: bool) -> Result<(), DurableError> {
         let mut segment = lock(&self.segment);
-        let result = segment.append(bytes).and_then(|()| segment.sync());
+        let result = segment
+            .append(bytes)
+            .and_then(|()| if sync { segment.sync() } else { Ok(()) });
         self.len = segment.len;
         result
     }

@@ -233,8 +233,8 @@ fn journal_append_on_a_full_disk_fails_and_succeeds_once_space_returns() {
     drop(fs);
 }
 
-/// Appends of 64 KiB with an fdatasync each: calls per second and p50 / p99 latency, through the
-/// helper thread (what the shard uses) and blocking the shard itself, for comparison.
+/// Appends of 64 KiB, with an fdatasync each and without: calls per second and p50 / p99 latency,
+/// through the helper thread (what the shard uses) and blocking the shard itself, for comparison.
 /// `cargo test --release -p shards -- --ignored --nocapture journal_measure` (and with
 /// `SHARDS_TEST_RUNTIME=epoll`); `JOURNAL_MEASURE_DIR` picks the file system (default: the
 /// system's temporary directory).
@@ -253,33 +253,37 @@ fn journal_measure_64k_appends_with_fdatasync() {
         let report = |name: &str, total: Duration, mut lat: Vec<Duration>| {
             lat.sort();
             println!(
-                "{name:>22} on {}: {:7.0} calls/s, p50 {:6.3} ms, p99 {:6.3} ms",
+                "{name:>26} on {}: {:7.0} calls/s, p50 {:6.3} ms, p99 {:6.3} ms",
                 crate::rt::current(),
                 CALLS as f64 / total.as_secs_f64(),
                 lat[lat.len() / 2].as_secs_f64() * 1e3,
                 lat[lat.len() * 99 / 100].as_secs_f64() * 1e3,
             );
         };
-        for round in 0..2 {
-            let mut lat = Vec::with_capacity(CALLS);
-            let start = Instant::now();
-            for _ in 0..CALLS {
-                let t = Instant::now();
-                writer.append_and_sync(chunk.clone()).await.unwrap();
-                lat.push(t.elapsed());
-            }
-            if round == 1 {
-                report("spawn_blocking", start.elapsed(), lat);
-            }
-            let mut lat = Vec::with_capacity(CALLS);
-            let start = Instant::now();
-            for _ in 0..CALLS {
-                let t = Instant::now();
-                writer.append_and_sync_here(&chunk).unwrap();
-                lat.push(t.elapsed());
-            }
-            if round == 1 {
-                report("direct (blocks shard)", start.elapsed(), lat);
+        let variants = [
+            ("append+fdatasync, helper", true, true),
+            ("append+fdatasync, direct", false, true),
+            ("append only, helper", true, false),
+            ("append only, direct", false, false),
+        ];
+        for round in 0..2u64 {
+            for (name, helper, sync) in variants {
+                let mut lat = Vec::with_capacity(CALLS);
+                let start = Instant::now();
+                for _ in 0..CALLS {
+                    let t = Instant::now();
+                    match (helper, sync) {
+                        (true, true) => writer.append_and_sync(chunk.clone()).await,
+                        (true, false) => writer.append(chunk.clone()).await,
+                        (false, sync) => writer.append_here(&chunk, sync),
+                    }
+                    .unwrap();
+                    lat.push(t.elapsed());
+                }
+                // The first round warms the file system up.
+                if round == 1 {
+                    report(name, start.elapsed(), lat);
+                }
             }
             writer.roll(round + 2).await.unwrap();
             writer.remove_before(round + 2).await.unwrap();
