@@ -290,3 +290,57 @@ fn journal_measure_64k_appends_with_fdatasync() {
         }
     });
 }
+
+/// Append-only calls (what `fsync: interval` waits for) right after socket traffic, when the
+/// shard's poller may block in its brief `epoll_pwait2` wait while the append is on the helper
+/// thread: p50 / p99, next to the same calls with no socket. `cargo test --release -p shards --
+/// --ignored --nocapture journal_measure_after_socket` (and with `SHARDS_TEST_RUNTIME=epoll`).
+#[test]
+#[ignore = "a measurement: run it by hand"]
+fn journal_measure_after_socket_traffic() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use std::io::{Read, Write};
+    const CALLS: usize = 2000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut byte = [0u8; 1];
+        while peer.read_exact(&mut byte).is_ok() {
+            peer.write_all(&byte).unwrap();
+        }
+    });
+    run(move || async move {
+        let tmp = temp();
+        let (_dir, _shard, mut writer) = new_writer(tmp.path());
+        let chunk = vec![0x5au8; 4096];
+        let mut conn = crate::TcpConn::connect(addr).await.unwrap();
+        for with_socket in [false, true, false, true] {
+            let mut lat = Vec::with_capacity(CALLS);
+            for _ in 0..CALLS {
+                if with_socket {
+                    let mut byte = [1u8];
+                    conn.write_all(&byte).await.unwrap();
+                    conn.read_exact(&mut byte).await.unwrap();
+                }
+                let t = Instant::now();
+                writer.append(chunk.clone()).await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            println!(
+                "4 KiB append on {}, {:>18}: p50 {:7.3} ms, p99 {:7.3} ms",
+                crate::rt::current(),
+                if with_socket {
+                    "after a round trip"
+                } else {
+                    "no socket traffic"
+                },
+                lat[CALLS / 2].as_secs_f64() * 1e3,
+                lat[CALLS * 99 / 100].as_secs_f64() * 1e3,
+            );
+        }
+        drop(conn);
+    });
+    echo.join().unwrap();
+}
