@@ -11,7 +11,8 @@
 //! rounds per executor loop turn, see [`ROUNDS_PER_TURN`]): no interrupts, no per-read arming.
 //! When the set goes quiet right after events and nothing else on the shard can run, the shard
 //! blocks in `epoll_pwait2` itself for a moment ([`BRIEF_WAIT`]; other threads end that wait
-//! through [`RemoteWake`], which the bus uses). Only when the set stays quiet does the shard ask
+//! through [`RemoteWake`], which the bus uses; not while a [`crate::rt::spawn_blocking`] call is
+//! awaited, whose result comes through glommio's ring). Only when the set stays quiet does the shard ask
 //! glommio to wake it when the epoll fd becomes readable (one io_uring poll), and then it sleeps
 //! (glommio's sleep is much dearer: a `membarrier` and several `io_uring_enter`).
 //!
@@ -435,7 +436,9 @@ async fn drive(poller: Rc<Poller>) {
     loop {
         let woken = usize::from(poller.remote.run_pending());
         let found = match poller.dispatch(&mut events).map(|n| n + woken) {
-            Ok(0) if busy => {
+            // Work on the blocking helper thread (a journal fdatasync) completes through
+            // glommio's ring, which a brief wait would not see: sleep through glommio instead.
+            Ok(0) if busy && !crate::rt::blocking_in_flight() => {
                 if only_task_runnable().await {
                     poller.dispatch_briefly(&mut events)
                 } else {

@@ -179,6 +179,35 @@ pub async fn yield_if_needed() {
     }
 }
 
+thread_local! {
+    /// Calls of [`spawn_blocking`] awaited on this (glommio) thread.
+    static BLOCKING_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether a [`spawn_blocking`] call of this glommio thread awaits its result: the shard's poller
+/// ([`crate::poller`]) then sleeps through glommio, whose ring delivers that result, rather than
+/// in its brief `epoll_pwait2` wait, which would hold the result back (a 4 KiB journal append
+/// right after socket traffic: p50 0.35 ms with the brief wait, 0.03 ms without).
+pub(crate) fn blocking_in_flight() -> bool {
+    BLOCKING_IN_FLIGHT.get() > 0
+}
+
+/// Counts one awaited [`spawn_blocking`] call while it lives (dropped on completion or cancel).
+struct BlockingInFlight;
+
+impl BlockingInFlight {
+    fn enter() -> BlockingInFlight {
+        BLOCKING_IN_FLIGHT.set(BLOCKING_IN_FLIGHT.get() + 1);
+        BlockingInFlight
+    }
+}
+
+impl Drop for BlockingInFlight {
+    fn drop(&mut self) {
+        BLOCKING_IN_FLIGHT.set(BLOCKING_IN_FLIGHT.get() - 1);
+    }
+}
+
 /// Runs `f` on a helper thread of the calling shard (glommio's blocking pool, or the fallback
 /// executor's helper thread); completes with its result.
 pub async fn spawn_blocking<F, R>(f: F) -> R
@@ -187,7 +216,10 @@ where
     R: Send + 'static,
 {
     match current() {
-        Runtime::Glommio => glommio::executor().spawn_blocking(f).await,
+        Runtime::Glommio => {
+            let _in_flight = BlockingInFlight::enter();
+            glommio::executor().spawn_blocking(f).await
+        }
         Runtime::Epoll => fallback::spawn_blocking(f).await,
     }
 }

@@ -63,10 +63,11 @@ pub(crate) fn run_child_under_taskset(cpu_list: &str, test: &str) -> Option<Stri
 }
 
 /// Runs the ignored test `test` of the current test binary in a child process (for tests that
-/// change process-wide state, such as resource limits) and returns its stdout. Panics if the
-/// child fails.
-pub(crate) fn run_child(test: &str) -> String {
-    let command = Command::new(std::env::current_exe().unwrap());
+/// change process-wide state, such as resource limits, or need a second process) with the
+/// environment variables `env` added, and returns its stdout. Panics if the child fails.
+pub(crate) fn run_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.envs(env.iter().copied());
     run_child_test(command, test).expect("start the test binary again")
 }
 

@@ -336,6 +336,25 @@ pub(crate) fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
     }
 }
 
+/// A number of seconds as a [`Duration`]: finite, and more than zero (or zero too when
+/// `allow_zero`); otherwise the reason, without the key.
+fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String> {
+    let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0));
+    let duration = if ok {
+        Duration::try_from_secs_f64(secs).ok()
+    } else {
+        None
+    };
+    duration.ok_or_else(|| {
+        let expected = if allow_zero {
+            "zero or more"
+        } else {
+            "more than zero"
+        };
+        format!("must be {expected} seconds, got {secs}")
+    })
+}
+
 mod build;
 mod persistence;
 mod raw;

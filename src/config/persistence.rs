@@ -10,7 +10,6 @@
 
 use serde::Deserialize;
 
-use super::build::duration;
 use super::*;
 
 /// Default `persistence.dir`: relative to the broker's working directory, as Mosquitto's

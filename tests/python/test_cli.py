@@ -271,6 +271,8 @@ def test_every_bad_configuration_exits_2_and_a_busy_port_exits_1(amqtt_bin, tmp_
                                 f"    keyfile: {tmp_path}/missing.key\n", "missing.pem"),
         ("auth.yaml", listener + f"auth:\n  password-file: {tmp_path}/no-such-passwd\n",
          "no-such-passwd"),
+        ("persistence.yaml", listener + "persistence:\n  enabled: true\n  fsync: sometimes\n",
+         "persistence.yaml: key 'persistence.fsync': unknown value `sometimes`"),
     ]:
         (tmp_path / name).write_text(text)
         result = _run_bin(amqtt_bin, "-c", str(tmp_path / name))

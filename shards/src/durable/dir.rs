@@ -95,20 +95,25 @@ impl DataDir {
     }
 
     /// Makes `generation` the live one: writes `CURRENT` atomically (tmp, fdatasync, rename,
-    /// fsync the directory), then removes the older generations. Everything written into
+    /// fsync the directory), then removes the older generations (a failure there is logged: the
+    /// next open removes them). On error the commit may be retried. Everything written into
     /// `generation` before this call must be durable already (see [`write_atomically`]).
     pub fn commit_generation(&mut self, generation: Generation) -> Result<(), DurableError> {
         if self.pending != Some(generation.number) || generation.path.parent() != Some(&self.path) {
-            return Err(DurableError::Corrupt {
+            return Err(DurableError::Misuse {
                 path: generation.path,
                 reason: "is not the generation begun last in this directory".to_string(),
             });
         }
-        self.pending = None;
         let content = format!("{}\n", generation.number);
         write_atomically(&self.path.join(CURRENT), content.as_bytes())?;
+        self.pending = None;
         self.current = Some(generation);
-        self.remove_garbage()
+        // The switch is made: an old generation left behind is only space, removed next time.
+        if let Err(e) = self.remove_garbage() {
+            log::warn!("{e}; retried at the next start");
+        }
+        Ok(())
     }
 
     /// Removes every `gen-*` entry but the live generation, `CURRENT.tmp`, and `.tmp` files in
@@ -116,8 +121,7 @@ impl DataDir {
     fn remove_garbage(&self) -> Result<(), DurableError> {
         let live = self.current.as_ref().map(|g| g.number);
         let mut removed = false;
-        for entry in read_dir(&self.path)? {
-            let (name, path) = entry;
+        for (name, path) in read_dir(&self.path)? {
             if name.starts_with(GEN_PREFIX) && (live.is_none() || parse_gen(&name) != live) {
                 log::info!(
                     "{}: removing an unfinished or old generation",

@@ -64,6 +64,15 @@ pub enum DurableError {
         /// The pid the holder wrote into `LOCK`, when readable.
         holder: Option<u32>,
     },
+    /// A call out of order (a bug of the caller), refused before touching any file: committing
+    /// a generation that was not begun last, rolling to a segment number that is not higher.
+    #[error("{}: {reason}", path.display())]
+    Misuse {
+        /// The file or directory it would have concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file this module writes has content it never writes (e.g. `CURRENT` is not a number,
     /// or names a generation whose directory is missing). Nothing is removed then.
     #[error("{}: {reason}", path.display())]
@@ -81,6 +90,7 @@ impl DurableError {
         match self {
             DurableError::Io { path, .. }
             | DurableError::Locked { path, .. }
+            | DurableError::Misuse { path, .. }
             | DurableError::Corrupt { path, .. } => path,
         }
     }
@@ -90,7 +100,9 @@ impl DurableError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
             DurableError::Io { source, .. } => Some(source),
-            DurableError::Locked { .. } | DurableError::Corrupt { .. } => None,
+            DurableError::Locked { .. }
+            | DurableError::Misuse { .. }
+            | DurableError::Corrupt { .. } => None,
         }
     }
 }

@@ -13,6 +13,14 @@ fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
 
+/// A new data directory `data` in a temporary directory (removed when the first is dropped).
+fn open_new() -> (tempfile::TempDir, std::path::PathBuf, DataDir) {
+    let tmp = temp();
+    let path = tmp.path().join("data");
+    let dir = DataDir::open(&path).unwrap();
+    (tmp, path, dir)
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -54,6 +62,40 @@ fn open_creates_the_directory_private_and_locked() {
     DataDir::open(&path).unwrap();
 }
 
+/// The path [`child_opens_a_locked_directory`] tries.
+const LOCKED_DIR_ENV: &str = "SHARDS_TEST_LOCKED_DIR";
+
+#[test]
+fn a_second_process_is_refused_while_the_first_holds_the_directory() {
+    let (_tmp, path, dir) = open_new();
+    crate::test_util::run_child(
+        "durable::tests::child_opens_a_locked_directory",
+        &[(LOCKED_DIR_ENV, path.as_os_str())],
+    );
+    drop(dir);
+}
+
+/// Run by the test above in a child process, while the parent holds the directory open.
+#[test]
+#[ignore = "run in a child process by a_second_process_is_refused_while_the_first_holds_the_directory"]
+fn child_opens_a_locked_directory() {
+    let path = std::path::PathBuf::from(std::env::var_os(LOCKED_DIR_ENV).expect(LOCKED_DIR_ENV));
+    let err = DataDir::open(&path).unwrap_err();
+    let parent = std::os::unix::process::parent_id();
+    assert!(
+        matches!(&err, DurableError::Locked { holder: Some(p), .. } if *p == parent),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the data directory is in use by another broker (pid {parent}); one broker per \
+             directory",
+            path.display()
+        )
+    );
+}
+
 #[test]
 fn open_refuses_a_directory_that_cannot_be_created_naming_path_and_reason() {
     let tmp = temp();
@@ -79,10 +121,71 @@ fn open_refuses_a_directory_that_cannot_be_created_naming_path_and_reason() {
 }
 
 #[test]
+fn open_refuses_a_read_only_directory_naming_path_and_reason() {
+    let Some(fs) = SmallTmpfs::mount(64 * 1024, libc::MS_RDONLY) else {
+        return;
+    };
+    // Root may write anywhere chmod forbids, not on a read-only file system.
+    let err = DataDir::open(fs.0.path()).unwrap_err();
+    assert_eq!(err.path(), fs.0.path().join("LOCK"));
+    assert_eq!(
+        err.io_error().and_then(|e| e.raw_os_error()),
+        Some(libc::EROFS)
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot create the lock file: Read-only file system"),
+        "{msg}"
+    );
+    let err = DataDir::open(&fs.0.path().join("data")).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot create the data directory"),
+        "{err}"
+    );
+}
+
+/// A small tmpfs mounted for one test and unmounted when dropped.
+pub(super) struct SmallTmpfs(pub(super) tempfile::TempDir);
+
+impl SmallTmpfs {
+    /// A tmpfs of `bytes` with mount `flags` (`libc::MS_RDONLY`, ...); `None` when this process
+    /// may not mount (not root, or in a container that forbids it).
+    pub(super) fn mount(bytes: usize, flags: libc::c_ulong) -> Option<SmallTmpfs> {
+        let dir = temp();
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let options = std::ffi::CString::new(format!("size={bytes}")).unwrap();
+        // SAFETY: NUL-terminated strings that outlive the call.
+        let mounted = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                options.as_ptr().cast(),
+            )
+        };
+        if mounted != 0 {
+            eprintln!(
+                "cannot mount a tmpfs ({}): skipping this case",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(SmallTmpfs(dir))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: as in mount.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
 fn generations_switch_and_old_ones_go() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(2).unwrap();
     assert_eq!(first.number(), 1);
     assert_eq!(first.path(), path.join("gen-1"));
@@ -122,9 +225,7 @@ fn generations_switch_and_old_ones_go() {
 
 #[test]
 fn a_crash_before_the_switch_keeps_the_old_generation_live() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     write_atomically(&first.shard(0).snapshot_path(1), b"old").unwrap();
     dir.commit_generation(first).unwrap();
@@ -152,9 +253,7 @@ fn a_crash_before_the_switch_keeps_the_old_generation_live() {
 
 #[test]
 fn a_crash_before_the_first_switch_leaves_no_generation() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(2).unwrap();
     write_atomically(&first.shard(0).snapshot_path(1), b"x").unwrap();
     drop(dir);
@@ -166,9 +265,7 @@ fn a_crash_before_the_first_switch_leaves_no_generation() {
 
 #[test]
 fn leftover_tmp_files_of_the_live_generation_are_removed_at_open() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     let shard = first.shard(0);
     dir.commit_generation(first).unwrap();
@@ -181,9 +278,7 @@ fn leftover_tmp_files_of_the_live_generation_are_removed_at_open() {
 
 #[test]
 fn a_damaged_current_is_refused_and_nothing_is_removed() {
-    let tmp = temp();
-    let path = tmp.path().join("data");
-    let mut dir = DataDir::open(&path).unwrap();
+    let (_tmp, path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     dir.commit_generation(first).unwrap();
     drop(dir);
@@ -203,8 +298,7 @@ fn a_damaged_current_is_refused_and_nothing_is_removed() {
 
 #[test]
 fn only_the_generation_begun_last_can_be_committed() {
-    let tmp = temp();
-    let mut dir = DataDir::open(&tmp.path().join("data")).unwrap();
+    let (_tmp, _path, mut dir) = open_new();
     let first = dir.begin_generation(1).unwrap();
     let stale = first.clone();
     dir.commit_generation(first).unwrap();
@@ -254,8 +348,7 @@ fn truncate_cuts_a_torn_tail() {
 
 #[test]
 fn shard_files_are_listed_in_number_order_and_removed_below_a_number() {
-    let tmp = temp();
-    let mut dir = DataDir::open(&tmp.path().join("data")).unwrap();
+    let (_tmp, _path, mut dir) = open_new();
     let generation = dir.begin_generation(1).unwrap();
     let shard = generation.shard(0);
     for name in [
