@@ -293,7 +293,7 @@ fn wrong_types_name_the_key_and_position() {
     invalid(
         "sys_interval: soon\n",
         "sys_interval",
-        "expected a number of seconds",
+        "'soon' is not a duration",
     );
     invalid(
         "auth:\n  allow-anonymous: 'maybe'\n",
@@ -577,7 +577,7 @@ fn session_expiry_interval() {
     invalid(
         "session_expiry_interval: a day\n",
         "session_expiry_interval",
-        "expected a number of seconds",
+        "'a day' is not a duration",
     );
     invalid(
         "session_expiry_interval: .nan\n",

@@ -54,6 +54,17 @@ persistence:
         assert_eq!(c.persistence.fsync, policy);
         assert_eq!(policy.to_string(), text);
     }
+    // Durations as the issue writes them: with a unit.
+    for (text, expected) in [
+        ("1s", Duration::from_secs(1)),
+        ("500ms", Duration::from_millis(500)),
+        ("10min", Duration::from_secs(600)),
+        ("2h", Duration::from_secs(7200)),
+        ("1.5", Duration::from_millis(1500)),
+    ] {
+        let c = ok(&format!("persistence:\n  snapshot_interval: {text}\n"));
+        assert_eq!(c.persistence.snapshot_interval, expected, "{text}");
+    }
 }
 
 #[test]
@@ -85,9 +96,14 @@ fn persistence_bad_values_name_the_key() {
         "must be more than zero seconds, got -5",
     );
     invalid(
-        "persistence:\n  fsync_interval: 1s\n",
+        "persistence:\n  fsync_interval: 1 fortnight\n",
         "persistence.fsync_interval",
-        "expected a number of seconds",
+        "unknown time unit 'fortnight'",
+    );
+    invalid(
+        "persistence:\n  fsync_interval: true\n",
+        "persistence.fsync_interval",
+        "expected a number of seconds, or a duration",
     );
     invalid(
         "persistence:\n  dir: ''\n",
