@@ -153,6 +153,8 @@ pub struct BrokerCore {
     pub stats: Stats,
     /// Persistence: records owed to the disk and replies waiting for them; `None` when off.
     journal: Option<Box<Journal>>,
+    /// Recovered sessions whose will is due (`recovery.rs`).
+    recovered_wills: Vec<SessionKey>,
     /// PUBLISHes `handlers/publish.rs` routed from the read buffer (tests check both ways are taken).
     #[cfg(test)]
     routed_in_place: u64,
@@ -171,6 +173,7 @@ impl BrokerCore {
             .then(|| Box::new(Journal::new(shards.max(1))));
         BrokerCore {
             journal,
+            recovered_wills: Vec::new(),
             settings,
             shard,
             shards: shards.max(1),

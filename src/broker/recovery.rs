@@ -140,6 +140,11 @@ impl BrokerCore {
             for (filter, &qos) in &stored.subscriptions {
                 self.add_subscriber(key, filter, qos);
             }
+            if stored.offline_since_unix_ms.is_none() && stored.will.is_some() {
+                // Its client was connected when the broker stopped, without a DISCONNECT: the
+                // will is due [MQTT-3.1.2-8], once every shard is restored.
+                self.recovered_wills.push(key);
+            }
             let away = stored.offline_since_unix_ms.map_or(Duration::ZERO, |at| {
                 Duration::from_millis(unix_ms.saturating_sub(at))
             });
@@ -165,5 +170,29 @@ impl BrokerCore {
             table.entry(filter, || ());
         }
         self.last_remote.forget();
+    }
+
+    /// Publishes the wills of the recovered sessions whose clients were connected when the broker
+    /// stopped (their connections ended without DISCONNECT). Call it after
+    /// [`restore_remote_interest`](Self::restore_remote_interest), so that every shard's
+    /// subscribers get them.
+    pub fn publish_recovered_wills(&mut self) {
+        for key in std::mem::take(&mut self.recovered_wills) {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            let Some(will) = session.will.take() else {
+                continue;
+            };
+            let client_id = session.client_id.clone();
+            self.journal(|| Record::Will {
+                client_id,
+                will: None,
+            });
+            if Self::client_may_publish_to(will.topic.as_bytes()) {
+                self.route(*will);
+                self.stats.wills_published += 1;
+            }
+        }
     }
 }

@@ -33,6 +33,9 @@ pub(crate) async fn run(
     // Persistence: the recovered state first, before any listener serves.
     let journal = start.map(|start| {
         restore(&rt, &start);
+        // The recovered wills' bus messages, for the other shards' subscribers.
+        let blocked = rt.apply_actions();
+        bus_retry::send_blocked_later(&rt, blocked);
         shards::rt::spawn(journal_task::run(rt.clone(), start.journal))
     });
     // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
@@ -94,6 +97,7 @@ fn restore(rt: &Rc<ShardRuntime>, start: &ShardStart) {
     for (shard, filter) in &start.remote_interest {
         core.restore_remote_interest(*shard, filter);
     }
+    core.publish_recovered_wills();
 }
 
 async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {

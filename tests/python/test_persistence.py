@@ -478,3 +478,38 @@ def test_a_corrupt_newest_snapshot_falls_back_to_the_one_before(make_broker):
     got = sub.get_messages(40)
     assert [m.payload.decode() for m in got] == [f"n{i}" for i in range(40)]
     sub.disconnect()
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_the_will_of_a_client_connected_at_kill_9_is_published_after_the_restart(make_broker,
+                                                                                  shards):
+    broker = make_broker(shards=shards)
+    watcher, _ = connect_session(broker, "will-watcher")
+    watcher.subscribe("wills/#", 1)
+    watcher.disconnect()
+    dying = PahoClient(HOST, broker.port, client_id="will-owner", clean_session=False,
+                       will=("wills/owner", b"gone", 1, False))
+    assert dying.connect()[0] == 0
+    polite = PahoClient(HOST, broker.port, client_id="will-polite", clean_session=False,
+                        will=("wills/polite", b"never", 1, False))
+    assert polite.connect()[0] == 0
+    polite.disconnect()  # DISCONNECT: its will is discarded
+    time.sleep(0.2)
+
+    broker.kill()
+    dying.stop_loop()
+    broker.start()
+
+    watcher, present = connect_session(broker, "will-watcher")
+    assert present
+    got = watcher.get_message(timeout=10)
+    assert (got.topic, got.payload) == ("wills/owner", b"gone")
+    time.sleep(0.5)
+    assert watcher.drain() == [], "a will discarded by DISCONNECT was published"
+    watcher.disconnect()
+    # Published once: a second restart does not publish it again.
+    broker.restart("kill")
+    watcher, _ = connect_session(broker, "will-watcher")
+    time.sleep(0.5)
+    assert watcher.drain() == []
+    watcher.disconnect()
