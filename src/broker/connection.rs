@@ -74,8 +74,9 @@ pub struct Connection {
     pub outbox: BytesMut,
     /// A flush action has been emitted and the runtime has not taken the outbox since.
     pub flush_requested: bool,
-    /// The client's next PUBLISH was held back for memory once (`Next::PausePublisher`): it is
-    /// handled when the runtime calls again, whatever the pressure then.
+    /// The client's next PUBLISH was held back once, for memory or for a subscriber that is
+    /// behind (`Next::PausePublisher`): it is handled when the runtime calls again, whatever the
+    /// state then. Meanwhile the connection is not idle (keep-alive does not expire).
     pub publish_paused: bool,
     /// Replies held back in order; `None` when there are none (the usual case: a queue inline
     /// would add 32 bytes to every connection).

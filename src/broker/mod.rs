@@ -29,6 +29,7 @@
 
 pub mod bus_batch;
 pub mod connection;
+pub mod flow_control;
 mod handlers;
 mod interest;
 mod interface;
@@ -62,6 +63,8 @@ pub use interface::{
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
+use flow_control::BehindSessions;
+pub use flow_control::{FlowGate, HeldPublisher};
 pub use memory::{MemoryBudget, Pressure};
 use outbox::PublishesWritten;
 use outbox_pool::OutboxPool;
@@ -128,6 +131,8 @@ pub struct BrokerCore {
     actions: Vec<Action>,
     /// What every session's queue is limited to (from `settings`), shared by the sessions.
     queue_limits: Arc<QueueLimits>,
+    /// This shard's online sessions whose queue is over the high-water mark (`flow_control.rs`).
+    behind: BehindSessions,
     /// The sessions the last routed topic matched (deduplicated, highest QoS each): the trie walk
     /// was ~8 % of the broker's CPU at saturation (`perf`, pairs -n 8 QoS 0). Forgotten whenever
     /// the trie changes.
@@ -174,6 +179,7 @@ impl BrokerCore {
             id_seed,
             actions: Vec::new(),
             queue_limits,
+            behind: BehindSessions::default(),
             last_match: LastTopic::default(),
             last_remote: LastTopic::default(),
             outgoing: (0..shards.max(1))
@@ -372,10 +378,13 @@ impl BrokerCore {
         }
     }
 
-    /// Time passes: close connections whose keep-alive expired; sessions whose messages have all
-    /// been settled give their flow state back (`Session::release_empty_flow`).
+    /// Time passes: close connections whose keep-alive expired (not those whose PUBLISH the broker
+    /// itself holds back: they are not idle); sessions behind for too long are marked stalled
+    /// (`flow_control.rs`); sessions whose messages have all been settled give their flow state
+    /// back (`Session::release_empty_flow`).
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
+        self.stall_slow_subscribers(now);
         for (_, session) in self.sessions.iter_mut() {
             session.release_empty_flow();
         }
@@ -384,7 +393,7 @@ impl BrokerCore {
         let expired: Vec<ConnId> = self
             .connections
             .iter()
-            .filter(|(_, c)| c.is_active() && c.keep_alive_expired(now))
+            .filter(|(_, c)| c.is_active() && !c.publish_paused && c.keep_alive_expired(now))
             .map(|(id, _)| *id)
             .collect();
         for conn in expired {
@@ -455,6 +464,8 @@ impl BrokerCore {
         session.conn = None;
         let will = session.will.take();
         let clean = session.clean;
+        // Offline, it no longer holds publishers back (its queue keeps its limits).
+        self.caught_up(key);
         if self.settings.plugins.has_events() {
             if let Some((client_id, username)) = self.client_identity(conn) {
                 self.settings.plugins.client_disconnected(&ClientInfo {
@@ -486,6 +497,7 @@ impl BrokerCore {
             return;
         }
         let session = self.sessions.remove(key);
+        self.caught_up(key);
         self.session_by_client_id.remove(&session.client_id);
         for filter in session.subscriptions.keys() {
             self.remove_subscriber(key, filter);

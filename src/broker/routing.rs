@@ -201,6 +201,9 @@ impl BrokerCore {
                 if retain || qos == QoS::AtMostOnce {
                     self.fill_window(key);
                 }
+                if !retain {
+                    self.queue_grew(key);
+                }
             }
             Delivery::Dropped(DropReason::QueueFull) => self.stats.publish_dropped_queue_full += 1,
             Delivery::Dropped(DropReason::QueueBytes) => {
@@ -234,6 +237,7 @@ impl BrokerCore {
             }
         });
         self.publishes_written(conn, &written);
+        self.queue_shrank(key);
     }
 
     /// Delivers a QoS 0 message to this shard's subscribers from borrowed bytes, when every one of

@@ -28,7 +28,10 @@ pub enum Record {
     SessionDrop { client_id: Arc<str> },
     /// The client went offline at this wall-clock time (milliseconds since the Unix epoch): session
     /// expiry keeps counting across restarts.
-    SessionOffline { client_id: Arc<str>, at_unix_ms: u64 },
+    SessionOffline {
+        client_id: Arc<str>,
+        at_unix_ms: u64,
+    },
     /// A subscription made or replaced (SUBSCRIBE granted `qos`).
     Subscribe {
         client_id: Arc<str>,

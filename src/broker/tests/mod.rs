@@ -19,6 +19,7 @@
 //! - `sessions.rs`: persistent sessions across reconnects, offline queueing and in-flight limits,
 //!   takeover, wills on connection loss, clean-session cleanup;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
+//! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins.
 
 use std::collections::{HashMap, VecDeque};
@@ -45,6 +46,8 @@ struct Cluster {
     clients: HashMap<String, Client>,
     next_conn: ConnId,
     now: Instant,
+    /// `Action::ResumePublishers` seen, on any shard.
+    resumes: usize,
 }
 
 impl Cluster {
@@ -61,6 +64,7 @@ impl Cluster {
             clients: HashMap::new(),
             next_conn: 1,
             now: Instant::now(),
+            resumes: 0,
         }
     }
 
@@ -209,6 +213,7 @@ impl Cluster {
                             }
                         }
                         Action::Bus { to, message } => self.bus.push_back((to, message)),
+                        Action::ResumePublishers => self.resumes += 1,
                     }
                 }
             }
@@ -290,6 +295,7 @@ fn ids_on_distinct_shards() -> (String, String) {
 mod bytes_in;
 mod connect;
 mod cross_shard;
+mod flow_control;
 mod publish;
 mod sessions;
 mod subscribe;
