@@ -346,9 +346,12 @@ impl BrokerCore {
             }
             BusMessage::Publishes(batch) => {
                 let bytes = batch.into_bytes();
+                let mut qos12 = 0;
                 for publish in PublishBatch::read(&bytes) {
+                    qos12 += usize::from(publish.qos != QoS::AtMostOnce);
                     self.deliver_batched(&bytes, publish);
                 }
+                self.arrived_across(qos12);
             }
             BusMessage::Retained { message, version } => {
                 self.apply_retained(&message, version);

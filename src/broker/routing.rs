@@ -163,10 +163,14 @@ impl BrokerCore {
         }
         // A QoS 0 message sent at once is encoded from the copy here, so the session only borrows
         // it; one at QoS 1/2 that is sent is encoded from the session's copy.
+        let factor = Self::queue_factor(&self.behind, key);
         let (delivery, message) = if qos == QoS::AtMostOnce {
-            (session.deliver(&*message, qos, retain), Some(message))
+            (
+                session.deliver_within(&*message, qos, retain, factor),
+                Some(message),
+            )
         } else {
-            (session.deliver(message, qos, retain), None)
+            (session.deliver_within(message, qos, retain, factor), None)
         };
         match delivery {
             Delivery::Send { packet_id } => {
@@ -368,7 +372,11 @@ impl BrokerCore {
             return;
         };
         batch.push(qos, topic, payload);
-        if batch.byte_len() >= BUS_BATCH_LIMIT {
+        let full = batch.byte_len() >= BUS_BATCH_LIMIT;
+        if qos != QoS::AtMostOnce {
+            self.sent_across();
+        }
+        if full {
             self.send_batch(to);
         }
     }

@@ -142,10 +142,10 @@ impl BrokerCore {
     }
 
     /// Why the PUBLISH at the front of `buf`, if there is one, must wait: the memory budget is
-    /// nearly spent (`paused`, any QoS), or a subscriber is behind (QoS 1/2 only, see
-    /// `flow_control.rs`).
+    /// nearly spent (`paused`, any QoS), or a subscriber is behind or too much is in transit
+    /// between shards (QoS 1/2 only, see `flow_control.rs`).
     fn hold_for(&self, conn: ConnId, buf: &[u8], paused: bool) -> Option<Hold> {
-        if !paused && self.settings.flow.behind() == 0 {
+        if !paused && !self.gate_closed() {
             return None;
         }
         let (publish, _) = peek_publish(buf, self.settings.max_packet_size)?;

@@ -17,5 +17,6 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
         );
         return;
     }
+    broker.acknowledged(key);
     broker.fill_window(key);
 }

@@ -273,3 +273,90 @@ fn a_held_publisher_does_not_time_out_while_held() {
     c.advance(Duration::from_secs(2));
     assert_eq!(c.shards[0].stats.keep_alive_timeouts, 1);
 }
+
+#[test]
+fn a_shard_runs_ahead_of_the_others_by_one_queue_at_most_and_nothing_is_lost() {
+    let (sub, publisher) = ids_on_distinct_shards();
+    let mut c = Cluster::with_settings(2, small_queues());
+    c.connect(&sub, true);
+    c.connect(&publisher, true);
+    c.subscribe(&sub, &[("t", QoS::AtLeastOnce)]);
+    c.packets(&sub);
+    // One read of 30 PUBLISHes: routed into one batch before the subscriber's shard sees any,
+    // until more are in transit than one queue holds (8).
+    let mut buf = BytesMut::new();
+    for id in 1..=30 {
+        publish_packet(QoS::AtLeastOnce, &format!("m{id}"), id)
+            .encode(&mut buf)
+            .expect("encodes");
+    }
+    let (shard, conn) = (c.client(&publisher).shard, c.client(&publisher).conn);
+    let handled = c.shards[shard].handle_bytes(conn, &mut buf, c.now);
+    assert_eq!(handled.next, Next::PausePublisher);
+    assert_eq!(gate(&c).in_transit(), 9);
+    c.run();
+    assert_eq!(pubacks(&mut c, &publisher).len(), 9);
+    assert_eq!(gate(&c).in_transit(), 0);
+    assert_eq!(
+        c.resumes, 1,
+        "the subscriber's shard releases the publisher"
+    );
+    // 1 in flight and 8 queued: behind, nothing dropped. The publisher is handed its bytes
+    // again each time it is released; the subscriber acknowledges at its pace.
+    assert_eq!(gate(&c).behind(), 1);
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        if buf.is_empty() {
+            break;
+        }
+        c.shards[shard].handle_bytes(conn, &mut buf, c.now);
+        c.run();
+        got.extend(ack_all(&mut c, &sub));
+    }
+    got.extend(ack_all(&mut c, &sub));
+    assert_eq!(got.len(), 30);
+    assert_eq!(pubacks(&mut c, &publisher).len(), 21);
+    let dropped: u64 = c
+        .shards
+        .iter()
+        .map(|s| s.stats.publish_dropped_queue_full)
+        .sum();
+    assert_eq!(dropped, 0);
+    assert_eq!(gate(&c).behind(), 0);
+}
+
+#[test]
+fn a_subscriber_that_keeps_acknowledging_is_stalled_only_after_ten_times_stall_after() {
+    let mut c = Cluster::with_settings(
+        1,
+        Settings {
+            max_queued_messages: 40,
+            ..small_queues()
+        },
+    );
+    c.connect("s", true);
+    c.connect("p", true);
+    c.subscribe("s", &[("t", QoS::AtLeastOnce)]);
+    c.packets("s");
+    for id in 1..=35 {
+        c.publish("p", "t", &format!("m{id}"), QoS::AtLeastOnce, false, id);
+    }
+    assert_eq!(gate(&c).behind(), 1);
+    // One acknowledgement every half second: draining, slowly; still behind after 9.5 s.
+    for _ in 0..19 {
+        let got = c.publishes("s");
+        assert_eq!(got.len(), 1);
+        c.send(
+            "s",
+            Packet::PubAck(PubAck {
+                packet_id: got[0].packet_id.expect("QoS 1"),
+            }),
+        );
+        c.advance(Duration::from_millis(500));
+        assert_eq!(c.shards[0].stats.subscribers_stalled, 0);
+    }
+    assert_eq!(gate(&c).behind(), 1);
+    c.advance(Duration::from_millis(500));
+    assert_eq!(c.shards[0].stats.subscribers_stalled, 1);
+    assert_eq!(gate(&c).behind(), 0);
+}
