@@ -39,8 +39,9 @@ pub struct Stats {
     /// Times a client's QoS 1/2 PUBLISH was held back because a subscriber was behind
     /// (`flow_control.rs`).
     pub publishers_held: u64,
-    /// Times a subscriber stayed behind too long and was marked stalled (it holds no publisher
-    /// back; what does not fit its queue is dropped and counted).
+    /// Times a subscriber behind acknowledged nothing for too long (or stayed behind too long)
+    /// and was marked stalled (it holds no publisher back; what does not fit its queue is dropped
+    /// and counted).
     pub subscribers_stalled: u64,
     /// Messages sent to / received from other shards; each publish of a batch counts as one.
     pub bus_sent: u64,

@@ -243,7 +243,7 @@ fn describe_all() {
     );
     describe_counter!(
         "amqtt_subscribers_stalled_total",
-        "Times a subscriber stayed behind for a second and was marked stalled: it holds no publisher back, its queue drops what does not fit."
+        "Times a subscriber behind acknowledged nothing for a second (or stayed behind for ten) and was marked stalled: it holds no publisher back, its queue drops what does not fit."
     );
     describe_counter!(
         "amqtt_packets_received_total",

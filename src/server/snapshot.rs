@@ -110,7 +110,7 @@ pub(crate) struct Totals {
     pub publish_dropped: u64,
     /// Times a QoS 1/2 publisher was held while a subscriber was behind (`broker/flow_control.rs`).
     pub publishers_held: u64,
-    /// Times a subscriber stayed behind too long and was marked stalled.
+    /// Times a subscriber behind was marked stalled (`broker/flow_control.rs`).
     pub subscribers_stalled: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
