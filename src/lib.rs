@@ -56,7 +56,8 @@
 //!        ─► server/shard.rs applies the actions: wakes the subscribers' connection tasks (one write
 //!           each, server/write_side.rs) and sends the batches over the bus ─► their tries ─► …
 //! ```
-//! When the core asks for a wait (`Next::PausePublisher`, near `memory_limit`) or a bus lane is
+//! When the core asks for a wait (`Next::PausePublisher`: near `memory_limit`, or a QoS 1/2 PUBLISH
+//! while a subscriber is behind, `broker/flow_control.rs`) or a bus lane is
 //! full, the reader stops reading that publisher until it is over, then hands the core the rest.
 //! A connection is accepted on whichever shard the kernel picks (SO_REUSEPORT), reads its CONNECT
 //! there, and moves to `home_shard(client_id)` so that a client id's session, takeover and will are

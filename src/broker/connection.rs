@@ -93,8 +93,9 @@ pub struct Connection {
     /// With persistence on: the outbox holds a QoS 2 PUBLISH whose packet id is journaled in this
     /// batch, and is not given to the runtime before that batch is durable (0: nothing held).
     pub hold_until: u64,
-    /// The client's next PUBLISH was held back for memory once (`Next::PausePublisher`): it is
-    /// handled when the runtime calls again, whatever the pressure then.
+    /// The client's next PUBLISH was held back once, for memory or for a subscriber that is
+    /// behind (`Next::PausePublisher`): it is handled when the runtime calls again, whatever the
+    /// state then. Meanwhile the connection is not idle (keep-alive does not expire).
     pub publish_paused: bool,
     /// Replies held back in order; `None` when there are none (the usual case: a queue inline
     /// would add 32 bytes to every connection).

@@ -7,7 +7,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::{retained, ConnId, DeliveryStamp, MemoryBudget, PublishBatch, RetainVersion};
+use super::{
+    flow_control, retained, ConnId, DeliveryStamp, FlowGate, MemoryBudget, PublishBatch,
+    RetainVersion,
+};
 use crate::plugins::CorePlugins;
 use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, PROTOCOL_MAX_PACKET_SIZE};
 
@@ -36,6 +39,10 @@ pub struct Settings {
     pub max_queued_bytes: Option<usize>,
     /// The broker-wide memory budget, shared by every shard (`memory.rs`).
     pub memory: Arc<MemoryBudget>,
+    /// Sessions behind and publishers held, shared by every shard (`flow_control.rs`).
+    pub flow: Arc<FlowGate>,
+    /// How long a session may stay behind (holding publishers back) before it is marked stalled.
+    pub stall_after: std::time::Duration,
     /// How long a deleted retained topic is remembered (`retained.rs`).
     pub retained_tombstone_ttl: std::time::Duration,
     /// Granted QoS is capped at this.
@@ -66,6 +73,8 @@ impl Default for Settings {
             outbox_limit: 4 << 20,
             max_queued_bytes: None,
             memory: MemoryBudget::unlimited(),
+            flow: FlowGate::new(),
+            stall_after: flow_control::STALL_AFTER,
             retained_tombstone_ttl: retained::TOMBSTONE_TTL,
             plugins: CorePlugins::default(),
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
@@ -143,6 +152,8 @@ pub enum Action {
     Flush(ConnId),
     /// Send to another shard.
     Bus { to: usize, message: BusMessage },
+    /// No session is behind any more (`flow_control.rs`): publishers held on any shard may go on.
+    ResumePublishers,
 }
 
 /// The shard a client id's session lives on: FNV-1a, stable across runs and builds.

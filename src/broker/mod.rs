@@ -20,7 +20,8 @@
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
-//! filters themselves are kept in a `topic_trie.rs`); the types the runtime and the core exchange
+//! filters themselves are kept in a `topic_trie.rs`); when publishers are held back because a
+//! subscriber is behind, in `flow_control.rs`; the types the runtime and the core exchange
 //! (settings, bus messages, actions) in `interface.rs`.
 
 // Public for the runtime (`server`), the tests and the bench, not an API for embedders (they
@@ -30,6 +31,7 @@
 pub mod bus_batch;
 pub mod connection;
 mod expiry;
+pub mod flow_control;
 mod handlers;
 mod interest;
 mod interface;
@@ -68,6 +70,8 @@ pub use journal::{DeliveryStamp, DurableWait};
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
 use expiry::ExpiryIndex;
+use flow_control::BehindSessions;
+pub use flow_control::{FlowGate, HeldPublisher};
 use journal::Journal;
 pub use memory::{MemoryBudget, Pressure};
 use outbox::PublishesWritten;
@@ -137,6 +141,8 @@ pub struct BrokerCore {
     actions: Vec<Action>,
     /// What every session's queue is limited to (from `settings`), shared by the sessions.
     queue_limits: Arc<QueueLimits>,
+    /// This shard's online sessions whose queue is over the high-water mark (`flow_control.rs`).
+    behind: BehindSessions,
     /// The sessions the last routed topic matched (deduplicated, highest QoS each): the trie walk
     /// was ~8 % of the broker's CPU at saturation (`perf`, pairs -n 8 QoS 0). Forgotten whenever
     /// the trie changes.
@@ -193,6 +199,7 @@ impl BrokerCore {
             id_seed,
             actions: Vec::new(),
             queue_limits,
+            behind: BehindSessions::default(),
             last_match: LastTopic::default(),
             last_remote: LastTopic::default(),
             outgoing: (0..shards.max(1))
@@ -359,12 +366,15 @@ impl BrokerCore {
             BusMessage::Publishes(batch, stamp) => {
                 let mark = self.journal_mark();
                 let bytes = batch.into_bytes();
+                let mut qos12 = 0;
                 for publish in PublishBatch::read(&bytes) {
+                    qos12 += usize::from(publish.qos != QoS::AtMostOnce);
                     self.deliver_batched(&bytes, publish);
                 }
                 if let Some(stamp) = stamp {
                     self.delivery_received(stamp, mark);
                 }
+                self.arrived_across(qos12);
             }
             BusMessage::Retained {
                 message,
@@ -404,12 +414,15 @@ impl BrokerCore {
         }
     }
 
-    /// Time passes: close connections whose keep-alive expired; discard sessions whose client
-    /// stayed away longer than their expiry interval (`expiry.rs`); sessions whose messages have
-    /// all been settled give their flow state back (`Session::release_empty_flow`).
+    /// Time passes: close connections whose keep-alive expired (not those whose PUBLISH the broker
+    /// itself holds back: they are not idle); discard sessions whose client stayed away longer
+    /// than their expiry interval (`expiry.rs`); sessions behind for too long are marked stalled
+    /// (`flow_control.rs`); sessions whose messages have all been settled give their flow state
+    /// back (`Session::release_empty_flow`).
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
         self.expire_sessions(now);
+        self.stall_slow_subscribers(now);
         for (_, session) in self.sessions.iter_mut() {
             session.release_empty_flow();
         }
@@ -418,7 +431,7 @@ impl BrokerCore {
         let expired: Vec<ConnId> = self
             .connections
             .iter()
-            .filter(|(_, c)| c.is_active() && c.keep_alive_expired(now))
+            .filter(|(_, c)| c.is_active() && !c.publish_paused && c.keep_alive_expired(now))
             .map(|(id, _)| *id)
             .collect();
         for conn in expired {
@@ -505,6 +518,8 @@ impl BrokerCore {
                 at_unix_ms,
             });
         }
+        // Offline, it no longer holds publishers back (its queue keeps its limits).
+        self.caught_up(key);
         if self.settings.plugins.has_events() {
             if let Some((client_id, username)) = self.client_identity(conn) {
                 self.settings.plugins.client_disconnected(&ClientInfo {
@@ -541,6 +556,7 @@ impl BrokerCore {
         }
         self.forget_expiry(key);
         let session = self.sessions.remove(key);
+        self.caught_up(key);
         self.session_by_client_id.remove(&session.client_id);
         if !session.clean {
             let client_id = session.client_id.clone();

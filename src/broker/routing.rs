@@ -200,13 +200,20 @@ impl BrokerCore {
         } else {
             0
         };
+        let factor = Self::queue_factor(&self.behind, key);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let (delivery, message) = if qos == QoS::AtMostOnce {
-            (session.deliver(&*message, qos, retain), Some(message))
+            (
+                session.deliver_within(&*message, qos, retain, 0, factor),
+                Some(message),
+            )
         } else {
-            (session.deliver_stored(message, qos, retain, id), None)
+            (
+                session.deliver_within(message, qos, retain, id, factor),
+                None,
+            )
         };
         if id != 0 && matches!(delivery, Delivery::Send { .. } | Delivery::Queued) {
             let client_id = session.client_id.clone();
@@ -254,6 +261,9 @@ impl BrokerCore {
             Delivery::Queued => {
                 if retain || qos == QoS::AtMostOnce {
                     self.fill_window(key);
+                }
+                if !retain {
+                    self.queue_grew(key);
                 }
             }
             Delivery::Dropped(DropReason::QueueFull) => self.stats.publish_dropped_queue_full += 1,
@@ -333,6 +343,7 @@ impl BrokerCore {
                 packet_id,
             });
         }
+        self.queue_shrank(key);
     }
 
     /// Delivers a QoS 0 message to this shard's subscribers from borrowed bytes, when every one of
@@ -469,7 +480,11 @@ impl BrokerCore {
             return;
         };
         batch.push(qos, topic, payload);
-        if batch.byte_len() >= BUS_BATCH_LIMIT {
+        let full = batch.byte_len() >= BUS_BATCH_LIMIT;
+        if qos != QoS::AtMostOnce {
+            self.sent_across();
+        }
+        if full {
             self.send_batch(to);
         }
     }

@@ -255,28 +255,33 @@ impl Session {
         self.flow().queued_bytes
     }
 
-    /// Offers a message at the delivery QoS already reduced to the subscription's maximum.
-    ///
-    /// The message is borrowed (`&Message`: the session clones its handles when it keeps it) or
-    /// given (`Cow::Owned`: kept without a clone, which for the last or only subscriber of a
-    /// message saves two atomic increments and two decrements). A QoS 0 message sent at once is
-    /// not kept: whoever offered it encodes it from their own copy.
+    /// Offers a message at the delivery QoS already reduced to the subscription's maximum, within
+    /// the queue's limits. See [`deliver_within`](Self::deliver_within).
     pub fn deliver<'m>(
         &mut self,
         message: impl Into<Cow<'m, Message>>,
         qos: QoS,
         retain: bool,
     ) -> Delivery {
-        self.deliver_stored(message, qos, retain, 0)
+        self.deliver_within(message, qos, retain, 0, 1)
     }
 
-    /// [`deliver`](Self::deliver) of a message the shard's journal names `id` (0: not journaled).
-    pub fn deliver_stored<'m>(
+    /// Offers a message at the delivery QoS already reduced to the subscription's maximum; a
+    /// message that must wait is queued within `factor` times the queue's limits (more than 1 for
+    /// a subscriber that is behind and holds publishers back: `flow_control.rs`). `id` is the
+    /// message's name in the shard's journal (0: not journaled).
+    ///
+    /// The message is borrowed (`&Message`: the session clones its handles when it keeps it) or
+    /// given (`Cow::Owned`: kept without a clone, which for the last or only subscriber of a
+    /// message saves two atomic increments and two decrements). A QoS 0 message sent at once is
+    /// not kept: whoever offered it encodes it from their own copy.
+    pub fn deliver_within<'m>(
         &mut self,
         message: impl Into<Cow<'m, Message>>,
         qos: QoS,
         retain: bool,
         id: MsgId,
+        factor: usize,
     ) -> Delivery {
         let message = message.into();
         let payload_len = message.payload.len();
@@ -313,14 +318,14 @@ impl Session {
             };
         }
         let flow = self.flow();
-        if flow.queue.len() - flow.queued_retained >= self.limits.max_messages {
+        if flow.queue.len() - flow.queued_retained >= self.limits.max_messages * factor {
             return Delivery::Dropped(DropReason::QueueFull);
         }
         let bytes = payload_len;
         if self
             .limits
             .max_bytes
-            .is_some_and(|max| flow.queued_bytes + bytes > max)
+            .is_some_and(|max| flow.queued_bytes + bytes > max * factor)
         {
             return Delivery::Dropped(DropReason::QueueBytes);
         }

@@ -39,6 +39,13 @@ pub struct Stats {
     /// SUBSCRIBE filters answered 0x80 because a topic-check plugin denied them.
     pub subscribe_denied: u64,
     pub wills_published: u64,
+    /// Times a client's QoS 1/2 PUBLISH was held back because a subscriber was behind
+    /// (`flow_control.rs`).
+    pub publishers_held: u64,
+    /// Times a subscriber behind acknowledged nothing for too long (or stayed behind too long)
+    /// and was marked stalled (it holds no publisher back; what does not fit its queue is dropped
+    /// and counted).
+    pub subscribers_stalled: u64,
     /// Messages sent to / received from other shards; each publish of a batch counts as one.
     pub bus_sent: u64,
     pub bus_received: u64,

@@ -21,6 +21,8 @@
 //! - `bus_retry.rs`: bus sends a full lane refused, retried from a task of their own;
 //! - `shard.rs`: the shard's context every task borrows (`ShardRuntime`: the core, the bus, the
 //!   connections' wake-ups, applying the core's actions); it spawns nothing;
+//! - `held_publishers.rs`: the publishers a shard holds while a subscriber is behind, and their
+//!   wake-up when none is;
 //! - `settings.rs`, `runtime_stats.rs`: what the shards share read-only, and the runtime's counters;
 //! - `control.rs`: the control shard (one more executor, off the message path): gathers the data
 //!   shards' snapshots (`snapshot.rs`) every second, publishes `$SYS` (`sys_topics.rs`) and serves
@@ -33,6 +35,7 @@ mod connect_rate;
 mod connection_task;
 mod control;
 mod facade;
+mod held_publishers;
 mod http;
 mod journal_task;
 mod lifecycle;

@@ -242,6 +242,14 @@ fn describe_all() {
         "Times a publisher's socket stopped being read because memory_limit was nearly reached."
     );
     describe_counter!(
+        "amqtt_publishers_held_total",
+        "Times a QoS 1/2 publisher's socket stopped being read because a subscriber was behind (flow control)."
+    );
+    describe_counter!(
+        "amqtt_subscribers_stalled_total",
+        "Times a subscriber behind acknowledged nothing for a second (or stayed behind for ten) and was marked stalled: it holds no publisher back, its queue drops what does not fit."
+    );
+    describe_counter!(
         "amqtt_packets_received_total",
         "MQTT packets received (CONNECT included)."
     );
@@ -347,6 +355,8 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
             .absolute(value);
     }
     counter!("amqtt_wills_published_total", "shard" => sh()).absolute(core.wills_published);
+    counter!("amqtt_publishers_held_total", "shard" => sh()).absolute(core.publishers_held);
+    counter!("amqtt_subscribers_stalled_total", "shard" => sh()).absolute(core.subscribers_stalled);
     counter!("amqtt_packets_received_total", "shard" => sh()).absolute(core.packets_received);
     counter!("amqtt_packets_sent_total", "shard" => sh()).absolute(core.packets_sent);
     counter!("amqtt_bytes_received_total", "shard" => sh()).absolute(rt.bytes_received);

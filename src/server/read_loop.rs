@@ -6,8 +6,8 @@
 //! writer (`write_side.rs`), because it is the state every idle connection keeps. The same loop as
 //! an `async fn` kept 400 bytes per connection (rustc lays a coroutine out with a slot for every
 //! local that lives across some await, mostly padding here); [`ReadLoop`] is its fields and nothing
-//! else. The rare waits (a bus lane that is full, a `memory_limit` that is nearly reached) are boxed
-//! futures that exist only while they last.
+//! else. The rare waits (a bus lane that is full, a `memory_limit` that is nearly reached, a subscriber
+//! that is behind) are boxed futures that exist only while they last.
 //!
 //! What must not happen here: no decoding and no MQTT decisions (the core makes them; it says when
 //! to wait), and no socket writes (`write_side.rs` does them).
@@ -26,8 +26,12 @@ use crate::broker::{ConnId, Next, Pressure};
 
 use super::shard::{BusBacklog, ShardRuntime};
 
-/// The longest a PUBLISH waits for memory (see [`wait_for_memory`]).
+/// The longest a PUBLISH waits for memory (see [`wait_to_publish`]).
 const MEMORY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How often a publisher held for a subscriber that is behind looks again without being woken
+/// (a wake-up from another shard is dropped when its control lane is full).
+const HOLD_RECHECK: Duration = Duration::from_millis(100);
 
 /// A read buffer that grew past this (a large packet) is given back once it is empty.
 const KEEP_READ_BUFFER: usize = 64 * 1024;
@@ -91,7 +95,7 @@ impl ReadLoop {
             Next::PausePublisher => {
                 let (rt, conn) = (self.rt.clone(), self.conn);
                 self.waiting = Some(Box::pin(async move {
-                    wait_for_memory(&rt, conn).await;
+                    wait_to_publish(&rt, conn).await;
                     Flow::Continue
                 }));
                 true
@@ -216,24 +220,43 @@ pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
     }
 }
 
-/// Holds a publisher whose next PUBLISH the core held back because the broker-wide `memory_limit`
-/// is nearly reached ([`Next::PausePublisher`]): nothing more is read from its socket, so TCP slows it down, until
-/// subscribers have drained enough (`broker/memory.rs`), or for [`MEMORY_PAUSE`] at most: memory
-/// held by offline sessions may never drain, and publishers must slow down, not hang (at the limit
-/// itself the core drops what would be queued, so memory stays bounded).
-async fn wait_for_memory(rt: &Rc<ShardRuntime>, conn: ConnId) {
-    let budget = &rt.shared.core.memory;
+/// Holds a publisher whose next PUBLISH the core held back ([`Next::PausePublisher`]): nothing
+/// more is read from its socket, so TCP slows it down.
+/// - The broker-wide `memory_limit` is nearly reached: until subscribers have drained enough
+///   (`broker/memory.rs`), for [`MEMORY_PAUSE`] at most: memory held by offline sessions may
+///   never drain, and publishers must slow down, not hang (at the limit itself the core drops
+///   what would be queued, so memory stays bounded).
+/// - A subscriber is behind (`broker/flow_control.rs`): until none is, which the core reports
+///   at once on whichever shard it happens ([`HeldPublishers`](super::held_publishers)); at most
+///   twice `stall_after` (by then the core has marked a subscriber that stays behind as stalled,
+///   and it no longer counts).
+async fn wait_to_publish(rt: &Rc<ShardRuntime>, conn: ConnId) {
+    let settings = &rt.shared.core;
+    let budget = &settings.memory;
     log::debug!(
-        "shard {}: connection {conn}: memory_limit nearly reached ({} of {:?} bytes); pausing this publisher",
+        "shard {}: connection {conn}: holding this publisher (memory {} of {:?} bytes, {} \
+         subscribers behind)",
         rt.id,
         budget.used(),
-        budget.limit()
+        budget.limit(),
+        settings.flow.behind()
     );
     // What was handled so far goes out first: it may be what frees memory.
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
+    let _held = settings.flow.hold();
+    let hold_limit = settings.stall_after * 2;
     let started = Instant::now();
-    while budget.pressure() >= Pressure::PausePublishers && started.elapsed() < MEMORY_PAUSE {
-        shards::rt::sleep(Duration::from_millis(5)).await;
+    loop {
+        let waited = started.elapsed();
+        if budget.pressure() >= Pressure::PausePublishers && waited < MEMORY_PAUSE {
+            shards::rt::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        if waited >= hold_limit || !rt.core.borrow().holds_publisher(conn) {
+            return;
+        }
+        let recheck = HOLD_RECHECK.min(hold_limit - waited);
+        futures_lite::future::or(rt.held.resumed(), shards::rt::sleep(recheck)).await;
     }
 }

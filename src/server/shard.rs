@@ -23,6 +23,7 @@ use shards::{BusSender, SendError};
 use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
 use crate::transport::server::DetachedStream;
 
+use super::held_publishers::HeldPublishers;
 use super::runtime_stats::RuntimeStats;
 use super::settings::{ListenerInfo, SharedSettings};
 
@@ -33,6 +34,9 @@ pub(crate) enum ShardMessage {
     Core(BusMessage, Option<Instant>),
     /// A connection whose client id lives on the receiving shard (boxed: large and rare).
     HandOff(Box<HandOff>),
+    /// No subscriber is behind any more: wake the publishers held on the receiving shard
+    /// (`held_publishers.rs`).
+    ResumePublishers,
 }
 
 /// An accepted connection moving to its home shard, with everything read from it so far.
@@ -153,6 +157,8 @@ pub(crate) struct ShardRuntime {
     pub read_scratch: RefCell<Box<[u8]>>,
     /// Wakes the journal task (persistence on) after a turn that made journal records.
     pub journal_notify: Notify,
+    /// Publishers whose reading is held while a subscriber is behind, woken when none is.
+    pub held: HeldPublishers,
 }
 
 /// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
@@ -175,6 +181,7 @@ impl ShardRuntime {
             ingress: Cell::new(None),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             journal_notify: Notify::default(),
+            held: HeldPublishers::default(),
         }
     }
 
@@ -220,10 +227,33 @@ impl ShardRuntime {
                         blocked.push((to, message));
                     }
                 }
+                Action::ResumePublishers => self.resume_publishers(),
             }
         }
         self.action_scratch.replace(actions);
         blocked
+    }
+
+    /// No subscriber is behind any more: wakes the publishers held here, and tells the other
+    /// shards when some are held anywhere. A full control lane drops the message: the publishers
+    /// held there look again after a short while anyway (`read_loop.rs`).
+    fn resume_publishers(&self) {
+        self.held.resume();
+        if self.shared.core.flow.held() == 0 {
+            return;
+        }
+        for to in (0..self.shared.shards).filter(|&to| to != self.id) {
+            if self
+                .bus
+                .try_send_control(to, ShardMessage::ResumePublishers)
+                .is_err()
+            {
+                log::debug!(
+                    "shard {}: control lane to shard {to} full: resume not sent",
+                    self.id
+                );
+            }
+        }
     }
 
     /// Notes that the input about to be applied held PUBLISHes read at `at` from connection `from`

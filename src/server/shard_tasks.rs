@@ -125,6 +125,7 @@ fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
             }
             rt.core.borrow_mut().handle_bus(message)
         }
+        ShardMessage::ResumePublishers => rt.held.resume(),
         ShardMessage::HandOff(handoff) => {
             rt.stats.borrow_mut().handoffs_received += 1;
             connection_task::spawn_isolated(rt, connection_task::handed_off(rt.clone(), handoff));

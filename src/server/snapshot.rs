@@ -110,6 +110,10 @@ pub(crate) struct Totals {
     pub publish_received: u64,
     pub publish_sent: u64,
     pub publish_dropped: u64,
+    /// Times a QoS 1/2 publisher was held while a subscriber was behind (`broker/flow_control.rs`).
+    pub publishers_held: u64,
+    /// Times a subscriber behind was marked stalled (`broker/flow_control.rs`).
+    pub subscribers_stalled: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub connections_accepted: u64,
@@ -135,6 +139,8 @@ impl Totals {
             t.publish_received += s.core.publish_received;
             t.publish_sent += s.core.publish_sent;
             t.publish_dropped += dropped(s).iter().map(|(_, n)| n).sum::<u64>();
+            t.publishers_held += s.core.publishers_held;
+            t.subscribers_stalled += s.core.subscribers_stalled;
             t.bytes_received += s.runtime.bytes_received;
             t.bytes_sent += s.core.bytes_sent;
             t.connections_accepted += s.core.connections_accepted;

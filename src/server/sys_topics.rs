@@ -151,6 +151,8 @@ pub(crate) fn sys_messages(input: &SysInput<'_>) -> Vec<(String, String)> {
     put("messages/publish/received", t.publish_received.to_string());
     put("messages/publish/sent", t.publish_sent.to_string());
     put("messages/publish/dropped", t.publish_dropped.to_string());
+    put("messages/publish/held", t.publishers_held.to_string());
+    put("clients/stalled", t.subscribers_stalled.to_string());
     put("messages/retained/count", t.retained.to_string());
     put("messages/inflight", t.inflight.to_string());
     put("messages/queued", t.queued.to_string());

@@ -243,6 +243,43 @@ def test_a_slow_subscriber_affects_only_itself(amqtt_bin, tmp_path):
         slow.close()
 
 
+def test_a_subscriber_that_keeps_up_loses_no_acknowledged_qos1_message(amqtt_bin, tmp_path):
+    """With the default limits (window 20, queue 1000), a publisher that sends QoS 1 PUBLISHes
+    as fast as its socket takes them, without waiting for PUBACKs, outruns a paho subscriber
+    many times over. The broker holds the publisher while the subscriber is behind instead of
+    acknowledging and then dropping: every PUBACKed message arrives, in order."""
+    count = 30_000
+    with running_broker(amqtt_bin, tmp_path) as b:
+        sub = PahoClient(HOST, b.port, "keeps-up")
+        sub.connect()
+        sub.subscribe("flow/t", qos=1)
+        publisher = FastConn(b.port, "blaster")
+        blast = b"".join(publish_packet("flow/t", b"%08d" % i, 1, packet_id=i % 65535 + 1)
+                         for i in range(count))
+        sender = threading.Thread(target=publisher.sock.sendall, args=(blast,), daemon=True)
+        started = time.monotonic()
+        sender.start()
+        acked = 0
+        while acked < count:
+            first, _ = publisher.next_packet(timeout=30)
+            assert first == PUBACK << 4, hex(first)
+            acked += 1
+        sender.join(30)
+        got = sub.get_messages(count, timeout=60)
+        elapsed = time.monotonic() - started
+        assert [m.payload for m in got] == [b"%08d" % i for i in range(count)]
+        fams = wait_metric(b, lambda f: value(f, "amqtt_messages_received", qos="1") >= count,
+                           what="received count")
+        assert value(fams, "amqtt_messages_dropped", reason="queue_full") == 0
+        # The publisher was held (flow control engaged), and the subscriber never stalled.
+        assert value(fams, "amqtt_publishers_held") > 0
+        assert value(fams, "amqtt_subscribers_stalled") == 0
+        print(f"{count} QoS 1 messages in {elapsed:.2f} s, "
+              f"{value(fams, 'amqtt_publishers_held'):.0f} holds")
+        sub.disconnect()
+        publisher.close()
+
+
 @pytest.mark.parametrize("qos", [0, 1])
 def test_subscribing_to_everything_over_100k_retained_messages_delivers_all(amqtt_bin, tmp_path,
                                                                            qos):

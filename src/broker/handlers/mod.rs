@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
-use crate::protocol::{decode, peek_publish, starts_qos0_publish, Packet};
+use crate::protocol::{decode, peek_publish, starts_qos0_publish, Packet, QoS};
 
 use super::{BrokerCore, CloseReason, ConnId, Pressure};
 
@@ -48,8 +48,10 @@ pub enum Next {
     /// Read more and call again.
     ReadMore,
     /// A PUBLISH waits at the front of the buffer while the broker-wide `memory_limit` is nearly
-    /// reached: hold this publisher (read nothing more from it) until memory drains or a short
-    /// pause has passed, then call again; that PUBLISH is handled then, whatever the pressure.
+    /// reached, or (QoS 1/2) while a subscriber is behind (`flow_control.rs`): hold this publisher
+    /// (read nothing more from it) until memory drains and no subscriber is behind
+    /// ([`Action::ResumePublishers`](super::Action::ResumePublishers)), or a bounded wait has
+    /// passed, then call again; that PUBLISH is handled then, whatever the state.
     PausePublisher,
     /// The bytes broke the protocol: the connection is closing (counted, will published). Send
     /// what the core wrote and stop reading.
@@ -71,11 +73,13 @@ impl BrokerCore {
                 };
             }
             let paused = self.settings.memory.pressure() >= Pressure::PausePublishers;
-            if paused && peek_publish(buf, max).is_some() && !self.resume_publisher(conn) {
-                return Handled {
-                    publish,
-                    next: Next::PausePublisher,
-                };
+            if let Some(hold) = self.hold_for(conn, buf, paused) {
+                if !self.resume_publisher(conn, hold) {
+                    return Handled {
+                        publish,
+                        next: Next::PausePublisher,
+                    };
+                }
             }
             // Only a QoS 0 PUBLISH without RETAIN can be routed in place: the others are not
             // parsed twice. With `log_packets` it is logged here, before it is routed, and not
@@ -128,7 +132,7 @@ impl BrokerCore {
         match self.connections.get_mut(&conn) {
             Some(connection) if connection.is_active() => {
                 connection.last_activity = now;
-                // A PUBLISH held back for memory is being handled (or pressure went away).
+                // A PUBLISH held back is being handled (or what held it went away).
                 connection.publish_paused = false;
                 self.stats.packets_received += 1;
                 true
@@ -137,9 +141,26 @@ impl BrokerCore {
         }
     }
 
-    /// Whether the PUBLISH at the front of `conn`'s bytes was held back for memory already (then
-    /// it goes through now: `note_packet` ends the hold); otherwise notes that it is held back.
-    fn resume_publisher(&mut self, conn: ConnId) -> bool {
+    /// Why the PUBLISH at the front of `buf`, if there is one, must wait: the memory budget is
+    /// nearly spent (`paused`, any QoS), or a subscriber is behind or too much is in transit
+    /// between shards (QoS 1/2 only, see `flow_control.rs`).
+    fn hold_for(&self, conn: ConnId, buf: &[u8], paused: bool) -> Option<Hold> {
+        if !paused && !self.gate_closed() {
+            return None;
+        }
+        let (publish, _) = peek_publish(buf, self.settings.max_packet_size)?;
+        if paused {
+            Some(Hold::Memory)
+        } else if publish.qos != QoS::AtMostOnce && self.holds_publisher(conn) {
+            Some(Hold::Subscribers)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the PUBLISH at the front of `conn`'s bytes was held back already (then it goes
+    /// through now: `note_packet` ends the hold); otherwise notes that it is held back.
+    fn resume_publisher(&mut self, conn: ConnId, hold: Hold) -> bool {
         let Some(connection) = self.connections.get_mut(&conn) else {
             // Not served here (or forgotten): its packets are ignored, nothing to hold back.
             return true;
@@ -148,9 +169,21 @@ impl BrokerCore {
             return true;
         }
         connection.publish_paused = true;
-        self.settings.memory.note_pause();
+        match hold {
+            Hold::Memory => self.settings.memory.note_pause(),
+            Hold::Subscribers => self.stats.publishers_held += 1,
+        }
         false
     }
+}
+
+/// Why a publisher's next PUBLISH waits ([`Next::PausePublisher`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// The broker-wide `memory_limit` is nearly reached (`memory.rs`).
+    Memory,
+    /// A subscriber somewhere is behind (`flow_control.rs`).
+    Subscribers,
 }
 
 /// The one `match` from a decoded packet to its handler. `logged`: its packet-log line is
@@ -186,6 +219,8 @@ fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet, logged: bool)
 #[cfg(test)]
 impl BrokerCore {
     /// `packet`'s wire bytes through [`handle_bytes`](Self::handle_bytes), which must take them all.
+    /// A PUBLISH held back (`Next::PausePublisher`) is handed over again at once, as the runtime
+    /// does once its wait is over (tests of the hold itself call `handle_bytes`).
     pub(crate) fn handle_encoded(
         &mut self,
         conn: ConnId,
@@ -194,7 +229,10 @@ impl BrokerCore {
     ) -> Handled {
         let mut buf = BytesMut::new();
         packet.encode(&mut buf).expect("a test packet encodes");
-        let handled = self.handle_bytes(conn, &mut buf, now);
+        let mut handled = self.handle_bytes(conn, &mut buf, now);
+        if handled.next == Next::PausePublisher {
+            handled = self.handle_bytes(conn, &mut buf, now);
+        }
         assert!(
             buf.is_empty() || handled.next != Next::ReadMore,
             "{packet:?} was left in the buffer"

@@ -25,5 +25,6 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
             broker.journal(|| Record::Done { client_id, id });
         }
     }
+    broker.acknowledged(key);
     broker.fill_window(key);
 }

@@ -24,5 +24,6 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, comp: PubComp) {
             broker.journal(|| Record::Done { client_id, id });
         }
     }
+    broker.acknowledged(key);
     broker.fill_window(key);
 }

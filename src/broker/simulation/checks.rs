@@ -1,5 +1,6 @@
 //! The invariants that look at the whole cluster: after each step (session placement, counters,
-//! retained stores and interest tables once the bus is empty) and at the end of a run (liveness:
+//! the flow gate's count of sessions behind, retained stores and interest tables once the bus is
+//! empty) and at the end of a run (liveness:
 //! every obligation met or excused, nothing left in flight, queued or waiting). Checks only read
 //! (`check_after_step` resets `bus_used`, nothing else): they must not change the cores or what
 //! the model expects.
@@ -13,6 +14,7 @@ impl Sim {
         if self.step.is_multiple_of(64) {
             self.check_all_sessions();
         }
+        self.check_flow_gate();
         // Retained stores and interest tables change only through the bus: check them each time
         // it has just emptied.
         let bus_empty = self.bus_empty();
@@ -60,14 +62,28 @@ impl Sim {
                     if session.inflight_len() > usize::from(self.cfg.settings.max_inflight) {
                         fail!(self, "session of {} exceeds max_inflight", client.id);
                     }
+                    // A session behind may hold more (`flow_control.rs`), never past this.
                     if session.queued_len() - session.queued_retained()
-                        > self.cfg.settings.max_queued_messages
+                        > self.cfg.settings.max_queued_messages * flow_control::BEHIND_SLACK
                     {
                         fail!(self, "session of {} exceeds max_queued_messages", client.id);
                     }
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// The shared count of sessions behind is the sum of the shards' own (`flow_control.rs`): a
+    /// session that left without being uncounted would hold every publisher for good.
+    fn check_flow_gate(&self) {
+        let counted = self.cfg.settings.flow.behind();
+        let behind: usize = self.cores.iter().map(BrokerCore::behind_count).sum();
+        if counted != behind {
+            fail!(
+                self,
+                "the flow gate counts {counted} sessions behind, the shards {behind}"
+            );
         }
     }
 
@@ -243,6 +259,12 @@ impl Sim {
                 .any(|c| c.pending_replies.as_ref().is_some_and(|q| !q.is_empty()))
             {
                 fail!(self, "shard {s} at rest still holds replies back");
+            }
+            if core.behind_count() + core.stalled_count() != 0 {
+                fail!(self, "shard {s} at rest still has sessions behind");
+            }
+            if self.cfg.settings.flow.in_transit() != 0 {
+                fail!(self, "at rest, publishes are still counted in transit");
             }
         }
     }

@@ -63,6 +63,7 @@ impl Mini {
         for action in actions {
             match action {
                 Action::Bus { to, message } => self.bus.push_back((to, message)),
+                Action::ResumePublishers => {}
                 Action::Flush(conn) => {
                     if let Some((mut bytes, _)) = self.cores[shard].take_outbox(conn) {
                         let got = self.received.entry(conn).or_default();

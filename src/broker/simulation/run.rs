@@ -56,6 +56,9 @@ impl Sim {
                         self.flush.insert(conn);
                     }
                     Action::Bus { to, message } => batch.push((to, message)),
+                    // No client waits in the model: a held PUBLISH is handed over again at once
+                    // (`handle_encoded`), as after a hold that timed out.
+                    Action::ResumePublishers => {}
                 }
             }
             self.actions = actions;

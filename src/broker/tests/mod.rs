@@ -21,6 +21,7 @@
 //! - `expiry.rs`: session expiry (`session_expiry_interval`), and the tick with 100k offline
 //!   sessions;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
+//! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins.
 
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +48,8 @@ struct Cluster {
     clients: HashMap<String, Client>,
     next_conn: ConnId,
     now: Instant,
+    /// `Action::ResumePublishers` seen, on any shard.
+    resumes: usize,
 }
 
 impl Cluster {
@@ -63,6 +66,7 @@ impl Cluster {
             clients: HashMap::new(),
             next_conn: 1,
             now: Instant::now(),
+            resumes: 0,
         }
     }
 
@@ -211,6 +215,7 @@ impl Cluster {
                             }
                         }
                         Action::Bus { to, message } => self.bus.push_back((to, message)),
+                        Action::ResumePublishers => self.resumes += 1,
                     }
                 }
             }
@@ -294,6 +299,7 @@ mod connect;
 mod cross_shard;
 mod durability;
 mod expiry;
+mod flow_control;
 mod publish;
 mod sessions;
 mod subscribe;

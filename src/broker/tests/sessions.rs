@@ -46,9 +46,12 @@ fn persistent_session_queues_qos1_offline_and_resends_unacked_with_dup() {
 
 #[test]
 fn inflight_window_and_queue_limit_count_drops() {
+    // A subscriber that does not acknowledge is stalled at the first tick once it is behind
+    // (`flow_control.rs`): from then on its queue keeps its limit.
     let settings = Settings {
         max_inflight: 2,
         max_queued_messages: 3,
+        stall_after: Duration::ZERO,
         ..Settings::default()
     };
     let mut c = Cluster::with_settings(1, settings);
@@ -58,6 +61,7 @@ fn inflight_window_and_queue_limit_count_drops() {
     c.connect("p", true);
     for i in 0..10 {
         c.publish("p", "w", &i.to_string(), QoS::AtLeastOnce, false, i + 1);
+        c.advance(Duration::ZERO);
     }
     let first = c.publishes("s");
     assert_eq!(first.len(), 2);
