@@ -337,6 +337,20 @@ impl BrokerCore {
     /// when persistence is off), in order with the connection's other replies.
     pub(super) fn reply_when_durable(&mut self, conn: ConnId, mark: usize, reply: PendingReply) {
         let wait = self.durable_wait(mark);
+        // Nothing to wait for and nothing queued before it (a publish no persistent session
+        // took): written now, without the reply queue (most acknowledgements of a broker whose
+        // subscribers are clean sessions).
+        let free = reply.token.is_none() && reply.retained_for.is_empty();
+        if free && self.durable_done(wait.as_ref()) {
+            let queued = self
+                .connections
+                .get(&conn)
+                .is_some_and(|c| c.pending_replies.is_some());
+            if !queued {
+                self.write(conn, &reply.reply);
+                return;
+            }
+        }
         self.reply_in_order(conn, PendingReply { wait, ..reply });
     }
 

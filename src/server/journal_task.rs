@@ -137,7 +137,8 @@ async fn write(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, records: &[Rec
 async fn write_bytes(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, bytes: Bytes) {
     let len = bytes.len() as u64;
     loop {
-        match writer.append(bytes.clone()).await {
+        // On the shard's thread: one `write(2)` into the page cache (see `append_now`).
+        match writer.append_now(&bytes) {
             Ok(()) => {
                 rt.stats.borrow_mut().journal_bytes += len;
                 return;

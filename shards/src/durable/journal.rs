@@ -87,6 +87,18 @@ impl JournalWriter {
             .await
     }
 
+    /// [`append`](Self::append) on the calling thread: a `write(2)` into the page cache, which
+    /// takes microseconds (14 µs for 64 KiB here) where the trip to the helper thread and back
+    /// cost a context switch each way. It can block while the kernel throttles writeback: for a
+    /// caller that syncs on the helper thread anyway. Never call it while an async call of this
+    /// writer is pending (the segment's lock would be held by the helper thread).
+    pub fn append_now(&mut self, bytes: &[u8]) -> Result<(), DurableError> {
+        let mut segment = lock(&self.segment);
+        let result = segment.append(bytes);
+        (self.seq, self.len) = (segment.seq, segment.len);
+        result
+    }
+
     /// Forces what was appended to disk (`fdatasync`). After a failed sync the kernel may have
     /// dropped the unsynced pages, and a later sync could succeed without them: so every sync
     /// of this segment fails from then on, until [`roll`](Self::roll) starts a new one (append
