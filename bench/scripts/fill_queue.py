@@ -4,158 +4,87 @@
 and disconnects; then one publisher sends COUNT QoS 1 messages of SIZE bytes to TOPIC, with up to
 WINDOW unacknowledged, and waits for every PUBACK. `--drain` instead connects the subscriber again
 (clean session 0), receives and acknowledges its queue, and prints how many messages came and how
-long they took. Raw MQTT 3.1.1 over one socket each, no library: a Python MQTT client would be the
-bottleneck at a million messages. Loopback only; no other effect.
+long they took. Raw MQTT 3.1.1 (the Python tests' `RawConn`, tests/python/mqtt_helpers.py): a
+Python MQTT client library would be the bottleneck at a million messages. Loopback only.
 """
 import argparse
-import socket
+import os
 import struct
 import sys
 import time
 
-
-def remaining_length(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "python"))
+from mqtt_helpers import (  # noqa: E402
+    DISCONNECT_PACKET, PUBACK, PUBLISH, SUBACK, RawConn, packet, publish_packet, subscribe_packet,
+)
 
 
-def utf8(s):
-    b = s.encode()
-    return struct.pack(">H", len(b)) + b
+def connect(args, client_id, clean):
+    c = RawConn(args.host, args.port, timeout=60)
+    ack = c.connect(client_id, clean=clean, keepalive=600)
+    if ack[1] != 0:
+        sys.exit(f"CONNACK refused: {ack!r}")
+    return c, ack[0] & 1
 
 
-def packet(first, body):
-    return bytes([first]) + remaining_length(len(body)) + body
-
-
-def connect(addr, client_id, clean):
-    s = socket.create_connection(addr)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    flags = 0x02 if clean else 0x00
-    body = utf8("MQTT") + bytes([4, flags]) + struct.pack(">H", 600) + utf8(client_id)
-    s.sendall(packet(0x10, body))
-    reader = Reader(s)
-    kind, data = reader.next()
-    if kind != 2 or data[1] != 0:
-        sys.exit(f"CONNACK refused or missing: {kind} {data!r}")
-    return s, reader, data[0] & 1
-
-
-class Reader:
-    """Splits the byte stream into (packet type, body)."""
-
-    def __init__(self, sock):
-        self.s = sock
-        self.buf = bytearray()
-        self.pos = 0
-
-    def fill(self):
-        chunk = self.s.recv(1 << 20)
-        if not chunk:
-            sys.exit("broker closed the connection")
-        del self.buf[: self.pos]
-        self.pos = 0
-        self.buf += chunk
-
-    def next(self):
-        while True:
-            p = self.pos
-            if len(self.buf) - p >= 2:
-                n, mult, i = 0, 1, p + 1
-                ok = False
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        ok = True
-                        break
-                if ok and len(self.buf) - i >= n:
-                    kind = self.buf[p] >> 4
-                    first = self.buf[p]
-                    body = bytes(self.buf[i : i + n])
-                    self.pos = i + n
-                    return (kind, body) if kind != 3 else (kind, (first, body))
-            self.fill()
-
-
-def subscribe(s, reader, topic):
-    s.sendall(packet(0x82, struct.pack(">H", 1) + utf8(topic) + b"\x01"))
-    kind, data = reader.next()
-    if kind != 9 or data[2] == 0x80:
-        sys.exit(f"SUBACK refused: {data!r}")
-
-
-def fill(args, addr):
-    s, reader, _ = connect(addr, args.client_id, False)
-    subscribe(s, reader, args.topic)
-    s.sendall(packet(0xE0, b""))
-    s.close()
-    p, reader, _ = connect(addr, args.client_id + "-pub", True)
-    topic = utf8(args.topic)
+def fill(args):
+    c, _ = connect(args, args.client_id, False)
+    c.send(subscribe_packet(1, [(args.topic, 1)]))
+    first, body = c.recv_packet()
+    if first >> 4 != SUBACK or body[2] == 0x80:
+        sys.exit(f"SUBACK refused: {body!r}")
+    c.send(DISCONNECT_PACKET)
+    c.close()
+    p, _ = connect(args, args.client_id + "-pub", True)
     payload = b"x" * args.size
     sent = acked = 0
     outstanding = set()
-    start = time.monotonic()
     next_id = 1
+    start = time.monotonic()
     while acked < args.count:
-        burst = bytearray()
+        burst = []
         while sent < args.count and len(outstanding) < args.window:
             while next_id in outstanding:
                 next_id = next_id % 65535 + 1
             outstanding.add(next_id)
-            burst += packet(0x32, topic + struct.pack(">H", next_id) + payload)
+            burst.append(publish_packet(args.topic, payload, qos=1, packet_id=next_id))
             next_id = next_id % 65535 + 1
             sent += 1
         if burst:
-            p.sendall(burst)
-        kind, data = reader.next()
-        if kind == 4:
-            outstanding.discard(struct.unpack(">H", data[:2])[0])
+            p.send(b"".join(burst))
+        first, body = p.recv_packet(timeout=60)
+        if first >> 4 == PUBACK:
+            outstanding.discard(struct.unpack("!H", body[:2])[0])
             acked += 1
     took = time.monotonic() - start
-    p.sendall(packet(0xE0, b""))
+    p.send(DISCONNECT_PACKET)
     p.close()
     print(f"published {acked} QoS 1 messages of {args.size} B in {took:.1f} s "
           f"({acked / took:.0f}/s, window {args.window})")
 
 
-def drain(args, addr):
-    s, reader, present = connect(addr, args.client_id, False)
+def drain(args):
+    c, present = connect(args, args.client_id, False)
     if not present:
         sys.exit("no session present: the queue was lost")
     got = 0
-    start = time.monotonic()
-    last = start
-    s.settimeout(args.idle)
-    acks = bytearray()
+    start = last = time.monotonic()
     while True:
         try:
-            kind, data = reader.next()
-        except socket.timeout:
+            pkt = c.recv_packet(timeout=args.idle)
+        except TimeoutError:
             break
-        if kind == 3:
-            first, body = data
-            tlen = struct.unpack(">H", body[:2])[0]
+        if pkt is None:
+            sys.exit("the broker closed the connection")
+        first, body = pkt
+        if first >> 4 == PUBLISH:
+            tlen = struct.unpack("!H", body[:2])[0]
             if (first >> 1) & 3:
-                acks += packet(0x40, body[2 + tlen : 4 + tlen])
+                c.send(packet(PUBACK << 4, body[2 + tlen:4 + tlen]))
             got += 1
             last = time.monotonic()
-            if len(acks) >= 4000:
-                s.sendall(acks)
-                acks.clear()
-        if acks and reader.pos >= len(reader.buf):
-            s.sendall(acks)
-            acks.clear()
-    s.settimeout(None)
-    s.sendall(packet(0xE0, b""))
-    s.close()
+    c.send(DISCONNECT_PACKET)
+    c.close()
     print(f"received {got} queued messages in {last - start:.1f} s")
 
 
@@ -169,10 +98,10 @@ def main():
     ap.add_argument("--topic", default="recovery/q")
     ap.add_argument("--client-id", default="recovery-sub")
     ap.add_argument("--drain", action="store_true")
-    ap.add_argument("--idle", type=float, default=3.0, help="--drain: stop after this many idle seconds")
+    ap.add_argument("--idle", type=float, default=3.0,
+                    help="--drain: stop after this many idle seconds")
     args = ap.parse_args()
-    addr = (args.host, args.port)
-    (drain if args.drain else fill)(args, addr)
+    (drain if args.drain else fill)(args)
 
 
 if __name__ == "__main__":
