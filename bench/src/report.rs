@@ -113,6 +113,11 @@ pub struct Report {
     pub out_of_order: u64,
     /// End-to-end latency (µs) of messages sent in the window.
     pub latency_us: Percentiles,
+    /// QoS 1/2: PUBLISH → PUBACK (QoS 1) or PUBCOMP (QoS 2) at the publisher (µs), of messages
+    /// sent in the window: how long the broker takes to accept responsibility for a message.
+    pub ack_latency_us: Option<Percentiles>,
+    /// `--persistent`: subscribers had persistent sessions (clean session 0).
+    pub persistent: bool,
     pub connect: ConnectFigures,
     pub storm: Option<StormFigures>,
     pub retained: Option<RetainedFigures>,
@@ -191,7 +196,11 @@ impl Report {
                 self.qos,
                 self.size,
                 mode
-            ),
+            ) + if self.persistent {
+                ", persistent subscribers"
+            } else {
+                ""
+            },
         );
         row("broker", self.url.clone());
         if self.placement != Placement::Any || self.clients_per_shard.is_some() {
@@ -243,6 +252,21 @@ impl Report {
                     l.count
                 ),
             );
+            if let Some(a) = &self.ack_latency_us {
+                let ack = if self.qos == 2 { "PUBCOMP" } else { "PUBACK" };
+                row(
+                    &format!("publish → {ack}"),
+                    format!(
+                        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+                        dur_us(a.p50),
+                        dur_us(a.p90),
+                        dur_us(a.p99),
+                        dur_us(a.p999),
+                        dur_us(a.max),
+                        a.count
+                    ),
+                );
+            }
         }
         let c = &self.connect;
         row(

@@ -1,14 +1,15 @@
 //! The brokers under comparison: parsing `--broker NAME[:KIND]=COMMAND` ([`BrokerSpec`], [`Kind`]
 //! and the command-line words), the configuration text written for each kind, a broker's command
-//! line and version, and one broker process: started on a free loopback port with its config file
-//! and log, waited for until it answers CONNECT, and stopped again by its PID.
+//! line and version, and one broker process: started on a free loopback port with its config file,
+//! log and (when `{datadir}` is used) a fresh data directory, waited for until it answers CONNECT,
+//! and stopped again by its PID, its data directory measured and removed.
 //!
 //! Handles one broker at a time: it runs no scenario, keeps no results and writes no report.
 
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,10 +45,15 @@ impl Kind {
 pub struct BrokerSpec {
     pub name: String,
     pub kind: Kind,
-    /// The command split into words, with `{config}` / `{port}` still in place.
+    /// The command split into words, with `{config}` / `{port}` / `{datadir}` still in place.
     pub words: Vec<String>,
     pub command: String,
+    /// `--append-config`: text appended to the written configuration, `{datadir}` still in place.
+    pub extra_config: String,
 }
+
+/// The placeholder for a run's fresh data directory, in a command or in `--append-config` text.
+pub const DATADIR: &str = "{datadir}";
 
 /// Splits a command line into words: whitespace separates, '...' and "..." quote, \ escapes
 /// outside single quotes. No variables, globs or other shell features.
@@ -185,7 +191,30 @@ impl BrokerSpec {
             kind,
             words,
             command: command.trim().to_string(),
+            extra_config: String::new(),
         })
+    }
+
+    /// Appends `text` (an `--append-config` file) to the configuration written for this broker.
+    pub fn append_config(&mut self, text: &str) -> Result<(), String> {
+        if self.kind == Kind::None {
+            return Err(format!(
+                "--append-config {}: the broker has config kind none, so no configuration is \
+                 written to append to",
+                self.name
+            ));
+        }
+        self.extra_config.push_str(text);
+        if !self.extra_config.ends_with('\n') {
+            self.extra_config.push('\n');
+        }
+        Ok(())
+    }
+
+    /// Whether the broker's runs need a fresh data directory (`{datadir}` in the command or in
+    /// the appended configuration).
+    pub fn uses_datadir(&self) -> bool {
+        self.extra_config.contains(DATADIR) || self.words.iter().any(|w| w.contains(DATADIR))
     }
 
     /// The configuration file text for this broker listening on 127.0.0.1:`port`. `window` is
@@ -235,8 +264,10 @@ impl BrokerSpec {
                      max_payload_size = 20480\n\
                      # rumqttd's default window is 100; a scenario that needs more raises it.\n\
                      max_inflight_count = {}\n\
-                     dynamic_filters = true\n",
-                    window.map_or(100, |w| w.max(100))
+                     dynamic_filters = true\n\
+                     {}",
+                    window.map_or(100, |w| w.max(100)),
+                    self.extra_config
                 ))
             }
             Kind::None => return None,
@@ -247,17 +278,20 @@ impl BrokerSpec {
                 _ => format!("max_inflight: {w}\n"),
             });
         }
+        text.push_str(&self.extra_config);
         Some(text)
     }
 
     /// The command words with placeholders filled in.
-    pub fn argv(&self, config: &Path, port: u16) -> Vec<String> {
+    pub fn argv(&self, config: &Path, port: u16, datadir: &Path) -> Vec<String> {
         let config = config.to_string_lossy();
+        let datadir = datadir.to_string_lossy();
         self.words
             .iter()
             .map(|w| {
                 w.replace("{config}", &config)
                     .replace("{port}", &port.to_string())
+                    .replace(DATADIR, &datadir)
             })
             .collect()
     }
@@ -318,6 +352,23 @@ pub(super) struct RunningBroker {
     child: Child,
     pub(super) pid: u32,
     pub(super) addr: SocketAddr,
+    /// The run's fresh data directory, removed when the broker is stopped.
+    data_dir: Option<PathBuf>,
+}
+
+/// Bytes in the files under `dir` (0 if it cannot be read).
+pub(super) fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn free_port() -> io::Result<u16> {
@@ -338,10 +389,18 @@ pub(super) fn start_broker(
         spec.name,
         spec.kind.config_extension()
     ));
+    let data_dir = dir.join(format!("{}-{seq}.data", spec.name));
+    if spec.uses_datadir() {
+        // Fresh for every run: a journal left by the previous run would change this one.
+        let _ = fs::remove_dir_all(&data_dir);
+        fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    }
     if let Some(text) = spec.config_text(port, window) {
+        let text = text.replace(DATADIR, &data_dir.to_string_lossy());
         fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
     }
-    let argv = spec.argv(&config, port);
+    let argv = spec.argv(&config, port, &data_dir);
+    let data_dir = spec.uses_datadir().then_some(data_dir);
     let log_path = dir.join(format!("{}-{seq}.log", spec.name));
     let log = fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
@@ -387,7 +446,12 @@ pub(super) fn start_broker(
             break;
         }
         if start.elapsed() > Duration::from_secs(10) {
-            let _ = stop_broker(RunningBroker { child, pid, addr });
+            let _ = stop_broker(RunningBroker {
+                child,
+                pid,
+                addr,
+                data_dir,
+            });
             return Err(format!(
                 "{} did not answer on {addr} within 10 s: {}",
                 spec.name,
@@ -396,25 +460,49 @@ pub(super) fn start_broker(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(RunningBroker { child, pid, addr })
+    Ok(RunningBroker {
+        child,
+        pid,
+        addr,
+        data_dir,
+    })
 }
 
-/// SIGTERM, up to 5 s grace, then SIGKILL — only the process we started, by its PID.
-pub(super) fn stop_broker(mut b: RunningBroker) -> Result<(), String> {
+/// What stopping a broker found.
+pub(super) struct Stopped {
+    /// Bytes its data directory held once it had exited (with `{datadir}`).
+    pub(super) data_bytes: Option<u64>,
+    /// It ignored SIGTERM and was killed.
+    pub(super) error: Option<String>,
+}
+
+/// SIGTERM, up to 5 s grace, then SIGKILL — only the process we started, by its PID; then its
+/// data directory is measured and removed.
+pub(super) fn stop_broker(mut b: RunningBroker) -> Stopped {
+    let error = terminate(&mut b);
+    let data_bytes = b.data_dir.as_ref().map(|d| {
+        let bytes = dir_size(d);
+        let _ = fs::remove_dir_all(d);
+        bytes
+    });
+    Stopped { data_bytes, error }
+}
+
+fn terminate(b: &mut RunningBroker) -> Option<String> {
     if let Ok(Some(_)) = b.child.try_wait() {
-        return Ok(());
+        return None;
     }
     let _ = sys::kill(b.pid, libc::SIGTERM);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         if let Ok(Some(_)) = b.child.try_wait() {
-            return Ok(());
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = b.child.kill();
     let _ = b.child.wait();
-    Err(format!(
+    Some(format!(
         "pid {} ignored SIGTERM for 5 s and was killed",
         b.pid
     ))
@@ -451,7 +539,7 @@ mod tests {
         assert_eq!(b.name, "amqtt");
         assert_eq!(b.kind, Kind::Amqtt);
         assert_eq!(
-            b.argv(Path::new("/tmp/x.yaml"), 1234),
+            b.argv(Path::new("/tmp/x.yaml"), 1234, Path::new("/d")),
             vec!["target/release/amqtt", "-c", "/tmp/x.yaml"]
         );
         assert!(b
@@ -468,7 +556,10 @@ mod tests {
 
         let n = BrokerSpec::parse("other:none=mybroker --port {port}").unwrap();
         assert_eq!(n.kind, Kind::None);
-        assert_eq!(n.argv(Path::new("c"), 7), vec!["mybroker", "--port", "7"]);
+        assert_eq!(
+            n.argv(Path::new("c"), 7, Path::new("d")),
+            vec!["mybroker", "--port", "7"]
+        );
         assert!(n.config_text(7, Some(32)).is_none());
 
         let forced = BrokerSpec::parse("x:mosquitto=/opt/mq -c {config}").unwrap();
@@ -494,6 +585,52 @@ mod tests {
         ] {
             assert!(BrokerSpec::parse(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn appended_config_and_a_fresh_data_dir() {
+        let mut a = BrokerSpec::parse("a=amqtt -c {config}").unwrap();
+        assert!(!a.uses_datadir());
+        a.append_config("persistence:\n  enabled: true\n  dir: {datadir}")
+            .unwrap();
+        assert!(a.uses_datadir());
+        let text = a.config_text(1, Some(32)).unwrap();
+        assert!(
+            text.ends_with("max_inflight: 32\npersistence:\n  enabled: true\n  dir: {datadir}\n"),
+            "{text}"
+        );
+        let parsed = amqtt::config::BrokerConfig::from_yaml_str(
+            &text.replace(DATADIR, "/tmp/somewhere"),
+            "compare",
+        );
+        assert!(parsed.is_ok(), "{parsed:?}");
+
+        let mut m = BrokerSpec::parse("m=/usr/sbin/mosquitto -c {config}").unwrap();
+        m.append_config("persistence true\npersistence_location {datadir}/\n")
+            .unwrap();
+        let text = m.config_text(1, None).unwrap();
+        // Mosquitto takes the last value: the appended line comes after the harness's own.
+        let false_at = text.find("persistence false").unwrap();
+        assert!(text.rfind("persistence true").unwrap() > false_at, "{text}");
+
+        let mut n = BrokerSpec::parse("n:none=broker --port {port} --data {datadir}").unwrap();
+        assert!(n.uses_datadir());
+        assert_eq!(
+            n.argv(Path::new("c"), 7, Path::new("/d/n-1.data")),
+            vec!["broker", "--port", "7", "--data", "/d/n-1.data"]
+        );
+        assert!(n.append_config("x").is_err());
+    }
+
+    #[test]
+    fn data_dir_size_counts_nested_files() {
+        let dir = std::env::temp_dir().join(format!("amqtt-bench-size-{}", std::process::id()));
+        fs::create_dir_all(dir.join("shard-0")).unwrap();
+        fs::write(dir.join("a"), [0u8; 100]).unwrap();
+        fs::write(dir.join("shard-0").join("b"), [0u8; 23]).unwrap();
+        assert_eq!(dir_size(&dir), 123);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(dir_size(&dir), 0);
     }
 
     #[test]

@@ -77,8 +77,34 @@ const LOST: Metric = Metric {
     fmt: fmt_count,
 };
 
-/// The metrics of a scenario, its headline first.
+const ACK_P50: Metric = Metric {
+    name: "publish → ack p50",
+    higher_is_better: false,
+    get: |r| r.ack_latency_us.as_ref().map(|a| a.p50),
+    fmt: fmt_us,
+};
+const ACK_P99: Metric = Metric {
+    name: "publish → ack p99",
+    higher_is_better: false,
+    get: |r| r.ack_latency_us.as_ref().map(|a| a.p99),
+    fmt: fmt_us,
+};
+
+/// The metrics of a scenario, its headline first; at QoS 1/2 the traffic scenarios add the
+/// publish → PUBACK / PUBCOMP latency.
 pub(super) fn metrics_for(sc: &Scenario) -> Vec<Metric> {
+    let mut metrics = scenario_metrics(sc);
+    if matches!(
+        sc,
+        Scenario::Pairs(_) | Scenario::Fanin(_) | Scenario::Fanout(_)
+    ) && sc.opts().qos > 0
+    {
+        metrics.extend([ACK_P50, ACK_P99]);
+    }
+    metrics
+}
+
+fn scenario_metrics(sc: &Scenario) -> Vec<Metric> {
     match sc {
         Scenario::Pairs(o) | Scenario::Fanin(o) | Scenario::Fanout(o) if o.rate.is_some() => vec![
             LATENCY_P50,
@@ -255,10 +281,23 @@ mod tests {
                 "broker CPU (cores)",
                 "delivered per broker CPU-s",
                 "broker peak RSS",
-                "lost (per run)"
+                "lost (per run)",
+                "publish → ack p50",
+                "publish → ack p99"
             ]
         );
         assert_eq!(names("fanout -n 50"), names("fanin -n 50"));
+        // QoS 0 has no acknowledgement to time.
+        assert!(!names("pairs -n 8 --qos 0")
+            .iter()
+            .any(|n| n.contains("ack")));
+        let mut r = Report::default();
+        assert_eq!((ACK_P99.get)(&r), None);
+        r.ack_latency_us = Some(crate::stats::Percentiles {
+            p99: 1500.0,
+            ..Default::default()
+        });
+        assert_eq!((ACK_P99.get)(&r), Some(1500.0));
         assert_eq!(
             names("pairs -n 8 --rate 1000"),
             [

@@ -2,9 +2,11 @@
 //!
 //! Each broker is given as `NAME[:KIND]=COMMAND`. The harness picks a free loopback port, writes a
 //! configuration file for the broker's KIND (`amqtt` YAML, `mosquitto` conf or `rumqttd` TOML;
-//! `none` writes nothing), substitutes `{config}` and `{port}` in COMMAND, and starts the broker itself — fresh
-//! for every single run, so one run's leftovers never weigh on the next. KIND is guessed from the
-//! program name when omitted.
+//! `none` writes nothing; `--append-config` adds a file's text to it), substitutes `{config}`,
+//! `{port}` and `{datadir}` in COMMAND (and `{datadir}` in the configuration), and starts the
+//! broker itself — fresh for every single run, with a fresh data directory when `{datadir}` is
+//! used, so one run's leftovers (a journal, a database) never weigh on the next. KIND is guessed
+//! from the program name when omitted.
 //!
 //! Runs are interleaved to cancel machine drift: for each pinning mode, for each round, for each
 //! scenario, every broker in turn (A B A B ...). In the `pinned` mode the broker runs under
@@ -58,8 +60,15 @@ pub struct CompareArgs {
     /// {config} becomes the path of a config file the harness writes for KIND (amqtt, mosquitto,
     /// rumqttd, or none: then COMMAND must use {port}); {port} becomes the port it listens on. KIND is
     /// guessed from the program name. Repeat for each broker; the first is the baseline of ratios.
+    /// {datadir} (in COMMAND or in --append-config text) becomes a fresh, empty directory for
+    /// each run, removed after it (its size is printed).
     #[arg(long = "broker", value_name = "NAME[:KIND]=COMMAND", required = true)]
     pub brokers: Vec<String>,
+    /// Append the text of FILE to the configuration written for broker NAME, e.g. a
+    /// `persistence:` block with `dir: {datadir}` (amqtt) or `persistence true` and
+    /// `persistence_location {datadir}/` (mosquitto: later lines win). Repeatable.
+    #[arg(long = "append-config", value_name = "NAME=FILE")]
+    pub append_config: Vec<String>,
     /// A scenario, written as on the command line without --url/--broker-pid/--json, e.g.
     /// "pairs -n 8 --qos 1". Repeat. Default: pairs QoS 0/1/2, fanin, fanout, conns, and pairs at
     /// a fixed 1000 and 5000 msg/s per publisher for latency.
@@ -186,18 +195,34 @@ pub fn parse_scenario(s: &str, duration: f64, warmup: f64) -> Result<Scenario, S
     Ok(sc)
 }
 
+/// Applies one `--append-config NAME=FILE`.
+fn append_config(brokers: &mut [BrokerSpec], arg: &str) -> Result<(), String> {
+    let (name, file) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("--append-config {arg:?}: expected NAME=FILE"))?;
+    let b = brokers
+        .iter_mut()
+        .find(|b| b.name == name)
+        .ok_or_else(|| format!("--append-config {arg:?}: no --broker named {name:?}"))?;
+    let text = fs::read_to_string(file).map_err(|e| format!("--append-config {arg:?}: {e}"))?;
+    b.append_config(&text)
+}
+
 /// Results of the matrix: (mode, scenario index, broker index) → reports of the rounds.
 type Results = BTreeMap<(usize, usize, usize), Vec<Report>>;
 
 /// Runs `compare`. `argv` is the whole command line, recorded in the report.
 pub fn run(args: &CompareArgs, argv: &[String]) -> Result<(), BenchError> {
     let usage = BenchError::Usage;
-    let brokers: Vec<BrokerSpec> = args
+    let mut brokers: Vec<BrokerSpec> = args
         .brokers
         .iter()
         .map(|b| BrokerSpec::parse(b))
         .collect::<Result<_, _>>()
         .map_err(usage)?;
+    for a in &args.append_config {
+        append_config(&mut brokers, a).map_err(BenchError::Usage)?;
+    }
     for (i, b) in brokers.iter().enumerate() {
         if brokers[..i].iter().any(|o| o.name == b.name) {
             return Err(BenchError::Usage(format!(
@@ -286,12 +311,17 @@ pub fn run(args: &CompareArgs, argv: &[String]) -> Result<(), BenchError> {
                         }
                     }
                     let outcome = sc.run();
-                    if let Err(e) = stop_broker(broker) {
+                    let stopped = stop_broker(broker);
+                    if let Some(e) = stopped.error {
                         failures.push(format!("{label}: {e}"));
                     }
+                    let data = stopped
+                        .data_bytes
+                        .map(|b| format!(", data dir {:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+                        .unwrap_or_default();
                     match outcome {
                         Ok(r) => {
-                            eprintln!("{label}: {}", one_line(&r));
+                            eprintln!("{label}: {}{data}", one_line(&r));
                             results.entry((mi, si_, bi)).or_default().push(r);
                         }
                         Err(e) => {

@@ -34,6 +34,14 @@ pub(super) enum State {
     Closed,
 }
 
+/// One unacknowledged publish: the packet it awaits, PUBACK (1), PUBREC (2) or PUBCOMP (3), and
+/// its send time (the stamp in its payload), for the publish → acknowledgement latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Awaiting {
+    pub(super) stage: u8,
+    pub(super) sent_ns: u64,
+}
+
 /// Per-publisher state of a client.
 pub(super) struct PubState {
     pub(super) id: u32,
@@ -41,8 +49,8 @@ pub(super) struct PubState {
     pub(super) retain: bool,
     pub(super) next_seq: u64,
     pub(super) next_packet_id: u16,
-    /// Unacknowledged packet ids → awaiting PUBACK (1), PUBREC (2) or PUBCOMP (3).
-    pub(super) awaiting: HashMap<u16, u8>,
+    /// Unacknowledged packet ids → what they await and when they were sent.
+    pub(super) awaiting: HashMap<u16, Awaiting>,
     /// Ready-queue membership.
     pub(super) queued: bool,
     /// Blocked on the end-to-end window.
@@ -148,6 +156,8 @@ pub(super) struct Ctx {
     pub(super) storm_round: u64,
     pub(super) c: Counters,
     pub(super) latency: Latency,
+    /// PUBLISH → PUBACK (QoS 1) / PUBCOMP (QoS 2) of publishes sent in the window.
+    pub(super) ack_latency: Latency,
     pub(super) interval: Latency,
     pub(super) connect_latency: Latency,
     pub(super) reconnect_latency: Latency,

@@ -298,6 +298,8 @@ pub struct Totals {
 pub struct EngineResult {
     /// End-to-end latency of unique deliveries of messages sent in the window.
     pub latency: Latency,
+    /// PUBLISH → PUBACK (QoS 1) / PUBCOMP (QoS 2) of publishes sent in the window.
+    pub ack_latency: Latency,
     /// CONNECT → CONNACK of the initial connections.
     pub connect_latency: Latency,
     /// CONNECT → CONNACK of the reconnections in storm rounds.
@@ -529,6 +531,7 @@ impl Engine {
             match h.join() {
                 Ok(Ok(r)) => {
                     total.latency.add(&r.latency);
+                    total.ack_latency.add(&r.ack_latency);
                     total.connect_latency.add(&r.connect_latency);
                     total.reconnect_latency.add(&r.reconnect_latency);
                     total.sent += r.sent;

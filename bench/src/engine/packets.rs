@@ -163,16 +163,16 @@ fn handle_packet(
             mark_dirty(c, i, ctx);
             true
         }
-        Packet::PubAck(PubAck { packet_id }) => ack_publish(c, i, ctx, packet_id, 1),
+        Packet::PubAck(PubAck { packet_id }) => ack_publish(c, i, ctx, packet_id, 1, now),
         Packet::PubRec(PubRec { packet_id }) => {
             let ok = match c.publisher.as_mut() {
                 Some(p) => match p.awaiting.get_mut(&packet_id) {
-                    Some(st) if *st == 2 => {
-                        *st = 3;
+                    Some(a) if a.stage == 2 => {
+                        a.stage = 3;
                         true
                     }
                     // A repeated PUBREC for an id awaiting PUBCOMP: answer again.
-                    Some(st) if *st == 3 => true,
+                    Some(a) if a.stage == 3 => true,
                     _ => false,
                 },
                 None => false,
@@ -185,7 +185,7 @@ fn handle_packet(
             mark_dirty(c, i, ctx);
             true
         }
-        Packet::PubComp(PubComp { packet_id }) => ack_publish(c, i, ctx, packet_id, 3),
+        Packet::PubComp(PubComp { packet_id }) => ack_publish(c, i, ctx, packet_id, 3, now),
         Packet::PingResp => true,
         _ => {
             ctx.c.errors.protocol += 1;
@@ -195,17 +195,30 @@ fn handle_packet(
     }
 }
 
-/// A PUBACK (`stage` 1) or PUBCOMP (`stage` 3) for one of our publishes.
-fn ack_publish(c: &mut Client, i: usize, ctx: &mut Ctx, packet_id: u16, stage: u8) -> bool {
+/// A PUBACK (`stage` 1) or PUBCOMP (`stage` 3) for one of our publishes, received at `now`.
+fn ack_publish(
+    c: &mut Client,
+    i: usize,
+    ctx: &mut Ctx,
+    packet_id: u16,
+    stage: u8,
+    now: u64,
+) -> bool {
     let Some(p) = c.publisher.as_mut() else {
         ctx.c.errors.protocol += 1;
         return true;
     };
-    if p.awaiting.get(&packet_id) != Some(&stage) {
-        ctx.c.errors.protocol += 1;
-        return true;
-    }
+    let sent_ns = match p.awaiting.get(&packet_id) {
+        Some(a) if a.stage == stage => a.sent_ns,
+        _ => {
+            ctx.c.errors.protocol += 1;
+            return true;
+        }
+    };
     p.awaiting.remove(&packet_id);
+    if sent_ns >= ctx.t_warm && sent_ns < ctx.t_end {
+        ctx.ack_latency.record_ns(now.saturating_sub(sent_ns));
+    }
     if ctx.phase == Phase::Run && !p.queued {
         match ctx.plan.mode {
             Mode::Closed { .. } => {

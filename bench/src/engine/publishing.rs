@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use amqtt::protocol::{PublishRef, QoS};
 
-use super::client::{mark_dirty, Client, Ctx, PubState, State};
+use super::client::{mark_dirty, Awaiting, Client, Ctx, PubState, State};
 use super::{PubShared, BATCH, OPEN_LOOP_MAX_INFLIGHT, WBUF_HIGH};
 use crate::clock::now_ns;
 use crate::payload::Header;
@@ -68,8 +68,8 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
         return false;
     }
     if let Some(id) = packet_id {
-        p.awaiting
-            .insert(id, if qos == QoS::AtLeastOnce { 1 } else { 2 });
+        let stage = if qos == QoS::AtLeastOnce { 1 } else { 2 };
+        p.awaiting.insert(id, Awaiting { stage, sent_ns });
     }
     p.next_seq += 1;
     ctx.c.sent += 1;

@@ -135,6 +135,7 @@ impl Worker {
                 storm_round: 0,
                 c: Counters::default(),
                 latency: Latency::new(),
+                ack_latency: Latency::new(),
                 interval: Latency::new(),
                 connect_latency: Latency::new(),
                 reconnect_latency: Latency::new(),
@@ -556,6 +557,7 @@ impl Worker {
         }
         EngineResult {
             latency: ctx.latency,
+            ack_latency: ctx.ack_latency,
             connect_latency: ctx.connect_latency,
             reconnect_latency: ctx.reconnect_latency,
             sent: ctx.c.sent,

@@ -4,8 +4,6 @@
 //!
 //! Only builds the plan and reads the engine's figures: the connecting itself is the engine's.
 
-use std::time::Duration;
-
 use crate::clock::{now_ns, ns_to_secs, secs_to_ns};
 use crate::engine::{ClientPlan, Engine, Mode};
 use crate::report::{Report, StormFigures};
@@ -159,16 +157,7 @@ pub(super) fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
     if let Some(e) = failure {
         return Err(e);
     }
-    // Remove the persistent sessions.
-    let mut cleanup_failed = 0;
-    for id in &ids {
-        match ctx.connect_simple(id, true, Duration::from_secs(5)) {
-            Ok((c, _)) => {
-                let _ = c.disconnect();
-            }
-            Err(_) => cleanup_failed += 1,
-        }
-    }
+    let cleanup = ctx.remove_sessions(ids.iter().map(String::as_str));
     let window_s = ns_to_secs(t_stop - t_start);
     report.duration_s = window_s;
     report.connect = connect_figures(n, &connected, connect_s, &r.connect_latency);
@@ -187,11 +176,7 @@ pub(super) fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
     report.errors_total = r.errors.total();
     report.generator = mon.generator(ctx, window_s);
     report.broker = mon.broker_figures(window_s, 0);
-    if cleanup_failed > 0 {
-        report.warnings.push(format!(
-            "{cleanup_failed} persistent sessions could not be removed afterwards"
-        ));
-    }
+    report.warnings.extend(cleanup);
     finish_warnings(&mut report, &mut mon);
     Ok(report)
 }

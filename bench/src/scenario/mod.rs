@@ -86,6 +86,10 @@ pub struct Opts {
     /// or wherever the normal ids hash (any). same and cross need --shards.
     #[arg(long, value_enum, default_value_t = Placement::Any)]
     pub placement: Placement,
+    /// pairs/fanin/fanout: subscribers keep persistent sessions (clean session 0), so a broker
+    /// with persistence journals what it queues for them; the sessions are removed after the run.
+    #[arg(long)]
+    pub persistent: bool,
     /// Number of publishers / subscribers / connections (see each scenario).
     #[arg(short = 'n', value_name = "N")]
     pub n: Option<usize>,
@@ -146,6 +150,7 @@ impl Default for Opts {
             insecure: false,
             shards: None,
             placement: Placement::Any,
+            persistent: false,
             n: None,
             qos: 0,
             size: 64,
@@ -262,6 +267,18 @@ impl Scenario {
         {
             return Err(BenchError::Usage(format!(
                 "--placement applies to pairs, fanin and fanout, not {}",
+                self.name()
+            )));
+        }
+        if o.persistent
+            && !matches!(
+                self,
+                Scenario::Pairs(_) | Scenario::Fanin(_) | Scenario::Fanout(_)
+            )
+        {
+            return Err(BenchError::Usage(format!(
+                "--persistent applies to pairs, fanin and fanout (storm is always persistent), \
+                 not {}",
                 self.name()
             )));
         }

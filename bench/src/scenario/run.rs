@@ -77,6 +77,25 @@ impl RunCtx {
         )
     }
 
+    /// Removes the persistent sessions of `ids` (a clean-session connect and DISCONNECT each), so
+    /// that they hold no queue in the broker after the run; returns a warning if some could not be.
+    pub(super) fn remove_sessions<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Option<String> {
+        let mut failed = 0;
+        for id in ids {
+            match self.connect_simple(id, true, Duration::from_secs(5)) {
+                Ok((c, _)) => {
+                    let _ = c.disconnect();
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (failed > 0)
+            .then(|| format!("{failed} persistent sessions could not be removed afterwards"))
+    }
+
     pub(super) fn plan(&self, clients: Vec<ClientPlan>, publishers: Vec<u32>, mode: Mode) -> Plan {
         let o = &self.opts;
         Plan {
@@ -359,6 +378,7 @@ pub(super) fn base_report(
         warmup_s: o.warmup,
         placement: o.placement,
         shards: o.shards,
+        persistent: o.persistent,
         ..Report::default()
     }
 }
@@ -390,6 +410,7 @@ pub(super) fn delivery_figures(report: &mut Report, r: &EngineResult) {
     report.duplicated = r.duplicated;
     report.out_of_order = r.out_of_order;
     report.latency_us = r.latency.percentiles();
+    report.ack_latency_us = (r.ack_latency.count() > 0).then(|| r.ack_latency.percentiles());
     report.errors = r.errors;
     report.errors_total = r.errors.total();
 }

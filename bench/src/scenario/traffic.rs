@@ -48,11 +48,16 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     };
     let pub_id = |i: usize| ctx.placed_id("p", i, targets.publishers.get(i));
     let sub_id = |i: usize| ctx.placed_id("s", i, targets.subscribers.get(i));
+    // --persistent: subscribers with clean session 0, removed again after the run.
+    let subscriber = |i: usize, group: usize| ClientPlan {
+        clean_session: !o.persistent,
+        ..client(sub_id(i), group)
+    };
     match shape {
         Shape::Pairs => {
             publishers = vec![1; n];
             for i in 0..n {
-                let mut s = client(sub_id(i), i);
+                let mut s = subscriber(i, i);
                 s.subscribe = vec![ctx.filter(&i.to_string())?];
                 s.streams = vec![(i as u32, 0)];
                 clients.push(s);
@@ -63,7 +68,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
         }
         Shape::Fanin => {
             publishers = vec![1; n];
-            let mut s = client(sub_id(0), 0);
+            let mut s = subscriber(0, 0);
             s.subscribe = vec![ctx.filter("+")?];
             s.streams = (0..n as u32).map(|i| (i, 0)).collect();
             clients.push(s);
@@ -76,7 +81,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
         Shape::Fanout => {
             publishers = vec![n as u32];
             for i in 0..n {
-                let mut s = client(sub_id(i), i);
+                let mut s = subscriber(i, i);
                 s.subscribe = vec![ctx.filter("all")?];
                 s.streams = vec![(0, i as u32)];
                 clients.push(s);
@@ -94,6 +99,11 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     let n_subs = clients.len() - n_pubs;
     let n_clients = clients.len();
     ctx.check_fds(n_clients)?;
+    let persistent_ids: Vec<String> = clients
+        .iter()
+        .filter(|c| !c.clean_session)
+        .map(|c| c.client_id.clone())
+        .collect();
     let mode = match o.rate {
         Some(rate) => Mode::Open { rate },
         None => Mode::Closed {
@@ -120,6 +130,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     if after_connect.connected < n_clients as u64 {
         let why = failure_detail(&engine);
         let r = engine.finish()?;
+        let _ = ctx.remove_sessions(persistent_ids.iter().map(String::as_str));
         return Err(BenchError::Run(format!(
             "only {} of {n_clients} clients could connect and subscribe {}{why}",
             after_connect.connected,
@@ -182,6 +193,9 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     }
     report.warnings.extend(engine.first_failures());
     let r = engine.finish()?;
+    report
+        .warnings
+        .extend(ctx.remove_sessions(persistent_ids.iter().map(String::as_str)));
 
     let window_s = ns_to_secs(t_end - t_warm);
     report.duration_s = window_s;
