@@ -57,12 +57,26 @@ pub(crate) fn recover(
 ) -> Result<Recovered, RecoveryError> {
     let started = Instant::now();
     let mut data_dir = DataDir::open(&config.dir)?;
-    let mut states = Vec::new();
-    if let Some(generation) = data_dir.current() {
-        for shard_dir in generation.shards()? {
-            states.push(read_shard(&shard_dir)?);
-        }
-    }
+    // One thread per shard directory, then per new shard: reading and writing a shard's files
+    // are independent, and at a million queued messages each takes seconds.
+    let shard_dirs = match data_dir.current() {
+        Some(generation) => generation.shards()?,
+        None => Vec::new(),
+    };
+    let states = std::thread::scope(|scope| {
+        let readers: Vec<_> = shard_dirs
+            .iter()
+            .map(|dir| scope.spawn(move || read_shard(dir)))
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| {
+                reader
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
     let mut merged = DurableState::merge(states);
     let report = merged.finish();
     let parts = merged.split(shards, |client_id| home_shard(client_id, shards));
@@ -81,22 +95,27 @@ pub(crate) fn recover(
         .collect();
 
     let generation = data_dir.begin_generation(shards)?;
+    let written = std::thread::scope(|scope| {
+        let writers: Vec<_> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(shard, state)| {
+                let shard_dir = generation.shard(shard);
+                scope.spawn(move || write_shard(shard, state, shard_dir))
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|writer| {
+                writer
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
     let mut starts = Vec::with_capacity(shards);
     let (mut sessions, mut queued) = (0, 0);
-    for (shard, state) in parts.into_iter().enumerate() {
-        let shard_dir = generation.shard(shard);
-        let mut bytes = BytesMut::new();
-        state
-            .encode_snapshot(&mut bytes)
-            .map_err(|error| RecoveryError::Snapshot {
-                shard,
-                reason: error.to_string(),
-            })?;
-        durable::write_atomically(&shard_dir.snapshot_path(1), &bytes)?;
-        let mut header = BytesMut::new();
-        encode_header(FileKind::Journal, &mut header);
-        durable::write_atomically(&shard_dir.journal_path(1), &header)?;
-        let writer = JournalWriter::create(&shard_dir, 1)?;
+    for (shard, (state, shard_dir, writer)) in written.into_iter().enumerate() {
         sessions += state.sessions.len();
         queued += state
             .sessions
@@ -128,6 +147,27 @@ pub(crate) fn recover(
         data_dir,
         shards: starts,
     })
+}
+
+/// Writes a new shard's part as its first snapshot and an empty first journal segment.
+fn write_shard(
+    shard: usize,
+    state: DurableState,
+    shard_dir: ShardDir,
+) -> Result<(DurableState, ShardDir, JournalWriter), RecoveryError> {
+    let mut bytes = BytesMut::new();
+    state
+        .encode_snapshot(&mut bytes)
+        .map_err(|error| RecoveryError::Snapshot {
+            shard,
+            reason: error.to_string(),
+        })?;
+    durable::write_atomically(&shard_dir.snapshot_path(1), &bytes)?;
+    let mut header = BytesMut::new();
+    encode_header(FileKind::Journal, &mut header);
+    durable::write_atomically(&shard_dir.journal_path(1), &header)?;
+    let writer = JournalWriter::create(&shard_dir, 1)?;
+    Ok((state, shard_dir, writer))
 }
 
 /// One shard directory's state: its newest snapshot that reads whole, then its journal segments
