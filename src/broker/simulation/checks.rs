@@ -60,8 +60,15 @@ impl Sim {
                     if session.inflight_len() > usize::from(self.cfg.settings.max_inflight) {
                         fail!(self, "session of {} exceeds max_inflight", client.id);
                     }
+                    // A recovered session queues what was in flight at the crash too.
+                    let crashed = self.durability.as_ref().is_some_and(|d| d.crashes > 0);
+                    let extra = if crashed {
+                        usize::from(self.cfg.settings.max_inflight)
+                    } else {
+                        0
+                    };
                     if session.queued_len() - session.queued_retained()
-                        > self.cfg.settings.max_queued_messages
+                        > self.cfg.settings.max_queued_messages + extra
                     {
                         fail!(self, "session of {} exceeds max_queued_messages", client.id);
                     }
@@ -210,7 +217,7 @@ impl Sim {
             missing[self.clients[c].home] += open.len() as u64;
         }
         for (s, core) in self.cores.iter().enumerate() {
-            let dropped = core.stats.publish_dropped_queue_full;
+            let dropped = self.dropped_queue_full(s);
             if missing[s] > dropped {
                 let (c, m) = example.unwrap_or_default();
                 fail!(

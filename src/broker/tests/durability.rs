@@ -294,3 +294,49 @@ fn an_outbox_held_for_a_later_batch_is_released_by_that_batch() {
     c.make_durable(0);
     assert_eq!(c.publishes("sub").len(), 1, "never released");
 }
+
+/// Found by the simulation (replay = live): a retained publish queued for a persistent session
+/// was journaled without its retain flag and snapshotted with it.
+#[test]
+fn a_snapshot_stores_a_queued_retained_publish_as_the_journal_does() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::AtLeastOnce)]);
+    c.make_all_durable();
+    c.drop_connection("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "m", QoS::AtLeastOnce, true, 1);
+    let messages = |records: Vec<Record>| -> Vec<Record> {
+        records
+            .into_iter()
+            .filter(|r| matches!(r, Record::Message { .. }))
+            .collect()
+    };
+    let journaled = messages(c.make_all_durable());
+    assert_eq!(journaled.len(), 1);
+    assert_eq!(messages(c.shards[0].snapshot_records()), journaled);
+}
+
+/// Found by the crash simulation: a PUBREL to a persistent subscriber left before its `Released`
+/// record was durable; after a crash the broker sent the PUBLISH again, and the client, which had
+/// released the id, delivered it twice.
+#[test]
+fn a_pubrel_to_a_subscriber_waits_until_its_released_record_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.packets("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "m", QoS::ExactlyOnce, false, 1);
+    c.make_all_durable();
+    let packet_id = match &c.packets("sub")[..] {
+        [Packet::Publish(p)] => p.packet_id.expect("QoS 2"),
+        other => panic!("expected the PUBLISH, got {other:?}"),
+    };
+    c.send("sub", Packet::PubRec(PubRec { packet_id }));
+    assert!(c.packets("sub").is_empty(), "PUBREL before durable");
+    let records = c.make_durable(0);
+    assert!(records.iter().any(|r| matches!(r, Record::Released { .. })));
+    assert_eq!(c.packets("sub"), vec![Packet::PubRel(PubRel { packet_id })]);
+}
