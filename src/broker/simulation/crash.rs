@@ -322,7 +322,14 @@ impl Sim {
                 continue;
             };
             if self.sessions[c].is_none() {
-                // A persistent session whose end was not durable: the broker has it again.
+                // A persistent session whose end was not durable: the broker has it again. Its
+                // client discarded what it held of it (it asked for a clean session), so the
+                // messages it re-sends may reach the application a second time.
+                for entry in recovered.queue.iter() {
+                    if let Some(m) = msg_of(&entry.message.payload) {
+                        self.rerouted.insert(m);
+                    }
+                }
                 let epoch = self.next_epoch;
                 self.next_epoch += 1;
                 self.history.insert(epoch, vec![Vec::new(); FILTERS.len()]);

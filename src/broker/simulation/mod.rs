@@ -320,8 +320,9 @@ struct Sim {
     durability: Option<crash::Durability>,
     /// Messages whose publisher read the PUBACK or PUBREC: the broker promised to keep them.
     acked: HashSet<usize>,
-    /// QoS 2 messages a crash made the broker forget it routed (their publisher never read the
-    /// PUBREC): routed again when re-sent, they may reach a subscriber twice.
+    /// QoS 2 messages a crash lets reach a subscriber twice: the broker forgot it routed them
+    /// (their publisher never read the PUBREC) and routes them again when re-sent, or a session
+    /// its client had discarded (a clean CONNECT whose `SessionDrop` was lost) came back with them.
     rerouted: HashSet<usize>,
     /// QoS 2 ids of retained copies the broker forgot at a crash (a known gap, see `crash.rs`).
     forgotten_retained_ids: u64,

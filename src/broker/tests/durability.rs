@@ -340,3 +340,39 @@ fn a_pubrel_to_a_subscriber_waits_until_its_released_record_is_durable() {
     assert!(records.iter().any(|r| matches!(r, Record::Released { .. })));
     assert_eq!(c.packets("sub"), vec![Packet::PubRel(PubRel { packet_id })]);
 }
+
+/// Found by the crash simulation: a QoS 2 PUBLISH sent again (after a reconnect) under an id the
+/// broker still held was answered PUBREC at once, before the first one's records were durable;
+/// the broker crashed and lost the message its publisher had been told it kept.
+#[test]
+fn a_pubrec_for_a_resent_qos2_publish_waits_for_the_first_ones_records() {
+    let (sub, publisher) = ids_on_distinct_shards();
+    let mut c = persistent_cluster(2);
+    c.connect(&sub, false);
+    c.subscribe(&sub, &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.drop_connection(&sub);
+    c.make_all_durable();
+    c.connect(&publisher, false);
+    c.make_all_durable();
+    c.packets(&publisher);
+    c.publish(&publisher, "t", "m", QoS::ExactlyOnce, false, 5);
+    assert_eq!(acks(&c.packets(&publisher)), 0, "PUBREC before durable");
+    // The publisher reconnects and sends it again: the id is held, it is not routed again.
+    c.connect(&publisher, false);
+    c.packets(&publisher);
+    c.publish(&publisher, "t", "m", QoS::ExactlyOnce, false, 5);
+    let pub_shard = c.client(&publisher).shard;
+    c.make_durable(pub_shard);
+    assert_eq!(
+        acks(&c.packets(&publisher)),
+        0,
+        "PUBREC before the subscriber's shard stored the message"
+    );
+    let sub_shard = c.client(&sub).shard;
+    c.make_durable(sub_shard);
+    assert_eq!(
+        c.packets(&publisher),
+        vec![Packet::PubRec(PubRec { packet_id: 5 })]
+    );
+}
