@@ -255,6 +255,28 @@ impl BrokerCore {
         }
     }
 
+    /// Holds `conn`'s outbox until every record made so far is durable: this turn's, or the last
+    /// batch taken when this turn has none (a batch with no records is never taken).
+    pub(super) fn hold_outbox_until_durable(&mut self, conn: ConnId) {
+        let Some(journal) = self.journal.as_deref_mut() else {
+            return;
+        };
+        let batch = if journal.records.is_empty() {
+            journal.next_batch - 1
+        } else {
+            journal.next_batch
+        };
+        if batch <= journal.durable {
+            return;
+        }
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.hold_until = connection.hold_until.max(batch);
+        }
+        if !journal.held.contains(&conn) {
+            journal.held.push(conn);
+        }
+    }
+
     /// Whether a held outbox may go now (its batch is durable: the hold ends).
     pub(super) fn held_outbox_released(&mut self, conn: ConnId, batch: u64) -> bool {
         let durable = self.journal.as_deref().map_or(u64::MAX, |j| j.durable);

@@ -213,10 +213,16 @@ impl Sim {
                 let kept = recovered
                     .is_some_and(|s| s.queue.iter().any(|e| e.packet_id == Some(packet_id)));
                 if !kept {
+                    let queue: Vec<String> = recovered.map_or(Vec::new(), |s| {
+                        s.queue
+                            .iter()
+                            .map(|e| format!("{:?} {:?}", e.message.payload, e.packet_id))
+                            .collect()
+                    });
                     fail!(
                         self,
                         "{}: holds QoS 2 id {packet_id} (m{m}) awaiting PUBREL, the broker \
-                         forgot it",
+                         forgot it (recovered queue {queue:?})",
                         client.id
                     );
                 }
@@ -332,7 +338,25 @@ impl Sim {
                 }
                 let epoch = self.next_epoch;
                 self.next_epoch += 1;
-                self.history.insert(epoch, vec![Vec::new(); FILTERS.len()]);
+                // Its queue was filled under the subscriptions of its earlier life: the spans of
+                // this client's earlier sessions (closed now) cover what it may still send.
+                let step = self.step;
+                let mut spans: Vec<Vec<Held>> = vec![Vec::new(); FILTERS.len()];
+                let epochs: BTreeSet<u64> = self
+                    .conns
+                    .values()
+                    .filter(|m| m.client == c)
+                    .map(|m| m.epoch)
+                    .collect();
+                for earlier in epochs.iter().filter_map(|e| self.history.get(e)) {
+                    for (f, held) in earlier.iter().enumerate() {
+                        spans[f].extend(held.iter().map(|h| Held {
+                            until: Some(h.until.unwrap_or(step)),
+                            ..*h
+                        }));
+                    }
+                }
+                self.history.insert(epoch, spans);
                 self.sessions[c] = Some(SessionModel {
                     epoch,
                     clean: false,

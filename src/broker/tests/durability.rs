@@ -376,3 +376,32 @@ fn a_pubrec_for_a_resent_qos2_publish_waits_for_the_first_ones_records() {
         vec![Packet::PubRec(PubRec { packet_id: 5 })]
     );
 }
+
+/// Found by the crash simulation: a session resumed while its QoS 2 PUBLISH's packet id was not
+/// yet durable sent it again at once; after a crash the broker sent it under another id and the
+/// client, still holding the first, had two deliveries to tell apart.
+#[test]
+fn a_resumed_session_resends_its_qos2_publish_once_its_packet_id_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.packets("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "m", QoS::ExactlyOnce, false, 1);
+    assert!(
+        c.packets("sub").is_empty(),
+        "PUBLISH before its id is durable"
+    );
+    c.connect("sub", false);
+    let resumed = c.packets("sub");
+    assert!(
+        !resumed.iter().any(|p| matches!(p, Packet::Publish(_))),
+        "resent before its id is durable: {resumed:?}"
+    );
+    c.make_all_durable();
+    assert!(c
+        .packets("sub")
+        .iter()
+        .any(|p| matches!(p, Packet::Publish(p) if p.dup)));
+}
