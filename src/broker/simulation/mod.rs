@@ -44,13 +44,27 @@
 //! `AMQTT_SIM_RETAIN_ANYWHERE=1` makes every seed retain from any shard (by default odd seeds
 //! do; even seeds keep a topic's retained publishers on one shard, see `may_retain`).
 //!
+//! # Persistence and crashes
+//! Half the seeds (`AMQTT_SIM_PERSIST=1`: all) run with persistence on (`crash.rs`): the harness
+//! plays the journal task (takes a shard's records, reports them durable later, out of step across
+//! shards, so acknowledgements are really held back), and the whole broker crashes once or twice
+//! (`AMQTT_SIM_CRASH_AT=steps`): only durable records survive, plus a torn part of those taken;
+//! recovery folds, merges and splits them as the server does and new cores restore their parts.
+//! Across a crash: SUBACKed subscriptions of persistent sessions survive, every message acked to
+//! its publisher is still queued for each session owed it, QoS 2 ids answered with PUBREC are
+//! still held, and an acked retained message is still retained; exactly-once keeps holding, except
+//! for a QoS 2 message routed again because its PUBREC was never read (or queued in a session a
+//! clean start ended and a crash brought back). `replay.rs`: every record taken, folded, equals
+//! the shards' snapshots. A test crashes a short run at each of its steps in turn.
+//!
 //! # Layout
 //! `mod.rs` holds the seeded generator, the model's types, the `Sim` state and its construction,
 //! small helpers and the seed sweep; `run.rs` chooses and performs the steps and brings the
 //! cluster to rest; `clients.rs` is what clients do and send; `obligations.rs` records what the
 //! broker owes each session; `reads.rs` checks and answers what clients read; `checks.rs` holds
-//! the cluster-wide invariants after each step and at the end; `report.rs` the trace, failure
-//! report and summary; `reductions.rs` the small tests that replay what the simulation found.
+//! the cluster-wide invariants after each step and at the end; `crash.rs` the journal, crashes and
+//! recovery; `replay.rs` replay = live; `report.rs` the trace, failure report and summary;
+//! `reductions.rs` the small tests that replay what the simulation found.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -342,6 +356,7 @@ mod crash;
 mod obligations;
 mod reads;
 mod reductions;
+mod replay;
 mod report;
 mod run;
 
@@ -350,7 +365,7 @@ use report::{describe, describe_bus, show_store};
 impl Sim {
     /// A run of `seed`; persistence on for the seeds `persistent_seed` names.
     fn new(seed: u64, steps: Option<usize>) -> Sim {
-        Sim::with_persistence(seed, steps, persistent_seed(seed))
+        Sim::with_persistence(seed, steps, crash::persistent_seed(seed))
     }
 
     /// With `persistence`, the cores journal, the harness plays the journal task, and the broker
@@ -481,12 +496,6 @@ impl Sim {
     }
 }
 
-/// Half the seeds run with persistence on (2, 3, 6, 7, …: both retain modes), or every seed with
-/// `AMQTT_SIM_PERSIST=1`; the others keep the runs they had before persistence existed.
-fn persistent_seed(seed: u64) -> bool {
-    seed % 4 >= 2 || std::env::var_os("AMQTT_SIM_PERSIST").is_some()
-}
-
 /// 1.5 × keep-alive [MQTT-3.1.2-24].
 fn keep_alive_limit(keep_alive: u16) -> Duration {
     Duration::from_millis(u64::from(keep_alive) * 1500)
@@ -567,26 +576,4 @@ fn simulated_cluster_keeps_its_guarantees_for_every_seed() {
         in_place > 0 && in_place < received,
         "{in_place} of {received} PUBLISHes routed in place"
     );
-}
-
-/// A short run crashed at each of its steps in turn (`AMQTT_SIM_CRASH_STEPS` sets its length):
-/// whatever the broker was doing, recovery keeps what it promised.
-#[test]
-fn a_crash_at_every_step_of_a_short_run_keeps_what_was_promised() {
-    if env_u64("AMQTT_SIM_SEED").is_some() {
-        return; // a replay runs in the sweep above
-    }
-    let steps = env_u64("AMQTT_SIM_CRASH_STEPS").map_or(100, |s| s as usize);
-    let mut crashes = 0;
-    for seed in [2, 3] {
-        for at in 1..=steps {
-            let mut sim = Sim::with_persistence(seed, Some(steps), true);
-            if let Some(d) = sim.durability.as_mut() {
-                d.crash_at = vec![at];
-            }
-            sim.run();
-            crashes += sim.durability.as_ref().map_or(0, |d| d.crashes);
-        }
-    }
-    assert_eq!(crashes, 2 * steps as u64, "every run crashed once");
 }
