@@ -460,19 +460,8 @@ impl Sim {
     /// New cores from the recovered parts, as the server starts them.
     fn restart(&mut self, parts: Vec<DurableState>) {
         let shards = parts.len();
-        let filters: Vec<Vec<TopicFilter>> = parts
-            .iter()
-            .map(|part| {
-                let mut filters: Vec<TopicFilter> = part
-                    .sessions
-                    .values()
-                    .flat_map(|s| s.subscriptions.keys().cloned())
-                    .collect();
-                filters.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-                filters.dedup();
-                filters
-            })
-            .collect();
+        let filters: Vec<Vec<TopicFilter>> =
+            parts.iter().map(DurableState::subscribed_filters).collect();
         let crashes = self.durability.as_ref().map_or(0, |d| d.crashes) + 1;
         let unix = self
             .durability
