@@ -16,14 +16,14 @@
 //! Nothing here does I/O or reads a clock: the runtime gives the wall-clock anchor
 //! ([`BrokerCore::set_wall_clock`]) used for offline stamps.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::persist::{MsgId, Record};
 
 use super::connection::PendingReply;
-use super::{BrokerCore, BusMessage, ConnId, Message};
+use super::{BrokerCore, BusMessage, ConnId, Message, SessionKey};
 
 /// Numbers a delivery message (a batch of QoS 1/2 publishes, or a retained publish) from one shard
 /// to another, so that the receiver can confirm it durable.
@@ -71,6 +71,9 @@ pub(super) struct Journal {
     waiting: Vec<ConnId>,
     /// Connections whose outbox is held until a batch is durable (see `hold_outbox`).
     held: Vec<ConnId>,
+    /// Per incoming QoS 2 id (session, packet id): what its first PUBREC waits for, until that is
+    /// durable; a PUBLISH sent again under the id is acknowledged no earlier.
+    qos2_waits: HashMap<(SessionKey, u16), DurableWait>,
 }
 
 impl Journal {
@@ -90,6 +93,7 @@ impl Journal {
             route_waits: Vec::new(),
             waiting: Vec::new(),
             held: Vec::new(),
+            qos2_waits: HashMap::new(),
         }
     }
 
@@ -128,6 +132,12 @@ impl Journal {
     /// The number the delivery now being filled for `to` will carry.
     pub(super) fn pending_stamp(&self, to: usize) -> u64 {
         self.sent.get(to).map_or(0, |sent| sent + 1)
+    }
+
+    fn forget_satisfied_qos2_waits(&mut self) {
+        let mut waits = std::mem::take(&mut self.qos2_waits);
+        waits.retain(|_, wait| !self.satisfied(wait));
+        self.qos2_waits = waits;
     }
 
     fn satisfied(&self, wait: &DurableWait) -> bool {
@@ -193,6 +203,7 @@ impl BrokerCore {
             return;
         }
         journal.durable = batch;
+        journal.forget_satisfied_qos2_waits();
         let mut confirm: Vec<(usize, u64)> = Vec::new();
         while let Some(&(wait, from, n)) = journal.to_confirm.front() {
             if wait > journal.durable {
@@ -244,6 +255,28 @@ impl BrokerCore {
         }
     }
 
+    /// Holds `conn`'s outbox until every record made so far is durable: this turn's, or the last
+    /// batch taken when this turn has none (a batch with no records is never taken).
+    pub(super) fn hold_outbox_until_durable(&mut self, conn: ConnId) {
+        let Some(journal) = self.journal.as_deref_mut() else {
+            return;
+        };
+        let batch = if journal.records.is_empty() {
+            journal.next_batch - 1
+        } else {
+            journal.next_batch
+        };
+        if batch <= journal.durable {
+            return;
+        }
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.hold_until = connection.hold_until.max(batch);
+        }
+        if !journal.held.contains(&conn) {
+            journal.held.push(conn);
+        }
+    }
+
     /// Whether a held outbox may go now (its batch is durable: the hold ends).
     pub(super) fn held_outbox_released(&mut self, conn: ConnId, batch: u64) -> bool {
         let durable = self.journal.as_deref().map_or(u64::MAX, |j| j.durable);
@@ -264,6 +297,7 @@ impl BrokerCore {
         if let Some(confirmed) = journal.confirmed.get_mut(from) {
             *confirmed = (*confirmed).max(upto);
         }
+        journal.forget_satisfied_qos2_waits();
         self.flush_durable_waits();
     }
 
@@ -331,6 +365,30 @@ impl BrokerCore {
             local: journal.wait_since(mark),
             remote: std::mem::take(&mut journal.route_waits),
         })
+    }
+
+    /// What the PUBREC of an incoming QoS 2 PUBLISH (that started at `mark`) waits for: what its
+    /// routing journaled, here and on the shards it went to; for a PUBLISH sent again under an id
+    /// still held (not routed again), also what the first one's PUBREC waited for, as it promises
+    /// the same. `None` when persistence is off.
+    pub(super) fn qos2_ack_wait(
+        &mut self,
+        key: SessionKey,
+        packet_id: u16,
+        mark: usize,
+        first_time: bool,
+    ) -> Option<DurableWait> {
+        let mut wait = self.durable_wait(mark)?;
+        let journal = self.journal.as_deref_mut()?;
+        if first_time {
+            if !journal.satisfied(&wait) {
+                journal.qos2_waits.insert((key, packet_id), wait.clone());
+            }
+        } else if let Some(first) = journal.qos2_waits.get(&(key, packet_id)) {
+            wait.local = wait.local.max(first.local);
+            wait.remote.extend(first.remote.iter().copied());
+        }
+        Some(wait)
     }
 
     /// Writes `reply` once the records of the event that started at `mark` are durable (at once

@@ -572,11 +572,18 @@ impl BrokerCore {
         let Some(session) = self.sessions.get(key) else {
             return;
         };
+        let mut resent = false;
         for resend in session.resend_inflight() {
+            resent = true;
             match resend {
                 Resend::Publish(publish) => self.write_publish(conn, publish.borrowed()),
                 Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
             }
+        }
+        // Their packet ids and released flags may still be on the way to the disk: sent before
+        // that and the broker restarted, they would go out again differently (a second delivery).
+        if resent && self.persistent_client(key).is_some() {
+            self.hold_outbox_until_durable(conn);
         }
         self.fill_window(key);
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::persist::{DurableState, MsgId, Record};
-use crate::protocol::TopicFilter;
+use crate::protocol::{Message, TopicFilter};
 
 use super::session::Session;
 use super::{BrokerCore, RetainVersion};
@@ -56,9 +56,14 @@ impl BrokerCore {
             }
             for entry in session.stored() {
                 if stored.insert(entry.id) {
+                    // As the journal stores it: the retain flag as delivered (false for a live
+                    // publish; retained copies sent after a SUBACK are not stored).
                     records.push(Record::Message {
                         id: entry.id,
-                        message: entry.message.clone(),
+                        message: Message {
+                            retain: false,
+                            ..entry.message.clone()
+                        },
                     });
                 }
                 records.push(Record::Enqueue {

@@ -384,6 +384,19 @@ impl DurableState {
             .filter_map(|r| Some((r.message.as_ref()?, r.version)))
     }
 
+    /// Every filter its sessions subscribe to, sorted, once each: what the other shards must know
+    /// of a part's interest when it is restored.
+    pub fn subscribed_filters(&self) -> Vec<TopicFilter> {
+        let mut filters: Vec<TopicFilter> = self
+            .sessions
+            .values()
+            .flat_map(|s| s.subscriptions.keys().cloned())
+            .collect();
+        filters.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        filters.dedup();
+        filters
+    }
+
     /// The id after the highest one queued or stored: where a shard restored from this state
     /// numbers its new messages from.
     pub fn next_msg_id(&self) -> MsgId {

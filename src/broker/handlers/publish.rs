@@ -51,7 +51,19 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
                 }
                 broker.publish_from_client(conn, message);
             }
-            acknowledge(broker, conn, mark, Packet::PubRec(PubRec { packet_id }));
+            let ack = Packet::PubRec(PubRec { packet_id });
+            if broker.persistence() {
+                let wait = broker.qos2_ack_wait(key, packet_id, mark, first_time);
+                broker.reply_in_order(
+                    conn,
+                    PendingReply {
+                        wait,
+                        ..PendingReply::plain(ack)
+                    },
+                );
+            } else {
+                broker.write(conn, &ack);
+            }
         }
     }
 }

@@ -23,12 +23,17 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, rec: PubRec) {
             packet_id: rec.packet_id,
         }
     });
-    // Lazy: if this record is lost, the PUBLISH is sent again after a restart, under the same
-    // packet id, and the client (which holds it) answers PUBREC again without delivering twice.
+    // The PUBREL waits until this record is durable: a client that read it forgets the id, so
+    // a PUBLISH sent again after a restart (the record lost) would reach its application twice.
+    let mut hold = false;
     if id != 0 {
         if let Some(client_id) = broker.persistent_client(key) {
             broker.journal(|| Record::Released { client_id, id });
+            hold = true;
         }
     }
     broker.write(conn, &Packet::PubRel(rel));
+    if hold {
+        broker.hold_outbox(conn);
+    }
 }

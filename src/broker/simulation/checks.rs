@@ -62,9 +62,16 @@ impl Sim {
                     if session.inflight_len() > usize::from(self.cfg.settings.max_inflight) {
                         fail!(self, "session of {} exceeds max_inflight", client.id);
                     }
-                    // A session behind may hold more (`flow_control.rs`), never past this.
+                    // A session behind may hold more (`flow_control.rs`), never past this; a
+                    // recovered session queues what was in flight at the crash too.
+                    let crashed = self.durability.as_ref().is_some_and(|d| d.crashes > 0);
+                    let extra = if crashed {
+                        usize::from(self.cfg.settings.max_inflight)
+                    } else {
+                        0
+                    };
                     if session.queued_len() - session.queued_retained()
-                        > self.cfg.settings.max_queued_messages * flow_control::BEHIND_SLACK
+                        > self.cfg.settings.max_queued_messages * flow_control::BEHIND_SLACK + extra
                     {
                         fail!(self, "session of {} exceeds max_queued_messages", client.id);
                     }
@@ -226,7 +233,7 @@ impl Sim {
             missing[self.clients[c].home] += open.len() as u64;
         }
         for (s, core) in self.cores.iter().enumerate() {
-            let dropped = core.stats.publish_dropped_queue_full;
+            let dropped = self.dropped_queue_full(s);
             if missing[s] > dropped {
                 let (c, m) = example.unwrap_or_default();
                 fail!(

@@ -117,6 +117,10 @@ impl Sim {
                 self.clients[c].id
             );
         };
+        if expect != OutState::AwaitPubComp {
+            self.acked.insert(client.out[at].msg);
+        }
+        let client = &mut self.clients[c];
         match next {
             Some(state) => {
                 client.out[at].state = state;
@@ -195,6 +199,11 @@ impl Sim {
             }
             let client = &mut self.clients[c];
             client.held.insert(packet_id, msg.unwrap_or(usize::MAX));
+            if p.retain {
+                client.retained_ids.insert(packet_id);
+            } else {
+                client.retained_ids.remove(&packet_id);
+            }
             if p.qos == QoS::ExactlyOnce {
                 to_app = client.in_q2.insert(packet_id);
                 client
@@ -223,8 +232,9 @@ impl Sim {
             let info = &self.msgs[m];
             (info.stream, info.seq, info.routings)
         };
+        let rerouted = self.rerouted.contains(&m);
         let receipt = self.receipts.entry((c, m)).or_default();
-        if receipt.live > 0 && (receipt.qos2 || p.qos == QoS::ExactlyOnce) {
+        if receipt.live > 0 && (receipt.qos2 || p.qos == QoS::ExactlyOnce) && !rerouted {
             fail!(
                 self,
                 "{who}: QoS 2 message m{m} reached the application twice"

@@ -34,9 +34,19 @@ impl Sim {
         for line in &self.trace {
             let _ = writeln!(report, "  {line}");
         }
+        // A persistent run names its length and crash steps too (a test may have chosen them).
+        let persistence = self.durability.as_ref().map_or(String::new(), |d| {
+            let at: Vec<String> = d.crash_at.iter().map(usize::to_string).collect();
+            format!(
+                "AMQTT_SIM_PERSIST=1 AMQTT_SIM_STEPS={} AMQTT_SIM_CRASH_AT={} ",
+                self.cfg.steps,
+                at.join(",")
+            )
+        });
         let _ = writeln!(
             report,
-            "replay: AMQTT_SIM_SEED={} cargo test --lib broker::simulation -- --nocapture",
+            "replay: {persistence}AMQTT_SIM_SEED={} cargo test --lib broker::simulation -- \
+             --nocapture",
             self.seed
         );
         panic!("{report}");

@@ -15,21 +15,37 @@ impl Sim {
             // A distinct instant per step keeps keep-alive deadlines apart (see `tick`).
             self.now += Duration::from_nanos(1);
             let bus_waiting = !self.bus_empty();
+            let crash = self
+                .durability
+                .as_ref()
+                .is_some_and(|d| d.crash_at.contains(&self.step));
             let weights = [
                 if bus_waiting { 30 } else { 0 },
                 if self.flush.is_empty() { 0 } else { 25 },
                 45,
                 4,
+                if self.durability.is_some() { 10 } else { 0 },
             ];
-            match self.rng.weighted(&weights) {
-                0 => self.deliver_bus(),
-                1 => self.flush_one(),
-                2 => self.client_step(),
-                _ => self.tick(),
+            if crash {
+                self.crash();
+            } else {
+                match self.rng.weighted(&weights) {
+                    0 => self.deliver_bus(),
+                    1 => self.flush_one(),
+                    2 => self.client_step(),
+                    3 => self.tick(),
+                    _ => self.journal_step(),
+                }
+            }
+            if self.durability.is_some() && self.step.is_multiple_of(97) {
+                self.check_replay();
             }
             self.check_after_step();
         }
         self.drain();
+        if self.durability.is_some() {
+            self.check_replay();
+        }
         self.check_final();
     }
 
@@ -239,7 +255,7 @@ impl Sim {
     fn drain(&mut self) {
         self.note("drain".into());
         for _ in 0..10_000 {
-            let mut progressed = false;
+            let mut progressed = self.settle_journal();
             while !self.bus_empty() {
                 self.step += 1;
                 self.deliver_bus();

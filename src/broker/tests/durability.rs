@@ -294,3 +294,114 @@ fn an_outbox_held_for_a_later_batch_is_released_by_that_batch() {
     c.make_durable(0);
     assert_eq!(c.publishes("sub").len(), 1, "never released");
 }
+
+/// Found by the simulation (replay = live): a retained publish queued for a persistent session
+/// was journaled without its retain flag and snapshotted with it.
+#[test]
+fn a_snapshot_stores_a_queued_retained_publish_as_the_journal_does() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::AtLeastOnce)]);
+    c.make_all_durable();
+    c.drop_connection("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "m", QoS::AtLeastOnce, true, 1);
+    let messages = |records: Vec<Record>| -> Vec<Record> {
+        records
+            .into_iter()
+            .filter(|r| matches!(r, Record::Message { .. }))
+            .collect()
+    };
+    let journaled = messages(c.make_all_durable());
+    assert_eq!(journaled.len(), 1);
+    assert_eq!(messages(c.shards[0].snapshot_records()), journaled);
+}
+
+/// Found by the crash simulation: a PUBREL to a persistent subscriber left before its `Released`
+/// record was durable; after a crash the broker sent the PUBLISH again, and the client, which had
+/// released the id, delivered it twice.
+#[test]
+fn a_pubrel_to_a_subscriber_waits_until_its_released_record_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.packets("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "m", QoS::ExactlyOnce, false, 1);
+    c.make_all_durable();
+    let packet_id = match &c.packets("sub")[..] {
+        [Packet::Publish(p)] => p.packet_id.expect("QoS 2"),
+        other => panic!("expected the PUBLISH, got {other:?}"),
+    };
+    c.send("sub", Packet::PubRec(PubRec { packet_id }));
+    assert!(c.packets("sub").is_empty(), "PUBREL before durable");
+    let records = c.make_durable(0);
+    assert!(records.iter().any(|r| matches!(r, Record::Released { .. })));
+    assert_eq!(c.packets("sub"), vec![Packet::PubRel(PubRel { packet_id })]);
+}
+
+/// Found by the crash simulation: a QoS 2 PUBLISH sent again (after a reconnect) under an id the
+/// broker still held was answered PUBREC at once, before the first one's records were durable;
+/// the broker crashed and lost the message its publisher had been told it kept.
+#[test]
+fn a_pubrec_for_a_resent_qos2_publish_waits_for_the_first_ones_records() {
+    let (sub, publisher) = ids_on_distinct_shards();
+    let mut c = persistent_cluster(2);
+    c.connect(&sub, false);
+    c.subscribe(&sub, &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.drop_connection(&sub);
+    c.make_all_durable();
+    c.connect(&publisher, false);
+    c.make_all_durable();
+    c.packets(&publisher);
+    c.publish(&publisher, "t", "m", QoS::ExactlyOnce, false, 5);
+    assert_eq!(acks(&c.packets(&publisher)), 0, "PUBREC before durable");
+    // The publisher reconnects and sends it again: the id is held, it is not routed again.
+    c.connect(&publisher, false);
+    c.packets(&publisher);
+    c.publish(&publisher, "t", "m", QoS::ExactlyOnce, false, 5);
+    let pub_shard = c.client(&publisher).shard;
+    c.make_durable(pub_shard);
+    assert_eq!(
+        acks(&c.packets(&publisher)),
+        0,
+        "PUBREC before the subscriber's shard stored the message"
+    );
+    let sub_shard = c.client(&sub).shard;
+    c.make_durable(sub_shard);
+    assert_eq!(
+        c.packets(&publisher),
+        vec![Packet::PubRec(PubRec { packet_id: 5 })]
+    );
+}
+
+/// Found by the crash simulation: a session resumed while its QoS 2 PUBLISH's packet id was not
+/// yet durable sent it again at once; after a crash the broker sent it under another id and the
+/// client, still holding the first, had two deliveries to tell apart.
+#[test]
+fn a_resumed_session_resends_its_qos2_publish_once_its_packet_id_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("sub", false);
+    c.subscribe("sub", &[("t", QoS::ExactlyOnce)]);
+    c.make_all_durable();
+    c.packets("sub");
+    c.connect("pub", true);
+    c.publish("pub", "t", "m", QoS::ExactlyOnce, false, 1);
+    assert!(
+        c.packets("sub").is_empty(),
+        "PUBLISH before its id is durable"
+    );
+    c.connect("sub", false);
+    let resumed = c.packets("sub");
+    assert!(
+        !resumed.iter().any(|p| matches!(p, Packet::Publish(_))),
+        "resent before its id is durable: {resumed:?}"
+    );
+    c.make_all_durable();
+    assert!(c
+        .packets("sub")
+        .iter()
+        .any(|p| matches!(p, Packet::Publish(p) if p.dup)));
+}
