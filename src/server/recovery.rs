@@ -80,19 +80,8 @@ pub(crate) fn recover(
     let mut merged = DurableState::merge(states);
     let report = merged.finish();
     let parts = merged.split(shards, |client_id| home_shard(client_id, shards));
-    let filters: Vec<Vec<TopicFilter>> = parts
-        .iter()
-        .map(|part| {
-            let mut filters: Vec<TopicFilter> = part
-                .sessions
-                .values()
-                .flat_map(|s| s.subscriptions.keys().cloned())
-                .collect();
-            filters.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-            filters.dedup();
-            filters
-        })
-        .collect();
+    let filters: Vec<Vec<TopicFilter>> =
+        parts.iter().map(DurableState::subscribed_filters).collect();
 
     let generation = data_dir.begin_generation(shards)?;
     let written = std::thread::scope(|scope| {
