@@ -165,6 +165,9 @@ impl Harness {
                     );
                     self.bus[to].push_back(message);
                 }
+                // The runtime wakes the publishers it holds; the harness holds none (it hands
+                // every byte to the core again at once).
+                Action::ResumePublishers => {}
             }
         }
     }
