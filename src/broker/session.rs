@@ -504,89 +504,6 @@ impl Session {
     }
 }
 
-/// A journaled message a session holds (for a snapshot of the shard).
-#[derive(Debug)]
-pub struct StoredEntry<'a> {
-    pub message: &'a Message,
-    pub qos: QoS,
-    pub id: MsgId,
-    /// Set once it went out (QoS 2 only: a QoS 1 message is simply sent again).
-    pub packet_id: Option<u16>,
-    /// PUBREC received: only PUBREL / PUBCOMP remain.
-    pub released: bool,
-}
-
-impl Session {
-    /// The journaled messages the session holds, oldest first (in flight, then queued).
-    pub fn stored(&self) -> impl Iterator<Item = StoredEntry<'_>> {
-        let flow = self.flow();
-        let inflight = flow.inflight.iter().map(|m| StoredEntry {
-            message: &m.out.message,
-            qos: m.out.qos,
-            id: m.out.id,
-            packet_id: (m.out.qos == QoS::ExactlyOnce).then_some(m.packet_id),
-            released: m.state == InflightState::AwaitPubComp,
-        });
-        let queued = flow.queue.iter().map(|out| StoredEntry {
-            message: &out.message,
-            qos: out.qos,
-            id: out.id,
-            packet_id: None,
-            released: false,
-        });
-        inflight.chain(queued).filter(|entry| entry.id != 0)
-    }
-
-    /// Incoming QoS 2 packet ids awaiting PUBREL.
-    pub fn incoming_qos2_ids(&self) -> impl Iterator<Item = u16> + '_ {
-        self.flow().incoming_qos2.iter().copied()
-    }
-
-    /// Puts back a journaled message (recovery): in flight under `packet_id` when it has one (sent
-    /// again with DUP when the client is back), else at the end of the queue, counted against the
-    /// memory budget but not refused by the limits (it was accepted before the restart).
-    pub fn restore_stored(
-        &mut self,
-        message: Message,
-        qos: QoS,
-        id: MsgId,
-        packet_id: Option<u16>,
-        released: bool,
-    ) {
-        let out = Outgoing {
-            message,
-            qos,
-            retain: false,
-            id,
-        };
-        match packet_id {
-            Some(packet_id) if qos != QoS::AtMostOnce => {
-                let state = if released {
-                    InflightState::AwaitPubComp
-                } else if qos == QoS::AtLeastOnce {
-                    InflightState::AwaitPubAck
-                } else {
-                    InflightState::AwaitPubRec
-                };
-                self.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
-                self.flow_mut().inflight.push_back(Inflight {
-                    packet_id,
-                    out,
-                    state,
-                });
-            }
-            _ => {
-                let bytes = out.message.payload.len();
-                self.limits.budget.add(bytes);
-                let flow = self.flow_mut();
-                flow.queued_bytes += bytes;
-                flow.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
-                flow.queue.push_back(out);
-            }
-        }
-    }
-}
-
 /// Something to write again after a reconnect.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resend {
@@ -607,5 +524,7 @@ impl Outgoing {
     }
 }
 
+mod stored;
+pub use stored::StoredEntry;
 #[cfg(test)]
 mod tests;
