@@ -97,6 +97,9 @@ pub struct Connection {
     /// behind (`Next::PausePublisher`): it is handled when the runtime calls again, whatever the
     /// state then. Meanwhile the connection is not idle (keep-alive does not expire).
     pub publish_paused: bool,
+    /// With persistence on: the connection is in the journal's list of reply queues waiting for a
+    /// durable batch (so that it is listed once without searching the list).
+    pub waits_durable: bool,
     /// Replies held back in order; `None` when there are none (the usual case: a queue inline
     /// would add 32 bytes to every connection).
     pub pending_replies: Option<Box<VecDeque<PendingReply>>>,
@@ -124,6 +127,7 @@ impl Connection {
             flush_requested: false,
             hold_until: 0,
             publish_paused: false,
+            waits_durable: false,
             pending_replies: None,
             close_reason: None,
             username: None,

@@ -2,9 +2,11 @@
 //! wait until the records they depend on are durable.
 //!
 //! With `persistence` on, handlers call [`BrokerCore::journal`] for every durable state change of a
-//! persistent session or the retained store (`persist::Record`). The runtime takes the records once
-//! per loop turn ([`BrokerCore::take_journal`], numbered batches), writes them (and syncs them, per
-//! its fsync policy), then calls [`BrokerCore::handle_durable`] with the batch number. A reply that
+//! persistent session or the retained store (`persist::Record`); each record is framed into the
+//! journal bytes at once (`persist::codec`: no record is kept, and a live message is not cloned).
+//! The runtime takes the bytes once per loop turn ([`BrokerCore::take_journal`], numbered
+//! batches), writes them (and syncs them, per its fsync policy), then calls
+//! [`BrokerCore::handle_durable`] with the batch number. A reply that
 //! promises durability (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK) goes through the connection's
 //! ordered reply queue (`interest.rs`) with a [`DurableWait`]: the local batch holding the records
 //! it depends on, and, for a publish also delivered on other shards, the number of each of those
@@ -20,7 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::persist::{MsgId, Record};
+use bytes::{Bytes, BytesMut};
+
+use crate::persist::{codec, EncodeError, MsgId, Record};
 
 use super::connection::PendingReply;
 use super::{BrokerCore, BusMessage, ConnId, Message, SessionKey};
@@ -45,7 +49,10 @@ pub struct DurableWait {
 /// The journal state of one shard (see the module docs).
 #[derive(Debug)]
 pub(super) struct Journal {
-    records: Vec<Record>,
+    /// The framed records of the batch being made.
+    bytes: BytesMut,
+    /// How many records `bytes` holds.
+    records: usize,
     /// Number of the batch `records` will be taken as (the first is 1).
     next_batch: u64,
     /// Highest batch the runtime reported durable.
@@ -79,7 +86,8 @@ pub(super) struct Journal {
 impl Journal {
     pub(super) fn new(shards: usize) -> Self {
         Journal {
-            records: Vec::new(),
+            bytes: BytesMut::new(),
+            records: 0,
             next_batch: 1,
             durable: 0,
             next_msg_id: 1,
@@ -99,12 +107,12 @@ impl Journal {
 
     /// Records appended so far in this batch (to tell whether an event made any).
     pub(super) fn mark(&self) -> usize {
-        self.records.len()
+        self.records
     }
 
     /// The local batch an event that started at `mark` must wait for (0 when it made no record).
     pub(super) fn wait_since(&self, mark: usize) -> u64 {
-        if self.records.len() > mark {
+        if self.records > mark {
             self.next_batch
         } else {
             0
@@ -148,6 +156,15 @@ impl Journal {
                 .all(|&(shard, n)| self.confirmed.get(shard).is_some_and(|&c| c >= n))
     }
 
+    /// Frames one record into the batch. A record the format cannot hold (over its limits: the
+    /// core never makes one, the broker's packet limits are smaller) is left out and logged.
+    fn append(&mut self, encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>) {
+        match encode(&mut self.bytes) {
+            Ok(()) => self.records += 1,
+            Err(error) => log::error!("journal record not written: {error}"),
+        }
+    }
+
     pub(super) fn unix_ms(&self, now: Option<Instant>) -> u64 {
         match (self.wall, now) {
             (Some((at, ms)), Some(now)) => {
@@ -177,19 +194,21 @@ impl BrokerCore {
     pub fn journal_pending(&self) -> bool {
         self.journal
             .as_deref()
-            .is_some_and(|journal| !journal.records.is_empty())
+            .is_some_and(|journal| journal.records > 0)
     }
 
-    /// The records made since the last call, as batch `n` (numbered from 1, one more per call
-    /// that returns records). `None` when there are none.
-    pub fn take_journal(&mut self) -> Option<(u64, Vec<Record>)> {
+    /// The records made since the last call, framed (`persist::codec`: append them to a journal
+    /// file as they are), as batch `n` (numbered from 1, one more per call that returns records).
+    /// `None` when there are none.
+    pub fn take_journal(&mut self) -> Option<(u64, Bytes)> {
         let journal = self.journal.as_deref_mut()?;
-        if journal.records.is_empty() {
+        if journal.records == 0 {
             return None;
         }
         let batch = journal.next_batch;
         journal.next_batch += 1;
-        Some((batch, std::mem::take(&mut journal.records)))
+        journal.records = 0;
+        Some((batch, journal.bytes.split().freeze()))
     }
 
     /// Journal batches up to `batch` are durable (written, and synced as the policy asks): the
@@ -261,7 +280,7 @@ impl BrokerCore {
         let Some(journal) = self.journal.as_deref_mut() else {
             return;
         };
-        let batch = if journal.records.is_empty() {
+        let batch = if journal.records == 0 {
             journal.next_batch - 1
         } else {
             journal.next_batch
@@ -342,7 +361,8 @@ impl BrokerCore {
     /// Appends a record to this turn's batch (nothing when persistence is off).
     pub(super) fn journal(&mut self, record: impl FnOnce() -> Record) {
         if let Some(journal) = self.journal.as_deref_mut() {
-            journal.records.push(record());
+            let record = record();
+            journal.append(|out| codec::encode(&record, out));
         }
     }
 
@@ -422,10 +442,15 @@ impl BrokerCore {
 
     /// Notes a connection whose reply queue waits for durability.
     pub(super) fn waits_durable(&mut self, conn: ConnId) {
-        if let Some(journal) = self.journal.as_deref_mut() {
-            if !journal.waiting.contains(&conn) {
-                journal.waiting.push(conn);
-            }
+        let (Some(journal), Some(connection)) = (
+            self.journal.as_deref_mut(),
+            self.connections.get_mut(&conn),
+        ) else {
+            return;
+        };
+        if !connection.waits_durable {
+            connection.waits_durable = true;
+            journal.waiting.push(conn);
         }
     }
 
@@ -435,6 +460,9 @@ impl BrokerCore {
         };
         let waiting = std::mem::take(&mut journal.waiting);
         for conn in waiting {
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.waits_durable = false;
+            }
             self.flush_replies(conn);
         }
     }
@@ -450,13 +478,7 @@ impl BrokerCore {
         }
         let id = journal.new_msg_id();
         journal.current_msg = Some(id);
-        journal.records.push(Record::Message {
-            id,
-            message: Message {
-                retain: false,
-                ..message.clone()
-            },
-        });
+        journal.append(|out| codec::encode_stored_message(id, message, out));
         id
     }
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::record::Record;
+use super::record::{MsgId, Record};
 use crate::protocol::{DecodeError, Message, QoS, TopicFilter, TopicName};
 
 /// The largest `len` a frame may have: 256 MiB (MQTT's largest packet) plus 256 KiB for the
@@ -136,11 +136,7 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
             put_client_id(out, client_id)?;
             put_option_message(out, will.as_ref())
         }
-        Record::Message { id, message } => {
-            out.put_u8(tag::MESSAGE);
-            out.put_u64_le(*id);
-            put_message(out, message)
-        }
+        Record::Message { id, message } => stored_message_body(*id, message, message.retain, out),
         Record::Enqueue { client_id, id, qos } => {
             out.put_u8(tag::ENQUEUE);
             put_client_id(out, client_id)?;
@@ -202,6 +198,19 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
     }
 }
 
+/// The body of a [`Record::Message`] for a borrowed message, its retain flag replaced by `retain`
+/// (the broker journals a live publish without cloning it).
+pub(super) fn stored_message_body(
+    id: MsgId,
+    message: &Message,
+    retain: bool,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    out.put_u8(tag::MESSAGE);
+    out.put_u64_le(id);
+    put_message_as(out, message, retain)
+}
+
 fn put_client_id(out: &mut BytesMut, client_id: &str) -> Result<(), EncodeError> {
     put_str(out, "client id", client_id.as_bytes())
 }
@@ -225,8 +234,12 @@ fn put_packet_id(out: &mut BytesMut, packet_id: u16) -> Result<(), EncodeError> 
 }
 
 fn put_message(out: &mut BytesMut, message: &Message) -> Result<(), EncodeError> {
+    put_message_as(out, message, message.retain)
+}
+
+fn put_message_as(out: &mut BytesMut, message: &Message, retain: bool) -> Result<(), EncodeError> {
     put_str(out, "topic", message.topic.as_bytes())?;
-    let retain = if message.retain { RETAIN_FLAG } else { 0 };
+    let retain = if retain { RETAIN_FLAG } else { 0 };
     out.put_u8(u8::from(message.qos) | retain);
     let len = message.payload.len();
     // A payload over 4 GiB cannot be framed; one over the frame limit is refused by the caller.

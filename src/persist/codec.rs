@@ -27,8 +27,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::body::{decode_body, encode_body, Body};
-use super::record::Record;
+use super::body::{decode_body, encode_body, stored_message_body, Body};
+use super::record::{MsgId, Record};
+use crate::protocol::Message;
 
 pub use super::body::{BodyError, EncodeError, MAX_FRAME_LEN};
 
@@ -130,9 +131,27 @@ pub fn check_header(data: &[u8]) -> Result<FileKind, HeaderError> {
 
 /// Appends `record` as one frame. On error nothing is appended.
 pub fn encode(record: &Record, out: &mut BytesMut) -> Result<(), EncodeError> {
+    frame(out, |out| encode_body(record, out))
+}
+
+/// Appends the frame of `Record::Message { id, message }` with the message's retain flag cleared
+/// (as a live publish is stored), without cloning the message. The same bytes as [`encode`].
+pub fn encode_stored_message(
+    id: MsgId,
+    message: &Message,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    frame(out, |out| stored_message_body(id, message, false, out))
+}
+
+/// Frames the body `body` writes: length and CRC in front. On error nothing is appended.
+fn frame(
+    out: &mut BytesMut,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     out.put_bytes(0, FRAME_HEADER_LEN);
-    if let Err(error) = encode_body(record, out) {
+    if let Err(error) = body(out) {
         out.truncate(start);
         return Err(error);
     }
@@ -146,6 +165,12 @@ pub fn encode(record: &Record, out: &mut BytesMut) -> Result<(), EncodeError> {
     out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Every record of `frames` (frames without a file header, as the broker core hands a batch over),
+/// or where and why they stop reading.
+pub fn decode_all(frames: Bytes) -> Result<Vec<Record>, ReadError> {
+    Reader::new(frames, 0).collect()
 }
 
 /// The records of a file's bytes, in order, up to the first frame that does not read (see the

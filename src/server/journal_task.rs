@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use shards::durable::{DurableError, JournalWriter, ShardDir};
 
 use crate::config::{FsyncPolicy, PersistenceConfig};
-use crate::persist::{codec, Record};
+use crate::persist::codec;
 
 use super::bus_retry;
 use super::shard::ShardRuntime;
@@ -66,9 +66,9 @@ pub(crate) async fn run(rt: Rc<ShardRuntime>, mut setup: JournalSetup) {
             shards::rt::sleep(BATCH_DELAY).await;
         }
         let taken = rt.core.borrow_mut().take_journal();
-        if let Some((batch, records)) = taken {
+        if let Some((batch, bytes)) = taken {
             if setup.policy != FsyncPolicy::Off {
-                write(&rt, &mut setup.writer, &records).await;
+                write_bytes(&rt, &mut setup.writer, bytes).await;
                 unsynced = true;
                 if matches!(setup.policy, FsyncPolicy::Always | FsyncPolicy::Batch) || stopping {
                     sync(&rt, &mut setup.writer).await;
@@ -120,20 +120,8 @@ async fn wait_for_records(rt: &Rc<ShardRuntime>, setup: &JournalSetup, unsynced:
     .await;
 }
 
-/// Appends the records, retrying a failed write until it succeeds (or the shard stops: then the
-/// records are lost with the process, and were never acknowledged).
-async fn write(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, records: &[Record]) {
-    let mut bytes = BytesMut::new();
-    for record in records {
-        if let Err(error) = codec::encode(record, &mut bytes) {
-            // Only a record beyond the format's limits (never made by the core): skipped, loudly.
-            log::error!("shard {}: journal record not written: {error}", rt.id);
-        }
-    }
-    write_bytes(rt, writer, bytes.freeze()).await;
-}
-
-/// Appends `bytes`, retrying a failed write until it succeeds (or the shard stops).
+/// Appends `bytes` (framed records), retrying a failed write until it succeeds (or the shard
+/// stops: then the records are lost with the process, and were never acknowledged).
 async fn write_bytes(rt: &Rc<ShardRuntime>, writer: &mut JournalWriter, bytes: Bytes) {
     let len = bytes.len() as u64;
     loop {
@@ -192,9 +180,9 @@ async fn snapshot(rt: &Rc<ShardRuntime>, setup: &mut JournalSetup) {
         let mut core = rt.core.borrow_mut();
         (core.take_journal(), core.snapshot_records())
     };
-    if let Some((batch, records)) = taken {
+    if let Some((batch, bytes)) = taken {
         if setup.policy != FsyncPolicy::Off {
-            write(rt, &mut setup.writer, &records).await;
+            write_bytes(rt, &mut setup.writer, bytes).await;
             sync(rt, &mut setup.writer).await;
         }
         rt.core.borrow_mut().handle_durable(batch);

@@ -19,8 +19,8 @@ impl Cluster {
     /// Takes shard `shard`'s journal batch and reports it durable; returns its records.
     fn make_durable(&mut self, shard: usize) -> Vec<Record> {
         let mut all = Vec::new();
-        while let Some((batch, records)) = self.shards[shard].take_journal() {
-            all.extend(records);
+        while let Some((batch, bytes)) = self.shards[shard].take_journal() {
+            all.extend(crate::persist::codec::decode_all(bytes).expect("the journal reads"));
             self.shards[shard].handle_durable(batch);
         }
         self.run();

@@ -165,6 +165,27 @@ fn every_record_type_round_trips_and_reencodes_to_the_same_bytes() {
 }
 
 #[test]
+fn a_borrowed_live_message_frames_as_its_stored_record_with_retain_cleared() {
+    for retain in [false, true] {
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let live = message("a/b", b"payload", qos, retain);
+            let mut borrowed = BytesMut::new();
+            encode_stored_message(42, &live, &mut borrowed).expect("frames");
+            let stored = Record::Message {
+                id: 42,
+                message: Message {
+                    retain: false,
+                    ..live.clone()
+                },
+            };
+            assert_eq!(borrowed, frame_of(&stored), "retain {retain}, {qos:?}");
+            let decoded = decode_all(borrowed.freeze()).expect("reads");
+            assert_eq!(decoded, vec![stored]);
+        }
+    }
+}
+
+#[test]
 fn payloads_and_topics_are_slices_of_the_file_not_copies() {
     let data = file(FileKind::Journal, &one_of_each());
     let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
