@@ -442,10 +442,9 @@ impl BrokerCore {
 
     /// Notes a connection whose reply queue waits for durability.
     pub(super) fn waits_durable(&mut self, conn: ConnId) {
-        let (Some(journal), Some(connection)) = (
-            self.journal.as_deref_mut(),
-            self.connections.get_mut(&conn),
-        ) else {
+        let (Some(journal), Some(connection)) =
+            (self.journal.as_deref_mut(), self.connections.get_mut(&conn))
+        else {
             return;
         };
         if !connection.waits_durable {

@@ -308,8 +308,10 @@ fn check(
         }
     }
     // A clean session discards any previous one [MQTT-3.1.2-6].
+    let mut dropped_persistent = false;
     if connect.clean_session {
         if let Some(&old_key) = broker.session_by_client_id.get(&client_id) {
+            dropped_persistent = broker.persistent_client(old_key).is_some();
             broker.remove_session(old_key);
         }
     }
@@ -354,6 +356,11 @@ fn check(
             code: ConnectReturnCode::Accepted,
         }),
     );
+    if dropped_persistent {
+        // "Session present 0" promises the old session is gone: the CONNACK (and whatever
+        // follows it) leaves once its `SessionDrop` is durable, or a crash would bring it back.
+        broker.hold_outbox_until_durable(conn);
+    }
     if session_present {
         broker.resume_session(key, conn);
     }

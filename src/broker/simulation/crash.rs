@@ -84,8 +84,9 @@ impl Sim {
         let Some((batch, bytes)) = self.cores[shard].take_journal() else {
             return false;
         };
-        let records = crate::persist::codec::decode_all(bytes)
-            .unwrap_or_else(|error| panic!("shard {shard} made a journal that does not read: {error}"));
+        let records = crate::persist::codec::decode_all(bytes).unwrap_or_else(|error| {
+            panic!("shard {shard} made a journal that does not read: {error}")
+        });
         d.all[shard].extend(records.iter().cloned());
         d.taken[shard].push_back((batch, records));
         self.note(format!("journal: shard {shard} batch {batch} taken"));

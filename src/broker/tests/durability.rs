@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::persist::Record;
-use crate::protocol::{PubAck, PubComp, PubRec, PubRel};
+use crate::protocol::{ConnAck, PubAck, PubComp, PubRec, PubRel};
 
 fn persistent_cluster(shards: usize) -> Cluster {
     Cluster::with_settings(
@@ -404,4 +404,34 @@ fn a_resumed_session_resends_its_qos2_publish_once_its_packet_id_is_durable() {
         .packets("sub")
         .iter()
         .any(|p| matches!(p, Packet::Publish(p) if p.dup)));
+}
+
+#[test]
+fn a_connack_that_ends_a_persistent_session_leaves_once_the_end_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("c", false);
+    c.subscribe("c", &[("t", QoS::AtLeastOnce)]);
+    c.make_all_durable();
+    c.drop_connection("c");
+    c.make_all_durable();
+    c.connect("c", true);
+    assert!(
+        c.packets("c").is_empty(),
+        "CONNACK (session present 0) before the SessionDrop was durable"
+    );
+    let records = c.make_durable(0);
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::SessionDrop { client_id } if &**client_id == "c")));
+    assert!(matches!(
+        c.packets("c").as_slice(),
+        [Packet::ConnAck(ConnAck {
+            session_present: false,
+            ..
+        })]
+    ));
+    // A clean session that replaced a clean one waits for nothing.
+    c.drop_connection("c");
+    c.connect("c", true);
+    assert_eq!(c.packets("c").len(), 1, "CONNACK at once");
 }
