@@ -467,11 +467,25 @@ impl BrokerCore {
     }
 
     /// The journal id of the message being delivered, stored (one `Message` record per shard) the
-    /// first time a persistent session keeps it at QoS 1/2. 0 when it is not journaled.
-    pub(super) fn stored_message_id(&mut self, message: &Message) -> MsgId {
+    /// first time a persistent session keeps it at QoS 1/2. 0 when it is not journaled. A
+    /// retained copy sent after a SUBACK (`retained_copy`) is stored for its one session, with
+    /// its retain flag.
+    pub(super) fn stored_message_id(&mut self, message: &Message, retained_copy: bool) -> MsgId {
         let Some(journal) = self.journal.as_deref_mut() else {
             return 0;
         };
+        if retained_copy {
+            let id = journal.new_msg_id();
+            let record = Record::Message {
+                id,
+                message: Message {
+                    retain: true,
+                    ..message.clone()
+                },
+            };
+            journal.append(|out| codec::encode(&record, out));
+            return id;
+        }
         if let Some(id) = journal.current_msg {
             return id;
         }

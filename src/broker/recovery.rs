@@ -57,11 +57,11 @@ impl BrokerCore {
             for entry in session.stored() {
                 if stored.insert(entry.id) {
                     // As the journal stores it: the retain flag as delivered (false for a live
-                    // publish; retained copies sent after a SUBACK are not stored).
+                    // publish, true for a retained copy sent after a SUBACK).
                     records.push(Record::Message {
                         id: entry.id,
                         message: Message {
-                            retain: false,
+                            retain: entry.retain,
                             ..entry.message.clone()
                         },
                     });

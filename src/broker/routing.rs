@@ -194,9 +194,11 @@ impl BrokerCore {
         }
         // A QoS 0 message sent at once is encoded from the copy here, so the session only borrows
         // it; one at QoS 1/2 that is sent is encoded from the session's copy.
-        let stored = self.journal.is_some() && !session.clean && !retain && qos != QoS::AtMostOnce;
+        // A retained copy after a SUBACK is stored too (its own message, retain flag kept): a
+        // QoS 2 copy's packet id must survive a crash like a live message's.
+        let stored = self.journal.is_some() && !session.clean && qos != QoS::AtMostOnce;
         let id = if stored {
-            self.stored_message_id(&message)
+            self.stored_message_id(&message, retain)
         } else {
             0
         };

@@ -13,6 +13,8 @@ pub struct StoredEntry<'a> {
     pub message: &'a Message,
     pub qos: QoS,
     pub id: MsgId,
+    /// A retained copy sent after a SUBACK (it goes out with RETAIN 1).
+    pub retain: bool,
     /// Set once it went out (QoS 2 only: a QoS 1 message is simply sent again).
     pub packet_id: Option<u16>,
     /// PUBREC received: only PUBREL / PUBCOMP remain.
@@ -27,6 +29,7 @@ impl Session {
             message: &m.out.message,
             qos: m.out.qos,
             id: m.out.id,
+            retain: m.out.retain,
             packet_id: (m.out.qos == QoS::ExactlyOnce).then_some(m.packet_id),
             released: m.state == InflightState::AwaitPubComp,
         });
@@ -34,6 +37,7 @@ impl Session {
             message: &out.message,
             qos: out.qos,
             id: out.id,
+            retain: out.retain,
             packet_id: None,
             released: false,
         });
@@ -56,10 +60,12 @@ impl Session {
         packet_id: Option<u16>,
         released: bool,
     ) {
+        // The stored retain flag is the delivery's: set for a retained copy sent after a SUBACK,
+        // which goes out again as it was (RETAIN 1), outside the queue limits like before.
         let out = Outgoing {
+            retain: message.retain,
             message,
             qos,
-            retain: false,
             id,
         };
         match packet_id {
@@ -77,6 +83,12 @@ impl Session {
                     out,
                     state,
                 });
+            }
+            _ if out.retain => {
+                let flow = self.flow_mut();
+                flow.queued_retained += 1;
+                flow.queued_qos0 += usize::from(qos == QoS::AtMostOnce);
+                flow.queue.push_back(out);
             }
             _ => {
                 let bytes = out.message.payload.len();

@@ -192,7 +192,6 @@ impl Sim {
             client.out.clear();
             client.in_q2.clear();
             client.held.clear();
-            client.retained_ids.clear();
         }
         let epoch = {
             let session = self.sessions[c].as_mut().expect("just made");

@@ -210,7 +210,7 @@ impl Sim {
                 }
             }
             for (&packet_id, &m) in &client.held {
-                if !client.in_q2.contains(&packet_id) || self.retained_copy(c, packet_id, m) {
+                if !client.in_q2.contains(&packet_id) {
                     continue;
                 }
                 let kept = recovered
@@ -268,18 +268,6 @@ impl Sim {
         }
     }
 
-    /// Whether the client holds `packet_id` for a retained copy sent after a SUBACK (`m` may be
-    /// retained).
-    ///
-    /// KNOWN GAP (found by this simulation, not fixed): the core journals no packet id for a
-    /// retained copy (`Outgoing::id` 0), so after a crash it may send a new QoS 2 PUBLISH under an
-    /// id whose PUBREL the client still awaits, and the client drops it as a duplicate. The
-    /// model lets the client forget such ids at the crash (counted in `forgotten_retained_ids`).
-    fn retained_copy(&self, c: usize, packet_id: u16, m: usize) -> bool {
-        self.clients[c].retained_ids.contains(&packet_id)
-            && self.msgs.get(m).is_some_and(|info| info.retain)
-    }
-
     /// Queue-full drops counted on `shard`, by this run's cores and those that crashed.
     pub(super) fn dropped_queue_full(&self, shard: usize) -> u64 {
         let carried = self
@@ -325,7 +313,6 @@ impl Sim {
                 client.out.clear();
                 client.in_q2.clear();
                 client.held.clear();
-                client.retained_ids.clear();
             }
             let Some(recovered) = recovered else {
                 continue;
@@ -388,19 +375,8 @@ impl Sim {
         // QoS 1 packet ids are not journaled: a QoS 1 message in flight at the crash goes out
         // again fresh, under any id. What a client holds of QoS 1 ids means nothing any more, and
         // "sent fresh at most as often as routed" counts from here.
-        for c in 0..self.clients.len() {
-            let forgotten: Vec<u16> = self.clients[c]
-                .held
-                .iter()
-                .filter(|&(&id, &m)| self.retained_copy(c, id, m))
-                .map(|(&id, _)| id)
-                .collect();
-            let client = &mut self.clients[c];
-            for id in forgotten {
-                if client.in_q2.remove(&id) {
-                    self.forgotten_retained_ids += 1;
-                }
-            }
+        // (Retained copies sent after a SUBACK included: their QoS 2 ids are journaled too.)
+        for client in &mut self.clients {
             let in_q2 = &client.in_q2;
             client.held.retain(|id, _| in_q2.contains(id));
         }

@@ -236,8 +236,6 @@ struct ClientModel {
     requests: VecDeque<Request>,
     /// PUBRELs sent for ids nobody held: each is still answered with a PUBCOMP.
     stray_pubcomps: Vec<u16>,
-    /// Held incoming ids whose PUBLISH was a retained copy (see `crash.rs`, `retained_copy`).
-    retained_ids: HashSet<u16>,
 }
 
 struct ConnModel {
@@ -338,8 +336,6 @@ struct Sim {
     /// (their publisher never read the PUBREC) and routes them again when re-sent, or a session
     /// its client had discarded (a clean CONNECT whose `SessionDrop` was lost) came back with them.
     rerouted: HashSet<usize>,
-    /// QoS 2 ids of retained copies the broker forgot at a crash (a known gap, see `crash.rs`).
-    forgotten_retained_ids: u64,
 }
 
 /// Fails the run with the seed, the step, the last steps, and how to replay it.
@@ -426,7 +422,6 @@ impl Sim {
                     pending: VecDeque::new(),
                     requests: VecDeque::new(),
                     stray_pubcomps: Vec::new(),
-                    retained_ids: HashSet::new(),
                 }
             })
             .collect();
@@ -489,7 +484,6 @@ impl Sim {
             durability,
             acked: HashSet::new(),
             rerouted: HashSet::new(),
-            forgotten_retained_ids: 0,
         };
         sim.anchor_wall_clock();
         sim

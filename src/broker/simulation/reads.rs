@@ -199,11 +199,6 @@ impl Sim {
             }
             let client = &mut self.clients[c];
             client.held.insert(packet_id, msg.unwrap_or(usize::MAX));
-            if p.retain {
-                client.retained_ids.insert(packet_id);
-            } else {
-                client.retained_ids.remove(&packet_id);
-            }
             if p.qos == QoS::ExactlyOnce {
                 to_app = client.in_q2.insert(packet_id);
                 client

@@ -435,3 +435,37 @@ fn a_connack_that_ends_a_persistent_session_leaves_once_the_end_is_durable() {
     c.connect("c", true);
     assert_eq!(c.packets("c").len(), 1, "CONNACK at once");
 }
+
+/// Found by the crash simulation: the packet id of a QoS 2 retained copy sent after a SUBACK was
+/// not journaled; after a crash the broker sent it again under another id while the client still
+/// held the first (a second delivery, or a copy the client drops).
+#[test]
+fn a_qos2_retained_copy_is_stored_and_leaves_once_its_packet_id_is_durable() {
+    let mut c = persistent_cluster(1);
+    c.connect("pub", true);
+    c.publish("pub", "t", "kept", QoS::ExactlyOnce, true, 1);
+    c.make_all_durable();
+    c.connect("sub", false);
+    c.make_all_durable();
+    c.packets("sub");
+    c.subscribe("sub", &[("t", QoS::ExactlyOnce)]);
+    // The subscription's batch only: the SUBACK goes, then the retained copy is stored.
+    let (batch, _) = c.shards[0].take_journal().expect("the subscription record");
+    c.shards[0].handle_durable(batch);
+    c.run();
+    let publishes = c.publishes("sub");
+    assert!(
+        publishes.is_empty(),
+        "retained copy before its id was durable"
+    );
+    let records = c.make_durable(0);
+    assert!(records.iter().any(
+        |r| matches!(r, Record::Message { message, .. } if message.retain && message.payload == "kept")
+    ));
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::PacketId { client_id, .. } if &**client_id == "sub")));
+    let publishes = c.publishes("sub");
+    assert_eq!(publishes.len(), 1);
+    assert!(publishes[0].retain);
+}
