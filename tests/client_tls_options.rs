@@ -61,26 +61,27 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
+/// `--ca-file` with the test CA, `--cert` with the client certificate and `--key KEY`.
+fn with_cert<'a>(certs: &'a TestCerts, key: &'a Path) -> [&'a str; 6] {
+    [
+        "--ca-file",
+        path(&certs.ca),
+        "--cert",
+        path(&certs.client_cert),
+        "--key",
+        path(key),
+    ]
+}
+
 #[test]
 fn a_listener_requiring_certificates_takes_cli_clients_with_cert_and_key() {
     let (broker, certs) = start("127.0.0.1");
     for listener in ["tls", "wss"] {
         let url = url(&broker, listener, "localhost");
-        let ca = ["--ca-file", path(&certs.ca)];
-        let with_cert = publish(
-            &url,
-            &[
-                ca[0],
-                ca[1],
-                "--cert",
-                path(&certs.client_cert),
-                "--key",
-                path(&certs.client_key),
-            ],
-        );
-        assert!(with_cert.status.success(), "{listener}: {with_cert:?}");
+        let accepted = publish(&url, &with_cert(&certs, &certs.client_key));
+        assert!(accepted.status.success(), "{listener}: {accepted:?}");
 
-        let without = publish(&url, &ca);
+        let without = publish(&url, &["--ca-file", path(&certs.ca)]);
         assert_eq!(without.status.code(), Some(1), "{listener}: {without:?}");
         let stderr = String::from_utf8_lossy(&without.stderr);
         assert!(
@@ -89,18 +90,8 @@ fn a_listener_requiring_certificates_takes_cli_clients_with_cert_and_key() {
             "{listener}: {stderr}"
         );
 
-        // A certificate from the wrong key is refused before anything is sent.
-        let mismatched = publish(
-            &url,
-            &[
-                ca[0],
-                ca[1],
-                "--cert",
-                path(&certs.client_cert),
-                "--key",
-                path(&certs.server_key),
-            ],
-        );
+        // A certificate with the wrong key is refused before anything is sent.
+        let mismatched = publish(&url, &with_cert(&certs, &certs.server_key));
         assert_eq!(mismatched.status.code(), Some(1), "{mismatched:?}");
         let stderr = String::from_utf8_lossy(&mismatched.stderr);
         assert!(
@@ -118,15 +109,7 @@ fn a_listener_requiring_certificates_takes_cli_clients_with_cert_and_key() {
         "mqtt://127.0.0.1:{}",
         broker.address("default").expect("default").port()
     );
-    let plain = publish(
-        &plain,
-        &[
-            "--cert",
-            path(&certs.client_cert),
-            "--key",
-            path(&certs.client_key),
-        ],
-    );
+    let plain = publish(&plain, &with_cert(&certs, &certs.client_key));
     assert_eq!(plain.status.code(), Some(2), "{plain:?}");
     assert!(String::from_utf8_lossy(&plain.stderr).contains("need a TLS connection"));
 }

@@ -9,6 +9,8 @@
 //! - no verification ([`ClientTls::verify_cert`] off): any certificate is taken. The handshake's
 //!   signatures are still checked, so the peer holds the key of the certificate it sent.
 //!
+//! The last two are [`RelaxedVerifier`] (which the bench's `--insecure` uses too).
+//!
 //! Opens no sockets and runs no handshake (`tls.rs` does); reads the certificate and key files.
 
 use std::path::Path;
@@ -52,14 +54,12 @@ pub fn client_config(tls: &ClientTls<'_>) -> Result<Arc<ClientConfig>, TlsSetupE
         log::warn!("TLS: the broker's certificate is not verified (verify_cert: false)");
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+            .with_custom_certificate_verifier(Arc::new(RelaxedVerifier::any_certificate(provider)))
     } else if !tls.check_hostname {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(tls)?), provider)
-            .build()
-            .map_err(|e| TlsSetupError::Invalid(format!("certificate verifier: {e}")))?;
+        let verifier = RelaxedVerifier::any_host_name(roots(tls)?, provider)?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyHostName { inner }))
+            .with_custom_certificate_verifier(Arc::new(verifier))
     } else {
         builder.with_root_certificates(roots(tls)?)
     };
@@ -104,15 +104,44 @@ fn roots(tls: &ClientTls<'_>) -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
-/// Full verification, except that a certificate for another host name is taken. rustls checks
-/// the chain (trust, dates, usage) before the name, so a `NotValidForName` error means everything
-/// else passed.
+/// The broker-certificate check with part of it switched off. Either any certificate is taken
+/// ([`RelaxedVerifier::any_certificate`], `verify_cert: false`, the bench's `--insecure`), or the
+/// full check is made except for the host name (`check_hostname: false`, the CLIs' `--insecure`):
+/// rustls checks the chain (trust, dates, usage) before the name, so a "not valid for name" error
+/// means everything else passed. Either way the handshake's signatures are verified, so the peer
+/// holds the key of the certificate it sent.
 #[derive(Debug)]
-struct AnyHostName {
-    inner: Arc<WebPkiServerVerifier>,
+pub struct RelaxedVerifier {
+    /// `None`: take any certificate.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AnyHostName {
+impl RelaxedVerifier {
+    /// Takes any certificate.
+    pub fn any_certificate(provider: Arc<CryptoProvider>) -> RelaxedVerifier {
+        RelaxedVerifier {
+            chain: None,
+            provider,
+        }
+    }
+
+    /// Checks everything but the host name against `roots`.
+    fn any_host_name(
+        roots: RootCertStore,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<RelaxedVerifier, TlsSetupError> {
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Invalid(format!("certificate verifier: {e}")))?;
+        Ok(RelaxedVerifier {
+            chain: Some(chain),
+            provider,
+        })
+    }
+}
+
+impl ServerCertVerifier for RelaxedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -121,59 +150,15 @@ impl ServerCertVerifier for AnyHostName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Takes any certificate (`verify_cert: false`); the handshake signatures are still verified.
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
