@@ -6,7 +6,8 @@
 //! retained, to every data shard.
 //!
 //! Payloads follow aMQTT's `BrokerSysPlugin` (plain decimal text; `heap/*` in MiB and `cpu/*` in
-//! percent of one CPU, two decimals, from [`ProcessUsage`]), with two deliberate differences:
+//! percent of one CPU, three decimals as aMQTT writes floats, from [`ProcessUsage`]), with two
+//! deliberate differences:
 //! `uptime` is the uptime in seconds and `uptime/formatted` the human form (aMQTT swaps them by
 //! mistake), and `clients/disconnected` counts persistent sessions whose client is offline, as in
 //! Mosquitto (aMQTT counts disconnection events). `clients/expired` (Mosquitto's) counts the
@@ -150,12 +151,12 @@ impl ProcessUsage {
     fn entries(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(4);
         if let Some(mib) = self.heap_mib {
-            out.push(("heap/size", format!("{mib:.2}")));
-            out.push(("heap/maximum", format!("{:.2}", self.heap_maximum)));
+            out.push(("heap/size", format!("{mib:.3}")));
+            out.push(("heap/maximum", format!("{:.3}", self.heap_maximum)));
         }
         if let Some(percent) = self.cpu_percent {
-            out.push(("cpu/percent", format!("{percent:.2}")));
-            out.push(("cpu/maximum", format!("{:.2}", self.cpu_maximum)));
+            out.push(("cpu/percent", format!("{percent:.3}")));
+            out.push(("cpu/maximum", format!("{:.3}", self.cpu_maximum)));
         }
         out
     }
@@ -336,10 +337,10 @@ mod tests {
                 .map(|(_, v)| v.as_str())
                 .expect("entry")
         };
-        assert_eq!(get("cpu/percent"), "10.00");
-        assert_eq!(get("cpu/maximum"), "150.00");
-        assert_eq!(get("heap/size"), "1.00");
-        assert_eq!(get("heap/maximum"), "1.50");
+        assert_eq!(get("cpu/percent"), "10.000");
+        assert_eq!(get("cpu/maximum"), "150.000");
+        assert_eq!(get("heap/size"), "1.000");
+        assert_eq!(get("heap/maximum"), "1.500");
     }
 
     #[test]
@@ -399,10 +400,10 @@ mod tests {
         assert_eq!(lookup(&messages, "messages/inflight/out"), "4");
         assert_eq!(lookup(&messages, "messages/inflight/stored"), "8");
         assert_eq!(lookup(&messages, "messages/stored"), "8");
-        assert_eq!(lookup(&messages, "heap/size"), "32.00");
-        assert_eq!(lookup(&messages, "heap/maximum"), "64.00");
-        assert_eq!(lookup(&messages, "cpu/percent"), "25.00");
-        assert_eq!(lookup(&messages, "cpu/maximum"), "25.00");
+        assert_eq!(lookup(&messages, "heap/size"), "32.000");
+        assert_eq!(lookup(&messages, "heap/maximum"), "64.000");
+        assert_eq!(lookup(&messages, "cpu/percent"), "25.000");
+        assert_eq!(lookup(&messages, "cpu/maximum"), "25.000");
         for topic in [
             "messages/received",
             "messages/sent",
