@@ -87,6 +87,9 @@ fn version_and_help_exit_zero() {
                     "--extra-headers",
                     "-d",
                     "--qos",
+                    "--cert",
+                    "--key",
+                    "--insecure",
                 ] {
                     assert!(out.contains(option), "{bin} -h lacks {option}");
                 }
@@ -95,7 +98,17 @@ fn version_and_help_exit_zero() {
     }
     let help = run_cli(pub_bin(), &["-h"], b"", LIMIT);
     let help = String::from_utf8_lossy(&help.stdout);
-    for option in ["-m", "-f", "-l", "-s", "-n", "-r"] {
+    for option in [
+        "-m",
+        "-f",
+        "-l",
+        "-s",
+        "-n",
+        "-r",
+        "--lines",
+        "--stdin",
+        "--no-message",
+    ] {
         assert!(help.contains(option), "amqtt_pub -h lacks {option}");
     }
     let help = run_cli(sub_bin(), &["-h"], b"", LIMIT);
@@ -152,6 +165,40 @@ fn every_message_option_round_trips_through_amqtt_sub() {
         sub.next_text(Duration::from_millis(300)),
         None,
         "nothing else"
+    );
+}
+
+/// aMQTT 0.12's long names for -n, -l and -s are aliases of ours (mosquitto's).
+#[test]
+fn amqtt_long_option_names_are_aliases() {
+    let (_broker, addr) = start_broker(1);
+    let url = url(addr);
+    let sub = subscriber(&url, "alias/#", &["-q", "1"]);
+    publish(&url, &["-t", "alias/n", "--no-message", "-q", "1"], b"");
+    assert_eq!(sub.next_text(LINE).as_deref(), Some(""), "--no-message");
+    publish(&url, &["-t", "alias/l", "--lines", "-q", "1"], b"a\n\nb\n");
+    for expected in ["a", "b"] {
+        assert_eq!(sub.next_text(LINE).as_deref(), Some(expected), "--lines");
+    }
+    publish(&url, &["-t", "alias/s", "--stdin", "-q", "1"], b"whole");
+    assert_eq!(sub.next_text(LINE).as_deref(), Some("whole"), "--stdin");
+}
+
+/// Without --url, -h or a config file the CLIs go to mqtt://127.0.0.1:1883, as aMQTT's and
+/// mosquitto's do. Whether a broker listens there or not, the log names the address used.
+#[test]
+fn without_a_broker_option_the_default_is_127_0_0_1_port_1883() {
+    let run = run_cli(
+        pub_bin(),
+        &["-t", "default/url", "-m", "x", "-d"],
+        b"",
+        LIMIT,
+    );
+    assert!(
+        run.stderr.contains("127.0.0.1:1883"),
+        "status {:?}: {}",
+        run.status,
+        run.stderr
     );
 }
 
@@ -260,7 +307,6 @@ fn usage_errors_are_one_line_and_exit_2() {
             vec!["--url", &url, "-t", "a", "--extra-headers", "[1]"],
             "JSON object",
         ),
-        (sub_bin(), vec!["-t", "a"], "no broker: give --url URL"),
     ];
     for (bin, args, expected) in cases {
         let run = run_cli(bin, &args, b"", LIMIT);

@@ -15,9 +15,11 @@ use amqtt::protocol::{QoS, TopicName};
 
 const PROGRAM: &str = "amqtt_pub";
 
-/// Publish MQTT messages (aMQTT's amqtt_pub; options as mosquitto_pub names them).
+/// Publish MQTT messages (aMQTT's amqtt_pub; options as mosquitto_pub names them, aMQTT's long
+/// names as aliases).
 ///
-/// The broker is --url URL (aMQTT), or -h HOST [-p PORT] [-u USER] [-P PASSWORD] (mosquitto_pub).
+/// The broker is --url URL (aMQTT), or -h HOST [-p PORT] [-u USER] [-P PASSWORD] (mosquitto_pub);
+/// with neither, mqtt://127.0.0.1:1883.
 /// Exactly one of -m, -f, -l, -s, -n gives the messages. With -f and -l each line is one message,
 /// without its line ending (-l skips blank lines). Exits 0 once every message has completed its
 /// QoS flow; 1 if the broker cannot be reached, refuses the connection or a publish fails; 2 for
@@ -46,13 +48,13 @@ struct Args {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
     /// Send each line read from stdin as a message, as it arrives (blank lines are skipped).
-    #[arg(short = 'l', long = "stdin-line")]
+    #[arg(short = 'l', long = "stdin-line", visible_alias = "lines")]
     lines: bool,
     /// Send all of stdin as one message.
-    #[arg(short = 's', long = "stdin-file")]
+    #[arg(short = 's', long = "stdin-file", visible_alias = "stdin")]
     stdin: bool,
     /// Send one empty message.
-    #[arg(short = 'n', long = "null-message")]
+    #[arg(short = 'n', long = "null-message", visible_alias = "no-message")]
     null_message: bool,
 }
 

@@ -16,7 +16,8 @@ const PROGRAM: &str = "amqtt_sub";
 /// Subscribe to MQTT topics and print each message's payload on its own line (aMQTT's amqtt_sub;
 /// options as mosquitto_sub names them).
 ///
-/// The broker is --url URL (aMQTT), or -h HOST [-p PORT] [-u USER] [-P PASSWORD] (mosquitto_sub).
+/// The broker is --url URL (aMQTT), or -h HOST [-p PORT] [-u USER] [-P PASSWORD] (mosquitto_sub);
+/// with neither, mqtt://127.0.0.1:1883.
 /// Only messages go to stdout; logs go to stderr. SIGINT and SIGTERM end the session with
 /// DISCONNECT (so the broker discards the will) and exit 0. Exits 0 after -n COUNT messages; 1 if
 /// the broker cannot be reached, refuses, refuses every subscription, or the connection is lost

@@ -173,7 +173,10 @@ pub struct SessionGauges {
     /// Sessions with a connected client.
     pub online: usize,
     pub subscriptions: usize,
+    /// Outgoing QoS 1/2 messages awaiting their acknowledgement.
     pub inflight: usize,
+    /// Incoming QoS 2 messages awaiting the client's PUBREL.
+    pub inflight_in: usize,
     pub queued: usize,
     /// What `memory_limit` counts, held by this shard: payload bytes in session queues, bytes in
     /// outboxes, and (shard 0 only: every shard shares the payloads) the retained store's payloads.

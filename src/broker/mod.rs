@@ -275,6 +275,7 @@ impl BrokerCore {
             g.online += usize::from(s.is_online());
             g.subscriptions += s.subscriptions.len();
             g.inflight += s.inflight_len();
+            g.inflight_in += s.incoming_qos2_len();
             g.queued += s.queued_len();
             g.memory_bytes += s.queued_bytes();
         }

@@ -234,6 +234,11 @@ impl Session {
         self.flow().inflight.len()
     }
 
+    /// QoS 2 messages received from the client and not yet released by its PUBREL.
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.flow().incoming_qos2.len()
+    }
+
     pub fn queued_len(&self) -> usize {
         self.flow().queue.len()
     }

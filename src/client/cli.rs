@@ -4,9 +4,14 @@
 //! options and the publish or subscribe loop.
 //!
 //! The broker is named by `--url` (aMQTT's way) or by `-h HOST` / `-p PORT` (mosquitto's way, which
-//! builds `mqtt://HOST:PORT`, or `mqtts://` when a CA option is given); `-u` / `-P` set the user
-//! name and password over either. Because `-h` is the host, help is `--help`; `-h` given alone
-//! still prints help, as aMQTT's scripts did ([`help_alias`]).
+//! builds `mqtt://HOST:PORT`, or `mqtts://` when a CA option or `--cert` is given); with neither,
+//! the -c file's `connection.uri`, else `mqtt://127.0.0.1:1883` as aMQTT and mosquitto do. `-u` /
+//! `-P` set the user name and password over either. Because `-h` is the host, help is `--help`;
+//! `-h` given alone still prints help, as aMQTT's scripts did ([`help_alias`]).
+//!
+//! TLS options are mosquitto's: `--cafile`/`--ca-file` (and `--capath`, `--ca-data`) to trust a
+//! CA, `--cert` + `--key` to present a client certificate, `--insecure` to take a broker
+//! certificate made for another host name.
 //!
 //! Without `-i` the client id is generated and no later run can resume its session, so the CLIs
 //! then ask for a clean session: the broker keeps nothing after they leave. With `-i` the session
@@ -37,11 +42,12 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
     /// Broker URL: `{mqtt|tcp|mqtts|ssl|tls|ws|wss}://[user[:password]@]host[:port][/path]`, e.g.
-    /// mqtt://localhost:1883. Default: `connection.uri` (or `broker.uri`) from the -c file.
+    /// mqtt://localhost:1883. Default: `connection.uri` (or `broker.uri`) from the -c file, else
+    /// mqtt://127.0.0.1:1883.
     #[arg(long, value_name = "URL", conflicts_with_all = ["host", "port"])]
     pub url: Option<String>,
     /// Broker host, as mosquitto_pub's -h (instead of --url): connects to mqtt://HOST:PORT, or
-    /// mqtts:// with --ca-file, --ca-path or --ca-data. Default: localhost.
+    /// mqtts:// with --ca-file, --ca-path, --ca-data or --cert. Default: localhost.
     #[arg(short = 'h', long = "host", value_name = "HOST")]
     pub host: Option<String>,
     /// Broker port, with -h (default: 1883, or 8883 for mqtts).
@@ -68,15 +74,37 @@ pub struct ConnectionArgs {
     /// -i the session is always clean (a generated id can never be resumed).
     #[arg(long = "clean-session")]
     pub clean_session: bool,
-    /// PEM file of CA certificates to trust (mqtts, wss).
-    #[arg(long = "ca-file", value_name = "FILE")]
+    /// PEM file of CA certificates to trust (mqtts, wss). Default: the system's CAs.
+    #[arg(long = "ca-file", visible_alias = "cafile", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Directory of PEM CA certificates to trust (mqtts, wss).
-    #[arg(long = "ca-path", value_name = "DIR")]
+    #[arg(long = "ca-path", visible_alias = "capath", value_name = "DIR")]
     pub ca_path: Option<PathBuf>,
     /// PEM CA certificates to trust, inline (mqtts, wss): --ca-data "$(cat ca.pem)".
     #[arg(long = "ca-data", value_name = "PEM", allow_hyphen_values = true)]
     pub ca_data: Option<String>,
+    /// Client certificate (PEM) to present to the broker, with --key (mqtts, wss): for listeners
+    /// that require one. Default: `connection.certfile` from the -c file.
+    #[arg(
+        long = "cert",
+        visible_alias = "certfile",
+        value_name = "FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the --cert certificate.
+    #[arg(
+        long = "key",
+        visible_alias = "keyfile",
+        value_name = "FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
+    /// Do not check that the broker's certificate names the host connected to (its CA is still
+    /// checked): for a broker reached by an address its certificate does not list. Unsafe against
+    /// a man in the middle holding any certificate from the same CA.
+    #[arg(long = "insecure")]
+    pub insecure: bool,
     /// Topic of the will the broker publishes if this client disappears without DISCONNECT.
     #[arg(long = "will-topic", value_name = "TOPIC")]
     pub will_topic: Option<String>,
@@ -145,20 +173,17 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
     let url = match (&args.url, args.host.is_some() || args.port.is_some()) {
         (Some(url), _) => url.clone(),
         (None, true) => url_from_host_and_port(args),
-        (None, false) => match &config.connection.uri {
-            Some(url) => url.clone(),
-            None => {
-                return Err(
-                    "no broker: give --url URL (e.g. mqtt://localhost:1883), or -h HOST \
-                            [-p PORT], or connection.uri in the -c file"
-                        .into(),
-                )
-            }
-        },
+        (None, false) => config.connection.uri_or_default().to_string(),
     };
     let broker: BrokerUrl = url
         .parse()
         .map_err(|e: crate::transport::UrlError| e.to_string())?;
+    if args.cert_file.is_some() && !broker.scheme.is_tls() {
+        return Err(format!(
+            "--cert and --key need a TLS connection (mqtts:// or wss://), not {}://",
+            broker.scheme
+        ));
+    }
     // A generated id cannot be resumed by any later run: its session would only linger.
     let (client_id, clean_session) = match &args.client_id {
         Some(id) => (id.clone(), args.clean_session),
@@ -171,6 +196,9 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
         ca_file: args.ca_file.clone(),
         ca_path: args.ca_path.clone(),
         ca_data: args.ca_data.clone(),
+        cert_file: args.cert_file.clone(),
+        key_file: args.key_file.clone(),
+        check_hostname: args.insecure.then_some(false),
         extra_headers,
     };
     Ok(Prepared {
@@ -181,9 +209,13 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
     })
 }
 
-/// `-h HOST -p PORT` as a URL: TLS when a CA option asks for it, as mosquitto does.
+/// `-h HOST -p PORT` as a URL: TLS when a CA option or a client certificate asks for it, as
+/// mosquitto does.
 fn url_from_host_and_port(args: &ConnectionArgs) -> String {
-    let tls = args.ca_file.is_some() || args.ca_path.is_some() || args.ca_data.is_some();
+    let tls = args.ca_file.is_some()
+        || args.ca_path.is_some()
+        || args.ca_data.is_some()
+        || args.cert_file.is_some();
     let scheme = if tls { "mqtts" } else { "mqtt" };
     let host = args.host.as_deref().unwrap_or("localhost");
     let port = args.port.unwrap_or(if tls { 8883 } else { 1883 });
@@ -352,8 +384,34 @@ mod tests {
             err,
             "invalid broker URL 'http://h': scheme must be mqtt, tcp, mqtts, ssl, tls, ws or wss"
         );
-        let err = prepare(&ConnectionArgs::default(), "p").err().unwrap();
-        assert!(err.starts_with("no broker: give --url URL"), "{err}");
+    }
+
+    #[test]
+    fn without_url_or_host_the_broker_is_the_local_default() {
+        let prepared = prepare(&ConnectionArgs::default(), "p").unwrap();
+        assert_eq!(prepared.url, "mqtt://127.0.0.1:1883");
+        assert_eq!(prepared.address(), "127.0.0.1:1883");
+    }
+
+    #[test]
+    fn a_client_certificate_means_tls() {
+        let mut a = ConnectionArgs {
+            host: Some("broker".into()),
+            cert_file: Some("c.pem".into()),
+            key_file: Some("c.key".into()),
+            ..ConnectionArgs::default()
+        };
+        let prepared = prepare(&a, "p").unwrap();
+        assert_eq!(prepared.url, "mqtts://broker:8883");
+        assert_eq!(prepared.options.key_file, Some(PathBuf::from("c.key")));
+        a.host = None;
+        a.url = Some("mqtt://broker".into());
+        let err = prepare(&a, "p").err().unwrap();
+        assert!(err.contains("need a TLS connection"), "{err}");
+        a.url = Some("wss://broker/mqtt".into());
+        a.insecure = true;
+        let prepared = prepare(&a, "p").unwrap();
+        assert_eq!(prepared.options.check_hostname, Some(false));
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub struct ConnectOptions {
     pub ca_path: Option<PathBuf>,
     /// PEM CA certificates inline (overrides `connection.cadata`).
     pub ca_data: Option<String>,
+    /// Client certificate (PEM) to present, with `key_file`; the two override
+    /// `connection.certfile` and `connection.keyfile` together.
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Overrides `check_hostname` (`Some(false)`: take a broker certificate made for another host
+    /// name, as mosquitto's `--insecure`).
+    pub check_hostname: Option<bool>,
     /// Extra HTTP headers for the WebSocket upgrade request.
     pub extra_headers: Vec<(String, String)>,
 }
@@ -177,6 +185,17 @@ impl MqttClient {
         self.connect_with(url, ConnectOptions::default()).await
     }
 
+    /// [`connect_with`](Self::connect_with) to the config's `connection.uri`, or to
+    /// [`config::DEFAULT_BROKER_URL`] (`mqtt://127.0.0.1:1883`) when it has none, as aMQTT's
+    /// `connect()` without a URI.
+    pub async fn connect_to_configured(
+        &self,
+        options: ConnectOptions,
+    ) -> Result<bool, ClientError> {
+        let url = self.config.connection.uri_or_default().to_string();
+        self.connect_with(&url, options).await
+    }
+
     /// [`connect`](Self::connect) with per-connection options.
     pub async fn connect_with(
         &self,
@@ -185,16 +204,21 @@ impl MqttClient {
     ) -> Result<bool, ClientError> {
         let url: BrokerUrl = url.parse()?;
         let session = self.session_options(&url, &options)?;
+        let connection = &self.config.connection;
+        // The certificate and its key come as a pair, from the options or from the config.
+        let (cert_file, key_file) = if options.cert_file.is_some() || options.key_file.is_some() {
+            (options.cert_file, options.key_file)
+        } else {
+            (connection.certfile.clone(), connection.keyfile.clone())
+        };
         let transport = ClientTransportOptions {
-            ca_file: options
-                .ca_file
-                .or_else(|| self.config.connection.cafile.clone()),
-            ca_path: options
-                .ca_path
-                .or_else(|| self.config.connection.capath.clone()),
-            ca_data: options
-                .ca_data
-                .or_else(|| self.config.connection.cadata.clone()),
+            ca_file: options.ca_file.or_else(|| connection.cafile.clone()),
+            ca_path: options.ca_path.or_else(|| connection.capath.clone()),
+            ca_data: options.ca_data.or_else(|| connection.cadata.clone()),
+            cert_file,
+            key_file,
+            skip_hostname_check: !options.check_hostname.unwrap_or(self.config.check_hostname),
+            skip_cert_verification: !self.config.verify_cert,
             extra_headers: options.extra_headers,
             connect_timeout: Some(self.config.connection_timeout),
         };

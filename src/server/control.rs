@@ -1,7 +1,8 @@
 //! The control shard: one light executor beside the data shards (unpinned, confined to the process's
 //! CPU mask). Every second it reads each data shard's snapshot (`snapshot.rs`), aggregates them and
 //! feeds the two publishers:
-//! - `$SYS/broker/...` every `sys_interval` (`sys_topics.rs`), published retained through the normal
+//! - `$SYS/broker/...` every `sys_interval` (`sys_topics.rs`; the process's memory and CPU are read
+//!   from `/proc/self` at that moment, not more often), published retained through the normal
 //!   path: one bus message per topic to *every* data shard, which stores it and delivers it to its
 //!   local subscribers;
 //! - the Prometheus recorder (`prometheus.rs`), served at `/metrics` by `http.rs` when
@@ -22,10 +23,11 @@ use shards::{BusSender, SendError, ShardContext};
 use crate::broker::{BusMessage, MemoryBudget, Message};
 use crate::protocol::{QoS, TopicName};
 
+use super::prometheus::process::ProcessStats;
 use super::prometheus::{BrokerWide, BusDepth, Exporter};
 use super::shard::ShardMessage;
 use super::snapshot::{self, ShardSnapshot, SnapshotBoard, Totals};
-use super::sys_topics::{self, LoadAverages, SysInput};
+use super::sys_topics::{self, LoadAverages, ProcessUsage, SysInput};
 
 /// How often the control shard reads the snapshots (they are refreshed once a second).
 const TICK: Duration = Duration::from_secs(1);
@@ -55,6 +57,8 @@ struct Control {
     memory: Arc<MemoryBudget>,
     latest: Vec<ShardSnapshot>,
     load: LoadAverages,
+    /// Memory and CPU of the process, read from `/proc/self` when `$SYS` is published.
+    process: ProcessUsage,
     clients_maximum: u64,
     last_tick: Option<Instant>,
     last_sys: Option<Instant>,
@@ -81,6 +85,7 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
         exporter: metrics_listener.as_ref().map(|_| Exporter::new()),
         latest: vec![ShardSnapshot::default(); shards],
         load: LoadAverages::default(),
+        process: ProcessUsage::default(),
         clients_maximum: 0,
         last_tick: None,
         last_sys: None,
@@ -88,6 +93,12 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
     }));
     // Every family exists (at zero) from the first scrape on, before the first tick.
     control.borrow().prime(Instant::now());
+    if !setup.sys_interval.is_zero() {
+        // The CPU baseline: the first `cpu/percent` covers the time from here.
+        let mut control = control.borrow_mut();
+        let at = Instant::now().saturating_duration_since(control.started);
+        control.sample_process(at);
+    }
     if let Some(listener) = metrics_listener {
         let for_render = control.clone();
         let render: Rc<dyn Fn() -> String> = Rc::new(move || {
@@ -171,6 +182,7 @@ impl Control {
             let unix_time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
+            self.sample_process(uptime);
             let messages = sys_topics::sys_messages(&SysInput {
                 version: env!("CARGO_PKG_VERSION"),
                 uptime,
@@ -180,9 +192,17 @@ impl Control {
                 totals: &totals,
                 clients_maximum: self.clients_maximum,
                 load: &self.load,
+                process: &self.process,
             });
             self.publish_sys(messages);
         }
+    }
+
+    /// Reads `/proc/self` (once per `$SYS` publication) into [`ProcessUsage`].
+    fn sample_process(&mut self, at: Duration) {
+        let stats = ProcessStats::read();
+        self.process
+            .update(stats.cpu_seconds, stats.resident_bytes, at);
     }
 
     fn bus_depths(&self) -> Vec<BusDepth> {

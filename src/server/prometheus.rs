@@ -18,7 +18,7 @@
 //! Naming: `amqtt_` prefix, `_total` on counters, base units (`_seconds`, `_bytes`), a `shard`
 //! label on everything that is per shard. The output passes `promtool check metrics`.
 
-mod process;
+pub(crate) mod process;
 
 use std::fmt::Write as _;
 

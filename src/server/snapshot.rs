@@ -30,7 +30,10 @@ pub(crate) struct ShardSnapshot {
     pub subscriptions: u64,
     /// Every shard holds the full retained store; this excludes the `$SYS` tree.
     pub retained: u64,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement.
     pub inflight: u64,
+    /// Incoming QoS 2 messages awaiting PUBREL.
+    pub inflight_in: u64,
     pub queued: u64,
     /// Bytes this shard holds of what `memory_limit` counts ([`crate::broker::SessionGauges`]).
     pub memory_bytes: u64,
@@ -63,6 +66,7 @@ impl ShardSnapshot {
                 .retained_count()
                 .saturating_sub(core.retained_dollar_count()) as u64,
             inflight: gauges.inflight as u64,
+            inflight_in: gauges.inflight_in as u64,
             queued: gauges.queued as u64,
             memory_bytes: gauges.memory_bytes as u64,
         }
@@ -102,6 +106,7 @@ pub(crate) struct Totals {
     pub subscriptions: u64,
     pub retained: u64,
     pub inflight: u64,
+    pub inflight_in: u64,
     pub queued: u64,
     /// Summed from the snapshots: what `amqtt_memory_used_bytes` shows without a `memory_limit`.
     pub memory_bytes: u64,
@@ -132,6 +137,7 @@ impl Totals {
             // Every shard has the whole store: the largest copy is the store.
             t.retained = t.retained.max(s.retained);
             t.inflight += s.inflight;
+            t.inflight_in += s.inflight_in;
             t.queued += s.queued;
             t.memory_bytes += s.memory_bytes;
             t.packets_received += s.core.packets_received;

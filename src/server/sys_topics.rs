@@ -5,7 +5,9 @@
 //! shard (`control.rs`) calls [`sys_messages`] every `sys_interval` and publishes the result,
 //! retained, to every data shard.
 //!
-//! Payloads follow aMQTT's `BrokerSysPlugin` (plain decimal text), with two deliberate differences:
+//! Payloads follow aMQTT's `BrokerSysPlugin` (plain decimal text; `heap/*` in MiB and `cpu/*` in
+//! percent of one CPU, three decimals as aMQTT writes floats, from [`ProcessUsage`]), with two
+//! deliberate differences:
 //! `uptime` is the uptime in seconds and `uptime/formatted` the human form (aMQTT swaps them by
 //! mistake), and `clients/disconnected` counts persistent sessions whose client is offline, as in
 //! Mosquitto (aMQTT counts disconnection events). `clients/expired` (Mosquitto's) counts the
@@ -110,6 +112,56 @@ impl LoadAverages {
     }
 }
 
+/// The process's memory and CPU use as aMQTT's `heap/size`, `heap/maximum`, `cpu/percent` and
+/// `cpu/maximum` report them: resident memory in MiB, CPU time over wall time since the previous
+/// sample in percent of one CPU (above 100 when several shards are busy), and the highest of each
+/// seen. Fed by the control shard from `/proc/self` when it publishes `$SYS`, never per message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProcessUsage {
+    /// CPU seconds and the instant (as time since the broker started) of the previous sample.
+    last_cpu: Option<(f64, Duration)>,
+    heap_mib: Option<f64>,
+    heap_maximum: f64,
+    cpu_percent: Option<f64>,
+    cpu_maximum: f64,
+}
+
+impl ProcessUsage {
+    /// Folds in a reading taken `at` (since the broker started); `None` where `/proc` did not
+    /// say, which leaves that topic out. The first CPU reading only sets the baseline.
+    pub fn update(&mut self, cpu_seconds: Option<f64>, resident_bytes: Option<u64>, at: Duration) {
+        if let Some(bytes) = resident_bytes {
+            let mib = bytes as f64 / (1024.0 * 1024.0);
+            self.heap_mib = Some(mib);
+            self.heap_maximum = self.heap_maximum.max(mib);
+        }
+        let Some(cpu) = cpu_seconds else { return };
+        if let Some((last_cpu, last_at)) = self.last_cpu {
+            let wall = at.saturating_sub(last_at).as_secs_f64();
+            if wall > 0.0 {
+                let percent = (cpu - last_cpu).max(0.0) / wall * 100.0;
+                self.cpu_percent = Some(percent);
+                self.cpu_maximum = self.cpu_maximum.max(percent);
+            }
+        }
+        self.last_cpu = Some((cpu, at));
+    }
+
+    /// `(topic suffix, payload)` for what is known.
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(4);
+        if let Some(mib) = self.heap_mib {
+            out.push(("heap/size", format!("{mib:.3}")));
+            out.push(("heap/maximum", format!("{:.3}", self.heap_maximum)));
+        }
+        if let Some(percent) = self.cpu_percent {
+            out.push(("cpu/percent", format!("{percent:.3}")));
+            out.push(("cpu/maximum", format!("{:.3}", self.cpu_maximum)));
+        }
+        out
+    }
+}
+
 /// What the `$SYS` tree is built from, besides the snapshots.
 pub(crate) struct SysInput<'a> {
     pub version: &'a str,
@@ -123,6 +175,7 @@ pub(crate) struct SysInput<'a> {
     /// Highest `clients/connected` seen so far (sampled once per second).
     pub clients_maximum: u64,
     pub load: &'a LoadAverages,
+    pub process: &'a ProcessUsage,
 }
 
 /// Every `$SYS` topic (full name) and its payload, in a stable order.
@@ -154,13 +207,26 @@ pub(crate) fn sys_messages(input: &SysInput<'_>) -> Vec<(String, String)> {
     put("messages/publish/held", t.publishers_held.to_string());
     put("clients/stalled", t.subscribers_stalled.to_string());
     put("messages/retained/count", t.retained.to_string());
-    put("messages/inflight", t.inflight.to_string());
+    // As aMQTT: in-flight both ways, then each way; stored = queued for sessions plus retained
+    // (aMQTT's `messages/inflight/stored`, Mosquitto's `messages/stored`).
+    put(
+        "messages/inflight",
+        (t.inflight + t.inflight_in).to_string(),
+    );
+    put("messages/inflight/in", t.inflight_in.to_string());
+    put("messages/inflight/out", t.inflight.to_string());
+    let stored = (t.queued + t.retained).to_string();
+    put("messages/inflight/stored", stored.clone());
+    put("messages/stored", stored);
     put("messages/queued", t.queued.to_string());
     put("messages/subscriptions/count", t.subscriptions.to_string());
     put("load/bytes/received", t.bytes_received.to_string());
     put("load/bytes/sent", t.bytes_sent.to_string());
     for (topic, value) in input.load.entries() {
         put(&topic, format!("{value:.2}"));
+    }
+    for (topic, value) in input.process.entries() {
+        put(topic, value);
     }
     put("shards/count", input.shards.len().to_string());
     for (n, s) in input.shards.iter().enumerate() {
@@ -252,6 +318,32 @@ mod tests {
     }
 
     #[test]
+    fn process_usage_reports_cpu_between_samples_and_keeps_the_maxima() {
+        let mut usage = ProcessUsage::default();
+        assert!(usage.entries().is_empty(), "nothing read yet: no topic");
+        usage.update(Some(1.0), None, Duration::from_secs(10));
+        assert!(
+            usage.entries().is_empty(),
+            "a first CPU reading is the baseline"
+        );
+        // 3 CPU seconds in 2 s: two shards busy.
+        usage.update(Some(4.0), Some(3 << 19), Duration::from_secs(12));
+        usage.update(Some(4.2), Some(1 << 20), Duration::from_secs(14));
+        let entries = usage.entries();
+        let get = |name: &str| {
+            entries
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+                .expect("entry")
+        };
+        assert_eq!(get("cpu/percent"), "10.000");
+        assert_eq!(get("cpu/maximum"), "150.000");
+        assert_eq!(get("heap/size"), "1.000");
+        assert_eq!(get("heap/maximum"), "1.500");
+    }
+
+    #[test]
     fn sys_tree_has_the_amqtt_topics_and_per_shard_values() {
         let mut a = ShardSnapshot {
             sessions: 3,
@@ -264,12 +356,19 @@ mod tests {
         let mut b = ShardSnapshot {
             sessions: 1,
             sessions_online: 1,
+            inflight: 4,
+            inflight_in: 2,
+            queued: 5,
+            retained: 3,
             ..Default::default()
         };
         b.core.sessions_expired = 1;
         let shards = [a, b];
         let totals = Totals::of(&shards);
         let load = LoadAverages::default();
+        let mut process = ProcessUsage::default();
+        process.update(Some(10.0), Some(64 << 20), Duration::from_secs(1));
+        process.update(Some(10.5), Some(32 << 20), Duration::from_secs(3));
         let messages = sys_messages(&SysInput {
             version: "1.2.3",
             uptime: Duration::from_secs(61),
@@ -279,6 +378,7 @@ mod tests {
             totals: &totals,
             clients_maximum: 2,
             load: &load,
+            process: &process,
         });
         assert_eq!(lookup(&messages, "version"), "amqtt-rs version 1.2.3");
         assert_eq!(lookup(&messages, "uptime"), "61");
@@ -295,6 +395,15 @@ mod tests {
         assert_eq!(lookup(&messages, "shards/0/connections"), "2");
         assert_eq!(lookup(&messages, "shards/0/bus/sent"), "4");
         assert_eq!(lookup(&messages, "shards/1/bus/queue"), "9");
+        assert_eq!(lookup(&messages, "messages/inflight"), "6");
+        assert_eq!(lookup(&messages, "messages/inflight/in"), "2");
+        assert_eq!(lookup(&messages, "messages/inflight/out"), "4");
+        assert_eq!(lookup(&messages, "messages/inflight/stored"), "8");
+        assert_eq!(lookup(&messages, "messages/stored"), "8");
+        assert_eq!(lookup(&messages, "heap/size"), "32.000");
+        assert_eq!(lookup(&messages, "heap/maximum"), "64.000");
+        assert_eq!(lookup(&messages, "cpu/percent"), "25.000");
+        assert_eq!(lookup(&messages, "cpu/maximum"), "25.000");
         for topic in [
             "messages/received",
             "messages/sent",

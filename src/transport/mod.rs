@@ -12,6 +12,7 @@
 
 pub mod server;
 pub mod tls;
+pub mod tls_client;
 pub mod url;
 pub mod ws;
 
@@ -41,25 +42,30 @@ pub enum TransportError {
 }
 
 /// A failed client TLS handshake. An untrusted broker certificate is the usual first-hour failure
-/// (a self-signed CA not given), so that one says what to do.
+/// (a self-signed CA not given), and a certificate for another name the second: both say what to do.
 fn handshake_error(error: io::Error) -> TransportError {
-    let untrusted = error
+    let certificate_error = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| {
-            matches!(
-                e,
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-            )
+        .and_then(|e| match e {
+            rustls::Error::InvalidCertificate(e) => Some(e),
+            _ => None,
         });
-    if untrusted {
-        TransportError::Tls(format!(
-            "{error} (the broker's certificate is not signed by a CA this client trusts: give \
-             that CA with --ca-file, --ca-path or --ca-data, or cafile in the client config)"
-        ))
-    } else {
-        TransportError::Tls(error.to_string())
-    }
+    let hint = match certificate_error {
+        Some(rustls::CertificateError::UnknownIssuer) => {
+            " (the broker's certificate is not signed by a CA this client trusts: give that CA \
+             with --ca-file, --ca-path or --ca-data, or cafile in the client config)"
+        }
+        Some(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        ) => {
+            " (the broker's certificate is for another host name: connect by a name it lists, \
+             or skip the name check with --insecure or check_hostname: false in the client config)"
+        }
+        _ => "",
+    };
+    TransportError::Tls(format!("{error}{hint}"))
 }
 
 /// Client-side transport settings (TLS trust and WebSocket headers).
@@ -71,6 +77,15 @@ pub struct ClientTransportOptions {
     pub ca_path: Option<std::path::PathBuf>,
     /// PEM CA certificates inline (`--ca-data`).
     pub ca_data: Option<String>,
+    /// The client certificate to present (PEM; `--cert`, `certfile`), with `key_file`.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The private key of `cert_file` (`--key`, `keyfile`).
+    pub key_file: Option<std::path::PathBuf>,
+    /// Take a broker certificate issued for another host name (`--insecure`,
+    /// `check_hostname: false`); the chain is still verified.
+    pub skip_hostname_check: bool,
+    /// Take any broker certificate (`verify_cert: false`).
+    pub skip_cert_verification: bool,
     /// Extra HTTP headers for the WebSocket upgrade request (`--extra-headers`).
     pub extra_headers: Vec<(String, String)>,
     /// Limit for TCP connect plus handshakes; `None` = 10 s.
@@ -129,11 +144,15 @@ pub async fn connect_client(
     let _ = tcp.set_nodelay(true);
     let handshakes = async {
         let tls = if url.scheme.is_tls() {
-            let config = tls::client_config(
-                options.ca_file.as_deref(),
-                options.ca_path.as_deref(),
-                options.ca_data.as_deref(),
-            )
+            let config = tls_client::client_config(&tls_client::ClientTls {
+                cafile: options.ca_file.as_deref(),
+                capath: options.ca_path.as_deref(),
+                cadata: options.ca_data.as_deref(),
+                certfile: options.cert_file.as_deref(),
+                keyfile: options.key_file.as_deref(),
+                check_hostname: !options.skip_hostname_check,
+                verify_cert: !options.skip_cert_verification,
+            })
             .map_err(|e| TransportError::Tls(e.to_string()))?;
             let name =
                 tls::server_name(&url.host).map_err(|e| TransportError::Tls(e.to_string()))?;

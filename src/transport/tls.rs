@@ -1,4 +1,5 @@
-//! TLS with rustls: loading certificates and keys, server and client configurations, and
+//! TLS with rustls: loading certificates and keys, the server configuration (the client's is in
+//! `tls_client.rs`), and
 //! [`TlsStream`], a small async adapter that drives a `rustls::Connection` over any byte stream.
 //!
 //! Our own adapter (rather than a wrapper crate's) because a connection must be able to move between
@@ -16,7 +17,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
+use rustls::{Connection, RootCertStore, ServerConfig};
 
 use crate::config::TlsConfig;
 
@@ -150,31 +151,6 @@ pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<Arc<ServerConfig
         )
     })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
-}
-
-/// A client configuration trusting the given CAs, or the system's when none is given.
-pub fn client_config(
-    cafile: Option<&Path>,
-    capath: Option<&Path>,
-    cadata: Option<&str>,
-) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let roots = if cafile.is_some() || capath.is_some() || cadata.is_some() {
-        load_roots(cafile, capath, cadata)?
-    } else {
-        let mut roots = RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        for cert in found.certs {
-            let _ = roots.add(cert);
-        }
-        roots
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Invalid(format!("TLS versions: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 

@@ -443,3 +443,69 @@ fn port_probes_are_counted_apart_from_malformed_packets() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// aMQTT's process and in-flight topics: the broker process's memory (MiB) and CPU, and messages
+/// in flight each way. A raw publisher's QoS 2 PUBLISH left without PUBREL is in flight *in*; its
+/// QoS 1 delivery to a raw subscriber that never acknowledges is in flight *out*; being retained,
+/// it is also stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqtt_process_and_inflight_topics() {
+    use amqtt::protocol::{Packet, Publish, QoS as Q, Subscribe, SubscribeFilter, TopicFilter};
+    let (_broker, addr, _) = observed_broker(2);
+    let mut w = connect(addr, "obs-proc").await;
+    w.client
+        .subscribe("$SYS/broker/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let heap = w.number("$SYS/broker/heap/size", |n| n > 1.0).await;
+    w.number("$SYS/broker/heap/maximum", |n| n >= heap).await;
+    let cpu = w.number("$SYS/broker/cpu/percent", |n| n >= 0.0).await;
+    w.number("$SYS/broker/cpu/maximum", |n| n >= cpu).await;
+    w.number("$SYS/broker/messages/inflight/in", |n| n == 0.0)
+        .await;
+
+    let held = tokio::task::spawn_blocking(move || {
+        let connect = |id: &str| {
+            let (client, ack) = common::RawClient::mqtt_connect(
+                addr,
+                common::RawClient::connect_packet(id, true, 60),
+            );
+            assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
+            client
+        };
+        let mut subscriber = connect("obs-never-acks");
+        subscriber.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![SubscribeFilter {
+                filter: TopicFilter::new("obs/#").expect("filter"),
+                qos: Q::AtLeastOnce,
+            }],
+        }));
+        assert!(matches!(subscriber.recv(), Some(Packet::SubAck(_))));
+        let mut publisher = connect("obs-never-releases");
+        publisher.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: Q::ExactlyOnce,
+            retain: true,
+            topic: "obs/held".try_into().expect("topic"),
+            packet_id: Some(7),
+            payload: bytes::Bytes::from_static(b"x"),
+        }));
+        assert!(matches!(publisher.recv(), Some(Packet::PubRec(_))));
+        assert!(matches!(subscriber.recv(), Some(Packet::Publish(_))));
+        (subscriber, publisher)
+    })
+    .await
+    .expect("raw clients");
+
+    w.number("$SYS/broker/messages/inflight/in", |n| n == 1.0)
+        .await;
+    w.number("$SYS/broker/messages/inflight/out", |n| n == 1.0)
+        .await;
+    w.number("$SYS/broker/messages/inflight", |n| n == 2.0)
+        .await;
+    w.number("$SYS/broker/messages/inflight/stored", |n| n >= 1.0)
+        .await;
+    w.number("$SYS/broker/messages/stored", |n| n >= 1.0).await;
+    drop(held);
+}

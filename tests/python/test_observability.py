@@ -256,8 +256,16 @@ def test_sys_topics_are_retained_and_current(observed):
                       "load/messages/received/1min", "load/messages/received/5min",
                       "load/messages/received/15min", "load/messages/sent/1min",
                       "shards/count", "shards/0/connections", "shards/1/messages/received",
-                      "shards/1/bus/sent", "shards/0/bus/received", "shards/1/bus/queue"]:
+                      "shards/1/bus/sent", "shards/0/bus/received", "shards/1/bus/queue",
+                      "messages/inflight/in", "messages/inflight/out", "messages/inflight/stored",
+                      "messages/stored", "heap/size", "heap/maximum", "cpu/percent",
+                      "cpu/maximum"]:
             assert f"$SYS/broker/{topic}" in seen, f"no $SYS/broker/{topic} in {sorted(seen)}"
+        # aMQTT's process topics: MiB and percent with three decimals; a broker has some memory.
+        for topic in ["heap/size", "heap/maximum", "cpu/percent", "cpu/maximum"]:
+            assert re.fullmatch(r"\d+\.\d{3}", seen[f"$SYS/broker/{topic}"]), topic
+        assert float(seen["$SYS/broker/heap/size"]) > 1.0
+        assert float(seen["$SYS/broker/heap/maximum"]) >= float(seen["$SYS/broker/heap/size"])
         assert seen["$SYS/broker/version"].startswith("amqtt-rs version ")
         assert seen["$SYS/broker/clients/connected"] == "3"
         assert seen["$SYS/broker/shards/count"] == "2"

@@ -15,13 +15,14 @@
 //! | `cleansession` | true | clean session flag (the CLIs use `--clean-session` instead) |
 //! | `topics` | — | per topic name: `qos`, `retain` for publishes that name none |
 //! | `will` | — | `topic`, `message`, `qos` (0), `retain` (false) |
-//! | `connection` (or `broker`) | — | `uri`, `cafile`, `capath`, `cadata` |
+//! | `connection` (or `broker`) | — | `uri` ([`DEFAULT_BROKER_URL`] when absent), `cafile`, `capath`, `cadata`, `certfile` + `keyfile` (client certificate) |
+//! | `check_hostname` | true | mqtts/wss: the broker's certificate must name the URL's host |
+//! | `verify_cert` | true | mqtts/wss: verify the broker's certificate at all (false: take any) |
 //! | `max_inflight` | 100 | ours: outgoing QoS 1/2 messages awaiting acknowledgement at once |
 //!
 //! Accepted and ignored: `plugins` (aMQTT's logging plugins; we log through `log`) and
 //! `qos1_puback_timeout` (we never give up on an acknowledgement: unacknowledged messages are
-//! re-sent after a reconnect instead). Refused as not supported yet: client certificates
-//! (`certfile`, `keyfile`) and switching off certificate checks (`check_hostname`, `verify_cert`).
+//! re-sent after a reconnect instead).
 //! Unknown keys and wrong types are errors naming the file, the key and the reason, as the broker's
 //! `src/config/` does. No I/O beyond reading the file.
 
@@ -36,6 +37,10 @@ use serde::Deserialize;
 
 use crate::config::{read_file, ConfigError, Seconds};
 use crate::protocol::{LastWill, QoS, TopicName};
+
+/// The broker a client connects to when neither the caller nor `connection.uri` names one, as
+/// aMQTT's and mosquitto's clients do.
+pub const DEFAULT_BROKER_URL: &str = "mqtt://127.0.0.1:1883";
 
 /// The validated client configuration. `Default` gives aMQTT's defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +70,11 @@ pub struct ClientConfig {
     pub will: Option<LastWill>,
     /// Broker URL and TLS trust (`connection:` or `broker:`).
     pub connection: ConnectionConfig,
+    /// mqtts/wss: the broker's certificate must name the host of the URL (`false`: any name, the
+    /// chain is still verified).
+    pub check_hostname: bool,
+    /// mqtts/wss: verify the broker's certificate (`false`: take any certificate).
+    pub verify_cert: bool,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement at once; more wait their turn.
     pub max_inflight: u16,
     /// The file this came from, if any.
@@ -91,6 +101,17 @@ pub struct ConnectionConfig {
     pub capath: Option<PathBuf>,
     /// PEM CA certificates to trust, inline.
     pub cadata: Option<String>,
+    /// The client certificate to present (PEM), with `keyfile`.
+    pub certfile: Option<PathBuf>,
+    /// The private key of `certfile` (PEM).
+    pub keyfile: Option<PathBuf>,
+}
+
+impl ConnectionConfig {
+    /// `uri`, or [`DEFAULT_BROKER_URL`].
+    pub fn uri_or_default(&self) -> &str {
+        self.uri.as_deref().unwrap_or(DEFAULT_BROKER_URL)
+    }
 }
 
 impl Default for ClientConfig {
@@ -108,6 +129,8 @@ impl Default for ClientConfig {
             topics: BTreeMap::new(),
             will: None,
             connection: ConnectionConfig::default(),
+            check_hostname: true,
+            verify_cert: true,
             max_inflight: 100,
             source: None,
         }
@@ -348,34 +371,36 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
         (None, None) => ("connection", None),
     };
     if let Some(c) = connection {
-        if c.certfile.is_some() || c.keyfile.is_some() {
-            let key = if c.certfile.is_some() {
-                "certfile"
-            } else {
-                "keyfile"
-            };
-            return Err(invalid(
-                &format!("{section}.{key}"),
-                "client certificates are not supported yet".into(),
-            ));
+        // As aMQTT: a certificate without its key (or the reverse) is a mistake, said at load.
+        match (&c.certfile, &c.keyfile) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    &format!("{section}.certfile"),
+                    "a client certificate needs its private key: give keyfile too".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    &format!("{section}.keyfile"),
+                    "a client key needs its certificate: give certfile too".into(),
+                ))
+            }
+            _ => {}
         }
         config.connection = ConnectionConfig {
             uri: c.uri,
             cafile: c.cafile,
             capath: c.capath,
             cadata: c.cadata,
+            certfile: c.certfile,
+            keyfile: c.keyfile,
         };
     }
-    for (key, flag) in [
-        ("check_hostname", raw.check_hostname),
-        ("verify_cert", raw.verify_cert),
-    ] {
-        if flag.is_some_and(|f| !f.0) {
-            return Err(invalid(
-                key,
-                "turning off certificate verification is not supported".into(),
-            ));
-        }
+    if let Some(v) = raw.check_hostname {
+        config.check_hostname = v.0;
+    }
+    if let Some(v) = raw.verify_cert {
+        config.verify_cert = v.0;
     }
     if let Some(plugins) = raw.plugins {
         check_plugins(&plugins).map_err(|reason| invalid("plugins", reason))?;

@@ -49,6 +49,10 @@ will:
 connection:
   uri: mqtt://u:p@127.0.0.1:1884
   cafile: /etc/ca.pem
+  certfile: /etc/client.pem
+  keyfile: /etc/client.key
+check_hostname: false
+verify_cert: no
 plugins:
   amqtt.plugins.logging_amqtt.PacketLoggerPlugin: {}
 qos1_puback_timeout: 5
@@ -90,6 +94,20 @@ qos1_puback_timeout: 5
     assert_eq!(&will.payload[..], b"gone");
     assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
     assert_eq!(c.connection.cafile, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(
+        c.connection.certfile,
+        Some(PathBuf::from("/etc/client.pem"))
+    );
+    assert_eq!(c.connection.keyfile, Some(PathBuf::from("/etc/client.key")));
+    assert!(!c.check_hostname && !c.verify_cert);
+}
+
+#[test]
+fn the_default_broker_is_amqtt_and_mosquitto_s() {
+    let config = load("keep_alive: 5").unwrap();
+    assert_eq!(config.connection.uri, None);
+    assert_eq!(config.connection.uri_or_default(), "mqtt://127.0.0.1:1883");
+    assert!(config.check_hostname && config.verify_cert);
 }
 
 #[test]
@@ -120,9 +138,13 @@ fn errors_name_the_file_key_and_reason() {
         (
             "connection:\n  certfile: c.pem",
             "connection.certfile",
-            "not supported",
+            "needs its private key",
         ),
-        ("check_hostname: false", "check_hostname", "not supported"),
+        (
+            "broker:\n  keyfile: c.key",
+            "broker.keyfile",
+            "needs its certificate",
+        ),
         ("plugins:\n  my.Plugin: {}", "plugins", "plugin 'my.Plugin'"),
         ("auto_reconnect: maybe", "auto_reconnect", "invalid value"),
     ] {
