@@ -126,3 +126,37 @@ fn persistence_bad_values_name_the_key() {
         "invalid type: boolean `true`, expected a mapping of persistence keys (enabled, dir, fsync, ...)",
     );
 }
+
+/// Every YAML file `amqtt-bench compare --append-config` appends (bench/configs) loads after a
+/// listener, as compare writes it (with `{datadir}` filled in), and changes what it says.
+#[test]
+fn bench_appended_configs_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("bench/configs") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let appended = std::fs::read_to_string(&path)
+            .expect("readable")
+            .replace("{datadir}", "/tmp/amqtt-bench-data");
+        let text = format!("listeners:\n  default:\n    bind: 127.0.0.1:1883\n{appended}");
+        let config = load(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_ne!(
+            format!("{config:?}"),
+            format!(
+                "{:?}",
+                ok("listeners:\n  default:\n    bind: 127.0.0.1:1883\n")
+            ),
+            "{} changes nothing",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= 5,
+        "only {seen} appended configs found in {}",
+        dir.display()
+    );
+}
