@@ -6,22 +6,30 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::*;
-use crate::plugins::{ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicPlugin};
+use crate::plugins::{AclTables, ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicPlugin};
 use crate::protocol::{LastWill, PubAck, PubRec, SubscribeReturnCode};
 
+type Table = std::collections::BTreeMap<String, Vec<String>>;
+
+fn table(entries: &[(&str, &[&str])]) -> Table {
+    entries
+        .iter()
+        .map(|(u, l)| (u.to_string(), l.iter().map(|s| s.to_string()).collect()))
+        .collect()
+}
+
+/// `subscribe-acl` and `publish-acl` tables; an empty slice leaves that table out.
 fn acl_settings(subscribe: &[(&str, &[&str])], publish: &[(&str, &[&str])]) -> Settings {
-    let table = |entries: &[(&str, &[&str])]| {
-        entries
-            .iter()
-            .map(|(u, l)| (u.to_string(), l.iter().map(|s| s.to_string()).collect()))
-            .collect::<std::collections::BTreeMap<String, Vec<String>>>()
-    };
     let (sub, publ) = (table(subscribe), table(publish));
-    let acl = TopicAcl::new(
-        (!subscribe.is_empty()).then_some(&sub),
-        (!publish.is_empty()).then_some(&publ),
-    )
-    .expect("acl");
+    acl_settings_from(AclTables {
+        subscribe_acl: (!subscribe.is_empty()).then_some(&sub),
+        publish_acl: (!publish.is_empty()).then_some(&publ),
+        ..AclTables::default()
+    })
+}
+
+fn acl_settings_from(tables: AclTables<'_>) -> Settings {
+    let acl = TopicAcl::new(tables).expect("acl");
     let topic: Vec<Arc<dyn TopicPlugin>> = vec![Arc::new(acl)];
     Settings {
         plugins: CorePlugins::new(topic, vec![]),
