@@ -340,11 +340,12 @@ fn check(
         session.clean = connect.clean_session;
         session.will = connect.will.map(Box::new);
         session.expiry_interval = broker.settings.session_expiry_interval;
+        session.username = connect.username.map(Arc::from);
+        session.user_known = true;
     }
     journal_session(broker, key, was_persistent);
-    let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
-    connection.username = connect.username.map(Arc::from);
-    let username = connection.username.clone();
+    let connection = Connection::new(key, protocol, connect.keep_alive, now);
+    let username = broker.sessions.get(key).and_then(|s| s.username.clone());
     broker.connections.insert(conn, connection);
     broker.stats.connections_accepted += 1;
     broker.write(

@@ -232,6 +232,84 @@ fn a_will_the_acl_denies_is_not_published() {
     assert_eq!(wills, 1);
 }
 
+#[test]
+fn acl_alone_also_governs_publishes_and_wills() {
+    let acl = table(&[("alice", &["alice/#"]), ("anonymous", &["#"])]);
+    let settings = acl_settings_from(AclTables {
+        acl: Some(&acl),
+        ..AclTables::default()
+    });
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("#", QoS::ExactlyOnce)]);
+    c.packets("watcher");
+    c.connect_with("a", as_user("a", "alice"));
+    c.packets("a");
+    c.publish("a", "bob/x", "forged0", QoS::AtMostOnce, false, 0);
+    c.publish("a", "bob/x", "forged1", QoS::AtLeastOnce, true, 7);
+    c.publish("a", "bob/x", "forged2", QoS::ExactlyOnce, false, 8);
+    let acks = c.packets("a");
+    assert!(acks.contains(&Packet::PubAck(PubAck { packet_id: 7 })));
+    assert!(acks.contains(&Packet::PubRec(PubRec { packet_id: 8 })));
+    c.publish("a", "alice/x", "ok", QoS::AtLeastOnce, false, 9);
+    assert_eq!(c.payloads("watcher"), ["ok"]);
+    assert_eq!(
+        c.shards.iter().map(|s| s.retained_count()).sum::<usize>(),
+        0
+    );
+    let will = Cluster::with_will(as_user("w", "alice"), "bob/x", "w gone", QoS::AtLeastOnce);
+    c.connect_with("w", will);
+    c.drop_connection("w");
+    let will = Cluster::with_will(as_user("v", "alice"), "alice/s", "v gone", QoS::AtMostOnce);
+    c.connect_with("v", will);
+    c.drop_connection("v");
+    assert_eq!(c.payloads("watcher"), ["v gone"]);
+}
+
+#[test]
+fn receive_acl_filters_each_subscribers_deliveries_and_retained_messages() {
+    let receive = table(&[("alice", &["sensors/#", "users/%u/#"])]);
+    let settings = acl_settings_from(AclTables {
+        receive_acl: Some(&receive),
+        ..AclTables::default()
+    });
+    let (alice_id, other_id) = ids_on_distinct_shards();
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect_with(&alice_id, as_user(&alice_id, "alice"));
+    c.connect(&other_id, true);
+    for name in [&alice_id, &other_id] {
+        c.subscribe(name, &[("#", QoS::AtLeastOnce)]);
+        c.packets(name);
+    }
+    c.connect("pub", true);
+    let sent = [
+        ("sensors/a", QoS::AtMostOnce),
+        ("secret/b", QoS::AtMostOnce),
+        ("users/alice/c", QoS::AtLeastOnce),
+        ("users/bob/d", QoS::AtLeastOnce),
+        ("secret/e", QoS::ExactlyOnce),
+    ];
+    for (i, (topic, qos)) in sent.into_iter().enumerate() {
+        c.publish("pub", topic, topic, qos, i == 1, i as u16 + 1);
+    }
+    assert_eq!(c.payloads(&alice_id), ["sensors/a", "users/alice/c"]);
+    // `other_id` is anonymous and `anonymous` is not listed: it receives nothing.
+    assert!(c.payloads(&other_id).is_empty());
+    // Retained messages after a SUBACK are deliveries too.
+    c.publish("pub", "sensors/r", "sensors/r", QoS::AtMostOnce, true, 0);
+    c.payloads(&alice_id);
+    c.connect_with("late", as_user("late", "alice"));
+    c.packets("late");
+    c.subscribe("late", &[("#", QoS::AtMostOnce)]);
+    assert_eq!(c.payloads("late"), ["sensors/r"]);
+    let denied: u64 = c.shards.iter().map(|s| s.stats.receive_denied).sum();
+    assert_eq!(
+        denied,
+        3 + 5 + 1 + 1,
+        "alice 3, anonymous 5 + 1 retained, late 1 retained"
+    );
+}
+
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
 
