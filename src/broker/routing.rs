@@ -3,7 +3,8 @@
 //! A client's PUBLISH (decoded: `publish_from_client`, or borrowed from the read buffer:
 //! `deliver_qos0_at_once`, both called from `handlers/publish.rs`), a will, a `$SYS` message or another shard's batch is matched
 //! against this shard's trie (`take_matches`, cached for the last topic), offered to each matching
-//! session at its granted QoS (`deliver_to_session`, or `send_qos0_at_once` for QoS 0 that goes out
+//! session (that its `receive-acl` allows: `may_receive`, asked only when a plugin checks receiving)
+//! at its granted QoS (`deliver_to_session`, or `send_qos0_at_once` for QoS 0 that goes out
 //! at once), and packed for every other shard with a matching subscription (`take_remote_shards`,
 //! `batch_publish`; the batch leaves at the next `poll_actions`). Retained publishes update this
 //! shard's store and are broadcast with their version.
