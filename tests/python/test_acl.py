@@ -11,7 +11,6 @@ Every test also requires the allowed messages to arrive, so a broker that drops 
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from typing import NamedTuple
 import pytest
 
 from conftest import HOST, _answers_connect
-from mqtt_helpers import PahoClient, accepts, free_port
+from mqtt_helpers import PahoClient, accepts, free_port, stop_broker
 
 QUIET = 0.5  # seconds without a message that count as "nothing more arrives"
 
@@ -74,24 +73,13 @@ def _start(amqtt_bin: Path, workdir: Path, shards: int, acl: str):
                 pytrace=False)
 
 
-def _stop(proc, log_path: Path):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = "timeout"
-    assert rc == 0, f"broker exit {rc}:\n" + log_path.read_text(errors="replace")[-5000:]
-
-
 def _broker_fixture(acl: str):
     @pytest.fixture(params=[1, 2], ids=["shards1", "shards2"])
     def fixture(request, amqtt_bin, tmp_path_factory):
         workdir = tmp_path_factory.mktemp(f"acl-shards{request.param}")
         proc, broker = _start(amqtt_bin, workdir, request.param, acl)
         yield broker
-        _stop(proc, broker.log)
+        stop_broker(proc, broker.log)
     return fixture
 
 
