@@ -310,6 +310,71 @@ fn receive_acl_filters_each_subscribers_deliveries_and_retained_messages() {
     );
 }
 
+#[test]
+fn a_recovered_session_receives_nothing_checked_until_its_client_is_back() {
+    let receive = table(&[("dave", &["news/#"]), ("anonymous", &["#"])]);
+    let mut settings = acl_settings_from(AclTables {
+        receive_acl: Some(&receive),
+        ..AclTables::default()
+    });
+    settings.persistence = true;
+    let persistent_dave = || {
+        let mut connect = as_user("dave", "dave");
+        connect.clean_session = false;
+        connect
+    };
+    let mut c = Cluster::with_settings(1, settings.clone());
+    c.connect_with("dave", persistent_dave());
+    c.subscribe("dave", &[("#", QoS::AtLeastOnce)]);
+    let mut state = crate::persist::DurableState::default();
+    while let Some((batch, records)) = c.shards[0].take_journal() {
+        records.iter().for_each(|record| state.apply(record));
+        c.shards[0].handle_durable(batch);
+    }
+    state.finish();
+    // A restart: the journal keeps dave's session and subscription, not his user name.
+    let mut c = Cluster::with_settings(1, settings);
+    let now = c.now;
+    c.shards[0].restore(&state, now, 0);
+    c.connect("pub", true);
+    c.publish("pub", "news/a", "a", QoS::AtLeastOnce, false, 1);
+    assert_eq!(c.shards[0].stats.receive_denied, 1, "user unknown: refused");
+    c.connect_with("dave", persistent_dave());
+    c.publish("pub", "news/b", "b", QoS::AtLeastOnce, false, 2);
+    c.publish("pub", "sports/c", "c", QoS::AtLeastOnce, false, 3);
+    assert_eq!(c.payloads("dave"), ["b"]);
+    assert_eq!(c.shards[0].stats.receive_denied, 2);
+}
+
+#[test]
+fn a_will_the_acl_denies_is_dropped_at_connect_and_never_journaled() {
+    let acl = table(&[("alice", &["alice/#"])]);
+    let mut settings = acl_settings_from(AclTables {
+        acl: Some(&acl),
+        ..AclTables::default()
+    });
+    settings.persistence = true;
+    let mut c = Cluster::with_settings(1, settings);
+    for (name, topic) in [("w1", "bob/will"), ("w2", "alice/will")] {
+        let mut connect =
+            Cluster::with_will(as_user(name, "alice"), topic, "gone", QoS::AtLeastOnce);
+        connect.clean_session = false;
+        c.connect_with(name, connect);
+    }
+    let mut journaled = Vec::new();
+    while let Some((batch, records)) = c.shards[0].take_journal() {
+        journaled.extend(records.into_iter().filter_map(|record| match record {
+            crate::persist::Record::Will {
+                client_id,
+                will: Some(will),
+            } => Some((client_id.to_string(), will.topic.as_str().to_string())),
+            _ => None,
+        }));
+        c.shards[0].handle_durable(batch);
+    }
+    assert_eq!(journaled, [("w2".to_string(), "alice/will".to_string())]);
+}
+
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
 
