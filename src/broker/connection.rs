@@ -4,7 +4,6 @@
 //! socket in one go per loop turn, which is how writes get batched. This module does no I/O.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -106,8 +105,6 @@ pub struct Connection {
     /// Set when the broker decides to close it (for the runtime's log line); `None` for a refused
     /// CONNECT and while open.
     pub close_reason: Option<CloseReason>,
-    /// The user name of the accepted CONNECT (what topic checks and event plugins see).
-    pub username: Option<Arc<str>>,
 }
 
 impl Connection {
@@ -130,7 +127,6 @@ impl Connection {
             waits_durable: false,
             pending_replies: None,
             close_reason: None,
-            username: None,
         }
     }
 

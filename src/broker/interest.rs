@@ -182,7 +182,11 @@ impl BrokerCore {
                 let Some(&granted) = held else {
                     continue;
                 };
+                let receive_checked = self.settings.plugins.checks_receive();
                 for message in self.retained.matching(filter) {
+                    if receive_checked && !self.may_receive(key, &message.topic) {
+                        continue;
+                    }
                     let qos = granted.min(message.qos);
                     self.deliver_to_session(key, Cow::Owned(message), qos, true);
                 }

@@ -105,6 +105,14 @@ pub struct UnknownPacketId(pub u16);
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// The user name of the CONNECT that last took the session (what topic checks and event
+    /// plugins see; `None`: anonymous). Kept while the client is offline: a `receive-acl` check
+    /// on a message queued for it needs it.
+    pub username: Option<Arc<str>>,
+    /// Whether `username` is known: false for a session recovered after a restart until its
+    /// client connects (the journal keeps no user names). Deliveries checked by a `receive-acl`
+    /// are refused meanwhile: a check with a guessed user could leak.
+    pub user_known: bool,
     /// Clean session flag of the connection that owns the session now.
     pub clean: bool,
     /// The live connection, if the client is online.
@@ -179,6 +187,8 @@ impl Session {
     ) -> Self {
         Session {
             client_id,
+            username: None,
+            user_known: false,
             clean,
             conn: None,
             subscriptions: BTreeMap::new(),

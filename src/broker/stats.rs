@@ -38,6 +38,9 @@ pub struct Stats {
     pub publish_denied: u64,
     /// SUBSCRIBE filters answered 0x80 because a topic-check plugin denied them.
     pub subscribe_denied: u64,
+    /// Not delivered to one subscriber: a plugin that checks receiving (`receive-acl`) denied it
+    /// (one count per subscriber skipped; retained messages after a SUBACK included).
+    pub receive_denied: u64,
     pub wills_published: u64,
     /// Times a client's QoS 1/2 PUBLISH was held back because a subscriber was behind
     /// (`flow_control.rs`).

@@ -444,6 +444,8 @@ fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
         plugins: raw.plugins.clone().unwrap_or_default(),
         acl: table(&raw.acl),
         publish_acl: table(&raw.publish_acl),
+        subscribe_acl: raw.subscribe_acl.clone(),
+        receive_acl: raw.receive_acl.clone(),
     }
 }
 

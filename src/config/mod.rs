@@ -144,10 +144,18 @@ pub struct TopicCheckConfig {
     pub enabled: bool,
     /// `plugins`: topic-check plugins by name, in order (never empty when enabled).
     pub plugins: Vec<String>,
-    /// `acl`: user (or `anonymous`) → filters they may subscribe with; `None` = unrestricted.
+    /// `acl`: user (or `anonymous`) → topics they may publish to and filters they may subscribe
+    /// with, where `publish-acl` / `subscribe-acl` are absent; `None`: not given.
     pub acl: Option<BTreeMap<String, Vec<String>>>,
-    /// `publish-acl`: user (or `anonymous`) → topics they may publish to; `None` = unrestricted.
+    /// `publish-acl`: user (or `anonymous`) → topics they may publish to (replaces `acl` for
+    /// publishing); `None`: not given.
     pub publish_acl: Option<BTreeMap<String, Vec<String>>>,
+    /// `subscribe-acl`: user (or `anonymous`) → filters they may subscribe with (replaces `acl` for
+    /// subscribing); `None`: not given.
+    pub subscribe_acl: Option<BTreeMap<String, Vec<String>>>,
+    /// `receive-acl`: user (or `anonymous`) → topics their subscriptions may deliver; `None` =
+    /// unrestricted.
+    pub receive_acl: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// `metrics:`: where the Prometheus text format is served (path `/metrics`).

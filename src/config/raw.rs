@@ -151,6 +151,12 @@ pub(super) struct RawTopicCheck {
     pub(super) acl: Option<BTreeMap<String, Option<Vec<String>>>>,
     #[serde(rename = "publish-acl")]
     pub(super) publish_acl: Option<BTreeMap<String, Option<Vec<String>>>>,
+    /// aMQTT 0.11's name for the SUBSCRIBE table; governs subscribing in place of `acl`.
+    #[serde(rename = "subscribe-acl")]
+    pub(super) subscribe_acl: Option<BTreeMap<String, Vec<String>>>,
+    /// aMQTT 0.11: what each user may receive (checked at delivery).
+    #[serde(rename = "receive-acl")]
+    pub(super) receive_acl: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

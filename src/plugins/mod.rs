@@ -5,7 +5,7 @@
 //! | trait | decides / hears | called from | may block? |
 //! | --- | --- | --- | --- |
 //! | [`AuthPlugin`] | a CONNECT: allow, deny or abstain | the runtime, on a helper thread (the shard's blocking helper), before the core sees the CONNECT | yes (milliseconds: hashing, files) |
-//! | [`TopicPlugin`] | each PUBLISH topic and each SUBSCRIBE filter | the sans-IO core, on the shard's event loop | no: a few microseconds at most |
+//! | [`TopicPlugin`] | each PUBLISH topic and each SUBSCRIBE filter (and each delivery, for a plugin that [checks receiving](TopicPlugin::checks_receive)) | the sans-IO core, on the shard's event loop | no: a few microseconds at most |
 //! | [`EventPlugin`] | client connected / disconnected, message received, subscribed | the sans-IO core, on the shard's event loop | no: every message pays for it |
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
@@ -47,7 +47,7 @@ use crate::protocol::{Message, QoS, TopicFilter, TopicName};
 pub use auth_anonymous::AnonymousAuth;
 pub use auth_file::FileAuth;
 pub use registry::{build, PluginError, PluginSet};
-pub use topic_acl::{filter_covers, AclEntryError, TopicAcl};
+pub use topic_acl::{filter_covers, AclEntryError, AclTables, TopicAcl};
 pub use topic_taboo::TopicTaboo;
 
 /// The error type plugins return; it is logged, and the client is denied.
@@ -131,6 +131,10 @@ pub enum TopicAction<'a> {
     Subscribe(&'a TopicFilter),
     /// Publish to this topic (its will included, when it is published).
     Publish(&'a TopicName),
+    /// Receive a message on this topic, matched by one of the client's subscriptions (retained
+    /// messages after a SUBACK included). Asked only of plugins whose
+    /// [`TopicPlugin::checks_receive`] is true.
+    Receive(&'a TopicName),
 }
 
 impl TopicAction<'_> {
@@ -138,7 +142,7 @@ impl TopicAction<'_> {
     pub fn topic(&self) -> &str {
         match self {
             TopicAction::Subscribe(filter) => filter.as_str(),
-            TopicAction::Publish(topic) => topic.as_str(),
+            TopicAction::Publish(topic) | TopicAction::Receive(topic) => topic.as_str(),
         }
     }
 }
@@ -148,13 +152,22 @@ impl TopicAction<'_> {
 /// Called on the shard's event loop for every PUBLISH a client sends and every filter of every
 /// SUBSCRIBE: it must be cheap (microseconds) and must not block. A denied SUBSCRIBE filter gets
 /// SUBACK 0x80; a denied PUBLISH is acknowledged as usual but neither delivered nor retained (as
-/// Mosquitto does), and counted.
+/// Mosquitto does), and counted. A plugin that [checks receiving](TopicPlugin::checks_receive) is
+/// also asked at every delivery, per subscriber: a denied [`TopicAction::Receive`] skips that
+/// subscriber (counted); that is the broker's hot path, so it must be cheaper still.
 pub trait TopicPlugin: Send + Sync + 'static {
     /// The name configuration lists use (`topic-check.plugins: [NAME]`).
     fn name(&self) -> &str;
 
     /// `true` to allow.
     fn allow(&self, client: &ClientInfo<'_>, action: TopicAction<'_>) -> bool;
+
+    /// Whether this plugin restricts what clients receive: asked once, when the broker starts;
+    /// only then is [`allow`](TopicPlugin::allow) called with [`TopicAction::Receive`]. With no
+    /// such plugin, deliveries skip the check (one branch).
+    fn checks_receive(&self) -> bool {
+        false
+    }
 }
 
 /// Hears what happens to clients. Every method runs on the shard's event loop, inline with the
@@ -293,10 +306,12 @@ impl Authenticator {
 }
 
 /// The topic-check and event plugins, as the core holds them in its settings. Cloning is cheap
-/// (two reference counts), so a handler can hold them while it changes the core.
+/// (three reference counts), so a handler can hold them while it changes the core.
 #[derive(Clone)]
 pub struct CorePlugins {
     topic: Arc<[Arc<dyn TopicPlugin>]>,
+    /// The topic plugins that check receiving (a subset of `topic`, usually empty).
+    receive: Arc<[Arc<dyn TopicPlugin>]>,
     events: Arc<[Arc<dyn EventPlugin>]>,
 }
 
@@ -323,8 +338,18 @@ impl fmt::Debug for CorePlugins {
 
 impl CorePlugins {
     pub fn new(topic: Vec<Arc<dyn TopicPlugin>>, events: Vec<Arc<dyn EventPlugin>>) -> Self {
+        let receive: Vec<_> = topic
+            .iter()
+            .filter(|plugin| {
+                guarded(plugin.name(), || plugin.checks_receive())
+                    // A plugin that panics here would deny every delivery: it is asked anyway.
+                    .unwrap_or(true)
+            })
+            .cloned()
+            .collect();
         CorePlugins {
             topic: topic.into(),
+            receive: receive.into(),
             events: events.into(),
         }
     }
@@ -332,6 +357,19 @@ impl CorePlugins {
     /// Whether any topic check is configured (the core skips the work otherwise).
     pub fn checks_topics(&self) -> bool {
         !self.topic.is_empty()
+    }
+
+    /// Whether any topic plugin checks what clients receive (the delivery path skips the check
+    /// otherwise).
+    #[inline]
+    pub fn checks_receive(&self) -> bool {
+        !self.receive.is_empty()
+    }
+
+    /// Whether `client` may receive a message on `topic`: every plugin that checks receiving must
+    /// allow; a panicking one denies. Call it only when [`checks_receive`](Self::checks_receive).
+    pub fn allow_receive(&self, client: &ClientInfo<'_>, topic: &TopicName) -> bool {
+        Self::all_allow(&self.receive, client, TopicAction::Receive(topic))
     }
 
     /// Whether any event plugin is configured.
@@ -345,7 +383,15 @@ impl CorePlugins {
 
     /// Every topic plugin must allow; a panicking one denies.
     pub fn allow(&self, client: &ClientInfo<'_>, action: TopicAction<'_>) -> bool {
-        self.topic.iter().all(|plugin| {
+        Self::all_allow(&self.topic, client, action)
+    }
+
+    fn all_allow(
+        plugins: &[Arc<dyn TopicPlugin>],
+        client: &ClientInfo<'_>,
+        action: TopicAction<'_>,
+    ) -> bool {
+        plugins.iter().all(|plugin| {
             let allowed = guarded(plugin.name(), || plugin.allow(client, action)).unwrap_or(false);
             if !allowed {
                 log::debug!(

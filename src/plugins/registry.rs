@@ -17,8 +17,8 @@ use std::sync::Arc;
 use crate::config::BrokerConfig;
 
 use super::{
-    AnonymousAuth, AuthPlugin, Authenticator, CorePlugins, EventPlugin, FileAuth, Plugin, TopicAcl,
-    TopicPlugin, TopicTaboo,
+    AclTables, AnonymousAuth, AuthPlugin, Authenticator, CorePlugins, EventPlugin, FileAuth,
+    Plugin, TopicAcl, TopicPlugin, TopicTaboo,
 };
 
 const AUTH_BUILTINS: [&str; 2] = [AnonymousAuth::NAME, FileAuth::NAME];
@@ -152,17 +152,25 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
             }
             let plugin: Arc<dyn TopicPlugin> = match name.as_str() {
                 TopicAcl::NAME => {
-                    let acl = TopicAcl::new(check.acl.as_ref(), check.publish_acl.as_ref())
-                        .map_err(|e| {
-                            error(
-                                format!("topic-check.{}.{}[{}]", e.table, e.user, e.index),
-                                e.reason,
-                            )
-                        })?;
+                    let acl = TopicAcl::new(AclTables {
+                        acl: check.acl.as_ref(),
+                        publish_acl: check.publish_acl.as_ref(),
+                        subscribe_acl: check.subscribe_acl.as_ref(),
+                        receive_acl: check.receive_acl.as_ref(),
+                    })
+                    .map_err(|e| {
+                        error(
+                            format!("topic-check.{}.{}[{}]", e.table, e.user, e.index),
+                            e.reason,
+                        )
+                    })?;
                     if acl.is_unrestricted() {
                         log::warn!(
-                            "{file}: topic_acl has neither 'acl' nor 'publish-acl': it allows everything"
+                            "{file}: topic_acl has no 'acl', 'publish-acl', 'subscribe-acl' nor \
+                             'receive-acl': it allows everything"
                         );
+                    } else {
+                        log::info!("topic ACL active: {}", acl.describe());
                     }
                     Arc::new(acl)
                 }

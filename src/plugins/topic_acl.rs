@@ -4,23 +4,40 @@
 //! topic-check:
 //!   enabled: true
 //!   plugins: ['topic_acl']
-//!   acl:                      # SUBSCRIBE: which filters each user may subscribe with
+//!   acl:                      # PUBLISH and SUBSCRIBE, unless a table below says otherwise
 //!     alice: ['sensors/#', 'users/%u/#']
 //!     anonymous: ['public/#']
 //!   publish-acl:              # PUBLISH: which topics each user may publish to
 //!     alice: ['sensors/alice/+', 'clients/%c/status']
+//!   subscribe-acl:            # SUBSCRIBE: which filters each user may subscribe with
+//!     alice: ['sensors/#']
+//!   receive-acl:              # delivery: which topics each user may receive
+//!     alice: ['sensors/#']
 //! ```
 //!
-//! Rules (aMQTT's, with the matching made exact):
-//! - The key is the client's user name; clients without one use the key `anonymous`.
-//! - A table that is absent places no restriction (aMQTT: no `publish-acl` means publishing is
-//!   not checked, no `acl` means subscribing is not). In a table that is present, a user who is
-//!   not listed, or whose list is empty or null, may do nothing.
+//! Which table governs what:
+//! - PUBLISH (a client's publishes and its will): `publish-acl` when given, else `acl`, else
+//!   nothing (publishing is unrestricted).
+//! - SUBSCRIBE: `subscribe-acl` when given, else `acl`, else nothing.
+//! - Receiving: `receive-acl` when given (checked at each delivery, for each subscriber, retained
+//!   messages sent after a SUBACK included), else nothing: a subscription the other tables granted
+//!   receives everything it matches.
+//!
+//! So `acl` alone governs both publishing and subscribing, as aMQTT's documentation and ours say
+//! ("topics on which the user can publish and subscribe"). This differs from aMQTT's code, which
+//! leaves publishing open when `publish-acl` is absent (its "backward compatibility"): a user
+//! confined to `alice/#` there could still publish to any topic.
+//!
+//! Rules within a table (aMQTT's, with the matching made exact):
+//! - The key is the client's user name; clients without one use the key `anonymous`. (aMQTT's
+//!   documentation reserves the user `admin` for full access; we do not: list it like any other.)
+//! - In a table that is present, a user who is not listed, or whose list is empty or null, may do
+//!   nothing of that kind.
 //! - Entries are MQTT topic filters, matched with the broker's own matcher ([`TopicFilter`]): `+`
 //!   is one level, `#` is the parent level and everything below it (`a/#` allows `a`), and a
 //!   filter starting with a wildcard does not reach `$`-topics [MQTT-4.7.2-1] (list `$SYS/#` to
 //!   allow those).
-//! - PUBLISH to topic T is allowed when some entry matches T.
+//! - PUBLISH to (or receiving from) topic T is allowed when some entry matches T.
 //! - SUBSCRIBE with filter F is allowed when some entry *covers* F: every topic F can match is
 //!   matched by the entry ([`filter_covers`], Mosquitto's rule). So `a/+` allows `a/+` and `a/b`,
 //!   but not `a/#` or `#`; `a/#` allows `a/+/c`. (aMQTT compares level by level and lets `a/+`
@@ -30,7 +47,8 @@
 //!   substituted value contains `/`, `+` or `#` (it would widen the entry).
 //!
 //! Cost: one hash lookup per check plus one match per entry of that user; entries with `%u`/`%c`
-//! build their filter per check (a small allocation).
+//! build their filter per check (a small allocation). Without `receive-acl` the plugin says so
+//! ([`TopicPlugin::checks_receive`]) and deliveries pay nothing.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,17 +59,38 @@ use super::{ClientInfo, TopicAction, TopicPlugin};
 /// The key used for clients without a user name.
 const ANONYMOUS: &str = "anonymous";
 
+/// The tables of the `topic-check` section, as configured (`None`: the key is absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AclTables<'a> {
+    /// `acl`: publishing and subscribing, where the two tables below are absent.
+    pub acl: Option<&'a BTreeMap<String, Vec<String>>>,
+    /// `publish-acl`: publishing (a will included).
+    pub publish_acl: Option<&'a BTreeMap<String, Vec<String>>>,
+    /// `subscribe-acl`: subscribing.
+    pub subscribe_acl: Option<&'a BTreeMap<String, Vec<String>>>,
+    /// `receive-acl`: what each user's subscriptions deliver.
+    pub receive_acl: Option<&'a BTreeMap<String, Vec<String>>>,
+}
+
 /// The built-in `topic_acl` plugin.
 #[derive(Debug, Clone, Default)]
 pub struct TopicAcl {
-    subscribe: Option<AclTable>,
-    publish: Option<AclTable>,
+    subscribe: Option<Governing>,
+    publish: Option<Governing>,
+    receive: Option<Governing>,
+}
+
+/// A table and the configuration key it came from (for the start log).
+#[derive(Debug, Clone)]
+struct Governing {
+    key: &'static str,
+    table: AclTable,
 }
 
 /// An entry that is not a valid topic filter, as found when the plugin is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AclEntryError {
-    /// `acl` or `publish-acl`.
+    /// `acl`, `publish-acl`, `subscribe-acl` or `receive-acl`.
     pub table: &'static str,
     pub user: String,
     pub index: usize,
@@ -73,23 +112,46 @@ enum Entry {
 impl TopicAcl {
     pub const NAME: &'static str = "topic_acl";
 
-    /// Builds the plugin from the configuration's `acl` (SUBSCRIBE) and `publish-acl` (PUBLISH)
-    /// tables; `None` for a table means no restriction of that kind.
-    pub fn new(
-        subscribe: Option<&BTreeMap<String, Vec<String>>>,
-        publish: Option<&BTreeMap<String, Vec<String>>>,
-    ) -> Result<Self, AclEntryError> {
+    /// Builds the plugin from the configuration's tables (see the module documentation for which
+    /// one governs what).
+    pub fn new(tables: AclTables<'_>) -> Result<Self, AclEntryError> {
+        let build = |key: &'static str, raw: Option<&BTreeMap<String, Vec<String>>>| {
+            raw.map(|raw| AclTable::new(key, raw).map(|table| Governing { key, table }))
+                .transpose()
+        };
+        let acl = build("acl", tables.acl)?;
+        let publish = build("publish-acl", tables.publish_acl)?.or_else(|| acl.clone());
+        let subscribe = build("subscribe-acl", tables.subscribe_acl)?.or(acl);
+        let receive = build("receive-acl", tables.receive_acl)?;
         Ok(TopicAcl {
-            subscribe: subscribe.map(|t| AclTable::new("acl", t)).transpose()?,
-            publish: publish
-                .map(|t| AclTable::new("publish-acl", t))
-                .transpose()?,
+            subscribe,
+            publish,
+            receive,
         })
     }
 
-    /// Whether neither table is configured (the plugin then allows everything).
+    /// Whether no table is configured (the plugin then allows everything).
     pub fn is_unrestricted(&self) -> bool {
-        self.subscribe.is_none() && self.publish.is_none()
+        self.subscribe.is_none() && self.publish.is_none() && self.receive.is_none()
+    }
+
+    /// Which table governs what, for the start log: `publish governed by 'acl' (no publish-acl),
+    /// subscribe by 'acl', receive unrestricted`.
+    pub fn describe(&self) -> String {
+        let publish = match self.publish.as_ref().map(|g| g.key) {
+            Some("acl") => "publish governed by 'acl' (no publish-acl)".to_string(),
+            Some(key) => format!("publish governed by '{key}'"),
+            None => "publish unrestricted (neither publish-acl nor acl)".to_string(),
+        };
+        let by = |kind: &str, rule: &Option<Governing>| match rule {
+            Some(g) => format!("{kind} by '{}'", g.key),
+            None => format!("{kind} unrestricted"),
+        };
+        format!(
+            "{publish}, {}, {}",
+            by("subscribe", &self.subscribe),
+            by("receive", &self.receive)
+        )
     }
 }
 
@@ -141,7 +203,7 @@ impl AclTable {
 
 fn entry_allows(entry: &TopicFilter, action: TopicAction<'_>) -> bool {
     match action {
-        TopicAction::Publish(topic) => entry.matches(topic),
+        TopicAction::Publish(topic) | TopicAction::Receive(topic) => entry.matches(topic),
         TopicAction::Subscribe(filter) => filter_covers(entry, filter),
     }
 }
@@ -202,202 +264,18 @@ impl TopicPlugin for TopicAcl {
     }
 
     fn allow(&self, client: &ClientInfo<'_>, action: TopicAction<'_>) -> bool {
-        let table = match action {
+        let rule = match action {
             TopicAction::Subscribe(_) => &self.subscribe,
             TopicAction::Publish(_) => &self.publish,
+            TopicAction::Receive(_) => &self.receive,
         };
-        table.as_ref().is_none_or(|t| t.allows(client, action))
+        rule.as_ref().is_none_or(|g| g.table.allows(client, action))
+    }
+
+    fn checks_receive(&self) -> bool {
+        self.receive.is_some()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::TopicName;
-
-    fn name(s: &str) -> TopicName {
-        TopicName::new(s).expect("topic name")
-    }
-
-    fn filter(s: &str) -> TopicFilter {
-        TopicFilter::new(s).expect("filter")
-    }
-
-    fn covers(allowed: &str, requested: &str) -> bool {
-        filter_covers(&filter(allowed), &filter(requested))
-    }
-
-    fn table(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-        entries
-            .iter()
-            .map(|(user, list)| {
-                (
-                    user.to_string(),
-                    list.iter().map(|s| s.to_string()).collect(),
-                )
-            })
-            .collect()
-    }
-
-    const ALICE: ClientInfo<'static> = ClientInfo {
-        client_id: "alice-phone",
-        username: Some("alice"),
-    };
-    const ANON: ClientInfo<'static> = ClientInfo {
-        client_id: "anon-1",
-        username: None,
-    };
-
-    fn may_subscribe(acl: &TopicAcl, client: &ClientInfo<'_>, f: &str) -> bool {
-        acl.allow(client, TopicAction::Subscribe(&filter(f)))
-    }
-
-    fn may_publish(acl: &TopicAcl, client: &ClientInfo<'_>, t: &str) -> bool {
-        acl.allow(client, TopicAction::Publish(&name(t)))
-    }
-
-    #[test]
-    fn coverage_follows_topic_matching() {
-        assert!(covers("a/b", "a/b"));
-        assert!(covers("a/+", "a/b"));
-        assert!(covers("a/+", "a/+"));
-        assert!(
-            !covers("a/+", "a/#"),
-            "a/# reaches a/b/c, which a/+ does not allow"
-        );
-        assert!(!covers("a/+", "a/b/c"));
-        assert!(!covers("a/+", "a"));
-        assert!(covers("a/#", "a"), "a/# matches its parent");
-        assert!(covers("a/#", "a/#"));
-        assert!(covers("a/#", "a/+/c"));
-        assert!(covers("a/#", "a/b/#"));
-        assert!(!covers("a/#", "b/#"));
-        assert!(
-            !covers("a/+/#", "a/#"),
-            "a/# matches a, which a/+/# does not"
-        );
-        assert!(covers("#", "a/b"));
-        assert!(covers("#", "#"));
-        assert!(covers("+/+", "+/b"));
-        assert!(!covers("a/b", "a/+"));
-        assert!(!covers("a/b", "a/b/c"));
-        assert!(!covers("a/b/c", "a/b"));
-    }
-
-    #[test]
-    fn wildcards_do_not_cover_dollar_topics() {
-        assert!(!covers("#", "$SYS/#"));
-        assert!(!covers("+/broker", "$SYS/broker"));
-        assert!(covers("$SYS/#", "$SYS/broker/uptime"));
-        // A wildcard first level of the request cannot reach `$` topics either.
-        assert!(covers("#", "+/x"));
-    }
-
-    #[test]
-    fn subscribe_acl_per_user_and_anonymous() {
-        let acl = TopicAcl::new(
-            Some(&table(&[
-                ("alice", &["sensors/#", "chat/+"]),
-                ("anonymous", &["public/#"]),
-                ("bob", &[]),
-            ])),
-            None,
-        )
-        .expect("acl");
-        assert!(may_subscribe(&acl, &ALICE, "sensors/kitchen/temp"));
-        assert!(may_subscribe(&acl, &ALICE, "sensors/#"));
-        assert!(may_subscribe(&acl, &ALICE, "chat/room1"));
-        assert!(!may_subscribe(&acl, &ALICE, "chat/#"));
-        assert!(!may_subscribe(&acl, &ALICE, "#"));
-        assert!(!may_subscribe(&acl, &ALICE, "public/x"));
-        assert!(may_subscribe(&acl, &ANON, "public/x"));
-        assert!(!may_subscribe(&acl, &ANON, "sensors/x"));
-        let bob = ClientInfo {
-            client_id: "b",
-            username: Some("bob"),
-        };
-        assert!(
-            !may_subscribe(&acl, &bob, "public/x"),
-            "empty list: nothing"
-        );
-        let carol = ClientInfo {
-            client_id: "c",
-            username: Some("carol"),
-        };
-        assert!(
-            !may_subscribe(&acl, &carol, "public/x"),
-            "unlisted: nothing"
-        );
-        // No publish-acl table: publishing is not restricted (aMQTT's backward compatibility).
-        assert!(may_publish(&acl, &carol, "anything/at/all"));
-    }
-
-    #[test]
-    fn publish_acl_matches_topics() {
-        let acl = TopicAcl::new(
-            None,
-            Some(&table(&[("alice", &["sensors/alice/+", "$SYS/x"])])),
-        )
-        .expect("acl");
-        assert!(may_publish(&acl, &ALICE, "sensors/alice/temp"));
-        assert!(!may_publish(&acl, &ALICE, "sensors/bob/temp"));
-        assert!(!may_publish(&acl, &ALICE, "sensors/alice/temp/raw"));
-        assert!(may_publish(&acl, &ALICE, "$SYS/x"));
-        assert!(!may_publish(&acl, &ANON, "sensors/alice/temp"));
-        // No acl table: subscribing is not restricted.
-        assert!(may_subscribe(&acl, &ANON, "#"));
-    }
-
-    #[test]
-    fn hash_entries_do_not_reach_dollar_topics() {
-        let acl = TopicAcl::new(None, Some(&table(&[("alice", &["#"])]))).expect("acl");
-        assert!(may_publish(&acl, &ALICE, "a/b"));
-        assert!(!may_publish(&acl, &ALICE, "$SYS/broker/uptime"));
-    }
-
-    #[test]
-    fn user_and_client_id_placeholders() {
-        let acl = TopicAcl::new(
-            Some(&table(&[
-                ("alice", &["users/%u/#", "clients/%c/+"]),
-                ("anonymous", &["users/%u/#", "clients/%c/in"]),
-            ])),
-            None,
-        )
-        .expect("acl");
-        assert!(may_subscribe(&acl, &ALICE, "users/alice/inbox"));
-        assert!(!may_subscribe(&acl, &ALICE, "users/bob/inbox"));
-        assert!(may_subscribe(&acl, &ALICE, "clients/alice-phone/in"));
-        assert!(!may_subscribe(&acl, &ALICE, "clients/other/in"));
-        // %u never matches an anonymous client; %c still does.
-        assert!(!may_subscribe(&acl, &ANON, "users/anonymous/inbox"));
-        assert!(may_subscribe(&acl, &ANON, "clients/anon-1/in"));
-        // Values that would widen the entry make it inapplicable.
-        let sneaky = ClientInfo {
-            client_id: "#",
-            username: Some("alice"),
-        };
-        assert!(!may_subscribe(&acl, &sneaky, "clients/#"));
-        let slashy = ClientInfo {
-            client_id: "x",
-            username: Some("alice/../bob"),
-        };
-        let acl2 =
-            TopicAcl::new(Some(&table(&[("alice/../bob", &["users/%u/#"])])), None).expect("acl");
-        assert!(!may_subscribe(&acl2, &slashy, "users/alice/../bob/x"));
-    }
-
-    #[test]
-    fn invalid_entries_are_reported_with_their_place() {
-        let error = TopicAcl::new(None, Some(&table(&[("alice", &["ok/+", "bad/#/more"])])))
-            .expect_err("invalid");
-        assert_eq!(
-            (error.table, error.user.as_str(), error.index),
-            ("publish-acl", "alice", 1)
-        );
-        assert!(error.reason.contains("bad/#/more"), "{}", error.reason);
-        let error =
-            TopicAcl::new(Some(&table(&[("bob", &["a+%u/y"])])), None).expect_err("invalid");
-        assert_eq!((error.table, error.index), ("acl", 0));
-    }
-}
+mod tests;

@@ -157,7 +157,7 @@ impl Totals {
 }
 
 /// A shard's undelivered messages by reason (the `reason` label of `amqtt_messages_dropped_total`).
-pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 8] {
+pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 9] {
     [
         ("queue_full", s.core.publish_dropped_queue_full),
         ("queue_bytes", s.core.publish_dropped_queue_bytes),
@@ -168,6 +168,8 @@ pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 8] {
         ("sys_topic", s.core.publish_dropped_sys),
         // A topic-check plugin (topic_acl, topic_taboo) denied the publish.
         ("topic_denied", s.core.publish_denied),
+        // One subscriber's copy, refused by its receive-acl.
+        ("receive_denied", s.core.receive_denied),
     ]
 }
 

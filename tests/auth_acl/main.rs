@@ -5,13 +5,14 @@
 //! Tests here run one at a time (`serial()`): the stall test measures latency and must not share
 //! the machine's two cores with the others.
 //!
-//! The topic ACL tests are in `acl.rs`, `amqtt_passwd`'s in `passwd.rs`, and plugins added by an
+//! The topic ACL tests are in `acl.rs` and `acl_tables.rs` (which table governs what), `amqtt_passwd`'s in `passwd.rs`, and plugins added by an
 //! embedding program in `embedded.rs`; the helpers they share are here.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod acl;
+mod acl_tables;
 mod embedded;
 mod passwd;
 

@@ -4,18 +4,22 @@
   and waits with timeouts (no sleeps).
 - `RawConn` and the `*_packet` encoders: a minimal MQTT 3.1.1 client on a plain socket, for the
   packets that real clients refuse to send.
-- `free_port` and `accepts`: loopback ports for the brokers the tests start.
+- `free_port` and `accepts`: loopback ports for the brokers the tests start; `stop_broker` stops
+  one and requires a clean exit.
 """
 
 from __future__ import annotations
 
 import queue
 import re
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -38,6 +42,19 @@ def accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def stop_broker(proc: subprocess.Popen, log_path: Path, timeout: float = 5.0) -> None:
+    """SIGTERM, then requires exit status 0 within `timeout` (killed otherwise); the end of the
+    broker's log is shown on failure."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = "timeout"
+    assert rc == 0, f"broker exit {rc}:\n" + Path(log_path).read_text(errors="replace")[-5000:]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import ssl
 import subprocess
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from mqtt_helpers import accepts, free_port
+from mqtt_helpers import accepts, free_port, stop_broker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -91,15 +90,8 @@ def tls_broker(certs, amqtt_bin, tmp_path_factory):
             _wait_port(port, proc)
         yield ports
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = "timeout"
         log.close()
-        assert rc == 0, f"broker exit {rc}:\n" + (workdir / "broker.log").read_text(errors="replace")[-5000:]
+        stop_broker(proc, workdir / "broker.log")
 
 
 def _mosquitto(tool: str) -> str:

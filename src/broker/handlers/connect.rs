@@ -34,7 +34,7 @@ use crate::broker::{
     packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome, SessionKey,
 };
 use crate::persist::Record;
-use crate::plugins::{ClientInfo, Credentials};
+use crate::plugins::{ClientInfo, Credentials, TopicAction};
 use crate::protocol::{
     decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, QoS,
     TopicFilter,
@@ -340,13 +340,15 @@ fn check(
         was_persistent = session_present && !session.clean;
         session.conn = Some(conn);
         session.clean = connect.clean_session;
+        session.username = connect.username.map(Arc::from);
+        session.user_known = true;
         session.will = connect.will.map(Box::new);
         session.expiry_interval = broker.settings.session_expiry_interval;
     }
+    drop_will_the_topic_checks_deny(broker, key);
     journal_session(broker, key, was_persistent);
-    let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
-    connection.username = connect.username.map(Arc::from);
-    let username = connection.username.clone();
+    let connection = Connection::new(key, protocol, connect.keep_alive, now);
+    let username = broker.sessions.get(key).and_then(|s| s.username.clone());
     broker.connections.insert(conn, connection);
     broker.stats.connections_accepted += 1;
     broker.write(
@@ -379,6 +381,38 @@ fn check(
     ConnectOutcome {
         code: ConnectReturnCode::Accepted,
         session_present,
+    }
+}
+
+/// A will whose topic the topic checks deny is dropped at CONNECT, not kept for later: a session
+/// recovered after a restart publishes its will without a connection (so without a check), and
+/// only wills that passed get journaled. (It is checked again when published, with the checks
+/// in force then.)
+fn drop_will_the_topic_checks_deny(broker: &mut BrokerCore, key: SessionKey) {
+    let plugins = &broker.settings.plugins;
+    let Some(session) = broker.sessions.get_mut(key) else {
+        return;
+    };
+    let Some(will) = session.will.as_deref() else {
+        return;
+    };
+    if !plugins.checks_topics() {
+        return;
+    }
+    let client = ClientInfo {
+        client_id: &session.client_id,
+        username: session.username.as_deref(),
+    };
+    if !plugins.allow(&client, TopicAction::Publish(&will.topic)) {
+        log::log!(
+            target: packet_log::TARGET,
+            packet_log::refusal_level(broker.settings.log_packets),
+            "Will of '{}'{} to '{}' dropped: topic check",
+            session.client_id,
+            packet_log::User(session.username.as_deref()),
+            will.topic.as_str()
+        );
+        session.will = None;
     }
 }
 

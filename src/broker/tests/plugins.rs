@@ -6,22 +6,30 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::*;
-use crate::plugins::{ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicPlugin};
+use crate::plugins::{AclTables, ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicPlugin};
 use crate::protocol::{LastWill, PubAck, PubRec, SubscribeReturnCode};
 
+type Table = std::collections::BTreeMap<String, Vec<String>>;
+
+fn table(entries: &[(&str, &[&str])]) -> Table {
+    entries
+        .iter()
+        .map(|(u, l)| (u.to_string(), l.iter().map(|s| s.to_string()).collect()))
+        .collect()
+}
+
+/// `subscribe-acl` and `publish-acl` tables; an empty slice leaves that table out.
 fn acl_settings(subscribe: &[(&str, &[&str])], publish: &[(&str, &[&str])]) -> Settings {
-    let table = |entries: &[(&str, &[&str])]| {
-        entries
-            .iter()
-            .map(|(u, l)| (u.to_string(), l.iter().map(|s| s.to_string()).collect()))
-            .collect::<std::collections::BTreeMap<String, Vec<String>>>()
-    };
     let (sub, publ) = (table(subscribe), table(publish));
-    let acl = TopicAcl::new(
-        (!subscribe.is_empty()).then_some(&sub),
-        (!publish.is_empty()).then_some(&publ),
-    )
-    .expect("acl");
+    acl_settings_from(AclTables {
+        subscribe_acl: (!subscribe.is_empty()).then_some(&sub),
+        publish_acl: (!publish.is_empty()).then_some(&publ),
+        ..AclTables::default()
+    })
+}
+
+fn acl_settings_from(tables: AclTables<'_>) -> Settings {
+    let acl = TopicAcl::new(tables).expect("acl");
     let topic: Vec<Arc<dyn TopicPlugin>> = vec![Arc::new(acl)];
     Settings {
         plugins: CorePlugins::new(topic, vec![]),
@@ -222,6 +230,149 @@ fn a_will_the_acl_denies_is_not_published() {
     assert_eq!(c.payloads("watcher"), ["w1 gone"]);
     let wills: u64 = c.shards.iter().map(|s| s.stats.wills_published).sum();
     assert_eq!(wills, 1);
+}
+
+#[test]
+fn acl_alone_also_governs_publishes_and_wills() {
+    let acl = table(&[("alice", &["alice/#"]), ("anonymous", &["#"])]);
+    let settings = acl_settings_from(AclTables {
+        acl: Some(&acl),
+        ..AclTables::default()
+    });
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("#", QoS::ExactlyOnce)]);
+    c.packets("watcher");
+    c.connect_with("a", as_user("a", "alice"));
+    c.packets("a");
+    c.publish("a", "bob/x", "forged0", QoS::AtMostOnce, false, 0);
+    c.publish("a", "bob/x", "forged1", QoS::AtLeastOnce, true, 7);
+    c.publish("a", "bob/x", "forged2", QoS::ExactlyOnce, false, 8);
+    let acks = c.packets("a");
+    assert!(acks.contains(&Packet::PubAck(PubAck { packet_id: 7 })));
+    assert!(acks.contains(&Packet::PubRec(PubRec { packet_id: 8 })));
+    c.publish("a", "alice/x", "ok", QoS::AtLeastOnce, false, 9);
+    assert_eq!(c.payloads("watcher"), ["ok"]);
+    assert_eq!(
+        c.shards.iter().map(|s| s.retained_count()).sum::<usize>(),
+        0
+    );
+    let will = Cluster::with_will(as_user("w", "alice"), "bob/x", "w gone", QoS::AtLeastOnce);
+    c.connect_with("w", will);
+    c.drop_connection("w");
+    let will = Cluster::with_will(as_user("v", "alice"), "alice/s", "v gone", QoS::AtMostOnce);
+    c.connect_with("v", will);
+    c.drop_connection("v");
+    assert_eq!(c.payloads("watcher"), ["v gone"]);
+}
+
+#[test]
+fn receive_acl_filters_each_subscribers_deliveries_and_retained_messages() {
+    let receive = table(&[("alice", &["sensors/#", "users/%u/#"])]);
+    let settings = acl_settings_from(AclTables {
+        receive_acl: Some(&receive),
+        ..AclTables::default()
+    });
+    let (alice_id, other_id) = ids_on_distinct_shards();
+    let mut c = Cluster::with_settings(2, settings);
+    c.connect_with(&alice_id, as_user(&alice_id, "alice"));
+    c.connect(&other_id, true);
+    for name in [&alice_id, &other_id] {
+        c.subscribe(name, &[("#", QoS::AtLeastOnce)]);
+        c.packets(name);
+    }
+    c.connect("pub", true);
+    let sent = [
+        ("sensors/a", QoS::AtMostOnce),
+        ("secret/b", QoS::AtMostOnce),
+        ("users/alice/c", QoS::AtLeastOnce),
+        ("users/bob/d", QoS::AtLeastOnce),
+        ("secret/e", QoS::ExactlyOnce),
+    ];
+    for (i, (topic, qos)) in sent.into_iter().enumerate() {
+        c.publish("pub", topic, topic, qos, i == 1, i as u16 + 1);
+    }
+    assert_eq!(c.payloads(&alice_id), ["sensors/a", "users/alice/c"]);
+    // `other_id` is anonymous and `anonymous` is not listed: it receives nothing.
+    assert!(c.payloads(&other_id).is_empty());
+    // Retained messages after a SUBACK are deliveries too.
+    c.publish("pub", "sensors/r", "sensors/r", QoS::AtMostOnce, true, 0);
+    c.payloads(&alice_id);
+    c.connect_with("late", as_user("late", "alice"));
+    c.packets("late");
+    c.subscribe("late", &[("#", QoS::AtMostOnce)]);
+    assert_eq!(c.payloads("late"), ["sensors/r"]);
+    let denied: u64 = c.shards.iter().map(|s| s.stats.receive_denied).sum();
+    assert_eq!(
+        denied,
+        3 + 5 + 1 + 1,
+        "alice 3, anonymous 5 + 1 retained, late 1 retained"
+    );
+}
+
+#[test]
+fn a_recovered_session_receives_nothing_checked_until_its_client_is_back() {
+    let receive = table(&[("dave", &["news/#"]), ("anonymous", &["#"])]);
+    let mut settings = acl_settings_from(AclTables {
+        receive_acl: Some(&receive),
+        ..AclTables::default()
+    });
+    settings.persistence = true;
+    let persistent_dave = || {
+        let mut connect = as_user("dave", "dave");
+        connect.clean_session = false;
+        connect
+    };
+    let mut c = Cluster::with_settings(1, settings.clone());
+    c.connect_with("dave", persistent_dave());
+    c.subscribe("dave", &[("#", QoS::AtLeastOnce)]);
+    let mut state = crate::persist::DurableState::default();
+    while let Some((batch, records)) = c.shards[0].take_journal() {
+        records.iter().for_each(|record| state.apply(record));
+        c.shards[0].handle_durable(batch);
+    }
+    state.finish();
+    // A restart: the journal keeps dave's session and subscription, not his user name.
+    let mut c = Cluster::with_settings(1, settings);
+    let now = c.now;
+    c.shards[0].restore(&state, now, 0);
+    c.connect("pub", true);
+    c.publish("pub", "news/a", "a", QoS::AtLeastOnce, false, 1);
+    assert_eq!(c.shards[0].stats.receive_denied, 1, "user unknown: refused");
+    c.connect_with("dave", persistent_dave());
+    c.publish("pub", "news/b", "b", QoS::AtLeastOnce, false, 2);
+    c.publish("pub", "sports/c", "c", QoS::AtLeastOnce, false, 3);
+    assert_eq!(c.payloads("dave"), ["b"]);
+    assert_eq!(c.shards[0].stats.receive_denied, 2);
+}
+
+#[test]
+fn a_will_the_acl_denies_is_dropped_at_connect_and_never_journaled() {
+    let acl = table(&[("alice", &["alice/#"])]);
+    let mut settings = acl_settings_from(AclTables {
+        acl: Some(&acl),
+        ..AclTables::default()
+    });
+    settings.persistence = true;
+    let mut c = Cluster::with_settings(1, settings);
+    for (name, topic) in [("w1", "bob/will"), ("w2", "alice/will")] {
+        let mut connect =
+            Cluster::with_will(as_user(name, "alice"), topic, "gone", QoS::AtLeastOnce);
+        connect.clean_session = false;
+        c.connect_with(name, connect);
+    }
+    let mut journaled = Vec::new();
+    while let Some((batch, records)) = c.shards[0].take_journal() {
+        journaled.extend(records.into_iter().filter_map(|record| match record {
+            crate::persist::Record::Will {
+                client_id,
+                will: Some(will),
+            } => Some((client_id.to_string(), will.topic.as_str().to_string())),
+            _ => None,
+        }));
+        c.shards[0].handle_durable(batch);
+    }
+    assert_eq!(journaled, [("w2".to_string(), "alice/will".to_string())]);
 }
 
 #[derive(Default)]

@@ -206,13 +206,23 @@ fn topic_check_tables() {
         t.publish_acl.as_ref().expect("publish-acl")["bob"],
         vec!["b/+".to_string()]
     );
-    // No publish-acl: `None`, which topic_acl reads as "publishing is not restricted".
+    // No publish-acl: `None`, which topic_acl reads as "`acl` governs publishing".
     assert_eq!(
         ok("topic-check:\n  enabled: true\n  plugins: [topic_taboo]\n")
             .topic_check
             .publish_acl,
         None
     );
+    assert_eq!((&t.subscribe_acl, &t.receive_acl), (&None, &None));
+    let c = ok("topic-check:\n  enabled: true\n  plugins: [topic_acl]\n  subscribe-acl:\n    alice: ['s/#']\n  receive-acl:\n    alice: ['r/+']\n    anonymous: []\n");
+    let t = &c.topic_check;
+    assert_eq!(
+        t.subscribe_acl.as_ref().expect("subscribe-acl")["alice"],
+        vec!["s/#".to_string()]
+    );
+    let receive = t.receive_acl.as_ref().expect("receive-acl");
+    assert_eq!(receive["alice"], vec!["r/+".to_string()]);
+    assert!(receive["anonymous"].is_empty());
     assert_eq!(ok("").topic_check, TopicCheckConfig::default());
 }
 
