@@ -31,6 +31,12 @@ impl BrokerCore {
             records.push(Record::SessionOpen {
                 client_id: client_id.clone(),
             });
+            if session.user_known {
+                records.push(Record::SessionUser {
+                    client_id: client_id.clone(),
+                    username: session.username.clone(),
+                });
+            }
             if let Some(since) = session.offline_since() {
                 let away = self
                     .clock
@@ -124,6 +130,10 @@ impl BrokerCore {
                 self.queue_limits(),
             );
             session.will = stored.will.clone().map(Box::new);
+            if let Some(username) = &stored.username {
+                session.username = username.clone();
+                session.user_known = true;
+            }
             session.expiry_interval = self.settings.session_expiry_interval;
             for entry in stored.queue.iter() {
                 session.restore_stored(

@@ -109,9 +109,9 @@ pub struct Session {
     /// plugins see; `None`: anonymous). Kept while the client is offline: a `receive-acl` check
     /// on a message queued for it needs it.
     pub username: Option<Arc<str>>,
-    /// Whether `username` is known: false for a session recovered after a restart until its
-    /// client connects (the journal keeps no user names). Deliveries checked by a `receive-acl`
-    /// are refused meanwhile: a check with a guessed user could leak.
+    /// Whether `username` is known: false only for a session recovered from a journal written
+    /// before user names were journaled (`SessionUser`), until its client connects. Deliveries
+    /// checked by a `receive-acl` are refused meanwhile: a check with a guessed user could leak.
     pub user_known: bool,
     /// Clean session flag of the connection that owns the session now.
     pub clean: bool,

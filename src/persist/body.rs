@@ -24,6 +24,7 @@
 //! | 12   | `Qos2Received`   | `str` client id, `pid`                          |
 //! | 13   | `Qos2Released`   | `str` client id, `pid`                          |
 //! | 14   | `Retain`         | `str` topic (valid), `option<message>`, u64 clock, u32 shard |
+//! | 15   | `SessionUser`    | `str` client id, u8 0 (anonymous) or 1 followed by `str` user name |
 //!
 //! A body must be used up exactly: trailing bytes are corruption. The encoding is canonical (one
 //! byte string per record), so a decoded frame re-encodes to the same bytes.
@@ -90,6 +91,7 @@ mod tag {
     pub const QOS2_RECEIVED: u8 = 12;
     pub const QOS2_RELEASED: u8 = 13;
     pub const RETAIN: u8 = 14;
+    pub const SESSION_USER: u8 = 15;
 }
 
 /// Message flag bits: QoS in bits 0-1, retain in bit 2.
@@ -105,6 +107,23 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
         Record::SessionDrop { client_id } => {
             out.put_u8(tag::SESSION_DROP);
             put_client_id(out, client_id)
+        }
+        Record::SessionUser {
+            client_id,
+            username,
+        } => {
+            out.put_u8(tag::SESSION_USER);
+            put_client_id(out, client_id)?;
+            match username {
+                None => {
+                    out.put_u8(0);
+                    Ok(())
+                }
+                Some(name) => {
+                    out.put_u8(1);
+                    put_str(out, "user name", name.as_bytes())
+                }
+            }
         }
         Record::SessionOffline {
             client_id,
@@ -398,6 +417,14 @@ pub(super) fn decode_body(record_type: u8, mut b: Body<'_>) -> Result<Option<Rec
         },
         tag::SESSION_DROP => Record::SessionDrop {
             client_id: b.client_id()?,
+        },
+        tag::SESSION_USER => Record::SessionUser {
+            client_id: b.client_id()?,
+            username: match b.u8()? {
+                0 => None,
+                1 => Some(b.client_id()?),
+                other => return Err(BodyError::OptionTag(other)),
+            },
         },
         tag::SESSION_OFFLINE => Record::SessionOffline {
             client_id: b.client_id()?,

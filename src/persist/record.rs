@@ -26,6 +26,12 @@ pub enum Record {
     /// The session is gone (a clean-session CONNECT took it over, it expired, or it was deleted):
     /// everything of that client id is forgotten.
     SessionDrop { client_id: Arc<str> },
+    /// The user name of the CONNECT that opened or resumed the session (`None`: anonymous), so that
+    /// a `receive-acl` checks its queued messages for the right user after a restart.
+    SessionUser {
+        client_id: Arc<str>,
+        username: Option<Arc<str>>,
+    },
     /// The client went offline at this wall-clock time (milliseconds since the Unix epoch): session
     /// expiry keeps counting across restarts.
     SessionOffline {
@@ -91,6 +97,7 @@ impl Record {
         match self {
             Record::SessionOpen { client_id }
             | Record::SessionDrop { client_id }
+            | Record::SessionUser { client_id, .. }
             | Record::SessionOffline { client_id, .. }
             | Record::Subscribe { client_id, .. }
             | Record::Unsubscribe { client_id, .. }

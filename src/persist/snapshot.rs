@@ -101,6 +101,12 @@ impl SnapshotRecords<'_> {
         self.pending.push_back(Record::SessionOpen {
             client_id: client_id(),
         });
+        if let Some(username) = &session.username {
+            self.pending.push_back(Record::SessionUser {
+                client_id: client_id(),
+                username: username.clone(),
+            });
+        }
         if let Some(at_unix_ms) = session.offline_since_unix_ms {
             self.pending.push_back(Record::SessionOffline {
                 client_id: client_id(),

@@ -181,6 +181,9 @@ pub struct Session {
     /// broker stopped under it: it is offline since the restart).
     pub offline_since_unix_ms: Option<u64>,
     pub queue: Queue,
+    /// The user name of the CONNECT that last took the session, once journaled (`SessionUser`):
+    /// `Some(None)` for an anonymous client, `None` when unknown.
+    pub username: Option<Option<Arc<str>>>,
     /// Incoming QoS 2 packet ids received and not yet released: a re-sent PUBLISH with one of
     /// them is not routed again.
     pub qos2_received: BTreeSet<u16>,
@@ -312,6 +315,7 @@ impl DurableState {
             Record::SessionOffline { at_unix_ms, .. } => {
                 session.offline_since_unix_ms = Some(*at_unix_ms);
             }
+            Record::SessionUser { username, .. } => session.username = Some(username.clone()),
             Record::Subscribe { filter, qos, .. } => {
                 session.subscriptions.insert(filter.clone(), *qos);
             }

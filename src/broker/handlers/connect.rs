@@ -426,6 +426,7 @@ fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: boo
         return;
     };
     let will = session.will.as_deref().cloned();
+    let username = session.username.clone();
     let subscriptions: Vec<(TopicFilter, QoS)> = if was_persistent {
         Vec::new()
     } else {
@@ -437,6 +438,11 @@ fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: boo
     };
     let id = client_id.clone();
     broker.journal(|| Record::SessionOpen { client_id: id });
+    let id = client_id.clone();
+    broker.journal(|| Record::SessionUser {
+        client_id: id,
+        username,
+    });
     for (filter, qos) in subscriptions {
         let client_id = client_id.clone();
         broker.journal(|| Record::Subscribe {

@@ -85,7 +85,11 @@ impl Gen {
     /// Any record, each variant equally likely, fields unrelated to any state.
     pub fn record(&mut self) -> Record {
         let client_id = self.client_id();
-        match self.rng.u8(..14) {
+        match self.rng.u8(..15) {
+            14 => Record::SessionUser {
+                client_id,
+                username: self.rng.bool().then(|| self.client_id()),
+            },
             0 => Record::SessionOpen { client_id },
             1 => Record::SessionDrop { client_id },
             2 => Record::SessionOffline {
