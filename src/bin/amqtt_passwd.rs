@@ -5,11 +5,16 @@
 //! amqtt_passwd [-c] FILE USER < pw.txt     the same, the password read from a non-terminal stdin
 //! amqtt_passwd [-c] -b FILE USER PASSWORD  batch mode: the password on the command line
 //! amqtt_passwd -D FILE USER                delete USER
+//! amqtt_passwd --sha512 ...                write SHA-512 crypt instead of argon2id
 //! ```
 //! A password from stdin is its first line without the line ending, so that scripts need not put
 //! it in argv (where `ps` shows it): `printf '%s\n' "$PW" | amqtt_passwd FILE USER`.
-//! `-c` creates (or overwrites) the file. Hashes are SHA-512 crypt with a random salt, exactly the
-//! form `mkpasswd -m sha-512` writes. Other lines (comments, other users) are kept as they are, the
+//! `-c` creates (or overwrites) the file. Hashes are argon2id with a random salt and argon2-cffi's
+//! default parameters (m=65536 KiB, t=3, p=4, 16-byte salt, 32-byte hash), exactly the string
+//! aMQTT 0.12's documented helper (`argon2.PasswordHasher().hash(...)`) writes, so aMQTT 0.12
+//! reads our files and we read its. `--sha512` writes SHA-512 crypt with a random salt and 5,000
+//! rounds, the form `mkpasswd -m sha-512` writes, for Mosquitto 1.x-era tools and aMQTT up to
+//! 0.11. Other lines (comments, other users) are kept as they are, the
 //! file is replaced atomically (temporary file + rename) and keeps its permissions; a new file is
 //! created readable by its owner only. The file's format and hashing live in
 //! `amqtt::plugins::password_file`; this binary parses arguments, prompts, and writes.
@@ -22,9 +27,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use amqtt::plugins::password_file::{check_username, format_line, hash_password, parse_line};
+use amqtt::plugins::password_file::{
+    check_username, format_line, hash_argon2id, hash_sha512, parse_line,
+};
 
-/// Manage an amqtt password file (users and SHA-512 crypt hashes), like mosquitto_passwd.
+/// Manage an amqtt password file (users and password hashes), like mosquitto_passwd.
+///
+/// Hashes are argon2id with argon2-cffi's defaults (m=65536 KiB, t=3, p=4), as aMQTT 0.12 writes
+/// them; --sha512 writes SHA-512 crypt as `mkpasswd -m sha-512` does. The broker also reads bcrypt
+/// and SHA-256 crypt hashes made by other tools.
 ///
 /// Adds or updates USER: the password is asked twice on the terminal (no echo); when stdin is not
 /// a terminal it is read from stdin instead, one line without its line ending (for scripts:
@@ -44,6 +55,9 @@ struct Args {
     /// Batch mode: take the password from the command line instead of prompting.
     #[arg(short = 'b')]
     batch: bool,
+    /// Write a SHA-512 crypt hash (`$6$`, as `mkpasswd -m sha-512`) instead of argon2id.
+    #[arg(long = "sha512", conflicts_with = "delete")]
+    sha512: bool,
     /// The password file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -104,7 +118,12 @@ fn run(args: &Args) -> Result<(), String> {
         if password.is_empty() {
             return Err("empty password".to_string());
         }
-        let hash = hash_password(password.as_bytes()).map_err(|e| e.to_string())?;
+        let hash = if args.sha512 {
+            hash_sha512(password.as_bytes())
+        } else {
+            hash_argon2id(password.as_bytes())
+        }
+        .map_err(|e| e.to_string())?;
         with_user(&existing, &args.user, &hash, &args.file)?
     };
     write_atomically(&args.file, &text, args.create)

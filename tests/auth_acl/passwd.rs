@@ -1,5 +1,6 @@
 //! `amqtt_passwd`: batch mode creating, updating and deleting users in a file the broker then
-//! accepts, the interactive prompt on a terminal, and the password piped on stdin.
+//! accepts, argon2id by default and SHA-512 crypt with `--sha512` (compared with `openssl passwd
+//! -6` and `mkpasswd`), the interactive prompt on a terminal, and the password piped on stdin.
 
 use std::io::Write;
 
@@ -73,28 +74,41 @@ fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_th
         "empty password"
     );
 
-    // Every line is what `mkpasswd -m sha-512` would write for that salt.
-    let text = std::fs::read_to_string(&path).expect("read");
-    let alice_hash = text
-        .lines()
-        .find_map(|l| l.strip_prefix("alice:"))
-        .expect("alice")
-        .to_string();
+    // New hashes are argon2id with argon2-cffi's parameters (aMQTT 0.12's helper).
+    let alice_hash = hash_in(&path, "alice");
+    assert!(
+        alice_hash.starts_with("$argon2id$v=19$m=65536,t=3,p=4$"),
+        "{alice_hash}"
+    );
     assert!(password_file::verify(b"wonderland", &alice_hash));
-    if let Ok(out) = Command::new("mkpasswd")
-        .args([
-            "-m",
-            "sha-512",
-            "-S",
-            alice_hash.split('$').nth(2).expect("salt"),
-            "wonderland",
-        ])
-        .output()
-    {
-        if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice_hash);
+
+    // --sha512: what `openssl passwd -6` and `mkpasswd -m sha-512` write for that salt.
+    assert!(passwd(&["--sha512", "-b", file, "dave", "diver"])
+        .status
+        .success());
+    let dave_hash = hash_in(&path, "dave");
+    assert!(
+        dave_hash.starts_with("$6$") && !dave_hash.contains("rounds="),
+        "{dave_hash}"
+    );
+    let salt = dave_hash.split('$').nth(2).expect("salt");
+    let mut compared = 0;
+    for tool in [
+        &["openssl", "passwd", "-6", "-salt", salt, "diver"][..],
+        &["mkpasswd", "-m", "sha-512", "-S", salt, "diver"][..],
+    ] {
+        if let Ok(out) = Command::new(tool[0]).args(&tool[1..]).output() {
+            if out.status.success() {
+                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dave_hash);
+                compared += 1;
+            }
         }
     }
+    eprintln!("--sha512 output compared with {compared} of openssl, mkpasswd");
+    assert!(
+        !passwd(&["--sha512", "-D", file, "dave"]).status.success(),
+        "--sha512 with -D"
+    );
 
     let (_broker, addr) = start(&auth_yaml(&path, false), 1);
     expect_connack(
@@ -117,6 +131,25 @@ fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_th
         login("c", Some("carol"), Some("c")),
         ConnectReturnCode::NotAuthorized,
     );
+    expect_connack(
+        addr,
+        login("d", Some("dave"), Some("diver")),
+        ConnectReturnCode::Accepted,
+    );
+    expect_connack(
+        addr,
+        login("d2", Some("dave"), Some("Diver")),
+        ConnectReturnCode::NotAuthorized,
+    );
+}
+
+/// The hash of `user` in the password file at `path`.
+fn hash_in(path: &Path, user: &str) -> String {
+    let text = std::fs::read_to_string(path).expect("read");
+    let prefix = format!("{user}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+        .unwrap_or_else(|| panic!("{user} in {text}"))
 }
 
 #[test]
@@ -163,12 +196,7 @@ fn amqtt_passwd_prompts_twice_on_the_terminal() {
         !screen.contains("s3cret"),
         "the password was echoed: {screen}"
     );
-    let text = std::fs::read_to_string(&path).expect("written");
-    let hash = text
-        .lines()
-        .find_map(|l| l.strip_prefix("alice:"))
-        .expect("alice");
-    assert!(password_file::verify(b"s3cret", hash));
+    assert!(password_file::verify(b"s3cret", &hash_in(&path, "alice")));
 
     let out = run("one\ntwo\n");
     assert!(!out.status.success());
@@ -202,13 +230,7 @@ fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
 
     let out = passwd_piped(&["-c", file, "alice"], b"pipe d\n");
     assert!(out.status.success(), "{out:?}");
-    let hash_of = |user: &str| {
-        let text = std::fs::read_to_string(&path).expect("written");
-        let prefix = format!("{user}:");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
-            .unwrap_or_else(|| panic!("{user} in {text}"))
-    };
+    let hash_of = |user: &str| hash_in(&path, user);
     assert!(password_file::verify(b"pipe d", &hash_of("alice")));
     // The line ending is not part of the password, \r\n included; only the first line counts.
     let out = passwd_piped(&[file, "bob"], b"builder\r\nignored\n");
@@ -231,4 +253,8 @@ fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.starts_with("Manage an amqtt password file"), "{help}");
     assert!(help.contains("stdin is not"), "{help}");
+    assert!(
+        help.contains("argon2id") && help.contains("--sha512"),
+        "{help}"
+    );
 }
