@@ -100,10 +100,17 @@ pub fn check_hash(hash: &str) -> Result<Scheme, String> {
     };
     let Some(scheme) = scheme_of(hash) else {
         let id = rest.split('$').next().unwrap_or_default();
+        // Scheme names are short words (`pbkdf2-sha256`); anything else may be a secret.
+        let name_like =
+            id.len() <= 24 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         return Err(format!(
             "unsupported password hash scheme '${}$'{}: supported are {SUPPORTED}; \
              write one with `amqtt_passwd`",
-            preview(id),
+            if name_like {
+                id.to_string()
+            } else {
+                preview(id)
+            },
             known_unsupported(id)
                 .map(|name| format!(" ({name})"))
                 .unwrap_or_default()
@@ -477,5 +484,42 @@ mod tests {
         refused(&good.replacen("$04$", "$4$", 1), "expected 60 characters");
         refused(&good[..59], "expected 60 characters");
         refused(&good.replacen("salt", "sa+t", 1), "[./0-9A-Za-z]");
+    }
+}
+
+/// What one verification costs per scheme, at the parameters the tools write by default:
+/// `cargo test --release --lib measure_verification_costs -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement, not a check: run by hand"]
+    fn measure_verification_costs() {
+        let bcrypt12 = bcrypt::hash_with_salt("pw", 12, *b"0123456789abcdef")
+            .expect("hash")
+            .format_for_version(bcrypt::Version::TwoB);
+        for (name, hash) in [
+            (
+                "argon2id m=65536,t=3,p=4",
+                hash_argon2id(b"pw").expect("hash"),
+            ),
+            ("bcrypt cost 12", bcrypt12),
+            (
+                "sha512_crypt 5000 rounds",
+                hash_sha512(b"pw").expect("hash"),
+            ),
+            (
+                "sha512_crypt 656000 rounds (passlib)",
+                hash_sha512_with(b"pw", b"0123456789ab", 656_000).expect("hash"),
+            ),
+        ] {
+            let n = 10;
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                assert!(verify(b"pw", &hash));
+            }
+            eprintln!("{name}: {:?} per verification", started.elapsed() / n);
+        }
     }
 }
