@@ -258,3 +258,20 @@ fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
         "{help}"
     );
 }
+
+/// argon2id with aMQTT 0.12's parameters (64 MiB, tens to hundreds of milliseconds per
+/// verification) takes the same path as SHA-512 crypt: the shard's helper thread.
+#[test]
+fn argon2_verification_does_not_stall_the_shards_other_clients() {
+    let _serial = serial();
+    let slow = password_file::hash_argon2id(b"right").expect("hash");
+    let verification = (0..2)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(!password_file::verify(b"wrong", &slow));
+            started.elapsed()
+        })
+        .min()
+        .expect("two runs");
+    hashing_stays_off_the_event_loop(&slow, verification);
+}
