@@ -111,36 +111,17 @@ fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_th
     );
 
     let (_broker, addr) = start(&auth_yaml(&path, false), 1);
-    expect_connack(
-        addr,
-        login("a", Some("alice"), Some("wonderland")),
-        ConnectReturnCode::Accepted,
-    );
-    expect_connack(
-        addr,
-        login("a2", Some("alice"), Some("first")),
-        ConnectReturnCode::NotAuthorized,
-    );
-    expect_connack(
-        addr,
-        login("b", Some("bob"), Some("builder")),
-        ConnectReturnCode::Accepted,
-    );
-    expect_connack(
-        addr,
-        login("c", Some("carol"), Some("c")),
-        ConnectReturnCode::NotAuthorized,
-    );
-    expect_connack(
-        addr,
-        login("d", Some("dave"), Some("diver")),
-        ConnectReturnCode::Accepted,
-    );
-    expect_connack(
-        addr,
-        login("d2", Some("dave"), Some("Diver")),
-        ConnectReturnCode::NotAuthorized,
-    );
+    use ConnectReturnCode::{Accepted, NotAuthorized};
+    for (id, user, password, code) in [
+        ("a", "alice", "wonderland", Accepted),
+        ("a2", "alice", "first", NotAuthorized),
+        ("b", "bob", "builder", Accepted),
+        ("c", "carol", "c", NotAuthorized),
+        ("d", "dave", "diver", Accepted),
+        ("d2", "dave", "Diver", NotAuthorized),
+    ] {
+        expect_connack(addr, login(id, Some(user), Some(password)), code);
+    }
 }
 
 /// The hash of `user` in the password file at `path`.

@@ -32,7 +32,8 @@ from passlib.hash import pbkdf2_sha256
 from passlib.hash import sha512_crypt as passlib_sha512_crypt
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from mqtt_helpers import PahoClient, RawConn, accepts, free_port
+from mqtt_helpers import PahoClient, free_port
+from test_cli import start  # noqa: F401  (the fixture: a broker process with a given config)
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -74,64 +75,17 @@ with warnings.catch_warnings():
     USERS = _users()
 
 
-class Running:
-    """The release broker with a password file and no anonymous access."""
-
-    def __init__(self, amqtt_bin: Path, workdir: Path, passwd: Path, shards: int = 1):
-        self.port = free_port()
-        self.config = workdir / "broker.yaml"
-        self.config.write_text(
-            f"listeners:\n  default:\n    type: tcp\n    bind: {HOST}:{self.port}\n"
-            f"shards: {shards}\npin_shards: false\nsys_interval: 0\n"
-            f"auth:\n  allow-anonymous: false\n  password-file: {passwd}\n"
-            "  plugins: [auth_anonymous, auth_file]\n")
-        self.log_path = workdir / "broker.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(amqtt_bin), "-c", str(self.config)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        """Until a CONNECT gets a CONNACK (0x05 for this anonymous probe)."""
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"broker exited with {self.proc.returncode}:\n{self.log()}",
-                            pytrace=False)
-            if accepts(self.port):
-                conn = RawConn(HOST, self.port, timeout=2.0)
-                try:
-                    if conn.connect("test-passwords-probe", timeout=2.0) == bytes([0, 5]):
-                        return
-                except (OSError, AssertionError, TimeoutError):
-                    pass
-                finally:
-                    conn.close()
-            time.sleep(0.05)
-        pytest.fail(f"broker not ready within {TIMEOUT}s:\n{self.log()}", pytrace=False)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(timeout=TIMEOUT)
-
-
-@pytest.fixture
-def start(amqtt_bin, tmp_path):
-    running: list[Running] = []
-
-    def make(passwd: Path, shards: int = 1) -> Running:
-        broker = Running(amqtt_bin, tmp_path, passwd, shards)
-        running.append(broker)
-        return broker
-
-    yield make
-    for broker in running:
-        if broker.proc.poll() is None:
-            broker.proc.kill()
-            broker.proc.wait()
+def serve(start, passwd: Path, shards: int = 1):
+    """The release broker (test_cli's `start`) with `passwd` and no anonymous access, once it has
+    bound its listener; `.port` is its port."""
+    port = free_port()
+    broker = start(
+        f"listeners:\n  default:\n    type: tcp\n    bind: {HOST}:{port}\n"
+        f"shards: {shards}\npin_shards: false\nsys_interval: 0\n"
+        f"auth:\n  allow-anonymous: false\n  password-file: {passwd}\n"
+        "  plugins: [auth_anonymous, auth_file]\n")
+    broker.port = port
+    return broker
 
 
 def login(port: int, user: str, password: str, client_id: str = "") -> int:
@@ -153,8 +107,8 @@ def write_passwd(path: Path, users: dict[str, tuple[str, str]]) -> Path:
 
 @pytest.mark.parametrize("shards", [1, 2])
 def test_files_made_by_every_tool_log_users_in_with_their_password_only(start, tmp_path, shards):
-    broker = start(write_passwd(tmp_path / "passwd", USERS), shards)
-    broker.wait_ready()
+    broker = serve(start, write_passwd(tmp_path / "passwd", USERS), shards)
+    broker.wait_log("started with")
     for user, (password, hash_) in USERS.items():
         assert login(broker.port, user, password) == 0, f"{user}: {hash_}"
         assert login(broker.port, user, password + "x") in NOT_AUTHORIZED, user
@@ -168,8 +122,8 @@ def test_files_made_by_every_tool_log_users_in_with_their_password_only(start, t
 @pytest.mark.skipif(MOSQUITTO_PUB is None, reason="mosquitto_pub (mosquitto-clients) missing")
 def test_mosquitto_pub_logs_in_with_each_scheme(start, tmp_path):
     chosen = ["argon2_cffi", "passlib_argon2i", "passlib_bcrypt", "openssl6", "openssl5"]
-    broker = start(write_passwd(tmp_path / "passwd", {u: USERS[u] for u in chosen}))
-    broker.wait_ready()
+    broker = serve(start, write_passwd(tmp_path / "passwd", {u: USERS[u] for u in chosen}))
+    broker.wait_log("started with")
 
     def pub(user: str, password: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -239,8 +193,8 @@ def test_amqtt_passwd_files_are_read_by_amqtt_and_passlib(amqtt_bin, start, tmp_
     except ImportError:
         pass
 
-    broker = start(passwd)
-    broker.wait_ready()
+    broker = serve(start, passwd)
+    broker.wait_log("started with")
     assert login(broker.port, "alice", "wonder land") == 0
     assert login(broker.port, "bob", "builder") == 0
     assert broker.stop() == 0, broker.log()
@@ -251,7 +205,7 @@ def test_a_scheme_the_broker_does_not_read_stops_it_naming_file_line_and_scheme(
         "alice": USERS["argon2_cffi"],
         "carol": ("c-pw", pbkdf2_sha256.hash("c-pw")),
     })
-    broker = start(passwd)
+    broker = serve(start, passwd)
     assert broker.proc.wait(timeout=TIMEOUT) == 2, broker.log()
     log = broker.log()
     assert f"{passwd}:3:" in log, log
@@ -263,8 +217,8 @@ def test_what_an_argon2_login_costs(start, tmp_path):
     same N logins again (answered from the cache of verified passwords). Printed with -s."""
     n = 8
     users = {f"u{i}": (f"pw-{i}", argon2.PasswordHasher().hash(f"pw-{i}")) for i in range(n)}
-    broker = start(write_passwd(tmp_path / "passwd", users))
-    broker.wait_ready()
+    broker = serve(start, write_passwd(tmp_path / "passwd", users))
+    broker.wait_log("started with")
 
     def timed_logins() -> float:
         started = time.monotonic()
