@@ -233,10 +233,50 @@ fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
     let help = passwd(&["--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.starts_with("Manage an amqtt password file"), "{help}");
+    assert!(help.contains("-U"), "{help}");
     assert!(help.contains("stdin is not"), "{help}");
     assert!(
         help.contains("argon2id") && help.contains("--sha512"),
         "{help}"
+    );
+}
+
+#[test]
+fn amqtt_passwd_upgrades_a_plain_text_file_as_mosquitto_passwd_does() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passwd");
+    let file = path.to_str().expect("utf-8 path");
+    std::fs::write(
+        &path,
+        format!("# plain\nalice:wonder land\nbob:{ALICE_HUNTER2}\n"),
+    )
+    .expect("write");
+    let out = passwd(&["-U", file]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(hash_in(&path, "alice").starts_with("$argon2id$"));
+    assert_eq!(
+        hash_in(&path, "bob"),
+        ALICE_HUNTER2,
+        "a hash is kept as it is"
+    );
+    // Nothing left to upgrade: the file stays the same.
+    let before = std::fs::read_to_string(&path).expect("read");
+    assert!(passwd(&["-U", file]).status.success());
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), before);
+    let misuse = passwd(&["-U", file, "alice"]);
+    assert!(String::from_utf8_lossy(&misuse.stderr).contains("-U takes only FILE"));
+
+    let (_broker, addr) = start(&auth_yaml(&path, false), 1);
+    expect_connack(
+        addr,
+        login("a", Some("alice"), Some("wonder land")),
+        ConnectReturnCode::Accepted,
+    );
+    expect_connack(
+        addr,
+        login("b", Some("bob"), Some("hunter2")),
+        ConnectReturnCode::Accepted,
     );
 }
 
