@@ -24,11 +24,17 @@ fn users(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A path for a password file in a new temporary directory (removed when the guard drops).
+fn new_passwd_path() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passwd");
+    (dir, path)
+}
+
 #[test]
 fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_the_file() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let file = path.to_str().expect("utf-8 path");
 
     let missing = passwd(&["-b", file, "alice", "pw"]);
@@ -141,8 +147,7 @@ fn amqtt_passwd_prompts_twice_on_the_terminal() {
         eprintln!("script (util-linux) not installed: skipped");
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let run = |typed: &str| {
         let command = format!(
             "{} -c {} alice",
@@ -205,8 +210,7 @@ fn passwd_piped(args: &[&str], input: &[u8]) -> std::process::Output {
 #[test]
 fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let file = path.to_str().expect("utf-8 path");
 
     let out = passwd_piped(&["-c", file, "alice"], b"pipe d\n");
@@ -244,8 +248,7 @@ fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
 #[test]
 fn amqtt_passwd_upgrades_a_plain_text_file_as_mosquitto_passwd_does() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let file = path.to_str().expect("utf-8 path");
     std::fs::write(
         &path,
@@ -268,16 +271,10 @@ fn amqtt_passwd_upgrades_a_plain_text_file_as_mosquitto_passwd_does() {
     assert!(String::from_utf8_lossy(&misuse.stderr).contains("-U takes only FILE"));
 
     let (_broker, addr) = start(&auth_yaml(&path, false), 1);
-    expect_connack(
-        addr,
-        login("a", Some("alice"), Some("wonder land")),
-        ConnectReturnCode::Accepted,
-    );
-    expect_connack(
-        addr,
-        login("b", Some("bob"), Some("hunter2")),
-        ConnectReturnCode::Accepted,
-    );
+    for (user, password) in [("alice", "wonder land"), ("bob", "hunter2")] {
+        let connect = login(user, Some(user), Some(password));
+        expect_connack(addr, connect, ConnectReturnCode::Accepted);
+    }
 }
 
 /// argon2id with aMQTT 0.12's parameters (64 MiB, tens to hundreds of milliseconds per
