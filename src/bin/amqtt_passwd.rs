@@ -5,11 +5,17 @@
 //! amqtt_passwd [-c] FILE USER < pw.txt     the same, the password read from a non-terminal stdin
 //! amqtt_passwd [-c] -b FILE USER PASSWORD  batch mode: the password on the command line
 //! amqtt_passwd -D FILE USER                delete USER
+//! amqtt_passwd -U FILE                     hash every plain-text `user:password` line of FILE
+//! amqtt_passwd --sha512 ...                write SHA-512 crypt instead of argon2id
 //! ```
 //! A password from stdin is its first line without the line ending, so that scripts need not put
 //! it in argv (where `ps` shows it): `printf '%s\n' "$PW" | amqtt_passwd FILE USER`.
-//! `-c` creates (or overwrites) the file. Hashes are SHA-512 crypt with a random salt, exactly the
-//! form `mkpasswd -m sha-512` writes. Other lines (comments, other users) are kept as they are, the
+//! `-c` creates (or overwrites) the file. Hashes are argon2id with a random salt and argon2-cffi's
+//! default parameters (m=65536 KiB, t=3, p=4, 16-byte salt, 32-byte hash), exactly the string
+//! aMQTT 0.12's documented helper (`argon2.PasswordHasher().hash(...)`) writes, so aMQTT 0.12
+//! reads our files and we read its. `--sha512` writes SHA-512 crypt with a random salt and 5,000
+//! rounds, the form `mkpasswd -m sha-512` writes, for Mosquitto 1.x-era tools and aMQTT up to
+//! 0.11. Other lines (comments, other users) are kept as they are, the
 //! file is replaced atomically (temporary file + rename) and keeps its permissions; a new file is
 //! created readable by its owner only. The file's format and hashing live in
 //! `amqtt::plugins::password_file`; this binary parses arguments, prompts, and writes.
@@ -22,14 +28,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use amqtt::plugins::password_file::{check_username, format_line, hash_password, parse_line};
+use amqtt::plugins::password_file::{
+    check_hash, check_username, format_line, hash_argon2id, hash_sha512, parse_line, PasswordFile,
+};
 
-/// Manage an amqtt password file (users and SHA-512 crypt hashes), like mosquitto_passwd.
+/// Manage an amqtt password file (users and password hashes), like mosquitto_passwd.
+///
+/// Hashes are argon2id with argon2-cffi's defaults (m=65536 KiB, t=3, p=4), as aMQTT 0.12 writes
+/// them; --sha512 writes SHA-512 crypt as `mkpasswd -m sha-512` does. The broker also reads bcrypt
+/// and SHA-256 crypt hashes made by other tools.
 ///
 /// Adds or updates USER: the password is asked twice on the terminal (no echo); when stdin is not
 /// a terminal it is read from stdin instead, one line without its line ending (for scripts:
 /// `printf '%s\n' "$PW" | amqtt_passwd FILE USER`, which keeps it out of `ps`); with -b it is the
-/// PASSWORD argument. -D deletes USER. Other lines of FILE are kept; FILE is replaced atomically
+/// PASSWORD argument. -D deletes USER. -U hashes the plain-text passwords of FILE (lines already
+/// holding a hash are kept). Other lines of FILE are kept; FILE is replaced atomically
 /// and keeps its permissions (a new one is readable by its owner only). Exits 1 with a one-line
 /// error on stderr.
 #[derive(Parser, Debug)]
@@ -44,12 +57,19 @@ struct Args {
     /// Batch mode: take the password from the command line instead of prompting.
     #[arg(short = 'b')]
     batch: bool,
+    /// Upgrade FILE: replace every plain-text `user:password` line by `user:hash` (as
+    /// mosquitto_passwd -U); lines that already hold a hash are kept.
+    #[arg(short = 'U', conflicts_with_all = ["create", "delete", "batch"])]
+    upgrade: bool,
+    /// Write a SHA-512 crypt hash (`$6$`, as `mkpasswd -m sha-512`) instead of argon2id.
+    #[arg(long = "sha512", conflicts_with = "delete")]
+    sha512: bool,
     /// The password file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// The user to add, update or delete.
-    #[arg(value_name = "USER")]
-    user: String,
+    #[arg(value_name = "USER", required_unless_present = "upgrade")]
+    user: Option<String>,
     /// The password (with -b only).
     #[arg(value_name = "PASSWORD")]
     password: Option<String>,
@@ -67,7 +87,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    check_username(&args.user).map_err(|e| format!("invalid user name: {e}"))?;
+    if args.upgrade {
+        if args.user.is_some() {
+            return Err("-U takes only FILE".to_string());
+        }
+        let existing = fs::read_to_string(&args.file)
+            .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+        let text = upgraded(&existing, &args.file, |password| new_hash(args, password))?;
+        return write_atomically(&args.file, &text, false)
+            .map_err(|e| format!("cannot write {}: {e}", args.file.display()));
+    }
+    let user = args.user.as_deref().unwrap_or_default();
+    check_username(user).map_err(|e| format!("invalid user name: {e}"))?;
     if args.batch != args.password.is_some() {
         return Err(if args.batch {
             "-b needs a PASSWORD after USER".to_string()
@@ -86,13 +117,9 @@ fn run(args: &Args) -> Result<(), String> {
         })?
     };
     let text = if args.delete {
-        let (text, found) = without_user(&existing, &args.user, &args.file)?;
+        let (text, found) = without_user(&existing, user, &args.file)?;
         if !found {
-            return Err(format!(
-                "user '{}' is not in {}",
-                args.user,
-                args.file.display()
-            ));
+            return Err(format!("user '{user}' is not in {}", args.file.display()));
         }
         text
     } else {
@@ -101,14 +128,56 @@ fn run(args: &Args) -> Result<(), String> {
             None if io::stdin().is_terminal() => prompt_password()?,
             None => read_stdin_password(io::stdin().lock())?,
         };
-        if password.is_empty() {
-            return Err("empty password".to_string());
-        }
-        let hash = hash_password(password.as_bytes()).map_err(|e| e.to_string())?;
-        with_user(&existing, &args.user, &hash, &args.file)?
+        let hash = new_hash(args, &password)?;
+        with_user(&existing, user, &hash, &args.file)?
     };
     write_atomically(&args.file, &text, args.create)
         .map_err(|e| format!("cannot write {}: {e}", args.file.display()))
+}
+
+/// A hash of `password` in the scheme the options chose.
+fn new_hash(args: &Args, password: &str) -> Result<String, String> {
+    if password.is_empty() {
+        return Err("empty password".to_string());
+    }
+    if args.sha512 {
+        hash_sha512(password.as_bytes())
+    } else {
+        hash_argon2id(password.as_bytes())
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The file with every plain-text `user:password` line replaced by `user:hash`; comments, blank
+/// lines and lines that hold a hash already are kept. The result must load as a password file.
+fn upgraded(
+    existing: &str,
+    file: &Path,
+    hash: impl Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(existing.len() * 2);
+    for (index, line) in existing.lines().enumerate() {
+        let at = |reason: String| format!("{}:{}: {reason}", file.display(), index + 1);
+        let entry = line.trim();
+        if entry.is_empty() || entry.starts_with('#') {
+            out.push_str(line);
+        } else {
+            let (user, value) = entry
+                .split_once(':')
+                .ok_or_else(|| at("expected 'user:password'".to_string()))?;
+            check_username(user).map_err(at)?;
+            if value.starts_with('$') {
+                // A hash (or a plain-text password that looks like one: refused, not guessed).
+                check_hash(value).map_err(at)?;
+                out.push_str(line);
+            } else {
+                out.push_str(&format_line(user, &hash(value).map_err(at)?));
+            }
+        }
+        out.push('\n');
+    }
+    PasswordFile::parse(&out, &file.display().to_string()).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// The file with `user`'s line replaced by `user:hash` (or appended), other lines untouched.
@@ -284,6 +353,40 @@ impl Drop for EchoOff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_hashes_plain_text_lines_and_keeps_the_rest() {
+        use amqtt::plugins::password_file::verify;
+        let file = Path::new("pw");
+        let sha512 = |password: &str| {
+            if password.is_empty() {
+                return Err("empty password".to_string());
+            }
+            hash_sha512(password.as_bytes()).map_err(|e| e.to_string())
+        };
+        let kept = sha512("kept").expect("hash");
+        let text = format!("# users\n\nalice:wonder land\nbob:{kept}\n carol:c:d\n");
+        let out = upgraded(&text, file, sha512).expect("upgraded");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], ["# users", ""]);
+        assert_eq!(lines[3], format!("bob:{kept}"));
+        let hash = |line: &str, user: &str| line.strip_prefix(user).expect(user).to_string();
+        assert!(verify(b"wonder land", &hash(lines[2], "alice:")));
+        assert!(verify(b"c:d", &hash(lines[4], "carol:")));
+        assert_eq!(lines.len(), 5);
+        for (bad, reason) in [
+            ("alice\n", "pw:1: expected 'user:password'"),
+            ("alice:\n", "pw:1: empty password"),
+            (
+                "alice:$ecret\n",
+                "pw:1: unsupported password hash scheme '$ecret$'",
+            ),
+            ("a:x\na:y\n", "pw:2: user 'a' is listed twice"),
+        ] {
+            let error = upgraded(bad, file, sha512).expect_err(bad);
+            assert!(error.starts_with(reason), "{bad:?}: {error}");
+        }
+    }
 
     #[test]
     fn stdin_password_is_its_first_line_without_the_ending() {

@@ -1,13 +1,15 @@
-//! `auth_file`: aMQTT's `FileAuthPlugin` (and Mosquitto's `password_file`): users and SHA-512 crypt
-//! hashes from `auth.password-file`.
+//! `auth_file`: aMQTT's `FileAuthPlugin` (and Mosquitto's `password_file`): users and password
+//! hashes (argon2, bcrypt, SHA-512/SHA-256 crypt: `password_file`) from `auth.password-file`.
 //!
 //! - no user name: abstains (the `auth_anonymous` plugin and `allow-anonymous` decide);
 //! - a user name without a password, an unknown user or a wrong password: denies (CONNACK 0x05);
 //! - the right password: allows.
 //!
-//! Cost: a hash verification takes milliseconds (5,000 SHA-512 rounds by design), so it runs in
+//! Cost: a hash verification takes milliseconds (SHA-512 crypt, 5,000 rounds) to tens or hundreds
+//! of milliseconds (argon2 with aMQTT's parameters, bcrypt cost 12) by design, so it runs in
 //! [`AuthPlugin::authenticate`], which the runtime calls on a helper thread. An unknown user costs
-//! the same as a wrong password (a dummy hash is verified), so timing does not reveal who exists.
+//! the same as a wrong password (the file's first hash is verified and the result thrown away), so
+//! timing does not reveal who exists.
 //! Once a user's password has been verified, a salted SHA-512 of (user, password) is remembered
 //! (never the password), and the next login with the same password is answered by
 //! [`AuthPlugin::quick_decision`] in about a microsecond, on the event loop: a reconnect storm of
@@ -25,8 +27,8 @@ use super::{AuthDecision, AuthPlugin, BoxError, Credentials};
 
 /// Verified credentials remembered at most; the cache is emptied when it is full.
 const CACHE_CAPACITY: usize = 65_536;
-/// Verified for unknown users so that they cost as much as a wrong password (the password of this
-/// hash is random and was thrown away).
+/// Verified for unknown users when the file has no user at all (the password of this hash is
+/// random and was thrown away).
 const DUMMY_HASH: &str = "$6$q7B1spv3mvdkwgh6$Mye./1JP2erxMVYUFflzqBtkBC3S6lAGo0JA0prC5B1YhpMp/YzVKf2sV3WJoXIM8YINxZuIObEe9P1XvvoJb1";
 
 /// The built-in `auth_file` plugin.
@@ -136,7 +138,8 @@ impl AuthPlugin for FileAuth {
             return Ok(AuthDecision::Deny);
         };
         let Some(hash) = self.users.hash_of(user) else {
-            let _ = password_file::verify(password, DUMMY_HASH);
+            let decoy = self.users.decoy_hash().unwrap_or(DUMMY_HASH);
+            let _ = password_file::verify(password, decoy);
             log::debug!("auth_file: unknown user '{user}'");
             return Ok(AuthDecision::Deny);
         };
@@ -197,6 +200,37 @@ mod tests {
             AuthDecision::Deny
         );
         assert_eq!(decide(creds(None, None)), AuthDecision::Abstain);
+    }
+
+    #[test]
+    fn argon2_and_bcrypt_users_log_in_and_are_remembered() {
+        let argon2 = password_file::hash_argon2id(b"wonderland").expect("hash");
+        let bcrypt = bcrypt::hash_with_salt("builder", 4, *b"0123456789abcdef")
+            .expect("hash")
+            .format_for_version(bcrypt::Version::TwoB);
+        let file = format!("alice:{argon2}\nbob:{bcrypt}\ncarol:{HUNTER2}\n");
+        let p = FileAuth::new(PasswordFile::parse(&file, "test").expect("file"));
+        for (user, password) in [
+            ("alice", "wonderland"),
+            ("bob", "builder"),
+            ("carol", "hunter2"),
+        ] {
+            let good = creds(Some(user), Some(password));
+            assert_eq!(
+                p.authenticate(&good).ok(),
+                Some(AuthDecision::Allow),
+                "{user}"
+            );
+            assert_eq!(p.quick_decision(&good), Some(AuthDecision::Allow), "{user}");
+            let bad = creds(Some(user), Some("hunter3"));
+            assert_eq!(
+                p.authenticate(&bad).ok(),
+                Some(AuthDecision::Deny),
+                "{user}"
+            );
+        }
+        let unknown = creds(Some("mallory"), Some("wonderland"));
+        assert_eq!(p.authenticate(&unknown).ok(), Some(AuthDecision::Deny));
     }
 
     #[test]

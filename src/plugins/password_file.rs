@@ -1,35 +1,31 @@
 //! The password file: `user:hash` lines, as Mosquitto's `password_file` and aMQTT's `auth_file`
-//! read them, and the hashes in it.
+//! read them. The hashes in it (argon2, bcrypt, SHA-512/SHA-256 crypt) are `password_file/hashes.rs`.
 //!
 //! ```text
 //! # comments and blank lines are allowed
-//! alice:$6$S0mYGlv.umx7vhDV$lYrjBo6sQdGG...   <- `mkpasswd -m sha-512`, or `amqtt_passwd`
-//! bob:$6$rounds=10000$saltsalt$...            <- explicit rounds are fine
+//! alice:$argon2id$v=19$m=65536,t=3,p=4$...     <- `amqtt_passwd`, aMQTT 0.12's helper (argon2-cffi)
+//! bob:$2b$12$...                              <- bcrypt (passlib, Python's `bcrypt`)
+//! carol:$6$S0mYGlv.umx7vhDV$lYrjBo6sQdGG...   <- `mkpasswd -m sha-512`, `amqtt_passwd --sha512`
+//! dave:$6$rounds=656000$7q5woVbd0edZzaJx$...  <- aMQTT up to 0.11 (passlib); explicit rounds are fine
 //! ```
 //!
-//! Hashes are SHA-512 crypt (`$6$`, what `mkpasswd -m sha-512` and `amqtt_passwd` write) or
-//! SHA-256 crypt (`$5$`), verified with the `sha-crypt` crate. Anything else (plain text, bcrypt,
-//! argon2, a line without `:`, a user listed twice) fails at load time with `file:line`, so a typo
-//! never turns into a user who silently cannot log in.
+//! Anything else (plain text, a scheme that is not read, a malformed hash, a line without `:`, a
+//! user listed twice) fails at load time with `file:line` and the reason (the scheme's name for an
+//! unsupported one), so a typo never turns into a user who silently cannot log in.
 //!
-//! Verifying a hash costs milliseconds on purpose (5,000 rounds by default): callers on an event
-//! loop must not call [`verify`]; the `auth_file` plugin runs it on a helper thread.
+//! Verifying a hash costs milliseconds to hundreds of milliseconds on purpose: callers on an
+//! event loop must not call [`verify`]; the `auth_file` plugin runs it on a helper thread.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::Path;
 
-use sha_crypt::password_hash::{CustomizedPasswordHasher, PasswordVerifier};
-use sha_crypt::{Params, ShaCrypt};
+mod hashes;
 
-/// The alphabet of crypt(3) salts and digests.
-const CRYPT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-/// Length of the encoded digest of `$6$` and `$5$` hashes.
-const SHA512_DIGEST_CHARS: usize = 86;
-const SHA256_DIGEST_CHARS: usize = 43;
-/// Random bytes of a new salt: 12 bytes are 16 crypt characters, the longest salt crypt(3) uses.
-const SALT_BYTES: usize = 12;
+pub use hashes::{
+    check_hash, hash_argon2id, hash_argon2id_with, hash_password, hash_sha512, hash_sha512_with,
+    verify, Scheme, ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES,
+};
 
 /// Why a password file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +48,9 @@ pub enum PasswordFileError {
 #[derive(Debug, Clone, Default)]
 pub struct PasswordFile {
     users: HashMap<String, String>,
+    /// The hash of the file's first user: what an unknown user's password is verified against,
+    /// so that the answer takes as long as for a user who exists (the result is thrown away).
+    first_hash: Option<String>,
 }
 
 impl PasswordFile {
@@ -69,6 +68,7 @@ impl PasswordFile {
     pub fn parse(text: &str, origin: &str) -> Result<Self, PasswordFileError> {
         let mut users: HashMap<String, String> = HashMap::new();
         let mut first_seen: HashMap<String, usize> = HashMap::new();
+        let mut first_hash = None;
         for (index, raw) in text.lines().enumerate() {
             let line_no = index + 1;
             let malformed = |reason: String| PasswordFileError::Malformed {
@@ -86,13 +86,20 @@ impl PasswordFile {
             }
             first_seen.insert(user.to_string(), line_no);
             users.insert(user.to_string(), hash.to_string());
+            first_hash.get_or_insert_with(|| hash.to_string());
         }
-        Ok(PasswordFile { users })
+        Ok(PasswordFile { users, first_hash })
     }
 
     /// The stored hash of `user`.
     pub fn hash_of(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(String::as_str)
+    }
+
+    /// A hash of the file's scheme and cost (its first user's), to verify an unknown user's
+    /// password against so that refusing them costs what refusing a known user costs.
+    pub fn decoy_hash(&self) -> Option<&str> {
+        self.first_hash.as_deref()
     }
 
     pub fn len(&self) -> usize {
@@ -141,98 +148,6 @@ pub fn check_username(user: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that `hash` is a SHA-512 or SHA-256 crypt string, without the (slow) hashing.
-pub fn check_hash(hash: &str) -> Result<(), String> {
-    let unsupported = || {
-        format!(
-            "unsupported password hash '{}': only SHA-512 crypt ('$6$...', from `mkpasswd -m sha-512` \
-             or `amqtt_passwd`) and SHA-256 crypt ('$5$...') are supported",
-            preview(hash)
-        )
-    };
-    let Some(rest) = hash.strip_prefix('$') else {
-        return Err(if hash.is_empty() {
-            "empty password hash".to_string()
-        } else {
-            "the password is not hashed: write hashes with `amqtt_passwd` or `mkpasswd -m sha-512`"
-                .to_string()
-        });
-    };
-    let mut fields: Vec<&str> = rest.split('$').collect();
-    let digest_chars = match fields.first() {
-        Some(&"6") => SHA512_DIGEST_CHARS,
-        Some(&"5") => SHA256_DIGEST_CHARS,
-        _ => return Err(unsupported()),
-    };
-    fields.remove(0);
-    if let Some(rounds) = fields.first().and_then(|f| f.strip_prefix("rounds=")) {
-        match rounds.parse::<u32>() {
-            Ok(n) if (Params::ROUNDS_MIN..=Params::ROUNDS_MAX).contains(&n) => {}
-            _ => {
-                return Err(format!(
-                    "'rounds={rounds}' must be a number from {} to {}",
-                    Params::ROUNDS_MIN,
-                    Params::ROUNDS_MAX
-                ))
-            }
-        }
-        fields.remove(0);
-    }
-    let [salt, digest] = fields.as_slice() else {
-        return Err(format!(
-            "malformed hash '{}': expected '$6$salt$digest'",
-            preview(hash)
-        ));
-    };
-    if salt.is_empty() || !salt.bytes().all(|b| CRYPT_ALPHABET.contains(&b)) {
-        return Err(format!("malformed salt in hash '{}'", preview(hash)));
-    }
-    if digest.len() != digest_chars || !digest.bytes().all(|b| CRYPT_ALPHABET.contains(&b)) {
-        return Err(format!(
-            "malformed digest in hash '{}': expected {digest_chars} characters of [./0-9A-Za-z]",
-            preview(hash)
-        ));
-    }
-    Ok(())
-}
-
-/// The start of a hash, for error messages (never the whole digest).
-fn preview(hash: &str) -> String {
-    let mut out: String = hash.chars().take(12).collect();
-    if hash.chars().count() > 12 {
-        out.push_str("...");
-    }
-    out
-}
-
-/// Whether `password` matches a `$6$` / `$5$` hash. Costs milliseconds: not for an event loop.
-pub fn verify(password: &[u8], hash: &str) -> bool {
-    ShaCrypt::default().verify_password(password, hash).is_ok()
-}
-
-/// A new SHA-512 crypt hash of `password` with a random 16-character salt and the default 5,000
-/// rounds, in the form `mkpasswd -m sha-512` writes: `$6$<salt>$<86 characters>`.
-pub fn hash_password(password: &[u8]) -> std::io::Result<String> {
-    let mut salt = [0u8; SALT_BYTES];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut salt)?;
-    hash_password_with(password, &salt, Params::RECOMMENDED_ROUNDS)
-}
-
-/// [`hash_password`] with the salt's bytes and the rounds given (1,000 to 999,999,999; more
-/// rounds make each verification slower, for logins and for attackers alike).
-pub fn hash_password_with(password: &[u8], salt: &[u8], rounds: u32) -> std::io::Result<String> {
-    let params =
-        Params::new(rounds).map_err(|e| std::io::Error::other(format!("rounds={rounds}: {e}")))?;
-    let hash = ShaCrypt::default()
-        .hash_password_customized(password, salt, None, None, params)
-        .map_err(|e| std::io::Error::other(format!("cannot hash the password: {e}")))?;
-    // The crate always writes the rounds; crypt(3) omits the default, and so does `mkpasswd`.
-    // Both forms verify the same (explicit 5,000 rounds hash exactly like the default).
-    let text = hash.to_string();
-    let default_rounds = format!("$rounds={}$", Params::RECOMMENDED_ROUNDS);
-    Ok(text.replacen(&default_rounds, "$", 1))
-}
-
 /// A password file line for `user`.
 pub fn format_line(user: &str, hash: &str) -> String {
     let mut line = String::with_capacity(user.len() + hash.len() + 2);
@@ -250,48 +165,6 @@ mod tests {
     const MKPASSWD_SECRET: &str = "$6$S0mYGlv.umx7vhDV$lYrjBo6sQdGGN8mVEroBevJU8JdXWj.EPujeY7ULnNUR5mBKVbpQHWUzyTvvJiDT.1HkiOb5bQ3VJDCCIdQ8L/";
 
     #[test]
-    fn verifies_hashes_made_by_mkpasswd() {
-        assert!(verify(b"hunter2", MKPASSWD_HUNTER2));
-        assert!(!verify(b"hunter3", MKPASSWD_HUNTER2));
-        assert!(!verify(b"", MKPASSWD_HUNTER2));
-        assert!(verify(b"secret", MKPASSWD_SECRET));
-        assert!(!verify(b"Secret", MKPASSWD_SECRET));
-    }
-
-    #[test]
-    fn new_hashes_look_like_mkpasswd_output_and_verify() {
-        let hash = hash_password(b"pa:ss word").expect("hash");
-        assert!(hash.starts_with("$6$"), "{hash}");
-        assert!(!hash.contains("rounds="), "{hash}");
-        check_hash(&hash).expect("well-formed");
-        let salt = hash.split('$').nth(2).expect("salt");
-        assert_eq!(salt.len(), 16);
-        assert!(verify(b"pa:ss word", &hash));
-        assert!(!verify(b"pa:ss wore", &hash));
-        assert_ne!(
-            hash,
-            hash_password(b"pa:ss word").expect("hash"),
-            "salts differ"
-        );
-    }
-
-    #[test]
-    fn custom_rounds_are_written_and_verified() {
-        let hash = hash_password_with(b"pw", b"0123456789ab", 2000).expect("hash");
-        assert!(hash.starts_with("$6$rounds=2000$"), "{hash}");
-        check_hash(&hash).expect("well-formed");
-        assert!(verify(b"pw", &hash));
-        assert!(hash_password_with(b"pw", b"0123456789ab", 10).is_err());
-    }
-
-    #[test]
-    fn explicit_default_rounds_hash_like_implicit_ones() {
-        let explicit = MKPASSWD_HUNTER2.replacen("$6$", "$6$rounds=5000$", 1);
-        check_hash(&explicit).expect("well-formed");
-        assert!(verify(b"hunter2", &explicit));
-    }
-
-    #[test]
     fn parses_entries_comments_and_blank_lines() {
         let text = format!(
             "# users\n\nalice:{MKPASSWD_HUNTER2}\n   \n  # indented comment\nbob:{MKPASSWD_SECRET}\r\n"
@@ -301,6 +174,11 @@ mod tests {
         assert_eq!(file.hash_of("alice"), Some(MKPASSWD_HUNTER2));
         assert_eq!(file.hash_of("bob"), Some(MKPASSWD_SECRET));
         assert_eq!(file.hash_of("carol"), None);
+        assert_eq!(
+            file.decoy_hash(),
+            Some(MKPASSWD_HUNTER2),
+            "the first user's"
+        );
         assert!(PasswordFile::parse("", "empty").expect("empty").is_empty());
     }
 
@@ -322,8 +200,14 @@ mod tests {
         let (line, reason) = malformed(&format!("{good}bob:plaintext\n"));
         assert_eq!(line, 2);
         assert!(reason.contains("not hashed"), "{reason}");
+        let (line, reason) = malformed(&format!("{good}bob:$7$101$c2FsdA$aGFzaA==\n"));
+        assert_eq!(line, 2);
+        assert!(
+            reason.contains("unsupported password hash scheme '$7$' (Mosquitto 2's PBKDF2-SHA512)"),
+            "{reason}"
+        );
         let (_, reason) = malformed("bob:$2b$12$abcdefghijklmnopqrstuv\n");
-        assert!(reason.contains("unsupported password hash"), "{reason}");
+        assert!(reason.contains("malformed bcrypt hash"), "{reason}");
         let (_, reason) = malformed(":$6$salt$abc\n");
         assert!(reason.contains("empty user name"), "{reason}");
         let (_, reason) = malformed("bob:$6$salt$tooshort\n");

@@ -1,5 +1,6 @@
 //! `amqtt_passwd`: batch mode creating, updating and deleting users in a file the broker then
-//! accepts, the interactive prompt on a terminal, and the password piped on stdin.
+//! accepts, argon2id by default and SHA-512 crypt with `--sha512` (compared with `openssl passwd
+//! -6` and `mkpasswd`), the interactive prompt on a terminal, and the password piped on stdin.
 
 use std::io::Write;
 
@@ -23,11 +24,17 @@ fn users(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A path for a password file in a new temporary directory (removed when the guard drops).
+fn new_passwd_path() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passwd");
+    (dir, path)
+}
+
 #[test]
 fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_the_file() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let file = path.to_str().expect("utf-8 path");
 
     let missing = passwd(&["-b", file, "alice", "pw"]);
@@ -73,50 +80,63 @@ fn amqtt_passwd_batch_mode_creates_updates_and_deletes_and_the_broker_accepts_th
         "empty password"
     );
 
-    // Every line is what `mkpasswd -m sha-512` would write for that salt.
-    let text = std::fs::read_to_string(&path).expect("read");
-    let alice_hash = text
-        .lines()
-        .find_map(|l| l.strip_prefix("alice:"))
-        .expect("alice")
-        .to_string();
+    // New hashes are argon2id with argon2-cffi's parameters (aMQTT 0.12's helper).
+    let alice_hash = hash_in(&path, "alice");
+    assert!(
+        alice_hash.starts_with("$argon2id$v=19$m=65536,t=3,p=4$"),
+        "{alice_hash}"
+    );
     assert!(password_file::verify(b"wonderland", &alice_hash));
-    if let Ok(out) = Command::new("mkpasswd")
-        .args([
-            "-m",
-            "sha-512",
-            "-S",
-            alice_hash.split('$').nth(2).expect("salt"),
-            "wonderland",
-        ])
-        .output()
-    {
-        if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice_hash);
+
+    // --sha512: what `openssl passwd -6` and `mkpasswd -m sha-512` write for that salt.
+    assert!(passwd(&["--sha512", "-b", file, "dave", "diver"])
+        .status
+        .success());
+    let dave_hash = hash_in(&path, "dave");
+    assert!(
+        dave_hash.starts_with("$6$") && !dave_hash.contains("rounds="),
+        "{dave_hash}"
+    );
+    let salt = dave_hash.split('$').nth(2).expect("salt");
+    let mut compared = 0;
+    for tool in [
+        &["openssl", "passwd", "-6", "-salt", salt, "diver"][..],
+        &["mkpasswd", "-m", "sha-512", "-S", salt, "diver"][..],
+    ] {
+        if let Ok(out) = Command::new(tool[0]).args(&tool[1..]).output() {
+            if out.status.success() {
+                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dave_hash);
+                compared += 1;
+            }
         }
     }
+    eprintln!("--sha512 output compared with {compared} of openssl, mkpasswd");
+    assert!(
+        !passwd(&["--sha512", "-D", file, "dave"]).status.success(),
+        "--sha512 with -D"
+    );
 
     let (_broker, addr) = start(&auth_yaml(&path, false), 1);
-    expect_connack(
-        addr,
-        login("a", Some("alice"), Some("wonderland")),
-        ConnectReturnCode::Accepted,
-    );
-    expect_connack(
-        addr,
-        login("a2", Some("alice"), Some("first")),
-        ConnectReturnCode::NotAuthorized,
-    );
-    expect_connack(
-        addr,
-        login("b", Some("bob"), Some("builder")),
-        ConnectReturnCode::Accepted,
-    );
-    expect_connack(
-        addr,
-        login("c", Some("carol"), Some("c")),
-        ConnectReturnCode::NotAuthorized,
-    );
+    use ConnectReturnCode::{Accepted, NotAuthorized};
+    for (id, user, password, code) in [
+        ("a", "alice", "wonderland", Accepted),
+        ("a2", "alice", "first", NotAuthorized),
+        ("b", "bob", "builder", Accepted),
+        ("c", "carol", "c", NotAuthorized),
+        ("d", "dave", "diver", Accepted),
+        ("d2", "dave", "Diver", NotAuthorized),
+    ] {
+        expect_connack(addr, login(id, Some(user), Some(password)), code);
+    }
+}
+
+/// The hash of `user` in the password file at `path`.
+fn hash_in(path: &Path, user: &str) -> String {
+    let text = std::fs::read_to_string(path).expect("read");
+    let prefix = format!("{user}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+        .unwrap_or_else(|| panic!("{user} in {text}"))
 }
 
 #[test]
@@ -127,8 +147,7 @@ fn amqtt_passwd_prompts_twice_on_the_terminal() {
         eprintln!("script (util-linux) not installed: skipped");
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let run = |typed: &str| {
         let command = format!(
             "{} -c {} alice",
@@ -163,12 +182,7 @@ fn amqtt_passwd_prompts_twice_on_the_terminal() {
         !screen.contains("s3cret"),
         "the password was echoed: {screen}"
     );
-    let text = std::fs::read_to_string(&path).expect("written");
-    let hash = text
-        .lines()
-        .find_map(|l| l.strip_prefix("alice:"))
-        .expect("alice");
-    assert!(password_file::verify(b"s3cret", hash));
+    assert!(password_file::verify(b"s3cret", &hash_in(&path, "alice")));
 
     let out = run("one\ntwo\n");
     assert!(!out.status.success());
@@ -196,19 +210,12 @@ fn passwd_piped(args: &[&str], input: &[u8]) -> std::process::Output {
 #[test]
 fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("passwd");
+    let (_dir, path) = new_passwd_path();
     let file = path.to_str().expect("utf-8 path");
 
     let out = passwd_piped(&["-c", file, "alice"], b"pipe d\n");
     assert!(out.status.success(), "{out:?}");
-    let hash_of = |user: &str| {
-        let text = std::fs::read_to_string(&path).expect("written");
-        let prefix = format!("{user}:");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
-            .unwrap_or_else(|| panic!("{user} in {text}"))
-    };
+    let hash_of = |user: &str| hash_in(&path, user);
     assert!(password_file::verify(b"pipe d", &hash_of("alice")));
     // The line ending is not part of the password, \r\n included; only the first line counts.
     let out = passwd_piped(&[file, "bob"], b"builder\r\nignored\n");
@@ -230,5 +237,59 @@ fn amqtt_passwd_reads_the_password_from_a_piped_stdin() {
     let help = passwd(&["--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.starts_with("Manage an amqtt password file"), "{help}");
+    assert!(help.contains("-U"), "{help}");
     assert!(help.contains("stdin is not"), "{help}");
+    assert!(
+        help.contains("argon2id") && help.contains("--sha512"),
+        "{help}"
+    );
+}
+
+#[test]
+fn amqtt_passwd_upgrades_a_plain_text_file_as_mosquitto_passwd_does() {
+    let _serial = serial();
+    let (_dir, path) = new_passwd_path();
+    let file = path.to_str().expect("utf-8 path");
+    std::fs::write(
+        &path,
+        format!("# plain\nalice:wonder land\nbob:{ALICE_HUNTER2}\n"),
+    )
+    .expect("write");
+    let out = passwd(&["-U", file]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(hash_in(&path, "alice").starts_with("$argon2id$"));
+    assert_eq!(
+        hash_in(&path, "bob"),
+        ALICE_HUNTER2,
+        "a hash is kept as it is"
+    );
+    // Nothing left to upgrade: the file stays the same.
+    let before = std::fs::read_to_string(&path).expect("read");
+    assert!(passwd(&["-U", file]).status.success());
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), before);
+    let misuse = passwd(&["-U", file, "alice"]);
+    assert!(String::from_utf8_lossy(&misuse.stderr).contains("-U takes only FILE"));
+
+    let (_broker, addr) = start(&auth_yaml(&path, false), 1);
+    for (user, password) in [("alice", "wonder land"), ("bob", "hunter2")] {
+        let connect = login(user, Some(user), Some(password));
+        expect_connack(addr, connect, ConnectReturnCode::Accepted);
+    }
+}
+
+/// argon2id with aMQTT 0.12's parameters (64 MiB, tens to hundreds of milliseconds per
+/// verification) takes the same path as SHA-512 crypt: the shard's helper thread.
+#[test]
+fn argon2_verification_does_not_stall_the_shards_other_clients() {
+    let _serial = serial();
+    let slow = password_file::hash_argon2id(b"right").expect("hash");
+    let verification = (0..2)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(!password_file::verify(b"wrong", &slow));
+            started.elapsed()
+        })
+        .min()
+        .expect("two runs");
+    hashing_stays_off_the_event_loop(&slow, verification);
 }
