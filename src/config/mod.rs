@@ -114,6 +114,10 @@ pub struct BrokerConfig {
     /// INFO (like `mosquitto -v`); `amqtt -d` turns it on. Off (the default) it costs one branch
     /// per packet.
     pub log_packets: bool,
+    /// aMQTT's `PacketLoggerPlugin` is listed under `plugins:`: packets are logged as with
+    /// `log_packets` when the log level of `amqtt::packets` is DEBUG (`RUST_LOG=debug`), as aMQTT
+    /// logs them at DEBUG. Off (the default), only `log_packets` decides.
+    pub packet_logger: bool,
     /// Unacknowledged outgoing QoS 1/2 messages per client.
     pub max_inflight: u16,
     /// Messages queued per client beyond the in-flight window (always at least 1).
@@ -297,6 +301,7 @@ impl Default for BrokerConfig {
             runtime: shards::RuntimeChoice::Auto,
             connection_messages: true,
             log_packets: false,
+            packet_logger: false,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,
@@ -322,8 +327,8 @@ impl BrokerConfig {
 
     /// Validates YAML text; `origin` names it in error messages (usually the file path).
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let raw = parse(text, origin)?;
-        build(raw, origin)
+        let (raw, spelled) = parse(text, origin)?;
+        build(raw, origin).map_err(|e| spelled.respell_error(e))
     }
 }
 
@@ -356,7 +361,9 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 }
 
 mod build;
+mod keys;
 mod persistence;
+mod plugins;
 mod raw;
 #[cfg(test)]
 mod tests;
