@@ -292,3 +292,41 @@ fn receive_and_subscribe_tables_are_read_in_both_forms() {
         "not supported yet",
     );
 }
+
+/// Every default broker file aMQTT has shipped (tests/data/amqtt/, copied unchanged) loads, and
+/// gives the broker aMQTT documents for it: one TCP listener on 0.0.0.0:1883, anonymous clients
+/// accepted, $SYS every 20 s, no topic checks.
+#[test]
+fn amqtt_shipped_default_files_load_unchanged() {
+    let files = [
+        (
+            "0.10",
+            include_str!("../../../tests/data/amqtt/0.10-default_broker.yaml"),
+        ),
+        (
+            "0.11 legacy",
+            include_str!("../../../tests/data/amqtt/0.11-legacy-default_broker.yaml"),
+        ),
+        (
+            "current",
+            include_str!("../../../tests/data/amqtt/current-default_broker.yaml"),
+        ),
+    ];
+    for (version, text) in files {
+        let c = ok(text);
+        assert_eq!(names(&c), ["default"], "{version}");
+        assert_eq!(c.listeners[0].bind, addr("0.0.0.0:1883"), "{version}");
+        assert_eq!(c.listeners[0].kind, ListenerKind::Tcp, "{version}");
+        assert_eq!(c.listeners[0].max_connections, None, "{version}");
+        assert_eq!(c.auth_plugins, ["auth_anonymous"], "{version}");
+        assert!(c.allow_anonymous, "{version}");
+        assert_eq!(c.password_file, None, "{version}");
+        assert_eq!(c.sys_interval, Duration::from_secs(20), "{version}");
+        assert!(!c.topic_check.enabled, "{version}");
+        assert!(!c.persistence.enabled, "{version}");
+    }
+    let current = ok(files[2].1);
+    assert_eq!(current.timeout_disconnect_delay, Duration::ZERO);
+    assert!(current.connection_messages);
+    assert!(current.packet_logger);
+}
