@@ -7,6 +7,9 @@
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
+//! Keys are read as aMQTT reads them, `-` and `_` alike (`keys.rs`), and aMQTT's `plugins:`
+//! section in both of its forms is turned into the settings of the older keys (`plugins.rs`).
+//!
 //! Every problem is reported as a [`ConfigError`] naming the file, the key path
 //! (`listeners.my-tcp.bind`) and the reason, with the line and column when the YAML parser
 //! knows them. Unknown keys and wrong types are errors, never silently ignored. aMQTT features
