@@ -169,28 +169,23 @@ impl<'de> DeserializeSeed<'de> for Settings<'_> {
         ) -> Result<T, D::Error> {
             Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
         }
+        /// `plugin`, which takes no settings.
+        fn bare<'de, D: Deserializer<'de>>(d: D, plugin: Plugin) -> Result<Plugin, D::Error> {
+            settings::<NoSettings, D>(d).map(|_| plugin)
+        }
         let name = self.0;
         let plugin = match name {
             "amqtt.plugins.authentication.AnonymousAuthPlugin" => {
                 Plugin::AnonymousAuth(settings(d)?)
             }
             "amqtt.plugins.authentication.FileAuthPlugin" => Plugin::FileAuth(settings(d)?),
-            "amqtt.plugins.topic_checking.TopicTabooPlugin" => {
-                settings::<NoSettings, _>(d)?;
-                Plugin::TopicTaboo
-            }
+            "amqtt.plugins.topic_checking.TopicTabooPlugin" => bare(d, Plugin::TopicTaboo)?,
             "amqtt.plugins.topic_checking.TopicAccessControlListPlugin" => {
                 Plugin::TopicAcl(settings(d)?)
             }
             "amqtt.plugins.sys.broker.BrokerSysPlugin" => Plugin::BrokerSys(settings(d)?),
-            "amqtt.plugins.logging_amqtt.EventLoggerPlugin" => {
-                settings::<NoSettings, _>(d)?;
-                Plugin::EventLogger
-            }
-            "amqtt.plugins.logging_amqtt.PacketLoggerPlugin" => {
-                settings::<NoSettings, _>(d)?;
-                Plugin::PacketLogger
-            }
+            "amqtt.plugins.logging_amqtt.EventLoggerPlugin" => bare(d, Plugin::EventLogger)?,
+            "amqtt.plugins.logging_amqtt.PacketLoggerPlugin" => bare(d, Plugin::PacketLogger)?,
             "amqtt.contrib.persistence.SessionDBPlugin" => Plugin::SessionDb(settings(d)?),
             other => match NOT_PROVIDED.iter().find(|n| **n == other) {
                 Some(class) => {

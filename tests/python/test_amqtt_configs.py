@@ -10,6 +10,7 @@ substitution would silently not apply).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -61,6 +62,16 @@ def _start(amqtt_bin: Path, source: Path, workdir: Path):
                 + log_path.read_text(errors="replace"), pytrace=False)
 
 
+def _stop(proc: subprocess.Popen) -> int | None:
+    """SIGTERM; the exit status, or None (and the process killed) after SHUTDOWN_TIMEOUT."""
+    proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return proc.wait(timeout=SHUTDOWN_TIMEOUT)
+    proc.kill()
+    proc.wait()
+    return None
+
+
 @pytest.mark.parametrize("source", FILES, ids=[f.stem for f in FILES])
 def test_broker_serves_on_amqtt_default_file(amqtt_bin, tmp_path, source):
     proc, port, log_path = _start(amqtt_bin, source, tmp_path)
@@ -81,12 +92,6 @@ def test_broker_serves_on_amqtt_default_file(amqtt_bin, tmp_path, source):
     finally:
         for c in clients:
             c.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=SHUTDOWN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = None
+        rc = _stop(proc)
     assert rc == 0, f"{source.name}: exit status {rc} after SIGTERM:\n" + log_path.read_text(
         errors="replace")

@@ -200,14 +200,15 @@ fn unknown_classes_and_settings_name_the_key_and_the_known_names() {
 
 #[test]
 fn contrib_plugins_we_do_not_provide_are_refused_by_name() {
+    // One class of each contrib module, as aMQTT's docs name them.
     for class in [
-        "amqtt.contrib.http.UserAuthHttpPlugin",
-        "amqtt.contrib.http.TopicAuthHttpPlugin",
-        "amqtt.contrib.jwt.UserAuthJwtPlugin",
         "amqtt.contrib.jwt.TopicAuthJwtPlugin",
+        "amqtt.contrib.http.UserAuthHttpPlugin",
         "amqtt.contrib.cert.UserAuthCertPlugin",
+        "amqtt.contrib.auth_db.TopicAuthDBPlugin",
         "amqtt.contrib.ldap.UserAuthLdapPlugin",
-        "amqtt.contrib.auth_db.UserAuthDBPlugin",
+        "amqtt.contrib.shadows.ShadowPlugin",
+        "amqtt.contrib.django.plugins.DjangoAuthPlugin",
     ] {
         let msg = refused(
             &format!("plugins:\n  {class}:\n    uri: http://x\n"),
