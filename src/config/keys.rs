@@ -17,16 +17,24 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 use super::ConfigError;
 
 /// Keys whose mapping holds names chosen by the user (listener names, user names, plugin class
-/// names), in their `_` form: the keys inside such a mapping are kept as written. The same holds
-/// for the mappings listed under them (`plugins: [{class: settings}]`, `acl: [{user: [..]}]`).
-const NAME_MAPS: [&str; 6] = [
+/// names, and the client's topic names), in their `_` form: the keys inside such a mapping are
+/// kept as written. The same holds for the mappings listed under them (`plugins: [{class:
+/// settings}]`, `acl: [{user: [..]}]`).
+const NAME_MAPS: [&str; 7] = [
     "listeners",
+    "topics",
     "plugins",
     "acl",
     "publish_acl",
     "subscribe_acl",
     "receive_acl",
 ];
+
+/// `text` with its configuration keys in `_` form, for a file that keeps no other record (the
+/// client's); a duplicate key is an error as [`respell`] says.
+pub(crate) fn respell_keys(text: &str, origin: &str) -> Result<String, ConfigError> {
+    respell(text, origin).map(|spelled| spelled.text)
+}
 
 /// The configuration text with its keys in `_` form, and how the file spelled them.
 #[derive(Debug, Default)]

@@ -377,5 +377,6 @@ pub use persistence::{
 };
 
 use build::build;
+pub(crate) use keys::respell_keys;
 use raw::parse;
 pub(crate) use raw::{key_and_reason, Seconds};
