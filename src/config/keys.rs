@@ -72,7 +72,8 @@ enum Frame {
         path: (String, String),
         index: usize,
     },
-    /// A mapping or sequence used as a key (valid YAML, never a configuration key): skipped.
+    /// A mapping or sequence used as a key (valid YAML, never a configuration key): skipped, its
+    /// value walked as any other.
     Skip { depth: usize },
 }
 
@@ -129,8 +130,9 @@ impl Walk<'_> {
                 _ => {}
             }
             if matches!(self.stack.last(), Some(Frame::Skip { depth: 0 })) {
+                // The key is complete: its mapping waits for the value.
                 self.stack.pop();
-                self.value_done();
+                self.set_key(("?".into(), "?".into()));
             }
             return Ok(());
         }

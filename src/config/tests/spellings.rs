@@ -167,3 +167,13 @@ fn yaml_1_1_booleans_as_pyyaml_reads_them() {
         assert_eq!(c.allow_anonymous, on, "{word}");
     }
 }
+
+#[test]
+fn a_complex_key_is_stepped_over_and_what_follows_is_respelled() {
+    // `? [a, b] : x` is valid YAML (and an error for serde later); the walk takes the value as
+    // a value and keeps respelling the keys after it.
+    let spelled = keys::respell("? [a-b, c]\n: max-connections\nsys-interval: 5\n", F)
+        .map(|s| s.text)
+        .unwrap_or_default();
+    assert_eq!(spelled, "? [a-b, c]\n: max-connections\nsys_interval: 5\n");
+}
