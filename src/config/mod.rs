@@ -14,7 +14,8 @@
 //! (`listeners.my-tcp.bind`) and the reason, with the line and column when the YAML parser
 //! knows them. Unknown keys and wrong types are errors, never silently ignored. aMQTT features
 //! this broker does not implement yet are refused at load time, all of them in the function
-//! `refuse_unsupported` (`raw.rs`), so that supporting one means deleting its lines there.
+//! `refuse_unsupported` (`raw.rs`), so that supporting one means deleting its lines there
+//! (aMQTT's contrib plugins: `NOT_PROVIDED` in `plugins.rs`).
 //!
 //! What this module must not do: no I/O beyond reading the configuration file (and resolving
 //! listener host names such as `localhost:1883`), no sockets, threads or runtime, and no
