@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use super::persistence::persistence_config;
+use super::plugins::apply;
 use super::raw::*;
 use super::*;
 
@@ -69,14 +70,14 @@ pub(super) struct Merged<'a> {
     kind: Option<Field<'a, RawKind>>,
     max_connections: Option<Field<'a, Int>>,
     max_connect_rate: Option<Field<'a, Int>>,
-    ssl: Option<Field<'a, SslFlag>>,
+    ssl: Option<Field<'a, Bool>>,
     cafile: Option<Field<'a, String>>,
     capath: Option<Field<'a, String>>,
     cadata: Option<Field<'a, String>>,
     certfile: Option<Field<'a, String>>,
     keyfile: Option<Field<'a, String>>,
-    require_certificate: Option<Field<'a, bool>>,
-    use_identity_as_username: Option<Field<'a, bool>>,
+    require_certificate: Option<Field<'a, Bool>>,
+    use_identity_as_username: Option<Field<'a, Bool>>,
 }
 
 fn pick<'a, T>(
@@ -169,11 +170,11 @@ fn listener_tls(listener: &Merged<'_>, origin: &str) -> Result<Option<TlsConfig>
         require_certificate: listener
             .require_certificate
             .as_ref()
-            .is_some_and(|f| *f.value),
+            .is_some_and(|f| f.value.0),
         use_identity_as_username: listener
             .use_identity_as_username
             .as_ref()
-            .is_some_and(|f| *f.value),
+            .is_some_and(|f| f.value.0),
     };
     if tls.require_certificate
         && tls.cafile.is_none()
@@ -198,7 +199,7 @@ fn listener_tls(listener: &Merged<'_>, origin: &str) -> Result<Option<TlsConfig>
     Ok(Some(tls))
 }
 
-pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
+pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, ConfigError> {
     let invalid = |key: &str, reason: String| ConfigError::Invalid {
         file: origin.to_string(),
         key: key.to_string(),
@@ -206,6 +207,7 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
     };
     let defaults = BrokerConfig::default();
 
+    let from_plugins = apply(&mut raw, origin)?;
     refuse_unsupported(origin, &raw)?;
     let no_listeners = RawListeners::default();
     let merged = merge_listeners(raw.listeners.as_ref().unwrap_or(&no_listeners));
@@ -230,9 +232,10 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
                 })?;
                 let max_connections = match &listener.max_connections {
                     None => None,
+                    // aMQTT's default, and its documented "unlimited", is 0.
                     Some(field) => field.limit(
-                        &[-1],
-                        "must be a positive number of connections, or -1 for unlimited",
+                        &[-1, 0],
+                        "must be a number of connections, or 0 (or -1) for unlimited",
                         listener.name,
                         origin,
                     )?,
@@ -384,7 +387,7 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
             .auth
             .as_ref()
             .and_then(|a| a.allow_anonymous)
-            .unwrap_or(defaults.allow_anonymous),
+            .map_or(defaults.allow_anonymous, |b| b.0),
         password_file: password_file.clone(),
         auth_plugins: raw
             .auth
@@ -399,13 +402,14 @@ pub(super) fn build(raw: RawConfig, origin: &str) -> Result<BrokerConfig, Config
             }),
         topic_check: topic_check_config(raw.topic_check.as_ref()),
         shards: raw.shards.unwrap_or(defaults.shards),
-        pin_shards: raw.pin_shards.unwrap_or(defaults.pin_shards),
+        pin_shards: raw.pin_shards.map_or(defaults.pin_shards, |b| b.0),
         spin_before_park,
         runtime,
         connection_messages: raw
             .connection_messages
-            .unwrap_or(defaults.connection_messages),
-        log_packets: raw.log_packets.unwrap_or(defaults.log_packets),
+            .map_or(defaults.connection_messages, |b| b.0),
+        log_packets: raw.log_packets.map_or(defaults.log_packets, |b| b.0),
+        packet_logger: from_plugins.packet_logger,
         max_inflight: u16::try_from(max_inflight).map_err(|_| range_error("max_inflight"))?,
         max_queued_messages: usize::try_from(max_queued_messages)
             .map_err(|_| range_error("max_queued_messages"))?,
@@ -440,7 +444,7 @@ fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
         })
     };
     TopicCheckConfig {
-        enabled: raw.enabled.unwrap_or(false),
+        enabled: raw.enabled.is_some_and(|b| b.0),
         plugins: raw.plugins.clone().unwrap_or_default(),
         acl: table(&raw.acl),
         publish_acl: table(&raw.publish_acl),

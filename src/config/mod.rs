@@ -7,11 +7,15 @@
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
+//! Keys are read as aMQTT reads them, `-` and `_` alike (`keys.rs`), and aMQTT's `plugins:`
+//! section in both of its forms is turned into the settings of the older keys (`plugins.rs`).
+//!
 //! Every problem is reported as a [`ConfigError`] naming the file, the key path
 //! (`listeners.my-tcp.bind`) and the reason, with the line and column when the YAML parser
 //! knows them. Unknown keys and wrong types are errors, never silently ignored. aMQTT features
 //! this broker does not implement yet are refused at load time, all of them in the function
-//! `refuse_unsupported` (`raw.rs`), so that supporting one means deleting its lines there.
+//! `refuse_unsupported` (`raw.rs`), so that supporting one means deleting its lines there
+//! (aMQTT's contrib plugins: `NOT_PROVIDED` in `plugins.rs`).
 //!
 //! What this module must not do: no I/O beyond reading the configuration file (and resolving
 //! listener host names such as `localhost:1883`), no sockets, threads or runtime, and no
@@ -114,6 +118,10 @@ pub struct BrokerConfig {
     /// INFO (like `mosquitto -v`); `amqtt -d` turns it on. Off (the default) it costs one branch
     /// per packet.
     pub log_packets: bool,
+    /// aMQTT's `PacketLoggerPlugin` is listed under `plugins:`: packets are logged as with
+    /// `log_packets` when the log level of `amqtt::packets` is DEBUG (`RUST_LOG=debug`), as aMQTT
+    /// logs them at DEBUG. Off (the default), only `log_packets` decides.
+    pub packet_logger: bool,
     /// Unacknowledged outgoing QoS 1/2 messages per client.
     pub max_inflight: u16,
     /// Messages queued per client beyond the in-flight window (always at least 1).
@@ -305,6 +313,7 @@ impl Default for BrokerConfig {
             runtime: shards::RuntimeChoice::Auto,
             connection_messages: true,
             log_packets: false,
+            packet_logger: false,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,
@@ -330,8 +339,8 @@ impl BrokerConfig {
 
     /// Validates YAML text; `origin` names it in error messages (usually the file path).
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let raw = parse(text, origin)?;
-        build(raw, origin)
+        let (raw, spelled) = parse(text, origin)?;
+        build(raw, origin).map_err(|e| spelled.respell_error(e))
     }
 }
 
@@ -364,7 +373,9 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 }
 
 mod build;
+mod keys;
 mod persistence;
+mod plugins;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -375,5 +386,6 @@ pub use persistence::{
 };
 
 use build::build;
+pub(crate) use keys::respell_keys;
 use raw::parse;
 pub(crate) use raw::{key_and_reason, Seconds};

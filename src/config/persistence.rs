@@ -10,6 +10,7 @@
 
 use serde::Deserialize;
 
+use super::raw::Bool;
 use super::*;
 
 /// Default `persistence.dir`: relative to the broker's working directory, as Mosquitto's
@@ -90,11 +91,22 @@ impl fmt::Display for FsyncPolicy {
     expecting = "a mapping of persistence keys (enabled, dir, fsync, ...)"
 )]
 pub(super) struct RawPersistence {
-    enabled: Option<bool>,
+    enabled: Option<Bool>,
     dir: Option<String>,
     fsync: Option<FsyncPolicy>,
     fsync_interval: Option<Seconds>,
     snapshot_interval: Option<Seconds>,
+}
+
+impl RawPersistence {
+    /// `enabled: true` in `dir`, the rest default (what aMQTT's `SessionDBPlugin` asks for).
+    pub(super) fn enabled_in(dir: String) -> RawPersistence {
+        RawPersistence {
+            enabled: Some(Bool(true)),
+            dir: Some(dir),
+            ..RawPersistence::default()
+        }
+    }
 }
 
 /// The checked `persistence:` block (the defaults when it is absent or empty).
@@ -127,7 +139,7 @@ pub(super) fn persistence_config(
         Some(dir) => PathBuf::from(dir),
     };
     Ok(PersistenceConfig {
-        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        enabled: raw.enabled.map_or(defaults.enabled, |b| b.0),
         dir,
         fsync: raw.fsync.unwrap_or(defaults.fsync),
         fsync_interval: positive(

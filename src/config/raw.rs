@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
+use super::keys::{respell, Spelled};
 use super::persistence::RawPersistence;
+use super::plugins::RawPlugins;
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -37,7 +39,7 @@ pub(super) fn refuse_unsupported(file: &str, raw: &RawConfig) -> Result<(), Conf
     }
 
     if let Some(topic_check) = &raw.topic_check {
-        if topic_check.enabled == Some(true) {
+        if topic_check.enabled == Some(Bool(true)) {
             // aMQTT then runs every topic plugin it has installed; we want the choice spelled out.
             match &topic_check.plugins {
                 None => {
@@ -59,58 +61,35 @@ pub(super) fn refuse_unsupported(file: &str, raw: &RawConfig) -> Result<(), Conf
         }
     }
 
-    if let Some(plugins) = &raw.plugins {
-        let first = match plugins {
-            serde_yaml::Value::Mapping(map) => map.keys().next().map(describe_plugin),
-            serde_yaml::Value::Sequence(seq) => seq.first().map(describe_plugin),
-            _ => None,
-        };
-        if let Some(first) = first {
-            return Err(refuse(
-                "plugins".into(),
-                format!("plugins are not supported yet (first entry: {first}); remove the section or leave it empty"),
-            ));
-        }
-    }
-
     Ok(())
-}
-
-fn describe_plugin(entry: &serde_yaml::Value) -> String {
-    match entry {
-        serde_yaml::Value::String(name) => format!("'{name}'"),
-        serde_yaml::Value::Mapping(map) => match map.keys().next() {
-            Some(serde_yaml::Value::String(name)) => format!("'{name}'"),
-            _ => "a mapping".to_string(),
-        },
-        _ => "a non-name value".to_string(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Raw schema: what the YAML may contain, before defaults and range checks.
 // ---------------------------------------------------------------------------------------------
 
+// Field names are the `_` form of the keys: `keys.rs` respells `max-connections`,
+// `timeout-disconnect-delay`, `topic-check`, ... before serde sees them.
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
     pub(super) listeners: Option<RawListeners>,
-    #[serde(rename = "timeout-disconnect-delay")]
     pub(super) timeout_disconnect_delay: Option<Seconds>,
     pub(super) sys_interval: Option<Seconds>,
     /// aMQTT 0.11's key: seconds a persistent session outlives its client; absent or null = never.
     pub(super) session_expiry_interval: Option<Seconds>,
     pub(super) auth: Option<RawAuth>,
-    #[serde(rename = "topic-check")]
     pub(super) topic_check: Option<RawTopicCheck>,
-    /// aMQTT 0.11 plugin section (mapping or list); only accepted when empty.
-    pub(super) plugins: Option<serde_yaml::Value>,
+    /// aMQTT's plugin section: 0.10's list of entry-point names, 0.11's mapping of class names to
+    /// their settings (`plugins.rs`).
+    pub(super) plugins: Option<RawPlugins>,
     pub(super) shards: Option<ShardCount>,
-    pub(super) pin_shards: Option<bool>,
+    pub(super) pin_shards: Option<Bool>,
     pub(super) spin_before_park: Option<Seconds>,
     pub(super) runtime: Option<String>,
-    pub(super) connection_messages: Option<bool>,
-    pub(super) log_packets: Option<bool>,
+    pub(super) connection_messages: Option<Bool>,
+    pub(super) log_packets: Option<Bool>,
     pub(super) max_inflight: Option<Int>,
     pub(super) max_queued_messages: Option<Int>,
     pub(super) max_packet_size: Option<Size>,
@@ -118,7 +97,6 @@ pub(super) struct RawConfig {
     pub(super) memory_limit: Option<Size>,
     pub(super) connect_timeout: Option<Seconds>,
     /// `max-qos` is the key aMQTT itself reads.
-    #[serde(alias = "max-qos")]
     pub(super) max_qos: Option<Int>,
     /// Prometheus endpoint; absent or null = off.
     pub(super) metrics: Option<RawMetrics>,
@@ -135,27 +113,25 @@ pub(super) struct RawMetrics {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAuth {
-    #[serde(rename = "allow-anonymous")]
-    pub(super) allow_anonymous: Option<bool>,
-    #[serde(rename = "password-file")]
+    pub(super) allow_anonymous: Option<Bool>,
     pub(super) password_file: Option<String>,
     pub(super) plugins: Option<Vec<String>>,
 }
 
+/// An ACL table: user (or `anonymous`) → topics. A null list (`alice: ~`) is an empty one: that
+/// user may do nothing.
+pub(super) type AclTable = BTreeMap<String, Option<Vec<String>>>;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawTopicCheck {
-    pub(super) enabled: Option<bool>,
+    pub(super) enabled: Option<Bool>,
     pub(super) plugins: Option<Vec<String>>,
-    /// A null list (`alice: ~`) is an empty one: that user may do nothing.
-    pub(super) acl: Option<BTreeMap<String, Option<Vec<String>>>>,
-    #[serde(rename = "publish-acl")]
-    pub(super) publish_acl: Option<BTreeMap<String, Option<Vec<String>>>>,
-    /// aMQTT 0.11's name for the SUBSCRIBE table; governs subscribing in place of `acl`.
-    #[serde(rename = "subscribe-acl")]
+    pub(super) acl: Option<AclTable>,
+    pub(super) publish_acl: Option<AclTable>,
+    /// `subscribe-acl` (aMQTT 0.11+): governs subscribing in place of `acl`.
     pub(super) subscribe_acl: Option<BTreeMap<String, Vec<String>>>,
-    /// aMQTT 0.11: what each user may receive (checked at delivery).
-    #[serde(rename = "receive-acl")]
+    /// `receive-acl` (aMQTT 0.11+): what a user may receive, checked at delivery.
     pub(super) receive_acl: Option<BTreeMap<String, Vec<String>>>,
 }
 
@@ -165,12 +141,11 @@ pub(super) struct RawListener {
     pub(super) bind: Option<BindSpec>,
     #[serde(rename = "type")]
     pub(super) kind: Option<RawKind>,
-    /// aMQTT documents `max-connections` but its code reads `max_connections`: accept both.
-    #[serde(rename = "max-connections", alias = "max_connections")]
+    /// aMQTT documents `max-connections` and its code reads `max_connections`: one key.
     pub(super) max_connections: Option<Int>,
     /// Our key: connections accepted per second; absent, 0 or -1 = unlimited.
     pub(super) max_connect_rate: Option<Int>,
-    pub(super) ssl: Option<SslFlag>,
+    pub(super) ssl: Option<Bool>,
     // TLS material: used with `ssl: on`, accepted and ignored with `ssl: off`.
     pub(super) cafile: Option<String>,
     pub(super) capath: Option<String>,
@@ -178,11 +153,9 @@ pub(super) struct RawListener {
     pub(super) certfile: Option<String>,
     pub(super) keyfile: Option<String>,
     /// Our key: client certificates are mandatory.
-    #[serde(rename = "require-certificate")]
-    pub(super) require_certificate: Option<bool>,
+    pub(super) require_certificate: Option<Bool>,
     /// Our key (Mosquitto's name): the client certificate's CN is the user name.
-    #[serde(rename = "use-identity-as-username")]
-    pub(super) use_identity_as_username: Option<bool>,
+    pub(super) use_identity_as_username: Option<Bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -365,31 +338,32 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// `ssl:` accepts a boolean or the strings `on`/`off`/`true`/`false` (any case). YAML 1.2,
-/// which serde_yaml follows, reads a bare `on` as a string, PyYAML as a boolean.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct SslFlag(pub(super) bool);
+/// A boolean as PyYAML (YAML 1.1, which aMQTT reads with) takes it: `true`/`false`, and also
+/// `yes`/`no` and `on`/`off` in any case. serde_yaml follows YAML 1.2, where a bare `on` or `yes`
+/// is a string; `ssl: on` is how aMQTT's own examples switch TLS on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bool(pub(super) bool);
 
-impl<'de> Deserialize<'de> for SslFlag {
+impl<'de> Deserialize<'de> for Bool {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SslVisitor;
-        impl Visitor<'_> for SslVisitor {
-            type Value = SslFlag;
+        struct BoolVisitor;
+        impl Visitor<'_> for BoolVisitor {
+            type Value = Bool;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("on, off, true or false")
+                f.write_str("a boolean (true/false, yes/no or on/off)")
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SslFlag, E> {
-                Ok(SslFlag(v))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Bool, E> {
+                Ok(Bool(v))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<SslFlag, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Bool, E> {
                 match v.to_ascii_lowercase().as_str() {
-                    "on" | "true" => Ok(SslFlag(true)),
-                    "off" | "false" => Ok(SslFlag(false)),
+                    "on" | "true" | "yes" => Ok(Bool(true)),
+                    "off" | "false" | "no" => Ok(Bool(false)),
                     _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
                 }
             }
         }
-        deserializer.deserialize_any(SslVisitor)
+        deserializer.deserialize_any(BoolVisitor)
     }
 }
 
@@ -455,14 +429,18 @@ impl<'de> serde::Deserialize<'de> for ShardCount {
 // Parsing: YAML text -> RawConfig, with key paths and positions in errors.
 // ---------------------------------------------------------------------------------------------
 
-pub(super) fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+/// The raw configuration in `text`, and how the file spells its keys (for later errors).
+pub(super) fn parse(text: &str, origin: &str) -> Result<(RawConfig, Spelled), ConfigError> {
+    // `-` and `_` alike in keys; duplicates refused at their own line.
+    let spelled = respell(text, origin)?;
     // First pass: plain YAML, to report syntax errors as such and see the document's shape.
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: origin.to_string(),
-        reason: format!("invalid YAML: {e}"),
-    })?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&spelled.text).map_err(|e| ConfigError::Syntax {
+            file: origin.to_string(),
+            reason: format!("invalid YAML: {e}"),
+        })?;
     let has_merge_keys = match &doc {
-        serde_yaml::Value::Null => return Ok(RawConfig::default()),
+        serde_yaml::Value::Null => return Ok((RawConfig::default(), spelled)),
         serde_yaml::Value::Mapping(_) => contains_merge_key(&doc),
         other => {
             return Err(ConfigError::Syntax {
@@ -483,9 +461,12 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> 
         })?;
         serde_path_to_error::deserialize(doc)
     } else {
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&spelled.text))
     };
-    result.map_err(|e| serde_error(origin, &e))
+    match result {
+        Ok(raw) => Ok((raw, spelled)),
+        Err(e) => Err(spelled.respell_error(serde_error(origin, &e))),
+    }
 }
 
 fn contains_merge_key(value: &serde_yaml::Value) -> bool {

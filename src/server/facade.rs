@@ -220,7 +220,11 @@ impl Broker {
                 allow_anonymous: config.allow_anonymous,
                 plugins: plugins.core,
                 max_packet_size: config.max_packet_size,
-                log_packets: config.log_packets,
+                // aMQTT's PacketLoggerPlugin logs packets at DEBUG: with it listed, a DEBUG
+                // level for the packet lines turns them on.
+                log_packets: config.log_packets
+                    || (config.packet_logger
+                        && log::log_enabled!(target: "amqtt::packets", log::Level::Debug)),
                 persistence: config.persistence.enabled,
                 session_expiry_interval: config.session_expiry_interval,
                 ..Settings::default()

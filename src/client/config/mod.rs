@@ -152,6 +152,17 @@ impl ClientConfig {
 
     /// Validates YAML text; `origin` names it in error messages.
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Self, ClientConfigError> {
+        // `-` and `_` alike in keys (`keep-alive` is `keep_alive`), as in the broker's file; a
+        // duplicate key is refused at its own line.
+        let text = &crate::config::respell_keys(text, origin).map_err(|e| match e {
+            crate::config::ConfigError::Invalid { file, key, reason } => {
+                ClientConfigError::Invalid { file, key, reason }
+            }
+            other => ClientConfigError::Syntax {
+                file: origin.to_string(),
+                reason: other.to_string(),
+            },
+        })?;
         let doc: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| ClientConfigError::Syntax {
                 file: origin.to_string(),

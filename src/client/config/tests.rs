@@ -192,3 +192,18 @@ fn from_file_names_the_missing_file() {
         .to_string()
         .starts_with("/nonexistent/client.yaml: cannot read"));
 }
+
+#[test]
+fn dash_and_underscore_are_one_key_and_topic_names_are_kept() {
+    let config = load("keep-alive: 30\ndefault-qos: 1\ntopics:\n  a-b/c_d:\n    qos: 2\n").unwrap();
+    assert_eq!(config.keep_alive, 30);
+    assert_eq!(config.default_qos, QoS::AtLeastOnce);
+    assert_eq!(config.publish_defaults("a-b/c_d").qos, QoS::ExactlyOnce);
+    let err = load("keep_alive: 5\nkeep-alive: 6\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'keep-alive' (line 2, column 1) and 'keep_alive' (line 1)"),
+        "{err}"
+    );
+}

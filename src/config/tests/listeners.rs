@@ -107,7 +107,7 @@ fn tls_listeners_need_certificate_and_key() {
     invalid(
         "listeners:\n  default:\n    bind: 0.0.0.0:1883\n    ssl: maybe\n",
         "listeners.default.ssl",
-        "on, off, true or false",
+        "a boolean (true/false, yes/no or on/off)",
     );
 }
 
@@ -189,15 +189,17 @@ fn max_connections_values() {
         .map(|c| c.listeners[0].max_connections)
     };
     assert_eq!(mc("-1").ok(), Some(None));
+    // aMQTT's default and documented "unlimited".
+    assert_eq!(mc("0").ok(), Some(None));
     assert_eq!(mc("1").ok(), Some(Some(1)));
     assert_eq!(mc("100000").ok(), Some(Some(100_000)));
-    for bad in ["0", "-2"] {
+    for bad in ["-2", "-100"] {
         let msg = mc(bad).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             msg.contains("key 'listeners.default.max-connections'"),
             "{msg}"
         );
-        assert!(msg.contains("-1 for unlimited"), "{msg}");
+        assert!(msg.contains("0 (or -1) for unlimited"), "{msg}");
     }
 }
 

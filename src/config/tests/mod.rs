@@ -249,21 +249,13 @@ fn topic_check_needs_a_plugin_list_when_enabled() {
 }
 
 #[test]
-fn refuses_plugin_section() {
-    refused(
-        "plugins:\n  amqtt.plugins.sys.broker.BrokerSysPlugin:\n    sys_interval: 20\n",
-        "plugins",
-        "'amqtt.plugins.sys.broker.BrokerSysPlugin'",
-    );
-    refused("plugins:\n  - auth_file\n", "plugins", "'auth_file'");
-    refused(
-            "plugins:\n  - amqtt.plugins.authentication.AnonymousAuthPlugin:\n      allow-anonymous: true\n",
-            "plugins",
-            "AnonymousAuthPlugin",
-        );
-    ok("plugins: {}\n");
-    ok("plugins: []\n");
-    ok("plugins:\n");
+fn an_empty_plugin_section_is_nothing() {
+    // The section's forms and refusals are tested in `plugins.rs`.
+    for text in ["plugins: {}\n", "plugins: []\n", "plugins:\n"] {
+        let c = ok(text);
+        assert_eq!(c.auth_plugins, ["auth_anonymous"], "{text}");
+        assert_eq!(c.sys_interval, Duration::from_secs(20), "{text}");
+    }
 }
 
 #[test]
@@ -280,9 +272,9 @@ fn unknown_keys_are_errors() {
         "unknown key `port`",
     );
     invalid(
-        "auth:\n  allow_anonymous: true\n",
-        "auth.allow_anonymous",
-        "allow-anonymous",
+        "auth:\n  allow_anonymus: true\n",
+        "auth.allow_anonymus",
+        "unknown key `allow_anonymus`",
     );
     invalid(
         "topic-check:\n  enable: false\n",
@@ -638,3 +630,5 @@ fn from_file_reads_and_records_the_source() {
 
 mod listeners;
 mod persistence;
+mod plugins;
+mod spellings;
