@@ -158,7 +158,7 @@ impl Journal {
 
     /// Frames one record into the batch. A record the format cannot hold (over its limits: the
     /// core never makes one, the broker's packet limits are smaller) is left out and logged.
-    fn append(&mut self, encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>) {
+    pub(super) fn append(&mut self, encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>) {
         match encode(&mut self.bytes) {
             Ok(()) => self.records += 1,
             Err(error) => log::error!("journal record not written: {error}"),
@@ -208,7 +208,11 @@ impl BrokerCore {
         let batch = journal.next_batch;
         journal.next_batch += 1;
         journal.records = 0;
-        Some((batch, journal.bytes.split().freeze()))
+        let bytes = journal.bytes.split().freeze();
+        // The next batch is likely as big: one allocation now instead of a doubling copy per
+        // growth step while it fills.
+        journal.bytes.reserve(bytes.len());
+        Some((batch, bytes))
     }
 
     /// Journal batches up to `batch` are durable (written, and synced as the policy asks): the
@@ -363,6 +367,17 @@ impl BrokerCore {
         if let Some(journal) = self.journal.as_deref_mut() {
             let record = record();
             journal.append(|out| codec::encode(&record, out));
+        }
+    }
+
+    /// Journals that the persistent session `key` is done with message `id` (acknowledged).
+    pub(super) fn journal_done(&mut self, key: SessionKey, id: MsgId) {
+        let (Some(journal), Some(session)) = (self.journal.as_deref_mut(), self.sessions.get(key))
+        else {
+            return;
+        };
+        if !session.clean {
+            journal.append(|out| codec::encode_done(&session.client_id, id, out));
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::persist::Record;
+use crate::persist::{codec, Record};
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{PublishRef, QoS, TopicName};
 
@@ -244,12 +244,23 @@ impl BrokerCore {
             )
         };
         if id != 0 && matches!(delivery, Delivery::Send { .. } | Delivery::Queued) {
-            let client_id = session.client_id.clone();
             let packet_id = match delivery {
                 Delivery::Send { packet_id } if qos == QoS::ExactlyOnce => packet_id,
                 _ => None,
             };
-            self.journal_enqueued(client_id, id, qos, packet_id);
+            if let Some(journal) = self.journal.as_deref_mut() {
+                journal.append(|out| codec::encode_enqueue(&session.client_id, id, qos, out));
+            }
+            // A QoS 2 message sent now keeps its packet id across a restart; a QoS 1 one sent
+            // again after a restart may take a new id (no record for it).
+            if let Some(packet_id) = packet_id {
+                let client_id = session.client_id.clone();
+                self.journal(|| Record::PacketId {
+                    client_id,
+                    id,
+                    packet_id,
+                });
+            }
             if let (Some(_), Some(conn)) = (packet_id, conn) {
                 self.hold_outbox(conn);
             }
@@ -300,32 +311,6 @@ impl BrokerCore {
             }
             Delivery::Dropped(DropReason::MemoryLimit) => self.stats.publish_dropped_memory += 1,
             Delivery::Dropped(DropReason::OfflineQoS0) => self.stats.publish_dropped_offline += 1,
-        }
-    }
-
-    /// Journals a message a persistent session kept, and the packet id of one it sends at QoS 2
-    /// (a QoS 1 message sent again after a restart may take a new id: no record for it).
-    fn journal_enqueued(
-        &mut self,
-        client_id: std::sync::Arc<str>,
-        id: crate::persist::MsgId,
-        qos: QoS,
-        packet_id: Option<u16>,
-    ) {
-        if let Some(packet_id) = packet_id {
-            let enqueued = client_id.clone();
-            self.journal(|| Record::Enqueue {
-                client_id: enqueued,
-                id,
-                qos,
-            });
-            self.journal(|| Record::PacketId {
-                client_id,
-                id,
-                packet_id,
-            });
-        } else {
-            self.journal(|| Record::Enqueue { client_id, id, qos });
         }
     }
 

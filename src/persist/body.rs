@@ -156,13 +156,7 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
             put_option_message(out, will.as_ref())
         }
         Record::Message { id, message } => stored_message_body(*id, message, message.retain, out),
-        Record::Enqueue { client_id, id, qos } => {
-            out.put_u8(tag::ENQUEUE);
-            put_client_id(out, client_id)?;
-            out.put_u64_le(*id);
-            out.put_u8(u8::from(*qos));
-            Ok(())
-        }
+        Record::Enqueue { client_id, id, qos } => enqueue_body(client_id, *id, *qos, out),
         Record::PacketId {
             client_id,
             id,
@@ -179,12 +173,7 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
             out.put_u64_le(*id);
             Ok(())
         }
-        Record::Done { client_id, id } => {
-            out.put_u8(tag::DONE);
-            put_client_id(out, client_id)?;
-            out.put_u64_le(*id);
-            Ok(())
-        }
+        Record::Done { client_id, id } => done_body(client_id, *id, out),
         Record::Qos2Received {
             client_id,
             packet_id,
@@ -228,6 +217,28 @@ pub(super) fn stored_message_body(
     out.put_u8(tag::MESSAGE);
     out.put_u64_le(id);
     put_message_as(out, message, retain)
+}
+
+/// The body of a [`Record::Enqueue`] from borrowed fields (one per message a session keeps).
+pub(super) fn enqueue_body(
+    client_id: &str,
+    id: MsgId,
+    qos: QoS,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    out.put_u8(tag::ENQUEUE);
+    put_client_id(out, client_id)?;
+    out.put_u64_le(id);
+    out.put_u8(u8::from(qos));
+    Ok(())
+}
+
+/// The body of a [`Record::Done`] from borrowed fields (one per message a session is done with).
+pub(super) fn done_body(client_id: &str, id: MsgId, out: &mut BytesMut) -> Result<(), EncodeError> {
+    out.put_u8(tag::DONE);
+    put_client_id(out, client_id)?;
+    out.put_u64_le(id);
+    Ok(())
 }
 
 fn put_client_id(out: &mut BytesMut, client_id: &str) -> Result<(), EncodeError> {

@@ -27,9 +27,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::body::{decode_body, encode_body, stored_message_body, Body};
+use super::body::{decode_body, done_body, encode_body, enqueue_body, stored_message_body, Body};
 use super::record::{MsgId, Record};
-use crate::protocol::Message;
+use crate::protocol::{Message, QoS};
 
 pub use super::body::{BodyError, EncodeError, MAX_FRAME_LEN};
 
@@ -142,6 +142,21 @@ pub fn encode_stored_message(
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     frame(out, |out| stored_message_body(id, message, false, out))
+}
+
+/// Appends the frame of `Record::Enqueue` from borrowed fields: the same bytes as [`encode`].
+pub fn encode_enqueue(
+    client_id: &str,
+    id: MsgId,
+    qos: QoS,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    frame(out, |out| enqueue_body(client_id, id, qos, out))
+}
+
+/// Appends the frame of `Record::Done` from borrowed fields: the same bytes as [`encode`].
+pub fn encode_done(client_id: &str, id: MsgId, out: &mut BytesMut) -> Result<(), EncodeError> {
+    frame(out, |out| done_body(client_id, id, out))
 }
 
 /// Frames the body `body` writes: length and CRC in front. On error nothing is appended.

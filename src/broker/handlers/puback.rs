@@ -1,7 +1,6 @@
 //! PUBACK: the client acknowledged a QoS 1 message; the window has room for the next queued one.
 
 use crate::broker::{BrokerCore, ConnId};
-use crate::persist::Record;
 use crate::protocol::PubAck;
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
@@ -21,9 +20,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, ack: PubAck) {
     }
     // Lazy: if this record is lost, the message is only sent again (with DUP) after a restart.
     if id != 0 {
-        if let Some(client_id) = broker.persistent_client(key) {
-            broker.journal(|| Record::Done { client_id, id });
-        }
+        broker.journal_done(key, id);
     }
     broker.acknowledged(key);
     broker.fill_window(key);

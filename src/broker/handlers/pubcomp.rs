@@ -1,7 +1,6 @@
 //! PUBCOMP: the client completed a QoS 2 delivery; the window has room for the next queued one.
 
 use crate::broker::{BrokerCore, ConnId};
-use crate::persist::Record;
 use crate::protocol::PubComp;
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, comp: PubComp) {
@@ -20,9 +19,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, comp: PubComp) {
         return;
     }
     if id != 0 {
-        if let Some(client_id) = broker.persistent_client(key) {
-            broker.journal(|| Record::Done { client_id, id });
-        }
+        broker.journal_done(key, id);
     }
     broker.acknowledged(key);
     broker.fill_window(key);

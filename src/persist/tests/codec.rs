@@ -194,6 +194,31 @@ fn a_borrowed_live_message_frames_as_its_stored_record_with_retain_cleared() {
 }
 
 #[test]
+fn borrowed_enqueue_and_done_frame_as_their_records() {
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut out = BytesMut::new();
+        encode_enqueue("client-é", 7, qos, &mut out).expect("frames");
+        let record = Record::Enqueue {
+            client_id: Arc::from("client-é"),
+            id: 7,
+            qos,
+        };
+        assert_eq!(out, frame_of(&record));
+    }
+    let mut out = BytesMut::new();
+    encode_done("c", u64::MAX, &mut out).expect("frames");
+    let record = Record::Done {
+        client_id: Arc::from("c"),
+        id: u64::MAX,
+    };
+    assert_eq!(out, frame_of(&record));
+    let long = "x".repeat(70_000);
+    let mut out = BytesMut::new();
+    assert!(encode_done(&long, 1, &mut out).is_err());
+    assert!(out.is_empty(), "nothing appended on error");
+}
+
+#[test]
 fn payloads_and_topics_are_slices_of_the_file_not_copies() {
     let data = file(FileKind::Journal, &one_of_each());
     let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
