@@ -39,7 +39,7 @@ pub const DEFAULT_TIMEOUT_DISCONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Default `sys_interval`.
 pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(20);
 /// Default `max_inflight`.
-pub const DEFAULT_MAX_INFLIGHT: u16 = 20;
+pub const DEFAULT_MAX_INFLIGHT: u16 = 32;
 /// Default `max_queued_messages`.
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
 /// The environment variable that overrides the `runtime` key (and chooses the client's runtime).

@@ -200,7 +200,7 @@ def test_a_slow_subscriber_affects_only_itself(amqtt_bin, tmp_path):
     """A subscriber that stops reading gets its window and queue filled, the rest dropped and
     counted; the publisher and a fast subscriber on the same topic keep their pace."""
     count, payload = 2000, b"x" * 512
-    with running_broker(amqtt_bin, tmp_path, "max_queued_messages: 100\n") as b:
+    with running_broker(amqtt_bin, tmp_path, "max_queued_messages: 100\nmax_inflight: 20\n") as b:
         # At QoS 0 the fast subscriber cannot lose messages to its own queue limit (2000 × 0.5 KB
         # stays far below the 4 MiB outbox), however its Python thread is scheduled.
         fast = PahoClient(HOST, b.port, "fast-sub")
@@ -244,7 +244,7 @@ def test_a_slow_subscriber_affects_only_itself(amqtt_bin, tmp_path):
 
 
 def test_a_subscriber_that_keeps_up_loses_no_acknowledged_qos1_message(amqtt_bin, tmp_path):
-    """With the default limits (window 20, queue 1000), a publisher that sends QoS 1 PUBLISHes
+    """With the default limits (window 32, queue 1000), a publisher that sends QoS 1 PUBLISHes
     as fast as its socket takes them, without waiting for PUBACKs, outruns a paho subscriber
     many times over. The broker holds the publisher while the subscriber is behind instead of
     acknowledging and then dropping: every PUBACKed message arrives, in order."""

@@ -72,7 +72,7 @@ fn builtin_defaults() {
     assert!(c.allow_anonymous);
     assert_eq!(c.shards, ShardCount::Auto);
     assert!(c.pin_shards);
-    assert_eq!(c.max_inflight, 20);
+    assert_eq!(c.max_inflight, 32);
     assert_eq!(c.max_queued_messages, 1000);
     assert_eq!(c.max_packet_size, 268_435_460);
     assert_eq!(c.connect_timeout, Duration::from_secs(10));
