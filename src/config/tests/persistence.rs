@@ -155,7 +155,7 @@ fn bench_appended_configs_load() {
         seen += 1;
     }
     assert!(
-        seen >= 5,
+        seen >= 3,
         "only {seen} appended configs found in {}",
         dir.display()
     );
