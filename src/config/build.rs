@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use super::persistence::persistence_config;
-use super::plugins::apply;
+use super::raw::plugins::apply;
 use super::raw::*;
+use super::scalars::Bool;
 use super::*;
 
 // ---------------------------------------------------------------------------------------------

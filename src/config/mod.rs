@@ -375,8 +375,8 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 mod build;
 mod keys;
 mod persistence;
-mod plugins;
 mod raw;
+mod scalars;
 #[cfg(test)]
 mod tests;
 
@@ -387,5 +387,6 @@ pub use persistence::{
 
 use build::build;
 pub(crate) use keys::respell_keys;
+pub(crate) use raw::key_and_reason;
 use raw::parse;
-pub(crate) use raw::{key_and_reason, Seconds};
+pub(crate) use scalars::Seconds;

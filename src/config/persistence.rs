@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use super::raw::Bool;
+use super::scalars::Bool;
 use super::*;
 
 /// Default `persistence.dir`: relative to the broker's working directory, as Mosquitto's

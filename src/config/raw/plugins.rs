@@ -21,9 +21,10 @@ use std::path::Path;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::persistence::RawPersistence;
-use super::raw::{AclTable, Bool, RawAuth, RawConfig, RawTopicCheck, Seconds};
-use super::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL};
+use super::{AclTable, RawAuth, RawConfig, RawTopicCheck};
+use crate::config::persistence::RawPersistence;
+use crate::config::scalars::{Bool, Seconds};
+use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL};
 
 /// The built-in topic plugins' names in `topic-check.plugins`.
 const TOPIC_ACL: &str = "topic_acl";
@@ -70,7 +71,7 @@ const NOT_PROVIDED: [&str; 12] = [
 
 /// `plugins:` as written, in file order.
 #[derive(Debug, Default)]
-pub(super) struct RawPlugins(pub(super) Vec<Entry>);
+pub(in crate::config) struct RawPlugins(pub(super) Vec<Entry>);
 
 /// One plugin of the section and where it is written (`plugins[0]`, `plugins.<class>`).
 #[derive(Debug)]
@@ -312,15 +313,15 @@ impl Plugin {
 
 /// What the section adds that no older key says: whether aMQTT's packet logger is loaded.
 #[derive(Debug, Default)]
-pub(super) struct Applied {
+pub(in crate::config) struct Applied {
     /// `PacketLoggerPlugin` / `packet_logger_plugin`: packets are logged when the log level
     /// is DEBUG.
-    pub(super) packet_logger: bool,
+    pub(in crate::config) packet_logger: bool,
 }
 
 /// Moves the `plugins:` section of `raw` into the fields the older keys fill; refuses a thing
 /// configured both ways, a contrib plugin we do not provide, and a plugin missing a setting.
-pub(super) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Applied, ConfigError> {
+pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Applied, ConfigError> {
     let mut applied = Applied::default();
     let Some(RawPlugins(entries)) = raw.plugins.take() else {
         return Ok(applied);
