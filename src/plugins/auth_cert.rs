@@ -25,17 +25,6 @@ impl CertAuth {
         CertAuth { uri_domain }
     }
 
-    fn decision(&self, credentials: &Credentials) -> AuthDecision {
-        let uri = credentials
-            .certificate
-            .as_ref()
-            .and_then(|cert| cert.uris.first());
-        match uri.and_then(|uri| self.device_id(uri)) {
-            Some(id) if id == credentials.client_id => AuthDecision::Allow,
-            _ => AuthDecision::Deny,
-        }
-    }
-
     /// `ID` of `spiffe://DOMAIN/device/ID` (the domain checked when one is configured).
     fn device_id<'u>(&self, uri: &'u str) -> Option<&'u str> {
         let (domain, id) = uri.strip_prefix("spiffe://")?.split_once("/device/")?;
@@ -53,11 +42,19 @@ impl AuthPlugin for CertAuth {
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Result<AuthDecision, BoxError> {
-        Ok(self.decision(credentials))
+        let uri = credentials
+            .certificate
+            .as_ref()
+            .and_then(|cert| cert.uris.first());
+        Ok(match uri.and_then(|uri| self.device_id(uri)) {
+            Some(id) if id == credentials.client_id => AuthDecision::Allow,
+            _ => AuthDecision::Deny,
+        })
     }
 
+    /// The whole decision: it reads two strings, so it is made on the event loop.
     fn quick_decision(&self, credentials: &Credentials) -> Option<AuthDecision> {
-        Some(self.decision(credentials))
+        self.authenticate(credentials).ok()
     }
 }
 

@@ -10,10 +10,12 @@
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
 //! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
-//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `topic_acl` ([`TopicAcl`]) and `topic_taboo` ([`TopicTaboo`]). A program that
-//! embeds the broker adds its own with [`crate::Broker::with_plugin`]: such a plugin is used where a
-//! configuration list names it, and appended to its chain otherwise. [`build`] resolves the names
-//! at start; an unknown name is an error naming the file, the key and the reason.
+//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `topic_acl` ([`TopicAcl`]) and `topic_taboo`
+//! ([`TopicTaboo`]). A program that embeds the broker adds its own with
+//! [`crate::Broker::with_plugin`]: such a plugin is used where a configuration list names it, and
+//! appended to its chain otherwise. [`build`] resolves the names at start; an unknown name is an
+//! error naming the file, the key and the reason. Authentication plugins see the connection too
+//! ([`Credentials`]: address, listener, transport, TLS client certificate).
 //!
 //! How answers combine (aMQTT's rules, made fail-closed):
 //! - authentication: the client is refused (CONNACK 0x05, as Mosquitto answers 3.1.1 clients) as

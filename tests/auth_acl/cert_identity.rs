@@ -67,22 +67,14 @@ fn tls_connect(
     }
 }
 
+/// A broker whose `default` listener wants client certificates from the test CA.
 fn start_mtls(certs: &TestCerts, plugins: &str, added: Vec<Plugin>) -> (BrokerHandle, SocketAddr) {
     let yaml = format!(
-        "listeners:\n  mtls:\n    bind: 127.0.0.1:0\n{}    cafile: {}\n    require-certificate: true\nauth:\n  plugins: [{plugins}]\n",
+        "{}    cafile: {}\n    require-certificate: true\nauth:\n  plugins: [{plugins}]\n",
         certs.tls_listener_keys(),
         certs.ca.display()
     );
-    let mut config = BrokerConfig::from_yaml_str(&yaml, "test.yaml").expect("config");
-    config.shards = ShardCount::Fixed(2);
-    config.pin_shards = false;
-    let broker = added
-        .into_iter()
-        .fold(Broker::new(config).expect("broker"), Broker::with_plugin)
-        .start()
-        .expect("starts");
-    let addr = broker.address("mtls").expect("listener");
-    (broker, addr)
+    super::embedded::start_with(&yaml, added)
 }
 
 #[test]
@@ -105,7 +97,7 @@ fn auth_plugins_see_address_listener_transport_and_certificate() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     let spiffe = seen.iter().find(|c| c.client_id == "d7").expect("d7 seen");
     assert_eq!(spiffe.remote_addr, Some(local));
-    assert_eq!(spiffe.listener, "mtls");
+    assert_eq!(spiffe.listener, "default");
     assert_eq!(spiffe.transport, Transport::Tls);
     let cert = spiffe.certificate.as_ref().expect("certificate seen");
     assert_eq!(cert.common_name.as_deref(), Some("device-7"));
