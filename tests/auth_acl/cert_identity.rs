@@ -6,22 +6,10 @@
 use std::io::{Read, Write};
 
 use super::*;
-use amqtt::plugins::{AuthDecision, AuthPlugin, BoxError, Credentials, Plugin, Transport};
+use amqtt::plugins::{Plugin, Transport};
 use bytes::BytesMut;
 use common::certs::{self, TestCerts, SPIFFE_ID};
-
-/// Abstains, and keeps every CONNECT's credentials it was asked about.
-struct Recorder(Arc<Mutex<Vec<Credentials>>>);
-
-impl AuthPlugin for Recorder {
-    fn name(&self) -> &str {
-        "recorder"
-    }
-    fn authenticate(&self, c: &Credentials) -> Result<AuthDecision, BoxError> {
-        self.0.lock().expect("lock").push(c.clone());
-        Ok(AuthDecision::Abstain)
-    }
-}
+use common::AuthRecorder;
 
 /// Connects over TLS presenting `cert`/`key`, sends CONNECT with `client_id`; the CONNACK's code
 /// and the client's own address (the broker's remote address).
@@ -85,7 +73,7 @@ fn auth_plugins_see_address_listener_transport_and_certificate() {
     let (_broker, addr) = start_mtls(
         &certs,
         "recorder",
-        vec![Plugin::auth(Recorder(seen.clone()))],
+        vec![Plugin::auth(AuthRecorder(seen.clone()))],
     );
     let (code, local) = tls_connect(addr, &certs, &certs.spiffe_cert, &certs.spiffe_key, "d7");
     assert_eq!(code, ConnectReturnCode::Accepted);
