@@ -1,15 +1,18 @@
 //! MQTT over TLS, WebSocket and secure WebSocket, end to end over real sockets: our client transport
 //! (`amqtt::transport::connect_client`) and raw tungstenite / rustls peers against the broker, with
-//! 1 and 2 shards so that connections of every transport move between shards.
+//! 1 and 2 shards so that connections of every transport move between shards; and what
+//! authentication plugins are told of each transport.
 
 mod common;
 
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amqtt::config::{BrokerConfig, ShardCount};
+use amqtt::plugins::{Plugin, Transport};
 use amqtt::protocol::{
     decode, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe,
     SubscribeFilter, TopicFilter, TopicName,
@@ -21,7 +24,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use futures_lite::FutureExt;
 
 use common::certs::{self, TestCerts};
-use common::id_on_shard;
+use common::{id_on_shard, AuthRecorder};
 
 struct Setup {
     _certs: TestCerts,
@@ -30,6 +33,11 @@ struct Setup {
 }
 
 fn start(shards: usize, extra: &str) -> (Setup, TestCerts) {
+    start_with_plugins(shards, extra, Vec::new())
+}
+
+/// [`start`] with plugins added through the embedding API.
+fn start_with_plugins(shards: usize, extra: &str, plugins: Vec<Plugin>) -> (Setup, TestCerts) {
     let certs = certs::make();
     let tls = certs.tls_listener_keys();
     let yaml = format!(
@@ -39,8 +47,10 @@ fn start(shards: usize, extra: &str) -> (Setup, TestCerts) {
     config.shards = ShardCount::Fixed(shards);
     config.pin_shards = false;
     config.connect_timeout = Duration::from_secs(3);
-    let broker = Broker::new(config)
-        .and_then(Broker::start)
+    let broker = plugins
+        .into_iter()
+        .fold(Broker::new(config).expect("broker"), Broker::with_plugin)
+        .start()
         .expect("broker starts");
     let ca = certs.ca.clone();
     let again = certs::make();
@@ -226,6 +236,38 @@ fn all_transports_interoperate(shards: usize) {
     });
 }
 
+/// Authentication plugins are told which listener and transport each client came through, and
+/// from where; a client without a certificate shows none.
+#[test]
+fn auth_plugins_see_each_clients_listener_and_transport() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (setup, _) = start_with_plugins(2, "", vec![Plugin::auth(AuthRecorder(seen.clone()))]);
+    let listeners = ["default", "tls", "ws", "wss"];
+    let urls: Vec<String> = listeners.iter().map(|l| setup.url(l)).collect();
+    let options = setup.options();
+    on_executor(move || async move {
+        for (listener, url) in listeners.iter().zip(&urls) {
+            Mqtt::connect(url, &options, listener).await;
+        }
+    });
+    let seen = seen.lock().expect("lock").clone();
+    let expected = [
+        ("default", Transport::Tcp),
+        ("tls", Transport::Tls),
+        ("ws", Transport::Ws),
+        ("wss", Transport::Wss),
+    ];
+    for (listener, transport) in expected {
+        let c = seen
+            .iter()
+            .find(|c| c.client_id == listener)
+            .unwrap_or_else(|| panic!("{listener}: not seen in {seen:?}"));
+        assert_eq!((c.listener.as_str(), c.transport), (listener, transport));
+        assert!(c.remote_addr.is_some_and(|a| a.ip().is_loopback()), "{c:?}");
+        assert_eq!(c.certificate, None, "{listener}");
+    }
+}
+
 #[test]
 fn all_transports_interoperate_one_shard() {
     all_transports_interoperate(1);
@@ -367,7 +409,6 @@ fn mismatched_key_fails_at_start_naming_it() {
 /// certificate holder gets in; a client without a certificate fails the handshake.
 #[test]
 fn mutual_tls_identity_is_the_username() {
-    use std::sync::Arc;
     let certs = certs::make();
     let yaml = format!(
         "listeners:\n  default:\n    bind: 127.0.0.1:0\n    ssl: on\n    certfile: {}\n    keyfile: {}\n    cafile: {}\n    require-certificate: true\n    use-identity-as-username: true\nauth:\n  allow-anonymous: false\n",

@@ -51,6 +51,7 @@ mod tests {
             client_id: "c".into(),
             username: username.map(Into::into),
             password: None,
+            ..Credentials::default()
         }
     }
 

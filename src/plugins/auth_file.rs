@@ -174,6 +174,7 @@ mod tests {
             client_id: "c".into(),
             username: user.map(Into::into),
             password: password.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+            ..Credentials::default()
         }
     }
 

@@ -10,10 +10,12 @@
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
 //! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
-//! ([`FileAuth`]), `topic_acl` ([`TopicAcl`]) and `topic_taboo` ([`TopicTaboo`]). A program that
-//! embeds the broker adds its own with [`crate::Broker::with_plugin`]: such a plugin is used where a
-//! configuration list names it, and appended to its chain otherwise. [`build`] resolves the names
-//! at start; an unknown name is an error naming the file, the key and the reason.
+//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `topic_acl` ([`TopicAcl`]) and `topic_taboo`
+//! ([`TopicTaboo`]). A program that embeds the broker adds its own with
+//! [`crate::Broker::with_plugin`]: such a plugin is used where a configuration list names it, and
+//! appended to its chain otherwise. [`build`] resolves the names at start; an unknown name is an
+//! error naming the file, the key and the reason. Authentication plugins see the connection too
+//! ([`Credentials`]: address, listener, transport, TLS client certificate).
 //!
 //! How answers combine (aMQTT's rules, made fail-closed):
 //! - authentication: the client is refused (CONNACK 0x05, as Mosquitto answers 3.1.1 clients) as
@@ -30,13 +32,16 @@
 #![allow(missing_docs)]
 
 mod auth_anonymous;
+mod auth_cert;
 mod auth_file;
 pub mod password_file;
+mod peer;
 mod registry;
 mod topic_acl;
 mod topic_taboo;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -45,7 +50,9 @@ use bytes::Bytes;
 use crate::protocol::{Message, QoS, TopicFilter, TopicName};
 
 pub use auth_anonymous::AnonymousAuth;
+pub use auth_cert::CertAuth;
 pub use auth_file::FileAuth;
+pub use peer::{PeerCertificate, Transport};
 pub use registry::{build, PluginError, PluginSet};
 pub use topic_acl::{filter_covers, AclEntryError, AclTables, TopicAcl};
 pub use topic_taboo::TopicTaboo;
@@ -61,13 +68,23 @@ pub struct ClientInfo<'a> {
     pub username: Option<&'a str>,
 }
 
-/// A CONNECT's credentials, owned so they can travel to the helper thread that authenticates.
-#[derive(Clone, PartialEq, Eq)]
+/// A CONNECT's credentials and the connection it came on, owned so they can travel to the helper
+/// thread that authenticates. The core fills the first three; the runtime adds the rest (they keep
+/// their defaults — no address, an empty listener name, `Tcp`, no certificate — where it does not,
+/// e.g. in a unit test).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     /// As sent; empty when the client asked the broker to generate one.
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<Bytes>,
+    /// The client's address, when the socket still knew it.
+    pub remote_addr: Option<SocketAddr>,
+    /// The name of the listener the client connected to (its key under `listeners:`).
+    pub listener: String,
+    pub transport: Transport,
+    /// The client's TLS certificate, when it presented one (TLS and secure WebSocket listeners).
+    pub certificate: Option<Arc<PeerCertificate>>,
 }
 
 impl fmt::Debug for Credentials {
@@ -76,6 +93,10 @@ impl fmt::Debug for Credentials {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("remote_addr", &self.remote_addr)
+            .field("listener", &self.listener)
+            .field("transport", &self.transport)
+            .field("certificate", &self.certificate)
             .finish()
     }
 }
@@ -86,6 +107,7 @@ impl Credentials {
             client_id: connect.client_id.clone(),
             username: connect.username.clone(),
             password: connect.password.clone(),
+            ..Credentials::default()
         }
     }
 }
@@ -482,6 +504,7 @@ mod tests {
             client_id: "c".into(),
             username: Some("u".into()),
             password: Some(Bytes::from_static(b"p")),
+            ..Credentials::default()
         }
     }
 

@@ -3,7 +3,7 @@
 //! - `auth.plugins` (default: `auth_anonymous`, then `auth_file` when `auth.password-file` is
 //!   set) becomes the [`Authenticator`]; `topic-check.plugins`, when `topic-check.enabled`, the
 //!   topic chain of [`CorePlugins`].
-//! - A name is a built-in (`auth_anonymous`, `auth_file`, `topic_acl`, `topic_taboo`) or a plugin
+//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `topic_acl`, `topic_taboo`) or a plugin
 //!   the embedding program added with `Broker::with_plugin`. Added plugins a list does not name
 //!   are appended to their chain (event plugins always are): adding one is enough to use it.
 //! - Anything wrong is a [`PluginError`] naming the configuration file, the key and the reason:
@@ -17,11 +17,11 @@ use std::sync::Arc;
 use crate::config::BrokerConfig;
 
 use super::{
-    AclTables, AnonymousAuth, AuthPlugin, Authenticator, CorePlugins, EventPlugin, FileAuth,
-    Plugin, TopicAcl, TopicPlugin, TopicTaboo,
+    AclTables, AnonymousAuth, AuthPlugin, Authenticator, CertAuth, CorePlugins, EventPlugin,
+    FileAuth, Plugin, TopicAcl, TopicPlugin, TopicTaboo,
 };
 
-const AUTH_BUILTINS: [&str; 2] = [AnonymousAuth::NAME, FileAuth::NAME];
+const AUTH_BUILTINS: [&str; 3] = [AnonymousAuth::NAME, FileAuth::NAME, CertAuth::NAME];
 const TOPIC_BUILTINS: [&str; 2] = [TopicAcl::NAME, TopicTaboo::NAME];
 
 /// A plugin set-up problem found at start.
@@ -105,6 +105,8 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
         }
         let plugin: Arc<dyn AuthPlugin> = match name.as_str() {
             AnonymousAuth::NAME => Arc::new(AnonymousAuth::new(config.allow_anonymous)),
+            // aMQTT's `uri_domain` has no configuration key yet: any SPIFFE trust domain.
+            CertAuth::NAME => Arc::new(CertAuth::new(None)),
             FileAuth::NAME => {
                 let Some(path) = &config.password_file else {
                     return Err(error(

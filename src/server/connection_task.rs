@@ -440,7 +440,11 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     let requested_id = pending.client_id().to_owned();
     let username = pending.username().map(str::to_owned);
     let auth = match pending.credentials() {
-        Some(credentials) => {
+        Some(mut credentials) => {
+            credentials.remote_addr = addr;
+            credentials.listener.clone_from(&slot.0.name);
+            credentials.transport = stream.transport();
+            credentials.certificate = stream.peer_certificate().map(Arc::new);
             super::authenticate::verdict(&rt.shared.authenticator, credentials).await
         }
         // The core asks for no verdict (a client certificate, or a refusal): none is computed.

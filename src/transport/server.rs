@@ -19,6 +19,7 @@ use shards::TcpConn as TcpStream;
 use super::tls::{self, TlsSetupError, TlsStream};
 use super::ws::{self, Recorder, UpgradeError, WsByteStream};
 use crate::config::{ListenerConfig, ListenerKind};
+use crate::plugins::{PeerCertificate, Transport};
 
 /// How a listener's connections are set up: built once at start (certificates loaded), shared by
 /// every shard.
@@ -149,10 +150,26 @@ impl ServerStream {
 
     /// The client certificate's common name (mutual TLS), if any.
     pub fn peer_common_name(&self) -> Option<String> {
+        self.peer_certificate()?.common_name
+    }
+
+    /// The client certificate's identity (mutual TLS), if the client presented one.
+    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
+        let conn = match self {
+            ServerStream::Tls(s) => s.connection(),
+            ServerStream::Wss(s) => s.get_ref().get_ref().connection(),
+            _ => return None,
+        };
+        PeerCertificate::from_der(tls::peer_certificate(conn)?)
+    }
+
+    /// The kind of transport, as authentication plugins see it.
+    pub fn transport(&self) -> Transport {
         match self {
-            ServerStream::Tls(s) => tls::peer_common_name(s.connection()),
-            ServerStream::Wss(s) => tls::peer_common_name(s.get_ref().get_ref().connection()),
-            _ => None,
+            ServerStream::Tcp(_) => Transport::Tcp,
+            ServerStream::Tls(_) => Transport::Tls,
+            ServerStream::Ws(_) => Transport::Ws,
+            ServerStream::Wss(_) => Transport::Wss,
         }
     }
 

@@ -160,18 +160,9 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
         .map_err(|e| TlsSetupError::Invalid(format!("server name '{host}': {e}")))
 }
 
-/// The subject common name of the peer's end-entity certificate, if any.
-pub fn peer_common_name(conn: &Connection) -> Option<String> {
-    let cert = conn.peer_certificates()?.first()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(cn)
+/// The peer's end-entity certificate (DER), if it presented one.
+pub fn peer_certificate(conn: &Connection) -> Option<&CertificateDer<'static>> {
+    conn.peer_certificates()?.first()
 }
 
 /// The broker's one line for a server handshake that failed: who, and rustls's reason (a client

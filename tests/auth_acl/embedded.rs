@@ -59,7 +59,8 @@ impl EventPlugin for Connections {
     }
 }
 
-fn start_with(yaml: &str, plugins: Vec<Plugin>) -> (BrokerHandle, SocketAddr) {
+/// A broker on the `default` listener; `yaml` may go on with that listener's keys.
+pub(super) fn start_with(yaml: &str, plugins: Vec<Plugin>) -> (BrokerHandle, SocketAddr) {
     let text = format!("listeners:\n  default:\n    bind: 127.0.0.1:0\n{yaml}");
     let mut config = BrokerConfig::from_yaml_str(&text, "test.yaml").expect("config");
     config.shards = ShardCount::Fixed(2);

@@ -6,13 +6,15 @@
 //! the machine's two cores with the others.
 //!
 //! The topic ACL tests are in `acl.rs` and `acl_tables.rs` (which table governs what), `amqtt_passwd`'s in `passwd.rs`, and plugins added by an
-//! embedding program in `embedded.rs`; the helpers they share are here.
+//! embedding program in `embedded.rs`, what auth plugins see of a TLS connection and `auth_cert` in
+//! `cert_identity.rs`; the helpers they share are here.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod acl;
 mod acl_tables;
+mod cert_identity;
 mod embedded;
 mod passwd;
 

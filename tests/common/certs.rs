@@ -1,11 +1,15 @@
 //! Test certificates made with rcgen: a CA, a server certificate for localhost/127.0.0.1 signed by it,
-//! a client certificate (CN `device-7`) signed by it, and an unrelated self-signed CA.
+//! a client certificate (CN `device-7`) signed by it, a second one with the same CN that also
+//! carries a SPIFFE URI and a DNS name as subject alternative names, and an unrelated self-signed CA.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+
+/// The URI subject alternative name of the `spiffe_cert` client certificate.
+pub const SPIFFE_ID: &str = "spiffe://example.org/device/device-7";
 
 pub struct TestCerts {
     pub dir: tempfile::TempDir,
@@ -14,6 +18,9 @@ pub struct TestCerts {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// CN `device-7`, SANs [`SPIFFE_ID`] and DNS `device-7.example`.
+    pub spiffe_cert: PathBuf,
+    pub spiffe_key: PathBuf,
     /// A CA that signed nothing here: trusting only it must fail.
     pub other_ca: PathBuf,
 }
@@ -47,6 +54,16 @@ pub fn make() -> TestCerts {
         .push(DnType::CommonName, "device-7");
     let client_cert = client.signed_by(&client_key, &issuer).expect("client cert");
 
+    let spiffe_key = KeyPair::generate().expect("key");
+    let mut spiffe = CertificateParams::new(vec!["device-7.example".to_string()]).expect("params");
+    spiffe
+        .distinguished_name
+        .push(DnType::CommonName, "device-7");
+    spiffe
+        .subject_alt_names
+        .push(SanType::URI(SPIFFE_ID.try_into().expect("uri")));
+    let spiffe_cert = spiffe.signed_by(&spiffe_key, &issuer).expect("spiffe cert");
+
     let (_, _, other_pem) = ca("somebody else");
     let write = |name: &str, text: String| {
         let path = dir.path().join(name);
@@ -59,6 +76,8 @@ pub fn make() -> TestCerts {
         server_key: write("server.key", server_key.serialize_pem()),
         client_cert: write("client.pem", client_cert.pem()),
         client_key: write("client.key", client_key.serialize_pem()),
+        spiffe_cert: write("spiffe.pem", spiffe_cert.pem()),
+        spiffe_key: write("spiffe.key", spiffe_key.serialize_pem()),
         other_ca: write("other-ca.pem", other_pem),
         dir,
     }

@@ -1,10 +1,29 @@
 //! Shared helpers for socket-level tests: start an embedded broker on loopback, and a minimal raw
-//! MQTT client (std sockets + our codec) for the cases third-party clients refuse to produce.
+//! MQTT client (std sockets + our codec) for the cases third-party clients refuse to produce, and an
+//! authentication plugin that records what it was shown.
 
 #![allow(dead_code)]
 
 pub mod certs;
 pub mod rumqttc_publishes;
+
+use std::sync::{Arc, Mutex};
+
+use amqtt::plugins::{AuthDecision, AuthPlugin, BoxError, Credentials};
+
+/// An authentication plugin (named `recorder`) that abstains and keeps the credentials of every
+/// CONNECT it is asked about: what plugins see.
+pub struct AuthRecorder(pub Arc<Mutex<Vec<Credentials>>>);
+
+impl AuthPlugin for AuthRecorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn authenticate(&self, c: &Credentials) -> Result<AuthDecision, BoxError> {
+        self.0.lock().expect("lock").push(c.clone());
+        Ok(AuthDecision::Abstain)
+    }
+}
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
