@@ -1,0 +1,223 @@
+//! Typed values and their bounds: sizes with units, durations, numeric ranges, `runtime`,
+//! `shards`, `spin_before_park`, `connection_messages`, `session_expiry_interval`.
+
+use super::*;
+
+#[test]
+fn sizes_take_units() {
+    assert_eq!(ok("memory_limit: 64MiB\n").memory_limit, Some(64 << 20));
+    assert_eq!(ok("memory_limit: 512 kB\n").memory_limit, Some(512_000));
+    assert_eq!(ok("memory_limit: 1.5GiB\n").memory_limit, Some(3 << 29));
+    assert_eq!(ok("memory_limit: 1000\n").memory_limit, Some(1000));
+    assert_eq!(ok("memory_limit: 0\n").memory_limit, None);
+    assert_eq!(
+        ok("max_queued_bytes: 1M\n").max_queued_bytes,
+        Some(1_000_000)
+    );
+    assert_eq!(ok("max_queued_bytes: 0\n").max_queued_bytes, None);
+    assert_eq!(ok("max_packet_size: 1KiB\n").max_packet_size, 1024);
+    invalid(
+        "memory_limit: 64 parsecs\n",
+        "memory_limit",
+        "unknown size unit 'parsecs'",
+    );
+    invalid("memory_limit: lots\n", "memory_limit", "unknown size unit");
+    invalid("memory_limit: -1\n", "memory_limit", "a size of 0 or more");
+    invalid(
+        "max_packet_size: 1GiB\n",
+        "max_packet_size",
+        "between 16 and 268435460",
+    );
+}
+
+#[test]
+fn spin_and_connection_messages() {
+    let defaults = ok("");
+    assert_eq!(defaults.spin_before_park, Duration::ZERO);
+    assert!(defaults.connection_messages);
+    assert_eq!(
+        ok("spin_before_park: 0.0002\n").spin_before_park,
+        Duration::from_micros(200)
+    );
+    assert!(!ok("connection_messages: false\n").connection_messages);
+    assert!(!defaults.log_packets);
+    assert!(ok("log_packets: true\n").log_packets);
+    invalid(
+        "spin_before_park: 1\n",
+        "spin_before_park",
+        "at most 0.01 seconds",
+    );
+    invalid(
+        "spin_before_park: -1\n",
+        "spin_before_park",
+        "zero or more seconds",
+    );
+    invalid(
+        "connection_messages: 2\n",
+        "connection_messages",
+        "expected a boolean",
+    );
+}
+
+#[test]
+fn runtime_values() {
+    assert_eq!(ok("").runtime, shards::RuntimeChoice::Auto);
+    assert_eq!(ok("runtime: epoll\n").runtime, shards::RuntimeChoice::Epoll);
+    assert_eq!(
+        ok("runtime: glommio\n").runtime,
+        shards::RuntimeChoice::Glommio
+    );
+    invalid(
+        "runtime: uring\n",
+        "runtime",
+        "unknown runtime 'uring': expected auto, glommio or epoll",
+    );
+    invalid("runtime: 1\n", "runtime", "unknown runtime '1'");
+}
+
+#[test]
+fn shards_values() {
+    assert_eq!(ok("shards: auto\n").shards, ShardCount::Auto);
+    assert_eq!(ok("shards: AUTO\n").shards, ShardCount::Auto);
+    assert_eq!(ok("shards: 4\n").shards, ShardCount::Fixed(4));
+    assert_eq!(ok("shards: 1\n").shards, ShardCount::Fixed(1));
+    invalid("shards: 0\n", "shards", "`auto` or a positive integer");
+    invalid("shards: -3\n", "shards", "`auto` or a positive integer");
+    invalid("shards: many\n", "shards", "`auto` or a positive integer");
+    invalid("shards: 2.5\n", "shards", "`auto` or a positive integer");
+    assert_eq!(ShardCount::Fixed(3).to_string(), "3");
+    assert!(!ok("pin_shards: false\n").pin_shards);
+}
+
+#[test]
+fn numeric_bounds() {
+    assert_eq!(ok("max_inflight: 1\n").max_inflight, 1);
+    assert_eq!(ok("max_inflight: 65535\n").max_inflight, 65535);
+    invalid(
+        "max_inflight: 0\n",
+        "max_inflight",
+        "between 1 and 65535, got 0",
+    );
+    invalid(
+        "max_inflight: 65536\n",
+        "max_inflight",
+        "between 1 and 65535",
+    );
+
+    assert_eq!(ok("max_queued_messages: 1\n").max_queued_messages, 1);
+    assert_eq!(
+        ok("max_queued_messages: 50000\n").max_queued_messages,
+        50_000
+    );
+    invalid(
+        "max_queued_messages: 0\n",
+        "max_queued_messages",
+        "between 1 and",
+    );
+    invalid(
+        "max_queued_messages: -1\n",
+        "max_queued_messages",
+        "between 1 and",
+    );
+
+    assert_eq!(ok("max_packet_size: 16\n").max_packet_size, 16);
+    assert_eq!(
+        ok("max_packet_size: 268435460\n").max_packet_size,
+        MAX_PACKET_SIZE_LIMIT
+    );
+    invalid(
+        "max_packet_size: 15\n",
+        "max_packet_size",
+        "between 16 and 268435460",
+    );
+    invalid(
+        "max_packet_size: 268435461\n",
+        "max_packet_size",
+        "between 16 and 268435460",
+    );
+    let e = err("max_packet_size: 99999999999999999999\n");
+    assert!(e.to_string().contains("max_packet_size"), "{e}");
+
+    for q in 0..=2u8 {
+        assert_eq!(ok(&format!("max_qos: {q}\n")).max_qos, q);
+    }
+    assert_eq!(ok("max-qos: 1\n").max_qos, 1, "aMQTT's spelling");
+    invalid("max_qos: 3\n", "max_qos", "between 0 and 2");
+    invalid("max_qos: -1\n", "max_qos", "between 0 and 2");
+}
+
+#[test]
+fn durations() {
+    let c = ok("timeout-disconnect-delay: 1.5\nsys_interval: 0\nconnect_timeout: 0.25\n");
+    assert_eq!(c.timeout_disconnect_delay, Duration::from_millis(1500));
+    assert_eq!(c.sys_interval, Duration::ZERO);
+    assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    assert_eq!(
+        ok("timeout-disconnect-delay: 0\n").timeout_disconnect_delay,
+        Duration::ZERO
+    );
+    assert_eq!(ok("sys_interval: 5\n").sys_interval, Duration::from_secs(5));
+    invalid(
+        "connect_timeout: 0\n",
+        "connect_timeout",
+        "more than zero seconds",
+    );
+    invalid(
+        "timeout-disconnect-delay: -1\n",
+        "timeout-disconnect-delay",
+        "zero or more seconds",
+    );
+    invalid(
+        "sys_interval: -0.5\n",
+        "sys_interval",
+        "zero or more seconds",
+    );
+    invalid(
+        "sys_interval: .nan\n",
+        "sys_interval",
+        "zero or more seconds",
+    );
+    invalid(
+        "sys_interval: .inf\n",
+        "sys_interval",
+        "zero or more seconds",
+    );
+}
+
+#[test]
+fn session_expiry_interval() {
+    assert_eq!(BrokerConfig::default().session_expiry_interval, None);
+    assert_eq!(ok("").session_expiry_interval, None, "absent: never");
+    assert_eq!(
+        ok("session_expiry_interval: null\n").session_expiry_interval,
+        None,
+        "aMQTT's None: never"
+    );
+    assert_eq!(
+        ok("session_expiry_interval: 3600\n").session_expiry_interval,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        ok("session_expiry_interval: 0\n").session_expiry_interval,
+        Some(Duration::ZERO)
+    );
+    assert_eq!(
+        ok("session_expiry_interval: 1.5\n").session_expiry_interval,
+        Some(Duration::from_millis(1500))
+    );
+    invalid(
+        "session_expiry_interval: -1\n",
+        "session_expiry_interval",
+        "zero or more seconds, got -1",
+    );
+    invalid(
+        "session_expiry_interval: a day\n",
+        "session_expiry_interval",
+        "'a day' is not a duration",
+    );
+    invalid(
+        "session_expiry_interval: .nan\n",
+        "session_expiry_interval",
+        "zero or more seconds",
+    );
+}
