@@ -4,18 +4,20 @@
 //! Input: the first byte chooses how the rest is read. Even: the rest is the frames as they are (no
 //! file header: the fuzzer need not guess the magic), damaged lengths and CRCs included. Odd: the
 //! rest is chunks, each a length byte and that many bytes of `type + body`, framed here with their
-//! true length and CRC-32C, so that the fuzzer reaches the bodies and the fold instead of stopping
-//! at CRCs it cannot guess. Checked, besides "no panic" (and no allocation from a frame's length):
+//! true length in blocks with their true length and CRC-32C, so that the fuzzer reaches the bodies
+//! and the fold instead of stopping at CRCs it cannot guess. Checked, besides "no panic" (and no
+//! allocation from a length):
 //! - the reader yields records, then at most one error, then nothing; the error's offset is where
-//!   the last whole frame ended, and each record re-encodes to exactly the bytes it was read from
-//!   (the encoding is canonical);
+//!   the last whole block ended, and each block's records re-encode to exactly the bytes they were
+//!   read from (the encoding is canonical);
 //! - applying each record twice gives the state applying it once gives (idempotence);
 //! - the state's snapshot encodes, reads back without error and rebuilds an equal state;
 //! - merging the state with itself, finishing, splitting in three and merging the parts gives the
 //!   merged state back.
 #![no_main]
 
-use amqtt::persist::{encode, DurableState, Reader, Record};
+use amqtt::persist::codec::{begin_block, encode_frame, end_block};
+use amqtt::persist::{DurableState, Reader, Record};
 use bytes::{BufMut, Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 
@@ -60,39 +62,52 @@ fuzz_target!(|input: &[u8]| {
 });
 
 /// Frames each chunk of `rest` (a length byte, then that many bytes of `type + body`, cut short at
-/// the end of the input) with its true length and CRC.
+/// the end of the input) with its true length, in blocks with their true length and CRC; a
+/// length byte with its high bit set closes the block after its chunk.
 fn frame_chunks(mut rest: &[u8]) -> Bytes {
     let mut out = BytesMut::new();
+    let mut block = None;
     while let Some((&len, tail)) = rest.split_first() {
-        let (chunk, after) = tail.split_at(usize::from(len).min(tail.len()));
+        let start = *block.get_or_insert_with(|| begin_block(&mut out));
+        let (chunk, after) = tail.split_at(usize::from(len & 0x7f).min(tail.len()));
         out.put_u32_le(chunk.len() as u32);
-        out.put_u32_le(crc32c::crc32c(chunk));
         out.put_slice(chunk);
+        if len & 0x80 != 0 {
+            end_block(&mut out, start);
+            block = None;
+        }
         rest = after;
+    }
+    if let Some(start) = block {
+        end_block(&mut out, start);
     }
     out.freeze()
 }
 
-/// The records of `data`, checking the reader's contract on the way.
+/// The records of `data`, checking the reader's contract on the way: records, then at most one
+/// error at the end of the last whole block, then nothing; each block's records re-encode to
+/// exactly its bytes (the encoding is canonical).
 fn read_canonical(data: &Bytes) -> Vec<Record> {
     let mut reader = Reader::new(data.clone(), 0);
     let mut records = Vec::new();
-    let mut frame_start = 0;
-    while let Some(item) = reader.next() {
-        match item {
-            Ok(record) => {
-                let mut again = BytesMut::new();
-                encode(&record, &mut again).expect("a record read encodes");
-                assert_eq!(
-                    &again[..],
-                    &data[frame_start..reader.offset()],
-                    "re-encoding changed the frame"
-                );
-                frame_start = reader.offset();
-                records.push(record);
+    let mut block_start = 0;
+    let mut block: Vec<Record> = Vec::new();
+    let mut block_end = 0;
+    loop {
+        let item = reader.next();
+        if reader.offset() != block_end || item.is_none() || matches!(item, Some(Err(_))) {
+            if !block.is_empty() {
+                check_block(data, block_start, block_end, &block);
+                records.append(&mut block);
             }
-            Err(error) => {
-                assert_eq!(error.offset, frame_start, "the error's offset: {error}");
+            block_start = block_end;
+            block_end = reader.offset();
+        }
+        match item {
+            None => break,
+            Some(Ok(record)) => block.push(record),
+            Some(Err(error)) => {
+                assert_eq!(error.offset, block_start, "the error's offset: {error}");
                 assert!(error.offset < data.len());
                 assert!(reader.next().is_none(), "a record after the error");
                 break;
@@ -100,4 +115,15 @@ fn read_canonical(data: &Bytes) -> Vec<Record> {
         }
     }
     records
+}
+
+/// `records` encoded as one block are exactly `data[start..end]`.
+fn check_block(data: &Bytes, start: usize, end: usize, records: &[Record]) {
+    let mut again = BytesMut::new();
+    let block = begin_block(&mut again);
+    for record in records {
+        encode_frame(record, &mut again).expect("a record read encodes");
+    }
+    end_block(&mut again, block);
+    assert_eq!(&again[..], &data[start..end], "re-encoding changed the block");
 }

@@ -49,8 +49,10 @@ pub struct DurableWait {
 /// The journal state of one shard (see the module docs).
 #[derive(Debug)]
 pub(super) struct Journal {
-    /// The framed records of the batch being made.
+    /// The framed records of the batch being made, in blocks (`persist::codec`).
     bytes: BytesMut,
+    /// Where the open block of `bytes` starts (`None`: no block is open).
+    block: Option<usize>,
     /// How many records `bytes` holds.
     records: usize,
     /// Number of the batch `records` will be taken as (the first is 1).
@@ -87,6 +89,7 @@ impl Journal {
     pub(super) fn new(shards: usize) -> Self {
         Journal {
             bytes: BytesMut::new(),
+            block: None,
             records: 0,
             next_batch: 1,
             durable: 0,
@@ -159,9 +162,27 @@ impl Journal {
     /// Frames one record into the batch. A record the format cannot hold (over its limits: the
     /// core never makes one, the broker's packet limits are smaller) is left out and logged.
     pub(super) fn append(&mut self, encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>) {
+        let block = match self.block {
+            Some(start) => start,
+            None => {
+                let start = codec::begin_block(&mut self.bytes);
+                self.block = Some(start);
+                start
+            }
+        };
         match encode(&mut self.bytes) {
             Ok(()) => self.records += 1,
             Err(error) => log::error!("journal record not written: {error}"),
+        }
+        if self.bytes.len() - block >= codec::BLOCK_TARGET {
+            self.close_block();
+        }
+    }
+
+    /// Closes the open block, if any (its length and CRC are written).
+    fn close_block(&mut self) {
+        if let Some(start) = self.block.take() {
+            codec::end_block(&mut self.bytes, start);
         }
     }
 
@@ -208,6 +229,7 @@ impl BrokerCore {
         let batch = journal.next_batch;
         journal.next_batch += 1;
         journal.records = 0;
+        journal.close_block();
         let bytes = journal.bytes.split().freeze();
         // The next batch is likely as big: one allocation now instead of a doubling copy per
         // growth step while it fills.
@@ -366,7 +388,7 @@ impl BrokerCore {
     pub(super) fn journal(&mut self, record: impl FnOnce() -> Record) {
         if let Some(journal) = self.journal.as_deref_mut() {
             let record = record();
-            journal.append(|out| codec::encode(&record, out));
+            journal.append(|out| codec::encode_frame(&record, out));
         }
     }
 
@@ -438,7 +460,7 @@ impl BrokerCore {
             let queued = self
                 .connections
                 .get(&conn)
-                .is_some_and(|c| c.pending_replies.is_some());
+                .is_some_and(|c| c.has_pending_replies());
             if !queued {
                 self.write(conn, &reply.reply);
                 return;
@@ -498,7 +520,7 @@ impl BrokerCore {
                     ..message.clone()
                 },
             };
-            journal.append(|out| codec::encode(&record, out));
+            journal.append(|out| codec::encode_frame(&record, out));
             return id;
         }
         if let Some(id) = journal.current_msg {
@@ -525,5 +547,45 @@ impl BrokerCore {
             .get(key)
             .filter(|s| !s.clean)
             .map(|s| s.client_id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{QoS, TopicName};
+
+    #[test]
+    fn a_batch_over_the_block_target_is_cut_into_blocks_that_all_read() {
+        let mut journal = Journal::new(1);
+        let payload = Bytes::from(vec![7u8; 300 << 10]);
+        let records: Vec<Record> = (0..8)
+            .map(|id| Record::Message {
+                id,
+                message: Message {
+                    topic: TopicName::new(&format!("t/{id}")).expect("a valid topic"),
+                    payload: payload.clone(),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                },
+            })
+            .collect();
+        for record in &records {
+            journal.append(|out| codec::encode_frame(record, out));
+        }
+        journal.close_block();
+        let bytes = journal.bytes.split().freeze();
+        let mut reader = codec::Reader::new(bytes.clone(), 0);
+        let mut block_ends = Vec::new();
+        let mut read_back = Vec::new();
+        while let Some(item) = reader.next() {
+            read_back.push(item.expect("every block reads"));
+            block_ends.push(reader.offset());
+        }
+        block_ends.dedup();
+        assert_eq!(read_back, records);
+        // 300 KiB records: the fourth one takes a block past 1 MiB and closes it.
+        assert_eq!(block_ends.len(), 2, "{block_ends:?}");
+        assert_eq!(block_ends.last(), Some(&bytes.len()));
     }
 }

@@ -121,15 +121,29 @@ fn frame_of(record: &Record) -> BytesMut {
     out
 }
 
-/// A frame of type `record_type` with `body` and a correct CRC.
-fn raw_frame(record_type: u8, body: &[u8]) -> Vec<u8> {
-    let mut covered = vec![record_type];
-    covered.extend_from_slice(body);
-    let mut out = Vec::new();
-    out.put_u32_le(covered.len() as u32);
-    out.put_u32_le(crc32c::crc32c(&covered));
-    out.extend_from_slice(&covered);
+/// `record`'s frame alone, as it sits inside a block.
+fn bare_frame(record: &Record) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_frame(record, &mut out).expect("encodable record");
     out
+}
+
+/// A block holding `frames` as they are, with a correct CRC.
+fn raw_block(frames: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.put_u32_le(frames.len() as u32);
+    out.put_u32_le(crc32c::crc32c(frames));
+    out.extend_from_slice(frames);
+    out
+}
+
+/// A block of one frame of type `record_type` with `body`, and a correct CRC.
+fn raw_frame(record_type: u8, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.put_u32_le(body.len() as u32 + 1);
+    frame.push(record_type);
+    frame.extend_from_slice(body);
+    raw_block(&frame)
 }
 
 /// A file: the header, then `frames` as they are.
@@ -186,8 +200,8 @@ fn a_borrowed_live_message_frames_as_its_stored_record_with_retain_cleared() {
                     ..live.clone()
                 },
             };
-            assert_eq!(borrowed, frame_of(&stored), "retain {retain}, {qos:?}");
-            let decoded = decode_all(borrowed.freeze()).expect("reads");
+            assert_eq!(borrowed, bare_frame(&stored), "retain {retain}, {qos:?}");
+            let decoded = decode_all(raw_block(&borrowed).into()).expect("reads");
             assert_eq!(decoded, vec![stored]);
         }
     }
@@ -203,7 +217,7 @@ fn borrowed_enqueue_and_done_frame_as_their_records() {
             id: 7,
             qos,
         };
-        assert_eq!(out, frame_of(&record));
+        assert_eq!(out, bare_frame(&record));
     }
     let mut out = BytesMut::new();
     encode_done("c", u64::MAX, &mut out).expect("frames");
@@ -211,7 +225,7 @@ fn borrowed_enqueue_and_done_frame_as_their_records() {
         client_id: Arc::from("c"),
         id: u64::MAX,
     };
-    assert_eq!(out, frame_of(&record));
+    assert_eq!(out, bare_frame(&record));
     let long = "x".repeat(70_000);
     let mut out = BytesMut::new();
     assert!(encode_done(&long, 1, &mut out).is_err());
@@ -263,8 +277,8 @@ fn header_round_trips_and_refuses_other_files() {
     bad[0] = b'X';
     assert!(matches!(check_header(&bad), Err(HeaderError::BadMagic(m)) if m[0] == b'X'));
     let mut bad = good.clone();
-    bad[8] = 2;
-    assert_eq!(check_header(&bad), Err(HeaderError::UnsupportedVersion(2)));
+    bad[8] = 3;
+    assert_eq!(check_header(&bad), Err(HeaderError::UnsupportedVersion(3)));
     let mut bad = good.clone();
     bad[10] = 3;
     assert_eq!(check_header(&bad), Err(HeaderError::UnknownKind(3)));
@@ -418,17 +432,17 @@ fn the_zeroed_end_of_a_preallocated_segment_reads_as_unwritten() {
 
 #[test]
 fn a_length_over_the_limit_is_corruption_not_an_allocation() {
-    let mut frame = Vec::new();
-    frame.put_u32_le(MAX_FRAME_LEN as u32 + 1);
-    frame.put_u32_le(0);
-    frame.push(1);
-    let (records, error) = read(raw_file(&[&frame]));
+    let mut block = Vec::new();
+    block.put_u32_le(MAX_BLOCK_LEN as u32 + 1);
+    block.put_u32_le(0);
+    block.push(1);
+    let (records, error) = read(raw_file(&[&block]));
     assert!(records.is_empty());
     assert_eq!(
         error,
         Some(ReadError {
             offset: HEADER_LEN,
-            reason: StopReason::TooLong(MAX_FRAME_LEN as u32 + 1)
+            reason: StopReason::TooLong(MAX_BLOCK_LEN as u32 + 1)
         })
     );
 }
@@ -455,4 +469,115 @@ fn records_that_cannot_be_framed_are_refused_and_nothing_is_appended() {
         Err(EncodeError::ZeroPacketId)
     );
     assert_eq!(&out[..], b"kept");
+}
+
+/// A journal file whose records are written in blocks of `per_block`; where each block ends.
+fn file_in_blocks(records: &[Record], per_block: usize) -> (Bytes, Vec<usize>) {
+    let mut out = BytesMut::new();
+    encode_header(FileKind::Journal, &mut out);
+    let mut ends = Vec::new();
+    for chunk in records.chunks(per_block) {
+        let block = begin_block(&mut out);
+        for record in chunk {
+            encode_frame(record, &mut out).expect("encodable record");
+        }
+        end_block(&mut out, block);
+        ends.push(out.len());
+    }
+    (out.freeze(), ends)
+}
+
+#[test]
+fn a_cut_inside_a_block_keeps_the_whole_blocks_before_it_and_none_of_its_records() {
+    let records = small_journal(3, 60);
+    let per_block = 7;
+    let (data, ends) = file_in_blocks(&records, per_block);
+    let (all, error) = read(data.clone());
+    assert_eq!((all, error), (records.clone(), None));
+    for cut in HEADER_LEN..data.len() {
+        let whole = ends.iter().filter(|&&end| end <= cut).count();
+        let (read_back, error) = read(data.slice(..cut));
+        assert_eq!(
+            read_back,
+            records[..(whole * per_block).min(records.len())],
+            "cut {cut}"
+        );
+        let kept = if whole == 0 {
+            HEADER_LEN
+        } else {
+            ends[whole - 1]
+        };
+        assert_eq!(
+            error.map(|e| e.offset),
+            (cut > kept).then_some(kept),
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_bit_drops_its_whole_block_and_what_follows() {
+    let records = small_journal(4, 30);
+    let (data, ends) = file_in_blocks(&records, 10);
+    // A byte inside the second block.
+    let mut bad = BytesMut::from(&data[..]);
+    bad[ends[0] + 20] ^= 0x10;
+    let (read_back, error) = read(bad.freeze());
+    assert_eq!(read_back, records[..10]);
+    let error = error.expect("stops at the second block");
+    assert_eq!(error.offset, ends[0]);
+    assert!(matches!(error.reason, StopReason::Crc { .. }), "{error}");
+}
+
+#[test]
+fn a_frame_crossing_its_blocks_end_is_corruption_even_with_a_good_crc() {
+    let good = frame_of(&one_of_each()[0]);
+    let mut frame = Vec::new();
+    frame.put_u32_le(100);
+    frame.extend_from_slice(&[1, 0, 1, b'c']);
+    let (records, error) = read(raw_file(&[&good, &raw_block(&frame), &good]));
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        error,
+        Some(ReadError {
+            offset: HEADER_LEN + good.len(),
+            reason: StopReason::BadFrame("length crosses the block's end"),
+        })
+    );
+}
+
+#[test]
+fn an_empty_block_is_not_written() {
+    let mut out = BytesMut::from(&b"kept"[..]);
+    let block = begin_block(&mut out);
+    end_block(&mut out, block);
+    assert_eq!(&out[..], b"kept");
+}
+
+#[test]
+fn files_of_format_1_still_read() {
+    // Format 1: the header with version 1, then one `len | crc32c | type | body` per record.
+    let records = one_of_each();
+    let mut data = BytesMut::new();
+    encode_header(FileKind::Journal, &mut data);
+    data[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let mut ends = Vec::new();
+    for record in &records {
+        let frame = bare_frame(record);
+        let covered = &frame[FRAME_HEADER_LEN..];
+        data.put_u32_le(covered.len() as u32);
+        data.put_u32_le(crc32c::crc32c(covered));
+        data.put_slice(covered);
+        ends.push(data.len());
+    }
+    let data = data.freeze();
+    let (kind, reader) = Reader::open(data.clone()).expect("a format-1 header reads");
+    assert_eq!(kind, FileKind::Journal);
+    let read_back: Vec<Record> = reader.map(|r| r.expect("reads")).collect();
+    assert_eq!(read_back, records);
+    let cut = ends[2] + 3;
+    let (_, reader) = Reader::open(data.slice(..cut)).expect("header");
+    let results: Vec<_> = reader.collect();
+    assert_eq!(results.len(), 4, "three records, then where it stopped");
+    assert!(matches!(&results[3], Err(e) if e.offset == ends[2]));
 }
