@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use crate::protocol::{QoS, TopicFilter};
 
-use super::connection::PendingReply;
+use super::connection::{PendingReply, KEPT_REPLY_QUEUE};
 use super::{BrokerCore, BusMessage, ConnId, SessionKey, Subscriber};
 
 impl BrokerCore {
@@ -167,7 +167,7 @@ impl BrokerCore {
             let Some(reply) = queue.pop_front() else {
                 return;
             };
-            if queue.is_empty() {
+            if queue.is_empty() && queue.capacity() > KEPT_REPLY_QUEUE {
                 connection.pending_replies = None;
             }
             let key = connection.session;

@@ -260,11 +260,7 @@ impl Sim {
                     core.pending_tokens
                 );
             }
-            if core
-                .connections
-                .values()
-                .any(|c| c.pending_replies.as_ref().is_some_and(|q| !q.is_empty()))
-            {
+            if core.connections.values().any(|c| c.has_pending_replies()) {
                 fail!(self, "shard {s} at rest still holds replies back");
             }
             if core.behind_count() + core.stalled_count() != 0 {
