@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import DISCONNECT_PACKET, RawConn, free_port
+from mqtt_helpers import DISCONNECT_PACKET, RawConn, free_port, wait_for_text
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -107,32 +107,22 @@ def brokers(amqtt_bin, tmp_path):
             broker.proc.wait()
 
 
-def _wait_for(path: Path, text: str) -> str:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        content = path.read_text(errors="replace") if path.exists() else ""
-        if text in content:
-            return content
-        time.sleep(0.05)
-    pytest.fail(f"{text!r} never appeared in {path}", pytrace=False)
-
-
 def test_log_file_is_reopened_on_sighup_after_logrotate_renamed_it(brokers, tmp_path):
     port = free_port()
     broker = brokers(_config(port, "log_file: amqtt.log\n"))
     log, rotated = tmp_path / "amqtt.log", tmp_path / "amqtt.log.1"
     assert broker.client("before-rotation")
-    _wait_for(log, "client 'before-rotation'")
+    wait_for_text(log, "client 'before-rotation'")
     held = RawConn(HOST, port)
     assert held.connect("held-across-rotation") == bytes([0, 0])
 
     # logrotate's default (`create`): rename, then tell the broker.
     log.rename(rotated)
     assert broker.client("after-rename")
-    _wait_for(rotated, "client 'after-rename'")
+    wait_for_text(rotated, "client 'after-rename'")
     assert not log.exists()
     broker.proc.send_signal(signal.SIGHUP)
-    _wait_for(log, "SIGHUP received: log file amqtt.log reopened")
+    wait_for_text(log, "SIGHUP received: log file amqtt.log reopened")
 
     # Still serving: the held connection answers, a new client gets in and is logged in the new
     # file, from whichever shard it lands on.
@@ -140,7 +130,7 @@ def test_log_file_is_reopened_on_sighup_after_logrotate_renamed_it(brokers, tmp_
     assert held.recv_packet() == (0xD0, b"")
     held.close()
     assert broker.client("after-sighup")
-    new = _wait_for(log, "client 'after-sighup'")
+    new = wait_for_text(log, "client 'after-sighup'")
     old = rotated.read_text()
     assert "before-rotation" in old and "after-rename" in old
     assert "after-sighup" not in old and "before-rotation" not in new
@@ -149,7 +139,7 @@ def test_log_file_is_reopened_on_sighup_after_logrotate_renamed_it(brokers, tmp_
     # A second rotation works the same way.
     log.rename(tmp_path / "amqtt.log.2")
     broker.proc.send_signal(signal.SIGHUP)
-    _wait_for(log, "SIGHUP received")
+    wait_for_text(log, "SIGHUP received")
     assert broker.stop() == 0
     assert "stopped" in log.read_text()
     assert broker.stderr() == "", "lines went to stderr instead of the log file"
@@ -160,7 +150,7 @@ def test_log_format_json_writes_one_object_per_line(brokers):
     broker = brokers(_config(port), ["--log-format", "json"])
     # Quotes and backslashes in a client id must stay valid JSON.
     assert broker.client('json "quoted" \\ id')
-    _wait_for(broker.stderr_path, "quoted")
+    wait_for_text(broker.stderr_path, "quoted")
     assert broker.stop() == 0
     lines = broker.stderr().splitlines()
     assert len(lines) >= 5
@@ -191,7 +181,7 @@ def test_under_systemd_lines_carry_priorities_and_no_timestamp(brokers, tmp_path
         broker = brokers(_config(port), env={"JOURNAL_STREAM": _journal_stream(stderr)},
                          stderr=stderr)
     broker.proc.send_signal(signal.SIGHUP)
-    _wait_for(stderr_path, "SIGHUP received")
+    wait_for_text(stderr_path, "SIGHUP received")
     assert broker.stop() == 0
     lines = stderr_path.read_text().splitlines()
     assert lines and all(line.startswith("<6>[INFO ") for line in lines), lines
