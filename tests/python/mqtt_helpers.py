@@ -5,7 +5,8 @@
 - `RawConn` and the `*_packet` encoders: a minimal MQTT 3.1.1 client on a plain socket, for the
   packets that real clients refuse to send.
 - `free_port` and `accepts`: loopback ports for the brokers the tests start; `stop_broker` stops
-  one and requires a clean exit; `wait_for_text`: waits for a line in a broker's log file.
+  one and requires a clean exit, `kill_running` ends the ones a failed test left;
+  `wait_for_text` waits for a line in a broker's log file.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def stop_broker(proc: subprocess.Popen, log_path: Path, timeout: float = 5.0) ->
         proc.wait()
         rc = "timeout"
     assert rc == 0, f"broker exit {rc}:\n" + Path(log_path).read_text(errors="replace")[-5000:]
+
+
+def kill_running(procs) -> None:
+    """Kills and reaps the processes still running (a test's brokers, after a failure)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass(frozen=True)

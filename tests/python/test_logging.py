@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import DISCONNECT_PACKET, RawConn, free_port, wait_for_text
+from mqtt_helpers import (DISCONNECT_PACKET, RawConn, free_port, kill_running, stop_broker,
+                          wait_for_text)
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -78,15 +79,9 @@ class Broker:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail("broker did not stop within 10 s of SIGTERM", pytrace=False)
+    def stop(self) -> None:
+        """SIGTERM; exit status 0 required."""
+        stop_broker(self.proc, self.stderr_path, TIMEOUT)
 
 
 @pytest.fixture
@@ -101,10 +96,7 @@ def brokers(amqtt_bin, tmp_path):
         return broker
 
     yield start
-    for broker in started:
-        if broker.proc.poll() is None:
-            broker.proc.kill()
-            broker.proc.wait()
+    kill_running(broker.proc for broker in started)
 
 
 def test_log_file_is_reopened_on_sighup_after_logrotate_renamed_it(brokers, tmp_path):
@@ -140,7 +132,7 @@ def test_log_file_is_reopened_on_sighup_after_logrotate_renamed_it(brokers, tmp_
     log.rename(tmp_path / "amqtt.log.2")
     broker.proc.send_signal(signal.SIGHUP)
     wait_for_text(log, "SIGHUP received")
-    assert broker.stop() == 0
+    broker.stop()
     assert "stopped" in log.read_text()
     assert broker.stderr() == "", "lines went to stderr instead of the log file"
 
@@ -151,7 +143,7 @@ def test_log_format_json_writes_one_object_per_line(brokers):
     # Quotes and backslashes in a client id must stay valid JSON.
     assert broker.client('json "quoted" \\ id')
     wait_for_text(broker.stderr_path, "quoted")
-    assert broker.stop() == 0
+    broker.stop()
     lines = broker.stderr().splitlines()
     assert len(lines) >= 5
     for line in lines:
@@ -182,7 +174,7 @@ def test_under_systemd_lines_carry_priorities_and_no_timestamp(brokers, tmp_path
                          stderr=stderr)
     broker.proc.send_signal(signal.SIGHUP)
     wait_for_text(stderr_path, "SIGHUP received")
-    assert broker.stop() == 0
+    broker.stop()
     lines = stderr_path.read_text().splitlines()
     assert lines and all(line.startswith("<6>[INFO ") for line in lines), lines
     assert not any(TIMESTAMP.search(line) for line in lines), lines
@@ -202,7 +194,7 @@ def test_timestamps_stay_unless_stderr_is_the_journal_or_text_is_asked(brokers, 
         else:
             args = ["--log-format", "text"]
         broker = brokers(_config(port), args, env=env, stderr=stderr)
-    assert broker.stop() == 0
+    broker.stop()
     lines = stderr_path.read_text().splitlines()
     assert lines and all(line.startswith("[") and TIMESTAMP.match(line[1:]) for line in lines), lines
 
