@@ -1,8 +1,8 @@
 //! `amqtt`: run the broker. Parses the command line, loads the config, starts, waits for a signal.
 //!
 //! Exit status: 0 after SIGINT/SIGTERM, 2 for a bad command line or a bad configuration (the file,
-//! its TLS material, password file or plugins), 1 when a valid configuration cannot run here
-//! (a port already in use, the kernel refusing the runtime). SIGHUP reopens the log file (for
+//! its TLS material, password file, plugins or log file), 1 when a valid configuration cannot run
+//! here (a port already in use, the kernel refusing the runtime). SIGHUP reopens the log file (for
 //! logrotate) in `hang_up`, where configuration reload will hook in; it never stops the broker.
 
 use std::path::PathBuf;
@@ -41,7 +41,8 @@ const MIN_MEMLOCK: u64 = 512 << 10;
     long_about,
     after_help = "Exit status: 0 stopped by SIGINT/SIGTERM; 1 the broker could not run (port in use, \
                   runtime refused by the kernel); 2 bad command line or configuration (file, TLS \
-                  material, password file, plugins, an AMQTT_RUNTIME that names no runtime)."
+                  material, password file, plugins, a log file that cannot be opened, an AMQTT_RUNTIME \
+                  that names no runtime)."
 )]
 struct Args {
     /// Broker configuration file (aMQTT YAML format).
@@ -108,6 +109,8 @@ fn main() -> ExitCode {
         eprintln!("amqtt: {message}");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
+    // Errors that end the broker from here on go to the log file too, if there is one.
+    let to_file = args.log_file.is_some() || config.log_file.is_some();
     match &args.config {
         Some(path) => log::info!("configuration: {}", path.display()),
         None => log::info!("configuration: built-in defaults (no -c FILE)"),
@@ -136,14 +139,17 @@ fn main() -> ExitCode {
     let signals = match block_signals() {
         Ok(set) => set,
         Err(error) => {
-            eprintln!("amqtt: cannot set up signal handling: {error}");
+            fail(
+                to_file,
+                &format_args!("cannot set up signal handling: {error}"),
+            );
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
     let handle = match Broker::new(config).and_then(Broker::start) {
         Ok(handle) => handle,
         Err(error) => {
-            eprintln!("amqtt: {error}");
+            fail(to_file, &error);
             return ExitCode::from(start_error_status(&error));
         }
     };
@@ -155,10 +161,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("amqtt: {error}");
+            fail(to_file, &error);
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// Reports an error that ends the broker on stderr (what a terminal and systemd show) and, when
+/// lines go to a log file, in the file too.
+fn fail(to_file: bool, message: &dyn std::fmt::Display) {
+    if to_file {
+        log::error!("{message}");
+    }
+    eprintln!("amqtt: {message}");
 }
 
 /// Sends log lines where the command line, else the configuration, says; an error names the

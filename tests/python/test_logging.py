@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -211,3 +212,14 @@ def test_a_log_file_that_cannot_be_opened_fails_at_start(brokers, tmp_path):
     assert flag.proc.wait(timeout=TIMEOUT) == 2
     assert "amqtt: --log-file: cannot open the log file" in flag.stderr()
     assert "No such file or directory" in flag.stderr()
+
+
+def test_an_error_that_stops_the_broker_is_in_the_log_file_too(brokers, tmp_path):
+    port = free_port()
+    with socket.create_server((HOST, port)):
+        broker = brokers(_config(port, "log_file: amqtt.log\n"), ready=False)
+        assert broker.proc.wait(timeout=TIMEOUT) == 1
+    [error] = [line for line in (tmp_path / "amqtt.log").read_text().splitlines()
+               if " ERROR " in line]
+    assert f"127.0.0.1:{port}" in error, error
+    assert broker.stderr().startswith("amqtt: ") and f"127.0.0.1:{port}" in broker.stderr()
