@@ -67,7 +67,8 @@ impl Logs {
 
     /// From now on, lines go to `file` (appended, created if missing) or, when `None`, to
     /// standard error, in `format`; the lines kept so far are written first. When the file
-    /// cannot be opened, lines go to standard error and the error says why.
+    /// cannot be opened, lines go to standard error and the error says why. Called once: the
+    /// style of the first call stays (a later call only moves the lines).
     pub fn start(&self, file: Option<&Path>, format: LogFormat) -> Result<(), LogFileError> {
         self.log.start(file, format, format::stderr_is_journal())
     }
