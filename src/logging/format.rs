@@ -88,6 +88,7 @@ impl Line<'_> {
     pub fn write(&self, style: Style, out: &mut Vec<u8>) {
         // Writing into a Vec fails only when a Display impl does, which would leave a cut line:
         // the newline still ends it.
+        let start = out.len();
         let _ = match style {
             Style::Text => write!(
                 out,
@@ -107,6 +108,17 @@ impl Line<'_> {
             ),
             Style::Json => serde_json::to_writer(&mut *out, self).map_err(std::io::Error::from),
         };
+        if style == Style::Journal && out[start..].contains(&b'\n') {
+            // journald files each line on its own: every line of the message gets the priority.
+            let prefix = format!("\n<{}>", priority(self.level));
+            let text = out.split_off(start);
+            for (n, piece) in text.split(|&b| b == b'\n').enumerate() {
+                if n > 0 {
+                    out.extend_from_slice(prefix.as_bytes());
+                }
+                out.extend_from_slice(piece);
+            }
+        }
         out.push(b'\n');
     }
 }
@@ -170,10 +182,14 @@ mod tests {
     }
 
     #[test]
-    fn journal_lines_carry_the_priority_and_no_timestamp() {
+    fn journal_lines_carry_the_priority_on_every_line_and_no_timestamp() {
         assert_eq!(
             line(Style::Journal, Level::Info, "listening"),
             "<6>[INFO  amqtt::server] listening\n"
+        );
+        assert_eq!(
+            line(Style::Journal, Level::Debug, "SUBSCRIBE\n    a/b (QoS 1)"),
+            "<7>[DEBUG amqtt::server] SUBSCRIBE\n<7>    a/b (QoS 1)\n"
         );
         for (level, prefix) in [
             (Level::Error, "<3>"),
