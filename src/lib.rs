@@ -31,6 +31,8 @@
 //! - [`config`]: aMQTT's broker YAML, validated at start; errors name the file, key and reason.
 //! - [`client`]: the MQTT client (aMQTT's `MQTTClient`): a sans-IO `client::state` plus a driver
 //!   thread with auto-reconnect; `amqtt_pub` / `amqtt_sub` are thin CLIs over it.
+//! - [`logging`]: the `amqtt` binary's log: standard error or `log_file` (reopened on SIGHUP),
+//!   in text, journald (`<N>` priorities) or JSON lines; `RUST_LOG` filtering.
 //! - [`plugins`]: authentication (runs off the event loop, before the core sees a CONNECT), topic
 //!   checks and event hooks (called by the core); the built-ins `auth_anonymous`, `auth_file`,
 //!   `topic_acl`, `topic_taboo`, and the password file format.
@@ -70,6 +72,7 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod logging;
 pub mod persist;
 pub mod plugins;
 pub mod protocol;

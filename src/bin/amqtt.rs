@@ -1,15 +1,17 @@
 //! `amqtt`: run the broker. Parses the command line, loads the config, starts, waits for a signal.
 //!
 //! Exit status: 0 after SIGINT/SIGTERM, 2 for a bad command line or a bad configuration (the file,
-//! its TLS material, password file or plugins), 1 when a valid configuration cannot run here
-//! (a port already in use, the kernel refusing the runtime). SIGHUP is logged and ignored until
-//! configuration reload exists: administrators and logrotate send it to running daemons.
+//! its TLS material, password file, plugins or log file), 1 when a valid configuration cannot run
+//! here (a port already in use, the kernel refusing the runtime). SIGHUP reopens the log file (for
+//! logrotate) in `hang_up`, where configuration reload will hook in; it never stops the broker.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use amqtt::config::{ConfigError, LogFormat};
+use amqtt::logging::Logs;
 use amqtt::{Broker, BrokerConfig, StartError};
 
 /// Exit status for a bad command line or configuration (clap's usage errors exit 2 too).
@@ -22,13 +24,15 @@ const MIN_MEMLOCK: u64 = 512 << 10;
 /// amqtt-rs MQTT 3.1.1 broker (aMQTT-compatible YAML configuration).
 ///
 /// Without -c it listens on 0.0.0.0:1883 (TCP) with the built-in defaults; see config/default.yaml
-/// for every key. It runs in the foreground and logs to stderr. Stops cleanly on SIGINT or
-/// SIGTERM; SIGHUP is logged and ignored (no configuration reload yet).
+/// for every key. It runs in the foreground and logs to stderr, or to --log-file / `log_file`.
+/// Stops cleanly on SIGINT or SIGTERM; SIGHUP reopens the log file (logrotate) and does not
+/// reload the configuration (not supported yet).
 ///
 /// Environment: AMQTT_RUNTIME=auto|glommio|epoll overrides the `runtime` key (auto: glommio, or
 /// the epoll runtime with one warning where io_uring is refused, e.g. under Docker's default
 /// seccomp profile; glommio: fail at start without io_uring; epoll: always the fallback).
-/// RUST_LOG sets the log level.
+/// RUST_LOG sets the log level. Under systemd (JOURNAL_STREAM names stderr) log lines carry
+/// `<N>` syslog priorities and no timestamp, for journald (--log-format text keeps timestamps).
 #[derive(Parser, Debug)]
 #[command(
     name = "amqtt",
@@ -37,7 +41,8 @@ const MIN_MEMLOCK: u64 = 512 << 10;
     long_about,
     after_help = "Exit status: 0 stopped by SIGINT/SIGTERM; 1 the broker could not run (port in use, \
                   runtime refused by the kernel); 2 bad command line or configuration (file, TLS \
-                  material, password file, plugins, an AMQTT_RUNTIME that names no runtime)."
+                  material, password file, plugins, a log file that cannot be opened, an AMQTT_RUNTIME \
+                  that names no runtime)."
 )]
 struct Args {
     /// Broker configuration file (aMQTT YAML format).
@@ -49,6 +54,15 @@ struct Args {
     /// RUST_LOG=amqtt=debug.
     #[arg(short = 'd')]
     debug: bool,
+    /// Append log lines to FILE (created if missing) instead of stderr; SIGHUP reopens it, for
+    /// logrotate. Overrides the `log_file` key.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Log line format: auto (journal when stderr is the systemd journal, else text), text
+    /// (`[UTC time LEVEL target] message`), journal (`<6>[LEVEL target] message`, no time) or
+    /// json (one object per line: timestamp, level, target, message). Overrides `log_format`.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     /// mosquitto's -v (verbose): refused with a pointer to -d.
     #[arg(short = 'v', hide = true)]
     verbose: bool,
@@ -70,26 +84,37 @@ fn main() -> ExitCode {
     } else {
         "info,rustls=error"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
-        .format_timestamp_millis()
-        .init();
-
-    let mut config = match &args.config {
-        Some(path) => match BrokerConfig::from_file(path) {
-            Ok(config) => {
-                log::info!("configuration: {}", path.display());
-                config
-            }
-            Err(error) => {
-                eprintln!("amqtt: {error}");
-                return ExitCode::from(EXIT_BAD_CONFIG);
-            }
-        },
-        None => {
-            log::info!("configuration: built-in defaults (no -c FILE)");
-            BrokerConfig::default()
+    let logs = match Logs::install(default_filter) {
+        Ok(logs) => logs,
+        Err(error) => {
+            eprintln!("amqtt: cannot install the logger: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
         }
     };
+
+    // Log lines are kept until the configuration says where they go.
+    let loaded = match &args.config {
+        Some(path) => BrokerConfig::from_file(path),
+        None => Ok(BrokerConfig::default()),
+    };
+    let mut config = match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            let _ = logs.start(None, args.log_format.unwrap_or_default());
+            eprintln!("amqtt: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Err(message) = start_logs(&logs, &args, &config) {
+        eprintln!("amqtt: {message}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    // Errors that end the broker from here on go to the log file too, if there is one.
+    let to_file = args.log_file.is_some() || config.log_file.is_some();
+    match &args.config {
+        Some(path) => log::info!("configuration: {}", path.display()),
+        None => log::info!("configuration: built-in defaults (no -c FILE)"),
+    }
     // -d is for debugging: it shows every packet, as mosquitto -v does.
     config.log_packets |= args.debug;
     match shards::raise_limits() {
@@ -114,18 +139,21 @@ fn main() -> ExitCode {
     let signals = match block_signals() {
         Ok(set) => set,
         Err(error) => {
-            eprintln!("amqtt: cannot set up signal handling: {error}");
+            fail(
+                to_file,
+                &format_args!("cannot set up signal handling: {error}"),
+            );
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
     let handle = match Broker::new(config).and_then(Broker::start) {
         Ok(handle) => handle,
         Err(error) => {
-            eprintln!("amqtt: {error}");
+            fail(to_file, &error);
             return ExitCode::from(start_error_status(&error));
         }
     };
-    let signal = wait_for_stop_signal(&signals);
+    let signal = wait_for_stop_signal(&signals, &logs);
     log::info!("received {signal}, shutting down");
     match handle.stop() {
         Ok(()) => {
@@ -133,10 +161,38 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("amqtt: {error}");
+            fail(to_file, &error);
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// Reports an error that ends the broker on stderr (what a terminal and systemd show) and, when
+/// lines go to a log file, in the file too.
+fn fail(to_file: bool, message: &dyn std::fmt::Display) {
+    if to_file {
+        log::error!("{message}");
+    }
+    eprintln!("amqtt: {message}");
+}
+
+/// Sends log lines where the command line, else the configuration, says; an error names the
+/// option or the configuration key, the file and the reason.
+fn start_logs(logs: &Logs, args: &Args, config: &BrokerConfig) -> Result<(), String> {
+    let format = args.log_format.unwrap_or(config.log_format);
+    let file = args.log_file.as_ref().or(config.log_file.as_ref());
+    let Err(error) = logs.start(file.map(PathBuf::as_path), format) else {
+        return Ok(());
+    };
+    Err(match (&args.log_file, &config.source) {
+        (None, Some(source)) => ConfigError::Invalid {
+            file: source.display().to_string(),
+            key: "log_file".to_string(),
+            reason: error.to_string(),
+        }
+        .to_string(),
+        _ => format!("--log-file: {error}"),
+    })
 }
 
 /// What to use instead of a mosquitto option this broker does not take.
@@ -195,20 +251,38 @@ fn block_signals() -> std::io::Result<libc::sigset_t> {
     }
 }
 
-/// Waits for SIGINT or SIGTERM; a SIGHUP in between is logged and the wait goes on.
-fn wait_for_stop_signal(set: &libc::sigset_t) -> &'static str {
+/// Waits for SIGINT or SIGTERM: the one place the process's signals arrive (every other thread
+/// has them blocked). A SIGHUP in between is handled by `hang_up` and the wait goes on.
+fn wait_for_stop_signal(set: &libc::sigset_t, logs: &Logs) -> &'static str {
     loop {
         let mut signal: libc::c_int = 0;
         // SAFETY: `set` was initialised by `block_signals`; sigwait writes one int.
         let rc = unsafe { libc::sigwait(set, &mut signal) };
         match (rc, signal) {
-            (0, libc::SIGHUP) => log::warn!(
-                "SIGHUP received: configuration reload is not supported yet; ignoring \
-                 (restart the broker to apply a new configuration)"
-            ),
+            (0, libc::SIGHUP) => hang_up(logs),
             (0, libc::SIGINT) => return "SIGINT",
             (0, libc::SIGTERM) => return "SIGTERM",
             _ => return "a stop signal",
+        }
+    }
+}
+
+/// What SIGHUP does (`systemctl reload`, logrotate's postrotate): reopen the log file. This is
+/// where configuration reload (issue #24) will hook in; until then the configuration stays as
+/// loaded and the broker keeps serving.
+fn hang_up(logs: &Logs) {
+    const NO_RELOAD: &str = "configuration reload is not supported yet (restart the broker to \
+                             apply a new configuration)";
+    match logs.reopen() {
+        Ok(Some(path)) => log::info!(
+            "SIGHUP received: log file {} reopened; {NO_RELOAD}",
+            path.display()
+        ),
+        Ok(None) => {
+            log::info!("SIGHUP received: logging to stderr, no file to reopen; {NO_RELOAD}")
+        }
+        Err(error) => {
+            log::error!("SIGHUP received: {error}; log lines still go to the file open before")
         }
     }
 }

@@ -337,6 +337,20 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         None => defaults.runtime,
         Some(name) => name.parse().map_err(|e: String| invalid("runtime", e))?,
     };
+    let log_file = match raw.log_file.as_deref() {
+        None => None,
+        Some("") => {
+            return Err(invalid(
+                "log_file",
+                "must name a file (or be null for standard error)".to_string(),
+            ))
+        }
+        Some(path) => Some(PathBuf::from(path)),
+    };
+    let log_format = match raw.log_format.as_deref() {
+        None => defaults.log_format,
+        Some(name) => name.parse().map_err(|e: String| invalid("log_format", e))?,
+    };
     let max_inflight = integer(
         "max_inflight",
         raw.max_inflight,
@@ -406,6 +420,8 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         pin_shards: raw.pin_shards.map_or(defaults.pin_shards, |b| b.0),
         spin_before_park,
         runtime,
+        log_file,
+        log_format,
         connection_messages: raw
             .connection_messages
             .map_or(defaults.connection_messages, |b| b.0),

@@ -1,7 +1,8 @@
 //! Broker configuration: the aMQTT broker YAML schema and its validation.
 //!
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
-//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
+//! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `log_file`, `log_format`,
+//! `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
 //! `persistence`,
 //! and per listener `max_connect_rate`), and turns it into a checked
@@ -111,6 +112,12 @@ pub struct BrokerConfig {
     /// refused), `glommio` or `epoll`. The environment variable `AMQTT_RUNTIME` overrides it
     /// ([`runtime_from_env`]).
     pub runtime: shards::RuntimeChoice,
+    /// `log_file`: the file log lines are appended to (reopened on SIGHUP, for logrotate);
+    /// `None` (the default): standard error. Read by the `amqtt` binary, not by the broker.
+    pub log_file: Option<PathBuf>,
+    /// `log_format`: how each log line is written (`auto`, `text`, `journal`, `json`). Read by
+    /// the `amqtt` binary, not by the broker.
+    pub log_format: LogFormat,
     /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
     /// they are logged at DEBUG.
     pub connection_messages: bool,
@@ -236,6 +243,55 @@ impl fmt::Display for ShardCount {
     }
 }
 
+/// The `log_format` key (and `amqtt --log-format`): how each log line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `journal` when standard error is the systemd journal (`JOURNAL_STREAM` names it), else
+    /// `text`.
+    #[default]
+    Auto,
+    /// `[2026-01-31T12:00:00.123Z INFO  amqtt::server] message`: UTC timestamp, level, target.
+    Text,
+    /// `<6>[INFO  amqtt::server] message`: no timestamp (the journal adds its own) and the
+    /// syslog priority in sd-daemon's `<N>` prefix, so that journald records each line's level.
+    Journal,
+    /// One JSON object per line: `timestamp` (RFC 3339, UTC), `level`, `target`, `message`.
+    Json,
+}
+
+impl LogFormat {
+    /// The values the key takes, for messages.
+    pub const NAMES: &'static str = "auto, text, journal or json";
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(LogFormat::Auto),
+            "text" => Ok(LogFormat::Text),
+            "journal" => Ok(LogFormat::Journal),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format '{other}': expected {}",
+                LogFormat::NAMES
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Journal => "journal",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
 /// Why a configuration could not be loaded. `file` is the path or origin given by the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -311,6 +367,8 @@ impl Default for BrokerConfig {
             pin_shards: true,
             spin_before_park: Duration::ZERO,
             runtime: shards::RuntimeChoice::Auto,
+            log_file: None,
+            log_format: LogFormat::Auto,
             connection_messages: true,
             log_packets: false,
             packet_logger: false,

@@ -5,7 +5,8 @@
 - `RawConn` and the `*_packet` encoders: a minimal MQTT 3.1.1 client on a plain socket, for the
   packets that real clients refuse to send.
 - `free_port` and `accepts`: loopback ports for the brokers the tests start; `stop_broker` stops
-  one and requires a clean exit.
+  one and requires a clean exit, `kill_running` ends the ones a failed test left;
+  `wait_for_text` waits for a line in a broker's log file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
@@ -33,6 +35,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> str:
+    """The content of `path` once it contains `text` (a log file being written); fails the test
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    content = ""
+    while time.monotonic() < deadline:
+        content = path.read_text(errors="replace") if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.05)
+    pytest.fail(f"{text!r} never appeared in {path}:\n{content}", pytrace=False)
 
 
 def accepts(port: int) -> bool:
@@ -55,6 +70,14 @@ def stop_broker(proc: subprocess.Popen, log_path: Path, timeout: float = 5.0) ->
         proc.wait()
         rc = "timeout"
     assert rc == 0, f"broker exit {rc}:\n" + Path(log_path).read_text(errors="replace")[-5000:]
+
+
+def kill_running(procs) -> None:
+    """Kills and reaps the processes still running (a test's brokers, after a failure)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass(frozen=True)

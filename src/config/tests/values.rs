@@ -1,5 +1,6 @@
 //! Typed values and their bounds: sizes with units, durations, numeric ranges, `runtime`,
-//! `shards`, `spin_before_park`, `connection_messages`, `session_expiry_interval`.
+//! `shards`, `spin_before_park`, `connection_messages`, `session_expiry_interval`, `log_file`,
+//! `log_format`.
 
 use super::*;
 
@@ -73,6 +74,28 @@ fn runtime_values() {
         "unknown runtime 'uring': expected auto, glommio or epoll",
     );
     invalid("runtime: 1\n", "runtime", "unknown runtime '1'");
+}
+
+#[test]
+fn log_keys() {
+    let defaults = ok("");
+    assert_eq!(defaults.log_file, None);
+    assert_eq!(defaults.log_format, LogFormat::Auto);
+    let c = ok("log_file: /var/log/amqtt/amqtt.log\nlog-format: json\n");
+    assert_eq!(c.log_file, Some(PathBuf::from("/var/log/amqtt/amqtt.log")));
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(ok("log_file: null\n").log_file, None);
+    for name in ["auto", "text", "journal", "json"] {
+        let format: LogFormat = name.parse().expect("a log format");
+        assert_eq!(format.to_string(), name);
+        assert_eq!(ok(&format!("log_format: {name}\n")).log_format, format);
+    }
+    invalid(
+        "log_format: syslog\n",
+        "log_format",
+        "unknown log format 'syslog': expected auto, text, journal or json",
+    );
+    invalid("log_file: ''\n", "log_file", "must name a file");
 }
 
 #[test]
