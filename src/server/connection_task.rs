@@ -25,7 +25,7 @@ use futures_lite::FutureExt;
 use shards::TcpConn;
 
 use crate::broker::{AuthVerdict, ConnId, FirstPacket, ListenerIdentity, PendingConnect};
-use crate::transport::server::{Accepted, ServerStream};
+use crate::transport::server::{Accepted, HandshakeError, ServerStream};
 
 use super::bus_retry;
 use super::lifecycle::{self, Peer};
@@ -182,10 +182,15 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
         Err(error) => {
             log::debug!("shard {}: listener '{}': {error}", rt.id, slot.0.name);
             let mut stats = rt.stats.borrow_mut();
-            if error.is_proxy_header() {
-                stats.proxy_header_failures += 1;
-            } else {
-                stats.handshake_failures += 1;
+            match error {
+                HandshakeError::Proxy(_) => stats.proxy_header_failures += 1,
+                // A proxy's health check (connect, close) or a port probe: no bad bytes.
+                HandshakeError::ProxyClosed | HandshakeError::ProxyRead(_) => {
+                    stats.closed_before_connect += 1;
+                }
+                HandshakeError::Tls(_) | HandshakeError::Upgrade(_) => {
+                    stats.handshake_failures += 1;
+                }
             }
             return Arrival::Done;
         }

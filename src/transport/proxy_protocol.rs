@@ -84,10 +84,10 @@ fn parse_v1(bytes: &[u8]) -> Result<Parsed, ProxyHeaderError> {
     }
     let scanned = &bytes[..bytes.len().min(MAX_V1_LEN)];
     if let Some(end) = scanned.iter().position(|&b| b == b'\r' || b == b'\n') {
+        if scanned[end] == b'\n' {
+            return Err(ProxyHeaderError::V1("a line break that is not CRLF"));
+        }
         match scanned.get(end..end + 2) {
-            _ if scanned[end] == b'\n' => {
-                return Err(ProxyHeaderError::V1("a line break that is not CRLF"))
-            }
             Some(b"\r\n") => {
                 let source = v1_source(&bytes[V1_PREFIX.len().min(end)..end])?;
                 return Ok(Parsed::Complete {

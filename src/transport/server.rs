@@ -185,16 +185,6 @@ pub struct DetachedStream {
     websocket: Option<Vec<u8>>,
 }
 
-impl HandshakeError {
-    /// Whether the PROXY protocol header was missing or bad (rather than TLS or WebSocket).
-    pub fn is_proxy_header(&self) -> bool {
-        matches!(
-            self,
-            HandshakeError::Proxy(_) | HandshakeError::ProxyRead(_) | HandshakeError::ProxyClosed
-        )
-    }
-}
-
 impl ServerStream {
     fn tcp(&self) -> &TcpStream {
         match self {

@@ -225,6 +225,9 @@ def test_tls_behind_the_header(proxied):
 def test_a_connection_without_a_header_is_refused(proxied):
     before = proxied.settled_metric("proxy_header")
     timeouts = proxied.settled_metric("connect_timeout")
+    probes = proxied.settled_metric("closed_before_connect")
+    # A proxy's TCP health check: connect, close. Not a bad header.
+    socket.create_connection((HOST, proxied.ports["proxy"]), timeout=TIMEOUT).close()
     # An MQTT client that does not know it is behind a proxy.
     conn = RawConn(HOST, proxied.ports["proxy"])
     conn.send(bytes([0x10]))
@@ -243,6 +246,8 @@ def test_a_connection_without_a_header_is_refused(proxied):
     silent.close()
     proxied.wait_metric("proxy_header", before + 2)
     proxied.wait_metric("connect_timeout", timeouts + 1)
+    proxied.wait_metric("closed_before_connect", probes + 1)
+    assert proxied.settled_metric("proxy_header") == before + 2
 
 
 MALFORMED = [
