@@ -126,16 +126,7 @@ impl Mqtt {
             stream,
             buf: BytesMut::new(),
         };
-        mqtt.send(Packet::Connect(Box::new(Connect {
-            protocol: ProtocolLevel::V311,
-            clean_session: true,
-            keep_alive: 30,
-            client_id: client_id.into(),
-            will: None,
-            username: None,
-            password: None,
-        })))
-        .await;
+        mqtt.send(connect_packet(client_id)).await;
         match mqtt.recv().await {
             Some(Packet::ConnAck(ConnAck {
                 code: ConnectReturnCode::Accepted,
@@ -269,8 +260,8 @@ fn auth_plugins_see_each_clients_listener_and_transport() {
     }
 }
 
-fn connect_bytes(client_id: &str) -> Vec<u8> {
-    let mut out = BytesMut::new();
+/// A clean-session MQTT 3.1.1 CONNECT.
+fn connect_packet(client_id: &str) -> Packet {
     Packet::Connect(Box::new(Connect {
         protocol: ProtocolLevel::V311,
         clean_session: true,
@@ -280,8 +271,11 @@ fn connect_bytes(client_id: &str) -> Vec<u8> {
         username: None,
         password: None,
     }))
-    .encode(&mut out)
-    .expect("encode");
+}
+
+fn connect_bytes(client_id: &str) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    connect_packet(client_id).encode(&mut out).expect("encode");
     out.to_vec()
 }
 
