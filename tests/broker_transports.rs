@@ -1,7 +1,8 @@
 //! MQTT over TLS, WebSocket and secure WebSocket, end to end over real sockets: our client transport
 //! (`amqtt::transport::connect_client`) and raw tungstenite / rustls peers against the broker, with
 //! 1 and 2 shards so that connections of every transport move between shards; and what
-//! authentication plugins are told of each transport.
+//! authentication plugins are told of each transport, and of the client's address behind a PROXY
+//! protocol header.
 
 mod common;
 
@@ -125,16 +126,7 @@ impl Mqtt {
             stream,
             buf: BytesMut::new(),
         };
-        mqtt.send(Packet::Connect(Box::new(Connect {
-            protocol: ProtocolLevel::V311,
-            clean_session: true,
-            keep_alive: 30,
-            client_id: client_id.into(),
-            will: None,
-            username: None,
-            password: None,
-        })))
-        .await;
+        mqtt.send(connect_packet(client_id)).await;
         match mqtt.recv().await {
             Some(Packet::ConnAck(ConnAck {
                 code: ConnectReturnCode::Accepted,
@@ -265,6 +257,98 @@ fn auth_plugins_see_each_clients_listener_and_transport() {
         assert_eq!((c.listener.as_str(), c.transport), (listener, transport));
         assert!(c.remote_addr.is_some_and(|a| a.ip().is_loopback()), "{c:?}");
         assert_eq!(c.certificate, None, "{listener}");
+    }
+}
+
+/// A clean-session MQTT 3.1.1 CONNECT.
+fn connect_packet(client_id: &str) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: ProtocolLevel::V311,
+        clean_session: true,
+        keep_alive: 30,
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+    }))
+}
+
+fn connect_bytes(client_id: &str) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    connect_packet(client_id).encode(&mut out).expect("encode");
+    out.to_vec()
+}
+
+/// On `proxy-protocol` listeners, plugins are told the address of the PROXY header (v1 and v2),
+/// over TCP and over WebSocket (the header comes before the upgrade), on the shard that accepted
+/// the connection and on the one it moved to.
+#[test]
+fn auth_plugins_see_the_address_a_proxy_protocol_header_names() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let proxied = "  proxied:\n    bind: 127.0.0.1:0\n    proxy-protocol: true\n  \
+                   proxied-ws:\n    bind: 127.0.0.1:0\n    type: ws\n    proxy_protocol: true\n";
+    let (setup, _) = start_with_plugins(2, proxied, vec![Plugin::auth(AuthRecorder(seen.clone()))]);
+    let connack = [0x20, 2, 0, 0];
+    let mut expected = Vec::new();
+    for shard in 0..2 {
+        // TCP, version 2, IPv4.
+        let id = id_on_shard("pp-tcp", shard, 2);
+        let port = 40000 + shard as u16;
+        let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        header.extend_from_slice(&[198, 51, 100, 7, 10, 0, 0, 1]);
+        header.extend_from_slice(&port.to_be_bytes());
+        header.extend_from_slice(&1883u16.to_be_bytes());
+        let mut tcp = std::net::TcpStream::connect(setup.addr("proxied")).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        tcp.write_all(&[header, connect_bytes(&id)].concat())
+            .expect("write");
+        let mut ack = [0u8; 4];
+        tcp.read_exact(&mut ack).expect("CONNACK");
+        assert_eq!(ack, connack);
+        expected.push((
+            id,
+            "proxied",
+            Transport::Tcp,
+            format!("198.51.100.7:{port}"),
+        ));
+        // WebSocket, version 1, IPv6.
+        let id = id_on_shard("pp-ws", shard, 2);
+        let addr = setup.addr("proxied-ws");
+        let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        tcp.write_all(format!("PROXY TCP6 2001:db8::7 2001:db8::1 {port} 8080\r\n").as_bytes())
+            .expect("write");
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/mqtt"
+        ))
+        .expect("request");
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
+        let (mut ws, _) = tungstenite::client(request, tcp).expect("upgrade");
+        ws.send(tungstenite::Message::binary(connect_bytes(&id)))
+            .expect("send");
+        match ws.read().expect("CONNACK") {
+            tungstenite::Message::Binary(ack) => assert_eq!(&ack[..], connack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        expected.push((
+            id,
+            "proxied-ws",
+            Transport::Ws,
+            format!("[2001:db8::7]:{port}"),
+        ));
+    }
+    let seen = seen.lock().expect("lock").clone();
+    for (id, listener, transport, addr) in expected {
+        let c = seen
+            .iter()
+            .find(|c| c.client_id == id)
+            .unwrap_or_else(|| panic!("{id}: not seen in {seen:?}"));
+        assert_eq!((c.listener.as_str(), c.transport), (listener, transport));
+        assert_eq!(c.remote_addr, Some(addr.parse().expect("addr")), "{id}");
     }
 }
 

@@ -79,6 +79,7 @@ pub(super) struct Merged<'a> {
     keyfile: Option<Field<'a, String>>,
     require_certificate: Option<Field<'a, Bool>>,
     use_identity_as_username: Option<Field<'a, Bool>>,
+    proxy_protocol: Option<Field<'a, Bool>>,
 }
 
 fn pick<'a, T>(
@@ -142,6 +143,7 @@ fn merge_listeners(raw: &RawListeners) -> Vec<Merged<'_>> {
                     use_identity_as_username,
                     "use-identity-as-username"
                 ),
+                proxy_protocol: pick!(proxy_protocol, "proxy-protocol"),
             }
         })
         .collect()
@@ -262,6 +264,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
                     max_connections,
                     max_connect_rate,
                     tls,
+                    proxy_protocol: listener.proxy_protocol.as_ref().is_some_and(|f| f.value.0),
                 });
             }
             if listeners.is_empty() {

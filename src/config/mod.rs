@@ -195,6 +195,10 @@ pub struct ListenerConfig {
     pub max_connect_rate: Option<u32>,
     /// TLS settings when `ssl: on`.
     pub tls: Option<TlsConfig>,
+    /// `proxy-protocol: true`: the listener is behind a TCP proxy (HAProxy `send-proxy` or
+    /// `send-proxy-v2`, a cloud load balancer) and every connection starts with a PROXY protocol
+    /// header, whose source address is the client's; a connection without one is closed.
+    pub proxy_protocol: bool,
 }
 
 /// Listener transport (`type:`); TLS is orthogonal (`ssl:`).
@@ -355,6 +359,7 @@ impl Default for BrokerConfig {
                 max_connections: None,
                 max_connect_rate: None,
                 tls: None,
+                proxy_protocol: false,
             }],
             timeout_disconnect_delay: DEFAULT_TIMEOUT_DISCONNECT_DELAY,
             sys_interval: DEFAULT_SYS_INTERVAL,

@@ -25,7 +25,7 @@ use futures_lite::FutureExt;
 use shards::TcpConn;
 
 use crate::broker::{AuthVerdict, ConnId, FirstPacket, ListenerIdentity, PendingConnect};
-use crate::transport::server::ServerStream;
+use crate::transport::server::{Accepted, HandshakeError, ServerStream};
 
 use super::bus_retry;
 use super::lifecycle::{self, Peer};
@@ -98,6 +98,8 @@ enum Arrival {
 /// A connection whose CONNECT has been read on its home shard, ready to be served.
 pub(crate) struct Start {
     stream: ServerStream,
+    /// The client's address (from the PROXY header on a listener behind a proxy).
+    addr: Option<SocketAddr>,
     pending: PendingConnect,
     /// What was read after the CONNECT.
     buf: BytesMut,
@@ -172,11 +174,24 @@ pub(crate) async fn accepted(rt: Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerS
 }
 
 async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arrival {
-    let mut stream = match slot.0.transport.accept(tcp).await {
-        Ok(stream) => stream,
+    let Accepted {
+        mut stream,
+        remote_addr: addr,
+    } = match slot.0.transport.accept(tcp).await {
+        Ok(accepted) => accepted,
         Err(error) => {
             log::debug!("shard {}: listener '{}': {error}", rt.id, slot.0.name);
-            rt.stats.borrow_mut().handshake_failures += 1;
+            let mut stats = rt.stats.borrow_mut();
+            match error {
+                HandshakeError::Proxy(_) => stats.proxy_header_failures += 1,
+                // A proxy's health check (connect, close) or a port probe: no bad bytes.
+                HandshakeError::ProxyClosed | HandshakeError::ProxyRead(_) => {
+                    stats.closed_before_connect += 1;
+                }
+                HandshakeError::Tls(_) | HandshakeError::Upgrade(_) => {
+                    stats.handshake_failures += 1;
+                }
+            }
             return Arrival::Done;
         }
     };
@@ -192,6 +207,7 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
         buf.advance(pending.byte_len());
         return Arrival::Here(Box::new(Start {
             stream,
+            addr,
             pending,
             buf,
             slot,
@@ -205,6 +221,7 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
         Ok(detached) => {
             let handoff = ShardMessage::HandOff(Box::new(HandOff {
                 stream: detached,
+                remote_addr: addr,
                 mqtt_bytes: buf,
                 slot,
             }));
@@ -230,6 +247,7 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
 pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
     let HandOff {
         stream,
+        remote_addr: addr,
         mqtt_bytes: mut buf,
         slot,
     } = *handoff;
@@ -262,6 +280,7 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
     buf.advance(pending.byte_len());
     let start = Box::new(Start {
         stream,
+        addr,
         pending,
         buf,
         slot,
@@ -428,6 +447,7 @@ fn finish(rt: &Rc<ShardRuntime>, conn: ConnId, live: &Live) {
 async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLoop, ServerStream)> {
     let Start {
         mut stream,
+        addr,
         pending,
         buf,
         slot,
@@ -435,7 +455,6 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     let conn = rt.next_conn_id();
     let signal = Rc::new(ConnSignal::new(stream.raw_fd()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
-    let addr = lifecycle::peer_addr(stream.raw_fd());
 
     let requested_id = pending.client_id().to_owned();
     let username = pending.username().map(str::to_owned);

@@ -6,20 +6,9 @@
 //! Nothing here is on the per-message path, and nothing here decides anything: it only formats.
 
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, RawFd};
 
 use crate::broker::CloseReason;
 use crate::protocol::ConnectReturnCode;
-
-/// The remote address of a connected socket, if the kernel still knows it.
-pub(crate) fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
-    // SAFETY: `fd` is the open socket of a stream the caller holds for the duration of this call.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    socket2::SockRef::from(&borrowed)
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-}
 
 /// Who a connection is, for its log lines.
 pub(crate) struct Peer<'a> {
@@ -131,16 +120,5 @@ mod tests {
             refusal_text(ConnectReturnCode::NotAuthorized),
             "not authorized"
         );
-    }
-
-    #[test]
-    fn peer_addr_reads_a_live_socket() {
-        use std::os::fd::AsRawFd;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (server, from) = listener.accept().expect("accept");
-        assert_eq!(peer_addr(server.as_raw_fd()), Some(from));
-        drop(client);
     }
 }

@@ -168,7 +168,7 @@ fn describe_all() {
     );
     describe_counter!(
         "amqtt_handshake_failures_total",
-        "Connections that ended before a CONNECT was read: no CONNECT within connect_timeout, a malformed one, a failed TLS handshake / WebSocket upgrade, or closed by the peer first (port probes)."
+        "Connections that ended before a CONNECT was read: no CONNECT within connect_timeout, a malformed one, a failed TLS handshake / WebSocket upgrade, a missing or malformed PROXY protocol header, or closed by the peer first (port probes)."
     );
     describe_counter!(
         "amqtt_auth_failures_total",
@@ -327,6 +327,8 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
         .absolute(core.malformed_before_connect);
     counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "tls_or_websocket")
         .absolute(rt.handshake_failures);
+    counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "proxy_header")
+        .absolute(rt.proxy_header_failures);
     counter!("amqtt_handshake_failures_total", "shard" => sh(), "reason" => "closed_before_connect")
         .absolute(rt.closed_before_connect);
     let auth = core.refused_by_code.get(4).copied().unwrap_or(0)

@@ -101,6 +101,9 @@ pub(crate) struct RuntimeStats {
     pub accept_rate_waits: u64,
     /// TLS handshakes and WebSocket upgrades that failed.
     pub handshake_failures: u64,
+    /// Connections closed on a `proxy-protocol` listener for a missing or malformed PROXY header
+    /// (one closed before a complete header is `closed_before_connect`).
+    pub proxy_header_failures: u64,
     /// Bytes read from client sockets after CONNECT (one add per read).
     pub bytes_received: u64,
     /// PUBLISH read → delivery written (one sample per write that carried a delivery).

@@ -43,6 +43,9 @@ pub(crate) enum ShardMessage {
 pub(crate) struct HandOff {
     /// The socket and its TLS / WebSocket state.
     pub stream: DetachedStream,
+    /// The client's address as the accepting shard learned it (the PROXY header's, behind a
+    /// proxy): the socket's own peer may be the proxy.
+    pub remote_addr: Option<std::net::SocketAddr>,
     /// Every MQTT byte read so far, CONNECT included (empty for WebSocket, which replays its own).
     pub mqtt_bytes: BytesMut,
     pub slot: ListenerSlot,

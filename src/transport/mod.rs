@@ -1,5 +1,6 @@
 //! Byte-stream transports shared by the broker's listeners and the client: TCP, TLS (rustls),
-//! WebSocket and secure WebSocket (tungstenite), plus broker URLs.
+//! WebSocket and secure WebSocket (tungstenite), plus broker URLs and the PROXY protocol header a
+//! listener behind a TCP proxy reads first.
 //!
 //! Every transport yields something that implements `AsyncRead + AsyncWrite` over the shard's sockets
 //! (`shards::TcpConn`);
@@ -10,6 +11,7 @@
 // and the client: not yet documented item by item (TODO: the client's part).
 #![allow(missing_docs)]
 
+pub mod proxy_protocol;
 pub mod server;
 pub mod tls;
 pub mod tls_client;

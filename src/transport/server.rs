@@ -1,21 +1,24 @@
 //! The broker's side of the transports: turning an accepted TCP socket into a byte stream for its
-//! listener's kind (TCP, TLS, WebSocket, secure WebSocket), and detaching / re-attaching such a stream
-//! so that a connection can move to another shard.
+//! listener's kind (TCP, TLS, WebSocket, secure WebSocket), after the PROXY protocol header when the
+//! listener is behind a TCP proxy (`proxy-protocol: true`), and detaching / re-attaching such a
+//! stream so that a connection can move to another shard.
 //!
 //! What moves between shards ([`DetachedStream`]) is plain `Send` data: a duplicated socket fd, the
 //! rustls connection state, and for WebSocket the raw frame bytes read so far (replayed on arrival).
 //! This file parses no MQTT.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rustls::{Connection, ServerConfig, ServerConnection};
 use shards::TcpConn as TcpStream;
 
+use super::proxy_protocol::{self, Parsed, ProxyHeaderError};
 use super::tls::{self, TlsSetupError, TlsStream};
 use super::ws::{self, Recorder, UpgradeError, WsByteStream};
 use crate::config::{ListenerConfig, ListenerKind};
@@ -27,6 +30,8 @@ use crate::plugins::{PeerCertificate, Transport};
 pub struct ListenerTransport {
     kind: ListenerKind,
     tls: Option<Arc<ServerConfig>>,
+    /// Connections start with a PROXY protocol header (v1 or v2), read before any handshake.
+    proxy_protocol: bool,
 }
 
 impl std::fmt::Debug for ListenerTransport {
@@ -51,6 +56,7 @@ impl ListenerTransport {
         Ok(ListenerTransport {
             kind: listener.kind,
             tls,
+            proxy_protocol: listener.proxy_protocol,
         })
     }
 
@@ -64,8 +70,27 @@ impl ListenerTransport {
         }
     }
 
-    /// Runs the TLS handshake and/or WebSocket upgrade the listener calls for.
-    pub async fn accept(&self, tcp: TcpStream) -> Result<ServerStream, HandshakeError> {
+    /// Reads the PROXY protocol header if the listener expects one, then runs the TLS handshake
+    /// and/or WebSocket upgrade the listener calls for.
+    pub async fn accept(&self, mut tcp: TcpStream) -> Result<Accepted, HandshakeError> {
+        let peer = tcp.peer_addr().ok();
+        let remote_addr = if self.proxy_protocol {
+            read_proxy_header(&mut tcp).await?.or(peer)
+        } else {
+            peer
+        };
+        let stream = self.handshake(tcp, remote_addr).await?;
+        Ok(Accepted {
+            stream,
+            remote_addr,
+        })
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: Option<SocketAddr>,
+    ) -> Result<ServerStream, HandshakeError> {
         match (&self.tls, self.kind) {
             (None, ListenerKind::Tcp) => Ok(ServerStream::Tcp(tcp)),
             (None, ListenerKind::Ws) => {
@@ -79,7 +104,6 @@ impl ListenerTransport {
             (Some(config), kind) => {
                 let conn = ServerConnection::new(config.clone())
                     .map_err(|e| HandshakeError::Tls(e.to_string()))?;
-                let peer = tcp.peer_addr().ok();
                 let mut tls = TlsStream::new(tcp, conn);
                 if let Err(error) = tls.handshake().await {
                     tls::log_failed_handshake(peer, &error);
@@ -98,9 +122,46 @@ impl ListenerTransport {
     }
 }
 
-/// A failed TLS handshake or WebSocket upgrade: that connection is closed and counted.
+/// The PROXY protocol header at the start of `tcp`, read without a byte past it (what follows is
+/// TLS, WebSocket or MQTT). The client's address, `None` when the header names none.
+async fn read_proxy_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, HandshakeError> {
+    let mut buf = Vec::new();
+    loop {
+        match proxy_protocol::parse(&buf)? {
+            Parsed::Complete { header, .. } => return Ok(header.source),
+            Parsed::Incomplete { at_least } => {
+                let filled = buf.len();
+                buf.resize(filled + at_least, 0);
+                let n = tcp
+                    .read(&mut buf[filled..])
+                    .await
+                    .map_err(HandshakeError::ProxyRead)?;
+                if n == 0 {
+                    return Err(HandshakeError::ProxyClosed);
+                }
+                buf.truncate(filled + n);
+            }
+        }
+    }
+}
+
+/// What a listener made of an accepted socket.
+pub struct Accepted {
+    pub stream: ServerStream,
+    /// The client's address: the PROXY header's source on a `proxy-protocol` listener (when it
+    /// names one), else the socket's peer.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// A failed PROXY header, TLS handshake or WebSocket upgrade: that connection is closed and counted.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
+    #[error("PROXY protocol: {0}")]
+    Proxy(#[from] ProxyHeaderError),
+    #[error("reading the PROXY protocol header: {0}")]
+    ProxyRead(io::Error),
+    #[error("closed before a complete PROXY protocol header")]
+    ProxyClosed,
     #[error("TLS handshake failed: {0}")]
     Tls(String),
     #[error("WebSocket upgrade failed: {0}")]

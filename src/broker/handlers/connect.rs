@@ -124,10 +124,19 @@ impl PendingConnect {
     }
 }
 
+/// CONNECT's first byte: packet type 1, reserved flags 0 [MQTT-2.2.2-1], in every MQTT version.
+const CONNECT_FIRST_BYTE: u8 = 0x10;
+
 impl BrokerCore {
     /// The first bytes read from a connection not known to any core yet (see the module
     /// documentation). `buf` is everything read so far; nothing is consumed.
     pub fn handle_first_bytes(&mut self, buf: &[u8], identity: &ListenerIdentity) -> FirstPacket {
+        // Known from the first byte, without waiting for the length it seems to announce: a
+        // PROXY protocol line (`P`, read as a PUBREC of 82 bytes) sent to a listener without
+        // `proxy-protocol` is closed at once, not at `connect_timeout`.
+        if buf.first().is_some_and(|&byte| byte != CONNECT_FIRST_BYTE) {
+            return self.close_first("first packet is not CONNECT");
+        }
         let mut probe = BytesMut::from(buf);
         let (answer, length) = match decode(&mut probe, self.settings.max_packet_size) {
             Ok(None) => return FirstPacket::Incomplete,

@@ -255,6 +255,28 @@ fn a_first_packet_that_is_not_a_connect_or_is_malformed_closes_without_an_answer
     assert_eq!(core.connection_count(), 0);
 }
 
+/// A PROXY protocol header sent to a listener without `proxy-protocol` is closed from its first
+/// byte, as the malformed first packet it is: v1's `P` would otherwise read as a PUBREC of 82
+/// bytes and wait for them until `connect_timeout`.
+#[test]
+fn a_proxy_protocol_header_is_a_malformed_first_packet() {
+    let mut core = BrokerCore::new(Settings::default(), 0, 1, 7);
+    let connect = encoded(&Packet::Connect(Box::new(Cluster::connect_packet(
+        "c", true,
+    ))));
+    let v1 = [
+        &b"PROXY TCP4 203.0.113.7 10.0.0.1 4242 1883\r\n"[..],
+        &connect,
+    ]
+    .concat();
+    let v2 = [&b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"[..], &connect].concat();
+    for (n, bytes) in [&v1[..1], &v1, &v2[..1], &v2].into_iter().enumerate() {
+        let verdict = first(&mut core, bytes, &ListenerIdentity::Connect);
+        assert!(matches!(verdict, FirstPacket::Close), "{bytes:?}");
+        assert_eq!(core.stats.malformed_before_connect, n as u64 + 1);
+    }
+}
+
 #[test]
 fn an_unsupported_protocol_level_is_refused_with_0x01_where_it_was_read() {
     let mut core = BrokerCore::new(Settings::default(), 1, 4, 7);

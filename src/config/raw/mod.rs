@@ -161,6 +161,8 @@ pub(super) struct RawListener {
     pub(super) require_certificate: Option<Bool>,
     /// Our key (Mosquitto's name): the client certificate's CN is the user name.
     pub(super) use_identity_as_username: Option<Bool>,
+    /// Our key: connections start with a PROXY protocol header (v1 or v2).
+    pub(super) proxy_protocol: Option<Bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,6 @@
 //! Tests of the `listeners` section: inheritance from `default`, unbound and missing listeners,
 //! WebSocket and TLS listeners (certificate, key, mutual TLS), bind addresses, and the per-listener
-//! `max-connections` and `max_connect_rate`.
+//! `max-connections`, `max_connect_rate` and `proxy-protocol`.
 
 use super::*;
 
@@ -221,4 +221,43 @@ fn max_connect_rate_values() {
         "{msg}"
     );
     assert!(msg.contains("0 for unlimited"), "{msg}");
+}
+
+#[test]
+fn proxy_protocol_is_off_unless_set_inherits_and_reads_both_spellings() {
+    let c = ok("
+listeners:
+  default:
+    bind: 127.0.0.1:1883
+  dashed:
+    bind: 127.0.0.1:1884
+    proxy-protocol: true
+  underscored:
+    bind: 127.0.0.1:1885
+    proxy_protocol: yes
+");
+    let on: Vec<bool> = c.listeners.iter().map(|l| l.proxy_protocol).collect();
+    assert_eq!(on, [false, true, true]);
+    assert!(!BrokerConfig::default().listeners[0].proxy_protocol);
+    let inherited = ok("
+listeners:
+  default:
+    proxy-protocol: on
+  behind-proxy:
+    bind: 127.0.0.1:1884
+  direct:
+    bind: 127.0.0.1:1885
+    proxy-protocol: off
+");
+    let on: Vec<bool> = inherited
+        .listeners
+        .iter()
+        .map(|l| l.proxy_protocol)
+        .collect();
+    assert_eq!(on, [true, false]);
+    invalid(
+        "listeners:\n  default:\n    bind: :1\n    proxy-protocol: sometimes\n",
+        "listeners.default.proxy-protocol",
+        "(line 4, column",
+    );
 }
