@@ -428,6 +428,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
         metrics,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,
+        contrib: super::contrib::config(&raw),
         source: None,
     })
 }

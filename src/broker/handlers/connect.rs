@@ -290,9 +290,15 @@ fn check(
     if !broker.settings.allow_anonymous && connect.username.is_none() {
         return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
     }
-    if auth == AuthVerdict::Denied {
+    let until = match auth {
+        AuthVerdict::Denied => None,
+        AuthVerdict::Allowed => Some(None),
+        // Expired on its way here (the verdict took a while): refused like an expired token.
+        AuthVerdict::AllowedUntil(until) => Some(Some(until)).filter(|_| until > now),
+    };
+    let Some(until) = until else {
         return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
-    }
+    };
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         broker.generate_client_id().into()
     } else {
@@ -350,6 +356,9 @@ fn check(
     let connection = Connection::new(key, protocol, connect.keep_alive, now);
     let username = broker.sessions.get(key).and_then(|s| s.username.clone());
     broker.connections.insert(conn, connection);
+    if let Some(until) = until {
+        broker.credential_deadlines.file(conn, until);
+    }
     broker.stats.connections_accepted += 1;
     broker.write(
         conn,
