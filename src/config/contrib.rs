@@ -6,7 +6,8 @@
 //! | `amqtt.contrib.jwt.TopicAuthJwtPlugin` | `topic-check.jwt` | `topic_jwt` |
 //! | `amqtt.contrib.cert.CertificateAuthPlugin` | `auth.cert` | `auth_cert` |
 //!
-//! Here they are read (serde, unknown keys refused, required keys required) and kept as given;
+//! Here they are read (serde, unknown keys refused, required keys required; `raw` holds them
+//! where the file puts them, `build.rs` gathers them) and kept as given;
 //! the plugins (`src/plugins/auth_jwt`, `src/plugins/auth_cert.rs`) check the values (an
 //! algorithm they support, a key that parses) when the broker starts. What must not live here:
 //! any verification, or I/O.
@@ -14,8 +15,6 @@
 use std::fmt;
 
 use serde::Deserialize;
-
-use super::raw::RawConfig;
 
 /// aMQTT's default `algorithm`.
 const DEFAULT_ALGORITHM: &str = "HS256";
@@ -73,15 +72,6 @@ pub struct ContribConfig {
 
 fn default_algorithm() -> String {
     DEFAULT_ALGORITHM.to_string()
-}
-
-/// The contrib settings of a raw configuration.
-pub(super) fn config(raw: &RawConfig) -> ContribConfig {
-    ContribConfig {
-        jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
-        jwt_topic: raw.topic_check.as_ref().and_then(|t| t.jwt.clone()),
-        cert: raw.auth.as_ref().and_then(|a| a.cert.clone()),
-    }
 }
 
 /// The secret never reaches a log line.
