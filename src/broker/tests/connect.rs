@@ -1,5 +1,6 @@
 //! Connecting and staying connected: CONNECT accepted or refused (generated and over-long client
-//! ids, anonymous logins), a second CONNECT as a protocol error, keep-alive expiry.
+//! ids, anonymous logins), a second CONNECT as a protocol error, keep-alive expiry, credentials
+//! that expire.
 
 use std::time::Duration;
 

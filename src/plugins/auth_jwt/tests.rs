@@ -344,3 +344,35 @@ fn the_configuration_builds_them_and_names_what_is_wrong() {
     );
     assert_eq!(key, "topic-check.jwt.secret_key");
 }
+
+#[test]
+#[ignore = "a measurement, not a check: run by hand"]
+fn measure_verification_costs() {
+    let claims = json!({"username": "alice", "exp": now() + 3600});
+    let mut cases = vec![("HS256", hs256(&claims, SECRET), SECRET.to_string())];
+    for (name, algorithm, rcgen_alg) in [
+        ("ES256", Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256),
+        ("EdDSA", Algorithm::EdDSA, &rcgen::PKCS_ED25519),
+    ] {
+        let (private, public) = key_pair(rcgen_alg);
+        let key = match algorithm {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(private.as_bytes()),
+            _ => EncodingKey::from_ed_pem(private.as_bytes()),
+        }
+        .expect("encoding key");
+        let token = encode(&Header::new(algorithm), &claims, &key).expect("sign");
+        cases.push((name, token, public));
+    }
+    for (name, token, key) in cases {
+        let plugin = JwtAuth::new(&user_settings(&key, name)).expect("plugin");
+        let n = 1000;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            assert_ne!(
+                decide(&plugin, Some("alice"), Some(&token)),
+                AuthDecision::Deny
+            );
+        }
+        eprintln!("{name}: {:?} per CONNECT", started.elapsed() / n);
+    }
+}
