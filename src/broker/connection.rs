@@ -38,6 +38,8 @@ pub enum CloseReason {
     TakenOver,
     /// The broker is shutting down.
     ServerShutdown,
+    /// The credentials it connected with expired (a token's `exp`): treated as a lost connection.
+    CredentialsExpired,
 }
 
 impl CloseReason {

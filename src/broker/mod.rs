@@ -30,6 +30,7 @@
 
 pub mod bus_batch;
 pub mod connection;
+mod credentials_expiry;
 mod expiry;
 pub mod flow_control;
 mod gauges;
@@ -123,6 +124,8 @@ pub struct BrokerCore {
     session_by_client_id: HashMap<Arc<str>, SessionKey>,
     /// Offline sessions that expire, by deadline (`expiry.rs`).
     expiring: ExpiryIndex,
+    /// Connections allowed until a moment (`credentials_expiry.rs`).
+    credential_deadlines: credentials_expiry::CredentialDeadlines,
     subscriptions: TopicTrie<Vec<Subscriber>>,
     /// Per other shard: the filters its sessions subscribe to (value unused: presence).
     remote_interest: Vec<TopicTrie<()>>,
@@ -188,6 +191,7 @@ impl BrokerCore {
             sessions: Slab::new(),
             session_by_client_id: HashMap::new(),
             expiring: ExpiryIndex::default(),
+            credential_deadlines: Default::default(),
             subscriptions: TopicTrie::new(),
             remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
             retained: RetainedStore::default(),
@@ -276,6 +280,7 @@ impl BrokerCore {
     /// The transport ended (EOF, error, or after a `Closing` flush). Forgets the connection.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.close(conn, CloseReason::ConnectionLost);
+        self.credential_deadlines.forget(conn);
         if let Some(connection) = self.connections.remove(&conn) {
             self.settings.memory.sub(connection.outbox.len());
             self.outbox_pool.give(connection.outbox);
@@ -349,13 +354,15 @@ impl BrokerCore {
     }
 
     /// Time passes: close connections whose keep-alive expired (not those whose PUBLISH the broker
-    /// itself holds back: they are not idle); discard sessions whose client stayed away longer
+    /// itself holds back: they are not idle) or whose credentials did (`credentials_expiry.rs`);
+    /// discard sessions whose client stayed away longer
     /// than their expiry interval (`expiry.rs`); sessions behind for too long are marked stalled
     /// (`flow_control.rs`); sessions whose messages have all been settled give their flow state
     /// back (`Session::release_empty_flow`).
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
         self.expire_sessions(now);
+        self.close_expired_credentials(now);
         self.stall_slow_subscribers(now);
         for (_, session) in self.sessions.iter_mut() {
             session.release_empty_flow();

@@ -17,6 +17,8 @@ pub struct Stats {
     /// transport's framing broke before it): counted apart from `protocol_errors`.
     pub malformed_before_connect: u64,
     pub keep_alive_timeouts: u64,
+    /// Connections closed because their credentials expired (a token's `exp`).
+    pub credentials_expired: u64,
     pub packets_received: u64,
     pub publish_received: u64,
     pub publish_sent: u64,

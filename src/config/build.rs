@@ -447,6 +447,11 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
         metrics,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,
+        contrib: ContribConfig {
+            jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
+            jwt_topic: raw.topic_check.as_ref().and_then(|t| t.jwt.clone()),
+            cert: raw.auth.as_ref().and_then(|a| a.cert.clone()),
+        },
         source: None,
     })
 }

@@ -148,6 +148,8 @@ pub struct BrokerConfig {
     pub metrics: Option<MetricsConfig>,
     /// `persistence:`: the data directory and its sync policy; disabled by default.
     pub persistence: PersistenceConfig,
+    /// `auth.jwt`, `topic-check.jwt`, `auth.cert`: aMQTT's contrib plugins' settings.
+    pub contrib: ContribConfig,
     /// The file this came from; `None` for built-in defaults or text.
     pub source: Option<PathBuf>,
 }
@@ -386,6 +388,7 @@ impl Default for BrokerConfig {
             max_qos: DEFAULT_MAX_QOS,
             metrics: None,
             persistence: PersistenceConfig::default(),
+            contrib: ContribConfig::default(),
             source: None,
         }
     }
@@ -436,6 +439,7 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 }
 
 mod build;
+mod contrib;
 mod keys;
 mod persistence;
 mod raw;
@@ -443,6 +447,7 @@ mod scalars;
 #[cfg(test)]
 mod tests;
 
+pub use contrib::{CertSettings, ContribConfig, JwtTopicSettings, JwtUserSettings};
 pub use persistence::{
     FsyncPolicy, PersistenceConfig, DEFAULT_FSYNC_INTERVAL, DEFAULT_PERSISTENCE_DIR,
     DEFAULT_SNAPSHOT_INTERVAL,

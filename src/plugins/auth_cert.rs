@@ -4,9 +4,8 @@
 //! As in aMQTT, the certificate's first URI subject alternative name must be a SPIFFE device ID,
 //! `spiffe://DOMAIN/device/ID`, and `ID` must be the CONNECT's client id; anything else (no
 //! certificate, no URI, another shape, another client id, another domain) is denied. aMQTT's
-//! setting `uri_domain` fixes `DOMAIN`; the configuration file has no key for it yet, so the
-//! configured `auth_cert` accepts any domain, and a program embedding the broker can fix it with
-//! [`CertAuth::new`]. The certificate itself is verified by the listener (`cafile`,
+//! setting `uri_domain` (`auth.cert.uri_domain`, or `uri_domain` under the class in `plugins:`)
+//! fixes `DOMAIN`; without it any domain is accepted. The certificate itself is verified by the listener (`cafile`,
 //! `require-certificate`); this plugin only reads it. Costs nothing: answers on the event loop.
 
 use super::{AuthDecision, AuthPlugin, BoxError, Credentials};

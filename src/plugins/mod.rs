@@ -10,8 +10,8 @@
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
 //! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
-//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `topic_acl` ([`TopicAcl`]) and `topic_taboo`
-//! ([`TopicTaboo`]). A program that embeds the broker adds its own with
+//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `auth_jwt` ([`JwtAuth`]), `topic_acl`
+//! ([`TopicAcl`]), `topic_taboo` ([`TopicTaboo`]) and `topic_jwt` ([`JwtTopics`]). A program that embeds the broker adds its own with
 //! [`crate::Broker::with_plugin`]: such a plugin is used where a configuration list names it, and
 //! appended to its chain otherwise. [`build`] resolves the names at start; an unknown name is an
 //! error naming the file, the key and the reason. Authentication plugins see the connection too
@@ -34,6 +34,7 @@
 mod auth_anonymous;
 mod auth_cert;
 mod auth_file;
+mod auth_jwt;
 pub mod password_file;
 mod peer;
 mod registry;
@@ -44,6 +45,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -52,6 +54,7 @@ use crate::protocol::{Message, QoS, TopicFilter, TopicName};
 pub use auth_anonymous::AnonymousAuth;
 pub use auth_cert::CertAuth;
 pub use auth_file::FileAuth;
+pub use auth_jwt::{JwtAuth, JwtTopics};
 pub use peer::{PeerCertificate, Transport};
 pub use registry::{build, PluginError, PluginSet};
 pub use topic_acl::{filter_covers, AclEntryError, AclTables, TopicAcl};
@@ -119,14 +122,40 @@ pub enum AuthDecision {
     Deny,
     /// No opinion (e.g. `auth_file` about a client without a user name): the other plugins decide.
     Abstain,
+    /// Allowed until this moment (a token's `exp`): the connection is closed then. Counts as
+    /// `Allow`; with several, the earliest wins.
+    AllowUntil(SystemTime),
 }
 
 /// The outcome of the whole authentication chain: what the core receives with the CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthVerdict {
     Allowed,
+    /// Allowed until this moment of the core's clock: refused if it has passed, closed when it
+    /// passes (`CloseReason::CredentialsExpired`).
+    AllowedUntil(Instant),
     /// CONNACK 0x05 (not authorized); the client's will is never published.
     Denied,
+}
+
+impl AuthVerdict {
+    /// The verdict of a chain so far (`self`) followed by one more plugin's decision. A deadline
+    /// on the wall clock becomes one on `Instant`'s clock (the core's).
+    fn and(self, decision: AuthDecision) -> AuthVerdict {
+        let deadline = |until: SystemTime| {
+            Instant::now() + until.duration_since(SystemTime::now()).unwrap_or_default()
+        };
+        match (self, decision) {
+            (AuthVerdict::Denied, _) | (_, AuthDecision::Deny) => AuthVerdict::Denied,
+            (verdict, AuthDecision::Allow | AuthDecision::Abstain) => verdict,
+            (AuthVerdict::Allowed, AuthDecision::AllowUntil(until)) => {
+                AuthVerdict::AllowedUntil(deadline(until))
+            }
+            (AuthVerdict::AllowedUntil(first), AuthDecision::AllowUntil(until)) => {
+                AuthVerdict::AllowedUntil(first.min(deadline(until)))
+            }
+        }
+    }
 }
 
 /// Decides whether a CONNECT may proceed.
@@ -144,6 +173,17 @@ pub trait AuthPlugin: Send + Sync + 'static {
     fn quick_decision(&self, _credentials: &Credentials) -> Option<AuthDecision> {
         None
     }
+
+    /// A CONNECT the chain did not deny goes to the core now, under `client_id`, with this
+    /// password (`None` too where the client certificate authenticated it). Called once per such
+    /// CONNECT, on the event loop (must not block), before the core answers it — after, for a
+    /// client id the broker generates. It is followed by [`EventPlugin::client_disconnected`]
+    /// when the connection ends, or [`refused`](AuthPlugin::refused). For plugins that keep
+    /// something per client (`topic_jwt` keeps the topics of the token).
+    fn accepted(&self, _client_id: &str, _password: Option<&[u8]>) {}
+
+    /// The core refused the CONNECT announced by [`accepted`](AuthPlugin::accepted).
+    fn refused(&self, _client_id: &str) {}
 }
 
 /// What a client wants to do with a topic.
@@ -283,26 +323,46 @@ impl Authenticator {
     /// `None` when [`Authenticator::decide`] must run on a helper thread.
     pub fn quick_verdict(&self, credentials: &Credentials) -> Option<AuthVerdict> {
         let mut complete = true;
+        let mut verdict = AuthVerdict::Allowed;
         for plugin in &self.plugins {
             match guarded(plugin.name(), || plugin.quick_decision(credentials)) {
                 Err(()) => return Some(AuthVerdict::Denied),
                 Ok(Some(AuthDecision::Deny)) => return Some(AuthVerdict::Denied),
-                Ok(Some(_)) => {}
+                Ok(Some(decision)) => verdict = verdict.and(decision),
                 Ok(None) => complete = false,
             }
         }
-        complete.then_some(AuthVerdict::Allowed)
+        complete.then_some(verdict)
+    }
+
+    /// Tells every plugin a CONNECT goes to the core ([`AuthPlugin::accepted`]).
+    pub fn accepted(&self, client_id: &str, password: Option<&[u8]>) {
+        for plugin in &self.plugins {
+            let _ = guarded(plugin.name(), || plugin.accepted(client_id, password));
+        }
+    }
+
+    /// Tells every plugin the core refused it ([`AuthPlugin::refused`]).
+    pub fn refused(&self, client_id: &str) {
+        for plugin in &self.plugins {
+            let _ = guarded(plugin.name(), || plugin.refused(client_id));
+        }
     }
 
     /// The verdict of the whole chain. May block for milliseconds: call it off the event loop.
     pub fn decide(&self, credentials: &Credentials) -> AuthVerdict {
+        let mut verdict = AuthVerdict::Allowed;
         for plugin in &self.plugins {
             let decision = guarded(plugin.name(), || match plugin.quick_decision(credentials) {
                 Some(decision) => Ok(decision),
                 None => plugin.authenticate(credentials),
             });
             match decision {
-                Ok(Ok(AuthDecision::Allow | AuthDecision::Abstain)) => {}
+                Ok(Ok(
+                    decision @ (AuthDecision::Allow
+                    | AuthDecision::Abstain
+                    | AuthDecision::AllowUntil(_)),
+                )) => verdict = verdict.and(decision),
                 Ok(Ok(AuthDecision::Deny)) => {
                     log::debug!(
                         "authentication of '{}' (user {:?}) denied by plugin '{}'",
@@ -323,7 +383,7 @@ impl Authenticator {
                 Err(()) => return AuthVerdict::Denied,
             }
         }
-        AuthVerdict::Allowed
+        verdict
     }
 }
 

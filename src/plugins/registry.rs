@@ -3,7 +3,9 @@
 //! - `auth.plugins` (default: `auth_anonymous`, then `auth_file` when `auth.password-file` is
 //!   set) becomes the [`Authenticator`]; `topic-check.plugins`, when `topic-check.enabled`, the
 //!   topic chain of [`CorePlugins`].
-//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `topic_acl`, `topic_taboo`) or a plugin
+//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `auth_jwt`, `topic_acl`,
+//!   `topic_taboo`, `topic_jwt`; `topic_jwt` also joins the authentication chain, last, and the
+//!   event plugins: it reads the token at CONNECT and forgets it at the disconnection) or a plugin
 //!   the embedding program added with `Broker::with_plugin`. Added plugins a list does not name
 //!   are appended to their chain (event plugins always are): adding one is enough to use it.
 //! - Anything wrong is a [`PluginError`] naming the configuration file, the key and the reason:
@@ -18,11 +20,16 @@ use crate::config::BrokerConfig;
 
 use super::{
     AclTables, AnonymousAuth, AuthPlugin, Authenticator, CertAuth, CorePlugins, EventPlugin,
-    FileAuth, Plugin, TopicAcl, TopicPlugin, TopicTaboo,
+    FileAuth, JwtAuth, JwtTopics, Plugin, TopicAcl, TopicPlugin, TopicTaboo,
 };
 
-const AUTH_BUILTINS: [&str; 3] = [AnonymousAuth::NAME, FileAuth::NAME, CertAuth::NAME];
-const TOPIC_BUILTINS: [&str; 2] = [TopicAcl::NAME, TopicTaboo::NAME];
+const AUTH_BUILTINS: [&str; 4] = [
+    AnonymousAuth::NAME,
+    FileAuth::NAME,
+    CertAuth::NAME,
+    JwtAuth::NAME,
+];
+const TOPIC_BUILTINS: [&str; 3] = [TopicAcl::NAME, TopicTaboo::NAME, JwtTopics::NAME];
 
 /// A plugin set-up problem found at start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +81,7 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
             _ => None,
         })
         .collect();
-    let events: Vec<Arc<dyn EventPlugin>> = added
+    let mut events: Vec<Arc<dyn EventPlugin>> = added
         .iter()
         .filter_map(|p| match p {
             Plugin::Events(p) => Some(p.clone()),
@@ -105,8 +112,18 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
         }
         let plugin: Arc<dyn AuthPlugin> = match name.as_str() {
             AnonymousAuth::NAME => Arc::new(AnonymousAuth::new(config.allow_anonymous)),
-            // aMQTT's `uri_domain` has no configuration key yet: any SPIFFE trust domain.
-            CertAuth::NAME => Arc::new(CertAuth::new(None)),
+            // Without `auth.cert.uri_domain`: any SPIFFE trust domain.
+            CertAuth::NAME => Arc::new(CertAuth::new(
+                config.contrib.cert.as_ref().map(|c| c.uri_domain.clone()),
+            )),
+            JwtAuth::NAME => {
+                let Some(settings) = &config.contrib.jwt_user else {
+                    return Err(error(key, format!("'{name}' needs its settings: auth.jwt")));
+                };
+                let plugin = JwtAuth::new(settings)
+                    .map_err(|(setting, reason)| error(format!("auth.jwt.{setting}"), reason))?;
+                Arc::new(plugin)
+            }
             FileAuth::NAME => {
                 let Some(path) = &config.password_file else {
                     return Err(error(
@@ -177,6 +194,20 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                     Arc::new(acl)
                 }
                 TopicTaboo::NAME => Arc::new(TopicTaboo),
+                JwtTopics::NAME => {
+                    let Some(settings) = &config.contrib.jwt_topic else {
+                        let reason = format!("'{name}' needs its settings: topic-check.jwt");
+                        return Err(error(key, reason));
+                    };
+                    let plugin = JwtTopics::new(settings).map_err(|(setting, reason)| {
+                        error(format!("topic-check.jwt.{setting}"), reason)
+                    })?;
+                    // It reads the token at CONNECT and forgets it at the disconnection.
+                    let plugin = Arc::new(plugin);
+                    auth.push(plugin.clone());
+                    events.push(plugin.clone());
+                    plugin
+                }
                 _ => match added_topic.iter().find(|p| p.name() == name) {
                     Some(p) => Arc::clone(p),
                     None => {

@@ -458,17 +458,26 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
 
     let requested_id = pending.client_id().to_owned();
     let username = pending.username().map(str::to_owned);
+    let mut password = None;
     let auth = match pending.credentials() {
         Some(mut credentials) => {
             credentials.remote_addr = addr;
             credentials.listener.clone_from(&slot.0.name);
             credentials.transport = stream.transport();
             credentials.certificate = stream.peer_certificate().map(Arc::new);
+            password.clone_from(&credentials.password);
             super::authenticate::verdict(&rt.shared.authenticator, credentials).await
         }
         // The core asks for no verdict (a client certificate, or a refusal): none is computed.
         None => AuthVerdict::Allowed,
     };
+    // Plugins that keep something per client learn of the CONNECT before the core answers it
+    // (its will and resumed session are checked then), or after, once a generated id is known.
+    let announce = auth != AuthVerdict::Denied;
+    let authenticator = &rt.shared.authenticator;
+    if announce && !requested_id.is_empty() {
+        authenticator.accepted(&requested_id, password.as_deref());
+    }
     let outcome = rt
         .core
         .borrow_mut()
@@ -478,7 +487,12 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         .core
         .borrow()
         .client_id_of(conn)
-        .unwrap_or_else(|| requested_id.into());
+        .unwrap_or_else(|| requested_id.clone().into());
+    if announce && requested_id.is_empty() && outcome.is_accepted() {
+        authenticator.accepted(&client_id, password.as_deref());
+    } else if announce && !requested_id.is_empty() && !outcome.is_accepted() {
+        authenticator.refused(&requested_id);
+    }
     let blocked = rt.apply_actions();
     rt.send_blocked(blocked).await;
 

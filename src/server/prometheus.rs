@@ -183,6 +183,10 @@ fn describe_all() {
         "Connections closed because no packet arrived within 1.5 x the keep-alive."
     );
     describe_counter!(
+        "amqtt_credentials_expired_total",
+        "Connections closed because their credentials expired (a JSON Web Token's exp)."
+    );
+    describe_counter!(
         "amqtt_sessions_taken_over_total",
         "Connections closed because the same client id connected again."
     );
@@ -337,6 +341,7 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
     counter!("amqtt_malformed_packets_total", "shard" => sh())
         .absolute(core.protocol_errors + core.malformed_before_connect);
     counter!("amqtt_keepalive_timeouts_total", "shard" => sh()).absolute(core.keep_alive_timeouts);
+    counter!("amqtt_credentials_expired_total", "shard" => sh()).absolute(core.credentials_expired);
     counter!("amqtt_sessions_taken_over_total", "shard" => sh()).absolute(core.sessions_taken_over);
     counter!("amqtt_sessions_expired_total", "shard" => sh()).absolute(core.sessions_expired);
     counter!("amqtt_connection_panics_total", "shard" => sh()).absolute(rt.connection_panics);

@@ -146,6 +146,16 @@ def broker(request, amqtt_bin, tmp_path_factory):
 
 
 @pytest.fixture
+def clients():
+    """A list to put PahoClient objects in, for tests that start their own broker; whatever is
+    in it is closed at teardown."""
+    made: list[PahoClient] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
 def client_factory(broker):
     """Creates PahoClient objects for the broker; closes whatever is left at teardown."""
     clients: list[PahoClient] = []

@@ -59,6 +59,19 @@ def accepts(port: int) -> bool:
         return False
 
 
+def spawn_broker(amqtt_bin: Path, workdir: Path, config: str) -> tuple[subprocess.Popen, Path]:
+    """Starts `amqtt -d` on `config` (written to workdir/broker.yaml), its output in
+    workdir/broker.log; returns the process and the log's path. Waiting until it serves is the
+    caller's (what a ready broker answers depends on its authentication)."""
+    path = workdir / "broker.yaml"
+    path.write_text(config)
+    log_path = workdir / "broker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return proc, log_path
+
+
 def stop_broker(proc: subprocess.Popen, log_path: Path, timeout: float = 5.0) -> None:
     """SIGTERM, then requires exit status 0 within `timeout` (killed otherwise); the end of the
     broker's log is shown on failure."""

@@ -87,14 +87,6 @@ acl_only_broker = _broker_fixture(ACL_ONLY)
 receive_acl_broker = _broker_fixture(RECEIVE_ACL)
 
 
-@pytest.fixture
-def clients():
-    made: list[PahoClient] = []
-    yield made
-    for c in made:
-        c.close()
-
-
 def _client(made: list, broker: AclBroker, transport: str, client_id: str, user: str,
             will: tuple[str, bytes, int, bool] | None = None) -> PahoClient:
     c = PahoClient(HOST, broker.ports[transport], client_id=client_id, will=will)

@@ -18,7 +18,8 @@
 //! Refusals (CONNACK code ≠ 0) leave the connection `Closing`: nothing else is processed and no will is
 //! ever published for it. Order of the checks: client id (0x02), then an anonymous client when
 //! `allow-anonymous` is off (0x05), then the authentication plugins' verdict (0x05 when denied: a
-//! wrong password or an unknown user get what Mosquitto answers MQTT 3.1.1 clients). Client-id rules: an empty id is given a generated one when clean session is
+//! wrong password or an unknown user get what Mosquitto answers MQTT 3.1.1 clients; also when it
+//! allowed the client until a moment that has passed, e.g. a token's `exp`). Client-id rules: an empty id is given a generated one when clean session is
 //! 1 and refused with 0x02 otherwise [MQTT-3.1.3-7/8]; MQTT 3.1 ids must be 1–23 characters. A
 //! client certificate whose common name became the user name already authenticated the client
 //! (Mosquitto's `use_identity_as_username` skips the password check too); topic checks apply.
@@ -299,9 +300,15 @@ fn check(
     if !broker.settings.allow_anonymous && connect.username.is_none() {
         return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
     }
-    if auth == AuthVerdict::Denied {
-        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
-    }
+    // Allowed until a moment (`credentials_expiry.rs`), or without end.
+    let until = match auth {
+        AuthVerdict::Allowed => None,
+        AuthVerdict::AllowedUntil(until) if until > now => Some(until),
+        // Denied, or allowed until a moment that passed while the verdict was made.
+        AuthVerdict::Denied | AuthVerdict::AllowedUntil(_) => {
+            return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now)
+        }
+    };
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         broker.generate_client_id().into()
     } else {
@@ -359,6 +366,9 @@ fn check(
     let connection = Connection::new(key, protocol, connect.keep_alive, now);
     let username = broker.sessions.get(key).and_then(|s| s.username.clone());
     broker.connections.insert(conn, connection);
+    if let Some(until) = until {
+        broker.credential_deadlines.file(conn, until);
+    }
     broker.stats.connections_accepted += 1;
     broker.write(
         conn,

@@ -1,5 +1,6 @@
 //! Connecting and staying connected: CONNECT accepted or refused (generated and over-long client
-//! ids, anonymous logins), a second CONNECT as a protocol error, keep-alive expiry.
+//! ids, anonymous logins), a second CONNECT as a protocol error, keep-alive expiry, credentials
+//! that expire.
 
 use std::time::Duration;
 
@@ -89,4 +90,35 @@ fn second_connect_is_a_protocol_error_that_publishes_the_will() {
     assert!(c.client("bad").closed);
     assert_eq!(c.payloads("w"), ["bad"]);
     assert_eq!(c.shards[0].stats.protocol_errors, 1);
+}
+
+#[test]
+fn credentials_that_expire_close_the_connection_at_the_next_tick() {
+    let mut c = Cluster::new(2);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("bye", QoS::AtMostOnce)]);
+    c.packets("watcher");
+    let until = c.now + Duration::from_secs(10);
+    let connect = Cluster::with_will(
+        Cluster::connect_packet("token", true),
+        "bye",
+        "gone",
+        QoS::AtMostOnce,
+    );
+    let outcome = c.connect_verdict("token", connect, AuthVerdict::AllowedUntil(until));
+    assert_eq!(outcome.code, ConnectReturnCode::Accepted);
+    c.connect("forever", true);
+    c.advance(Duration::from_secs(9));
+    assert!(!c.client("token").closed, "closed before its deadline");
+    c.advance(Duration::from_secs(2));
+    assert!(c.client("token").closed);
+    assert!(!c.client("forever").closed);
+    let expired: u64 = c.shards.iter().map(|s| s.stats.credentials_expired).sum();
+    assert_eq!(expired, 1);
+    // Like a lost connection: the will is published.
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+    // A deadline that passed before the CONNECT was answered: refused.
+    let late = Cluster::connect_packet("late", true);
+    let outcome = c.connect_verdict("late", late, AuthVerdict::AllowedUntil(c.now));
+    assert_eq!(outcome.code, ConnectReturnCode::NotAuthorized);
 }

@@ -11,7 +11,7 @@
 //! - `bytes_in.rs`: bytes in: packets split across reads, the in-place and decoded PUBLISH counted
 //!   alike, malformed bytes, the memory pause, and the verdicts on a connection's first bytes;
 //! - `connect.rs`: CONNECT accepted or refused (client ids, anonymous logins), a second CONNECT,
-//!   keep-alive;
+//!   keep-alive, credentials that expire;
 //! - `publish.rs`: PUBLISH flows at each QoS and their acknowledgements, QoS 2 duplicates,
 //!   overlapping subscriptions, QoS 0 fan-out, `$SYS` topics, the in-place QoS 0 route;
 //! - `subscribe.rs`: SUBSCRIBE and UNSUBSCRIBE: granted QoS, when the SUBACK is sent, retained

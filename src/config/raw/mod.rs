@@ -121,6 +121,9 @@ pub(super) struct RawAuth {
     pub(super) allow_anonymous: Option<Bool>,
     pub(super) password_file: Option<String>,
     pub(super) plugins: Option<Vec<String>>,
+    /// `auth.jwt`, `auth.cert`: the settings of `auth_jwt` and `auth_cert` (`contrib.rs`).
+    pub(super) jwt: Option<super::contrib::JwtUserSettings>,
+    pub(super) cert: Option<super::contrib::CertSettings>,
 }
 
 /// An ACL table: user (or `anonymous`) → topics. A null list (`alice: ~`) is an empty one: that
@@ -138,6 +141,8 @@ pub(super) struct RawTopicCheck {
     pub(super) subscribe_acl: Option<BTreeMap<String, Vec<String>>>,
     /// `receive-acl` (aMQTT 0.11+): what a user may receive, checked at delivery.
     pub(super) receive_acl: Option<BTreeMap<String, Vec<String>>>,
+    /// `topic-check.jwt`: the settings of `topic_jwt` (`contrib.rs`).
+    pub(super) jwt: Option<super::contrib::JwtTopicSettings>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

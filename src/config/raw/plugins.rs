@@ -22,6 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::{AclTable, RawAuth, RawConfig, RawTopicCheck};
+use crate::config::contrib::{CertSettings, JwtTopicSettings, JwtUserSettings};
 use crate::config::persistence::RawPersistence;
 use crate::config::scalars::{Bool, Seconds};
 use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL};
@@ -29,6 +30,10 @@ use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL
 /// The built-in topic plugins' names in `topic-check.plugins`.
 const TOPIC_ACL: &str = "topic_acl";
 const TOPIC_TABOO: &str = "topic_taboo";
+/// The contrib plugins' names (`contrib.rs`).
+const TOPIC_JWT: &str = "topic_jwt";
+const AUTH_JWT: &str = "auth_jwt";
+const AUTH_CERT: &str = "auth_cert";
 
 /// aMQTT 0.10's entry-point names.
 const ENTRY_POINTS: [&str; 7] = [
@@ -41,8 +46,9 @@ const ENTRY_POINTS: [&str; 7] = [
     "packet_logger_plugin",
 ];
 
-/// aMQTT 0.11+'s built-in plugin classes, all provided.
-const CLASSES: [&str; 8] = [
+/// aMQTT 0.11+'s built-in plugin classes, all provided, and the contrib ones we provide
+/// (`contrib.rs`; the cert class is `UserAuthCertPlugin` in aMQTT 0.12.1, renamed later).
+const CLASSES: [&str; 12] = [
     "amqtt.plugins.authentication.AnonymousAuthPlugin",
     "amqtt.plugins.authentication.FileAuthPlugin",
     "amqtt.plugins.topic_checking.TopicTabooPlugin",
@@ -51,15 +57,16 @@ const CLASSES: [&str; 8] = [
     "amqtt.plugins.logging_amqtt.EventLoggerPlugin",
     "amqtt.plugins.logging_amqtt.PacketLoggerPlugin",
     "amqtt.contrib.persistence.SessionDBPlugin",
+    "amqtt.contrib.jwt.UserAuthJwtPlugin",
+    "amqtt.contrib.jwt.TopicAuthJwtPlugin",
+    "amqtt.contrib.cert.CertificateAuthPlugin",
+    "amqtt.contrib.cert.UserAuthCertPlugin",
 ];
 
 /// aMQTT's contrib plugin classes that amqtt-rs does not provide (yet): refused by name.
-const NOT_PROVIDED: [&str; 12] = [
+const NOT_PROVIDED: [&str; 9] = [
     "amqtt.contrib.http.UserAuthHttpPlugin",
     "amqtt.contrib.http.TopicAuthHttpPlugin",
-    "amqtt.contrib.jwt.UserAuthJwtPlugin",
-    "amqtt.contrib.jwt.TopicAuthJwtPlugin",
-    "amqtt.contrib.cert.UserAuthCertPlugin",
     "amqtt.contrib.ldap.UserAuthLdapPlugin",
     "amqtt.contrib.ldap.TopicAuthLdapPlugin",
     "amqtt.contrib.auth_db.UserAuthDBPlugin",
@@ -93,6 +100,9 @@ enum Plugin {
     EventLogger,
     PacketLogger,
     SessionDb(SessionDb),
+    JwtUser(JwtUserSettings),
+    JwtTopic(JwtTopicSettings),
+    Cert(CertSettings),
     /// A contrib class listed in [`NOT_PROVIDED`].
     NotProvided(&'static str),
 }
@@ -170,6 +180,14 @@ impl<'de> DeserializeSeed<'de> for Settings<'_> {
         ) -> Result<T, D::Error> {
             Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
         }
+        /// Settings without defaults: absent or null is an error naming the class.
+        fn required<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+            d: D,
+            name: &str,
+        ) -> Result<T, D::Error> {
+            Option::<T>::deserialize(d)?
+                .ok_or_else(|| de::Error::custom(format!("plugin '{name}' needs its settings")))
+        }
         /// `plugin`, which takes no settings.
         fn bare<'de, D: Deserializer<'de>>(d: D, plugin: Plugin) -> Result<Plugin, D::Error> {
             settings::<NoSettings, D>(d).map(|_| plugin)
@@ -188,6 +206,10 @@ impl<'de> DeserializeSeed<'de> for Settings<'_> {
             "amqtt.plugins.logging_amqtt.EventLoggerPlugin" => bare(d, Plugin::EventLogger)?,
             "amqtt.plugins.logging_amqtt.PacketLoggerPlugin" => bare(d, Plugin::PacketLogger)?,
             "amqtt.contrib.persistence.SessionDBPlugin" => Plugin::SessionDb(settings(d)?),
+            "amqtt.contrib.jwt.UserAuthJwtPlugin" => Plugin::JwtUser(required(d, name)?),
+            "amqtt.contrib.jwt.TopicAuthJwtPlugin" => Plugin::JwtTopic(required(d, name)?),
+            "amqtt.contrib.cert.CertificateAuthPlugin"
+            | "amqtt.contrib.cert.UserAuthCertPlugin" => Plugin::Cert(required(d, name)?),
             other => match NOT_PROVIDED.iter().find(|n| **n == other) {
                 Some(class) => {
                     serde::de::IgnoredAny::deserialize(d)?;
@@ -458,6 +480,33 @@ pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Appl
                         .sys_interval
                         .unwrap_or(Seconds(DEFAULT_SYS_INTERVAL.as_secs_f64())),
                 );
+            }
+            Plugin::JwtUser(_) | Plugin::Cert(_) if old_auth_plugins => {
+                return Err(both(&key, "auth.plugins", "the authentication plugins"));
+            }
+            Plugin::JwtUser(settings) => {
+                let auth = raw.auth.get_or_insert_with(RawAuth::default);
+                if auth.jwt.is_some() {
+                    return Err(both(&key, "auth.jwt", "the JWT settings"));
+                }
+                auth.jwt = Some(settings);
+                auth_chain.push(AUTH_JWT.to_string());
+            }
+            Plugin::Cert(settings) => {
+                let auth = raw.auth.get_or_insert_with(RawAuth::default);
+                if auth.cert.is_some() {
+                    return Err(both(&key, "auth.cert", "the certificate settings"));
+                }
+                auth.cert = Some(settings);
+                auth_chain.push(AUTH_CERT.to_string());
+            }
+            Plugin::JwtTopic(settings) => {
+                if old_topic_check {
+                    return Err(both(&key, "topic-check", "topic checking"));
+                }
+                let check = raw.topic_check.get_or_insert_with(RawTopicCheck::default);
+                check.jwt = Some(settings);
+                topic_chain.push(TOPIC_JWT.to_string());
             }
             Plugin::SessionDb(settings) => {
                 if raw.persistence.is_some() {

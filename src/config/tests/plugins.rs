@@ -13,6 +13,11 @@ const SYS: &str = "amqtt.plugins.sys.broker.BrokerSysPlugin";
 const EVENTS: &str = "amqtt.plugins.logging_amqtt.EventLoggerPlugin";
 const PACKETS: &str = "amqtt.plugins.logging_amqtt.PacketLoggerPlugin";
 const SESSION_DB: &str = "amqtt.contrib.persistence.SessionDBPlugin";
+const JWT_USER: &str = "amqtt.contrib.jwt.UserAuthJwtPlugin";
+const JWT_TOPIC: &str = "amqtt.contrib.jwt.TopicAuthJwtPlugin";
+const CERT: &str = "amqtt.contrib.cert.CertificateAuthPlugin";
+/// Its name in aMQTT 0.12.1.
+const CERT_0_12: &str = "amqtt.contrib.cert.UserAuthCertPlugin";
 
 fn table(rows: &[(&str, &[&str])]) -> Option<BTreeMap<String, Vec<String>>> {
     Some(
@@ -108,6 +113,38 @@ fn every_class_and_setting_maps_to_the_older_keys() {
             format!("{SESSION_DB}:\n    file: db/x.db\n    clear_on_shutdown: false\n    retain_interval: 5\n"),
             |c| assert_eq!(c.persistence.dir, PathBuf::from("db")),
         ),
+        (
+            format!("{JWT_USER}:\n    secret_key: s\n    user_claim: username\n"),
+            |c| {
+                assert_eq!(c.auth_plugins, ["auth_jwt"]);
+                let jwt = c.contrib.jwt_user.as_ref().expect("auth.jwt");
+                assert_eq!((jwt.secret_key.as_str(), jwt.user_claim.as_str()), ("s", "username"));
+                assert_eq!(jwt.algorithm, "HS256");
+            },
+        ),
+        (
+            format!("{JWT_USER}: {{secret_key: k, user_claim: sub, algorithm: RS256}}\n"),
+            |c| assert_eq!(c.contrib.jwt_user.as_ref().expect("jwt").algorithm, "RS256"),
+        ),
+        (
+            format!("{JWT_TOPIC}:\n    secret_key: s\n    publish_claim: p\n    subscribe_claim: s\n    receive_claim: r\n    algorithm: ES256\n"),
+            |c| {
+                assert!(c.topic_check.enabled);
+                assert_eq!(c.topic_check.plugins, ["topic_jwt"]);
+                let jwt = c.contrib.jwt_topic.as_ref().expect("topic-check.jwt");
+                assert_eq!(jwt.publish_claim, "p");
+                assert_eq!((jwt.subscribe_claim.as_str(), jwt.receive_claim.as_str()), ("s", "r"));
+                assert_eq!(jwt.algorithm, "ES256");
+            },
+        ),
+        (format!("{CERT}:\n    uri_domain: example.org\n"), |c| {
+            assert_eq!(c.auth_plugins, ["auth_cert"]);
+            let cert = c.contrib.cert.as_ref().expect("auth.cert");
+            assert_eq!(cert.uri_domain, "example.org");
+        }),
+        (format!("{CERT_0_12}:\n    uri_domain: example.org\n"), |c| {
+            assert_eq!(c.auth_plugins, ["auth_cert"])
+        }),
     ];
     for (section, check) in rows {
         let text = format!("plugins:\n  {section}");
@@ -202,9 +239,7 @@ fn unknown_classes_and_settings_name_the_key_and_the_known_names() {
 fn contrib_plugins_we_do_not_provide_are_refused_by_name() {
     // One class of each contrib module, as aMQTT's docs name them.
     for class in [
-        "amqtt.contrib.jwt.TopicAuthJwtPlugin",
         "amqtt.contrib.http.UserAuthHttpPlugin",
-        "amqtt.contrib.cert.UserAuthCertPlugin",
         "amqtt.contrib.auth_db.TopicAuthDBPlugin",
         "amqtt.contrib.ldap.UserAuthLdapPlugin",
         "amqtt.contrib.shadows.ShadowPlugin",
@@ -335,4 +370,37 @@ fn amqtt_shipped_default_files_load_unchanged() {
     assert_eq!(current.timeout_disconnect_delay, Duration::ZERO);
     assert!(current.connection_messages);
     assert!(current.packet_logger);
+}
+
+#[test]
+fn contrib_plugins_need_their_settings_and_take_no_others() {
+    let e = err(&format!("plugins:\n  {JWT_USER}:\n")).to_string();
+    assert!(
+        e.contains(&format!("plugin '{JWT_USER}' needs its settings")),
+        "{e}"
+    );
+    let e = err(&format!("plugins:\n  {JWT_USER}:\n    secret_key: s\n")).to_string();
+    assert!(e.contains("missing field `user_claim`"), "{e}");
+    let e = err(&format!(
+        "plugins:\n  {CERT}:\n    uri_domain: x\n    uri: y\n"
+    ))
+    .to_string();
+    assert!(e.contains("unknown key `uri`"), "{e}");
+    // The older keys say the same; configured both ways it is refused.
+    let c = ok("auth:\n  plugins: [auth_cert, auth_jwt]\n  cert: {uri_domain: d}\n  jwt: {secret_key: s, user_claim: u}\n");
+    assert_eq!(c.auth_plugins, ["auth_cert", "auth_jwt"]);
+    assert_eq!(
+        c.contrib.cert.as_ref().map(|c| c.uri_domain.as_str()),
+        Some("d")
+    );
+    invalid(
+        &format!("auth:\n  cert: {{uri_domain: d}}\nplugins:\n  {CERT}:\n    uri_domain: e\n"),
+        &format!("plugins.{CERT}"),
+        "auth.cert",
+    );
+    // The secret never reaches a log line.
+    let c = ok(&format!(
+        "plugins:\n  {JWT_USER}: {{secret_key: hunter2, user_claim: u}}\n"
+    ));
+    assert!(!format!("{c:?}").contains("hunter2"));
 }
