@@ -18,11 +18,17 @@ use crate::config::BrokerConfig;
 
 use super::{
     AclTables, AnonymousAuth, AuthPlugin, Authenticator, CertAuth, CorePlugins, EventPlugin,
-    FileAuth, Plugin, TopicAcl, TopicPlugin, TopicTaboo,
+    FileAuth, HttpAuth, HttpTopic, Plugin, Prefetchers, TopicAcl, TopicPlugin, TopicPrefetch,
+    TopicTaboo,
 };
 
-const AUTH_BUILTINS: [&str; 3] = [AnonymousAuth::NAME, FileAuth::NAME, CertAuth::NAME];
-const TOPIC_BUILTINS: [&str; 2] = [TopicAcl::NAME, TopicTaboo::NAME];
+const AUTH_BUILTINS: [&str; 4] = [
+    AnonymousAuth::NAME,
+    FileAuth::NAME,
+    CertAuth::NAME,
+    HttpAuth::NAME,
+];
+const TOPIC_BUILTINS: [&str; 3] = [TopicAcl::NAME, TopicTaboo::NAME, HttpTopic::NAME];
 
 /// A plugin set-up problem found at start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +51,8 @@ pub enum PluginError {
 pub struct PluginSet {
     pub authenticator: Authenticator,
     pub core: CorePlugins,
+    /// The topic plugins whose answers the runtime fetches before the core asks (`topic_http`).
+    pub prefetch: Prefetchers,
 }
 
 /// Resolves the configuration's plugin lists against the built-ins and `added`.
@@ -118,6 +126,13 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                     .map_err(|e| error("auth.password-file".into(), e.to_string()))?;
                 Arc::new(plugin)
             }
+            HttpAuth::NAME => {
+                let Some(http) = &config.http_user else {
+                    return Err(error(key, not_configured(name, "UserAuthHttpPlugin")));
+                };
+                let alone = auth_names.len() == 1 && added_auth.is_empty();
+                Arc::new(HttpAuth::new(http.clone(), alone))
+            }
             _ => match added_auth.iter().find(|p| p.name() == name) {
                 Some(p) => Arc::clone(p),
                 None => {
@@ -144,6 +159,7 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
 
     // ---- topic checks ----
     let mut topic: Vec<Arc<dyn TopicPlugin>> = Vec::new();
+    let mut prefetch: Vec<Arc<dyn TopicPrefetch>> = Vec::new();
     let mut seen = HashSet::new();
     let check = &config.topic_check;
     if check.enabled {
@@ -177,6 +193,15 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                     Arc::new(acl)
                 }
                 TopicTaboo::NAME => Arc::new(TopicTaboo),
+                HttpTopic::NAME => {
+                    let Some(http) = &config.http_topic else {
+                        return Err(error(key, not_configured(name, "TopicAuthHttpPlugin")));
+                    };
+                    let alone = check.plugins.len() == 1 && added_topic.is_empty();
+                    let plugin = Arc::new(HttpTopic::new(http.clone(), alone));
+                    prefetch.push(plugin.clone());
+                    plugin
+                }
                 _ => match added_topic.iter().find(|p| p.name() == name) {
                     Some(p) => Arc::clone(p),
                     None => {
@@ -200,6 +225,7 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
     let set = PluginSet {
         authenticator: Authenticator::new(auth),
         core: CorePlugins::new(topic, events),
+        prefetch: Prefetchers::new(prefetch),
     };
     log::info!(
         "plugins: authentication {:?}, topic checks {:?}",
@@ -207,6 +233,14 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
         set.core.topic_names()
     );
     Ok(set)
+}
+
+/// The reason an HTTP plugin's name is listed without its settings.
+fn not_configured(name: &str, class: &str) -> String {
+    format!(
+        "'{name}' takes its settings from aMQTT's 'amqtt.contrib.http.{class}' under 'plugins:', \
+         which this file does not have"
+    )
 }
 
 fn added_auth_names(added: &[Plugin]) -> Vec<&str> {

@@ -21,6 +21,8 @@ mod disconnect;
 mod fixed_header;
 mod pingreq;
 mod pingresp;
+mod peek;
+pub use peek::{peek_topics, PeekedTopics};
 mod publish;
 pub use publish::PublishRef;
 mod strings;

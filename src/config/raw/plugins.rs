@@ -22,6 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::{AclTable, RawAuth, RawConfig, RawTopicCheck};
+use crate::config::http_plugin::{HttpClass, HttpPluginConfig, RawHttp};
 use crate::config::persistence::RawPersistence;
 use crate::config::scalars::{Bool, Seconds};
 use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL};
@@ -29,6 +30,9 @@ use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL
 /// The built-in topic plugins' names in `topic-check.plugins`.
 const TOPIC_ACL: &str = "topic_acl";
 const TOPIC_TABOO: &str = "topic_taboo";
+/// The HTTP plugins' names in `auth.plugins` and `topic-check.plugins`.
+const AUTH_HTTP: &str = "auth_http";
+const TOPIC_HTTP: &str = "topic_http";
 
 /// aMQTT 0.10's entry-point names.
 const ENTRY_POINTS: [&str; 7] = [
@@ -41,8 +45,8 @@ const ENTRY_POINTS: [&str; 7] = [
     "packet_logger_plugin",
 ];
 
-/// aMQTT 0.11+'s built-in plugin classes, all provided.
-const CLASSES: [&str; 8] = [
+/// aMQTT 0.11+'s built-in plugin classes, all provided, and the contrib ones we provide.
+const CLASSES: [&str; 10] = [
     "amqtt.plugins.authentication.AnonymousAuthPlugin",
     "amqtt.plugins.authentication.FileAuthPlugin",
     "amqtt.plugins.topic_checking.TopicTabooPlugin",
@@ -51,12 +55,16 @@ const CLASSES: [&str; 8] = [
     "amqtt.plugins.logging_amqtt.EventLoggerPlugin",
     "amqtt.plugins.logging_amqtt.PacketLoggerPlugin",
     "amqtt.contrib.persistence.SessionDBPlugin",
+    HTTP_USER,
+    HTTP_TOPIC,
 ];
 
+/// aMQTT's contrib HTTP plugins (`src/config/http_plugin.rs`).
+const HTTP_USER: &str = "amqtt.contrib.http.UserAuthHttpPlugin";
+const HTTP_TOPIC: &str = "amqtt.contrib.http.TopicAuthHttpPlugin";
+
 /// aMQTT's contrib plugin classes that amqtt-rs does not provide (yet): refused by name.
-const NOT_PROVIDED: [&str; 12] = [
-    "amqtt.contrib.http.UserAuthHttpPlugin",
-    "amqtt.contrib.http.TopicAuthHttpPlugin",
+const NOT_PROVIDED: [&str; 10] = [
     "amqtt.contrib.jwt.UserAuthJwtPlugin",
     "amqtt.contrib.jwt.TopicAuthJwtPlugin",
     "amqtt.contrib.cert.UserAuthCertPlugin",
@@ -93,6 +101,8 @@ enum Plugin {
     EventLogger,
     PacketLogger,
     SessionDb(SessionDb),
+    HttpUser(RawHttp),
+    HttpTopic(RawHttp),
     /// A contrib class listed in [`NOT_PROVIDED`].
     NotProvided(&'static str),
 }
@@ -188,6 +198,8 @@ impl<'de> DeserializeSeed<'de> for Settings<'_> {
             "amqtt.plugins.logging_amqtt.EventLoggerPlugin" => bare(d, Plugin::EventLogger)?,
             "amqtt.plugins.logging_amqtt.PacketLoggerPlugin" => bare(d, Plugin::PacketLogger)?,
             "amqtt.contrib.persistence.SessionDBPlugin" => Plugin::SessionDb(settings(d)?),
+            HTTP_USER => Plugin::HttpUser(settings(d)?),
+            HTTP_TOPIC => Plugin::HttpTopic(settings(d)?),
             other => match NOT_PROVIDED.iter().find(|n| **n == other) {
                 Some(class) => {
                     serde::de::IgnoredAny::deserialize(d)?;
@@ -317,6 +329,10 @@ pub(in crate::config) struct Applied {
     /// `PacketLoggerPlugin` / `packet_logger_plugin`: packets are logged when the log level
     /// is DEBUG.
     pub(in crate::config) packet_logger: bool,
+    /// `UserAuthHttpPlugin`'s settings, when it is listed (`auth_http` in the auth chain).
+    pub(in crate::config) http_user: Option<HttpPluginConfig>,
+    /// `TopicAuthHttpPlugin`'s settings, when it is listed (`topic_http` in the topic chain).
+    pub(in crate::config) http_topic: Option<HttpPluginConfig>,
 }
 
 /// Moves the `plugins:` section of `raw` into the fields the older keys fill; refuses a thing
@@ -464,6 +480,26 @@ pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Appl
                     return Err(both(&key, "persistence", "persistence"));
                 }
                 raw.persistence = Some(session_db(&key, settings, origin)?);
+            }
+            Plugin::HttpUser(settings) => {
+                if old_auth_plugins {
+                    return Err(both(&key, "auth.plugins", "the authentication plugins"));
+                }
+                let checked = settings
+                    .check(HttpClass::User)
+                    .map_err(|(name, reason)| invalid(&format!("{key}.{name}"), reason))?;
+                applied.http_user = Some(checked);
+                auth_chain.push(AUTH_HTTP.to_string());
+            }
+            Plugin::HttpTopic(settings) => {
+                if old_topic_check {
+                    return Err(both(&key, "topic-check", "topic checking"));
+                }
+                let checked = settings
+                    .check(HttpClass::Topic)
+                    .map_err(|(name, reason)| invalid(&format!("{key}.{name}"), reason))?;
+                applied.http_topic = Some(checked);
+                topic_chain.push(TOPIC_HTTP.to_string());
             }
             Plugin::NotProvided(class) => {
                 return Err(ConfigError::Unsupported {
