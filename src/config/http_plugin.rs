@@ -124,10 +124,7 @@ fn choice<T: Copy>(
         .map(|(_, v)| *v)
         .ok_or_else(|| {
             let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-            (
-                key,
-                format!("'{value}' is not one of {}", names.join(", ")),
-            )
+            (key, format!("'{value}' is not one of {}", names.join(", ")))
         })
 }
 
@@ -145,7 +142,10 @@ fn duration(
         } else {
             "more than 0".to_string()
         };
-        return Err((key, format!("{seconds} s: must be {floor} and at most a day")));
+        return Err((
+            key,
+            format!("{seconds} s: must be {floor} and at most a day"),
+        ));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -230,7 +230,12 @@ impl RawHttp {
             tls,
             user_agent: self.user_agent.unwrap_or_else(|| "amqtt".to_string()),
             timeout: duration("timeout", self.timeout, DEFAULT_TIMEOUT, 0.0)?,
-            cache_ttl: duration("cache_ttl", self.cache_ttl, DEFAULT_CACHE_TTL, MIN_CACHE_TTL)?,
+            cache_ttl: duration(
+                "cache_ttl",
+                self.cache_ttl,
+                DEFAULT_CACHE_TTL,
+                MIN_CACHE_TTL,
+            )?,
         })
     }
 }

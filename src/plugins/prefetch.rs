@@ -52,7 +52,9 @@ pub struct Prefetchers(Arc<[Arc<dyn TopicPrefetch>]>);
 
 impl fmt::Debug for Prefetchers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|p| p.name())).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|p| p.name()))
+            .finish()
     }
 }
 

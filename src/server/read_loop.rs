@@ -149,7 +149,8 @@ impl ReadLoop {
                 }
             }
             if !this.rt.shared.prefetch.is_empty() {
-                let fetch = topic_prefetch::fetch_ahead(&this.rt, this.conn, &this.buf, &mut this.looked);
+                let fetch =
+                    topic_prefetch::fetch_ahead(&this.rt, this.conn, &this.buf, &mut this.looked);
                 if let Some(fetch) = fetch {
                     this.waiting = Some(Box::pin(async move {
                         fetch.await;

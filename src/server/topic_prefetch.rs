@@ -36,7 +36,9 @@ pub(super) fn fetch_ahead(
     let max_packet_size = rt.shared.core.max_packet_size;
     let mut missing: Vec<TopicQuery> = Vec::new();
     while missing.len() < BATCH {
-        let Some((topics, len)) = buf.get(*looked..).and_then(|b| peek_topics(b, max_packet_size))
+        let Some((topics, len)) = buf
+            .get(*looked..)
+            .and_then(|b| peek_topics(b, max_packet_size))
         else {
             break;
         };

@@ -32,7 +32,9 @@ use sha2::{Digest, Sha512};
 use self::cache::AnswerCache;
 use self::request::{Answer, Param, Service};
 use super::prefetch::{TopicAccess, TopicPrefetch, TopicQuery};
-use super::{AuthDecision, AuthPlugin, BoxError, ClientInfo, Credentials, TopicAction, TopicPlugin};
+use super::{
+    AuthDecision, AuthPlugin, BoxError, ClientInfo, Credentials, TopicAction, TopicPlugin,
+};
 use crate::config::HttpPluginConfig;
 
 /// aMQTT's `acc` values.

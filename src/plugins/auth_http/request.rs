@@ -28,7 +28,9 @@ pub(super) enum CheckError {
         #[source]
         source: ureq::Error,
     },
-    #[error("{url}: status {status}, and the body is not a JSON object with a boolean 'ok' ({detail})")]
+    #[error(
+        "{url}: status {status}, and the body is not a JSON object with a boolean 'ok' ({detail})"
+    )]
     NotJson {
         url: String,
         status: u16,
@@ -133,7 +135,11 @@ impl Service {
 }
 
 fn read_body(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, ureq::Error> {
-    let bytes = response.body_mut().with_config().limit(MAX_BODY).read_to_vec()?;
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_vec()?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -214,7 +220,10 @@ mod tests {
     #[test]
     fn json_answers_are_read_as_amqtt_reads_them() {
         assert_eq!(json_answer(r#"{"ok": true}"#), Ok(Answer::Granted));
-        assert_eq!(json_answer(r#"{"Ok": false, "error": "no"}"#), Ok(Answer::Denied));
+        assert_eq!(
+            json_answer(r#"{"Ok": false, "error": "no"}"#),
+            Ok(Answer::Denied)
+        );
         assert_eq!(json_answer(r#"{"OK": null}"#), Ok(Answer::NoOpinion));
         assert_eq!(json_answer(r#"{"error": "later"}"#), Ok(Answer::NoOpinion));
         // Garbage is an error (which denies), never a grant.
