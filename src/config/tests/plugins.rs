@@ -203,7 +203,6 @@ fn contrib_plugins_we_do_not_provide_are_refused_by_name() {
     // One class of each contrib module, as aMQTT's docs name them.
     for class in [
         "amqtt.contrib.jwt.TopicAuthJwtPlugin",
-        "amqtt.contrib.http.UserAuthHttpPlugin",
         "amqtt.contrib.cert.UserAuthCertPlugin",
         "amqtt.contrib.auth_db.TopicAuthDBPlugin",
         "amqtt.contrib.ldap.UserAuthLdapPlugin",

@@ -251,3 +251,6 @@ impl std::fmt::Debug for HttpTopic {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests;
