@@ -167,6 +167,15 @@ def client_factory(broker):
         c.close()
 
 
+@pytest.fixture
+def clients():
+    """A list for the PahoClient objects a test makes; whatever is left is closed at teardown."""
+    made: list[PahoClient] = []
+    yield made
+    for c in made:
+        c.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

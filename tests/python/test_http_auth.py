@@ -14,7 +14,6 @@ the user name or topic it is asked about. Clients are paho-mqtt.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -24,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import HOST
-from mqtt_helpers import DISCONNECT_PACKET, PahoClient, RawConn, accepts, free_port, stop_broker
+from mqtt_helpers import (DISCONNECT_PACKET, PahoClient, RawConn, accepts, free_port,
+                          launch_broker, stop_broker)
 
 TIMEOUT = 1.0  # the plugins' `timeout`
 SLOW = 2.5  # how long the service sleeps for "slow" questions
@@ -159,21 +159,9 @@ def start_broker(amqtt_bin: Path, workdir: Path, shards: int, yaml: str):
                       f"  default:\n    type: tcp\n    bind: {HOST}:{port}\n"
                       f"shards: {shards}\npin_shards: false\n" + yaml)
     log_path = workdir / "broker.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(config)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"broker exited at start ({proc.returncode}):\n"
-                        + log_path.read_text(errors="replace")[-5000:], pytrace=False)
-        if accepts(port) and answers_connect(port):
-            return proc, port, log_path
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    pytest.fail("broker did not start:\n" + log_path.read_text(errors="replace")[-5000:],
-                pytrace=False)
+    proc = launch_broker(amqtt_bin, config, log_path,
+                         lambda: accepts(port) and answers_connect(port))
+    return proc, port, log_path
 
 
 @pytest.fixture
@@ -181,14 +169,6 @@ def service():
     s = Service()
     yield s
     s.close()
-
-
-@pytest.fixture
-def clients():
-    made: list[PahoClient] = []
-    yield made
-    for c in made:
-        c.close()
 
 
 @pytest.fixture(params=[1, 2], ids=["shards1", "shards2"])

@@ -101,8 +101,8 @@ enum Plugin {
     EventLogger,
     PacketLogger,
     SessionDb(SessionDb),
-    HttpUser(RawHttp),
-    HttpTopic(RawHttp),
+    /// `UserAuthHttpPlugin` or `TopicAuthHttpPlugin`.
+    Http(HttpClass, RawHttp),
     /// A contrib class listed in [`NOT_PROVIDED`].
     NotProvided(&'static str),
 }
@@ -198,8 +198,8 @@ impl<'de> DeserializeSeed<'de> for Settings<'_> {
             "amqtt.plugins.logging_amqtt.EventLoggerPlugin" => bare(d, Plugin::EventLogger)?,
             "amqtt.plugins.logging_amqtt.PacketLoggerPlugin" => bare(d, Plugin::PacketLogger)?,
             "amqtt.contrib.persistence.SessionDBPlugin" => Plugin::SessionDb(settings(d)?),
-            HTTP_USER => Plugin::HttpUser(settings(d)?),
-            HTTP_TOPIC => Plugin::HttpTopic(settings(d)?),
+            HTTP_USER => Plugin::Http(HttpClass::User, settings(d)?),
+            HTTP_TOPIC => Plugin::Http(HttpClass::Topic, settings(d)?),
             other => match NOT_PROVIDED.iter().find(|n| **n == other) {
                 Some(class) => {
                     serde::de::IgnoredAny::deserialize(d)?;
@@ -314,6 +314,7 @@ impl Plugin {
         match (self, other) {
             (Plugin::EntryPoint(a), Plugin::EntryPoint(b)) => a == b,
             (Plugin::NotProvided(a), Plugin::NotProvided(b)) => a == b,
+            (Plugin::Http(a, _), Plugin::Http(b, _)) => a == b,
             _ => std::mem::discriminant(self) == std::mem::discriminant(other),
         }
     }
@@ -481,25 +482,31 @@ pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Appl
                 }
                 raw.persistence = Some(session_db(&key, settings, origin)?);
             }
-            Plugin::HttpUser(settings) => {
-                if old_auth_plugins {
-                    return Err(both(&key, "auth.plugins", "the authentication plugins"));
+            Plugin::Http(class, settings) => {
+                let (configured_above, old, what) = match class {
+                    HttpClass::User => (
+                        old_auth_plugins,
+                        "auth.plugins",
+                        "the authentication plugins",
+                    ),
+                    HttpClass::Topic => (old_topic_check, "topic-check", "topic checking"),
+                };
+                if configured_above {
+                    return Err(both(&key, old, what));
                 }
                 let checked = settings
-                    .check(HttpClass::User)
+                    .check(class)
                     .map_err(|(name, reason)| invalid(&format!("{key}.{name}"), reason))?;
-                applied.http_user = Some(checked);
-                auth_chain.push(AUTH_HTTP.to_string());
-            }
-            Plugin::HttpTopic(settings) => {
-                if old_topic_check {
-                    return Err(both(&key, "topic-check", "topic checking"));
+                match class {
+                    HttpClass::User => {
+                        applied.http_user = Some(checked);
+                        auth_chain.push(AUTH_HTTP.to_string());
+                    }
+                    HttpClass::Topic => {
+                        applied.http_topic = Some(checked);
+                        topic_chain.push(TOPIC_HTTP.to_string());
+                    }
                 }
-                let checked = settings
-                    .check(HttpClass::Topic)
-                    .map_err(|(name, reason)| invalid(&format!("{key}.{name}"), reason))?;
-                applied.http_topic = Some(checked);
-                topic_chain.push(TOPIC_HTTP.to_string());
             }
             Plugin::NotProvided(class) => {
                 return Err(ConfigError::Unsupported {
