@@ -3,7 +3,8 @@
 //! - `auth.plugins` (default: `auth_anonymous`, then `auth_file` when `auth.password-file` is
 //!   set) becomes the [`Authenticator`]; `topic-check.plugins`, when `topic-check.enabled`, the
 //!   topic chain of [`CorePlugins`].
-//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `topic_acl`, `topic_taboo`) or a plugin
+//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `auth_http`, `topic_acl`,
+//!   `topic_taboo`, `topic_http`: the HTTP ones need their `plugins:` class settings) or a plugin
 //!   the embedding program added with `Broker::with_plugin`. Added plugins a list does not name
 //!   are appended to their chain (event plugins always are): adding one is enough to use it.
 //! - Anything wrong is a [`PluginError`] naming the configuration file, the key and the reason:
