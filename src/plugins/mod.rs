@@ -57,7 +57,7 @@ pub use auth_cert::CertAuth;
 pub use auth_file::FileAuth;
 pub use auth_http::{HttpAuth, HttpTopic};
 pub use peer::{PeerCertificate, Transport};
-pub use prefetch::{Prefetchers, TopicAccess, TopicPrefetch, TopicQuery};
+pub use prefetch::{Prefetchers, TopicAccess, TopicPrefetch, TopicQuery, TopicQueryRef};
 pub use registry::{build, PluginError, PluginSet};
 pub use topic_acl::{filter_covers, AclEntryError, AclTables, TopicAcl};
 pub use topic_taboo::TopicTaboo;

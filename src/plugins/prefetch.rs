@@ -13,10 +13,11 @@
 //! Brokers without such a plugin pay one branch per read ([`Prefetchers::is_empty`]).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// What a client wants to do with a topic, owned so it can travel to the helper thread.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicQuery {
     pub client_id: Arc<str>,
     /// `None` for an anonymous client.
@@ -24,6 +25,33 @@ pub struct TopicQuery {
     pub access: TopicAccess,
     /// The topic name (publish) or filter (subscribe) as written.
     pub topic: String,
+}
+
+/// A [`TopicQuery`] borrowed: how the event loop asks, without copying the topic. It hashes as
+/// the owned query does, so a cache keyed by `TopicQuery` can be looked up with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TopicQueryRef<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub access: TopicAccess,
+    pub topic: &'a str,
+}
+
+impl TopicQuery {
+    pub fn borrowed(&self) -> TopicQueryRef<'_> {
+        TopicQueryRef {
+            client_id: &self.client_id,
+            username: self.username.as_deref(),
+            access: self.access,
+            topic: &self.topic,
+        }
+    }
+}
+
+impl Hash for TopicQuery {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state)
+    }
 }
 
 /// The access a [`TopicQuery`] asks about (deliveries are never fetched: see the README).
@@ -39,7 +67,7 @@ pub trait TopicPrefetch: Send + Sync + 'static {
 
     /// Whether `allow` can answer `query` from what it holds. Runs on the event loop: must not
     /// block.
-    fn is_ready(&self, query: &TopicQuery) -> bool;
+    fn is_ready(&self, query: &TopicQueryRef<'_>) -> bool;
 
     /// Fetches the answers to `queries` (none of them ready), blocking; runs on a helper thread.
     /// A failure is the plugin's to log; what it could not fetch stays missing, and is denied.
@@ -70,7 +98,7 @@ impl Prefetchers {
     }
 
     /// Whether some plugin still has to fetch `query`.
-    pub fn missing(&self, query: &TopicQuery) -> bool {
+    pub fn missing(&self, query: &TopicQueryRef<'_>) -> bool {
         self.0.iter().any(|p| !p.is_ready(query))
     }
 
@@ -80,7 +108,7 @@ impl Prefetchers {
         for plugin in self.0.iter() {
             let wanted: Vec<TopicQuery> = queries
                 .iter()
-                .filter(|q| !plugin.is_ready(q))
+                .filter(|q| !plugin.is_ready(&q.borrowed()))
                 .cloned()
                 .collect();
             if !wanted.is_empty() {

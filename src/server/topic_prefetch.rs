@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use crate::broker::ConnId;
-use crate::plugins::{TopicAccess, TopicQuery};
+use crate::plugins::{TopicAccess, TopicQuery, TopicQueryRef};
 use crate::protocol::{peek_topics, PeekedTopics};
 
 use super::shard::ShardRuntime;
@@ -43,21 +43,31 @@ pub(super) fn fetch_ahead(
             break;
         };
         *looked += len;
-        let (access, topics) = match topics {
-            PeekedTopics::Publish(topic) => (TopicAccess::Publish, vec![topic.to_string()]),
-            PeekedTopics::Subscribe(filters) => (TopicAccess::Subscribe, filters),
-            PeekedTopics::None => continue,
-        };
-        for topic in topics {
-            let query = TopicQuery {
-                client_id: client_id.clone(),
-                username: username.clone(),
+        let mut ask = |access: TopicAccess, topic: &str| {
+            let query = TopicQueryRef {
+                client_id: &client_id,
+                username: username.as_deref(),
                 access,
                 topic,
             };
-            if prefetch.missing(&query) && !missing.contains(&query) {
-                missing.push(query);
+            if prefetch.missing(&query) && !missing.iter().any(|m| m.borrowed() == query) {
+                missing.push(TopicQuery {
+                    client_id: client_id.clone(),
+                    username: username.clone(),
+                    access,
+                    topic: topic.to_string(),
+                });
             }
+        };
+        match topics {
+            // The usual case: one topic, borrowed from the read buffer.
+            PeekedTopics::Publish(topic) => ask(TopicAccess::Publish, topic),
+            PeekedTopics::Subscribe(filters) => {
+                for filter in &filters {
+                    ask(TopicAccess::Subscribe, filter);
+                }
+            }
+            PeekedTopics::None => {}
         }
     }
     if missing.is_empty() {

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha512};
 
 use self::cache::AnswerCache;
 use self::request::{Answer, Param, Service};
-use super::prefetch::{TopicAccess, TopicPrefetch, TopicQuery};
+use super::prefetch::{TopicAccess, TopicPrefetch, TopicQuery, TopicQueryRef};
 use super::{
     AuthDecision, AuthPlugin, BoxError, ClientInfo, Credentials, TopicAction, TopicPlugin,
 };
@@ -167,11 +167,11 @@ impl TopicPlugin for HttpTopic {
             // Never asked: `checks_receive` is false.
             TopicAction::Receive(_) => return true,
         };
-        let query = TopicQuery {
-            client_id: client.client_id.into(),
-            username: client.username.map(Into::into),
+        let query = TopicQueryRef {
+            client_id: client.client_id,
+            username: client.username,
             access,
-            topic: action.topic().to_string(),
+            topic: action.topic(),
         };
         match self.answers.get(&query) {
             Some(Answer::Granted) => true,
@@ -197,7 +197,7 @@ impl TopicPrefetch for HttpTopic {
         Self::NAME
     }
 
-    fn is_ready(&self, query: &TopicQuery) -> bool {
+    fn is_ready(&self, query: &TopicQueryRef<'_>) -> bool {
         self.answers.get(query).is_some()
     }
 

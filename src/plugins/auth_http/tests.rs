@@ -67,10 +67,10 @@ fn no_service_and_no_cached_answer_deny() {
         access: TopicAccess::Publish,
         topic: "a/b".into(),
     };
-    assert!(set.prefetch.missing(&query));
+    assert!(set.prefetch.missing(&query.borrowed()));
     set.prefetch.fetch(std::slice::from_ref(&query));
     // The failure is not kept (the next packet asks again), and the core's check denies.
-    assert!(set.prefetch.missing(&query));
+    assert!(set.prefetch.missing(&query.borrowed()));
     let topic = TopicName::new("a/b").expect("topic");
     let client = ClientInfo {
         client_id: "c",
@@ -92,7 +92,7 @@ fn no_opinion_defers_to_other_plugins_and_denies_alone() {
     };
     for plugin in [&alone, &with_others] {
         plugin.answers.insert(query.clone(), Answer::NoOpinion);
-        assert!(TopicPrefetch::is_ready(plugin, &query));
+        assert!(TopicPrefetch::is_ready(plugin, &query.borrowed()));
     }
     let filter = crate::protocol::TopicFilter::new("x/#").expect("filter");
     let client = ClientInfo {
