@@ -11,8 +11,7 @@
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
 //! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
 //! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `topic_acl` ([`TopicAcl`]), `topic_taboo`
-//! ([`TopicTaboo`]), and `auth_http` / `topic_http` ([`HttpAuth`], [`HttpTopic`]: an HTTP service
-//! decides; the topic answers are fetched before the core asks, see [`TopicPrefetch`]). A program that embeds the broker adds its own with
+//! ([`TopicTaboo`]), `auth_http`/`topic_http` ([`HttpAuth`], [`HttpTopic`], [`TopicPrefetch`]). A program that embeds the broker adds its own with
 //! [`crate::Broker::with_plugin`]: such a plugin is used where a configuration list names it, and
 //! appended to its chain otherwise. [`build`] resolves the names at start; an unknown name is an
 //! error naming the file, the key and the reason. Authentication plugins see the connection too
