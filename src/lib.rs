@@ -35,7 +35,9 @@
 //!   in text, journald (`<N>` priorities) or JSON lines; `RUST_LOG` filtering.
 //! - [`plugins`]: authentication (runs off the event loop, before the core sees a CONNECT), topic
 //!   checks and event hooks (called by the core); the built-ins `auth_anonymous`, `auth_file`,
-//!   `topic_acl`, `topic_taboo`, and the password file format.
+//!   `auth_cert`, `topic_acl`, `topic_taboo`, `auth_http` / `topic_http` (an HTTP service decides;
+//!   its ACL answers fetched before the core asks, `plugins::TopicPrefetch`), and the password
+//!   file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
 //!   one task per connection (its reader and writer), the cross-shard bus loop, timers, and the control shard
 //!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].

@@ -69,7 +69,7 @@ impl BrokerCore {
     }
 
     /// Client id and user name of a connection whose CONNECT was accepted (Arc clones: cheap).
-    pub(super) fn client_identity(&self, conn: ConnId) -> Option<(Arc<str>, Option<Arc<str>>)> {
+    pub fn client_identity(&self, conn: ConnId) -> Option<(Arc<str>, Option<Arc<str>>)> {
         let connection = self.connections.get(&conn)?;
         let session = self.sessions.get(connection.session)?;
         Some((session.client_id.clone(), session.username.clone()))

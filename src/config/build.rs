@@ -430,6 +430,8 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
             .map_or(defaults.connection_messages, |b| b.0),
         log_packets: raw.log_packets.map_or(defaults.log_packets, |b| b.0),
         packet_logger: from_plugins.packet_logger,
+        http_user: from_plugins.http_user,
+        http_topic: from_plugins.http_topic,
         max_inflight: u16::try_from(max_inflight).map_err(|_| range_error("max_inflight"))?,
         max_queued_messages: usize::try_from(max_queued_messages)
             .map_err(|_| range_error("max_queued_messages"))?,

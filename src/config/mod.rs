@@ -129,6 +129,10 @@ pub struct BrokerConfig {
     /// `log_packets` when the log level of `amqtt::packets` is DEBUG (`RUST_LOG=debug`), as aMQTT
     /// logs them at DEBUG. Off (the default), only `log_packets` decides.
     pub packet_logger: bool,
+    /// aMQTT's `amqtt.contrib.http.UserAuthHttpPlugin` settings (plugin `auth_http`).
+    pub http_user: Option<HttpPluginConfig>,
+    /// aMQTT's `amqtt.contrib.http.TopicAuthHttpPlugin` settings (plugin `topic_http`).
+    pub http_topic: Option<HttpPluginConfig>,
     /// Unacknowledged outgoing QoS 1/2 messages per client.
     pub max_inflight: u16,
     /// Messages queued per client beyond the in-flight window (always at least 1).
@@ -379,6 +383,8 @@ impl Default for BrokerConfig {
             connection_messages: true,
             log_packets: false,
             packet_logger: false,
+            http_user: None,
+            http_topic: None,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_packet_size: MAX_PACKET_SIZE_LIMIT,
@@ -440,6 +446,7 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 
 mod build;
 mod contrib;
+mod http_plugin;
 mod keys;
 mod persistence;
 mod raw;
@@ -448,6 +455,7 @@ mod scalars;
 mod tests;
 
 pub use contrib::{CertSettings, ContribConfig, JwtTopicSettings, JwtUserSettings};
+pub use http_plugin::{HttpMethod, HttpPluginConfig, ParamsMode, ResponseMode};
 pub use persistence::{
     FsyncPolicy, PersistenceConfig, DEFAULT_FSYNC_INTERVAL, DEFAULT_PERSISTENCE_DIR,
     DEFAULT_SNAPSHOT_INTERVAL,

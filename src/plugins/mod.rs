@@ -10,8 +10,9 @@
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
 //! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
-//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `auth_jwt` ([`JwtAuth`]), `topic_acl`
-//! ([`TopicAcl`]), `topic_taboo` ([`TopicTaboo`]) and `topic_jwt` ([`JwtTopics`]). A program that embeds the broker adds its own with
+//! ([`FileAuth`]), `auth_cert` ([`CertAuth`]), `auth_jwt` ([`JwtAuth`]), `auth_http`
+//! ([`HttpAuth`]), `topic_acl` ([`TopicAcl`]), `topic_taboo` ([`TopicTaboo`]), `topic_jwt`
+//! ([`JwtTopics`]) and `topic_http` ([`HttpTopic`], [`TopicPrefetch`]). A program that embeds the broker adds its own with
 //! [`crate::Broker::with_plugin`]: such a plugin is used where a configuration list names it, and
 //! appended to its chain otherwise. [`build`] resolves the names at start; an unknown name is an
 //! error naming the file, the key and the reason. Authentication plugins see the connection too
@@ -35,8 +36,10 @@ mod auth_anonymous;
 mod auth_cert;
 mod auth_file;
 mod auth_jwt;
+mod auth_http;
 pub mod password_file;
 mod peer;
+mod prefetch;
 mod registry;
 mod topic_acl;
 mod topic_taboo;
@@ -55,7 +58,9 @@ pub use auth_anonymous::AnonymousAuth;
 pub use auth_cert::CertAuth;
 pub use auth_file::FileAuth;
 pub use auth_jwt::{JwtAuth, JwtTopics};
+pub use auth_http::{HttpAuth, HttpTopic};
 pub use peer::{PeerCertificate, Transport};
+pub use prefetch::{Prefetchers, TopicAccess, TopicPrefetch, TopicQuery, TopicQueryRef};
 pub use registry::{build, PluginError, PluginSet};
 pub use topic_acl::{filter_covers, AclEntryError, AclTables, TopicAcl};
 pub use topic_taboo::TopicTaboo;

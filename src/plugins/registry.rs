@@ -3,9 +3,10 @@
 //! - `auth.plugins` (default: `auth_anonymous`, then `auth_file` when `auth.password-file` is
 //!   set) becomes the [`Authenticator`]; `topic-check.plugins`, when `topic-check.enabled`, the
 //!   topic chain of [`CorePlugins`].
-//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `auth_jwt`, `topic_acl`,
-//!   `topic_taboo`, `topic_jwt`; `topic_jwt` also joins the authentication chain, last, and the
-//!   event plugins: it reads the token at CONNECT and forgets it at the disconnection) or a plugin
+//! - A name is a built-in (`auth_anonymous`, `auth_file`, `auth_cert`, `auth_jwt`, `auth_http`,
+//!   `topic_acl`, `topic_taboo`, `topic_jwt`, `topic_http`; `topic_jwt` also joins the
+//!   authentication chain, last, and the event plugins: it reads the token at CONNECT and forgets
+//!   it at the disconnection; the HTTP ones need their `plugins:` class settings) or a plugin
 //!   the embedding program added with `Broker::with_plugin`. Added plugins a list does not name
 //!   are appended to their chain (event plugins always are): adding one is enough to use it.
 //! - Anything wrong is a [`PluginError`] naming the configuration file, the key and the reason:
@@ -20,16 +21,23 @@ use crate::config::BrokerConfig;
 
 use super::{
     AclTables, AnonymousAuth, AuthPlugin, Authenticator, CertAuth, CorePlugins, EventPlugin,
-    FileAuth, JwtAuth, JwtTopics, Plugin, TopicAcl, TopicPlugin, TopicTaboo,
+    FileAuth, HttpAuth, HttpTopic, JwtAuth, JwtTopics, Plugin, Prefetchers, TopicAcl, TopicPlugin,
+    TopicPrefetch, TopicTaboo,
 };
 
-const AUTH_BUILTINS: [&str; 4] = [
+const AUTH_BUILTINS: [&str; 5] = [
     AnonymousAuth::NAME,
     FileAuth::NAME,
     CertAuth::NAME,
     JwtAuth::NAME,
+    HttpAuth::NAME,
 ];
-const TOPIC_BUILTINS: [&str; 3] = [TopicAcl::NAME, TopicTaboo::NAME, JwtTopics::NAME];
+const TOPIC_BUILTINS: [&str; 4] = [
+    TopicAcl::NAME,
+    TopicTaboo::NAME,
+    JwtTopics::NAME,
+    HttpTopic::NAME,
+];
 
 /// A plugin set-up problem found at start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +60,8 @@ pub enum PluginError {
 pub struct PluginSet {
     pub authenticator: Authenticator,
     pub core: CorePlugins,
+    /// The topic plugins whose answers the runtime fetches before the core asks (`topic_http`).
+    pub prefetch: Prefetchers,
 }
 
 /// Resolves the configuration's plugin lists against the built-ins and `added`.
@@ -135,6 +145,13 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                     .map_err(|e| error("auth.password-file".into(), e.to_string()))?;
                 Arc::new(plugin)
             }
+            HttpAuth::NAME => {
+                let Some(http) = &config.http_user else {
+                    return Err(error(key, not_configured(name, "UserAuthHttpPlugin")));
+                };
+                let alone = auth_names.len() == 1 && added_auth.is_empty();
+                Arc::new(HttpAuth::new(http.clone(), alone))
+            }
             _ => match added_auth.iter().find(|p| p.name() == name) {
                 Some(p) => Arc::clone(p),
                 None => {
@@ -161,6 +178,7 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
 
     // ---- topic checks ----
     let mut topic: Vec<Arc<dyn TopicPlugin>> = Vec::new();
+    let mut prefetch: Vec<Arc<dyn TopicPrefetch>> = Vec::new();
     let mut seen = HashSet::new();
     let check = &config.topic_check;
     if check.enabled {
@@ -208,6 +226,15 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                     events.push(plugin.clone());
                     plugin
                 }
+                HttpTopic::NAME => {
+                    let Some(http) = &config.http_topic else {
+                        return Err(error(key, not_configured(name, "TopicAuthHttpPlugin")));
+                    };
+                    let alone = check.plugins.len() == 1 && added_topic.is_empty();
+                    let plugin = Arc::new(HttpTopic::new(http.clone(), alone));
+                    prefetch.push(plugin.clone());
+                    plugin
+                }
                 _ => match added_topic.iter().find(|p| p.name() == name) {
                     Some(p) => Arc::clone(p),
                     None => {
@@ -231,6 +258,7 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
     let set = PluginSet {
         authenticator: Authenticator::new(auth),
         core: CorePlugins::new(topic, events),
+        prefetch: Prefetchers::new(prefetch),
     };
     log::info!(
         "plugins: authentication {:?}, topic checks {:?}",
@@ -238,6 +266,14 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
         set.core.topic_names()
     );
     Ok(set)
+}
+
+/// The reason an HTTP plugin's name is listed without its settings.
+fn not_configured(name: &str, class: &str) -> String {
+    format!(
+        "'{name}' takes its settings from aMQTT's 'amqtt.contrib.http.{class}' under 'plugins:', \
+         which this file does not have"
+    )
 }
 
 fn added_auth_names(added: &[Plugin]) -> Vec<&str> {

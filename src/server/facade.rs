@@ -242,6 +242,7 @@ impl Broker {
                 .map_or(0, |d| d.as_nanos() as u64),
             snapshots: board.clone(),
             authenticator: Arc::new(plugins.authenticator),
+            prefetch: plugins.prefetch,
         });
         let memory = shared.core.memory.clone();
 

@@ -18,6 +18,9 @@
 //!   (`read_loop.rs` reading bytes into the core, `write_side.rs` writing its outbox);
 //! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on the shard's
 //!   blocking pool when it may be slow (password hashes), so the shard's loop never waits on it;
+//! - `topic_prefetch.rs`: for topic plugins that ask a service (`topic_http`), the answers a
+//!   connection's next packets need, fetched on the blocking pool before the core handles them
+//!   (it peeks at their topics with `protocol::peek_topics`);
 //! - `bus_retry.rs`: bus sends a full lane refused, retried from a task of their own;
 //! - `shard.rs`: the shard's context every task borrows (`ShardRuntime`: the core, the bus, the
 //!   connections' wake-ups, applying the core's actions); it spawns nothing;
@@ -48,6 +51,7 @@ mod shard;
 mod shard_tasks;
 mod snapshot;
 mod sys_topics;
+mod topic_prefetch;
 mod write_side;
 
 pub use facade::{Broker, BrokerHandle, StartError};

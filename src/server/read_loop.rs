@@ -25,6 +25,7 @@ use futures_lite::io::AsyncRead;
 use crate::broker::{ConnId, Next, Pressure};
 
 use super::shard::{BusBacklog, ShardRuntime};
+use super::topic_prefetch;
 
 /// The longest a PUBLISH waits for memory (see [`wait_to_publish`]).
 const MEMORY_PAUSE: Duration = Duration::from_millis(50);
@@ -55,6 +56,8 @@ pub(crate) struct ReadLoop {
     batch_read_at: Option<Instant>,
     /// ...if they held a PUBLISH.
     batch_has_publish: bool,
+    /// Bytes at the front of `buf` whose topics were fetched ahead (`topic_prefetch.rs`).
+    looked: usize,
 }
 
 impl ReadLoop {
@@ -67,6 +70,7 @@ impl ReadLoop {
             waiting: None,
             batch_read_at: None,
             batch_has_publish: false,
+            looked: 0,
         }
     }
 
@@ -84,12 +88,14 @@ impl ReadLoop {
     /// `true` when the core asked for a wait, left in `waiting`.
     fn handle_buffered(&mut self) -> bool {
         let now = *self.batch_read_at.get_or_insert_with(Instant::now);
+        let before = self.buf.len();
         let handled = self
             .rt
             .core
             .borrow_mut()
             .handle_bytes(self.conn, &mut self.buf, now);
         self.batch_has_publish |= handled.publish;
+        self.looked = self.looked.saturating_sub(before - self.buf.len());
         match handled.next {
             Next::ReadMore => false,
             Next::PausePublisher => {
@@ -140,6 +146,17 @@ impl ReadLoop {
                         return Poll::Ready(());
                     }
                     Poll::Ready(Flow::Continue) => this.waiting = None,
+                }
+            }
+            if !this.rt.shared.prefetch.is_empty() {
+                let fetch =
+                    topic_prefetch::fetch_ahead(&this.rt, this.conn, &this.buf, &mut this.looked);
+                if let Some(fetch) = fetch {
+                    this.waiting = Some(Box::pin(async move {
+                        fetch.await;
+                        Flow::Continue
+                    }));
+                    continue;
                 }
             }
             if this.handle_buffered() {

@@ -44,4 +44,6 @@ pub(crate) struct SharedSettings {
     pub snapshots: Option<SnapshotBoard>,
     /// The authentication plugins, asked before the core sees a CONNECT (`authenticate.rs`).
     pub authenticator: Arc<crate::plugins::Authenticator>,
+    /// The topic plugins whose answers are fetched before the core sees a packet (`read_loop.rs`).
+    pub prefetch: crate::plugins::Prefetchers,
 }

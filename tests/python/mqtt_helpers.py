@@ -4,9 +4,10 @@
   and waits with timeouts (no sleeps).
 - `RawConn` and the `*_packet` encoders: a minimal MQTT 3.1.1 client on a plain socket, for the
   packets that real clients refuse to send.
-- `free_port` and `accepts`: loopback ports for the brokers the tests start; `stop_broker` stops
-  one and requires a clean exit, `kill_running` ends the ones a failed test left;
-  `wait_for_text` waits for a line in a broker's log file.
+- `free_port` and `accepts`: loopback ports for the brokers the tests start; `launch_broker`
+  starts one and waits until it is ready, `spawn_broker` starts one from a config text;
+  `stop_broker` stops one and requires a clean exit, `kill_running` ends the ones a failed test
+  left; `wait_for_text` waits for a line in a broker's log file.
 """
 
 from __future__ import annotations
@@ -70,6 +71,25 @@ def spawn_broker(amqtt_bin: Path, workdir: Path, config: str) -> tuple[subproces
         proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(path)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     return proc, log_path
+def launch_broker(amqtt_bin: Path, config: Path, log_path: Path, ready,
+                  timeout: float = 10.0) -> subprocess.Popen:
+    """Starts `amqtt -d -c config` (its output in `log_path`) and returns it once `ready()` is
+    true; fails the test, with the end of the log, if it exits or is not ready within `timeout`."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"broker exited at start ({proc.returncode}):\n"
+                        + log_path.read_text(errors="replace")[-5000:], pytrace=False)
+        if ready():
+            return proc
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    pytest.fail("broker did not start:\n" + log_path.read_text(errors="replace")[-5000:],
+                pytrace=False)
 
 
 def stop_broker(proc: subprocess.Popen, log_path: Path, timeout: float = 5.0) -> None:

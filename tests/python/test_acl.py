@@ -12,15 +12,13 @@ Every test also requires the allowed messages to arrive, so a broker that drops 
 from __future__ import annotations
 
 import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
 from conftest import HOST, _answers_connect
-from mqtt_helpers import PahoClient, accepts, free_port, stop_broker
+from mqtt_helpers import PahoClient, accepts, free_port, launch_broker, stop_broker
 
 QUIET = 0.5  # seconds without a message that count as "nothing more arrives"
 
@@ -56,21 +54,10 @@ def _start(amqtt_bin: Path, workdir: Path, shards: int, acl: str):
         f"  ws:\n    type: ws\n    bind: {HOST}:{ports['ws']}\n"
         f"shards: {shards}\npin_shards: false\nsys_interval: 0\n" + acl)
     log_path = workdir / "broker.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(amqtt_bin), "-d", "-c", str(config)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"broker exited at start ({proc.returncode}):\n"
-                        + log_path.read_text(errors="replace")[-5000:], pytrace=False)
-        if accepts(ports["ws"]) and _answers_connect(ports["tcp"], 1.0):
-            return proc, AclBroker(ports, log_path)
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    pytest.fail("broker did not start:\n" + log_path.read_text(errors="replace")[-5000:],
-                pytrace=False)
+    proc = launch_broker(
+        amqtt_bin, config, log_path,
+        lambda: accepts(ports["ws"]) and _answers_connect(ports["tcp"], 1.0))
+    return proc, AclBroker(ports, log_path)
 
 
 def _broker_fixture(acl: str):

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use super::{AclTable, RawAuth, RawConfig, RawTopicCheck};
 use crate::config::contrib::{CertSettings, JwtTopicSettings, JwtUserSettings};
+use crate::config::http_plugin::{HttpClass, HttpPluginConfig, RawHttp};
 use crate::config::persistence::RawPersistence;
 use crate::config::scalars::{Bool, Seconds};
 use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL};
@@ -34,6 +35,9 @@ const TOPIC_TABOO: &str = "topic_taboo";
 const TOPIC_JWT: &str = "topic_jwt";
 const AUTH_JWT: &str = "auth_jwt";
 const AUTH_CERT: &str = "auth_cert";
+/// The HTTP plugins' names in `auth.plugins` and `topic-check.plugins`.
+const AUTH_HTTP: &str = "auth_http";
+const TOPIC_HTTP: &str = "topic_http";
 
 /// aMQTT 0.10's entry-point names.
 const ENTRY_POINTS: [&str; 7] = [
@@ -47,8 +51,9 @@ const ENTRY_POINTS: [&str; 7] = [
 ];
 
 /// aMQTT 0.11+'s built-in plugin classes, all provided, and the contrib ones we provide
-/// (`contrib.rs`; the cert class is `UserAuthCertPlugin` in aMQTT 0.12.1, renamed later).
-const CLASSES: [&str; 12] = [
+/// (`contrib.rs`, `http_plugin.rs`; the cert class is `UserAuthCertPlugin` in aMQTT 0.12.1,
+/// renamed later).
+const CLASSES: [&str; 14] = [
     "amqtt.plugins.authentication.AnonymousAuthPlugin",
     "amqtt.plugins.authentication.FileAuthPlugin",
     "amqtt.plugins.topic_checking.TopicTabooPlugin",
@@ -61,12 +66,16 @@ const CLASSES: [&str; 12] = [
     "amqtt.contrib.jwt.TopicAuthJwtPlugin",
     "amqtt.contrib.cert.CertificateAuthPlugin",
     "amqtt.contrib.cert.UserAuthCertPlugin",
+    HTTP_USER,
+    HTTP_TOPIC,
 ];
 
+/// aMQTT's contrib HTTP plugins (`src/config/http_plugin.rs`).
+const HTTP_USER: &str = "amqtt.contrib.http.UserAuthHttpPlugin";
+const HTTP_TOPIC: &str = "amqtt.contrib.http.TopicAuthHttpPlugin";
+
 /// aMQTT's contrib plugin classes that amqtt-rs does not provide (yet): refused by name.
-const NOT_PROVIDED: [&str; 9] = [
-    "amqtt.contrib.http.UserAuthHttpPlugin",
-    "amqtt.contrib.http.TopicAuthHttpPlugin",
+const NOT_PROVIDED: [&str; 7] = [
     "amqtt.contrib.ldap.UserAuthLdapPlugin",
     "amqtt.contrib.ldap.TopicAuthLdapPlugin",
     "amqtt.contrib.auth_db.UserAuthDBPlugin",
@@ -103,6 +112,8 @@ enum Plugin {
     JwtUser(JwtUserSettings),
     JwtTopic(JwtTopicSettings),
     Cert(CertSettings),
+    /// `UserAuthHttpPlugin` or `TopicAuthHttpPlugin`.
+    Http(HttpClass, RawHttp),
     /// A contrib class listed in [`NOT_PROVIDED`].
     NotProvided(&'static str),
 }
@@ -210,6 +221,8 @@ impl<'de> DeserializeSeed<'de> for Settings<'_> {
             "amqtt.contrib.jwt.TopicAuthJwtPlugin" => Plugin::JwtTopic(required(d, name)?),
             "amqtt.contrib.cert.CertificateAuthPlugin"
             | "amqtt.contrib.cert.UserAuthCertPlugin" => Plugin::Cert(required(d, name)?),
+            HTTP_USER => Plugin::Http(HttpClass::User, settings(d)?),
+            HTTP_TOPIC => Plugin::Http(HttpClass::Topic, settings(d)?),
             other => match NOT_PROVIDED.iter().find(|n| **n == other) {
                 Some(class) => {
                     serde::de::IgnoredAny::deserialize(d)?;
@@ -324,6 +337,7 @@ impl Plugin {
         match (self, other) {
             (Plugin::EntryPoint(a), Plugin::EntryPoint(b)) => a == b,
             (Plugin::NotProvided(a), Plugin::NotProvided(b)) => a == b,
+            (Plugin::Http(a, _), Plugin::Http(b, _)) => a == b,
             _ => std::mem::discriminant(self) == std::mem::discriminant(other),
         }
     }
@@ -339,6 +353,10 @@ pub(in crate::config) struct Applied {
     /// `PacketLoggerPlugin` / `packet_logger_plugin`: packets are logged when the log level
     /// is DEBUG.
     pub(in crate::config) packet_logger: bool,
+    /// `UserAuthHttpPlugin`'s settings, when it is listed (`auth_http` in the auth chain).
+    pub(in crate::config) http_user: Option<HttpPluginConfig>,
+    /// `TopicAuthHttpPlugin`'s settings, when it is listed (`topic_http` in the topic chain).
+    pub(in crate::config) http_topic: Option<HttpPluginConfig>,
 }
 
 /// Moves the `plugins:` section of `raw` into the fields the older keys fill; refuses a thing
@@ -513,6 +531,32 @@ pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Appl
                     return Err(both(&key, "persistence", "persistence"));
                 }
                 raw.persistence = Some(session_db(&key, settings, origin)?);
+            }
+            Plugin::Http(class, settings) => {
+                let (configured_above, old, what) = match class {
+                    HttpClass::User => (
+                        old_auth_plugins,
+                        "auth.plugins",
+                        "the authentication plugins",
+                    ),
+                    HttpClass::Topic => (old_topic_check, "topic-check", "topic checking"),
+                };
+                if configured_above {
+                    return Err(both(&key, old, what));
+                }
+                let checked = settings
+                    .check(class)
+                    .map_err(|(name, reason)| invalid(&format!("{key}.{name}"), reason))?;
+                match class {
+                    HttpClass::User => {
+                        applied.http_user = Some(checked);
+                        auth_chain.push(AUTH_HTTP.to_string());
+                    }
+                    HttpClass::Topic => {
+                        applied.http_topic = Some(checked);
+                        topic_chain.push(TOPIC_HTTP.to_string());
+                    }
+                }
             }
             Plugin::NotProvided(class) => {
                 return Err(ConfigError::Unsupported {

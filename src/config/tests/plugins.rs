@@ -239,7 +239,6 @@ fn unknown_classes_and_settings_name_the_key_and_the_known_names() {
 fn contrib_plugins_we_do_not_provide_are_refused_by_name() {
     // One class of each contrib module, as aMQTT's docs name them.
     for class in [
-        "amqtt.contrib.http.UserAuthHttpPlugin",
         "amqtt.contrib.auth_db.TopicAuthDBPlugin",
         "amqtt.contrib.ldap.UserAuthLdapPlugin",
         "amqtt.contrib.shadows.ShadowPlugin",

@@ -1,0 +1,88 @@
+//! A look at the packet at the front of a read buffer for the topics it uses, without consuming
+//! it: the runtime asks the plugins whose topic checks need I/O (`auth_http`'s ACL) before the
+//! core handles the packet. Parsing is the codec's own (`publish::borrow`, `subscribe::decode`),
+//! so a packet is read here exactly as the core will read it. Nothing is decided here.
+
+use super::fixed_header::{self, PUBLISH, SUBSCRIBE};
+use super::{publish, subscribe};
+
+/// The topics of one packet, as [`peek_topics`] finds them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeekedTopics<'a> {
+    /// A PUBLISH to this topic name.
+    Publish(&'a str),
+    /// A SUBSCRIBE with these filters.
+    Subscribe(Vec<String>),
+    /// Another packet type, or a PUBLISH/SUBSCRIBE the core will refuse as malformed.
+    None,
+}
+
+/// The packet at the front of `buf` and how many bytes it takes; `None` when `buf` does not
+/// hold a whole packet (or the fixed header is already wrong, or the packet is over
+/// `max_packet_size`: the core closes the connection for those).
+pub fn peek_topics(buf: &[u8], max_packet_size: usize) -> Option<(PeekedTopics<'_>, usize)> {
+    let header = fixed_header::parse(buf).ok()??;
+    let total = header.header_len + header.remaining_len;
+    if total > max_packet_size {
+        return None;
+    }
+    let body = buf.get(header.header_len..total)?;
+    let topics = match header.packet_type {
+        PUBLISH => publish::borrow(header.flags, body)
+            .ok()
+            .and_then(|p| std::str::from_utf8(p.topic).ok())
+            .map_or(PeekedTopics::None, PeekedTopics::Publish),
+        SUBSCRIBE => match subscribe::decode(body) {
+            Ok(s) => PeekedTopics::Subscribe(
+                s.filters
+                    .iter()
+                    .map(|f| f.filter.as_str().to_string())
+                    .collect(),
+            ),
+            Err(_) => PeekedTopics::None,
+        },
+        _ => PeekedTopics::None,
+    };
+    Some((topics, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testutil::encode_packet;
+    use crate::protocol::{
+        Message, Packet, Publish, QoS, Subscribe, SubscribeFilter, TopicFilter, TopicName,
+    };
+
+    #[test]
+    fn finds_the_topics_of_publish_and_subscribe_and_waits_for_whole_packets() {
+        let mut buf = encode_packet(&Packet::Publish(Publish::new(
+            Message {
+                topic: TopicName::new("a/b").expect("topic"),
+                payload: bytes::Bytes::from_static(b"x"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            },
+            Some(7),
+            false,
+        )));
+        let publish_len = buf.len();
+        buf.extend_from_slice(&encode_packet(&Packet::Subscribe(Subscribe {
+            packet_id: 8,
+            filters: vec![SubscribeFilter {
+                filter: TopicFilter::new("c/#").expect("filter"),
+                qos: QoS::AtMostOnce,
+            }],
+        })));
+        buf.extend_from_slice(&encode_packet(&Packet::PingReq));
+        let (first, n) = peek_topics(&buf, 1 << 20).expect("publish");
+        assert_eq!((first, n), (PeekedTopics::Publish("a/b"), publish_len));
+        let (second, m) = peek_topics(&buf[n..], 1 << 20).expect("subscribe");
+        assert_eq!(second, PeekedTopics::Subscribe(vec!["c/#".to_string()]));
+        let (third, _) = peek_topics(&buf[n + m..], 1 << 20).expect("pingreq");
+        assert_eq!(third, PeekedTopics::None);
+        // Part of a packet: nothing yet; a packet over the limit: nothing.
+        assert_eq!(peek_topics(&buf[..n - 1], 1 << 20), None);
+        assert_eq!(peek_topics(&buf, n - 1), None);
+    }
+}
