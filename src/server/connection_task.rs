@@ -474,6 +474,15 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     // Plugins that keep something per client learn of the CONNECT before the core answers it
     // (its will and resumed session are checked then), or after, once a generated id is known.
     let announce = auth != AuthVerdict::Denied;
+    // A topic plugin that asks a service gets its answer for the will now: the core checks the
+    // will's topic when it answers the CONNECT, and cannot wait then. (A generated client id is
+    // not known yet: such a client's will is judged from what the plugin holds.)
+    if announce && !rt.shared.prefetch.is_empty() && !requested_id.is_empty() {
+        if let Some(topic) = pending.will_topic() {
+            let topic = topic.to_owned();
+            super::topic_prefetch::fetch_will(rt, &requested_id, username.as_deref(), &topic).await;
+        }
+    }
     let authenticator = &rt.shared.authenticator;
     if announce && !requested_id.is_empty() {
         authenticator.accepted(&requested_id, password.as_deref());

@@ -4,8 +4,9 @@
 //! are fetched on the shard's blocking helper thread while this connection's reading waits. The
 //! shard's other connections go on meanwhile; this connection's packets keep their order.
 //!
-//! Called by `read_loop.rs` only when such a plugin is configured. Decides nothing: a missing
-//! answer is the plugin's to deny.
+//! Called by `read_loop.rs` only when such a plugin is configured, and by `connection_task.rs`
+//! for a CONNECT's will (checked by the core when it answers the CONNECT). Decides nothing: a
+//! missing answer is the plugin's to deny.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,6 +22,38 @@ use super::shard::ShardRuntime;
 /// The most questions fetched in one go: a burst of packets to distinct topics is fetched in
 /// batches, and a failing service costs one timeout per batch (the plugin skips the rest of it).
 const BATCH: usize = 64;
+
+/// Fetches the answer for publishing a CONNECT's will to `topic`, when a plugin lacks it, on the
+/// shard's blocking helper thread (this connection waits; the shard goes on).
+pub(super) async fn fetch_will(
+    rt: &Rc<ShardRuntime>,
+    client_id: &str,
+    username: Option<&str>,
+    topic: &str,
+) {
+    let prefetch = &rt.shared.prefetch;
+    let query = TopicQueryRef {
+        client_id,
+        username,
+        access: TopicAccess::Publish,
+        topic,
+    };
+    if !prefetch.missing(&query) {
+        return;
+    }
+    let missing = vec![TopicQuery {
+        client_id: client_id.into(),
+        username: username.map(Into::into),
+        access: TopicAccess::Publish,
+        topic: topic.to_string(),
+    }];
+    let prefetch = prefetch.clone();
+    shards::rt::spawn_blocking(move || {
+        // As in `fetch_ahead`: no panic unwinds through the helper thread.
+        let _ = catch_unwind(AssertUnwindSafe(|| prefetch.fetch(&missing)));
+    })
+    .await;
+}
 
 /// Looks at the whole packets of `buf` past its first `*looked` bytes (already looked at), and
 /// advances `*looked` past those it covered. Returns the fetch to wait for when some answers are

@@ -247,6 +247,25 @@ def test_acl_checks_publish_and_subscribe(broker, service, clients):
     assert service.count(kind="acl", client_id="a1", topic="ok/1") == 1
 
 
+def test_a_will_is_checked_with_a_fresh_answer(broker, service, clients):
+    # Nothing is cached for the will topics: the answer is fetched at CONNECT, before the core
+    # checks the will (a granted will is published, a denied one is not).
+    port, _ = broker
+    observer, _ = connect(clients, port, "obs", "observer", "o")
+    assert observer.subscribe("#", qos=1) == [1]
+    for client_id, topic in (("w-ok", "ok/will"), ("w-no", "no/will")):
+        c = PahoClient(HOST, port, client_id=client_id, will=(topic, b"gone", 1, False))
+        c.client.username_pw_set("alice", "secret")
+        clients.append(c)
+        assert c.connect()[0] == 0
+        assert service.count(kind="acl", client_id=client_id, topic=topic, acc=2) == 1
+        c.drop_connection()
+    got = observer.get_message()
+    assert (got.topic, got.payload) == ("ok/will", b"gone")
+    time.sleep(QUIET)
+    assert observer.drain() == [], "a denied will was published"
+
+
 def test_a_slow_acl_answer_holds_only_its_own_connection(broker, service, clients):
     port, _ = broker
     observer, _ = connect(clients, port, "obs", "observer", "o")

@@ -112,6 +112,15 @@ impl PendingConnect {
         }
     }
 
+    /// The topic of its will, if it has one (a plugin that asks a service about topics fetches
+    /// the answer before the core checks the will).
+    pub fn will_topic(&self) -> Option<&str> {
+        match &self.answer {
+            Answer::Check { connect, .. } => connect.will.as_ref().map(|w| w.topic.as_str()),
+            Answer::Refuse(_) => None,
+        }
+    }
+
     /// What the authentication plugins must judge; `None` when they are not asked (the client
     /// certificate authenticated the client, or the CONNECT is refused anyway).
     pub fn credentials(&self) -> Option<Credentials> {
