@@ -77,4 +77,6 @@ pub mod server;
 pub mod transport;
 
 pub use config::BrokerConfig;
-pub use server::{Broker, BrokerHandle, StartError};
+pub use server::{
+    Broker, BrokerHandle, HostError, RetainedInfo, SessionInfo, StartError, SubscriptionInfo,
+};
