@@ -13,21 +13,8 @@ use amqtt::protocol::{Message, QoS as AmqttQoS, TopicFilter};
 use amqtt::{HostError, RetainedInfo};
 use rumqttc::QoS;
 
-use common::rumqttc_client::{connect, settle};
+use common::rumqttc_client::{connect, settle, with_shards};
 use common::{id_on_shard, start_broker, start_broker_plugins};
-
-macro_rules! with_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(1).await })*
-        }
-        mod two_shards {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(2).await })*
-        }
-    };
-}
 
 with_shards!(
     host_publish_reaches_subscribers_on_every_shard_and_offline_sessions,
@@ -133,7 +120,16 @@ async fn listings_show_sessions_subscriptions_and_retained_topics(shards: usize)
         .retain_message("a/1", "xy", AmqttQoS::ExactlyOnce)
         .expect("retain");
 
-    let sessions = broker.sessions().expect("sessions");
+    // Accepted is routed on the host's shard: another shard's session may queue it a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sessions = loop {
+        let sessions = broker.sessions().expect("sessions");
+        if sessions.iter().any(|s| s.client_id == offline_id && s.queued > 0) {
+            break sessions;
+        }
+        assert!(Instant::now() < deadline, "b/1 never queued: {sessions:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let ids: Vec<&str> = sessions.iter().map(|s| s.client_id.as_str()).collect();
     let mut expected = vec![online_id.as_str(), offline_id.as_str()];
     expected.sort();

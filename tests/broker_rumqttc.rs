@@ -8,21 +8,8 @@ use std::time::Duration;
 use rumqttc::{LastWill, QoS};
 use tokio::time::timeout;
 
-use common::rumqttc_client::{connect, settle};
+use common::rumqttc_client::{connect, settle, with_shards};
 use common::{id_on_shard, start_broker};
-
-macro_rules! with_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(1).await })*
-        }
-        mod two_shards {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(2).await })*
-        }
-    };
-}
 
 with_shards!(
     publish_and_receive_at_every_qos,

@@ -1,5 +1,6 @@
 //! A `rumqttc` client for socket-level tests of the broker: connect (CONNACK checked), subscribe,
-//! publish, and read what it received from a channel (`rumqttc_publishes.rs` drives its loop).
+//! publish, and read what it received from a channel (`rumqttc_publishes.rs` drives its loop); and
+//! `with_shards!`, which runs each test at 1 and 2 shards.
 
 #![allow(dead_code)]
 
@@ -92,3 +93,21 @@ impl Client {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
+
+/// `with_shards!(test_a, test_b)`: each `async fn test_a(shards: usize)` of the file runs as a
+/// test with 1 shard (`one_shard::test_a`) and with 2 (`two_shards::test_a`).
+#[allow(unused_macros)]
+macro_rules! with_shards {
+    ($($name:ident),* $(,)?) => {
+        mod one_shard {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(1).await })*
+        }
+        mod two_shards {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(2).await })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use with_shards;

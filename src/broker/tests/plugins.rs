@@ -443,15 +443,20 @@ impl Recorder {
     }
 }
 
-#[test]
-fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
+/// A cluster of `shards` whose only plugin is a [`Recorder`].
+fn recording_cluster(shards: usize) -> (Arc<Recorder>, Cluster) {
     let recorder = Arc::new(Recorder::default());
     let events: Vec<Arc<dyn EventPlugin>> = vec![Arc::new(recorder.clone())];
     let settings = Settings {
         plugins: CorePlugins::new(vec![], events),
         ..Settings::default()
     };
-    let mut c = Cluster::with_settings(1, settings);
+    (recorder, Cluster::with_settings(shards, settings))
+}
+
+#[test]
+fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
+    let (recorder, mut c) = recording_cluster(1);
     c.connect_with("a", as_user("a", "alice"));
     c.subscribe("a", &[("t/#", QoS::ExactlyOnce)]);
     c.publish("a", "t/1", "x", QoS::AtMostOnce, false, 0);
@@ -472,13 +477,7 @@ fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
 
 #[test]
 fn event_plugins_hear_unsubscribes_and_retained_updates_once_per_broker() {
-    let recorder = Arc::new(Recorder::default());
-    let events: Vec<Arc<dyn EventPlugin>> = vec![Arc::new(recorder.clone())];
-    let settings = Settings {
-        plugins: CorePlugins::new(vec![], events),
-        ..Settings::default()
-    };
-    let mut c = Cluster::with_settings(2, settings);
+    let (recorder, mut c) = recording_cluster(2);
     c.connect("a", true);
     c.subscribe("a", &[("t/#", QoS::AtMostOnce)]);
     c.publish("a", "t/r", "v", QoS::AtMostOnce, true, 0);
