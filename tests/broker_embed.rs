@@ -124,7 +124,10 @@ async fn listings_show_sessions_subscriptions_and_retained_topics(shards: usize)
     let deadline = Instant::now() + Duration::from_secs(5);
     let sessions = loop {
         let sessions = broker.sessions().expect("sessions");
-        if sessions.iter().any(|s| s.client_id == offline_id && s.queued > 0) {
+        if sessions
+            .iter()
+            .any(|s| s.client_id == offline_id && s.queued > 0)
+        {
             break sessions;
         }
         assert!(Instant::now() < deadline, "b/1 never queued: {sessions:?}");
