@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amqtt::plugins::{ClientInfo, EventPlugin, Plugin};
-use amqtt::protocol::{Message, QoS as AmqttQoS, TopicFilter};
+use amqtt::protocol::{Message, QoS as AmqttQoS, TopicFilter, TopicName};
 use amqtt::{HostError, RetainedInfo};
 use rumqttc::QoS;
 
@@ -85,7 +85,7 @@ async fn retain_message_is_seen_by_later_subscribers_until_deleted(shards: usize
     assert_eq!(
         broker.retained_topics().expect("listing"),
         [RetainedInfo {
-            topic: "r/t".into(),
+            topic: TopicName::new("r/t").expect("topic"),
             qos: AmqttQoS::AtLeastOnce,
             size: 5,
         }]
@@ -178,7 +178,7 @@ async fn listings_show_sessions_subscriptions_and_retained_topics(shards: usize)
     assert_eq!(
         broker.retained_topics().expect("retained"),
         [RetainedInfo {
-            topic: "a/1".into(),
+            topic: TopicName::new("a/1").expect("topic"),
             qos: AmqttQoS::ExactlyOnce,
             size: 2,
         }]
