@@ -14,13 +14,14 @@ use amqtt::{HostError, RetainedInfo};
 use rumqttc::QoS;
 
 use common::rumqttc_client::{connect, settle, with_shards};
-use common::{id_on_shard, start_broker, start_broker_plugins};
+use common::{id_on_shard, start_broker, start_broker_plugins, start_broker_with};
 
 with_shards!(
     host_publish_reaches_subscribers_on_every_shard_and_offline_sessions,
     retain_message_is_seen_by_later_subscribers_until_deleted,
     listings_show_sessions_subscriptions_and_retained_topics,
     event_plugin_hears_every_event_in_order,
+    host_messages_are_journaled_like_a_clients,
 );
 
 async fn host_publish_reaches_subscribers_on_every_shard_and_offline_sessions(shards: usize) {
@@ -287,4 +288,54 @@ async fn event_plugin_hears_every_event_in_order(shards: usize) {
             "post_shutdown".to_string(),
         ]
     );
+}
+
+async fn host_messages_are_journaled_like_a_clients(shards: usize) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let persistent = |config: &mut amqtt::BrokerConfig| {
+        config.persistence.enabled = true;
+        config.persistence.dir = dir.path().to_path_buf();
+    };
+    let id = id_on_shard("durable", shards - 1, shards);
+    let (broker, addr) = start_broker_with(shards, persistent);
+    let sub = connect(addr, &id, false, None).await;
+    sub.subscribe("d/#", QoS::AtLeastOnce).await;
+    settle().await;
+    sub.client.disconnect().await.expect("disconnect");
+    settle().await;
+    broker
+        .publish("d/queued", "q", AmqttQoS::AtLeastOnce, false)
+        .expect("publish");
+    broker
+        .retain_message("d/kept", "k", AmqttQoS::AtLeastOnce)
+        .expect("retain");
+    // The other shard queues it a moment after it was accepted.
+    settle().await;
+    broker.stop().expect("stop");
+
+    let (broker, addr) = start_broker_with(shards, persistent);
+    let mut back = connect(addr, &id, false, None).await;
+    assert!(back.session_present, "the session was recovered");
+    let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+    for _ in 0..2 {
+        let p = back.next().await;
+        got.push((p.topic.clone(), p.payload.to_vec()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("d/kept".to_string(), b"k".to_vec()),
+            ("d/queued".to_string(), b"q".to_vec())
+        ],
+        "both host messages were queued for the offline session and survived the restart"
+    );
+    let retained: Vec<String> = broker
+        .retained_topics()
+        .expect("retained")
+        .iter()
+        .map(|r| r.topic.to_string())
+        .filter(|t| !t.starts_with('$'))
+        .collect();
+    assert_eq!(retained, ["d/kept"]);
 }
