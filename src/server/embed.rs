@@ -3,11 +3,10 @@
 //! ([`BrokerHandle::retain_message`], [`BrokerHandle::delete_retained`]), and list sessions,
 //! subscriptions and retained topics, gathered from every shard.
 //!
-//! Both ends live here: the host side sends a [`HostRequest`] into a shard's inbox over the bus
-//! (the same inboxes other shards and the control shard write to) and waits for the answer on a
-//! channel of its own; the shard side ([`answer`]) runs in the shard's bus loop and only calls the
-//! core's verbs (`route`, `list_sessions`, `list_retained`). No second routing path: a host publish
-//! is routed by the core exactly like a client's.
+//! The host side: it sends a `HostRequest` (`host_request.rs`, which also has the shard side) into
+//! a shard's inbox over the bus (the same inboxes other shards and the control shard write to) and
+//! waits for the answer on a channel of its own. No second routing path: a host publish is routed
+//! by the core exactly like a client's.
 //!
 //! Blocking: every method here blocks the calling thread until the shard has answered (a round
 //! trip through the shard's loop: microseconds when it is idle, one loop turn when busy; at most
@@ -20,17 +19,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shards::SendError;
 
-use crate::broker::{Message, RetainedInfo, SessionInfo, SessionPage};
+use crate::broker::{Message, RetainedInfo, SessionInfo};
 use crate::protocol::{QoS, TopicName};
 
 use super::facade::BrokerHandle;
-use super::shard::{ShardMessage, ShardRuntime};
+use super::host_request::HostRequest;
+use super::shard::ShardMessage;
 
 /// How long a host call waits for a shard to take its request and answer.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-/// Session-table slots a shard reads for one page of [`BrokerHandle::sessions`]: ~0.1 ms of the
-/// shard's loop a page (measured: 100k sessions in 256 pages, 97 µs a page, release build).
-const PAGE_SLOTS: usize = 512;
 /// The shard that routes host publishes: one shard, so that one host thread's messages keep their
 /// order for every subscriber (as one client's do), and the one whose retained copy is listed, so
 /// that a retained message the host set is listed as soon as the call returns.
@@ -58,41 +55,6 @@ pub enum HostError {
         /// The shard that did not answer.
         shard: usize,
     },
-}
-
-/// What the host asks a shard; the answer goes back on the channel it carries.
-pub(crate) enum HostRequest {
-    /// Route this message as a client's publish would be; answer once routed.
-    Publish {
-        message: Message,
-        done: mpsc::Sender<()>,
-    },
-    /// A page of the shard's sessions, from this slot of its table on.
-    Sessions {
-        from: usize,
-        reply: mpsc::Sender<SessionPage>,
-    },
-    /// The shard's retained topics.
-    Retained {
-        reply: mpsc::Sender<Vec<RetainedInfo>>,
-    },
-}
-
-/// The shard side: answers a host request on the shard's loop. A reply whose caller gave up (timed
-/// out) is dropped.
-pub(crate) fn answer(rt: &ShardRuntime, request: HostRequest) {
-    match request {
-        HostRequest::Publish { message, done } => {
-            rt.core.borrow_mut().route(message);
-            let _ = done.send(());
-        }
-        HostRequest::Sessions { from, reply } => {
-            let _ = reply.send(rt.core.borrow().list_sessions(from, PAGE_SLOTS));
-        }
-        HostRequest::Retained { reply } => {
-            let _ = reply.send(rt.core.borrow().list_retained());
-        }
-    }
 }
 
 /// One subscription, as [`BrokerHandle::subscriptions`] lists it (aMQTT's `subscriptions`: filter,

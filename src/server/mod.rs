@@ -11,7 +11,7 @@
 //! From the top down (a file imports only from files below it):
 //! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping;
 //! - `embed.rs`: what the host program does with a running broker: publish, retain, list
-//!   (a request into a shard's inbox, answered by the shard's bus loop);
+//!   (a request into a shard's inbox, `host_request.rs`, answered by the shard's bus loop);
 //! - `shard_tasks.rs`: what a shard runs: its root task, which starts the accept loops, the bus
 //!   loop (including handed-off connections) and the keep-alive tick, then shuts the shard down;
 //! - `accept_loop.rs`: the accept loop of one listener socket;
@@ -39,6 +39,7 @@ mod control;
 mod embed;
 mod facade;
 mod held_publishers;
+mod host_request;
 mod http;
 mod journal_task;
 mod lifecycle;

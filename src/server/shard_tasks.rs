@@ -18,7 +18,7 @@ use super::recovery::ShardStart;
 use super::settings::SharedSettings;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
-use super::{accept_loop, bus_retry, connection_task, embed};
+use super::{accept_loop, bus_retry, connection_task, host_request};
 
 /// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
 pub(crate) async fn run(
@@ -127,7 +127,7 @@ fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
             rt.core.borrow_mut().handle_bus(message)
         }
         ShardMessage::ResumePublishers => rt.held.resume(),
-        ShardMessage::Host(request) => embed::answer(rt, *request),
+        ShardMessage::Host(request) => host_request::answer(&rt.core, *request),
         ShardMessage::HandOff(handoff) => {
             rt.stats.borrow_mut().handoffs_received += 1;
             connection_task::spawn_isolated(rt, connection_task::handed_off(rt.clone(), handoff));
