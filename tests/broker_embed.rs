@@ -24,13 +24,22 @@ with_shards!(
     host_messages_are_journaled_like_a_clients,
 );
 
+/// Connects `id` with a persistent session, subscribes to `filters` and disconnects: a session
+/// that queues what it is sent until its client is back.
+async fn leave_offline_session(addr: std::net::SocketAddr, id: &str, filters: &[(&str, QoS)]) {
+    let client = connect(addr, id, false, None).await;
+    for (filter, qos) in filters {
+        client.subscribe(filter, *qos).await;
+    }
+    settle().await;
+    client.client.disconnect().await.expect("disconnect");
+    settle().await;
+}
+
 async fn host_publish_reaches_subscribers_on_every_shard_and_offline_sessions(shards: usize) {
     let (broker, addr) = start_broker(shards);
     let offline_id = id_on_shard("offline", shards - 1, shards);
-    let offline = connect(addr, &offline_id, false, None).await;
-    offline.subscribe("host/#", QoS::ExactlyOnce).await;
-    settle().await;
-    offline.client.disconnect().await.expect("disconnect");
+    leave_offline_session(addr, &offline_id, &[("host/#", QoS::ExactlyOnce)]).await;
     let mut near = connect(addr, &id_on_shard("near", 0, shards), true, None).await;
     let mut far = connect(addr, &id_on_shard("far", shards - 1, shards), true, None).await;
     near.subscribe("host/+", QoS::AtLeastOnce).await;
@@ -108,12 +117,12 @@ async fn listings_show_sessions_subscriptions_and_retained_topics(shards: usize)
     let offline_id = id_on_shard("offline", shards - 1, shards);
     let online = connect(addr, &online_id, true, None).await;
     online.subscribe("a/+", QoS::AtLeastOnce).await;
-    let offline = connect(addr, &offline_id, false, None).await;
-    offline.subscribe("b/#", QoS::ExactlyOnce).await;
-    offline.subscribe("c", QoS::AtMostOnce).await;
-    settle().await;
-    offline.client.disconnect().await.expect("disconnect");
-    settle().await;
+    leave_offline_session(
+        addr,
+        &offline_id,
+        &[("b/#", QoS::ExactlyOnce), ("c", QoS::AtMostOnce)],
+    )
+    .await;
     broker
         .publish("b/1", "queued", AmqttQoS::AtLeastOnce, false)
         .expect("publish");
@@ -298,11 +307,7 @@ async fn host_messages_are_journaled_like_a_clients(shards: usize) {
     };
     let id = id_on_shard("durable", shards - 1, shards);
     let (broker, addr) = start_broker_with(shards, persistent);
-    let sub = connect(addr, &id, false, None).await;
-    sub.subscribe("d/#", QoS::AtLeastOnce).await;
-    settle().await;
-    sub.client.disconnect().await.expect("disconnect");
-    settle().await;
+    leave_offline_session(addr, &id, &[("d/#", QoS::AtLeastOnce)]).await;
     broker
         .publish("d/queued", "q", AmqttQoS::AtLeastOnce, false)
         .expect("publish");
