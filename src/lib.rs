@@ -11,14 +11,47 @@
 //! embedding program that needs CPUs for itself sets `shards` and `pin_shards: false` (see
 //! [`Broker::new`]).
 //! ```no_run
+//! use amqtt::plugins::{ClientInfo, EventPlugin, Plugin};
+//! use amqtt::protocol::{Message, QoS};
+//!
+//! /// Hears aMQTT's broker events (every method is a no-op by default).
+//! struct Audit;
+//!
+//! impl EventPlugin for Audit {
+//!     fn name(&self) -> &str {
+//!         "audit"
+//!     }
+//!     fn client_connected(&self, client: &ClientInfo<'_>) {
+//!         println!("{} connected", client.client_id);
+//!     }
+//!     fn retained_message(&self, message: &Message) {
+//!         println!("retained {} ({} bytes)", message.topic, message.payload.len());
+//!     }
+//! }
+//!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = amqtt::BrokerConfig::from_file("broker.yaml".as_ref())?;
-//! let handle = amqtt::Broker::new(config)?.start()?;
+//! let handle = amqtt::Broker::new(config)?
+//!     .with_plugin(Plugin::events(Audit))
+//!     .start()?;
 //! println!("listening on {:?}", handle.address("default"));
+//! // aMQTT's broadcast_message and retain_message; each blocks until a shard took it.
+//! handle.publish("alerts/door", "open", QoS::AtLeastOnce, false)?;
+//! handle.retain_message("status/broker", "up", QoS::AtLeastOnce)?;
+//! handle.delete_retained("status/old")?;
+//! for session in handle.sessions()? {
+//!     println!("{} connected={} queued={}", session.client_id, session.connected, session.queued);
+//! }
+//! println!("{} subscriptions", handle.subscriptions()?.len());
+//! for retained in handle.retained_topics()? {
+//!     println!("{} ({} bytes)", retained.topic, retained.size);
+//! }
 //! handle.stop()?;
 //! # Ok(())
 //! # }
 //! ```
+//! What host calls mean and cost (blocking, "accepted", listing pages): [`BrokerHandle::publish`]
+//! and the methods after it; the events: [`plugins::EventPlugin`].
 //!
 //! ## Layout
 //! - [`protocol`]: the wire format. One file per packet type; `decode` and `encode`; validated
@@ -34,10 +67,11 @@
 //! - [`logging`]: the `amqtt` binary's log: standard error or `log_file` (reopened on SIGHUP),
 //!   in text, journald (`<N>` priorities) or JSON lines; `RUST_LOG` filtering.
 //! - [`plugins`]: authentication (runs off the event loop, before the core sees a CONNECT), topic
-//!   checks and event hooks (called by the core); the built-ins `auth_anonymous`, `auth_file`,
-//!   `auth_cert`, `topic_acl`, `topic_taboo`, `auth_http` / `topic_http` (an HTTP service decides;
-//!   its ACL answers fetched before the core asks, `plugins::TopicPrefetch`), and the password
-//!   file format.
+//!   checks and event hooks (called by the core; the broker's start and shutdown events by the
+//!   thread that starts and stops it); the built-ins `auth_anonymous`, `auth_file`, `auth_cert`,
+//!   `auth_jwt` / `topic_jwt`, `topic_acl`, `topic_taboo`, `auth_http` / `topic_http` (an HTTP
+//!   service decides; its ACL answers fetched before the core asks, `plugins::TopicPrefetch`), and
+//!   the password file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
 //!   one task per connection (its reader and writer), the cross-shard bus loop, timers, and the control shard
 //!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].
@@ -82,4 +116,6 @@ pub mod server;
 pub mod transport;
 
 pub use config::BrokerConfig;
-pub use server::{Broker, BrokerHandle, StartError};
+pub use server::{
+    Broker, BrokerHandle, HostError, RetainedInfo, SessionInfo, StartError, SubscriptionInfo,
+};

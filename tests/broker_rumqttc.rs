@@ -5,108 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
-};
-use tokio::sync::mpsc;
+use rumqttc::{LastWill, QoS};
 use tokio::time::timeout;
 
+use common::rumqttc_client::{connect, settle, with_shards};
 use common::{id_on_shard, start_broker};
-
-/// A connected rumqttc client whose incoming PUBLISHes arrive on a channel.
-struct Client {
-    client: AsyncClient,
-    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    task: tokio::task::JoinHandle<()>,
-    session_present: bool,
-}
-
-async fn connect(
-    addr: std::net::SocketAddr,
-    id: &str,
-    clean: bool,
-    will: Option<LastWill>,
-) -> Client {
-    let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    options.set_clean_session(clean);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_inflight(100);
-    if let Some(will) = will {
-        options.set_last_will(will);
-    }
-    let (client, mut eventloop) = AsyncClient::new(options, 1000);
-    let session_present = wait_connack(&mut eventloop).await;
-    let (publishes, task) = common::rumqttc_publishes::forward_publishes(eventloop);
-    Client {
-        client,
-        publishes,
-        task,
-        session_present,
-    }
-}
-
-async fn wait_connack(eventloop: &mut EventLoop) -> bool {
-    loop {
-        match timeout(Duration::from_secs(5), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                assert_eq!(ack.code, ConnectReturnCode::Success);
-                return ack.session_present;
-            }
-            Ok(Ok(_)) => {}
-            other => panic!("no CONNACK: {other:?}"),
-        }
-    }
-}
-
-impl Client {
-    async fn subscribe(&self, filter: &str, qos: QoS) {
-        self.client.subscribe(filter, qos).await.expect("subscribe");
-    }
-
-    async fn publish(&self, topic: &str, qos: QoS, retain: bool, payload: &str) {
-        self.client
-            .publish(topic, qos, retain, payload.as_bytes().to_vec())
-            .await
-            .expect("publish");
-    }
-
-    async fn next(&mut self) -> rumqttc::Publish {
-        timeout(Duration::from_secs(5), self.publishes.recv())
-            .await
-            .expect("a publish within 5 s")
-            .expect("event loop alive")
-    }
-
-    async fn nothing_within(&mut self, wait: Duration) {
-        if let Ok(Some(p)) = timeout(wait, self.publishes.recv()).await {
-            panic!("unexpected publish {p:?}");
-        }
-    }
-
-    /// Drops the connection without DISCONNECT (as if the network failed).
-    fn kill(self) {
-        self.task.abort();
-    }
-}
-
-/// Subscriptions are acknowledged before a publish is sent; settle gives the event loop time to
-/// send SUBSCRIBE and receive SUBACK.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-}
-
-macro_rules! with_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(1).await })*
-        }
-        mod two_shards {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(2).await })*
-        }
-    };
-}
 
 with_shards!(
     publish_and_receive_at_every_qos,

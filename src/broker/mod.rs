@@ -9,6 +9,7 @@
 //! - `handle_bus`: a message from another shard;
 //! - `handle_tick`: time passes (keep-alive, session expiry);
 //! - `poll_actions` and `take_outbox`: what the runtime must do now.
+//! - `list_sessions`, `list_retained`: what the host program asks to see (`listing.rs`).
 //!
 //! It never reads a clock (time is passed in as `now`), never touches a socket, never spawns, and
 //! never reaches into another shard: everything that crosses shards leaves as an [`Action::Bus`].
@@ -38,6 +39,7 @@ mod handlers;
 mod interest;
 mod interface;
 mod journal;
+mod listing;
 pub mod memory;
 mod outbox;
 pub mod outbox_pool;
@@ -68,6 +70,7 @@ pub use interface::{
     home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
 };
 pub use journal::{DeliveryStamp, DurableWait};
+pub use listing::{RetainedInfo, SessionInfo, SessionPage};
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};

@@ -96,13 +96,17 @@ impl BrokerCore {
         allowed
     }
 
-    /// Routes a message that entered the broker on this shard (clients, wills, `$SYS`).
+    /// Routes a message that entered the broker on this shard (clients, wills, the host's
+    /// `BrokerHandle::publish`). A retained one is announced to the event plugins here, once.
     pub fn route(&mut self, message: Message) {
         let (me, shards) = (self.shard, self.shards);
         if message.retain {
             let version = self.retained.next_version(me);
             self.apply_retained(&message, version);
             self.journal_retained(&message, version);
+            if self.settings.plugins.has_events() {
+                self.settings.plugins.retained_message(&message);
+            }
             self.deliver_local(&message);
             for to in (0..shards).filter(|&s| s != me) {
                 let message = message.clone();

@@ -6,7 +6,7 @@
 //! | --- | --- | --- | --- |
 //! | [`AuthPlugin`] | a CONNECT: allow, deny or abstain | the runtime, on a helper thread (the shard's blocking helper), before the core sees the CONNECT | yes (milliseconds: hashing, files) |
 //! | [`TopicPlugin`] | each PUBLISH topic and each SUBSCRIBE filter (and each delivery, for a plugin that [checks receiving](TopicPlugin::checks_receive)) | the sans-IO core, on the shard's event loop | no: a few microseconds at most |
-//! | [`EventPlugin`] | client connected / disconnected, message received, subscribed | the sans-IO core, on the shard's event loop | no: every message pays for it |
+//! | [`EventPlugin`] (`events.rs`) | aMQTT's broker events: start and shutdown, client connected / disconnected, subscribed / unsubscribed, message received, retained message | start and stop: the thread that starts or stops the broker; the rest: the sans-IO core, on the shard's event loop | start and stop: yes; the rest: no (every message pays for it) |
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
 //! `topic-check.plugins`); the built-ins are `auth_anonymous` ([`AnonymousAuth`]), `auth_file`
@@ -37,6 +37,7 @@ mod auth_cert;
 mod auth_file;
 mod auth_http;
 mod auth_jwt;
+mod events;
 pub mod password_file;
 mod peer;
 mod prefetch;
@@ -52,13 +53,14 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+use crate::protocol::{TopicFilter, TopicName};
 
 pub use auth_anonymous::AnonymousAuth;
 pub use auth_cert::CertAuth;
 pub use auth_file::FileAuth;
 pub use auth_http::{HttpAuth, HttpTopic};
 pub use auth_jwt::{JwtAuth, JwtTopics};
+pub use events::EventPlugin;
 pub use peer::{PeerCertificate, Transport};
 pub use prefetch::{Prefetchers, TopicAccess, TopicPrefetch, TopicQuery, TopicQueryRef};
 pub use registry::{build, PluginError, PluginSet};
@@ -235,25 +237,6 @@ pub trait TopicPlugin: Send + Sync + 'static {
     fn checks_receive(&self) -> bool {
         false
     }
-}
-
-/// Hears what happens to clients. Every method runs on the shard's event loop, inline with the
-/// packet that caused it (`message_received` once per accepted PUBLISH): keep it to counting,
-/// logging or handing off to a channel. A hook that blocks stalls the shard's other clients.
-pub trait EventPlugin: Send + Sync + 'static {
-    fn name(&self) -> &str;
-
-    /// A CONNECT was accepted (CONNACK 0x00 written).
-    fn client_connected(&self, _client: &ClientInfo<'_>) {}
-
-    /// An accepted client's connection ended, for whatever reason.
-    fn client_disconnected(&self, _client: &ClientInfo<'_>) {}
-
-    /// A PUBLISH from a client passed the topic checks and is being routed.
-    fn message_received(&self, _client: &ClientInfo<'_>, _message: &Message) {}
-
-    /// A subscription was granted (not called for filters refused with 0x80).
-    fn subscribed(&self, _client: &ClientInfo<'_>, _filter: &TopicFilter, _granted: QoS) {}
 }
 
 /// A plugin of any kind, as [`crate::Broker::with_plugin`] takes it.
@@ -490,28 +473,6 @@ impl CorePlugins {
             }
             allowed
         })
-    }
-
-    pub fn client_connected(&self, client: &ClientInfo<'_>) {
-        self.each_event(|p| p.client_connected(client));
-    }
-
-    pub fn client_disconnected(&self, client: &ClientInfo<'_>) {
-        self.each_event(|p| p.client_disconnected(client));
-    }
-
-    pub fn message_received(&self, client: &ClientInfo<'_>, message: &Message) {
-        self.each_event(|p| p.message_received(client, message));
-    }
-
-    pub fn subscribed(&self, client: &ClientInfo<'_>, filter: &TopicFilter, granted: QoS) {
-        self.each_event(|p| p.subscribed(client, filter, granted));
-    }
-
-    fn each_event(&self, call: impl Fn(&dyn EventPlugin)) {
-        for plugin in self.events.iter() {
-            let _ = guarded(plugin.name(), || call(plugin.as_ref()));
-        }
     }
 }
 

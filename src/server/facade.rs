@@ -1,6 +1,8 @@
 //! The embeddable broker: [`Broker`] (a configuration and plugins, not yet running), its
 //! [`Broker::start`] (bind every listener, one SO_REUSEPORT socket per shard, start the shards and
-//! the control shard) and the [`BrokerHandle`] that reports the bound addresses and stops it.
+//! the control shard) and the [`BrokerHandle`] that reports the bound addresses and stops it
+//! (what else the host does with it, publish and list, is `embed.rs`). It fires the event plugins'
+//! start and shutdown events.
 //!
 //! The top of the shell: nothing in `server/` imports from here; `server/mod.rs` and `lib.rs`
 //! re-export it. It builds the shards' shared settings and starts each shard's root task
@@ -73,6 +75,10 @@ pub struct Broker {
 /// A running broker: its addresses, and the way to stop it.
 pub struct BrokerHandle {
     runtime: Option<shards::Shards>,
+    /// Into every shard's inbox: the host's requests (`embed.rs`).
+    pub(super) bus: shards::BusSender<shard::ShardMessage>,
+    /// The event plugins, told of shutdown.
+    events: crate::plugins::CorePlugins,
     addresses: Vec<(String, SocketAddr)>,
     shards: usize,
     metrics_address: Option<SocketAddr>,
@@ -109,6 +115,8 @@ impl Broker {
         let Broker { config, plugins } = self;
         // Before any socket is bound: a bad plugin list or password file fails fast.
         let plugins = crate::plugins::build(&config, &plugins)?;
+        let events = plugins.core.clone();
+        events.broker_pre_start();
         // Before any socket is bound too: a bad AMQTT_RUNTIME is a bad configuration, and a runtime
         // the kernel refuses should not leave listener lines behind.
         let executor = crate::config::runtime_from_env(config.runtime)
@@ -263,6 +271,7 @@ impl Broker {
             inboxes.into_iter().map(|i| Mutex::new(Some(i))).collect();
 
         let control_bus = bus.clone();
+        let host_bus = bus.clone();
         let mut runtime = shards::Shards::start(
             shards::ShardConfig {
                 shards: shard_count,
@@ -312,8 +321,11 @@ impl Broker {
             env!("CARGO_PKG_VERSION"),
             if pin { ", pinned" } else { "" }
         );
+        events.broker_post_start();
         Ok(BrokerHandle {
             runtime: Some(runtime),
+            bus: host_bus,
+            events,
             addresses,
             shards: shard_count,
             metrics_address,
@@ -364,8 +376,11 @@ impl BrokerHandle {
     fn stop_and_join(&mut self) -> Result<(), shards::ShardError> {
         match self.runtime.take() {
             Some(runtime) => {
+                self.events.broker_pre_shutdown();
                 runtime.stop();
-                runtime.join()
+                let stopped = runtime.join();
+                self.events.broker_post_shutdown();
+                stopped
             }
             None => Ok(()),
         }

@@ -10,6 +10,8 @@
 //!
 //! From the top down (a file imports only from files below it):
 //! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping;
+//! - `embed.rs`: what the host program does with a running broker: publish, retain, list
+//!   (a request into a shard's inbox, `host_request.rs`, answered by the shard's bus loop);
 //! - `shard_tasks.rs`: what a shard runs: its root task, which starts the accept loops, the bus
 //!   loop (including handed-off connections) and the keep-alive tick, then shuts the shard down;
 //! - `accept_loop.rs`: the accept loop of one listener socket;
@@ -37,8 +39,10 @@ mod bus_retry;
 mod connect_rate;
 mod connection_task;
 mod control;
+mod embed;
 mod facade;
 mod held_publishers;
+mod host_request;
 mod http;
 mod journal_task;
 mod lifecycle;
@@ -54,4 +58,6 @@ mod sys_topics;
 mod topic_prefetch;
 mod write_side;
 
+pub use crate::broker::{RetainedInfo, SessionInfo};
+pub use embed::{HostError, SubscriptionInfo, ANSWER_WITHIN};
 pub use facade::{Broker, BrokerHandle, StartError};

@@ -37,6 +37,8 @@ pub(crate) enum ShardMessage {
     /// No subscriber is behind any more: wake the publishers held on the receiving shard
     /// (`held_publishers.rs`).
     ResumePublishers,
+    /// From the host program, not another shard: publish or list (`host_request.rs`; boxed: rare).
+    Host(Box<super::host_request::HostRequest>),
 }
 
 /// An accepted connection moving to its home shard, with everything read from it so far.

@@ -18,7 +18,7 @@ use super::recovery::ShardStart;
 use super::settings::SharedSettings;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
-use super::{accept_loop, bus_retry, connection_task};
+use super::{accept_loop, bus_retry, connection_task, host_request};
 
 /// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
 pub(crate) async fn run(
@@ -116,7 +116,8 @@ async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {
     }
 }
 
-/// A message from another shard: broker traffic for the core, or a connection to serve here.
+/// A message from another shard (broker traffic for the core, or a connection to serve here) or
+/// from the host program.
 fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
     match message {
         ShardMessage::Core(message, stamp) => {
@@ -126,6 +127,7 @@ fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
             rt.core.borrow_mut().handle_bus(message)
         }
         ShardMessage::ResumePublishers => rt.held.resume(),
+        ShardMessage::Host(request) => host_request::answer(&rt.core, *request),
         ShardMessage::HandOff(handoff) => {
             rt.stats.borrow_mut().handoffs_received += 1;
             connection_task::spawn_isolated(rt, connection_task::handed_off(rt.clone(), handoff));

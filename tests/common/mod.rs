@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod rumqttc_client;
 pub mod rumqttc_publishes;
 
 use std::sync::{Arc, Mutex};
@@ -43,12 +44,29 @@ pub fn start_broker_with(
     shards: usize,
     adjust: impl FnOnce(&mut BrokerConfig),
 ) -> (BrokerHandle, SocketAddr) {
+    start_broker_full(shards, adjust, Vec::new())
+}
+
+/// [`start_broker`] with these plugins added ([`Broker::with_plugin`]).
+pub fn start_broker_plugins(
+    shards: usize,
+    plugins: Vec<amqtt::plugins::Plugin>,
+) -> (BrokerHandle, SocketAddr) {
+    start_broker_full(shards, |_| {}, plugins)
+}
+
+fn start_broker_full(
+    shards: usize,
+    adjust: impl FnOnce(&mut BrokerConfig),
+    plugins: Vec<amqtt::plugins::Plugin>,
+) -> (BrokerHandle, SocketAddr) {
     let yaml = "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:0\n";
     let mut config = BrokerConfig::from_yaml_str(yaml, "test").expect("test config");
     config.shards = ShardCount::Fixed(shards);
     config.pin_shards = false;
     adjust(&mut config);
     let handle = Broker::new(config)
+        .map(|broker| plugins.into_iter().fold(broker, Broker::with_plugin))
         .and_then(Broker::start)
         .expect("broker starts");
     let addr = handle.address("default").expect("default listener");

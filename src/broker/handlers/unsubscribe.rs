@@ -1,8 +1,10 @@
-//! UNSUBSCRIBE: remove the session's filters (unknown ones are fine) and answer UNSUBACK [MQTT-3.10.4-4].
+//! UNSUBSCRIBE: remove the session's filters (unknown ones are fine) and answer UNSUBACK [MQTT-3.10.4-4];
+//! event plugins hear of each filter removed.
 
 use crate::broker::connection::PendingReply;
 use crate::broker::{BrokerCore, ConnId};
 use crate::persist::Record;
+use crate::plugins::ClientInfo;
 use crate::protocol::{Packet, UnsubAck, Unsubscribe};
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, unsubscribe: Unsubscribe) {
@@ -10,6 +12,12 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, unsubscribe: Unsubsc
         return;
     };
     let mark = broker.journal_mark();
+    let plugins = broker.settings.plugins.clone();
+    let identity = if plugins.has_events() {
+        broker.client_identity(conn)
+    } else {
+        None
+    };
     for filter in &unsubscribe.filters {
         let removed = broker
             .sessions
@@ -20,6 +28,13 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, unsubscribe: Unsubsc
             if let Some(client_id) = broker.persistent_client(key) {
                 let filter = filter.clone();
                 broker.journal(|| Record::Unsubscribe { client_id, filter });
+            }
+            if let Some((client_id, username)) = &identity {
+                let client = ClientInfo {
+                    client_id,
+                    username: username.as_deref(),
+                };
+                plugins.unsubscribed(&client, filter);
             }
         }
     }

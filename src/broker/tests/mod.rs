@@ -22,7 +22,8 @@
 //!   sessions;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
-//! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins.
+//! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins;
+//! - `listing.rs`: the sessions and retained topics the host program lists.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -300,6 +301,7 @@ mod cross_shard;
 mod durability;
 mod expiry;
 mod flow_control;
+mod listing;
 mod publish;
 mod sessions;
 mod subscribe;

@@ -421,6 +421,12 @@ impl EventPlugin for Arc<Recorder> {
             client.client_id
         ));
     }
+    fn unsubscribed(&self, client: &ClientInfo<'_>, filter: &TopicFilter) {
+        self.push(format!("unsubscribed {} {filter}", client.client_id));
+    }
+    fn retained_message(&self, message: &Message) {
+        self.push(format!("retained {} {:?}", message.topic, message.payload));
+    }
 }
 
 impl Recorder {
@@ -437,15 +443,20 @@ impl Recorder {
     }
 }
 
-#[test]
-fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
+/// A cluster of `shards` whose only plugin is a [`Recorder`].
+fn recording_cluster(shards: usize) -> (Arc<Recorder>, Cluster) {
     let recorder = Arc::new(Recorder::default());
     let events: Vec<Arc<dyn EventPlugin>> = vec![Arc::new(recorder.clone())];
     let settings = Settings {
         plugins: CorePlugins::new(vec![], events),
         ..Settings::default()
     };
-    let mut c = Cluster::with_settings(1, settings);
+    (recorder, Cluster::with_settings(shards, settings))
+}
+
+#[test]
+fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
+    let (recorder, mut c) = recording_cluster(1);
     c.connect_with("a", as_user("a", "alice"));
     c.subscribe("a", &[("t/#", QoS::ExactlyOnce)]);
     c.publish("a", "t/1", "x", QoS::AtMostOnce, false, 0);
@@ -461,5 +472,46 @@ fn event_plugins_hear_connects_messages_subscriptions_and_disconnects() {
             "disconnected a",
         ],
         "refused clients and dropped messages are not reported"
+    );
+}
+
+#[test]
+fn event_plugins_hear_unsubscribes_and_retained_updates_once_per_broker() {
+    let (recorder, mut c) = recording_cluster(2);
+    c.connect("a", true);
+    c.subscribe("a", &[("t/#", QoS::AtMostOnce)]);
+    c.publish("a", "t/r", "v", QoS::AtMostOnce, true, 0);
+    c.publish("a", "t/r", "", QoS::AtMostOnce, true, 0);
+    c.send(
+        "a",
+        Packet::Unsubscribe(crate::protocol::Unsubscribe {
+            packet_id: 2,
+            filters: vec![
+                TopicFilter::new("t/#").expect("filter"),
+                TopicFilter::new("never").expect("filter"),
+            ],
+        }),
+    );
+    // A host publish goes through `route` as well.
+    c.shards[1].route(Message {
+        topic: TopicName::new("t/host").expect("topic"),
+        payload: Bytes::from_static(b"h"),
+        qos: QoS::AtMostOnce,
+        retain: true,
+    });
+    c.run();
+    assert_eq!(
+        recorder.take(),
+        [
+            "connected a None",
+            "subscribed a t/# AtMostOnce",
+            "message a t/r",
+            "retained t/r b\"v\"",
+            "message a t/r",
+            "retained t/r b\"\"",
+            "unsubscribed a t/#",
+            "retained t/host b\"h\"",
+        ],
+        "each retained update once (not again on the shard that copies it), unknown filters not"
     );
 }
