@@ -18,8 +18,8 @@ const USERNAME: u8 = 0x80;
 const PASSWORD: u8 = 0x40;
 const WILL_RETAIN: u8 = 0x20;
 const WILL_QOS_SHIFT: u8 = 3;
-const WILL: u8 = 0x04;
-const CLEAN_SESSION: u8 = 0x02;
+pub(super) const WILL: u8 = 0x04;
+pub(super) const CLEAN_SESSION: u8 = 0x02;
 const RESERVED: u8 = 0x01;
 
 /// Every field but the password, which shows only its length: a `{packet:?}` in a log must not
@@ -40,7 +40,7 @@ impl fmt::Debug for Connect {
 }
 
 /// A secret of this many bytes, in `Debug` output.
-struct Redacted(usize);
+pub(super) struct Redacted(pub usize);
 
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,23 +48,24 @@ impl fmt::Debug for Redacted {
     }
 }
 
-pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
-    let mut r = Reader::new(body);
+/// Reads the protocol name and level [MQTT-3.1.2.1/2]: "MQIsdp" 3, "MQTT" 4 or "MQTT" 5.
+pub(super) fn read_protocol(r: &mut Reader<'_>) -> Result<ProtocolLevel, DecodeError> {
     let name = r.read_binary()?;
     let level = r.read_u8()?;
-    let protocol = match (name, level) {
-        (b"MQTT", 4) => ProtocolLevel::V311,
-        (b"MQIsdp", 3) => ProtocolLevel::V31,
-        // Includes MQTT 5 (level 5), whose body we do not parse [MQTT-3.1.2-2].
-        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
-        _ => {
-            return Err(DecodeError::InvalidProtocolName(
-                String::from_utf8_lossy(name).into_owned(),
-            ))
-        }
-    };
+    match (name, level) {
+        (b"MQTT", 4) => Ok(ProtocolLevel::V311),
+        (b"MQIsdp", 3) => Ok(ProtocolLevel::V31),
+        (b"MQTT", 5) => Ok(ProtocolLevel::V5),
+        (b"MQTT" | b"MQIsdp", _) => Err(DecodeError::UnsupportedProtocolLevel(level)),
+        _ => Err(DecodeError::InvalidProtocolName(
+            String::from_utf8_lossy(name).into_owned(),
+        )),
+    }
+}
 
-    let flags = r.read_u8()?;
+/// Checks the connect flags [MQTT-3.1.2.3]; returns the will QoS (0 without a will). MQTT 5
+/// (`v5`) allows a password without a user name.
+pub(super) fn check_flags(flags: u8, v5: bool) -> Result<QoS, DecodeError> {
     if flags & RESERVED != 0 {
         return Err(DecodeError::InvalidConnectFlags("reserved bit 0 is set")); // [MQTT-3.1.2-3]
     }
@@ -83,26 +84,52 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     }
     // [MQTT-3.1.2-14]
     let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidConnectFlags("will QoS 3"))?;
-    if flags & PASSWORD != 0 && flags & USERNAME == 0 {
+    if !v5 && flags & PASSWORD != 0 && flags & USERNAME == 0 {
         return Err(DecodeError::InvalidConnectFlags(
             "password flag set without username flag",
         )); // [MQTT-3.1.2-22]
     }
-    let keep_alive = r.read_u16()?;
+    Ok(will_qos)
+}
 
-    let client_id = r.read_string()?.to_owned();
-    let will = if flags & WILL != 0 {
-        let topic = TopicName::from_bytes(Bytes::copy_from_slice(r.read_binary()?))?;
-        let payload = Bytes::copy_from_slice(r.read_binary()?);
-        Some(LastWill {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: flags & WILL_RETAIN != 0,
-        })
-    } else {
-        None
-    };
+/// The connect flags byte for these fields.
+pub(super) fn flags_of(clean: bool, will: Option<&LastWill>, username: bool, password: bool) -> u8 {
+    let mut flags = 0;
+    if clean {
+        flags |= CLEAN_SESSION;
+    }
+    if let Some(will) = will {
+        flags |= WILL | (will.qos as u8) << WILL_QOS_SHIFT;
+        if will.retain {
+            flags |= WILL_RETAIN;
+        }
+    }
+    if username {
+        flags |= USERNAME;
+    }
+    if password {
+        flags |= PASSWORD;
+    }
+    flags
+}
+
+/// The will topic and payload, with QoS and retain from the connect `flags`.
+pub(super) fn read_will(r: &mut Reader<'_>, flags: u8, qos: QoS) -> Result<LastWill, DecodeError> {
+    let topic = TopicName::from_bytes(Bytes::copy_from_slice(r.read_binary()?))?;
+    let payload = Bytes::copy_from_slice(r.read_binary()?);
+    Ok(LastWill {
+        topic,
+        payload,
+        qos,
+        retain: flags & WILL_RETAIN != 0,
+    })
+}
+
+/// The user name and password the connect `flags` announce, in that order.
+pub(super) fn read_credentials(
+    r: &mut Reader<'_>,
+    flags: u8,
+) -> Result<(Option<String>, Option<Bytes>), DecodeError> {
     let username = if flags & USERNAME != 0 {
         Some(r.read_string()?.to_owned())
     } else {
@@ -113,6 +140,27 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     } else {
         None
     };
+    Ok((username, password))
+}
+
+pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
+    let mut r = Reader::new(body);
+    let protocol = match read_protocol(&mut r)? {
+        // MQTT 5's body is read by `v5::decode` [MQTT-3.1.2-2].
+        ProtocolLevel::V5 => return Err(DecodeError::UnsupportedProtocolLevel(5)),
+        level => level,
+    };
+    let flags = r.read_u8()?;
+    let will_qos = check_flags(flags, false)?;
+    let keep_alive = r.read_u16()?;
+
+    let client_id = r.read_string()?.to_owned();
+    let will = if flags & WILL != 0 {
+        Some(read_will(&mut r, flags, will_qos)?)
+    } else {
+        None
+    };
+    let (username, password) = read_credentials(&mut r, flags)?;
     r.finish()?;
 
     Ok(Connect {
@@ -133,44 +181,67 @@ pub(super) fn encode(p: &Connect, out: &mut BytesMut) -> Result<(), EncodeError>
         // Not a real MQTT 5 CONNECT (no properties); only useful to test rejection.
         ProtocolLevel::V5 => (b"MQTT", 5),
     };
-    let mut flags = 0;
-    let mut len = 2 + name.len() + 1 + 1 + 2 + prefixed_len(p.client_id.len())?;
-    if p.clean_session {
-        flags |= CLEAN_SESSION;
-    }
-    if let Some(will) = &p.will {
-        flags |= WILL | (will.qos as u8) << WILL_QOS_SHIFT;
-        if will.retain {
-            flags |= WILL_RETAIN;
-        }
-        len += prefixed_len(will.topic.as_bytes().len())? + prefixed_len(will.payload.len())?;
-    }
-    if let Some(username) = &p.username {
-        flags |= USERNAME;
-        len += prefixed_len(username.len())?;
-    }
-    if let Some(password) = &p.password {
-        flags |= PASSWORD;
-        len += prefixed_len(password.len())?;
-    }
-
+    let flags = flags_of(
+        p.clean_session,
+        p.will.as_ref(),
+        p.username.is_some(),
+        p.password.is_some(),
+    );
+    let payload = Payload {
+        client_id: &p.client_id,
+        will: p.will.as_ref(),
+        username: p.username.as_deref(),
+        password: p.password.as_deref(),
+    };
+    let len = 2 + name.len() + 1 + 1 + 2 + payload.len()?;
     fixed_header::write(out, CONNECT << 4, len)?;
     put_prefixed(out, name);
     out.put_u8(level);
     out.put_u8(flags);
     out.put_u16(p.keep_alive);
-    put_prefixed(out, p.client_id.as_bytes());
-    if let Some(will) = &p.will {
-        put_prefixed(out, will.topic.as_bytes());
-        put_prefixed(out, &will.payload);
-    }
-    if let Some(username) = &p.username {
-        put_prefixed(out, username.as_bytes());
-    }
-    if let Some(password) = &p.password {
-        put_prefixed(out, password);
-    }
+    payload.write(out, |_| {});
     Ok(())
+}
+
+/// CONNECT's payload for encoding, the same at every level but for MQTT 5's will properties.
+pub(super) struct Payload<'a> {
+    pub client_id: &'a str,
+    pub will: Option<&'a LastWill>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+impl Payload<'_> {
+    /// Its size, will properties excluded, or an error when a field is too long.
+    pub fn len(&self) -> Result<usize, EncodeError> {
+        let mut len = prefixed_len(self.client_id.len())?;
+        if let Some(will) = self.will {
+            len += prefixed_len(will.topic.as_bytes().len())? + prefixed_len(will.payload.len())?;
+        }
+        if let Some(username) = self.username {
+            len += prefixed_len(username.len())?;
+        }
+        if let Some(password) = self.password {
+            len += prefixed_len(password.len())?;
+        }
+        Ok(len)
+    }
+
+    /// Writes it; `will_properties` writes what comes between client id and will topic.
+    pub fn write(&self, out: &mut BytesMut, will_properties: impl FnOnce(&mut BytesMut)) {
+        put_prefixed(out, self.client_id.as_bytes());
+        if let Some(will) = self.will {
+            will_properties(out);
+            put_prefixed(out, will.topic.as_bytes());
+            put_prefixed(out, &will.payload);
+        }
+        if let Some(username) = self.username {
+            put_prefixed(out, username.as_bytes());
+        }
+        if let Some(password) = self.password {
+            put_prefixed(out, password);
+        }
+    }
 }
 
 #[cfg(test)]

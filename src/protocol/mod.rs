@@ -28,6 +28,9 @@ mod suback;
 mod subscribe;
 mod topic;
 mod unsubscribe;
+pub mod v5;
+
+pub use v5::ReasonCode;
 
 use bytes::{Bytes, BytesMut};
 
@@ -54,7 +57,8 @@ pub enum ProtocolLevel {
     V31 = 3,
     /// MQTT 3.1.1 (protocol name "MQTT").
     V311 = 4,
-    /// MQTT 5: recognised, then refused with CONNACK 0x01.
+    /// MQTT 5: its packets are [`v5::Packet`]s, read by [`v5::decode`]; [`decode`] refuses its
+    /// CONNECT with [`DecodeError::UnsupportedProtocolLevel`].
     V5 = 5,
 }
 
@@ -71,7 +75,7 @@ pub struct TopicName(Bytes);
 pub struct TopicFilter(String);
 
 /// Every way decoding can fail. `Incomplete` does not exist here: [`decode`] returns `Ok(None)`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     /// The remaining-length varint is longer than 4 bytes.
     #[error("remaining length uses more than 4 bytes")]
@@ -128,6 +132,77 @@ pub enum DecodeError {
     /// The remaining length does not match what the packet holds.
     #[error("packet body length does not match its contents: {0}")]
     MalformedPacket(&'static str),
+    /// MQTT 5: a variable byte integer (property length, subscription identifier) of more than
+    /// four bytes [MQTT-1.5.5].
+    #[error("variable byte integer uses more than 4 bytes")]
+    MalformedVariableByteInteger,
+    /// MQTT 5: a property identifier the specification does not define.
+    #[error("unknown property identifier {0:#04x}")]
+    UnknownProperty(u32),
+    /// MQTT 5: a property the packet may not carry [MQTT-2.2.2.2].
+    #[error("property {id:#04x} is not allowed in {packet}")]
+    PropertyNotAllowed {
+        /// The property identifier.
+        id: u8,
+        /// Where it was found (`PUBLISH`, `will properties`, ...).
+        packet: &'static str,
+    },
+    /// MQTT 5: a property that may appear once appears again.
+    #[error("property {0:#04x} appears more than once")]
+    DuplicateProperty(u8),
+    /// MQTT 5: a property whose value the specification forbids (a Receive Maximum of 0, ...).
+    #[error("invalid value for property {id:#04x}: {why}")]
+    InvalidPropertyValue {
+        /// The property identifier.
+        id: u8,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// MQTT 5: a reason code the packet may not carry [MQTT-2.4].
+    #[error("reason code {code:#04x} is not allowed in {packet}")]
+    InvalidReasonCode {
+        /// The reason code received.
+        code: u8,
+        /// The packet it was found in.
+        packet: &'static str,
+    },
+    /// MQTT 5: a packet that parses but breaks a rule of the protocol (Retain Handling 3, ...).
+    #[error("protocol error: {0}")]
+    ProtocolError(&'static str),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code to close the connection with (DISCONNECT, or CONNACK for a
+    /// CONNECT): 0x81 Malformed Packet when the bytes cannot be parsed, 0x82 Protocol Error when
+    /// they parse but break a rule [MQTT-1.2, 4.13], 0x95 for a packet over the maximum size and
+    /// 0x84 for a protocol name or level the server does not speak.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            DecodeError::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            DecodeError::InvalidProtocolName(_) | DecodeError::UnsupportedProtocolLevel(_) => {
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+            }
+            DecodeError::InvalidTopicName(_)
+            | DecodeError::InvalidTopicFilter(_)
+            | DecodeError::ZeroPacketId
+            | DecodeError::EmptySubscription
+            | DecodeError::DuplicateProperty(_)
+            | DecodeError::InvalidPropertyValue { .. }
+            | DecodeError::ProtocolError(_) => ReasonCode::PROTOCOL_ERROR,
+            DecodeError::MalformedRemainingLength
+            | DecodeError::ReservedPacketType(_)
+            | DecodeError::InvalidFlags { .. }
+            | DecodeError::InvalidQoS
+            | DecodeError::InvalidUtf8
+            | DecodeError::NullCharacter
+            | DecodeError::InvalidConnectFlags(_)
+            | DecodeError::MalformedPacket(_)
+            | DecodeError::MalformedVariableByteInteger
+            | DecodeError::UnknownProperty(_)
+            | DecodeError::PropertyNotAllowed { .. }
+            | DecodeError::InvalidReasonCode { .. } => ReasonCode::MALFORMED_PACKET,
+        }
+    }
 }
 
 /// Errors from encoding (values that cannot be represented on the wire).
@@ -139,6 +214,10 @@ pub enum EncodeError {
     /// A string (topic, client id, user name...) longer than a 16-bit length allows.
     #[error("string longer than 65,535 bytes")]
     StringTooLong,
+    /// MQTT 5: a value the packet cannot carry (a reason code not allowed for it, a subscription
+    /// identifier of 0 or above 268,435,455, properties longer than a variable byte integer).
+    #[error("cannot encode: {0}")]
+    InvalidValue(&'static str),
 }
 
 /// One MQTT control packet.
@@ -454,25 +533,18 @@ impl From<SubscribeReturnCode> for u8 {
 ///   as soon as the fixed header is readable, without waiting for the body. How much of `buf` was
 ///   consumed is unspecified.
 pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-    let Some(FixedHeader {
-        packet_type,
-        flags,
-        header_len,
-        remaining_len,
-    }) = fixed_header::parse(buf)?
+    let Some((
+        FixedHeader {
+            packet_type,
+            flags,
+            header_len,
+            ..
+        },
+        total,
+    )) = whole_frame(buf, max_packet_size, false)?
     else {
         return Ok(None);
     };
-    let total = header_len + remaining_len;
-    if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge {
-            size: total,
-            max: max_packet_size,
-        });
-    }
-    if buf.len() < total {
-        return Ok(None);
-    }
     if packet_type == fixed_header::PUBLISH {
         let mut body = buf.split_to(total);
         bytes::Buf::advance(&mut body, header_len);
@@ -499,6 +571,31 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     };
     bytes::Buf::advance(buf, total);
     packet.map(Some)
+}
+
+/// The fixed header at the front of `buf` and the packet's total size, once the whole packet is
+/// in `buf` (`Ok(None)` before). A packet over `max_packet_size` is an error as soon as its
+/// header is readable. Shared by [`decode`] and [`v5::decode`].
+#[inline(always)]
+fn whole_frame(
+    buf: &[u8],
+    max_packet_size: usize,
+    v5: bool,
+) -> Result<Option<(FixedHeader, usize)>, DecodeError> {
+    let Some(header) = fixed_header::parse_at(buf, v5)? else {
+        return Ok(None);
+    };
+    let total = header.header_len + header.remaining_len;
+    if total > max_packet_size {
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((header, total)))
 }
 
 /// Whether `buf` starts with the first byte of a PUBLISH at QoS 0 without RETAIN (DUP either way):

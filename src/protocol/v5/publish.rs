@@ -1,0 +1,85 @@
+//! MQTT 5 PUBLISH [MQTT-3.3]: MQTT 3's fields and checks (the parser is shared with
+//! `super::super::publish`), PUBLISH properties after the packet identifier, and an empty topic
+//! name when a Topic Alias stands for it [MQTT-3.3.2-8].
+//!
+//! Topic and payload are slices of the received frame, as in MQTT 3. Must not resolve topic
+//! aliases: they are per-connection state.
+
+use bytes::{BufMut, BytesMut};
+
+use super::super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
+use super::super::publish::parse;
+use super::super::strings::{prefixed_len, put_prefixed};
+use super::super::{DecodeError, EncodeError, QoS, TopicName};
+use super::{properties, Kind, Publish};
+
+pub(super) fn decode(flags: u8, mut body: BytesMut) -> Result<Publish, DecodeError> {
+    let fields = parse(flags, &body, true)?;
+    let properties = properties::decode_body(&body[fields.properties.clone()], Kind::Publish)?;
+    if fields.topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::ProtocolError(
+            "empty topic name without a topic alias",
+        )); // [MQTT-3.3.2-8]
+    }
+    bytes::Buf::advance(&mut body, fields.topic.start);
+    let topic = body.split_to(fields.topic.len()).freeze();
+    bytes::Buf::advance(&mut body, fields.payload_start - fields.topic.end);
+    Ok(Publish {
+        dup: flags & PUBLISH_DUP != 0,
+        qos: fields.qos,
+        retain: flags & PUBLISH_RETAIN != 0,
+        topic: (!topic.is_empty()).then(|| TopicName::from_checked(topic)),
+        packet_id: fields.packet_id,
+        properties,
+        payload: body.freeze(),
+    })
+}
+
+/// As MQTT 3's: DUP only for QoS > 0, the packet identifier only for QoS > 0 (`None` there is a
+/// caller bug, written as 0).
+pub(super) fn encode(p: &Publish, out: &mut BytesMut) -> Result<(), EncodeError> {
+    if p.topic.is_none() && p.properties.topic_alias.is_none() {
+        return Err(EncodeError::InvalidValue(
+            "PUBLISH without a topic name or a topic alias",
+        ));
+    }
+    let topic = p.topic.as_ref().map_or(&[][..], TopicName::as_bytes);
+    let props = p.properties.body_len(Kind::Publish)?;
+    let packet_id_len = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let len =
+        prefixed_len(topic.len())? + packet_id_len + properties::wire_len(props) + p.payload.len();
+    let mut first_byte = PUBLISH << 4 | (p.qos as u8) << 1;
+    if p.dup && p.qos != QoS::AtMostOnce {
+        first_byte |= PUBLISH_DUP;
+    }
+    if p.retain {
+        first_byte |= PUBLISH_RETAIN;
+    }
+    fixed_header::write(out, first_byte, len)?;
+    put_prefixed(out, topic);
+    if p.qos != QoS::AtMostOnce {
+        debug_assert!(
+            p.packet_id.is_some(),
+            "PUBLISH with QoS > 0 needs a packet identifier"
+        );
+        out.put_u16(p.packet_id.unwrap_or(0));
+    }
+    p.properties.encode(props, out);
+    out.put_slice(&p.payload);
+    Ok(())
+}
+
+impl Publish {
+    /// The PUBLISH that carries `message` on one hop, without properties.
+    pub fn new(message: super::Message, packet_id: Option<u16>, dup: bool) -> Publish {
+        Publish {
+            dup,
+            qos: message.qos,
+            retain: message.retain,
+            topic: Some(message.topic),
+            packet_id,
+            properties: super::Properties::default(),
+            payload: message.payload,
+        }
+    }
+}
