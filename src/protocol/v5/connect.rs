@@ -1,5 +1,5 @@
 //! MQTT 5 CONNECT [MQTT-3.1] and CONNACK [MQTT-3.2]: MQTT 3's fields (protocol name and flags
-//! checks, will, credentials: shared with `super::super::connect`) plus CONNECT properties, will
+//! checks, will, credentials: `super::super::connect_fields`) plus CONNECT properties, will
 //! properties, CONNACK reason codes and CONNACK properties.
 //!
 //! Judges only the packet: client-id rules, authentication and the server's limits are the
@@ -9,9 +9,9 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use super::super::connect::{
-    check_flags, flags_of, read_credentials, read_protocol, read_will, Payload, Redacted,
-    CLEAN_SESSION, WILL,
+use super::super::connect::Redacted;
+use super::super::connect_fields::{
+    check_flags, flags_of, read_credentials, read_protocol, read_will, Payload, CLEAN_SESSION, WILL,
 };
 use super::super::fixed_header::{self, CONNACK, CONNECT};
 use super::super::strings::{put_prefixed, Reader};
