@@ -39,10 +39,10 @@ pub enum DecodeError {
     /// A string containing U+0000 [MQTT-1.5.3-2].
     #[error("string contains U+0000")]
     NullCharacter,
-    /// A topic name that breaks the rules of [`TopicName`].
+    /// A topic name that breaks the rules of [`TopicName`](super::TopicName).
     #[error("invalid topic name: {0}")]
     InvalidTopicName(&'static str),
-    /// A topic filter that breaks the rules of [`TopicFilter`].
+    /// A topic filter that breaks the rules of [`TopicFilter`](super::TopicFilter).
     #[error("invalid topic filter: {0}")]
     InvalidTopicFilter(&'static str),
     /// Packet identifier 0, which MQTT forbids [MQTT-2.3.1-1].

@@ -11,6 +11,11 @@
 //! [MQTT-3.3.2-2], topic filters well-formed [MQTT-4.7.1-2/3], non-empty SUBSCRIBE/UNSUBSCRIBE
 //! [MQTT-3.8.3-3, 3.10.3-2], QoS 3 rejected [MQTT-3.3.1-4], packet identifier 0 rejected,
 //! protocol name/level. Broker policy (client-id rules, auth, ACLs) is not done here.
+//!
+//! MQTT 3.1 and 3.1.1 are [`Packet`] and [`decode`]; MQTT 5 is [`v5::Packet`] and [`v5::decode`]
+//! (a connection's level is known from its CONNECT; `decode` refuses a level-5 CONNECT with
+//! [`DecodeError::UnsupportedProtocolLevel`]). Shared by both: `strings.rs` (wire primitives),
+//! `fixed_header.rs`, `topic.rs`, `connect_fields.rs`, PUBLISH's parser and `error.rs`.
 
 #![forbid(unsafe_code)]
 

@@ -3,7 +3,7 @@
 //! Decoding is zero-copy: topic and payload are slices of the received frame. Must not copy the
 //! payload, and encoding must write straight into the caller's buffer with a single reservation.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
 use super::strings::{prefixed_len, put_prefixed, Reader};
@@ -65,19 +65,27 @@ pub(crate) fn parse(flags: u8, body: &[u8], v5: bool) -> Result<Fields, DecodeEr
 /// The topic is split off the body and the payload is what remains, rather than both being sliced
 /// from it: one reference-count increment per PUBLISH instead of two and a decrement (atomic
 /// updates of the read buffer's count were ~7 % of the broker's CPU in `pairs -n 8 --qos 1`).
-pub(super) fn decode(flags: u8, mut body: BytesMut) -> Result<Publish, DecodeError> {
+pub(super) fn decode(flags: u8, body: BytesMut) -> Result<Publish, DecodeError> {
     let fields = parse(flags, &body, false)?;
-    bytes::Buf::advance(&mut body, fields.topic.start);
-    let topic = body.split_to(fields.topic.len()).freeze();
-    bytes::Buf::advance(&mut body, fields.payload_start - fields.topic.end);
+    let (topic, payload) = split(body, &fields);
     Ok(Publish {
         dup: flags & PUBLISH_DUP != 0,
         qos: fields.qos,
         retain: flags & PUBLISH_RETAIN != 0,
         topic: TopicName::from_checked(topic),
         packet_id: fields.packet_id,
-        payload: body.freeze(),
+        payload,
     })
+}
+
+/// The topic and the payload of a parsed PUBLISH body, the topic split off and the payload what
+/// remains (see [`decode`]).
+#[inline]
+pub(crate) fn split(mut body: BytesMut, fields: &Fields) -> (Bytes, Bytes) {
+    bytes::Buf::advance(&mut body, fields.topic.start);
+    let topic = body.split_to(fields.topic.len()).freeze();
+    bytes::Buf::advance(&mut body, fields.payload_start - fields.topic.end);
+    (topic, body.freeze())
 }
 
 /// A PUBLISH body as [`PublishRef`] borrowing from `body`: the same checks as [`decode`], no
@@ -183,7 +191,6 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{decode as decode_packet, Packet};
     use super::*;
-    use bytes::Bytes;
 
     fn publish(qos: QoS, packet_id: Option<u16>) -> Publish {
         Publish {

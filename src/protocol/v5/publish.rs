@@ -8,12 +8,12 @@
 use bytes::{BufMut, BytesMut};
 
 use super::super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
-use super::super::publish::parse;
+use super::super::publish::{parse, split};
 use super::super::strings::{prefixed_len, put_prefixed};
 use super::super::{DecodeError, EncodeError, QoS, TopicName};
 use super::{properties, Kind, Publish};
 
-pub(super) fn decode(flags: u8, mut body: BytesMut) -> Result<Publish, DecodeError> {
+pub(super) fn decode(flags: u8, body: BytesMut) -> Result<Publish, DecodeError> {
     let fields = parse(flags, &body, true)?;
     let properties = properties::decode_body(&body[fields.properties.clone()], Kind::Publish)?;
     if fields.topic.is_empty() && properties.topic_alias.is_none() {
@@ -21,9 +21,7 @@ pub(super) fn decode(flags: u8, mut body: BytesMut) -> Result<Publish, DecodeErr
             "empty topic name without a topic alias",
         )); // [MQTT-3.3.2-8]
     }
-    bytes::Buf::advance(&mut body, fields.topic.start);
-    let topic = body.split_to(fields.topic.len()).freeze();
-    bytes::Buf::advance(&mut body, fields.payload_start - fields.topic.end);
+    let (topic, payload) = split(body, &fields);
     Ok(Publish {
         dup: flags & PUBLISH_DUP != 0,
         qos: fields.qos,
@@ -31,7 +29,7 @@ pub(super) fn decode(flags: u8, mut body: BytesMut) -> Result<Publish, DecodeErr
         topic: (!topic.is_empty()).then(|| TopicName::from_checked(topic)),
         packet_id: fields.packet_id,
         properties,
-        payload: body.freeze(),
+        payload,
     })
 }
 
