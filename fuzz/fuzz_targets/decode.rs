@@ -10,8 +10,8 @@
 //!   ("need more bytes" is a state, never an error and never a different answer);
 //! - every error names a reason code of 0x80 or above (what the broker closes an MQTT 5
 //!   connection with);
-//! - MQTT 3: `peek_publish` (the broker's in-place route) takes exactly the PUBLISHes `decode`
-//!   takes, with the same fields and length.
+//! - `peek_publish` (the broker's in-place route) and `v5::peek_publish` take exactly the
+//!   PUBLISHes their `decode` takes, with the same fields and length.
 #![no_main]
 
 use std::fmt::Debug;
@@ -39,7 +39,7 @@ const V3: Level<Packet> = Level {
 const V5: Level<v5::Packet> = Level {
     decode: v5::decode,
     encode: v5::Packet::encode,
-    check: |_, _, _, _| {},
+    check: check_peek_v5,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -116,6 +116,28 @@ fn check_peek(
         }
         (None, Ok(Some(Packet::Publish(_)))) => panic!("peek_publish refused a PUBLISH"),
         (Some(_), _) => panic!("peek_publish took what decode did not: {decoded:?}"),
+        (None, _) => {}
+    }
+}
+
+/// `v5::peek_publish` takes exactly the PUBLISHes `v5::decode` takes.
+fn check_peek_v5(
+    before: &[u8],
+    after: &BytesMut,
+    decoded: &Result<Option<v5::Packet>, DecodeError>,
+    max: usize,
+) {
+    let peeked = v5::peek_publish(before, max);
+    match (&peeked, decoded) {
+        (Some((p, _, length)), Ok(Some(v5::Packet::Publish(d)))) => {
+            assert_eq!(*length, before.len() - after.len(), "peek_publish length");
+            assert_eq!((p.dup, p.qos, p.retain), (d.dup, d.qos, d.retain));
+            let topic = d.topic.as_ref().map_or(&[][..], |t| t.as_bytes());
+            assert_eq!((p.topic, p.packet_id), (topic, d.packet_id));
+            assert_eq!(p.payload, &d.payload[..], "peek_publish payload");
+        }
+        (None, Ok(Some(v5::Packet::Publish(_)))) => panic!("v5::peek_publish refused a PUBLISH"),
+        (Some(_), _) => panic!("v5::peek_publish took what decode did not: {decoded:?}"),
         (None, _) => {}
     }
 }

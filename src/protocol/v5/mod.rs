@@ -370,6 +370,37 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     packet.map(Some)
 }
 
+/// The MQTT 5 PUBLISH at the front of `buf`, borrowed, with its properties' bytes (after their
+/// length) and the packet's size; `None` when the front of `buf` is not a whole PUBLISH that
+/// [`decode`] would accept. As [`super::peek_publish`] for MQTT 3: no reference-counted slices,
+/// and no allocation when the PUBLISH has no string or binary property (checking one copies it
+/// once). An empty `topic` means a Topic Alias stands for it.
+pub fn peek_publish(
+    buf: &[u8],
+    max_packet_size: usize,
+) -> Option<(super::PublishRef<'_>, &[u8], usize)> {
+    let (header, total) = super::whole_frame(buf, max_packet_size, true).ok()??;
+    if header.packet_type != fixed_header::PUBLISH {
+        return None;
+    }
+    let body = buf.get(header.header_len..total)?;
+    let fields = super::publish::parse(header.flags, body, true).ok()?;
+    let raw = &body[fields.properties.clone()];
+    let properties = properties::decode_body(raw, Kind::Publish).ok()?;
+    if fields.topic.is_empty() && properties.topic_alias.is_none() {
+        return None;
+    }
+    let publish = super::PublishRef {
+        dup: header.flags & fixed_header::PUBLISH_DUP != 0,
+        qos: fields.qos,
+        retain: header.flags & fixed_header::PUBLISH_RETAIN != 0,
+        topic: &body[fields.topic],
+        packet_id: fields.packet_id,
+        payload: &body[fields.payload_start..],
+    };
+    Some((publish, raw, total))
+}
+
 /// Reads a reason code for `kind`, refusing one the packet may not carry [MQTT-2.4].
 pub(crate) fn read_reason(
     r: &mut super::strings::Reader<'_>,

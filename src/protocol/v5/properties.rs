@@ -1,6 +1,6 @@
 //! MQTT 5 properties [MQTT-2.2.2]: the 27 identifiers, their data types, which packet may carry
 //! which (the table of [MQTT-2.2.2.2]), which may repeat, and the values the specification
-//! forbids. One [`Properties`] type serves every packet; [`decode`] is told the packet ([`Kind`])
+//! forbids. One [`Properties`] type serves every packet; `decode` is told the packet (`Kind`)
 //! and refuses what it may not carry.
 //!
 //! Errors follow the specification's split: an unknown identifier, one not allowed in the packet,

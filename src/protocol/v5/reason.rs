@@ -8,7 +8,7 @@ use super::Kind;
 
 /// A reason code. A newtype rather than an enum: the same byte means different things in
 /// different packets (0x00 is Success, Normal disconnection and Granted QoS 0), and a decoded
-/// value is checked against its packet with [`ReasonCode::allowed_in`].
+/// value is checked against its packet with `allowed_in`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReasonCode(pub u8);
 

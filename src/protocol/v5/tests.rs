@@ -384,3 +384,50 @@ fn publish_decode_is_zero_copy() {
     assert!(range.contains(&(decoded.payload.as_ptr() as usize)));
     assert!(range.contains(&(decoded.topic.unwrap().as_bytes().as_ptr() as usize)));
 }
+
+/// `peek_publish` takes exactly the PUBLISHes `decode` takes, with the same fields.
+#[test]
+fn peek_publish_takes_exactly_what_decode_takes() {
+    let plain = encode_packet(&Packet::Publish(Publish::new(
+        Message {
+            topic: topic("a/b"),
+            payload: Bytes::from_static(b"hello"),
+            qos: QoS::AtMostOnce,
+            retain: true,
+        },
+        None,
+        false,
+    )));
+    let mut frames = vec![
+        plain.to_vec(),
+        frame(0x32, &[0, 0, 0, 4, 3, 0x23, 0, 1, b'p']),
+        frame(0x32, &[0, 0, 0, 4, 0, b'p']),
+        frame(0x30, &[0, 1, b't', 2, 0x11, 0]),
+        frame(0x30, &[0, 1, b't', 4, 0x1f, 0, 1, b'x']),
+        frame(0x30, &[0, 1, b't', 4, 0x26, 0, 1, b'x']),
+        frame(0x30, &[0, 1, b't', 7, 0x26, 0, 1, b'k', 0, 1, b'v', b'p']),
+        frame(0x40, &[0, 1]),
+    ];
+    frames.extend((0..plain.len()).map(|n| plain[..n].to_vec()));
+    for bytes in &frames {
+        let peeked = peek_publish(bytes, MAX);
+        let decoded = decode(&mut BytesMut::from(&bytes[..]), MAX);
+        match (peeked, decoded) {
+            (Some((p, raw, length)), Ok(Some(Packet::Publish(d)))) => {
+                assert_eq!(length, bytes.len());
+                assert_eq!((p.dup, p.qos, p.retain), (d.dup, d.qos, d.retain));
+                let topic = d.topic.as_ref().map_or(&[][..], TopicName::as_bytes);
+                assert_eq!(
+                    (p.topic, p.packet_id, p.payload),
+                    (topic, d.packet_id, &d.payload[..])
+                );
+                assert_eq!(
+                    properties::decode_body(raw, Kind::Publish).as_ref(),
+                    Ok(&d.properties)
+                );
+            }
+            (None, Ok(None) | Err(_) | Ok(Some(Packet::PubAck(_)))) => {}
+            (peeked, decoded) => panic!("{bytes:?}: peeked {peeked:?}, decoded {decoded:?}"),
+        }
+    }
+}
