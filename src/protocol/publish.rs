@@ -163,8 +163,22 @@ impl PublishRef<'_> {
 
     /// As [`Publish::encode`].
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let topic = self.topic;
-        prefixed_len(topic.len())?;
+        prefixed_len(self.topic.len())?;
+        self.write_head(out, self.remaining_len())?;
+        out.put_slice(self.payload);
+        Ok(())
+    }
+
+    /// Writes the fixed header (for a body of `remaining_len` bytes), the topic and the packet
+    /// identifier: all but the payload in MQTT 3, all but properties and payload in MQTT 5. The
+    /// caller has checked the topic's length. DUP only for QoS > 0 [MQTT-3.3.1-2], the packet
+    /// identifier only for QoS > 0 (`None` there is a caller bug, written as 0).
+    #[inline(always)]
+    pub(crate) fn write_head(
+        &self,
+        out: &mut BytesMut,
+        remaining_len: usize,
+    ) -> Result<(), EncodeError> {
         let mut first_byte = PUBLISH << 4 | (self.qos as u8) << 1;
         if self.dup && self.qos != QoS::AtMostOnce {
             first_byte |= PUBLISH_DUP;
@@ -172,8 +186,8 @@ impl PublishRef<'_> {
         if self.retain {
             first_byte |= PUBLISH_RETAIN;
         }
-        fixed_header::write(out, first_byte, self.remaining_len())?;
-        put_prefixed(out, topic);
+        fixed_header::write(out, first_byte, remaining_len)?;
+        put_prefixed(out, self.topic);
         if self.qos != QoS::AtMostOnce {
             debug_assert!(
                 self.packet_id.is_some(),
@@ -181,7 +195,6 @@ impl PublishRef<'_> {
             );
             out.put_u16(self.packet_id.unwrap_or(0));
         }
-        out.put_slice(self.payload);
         Ok(())
     }
 }

@@ -7,10 +7,10 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::super::fixed_header::{self, PUBLISH, PUBLISH_DUP, PUBLISH_RETAIN};
+use super::super::fixed_header::{PUBLISH_DUP, PUBLISH_RETAIN};
 use super::super::publish::{parse, split};
-use super::super::strings::{prefixed_len, put_prefixed};
-use super::super::{DecodeError, EncodeError, QoS, TopicName};
+use super::super::strings::prefixed_len;
+use super::super::{DecodeError, EncodeError, PublishRef, QoS, TopicName};
 use super::{properties, Kind, Publish};
 
 pub(super) fn decode(flags: u8, body: BytesMut) -> Result<Publish, DecodeError> {
@@ -33,8 +33,7 @@ pub(super) fn decode(flags: u8, body: BytesMut) -> Result<Publish, DecodeError> 
     })
 }
 
-/// As MQTT 3's: DUP only for QoS > 0, the packet identifier only for QoS > 0 (`None` there is a
-/// caller bug, written as 0).
+/// As MQTT 3's (whose header writer it uses), with the properties before the payload.
 pub(super) fn encode(p: &Publish, out: &mut BytesMut) -> Result<(), EncodeError> {
     if p.topic.is_none() && p.properties.topic_alias.is_none() {
         return Err(EncodeError::InvalidValue(
@@ -46,22 +45,15 @@ pub(super) fn encode(p: &Publish, out: &mut BytesMut) -> Result<(), EncodeError>
     let packet_id_len = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
     let len =
         prefixed_len(topic.len())? + packet_id_len + properties::wire_len(props) + p.payload.len();
-    let mut first_byte = PUBLISH << 4 | (p.qos as u8) << 1;
-    if p.dup && p.qos != QoS::AtMostOnce {
-        first_byte |= PUBLISH_DUP;
-    }
-    if p.retain {
-        first_byte |= PUBLISH_RETAIN;
-    }
-    fixed_header::write(out, first_byte, len)?;
-    put_prefixed(out, topic);
-    if p.qos != QoS::AtMostOnce {
-        debug_assert!(
-            p.packet_id.is_some(),
-            "PUBLISH with QoS > 0 needs a packet identifier"
-        );
-        out.put_u16(p.packet_id.unwrap_or(0));
-    }
+    let head = PublishRef {
+        dup: p.dup,
+        qos: p.qos,
+        retain: p.retain,
+        topic,
+        packet_id: p.packet_id,
+        payload: &p.payload,
+    };
+    head.write_head(out, len)?;
     p.properties.encode(props, out);
     out.put_slice(&p.payload);
     Ok(())
