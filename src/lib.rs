@@ -56,6 +56,8 @@
 //! ## Layout
 //! - [`protocol`]: the wire format. One file per packet type; `decode` and `encode`; validated
 //!   `TopicName` / `TopicFilter`. No I/O. The only codec: broker, client and bench all use it.
+//!   `protocol::v5`: MQTT 5's packets (AUTH included), properties and reason codes on the same
+//!   primitives; `v5::decode` reads a level-5 connection, `decode` a 3.1/3.1.1 one.
 //! - [`broker`]: the sans-IO broker of one shard. `BrokerCore::handle_*` take bytes, bus messages and
 //!   `now`, and leave bytes in connection outboxes and `Action`s for the runtime. `broker/handlers/`
 //!   cuts a connection's bytes into packets (`handle_bytes`, one `match`) and has one file per inbound

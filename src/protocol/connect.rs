@@ -8,19 +8,14 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
+use super::connect_fields::{
+    check_flags, flags_of, read_credentials, read_protocol, read_will, Payload, CLEAN_SESSION, WILL,
+};
 use super::fixed_header::{self, CONNECT};
-use super::strings::{prefixed_len, put_prefixed, Reader};
-use super::{Connect, DecodeError, EncodeError, LastWill, ProtocolLevel, QoS, TopicName};
-
-const USERNAME: u8 = 0x80;
-const PASSWORD: u8 = 0x40;
-const WILL_RETAIN: u8 = 0x20;
-const WILL_QOS_SHIFT: u8 = 3;
-const WILL: u8 = 0x04;
-const CLEAN_SESSION: u8 = 0x02;
-const RESERVED: u8 = 0x01;
+use super::strings::{put_prefixed, Reader};
+use super::{Connect, DecodeError, EncodeError, ProtocolLevel};
 
 /// Every field but the password, which shows only its length: a `{packet:?}` in a log must not
 /// leak a credential.
@@ -40,7 +35,7 @@ impl fmt::Debug for Connect {
 }
 
 /// A secret of this many bytes, in `Debug` output.
-struct Redacted(usize);
+pub(super) struct Redacted(pub usize);
 
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,69 +45,22 @@ impl fmt::Debug for Redacted {
 
 pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     let mut r = Reader::new(body);
-    let name = r.read_binary()?;
-    let level = r.read_u8()?;
-    let protocol = match (name, level) {
-        (b"MQTT", 4) => ProtocolLevel::V311,
-        (b"MQIsdp", 3) => ProtocolLevel::V31,
-        // Includes MQTT 5 (level 5), whose body we do not parse [MQTT-3.1.2-2].
-        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
-        _ => {
-            return Err(DecodeError::InvalidProtocolName(
-                String::from_utf8_lossy(name).into_owned(),
-            ))
-        }
+    let protocol = match read_protocol(&mut r)? {
+        // MQTT 5's body is read by `v5::decode` [MQTT-3.1.2-2].
+        ProtocolLevel::V5 => return Err(DecodeError::UnsupportedProtocolLevel(5)),
+        level => level,
     };
-
     let flags = r.read_u8()?;
-    if flags & RESERVED != 0 {
-        return Err(DecodeError::InvalidConnectFlags("reserved bit 0 is set")); // [MQTT-3.1.2-3]
-    }
-    let will_qos = (flags >> WILL_QOS_SHIFT) & 0b11;
-    if flags & WILL == 0 {
-        if will_qos != 0 {
-            return Err(DecodeError::InvalidConnectFlags(
-                "will QoS set without will flag",
-            )); // [MQTT-3.1.2-13]
-        }
-        if flags & WILL_RETAIN != 0 {
-            return Err(DecodeError::InvalidConnectFlags(
-                "will retain set without will flag",
-            )); // [MQTT-3.1.2-15]
-        }
-    }
-    // [MQTT-3.1.2-14]
-    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidConnectFlags("will QoS 3"))?;
-    if flags & PASSWORD != 0 && flags & USERNAME == 0 {
-        return Err(DecodeError::InvalidConnectFlags(
-            "password flag set without username flag",
-        )); // [MQTT-3.1.2-22]
-    }
+    let will_qos = check_flags(flags, false)?;
     let keep_alive = r.read_u16()?;
 
     let client_id = r.read_string()?.to_owned();
     let will = if flags & WILL != 0 {
-        let topic = TopicName::from_bytes(Bytes::copy_from_slice(r.read_binary()?))?;
-        let payload = Bytes::copy_from_slice(r.read_binary()?);
-        Some(LastWill {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: flags & WILL_RETAIN != 0,
-        })
+        Some(read_will(&mut r, flags, will_qos)?)
     } else {
         None
     };
-    let username = if flags & USERNAME != 0 {
-        Some(r.read_string()?.to_owned())
-    } else {
-        None
-    };
-    let password = if flags & PASSWORD != 0 {
-        Some(Bytes::copy_from_slice(r.read_binary()?))
-    } else {
-        None
-    };
+    let (username, password) = read_credentials(&mut r, flags)?;
     r.finish()?;
 
     Ok(Connect {
@@ -133,51 +81,34 @@ pub(super) fn encode(p: &Connect, out: &mut BytesMut) -> Result<(), EncodeError>
         // Not a real MQTT 5 CONNECT (no properties); only useful to test rejection.
         ProtocolLevel::V5 => (b"MQTT", 5),
     };
-    let mut flags = 0;
-    let mut len = 2 + name.len() + 1 + 1 + 2 + prefixed_len(p.client_id.len())?;
-    if p.clean_session {
-        flags |= CLEAN_SESSION;
-    }
-    if let Some(will) = &p.will {
-        flags |= WILL | (will.qos as u8) << WILL_QOS_SHIFT;
-        if will.retain {
-            flags |= WILL_RETAIN;
-        }
-        len += prefixed_len(will.topic.as_bytes().len())? + prefixed_len(will.payload.len())?;
-    }
-    if let Some(username) = &p.username {
-        flags |= USERNAME;
-        len += prefixed_len(username.len())?;
-    }
-    if let Some(password) = &p.password {
-        flags |= PASSWORD;
-        len += prefixed_len(password.len())?;
-    }
-
+    let flags = flags_of(
+        p.clean_session,
+        p.will.as_ref(),
+        p.username.is_some(),
+        p.password.is_some(),
+    );
+    let payload = Payload {
+        client_id: &p.client_id,
+        will: p.will.as_ref(),
+        username: p.username.as_deref(),
+        password: p.password.as_deref(),
+    };
+    let len = 2 + name.len() + 1 + 1 + 2 + payload.len()?;
     fixed_header::write(out, CONNECT << 4, len)?;
     put_prefixed(out, name);
     out.put_u8(level);
     out.put_u8(flags);
     out.put_u16(p.keep_alive);
-    put_prefixed(out, p.client_id.as_bytes());
-    if let Some(will) = &p.will {
-        put_prefixed(out, will.topic.as_bytes());
-        put_prefixed(out, &will.payload);
-    }
-    if let Some(username) = &p.username {
-        put_prefixed(out, username.as_bytes());
-    }
-    if let Some(password) = &p.password {
-        put_prefixed(out, password);
-    }
+    payload.write(out, |_| {});
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::Packet;
+    use super::super::{LastWill, Packet, QoS, TopicName};
     use super::*;
+    use bytes::Bytes;
 
     fn connect(protocol: ProtocolLevel) -> Connect {
         Connect {

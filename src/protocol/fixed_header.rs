@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{DecodeError, EncodeError};
+use super::{strings, DecodeError, EncodeError};
 
 pub(crate) const CONNECT: u8 = 1;
 pub(crate) const CONNACK: u8 = 2;
@@ -22,6 +22,8 @@ pub(crate) const UNSUBACK: u8 = 11;
 pub(crate) const PINGREQ: u8 = 12;
 pub(crate) const PINGRESP: u8 = 13;
 pub(crate) const DISCONNECT: u8 = 14;
+/// MQTT 5 only [MQTT-3.15].
+pub(crate) const AUTH: u8 = 15;
 
 /// Largest value a 4-byte remaining length can hold.
 pub(crate) const MAX_REMAINING_LENGTH: usize = 268_435_455;
@@ -42,15 +44,28 @@ pub(crate) struct FixedHeader {
     pub remaining_len: usize,
 }
 
-/// Parses the fixed header at the start of `buf`; `Ok(None)` when it is not all there yet.
-/// The packet type and flags are checked as soon as the first byte is available.
+/// Parses the fixed header of an MQTT 3.1/3.1.1 packet at the start of `buf`; `Ok(None)` when it
+/// is not all there yet. The packet type and flags are checked as soon as the first byte is
+/// available.
 pub(crate) fn parse(buf: &[u8]) -> Result<Option<FixedHeader>, DecodeError> {
+    parse_at(buf, false)
+}
+
+/// As [`parse`], for MQTT 5 when `v5` (packet type 15 is then AUTH rather than reserved).
+#[inline]
+pub(crate) fn parse_at(buf: &[u8], v5: bool) -> Result<Option<FixedHeader>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
     let packet_type = first >> 4;
     let flags = first & 0x0f;
-    check_flags(packet_type, flags)?;
+    if packet_type == AUTH && v5 {
+        if flags != 0 {
+            return Err(DecodeError::InvalidFlags { packet_type, flags });
+        }
+    } else {
+        check_flags(packet_type, flags)?;
+    }
     let mut remaining_len = 0usize;
     for i in 0..4 {
         let Some(&byte) = buf.get(1 + i) else {
@@ -95,13 +110,9 @@ fn check_flags(packet_type: u8, flags: u8) -> Result<(), DecodeError> {
 }
 
 /// Bytes needed to encode `remaining_len` as a varint (1..=4; 4 also for out-of-range values).
+/// The remaining length is a variable byte integer, the same encoding as MQTT 5's property lengths.
 pub(crate) fn remaining_length_len(remaining_len: usize) -> usize {
-    match remaining_len {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
+    strings::varint_len(remaining_len)
 }
 
 /// Whole-packet size for a body of `remaining_len` bytes, or an error when it cannot be expressed.
@@ -121,16 +132,8 @@ pub(crate) fn write(
 ) -> Result<(), EncodeError> {
     out.reserve(packet_len(remaining_len)?);
     out.put_u8(first_byte);
-    let mut len = remaining_len;
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.put_u8(byte);
-            return Ok(());
-        }
-        out.put_u8(byte | 0x80);
-    }
+    strings::put_varint(out, remaining_len);
+    Ok(())
 }
 
 /// Packets without a body.

@@ -11,12 +11,20 @@
 //! [MQTT-3.3.2-2], topic filters well-formed [MQTT-4.7.1-2/3], non-empty SUBSCRIBE/UNSUBSCRIBE
 //! [MQTT-3.8.3-3, 3.10.3-2], QoS 3 rejected [MQTT-3.3.1-4], packet identifier 0 rejected,
 //! protocol name/level. Broker policy (client-id rules, auth, ACLs) is not done here.
+//!
+//! MQTT 3.1 and 3.1.1 are [`Packet`] and [`decode`]; MQTT 5 is [`v5::Packet`] and [`v5::decode`]
+//! (a connection's level is known from its CONNECT; `decode` refuses a level-5 CONNECT with
+//! [`DecodeError::UnsupportedProtocolLevel`]). Shared by both: `strings.rs` (wire primitives),
+//! `fixed_header.rs`, `topic.rs`, `connect_fields.rs`, PUBLISH's parser and `error.rs`.
 
 #![forbid(unsafe_code)]
 
 mod ack;
 mod connack;
 mod connect;
+mod connect_fields;
+mod error;
+pub use error::{DecodeError, EncodeError};
 mod disconnect;
 mod fixed_header;
 mod peek;
@@ -30,6 +38,9 @@ mod suback;
 mod subscribe;
 mod topic;
 mod unsubscribe;
+pub mod v5;
+
+pub use v5::ReasonCode;
 
 use bytes::{Bytes, BytesMut};
 
@@ -56,7 +67,8 @@ pub enum ProtocolLevel {
     V31 = 3,
     /// MQTT 3.1.1 (protocol name "MQTT").
     V311 = 4,
-    /// MQTT 5: recognised, then refused with CONNACK 0x01.
+    /// MQTT 5: its packets are [`v5::Packet`]s, read by [`v5::decode`]; [`decode`] refuses its
+    /// CONNECT with [`DecodeError::UnsupportedProtocolLevel`].
     V5 = 5,
 }
 
@@ -71,77 +83,6 @@ pub struct TopicName(Bytes);
 /// `+` alone in its level.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicFilter(String);
-
-/// Every way decoding can fail. `Incomplete` does not exist here: [`decode`] returns `Ok(None)`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    /// The remaining-length varint is longer than 4 bytes.
-    #[error("remaining length uses more than 4 bytes")]
-    MalformedRemainingLength,
-    #[error("packet of {size} bytes exceeds the maximum of {max}")]
-    /// The packet is bigger than the caller's maximum.
-    PacketTooLarge {
-        /// The packet's size, fixed header included.
-        size: usize,
-        /// The maximum it was checked against.
-        max: usize,
-    },
-    /// Packet type 0 or 15.
-    #[error("reserved packet type {0}")]
-    ReservedPacketType(u8),
-    #[error("invalid fixed header flags {flags:#06b} for packet type {packet_type}")]
-    /// The fixed header's low four bits are not what the packet type requires.
-    InvalidFlags {
-        /// The packet type (high four bits).
-        packet_type: u8,
-        /// The flags received.
-        flags: u8,
-    },
-    /// A QoS of 3.
-    #[error("invalid QoS 3")]
-    InvalidQoS,
-    /// A string that is not UTF-8.
-    #[error("malformed UTF-8 string")]
-    InvalidUtf8,
-    /// A string containing U+0000 [MQTT-1.5.3-2].
-    #[error("string contains U+0000")]
-    NullCharacter,
-    /// A topic name that breaks the rules of [`TopicName`].
-    #[error("invalid topic name: {0}")]
-    InvalidTopicName(&'static str),
-    /// A topic filter that breaks the rules of [`TopicFilter`].
-    #[error("invalid topic filter: {0}")]
-    InvalidTopicFilter(&'static str),
-    /// Packet identifier 0, which MQTT forbids [MQTT-2.3.1-1].
-    #[error("packet identifier 0")]
-    ZeroPacketId,
-    /// A SUBSCRIBE or UNSUBSCRIBE with no filter [MQTT-3.8.3-3].
-    #[error("SUBSCRIBE or UNSUBSCRIBE without any topic filter")]
-    EmptySubscription,
-    /// A CONNECT whose protocol name is neither "MQTT" nor "MQIsdp".
-    #[error("unsupported protocol name {0:?}")]
-    InvalidProtocolName(String),
-    /// The caller should answer CONNACK 0x01 and close [MQTT-3.1.2-2].
-    #[error("unsupported protocol level {0}")]
-    UnsupportedProtocolLevel(u8),
-    /// CONNECT flags that contradict each other or set the reserved bit.
-    #[error("invalid CONNECT flags: {0}")]
-    InvalidConnectFlags(&'static str),
-    /// The remaining length does not match what the packet holds.
-    #[error("packet body length does not match its contents: {0}")]
-    MalformedPacket(&'static str),
-}
-
-/// Errors from encoding (values that cannot be represented on the wire).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EncodeError {
-    /// The packet would exceed MQTT's maximum remaining length.
-    #[error("packet too large to encode ({0} bytes)")]
-    PacketTooLarge(usize),
-    /// A string (topic, client id, user name...) longer than a 16-bit length allows.
-    #[error("string longer than 65,535 bytes")]
-    StringTooLong,
-}
 
 /// One MQTT control packet.
 ///
@@ -456,25 +397,18 @@ impl From<SubscribeReturnCode> for u8 {
 ///   as soon as the fixed header is readable, without waiting for the body. How much of `buf` was
 ///   consumed is unspecified.
 pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-    let Some(FixedHeader {
-        packet_type,
-        flags,
-        header_len,
-        remaining_len,
-    }) = fixed_header::parse(buf)?
+    let Some((
+        FixedHeader {
+            packet_type,
+            flags,
+            header_len,
+            ..
+        },
+        total,
+    )) = whole_frame(buf, max_packet_size, false)?
     else {
         return Ok(None);
     };
-    let total = header_len + remaining_len;
-    if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge {
-            size: total,
-            max: max_packet_size,
-        });
-    }
-    if buf.len() < total {
-        return Ok(None);
-    }
     if packet_type == fixed_header::PUBLISH {
         let mut body = buf.split_to(total);
         bytes::Buf::advance(&mut body, header_len);
@@ -501,6 +435,31 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     };
     bytes::Buf::advance(buf, total);
     packet.map(Some)
+}
+
+/// The fixed header at the front of `buf` and the packet's total size, once the whole packet is
+/// in `buf` (`Ok(None)` before). A packet over `max_packet_size` is an error as soon as its
+/// header is readable. Shared by [`decode`] and [`v5::decode`].
+#[inline(always)]
+fn whole_frame(
+    buf: &[u8],
+    max_packet_size: usize,
+    v5: bool,
+) -> Result<Option<(FixedHeader, usize)>, DecodeError> {
+    let Some(header) = fixed_header::parse_at(buf, v5)? else {
+        return Ok(None);
+    };
+    let total = header.header_len + header.remaining_len;
+    if total > max_packet_size {
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((header, total)))
 }
 
 /// Whether `buf` starts with the first byte of a PUBLISH at QoS 0 without RETAIN (DUP either way):

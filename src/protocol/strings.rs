@@ -1,6 +1,7 @@
-//! Field-level wire primitives [MQTT-1.5]: big-endian two-byte integers, packet identifiers,
-//! length-prefixed UTF-8 strings (well-formed, no U+0000 [MQTT-1.5.3-1/2]) and length-prefixed
-//! binary data, plus [`Reader`], the bounds-checked cursor every body decoder uses.
+//! Field-level wire primitives [MQTT-1.5]: big-endian two- and four-byte integers, packet
+//! identifiers, length-prefixed UTF-8 strings (well-formed, no U+0000 [MQTT-1.5.3-1/2]),
+//! length-prefixed binary data and (MQTT 5) variable byte integers, plus [`Reader`], the
+//! bounds-checked cursor every body decoder uses.
 //!
 //! Must not know any packet layout, allocate, or panic on short or hostile input.
 
@@ -62,6 +63,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    pub fn read_u32(&mut self) -> Result<u32, DecodeError> {
+        match *self.take(4)? {
+            [a, b, c, d] => Ok(u32::from_be_bytes([a, b, c, d])),
+            _ => Err(TRUNCATED),
+        }
+    }
+
+    /// A variable byte integer [MQTT-1.5.5] (MQTT 5 property lengths and subscription
+    /// identifiers): at most four bytes, else [`DecodeError::MalformedVariableByteInteger`].
+    pub fn read_varint(&mut self) -> Result<u32, DecodeError> {
+        let mut value = 0u32;
+        for i in 0..4 {
+            let byte = self.read_u8()?;
+            value |= u32::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::MalformedVariableByteInteger)
+    }
+
     /// A packet identifier, which must not be 0.
     pub fn read_packet_id(&mut self) -> Result<u16, DecodeError> {
         match self.read_u16()? {
@@ -113,6 +135,35 @@ pub(crate) fn put_prefixed(out: &mut BytesMut, bytes: &[u8]) {
     debug_assert!(bytes.len() <= usize::from(u16::MAX));
     out.put_u16(bytes.len() as u16);
     out.put_slice(bytes);
+}
+
+/// Largest value of a variable byte integer (four bytes).
+pub(crate) const MAX_VARINT: u32 = 268_435_455;
+
+/// Bytes a variable byte integer takes for `value` (1..=4; 4 also for out-of-range values, which
+/// the encoders refuse before writing).
+pub(crate) fn varint_len(value: usize) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Writes `value` as a variable byte integer; the caller has checked it is at most [`MAX_VARINT`].
+pub(crate) fn put_varint(out: &mut BytesMut, value: usize) {
+    debug_assert!(value <= MAX_VARINT as usize);
+    let mut rest = value;
+    loop {
+        let byte = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            out.put_u8(byte);
+            return;
+        }
+        out.put_u8(byte | 0x80);
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +239,30 @@ mod tests {
             Reader::new(&[0, 1, 0x80]).read_string(),
             Err(DecodeError::InvalidUtf8)
         );
+    }
+
+    #[test]
+    fn variable_byte_integers() {
+        for value in [
+            0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, MAX_VARINT,
+        ] {
+            let mut out = BytesMut::new();
+            put_varint(&mut out, value as usize);
+            assert_eq!(out.len(), varint_len(value as usize), "{value}");
+            let mut r = Reader::new(&out);
+            assert_eq!(r.read_varint(), Ok(value));
+            assert!(r.is_empty());
+            // Every strict prefix ends inside the field.
+            for n in 0..out.len() {
+                assert_eq!(Reader::new(&out[..n]).read_varint(), Err(TRUNCATED));
+            }
+        }
+        assert_eq!(
+            Reader::new(&[0x80, 0x80, 0x80, 0x80, 0x01]).read_varint(),
+            Err(DecodeError::MalformedVariableByteInteger)
+        );
+        assert_eq!(Reader::new(&[0, 0, 1, 2]).read_u32(), Ok(258));
+        assert_eq!(Reader::new(&[0, 0, 1]).read_u32(), Err(TRUNCATED));
     }
 
     #[test]

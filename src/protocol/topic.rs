@@ -50,7 +50,7 @@ pub(crate) fn check_name_bytes(b: &[u8]) -> Result<(), DecodeError> {
 
 impl TopicName {
     /// Keeps `b`, which [`check_name_bytes`] accepted.
-    pub(super) fn from_checked(b: Bytes) -> TopicName {
+    pub(crate) fn from_checked(b: Bytes) -> TopicName {
         TopicName(b)
     }
 
