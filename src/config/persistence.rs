@@ -1,6 +1,7 @@
 //! The `persistence:` block: where the broker keeps its journal and snapshots, and how often it
 //! forces them to disk. Its raw schema (what the YAML may hold), its defaults and its checks live
-//! here together, because nothing else in the configuration depends on them; the parsing itself
+//! here together (with aMQTT's `SessionDBPlugin` settings, which configure it from `plugins:`),
+//! because nothing else in the configuration depends on them; the parsing itself
 //! (key paths and positions in errors) is `raw.rs`'s, the wiring into [`BrokerConfig`] `build.rs`'s.
 //!
 //! Durations are numbers of seconds, integer or fractional, like every other duration of this
@@ -153,4 +154,37 @@ pub(super) fn persistence_config(
             defaults.snapshot_interval,
         )?,
     })
+}
+
+/// The settings of aMQTT's `amqtt.contrib.persistence.SessionDBPlugin` (`raw/plugins.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct SessionDb {
+    file: Option<String>,
+    clear_on_shutdown: Option<Bool>,
+    /// aMQTT 0.11's (unused there too); accepted.
+    retain_interval: Option<Seconds>,
+}
+
+/// `SessionDBPlugin`: our `persistence:`, in the directory of its `file`.
+pub(super) fn session_db(key: &str, settings: SessionDb, origin: &str) -> RawPersistence {
+    let file = settings.file.unwrap_or_else(|| "amqtt.db".to_string());
+    let dir = match Path::new(&file).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.display().to_string(),
+        _ => ".".to_string(),
+    };
+    log::info!(
+        "{origin}: {key}: amqtt-rs keeps sessions and retained messages in its own journal, in \
+         the directory of '{file}' ({dir}), not in an SQLite file"
+    );
+    if settings.clear_on_shutdown != Some(Bool(false)) {
+        log::info!(
+            "{origin}: {key}: clear_on_shutdown is not applied: amqtt-rs keeps the state across \
+             clean restarts too"
+        );
+    }
+    if settings.retain_interval.is_some() {
+        log::info!("{origin}: {key}: retain_interval is not used: every change is journaled");
+    }
+    RawPersistence::enabled_in(dir)
 }

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -24,7 +23,7 @@ use serde::Deserialize;
 use super::{AclTable, RawAuth, RawConfig, RawTopicCheck};
 use crate::config::contrib::{CertSettings, JwtTopicSettings, JwtUserSettings};
 use crate::config::http_plugin::{HttpClass, HttpPluginConfig, RawHttp};
-use crate::config::persistence::RawPersistence;
+use crate::config::persistence::{session_db, SessionDb};
 use crate::config::scalars::{Bool, Seconds};
 use crate::config::{ConfigError, AUTH_ANONYMOUS, AUTH_FILE, DEFAULT_SYS_INTERVAL};
 
@@ -143,15 +142,6 @@ struct TopicAcl {
 #[serde(deny_unknown_fields, default)]
 struct BrokerSys {
     sys_interval: Option<Seconds>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct SessionDb {
-    file: Option<String>,
-    clear_on_shutdown: Option<Bool>,
-    /// aMQTT 0.11's (unused there too); accepted.
-    retain_interval: Option<Seconds>,
 }
 
 /// The settings of a plugin that has none: absent, null or `{}`.
@@ -530,7 +520,7 @@ pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Appl
                 if raw.persistence.is_some() {
                     return Err(both(&key, "persistence", "persistence"));
                 }
-                raw.persistence = Some(session_db(&key, settings, origin)?);
+                raw.persistence = Some(session_db(&key, settings, origin));
             }
             Plugin::Http(class, settings) => {
                 let (configured_above, old, what) = match class {
@@ -592,27 +582,4 @@ pub(in crate::config) fn apply(raw: &mut RawConfig, origin: &str) -> Result<Appl
         raw.sys_interval = Some(Seconds(0.0));
     }
     Ok(applied)
-}
-
-/// `SessionDBPlugin`: our `persistence:`, in the directory of its `file`.
-fn session_db(key: &str, settings: SessionDb, origin: &str) -> Result<RawPersistence, ConfigError> {
-    let file = settings.file.unwrap_or_else(|| "amqtt.db".to_string());
-    let dir = match Path::new(&file).parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.display().to_string(),
-        _ => ".".to_string(),
-    };
-    log::info!(
-        "{origin}: {key}: amqtt-rs keeps sessions and retained messages in its own journal, in \
-         the directory of '{file}' ({dir}), not in an SQLite file"
-    );
-    if settings.clear_on_shutdown != Some(Bool(false)) {
-        log::info!(
-            "{origin}: {key}: clear_on_shutdown is not applied: amqtt-rs keeps the state across \
-             clean restarts too"
-        );
-    }
-    if settings.retain_interval.is_some() {
-        log::info!("{origin}: {key}: retain_interval is not used: every change is journaled");
-    }
-    Ok(RawPersistence::enabled_in(dir))
 }
