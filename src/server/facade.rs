@@ -169,11 +169,16 @@ impl Broker {
             })?;
             // Only now, with its TLS material loaded: a listener line means it will serve.
             log::info!(
-                "Listener '{}' bind to {} ({}, max_connections={})",
+                "Listener '{}' bind to {} ({}, max_connections={}{})",
                 listener.name,
                 addr,
                 transport_label(listener),
-                listener.max_connections.map_or(-1, |n| n as i64)
+                listener.max_connections.map_or(-1, |n| n as i64),
+                if listener.proxy_protocol {
+                    ", PROXY protocol header required"
+                } else {
+                    ""
+                }
             );
             if config.allow_anonymous && !addr.ip().is_loopback() {
                 log::warn!(

@@ -201,6 +201,15 @@ def test_a_header_without_an_address_keeps_the_socket_address(proxied, name, hea
     conn.close()
 
 
+def test_the_start_log_says_which_listeners_require_the_header(proxied):
+    log = proxied.log.read_text(errors="replace")
+    for name in ("proxied", "proxied-tls"):
+        line = next(l for l in log.splitlines() if f"Listener '{name}' bind to" in l)
+        assert line.endswith(", PROXY protocol header required)"), line
+    line = next(l for l in log.splitlines() if "Listener 'default' bind to" in l)
+    assert "PROXY" not in line, line
+
+
 def test_a_header_split_over_several_writes(proxied):
     header = v1("TCP4", "192.0.2.1", 6000)
     conn = RawConn(HOST, proxied.ports["proxy"])
