@@ -388,7 +388,19 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?.filter(|&v| v > 0);
     let memory_limit = size("memory_limit", raw.memory_limit, 0, u64::MAX)?.filter(|&v| v > 0);
     let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
-    let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(raw) => Some(MetricsConfig {
+            bind: endpoint_bind(
+                raw.bind.as_ref(),
+                DEFAULT_METRICS_PORT,
+                "metrics",
+                &listeners,
+                origin,
+            )?,
+        }),
+    };
+    let admin = admin_config(raw.admin.as_ref(), &listeners, origin)?;
 
     let range_error = |key: &str| invalid(key, "value out of range for this platform".to_string());
     let password_file = raw
@@ -448,6 +460,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
         metrics,
+        admin,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,
         contrib: ContribConfig {
             jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
@@ -480,23 +493,23 @@ fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
     }
 }
 
-/// `metrics:`: an address (default `127.0.0.1:9883`) that no MQTT listener uses.
-fn metrics_config(
-    raw: Option<&RawMetrics>,
+/// The `bind` of an HTTP endpoint (`metrics:`, `admin:`): an address (default
+/// `127.0.0.1:default_port`) that no MQTT listener uses.
+fn endpoint_bind(
+    raw: Option<&BindSpec>,
+    default_port: u16,
+    section: &str,
     listeners: &[ListenerConfig],
     origin: &str,
-) -> Result<Option<MetricsConfig>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
+) -> Result<SocketAddr, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid {
         file: origin.to_string(),
-        key: "metrics.bind".to_string(),
+        key: format!("{section}.bind"),
         reason,
     };
-    let bind = match &raw.bind {
-        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_METRICS_PORT),
-        Some(spec) => parse_bind(&spec.0, DEFAULT_METRICS_PORT).map_err(invalid)?,
+    let bind = match raw {
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), default_port),
+        Some(spec) => parse_bind(&spec.0, default_port).map_err(invalid)?,
     };
     if bind.port() != 0 {
         let clash = listeners.iter().find(|l| {
@@ -508,12 +521,41 @@ fn metrics_config(
         });
         if let Some(listener) = clash {
             return Err(invalid(format!(
-                "{bind} overlaps listener '{}' ({}): the metrics endpoint needs a port of its own",
+                "{bind} overlaps listener '{}' ({}): the {section} endpoint needs a port of its own",
                 listener.name, listener.bind
             )));
         }
     }
-    Ok(Some(MetricsConfig { bind }))
+    Ok(bind)
+}
+
+/// `admin:`: its address and its token file (required; read when the broker starts).
+fn admin_config(
+    raw: Option<&RawAdmin>,
+    listeners: &[ListenerConfig],
+    origin: &str,
+) -> Result<Option<AdminConfig>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let bind = endpoint_bind(
+        raw.bind.as_ref(),
+        DEFAULT_ADMIN_PORT,
+        "admin",
+        listeners,
+        origin,
+    )?;
+    let token_file = match raw.token_file.as_deref().map(str::trim) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => {
+            return Err(ConfigError::Invalid {
+                file: origin.to_string(),
+                key: "admin.token_file".to_string(),
+                reason: "required: the admin API serves nobody without a token".to_string(),
+            })
+        }
+    };
+    Ok(Some(AdminConfig { bind, token_file }))
 }
 
 /// Parses a listener `bind` value the way aMQTT does, plus IPv6 and host names:

@@ -69,7 +69,24 @@ pub struct SubscriptionInfo {
     pub qos: QoS,
 }
 
+/// The host side of [`BrokerHandle`]'s requests, without the handle: the shards' inboxes and
+/// their number. The admin API's worker thread holds one (`admin/`), so that it asks the shards
+/// exactly as the host does.
+#[derive(Clone)]
+pub(crate) struct HostClient {
+    pub(crate) bus: shards::BusSender<ShardMessage>,
+    pub(crate) shards: usize,
+}
+
 impl BrokerHandle {
+    /// The same requests, for a thread of the broker's own (the admin API's).
+    fn host(&self) -> HostClient {
+        HostClient {
+            bus: self.bus.clone(),
+            shards: self.shards(),
+        }
+    }
+
     /// Publishes `payload` on `topic` as if a client had: delivered to the matching subscribers
     /// on every shard at the lower of `qos` and their granted QoS, queued for offline persistent
     /// sessions (and journaled with persistence on), and stored as the topic's retained message
@@ -87,17 +104,7 @@ impl BrokerHandle {
         qos: QoS,
         retain: bool,
     ) -> Result<(), HostError> {
-        let message = Message {
-            topic: TopicName::new(topic).map_err(|error| HostError::Topic {
-                topic: topic.to_string(),
-                reason: error.to_string(),
-            })?,
-            payload: payload.into(),
-            qos,
-            retain,
-        };
-        let (done, answer) = mpsc::channel();
-        self.ask(HOST_SHARD, HostRequest::Publish { message, done }, answer)
+        self.host().publish(topic, payload.into(), qos, retain)
     }
 
     /// Sets `topic`'s retained message (aMQTT's `retain_message`): published retained, so current
@@ -123,18 +130,7 @@ impl BrokerHandle {
     /// more than a fraction of a millisecond; the listing is therefore not one instant's snapshot
     /// (a session made or removed meanwhile may be missing). Blocks until every shard answered.
     pub fn sessions(&self) -> Result<Vec<SessionInfo>, HostError> {
-        let mut sessions = Vec::new();
-        for shard in 0..self.shards() {
-            let mut from = Some(0);
-            while let Some(start) = from {
-                let (reply, answer) = mpsc::channel();
-                let page = self.ask(shard, HostRequest::Sessions { from: start, reply }, answer)?;
-                sessions.extend(page.sessions);
-                from = page.next;
-            }
-        }
-        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Ok(sessions)
+        self.host().sessions()
     }
 
     /// Every subscription of every session, by filter then client id (from [`sessions`](Self::sessions)).
@@ -165,6 +161,50 @@ impl BrokerHandle {
     /// calling thread. A retained message a client just published on another shard may take a
     /// loop turn to appear.
     pub fn retained_topics(&self) -> Result<Vec<RetainedInfo>, HostError> {
+        self.host().retained_topics()
+    }
+}
+
+impl HostClient {
+    /// [`BrokerHandle::publish`].
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), HostError> {
+        let message = Message {
+            topic: TopicName::new(topic).map_err(|error| HostError::Topic {
+                topic: topic.to_string(),
+                reason: error.to_string(),
+            })?,
+            payload,
+            qos,
+            retain,
+        };
+        let (done, answer) = mpsc::channel();
+        self.ask(HOST_SHARD, HostRequest::Publish { message, done }, answer)
+    }
+
+    /// [`BrokerHandle::sessions`].
+    pub(crate) fn sessions(&self) -> Result<Vec<SessionInfo>, HostError> {
+        let mut sessions = Vec::new();
+        for shard in 0..self.shards {
+            let mut from = Some(0);
+            while let Some(start) = from {
+                let (reply, answer) = mpsc::channel();
+                let page = self.ask(shard, HostRequest::Sessions { from: start, reply }, answer)?;
+                sessions.extend(page.sessions);
+                from = page.next;
+            }
+        }
+        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(sessions)
+    }
+
+    /// [`BrokerHandle::retained_topics`].
+    pub(crate) fn retained_topics(&self) -> Result<Vec<RetainedInfo>, HostError> {
         let (reply, answer) = mpsc::channel();
         let mut listing = self.ask(HOST_SHARD, HostRequest::Retained { reply }, answer)?;
         RetainedInfo::sort(&mut listing);

@@ -34,6 +34,7 @@
 //!   Prometheus metrics (`prometheus.rs` over `http.rs`).
 
 mod accept_loop;
+mod admin;
 mod authenticate;
 mod bus_retry;
 mod connect_rate;
