@@ -340,7 +340,7 @@ impl Broker {
                 sys_interval: config.sys_interval,
                 metrics: metrics_listener,
                 admin: admin_listener.map(|(listener, token)| {
-                    let host = super::embed::HostClient {
+                    let host = super::host_client::HostClient {
                         bus: host_bus.clone(),
                         shards: shard_count,
                     };

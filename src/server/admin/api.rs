@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::broker::{RetainedInfo, SessionInfo};
 use crate::protocol::QoS;
 
-use super::super::embed::{HostClient, HostError};
+use super::super::host_client::{HostClient, HostError};
 use super::request::Request;
 
 /// Entries a page holds when `limit` is not given.

@@ -26,7 +26,7 @@ use futures_lite::FutureExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::embed::HostClient;
+use super::host_client::HostClient;
 use api::Api;
 use request::Request;
 
