@@ -3,7 +3,8 @@
 //! ```text
 //! amqtt_ctl --token-file FILE info                      version, shards, uptime, listeners
 //! amqtt_ctl --token-file FILE sessions [--all]          sessions (alias: clients), a page or all
-//! amqtt_ctl --token-file FILE session ID                one session
+//! amqtt_ctl --token-file FILE session ID [--delete]     one session, or delete it
+//! amqtt_ctl --token-file FILE kick ID                   disconnect a client
 //! amqtt_ctl --token-file FILE retained list [--all]     retained topics
 //! amqtt_ctl --token-file FILE retained get|delete TOPIC
 //! amqtt_ctl --token-file FILE publish TOPIC PAYLOAD [--qos N] [--retain] [--base64]
@@ -47,6 +48,14 @@ enum Command {
     Sessions(Listing),
     /// One session, by client id.
     Session {
+        /// Its client id.
+        client_id: String,
+        /// Delete it instead (its client disconnected, its subscriptions and queue dropped).
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Disconnect a client (its will is published; a persistent session stays, offline).
+    Kick {
         /// Its client id.
         client_id: String,
     },
@@ -129,9 +138,29 @@ fn run(cli: &Cli) -> Result<(), String> {
             let page = api.list("/sessions", "sessions", listing)?;
             show(cli.json, &page, print_sessions);
         }
-        Command::Session { client_id } => {
+        Command::Session {
+            client_id,
+            delete: false,
+        } => {
             let session = api.call("GET", &format!("/sessions/{}", encode(client_id)), None)?;
             show(cli.json, &json!({ "sessions": [session] }), print_sessions);
+        }
+        Command::Session {
+            client_id,
+            delete: true,
+        } => {
+            let done = api.call("DELETE", &format!("/sessions/{}", encode(client_id)), None)?;
+            show(cli.json, &done, |_| {
+                println!("deleted the session of {client_id}")
+            });
+        }
+        Command::Kick { client_id } => {
+            let done = api.call(
+                "POST",
+                &format!("/clients/{}/kick", encode(client_id)),
+                None,
+            )?;
+            show(cli.json, &done, |_| println!("disconnected {client_id}"));
         }
         Command::Retained(Retained::List(listing)) => {
             let page = api.list("/retained", "retained", listing)?;
@@ -180,12 +209,12 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let sent = match (method, body) {
-            ("POST", Some(body)) => self
+            ("POST", body) => self
                 .agent
                 .post(&url)
                 .header("Authorization", &auth)
                 .content_type("application/json")
-                .send(body.to_string()),
+                .send(body.map_or_else(String::new, Value::to_string)),
             ("DELETE", _) => self
                 .agent
                 .delete(&url)

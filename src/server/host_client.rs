@@ -104,6 +104,26 @@ impl HostClient {
         Ok(listing)
     }
 
+    /// Closes `client_id`'s connection (on its home shard); whether it was connected.
+    pub(crate) fn kick(&self, client_id: &str) -> Result<bool, HostError> {
+        let (reply, answer) = mpsc::channel();
+        let shard = crate::broker::home_shard(client_id, self.shards);
+        let client_id = client_id.to_string();
+        self.ask(shard, HostRequest::Kick { client_id, reply }, answer)
+    }
+
+    /// Removes `client_id`'s session (on its home shard); whether it had one.
+    pub(crate) fn delete_session(&self, client_id: &str) -> Result<bool, HostError> {
+        let (reply, answer) = mpsc::channel();
+        let shard = crate::broker::home_shard(client_id, self.shards);
+        let client_id = client_id.to_string();
+        self.ask(
+            shard,
+            HostRequest::DeleteSession { client_id, reply },
+            answer,
+        )
+    }
+
     /// Sends `request` to `shard`'s inbox (data lane for a publish, so that it waits behind the
     /// shard's other publishes; control lane for a listing) and waits for its answer.
     fn ask<T>(

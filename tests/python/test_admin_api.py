@@ -170,6 +170,40 @@ def test_retained_list_get_delete(admin):
     assert status == 404 and "adm/ret/3" in body["error"]
 
 
+def test_kick_and_delete_session(admin):
+    watcher = PahoClient(HOST, admin.port, client_id="adm-kick-watcher")
+    watcher.connect()
+    watcher.subscribe("adm/will/#")
+    victim = PahoClient(HOST, admin.port, client_id="adm kick/victim", clean_session=False,
+                        will=("adm/will/victim", b"bye", 0, False))
+    victim.connect()
+    victim.subscribe("adm/kick/#", qos=1)
+    try:
+        # A client id with a space and a slash, percent-encoded in the path.
+        status, body = call(admin, "POST", "/api/v1/clients/adm%20kick%2Fvictim/kick", b"")
+        assert (status, body) == (200, {"kicked": "adm kick/victim"})
+        victim.wait_disconnect()
+        message = watcher.get_message()
+        assert (message.topic, message.payload) == ("adm/will/victim", b"bye")
+        status, one = call(admin, "GET", "/api/v1/sessions/adm%20kick%2Fvictim")
+        assert status == 200 and one["connected"] is False, "persistent: kept offline"
+        status, body = call(admin, "POST", "/api/v1/clients/adm%20kick%2Fvictim/kick", b"")
+        assert status == 404 and "no connected client" in body["error"]
+        status, body = call(admin, "DELETE", "/api/v1/sessions/adm%20kick%2Fvictim")
+        assert (status, body) == (200, {"deleted": "adm kick/victim"})
+        assert call(admin, "GET", "/api/v1/sessions/adm%20kick%2Fvictim")[0] == 404
+        assert call(admin, "DELETE", "/api/v1/sessions/adm%20kick%2Fvictim")[0] == 404
+        # Deleted with its subscription: back with clean_session=0, it finds no session.
+        back = RawConn(HOST, admin.port)
+        assert back.connect("adm kick/victim", clean=False) == bytes([0, 0]), "session present = 0"
+        back.close()
+        assert call(admin, "GET", "/api/v1/clients/x/kick")[0] == 405
+        assert call(admin, "POST", "/api/v1/clients/x", b"")[0] == 404
+    finally:
+        victim.close()
+        watcher.close()
+
+
 @pytest.mark.parametrize("spec, words", [
     (b"{not json", "bad JSON"),
     (b'{"payload": "x"}', "topic"),
@@ -198,7 +232,7 @@ def test_bad_requests(admin):
     assert status == 405 and "GET" in body["error"]
     assert call(admin, "GET", "/api/v1/publish")[0] == 405
     assert call(admin, "PUT", "/api/v1/retained/a", b"{}")[0] == 405
-    assert call(admin, "DELETE", "/api/v1/sessions/x")[0] == 405
+    assert call(admin, "PUT", "/api/v1/sessions/x", b"")[0] == 405
 
 
 def test_ctl(admin, amqtt_bin):
@@ -231,6 +265,14 @@ def test_ctl(admin, amqtt_bin):
         assert len(json.loads(out.stdout)["sessions"]) == 1
         out = run("session", "adm-ctl-client")
         assert "adm-ctl-client" in out.stdout and "true" in out.stdout
+        out = run("kick", "adm-ctl-client")
+        assert out.returncode == 0 and "disconnected adm-ctl-client" in out.stdout, out.stderr
+        conn.wait_closed()
+        out = run("kick", "adm-ctl-client")
+        assert out.returncode == 1 and "no connected client" in out.stderr
+        assert run("session", "adm-ctl-client", "--delete").returncode == 0
+        out = run("session", "adm-ctl-client")
+        assert out.returncode == 1 and "no session" in out.stderr
     finally:
         conn.close()
     wrong = admin.token_file.parent / "wrong-token"

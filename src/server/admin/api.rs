@@ -109,21 +109,45 @@ impl Api {
                 ("publish", _) => not_allowed(method, "POST"),
                 _ => error(404, format!("no such endpoint: {}", request.path)),
             },
+            Some(("clients", rest)) => match rest.strip_suffix("/kick") {
+                Some(name) if method == "POST" => match decoded_name(name, &request.path) {
+                    Ok(client_id) => self.kick(&client_id),
+                    Err(answer) => answer,
+                },
+                Some(_) => not_allowed(method, "POST"),
+                None => error(404, format!("no such endpoint: {}", request.path)),
+            },
             Some((collection, name)) => {
-                let name = match percent_decode(name) {
-                    Ok(name) if !name.is_empty() => name,
-                    Ok(_) => return error(404, format!("no such endpoint: {}", request.path)),
-                    Err(reason) => return error(400, reason),
+                let name = match decoded_name(name, &request.path) {
+                    Ok(name) => name,
+                    Err(answer) => return answer,
                 };
                 match (collection, method) {
                     ("sessions", "GET") => self.session(&name),
-                    ("sessions", _) => not_allowed(method, "GET"),
+                    ("sessions", "DELETE") => self.delete_session(&name),
+                    ("sessions", _) => not_allowed(method, "GET, DELETE"),
                     ("retained", "GET") => self.retained_one(&name),
                     ("retained", "DELETE") => self.delete_retained(&name),
                     ("retained", _) => not_allowed(method, "GET, DELETE"),
                     _ => error(404, format!("no such endpoint: {}", request.path)),
                 }
             }
+        }
+    }
+
+    fn kick(&self, client_id: &str) -> Answer {
+        match self.host.kick(client_id) {
+            Ok(true) => ok(json!({ "kicked": client_id })),
+            Ok(false) => error(404, format!("no connected client {client_id:?}")),
+            Err(e) => host_error(e),
+        }
+    }
+
+    fn delete_session(&self, client_id: &str) -> Answer {
+        match self.host.delete_session(client_id) {
+            Ok(true) => ok(json!({ "deleted": client_id })),
+            Ok(false) => error(404, format!("no session {client_id:?}")),
+            Err(e) => host_error(e),
         }
     }
 
@@ -319,6 +343,16 @@ impl Page {
             .then(|| items.last().map(|item| key(item).to_string()))
             .flatten();
         (items, next)
+    }
+}
+
+/// The client id or topic at the end of a path, decoded: 400 if it is not valid percent-encoded
+/// UTF-8, 404 if empty.
+fn decoded_name(name: &str, path: &str) -> Result<String, Answer> {
+    match percent_decode(name) {
+        Ok(name) if !name.is_empty() => Ok(name),
+        Ok(_) => Err(error(404, format!("no such endpoint: {path}"))),
+        Err(reason) => Err(error(400, reason)),
     }
 }
 
