@@ -238,7 +238,10 @@ def test_bad_requests(admin):
 def test_ctl(admin, amqtt_bin):
     ctl = Path(amqtt_bin).parent / "amqtt_ctl"
     if not ctl.is_file():
-        pytest.fail(f"{ctl} missing: cargo build --release --bin amqtt_ctl", pytrace=False)
+        build = subprocess.run(["cargo", "build", "--release", "--bin", "amqtt_ctl"],
+                               cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                               text=True)
+        assert build.returncode == 0, build.stderr[-3000:]
 
     def run(*args, token_file=admin.token_file):
         return subprocess.run([str(ctl), "--url", admin.url, "--token-file", str(token_file),
