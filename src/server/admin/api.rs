@@ -166,18 +166,13 @@ impl Api {
     }
 
     fn sessions(&self, query: &str) -> Answer {
-        let page = match Page::parse(query) {
-            Ok(page) => page,
-            Err(reason) => return error(400, reason),
-        };
-        match self.host.sessions() {
-            Ok(sessions) => {
-                let (items, next) = page.cut(&sessions, |s| s.client_id.as_str());
-                let items: Vec<Value> = items.iter().map(session_json).collect();
-                ok(json!({ "sessions": items, "next_cursor": next }))
-            }
-            Err(e) => host_error(e),
-        }
+        page_of(
+            query,
+            "sessions",
+            || self.host.sessions(),
+            |s| &s.client_id,
+            session_json,
+        )
     }
 
     fn session(&self, client_id: &str) -> Answer {
@@ -191,18 +186,14 @@ impl Api {
     }
 
     fn retained(&self, query: &str) -> Answer {
-        let page = match Page::parse(query) {
-            Ok(page) => page,
-            Err(reason) => return error(400, reason),
-        };
-        match self.host.retained_topics() {
-            Ok(listing) => {
-                let (items, next) = page.cut(&listing, |r| r.topic.as_str());
-                let items: Vec<Value> = items.iter().map(retained_json).collect();
-                ok(json!({ "retained": items, "next_cursor": next }))
-            }
-            Err(e) => host_error(e),
-        }
+        let listing = || self.host.retained_topics();
+        page_of(
+            query,
+            "retained",
+            listing,
+            |r| r.topic.as_str(),
+            retained_json,
+        )
     }
 
     fn find_retained(&self, topic: &str) -> Result<Option<RetainedInfo>, HostError> {
@@ -260,6 +251,29 @@ impl Api {
             Ok(()) => ok(json!({ "published": spec.topic })),
             Err(e) => host_error(e),
         }
+    }
+}
+
+/// A page of a listing (sorted by `key`), `{field: [...], "next_cursor": ...}`: `query` checked
+/// before `fetch` asks the shards.
+fn page_of<T>(
+    query: &str,
+    field: &str,
+    fetch: impl FnOnce() -> Result<Vec<T>, HostError>,
+    key: impl Fn(&T) -> &str,
+    to_json: fn(&T) -> Value,
+) -> Answer {
+    let page = match Page::parse(query) {
+        Ok(page) => page,
+        Err(reason) => return error(400, reason),
+    };
+    match fetch() {
+        Ok(listing) => {
+            let (items, next) = page.cut(&listing, key);
+            let items: Vec<Value> = items.iter().map(to_json).collect();
+            ok(json!({ field: items, "next_cursor": next }))
+        }
+        Err(e) => host_error(e),
     }
 }
 

@@ -15,14 +15,10 @@
 mod api;
 mod request;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_lite::io::AsyncWriteExt;
-use futures_lite::FutureExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -30,8 +26,6 @@ use super::host_client::HostClient;
 use api::Api;
 use request::Request;
 
-/// Time a client has to send its request, and then to take the response.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed at accept.
 const MAX_CONCURRENT: usize = 32;
 /// Requests waiting for the worker thread; more are answered 503.
@@ -104,40 +98,17 @@ pub(crate) async fn serve(setup: AdminSetup) {
         log::error!("admin API unusable: cannot start its thread: {error}");
         return;
     }
-    let active = Rc::new(Cell::new(0usize));
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(error) => {
-                log::debug!("admin API: accept failed: {error}");
-                shards::rt::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if active.get() >= MAX_CONCURRENT {
-            log::debug!("admin API: {MAX_CONCURRENT} requests in progress, closing one");
-            drop(stream);
-            continue;
-        }
-        active.set(active.get() + 1);
-        let active = active.clone();
+    super::http::accept_bounded(listener, MAX_CONCURRENT, "admin API", move |stream| {
         let jobs = jobs.clone();
-        shards::rt::spawn(async move {
+        async move {
             let _ = handle(stream, &jobs).await;
-            active.set(active.get() - 1);
-        })
-        .detach();
-    }
+        }
+    })
+    .await
 }
 
 async fn handle(mut stream: shards::TcpConn, jobs: &flume::Sender<Job>) -> std::io::Result<()> {
-    let read = async { Some(request::read(&mut stream).await) }
-        .or(async {
-            shards::rt::sleep(IO_TIMEOUT).await;
-            None
-        })
-        .await;
-    let bytes = match read {
+    let bytes = match super::http::within_timeout(request::read(&mut stream)).await {
         None | Some(Ok(None)) => return Ok(()),
         Some(Err(error)) => return Err(error),
         Some(Ok(Some(Err(refusal)))) => {
@@ -155,16 +126,7 @@ async fn handle(mut stream: shards::TcpConn, jobs: &flume::Sender<Job>) -> std::
             }
         }
     };
-    async {
-        stream.write_all(&bytes).await?;
-        stream.flush().await?;
-        stream.close().await
-    }
-    .or(async {
-        shards::rt::sleep(IO_TIMEOUT).await;
-        Ok(())
-    })
-    .await
+    super::http::send_and_close(&mut stream, &bytes).await
 }
 
 fn busy(message: &str) -> Vec<u8> {
