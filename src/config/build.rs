@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
+use super::endpoints::{admin_config, endpoint_bind};
 use super::persistence::persistence_config;
 use super::raw::plugins::apply;
 use super::raw::*;
@@ -493,75 +494,10 @@ fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
     }
 }
 
-/// The `bind` of an HTTP endpoint (`metrics:`, `admin:`): an address (default
-/// `127.0.0.1:default_port`) that no MQTT listener uses.
-fn endpoint_bind(
-    raw: Option<&BindSpec>,
-    default_port: u16,
-    section: &str,
-    listeners: &[ListenerConfig],
-    origin: &str,
-) -> Result<SocketAddr, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid {
-        file: origin.to_string(),
-        key: format!("{section}.bind"),
-        reason,
-    };
-    let bind = match raw {
-        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), default_port),
-        Some(spec) => parse_bind(&spec.0, default_port).map_err(invalid)?,
-    };
-    if bind.port() != 0 {
-        let clash = listeners.iter().find(|l| {
-            l.bind.port() == bind.port()
-                && l.bind.is_ipv4() == bind.is_ipv4()
-                && (l.bind.ip() == bind.ip()
-                    || l.bind.ip().is_unspecified()
-                    || bind.ip().is_unspecified())
-        });
-        if let Some(listener) = clash {
-            return Err(invalid(format!(
-                "{bind} overlaps listener '{}' ({}): the {section} endpoint needs a port of its own",
-                listener.name, listener.bind
-            )));
-        }
-    }
-    Ok(bind)
-}
-
-/// `admin:`: its address and its token file (required; read when the broker starts).
-fn admin_config(
-    raw: Option<&RawAdmin>,
-    listeners: &[ListenerConfig],
-    origin: &str,
-) -> Result<Option<AdminConfig>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let bind = endpoint_bind(
-        raw.bind.as_ref(),
-        DEFAULT_ADMIN_PORT,
-        "admin",
-        listeners,
-        origin,
-    )?;
-    let token_file = match raw.token_file.as_deref().map(str::trim) {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => {
-            return Err(ConfigError::Invalid {
-                file: origin.to_string(),
-                key: "admin.token_file".to_string(),
-                reason: "required: the admin API serves nobody without a token".to_string(),
-            })
-        }
-    };
-    Ok(Some(AdminConfig { bind, token_file }))
-}
-
 /// Parses a listener `bind` value the way aMQTT does, plus IPv6 and host names:
 /// `host:port`, `[ipv6]:port`, `:port` / `port` / empty (all IPv4 interfaces), `host` alone
 /// (default port). Host names are resolved now; an IPv4 result is preferred.
-fn parse_bind(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+pub(super) fn parse_bind(text: &str, default_port: u16) -> Result<SocketAddr, String> {
     let text = text.trim();
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     if text.is_empty() {

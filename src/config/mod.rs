@@ -461,6 +461,7 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 
 mod build;
 mod contrib;
+mod endpoints;
 mod http_plugin;
 mod keys;
 mod persistence;
