@@ -3,9 +3,8 @@
 //! `raw.rs`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use super::endpoints::{admin_config, endpoint_bind};
+use super::endpoints::{admin_config, endpoint_bind, parse_bind};
 use super::persistence::persistence_config;
 use super::raw::plugins::apply;
 use super::raw::*;
@@ -492,77 +491,4 @@ fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
         subscribe_acl: raw.subscribe_acl.clone(),
         receive_acl: raw.receive_acl.clone(),
     }
-}
-
-/// Parses a listener `bind` value the way aMQTT does, plus IPv6 and host names:
-/// `host:port`, `[ipv6]:port`, `:port` / `port` / empty (all IPv4 interfaces), `host` alone
-/// (default port). Host names are resolved now; an IPv4 result is preferred.
-pub(super) fn parse_bind(text: &str, default_port: u16) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    if text.is_empty() {
-        return Ok(SocketAddr::new(any, default_port));
-    }
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    let parse_port = |port: &str| -> Result<u16, String> {
-        if port.is_empty() {
-            return Ok(default_port);
-        }
-        port.parse::<u16>().map_err(|_| {
-            format!("'{port}' in bind address '{text}' is not a port number (0-65535)")
-        })
-    };
-    if let Some(rest) = text.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(format!(
-                "bind address '{text}' has '[' without a closing ']'"
-            ));
-        };
-        let ip: Ipv6Addr = host
-            .parse()
-            .map_err(|_| format!("'{host}' in bind address '{text}' is not an IPv6 address"))?;
-        let port = match after {
-            "" => default_port,
-            _ => match after.strip_prefix(':') {
-                Some(port) => parse_port(port)?,
-                None => {
-                    return Err(format!(
-                        "bind address '{text}' has text after ']' that is not ':port'"
-                    ))
-                }
-            },
-        };
-        return Ok(SocketAddr::new(IpAddr::V6(ip), port));
-    }
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => (host, parse_port(port)?),
-        None if text.bytes().all(|b| b.is_ascii_digit()) => ("", parse_port(text)?),
-        None => (text, default_port),
-    };
-    if host.is_empty() {
-        return Ok(SocketAddr::new(any, port));
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    if host.contains(':') || host.contains(char::is_whitespace) {
-        return Err(format!(
-            "bind address '{text}' is not of the form 'host:port', '[ipv6]:port' or ':port'"
-        ));
-    }
-    let resolved: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host '{host}' of bind address '{text}': {e}"))?
-        .collect();
-    resolved
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| resolved.first())
-        .copied()
-        .ok_or_else(|| format!("host '{host}' of bind address '{text}' has no address"))
 }
