@@ -40,6 +40,8 @@ pub enum CloseReason {
     ServerShutdown,
     /// The credentials it connected with expired (a token's `exp`): treated as a lost connection.
     CredentialsExpired,
+    /// An administrator disconnected it (the admin API): treated as a lost connection.
+    Kicked,
 }
 
 impl CloseReason {

@@ -29,6 +29,7 @@
 // use `Broker`): its items are documented where they need it, not each field and variant.
 #![allow(missing_docs)]
 
+mod admin_verbs;
 pub mod bus_batch;
 pub mod connection;
 mod credentials_expiry;

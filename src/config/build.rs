@@ -3,8 +3,8 @@
 //! `raw.rs`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
+use super::endpoints::{admin_config, endpoint_bind, parse_bind};
 use super::persistence::persistence_config;
 use super::raw::plugins::apply;
 use super::raw::*;
@@ -388,7 +388,19 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?.filter(|&v| v > 0);
     let memory_limit = size("memory_limit", raw.memory_limit, 0, u64::MAX)?.filter(|&v| v > 0);
     let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
-    let metrics = metrics_config(raw.metrics.as_ref(), &listeners, origin)?;
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(raw) => Some(MetricsConfig {
+            bind: endpoint_bind(
+                raw.bind.as_ref(),
+                DEFAULT_METRICS_PORT,
+                "metrics",
+                &listeners,
+                origin,
+            )?,
+        }),
+    };
+    let admin = admin_config(raw.admin.as_ref(), &listeners, origin)?;
 
     let range_error = |key: &str| invalid(key, "value out of range for this platform".to_string());
     let password_file = raw
@@ -448,6 +460,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
         metrics,
+        admin,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,
         contrib: ContribConfig {
             jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
@@ -478,113 +491,4 @@ fn topic_check_config(raw: Option<&RawTopicCheck>) -> TopicCheckConfig {
         subscribe_acl: raw.subscribe_acl.clone(),
         receive_acl: raw.receive_acl.clone(),
     }
-}
-
-/// `metrics:`: an address (default `127.0.0.1:9883`) that no MQTT listener uses.
-fn metrics_config(
-    raw: Option<&RawMetrics>,
-    listeners: &[ListenerConfig],
-    origin: &str,
-) -> Result<Option<MetricsConfig>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let invalid = |reason: String| ConfigError::Invalid {
-        file: origin.to_string(),
-        key: "metrics.bind".to_string(),
-        reason,
-    };
-    let bind = match &raw.bind {
-        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_METRICS_PORT),
-        Some(spec) => parse_bind(&spec.0, DEFAULT_METRICS_PORT).map_err(invalid)?,
-    };
-    if bind.port() != 0 {
-        let clash = listeners.iter().find(|l| {
-            l.bind.port() == bind.port()
-                && l.bind.is_ipv4() == bind.is_ipv4()
-                && (l.bind.ip() == bind.ip()
-                    || l.bind.ip().is_unspecified()
-                    || bind.ip().is_unspecified())
-        });
-        if let Some(listener) = clash {
-            return Err(invalid(format!(
-                "{bind} overlaps listener '{}' ({}): the metrics endpoint needs a port of its own",
-                listener.name, listener.bind
-            )));
-        }
-    }
-    Ok(Some(MetricsConfig { bind }))
-}
-
-/// Parses a listener `bind` value the way aMQTT does, plus IPv6 and host names:
-/// `host:port`, `[ipv6]:port`, `:port` / `port` / empty (all IPv4 interfaces), `host` alone
-/// (default port). Host names are resolved now; an IPv4 result is preferred.
-fn parse_bind(text: &str, default_port: u16) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    if text.is_empty() {
-        return Ok(SocketAddr::new(any, default_port));
-    }
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    let parse_port = |port: &str| -> Result<u16, String> {
-        if port.is_empty() {
-            return Ok(default_port);
-        }
-        port.parse::<u16>().map_err(|_| {
-            format!("'{port}' in bind address '{text}' is not a port number (0-65535)")
-        })
-    };
-    if let Some(rest) = text.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(format!(
-                "bind address '{text}' has '[' without a closing ']'"
-            ));
-        };
-        let ip: Ipv6Addr = host
-            .parse()
-            .map_err(|_| format!("'{host}' in bind address '{text}' is not an IPv6 address"))?;
-        let port = match after {
-            "" => default_port,
-            _ => match after.strip_prefix(':') {
-                Some(port) => parse_port(port)?,
-                None => {
-                    return Err(format!(
-                        "bind address '{text}' has text after ']' that is not ':port'"
-                    ))
-                }
-            },
-        };
-        return Ok(SocketAddr::new(IpAddr::V6(ip), port));
-    }
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => (host, parse_port(port)?),
-        None if text.bytes().all(|b| b.is_ascii_digit()) => ("", parse_port(text)?),
-        None => (text, default_port),
-    };
-    if host.is_empty() {
-        return Ok(SocketAddr::new(any, port));
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    if host.contains(':') || host.contains(char::is_whitespace) {
-        return Err(format!(
-            "bind address '{text}' is not of the form 'host:port', '[ipv6]:port' or ':port'"
-        ));
-    }
-    let resolved: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host '{host}' of bind address '{text}': {e}"))?
-        .collect();
-    resolved
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| resolved.first())
-        .copied()
-        .ok_or_else(|| format!("host '{host}' of bind address '{text}' has no address"))
 }

@@ -67,6 +67,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_QOS: u8 = 2;
 /// Port of `metrics.bind` when it names no port (and the address when the section is empty).
 pub const DEFAULT_METRICS_PORT: u16 = 9883;
+/// Port of `admin.bind` when it names no port (and the address when it is absent).
+pub const DEFAULT_ADMIN_PORT: u16 = 9884;
 /// The default authentication plugin.
 const AUTH_ANONYMOUS: &str = "auth_anonymous";
 /// The authentication plugin that reads `auth.password-file`, on by default when one is set.
@@ -150,6 +152,8 @@ pub struct BrokerConfig {
     pub max_qos: u8,
     /// The Prometheus endpoint; `None` (the default) serves none.
     pub metrics: Option<MetricsConfig>,
+    /// The admin HTTP API; `None` (the default) serves none.
+    pub admin: Option<AdminConfig>,
     /// `persistence:`: the data directory and its sync policy; disabled by default.
     pub persistence: PersistenceConfig,
     /// `auth.jwt`, `topic-check.jwt`, `auth.cert`: aMQTT's contrib plugins' settings.
@@ -184,6 +188,16 @@ pub struct TopicCheckConfig {
 pub struct MetricsConfig {
     /// Address of the HTTP endpoint; port 0 picks a free one.
     pub bind: SocketAddr,
+}
+
+/// `admin:`: where the admin HTTP API is served (paths under `/api/v1/`), and the file holding
+/// the bearer token every request must carry (read when the broker starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address of the HTTP endpoint; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// `token_file`: the token's file (its first line, surrounding blanks trimmed).
+    pub token_file: PathBuf,
 }
 
 /// One listener that will be started.
@@ -393,6 +407,7 @@ impl Default for BrokerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
             metrics: None,
+            admin: None,
             persistence: PersistenceConfig::default(),
             contrib: ContribConfig::default(),
             source: None,
@@ -446,6 +461,7 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 
 mod build;
 mod contrib;
+mod endpoints;
 mod http_plugin;
 mod keys;
 mod persistence;

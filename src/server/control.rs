@@ -6,7 +6,9 @@
 //!   path: one bus message per topic to *every* data shard, which stores it and delivers it to its
 //!   local subscribers;
 //! - the Prometheus recorder (`prometheus.rs`), served at `/metrics` by `http.rs` when
-//!   `metrics.bind` is configured.
+//!   `metrics.bind` is configured;
+//! - the admin API (`admin/`) when `admin` is configured: the connections here, the work on a
+//!   thread of its own.
 //!
 //! It never sits on the message path: data shards do not wait for it, and it reaches them only
 //! through their inboxes' data lanes (a full lane drops that `$SYS` update, counted in the log).
@@ -42,6 +44,8 @@ pub(crate) struct ControlSetup {
     pub sys_interval: Duration,
     /// Bound, not yet listening on the control shard.
     pub metrics: Option<std::net::TcpListener>,
+    /// The admin API (`admin/`), if configured.
+    pub admin: Option<super::admin::AdminSetup>,
     pub started: Instant,
     /// The broker-wide memory budget (its gauges go to `/metrics`).
     pub memory: Arc<MemoryBudget>,
@@ -109,6 +113,9 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
             }
         });
         shards::rt::spawn(super::http::serve(listener, render)).detach();
+    }
+    if let Some(admin) = setup.admin {
+        shards::rt::spawn(super::admin::serve(admin)).detach();
     }
     if setup.sys_interval.is_zero() {
         log::debug!("$SYS disabled (sys_interval: 0)");
@@ -248,8 +255,8 @@ impl Control {
 }
 
 /// Whether the broker needs a control shard at all.
-pub(crate) fn wanted(sys_interval: Duration, metrics: bool) -> bool {
-    !sys_interval.is_zero() || metrics
+pub(crate) fn wanted(sys_interval: Duration, http: bool) -> bool {
+    !sys_interval.is_zero() || http
 }
 
 /// A fresh snapshot board for `shards` data shards (shared with the data shards).

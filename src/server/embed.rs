@@ -5,57 +5,21 @@
 //!
 //! The host side: it sends a `HostRequest` (`host_request.rs`, which also has the shard side) into
 //! a shard's inbox over the bus (the same inboxes other shards and the control shard write to) and
-//! waits for the answer on a channel of its own. No second routing path: a host publish is routed
+//! waits for the answer on a channel of its own (`host_client.rs`, which the admin API uses too). No second routing path: a host publish is routed
 //! by the core exactly like a client's.
 //!
 //! Blocking: every method here blocks the calling thread until the shard has answered (a round
 //! trip through the shard's loop: microseconds when it is idle, one loop turn when busy; at most
-//! [`ANSWER_WITHIN`]). Call them from the host's own threads, never from a shard thread (an event
+//! [`super::ANSWER_WITHIN`]). Call them from the host's own threads, never from a shard thread (an event
 //! plugin's hook): a shard waiting for itself would time out.
 
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
-use shards::SendError;
 
-use crate::broker::{Message, RetainedInfo, SessionInfo};
-use crate::protocol::{QoS, TopicName};
+use crate::broker::{RetainedInfo, SessionInfo};
+use crate::protocol::QoS;
 
 use super::facade::BrokerHandle;
-use super::host_request::HostRequest;
-use super::shard::ShardMessage;
-
-/// How long a host call waits for a shard to take its request and answer.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-/// The shard that routes host publishes: one shard, so that one host thread's messages keep their
-/// order for every subscriber (as one client's do), and the one whose retained copy is listed, so
-/// that a retained message the host set is listed as soon as the call returns.
-const HOST_SHARD: usize = 0;
-
-/// Why a host call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    /// The topic is not a valid MQTT topic name (empty, a wildcard, a NUL, longer than 65535
-    /// bytes).
-    #[error("invalid topic {topic:?}: {reason}")]
-    Topic {
-        /// The topic as given.
-        topic: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The broker has stopped (its shards no longer take requests).
-    #[error("the broker has stopped")]
-    Stopped,
-    /// A shard did not take or answer the request within [`ANSWER_WITHIN`] (overloaded, or the
-    /// call came from a shard thread).
-    #[error("shard {shard} did not answer within {ANSWER_WITHIN:?}")]
-    Timeout {
-        /// The shard that did not answer.
-        shard: usize,
-    },
-}
+use super::host_client::{HostClient, HostError};
 
 /// One subscription, as [`BrokerHandle::subscriptions`] lists it (aMQTT's `subscriptions`: filter,
 /// session, QoS).
@@ -70,6 +34,14 @@ pub struct SubscriptionInfo {
 }
 
 impl BrokerHandle {
+    /// The same requests, for a thread of the broker's own (the admin API's).
+    fn host(&self) -> HostClient {
+        HostClient {
+            bus: self.bus.clone(),
+            shards: self.shards(),
+        }
+    }
+
     /// Publishes `payload` on `topic` as if a client had: delivered to the matching subscribers
     /// on every shard at the lower of `qos` and their granted QoS, queued for offline persistent
     /// sessions (and journaled with persistence on), and stored as the topic's retained message
@@ -87,17 +59,7 @@ impl BrokerHandle {
         qos: QoS,
         retain: bool,
     ) -> Result<(), HostError> {
-        let message = Message {
-            topic: TopicName::new(topic).map_err(|error| HostError::Topic {
-                topic: topic.to_string(),
-                reason: error.to_string(),
-            })?,
-            payload: payload.into(),
-            qos,
-            retain,
-        };
-        let (done, answer) = mpsc::channel();
-        self.ask(HOST_SHARD, HostRequest::Publish { message, done }, answer)
+        self.host().publish(topic, payload.into(), qos, retain)
     }
 
     /// Sets `topic`'s retained message (aMQTT's `retain_message`): published retained, so current
@@ -123,18 +85,7 @@ impl BrokerHandle {
     /// more than a fraction of a millisecond; the listing is therefore not one instant's snapshot
     /// (a session made or removed meanwhile may be missing). Blocks until every shard answered.
     pub fn sessions(&self) -> Result<Vec<SessionInfo>, HostError> {
-        let mut sessions = Vec::new();
-        for shard in 0..self.shards() {
-            let mut from = Some(0);
-            while let Some(start) = from {
-                let (reply, answer) = mpsc::channel();
-                let page = self.ask(shard, HostRequest::Sessions { from: start, reply }, answer)?;
-                sessions.extend(page.sessions);
-                from = page.next;
-            }
-        }
-        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Ok(sessions)
+        self.host().sessions()
     }
 
     /// Every subscription of every session, by filter then client id (from [`sessions`](Self::sessions)).
@@ -165,44 +116,6 @@ impl BrokerHandle {
     /// calling thread. A retained message a client just published on another shard may take a
     /// loop turn to appear.
     pub fn retained_topics(&self) -> Result<Vec<RetainedInfo>, HostError> {
-        let (reply, answer) = mpsc::channel();
-        let mut listing = self.ask(HOST_SHARD, HostRequest::Retained { reply }, answer)?;
-        RetainedInfo::sort(&mut listing);
-        Ok(listing)
-    }
-
-    /// Sends `request` to `shard`'s inbox (data lane for a publish, so that it waits behind the
-    /// shard's other publishes; control lane for a listing) and waits for its answer.
-    fn ask<T>(
-        &self,
-        shard: usize,
-        request: HostRequest,
-        answer: mpsc::Receiver<T>,
-    ) -> Result<T, HostError> {
-        let deadline = Instant::now() + ANSWER_WITHIN;
-        let data = matches!(request, HostRequest::Publish { .. });
-        let mut message = ShardMessage::Host(Box::new(request));
-        loop {
-            let sent = if data {
-                self.bus.try_send_data(shard, message)
-            } else {
-                self.bus.try_send_control(shard, message)
-            };
-            match sent {
-                Ok(()) => break,
-                Err(SendError::Closed(_)) => return Err(HostError::Stopped),
-                Err(SendError::Full(back)) if Instant::now() < deadline => {
-                    message = back;
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                Err(SendError::Full(_)) => return Err(HostError::Timeout { shard }),
-            }
-        }
-        match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(value) => Ok(value),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(HostError::Timeout { shard }),
-            // The shard dropped the request unanswered: it is stopping.
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(HostError::Stopped),
-        }
+        self.host().retained_topics()
     }
 }

@@ -19,7 +19,7 @@ use crate::protocol::QoS;
 use crate::transport::server::ListenerTransport;
 
 use super::settings::{ListenerInfo, SharedSettings};
-use super::{connect_rate, control, shard, shard_tasks};
+use super::{admin, connect_rate, control, shard, shard_tasks};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,7 @@ pub struct BrokerHandle {
     addresses: Vec<(String, SocketAddr)>,
     shards: usize,
     metrics_address: Option<SocketAddr>,
+    admin_address: Option<SocketAddr>,
     /// Persistence on: the data directory, locked until the shards have stopped.
     _data_dir: Option<shards::durable::DataDir>,
 }
@@ -206,8 +207,11 @@ impl Broker {
         }
 
         let started = std::time::Instant::now();
-        let board = control::wanted(config.sys_interval, config.metrics.is_some())
-            .then(|| control::board(shard_count));
+        let board = control::wanted(
+            config.sys_interval,
+            config.metrics.is_some() || config.admin.is_some(),
+        )
+        .then(|| control::board(shard_count));
         let metrics_listener = match &config.metrics {
             Some(metrics) => Some(std::net::TcpListener::bind(metrics.bind).map_err(|source| {
                 StartError::Bind {
@@ -221,6 +225,25 @@ impl Broker {
         let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(addr) = metrics_address {
             log::info!("Prometheus metrics at http://{addr}/metrics");
+        }
+        let admin_listener = match &config.admin {
+            Some(admin) => {
+                let token = admin::read_token(&admin.token_file).map_err(StartError::Config)?;
+                let listener =
+                    std::net::TcpListener::bind(admin.bind).map_err(|source| StartError::Bind {
+                        name: "admin".to_string(),
+                        addr: admin.bind,
+                        source,
+                    })?;
+                Some((listener, token))
+            }
+            None => None,
+        };
+        let admin_address = admin_listener
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok());
+        if let Some(addr) = admin_address {
+            log::info!("admin API at http://{addr}/api/v1/");
         }
 
         let shared = Arc::new(SharedSettings {
@@ -316,6 +339,13 @@ impl Broker {
                 bus: control_bus,
                 sys_interval: config.sys_interval,
                 metrics: metrics_listener,
+                admin: admin_listener.map(|(listener, token)| {
+                    let host = super::host_client::HostClient {
+                        bus: host_bus.clone(),
+                        shards: shard_count,
+                    };
+                    admin::AdminSetup::new(listener, &token, host, started, addresses.clone())
+                }),
                 started,
                 memory,
             };
@@ -334,6 +364,7 @@ impl Broker {
             addresses,
             shards: shard_count,
             metrics_address,
+            admin_address,
             _data_dir: data_dir,
         })
     }
@@ -371,6 +402,11 @@ impl BrokerHandle {
     /// The bound address of the Prometheus endpoint (`http://ADDR/metrics`), if `metrics` is set.
     pub fn metrics_address(&self) -> Option<SocketAddr> {
         self.metrics_address
+    }
+
+    /// The bound address of the admin API (`http://ADDR/api/v1/`), if `admin` is set.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     /// Stops accepting, closes every connection (without publishing wills) and waits for the shards.

@@ -1,6 +1,7 @@
 //! What the host program asks a shard (a [`HostRequest`], sent into the shard's inbox by
 //! `embed.rs`) and how the shard answers it ([`answer`], called from its bus loop): only the core's
-//! own verbs (`route`, `list_sessions`, `list_retained`), the answer sent back on the request's
+//! own verbs (`route`, `list_sessions`, `list_retained`, `kick_client`,
+//! `delete_session`), the answer sent back on the request's
 //! channel (which never blocks).
 //!
 //! Imports nothing of `server/` (the shard's message type carries a request, and the host side
@@ -31,6 +32,16 @@ pub(crate) enum HostRequest {
     Retained {
         reply: mpsc::Sender<Vec<RetainedInfo>>,
     },
+    /// Close this client's connection (sent to its home shard); answers whether there was one.
+    Kick {
+        client_id: String,
+        reply: mpsc::Sender<bool>,
+    },
+    /// Remove this client's session (sent to its home shard); answers whether there was one.
+    DeleteSession {
+        client_id: String,
+        reply: mpsc::Sender<bool>,
+    },
 }
 
 /// The shard side: answers a host request on the shard's loop. A reply whose caller gave up (timed
@@ -46,6 +57,12 @@ pub(crate) fn answer(core: &RefCell<BrokerCore>, request: HostRequest) {
         }
         HostRequest::Retained { reply } => {
             let _ = reply.send(core.borrow().list_retained());
+        }
+        HostRequest::Kick { client_id, reply } => {
+            let _ = reply.send(core.borrow_mut().kick_client(&client_id));
+        }
+        HostRequest::DeleteSession { client_id, reply } => {
+            let _ = reply.send(core.borrow_mut().delete_session(&client_id));
         }
     }
 }

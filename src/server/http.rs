@@ -3,7 +3,10 @@
 //! method 405. One request per connection (`Connection: close`), each connection its own task, so
 //! concurrent scrapes do not wait for each other; a bounded number of them at once.
 //!
-//! It must not grow into a web framework: no keep-alive, no bodies, no chunked encoding, no TLS.
+//! Its accept loop, timeouts and response writing are shared with the admin API (`admin/`), which
+//! reads its own requests (with bodies).
+//!
+//! It must not grow into a web framework: no keep-alive, no chunked encoding, no TLS.
 //! Request heads are capped in size and time, and nothing a client sends is trusted further than
 //! the request line.
 
@@ -107,56 +110,90 @@ pub(crate) fn response(route: Route, body: impl FnOnce() -> String) -> Vec<u8> {
 
 /// Accepts until the task is dropped; `render` builds the metrics body.
 pub(crate) async fn serve(listener: shards::TcpAcceptor, render: Rc<dyn Fn() -> String>) {
+    accept_bounded(
+        listener,
+        MAX_CONCURRENT,
+        "metrics endpoint",
+        move |stream| {
+            let render = render.clone();
+            async move {
+                let _ = handle(stream, render.as_ref()).await;
+            }
+        },
+    )
+    .await
+}
+
+/// Accepts until the task is dropped, each connection served by `serve` in a task of its own, at
+/// most `max` at once (more are closed at accept); `what` names the endpoint in the log. The
+/// admin API's accept loop too.
+pub(crate) async fn accept_bounded<F, Fut>(
+    listener: shards::TcpAcceptor,
+    max: usize,
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(shards::TcpConn) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let active = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(error) => {
-                log::debug!("metrics endpoint: accept failed: {error}");
+                log::debug!("{what}: accept failed: {error}");
                 shards::rt::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        if active.get() >= MAX_CONCURRENT {
-            log::debug!("metrics endpoint: {MAX_CONCURRENT} scrapes in progress, closing one");
+        if active.get() >= max {
+            log::debug!("{what}: {max} connections in progress, closing one");
             drop(stream);
             continue;
         }
         active.set(active.get() + 1);
         let active = active.clone();
-        let render = render.clone();
+        let served = serve(stream);
         shards::rt::spawn(async move {
-            let _ = handle(stream, render.as_ref()).await;
+            served.await;
             active.set(active.get() - 1);
         })
         .detach();
     }
 }
 
-async fn handle(mut stream: shards::TcpConn, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    let head = async { Some(read_head(&mut stream).await) }
+/// `work` (reading a request), or `None` if it takes longer than [`IO_TIMEOUT`].
+pub(crate) async fn within_timeout<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    async { Some(work.await) }
         .or(async {
             shards::rt::sleep(IO_TIMEOUT).await;
             None
         })
-        .await;
-    let route = match head {
+        .await
+}
+
+/// Writes a whole response and closes the connection, giving up after [`IO_TIMEOUT`].
+pub(crate) async fn send_and_close(
+    stream: &mut shards::TcpConn,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let sent = within_timeout(async {
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
+        stream.close().await
+    })
+    .await;
+    sent.unwrap_or(Ok(()))
+}
+
+async fn handle(mut stream: shards::TcpConn, render: &dyn Fn() -> String) -> std::io::Result<()> {
+    let route = match within_timeout(read_head(&mut stream)).await {
         Some(Ok(Some(head))) => route(&head),
         Some(Ok(None)) => Route::BadRequest,
         Some(Err(error)) => return Err(error),
         None => return Ok(()),
     };
-    let bytes = response(route, render);
-    async {
-        stream.write_all(&bytes).await?;
-        stream.flush().await?;
-        stream.close().await
-    }
-    .or(async {
-        shards::rt::sleep(IO_TIMEOUT).await;
-        Ok(())
-    })
-    .await
+    send_and_close(&mut stream, &response(route, render)).await
 }
 
 /// Reads until the blank line that ends a request head; `None` if it is too long or the peer

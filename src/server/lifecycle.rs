@@ -80,6 +80,7 @@ pub(crate) fn close_text(reason: Option<CloseReason>) -> &'static str {
         Some(CloseReason::TakenOver) => "taken over by a new connection with the same client id",
         Some(CloseReason::ServerShutdown) => "broker shutting down",
         Some(CloseReason::CredentialsExpired) => "its credentials expired",
+        Some(CloseReason::Kicked) => "disconnected by an administrator",
     }
 }
 

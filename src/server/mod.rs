@@ -10,8 +10,11 @@
 //!
 //! From the top down (a file imports only from files below it):
 //! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping;
+//! - `admin/`: the admin HTTP API (`admin:`): connections on the control shard, the work on a
+//!   thread of its own that asks the shards through `host_client.rs`;
 //! - `embed.rs`: what the host program does with a running broker: publish, retain, list
-//!   (a request into a shard's inbox, `host_request.rs`, answered by the shard's bus loop);
+//!   (a request into a shard's inbox, `host_client.rs` and `host_request.rs`, answered by the
+//!   shard's bus loop);
 //! - `shard_tasks.rs`: what a shard runs: its root task, which starts the accept loops, the bus
 //!   loop (including handed-off connections) and the keep-alive tick, then shuts the shard down;
 //! - `accept_loop.rs`: the accept loop of one listener socket;
@@ -31,9 +34,10 @@
 //! - `settings.rs`, `runtime_stats.rs`: what the shards share read-only, and the runtime's counters;
 //! - `control.rs`: the control shard (one more executor, off the message path): gathers the data
 //!   shards' snapshots (`snapshot.rs`) every second, publishes `$SYS` (`sys_topics.rs`) and serves
-//!   Prometheus metrics (`prometheus.rs` over `http.rs`).
+//!   Prometheus metrics (`prometheus.rs` over `http.rs`); it runs the admin API's connections.
 
 mod accept_loop;
+mod admin;
 mod authenticate;
 mod bus_retry;
 mod connect_rate;
@@ -42,6 +46,7 @@ mod control;
 mod embed;
 mod facade;
 mod held_publishers;
+mod host_client;
 mod host_request;
 mod http;
 mod journal_task;
@@ -59,5 +64,6 @@ mod topic_prefetch;
 mod write_side;
 
 pub use crate::broker::{RetainedInfo, SessionInfo};
-pub use embed::{HostError, SubscriptionInfo, ANSWER_WITHIN};
+pub use embed::SubscriptionInfo;
 pub use facade::{Broker, BrokerHandle, StartError};
+pub use host_client::{HostError, ANSWER_WITHIN};

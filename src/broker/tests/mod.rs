@@ -23,7 +23,8 @@
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins;
-//! - `listing.rs`: the sessions and retained topics the host program lists.
+//! - `listing.rs`: the sessions and retained topics the host program lists;
+//! - `admin_verbs.rs`: an administrator's kick and session delete.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -295,6 +296,7 @@ fn ids_on_distinct_shards() -> (String, String) {
     (a, b)
 }
 
+mod admin_verbs;
 mod bytes_in;
 mod connect;
 mod cross_shard;

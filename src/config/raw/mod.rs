@@ -105,6 +105,8 @@ pub(super) struct RawConfig {
     pub(super) max_qos: Option<Int>,
     /// Prometheus endpoint; absent or null = off.
     pub(super) metrics: Option<RawMetrics>,
+    /// The admin HTTP API; absent = off.
+    pub(super) admin: Option<RawAdmin>,
     /// Journal and snapshots (`persistence.rs`); absent = off.
     pub(super) persistence: Option<RawPersistence>,
 }
@@ -113,6 +115,13 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawMetrics {
     pub(super) bind: Option<BindSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    pub(super) bind: Option<BindSpec>,
+    pub(super) token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,6 @@
 //! Tests of the `listeners` section: inheritance from `default`, unbound and missing listeners,
 //! WebSocket and TLS listeners (certificate, key, mutual TLS), bind addresses, and the per-listener
-//! `max-connections`, `max_connect_rate` and `proxy-protocol`.
+//! `max-connections`, `max_connect_rate` and `proxy-protocol`; the admin endpoint's `bind` and token.
 
 use super::*;
 
@@ -259,5 +259,39 @@ listeners:
         "listeners:\n  default:\n    bind: :1\n    proxy-protocol: sometimes\n",
         "listeners.default.proxy-protocol",
         "(line 4, column",
+    );
+}
+
+#[test]
+fn admin_needs_a_token_file_and_a_port_of_its_own() {
+    assert_eq!(ok("shards: 1\n").admin, None, "off by default");
+    let admin = ok("admin:\n  token-file: /etc/amqtt/admin.token\n")
+        .admin
+        .expect("admin on");
+    assert_eq!(admin.bind, "127.0.0.1:9884".parse().expect("addr"));
+    assert_eq!(admin.token_file, PathBuf::from("/etc/amqtt/admin.token"));
+    let admin = ok("admin:\n  bind: 0.0.0.0:0\n  token_file: t\n")
+        .admin
+        .expect("admin on");
+    assert_eq!(admin.bind, "0.0.0.0:0".parse().expect("addr"));
+    invalid(
+        "admin:\n  bind: 127.0.0.1:9999\n",
+        "admin.token_file",
+        "required",
+    );
+    invalid(
+        "admin:\n  token_file: '  '\n",
+        "admin.token_file",
+        "required",
+    );
+    invalid(
+        "listeners:\n  default:\n    type: tcp\n    bind: 0.0.0.0:9884\nadmin:\n  token_file: t\n",
+        "admin.bind",
+        "overlaps listener 'default'",
+    );
+    invalid(
+        "admin:\n  bind: '127.0.0.1:x'\n  token_file: t\n",
+        "admin.bind",
+        "",
     );
 }
