@@ -321,14 +321,16 @@ impl Reader {
         let mut at = start;
         let mut records = VecDeque::new();
         while at < end {
-            let Some(mut header) = self.data.get(at..at + FRAME_HEADER_LEN) else {
+            let body_start = at + FRAME_HEADER_LEN;
+            // Within the block, not merely within the file: blocks may follow.
+            let Some(mut header) = self.data.get(at..body_start).filter(|_| body_start <= end)
+            else {
                 return Err(StopReason::BadFrame("header crosses the block's end"));
             };
             let len = header.get_u32_le() as usize;
             if len == 0 {
                 return Err(StopReason::BadFrame("length 0"));
             }
-            let body_start = at + FRAME_HEADER_LEN;
             if len > MAX_FRAME_LEN || len > end - body_start {
                 return Err(StopReason::BadFrame("length crosses the block's end"));
             }

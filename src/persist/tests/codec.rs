@@ -581,3 +581,22 @@ fn files_of_format_1_still_read() {
     assert_eq!(results.len(), 4, "three records, then where it stopped");
     assert!(matches!(&results[3], Err(e) if e.offset == ends[2]));
 }
+
+#[test]
+fn a_frame_header_crossing_its_blocks_end_is_corruption_even_with_blocks_after_it() {
+    // Found by the `journal` fuzz target: the header's bytes exist in the file (the next block
+    // follows), but not in this block.
+    let good = frame_of(&one_of_each()[0]);
+    let inner = bare_frame(&one_of_each()[0]);
+    let mut frames = inner.to_vec();
+    frames.extend_from_slice(&[9, 0]);
+    let (records, error) = read(raw_file(&[&good, &raw_block(&frames), &good]));
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        error,
+        Some(ReadError {
+            offset: HEADER_LEN + good.len(),
+            reason: StopReason::BadFrame("header crosses the block's end"),
+        })
+    );
+}
