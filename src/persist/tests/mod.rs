@@ -2,9 +2,11 @@
 //!
 //! - `gen.rs`: a seeded generator of records and of coherent journals (the shared helpers);
 //! - `codec.rs`: frames and headers: round trips, every cut, flipped bits, bad bodies;
+//! - `blocks.rs`: journal format 2's blocks, and format-1 files read back;
 //! - `fold.rs`: the fold: idempotence, snapshots, fuzzy snapshots, retained versions, split/merge;
 //! - `speed.rs`: how fast a million queued messages decode and fold (`#[ignore]`d).
 
+mod blocks;
 mod codec;
 mod fold;
 mod gen;
