@@ -72,6 +72,12 @@ def _answers_connect(port: int, timeout: float) -> bool:
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "broker_yaml(text): configuration lines added to the broker fixture's config")
+    config.addinivalue_line(
+        "markers", "mqtt5_amqtt_yaml(text): lines added to amqtt's config by the v5broker fixture")
+    config.addinivalue_line(
+        "markers", "mqtt5_mosquitto_conf(text): lines added to Mosquitto's config (v5broker)")
+    config.addinivalue_line(
+        "markers", "mqtt5_server_choice(reason): a v5broker test not run against Mosquitto")
 
 
 def _config(port: int, shards: int, extra: str) -> str:
