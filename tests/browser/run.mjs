@@ -1,8 +1,10 @@
 // Drives MQTT.js in headless Chromium against the broker's WebSocket listener.
 //
-// Usage: node run.mjs BROKER_WS_URL [TIMEOUT_MS]
-// The page connects with MQTT.js, subscribes to browser/in/#, publishes "ready" to browser/ready,
-// and answers every message on browser/in/# by publishing "echo:<payload>" to browser/echo.
+// Usage: node run.mjs BROKER_WS_URL [TIMEOUT_MS] [PROTOCOL_VERSION]
+// The page connects with MQTT.js (protocol version 4, MQTT 3.1.1, unless told 5), subscribes to
+// browser/in/#, publishes "ready" to browser/ready, and answers every message on browser/in/# by
+// publishing "echo:<payload>" to browser/echo. With MQTT 5 it logs the user properties it received
+// and sends its echo with the user property via=browser and content type text/plain.
 // The test on the other side (tests/python/test_browser.py) drives that exchange with paho-mqtt.
 // Prints one JSON line {ok, log} and exits 0 when the page saw its messages, 1 otherwise.
 import http from 'node:http';
@@ -14,6 +16,7 @@ import { chromium } from 'playwright-core';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const brokerUrl = process.argv[2];
 const timeoutMs = Number(process.argv[3] || 15000);
+const protocolVersion = Number(process.argv[4] || 4);
 if (!brokerUrl) {
   console.error('usage: node run.mjs BROKER_WS_URL [TIMEOUT_MS]');
   process.exit(2);
@@ -23,8 +26,10 @@ const page = `<!doctype html><html><body><script src="/mqtt.min.js"></script><sc
 window.log = [];
 window.done = false;
 const client = mqtt.connect(${JSON.stringify(brokerUrl)}, {
-  clientId: 'browser-' + Math.random().toString(16).slice(2), protocolVersion: 4, reconnectPeriod: 0,
+  clientId: 'browser-' + Math.random().toString(16).slice(2), protocolVersion: ${protocolVersion},
+  reconnectPeriod: 0,
 });
+const v5 = ${protocolVersion} === 5;
 client.on('connect', () => {
   window.log.push('connected');
   client.subscribe('browser/in/#', { qos: 1 }, (err, granted) => {
@@ -33,9 +38,15 @@ client.on('connect', () => {
     client.publish('browser/ready', 'ready', { qos: 1 });
   });
 });
-client.on('message', (topic, payload) => {
+client.on('message', (topic, payload, packet) => {
   window.log.push('message ' + topic + ' ' + payload.toString());
-  client.publish('browser/echo', 'echo:' + payload.toString(), { qos: 1 }, () => { window.done = true; });
+  const options = { qos: 1 };
+  if (v5) {
+    const props = (packet.properties && packet.properties.userProperties) || {};
+    window.log.push('user properties ' + JSON.stringify(props));
+    options.properties = { userProperties: { via: 'browser' }, contentType: 'text/plain' };
+  }
+  client.publish('browser/echo', 'echo:' + payload.toString(), options, () => { window.done = true; });
 });
 client.on('error', (e) => window.log.push('error ' + e.message));
 </script></body></html>`;

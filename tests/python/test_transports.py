@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from mqtt_helpers import accepts, free_port, stop_broker
+from mqtt5_helpers import V5Broker, V5Client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -187,6 +188,36 @@ def test_paho_over_websockets(tls_broker, certs, listener):
         for c in (sub, pub):
             c.disconnect()
             c.loop_stop()
+
+
+def test_mqtt_js_v5_in_chromium_over_websocket(tls_broker):
+    """MQTT.js speaking MQTT 5 over the ws listener: user properties and content type both ways
+    between the browser and a paho MQTT 5 client."""
+    browser_dir = REPO_ROOT / "tests" / "browser"
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists() or not (browser_dir / "node_modules" / "mqtt").is_dir():
+        pytest.fail("needs Debian chromium and `npm ci` in tests/browser (.ci/run does both)", pytrace=False)
+    watcher = V5Client(V5Broker(HOST, tls_broker["tcp"], "amqtt", 2), "browser-v5-watcher")
+    try:
+        watcher.connected()
+        watcher.subscribe("browser/ready", qos=1)
+        watcher.subscribe("browser/echo", qos=1)
+        page = subprocess.Popen(["node", str(browser_dir / "run.mjs"),
+                                 f"ws://127.0.0.1:{tls_broker['ws']}/mqtt", "20000", "5"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready = watcher.get(timeout=30)
+        assert (ready.topic, ready.payload) == ("browser/ready", b"ready")
+        watcher.publish("browser/in/v5", b"hello v5", qos=1, UserProperty=[("from", "paho")])
+        echo = watcher.get()
+        assert (echo.topic, echo.payload) == ("browser/echo", b"echo:hello v5")
+        assert [tuple(p) for p in echo.properties.get("UserProperty", [])] == [("via", "browser")]
+        assert echo.properties.get("ContentType") == "text/plain"
+        out, err = page.communicate(timeout=30)
+        assert page.returncode == 0, out + err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert 'user properties {"from":"paho"}' in result["log"], result["log"]
+    finally:
+        watcher.close()
 
 
 def test_mqtt_js_in_chromium_over_websocket(tls_broker):
