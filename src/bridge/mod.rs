@@ -36,7 +36,7 @@ use crate::config::BridgeConfig;
 
 /// How long a stopping bridge waits for the remote to acknowledge what it already forwarded, and
 /// for this broker to acknowledge what it forwarded here.
-pub const DRAIN_WITHIN: Duration = Duration::from_secs(5);
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(3);
 
 /// One bridge's counters and state, shared with the metrics.
 #[derive(Debug, Default)]

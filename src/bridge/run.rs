@@ -459,7 +459,7 @@ impl Bridge {
         }
     }
 
-    /// Stops taking `out` messages, waits (at most [`DRAIN_WITHIN`] each) for the remote to
+    /// Stops taking `out` messages, waits (at most [`DRAIN_WITHIN`] in all) for the remote to
     /// acknowledge what it has and for this broker to acknowledge the `in` messages, then closes
     /// both sides. What is not acknowledged by then stays in the local session (out) or is lost
     /// with the bridge's memory (in, already acknowledged to the remote).
@@ -472,11 +472,12 @@ impl Bridge {
                 ..
             } = remote;
             drop(completions);
+            // One deadline for both waits; none for the remote while it is away (what it has not
+            // acknowledged stays unacknowledged in the local session, which the broker keeps).
             let deadline = Instant::now() + DRAIN_WITHIN;
-            while !completer.is_finished() && Instant::now() < deadline {
+            while !completer.is_finished() && client.is_connected() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let deadline = Instant::now() + DRAIN_WITHIN;
             while !self.inflight_in.is_empty() && self.local.is_some() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.inbox.recv_timeout(left) {

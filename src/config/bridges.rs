@@ -251,12 +251,14 @@ fn bridge_config(
                     format!("no listener named '{listener}'"),
                 ))
             }
-            Some(l) if !local_capable(l) => return Err(invalid(
-                "local_listener",
-                format!(
+            Some(l) if !local_capable(l) => {
+                return Err(invalid(
+                    "local_listener",
+                    format!(
                     "listener '{listener}' is not plain TCP (type tcp, no ssl, no proxy-protocol)"
                 ),
-            )),
+                ))
+            }
             Some(_) => {}
         }
     } else if !listeners.iter().any(local_capable) {
