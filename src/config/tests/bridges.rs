@@ -150,9 +150,9 @@ fn bad_bridges_name_the_key_and_the_reason() {
             needle,
         );
     }
-    let e = err(&bridge(&format!(
-        "    url: mqtt://r\n    topics:\n      - {{pattern: 'a', direction: sideways}}\n"
-    )));
+    let e = err(&bridge(
+        "    url: mqtt://r\n    topics:\n      - {pattern: 'a', direction: sideways}\n",
+    ));
     assert!(e.to_string().contains("sideways"), "{e}");
     let e = err(&bridge(&format!(
         "    url: mqtt://r\n    colour: blue\n{topics}"
