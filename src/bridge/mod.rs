@@ -97,16 +97,27 @@ impl Bridges {
         };
         for config in configs {
             let stats = Arc::new(BridgeStats::new(&config.name));
-            let setup = run::Setup {
-                config: config.clone(),
-                local: local(config)?,
-                stats: Arc::clone(&stats),
-                state: state(),
-            };
-            let (events, thread) = run::spawn(setup)
-                .map_err(|e| format!("bridge '{}': cannot start: {e}", config.name))?;
-            bridges.running.push((events, thread));
-            bridges.stats.push(stats);
+            let started = local(config).and_then(|local| {
+                let setup = run::Setup {
+                    config: config.clone(),
+                    local,
+                    stats: Arc::clone(&stats),
+                    state: state(),
+                };
+                run::spawn(setup)
+                    .map_err(|e| format!("bridge '{}': cannot start: {e}", config.name))
+            });
+            match started {
+                Ok(running) => {
+                    bridges.running.push(running);
+                    bridges.stats.push(stats);
+                }
+                Err(reason) => {
+                    // The ones already running stop with the failed start.
+                    bridges.stop();
+                    return Err(reason);
+                }
+            }
         }
         Ok(bridges)
     }
@@ -116,13 +127,23 @@ impl Bridges {
         &self.stats
     }
 
-    /// Stops every bridge (each drains for at most [`DRAIN_WITHIN`]) and waits for their threads.
+    /// Stops every bridge (each drains for at most [`DRAIN_WITHIN`]) and waits for their threads,
+    /// a second longer at most: one still connecting to an unresponsive remote is left to end by
+    /// itself (it holds nothing that must be written).
     pub fn stop(self) {
         for (events, _) in &self.running {
             let _ = events.send(run::Event::Stop);
         }
+        let deadline = std::time::Instant::now() + DRAIN_WITHIN + Duration::from_secs(1);
         for (_, thread) in self.running {
-            let _ = thread.join();
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                log::warn!("a bridge did not stop in time (connecting?); not waiting for it");
+            }
         }
     }
 }
