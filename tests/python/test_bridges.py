@@ -248,6 +248,36 @@ def test_both_directions_with_prefixes_state_and_metrics(mosquitto, amqtt):
     local.wait_state("cloud", "connected", timeout=30)
 
 
+@pytest.mark.parametrize("qos", [0, 2])
+def test_qos_0_and_2_each_way(mosquitto, amqtt, qos):
+    n = 100
+    remote = mosquitto()
+    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+        f"{{pattern: 'up/#', direction: out, qos: {qos}, remote_prefix: 'site1/'}}",
+        f"{{pattern: 'down/#', direction: in, qos: {qos}, local_prefix: 'hq/'}}",
+    ]))
+    local.wait_state("cloud", "connected")
+    remote_sub = remote.client()
+    remote_sub.subscribe("site1/up/#", 2)
+    local_sub = local.client()
+    local_sub.subscribe("hq/down/#", 2)
+    local_pub = local.client()
+    remote_pub = remote.client()
+    for i in range(n):
+        # Published at QoS 2: the bridge forwards at its entry's QoS, never higher.
+        local_pub.publish(f"up/{i}", str(i), qos=2)
+        remote_pub.publish(f"down/{i}", str(i), qos=2)
+    want = [str(i).encode() for i in range(n)]
+    for sub in (remote_sub, local_sub):
+        got = sub.get_messages(n, timeout=20)
+        assert sorted(m.payload for m in got) == sorted(want)
+        assert {m.qos for m in got} == {qos}
+        time.sleep(0.5)
+        assert sub.drain() == [], "nothing twice"
+    for c in (remote_sub, local_sub, local_pub, remote_pub):
+        c.close()
+
+
 def test_a_thousand_qos1_each_way_with_the_remote_restarted_mid_stream(mosquitto, amqtt):
     n = 1000
     remote = mosquitto()
