@@ -15,7 +15,6 @@
 
 use serde::Deserialize;
 
-use super::raw::Int;
 use super::scalars::Bool;
 use super::*;
 
@@ -110,7 +109,7 @@ pub(super) struct RawBridge {
     url: Option<String>,
     client_id: Option<String>,
     clean_session: Option<Bool>,
-    keep_alive: Option<Int>,
+    keep_alive: Option<i64>,
     ca_file: Option<String>,
     certfile: Option<String>,
     keyfile: Option<String>,
@@ -128,7 +127,7 @@ pub(super) struct RawBridge {
 pub(super) struct RawBridgeTopic {
     pattern: Option<String>,
     direction: Option<BridgeDirection>,
-    qos: Option<Int>,
+    qos: Option<i64>,
     local_prefix: Option<String>,
     remote_prefix: Option<String>,
 }
@@ -218,7 +217,7 @@ fn bridge_config(
     check_url(&url).map_err(|reason| invalid("url", reason))?;
     let keep_alive = match raw.keep_alive {
         None => DEFAULT_BRIDGE_KEEP_ALIVE,
-        Some(Int(v)) => u16::try_from(v)
+        Some(v) => u16::try_from(v)
             .ok()
             .filter(|&v| v >= 5)
             .ok_or_else(|| invalid("keep_alive", format!("must be 5 to 65535 seconds, got {v}")))?,
@@ -341,7 +340,7 @@ fn topic_config(raw: &RawBridgeTopic) -> Result<BridgeTopic, (&'static str, Stri
     check_filter(&pattern).map_err(|reason| ("pattern", reason))?;
     let qos = match raw.qos {
         None => 0,
-        Some(Int(v)) => u8::try_from(v)
+        Some(v) => u8::try_from(v)
             .ok()
             .filter(|&q| q <= 2)
             .ok_or(("qos", format!("must be 0, 1 or 2, got {v}")))?,
