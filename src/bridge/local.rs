@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,14 @@ pub(crate) struct LocalLink {
     writer: Mutex<TcpStream>,
     addr: SocketAddr,
     closed: AtomicBool,
+    /// When the link was made, and the last write in milliseconds since then: the keep-alive
+    /// counts the client's packets, so a PINGREQ goes out when the bridge has written nothing
+    /// for half of it, however much it reads.
+    opened: Instant,
+    last_write_ms: AtomicU64,
+    /// The session's keep-alive, and half of it (how often a PINGREQ goes out when idle).
+    keep_alive: Duration,
+    ping_every: Duration,
 }
 
 impl LocalLink {
@@ -142,14 +150,17 @@ impl LocalLink {
             writer: Mutex::new(stream),
             addr,
             closed: AtomicBool::new(false),
+            opened: Instant::now(),
+            last_write_ms: AtomicU64::new(0),
+            keep_alive: Duration::from_secs(u64::from(options.keep_alive)),
+            ping_every,
         });
         let for_reader = Arc::clone(&link);
         let filters = options.filters.clone();
-        let keep_alive = Duration::from_secs(u64::from(options.keep_alive));
         std::thread::Builder::new()
             .name("amqtt-bridge-local".into())
             .spawn(move || {
-                let reason = for_reader.read_loop(reader, buf, &events, wrap, &filters, keep_alive);
+                let reason = for_reader.read_loop(reader, buf, &events, wrap, &filters);
                 for_reader.closed.store(true, Ordering::SeqCst);
                 let _ = events.send(wrap(LocalEvent::Closed(reason)));
             })
@@ -193,7 +204,11 @@ impl LocalLink {
             .writer
             .lock()
             .map_err(|_| std::io::Error::other("writer lock poisoned"))?;
-        write_packet(&mut stream, packet)
+        write_packet(&mut stream, packet)?;
+        let since = self.opened.elapsed().as_millis();
+        self.last_write_ms
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Reads until the connection ends; the reason it ended.
@@ -204,19 +219,23 @@ impl LocalLink {
         events: &flume::Sender<E>,
         wrap: fn(LocalEvent) -> E,
         filters: &[(TopicFilter, QoS)],
-        keep_alive: Duration,
     ) -> String {
+        let (keep_alive, ping_every) = (self.keep_alive, self.ping_every);
         let mut heard = Instant::now();
         loop {
-            let packet = match read_packet(&mut stream, &mut buf) {
+            let read = read_packet(&mut stream, &mut buf);
+            let last_write = Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed));
+            if self.opened.elapsed().saturating_sub(last_write) >= ping_every {
+                if let Err(e) = self.write(&Packet::PingReq) {
+                    return e.to_string();
+                }
+            }
+            let packet = match read {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return format!("{} closed the connection", self.addr),
                 Err(e) if is_timeout(&e) => {
                     if heard.elapsed() > keep_alive + keep_alive / 2 {
                         return "no answer to PINGREQ within the keep-alive".into();
-                    }
-                    if let Err(e) = self.write(&Packet::PingReq) {
-                        return e.to_string();
                     }
                     continue;
                 }

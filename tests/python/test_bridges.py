@@ -418,3 +418,27 @@ def test_out_messages_survive_a_local_restart_while_the_remote_is_away(mosquitto
     missing = want - set(got)
     assert not missing, f"{len(missing)} lost, e.g. {sorted(missing)[:10]}"
     remote_sub.close()
+
+
+def test_the_local_session_pings_while_it_only_reads(mosquitto, amqtt):
+    """QoS 0 out: the bridge reads its local session and writes nothing back; its PINGREQs keep
+    the broker from ending the session at 1.5 x keep_alive."""
+    remote = mosquitto()
+    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+        "{pattern: 'up/#', direction: out, qos: 0}",
+    ]).replace("keep_alive: 10", "keep_alive: 5"))
+    local.wait_state("cloud", "connected")
+    remote_sub = remote.client()
+    remote_sub.subscribe("up/#", 0)
+    pub = local.client()
+    deadline = time.monotonic() + 9
+    sent = 0
+    while time.monotonic() < deadline:
+        pub.publish("up/t", str(sent), qos=0)
+        sent += 1
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(remote_sub.drain()) == sent
+    assert "local session lost" not in local.log.read_text(errors="replace")
+    pub.close()
+    remote_sub.close()
