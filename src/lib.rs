@@ -66,6 +66,9 @@
 //! - [`config`]: aMQTT's broker YAML, validated at start; errors name the file, key and reason.
 //! - [`client`]: the MQTT client (aMQTT's `MQTTClient`): a sans-IO `client::state` plus a driver
 //!   thread with auto-reconnect; `amqtt_pub` / `amqtt_sub` are thin CLIs over it.
+//! - [`bridge`]: bridges to other MQTT brokers (`bridges:`): a thread per bridge, one client of the
+//!   remote broker and one persistent session of this one over loopback, messages moved between
+//!   them by topic pattern with prefixes swapped, acknowledged locally once the remote has.
 //! - [`logging`]: the `amqtt` binary's log: standard error or `log_file` (reopened on SIGHUP),
 //!   in text, journald (`<N>` priorities) or JSON lines; `RUST_LOG` filtering.
 //! - [`plugins`]: authentication (runs off the event loop, before the core sees a CONNECT), topic
@@ -107,6 +110,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod broker;
 pub mod client;
 pub mod config;

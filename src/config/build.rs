@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bridges::bridges_config;
 use super::endpoints::{admin_config, endpoint_bind, parse_bind};
 use super::persistence::persistence_config;
 use super::raw::plugins::apply;
@@ -401,6 +402,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         }),
     };
     let admin = admin_config(raw.admin.as_ref(), &listeners, origin)?;
+    let bridges = bridges_config(raw.bridges.as_ref(), &listeners, origin)?;
 
     let range_error = |key: &str| invalid(key, "value out of range for this platform".to_string());
     let password_file = raw
@@ -462,6 +464,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         metrics,
         admin,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,
+        bridges,
         contrib: ContribConfig {
             jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
             jwt_topic: raw.topic_check.as_ref().and_then(|t| t.jwt.clone()),

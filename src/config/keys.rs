@@ -20,8 +20,9 @@ use super::ConfigError;
 /// names, and the client's topic names), in their `_` form: the keys inside such a mapping are
 /// kept as written. The same holds for the mappings listed under them (`plugins: [{class:
 /// settings}]`, `acl: [{user: [..]}]`).
-const NAME_MAPS: [&str; 7] = [
+const NAME_MAPS: [&str; 8] = [
     "listeners",
+    "bridges",
     "topics",
     "plugins",
     "acl",

@@ -4,7 +4,7 @@
 //! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `log_file`, `log_format`,
 //! `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
-//! `persistence`,
+//! `persistence`, `bridges`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
@@ -158,6 +158,8 @@ pub struct BrokerConfig {
     pub persistence: PersistenceConfig,
     /// `auth.jwt`, `topic-check.jwt`, `auth.cert`: aMQTT's contrib plugins' settings.
     pub contrib: ContribConfig,
+    /// `bridges:`: connections to other MQTT brokers, in file order; none by default.
+    pub bridges: Vec<BridgeConfig>,
     /// The file this came from; `None` for built-in defaults or text.
     pub source: Option<PathBuf>,
 }
@@ -410,6 +412,7 @@ impl Default for BrokerConfig {
             admin: None,
             persistence: PersistenceConfig::default(),
             contrib: ContribConfig::default(),
+            bridges: Vec::new(),
             source: None,
         }
     }
@@ -459,6 +462,7 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
     })
 }
 
+mod bridges;
 mod build;
 mod contrib;
 mod endpoints;
@@ -470,6 +474,9 @@ mod scalars;
 #[cfg(test)]
 mod tests;
 
+pub use bridges::{
+    local_capable, BridgeConfig, BridgeDirection, BridgeTopic, DEFAULT_BRIDGE_KEEP_ALIVE,
+};
 pub use contrib::{CertSettings, ContribConfig, JwtTopicSettings, JwtUserSettings};
 pub use http_plugin::{HttpMethod, HttpPluginConfig, ParamsMode, ResponseMode};
 pub use persistence::{

@@ -49,6 +49,8 @@ pub(crate) struct ControlSetup {
     pub started: Instant,
     /// The broker-wide memory budget (its gauges go to `/metrics`).
     pub memory: Arc<MemoryBudget>,
+    /// The bridges' counters (their series go to `/metrics`).
+    pub bridges: Vec<Arc<crate::bridge::BridgeStats>>,
 }
 
 /// The control shard's state between ticks.
@@ -59,6 +61,7 @@ struct Control {
     started: Instant,
     exporter: Option<Exporter>,
     memory: Arc<MemoryBudget>,
+    bridges: Vec<Arc<crate::bridge::BridgeStats>>,
     latest: Vec<ShardSnapshot>,
     load: LoadAverages,
     /// Memory and CPU of the process, read from `/proc/self` when `$SYS` is published.
@@ -86,6 +89,7 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
         sys_interval: setup.sys_interval,
         started: setup.started,
         memory: setup.memory,
+        bridges: setup.bridges,
         exporter: metrics_listener.as_ref().map(|_| Exporter::new()),
         latest: vec![ShardSnapshot::default(); shards],
         load: LoadAverages::default(),
@@ -145,6 +149,7 @@ impl Control {
                     uptime_seconds: uptime.as_secs_f64(),
                     clients_maximum: 0,
                     memory: &self.memory,
+                    bridges: &self.bridges,
                 },
                 now,
             );
@@ -172,6 +177,7 @@ impl Control {
                     uptime_seconds: uptime.as_secs_f64(),
                     clients_maximum: self.clients_maximum,
                     memory: &self.memory,
+                    bridges: &self.bridges,
                 },
                 now,
             );

@@ -75,6 +75,8 @@ pub struct Broker {
 /// A running broker: its addresses, and the way to stop it.
 pub struct BrokerHandle {
     runtime: Option<shards::Shards>,
+    /// The bridges to other brokers, stopped before the shards.
+    bridges: Option<crate::bridge::Bridges>,
     /// Into every shard's inbox: the host's requests (`embed.rs`).
     pub(super) bus: shards::BusSender<shard::ShardMessage>,
     /// The event plugins, told of shutdown.
@@ -333,6 +335,29 @@ impl Broker {
                 }
             },
         )?;
+        // After the shards (the bridges' local sessions connect to a listener) and before the
+        // control shard (which exports their counters).
+        let bridges = if config.bridges.is_empty() {
+            None
+        } else {
+            let host = super::host_client::HostClient {
+                bus: host_bus.clone(),
+                shards: shard_count,
+            };
+            let started = crate::bridge::Bridges::start(
+                &config.bridges,
+                |bridge| bridge_local_address(&config, &addresses, bridge),
+                || bridge_state_sink(host.clone()),
+            );
+            match started {
+                Ok(bridges) => Some(bridges),
+                Err(reason) => {
+                    runtime.stop();
+                    let _ = runtime.join();
+                    return Err(StartError::Config(reason));
+                }
+            }
+        };
         if let Some(board) = board {
             let setup = control::ControlSetup {
                 board,
@@ -348,6 +373,10 @@ impl Broker {
                 }),
                 started,
                 memory,
+                bridges: bridges
+                    .as_ref()
+                    .map(|b| b.stats().to_vec())
+                    .unwrap_or_default(),
             };
             runtime.start_control(move |ctx| control::run(ctx, setup))?;
         }
@@ -359,6 +388,7 @@ impl Broker {
         events.broker_post_start();
         Ok(BrokerHandle {
             runtime: Some(runtime),
+            bridges,
             bus: host_bus,
             events,
             addresses,
@@ -368,6 +398,57 @@ impl Broker {
             _data_dir: data_dir,
         })
     }
+}
+
+/// Where a bridge's local session connects: its `local_listener`, or the first plain TCP
+/// listener, at a loopback address when the listener is bound to every interface.
+fn bridge_local_address(
+    config: &BrokerConfig,
+    addresses: &[(String, SocketAddr)],
+    bridge: &crate::config::BridgeConfig,
+) -> Result<SocketAddr, String> {
+    let listener = config
+        .listeners
+        .iter()
+        .filter(|l| crate::config::local_capable(l))
+        .find(|l| {
+            bridge
+                .local_listener
+                .as_ref()
+                .is_none_or(|name| &l.name == name)
+        })
+        .ok_or_else(|| {
+            format!(
+                "bridge '{}': no plain TCP listener to connect to",
+                bridge.name
+            )
+        })?;
+    let mut addr = addresses
+        .iter()
+        .find(|(name, _)| *name == listener.name)
+        .map_or(listener.bind, |(_, addr)| *addr);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(addr)
+}
+
+/// Publishes a bridge's state, retained, at `$SYS/broker/bridges/NAME/state`.
+fn bridge_state_sink(host: super::host_client::HostClient) -> crate::bridge::StateSink {
+    Box::new(move |name, connected| {
+        let topic = format!("$SYS/broker/bridges/{name}/state");
+        let payload = if connected {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        if let Err(error) = host.publish(&topic, payload.into(), QoS::AtMostOnce, true) {
+            log::debug!("{topic}: {error}");
+        }
+    })
 }
 
 /// The transport a listener serves, for its start-up line: `tcp`, `tcp+tls`, `ws` or `wss`.
@@ -418,6 +499,9 @@ impl BrokerHandle {
         match self.runtime.take() {
             Some(runtime) => {
                 self.events.broker_pre_shutdown();
+                if let Some(bridges) = self.bridges.take() {
+                    bridges.stop();
+                }
                 runtime.stop();
                 let stopped = runtime.join();
                 self.events.broker_post_shutdown();

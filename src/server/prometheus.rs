@@ -63,6 +63,8 @@ pub struct BrokerWide<'a> {
     pub uptime_seconds: f64,
     pub clients_maximum: u64,
     pub memory: &'a MemoryBudget,
+    /// The bridges' counters (`bridge/`), labelled by bridge name.
+    pub bridges: &'a [std::sync::Arc<crate::bridge::BridgeStats>],
 }
 
 impl Exporter {
@@ -92,6 +94,7 @@ impl Exporter {
             uptime_seconds,
             clients_maximum,
             memory,
+            bridges,
         } = broker;
         metrics::with_local_recorder(&self.recorder, || {
             gauge!("amqtt_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -108,6 +111,9 @@ impl Exporter {
             gauge!("amqtt_memory_used_bytes").set(used as f64);
             gauge!("amqtt_memory_limit_bytes").set(memory.limit().unwrap_or(0) as f64);
             counter!("amqtt_publisher_pauses_total").absolute(memory.pauses());
+            for bridge in bridges {
+                update_bridge(bridge);
+            }
             for (n, s) in shards.iter().enumerate() {
                 let depth = bus.get(n).copied().unwrap_or_default();
                 update_shard(&n.to_string(), s, depth);
@@ -130,7 +136,35 @@ impl Exporter {
     }
 }
 
+/// One bridge's series.
+fn update_bridge(bridge: &crate::bridge::BridgeStats) {
+    let name = bridge.name.clone();
+    gauge!("amqtt_bridge_connected", "bridge" => name.clone()).set(if bridge.connected() {
+        1.0
+    } else {
+        0.0
+    });
+    counter!("amqtt_bridge_messages_total", "bridge" => name.clone(), "direction" => "out")
+        .absolute(bridge.messages_out());
+    counter!("amqtt_bridge_messages_total", "bridge" => name.clone(), "direction" => "in")
+        .absolute(bridge.messages_in());
+    counter!("amqtt_bridge_echoes_dropped_total", "bridge" => name)
+        .absolute(bridge.echoes_dropped());
+}
+
 fn describe_all() {
+    describe_gauge!(
+        "amqtt_bridge_connected",
+        "1 while the bridge is connected to the remote broker and to this one, else 0."
+    );
+    describe_counter!(
+        "amqtt_bridge_messages_total",
+        "Messages a bridge carried: out = acknowledged by the remote broker, in = published here."
+    );
+    describe_counter!(
+        "amqtt_bridge_echoes_dropped_total",
+        "Copies of a bridge's own messages handed back by a broker and not carried again (loop prevention)."
+    );
     describe_gauge!(
         "amqtt_build_info",
         "Always 1; the version label is the broker's version."
@@ -486,6 +520,7 @@ mod tests {
                 uptime_seconds: 12.0,
                 clients_maximum: 3,
                 memory: &MemoryBudget::new(Some(1 << 20)),
+                bridges: &[],
             },
             std::time::Instant::now(),
         );

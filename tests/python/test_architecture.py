@@ -7,7 +7,8 @@ is resolved to the longest module (file) it names; a parent module naming its ow
 an edge (declaring and re-exporting them is what a parent does). Comments are ignored.
 
 Layers, bottom to top (a module may import from its own layer and the ones below):
-protocol, config | persist, plugins, transport | broker, client | server | the crate root (lib.rs).
+protocol, config | persist, plugins, transport | broker, client, bridge | server | the crate root
+(lib.rs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ LAYERS = {
     "transport": 1,
     "broker": 2,
     "client": 2,
+    "bridge": 2,
     "server": 3,
 }
 

@@ -109,6 +109,8 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     /// Journal and snapshots (`persistence.rs`); absent = off.
     pub(super) persistence: Option<RawPersistence>,
+    /// Bridges to other brokers (`bridges.rs`); absent = none.
+    pub(super) bridges: Option<super::bridges::RawBridges>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -409,6 +409,7 @@ fn from_file_reads_and_records_the_source() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+mod bridges;
 mod http_plugin;
 mod listeners;
 mod persistence;
