@@ -46,6 +46,7 @@ mod outbox;
 pub mod outbox_pool;
 mod packet_log;
 mod recovery;
+mod reload;
 pub mod retained;
 mod routing;
 pub mod session;
@@ -72,6 +73,7 @@ pub use interface::{
 };
 pub use journal::{DeliveryStamp, DurableWait};
 pub use listing::{RetainedInfo, SessionInfo, SessionPage};
+pub use reload::CoreReload;
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
