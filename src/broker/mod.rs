@@ -72,7 +72,7 @@ pub use interface::{
     home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
 };
 pub use journal::{DeliveryStamp, DurableWait};
-pub use listing::{RetainedInfo, SessionInfo, SessionPage};
+pub use listing::{ConnPeer, RetainedInfo, SessionInfo, SessionPage};
 pub use reload::CoreReload;
 
 pub use connection::CloseReason;

@@ -453,7 +453,7 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         slot,
     } = *start;
     let conn = rt.next_conn_id();
-    let signal = Rc::new(ConnSignal::new(stream.raw_fd()));
+    let signal = Rc::new(ConnSignal::new(stream.raw_fd(), addr, slot.0.clone()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
 
     let requested_id = pending.client_id().to_owned();

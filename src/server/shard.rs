@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use shards::{BusSender, SendError};
 
-use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
+use crate::broker::{Action, BrokerCore, BusMessage, ConnId, ConnPeer, Lane};
 use crate::plugins::{Authenticator, Prefetchers};
 use crate::transport::server::DetachedStream;
 
@@ -123,14 +123,28 @@ pub(crate) struct ConnSignal {
     stamp: Cell<Option<Instant>>,
     /// The socket, for `shutdown(2)`; valid while the connection's tasks hold the stream.
     pub fd: RawFd,
+    /// The client's address, for the admin API's session listing.
+    addr: Option<std::net::SocketAddr>,
+    /// Its listener (shared, not copied: its name for the session listing).
+    listener: Arc<ListenerInfo>,
 }
 
 impl ConnSignal {
-    pub fn new(fd: RawFd) -> Self {
+    pub fn new(fd: RawFd, addr: Option<std::net::SocketAddr>, listener: Arc<ListenerInfo>) -> Self {
         ConnSignal {
             notify: Notify::default(),
             stamp: Cell::new(None),
             fd,
+            addr,
+            listener,
+        }
+    }
+
+    /// Where the connection came from, for the session listing.
+    pub fn peer(&self) -> ConnPeer {
+        ConnPeer {
+            address: self.addr,
+            listener: self.listener.name.clone(),
         }
     }
 

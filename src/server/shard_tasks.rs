@@ -110,7 +110,10 @@ fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
             rt.core.borrow_mut().handle_bus(message)
         }
         ShardMessage::ResumePublishers => rt.held.resume(),
-        ShardMessage::Host(request) => host_request::answer(&rt.core, *request),
+        ShardMessage::Host(request) => {
+            let peer = |conn| rt.conns.borrow().get(&conn).map(|signal| signal.peer());
+            host_request::answer(&rt.core, peer, *request)
+        }
         ShardMessage::Reload(reload) => reload_shard::apply(rt, *reload),
         ShardMessage::HandOff(handoff) => {
             rt.stats.borrow_mut().handoffs_received += 1;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::broker::{RetainedInfo, SessionInfo};
-use crate::protocol::QoS;
+use crate::protocol::{ProtocolLevel, QoS};
 
 use super::super::host_client::{HostClient, HostError};
 use super::super::reload::{Addresses, ReloadError, Reloader};
@@ -342,10 +342,22 @@ fn session_json(s: &SessionInfo) -> Value {
         "connected": s.connected,
         "clean_session": s.clean_session,
         "shard": s.shard,
+        "protocol": s.protocol.map(protocol_name),
+        "address": s.address.map(|a| a.to_string()),
+        "listener": s.listener,
         "subscriptions": subscriptions,
         "queued": s.queued,
         "inflight": s.inflight,
     })
+}
+
+/// `"3.1"`, `"3.1.1"` or `"5"`.
+fn protocol_name(level: ProtocolLevel) -> &'static str {
+    match level {
+        ProtocolLevel::V31 => "3.1",
+        ProtocolLevel::V311 => "3.1.1",
+        ProtocolLevel::V5 => "5",
+    }
 }
 
 fn retained_json(r: &RetainedInfo) -> Value {
