@@ -18,7 +18,9 @@ use crate::logging::Logs;
 use crate::protocol::QoS;
 
 use super::host_client::HostClient;
-use super::reload::{Addresses, ConfigOverrides, ReloadError, ReloadReport, Reloader};
+use super::reload::{
+    bind_listener, Addresses, ConfigOverrides, ReloadError, ReloadReport, Reloader,
+};
 use super::settings::{ListenerInfo, ListenerSetup, SharedSettings};
 use super::{admin, control, shard, shard_tasks};
 
@@ -197,17 +199,12 @@ impl Broker {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for listener in &config.listeners {
-            let sockets = shards::reuseport_listeners(listener.bind, shard_count, 4096).map_err(
-                |source| StartError::Bind {
+            let (sockets, addr) =
+                bind_listener(listener, shard_count).map_err(|source| StartError::Bind {
                     name: listener.name.clone(),
                     addr: listener.bind,
                     source,
-                },
-            )?;
-            let addr = sockets
-                .first()
-                .and_then(|s| s.local_addr().ok())
-                .unwrap_or(listener.bind);
+                })?;
             let setup = ListenerSetup::new(listener, None).map_err(|source| StartError::Tls {
                 name: listener.name.clone(),
                 source,

@@ -341,18 +341,13 @@ impl Reloader {
         info: Arc<ListenerInfo>,
         file: &str,
     ) -> Result<Opening, ReloadError> {
-        let sockets = shards::reuseport_listeners(listener.bind, self.host.shards, 4096).map_err(
-            |source| ReloadError::Bind {
+        let (sockets, addr) =
+            bind_listener(listener, self.host.shards).map_err(|source| ReloadError::Bind {
                 file: file.to_string(),
                 name: listener.name.clone(),
                 addr: listener.bind,
                 source,
-            },
-        )?;
-        let addr = sockets
-            .first()
-            .and_then(|s| s.local_addr().ok())
-            .unwrap_or(listener.bind);
+            })?;
         Ok(Opening {
             info,
             sockets,
@@ -392,6 +387,20 @@ impl Reloader {
         addresses.sort_by_key(|(name, _)| position(name));
         self.listeners.sort_by_key(|info| position(&info.name));
     }
+}
+
+/// Binds `listener`'s address, one SO_REUSEPORT socket per shard (at start and at a reload);
+/// with the address bound (the real port when the configuration said 0).
+pub(crate) fn bind_listener(
+    listener: &ListenerConfig,
+    shards: usize,
+) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    let sockets = shards::reuseport_listeners(listener.bind, shards, 4096)?;
+    let addr = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(listener.bind);
+    Ok((sockets, addr))
 }
 
 /// The users `before` lists and `after` does not (each also named in `applied`, with those added).

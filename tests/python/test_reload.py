@@ -161,6 +161,15 @@ def paho(made, port: int, user: str, client_id: str, tls_dir: Path | None = None
     return c
 
 
+def subscribed(made, port: int, user: str, client_id: str, topic: str,
+               tls_dir: Path | None = None) -> PahoClient:
+    """A connected paho client of `user`, subscribed to `topic` at QoS 1."""
+    c = paho(made, port, user, client_id, tls_dir)
+    assert c.connect()[0] == 0
+    c.subscribe(topic, qos=1)
+    return c
+
+
 def login(port: int, user: str) -> int:
     c = PahoClient(HOST, port, client_id=f"login-{user}")
     c.client.username_pw_set(user, PASSWORDS[user])
@@ -225,9 +234,7 @@ def alive(c: PahoClient, topic: str, payload: str) -> None:
 
 
 def test_password_file_user_added_and_removed(broker, clients):
-    alice = paho(clients, broker.port, "alice", "alice-1")
-    assert alice.connect()[0] == 0
-    alice.subscribe("a/#", qos=1)
+    alice = subscribed(clients, broker.port, "alice", "alice-1", "a/#")
     watch = Sub(clients, broker.port, "watch", "#")
     ready_sub(watch, broker.port, "a/ready")
     bob = paho(clients, broker.port, "bob", "bob-1")
@@ -261,9 +268,7 @@ def test_password_file_user_added_and_removed(broker, clients):
 
 
 def test_acl_tightened_on_live_connections(broker, clients):
-    alice = paho(clients, broker.port, "alice", "alice-acl")
-    assert alice.connect()[0] == 0
-    alice.subscribe("a/#", qos=1)
+    alice = subscribed(clients, broker.port, "alice", "alice-acl", "a/#")
     watch = Sub(clients, broker.port, "watch", "b/#")
     ready_sub(watch, broker.port, "b/ready")
     alice.publish("b/1", "before", qos=1)
@@ -291,9 +296,7 @@ def _serial(port: int, ca: Path) -> int:
 
 def test_certificate_rotated_old_connection_stays(broker, clients):
     assert _serial(broker.tls_port, broker.dir / "ca.pem") == 1001
-    old = paho(clients, broker.tls_port, "alice", "alice-tls", tls_dir=broker.dir)
-    assert old.connect()[0] == 0
-    old.subscribe("a/#", qos=1)
+    old = subscribed(clients, broker.tls_port, "alice", "alice-tls", "a/#", tls_dir=broker.dir)
 
     _server_cert(broker.dir, 2002)
     log = broker.hup()
@@ -305,9 +308,7 @@ def test_certificate_rotated_old_connection_stays(broker, clients):
 
 
 def test_bad_file_is_refused_and_changes_nothing(broker, clients):
-    alice = paho(clients, broker.port, "alice", "alice-bad")
-    assert alice.connect()[0] == 0
-    alice.subscribe("a/#", qos=1)
+    alice = subscribed(clients, broker.port, "alice", "alice-bad", "a/#")
     good = broker.config.read_text()
     broker.config.write_text(good + "max_queued_messages: 0\n")
     broker.passwd.write_text(f"carol:{HASHES['carol']}\n")
@@ -331,9 +332,7 @@ def test_bad_file_is_refused_and_changes_nothing(broker, clients):
 
 
 def test_api_and_ctl_reload_listeners_and_limits(broker, clients, amqtt_bin):
-    alice = paho(clients, broker.port, "alice", "alice-api")
-    assert alice.connect()[0] == 0
-    alice.subscribe("a/#", qos=1)
+    alice = subscribed(clients, broker.port, "alice", "alice-api", "a/#")
     status, body = broker.api_reload()
     assert status == 200 and body["kept"] == [] and body["disconnected"] == [], body
     # Only the TLS certificate is read again when nothing else changed.
