@@ -283,6 +283,34 @@ impl ConfigDiff {
         }
     }
 
+    /// `new` with the settings only a restart changes taken from `running`: what the broker runs
+    /// after the reload, the next reload's starting point (which warns again about them).
+    pub fn running_after(running: &BrokerConfig, new: &BrokerConfig) -> BrokerConfig {
+        let mut after = new.clone();
+        after.shards = running.shards;
+        after.pin_shards = running.pin_shards;
+        after.spin_before_park = running.spin_before_park;
+        after.runtime = running.runtime;
+        after.log_file.clone_from(&running.log_file);
+        after.log_format = running.log_format;
+        after.connection_messages = running.connection_messages;
+        after.log_packets = running.log_packets;
+        after.packet_logger = running.packet_logger;
+        after.timeout_disconnect_delay = running.timeout_disconnect_delay;
+        after.sys_interval = running.sys_interval;
+        after.session_expiry_interval = running.session_expiry_interval;
+        after.max_inflight = running.max_inflight;
+        after.max_packet_size = running.max_packet_size;
+        after.connect_timeout = running.connect_timeout;
+        after.metrics.clone_from(&running.metrics);
+        after.admin.clone_from(&running.admin);
+        after.persistence.clone_from(&running.persistence);
+        if running.memory_limit.is_some() != new.memory_limit.is_some() {
+            after.memory_limit = running.memory_limit;
+        }
+        after
+    }
+
     /// Whether the new file changes nothing at all.
     pub fn is_empty(&self) -> bool {
         self.applied.is_empty() && self.kept.is_empty()

@@ -243,7 +243,7 @@ impl Reloader {
             }
         }
         self.update_listeners(&closing, opened, &new);
-        self.config = new;
+        self.config = ConfigDiff::running_after(&self.config, &new);
         self.users = users;
         let disconnected = self.host.reload(parts)?;
 

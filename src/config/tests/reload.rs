@@ -45,6 +45,17 @@ fn limits_and_the_log_level_are_applied_shards_are_kept() {
     );
     assert_eq!(d.kept.len(), 1, "{:?}", d.kept);
     assert!(d.kept[0].starts_with("shards: "), "{:?}", d.kept);
+    // What runs after it: the new limit, the old shard count (the next reload warns again).
+    let running = ConfigDiff::running_after(
+        &ok(BASE),
+        &ok(&BASE
+            .replace("shards: 2", "shards: 3")
+            .replace("max_queued_messages: 100", "max_queued_messages: 5")),
+    );
+    assert_eq!(running.shards, ShardCount::Fixed(2));
+    assert_eq!(running.max_queued_messages, 5);
+    let again = ConfigDiff::between(&running, &ok(&BASE.replace("shards: 2", "shards: 3")));
+    assert_eq!(again.kept.len(), 1, "{again:?}");
 }
 
 #[test]
