@@ -79,7 +79,8 @@
 //!   the password file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
 //!   one task per connection (its reader and writer), the cross-shard bus loop, timers, and the control shard
-//!   (`$SYS` topics, Prometheus metrics, off the message path). The embeddable [`Broker`].
+//!   (`$SYS` topics, Prometheus metrics, the admin API, off the message path); configuration
+//!   reload without a restart ([`BrokerHandle::reload`], SIGHUP). The embeddable [`Broker`].
 //! - `shards` (separate crate): pinned executors, the per-shard epoll set that wakes socket reads
 //!   and writes (plain non-blocking `recv`/`send`), SO_REUSEPORT listeners, the cross-shard bus,
 //!   connection hand-off. Knows no MQTT. It is the only crate that names the executor: this crate
@@ -123,5 +124,6 @@ pub mod transport;
 
 pub use config::BrokerConfig;
 pub use server::{
-    Broker, BrokerHandle, HostError, RetainedInfo, SessionInfo, StartError, SubscriptionInfo,
+    Broker, BrokerHandle, ConfigOverrides, HostError, ReloadError, ReloadReport, RetainedInfo,
+    SessionInfo, StartError, SubscriptionInfo,
 };

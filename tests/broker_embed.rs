@@ -344,3 +344,52 @@ async fn host_messages_are_journaled_like_a_clients(shards: usize) {
         [("d/kept".to_string(), AmqttQoS::AtLeastOnce, 1)]
     );
 }
+
+/// An embedding program reloads a configuration it built ([`amqtt::BrokerHandle::reload_with`]):
+/// a listener added is opened (its real port reported) and a limit applied; one whose TLS files
+/// are missing refuses the whole reload, which then changes nothing; without a file,
+/// `reload()` says there is nothing to read again.
+#[test]
+fn reload_with_opens_a_listener_and_refuses_a_bad_configuration_whole() {
+    let (broker, addr) = start_broker(2);
+    let config = |extra: &str| {
+        let yaml = format!(
+            "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:0\n  extra:\n    type: tcp\n    \
+             bind: 127.0.0.1:0\n{extra}shards: 2\npin_shards: false\nmax_queued_messages: 5\n"
+        );
+        amqtt::BrokerConfig::from_yaml_str(&yaml, "test").expect("test config")
+    };
+    let report = broker.reload_with(config("")).expect("reload");
+    assert!(report.kept.is_empty(), "{report:?}");
+    assert!(report.disconnected.is_empty());
+    assert!(
+        report
+            .applied
+            .contains(&"max_queued_messages: 1000 -> 5".to_string()),
+        "{report:?}"
+    );
+    let extra = broker.address("extra").expect("extra listener opened");
+    assert_ne!(extra.port(), 0);
+    std::net::TcpStream::connect(extra).expect("the new listener accepts");
+    assert_eq!(
+        broker.address("default"),
+        Some(addr),
+        "the default listener stays"
+    );
+
+    let bad = "  tls:\n    type: tcp\n    bind: 127.0.0.1:0\n    ssl: on\n    certfile: \
+               /nonexistent/server.pem\n    keyfile: /nonexistent/server.key\n";
+    let refused = broker
+        .reload_with(config(bad))
+        .expect_err("missing certificate");
+    assert!(refused.changed_nothing(), "{refused}");
+    assert!(
+        refused.to_string().contains("/nonexistent/server.pem"),
+        "{refused}"
+    );
+    assert_eq!(broker.address("tls"), None, "nothing opened");
+    assert_eq!(broker.address("extra"), Some(extra), "nothing closed");
+
+    assert!(matches!(broker.reload(), Err(amqtt::ReloadError::NoFile)));
+    broker.stop().expect("stop");
+}

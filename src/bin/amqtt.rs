@@ -3,7 +3,7 @@
 //! Exit status: 0 after SIGINT/SIGTERM, 2 for a bad command line or a bad configuration (the file,
 //! its TLS material, password file, plugins or log file), 1 when a valid configuration cannot run
 //! here (a port already in use, the kernel refusing the runtime). SIGHUP reopens the log file (for
-//! logrotate) in `hang_up`, where configuration reload will hook in; it never stops the broker.
+//! logrotate) and reloads the configuration file (`hang_up`); it never stops the broker.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use clap::Parser;
 
 use amqtt::config::{ConfigError, LogFormat};
 use amqtt::logging::Logs;
-use amqtt::{Broker, BrokerConfig, StartError};
+use amqtt::{Broker, BrokerConfig, BrokerHandle, StartError};
 
 /// Exit status for a bad command line or configuration (clap's usage errors exit 2 too).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -25,13 +25,15 @@ const MIN_MEMLOCK: u64 = 512 << 10;
 ///
 /// Without -c it listens on 0.0.0.0:1883 (TCP) with the built-in defaults; see config/default.yaml
 /// for every key. It runs in the foreground and logs to stderr, or to --log-file / `log_file`.
-/// Stops cleanly on SIGINT or SIGTERM; SIGHUP reopens the log file (logrotate) and does not
-/// reload the configuration (not supported yet).
+/// Stops cleanly on SIGINT or SIGTERM. SIGHUP reopens the log file (logrotate) and reloads the
+/// configuration file: password file, ACLs and plugin settings, TLS certificates, queue and memory
+/// limits, max_qos, log_level and listeners change without a restart (settings that cannot, e.g.
+/// shards or persistence, are logged and kept; a file that does not validate changes nothing).
 ///
 /// Environment: AMQTT_RUNTIME=auto|glommio|epoll overrides the `runtime` key (auto: glommio, or
 /// the epoll runtime with one warning where io_uring is refused, e.g. under Docker's default
 /// seccomp profile; glommio: fail at start without io_uring; epoll: always the fallback).
-/// RUST_LOG sets the log level. Under systemd (JOURNAL_STREAM names stderr) log lines carry
+/// RUST_LOG sets the log level (over -d and the log_level key). Under systemd (JOURNAL_STREAM names stderr) log lines carry
 /// `<N>` syslog priorities and no timestamp, for journald (--log-format text keeps timestamps).
 #[derive(Parser, Debug)]
 #[command(
@@ -97,7 +99,7 @@ fn main() -> ExitCode {
         Some(path) => BrokerConfig::from_file(path),
         None => Ok(BrokerConfig::default()),
     };
-    let mut config = match loaded {
+    let config = match loaded {
         Ok(config) => config,
         Err(error) => {
             let _ = logs.start(None, args.log_format.unwrap_or_default());
@@ -115,8 +117,12 @@ fn main() -> ExitCode {
         Some(path) => log::info!("configuration: {}", path.display()),
         None => log::info!("configuration: built-in defaults (no -c FILE)"),
     }
-    // -d is for debugging: it shows every packet, as mosquitto -v does.
-    config.log_packets |= args.debug;
+    // -d decides the log level; otherwise `log_level` does (unless RUST_LOG is set).
+    if args.debug {
+        logs.fix("-d");
+    } else {
+        let _ = logs.set_level(config.log_level.as_deref());
+    }
     match shards::raise_limits() {
         Ok(limits) => {
             log::info!(
@@ -146,14 +152,21 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let handle = match Broker::new(config).and_then(Broker::start) {
+    // -d is for debugging: it shows every packet, as mosquitto -v does (after a reload too).
+    let debug = args.debug;
+    let broker = Broker::new(config).map(|broker| {
+        broker
+            .with_config_overrides(move |config| config.log_packets |= debug)
+            .with_logs(logs)
+    });
+    let handle = match broker.and_then(Broker::start) {
         Ok(handle) => handle,
         Err(error) => {
             fail(to_file, &error);
             return ExitCode::from(start_error_status(&error));
         }
     };
-    let signal = wait_for_stop_signal(&signals, &logs);
+    let signal = wait_for_stop_signal(&signals, &logs, &handle);
     log::info!("received {signal}, shutting down");
     match handle.stop() {
         Ok(()) => {
@@ -253,13 +266,13 @@ fn block_signals() -> std::io::Result<libc::sigset_t> {
 
 /// Waits for SIGINT or SIGTERM: the one place the process's signals arrive (every other thread
 /// has them blocked). A SIGHUP in between is handled by `hang_up` and the wait goes on.
-fn wait_for_stop_signal(set: &libc::sigset_t, logs: &Logs) -> &'static str {
+fn wait_for_stop_signal(set: &libc::sigset_t, logs: &Logs, handle: &BrokerHandle) -> &'static str {
     loop {
         let mut signal: libc::c_int = 0;
         // SAFETY: `set` was initialised by `block_signals`; sigwait writes one int.
         let rc = unsafe { libc::sigwait(set, &mut signal) };
         match (rc, signal) {
-            (0, libc::SIGHUP) => hang_up(logs),
+            (0, libc::SIGHUP) => hang_up(logs, handle),
             (0, libc::SIGINT) => return "SIGINT",
             (0, libc::SIGTERM) => return "SIGTERM",
             _ => return "a stop signal",
@@ -267,22 +280,17 @@ fn wait_for_stop_signal(set: &libc::sigset_t, logs: &Logs) -> &'static str {
     }
 }
 
-/// What SIGHUP does (`systemctl reload`, logrotate's postrotate): reopen the log file. This is
-/// where configuration reload (issue #24) will hook in; until then the configuration stays as
-/// loaded and the broker keeps serving.
-fn hang_up(logs: &Logs) {
-    const NO_RELOAD: &str = "configuration reload is not supported yet (restart the broker to \
-                             apply a new configuration)";
+/// What SIGHUP does (`systemctl reload`, logrotate's postrotate): reopen the log file, then read
+/// the configuration file again and apply it (`BrokerHandle::reload`, which logs each change, each
+/// setting kept until a restart, or why the file was refused). The broker keeps serving either way.
+fn hang_up(logs: &Logs, handle: &BrokerHandle) {
     match logs.reopen() {
-        Ok(Some(path)) => log::info!(
-            "SIGHUP received: log file {} reopened; {NO_RELOAD}",
-            path.display()
-        ),
-        Ok(None) => {
-            log::info!("SIGHUP received: logging to stderr, no file to reopen; {NO_RELOAD}")
-        }
+        Ok(Some(path)) => log::info!("SIGHUP received: log file {} reopened", path.display()),
+        Ok(None) => log::info!("SIGHUP received"),
         Err(error) => {
             log::error!("SIGHUP received: {error}; log lines still go to the file open before")
         }
     }
+    // Success and failure are logged by the reload itself.
+    let _ = handle.reload();
 }

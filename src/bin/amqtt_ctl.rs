@@ -8,6 +8,7 @@
 //! amqtt_ctl --token-file FILE retained list [--all]     retained topics
 //! amqtt_ctl --token-file FILE retained get|delete TOPIC
 //! amqtt_ctl --token-file FILE publish TOPIC PAYLOAD [--qos N] [--retain] [--base64]
+//! amqtt_ctl --token-file FILE reload                    read the configuration file again
 //! ```
 //! Tables by default, the API's JSON with `--json`. Only the HTTP round trips and the printing
 //! live here; the endpoints are `amqtt::server`'s admin API (README, "Admin API").
@@ -77,6 +78,10 @@ enum Command {
         #[arg(long)]
         base64: bool,
     },
+    /// Read the broker's configuration file again and apply what can change without a restart
+    /// (as SIGHUP does); prints what changed and what was kept. A file the broker refuses changes
+    /// nothing: the error names the file, the key and the reason.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +197,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             });
             let done = api.call("POST", "/publish", Some(&body))?;
             show(cli.json, &done, |_| println!("published to {topic}"));
+        }
+        Command::Reload => {
+            let report = api.call("POST", "/reload", None)?;
+            show(cli.json, &report, print_reload);
         }
     }
     Ok(())
@@ -337,6 +346,28 @@ fn print_retained(page: &Value) {
         );
     }
     print_next(page);
+}
+
+fn print_reload(report: &Value) {
+    let lines = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .map(|items| items.iter().map(text).collect())
+            .unwrap_or_default()
+    };
+    let (applied, kept, disconnected) = (lines("applied"), lines("kept"), lines("disconnected"));
+    if applied.is_empty() && kept.is_empty() {
+        println!("reloaded: nothing changed");
+    }
+    for line in applied {
+        println!("applied: {line}");
+    }
+    for line in kept {
+        println!("kept until a restart: {line}");
+    }
+    for client_id in disconnected {
+        println!("disconnected: {client_id}");
+    }
 }
 
 fn print_next(page: &Value) {

@@ -5,9 +5,11 @@
 //! Read-only: nothing here changes the core, and nothing here knows how the request arrived
 //! (`server/embed.rs` asks every shard and gathers the pages; `tests/listing.rs` tests it).
 
-use crate::protocol::{QoS, TopicName};
+use std::net::SocketAddr;
 
-use super::BrokerCore;
+use crate::protocol::{ProtocolLevel, QoS, TopicName};
+
+use super::{BrokerCore, ConnId};
 
 /// One session, as [`crate::BrokerHandle::sessions`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,20 @@ pub struct SessionInfo {
     pub inflight: usize,
     /// The shard that owns it.
     pub shard: usize,
+    /// Its connected client's protocol level (`None`: not connected).
+    pub protocol: Option<ProtocolLevel>,
+    /// Its connected client's address (a PROXY header's, behind a proxy), when the runtime knows it.
+    pub address: Option<SocketAddr>,
+    /// The listener its client connected to, when connected.
+    pub listener: Option<String>,
+}
+
+/// Where a connection came from, as the runtime knows it (the core does not): what
+/// [`BrokerCore::list_sessions_with`] asks for each connected session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnPeer {
+    pub address: Option<SocketAddr>,
+    pub listener: String,
 }
 
 /// One retained topic, as [`crate::BrokerHandle::retained_topics`] lists it.
@@ -62,23 +78,41 @@ impl BrokerCore {
     /// cost is bounded by `slots`, whatever the number of sessions. Pages taken one after the
     /// other are not one snapshot: a session made or removed in between may be missed.
     pub fn list_sessions(&self, from: usize, slots: usize) -> SessionPage {
+        self.list_sessions_with(from, slots, |_| None)
+    }
+
+    /// [`list_sessions`](Self::list_sessions), each connected session's address and listener
+    /// given by `peer` (the runtime's record of the connection).
+    pub fn list_sessions_with(
+        &self,
+        from: usize,
+        slots: usize,
+        peer: impl Fn(ConnId) -> Option<ConnPeer>,
+    ) -> SessionPage {
         let end = from.saturating_add(slots.max(1));
         let last = self.sessions.capacity();
         let sessions = (from..end.min(last))
             .filter_map(|key| self.sessions.get(key))
-            .map(|session| SessionInfo {
-                client_id: session.client_id.to_string(),
-                username: session.username.as_deref().map(str::to_string),
-                connected: session.conn.is_some(),
-                clean_session: session.clean,
-                subscriptions: session
-                    .subscriptions
-                    .iter()
-                    .map(|(filter, qos)| (filter.as_str().to_string(), *qos))
-                    .collect(),
-                queued: session.queued_len(),
-                inflight: session.inflight_len(),
-                shard: self.shard,
+            .map(|session| {
+                let connection = session.conn.and_then(|conn| self.connections.get(&conn));
+                let peer = session.conn.and_then(&peer);
+                SessionInfo {
+                    client_id: session.client_id.to_string(),
+                    username: session.username.as_deref().map(str::to_string),
+                    connected: session.conn.is_some(),
+                    clean_session: session.clean,
+                    subscriptions: session
+                        .subscriptions
+                        .iter()
+                        .map(|(filter, qos)| (filter.as_str().to_string(), *qos))
+                        .collect(),
+                    queued: session.queued_len(),
+                    inflight: session.inflight_len(),
+                    shard: self.shard,
+                    protocol: connection.map(|connection| connection.protocol),
+                    address: peer.as_ref().and_then(|peer| peer.address),
+                    listener: peer.map(|peer| peer.listener),
+                }
             })
             .collect();
         SessionPage {

@@ -34,7 +34,11 @@ pub enum Pressure {
 /// Payload bytes in use against an optional limit, shared by every shard.
 #[derive(Debug, Default)]
 pub struct MemoryBudget {
-    limit: Option<usize>,
+    /// Whether bytes are counted: fixed at start (a budget made without a limit has counted
+    /// nothing, so a limit cannot be set on it later).
+    counting: bool,
+    /// The limit while `counting`; a reload may change it ([`MemoryBudget::set_limit`]).
+    limit: AtomicUsize,
     used: AtomicUsize,
     /// Times a connection's reading was paused because of the budget.
     pauses: AtomicU64,
@@ -48,13 +52,23 @@ impl MemoryBudget {
 
     pub fn new(limit: Option<usize>) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {
-            limit,
+            counting: limit.is_some(),
+            limit: AtomicUsize::new(limit.unwrap_or(0)),
             ..MemoryBudget::default()
         })
     }
 
     pub fn limit(&self) -> Option<usize> {
-        self.limit
+        self.counting.then(|| self.limit.load(Ordering::Relaxed))
+    }
+
+    /// A new limit (a configuration reload): the pressure follows at once. `false`, and nothing
+    /// changed, for a budget made without a limit (it never counted).
+    pub fn set_limit(&self, limit: usize) -> bool {
+        if self.counting {
+            self.limit.store(limit, Ordering::Relaxed);
+        }
+        self.counting
     }
 
     pub fn used(&self) -> usize {
@@ -62,13 +76,13 @@ impl MemoryBudget {
     }
 
     pub fn add(&self, bytes: usize) {
-        if bytes > 0 && self.limit.is_some() {
+        if bytes > 0 && self.counting {
             self.used.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
     pub fn sub(&self, bytes: usize) {
-        if bytes > 0 && self.limit.is_some() {
+        if bytes > 0 && self.counting {
             // Never below zero, whatever the order of adds and subs across shards.
             let _ = self
                 .used
@@ -79,7 +93,7 @@ impl MemoryBudget {
     }
 
     pub fn pressure(&self) -> Pressure {
-        let Some(limit) = self.limit else {
+        let Some(limit) = self.limit() else {
             return Pressure::Normal;
         };
         let used = self.used();
@@ -96,7 +110,7 @@ impl MemoryBudget {
 
     /// Whether `bytes` more fit under the limit.
     pub fn fits(&self, bytes: usize) -> bool {
-        self.limit
+        self.limit()
             .is_none_or(|limit| self.used().saturating_add(bytes) <= limit)
     }
 
@@ -132,5 +146,15 @@ mod tests {
         free.add(1 << 40);
         assert_eq!(free.pressure(), Pressure::Normal);
         assert_eq!(free.used(), 0, "nothing is counted without a limit");
+        assert!(
+            !free.set_limit(10),
+            "a budget that never counted takes no limit"
+        );
+        assert_eq!(free.limit(), None);
+        // A reload lowers the limit: the pressure follows at once.
+        b.add(500);
+        assert_eq!(b.pressure(), Pressure::Normal);
+        assert!(b.set_limit(500));
+        assert_eq!(b.pressure(), Pressure::Full);
     }
 }

@@ -46,6 +46,7 @@ mod outbox;
 pub mod outbox_pool;
 mod packet_log;
 mod recovery;
+mod reload;
 pub mod retained;
 mod routing;
 pub mod session;
@@ -71,7 +72,8 @@ pub use interface::{
     home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
 };
 pub use journal::{DeliveryStamp, DurableWait};
-pub use listing::{RetainedInfo, SessionInfo, SessionPage};
+pub use listing::{ConnPeer, RetainedInfo, SessionInfo, SessionPage};
+pub use reload::CoreReload;
 
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};

@@ -206,6 +206,12 @@ impl Session {
         self.conn.is_some()
     }
 
+    /// New queue limits (a configuration reload): what is queued stays; the next message is
+    /// checked against them. Both limits count against the same budget.
+    pub fn set_limits(&mut self, limits: Arc<QueueLimits>) {
+        self.limits = limits;
+    }
+
     /// Since when the client is away, for a persistent session whose client left.
     pub fn offline_since(&self) -> Option<Instant> {
         self.offline_since

@@ -355,6 +355,10 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         None => defaults.log_format,
         Some(name) => name.parse().map_err(|e: String| invalid("log_format", e))?,
     };
+    let log_level = match raw.log_level.as_deref().map(str::trim) {
+        None => None,
+        Some(spec) => Some(super::reload::log_level(spec).map_err(|e| invalid("log_level", e))?),
+    };
     let max_inflight = integer(
         "max_inflight",
         raw.max_inflight,
@@ -439,6 +443,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         runtime,
         log_file,
         log_format,
+        log_level,
         connection_messages: raw
             .connection_messages
             .map_or(defaults.connection_messages, |b| b.0),
@@ -469,6 +474,13 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
             jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
             jwt_topic: raw.topic_check.as_ref().and_then(|t| t.jwt.clone()),
             cert: raw.auth.as_ref().and_then(|a| a.cert.clone()),
+        },
+        reload: ReloadConfig {
+            disconnect_removed: raw
+                .reload
+                .as_ref()
+                .and_then(|r| r.disconnect_removed)
+                .is_some_and(|b| b.0),
         },
         source: None,
     })

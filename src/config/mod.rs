@@ -4,7 +4,7 @@
 //! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `log_file`, `log_format`,
 //! `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
-//! `persistence`, `bridges`,
+//! `persistence`, `bridges`, `log_level`, `reload`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
@@ -120,6 +120,10 @@ pub struct BrokerConfig {
     /// `log_format`: how each log line is written (`auto`, `text`, `journal`, `json`). Read by
     /// the `amqtt` binary, not by the broker.
     pub log_format: LogFormat,
+    /// `log_level`: the log filter in `RUST_LOG`'s syntax (`info`, `debug`,
+    /// `warn,amqtt::packets=debug`); `None`: `info` (`-d`: `debug`). `RUST_LOG` and `-d` win over
+    /// it. Read by the `amqtt` binary, not by the broker; a reload applies it.
+    pub log_level: Option<String>,
     /// Log every connect and disconnect at INFO (Mosquitto's `connection_messages`); when off
     /// they are logged at DEBUG.
     pub connection_messages: bool,
@@ -160,6 +164,8 @@ pub struct BrokerConfig {
     pub contrib: ContribConfig,
     /// `bridges:`: connections to other MQTT brokers, in file order; none by default.
     pub bridges: Vec<BridgeConfig>,
+    /// `reload:`: what a reload (SIGHUP, the admin API) does besides applying the file.
+    pub reload: ReloadConfig,
     /// The file this came from; `None` for built-in defaults or text.
     pub source: Option<PathBuf>,
 }
@@ -396,6 +402,7 @@ impl Default for BrokerConfig {
             runtime: shards::RuntimeChoice::Auto,
             log_file: None,
             log_format: LogFormat::Auto,
+            log_level: None,
             connection_messages: true,
             log_packets: false,
             packet_logger: false,
@@ -413,6 +420,7 @@ impl Default for BrokerConfig {
             persistence: PersistenceConfig::default(),
             contrib: ContribConfig::default(),
             bridges: Vec::new(),
+            reload: ReloadConfig::default(),
             source: None,
         }
     }
@@ -470,6 +478,7 @@ mod http_plugin;
 mod keys;
 mod persistence;
 mod raw;
+mod reload;
 mod scalars;
 #[cfg(test)]
 mod tests;
@@ -483,6 +492,7 @@ pub use persistence::{
     FsyncPolicy, PersistenceConfig, DEFAULT_FSYNC_INTERVAL, DEFAULT_PERSISTENCE_DIR,
     DEFAULT_SNAPSHOT_INTERVAL,
 };
+pub use reload::{ConfigDiff, ListenerChange, ReloadConfig};
 
 use build::build;
 pub(crate) use keys::respell_keys;

@@ -1,6 +1,7 @@
 //! The `amqtt` binary's log: where lines go (standard error or `log_file`), in which style
 //! (`format.rs`), reopening the file on SIGHUP for logrotate, and `RUST_LOG` filtering
-//! (`env_filter`, the filter env_logger uses, so its syntax is unchanged).
+//! (`env_filter`, the filter env_logger uses, so its syntax is unchanged), or the `log_level`
+//! key's when `RUST_LOG` and `-d` are not given (set again by a configuration reload).
 //!
 //! The logger is installed before the configuration is read, since reading it logs: until
 //! [`Logs::start`] says where lines go, they are kept (up to [`EARLY_LINES`]) and then written
@@ -19,7 +20,7 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 
 use log::{Level, Log, Metadata, Record};
 
@@ -60,9 +61,43 @@ impl Logs {
             .build();
         let max_level = filter.filter();
         let log: &'static OperatorLog = Box::leak(Box::new(OperatorLog::new(filter)));
+        if spec.is_some() {
+            log.fix("RUST_LOG is set");
+        }
         log::set_logger(log)?;
         log::set_max_level(max_level);
         Ok(Logs { log })
+    }
+
+    /// Keeps the filter as installed from now on: [`Logs::set_level`] refuses with `why` (the
+    /// binary's `-d`).
+    pub fn fix(&self, why: &'static str) {
+        self.log.fix(why);
+    }
+
+    /// Filters lines by `spec` (`RUST_LOG`'s syntax; `None`: `info`) from now on, `rustls` at
+    /// `error` unless it names it; refused, with the reason, when `RUST_LOG` or `-d` decided.
+    pub fn set_level(&self, spec: Option<&str>) -> Result<(), String> {
+        if let Some(why) = self.log.fixed.get() {
+            return Err(format!("the log level stays as set at start ({why})"));
+        }
+        let spec = spec.unwrap_or("info");
+        // rustls warns about every client that connects by IP address (see `amqtt.rs`).
+        let full = if spec.contains("rustls") {
+            spec.to_string()
+        } else {
+            format!("rustls=error,{spec}")
+        };
+        let mut builder = env_filter::Builder::new();
+        builder.try_parse(&full).map_err(|e| e.to_string())?;
+        let filter = builder.build();
+        log::set_max_level(filter.filter());
+        *self
+            .log
+            .filter
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = filter;
+        Ok(())
     }
 
     /// From now on, lines go to `file` (appended, created if missing) or, when `None`, to
@@ -128,7 +163,10 @@ impl Sink {
 
 /// The `log::Log` the binary installs.
 struct OperatorLog {
-    filter: env_filter::Filter,
+    /// Replaced by [`Logs::set_level`]; read for every line that passes `log`'s max level.
+    filter: RwLock<env_filter::Filter>,
+    /// Why the filter stays as installed (`RUST_LOG`, `-d`), once set.
+    fixed: OnceLock<&'static str>,
     /// Set once, by `start`, with `sink` locked: a line that finds it set finds `sink` started.
     style: OnceLock<Style>,
     sink: Mutex<Sink>,
@@ -142,13 +180,24 @@ thread_local! {
 impl OperatorLog {
     fn new(filter: env_filter::Filter) -> Self {
         OperatorLog {
-            filter,
+            filter: RwLock::new(filter),
+            fixed: OnceLock::new(),
             style: OnceLock::new(),
             sink: Mutex::new(Sink::Early {
                 lines: Vec::new(),
                 dropped: 0,
             }),
         }
+    }
+
+    fn fix(&self, why: &'static str) {
+        let _ = self.fixed.set(why);
+    }
+
+    fn filter(&self) -> std::sync::RwLockReadGuard<'_, env_filter::Filter> {
+        self.filter
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sink(&self) -> MutexGuard<'_, Sink> {
@@ -255,11 +304,11 @@ fn line<'a>(record: &'a Record<'a>, at: jiff::Timestamp) -> format::Line<'a> {
 
 impl Log for OperatorLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.filter.enabled(metadata)
+        self.filter().enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.filter.matches(record) {
+        if !self.filter().matches(record) {
             return;
         }
         let at = jiff::Timestamp::now();

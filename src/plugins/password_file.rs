@@ -45,7 +45,7 @@ pub enum PasswordFileError {
 }
 
 /// The users of a password file and their hashes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PasswordFile {
     users: HashMap<String, String>,
     /// The hash of the file's first user: what an unknown user's password is verified against,
@@ -100,6 +100,11 @@ impl PasswordFile {
     /// password against so that refusing them costs what refusing a known user costs.
     pub fn decoy_hash(&self) -> Option<&str> {
         self.first_hash.as_deref()
+    }
+
+    /// The users it lists, in no order.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
     }
 
     pub fn len(&self) -> usize {

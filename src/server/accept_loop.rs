@@ -1,7 +1,9 @@
-//! The accept loop of one listener socket on one shard: `max-connections`, `max_connect_rate`,
-//! back-off on resource errors, and a task per accepted connection (`connection_task.rs`). Knows
-//! nothing of MQTT.
+//! The accept loop of one listener socket on one shard: `max-connections`, `max_connect_rate`
+//! (as the listener's current setup says: a reload may change them), back-off on resource
+//! errors, and a task per accepted connection (`connection_task.rs`); it ends when its socket is
+//! closed (a reload removed the listener). Knows nothing of MQTT.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,22 +17,28 @@ pub(crate) async fn run(
     rt: Rc<ShardRuntime>,
     listener: shards::TcpAcceptor,
     info: Arc<ListenerInfo>,
+    closed: Rc<Cell<bool>>,
 ) {
     loop {
-        if rt.stopping.get() {
+        if rt.stopping.get() || closed.get() {
             return;
         }
-        if let Some(rate) = &info.connect_rate {
+        let setup = info.setup();
+        if let Some(rate) = &setup.connect_rate {
             while let Some(wait) = rate.take(std::time::Instant::now()) {
                 rt.stats.borrow_mut().accept_rate_waits += 1;
                 shards::rt::sleep(wait).await;
             }
         }
-        match listener.accept().await {
+        let accepted = listener.accept().await;
+        if closed.get() {
+            return;
+        }
+        match accepted {
             Ok(stream) => {
                 let open = info.open.fetch_add(1, Ordering::Relaxed) + 1;
                 let slot = ListenerSlot(info.clone());
-                if info.max_connections.is_some_and(|max| open > max) {
+                if setup.max_connections.is_some_and(|max| open > max) {
                     log::warn!(
                         "listener '{}': max-connections reached, closing a new connection",
                         info.name

@@ -25,6 +25,11 @@ impl ConnectRate {
         }
     }
 
+    /// The rate it was made with.
+    pub fn per_second(&self) -> u32 {
+        self.per_second as u32
+    }
+
     /// Takes a token: `None` when one was available, otherwise how long until the next one.
     pub fn take(&self, now: Instant) -> Option<Duration> {
         let Ok(mut bucket) = self.bucket.lock() else {

@@ -44,7 +44,7 @@ async fn read_more<R: AsyncRead + Unpin>(
 
 /// How the connection's listener identifies clients, for the core.
 fn listener_identity(stream: &ServerStream, slot: &ListenerSlot) -> ListenerIdentity {
-    if slot.0.use_identity_as_username {
+    if slot.0.setup().use_identity_as_username {
         ListenerIdentity::Certificate {
             common_name: stream.peer_common_name(),
         }
@@ -177,7 +177,7 @@ async fn arrive(rt: &Rc<ShardRuntime>, tcp: TcpConn, slot: ListenerSlot) -> Arri
     let Accepted {
         mut stream,
         remote_addr: addr,
-    } = match slot.0.transport.accept(tcp).await {
+    } = match slot.0.setup().transport.accept(tcp).await {
         Ok(accepted) => accepted,
         Err(error) => {
             log::debug!("shard {}: listener '{}': {error}", rt.id, slot.0.name);
@@ -453,7 +453,7 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         slot,
     } = *start;
     let conn = rt.next_conn_id();
-    let signal = Rc::new(ConnSignal::new(stream.raw_fd()));
+    let signal = Rc::new(ConnSignal::new(stream.raw_fd(), addr, slot.0.clone()));
     rt.conns.borrow_mut().insert(conn, signal.clone());
 
     let requested_id = pending.client_id().to_owned();
@@ -466,7 +466,8 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
             credentials.transport = stream.transport();
             credentials.certificate = stream.peer_certificate().map(Arc::new);
             password.clone_from(&credentials.password);
-            super::authenticate::verdict(&rt.shared.authenticator, credentials).await
+            let authenticator = rt.authenticator.borrow().clone();
+            super::authenticate::verdict(&authenticator, credentials).await
         }
         // The core asks for no verdict (a client certificate, or a refusal): none is computed.
         None => AuthVerdict::Allowed,
@@ -477,13 +478,13 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     // A topic plugin that asks a service gets its answer for the will now: the core checks the
     // will's topic when it answers the CONNECT, and cannot wait then. (A generated client id is
     // not known yet: such a client's will is judged from what the plugin holds.)
-    if announce && !rt.shared.prefetch.is_empty() && !requested_id.is_empty() {
+    if announce && !rt.prefetch.borrow().is_empty() && !requested_id.is_empty() {
         if let Some(topic) = pending.will_topic() {
             let topic = topic.to_owned();
             super::topic_prefetch::fetch_will(rt, &requested_id, username.as_deref(), &topic).await;
         }
     }
-    let authenticator = &rt.shared.authenticator;
+    let authenticator = rt.authenticator.borrow().clone();
     if announce && !requested_id.is_empty() {
         authenticator.accepted(&requested_id, password.as_deref());
     }

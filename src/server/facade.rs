@@ -9,17 +9,20 @@
 //! (`shard_tasks.rs`); it runs nothing itself.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::broker::{MemoryBudget, Settings};
 use crate::config::{BrokerConfig, ShardCount};
+use crate::logging::Logs;
 use crate::protocol::QoS;
-use crate::transport::server::ListenerTransport;
 
-use super::settings::{ListenerInfo, SharedSettings};
-use super::{admin, connect_rate, control, shard, shard_tasks};
+use super::host_client::HostClient;
+use super::reload::{
+    bind_listener, Addresses, ConfigOverrides, ReloadError, ReloadReport, Reloader,
+};
+use super::settings::{ListenerInfo, ListenerSetup, SharedSettings};
+use super::{admin, control, shard, shard_tasks};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,10 @@ pub struct Broker {
     config: BrokerConfig,
     /// Added with [`Broker::with_plugin`]; resolved with the configuration's lists at start.
     plugins: Vec<crate::plugins::Plugin>,
+    /// [`Broker::with_config_overrides`].
+    overrides: Option<ConfigOverrides>,
+    /// [`Broker::with_logs`].
+    logs: Option<Logs>,
 }
 
 /// A running broker: its addresses, and the way to stop it.
@@ -81,7 +88,9 @@ pub struct BrokerHandle {
     pub(super) bus: shards::BusSender<shard::ShardMessage>,
     /// The event plugins, told of shutdown.
     events: crate::plugins::CorePlugins,
-    addresses: Vec<(String, SocketAddr)>,
+    addresses: Addresses,
+    /// Reads the configuration again (`reload.rs`); the admin API holds it too.
+    reloader: Arc<Mutex<Reloader>>,
     shards: usize,
     metrics_address: Option<SocketAddr>,
     admin_address: Option<SocketAddr>,
@@ -102,7 +111,25 @@ impl Broker {
         Ok(Broker {
             config,
             plugins: Vec::new(),
+            overrides: None,
+            logs: None,
         })
+    }
+
+    /// Changes made to the configuration at start and to every configuration a reload reads
+    /// (the binary's command-line options: `-d` turns `log_packets` on).
+    pub fn with_config_overrides(
+        mut self,
+        overrides: impl Fn(&mut BrokerConfig) + Send + 'static,
+    ) -> Self {
+        self.overrides = Some(Box::new(overrides));
+        self
+    }
+
+    /// The binary's logger: a reload applies `log_level` to it.
+    pub fn with_logs(mut self, logs: Logs) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// Adds a plugin (authentication, topic check or events; see [`crate::plugins`]). It is used
@@ -115,9 +142,28 @@ impl Broker {
 
     /// Binds the listeners and starts the shards.
     pub fn start(self) -> Result<BrokerHandle, StartError> {
-        let Broker { config, plugins } = self;
+        let Broker {
+            mut config,
+            plugins: added,
+            overrides,
+            logs,
+        } = self;
+        if let Some(overrides) = &overrides {
+            overrides(&mut config);
+        }
+        // Read here as the plugins read it: a reload names the users it adds and removes.
+        let users = Reloader::password_file(&config).map_err(|e| {
+            StartError::Plugins(crate::plugins::PluginError::Config {
+                file: config
+                    .source
+                    .as_ref()
+                    .map_or_else(|| "configuration".to_string(), |p| p.display().to_string()),
+                key: "auth.password-file".to_string(),
+                reason: e.to_string(),
+            })
+        })?;
         // Before any socket is bound: a bad plugin list or password file fails fast.
-        let plugins = crate::plugins::build(&config, &plugins)?;
+        let plugins = crate::plugins::build(&config, &added)?;
         let events = plugins.core.clone();
         events.broker_pre_start();
         // Before any socket is bound too: a bad AMQTT_RUNTIME is a bad configuration, and a runtime
@@ -155,18 +201,13 @@ impl Broker {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for listener in &config.listeners {
-            let sockets = shards::reuseport_listeners(listener.bind, shard_count, 4096).map_err(
-                |source| StartError::Bind {
+            let (sockets, addr) =
+                bind_listener(listener, shard_count).map_err(|source| StartError::Bind {
                     name: listener.name.clone(),
                     addr: listener.bind,
                     source,
-                },
-            )?;
-            let addr = sockets
-                .first()
-                .and_then(|s| s.local_addr().ok())
-                .unwrap_or(listener.bind);
-            let transport = ListenerTransport::new(listener).map_err(|source| StartError::Tls {
+                })?;
+            let setup = ListenerSetup::new(listener, None).map_err(|source| StartError::Tls {
                 name: listener.name.clone(),
                 source,
             })?;
@@ -192,19 +233,7 @@ impl Broker {
                 );
             }
             addresses.push((listener.name.clone(), addr));
-            listeners.push(Arc::new(ListenerInfo {
-                name: listener.name.clone(),
-                max_connections: listener.max_connections,
-                connect_rate: listener
-                    .max_connect_rate
-                    .map(|rate| connect_rate::ConnectRate::new(rate, std::time::Instant::now())),
-                transport,
-                use_identity_as_username: listener
-                    .tls
-                    .as_ref()
-                    .is_some_and(|t| t.use_identity_as_username),
-                open: AtomicUsize::new(0),
-            }));
+            listeners.push(Arc::new(ListenerInfo::new(listener.name.clone(), setup)));
             sockets_per_listener.push(sockets);
         }
 
@@ -302,6 +331,21 @@ impl Broker {
 
         let control_bus = bus.clone();
         let host_bus = bus.clone();
+        let addresses: Addresses = Arc::new(Mutex::new(addresses));
+        let reloader = Arc::new(Mutex::new(Reloader {
+            config: config.clone(),
+            added,
+            overrides,
+            logs,
+            host: HostClient {
+                bus: bus.clone(),
+                shards: shard_count,
+            },
+            listeners: shared.listeners.clone(),
+            addresses: addresses.clone(),
+            memory: memory.clone(),
+            users,
+        }));
         let mut runtime = shards::Shards::start(
             shards::ShardConfig {
                 shards: shard_count,
@@ -344,9 +388,14 @@ impl Broker {
                 bus: host_bus.clone(),
                 shards: shard_count,
             };
+            // The addresses at start: a bridge keeps its local address until a restart.
+            let bound = addresses
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
             let started = crate::bridge::Bridges::start(
                 &config.bridges,
-                |bridge| bridge_local_address(&config, &addresses, bridge),
+                |bridge| bridge_local_address(&config, &bound, bridge),
                 || bridge_state_sink(host.clone()),
             );
             match started {
@@ -365,11 +414,18 @@ impl Broker {
                 sys_interval: config.sys_interval,
                 metrics: metrics_listener,
                 admin: admin_listener.map(|(listener, token)| {
-                    let host = super::host_client::HostClient {
+                    let host = HostClient {
                         bus: host_bus.clone(),
                         shards: shard_count,
                     };
-                    admin::AdminSetup::new(listener, &token, host, started, addresses.clone())
+                    admin::AdminSetup::new(
+                        listener,
+                        &token,
+                        host,
+                        started,
+                        addresses.clone(),
+                        reloader.clone(),
+                    )
                 }),
                 started,
                 memory,
@@ -392,6 +448,7 @@ impl Broker {
             bus: host_bus,
             events,
             addresses,
+            reloader,
             shards: shard_count,
             metrics_address,
             admin_address,
@@ -462,17 +519,42 @@ fn transport_label(listener: &crate::config::ListenerConfig) -> &'static str {
 }
 
 impl BrokerHandle {
-    /// The bound address of each listener, by name (the real port when the config said 0).
-    pub fn addresses(&self) -> &[(String, SocketAddr)] {
-        &self.addresses
+    /// The bound address of each listener, by name (the real port when the config said 0), as
+    /// the last reload left them.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The bound address of the listener with this name.
     pub fn address(&self, name: &str) -> Option<SocketAddr> {
-        self.addresses
-            .iter()
+        self.addresses()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
+    }
+
+    /// Reads the configuration file the broker was started with again and applies what a
+    /// running broker can change (plugins and the password file, ACLs, TLS certificates, queue
+    /// and memory limits, `max_qos`, listeners, `log_level`); what only a restart changes is
+    /// reported and left as it was. A file that does not validate changes nothing. Blocks until
+    /// every shard has applied its part. What SIGHUP and `POST /api/v1/reload` do.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .reload()
+    }
+
+    /// Applies `config` as [`reload`](Self::reload) applies the file: for a program that builds
+    /// its configuration itself.
+    pub fn reload_with(&self, config: BrokerConfig) -> Result<ReloadReport, ReloadError> {
+        self.reloader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .apply(config)
     }
 
     /// How many data shards (threads) the broker runs.

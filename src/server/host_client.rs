@@ -16,6 +16,7 @@ use crate::broker::{Message, RetainedInfo, SessionInfo};
 use crate::protocol::{QoS, TopicName};
 
 use super::host_request::HostRequest;
+use super::settings::ShardReload;
 use super::shard::ShardMessage;
 
 /// How long a host call waits for a shard to take its request and answer.
@@ -124,6 +125,23 @@ impl HostClient {
         )
     }
 
+    /// Gives every shard its part of a configuration reload (`reload.rs` built them, one per
+    /// shard in shard order) and waits until each has applied it; the client ids disconnected.
+    pub(crate) fn reload(&self, parts: Vec<ShardReload>) -> Result<Vec<String>, HostError> {
+        let mut waiting = Vec::new();
+        for (shard, mut part) in parts.into_iter().enumerate() {
+            let (done, answer) = mpsc::channel();
+            part.done = Some(done);
+            self.send(shard, ShardMessage::Reload(Box::new(part)), false)?;
+            waiting.push((shard, answer));
+        }
+        let mut disconnected = Vec::new();
+        for (shard, answer) in waiting {
+            disconnected.extend(self.wait(shard, &answer, Instant::now() + ANSWER_WITHIN)?);
+        }
+        Ok(disconnected)
+    }
+
     /// Sends `request` to `shard`'s inbox (data lane for a publish, so that it waits behind the
     /// shard's other publishes; control lane for a listing) and waits for its answer.
     fn ask<T>(
@@ -134,7 +152,13 @@ impl HostClient {
     ) -> Result<T, HostError> {
         let deadline = Instant::now() + ANSWER_WITHIN;
         let data = matches!(request, HostRequest::Publish { .. });
-        let mut message = ShardMessage::Host(Box::new(request));
+        self.send(shard, ShardMessage::Host(Box::new(request)), data)?;
+        self.wait(shard, &answer, deadline)
+    }
+
+    /// Puts `message` into `shard`'s inbox, retrying a full lane for up to [`ANSWER_WITHIN`].
+    fn send(&self, shard: usize, mut message: ShardMessage, data: bool) -> Result<(), HostError> {
+        let deadline = Instant::now() + ANSWER_WITHIN;
         loop {
             let sent = if data {
                 self.bus.try_send_data(shard, message)
@@ -151,6 +175,16 @@ impl HostClient {
                 Err(SendError::Full(_)) => return Err(HostError::Timeout { shard }),
             }
         }
+        Ok(())
+    }
+
+    /// Waits for `shard`'s answer until `deadline`.
+    fn wait<T>(
+        &self,
+        shard: usize,
+        answer: &mpsc::Receiver<T>,
+        deadline: Instant,
+    ) -> Result<T, HostError> {
         match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(value) => Ok(value),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(HostError::Timeout { shard }),

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::sync::mpsc;
 
-use crate::broker::{BrokerCore, Message, RetainedInfo, SessionPage};
+use crate::broker::{BrokerCore, ConnId, ConnPeer, Message, RetainedInfo, SessionPage};
 
 /// Session-table slots a shard reads for one page of `BrokerHandle::sessions`: ~0.1 ms of the
 /// shard's loop a page (measured: 100k sessions in 256 pages, 97 µs a page, release build).
@@ -44,16 +44,21 @@ pub(crate) enum HostRequest {
     },
 }
 
-/// The shard side: answers a host request on the shard's loop. A reply whose caller gave up (timed
-/// out) is dropped.
-pub(crate) fn answer(core: &RefCell<BrokerCore>, request: HostRequest) {
+/// The shard side: answers a host request on the shard's loop; `peer` is the runtime's record of
+/// a connection (its address and listener, for the session listing). A reply whose caller gave up
+/// (timed out) is dropped.
+pub(crate) fn answer(
+    core: &RefCell<BrokerCore>,
+    peer: impl Fn(ConnId) -> Option<ConnPeer>,
+    request: HostRequest,
+) {
     match request {
         HostRequest::Publish { message, done } => {
             core.borrow_mut().route(message);
             let _ = done.send(());
         }
         HostRequest::Sessions { from, reply } => {
-            let _ = reply.send(core.borrow().list_sessions(from, PAGE_SLOTS));
+            let _ = reply.send(core.borrow().list_sessions_with(from, PAGE_SLOTS, peer));
         }
         HostRequest::Retained { reply } => {
             let _ = reply.send(core.borrow().list_retained());

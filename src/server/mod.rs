@@ -12,6 +12,10 @@
 //! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping;
 //! - `admin/`: the admin HTTP API (`admin:`): connections on the control shard, the work on a
 //!   thread of its own that asks the shards through `host_client.rs`;
+//! - `reload.rs`: configuration reload (SIGHUP, `POST /api/v1/reload`, `BrokerHandle::reload`):
+//!   the file read and everything built again before anything changes, then each shard's part
+//!   sent through `host_client.rs` and applied on the shard by `reload_shard.rs` (which also
+//!   starts a shard's accept loops, at start and at a reload);
 //! - `embed.rs`: what the host program does with a running broker: publish, retain, list
 //!   (a request into a shard's inbox, `host_client.rs` and `host_request.rs`, answered by the
 //!   shard's bus loop);
@@ -54,6 +58,8 @@ mod lifecycle;
 mod prometheus;
 mod read_loop;
 mod recovery;
+mod reload;
+mod reload_shard;
 mod runtime_stats;
 mod settings;
 mod shard;
@@ -67,3 +73,4 @@ pub use crate::broker::{RetainedInfo, SessionInfo};
 pub use embed::SubscriptionInfo;
 pub use facade::{Broker, BrokerHandle, StartError};
 pub use host_client::{HostError, ANSWER_WITHIN};
+pub use reload::{ConfigOverrides, ReloadError, ReloadReport};

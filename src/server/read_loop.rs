@@ -148,7 +148,7 @@ impl ReadLoop {
                     Poll::Ready(Flow::Continue) => this.waiting = None,
                 }
             }
-            if !this.rt.shared.prefetch.is_empty() {
+            if !this.rt.prefetch.borrow().is_empty() {
                 let fetch =
                     topic_prefetch::fetch_ahead(&this.rt, this.conn, &this.buf, &mut this.looked);
                 if let Some(fetch) = fetch {

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use shards::{BusSender, SendError};
 
-use crate::broker::{Action, BrokerCore, BusMessage, ConnId, Lane};
+use crate::broker::{Action, BrokerCore, BusMessage, ConnId, ConnPeer, Lane};
+use crate::plugins::{Authenticator, Prefetchers};
 use crate::transport::server::DetachedStream;
 
 use super::held_publishers::HeldPublishers;
@@ -39,6 +40,30 @@ pub(crate) enum ShardMessage {
     ResumePublishers,
     /// From the host program, not another shard: publish or list (`host_request.rs`; boxed: rare).
     Host(Box<super::host_request::HostRequest>),
+    /// A configuration reload: what changes on this shard (`reload_shard.rs`; boxed: rare).
+    Reload(Box<super::settings::ShardReload>),
+}
+
+/// One listening socket of this shard, to close at a reload that removes its listener, or at
+/// shutdown.
+pub(crate) struct Listening {
+    pub name: String,
+    pub fd: RawFd,
+    /// Set before the socket is shut down: its accept loop ends at its next wake-up.
+    pub closed: Rc<Cell<bool>>,
+}
+
+impl Listening {
+    /// Stops accepting: shutdown(2) takes the socket out of its SO_REUSEPORT group and wakes its
+    /// accept loop, which drops (closes) it.
+    pub fn close(&self) {
+        self.closed.set(true);
+        // SAFETY: the accept task owns the socket until it sees `closed` and returns;
+        // shutdown(2) leaves the descriptor valid.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
 }
 
 /// An accepted connection moving to its home shard, with everything read from it so far.
@@ -98,14 +123,28 @@ pub(crate) struct ConnSignal {
     stamp: Cell<Option<Instant>>,
     /// The socket, for `shutdown(2)`; valid while the connection's tasks hold the stream.
     pub fd: RawFd,
+    /// The client's address, for the admin API's session listing.
+    addr: Option<std::net::SocketAddr>,
+    /// Its listener (shared, not copied: its name for the session listing).
+    listener: Arc<ListenerInfo>,
 }
 
 impl ConnSignal {
-    pub fn new(fd: RawFd) -> Self {
+    pub fn new(fd: RawFd, addr: Option<std::net::SocketAddr>, listener: Arc<ListenerInfo>) -> Self {
         ConnSignal {
             notify: Notify::default(),
             stamp: Cell::new(None),
             fd,
+            addr,
+            listener,
+        }
+    }
+
+    /// Where the connection came from, for the session listing.
+    pub fn peer(&self) -> ConnPeer {
+        ConnPeer {
+            address: self.addr,
+            listener: self.listener.name.clone(),
         }
     }
 
@@ -164,6 +203,13 @@ pub(crate) struct ShardRuntime {
     pub journal_notify: Notify,
     /// Publishers whose reading is held while a subscriber is behind, woken when none is.
     pub held: HeldPublishers,
+    /// The authentication plugins (`SharedSettings::authenticator` at start; a reload replaces
+    /// them on every shard).
+    pub authenticator: RefCell<Arc<Authenticator>>,
+    /// The topic plugins that fetch ahead (replaced with the authenticator).
+    pub prefetch: RefCell<Prefetchers>,
+    /// This shard's listening sockets.
+    pub listening: RefCell<Vec<Listening>>,
 }
 
 /// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
@@ -175,7 +221,6 @@ impl ShardRuntime {
         let core = BrokerCore::new(shared.core.clone(), id, shared.shards, shared.id_seed);
         ShardRuntime {
             id,
-            shared,
             core: RefCell::new(core),
             bus,
             conns: RefCell::new(HashMap::default()),
@@ -187,6 +232,10 @@ impl ShardRuntime {
             read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             journal_notify: Notify::default(),
             held: HeldPublishers::default(),
+            authenticator: RefCell::new(shared.authenticator.clone()),
+            prefetch: RefCell::new(shared.prefetch.clone()),
+            listening: RefCell::new(Vec::new()),
+            shared,
         }
     }
 

@@ -6,7 +6,6 @@
 //! The wiring only: what the tasks do lives in `accept_loop.rs`, `connection_task.rs` and the
 //! context (`shard.rs`); nothing else in `server/` but the façade imports from here.
 
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,7 @@ use super::recovery::ShardStart;
 use super::settings::SharedSettings;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
-use super::{accept_loop, bus_retry, connection_task, host_request};
+use super::{bus_retry, connection_task, host_request, reload_shard};
 
 /// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
 pub(crate) async fn run(
@@ -38,34 +37,18 @@ pub(crate) async fn run(
         bus_retry::send_blocked_later(&rt, blocked);
         shards::rt::spawn(journal_task::run(rt.clone(), start.journal))
     });
-    // The listening sockets, to stop accepting at shutdown: a closed executor must not leave a
-    // socket in the SO_REUSEPORT group that accepts connections nobody serves.
-    let mut listening: Vec<RawFd> = Vec::new();
     for (socket, info) in sockets.into_iter().zip(shared.listeners.iter()) {
-        listening.push(std::os::fd::AsRawFd::as_raw_fd(&socket));
-        match shards::TcpAcceptor::new(socket) {
-            Ok(listener) => {
-                shards::rt::spawn(accept_loop::run(rt.clone(), listener, info.clone())).detach();
-            }
-            Err(error) => log::error!(
-                "shard {}: listener '{}' unusable: {error}",
-                ctx.id,
-                info.name
-            ),
-        }
+        reload_shard::start_listener(&rt, socket, info.clone());
     }
     shards::rt::spawn(bus_loop(rt.clone(), inbox)).detach();
     shards::rt::spawn(tick_loop(rt.clone())).detach();
 
     ctx.stopped().await;
     rt.stopping.set(true);
-    for fd in listening {
-        // SAFETY: the accept tasks still own these sockets (they are dropped with the executor,
-        // after this function returns); shutdown(2) leaves the descriptor valid. On a listening
-        // socket it stops accepting and takes the socket out of its SO_REUSEPORT group.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
-        }
+    // A closed executor must not leave a socket in the SO_REUSEPORT group that accepts
+    // connections nobody serves.
+    for listening in rt.listening.take() {
+        listening.close();
     }
     rt.core.borrow_mut().shutdown();
     let blocked = rt.apply_actions();
@@ -127,7 +110,11 @@ fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
             rt.core.borrow_mut().handle_bus(message)
         }
         ShardMessage::ResumePublishers => rt.held.resume(),
-        ShardMessage::Host(request) => host_request::answer(&rt.core, *request),
+        ShardMessage::Host(request) => {
+            let peer = |conn| rt.conns.borrow().get(&conn).map(|signal| signal.peer());
+            host_request::answer(&rt.core, peer, *request)
+        }
+        ShardMessage::Reload(reload) => reload_shard::apply(rt, *reload),
         ShardMessage::HandOff(handoff) => {
             rt.stats.borrow_mut().handoffs_received += 1;
             connection_task::spawn_isolated(rt, connection_task::handed_off(rt.clone(), handoff));

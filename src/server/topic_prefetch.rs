@@ -31,7 +31,7 @@ pub(super) async fn fetch_will(
     username: Option<&str>,
     topic: &str,
 ) {
-    let prefetch = &rt.shared.prefetch;
+    let prefetch = &rt.prefetch.borrow().clone();
     let query = TopicQueryRef {
         client_id,
         username,
@@ -64,7 +64,7 @@ pub(super) fn fetch_ahead(
     buf: &[u8],
     looked: &mut usize,
 ) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
-    let prefetch = &rt.shared.prefetch;
+    let prefetch = &rt.prefetch.borrow().clone();
     let (client_id, username) = rt.core.borrow().client_identity(conn)?;
     let max_packet_size = rt.shared.core.max_packet_size;
     let mut missing: Vec<TopicQuery> = Vec::new();

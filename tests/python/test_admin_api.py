@@ -115,8 +115,13 @@ def test_sessions_paginated_and_looked_up(admin):
         assert one["connected"] is True and one["clean_session"] is False
         assert one["subscriptions"] == [{"filter": "adm/page/#", "qos": 1}]
         assert one["shard"] in (0, 1) and one["queued"] == 0
+        # Where the connection came from: the paho client's own socket address.
+        local = sub.client.socket().getsockname()
+        assert one["address"] == f"{local[0]}:{local[1]}"
+        assert one["listener"] == "default" and one["protocol"] == "3.1.1"
         status, one = call(admin, "GET", "/api/v1/sessions/adm-page-03")
         assert status == 200 and one["connected"] is False
+        assert one["address"] is None and one["listener"] is None and one["protocol"] is None
         status, body = call(admin, "GET", "/api/v1/sessions/no-such-client")
         assert status == 404 and "no-such-client" in body["error"]
     finally:

@@ -276,6 +276,33 @@ def test_kubernetes_manifests_have_what_an_operator_needs():
     assert {"name": "data", "mountPath": broker["persistence"]["dir"]} in container["volumeMounts"]
 
 
+def test_kubernetes_reload_overlay_signals_the_broker():
+    """deploy/kubernetes-reload: the broker reads broker.yaml from the ConfigMap's directory (a
+    subPath mount is never updated), and the sidecar, in the broker's process namespace, watches
+    the files a reload reads and sends SIGHUP."""
+    overlay = DEPLOY / "kubernetes-reload"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../kubernetes"]
+    [patch] = kustomization["patches"]
+    deployment = yaml.safe_load((overlay / patch["path"]).read_text())
+    base = next(d for k, d in _manifests().items() if k.startswith("Deployment/"))
+    assert deployment["metadata"]["name"] == base["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    broker, sidecar = pod["containers"]
+    assert broker["name"] == "amqtt"
+    config = broker["args"][broker["args"].index("-c") + 1]
+    [mount] = broker["volumeMounts"]
+    assert "subPath" not in mount and config.startswith(mount["mountPath"] + "/")
+    base_volumes = {v["name"] for v in base["spec"]["template"]["spec"]["volumes"]}
+    watched = {m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert {m["name"] for m in sidecar["volumeMounts"]} <= base_volumes
+    script = sidecar["command"][-1]
+    assert "kill -HUP" in script and "pidof amqtt" in script
+    assert all(path in script for path in watched), (watched, script)
+    assert sidecar["securityContext"]["allowPrivilegeEscalation"] is False
+
+
 def test_kubernetes_manifests_validate_against_the_api_schemas():
     tool = need("kubernetes-validate")
     files = [str(p) for p in sorted((DEPLOY / "kubernetes").glob("*.yaml"))

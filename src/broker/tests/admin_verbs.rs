@@ -69,3 +69,31 @@ fn a_deleted_session_loses_its_subscriptions_everywhere() {
     let fresh = session(&c, &a).expect("a new session");
     assert!(fresh.subscriptions.is_empty() && fresh.connected);
 }
+
+#[test]
+fn a_reload_closes_removed_users_only_and_caps_later_subscriptions() {
+    let mut c = Cluster::new(1);
+    for (client_id, user) in [("a", "alice"), ("b", "bob")] {
+        let mut connect = Cluster::connect_packet(client_id, true);
+        connect.username = Some(user.to_string());
+        c.connect_with(client_id, connect);
+    }
+    let reload = CoreReload {
+        plugins: None,
+        allow_anonymous: true,
+        max_qos: QoS::AtMostOnce,
+        max_queued_messages: 10,
+        max_queued_bytes: None,
+        disconnect_users: ["alice".to_string()].into(),
+    };
+    assert_eq!(c.shards[0].reload(&reload), ["a"]);
+    c.run();
+    assert!(c.client("a").closed, "alice was removed");
+    assert!(!c.client("b").closed, "bob stays");
+    c.subscribe("b", &[("t", QoS::ExactlyOnce)]);
+    assert!(
+        session(&c, "b").is_some_and(|s| s.subscriptions == [("t".to_string(), QoS::AtMostOnce)]),
+        "the new max_qos caps the next SUBSCRIBE"
+    );
+    assert_eq!(c.shards[0].settings().max_queued_messages, 10);
+}

@@ -93,6 +93,8 @@ pub(super) struct RawConfig {
     pub(super) runtime: Option<String>,
     pub(super) log_file: Option<String>,
     pub(super) log_format: Option<String>,
+    /// `log_level`: `RUST_LOG`'s syntax (`info`, `warn,amqtt::packets=debug`).
+    pub(super) log_level: Option<String>,
     pub(super) connection_messages: Option<Bool>,
     pub(super) log_packets: Option<Bool>,
     pub(super) max_inflight: Option<Int>,
@@ -111,6 +113,14 @@ pub(super) struct RawConfig {
     pub(super) persistence: Option<RawPersistence>,
     /// Bridges to other brokers (`bridges.rs`); absent = none.
     pub(super) bridges: Option<super::bridges::RawBridges>,
+    /// What a reload does besides applying the file (`config/reload.rs`).
+    pub(super) reload: Option<RawReload>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawReload {
+    pub(super) disconnect_removed: Option<Bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

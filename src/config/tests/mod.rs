@@ -414,5 +414,6 @@ mod http_plugin;
 mod listeners;
 mod persistence;
 mod plugins;
+mod reload;
 mod spellings;
 mod values;

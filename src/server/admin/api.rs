@@ -5,7 +5,7 @@
 //!
 //! No HTTP framing here (`request.rs`), no sockets (`mod.rs`).
 
-use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::broker::{RetainedInfo, SessionInfo};
-use crate::protocol::QoS;
+use crate::protocol::{ProtocolLevel, QoS};
 
 use super::super::host_client::{HostClient, HostError};
+use super::super::reload::{Addresses, ReloadError, Reloader};
 use super::request::Request;
 
 /// Entries a page holds when `limit` is not given.
@@ -30,7 +31,9 @@ pub(crate) struct Api {
     /// SHA-256 of the token: compared with the request's in constant time.
     pub token_digest: [u8; 32],
     pub started: Instant,
-    pub listeners: Vec<(String, SocketAddr)>,
+    pub listeners: Addresses,
+    /// `POST /api/v1/reload`.
+    pub reloader: Arc<Mutex<Reloader>>,
 }
 
 /// A response: status, JSON body, and `Allow` for a 405.
@@ -105,8 +108,9 @@ impl Api {
                 ("sessions", "GET") => self.sessions(&request.query),
                 ("retained", "GET") => self.retained(&request.query),
                 ("publish", "POST") => self.publish(&request.body),
+                ("reload", "POST") => self.reload(),
                 ("info" | "sessions" | "retained", _) => not_allowed(method, "GET"),
-                ("publish", _) => not_allowed(method, "POST"),
+                ("publish" | "reload", _) => not_allowed(method, "POST"),
                 _ => error(404, format!("no such endpoint: {}", request.path)),
             },
             Some(("clients", rest)) => match rest.strip_suffix("/kick") {
@@ -135,6 +139,38 @@ impl Api {
         }
     }
 
+    /// Reads the configuration file again: 200 with what changed and what was kept; 422 when
+    /// the file is refused (nothing changed), 409 without a file, 503 when a shard did not take
+    /// its part.
+    fn reload(&self) -> Answer {
+        let result = self
+            .reloader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .reload();
+        match result {
+            Ok(report) => ok(json!({
+                "applied": report.applied,
+                "kept": report.kept,
+                "disconnected": report.disconnected,
+            })),
+            Err(failure) => {
+                let status = match &failure {
+                    ReloadError::NoFile | ReloadError::Bind { .. } => 409,
+                    ReloadError::Shards(_) => 503,
+                    _ => 422,
+                };
+                Answer {
+                    body: json!({
+                        "error": failure.to_string(),
+                        "changed_nothing": failure.changed_nothing(),
+                    }),
+                    ..error(status, "")
+                }
+            }
+        }
+    }
+
     fn kick(&self, client_id: &str) -> Answer {
         match self.host.kick(client_id) {
             Ok(true) => ok(json!({ "kicked": client_id })),
@@ -154,6 +190,8 @@ impl Api {
     fn info(&self) -> Answer {
         let listeners: Vec<Value> = self
             .listeners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .iter()
             .map(|(name, addr)| json!({ "name": name, "address": addr.to_string() }))
             .collect();
@@ -304,10 +342,22 @@ fn session_json(s: &SessionInfo) -> Value {
         "connected": s.connected,
         "clean_session": s.clean_session,
         "shard": s.shard,
+        "protocol": s.protocol.map(protocol_name),
+        "address": s.address.map(|a| a.to_string()),
+        "listener": s.listener,
         "subscriptions": subscriptions,
         "queued": s.queued,
         "inflight": s.inflight,
     })
+}
+
+/// `"3.1"`, `"3.1.1"` or `"5"`.
+fn protocol_name(level: ProtocolLevel) -> &'static str {
+    match level {
+        ProtocolLevel::V31 => "3.1",
+        ProtocolLevel::V311 => "3.1.1",
+        ProtocolLevel::V5 => "5",
+    }
 }
 
 fn retained_json(r: &RetainedInfo) -> Value {

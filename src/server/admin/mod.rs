@@ -15,14 +15,15 @@
 mod api;
 mod request;
 
-use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::host_client::HostClient;
+use super::reload::{Addresses, Reloader};
 use api::Api;
 use request::Request;
 
@@ -58,7 +59,8 @@ impl AdminSetup {
         token: &str,
         host: HostClient,
         started: Instant,
-        listeners: Vec<(String, SocketAddr)>,
+        listeners: Addresses,
+        reloader: Arc<Mutex<Reloader>>,
     ) -> AdminSetup {
         AdminSetup {
             listener,
@@ -67,6 +69,7 @@ impl AdminSetup {
                 token_digest: Sha256::digest(token.as_bytes()).into(),
                 started,
                 listeners,
+                reloader,
             },
         }
     }
