@@ -219,7 +219,10 @@ async fn run(
         }
         None => return ExitCode::from(EXIT_FAILURE),
     }
-    log::info!("{} connected to {}", client.client_id(), prepared.address());
+    let id = client
+        .assigned_client_id()
+        .unwrap_or_else(|| client.client_id().to_string());
+    log::info!("{id} connected to {}", prepared.address());
 
     let mut pending: Vec<PendingPublish> = Vec::new();
     let mut start = |payload: Bytes| -> Result<(), String> {
