@@ -67,6 +67,8 @@ pub(super) struct PubState {
     pub(super) period_ns: f64,
     pub(super) offset_ns: f64,
     pub(super) next_due: u64,
+    /// MQTT 5: the topic alias on the current connection.
+    pub(super) alias: super::v5::Alias,
 }
 
 /// Per-subscriber state of a client.

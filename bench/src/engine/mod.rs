@@ -58,6 +58,7 @@
 mod client;
 mod packets;
 mod publishing;
+mod v5;
 mod worker;
 
 use std::io;
@@ -66,7 +67,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use amqtt::protocol::{QoS, TopicFilter, TopicName};
+use amqtt::protocol::{ProtocolLevel, QoS, TopicFilter, TopicName};
 use mio::{Poll, Token, Waker};
 use serde::Serialize;
 
@@ -157,6 +158,11 @@ pub struct Plan {
     pub publishers: Vec<u32>,
     /// A closed-loop window that makes no progress for this long is reset (and counted).
     pub stall_timeout_ns: u64,
+    /// MQTT 3.1.1 or 5 (`--protocol`).
+    pub protocol: ProtocolLevel,
+    /// MQTT 5 publishers send a topic alias instead of the topic after the first message of each
+    /// connection (`--topic-alias`), when the broker's Topic Alias Maximum allows one.
+    pub topic_alias: bool,
 }
 
 /// Engine phases, set by the caller.

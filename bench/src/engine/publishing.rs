@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 
-use amqtt::protocol::{PublishRef, QoS};
+use amqtt::protocol::{ProtocolLevel, PublishRef, QoS};
 
 use super::client::{mark_dirty, Awaiting, Client, Ctx, PubState, State};
 use super::{PubShared, BATCH, OPEN_LOOP_MAX_INFLIGHT, WBUF_HIGH};
@@ -63,7 +63,12 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
         packet_id,
         payload: &ctx.payload,
     };
-    if !stamped || publish.encode(&mut c.wbuf).is_err() {
+    let encoded = if ctx.plan.protocol == ProtocolLevel::V5 {
+        super::v5::encode_publish(&publish, &p.topic, &mut p.alias, &mut c.wbuf)
+    } else {
+        publish.encode(&mut c.wbuf).is_ok()
+    };
+    if !stamped || !encoded {
         ctx.c.errors.protocol += 1;
         return false;
     }
