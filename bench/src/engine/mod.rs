@@ -10,7 +10,7 @@
 //! * Closed loop (`Mode::Closed { inflight }`): a publisher keeps at most `inflight` messages
 //!   *end to end* unsettled: sent but not yet seen (or skipped over) by every subscriber stream of
 //!   that publisher. At QoS 1/2 the protocol window (awaiting PUBACK/PUBCOMP) is bounded by
-//!   `inflight` too. So the generator never builds an unbounded queue inside the broker, and the
+//!   `inflight` too (and by an MQTT 5 broker's Receive Maximum). So the generator never builds an unbounded queue inside the broker, and the
 //!   latency of a closed-loop run is service time, not queueing we caused. When a window stays full
 //!   for the stall timeout (lost QoS 0 messages, or a broker that lost QoS 1/2 ones) the window is
 //!   reset and a `window_stalls` error counted.

@@ -102,7 +102,8 @@ pub(super) fn publish_closed(c: &mut Client, i: usize, ctx: &mut Ctx, inflight: 
             p.wbuf_full = true;
             break; // retried after the socket drains
         }
-        if ctx.plan.qos != QoS::AtMostOnce && p.awaiting.len() as u64 >= inflight {
+        let unacknowledged = inflight.min(u64::from(p.receive_maximum));
+        if ctx.plan.qos != QoS::AtMostOnce && p.awaiting.len() as u64 >= unacknowledged {
             break; // retried on PUBACK / PUBCOMP
         }
         let ps = &ctx.shared.pubs[p.id as usize];
@@ -155,7 +156,8 @@ pub(super) fn publish_open(c: &mut Client, i: usize, ctx: &mut Ctx, now: u64) {
             ctx.schedule.push(Reverse((p.next_due, i)));
             break;
         }
-        if c.wbuf.len() >= WBUF_HIGH || p.awaiting.len() as u32 >= OPEN_LOOP_MAX_INFLIGHT {
+        let unacknowledged = OPEN_LOOP_MAX_INFLIGHT.min(p.receive_maximum);
+        if c.wbuf.len() >= WBUF_HIGH || p.awaiting.len() as u32 >= unacknowledged {
             // Behind schedule: try again shortly; the lateness shows up as latency.
             ctx.schedule.push(Reverse((now + 100_000, i)));
             break;

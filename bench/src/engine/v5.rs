@@ -97,7 +97,9 @@ pub(super) fn encode_publish(
 
 /// The MQTT 3 packet the engine's handlers take for an MQTT 5 one from the broker; `None` for an
 /// acknowledgement with a failure reason code (counted as a protocol error: the message it
-/// acknowledges shows up as lost). A CONNACK also sets the client's topic alias state.
+/// acknowledges shows up as lost). A CONNACK also sets the publisher's topic alias state and
+/// the broker's Receive Maximum, which caps its QoS 1/2 window (Mosquitto refuses a QoS 2
+/// message past it with 0x97 Quota exceeded).
 pub(super) fn to_v3(c: &mut Client, ctx: &mut Ctx, packet: v5::Packet) -> Option<Packet> {
     let refused = |ctx: &mut Ctx, reason: ReasonCode| {
         if reason.is_error() {
@@ -111,6 +113,7 @@ pub(super) fn to_v3(c: &mut Client, ctx: &mut Ctx, packet: v5::Packet) -> Option
                 ctx.plan.topic_alias && ack.properties.topic_alias_maximum.unwrap_or(0) > 0;
             if let Some(p) = c.publisher.as_mut() {
                 p.alias = if aliases { Alias::Unset } else { Alias::Off };
+                p.receive_maximum = ack.properties.receive_maximum.map_or(u32::MAX, u32::from);
             }
             Packet::ConnAck(ConnAck {
                 session_present: ack.session_present,
@@ -158,5 +161,48 @@ fn connack_code(reason: ReasonCode) -> ConnectReturnCode {
         ReasonCode::BAD_USER_NAME_OR_PASSWORD => ConnectReturnCode::BadUserNameOrPassword,
         ReasonCode::NOT_AUTHORIZED => ConnectReturnCode::NotAuthorized,
         _ => ConnectReturnCode::ServerUnavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first PUBLISH sets alias 1 with the topic, the next sends the alias alone; both decode
+    /// as MQTT 5 with the payload intact.
+    #[test]
+    fn the_alias_replaces_the_topic_after_the_first_publish() {
+        let topic = TopicName::new("bench/t").unwrap();
+        let publish = PublishRef {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.as_bytes(),
+            packet_id: Some(7),
+            payload: b"payload",
+        };
+        let mut alias = Alias::Unset;
+        let mut out = BytesMut::new();
+        assert!(encode_publish(&publish, &topic, &mut alias, &mut out));
+        assert!(encode_publish(&publish, &topic, &mut alias, &mut out));
+        assert_eq!(alias, Alias::Set);
+        let mut seen = Vec::new();
+        while let Some(v5::Packet::Publish(p)) = v5::decode(&mut out, 1 << 20).unwrap() {
+            assert_eq!((p.packet_id, &p.payload[..]), (Some(7), &b"payload"[..]));
+            seen.push((
+                p.topic.map(|t| t.as_str().to_string()),
+                p.properties.topic_alias,
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![(Some("bench/t".to_string()), Some(1)), (None, Some(1))]
+        );
+        let mut off = Alias::Off;
+        assert!(encode_publish(&publish, &topic, &mut off, &mut out));
+        let Some(v5::Packet::Publish(p)) = v5::decode(&mut out, 1 << 20).unwrap() else {
+            panic!("a PUBLISH")
+        };
+        assert_eq!((p.topic.is_some(), p.properties.topic_alias), (true, None));
     }
 }

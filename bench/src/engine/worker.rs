@@ -86,6 +86,7 @@ impl Worker {
                         offset_ns: period_ns * p.publisher as f64 / n_pubs,
                         next_due: 0,
                         alias: super::v5::Alias::Off,
+                        receive_maximum: u32::MAX,
                     }
                 });
                 let subscriber = if cp.subscribe.is_empty() && cp.streams.is_empty() {
@@ -348,6 +349,7 @@ impl Worker {
                     if let Some(p) = c.publisher.as_mut() {
                         // Aliases are per connection: the CONNACK says whether this one has any.
                         p.alias = super::v5::Alias::Off;
+                        p.receive_maximum = u32::MAX;
                     }
                     let encoded = if ctx.plan.protocol == ProtocolLevel::V5 {
                         super::v5::connect(&ctx.plan, cp).encode(&mut c.wbuf)
