@@ -351,26 +351,15 @@ impl<W> ClientState<W> {
                 }
                 continue;
             }
-            if next.message.qos == QoS::AtMostOnce {
-                let Some((
-                    Outgoing {
-                        message,
-                        properties,
-                    },
-                    waiter,
-                )) = self.queued.pop_front()
-                else {
-                    break;
-                };
-                self.send_publish(message, properties.as_deref(), None, false, now);
-                self.events.push_back(Event::Published(waiter));
-                continue;
-            }
-            if self.inflight.len() >= self.inflight_limit() {
+            let packet_id = if next.message.qos == QoS::AtMostOnce {
+                None
+            } else if self.inflight.len() >= self.inflight_limit() {
                 break;
-            }
-            let Some(packet_id) = self.allocate_packet_id() else {
-                break;
+            } else {
+                match self.allocate_packet_id() {
+                    Some(id) => Some(id),
+                    None => break,
+                }
             };
             let Some((
                 Outgoing {
@@ -381,6 +370,11 @@ impl<W> ClientState<W> {
             )) = self.queued.pop_front()
             else {
                 break;
+            };
+            let Some(packet_id) = packet_id else {
+                self.send_publish(message, properties.as_deref(), None, false, now);
+                self.events.push_back(Event::Published(waiter));
+                continue;
             };
             self.send_publish(
                 message.clone(),
