@@ -1,7 +1,7 @@
 //! What changes the state: the transport and clock inputs (`handle_transport_up`,
 //! `handle_packet`, `handle_transport_down`, `handle_timeout`), the user requests (`publish`,
 //! `subscribe`, `unsubscribe`, `disconnect`, `take_waiters`), and the private handlers and
-//! bookkeeping behind them (one handler per packet the broker sends, packet ids, `send`, `pump`).
+//! bookkeeping behind them (CONNACK and PUBLISH, packet ids, `send`, `pump`; the acknowledgements are in `acks.rs`).
 //! Inputs only queue packets and events; handing them out is `outputs.rs`'s job. No I/O and no
 //! clock here: `now` is an argument.
 
@@ -331,13 +331,13 @@ impl<W> ClientState<W> {
         }
     }
 
-    fn release_packet_id(&mut self, id: u16) {
+    pub(super) fn release_packet_id(&mut self, id: u16) {
         self.ids_in_use.remove(&id);
     }
 
     /// Moves queued messages onto the wire while connected: QoS 0 straight out, QoS 1/2 while an
     /// in-flight slot and a packet id are free. Order is kept.
-    fn pump(&mut self, now: Instant) {
+    pub(super) fn pump(&mut self, now: Instant) {
         if !self.is_connected() {
             return;
         }
@@ -512,128 +512,5 @@ impl<W> ClientState<W> {
             (_, None) => return Err(violation("PUBLISH with QoS > 0 and no packet id".into())),
         }
         Ok(())
-    }
-
-    pub(super) fn inflight_position(&self, packet_id: u16, stage: Awaiting) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|m| m.packet_id == packet_id && m.stage == stage)
-    }
-
-    fn complete_inflight(&mut self, at: usize, now: Instant) {
-        if let Some(done) = self.inflight.remove(at) {
-            self.release_packet_id(done.packet_id);
-            self.events.push_back(Event::Published(done.waiter));
-            self.pump(now);
-        }
-    }
-
-    /// Ends the flow of in-flight message `at` with `failure` (MQTT 5: PUBACK or PUBREC refused).
-    pub(super) fn fail_inflight(&mut self, at: usize, failure: PublishFailure, now: Instant) {
-        if let Some(done) = self.inflight.remove(at) {
-            self.release_packet_id(done.packet_id);
-            self.events
-                .push_back(Event::PublishFailed(done.waiter, failure));
-            self.pump(now);
-        }
-    }
-
-    pub(super) fn handle_puback(&mut self, packet_id: u16, now: Instant) {
-        match self.inflight_position(packet_id, Awaiting::PubAck) {
-            Some(at) => self.complete_inflight(at, now),
-            None => log::debug!("ignoring PUBACK for unknown packet id {packet_id}"),
-        }
-    }
-
-    pub(super) fn handle_pubrec(&mut self, packet_id: u16, now: Instant) {
-        let known = match self.inflight_position(packet_id, Awaiting::PubRec) {
-            Some(at) => {
-                self.inflight[at].stage = Awaiting::PubComp;
-                true
-            }
-            // A repeated PUBREC: answer again.
-            None => self
-                .inflight_position(packet_id, Awaiting::PubComp)
-                .is_some(),
-        };
-        if known {
-            self.send(Packet::PubRel(PubRel { packet_id }), now);
-        } else {
-            log::debug!("ignoring PUBREC for unknown packet id {packet_id}");
-        }
-    }
-
-    pub(super) fn handle_pubcomp(&mut self, packet_id: u16, now: Instant) {
-        match self.inflight_position(packet_id, Awaiting::PubComp) {
-            Some(at) => self.complete_inflight(at, now),
-            None => log::debug!("ignoring PUBCOMP for unknown packet id {packet_id}"),
-        }
-    }
-
-    pub(super) fn handle_suback(&mut self, ack: SubAck) -> Result<(), ConnectionError> {
-        let Some(at) = self
-            .subscribes
-            .iter()
-            .position(|s| s.packet_id == ack.packet_id)
-        else {
-            log::debug!("ignoring SUBACK for unknown packet id {}", ack.packet_id);
-            return Ok(());
-        };
-        if self.subscribes[at].filters.len() != ack.return_codes.len() {
-            return Err(violation(format!(
-                "SUBACK has {} return codes for {} topic filters",
-                ack.return_codes.len(),
-                self.subscribes[at].filters.len()
-            )));
-        }
-        let pending = self.subscribes.remove(at);
-        self.release_packet_id(pending.packet_id);
-        for (requested, code) in pending.filters.iter().zip(&ack.return_codes) {
-            let known = self
-                .subscriptions
-                .iter()
-                .position(|(f, _)| *f == requested.filter);
-            match (code, known) {
-                (SubscribeReturnCode::Success(qos), Some(i)) => self.subscriptions[i].1 = *qos,
-                (SubscribeReturnCode::Success(qos), None) => {
-                    self.subscriptions.push((requested.filter.clone(), *qos))
-                }
-                // A refused restore means the subscription is gone; a refused new one changes nothing.
-                (SubscribeReturnCode::Failure, Some(i)) if pending.waiter.is_none() => {
-                    self.subscriptions.remove(i);
-                }
-                (SubscribeReturnCode::Failure, _) => {}
-            }
-        }
-        match pending.waiter {
-            Some(waiter) => self
-                .events
-                .push_back(Event::Subscribed(waiter, ack.return_codes)),
-            None => self.events.push_back(Event::Restored(
-                pending
-                    .filters
-                    .into_iter()
-                    .map(|f| f.filter)
-                    .zip(ack.return_codes)
-                    .collect(),
-            )),
-        }
-        Ok(())
-    }
-
-    pub(super) fn handle_unsuback(&mut self, packet_id: u16) {
-        let Some(at) = self
-            .unsubscribes
-            .iter()
-            .position(|u| u.packet_id == packet_id)
-        else {
-            log::debug!("ignoring UNSUBACK for unknown packet id {packet_id}");
-            return;
-        };
-        let pending = self.unsubscribes.remove(at);
-        self.release_packet_id(packet_id);
-        self.subscriptions
-            .retain(|(filter, _)| !pending.filters.contains(filter));
-        self.events.push_back(Event::Unsubscribed(pending.waiter));
     }
 }

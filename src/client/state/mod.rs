@@ -38,7 +38,8 @@
 //! `mod.rs` holds the public types, the private session types, [`ClientState`] with its
 //! constructor and getters, and small free helpers; `inputs.rs` everything that changes the state:
 //! the `handle_*` inputs, the user requests, and the per-packet handlers and bookkeeping behind
-//! them (packet ids, sending, moving queued messages in flight); `outputs.rs` the `poll_*` methods
+//! them (packet ids, sending, moving queued messages in flight); `acks.rs` the handlers of the
+//! broker's acknowledgements; `v5_layer.rs` MQTT 5; `outputs.rs` the `poll_*` methods
 //! that hand out packets, events and the next deadline; `tests.rs` the hand-driven test harness
 //! and the tests of one connection; `tests_session.rs` the tests of what survives a reconnect and
 //! of how the session ends; `tests_v5.rs` the MQTT 5 layer.
@@ -55,6 +56,7 @@ use crate::protocol::{
     TopicFilter, TopicName, UnsubAck, Unsubscribe,
 };
 
+mod acks;
 mod inputs;
 mod outputs;
 #[cfg(test)]
