@@ -1,7 +1,8 @@
 //! What changes the state: the transport and clock inputs (`handle_transport_up`,
 //! `handle_packet`, `handle_transport_down`, `handle_timeout`), the user requests (`publish`,
 //! `subscribe`, `unsubscribe`, `disconnect`, `take_waiters`), and the private handlers and
-//! bookkeeping behind them (CONNACK and PUBLISH, packet ids, `send`, `pump`; the acknowledgements are in `acks.rs`).
+//! bookkeeping behind them (CONNACK and PUBLISH, packet ids, `send`, `pump`; the
+//! acknowledgements are in `acks.rs`).
 //! Inputs only queue packets and events; handing them out is `outputs.rs`'s job. No I/O and no
 //! clock here: `now` is an argument.
 
