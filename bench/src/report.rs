@@ -118,6 +118,10 @@ pub struct Report {
     pub ack_latency_us: Option<Percentiles>,
     /// `--persistent`: subscribers had persistent sessions (clean session 0).
     pub persistent: bool,
+    /// `--protocol`: the clients' MQTT version, 4 (3.1.1) or 5.
+    pub protocol: u8,
+    /// `--topic-alias`: MQTT 5 publishers used topic aliases.
+    pub topic_alias: bool,
     pub connect: ConnectFigures,
     pub storm: Option<StormFigures>,
     pub retained: Option<RetainedFigures>,
@@ -200,6 +204,10 @@ impl Report {
                 ", persistent subscribers"
             } else {
                 ""
+            } + match (self.protocol, self.topic_alias) {
+                (5, true) => ", MQTT 5 with topic aliases",
+                (5, false) => ", MQTT 5",
+                _ => "",
             },
         );
         row("broker", self.url.clone());

@@ -11,7 +11,8 @@ use futures_lite::future::{block_on, race};
 
 use amqtt::client::cli::{self, ConnectionArgs, Prepared, EXIT_FAILURE, EXIT_USAGE};
 use amqtt::client::PendingPublish;
-use amqtt::protocol::{QoS, TopicName};
+use amqtt::protocol::v5::ReasonCode;
+use amqtt::protocol::{ProtocolLevel, QoS, TopicName};
 
 const PROGRAM: &str = "amqtt_pub";
 
@@ -24,14 +25,26 @@ const PROGRAM: &str = "amqtt_pub";
 /// without its line ending (-l skips blank lines). Exits 0 once every message has completed its
 /// QoS flow; 1 if the broker cannot be reached, refuses the connection or a publish fails; 2 for
 /// bad options. Errors are one line on stderr.
+///
+/// MQTT 5 as mosquitto_pub: -V 5, -D publish user-property NAME VALUE, -D publish
+/// message-expiry-interval SECONDS, -D connect session-expiry-interval SECONDS (or -x), ...;
+/// a refused connection prints the broker's reason code and reason string.
 #[derive(Parser, Debug)]
-#[command(name = "amqtt_pub", version, disable_help_flag = true)]
+#[command(
+    name = "amqtt_pub",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 struct Args {
     #[command(flatten)]
     connection: ConnectionArgs,
     /// Print help (-h alone does too; with other options -h is the broker host).
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// Print the version (-V is the protocol version, as in mosquitto's clients).
+    #[arg(long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     /// Topic to publish to.
     #[arg(short = 't', long = "topic", value_name = "TOPIC")]
     topic: String,
@@ -56,6 +69,10 @@ struct Args {
     /// Send one empty message.
     #[arg(short = 'n', long = "null-message", visible_alias = "no-message")]
     null_message: bool,
+    /// MQTT 5: send a topic alias instead of the topic after the first message (with -l or -f),
+    /// when the broker allows aliases.
+    #[arg(long = "topic-alias")]
+    topic_alias: bool,
 }
 
 /// Where the messages come from.
@@ -78,10 +95,14 @@ fn main() -> ExitCode {
         Ok(source) => source,
         Err((code, message)) => return cli::fail(PROGRAM, code, message),
     };
-    let prepared = match cli::prepare(&args.connection, PROGRAM) {
+    let mut prepared = match cli::prepare(&args.connection, PROGRAM) {
         Ok(prepared) => prepared,
         Err(message) => return cli::fail(PROGRAM, EXIT_USAGE, message),
     };
+    if args.topic_alias && prepared.options.protocol_version != Some(ProtocolLevel::V5) {
+        return cli::fail(PROGRAM, EXIT_USAGE, "--topic-alias needs MQTT 5 (-V 5)");
+    }
+    prepared.options.v5.topic_aliases = args.topic_alias;
     let signals = match cli::stop_signals() {
         Ok(signals) => signals,
         Err(e) => return cli::fail(PROGRAM, EXIT_FAILURE, format!("cannot watch signals: {e}")),
@@ -198,12 +219,21 @@ async fn run(
         }
         None => return ExitCode::from(EXIT_FAILURE),
     }
-    log::info!("{} connected to {}", client.client_id(), prepared.address());
+    let id = client
+        .assigned_client_id()
+        .unwrap_or_else(|| client.client_id().to_string());
+    log::info!("{id} connected to {}", prepared.address());
 
     let mut pending: Vec<PendingPublish> = Vec::new();
     let mut start = |payload: Bytes| -> Result<(), String> {
         let publish = client
-            .start_publish(topic, payload, qos, retain)
+            .start_publish_with(
+                topic,
+                payload,
+                qos,
+                retain,
+                prepared.properties.publish.clone(),
+            )
             .map_err(|e| format!("publish to '{topic}' failed: {e}"))?;
         pending.push(publish);
         Ok(())
@@ -259,7 +289,8 @@ async fn run(
             }
         }
     }
-    if let Err(e) = client.disconnect().await {
+    let goodbye = prepared.properties.disconnect.clone();
+    if let Err(e) = client.disconnect_with(ReasonCode::SUCCESS, goodbye).await {
         log::warn!("disconnect: {e}");
     }
     status.unwrap_or(ExitCode::SUCCESS)

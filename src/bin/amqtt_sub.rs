@@ -8,8 +8,10 @@ use clap::Parser;
 use futures_lite::future::{block_on, race};
 
 use amqtt::client::cli::{self, ConnectionArgs, Prepared, EXIT_FAILURE, EXIT_USAGE};
+use amqtt::client::cli_v5::format_message;
 use amqtt::client::{ClientError, Delivery};
-use amqtt::protocol::{Message, QoS, SubscribeReturnCode, TopicFilter};
+use amqtt::protocol::v5::ReasonCode;
+use amqtt::protocol::{QoS, SubscribeReturnCode, TopicFilter};
 
 const PROGRAM: &str = "amqtt_sub";
 
@@ -22,14 +24,25 @@ const PROGRAM: &str = "amqtt_sub";
 /// DISCONNECT (so the broker discards the will) and exit 0. Exits 0 after -n COUNT messages; 1 if
 /// the broker cannot be reached, refuses, refuses every subscription, or the connection is lost
 /// for good; 2 for bad options. Errors are one line on stderr.
+///
+/// MQTT 5 as mosquitto_sub: -V 5, -D connect|disconnect IDENTIFIER VALUE, -x SECONDS; -F prints
+/// each message's properties (%P user properties, %C content type, %E message expiry, ...).
 #[derive(Parser, Debug)]
-#[command(name = "amqtt_sub", version, disable_help_flag = true)]
+#[command(
+    name = "amqtt_sub",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 struct Args {
     #[command(flatten)]
     connection: ConnectionArgs,
     /// Print help (-h alone does too; with other options -h is the broker host).
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// Print the version (-V is the protocol version, as in mosquitto's clients).
+    #[arg(long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     /// Topic filter to subscribe to (repeat for more).
     #[arg(short = 't', long = "topic", value_name = "TOPIC", required = true)]
     topics: Vec<String>,
@@ -43,6 +56,18 @@ struct Args {
     /// Print the topic before each payload: "topic payload".
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// Print each message by this format instead, as mosquitto_sub's -F: %t topic, %p payload,
+    /// %q QoS, %r retained (0/1), %l payload length, %x/%X payload in hex; MQTT 5 properties
+    /// when present: %P user properties (key:value, space-separated), %C content type, %D
+    /// correlation data, %E message expiry interval, %F payload format indicator, %R response
+    /// topic, %S subscription identifiers; %% a percent sign; \n and \t. A newline follows.
+    #[arg(
+        short = 'F',
+        long = "format",
+        value_name = "FORMAT",
+        conflicts_with = "verbose"
+    )]
+    format: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +82,13 @@ fn main() -> ExitCode {
         Ok(prepared) => prepared,
         Err(message) => return cli::fail(PROGRAM, EXIT_USAGE, message),
     };
+    if !prepared.properties.publish.is_empty() {
+        return cli::fail(
+            PROGRAM,
+            EXIT_USAGE,
+            "-D publish: amqtt_sub publishes nothing",
+        );
+    }
     let signals = match cli::stop_signals() {
         Ok(signals) => signals,
         Err(e) => return cli::fail(PROGRAM, EXIT_FAILURE, format!("cannot watch signals: {e}")),
@@ -137,7 +169,7 @@ async fn run(prepared: Prepared, args: &Args, signals: flume::Receiver<&'static 
         match next {
             Next::Message(Ok(message)) => {
                 received += 1;
-                if let Err(e) = print(&mut out, &message.message, args.verbose) {
+                if let Err(e) = print(&mut out, &message, args) {
                     // Nobody reads our output any more (e.g. `| head -1`): stop quietly.
                     log::info!("stdout closed: {e}");
                     break ExitCode::SUCCESS;
@@ -149,15 +181,29 @@ async fn run(prepared: Prepared, args: &Args, signals: flume::Receiver<&'static 
             Next::Signal => break ExitCode::SUCCESS,
         }
     };
-    if let Err(e) = client.disconnect().await {
+    let goodbye = prepared.properties.disconnect.clone();
+    if let Err(e) = client.disconnect_with(ReasonCode::SUCCESS, goodbye).await {
         log::warn!("disconnect: {e}");
     }
     status
 }
 
-/// One message, one line: the payload as it is, after "topic " with -v.
-fn print(out: &mut impl Write, message: &Message, verbose: bool) -> std::io::Result<()> {
-    if verbose {
+/// One message, one line: the payload as it is, after "topic " with -v; or as -F says.
+fn print(out: &mut impl Write, delivery: &Delivery, args: &Args) -> std::io::Result<()> {
+    let message = &delivery.message;
+    if let Some(format) = &args.format {
+        out.write_all(&format_message(
+            format,
+            message.topic.as_str(),
+            &message.payload,
+            message.qos,
+            message.retain,
+            delivery.properties.as_deref(),
+        ))?;
+        out.write_all(b"\n")?;
+        return out.flush();
+    }
+    if args.verbose {
         out.write_all(message.topic.as_bytes())?;
         out.write_all(b" ")?;
     }

@@ -17,6 +17,9 @@
 //! then ask for a clean session: the broker keeps nothing after they leave. With `-i` the session
 //! is resumed unless `--clean-session` is given, as aMQTT does.
 //!
+//! MQTT 5 is mosquitto's way too ([`super::cli_v5`]): `-V 5` (or `-D`, which implies it), `-D
+//! COMMAND IDENTIFIER VALUE` for properties, `-x` for the session expiry interval.
+//!
 //! Exit status: [`EXIT_OK`] (0) on success, `--version` and `--help` included; [`EXIT_FAILURE`] (1)
 //! when the broker cannot be reached, refuses, or an operation fails; [`EXIT_USAGE`] (2) for bad
 //! options, URLs, JSON or configuration files. Every failure is one line on stderr.
@@ -25,11 +28,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::protocol::{LastWill, QoS, TopicName};
+use crate::protocol::{LastWill, ProtocolLevel, QoS, TopicName};
 use crate::transport::BrokerUrl;
 
+use super::cli_v5::{parse_properties, parse_protocol_version, CliProperties};
 use super::config::ClientConfig;
-use super::{ConnectOptions, MqttClient};
+use super::{ConnectOptions, MqttClient, V5Options};
 
 /// Success (also `--version` and `--help`).
 pub const EXIT_OK: u8 = 0;
@@ -123,6 +127,23 @@ pub struct ConnectionArgs {
     /// Debug logging on stderr (connection steps and each packet sent and received).
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
+    /// MQTT version: 31, 311 or 5 (or mqttv31, mqttv311, mqttv5). Default: 311, or 5 with -D or
+    /// -x.
+    #[arg(short = 'V', long = "protocol-version", value_name = "VERSION",
+          value_parser = parse_protocol_version)]
+    pub protocol_version: Option<ProtocolLevel>,
+    /// MQTT 5 property, as mosquitto's clients take it: -D COMMAND IDENTIFIER VALUE, or -D COMMAND
+    /// user-property NAME VALUE. COMMAND: connect, publish, disconnect or will; IDENTIFIER: e.g.
+    /// session-expiry-interval, receive-maximum, maximum-packet-size, topic-alias-maximum,
+    /// message-expiry-interval, content-type, response-topic, correlation-data,
+    /// payload-format-indicator, will-delay-interval, reason-string. Repeatable; implies -V 5.
+    #[arg(short = 'D', long = "property", num_args = 3..=4,
+          value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
+    pub properties: Vec<String>,
+    /// MQTT 5 session expiry interval in seconds (as -D connect session-expiry-interval);
+    /// implies -V 5.
+    #[arg(short = 'x', long = "session-expiry-interval", value_name = "SECONDS")]
+    pub session_expiry_interval: Option<u32>,
 }
 
 /// The command line with `-h` alone turned into `--help`: aMQTT's scripts took `-h` for help, and
@@ -145,6 +166,8 @@ pub struct Prepared {
     pub broker: BrokerUrl,
     /// What `connect_with` is given: clean session, credentials, TLS trust, headers.
     pub options: ConnectOptions,
+    /// `-D`'s properties (the connect and will ones are in `options` too).
+    pub properties: CliProperties,
 }
 
 impl Prepared {
@@ -189,6 +212,18 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
         Some(id) => (id.clone(), args.clean_session),
         None => (default_client_id(program), true),
     };
+    let mut properties = parse_properties(&args.properties)?;
+    if let Some(seconds) = args.session_expiry_interval {
+        properties.connect.session_expiry_interval = Some(seconds);
+    }
+    let wants_v5 = !properties.is_empty();
+    let protocol_version = match args.protocol_version {
+        None if wants_v5 => ProtocolLevel::V5,
+        None => ProtocolLevel::V311,
+        Some(ProtocolLevel::V5) => ProtocolLevel::V5,
+        Some(_) if wants_v5 => return Err("-D and -x need MQTT 5 (-V 5)".into()),
+        Some(level) => level,
+    };
     let options = ConnectOptions {
         clean_session: Some(clean_session),
         username: args.username.clone(),
@@ -200,12 +235,22 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
         key_file: args.key_file.clone(),
         check_hostname: args.insecure.then_some(false),
         extra_headers,
+        protocol_version: Some(protocol_version),
+        v5: V5Options {
+            connect_properties: properties.connect.clone(),
+            will_properties: properties.will.clone(),
+            topic_aliases: false,
+        },
     };
+    if !properties.will.is_empty() && config.will.is_none() {
+        return Err("-D will needs --will-topic and --will-message".into());
+    }
     Ok(Prepared {
         client: MqttClient::new(Some(client_id), config),
         url,
         broker,
         options,
+        properties,
     })
 }
 
@@ -412,6 +457,36 @@ mod tests {
         a.insecure = true;
         let prepared = prepare(&a, "p").unwrap();
         assert_eq!(prepared.options.check_hostname, Some(false));
+    }
+
+    #[test]
+    fn properties_choose_mqtt_5() {
+        let mut a = args("mqtt://h");
+        a.properties = vec!["connect".into(), "receive-maximum".into(), "10".into()];
+        let prepared = prepare(&a, "p").unwrap();
+        assert_eq!(prepared.options.protocol_version, Some(ProtocolLevel::V5));
+        assert_eq!(
+            prepared.options.v5.connect_properties.receive_maximum,
+            Some(10)
+        );
+        a.protocol_version = Some(ProtocolLevel::V311);
+        assert!(prepare(&a, "p").err().unwrap().contains("need MQTT 5"));
+        let mut a = args("mqtt://h");
+        a.session_expiry_interval = Some(60);
+        let prepared = prepare(&a, "p").unwrap();
+        assert_eq!(
+            prepared
+                .options
+                .v5
+                .connect_properties
+                .session_expiry_interval,
+            Some(60)
+        );
+        let a = args("mqtt://h");
+        assert_eq!(
+            prepare(&a, "p").unwrap().options.protocol_version,
+            Some(ProtocolLevel::V311)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use bytes::BytesMut;
 use futures_lite::future::{pending, race};
 use futures_lite::io::{split, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
     decode, Message, Packet, SubscribeFilter, SubscribeReturnCode, TopicFilter,
     PROTOCOL_MAX_PACKET_SIZE,
@@ -40,6 +41,8 @@ pub(crate) type Reply<T> = flume::Sender<Result<T, ClientError>>;
 pub(crate) enum Command {
     Publish {
         message: Message,
+        /// MQTT 5 PUBLISH properties.
+        properties: Option<Box<Properties>>,
         reply: Reply<()>,
     },
     Subscribe {
@@ -51,6 +54,9 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     Disconnect {
+        /// MQTT 5 reason code and DISCONNECT properties.
+        reason: ReasonCode,
+        properties: Box<Properties>,
         reply: Reply<()>,
     },
 }
@@ -62,6 +68,8 @@ pub(crate) struct Shared {
     pub connected: AtomicBool,
     /// Why the driver stopped, once it has.
     pub ended: Mutex<Option<ClientError>>,
+    /// The properties of the last MQTT 5 CONNACK that accepted a connection.
+    pub connack: Mutex<Option<Properties>>,
 }
 
 impl Shared {
@@ -140,8 +148,15 @@ enum Ended {
     Lost(ClientError),
 }
 
+/// A packet from the broker, at the connection's level.
+enum Received {
+    V3(Packet),
+    /// Boxed: an MQTT 5 packet, with its properties, is several times an MQTT 3 one.
+    V5(Box<v5::Packet>),
+}
+
 enum Wake {
-    Packet(Option<Result<Packet, ClientError>>),
+    Packet(Option<Result<Received, ClientError>>),
     Command(Result<Command, flume::RecvError>),
     Timer,
 }
@@ -266,7 +281,18 @@ impl Driver {
         let (reader, mut writer) = split(stream);
         let (packets_tx, packets) = flume::bounded(64);
         // Dropping the task handle at the end of this function cancels the reader.
-        let _reader = shards::rt::spawn(read_packets(reader, packets_tx));
+        let limit = match self
+            .state
+            .options()
+            .v5
+            .connect_properties
+            .maximum_packet_size
+        {
+            Some(max) if self.state.is_v5() => (max as usize).min(PROTOCOL_MAX_PACKET_SIZE),
+            _ => PROTOCOL_MAX_PACKET_SIZE,
+        };
+        let _reader =
+            shards::rt::spawn(read_packets(reader, packets_tx, self.state.is_v5(), limit));
         self.state.handle_transport_up(Instant::now());
         let mut accepted = false;
         let mut out = BytesMut::new();
@@ -298,8 +324,17 @@ impl Driver {
             let now = Instant::now();
             match wake {
                 Wake::Packet(Some(Ok(packet))) => {
-                    log_packet(self.client_id(), "received", &packet);
-                    if let Err(error) = self.state.handle_packet(packet, now) {
+                    let handled = match packet {
+                        Received::V3(packet) => {
+                            log_packet(self.client_id(), "received", packet.name(), &packet);
+                            self.state.handle_packet(packet, now)
+                        }
+                        Received::V5(packet) => {
+                            log_packet(self.client_id(), "received", packet.name(), &packet);
+                            self.state.handle_packet_v5(*packet, now)
+                        }
+                    };
+                    if let Err(error) = handled {
                         break Ended::Lost(error.into());
                     }
                 }
@@ -316,8 +351,12 @@ impl Driver {
                 }
             }
         };
-        // Events produced by the last input (say, a refused CONNACK) still reach their waiters.
+        // Events produced by the last input (say, a refused CONNACK) still reach their waiters,
+        // and a DISCONNECT it queued (MQTT 5: why we close) is still written.
         self.dispatch_events(&mut accepted);
+        if let Err(error) = self.write_pending(&mut writer, &mut out).await {
+            log::debug!("{}: {error}", self.client_id());
+        }
         let close = race(async { writer.close().await.is_ok() }, async {
             shards::rt::sleep(Duration::from_secs(1)).await;
             false
@@ -356,9 +395,13 @@ impl Driver {
 
     fn handle_command(&mut self, command: Command, now: Instant) {
         let refused = match command {
-            Command::Publish { message, reply } => self
+            Command::Publish {
+                message,
+                properties,
+                reply,
+            } => self
                 .state
-                .publish(message, Waiter::Publish(reply), now)
+                .publish_with(message, properties, Waiter::Publish(reply), now)
                 .err(),
             Command::Subscribe { filters, reply } => self
                 .state
@@ -368,8 +411,12 @@ impl Driver {
                 .state
                 .unsubscribe(filters, Waiter::Unsubscribe(reply), now)
                 .err(),
-            Command::Disconnect { reply } => {
-                for waiter in self.state.disconnect(now) {
+            Command::Disconnect {
+                reason,
+                properties,
+                reply,
+            } => {
+                for waiter in self.state.disconnect_with(reason, *properties, now) {
                     waiter.fail(ClientError::Disconnected);
                 }
                 self.disconnect_reply = Some(reply);
@@ -390,6 +437,11 @@ impl Driver {
             match event {
                 Event::Connected { session_present } => {
                     *accepted = true;
+                    if self.state.is_v5() {
+                        if let Ok(mut connack) = self.shared.connack.lock() {
+                            *connack = Some(self.state.connack_properties().clone());
+                        }
+                    }
                     self.shared.connected.store(true, Ordering::SeqCst);
                     log::info!(
                         "{}: connected to {}:{} (session present: {session_present})",
@@ -407,6 +459,9 @@ impl Driver {
                 }
                 Event::Published(Waiter::Publish(reply)) => {
                     let _ = reply.send(Ok(()));
+                }
+                Event::PublishFailed(Waiter::Publish(reply), failure) => {
+                    let _ = reply.send(Err(ClientError::PublishFailed(failure)));
                 }
                 Event::Subscribed(Waiter::Subscribe(reply), codes) => {
                     let _ = reply.send(Ok(codes));
@@ -431,6 +486,7 @@ impl Driver {
                 }
                 // The state hands back the waiter it was given, so these cannot happen.
                 Event::Published(other)
+                | Event::PublishFailed(other, _)
                 | Event::Subscribed(other, _)
                 | Event::Unsubscribed(other) => {
                     other.fail(ClientError::Protocol("internal: mismatched reply".into()));
@@ -445,12 +501,15 @@ impl Driver {
         writer: &mut WriteHalf<ClientStream>,
         out: &mut BytesMut,
     ) -> Result<(), ClientError> {
+        // Everything is validated before it reaches the state, so encoding cannot fail.
+        let cannot = |e| ClientError::Protocol(format!("cannot encode a packet: {e}"));
         while let Some(packet) = self.state.poll_transmit() {
-            log_packet(self.client_id(), "sending", &packet);
-            // Everything is validated before it reaches the state, so this cannot fail.
-            packet
-                .encode(out)
-                .map_err(|e| ClientError::Protocol(format!("cannot encode a packet: {e}")))?;
+            log_packet(self.client_id(), "sending", packet.name(), &packet);
+            packet.encode(out).map_err(cannot)?;
+        }
+        while let Some(packet) = self.state.poll_transmit_v5() {
+            log_packet(self.client_id(), "sending", packet.name(), &packet);
+            packet.encode(out).map_err(cannot)?;
         }
         if out.is_empty() {
             return Ok(());
@@ -478,24 +537,32 @@ impl Driver {
 
 /// One line per packet: its name at debug level (the CLIs' `-d`), the whole packet at trace
 /// (CONNECT's `Debug` hides the password).
-fn log_packet(client_id: &str, direction: &str, packet: &Packet) {
+fn log_packet(client_id: &str, direction: &str, name: &str, packet: &dyn std::fmt::Debug) {
     if log::log_enabled!(log::Level::Trace) {
         log::trace!("{client_id}: {direction} {packet:?}");
     } else {
-        log::debug!("{client_id}: {direction} {}", packet.name());
+        log::debug!("{client_id}: {direction} {name}");
     }
 }
 
-/// The reader task: bytes in, packets out, then one error saying why it stopped.
+/// The reader task: bytes in, packets out (MQTT 5 ones when `v5`, up to `limit` bytes each), then
+/// one error saying why it stopped.
 async fn read_packets(
     mut reader: ReadHalf<ClientStream>,
-    packets: flume::Sender<Result<Packet, ClientError>>,
+    packets: flume::Sender<Result<Received, ClientError>>,
+    v5: bool,
+    limit: usize,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
     let error = loop {
         loop {
-            match decode(&mut buf, PROTOCOL_MAX_PACKET_SIZE) {
+            let decoded = if v5 {
+                v5::decode(&mut buf, limit).map(|p| p.map(|p| Received::V5(Box::new(p))))
+            } else {
+                decode(&mut buf, limit).map(|p| p.map(Received::V3))
+            };
+            match decoded {
                 Ok(Some(packet)) => {
                     if packets.send_async(Ok(packet)).await.is_err() {
                         return;

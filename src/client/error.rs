@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::protocol::{ConnectReturnCode, DecodeError};
 use crate::transport::{TransportError, UrlError};
 
-use super::state::{refusal_reason, ConnectionError};
+use crate::protocol::v5::ReasonCode;
+
+use super::state::{refusal_reason, with_reason, ConnectionError, PublishFailure};
 
 /// Why a client operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,6 +25,27 @@ pub enum ClientError {
     /// The broker answered CONNACK with a non-zero return code.
     #[error("connection refused by the broker: {}", refusal_reason(*.0))]
     Refused(ConnectReturnCode),
+    /// The broker answered an MQTT 5 CONNECT with a failure reason code (and maybe a Reason
+    /// String).
+    #[error("connection refused by the broker: {}", with_reason(*code, reason_string))]
+    RefusedWithReason {
+        /// CONNACK's reason code.
+        code: ReasonCode,
+        /// CONNACK's Reason String, if sent.
+        reason_string: Option<String>,
+    },
+    /// The broker sent an MQTT 5 DISCONNECT.
+    #[error("the broker disconnected: {}", with_reason(*code, reason_string))]
+    ServerDisconnected {
+        /// DISCONNECT's reason code.
+        code: ReasonCode,
+        /// DISCONNECT's Reason String, if sent.
+        reason_string: Option<String>,
+    },
+    /// One publish failed (MQTT 5: refused by the broker, or against the broker's limits); the
+    /// connection goes on.
+    #[error(transparent)]
+    PublishFailed(PublishFailure),
     /// No CONNACK arrived within `connection_timeout`.
     #[error("the broker did not answer CONNECT within {0:?}")]
     ConnAckTimeout(Duration),
@@ -86,6 +109,20 @@ impl From<ConnectionError> for ClientError {
             ConnectionError::ConnAckTimeout(d) => ClientError::ConnAckTimeout(d),
             ConnectionError::PingTimeout(d) => ClientError::KeepAliveTimeout(d),
             ConnectionError::Violation(reason) => ClientError::Protocol(reason),
+            ConnectionError::RefusedV5 {
+                code,
+                reason_string,
+            } => ClientError::RefusedWithReason {
+                code,
+                reason_string,
+            },
+            ConnectionError::ServerDisconnect {
+                code,
+                reason_string,
+            } => ClientError::ServerDisconnected {
+                code,
+                reason_string,
+            },
         }
     }
 }
@@ -123,6 +160,8 @@ impl ClientError {
             self,
             ClientError::Transport(_)
                 | ClientError::Refused(_)
+                | ClientError::RefusedWithReason { .. }
+                | ClientError::ServerDisconnected { .. }
                 | ClientError::ConnAckTimeout(_)
                 | ClientError::KeepAliveTimeout(_)
                 | ClientError::ConnectionLost(_)
@@ -148,6 +187,36 @@ mod tests {
             .to_string(),
             "connection refused by the broker: server unavailable"
         );
+    }
+
+    #[test]
+    fn v5_refusals_say_code_and_reason_string() {
+        let refused = ClientError::from(ConnectionError::RefusedV5 {
+            code: ReasonCode::NOT_AUTHORIZED,
+            reason_string: Some("no ACL for you".into()),
+        });
+        assert_eq!(
+            refused.to_string(),
+            "connection refused by the broker: not authorized (0x87): no ACL for you"
+        );
+        assert!(refused.is_connection_error());
+        let gone = ClientError::from(ConnectionError::ServerDisconnect {
+            code: ReasonCode::SESSION_TAKEN_OVER,
+            reason_string: None,
+        });
+        assert_eq!(
+            gone.to_string(),
+            "the broker disconnected: session taken over (0x8e)"
+        );
+        let failed = ClientError::PublishFailed(PublishFailure::Refused {
+            code: ReasonCode::QUOTA_EXCEEDED,
+            reason_string: None,
+        });
+        assert_eq!(
+            failed.to_string(),
+            "the broker refused the message: quota exceeded (0x97)"
+        );
+        assert!(!failed.is_connection_error());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The MQTT 3.1.1 client: aMQTT's `MQTTClient`, in Rust.
+//! The MQTT client (3.1, 3.1.1 and 5): aMQTT's `MQTTClient`, in Rust.
 //!
 //! - [`state`]: the sans-IO session (packet ids, QoS 1/2 flows both ways, in-flight window,
 //!   pending SUBSCRIBE/UNSUBSCRIBE, keep-alive deadlines, re-sending after a reconnect). No I/O,
@@ -38,10 +38,16 @@
 //! - Received messages queue without limit until `deliver_message` takes them, as in aMQTT.
 //! - Dropping a connected client closes the connection without DISCONNECT (the broker then
 //!   publishes the will); call [`MqttClient::disconnect`] for a clean end.
+//! - MQTT 5 ([`ConnectOptions::protocol_version`]): CONNECT, will and PUBLISH properties go out as
+//!   given ([`V5Options`], [`MqttClient::publish_with`]), received properties come with each
+//!   [`Delivery`], the broker's CONNACK limits (Receive Maximum, Maximum Packet Size, Topic Alias
+//!   Maximum, Server Keep Alive, Maximum QoS, Retain Available) are obeyed, a refusal reports its
+//!   reason code and Reason String, and a PUBACK/PUBREC failure code fails that publish only.
 
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cli_v5;
 pub mod config;
 mod driver;
 mod error;
@@ -58,12 +64,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::future::race;
 
-use crate::protocol::{Message, QoS, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName};
+use crate::protocol::v5::{Kind, Properties, ReasonCode};
+use crate::protocol::{
+    Message, ProtocolLevel, QoS, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName,
+};
 use crate::transport::{BrokerUrl, ClientTransportOptions};
 
 pub use config::{ClientConfig, ClientConfigError, ConnectionConfig, TopicDefaults};
 pub use error::ClientError;
-pub use state::Delivery;
+pub use state::{reason_name, Delivery, PublishFailure, V5Options};
 
 use driver::{Command, DriverSetup, Shared};
 use state::SessionOptions;
@@ -98,6 +107,11 @@ pub struct ConnectOptions {
     pub check_hostname: Option<bool>,
     /// Extra HTTP headers for the WebSocket upgrade request.
     pub extra_headers: Vec<(String, String)>,
+    /// MQTT 3.1, 3.1.1 or 5 (`None`: 3.1.1).
+    pub protocol_version: Option<ProtocolLevel>,
+    /// CONNECT and will properties and topic aliases; MQTT 5 only (refused at the other levels
+    /// when not empty).
+    pub v5: V5Options,
 }
 
 /// An MQTT client. `Send + Sync`: share it (e.g. in an `Arc`) to publish from many tasks at once.
@@ -171,6 +185,19 @@ impl MqttClient {
     /// The configuration the client was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// The properties of the last MQTT 5 CONNACK that accepted a connection: the broker's limits,
+    /// its Assigned Client Identifier, ...; `None` before one (and at MQTT 3).
+    pub fn server_properties(&self) -> Option<Properties> {
+        self.with_link(|link| link.shared.connack.lock().ok().and_then(|c| c.clone()))
+            .flatten()
+    }
+
+    /// The client id the broker assigned (MQTT 5, when CONNECT's was empty).
+    pub fn assigned_client_id(&self) -> Option<String> {
+        self.server_properties()
+            .and_then(|p| p.assigned_client_identifier)
     }
 
     /// Connected right now (CONNACK accepted, connection not lost since).
@@ -277,6 +304,29 @@ impl MqttClient {
         qos: Option<QoS>,
         retain: Option<bool>,
     ) -> Result<PendingPublish, ClientError> {
+        self.start_publish_with(topic, payload, qos, retain, Properties::default())
+    }
+
+    /// [`start_publish`](Self::start_publish) with MQTT 5 PUBLISH properties (user properties,
+    /// message expiry, content type, response topic, correlation data, payload format). Topic
+    /// Alias and Subscription Identifier are not the caller's to set; on an MQTT 3 connection the
+    /// properties are not sent.
+    pub fn start_publish_with(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: Option<QoS>,
+        retain: Option<bool>,
+        properties: Properties,
+    ) -> Result<PendingPublish, ClientError> {
+        if properties.topic_alias.is_some() || !properties.subscription_identifiers.is_empty() {
+            return Err(invalid(
+                "PUBLISH properties",
+                "",
+                "topic alias and subscription identifier are not set by the publisher",
+            ));
+        }
+        check_properties(&properties, Kind::Publish, "PUBLISH properties")?;
         let name = TopicName::new(topic)
             .map_err(|e| ClientError::invalid_topic("topic name", topic, e))?;
         let payload = payload.into();
@@ -295,7 +345,12 @@ impl MqttClient {
             retain: retain.unwrap_or(defaults.retain),
         };
         let (reply, reply_rx) = flume::bounded(1);
-        let shared = self.send(Command::Publish { message, reply })?;
+        let properties = (!properties.is_empty()).then(|| Box::new(properties));
+        let shared = self.send(Command::Publish {
+            message,
+            properties,
+            reply,
+        })?;
         Ok(PendingPublish {
             reply: reply_rx,
             shared,
@@ -311,6 +366,21 @@ impl MqttClient {
         retain: Option<bool>,
     ) -> Result<(), ClientError> {
         self.start_publish(topic, payload, qos, retain)?
+            .wait()
+            .await
+    }
+
+    /// [`publish`](Self::publish) with MQTT 5 PUBLISH properties (see
+    /// [`start_publish_with`](Self::start_publish_with)).
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: Option<QoS>,
+        retain: Option<bool>,
+        properties: Properties,
+    ) -> Result<(), ClientError> {
+        self.start_publish_with(topic, payload, qos, retain, properties)?
             .wait()
             .await
     }
@@ -393,11 +463,29 @@ impl MqttClient {
     /// then discards the will. Calls still waiting fail with [`ClientError::Disconnected`].
     /// Disconnecting a client that is not connected does nothing.
     pub async fn disconnect(&self) -> Result<(), ClientError> {
+        self.disconnect_with(ReasonCode::SUCCESS, Properties::default())
+            .await
+    }
+
+    /// [`disconnect`](Self::disconnect) with an MQTT 5 reason code (0x04: the broker publishes
+    /// the will all the same) and DISCONNECT properties (Session Expiry Interval, Reason String,
+    /// User Properties). An MQTT 3 connection sends a plain DISCONNECT.
+    pub async fn disconnect_with(
+        &self,
+        reason: ReasonCode,
+        properties: Properties,
+    ) -> Result<(), ClientError> {
+        check_properties(&properties, Kind::Disconnect, "DISCONNECT properties")?;
         let Some(link) = self.lock_link().take() else {
             return Ok(());
         };
         let (reply, reply_rx) = flume::bounded(1);
-        if link.commands.send(Command::Disconnect { reply }).is_err() {
+        let command = Command::Disconnect {
+            reason,
+            properties: Box::new(properties),
+            reply,
+        };
+        if link.commands.send(command).is_err() {
             // The driver had already stopped.
             return Ok(());
         }
@@ -454,6 +542,18 @@ impl MqttClient {
         if will.as_ref().is_some_and(|w| w.payload.len() > MAX_FIELD) {
             return Err(invalid("will message", "…", "longer than 65,535 bytes"));
         }
+        let protocol = options.protocol_version.unwrap_or(ProtocolLevel::V311);
+        let v5 = options.v5.clone();
+        if protocol == ProtocolLevel::V5 {
+            check_properties(&v5.connect_properties, Kind::Connect, "CONNECT properties")?;
+            check_properties(&v5.will_properties, Kind::Will, "will properties")?;
+        } else if !v5.connect_properties.is_empty() || !v5.will_properties.is_empty() {
+            return Err(invalid(
+                "CONNECT properties",
+                "",
+                "properties need MQTT 5 (protocol version 5)",
+            ));
+        }
         Ok(SessionOptions {
             client_id: self.client_id.clone(),
             clean_session: options.clean_session.unwrap_or(self.config.clean_session),
@@ -464,8 +564,22 @@ impl MqttClient {
             username,
             password: password.map(|p| Bytes::from(p.into_bytes())),
             max_inflight: usize::from(self.config.max_inflight),
+            protocol,
+            v5,
         })
     }
+}
+
+/// Refuses properties `kind` may not carry or cannot encode, naming `what` they are.
+fn check_properties(
+    properties: &Properties,
+    kind: Kind,
+    what: &'static str,
+) -> Result<(), ClientError> {
+    properties
+        .body_len(kind)
+        .map(drop)
+        .map_err(|e| invalid(what, "", e))
 }
 
 async fn wait_reply<T>(

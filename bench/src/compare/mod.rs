@@ -468,6 +468,11 @@ mod tests {
         assert_eq!(s.opts().duration, 1.0);
         assert!(parse_scenario("pairs --url mqtt://x", 1.0, 1.0).is_err());
         assert!(parse_scenario("pairs --qos 3", 1.0, 1.0).is_err());
+        let v5 = parse_scenario("pairs -n 8 --qos 1 --protocol 5 --topic-alias", 3.0, 0.5).unwrap();
+        assert_eq!(
+            (v5.opts().protocol, v5.opts().topic_alias),
+            (amqtt::protocol::ProtocolLevel::V5, true)
+        );
         assert!(parse_scenario("nosuch", 1.0, 1.0).is_err());
         for d in default_scenarios() {
             assert!(parse_scenario(&d, 1.0, 1.0).is_ok(), "{d}");

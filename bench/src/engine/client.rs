@@ -67,6 +67,11 @@ pub(super) struct PubState {
     pub(super) period_ns: f64,
     pub(super) offset_ns: f64,
     pub(super) next_due: u64,
+    /// MQTT 5: the topic alias on the current connection.
+    pub(super) alias: super::v5::Alias,
+    /// MQTT 5: the broker's Receive Maximum on the current connection (QoS 1/2 messages
+    /// unacknowledged at once; `u32::MAX` when it set none, and at MQTT 3).
+    pub(super) receive_maximum: u32,
 }
 
 /// Per-subscriber state of a client.

@@ -10,7 +10,7 @@
 //! * Closed loop (`Mode::Closed { inflight }`): a publisher keeps at most `inflight` messages
 //!   *end to end* unsettled: sent but not yet seen (or skipped over) by every subscriber stream of
 //!   that publisher. At QoS 1/2 the protocol window (awaiting PUBACK/PUBCOMP) is bounded by
-//!   `inflight` too. So the generator never builds an unbounded queue inside the broker, and the
+//!   `inflight` too (and by an MQTT 5 broker's Receive Maximum). So the generator never builds an unbounded queue inside the broker, and the
 //!   latency of a closed-loop run is service time, not queueing we caused. When a window stays full
 //!   for the stall timeout (lost QoS 0 messages, or a broker that lost QoS 1/2 ones) the window is
 //!   reset and a `window_stalls` error counted.
@@ -58,6 +58,7 @@
 mod client;
 mod packets;
 mod publishing;
+mod v5;
 mod worker;
 
 use std::io;
@@ -66,7 +67,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use amqtt::protocol::{QoS, TopicFilter, TopicName};
+use amqtt::protocol::{ProtocolLevel, QoS, TopicFilter, TopicName};
 use mio::{Poll, Token, Waker};
 use serde::Serialize;
 
@@ -157,6 +158,11 @@ pub struct Plan {
     pub publishers: Vec<u32>,
     /// A closed-loop window that makes no progress for this long is reset (and counted).
     pub stall_timeout_ns: u64,
+    /// MQTT 3.1.1 or 5 (`--protocol`).
+    pub protocol: ProtocolLevel,
+    /// MQTT 5 publishers send a topic alias instead of the topic after the first message of each
+    /// connection (`--topic-alias`), when the broker's Topic Alias Maximum allows one.
+    pub topic_alias: bool,
 }
 
 /// Engine phases, set by the caller.

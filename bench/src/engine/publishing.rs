@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 
-use amqtt::protocol::{PublishRef, QoS};
+use amqtt::protocol::{ProtocolLevel, PublishRef, QoS};
 
 use super::client::{mark_dirty, Awaiting, Client, Ctx, PubState, State};
 use super::{PubShared, BATCH, OPEN_LOOP_MAX_INFLIGHT, WBUF_HIGH};
@@ -63,7 +63,12 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
         packet_id,
         payload: &ctx.payload,
     };
-    if !stamped || publish.encode(&mut c.wbuf).is_err() {
+    let encoded = if ctx.plan.protocol == ProtocolLevel::V5 {
+        super::v5::encode_publish(&publish, &p.topic, &mut p.alias, &mut c.wbuf)
+    } else {
+        publish.encode(&mut c.wbuf).is_ok()
+    };
+    if !stamped || !encoded {
         ctx.c.errors.protocol += 1;
         return false;
     }
@@ -97,7 +102,8 @@ pub(super) fn publish_closed(c: &mut Client, i: usize, ctx: &mut Ctx, inflight: 
             p.wbuf_full = true;
             break; // retried after the socket drains
         }
-        if ctx.plan.qos != QoS::AtMostOnce && p.awaiting.len() as u64 >= inflight {
+        let unacknowledged = inflight.min(u64::from(p.receive_maximum));
+        if ctx.plan.qos != QoS::AtMostOnce && p.awaiting.len() as u64 >= unacknowledged {
             break; // retried on PUBACK / PUBCOMP
         }
         let ps = &ctx.shared.pubs[p.id as usize];
@@ -150,7 +156,8 @@ pub(super) fn publish_open(c: &mut Client, i: usize, ctx: &mut Ctx, now: u64) {
             ctx.schedule.push(Reverse((p.next_due, i)));
             break;
         }
-        if c.wbuf.len() >= WBUF_HIGH || p.awaiting.len() as u32 >= OPEN_LOOP_MAX_INFLIGHT {
+        let unacknowledged = OPEN_LOOP_MAX_INFLIGHT.min(p.receive_maximum);
+        if c.wbuf.len() >= WBUF_HIGH || p.awaiting.len() as u32 >= unacknowledged {
             // Behind schedule: try again shortly; the lateness shows up as latency.
             ctx.schedule.push(Reverse((now + 100_000, i)));
             break;

@@ -85,6 +85,8 @@ impl Worker {
                         period_ns,
                         offset_ns: period_ns * p.publisher as f64 / n_pubs,
                         next_due: 0,
+                        alias: super::v5::Alias::Off,
+                        receive_maximum: u32::MAX,
                     }
                 });
                 let subscriber = if cp.subscribe.is_empty() && cp.streams.is_empty() {
@@ -344,20 +346,30 @@ impl Worker {
                     c.rbuf.clear();
                     c.wbuf.clear();
                     let cp = &ctx.plan.clients[c.plan];
-                    let connect = Packet::Connect(Box::new(Connect {
-                        protocol: ProtocolLevel::V311,
-                        clean_session: cp.clean_session,
-                        keep_alive: ctx.plan.keep_alive,
-                        client_id: cp.client_id.clone(),
-                        will: None,
-                        username: ctx.plan.credentials.as_ref().map(|c| c.username.clone()),
-                        password: ctx
-                            .plan
-                            .credentials
-                            .as_ref()
-                            .and_then(|c| c.password.clone()),
-                    }));
-                    if connect.encode(&mut c.wbuf).is_err() {
+                    if let Some(p) = c.publisher.as_mut() {
+                        // Aliases are per connection: the CONNACK says whether this one has any.
+                        p.alias = super::v5::Alias::Off;
+                        p.receive_maximum = u32::MAX;
+                    }
+                    let encoded = if ctx.plan.protocol == ProtocolLevel::V5 {
+                        super::v5::connect(&ctx.plan, cp).encode(&mut c.wbuf)
+                    } else {
+                        Packet::Connect(Box::new(Connect {
+                            protocol: ProtocolLevel::V311,
+                            clean_session: cp.clean_session,
+                            keep_alive: ctx.plan.keep_alive,
+                            client_id: cp.client_id.clone(),
+                            will: None,
+                            username: ctx.plan.credentials.as_ref().map(|c| c.username.clone()),
+                            password: ctx
+                                .plan
+                                .credentials
+                                .as_ref()
+                                .and_then(|c| c.password.clone()),
+                        }))
+                        .encode(&mut c.wbuf)
+                    };
+                    if encoded.is_err() {
                         ctx.c.errors.protocol += 1;
                         close(c, ctx, &self.poll, State::Closed);
                         continue;

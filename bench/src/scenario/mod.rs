@@ -22,7 +22,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use amqtt::protocol::{QoS, TopicName};
+use amqtt::protocol::{ProtocolLevel, QoS, TopicName};
 use clap::{Args, Subcommand};
 
 use crate::credentials;
@@ -140,6 +140,22 @@ pub struct Opts {
     /// MQTT keep-alive of every client (seconds; PINGREQ every half of it).
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
+    /// MQTT version of every client: 311 (also 4 or 3.1.1) or 5.
+    #[arg(long, value_name = "VERSION", default_value = "311", value_parser = parse_protocol)]
+    pub protocol: ProtocolLevel,
+    /// With --protocol 5: publishers send a topic alias instead of the topic after the first
+    /// message of each connection (when the broker's Topic Alias Maximum allows one).
+    #[arg(long)]
+    pub topic_alias: bool,
+}
+
+/// `--protocol`: MQTT 3.1.1 or 5.
+fn parse_protocol(text: &str) -> Result<ProtocolLevel, String> {
+    match text {
+        "311" | "4" | "3.1.1" => Ok(ProtocolLevel::V311),
+        "5" | "5.0" => Ok(ProtocolLevel::V5),
+        _ => Err(format!("'{text}': use 311 or 5")),
+    }
 }
 
 impl Default for Opts {
@@ -167,6 +183,8 @@ impl Default for Opts {
             messages: None,
             prefix: "amqtt-bench".into(),
             keep_alive: 60,
+            protocol: ProtocolLevel::V311,
+            topic_alias: false,
         }
     }
 }
@@ -308,6 +326,9 @@ impl Scenario {
             if !r.is_finite() || r <= 0.0 {
                 return Err(BenchError::Usage("--rate must be positive".into()));
             }
+        }
+        if o.topic_alias && o.protocol != ProtocolLevel::V5 {
+            return Err(BenchError::Usage("--topic-alias needs --protocol 5".into()));
         }
         if o.inflight == Some(0) {
             return Err(BenchError::Usage("--inflight must be at least 1".into()));

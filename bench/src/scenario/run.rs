@@ -115,6 +115,8 @@ impl RunCtx {
             clients,
             publishers,
             stall_timeout_ns: 2_000_000_000,
+            protocol: o.protocol,
+            topic_alias: o.topic_alias,
         }
     }
 
@@ -379,6 +381,8 @@ pub(super) fn base_report(
         placement: o.placement,
         shards: o.shards,
         persistent: o.persistent,
+        protocol: o.protocol as u8,
+        topic_alias: o.topic_alias,
         ..Report::default()
     }
 }

@@ -1,7 +1,8 @@
 //! What changes the state: the transport and clock inputs (`handle_transport_up`,
 //! `handle_packet`, `handle_transport_down`, `handle_timeout`), the user requests (`publish`,
 //! `subscribe`, `unsubscribe`, `disconnect`, `take_waiters`), and the private handlers and
-//! bookkeeping behind them (one handler per packet the broker sends, packet ids, `send`, `pump`).
+//! bookkeeping behind them (CONNACK and PUBLISH, packet ids, `send`, `pump`; the
+//! acknowledgements are in `acks.rs`).
 //! Inputs only queue packets and events; handing them out is `outputs.rs`'s job. No I/O and no
 //! clock here: `now` is an argument.
 
@@ -15,16 +16,22 @@ impl<W> ClientState<W> {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
-        self.transmit.clear();
-        self.transmit.push_back(Packet::Connect(Box::new(Connect {
-            protocol: ProtocolLevel::V311,
-            clean_session: self.options.clean_session,
-            keep_alive: self.options.keep_alive,
-            client_id: self.options.client_id.clone(),
-            will: self.options.will.clone(),
-            username: self.options.username.clone(),
-            password: self.options.password.clone(),
-        })));
+        self.clear_transmit();
+        self.keep_alive = self.options.keep_alive;
+        self.conn5 = v5_layer::Connection5::default();
+        if self.is_v5() {
+            self.transmit5.push_back(self.connect_v5());
+        } else {
+            self.transmit.push_back(Packet::Connect(Box::new(Connect {
+                protocol: self.options.protocol,
+                clean_session: self.options.clean_session,
+                keep_alive: self.options.keep_alive,
+                client_id: self.options.client_id.clone(),
+                will: self.options.will.clone(),
+                username: self.options.username.clone(),
+                password: self.options.password.clone(),
+            })));
+        }
         self.phase = Phase::AwaitingConnAck {
             deadline: now + self.options.connection_timeout,
         };
@@ -33,7 +40,7 @@ impl<W> ClientState<W> {
     /// The transport is gone. Unwritten packets are dropped; everything unacknowledged is kept and
     /// re-sent after the next CONNACK.
     pub fn handle_transport_down(&mut self) {
-        self.transmit.clear();
+        self.clear_transmit();
         if !matches!(self.phase, Phase::Closed) {
             self.phase = Phase::Offline;
         }
@@ -97,8 +104,8 @@ impl<W> ClientState<W> {
             Phase::Connected {
                 last_sent,
                 ping_sent,
-            } if self.options.keep_alive > 0 => {
-                let keep_alive = Duration::from_secs(u64::from(self.options.keep_alive));
+            } if self.keep_alive > 0 => {
+                let keep_alive = Duration::from_secs(u64::from(self.keep_alive));
                 match ping_sent {
                     Some(sent) if now >= sent + keep_alive => {
                         Err(ConnectionError::PingTimeout(keep_alive))
@@ -126,10 +133,27 @@ impl<W> ClientState<W> {
         waiter: W,
         now: Instant,
     ) -> Result<(), (W, Refusal)> {
+        self.publish_with(message, None, waiter, now)
+    }
+
+    /// [`publish`](Self::publish) with MQTT 5 PUBLISH properties (not sent at MQTT 3).
+    pub fn publish_with(
+        &mut self,
+        message: Message,
+        properties: Option<Box<Properties>>,
+        waiter: W,
+        now: Instant,
+    ) -> Result<(), (W, Refusal)> {
         if matches!(self.phase, Phase::Closed) {
             return Err((waiter, Refusal::Closed));
         }
-        self.queued.push_back((message, waiter));
+        self.queued.push_back((
+            Outgoing {
+                message,
+                properties,
+            },
+            waiter,
+        ));
         self.pump(now);
         Ok(())
     }
@@ -198,10 +222,28 @@ impl<W> ClientState<W> {
     /// is already queued, accepts nothing more, and returns every waiter still pending so the
     /// driver can fail them.
     pub fn disconnect(&mut self, now: Instant) -> Vec<W> {
+        self.disconnect_with(ReasonCode::SUCCESS, Properties::default(), now)
+    }
+
+    /// [`disconnect`](Self::disconnect) with an MQTT 5 reason code and DISCONNECT properties
+    /// (Session Expiry Interval, Reason String, User Properties); MQTT 3 sends neither.
+    pub fn disconnect_with(
+        &mut self,
+        reason: ReasonCode,
+        properties: Properties,
+        now: Instant,
+    ) -> Vec<W> {
         if self.is_connected() {
-            self.send(Packet::Disconnect, now);
+            if self.is_v5() {
+                self.send5(
+                    v5::Packet::Disconnect(v5::Disconnect { reason, properties }),
+                    now,
+                );
+            } else {
+                self.send(Packet::Disconnect, now);
+            }
         } else {
-            self.transmit.clear();
+            self.clear_transmit();
         }
         self.phase = Phase::Closed;
         self.take_waiters()
@@ -223,7 +265,7 @@ impl<W> ClientState<W> {
     /// PINGREQ goes out after this much silence from our side: `ping_delay` before the end of the
     /// keep-alive period (the whole period when `ping_delay` does not fit in it).
     pub(super) fn ping_interval(&self) -> Duration {
-        let keep_alive = Duration::from_secs(u64::from(self.options.keep_alive));
+        let keep_alive = Duration::from_secs(u64::from(self.keep_alive));
         if self.options.ping_delay < keep_alive {
             keep_alive - self.options.ping_delay
         } else {
@@ -231,11 +273,49 @@ impl<W> ClientState<W> {
         }
     }
 
-    fn send(&mut self, packet: Packet, now: Instant) {
+    /// Queues `packet`; an MQTT 5 session writes it as its MQTT 5 form.
+    pub(super) fn send(&mut self, packet: Packet, now: Instant) {
+        if self.is_v5() {
+            match self.to_v5(packet) {
+                Some(packet) => self.send5(packet, now),
+                // The state makes only a client's packets.
+                None => log::error!("internal: a server's packet queued for sending"),
+            }
+            return;
+        }
         if let Phase::Connected { last_sent, .. } = &mut self.phase {
             *last_sent = now;
         }
         self.transmit.push_back(packet);
+    }
+
+    pub(super) fn send5(&mut self, packet: v5::Packet, now: Instant) {
+        if let Phase::Connected { last_sent, .. } = &mut self.phase {
+            *last_sent = now;
+        }
+        self.transmit5.push_back(packet);
+    }
+
+    /// Queues the PUBLISH of `message` (MQTT 5: with its properties and a topic alias).
+    fn send_publish(
+        &mut self,
+        message: Message,
+        properties: Option<&Properties>,
+        packet_id: Option<u16>,
+        dup: bool,
+        now: Instant,
+    ) {
+        if self.is_v5() {
+            let packet = self.publish_v5(message, properties, packet_id, dup);
+            self.send5(v5::Packet::Publish(packet), now);
+        } else {
+            self.send(Packet::Publish(Publish::new(message, packet_id, dup)), now);
+        }
+    }
+
+    fn clear_transmit(&mut self) {
+        self.transmit.clear();
+        self.transmit5.clear();
     }
 
     /// A free packet identifier: the next one after the last handed out, skipping those in use.
@@ -252,36 +332,56 @@ impl<W> ClientState<W> {
         }
     }
 
-    fn release_packet_id(&mut self, id: u16) {
+    pub(super) fn release_packet_id(&mut self, id: u16) {
         self.ids_in_use.remove(&id);
     }
 
     /// Moves queued messages onto the wire while connected: QoS 0 straight out, QoS 1/2 while an
     /// in-flight slot and a packet id are free. Order is kept.
-    fn pump(&mut self, now: Instant) {
+    pub(super) fn pump(&mut self, now: Instant) {
         if !self.is_connected() {
             return;
         }
-        while let Some((message, _)) = self.queued.front() {
-            if message.qos == QoS::AtMostOnce {
-                let Some((message, waiter)) = self.queued.pop_front() else {
-                    break;
-                };
-                self.send(Packet::Publish(Publish::new(message, None, false)), now);
-                self.events.push_back(Event::Published(waiter));
+        while let Some((next, _)) = self.queued.front() {
+            if let Some(failure) = self.publish_not_allowed(next) {
+                if let Some((_, waiter)) = self.queued.pop_front() {
+                    self.events.push_back(Event::PublishFailed(
+                        waiter,
+                        PublishFailure::NotAllowed(failure),
+                    ));
+                }
                 continue;
             }
-            if self.inflight.len() >= self.options.max_inflight {
+            let packet_id = if next.message.qos == QoS::AtMostOnce {
+                None
+            } else if self.inflight.len() >= self.inflight_limit() {
                 break;
-            }
-            let Some(packet_id) = self.allocate_packet_id() else {
+            } else {
+                match self.allocate_packet_id() {
+                    Some(id) => Some(id),
+                    None => break,
+                }
+            };
+            let Some((
+                Outgoing {
+                    message,
+                    properties,
+                },
+                waiter,
+            )) = self.queued.pop_front()
+            else {
                 break;
             };
-            let Some((message, waiter)) = self.queued.pop_front() else {
-                break;
+            let Some(packet_id) = packet_id else {
+                self.send_publish(message, properties.as_deref(), None, false, now);
+                self.events.push_back(Event::Published(waiter));
+                continue;
             };
-            self.send(
-                Packet::Publish(Publish::new(message.clone(), Some(packet_id), false)),
+            self.send_publish(
+                message.clone(),
+                properties.as_deref(),
+                Some(packet_id),
+                false,
                 now,
             );
             let stage = if message.qos == QoS::AtLeastOnce {
@@ -292,6 +392,7 @@ impl<W> ClientState<W> {
             self.inflight.push_back(Inflight {
                 packet_id,
                 message,
+                properties,
                 stage,
                 sent: true,
                 waiter,
@@ -303,19 +404,24 @@ impl<W> ClientState<W> {
         if ack.code != ConnectReturnCode::Accepted {
             return Err(ConnectionError::Refused(ack.code));
         }
+        self.accept_connection(ack.session_present, now);
+        Ok(())
+    }
+
+    /// CONNACK accepted the connection (at any level): restore subscriptions and re-send what
+    /// the previous connection left unacknowledged.
+    pub(super) fn accept_connection(&mut self, session_present: bool, now: Instant) {
         self.phase = Phase::Connected {
             last_sent: now,
             ping_sent: None,
         };
-        self.events.push_back(Event::Connected {
-            session_present: ack.session_present,
-        });
+        self.events.push_back(Event::Connected { session_present });
         if self.options.clean_session {
             // The broker forgot its half of any QoS 2 exchange; so do we.
             self.incoming_qos2.clear();
         }
         // Without a session on the broker, the subscriptions we hold must be made again.
-        if !ack.session_present && !self.subscriptions.is_empty() {
+        if !session_present && !self.subscriptions.is_empty() {
             let filters: Vec<SubscribeFilter> = self
                 .subscriptions
                 .iter()
@@ -357,33 +463,40 @@ impl<W> ClientState<W> {
             self.send(packet, now);
         }
         // Unacknowledged messages, oldest first [MQTT-4.4.0-1].
-        let resends: Vec<Packet> = self
-            .inflight
-            .iter_mut()
-            .map(|m| match m.stage {
+        for at in 0..self.inflight.len() {
+            let m = &mut self.inflight[at];
+            let packet_id = m.packet_id;
+            match m.stage {
                 Awaiting::PubAck | Awaiting::PubRec => {
                     let dup = m.sent;
                     m.sent = true;
-                    Packet::Publish(Publish::new(m.message.clone(), Some(m.packet_id), dup))
+                    let (message, properties) = (m.message.clone(), m.properties.clone());
+                    self.send_publish(message, properties.as_deref(), Some(packet_id), dup, now);
                 }
-                Awaiting::PubComp => Packet::PubRel(PubRel {
-                    packet_id: m.packet_id,
-                }),
-            })
-            .collect();
-        for packet in resends {
-            self.send(packet, now);
+                Awaiting::PubComp => self.send(Packet::PubRel(PubRel { packet_id }), now),
+            }
         }
         self.pump(now);
-        Ok(())
     }
 
     fn handle_publish(&mut self, publish: Publish, now: Instant) -> Result<(), ConnectionError> {
-        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let packet_id = publish.packet_id;
         let message = Delivery {
             dup: publish.dup,
             message: publish.into_message(),
+            properties: None,
         };
+        self.deliver(message, packet_id, now)
+    }
+
+    /// A received message: to the user (once, for QoS 2) and acknowledged.
+    pub(super) fn deliver(
+        &mut self,
+        message: Delivery,
+        packet_id: Option<u16>,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        let qos = message.message.qos;
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) => self.events.push_back(Event::Message(message)),
             (QoS::AtLeastOnce, Some(packet_id)) => {
@@ -400,118 +513,5 @@ impl<W> ClientState<W> {
             (_, None) => return Err(violation("PUBLISH with QoS > 0 and no packet id".into())),
         }
         Ok(())
-    }
-
-    fn inflight_position(&self, packet_id: u16, stage: Awaiting) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|m| m.packet_id == packet_id && m.stage == stage)
-    }
-
-    fn complete_inflight(&mut self, at: usize, now: Instant) {
-        if let Some(done) = self.inflight.remove(at) {
-            self.release_packet_id(done.packet_id);
-            self.events.push_back(Event::Published(done.waiter));
-            self.pump(now);
-        }
-    }
-
-    fn handle_puback(&mut self, packet_id: u16, now: Instant) {
-        match self.inflight_position(packet_id, Awaiting::PubAck) {
-            Some(at) => self.complete_inflight(at, now),
-            None => log::debug!("ignoring PUBACK for unknown packet id {packet_id}"),
-        }
-    }
-
-    fn handle_pubrec(&mut self, packet_id: u16, now: Instant) {
-        let known = match self.inflight_position(packet_id, Awaiting::PubRec) {
-            Some(at) => {
-                self.inflight[at].stage = Awaiting::PubComp;
-                true
-            }
-            // A repeated PUBREC: answer again.
-            None => self
-                .inflight_position(packet_id, Awaiting::PubComp)
-                .is_some(),
-        };
-        if known {
-            self.send(Packet::PubRel(PubRel { packet_id }), now);
-        } else {
-            log::debug!("ignoring PUBREC for unknown packet id {packet_id}");
-        }
-    }
-
-    fn handle_pubcomp(&mut self, packet_id: u16, now: Instant) {
-        match self.inflight_position(packet_id, Awaiting::PubComp) {
-            Some(at) => self.complete_inflight(at, now),
-            None => log::debug!("ignoring PUBCOMP for unknown packet id {packet_id}"),
-        }
-    }
-
-    fn handle_suback(&mut self, ack: SubAck) -> Result<(), ConnectionError> {
-        let Some(at) = self
-            .subscribes
-            .iter()
-            .position(|s| s.packet_id == ack.packet_id)
-        else {
-            log::debug!("ignoring SUBACK for unknown packet id {}", ack.packet_id);
-            return Ok(());
-        };
-        if self.subscribes[at].filters.len() != ack.return_codes.len() {
-            return Err(violation(format!(
-                "SUBACK has {} return codes for {} topic filters",
-                ack.return_codes.len(),
-                self.subscribes[at].filters.len()
-            )));
-        }
-        let pending = self.subscribes.remove(at);
-        self.release_packet_id(pending.packet_id);
-        for (requested, code) in pending.filters.iter().zip(&ack.return_codes) {
-            let known = self
-                .subscriptions
-                .iter()
-                .position(|(f, _)| *f == requested.filter);
-            match (code, known) {
-                (SubscribeReturnCode::Success(qos), Some(i)) => self.subscriptions[i].1 = *qos,
-                (SubscribeReturnCode::Success(qos), None) => {
-                    self.subscriptions.push((requested.filter.clone(), *qos))
-                }
-                // A refused restore means the subscription is gone; a refused new one changes nothing.
-                (SubscribeReturnCode::Failure, Some(i)) if pending.waiter.is_none() => {
-                    self.subscriptions.remove(i);
-                }
-                (SubscribeReturnCode::Failure, _) => {}
-            }
-        }
-        match pending.waiter {
-            Some(waiter) => self
-                .events
-                .push_back(Event::Subscribed(waiter, ack.return_codes)),
-            None => self.events.push_back(Event::Restored(
-                pending
-                    .filters
-                    .into_iter()
-                    .map(|f| f.filter)
-                    .zip(ack.return_codes)
-                    .collect(),
-            )),
-        }
-        Ok(())
-    }
-
-    fn handle_unsuback(&mut self, packet_id: u16) {
-        let Some(at) = self
-            .unsubscribes
-            .iter()
-            .position(|u| u.packet_id == packet_id)
-        else {
-            log::debug!("ignoring UNSUBACK for unknown packet id {packet_id}");
-            return;
-        };
-        let pending = self.unsubscribes.remove(at);
-        self.release_packet_id(packet_id);
-        self.subscriptions
-            .retain(|(filter, _)| !pending.filters.contains(filter));
-        self.events.push_back(Event::Unsubscribed(pending.waiter));
     }
 }

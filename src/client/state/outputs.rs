@@ -12,6 +12,11 @@ impl<W> ClientState<W> {
         self.transmit.pop_front()
     }
 
+    /// The next MQTT 5 packet to write, oldest first (MQTT 5 sessions queue only these).
+    pub fn poll_transmit_v5(&mut self) -> Option<v5::Packet> {
+        self.transmit5.pop_front()
+    }
+
     /// The next event for the driver, oldest first.
     pub fn poll_event(&mut self) -> Option<Event<W>> {
         self.events.pop_front()
@@ -24,8 +29,8 @@ impl<W> ClientState<W> {
             Phase::Connected {
                 last_sent,
                 ping_sent,
-            } if self.options.keep_alive > 0 => Some(match ping_sent {
-                Some(sent) => sent + Duration::from_secs(u64::from(self.options.keep_alive)),
+            } if self.keep_alive > 0 => Some(match ping_sent {
+                Some(sent) => sent + Duration::from_secs(u64::from(self.keep_alive)),
                 None => last_sent + self.ping_interval(),
             }),
             _ => None,

@@ -24,6 +24,8 @@ pub(super) fn options(clean_session: bool) -> SessionOptions {
         username: None,
         password: None,
         max_inflight: 100,
+        protocol: ProtocolLevel::V311,
+        v5: V5Options::default(),
     }
 }
 
