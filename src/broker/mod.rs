@@ -49,6 +49,7 @@ mod recovery;
 pub mod retained;
 mod routing;
 pub mod session;
+mod shared;
 pub mod stats;
 pub mod topic_trie;
 
@@ -86,6 +87,8 @@ pub use retained::RetainVersion;
 use retained::RetainedStore;
 use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
+use shared::SharedGroups;
+pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 pub use stats::Stats;
 use topic_trie::TopicTrie;
 
@@ -133,6 +136,8 @@ pub struct BrokerCore {
     subscriptions: TopicTrie<Vec<Subscriber>>,
     /// Per other shard: the filters its sessions subscribe to (value unused: presence).
     remote_interest: Vec<TopicTrie<()>>,
+    /// Share groups (`$share/...`): their members here, and how many each other shard has.
+    shared: SharedGroups,
     retained: RetainedStore,
     /// The latest time an event brought (bus messages bring none); stamps retained deletions.
     clock: Option<Instant>,
@@ -182,6 +187,7 @@ impl BrokerCore {
             max_bytes: settings.max_queued_bytes,
             budget: settings.memory.clone(),
         });
+        let shared = SharedGroups::new(settings.shared_strategy, id_seed ^ shard as u64);
         let journal = settings
             .persistence
             .then(|| Box::new(Journal::new(shards.max(1))));
@@ -198,6 +204,7 @@ impl BrokerCore {
             credential_deadlines: Default::default(),
             subscriptions: TopicTrie::new(),
             remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
+            shared,
             retained: RetainedStore::default(),
             clock: None,
             pending_tokens: HashMap::new(),
@@ -304,6 +311,10 @@ impl BrokerCore {
                     let version = self.retained.next_version(self.shard);
                     self.apply_retained(&message, version);
                 }
+                // Every shard gets it: the first one serves the share groups.
+                if self.shard == 0 {
+                    self.route_shared(&message, None);
+                }
                 self.deliver_local(message);
             }
             BusMessage::Publishes(batch, stamp) => {
@@ -332,6 +343,26 @@ impl BrokerCore {
                 }
             }
             BusMessage::Durable { from, upto } => self.durable_confirmed(from, upto),
+            BusMessage::ShareMembers {
+                from,
+                group,
+                online,
+                offline,
+                token,
+            } => {
+                self.share_members_announced(from, &group, online, offline);
+                if let Some(token) = token {
+                    self.send_bus(from, BusMessage::SharedAck { token });
+                }
+            }
+            BusMessage::SharedAck { token } => self.interest_confirmed(token),
+            BusMessage::SharedPublish {
+                group,
+                message,
+                hash,
+                hops,
+                stamp,
+            } => self.shared_publish_received(&group, &message, hash, hops, stamp),
             BusMessage::Interest {
                 from,
                 filter,
@@ -399,6 +430,7 @@ impl BrokerCore {
     /// shards last.
     pub fn poll_actions(&mut self, out: &mut Vec<Action>) {
         self.send_durable_confirmations();
+        self.announce_shared(None);
         for to in 0..self.shards {
             self.send_batch(to);
         }
@@ -465,6 +497,7 @@ impl BrokerCore {
         }
         // Offline, it no longer holds publishers back (its queue keeps its limits).
         self.caught_up(key);
+        self.shared_presence_changed(key);
         if self.settings.plugins.has_events() {
             if let Some((client_id, username)) = self.client_identity(conn) {
                 self.settings.plugins.client_disconnected(&ClientInfo {
@@ -510,10 +543,12 @@ impl BrokerCore {
         for filter in session.subscriptions.keys() {
             self.remove_subscriber(key, filter);
         }
+        self.redistribute_shared(&session);
     }
 
     /// Re-sends a resumed session's unacknowledged messages, then its queue.
     fn resume_session(&mut self, key: SessionKey, conn: ConnId) {
+        self.shared_presence_changed(key);
         let Some(session) = self.sessions.get(key) else {
             return;
         };
