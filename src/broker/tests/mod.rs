@@ -21,6 +21,7 @@
 //! - `expiry.rs`: session expiry (`session_expiry_interval`), and the tick with 100k offline
 //!   sessions;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
+//! - `shared.rs`: shared subscriptions (`$share/...`) at 1 and 2 shards;
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins;
 //! - `listing.rs`: the sessions and retained topics the host program lists;
@@ -306,6 +307,7 @@ mod flow_control;
 mod listing;
 mod publish;
 mod sessions;
+mod shared;
 mod subscribe;
 
 // ---- authentication verdicts, topic checks and event plugins ----------------------------------
