@@ -25,278 +25,18 @@
 //! reads a clock, touches a socket or decodes packets.
 
 use std::borrow::Cow;
-use std::cell::Cell;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::protocol::{QoS, Share, TopicFilter};
+use crate::protocol::{QoS, TopicFilter};
 
-use super::topic_trie::TopicTrie;
 use super::{BrokerCore, BusMessage, ConnId, DeliveryStamp, Message, SessionKey};
 
-/// How the member that gets a message is chosen (`shared_subscription_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SharedStrategy {
-    /// Each member in turn (per group, on each publishing shard).
-    #[default]
-    RoundRobin,
-    /// A member at random.
-    Random,
-    /// The same member until it leaves or goes offline.
-    Sticky,
-    /// By a hash of the publisher's client id: one publisher's messages go to one member while
-    /// the group stays the same (as EMQX's `hash_clientid`).
-    HashClientId,
-}
-
-impl SharedStrategy {
-    /// The configuration's spellings, in order.
-    pub const NAMES: [&'static str; 4] = ["round_robin", "random", "sticky", "hash_client_id"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SharedStrategy::RoundRobin => Self::NAMES[0],
-            SharedStrategy::Random => Self::NAMES[1],
-            SharedStrategy::Sticky => Self::NAMES[2],
-            SharedStrategy::HashClientId => Self::NAMES[3],
-        }
-    }
-}
-
-impl fmt::Display for SharedStrategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SharedStrategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "round_robin" => Ok(SharedStrategy::RoundRobin),
-            "random" => Ok(SharedStrategy::Random),
-            "sticky" => Ok(SharedStrategy::Sticky),
-            "hash_client_id" => Ok(SharedStrategy::HashClientId),
-            other => Err(format!(
-                "must be one of {}, got {other:?}",
-                Self::NAMES.join(", ")
-            )),
-        }
-    }
-}
-
-/// Why a `$share/...` filter is refused in a SUBACK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidShare(pub &'static str);
-
-impl InvalidShare {
-    /// Its MQTT 5 SUBACK reason code: 0x8F Topic Filter invalid (MQTT 3.1.1 has only 0x80).
-    pub fn v5_reason_code(self) -> crate::protocol::ReasonCode {
-        crate::protocol::ReasonCode::TOPIC_FILTER_INVALID
-    }
-}
-
-/// A shared subscription as the broker reads a SUBSCRIBE filter: `Ok(None)` for an ordinary one.
-pub fn share_of(filter: &TopicFilter) -> Result<Option<ShareGroup>, InvalidShare> {
-    match filter.share() {
-        Share::NotShared => Ok(None),
-        Share::Invalid(why) => Err(InvalidShare(why)),
-        Share::Shared { group, filter } => Ok(Some(ShareGroup {
-            name: group.into(),
-            filter,
-        })),
-    }
-}
-
-/// A share group: its name and the filter its members share.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ShareGroup {
-    pub name: Box<str>,
-    pub filter: TopicFilter,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Member {
-    session: SessionKey,
-    qos: QoS,
-}
-
-/// What this shard knows of one group.
-#[derive(Debug)]
-struct Group {
-    id: Arc<ShareGroup>,
-    /// Per shard: its members whose client is online, and its offline (persistent) ones, as that
-    /// shard last announced; this shard's own entries are kept current by `refresh_group`.
-    online: Vec<u32>,
-    offline: Vec<u32>,
-    /// This shard's members.
-    local: Vec<Member>,
-    /// Round robin: the next index over all members (choosing a shard) and over this shard's.
-    next: Cell<usize>,
-    next_local: Cell<usize>,
-    /// Sticky: the shard chosen last and this shard's member chosen last.
-    sticky: Cell<Option<usize>>,
-    sticky_local: Cell<Option<SessionKey>>,
-}
-
-impl Group {
-    fn new(id: Arc<ShareGroup>, shards: usize) -> Group {
-        Group {
-            id,
-            online: vec![0; shards],
-            offline: vec![0; shards],
-            local: Vec::new(),
-            next: Cell::new(0),
-            next_local: Cell::new(0),
-            sticky: Cell::new(None),
-            sticky_local: Cell::new(None),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.online.iter().chain(&self.offline).all(|&n| n == 0)
-    }
-
-    /// The shard of the member that gets a message, all shards but `exclude` considered: among
-    /// online members, or (`stored`: a QoS 1/2 message) offline ones when none is online.
-    fn choose_shard(
-        &self,
-        strategy: SharedStrategy,
-        hash: Option<u64>,
-        stored: bool,
-        exclude: Option<usize>,
-        rng: &Cell<u64>,
-    ) -> Option<usize> {
-        let sum = |counts: &[u32]| -> u64 {
-            let all = counts.iter().map(|&n| u64::from(n)).sum::<u64>();
-            all - exclude.map_or(0, |s| counts.get(s).map_or(0, |&n| u64::from(n)))
-        };
-        let counts = if sum(&self.online) > 0 {
-            &self.online
-        } else if stored && sum(&self.offline) > 0 {
-            &self.offline
-        } else {
-            return None;
-        };
-        let total = sum(counts);
-        let usable = |s: usize| Some(s) != exclude && counts.get(s).is_some_and(|&n| n > 0);
-        if strategy == SharedStrategy::Sticky {
-            if let Some(s) = self.sticky.get().filter(|&s| usable(s)) {
-                return Some(s);
-            }
-        }
-        let mut index = match (strategy, hash) {
-            (SharedStrategy::HashClientId, Some(hash)) => hash,
-            (SharedStrategy::Random | SharedStrategy::Sticky, _) => next_random(rng),
-            _ => {
-                let i = self.next.get();
-                self.next.set(i.wrapping_add(1));
-                i as u64
-            }
-        } % total;
-        for (shard, &n) in counts.iter().enumerate() {
-            if Some(shard) == exclude {
-                continue;
-            }
-            if index < u64::from(n) {
-                self.sticky.set(Some(shard));
-                return Some(shard);
-            }
-            index -= u64::from(n);
-        }
-        None
-    }
-}
-
-/// xorshift64*: deterministic (the simulation replays seeds), good enough to spread messages.
-fn next_random(state: &Cell<u64>) -> u64 {
-    let mut x = state.get().max(1);
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    state.set(x);
-    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
-
-/// FNV-1a of a client id (`hash_client_id`): the same on every shard and every run.
-fn client_hash(client_id: &str) -> u64 {
-    client_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Hops a targeted message may make between shards looking for a member before it is dropped.
-fn max_hops(shards: usize) -> u8 {
-    u8::try_from(shards.saturating_add(1)).unwrap_or(u8::MAX)
-}
-
-/// One shard's share groups (a field of [`BrokerCore`]).
-#[derive(Debug)]
-pub(super) struct SharedGroups {
-    strategy: SharedStrategy,
-    /// Groups by the filter they share (matching a topic walks this once).
-    by_filter: TopicTrie<Vec<Group>>,
-    /// How many groups this shard knows of (here or elsewhere): 0 costs routing one branch.
-    groups: usize,
-    /// Groups whose members on this shard changed since they were last announced, in order.
-    dirty: Vec<Arc<ShareGroup>>,
-    rng: Cell<u64>,
-}
-
-impl SharedGroups {
-    pub(super) fn new(strategy: SharedStrategy, seed: u64) -> SharedGroups {
-        SharedGroups {
-            strategy,
-            by_filter: TopicTrie::new(),
-            groups: 0,
-            dirty: Vec::new(),
-            rng: Cell::new(seed | 1),
-        }
-    }
-
-    /// Whether some group anywhere shares a filter that matches `topic`.
-    pub(super) fn matches(&self, topic: &[u8]) -> bool {
-        self.groups > 0 && self.by_filter.matches_any(topic)
-    }
-
-    fn get(&self, id: &ShareGroup) -> Option<&Group> {
-        let groups = self.by_filter.get(&id.filter)?;
-        groups.iter().find(|g| g.id.name == id.name)
-    }
-
-    fn get_or_insert(&mut self, id: &ShareGroup, shards: usize) -> &mut Group {
-        let (groups, _) = self.by_filter.entry(&id.filter, Vec::new);
-        let at = match groups.iter().position(|g| g.id.name == id.name) {
-            Some(at) => at,
-            None => {
-                groups.push(Group::new(Arc::new(id.clone()), shards));
-                self.groups += 1;
-                groups.len() - 1
-            }
-        };
-        &mut groups[at]
-    }
-
-    /// Forgets `id` if no shard has a member left.
-    fn forget_if_empty(&mut self, id: &ShareGroup) {
-        let Some(groups) = self.by_filter.get_mut(&id.filter) else {
-            return;
-        };
-        let before = groups.len();
-        groups.retain(|g| g.id.name != id.name || !g.is_empty());
-        self.groups -= before - groups.len();
-        if groups.is_empty() {
-            self.by_filter.remove(&id.filter);
-        }
-    }
-
-    fn mark_dirty(&mut self, id: &ShareGroup) {
-        if !self.dirty.iter().any(|d| **d == *id) {
-            self.dirty.push(Arc::new(id.clone()));
-        }
-    }
-}
+mod groups;
+#[cfg(test)]
+pub(super) use groups::ShareCount;
+pub(super) use groups::SharedGroups;
+use groups::{client_hash, max_hops, next_random, Group, Member};
+pub use groups::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 
 impl BrokerCore {
     // ---- membership ------------------------------------------------------------------------------
@@ -362,6 +102,29 @@ impl BrokerCore {
         if self.shards > 1 {
             self.shared.mark_dirty(id);
         }
+    }
+
+    /// Every group this shard knows, as `$share/name/filter`, with the members it counts on each
+    /// shard, online and offline (the simulation compares shards' views).
+    #[cfg(test)]
+    pub(super) fn share_counts(&self) -> Vec<ShareCount> {
+        let mut out: Vec<ShareCount> = self
+            .shared
+            .by_filter
+            .iter()
+            .into_iter()
+            .flat_map(|(_, groups)| groups.iter())
+            .map(|g| {
+                let group = format!("$share/{}/{}", g.id.name, g.id.filter);
+                ShareCount {
+                    group,
+                    online: g.online.clone(),
+                    offline: g.offline.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
     }
 
     /// Groups whose members here changed and are not announced yet.
@@ -659,95 +422,4 @@ impl BrokerCore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strategies_read_their_configuration_names() {
-        for name in SharedStrategy::NAMES {
-            let strategy: SharedStrategy = name.parse().expect("a strategy");
-            assert_eq!(strategy.as_str(), name);
-        }
-        assert_eq!(SharedStrategy::default(), SharedStrategy::RoundRobin);
-        let error = "fastest".parse::<SharedStrategy>().expect_err("unknown");
-        assert!(error.contains("round_robin"), "{error}");
-    }
-
-    #[test]
-    fn an_invalid_share_name_is_0x8f_for_mqtt_5() {
-        let filter = TopicFilter::new("$share/+/t").expect("a valid filter");
-        let refused = share_of(&filter).expect_err("an invalid share name");
-        assert_eq!(refused.v5_reason_code().0, 0x8f);
-        let ordinary = TopicFilter::new("a/+").expect("a valid filter");
-        assert_eq!(share_of(&ordinary), Ok(None));
-    }
-
-    fn group(online: &[u32], offline: &[u32]) -> Group {
-        let id = share_of(&TopicFilter::new("$share/g/t").expect("valid"))
-            .expect("valid")
-            .expect("shared");
-        let mut group = Group::new(Arc::new(id), online.len());
-        group.online = online.to_vec();
-        group.offline = offline.to_vec();
-        group
-    }
-
-    #[test]
-    fn round_robin_visits_every_member_of_every_shard_in_turn() {
-        let g = group(&[1, 2, 0], &[5, 0, 5]);
-        let rng = Cell::new(1);
-        let picks: Vec<_> = (0..6)
-            .map(|_| g.choose_shard(SharedStrategy::RoundRobin, None, true, None, &rng))
-            .collect();
-        let expected = [0, 1, 1, 0, 1, 1].map(Some);
-        assert_eq!(picks, expected, "online members only, shard 1 has two");
-    }
-
-    #[test]
-    fn offline_members_get_only_stored_messages_when_none_is_online() {
-        let g = group(&[0, 0], &[0, 3]);
-        let rng = Cell::new(1);
-        assert_eq!(
-            g.choose_shard(SharedStrategy::RoundRobin, None, false, None, &rng),
-            None
-        );
-        assert_eq!(
-            g.choose_shard(SharedStrategy::RoundRobin, None, true, None, &rng),
-            Some(1)
-        );
-        assert_eq!(
-            g.choose_shard(SharedStrategy::Random, None, true, Some(1), &rng),
-            None
-        );
-    }
-
-    #[test]
-    fn sticky_keeps_its_shard_and_hash_follows_the_publisher() {
-        let mut g = group(&[1, 1, 1], &[0, 0, 0]);
-        let rng = Cell::new(7);
-        let first = g.choose_shard(SharedStrategy::Sticky, None, false, None, &rng);
-        for _ in 0..10 {
-            assert_eq!(
-                g.choose_shard(SharedStrategy::Sticky, None, false, None, &rng),
-                first
-            );
-        }
-        let Some(left) = first else {
-            panic!("a shard was chosen");
-        };
-        g.online[left] = 0;
-        let next = g.choose_shard(SharedStrategy::Sticky, None, false, None, &rng);
-        assert!(
-            next.is_some() && next != first,
-            "moves when its member leaves"
-        );
-        let a = Some(client_hash("publisher-a"));
-        let pick = g.choose_shard(SharedStrategy::HashClientId, a, false, None, &rng);
-        for _ in 0..5 {
-            assert_eq!(
-                g.choose_shard(SharedStrategy::HashClientId, a, false, None, &rng),
-                pick
-            );
-        }
-    }
-}
+mod tests;
