@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::protocol::{QoS, TopicFilter};
 
-use super::{BrokerCore, BusMessage, ConnId, DeliveryStamp, Message, SessionKey};
+use super::{BrokerCore, BusMessage, ConnId, DeliveryStamp, Message, Session, SessionKey};
 
 mod groups;
 #[cfg(test)]
@@ -72,13 +72,7 @@ impl BrokerCore {
         let Some(session) = self.sessions.get(key) else {
             return;
         };
-        let groups: Vec<ShareGroup> = session
-            .subscriptions
-            .keys()
-            .filter(|f| f.is_shared())
-            .filter_map(|f| share_of(f).ok().flatten())
-            .collect();
-        for id in &groups {
+        for id in &groups_of(session) {
             self.refresh_group(id);
         }
     }
@@ -387,13 +381,8 @@ impl BrokerCore {
     /// A session that ends (`remove_session`, after it left its groups): its QoS 1/2 messages
     /// the client has not acknowledged, which matched one of its shared subscriptions, go to
     /// another member of that group.
-    pub(super) fn redistribute_shared(&mut self, session: &super::Session) {
-        let groups: Vec<ShareGroup> = session
-            .subscriptions
-            .keys()
-            .filter(|f| f.is_shared())
-            .filter_map(|f| share_of(f).ok().flatten())
-            .collect();
+    pub(super) fn redistribute_shared(&mut self, session: &Session) {
+        let groups = groups_of(session);
         if groups.is_empty() {
             return;
         }
@@ -419,6 +408,16 @@ impl BrokerCore {
             self.send_to_group_member(shard, id, &message, None, 0, false);
         }
     }
+}
+
+/// The groups a session is a member of (its `$share/...` subscriptions).
+fn groups_of(session: &Session) -> Vec<ShareGroup> {
+    session
+        .subscriptions
+        .keys()
+        .filter(|f| f.is_shared())
+        .filter_map(|f| share_of(f).ok().flatten())
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! `mod.rs` holds the harness every file shares: `Cluster` (the shards, the bus between them, the
-//! clients' received bytes, the fake clock) and its packet helpers, `connack` and
+//! clients' received bytes, the fake clock) and its packet helpers, `connack`, `suback_codes` and
 //! `ids_on_distinct_shards`, all private: the feature files are child modules and see them as
 //! they are. One file per feature:
 //! - `bytes_in.rs`: bytes in: packets split across reads, the in-place and decoded PUBLISH counted
@@ -285,6 +285,17 @@ fn connack(packets: &[Packet]) -> ConnAck {
         Some(Packet::ConnAck(c)) => *c,
         other => panic!("expected CONNACK first, got {other:?}"),
     }
+}
+
+/// The return codes of the first SUBACK among `packets`.
+fn suback_codes(packets: &[Packet]) -> Vec<crate::protocol::SubscribeReturnCode> {
+    packets
+        .iter()
+        .find_map(|p| match p {
+            Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .expect("SUBACK")
 }
 
 /// Client ids that live on different shards of a two-shard cluster.

@@ -18,14 +18,18 @@ fn id_on(prefix: &str, shard: usize, shards: usize) -> String {
         .expect("some id hashes there")
 }
 
-fn suback(packets: &[Packet]) -> Vec<SubscribeReturnCode> {
-    packets
-        .iter()
-        .find_map(|p| match p {
-            Packet::SubAck(ack) => Some(ack.return_codes.clone()),
-            _ => None,
-        })
-        .expect("SUBACK")
+/// `pub` publishes `m{i}` to `t/x` at QoS 1 for each `i` of `range` (packet id `i + 1`).
+fn publish_numbered(c: &mut Cluster, range: std::ops::Range<u16>) {
+    for i in range {
+        c.publish(
+            "pub",
+            "t/x",
+            &format!("m{i}"),
+            QoS::AtLeastOnce,
+            false,
+            i + 1,
+        );
+    }
 }
 
 /// Payloads each client received, acknowledging QoS 1 ones (so that windows never fill).
@@ -85,16 +89,7 @@ fn groups_cluster(shards: usize, strategy: SharedStrategy) -> (Cluster, Vec<Stri
 fn each_message_reaches_one_member_of_each_group_at_1_and_2_shards() {
     for shards in [1, 2] {
         let (mut c, members) = groups_cluster(shards, SharedStrategy::RoundRobin);
-        for i in 0..20u16 {
-            c.publish(
-                "pub",
-                "t/x",
-                &format!("m{i}"),
-                QoS::AtLeastOnce,
-                false,
-                i + 1,
-            );
-        }
+        publish_numbered(&mut c, 0..20);
         let mut names = members.clone();
         names.extend(["h", "plain"].map(String::from));
         let got = take_acked(&mut c, &names);
@@ -135,16 +130,7 @@ fn qos0_from_the_read_buffer_also_goes_to_one_member() {
 #[test]
 fn hash_client_id_sends_one_publishers_messages_to_one_member() {
     let (mut c, members) = groups_cluster(2, SharedStrategy::HashClientId);
-    for i in 0..12u16 {
-        c.publish(
-            "pub",
-            "t/x",
-            &format!("m{i}"),
-            QoS::AtLeastOnce,
-            false,
-            i + 1,
-        );
-    }
+    publish_numbered(&mut c, 0..12);
     let got = take_acked(&mut c, &members);
     let receivers: Vec<&String> = got
         .iter()
@@ -158,16 +144,7 @@ fn hash_client_id_sends_one_publishers_messages_to_one_member() {
 #[test]
 fn sticky_keeps_one_member_until_it_leaves() {
     let (mut c, members) = groups_cluster(2, SharedStrategy::Sticky);
-    for i in 0..6u16 {
-        c.publish(
-            "pub",
-            "t/x",
-            &format!("m{i}"),
-            QoS::AtLeastOnce,
-            false,
-            i + 1,
-        );
-    }
+    publish_numbered(&mut c, 0..6);
     let got = take_acked(&mut c, &members);
     let (chosen, payloads) = got
         .iter()
@@ -176,16 +153,7 @@ fn sticky_keeps_one_member_until_it_leaves() {
     assert_eq!(payloads.len(), 6, "{got:?}");
     let chosen = chosen.clone();
     c.drop_connection(&chosen);
-    for i in 6..12u16 {
-        c.publish(
-            "pub",
-            "t/x",
-            &format!("m{i}"),
-            QoS::AtLeastOnce,
-            false,
-            i + 1,
-        );
-    }
+    publish_numbered(&mut c, 6..12);
     let others: Vec<String> = members.into_iter().filter(|m| *m != chosen).collect();
     let got = take_acked(&mut c, &others);
     let receivers = got.values().filter(|p| !p.is_empty()).count();
@@ -205,7 +173,7 @@ fn retained_messages_are_not_sent_on_a_shared_subscription() {
             &[("$share/g/r/#", QoS::AtLeastOnce), ("r/#", QoS::AtMostOnce)],
         );
         let packets = c.packets("member");
-        let codes = suback(&packets);
+        let codes = suback_codes(&packets);
         assert_eq!(codes.len(), 2);
         let retained = packets
             .iter()
@@ -237,7 +205,7 @@ fn invalid_share_names_get_0x80_and_the_other_filters_are_served() {
             ("$share/g/t", QoS::AtLeastOnce),
         ],
     );
-    let codes = suback(&c.packets("s"));
+    let codes = suback_codes(&c.packets("s"));
     use SubscribeReturnCode::{Failure, Success};
     assert_eq!(
         codes,
@@ -273,7 +241,7 @@ fn the_topic_checks_see_the_filter_after_the_share_name() {
             ("$share/g/denied/x", QoS::AtMostOnce),
         ],
     );
-    let codes = suback(&c.packets("s"));
+    let codes = suback_codes(&c.packets("s"));
     use SubscribeReturnCode::{Failure, Success};
     assert_eq!(codes, [Success(QoS::AtMostOnce), Failure]);
 }
