@@ -21,7 +21,9 @@
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
-//! filters themselves are kept in a `topic_trie.rs`); when publishers are held back because a
+//! filters themselves are kept in a `topic_trie.rs`); shared subscriptions' groups, which member
+//! of each gets a message and the hand-off of a leaving member's messages, in `shared.rs`; when
+//! publishers are held back because a
 //! subscriber is behind, in `flow_control.rs`; the types the runtime and the core exchange
 //! (settings, bus messages, actions) in `interface.rs`.
 
