@@ -130,6 +130,9 @@ impl BrokerCore {
     /// a token, each confirms with [`BusMessage::SharedAck`]; returns how many groups were
     /// announced (each other shard confirms each).
     pub(super) fn announce_shared(&mut self, token: Option<u64>) -> usize {
+        if self.shared.dirty.is_empty() {
+            return 0;
+        }
         let dirty = std::mem::take(&mut self.shared.dirty);
         let (me, shards) = (self.shard, self.shards);
         for id in &dirty {
