@@ -102,8 +102,7 @@ impl BrokerCore {
         self.route_from(message, None);
     }
 
-    /// [`route`](Self::route), from the client on connection `publisher` if any. Share groups
-    /// (`shared.rs`) are served here, on the shard the message entered, and only here.
+    /// [`route`](Self::route) from connection `publisher`; share groups are served here only.
     fn route_from(&mut self, message: Message, publisher: Option<ConnId>) {
         let (me, shards) = (self.shard, self.shards);
         if message.retain {
