@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use crate::protocol::{QoS, TopicFilter};
 
 use super::connection::{PendingReply, KEPT_REPLY_QUEUE};
-use super::{BrokerCore, BusMessage, ConnId, SessionKey, Subscriber};
+use super::{share_of, BrokerCore, BusMessage, ConnId, SessionKey, Subscriber};
 
 impl BrokerCore {
     /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
@@ -23,6 +23,13 @@ impl BrokerCore {
         filter: &TopicFilter,
         qos: QoS,
     ) -> bool {
+        if filter.is_shared() {
+            // A share group's member: `shared.rs` (an invalid share name never gets here).
+            if let Ok(Some(group)) = share_of(filter) {
+                self.join_shared(key, &group, qos);
+            }
+            return false;
+        }
         self.last_match.forget();
         let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
         match subscribers.iter_mut().find(|s| s.session == key) {
@@ -34,6 +41,12 @@ impl BrokerCore {
 
     /// Removes a session's subscription from the trie, telling other shards when the filter is gone.
     pub(super) fn remove_subscriber(&mut self, key: SessionKey, filter: &TopicFilter) {
+        if filter.is_shared() {
+            if let Ok(Some(group)) = share_of(filter) {
+                self.leave_shared(key, &group);
+            }
+            return;
+        }
         self.last_match.forget();
         let Some(subscribers) = self.subscriptions.get_mut(filter) else {
             return;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{
     flow_control, retained, ConnId, DeliveryStamp, FlowGate, MemoryBudget, PublishBatch,
-    RetainVersion,
+    RetainVersion, ShareGroup, SharedStrategy,
 };
 use crate::plugins::CorePlugins;
 use crate::protocol::{ConnectReturnCode, QoS, TopicFilter, PROTOCOL_MAX_PACKET_SIZE};
@@ -61,6 +61,8 @@ pub struct Settings {
     pub persistence: bool,
     /// How long a persistent session outlives its client (`expiry.rs`); `None`: for ever.
     pub session_expiry_interval: Option<std::time::Duration>,
+    /// Which member of a share group gets a message (`shared.rs`).
+    pub shared_strategy: SharedStrategy,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             log_packets: false,
             persistence: false,
             session_expiry_interval: None,
+            shared_strategy: SharedStrategy::RoundRobin,
         }
     }
 }
@@ -115,6 +118,26 @@ pub enum BusMessage {
     /// Shard `from` has made durable its records for our numbered deliveries up to `upto`
     /// (persistence on; see `journal.rs`).
     Durable { from: usize, upto: u64 },
+    /// Shard `from` now has this many members of a share group, online and offline (absolute
+    /// counts: the latest wins). With a token, the receiver answers [`BusMessage::SharedAck`].
+    ShareMembers {
+        from: usize,
+        group: Arc<ShareGroup>,
+        online: u32,
+        offline: u32,
+        token: Option<u64>,
+    },
+    /// Confirms a `ShareMembers` carrying this token.
+    SharedAck { token: u64 },
+    /// A message for one member of a share group on the receiving shard, chosen by the shard it
+    /// entered on (`shared.rs`); `hops` counts how often it was passed on for want of a member.
+    SharedPublish {
+        group: Arc<ShareGroup>,
+        message: Message,
+        hash: Option<u64>,
+        hops: u8,
+        stamp: Option<DeliveryStamp>,
+    },
 }
 
 impl BusMessage {
@@ -122,7 +145,11 @@ impl BusMessage {
     /// dropped (and counted) rather than retried when its lane is full; 0 for any other.
     pub fn droppable_publishes(&self) -> u64 {
         match self {
-            BusMessage::Publish(m) if m.qos == QoS::AtMostOnce => 1,
+            BusMessage::Publish(m) | BusMessage::SharedPublish { message: m, .. }
+                if m.qos == QoS::AtMostOnce =>
+            {
+                1
+            }
             BusMessage::Publishes(batch, _) if batch.qos0_only() => batch.len() as u64,
             _ => 0,
         }
@@ -131,9 +158,10 @@ impl BusMessage {
     /// Which lane of the bus carries it: publishes on data, everything else on control.
     pub fn lane(&self) -> Lane {
         match self {
-            BusMessage::Publish(_) | BusMessage::Publishes(..) | BusMessage::Retained { .. } => {
-                Lane::Data
-            }
+            BusMessage::Publish(_)
+            | BusMessage::Publishes(..)
+            | BusMessage::Retained { .. }
+            | BusMessage::SharedPublish { .. } => Lane::Data,
             _ => Lane::Control,
         }
     }

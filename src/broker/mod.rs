@@ -21,7 +21,9 @@
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
-//! filters themselves are kept in a `topic_trie.rs`); when publishers are held back because a
+//! filters themselves are kept in a `topic_trie.rs`); shared subscriptions' groups, which member
+//! of each gets a message and the hand-off of a leaving member's messages, in `shared.rs`; when
+//! publishers are held back because a
 //! subscriber is behind, in `flow_control.rs`; the types the runtime and the core exchange
 //! (settings, bus messages, actions) in `interface.rs`.
 
@@ -50,6 +52,7 @@ mod reload;
 pub mod retained;
 mod routing;
 pub mod session;
+mod shared;
 pub mod stats;
 pub mod topic_trie;
 
@@ -88,6 +91,8 @@ pub use retained::RetainVersion;
 use retained::RetainedStore;
 use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
+use shared::SharedGroups;
+pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 pub use stats::Stats;
 use topic_trie::TopicTrie;
 
@@ -135,6 +140,8 @@ pub struct BrokerCore {
     subscriptions: TopicTrie<Vec<Subscriber>>,
     /// Per other shard: the filters its sessions subscribe to (value unused: presence).
     remote_interest: Vec<TopicTrie<()>>,
+    /// Share groups (`$share/...`): their members here, and how many each other shard has.
+    shared: SharedGroups,
     retained: RetainedStore,
     /// The latest time an event brought (bus messages bring none); stamps retained deletions.
     clock: Option<Instant>,
@@ -184,6 +191,7 @@ impl BrokerCore {
             max_bytes: settings.max_queued_bytes,
             budget: settings.memory.clone(),
         });
+        let shared = SharedGroups::new(settings.shared_strategy, id_seed ^ shard as u64);
         let journal = settings
             .persistence
             .then(|| Box::new(Journal::new(shards.max(1))));
@@ -200,6 +208,7 @@ impl BrokerCore {
             credential_deadlines: Default::default(),
             subscriptions: TopicTrie::new(),
             remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
+            shared,
             retained: RetainedStore::default(),
             clock: None,
             pending_tokens: HashMap::new(),
@@ -306,6 +315,10 @@ impl BrokerCore {
                     let version = self.retained.next_version(self.shard);
                     self.apply_retained(&message, version);
                 }
+                // Every shard gets it: the first one serves the share groups.
+                if self.shard == 0 {
+                    self.route_shared(&message, None);
+                }
                 self.deliver_local(message);
             }
             BusMessage::Publishes(batch, stamp) => {
@@ -334,6 +347,26 @@ impl BrokerCore {
                 }
             }
             BusMessage::Durable { from, upto } => self.durable_confirmed(from, upto),
+            BusMessage::ShareMembers {
+                from,
+                group,
+                online,
+                offline,
+                token,
+            } => {
+                self.share_members_announced(from, &group, online, offline);
+                if let Some(token) = token {
+                    self.send_bus(from, BusMessage::SharedAck { token });
+                }
+            }
+            BusMessage::SharedAck { token } => self.interest_confirmed(token),
+            BusMessage::SharedPublish {
+                group,
+                message,
+                hash,
+                hops,
+                stamp,
+            } => self.shared_publish_received(&group, &message, hash, hops, stamp),
             BusMessage::Interest {
                 from,
                 filter,
@@ -401,6 +434,7 @@ impl BrokerCore {
     /// shards last.
     pub fn poll_actions(&mut self, out: &mut Vec<Action>) {
         self.send_durable_confirmations();
+        self.announce_shared(None);
         for to in 0..self.shards {
             self.send_batch(to);
         }
@@ -467,6 +501,7 @@ impl BrokerCore {
         }
         // Offline, it no longer holds publishers back (its queue keeps its limits).
         self.caught_up(key);
+        self.shared_presence_changed(key);
         if self.settings.plugins.has_events() {
             if let Some((client_id, username)) = self.client_identity(conn) {
                 self.settings.plugins.client_disconnected(&ClientInfo {
@@ -512,10 +547,12 @@ impl BrokerCore {
         for filter in session.subscriptions.keys() {
             self.remove_subscriber(key, filter);
         }
+        self.redistribute_shared(&session);
     }
 
     /// Re-sends a resumed session's unacknowledged messages, then its queue.
     fn resume_session(&mut self, key: SessionKey, conn: ConnId) {
+        self.shared_presence_changed(key);
         let Some(session) = self.sessions.get(key) else {
             return;
         };

@@ -181,6 +181,10 @@ impl BrokerCore {
     /// Shard `shard` has recovered sessions subscribed to `filter` (start-up, before any traffic:
     /// the other shards announce nothing then).
     pub fn restore_remote_interest(&mut self, shard: usize, filter: &TopicFilter) {
+        if filter.is_shared() {
+            self.restore_remote_share(shard, filter);
+            return;
+        }
         if let Some(table) = self.remote_interest.get_mut(shard) {
             table.entry(filter, || ());
         }

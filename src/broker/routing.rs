@@ -64,7 +64,7 @@ impl BrokerCore {
             }
             plugins.message_received(&client, &message);
         }
-        self.route(message);
+        self.route_from(message, Some(conn));
         true
     }
 
@@ -99,6 +99,11 @@ impl BrokerCore {
     /// Routes a message that entered the broker on this shard (clients, wills, the host's
     /// `BrokerHandle::publish`). A retained one is announced to the event plugins here, once.
     pub fn route(&mut self, message: Message) {
+        self.route_from(message, None);
+    }
+
+    /// [`route`](Self::route) from connection `publisher`; share groups are served here only.
+    fn route_from(&mut self, message: Message, publisher: Option<ConnId>) {
         let (me, shards) = (self.shard, self.shards);
         if message.retain {
             let version = self.retained.next_version(me);
@@ -107,6 +112,7 @@ impl BrokerCore {
             if self.settings.plugins.has_events() {
                 self.settings.plugins.retained_message(&message);
             }
+            self.route_shared(&message, publisher);
             self.deliver_local(&message);
             for to in (0..shards).filter(|&s| s != me) {
                 let message = message.clone();
@@ -129,6 +135,7 @@ impl BrokerCore {
             return;
         }
         self.route_to_other_shards(message.qos, message.topic.as_bytes(), &message.payload);
+        self.route_shared(&message, publisher);
         self.deliver_local(message);
     }
 

@@ -549,3 +549,4 @@ mod stored;
 pub use stored::StoredEntry;
 #[cfg(test)]
 mod tests;
+mod unacknowledged;

@@ -44,6 +44,13 @@ pub struct Stats {
     /// (one count per subscriber skipped; retained messages after a SUBACK included).
     pub receive_denied: u64,
     pub wills_published: u64,
+    /// Messages given to one member of a share group (`$share/...`), on the member's shard.
+    pub shared_deliveries: u64,
+    /// Messages for a share group sent to another member: their member's session ended before
+    /// the client acknowledged them, or the member chosen had left when they arrived.
+    pub shared_redistributed: u64,
+    /// Messages for a share group that found no member (the last one left meanwhile).
+    pub shared_dropped: u64,
     /// Times a client's QoS 1/2 PUBLISH was held back because a subscriber was behind
     /// (`flow_control.rs`).
     pub publishers_held: u64,

@@ -111,6 +111,24 @@ impl<V> TopicTrie<V> {
     }
 
     /// The value stored for exactly this filter.
+    pub fn get(&self, filter: &TopicFilter) -> Option<&V> {
+        let mut node = &self.root;
+        let mut levels = filter.as_str().split('/').peekable();
+        while let Some(level) = levels.next() {
+            let last = levels.peek().is_none();
+            if level == "#" && last {
+                return node.hash.as_ref();
+            }
+            node = if level == "+" {
+                node.plus.as_deref()?
+            } else {
+                node.literal.get(level.as_bytes())?
+            };
+        }
+        node.value.as_ref()
+    }
+
+    /// The value stored for exactly this filter.
     pub fn get_mut(&mut self, filter: &TopicFilter) -> Option<&mut V> {
         let mut node = &mut self.root;
         let mut levels = filter.as_str().split('/').peekable();

@@ -351,6 +351,12 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         }
         Some(path) => Some(PathBuf::from(path)),
     };
+    let shared_subscription_strategy = match raw.shared_subscription_strategy.as_deref() {
+        None => defaults.shared_subscription_strategy,
+        Some(name) => name
+            .parse()
+            .map_err(|e: String| invalid("shared_subscription_strategy", e))?,
+    };
     let log_format = match raw.log_format.as_deref() {
         None => defaults.log_format,
         Some(name) => name.parse().map_err(|e: String| invalid("log_format", e))?,
@@ -466,6 +472,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
             .map_err(|_| range_error("memory_limit"))?,
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
+        shared_subscription_strategy,
         metrics,
         admin,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,

@@ -3,8 +3,8 @@
 //! This module reads the YAML file that aMQTT's `amqtt -c FILE` accepts, unchanged, plus a few
 //! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `log_file`, `log_format`,
 //! `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
-//! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`, `metrics`,
-//! `persistence`, `bridges`, `log_level`, `reload`,
+//! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`,
+//! `shared_subscription_strategy`, `metrics`, `persistence`, `bridges`, `log_level`, `reload`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
 //!
@@ -154,6 +154,8 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Highest QoS granted to subscriptions (0, 1 or 2).
     pub max_qos: u8,
+    /// Which member of a share group (`$share/{group}/{filter}`) gets a message.
+    pub shared_subscription_strategy: crate::broker::SharedStrategy,
     /// The Prometheus endpoint; `None` (the default) serves none.
     pub metrics: Option<MetricsConfig>,
     /// The admin HTTP API; `None` (the default) serves none.
@@ -415,6 +417,7 @@ impl Default for BrokerConfig {
             memory_limit: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
+            shared_subscription_strategy: crate::broker::SharedStrategy::RoundRobin,
             metrics: None,
             admin: None,
             persistence: PersistenceConfig::default(),

@@ -110,6 +110,7 @@ impl ConfigDiff {
             persistence,
             contrib,
             bridges,
+            shared_subscription_strategy,
             reload,
             source: _,
         } = new;
@@ -163,6 +164,12 @@ impl ConfigDiff {
             diff.kept
                 .push("bridges: changed in the file, kept (changes only at a restart)".into());
         }
+        diff.value(
+            "shared_subscription_strategy",
+            &old.shared_subscription_strategy,
+            shared_subscription_strategy,
+            false,
+        );
         diff.value("shards", &old.shards, shards, false);
         diff.value("pin_shards", &old.pin_shards, pin_shards, false);
         diff.value(

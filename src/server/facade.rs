@@ -294,6 +294,7 @@ impl Broker {
                         && log::log_enabled!(target: "amqtt::packets", log::Level::Debug)),
                 persistence: config.persistence.enabled,
                 session_expiry_interval: config.session_expiry_interval,
+                shared_strategy: config.shared_subscription_strategy,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,

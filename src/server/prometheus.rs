@@ -284,6 +284,14 @@ fn describe_all() {
         "Times a QoS 1/2 publisher's socket stopped being read because a subscriber was behind (flow control)."
     );
     describe_counter!(
+        "amqtt_shared_deliveries_total",
+        "Messages given to one member of a share group ($share/...), counted on the member's shard."
+    );
+    describe_counter!(
+        "amqtt_shared_redistributed_total",
+        "Messages for a share group sent on to another member: their member's session ended unacknowledged, or the member chosen had left."
+    );
+    describe_counter!(
         "amqtt_subscribers_stalled_total",
         "Times a subscriber behind acknowledged nothing for a second (or stayed behind for ten) and was marked stalled: it holds no publisher back, its queue drops what does not fit."
     );
@@ -398,6 +406,9 @@ fn update_shard(shard: &str, s: &ShardSnapshot, bus: BusDepth) {
     counter!("amqtt_wills_published_total", "shard" => sh()).absolute(core.wills_published);
     counter!("amqtt_publishers_held_total", "shard" => sh()).absolute(core.publishers_held);
     counter!("amqtt_subscribers_stalled_total", "shard" => sh()).absolute(core.subscribers_stalled);
+    counter!("amqtt_shared_deliveries_total", "shard" => sh()).absolute(core.shared_deliveries);
+    counter!("amqtt_shared_redistributed_total", "shard" => sh())
+        .absolute(core.shared_redistributed);
     counter!("amqtt_packets_received_total", "shard" => sh()).absolute(core.packets_received);
     counter!("amqtt_packets_sent_total", "shard" => sh()).absolute(core.packets_sent);
     counter!("amqtt_bytes_received_total", "shard" => sh()).absolute(rt.bytes_received);

@@ -157,7 +157,7 @@ impl Totals {
 }
 
 /// A shard's undelivered messages by reason (the `reason` label of `amqtt_messages_dropped_total`).
-pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 9] {
+pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 10] {
     [
         ("queue_full", s.core.publish_dropped_queue_full),
         ("queue_bytes", s.core.publish_dropped_queue_bytes),
@@ -170,6 +170,8 @@ pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 9] {
         ("topic_denied", s.core.publish_denied),
         // One subscriber's copy, refused by its receive-acl.
         ("receive_denied", s.core.receive_denied),
+        // A share group's message whose group had no member left.
+        ("shared_no_member", s.core.shared_dropped),
     ]
 }
 

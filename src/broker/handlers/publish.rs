@@ -81,7 +81,8 @@ fn acknowledge(broker: &mut BrokerCore, conn: ConnId, mark: usize, ack: Packet) 
 
 /// A QoS 0 PUBLISH routed from the bytes of the connection's read buffer (`publish` borrows them),
 /// from an active connection: all of [`handle`] for it when nothing needs a reference-counted copy
-/// of the message, which is when it is not retained, not to `$SYS`, no plugin sees it, and every
+/// of the message, which is when it is not retained, not to `$SYS`, no plugin sees it, no share
+/// group's filter matches it (`shared.rs` sends the message itself to a member), and every
 /// subscriber on this shard takes it at once (online, nothing queued ahead); other shards get it in
 /// their batch. Otherwise it returns `false` having done nothing, and the caller decodes the packet
 /// for [`handle`].
@@ -93,6 +94,7 @@ pub(super) fn handle_borrowed(broker: &mut BrokerCore, publish: &PublishRef<'_>)
         || publish.retain
         || !BrokerCore::client_may_publish_to(publish.topic)
         || broker.plugins_see_publishes()
+        || broker.shared.matches(publish.topic)
         || !broker.deliver_qos0_at_once(publish.topic, publish.payload)
     {
         return false;

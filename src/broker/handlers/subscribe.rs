@@ -1,5 +1,11 @@
 //! SUBSCRIBE: add or replace the session's subscriptions, answer SUBACK, then send retained messages.
 //!
+//! A shared subscription (`$share/{group}/{filter}`, `shared.rs`) is checked by the topic checks
+//! on its filter part; an invalid share name [MQTT-4.8.2-1/2] gets 0x80 (0x8F in MQTT 5:
+//! [`InvalidShare::v5_reason_code`](crate::broker::InvalidShare::v5_reason_code)); its group
+//! membership is announced to the other shards like a new filter (the SUBACK waits for their
+//! confirmations); and no retained messages follow it (MQTT 5.0 §4.8.2).
+//!
 //! Granted QoS is the requested one capped by `max_qos` [MQTT-3.9.3]. A filter new to this shard is
 //! announced to the other shards, and the SUBACK waits until they have confirmed: once the client
 //! holds its SUBACK, a message published on any shard reaches it. A filter this shard already has,
@@ -12,7 +18,7 @@
 //! SUBSCRIBE are handled as usual.
 
 use crate::broker::connection::PendingReply;
-use crate::broker::{packet_log, BrokerCore, ConnId};
+use crate::broker::{packet_log, share_of, BrokerCore, ConnId};
 use crate::persist::Record;
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
@@ -36,10 +42,28 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
         username: username.as_deref(),
     });
     for request in subscribe.filters {
+        let share = match share_of(&request.filter) {
+            Ok(share) => share,
+            Err(invalid) => {
+                log::log!(
+                    target: packet_log::TARGET,
+                    packet_log::refusal_level(broker.settings.log_packets),
+                    "Refused SUBSCRIBE to '{}': invalid shared subscription ({})",
+                    request.filter.as_str(),
+                    invalid.0
+                );
+                return_codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
+        };
+        // A shared subscription is checked on the filter after its share name.
+        let checked = share
+            .as_ref()
+            .map_or(&request.filter, |share| &share.filter);
         if plugins.checks_topics() {
             let allowed = client
                 .as_ref()
-                .is_some_and(|c| plugins.allow(c, TopicAction::Subscribe(&request.filter)));
+                .is_some_and(|c| plugins.allow(c, TopicAction::Subscribe(checked)));
             if !allowed {
                 broker.stats.subscribe_denied += 1;
                 if let Some(c) = &client {
@@ -78,16 +102,20 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
             plugins.subscribed(client, &request.filter, granted);
         }
         return_codes.push(SubscribeReturnCode::Success(granted));
-        retained_for.push((request.filter, granted));
+        if share.is_none() {
+            retained_for.push((request.filter, granted));
+        }
     }
     let others = broker.shards - 1;
-    let token = (others > 0 && !new_filters.is_empty()).then(|| broker.new_token());
+    let announced = new_filters.len() + broker.shared_unannounced();
+    let token = (others > 0 && announced > 0).then(|| broker.new_token());
     for filter in &new_filters {
         broker.broadcast_interest(filter, true, token);
     }
+    broker.announce_shared(token);
     // Every announcement carries the token and each other shard confirms each one.
     let remaining = if token.is_some() {
-        others * new_filters.len()
+        others * announced
     } else {
         0
     };

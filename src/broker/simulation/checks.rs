@@ -22,6 +22,7 @@ impl Sim {
             self.bus_used = false;
             self.check_retained_equal();
             self.check_interest_tables();
+            self.check_share_counts();
         }
     }
 

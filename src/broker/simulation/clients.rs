@@ -316,8 +316,11 @@ impl Sim {
     fn subscribe(&mut self, c: usize) {
         let count = 1 + self.rng.below(3);
         let mut chosen: Vec<usize> = Vec::new();
-        while chosen.len() < count {
-            let f = self.rng.below(FILTERS.len());
+        if let Some(f) = member_filter(c) {
+            chosen.push(f);
+        }
+        while chosen.len() < count && member_filter(c).is_none() {
+            let f = self.rng.below(SHARED_FROM);
             if !chosen.contains(&f) {
                 chosen.push(f);
             }

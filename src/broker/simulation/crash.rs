@@ -383,6 +383,7 @@ impl Sim {
         for receipt in self.receipts.values_mut() {
             receipt.fresh = 0;
         }
+        self.groups.fresh.clear();
         for (t, topic) in self.topic_names.iter().enumerate() {
             self.retained[t] = parts[0]
                 .retained

@@ -35,6 +35,8 @@
 //! unless its session ended or its matching subscriptions changed meanwhile, or the broker counted
 //! a queue-full drop on that shard; no message is left in flight or queued, no SUBACK is left waiting.
 //!
+//! Shared subscriptions: `groups.rs` says what the model checks of them.
+//!
 //! Documented behaviour the model follows: QoS 0 to an offline session is dropped; a SUBACK waits for
 //! the other shards' confirmation (so only a held SUBACK creates an obligation); a takeover closes the
 //! old connection and publishes its will; a clean session disappears when its connection ends.
@@ -64,7 +66,7 @@
 //! broker owes each session; `reads.rs` checks and answers what clients read; `checks.rs` holds
 //! the cluster-wide invariants after each step and at the end; `crash.rs` the journal, crashes and
 //! recovery; `replay.rs` replay = live; `report.rs` the trace, failure report and summary;
-//! `reductions.rs` the small tests that replay what the simulation found.
+//! `groups.rs` share groups; `reductions.rs` the small tests that replay what the simulation found.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -81,10 +83,14 @@ use crate::protocol::{
 const TOPICS: [&str; 10] = [
     "a", "a/b", "a/c", "a/b/c", "b", "b/a", "c/a/b", "/a", "a/", "x/y/z",
 ];
-/// Filters subscribed to: exact, `+` and `#`, matching an empty level.
-const FILTERS: [&str; 12] = [
+/// Filters subscribed to: exact, `+` and `#`, matching an empty level; from [`SHARED_FROM`] on,
+/// shared subscriptions (`groups.rs`).
+#[rustfmt::skip]
+const FILTERS: [&str; 15] = [
     "a", "a/b", "a/+", "a/#", "#", "+/a", "+/+/b", "b/#", "+", "/+", "x/y/z", "a/b/c",
+    "$share/g/a/#", "$share/g/+", "$share/h/#",
 ];
+const SHARED_FROM: usize = 12;
 
 /// How many seeds `cargo test` runs by default; `AMQTT_SIM_SEEDS` overrides.
 const DEFAULT_SEEDS: u64 = 200;
@@ -332,6 +338,8 @@ struct Sim {
     durability: Option<crash::Durability>,
     /// Messages whose publisher read the PUBACK or PUBREC: the broker promised to keep them.
     acked: HashSet<usize>,
+    /// What the model knows of share groups (`groups.rs`).
+    groups: groups::GroupModel,
     /// QoS 2 messages a crash lets reach a subscriber twice: the broker forgot it routed them
     /// (their publisher never read the PUBREC) and routes them again when re-sent, or a session
     /// its client had discarded (a clean CONNECT whose `SessionDrop` was lost) came back with them.
@@ -349,6 +357,7 @@ macro_rules! fail {
 mod checks;
 mod clients;
 mod crash;
+mod groups;
 mod obligations;
 mod reads;
 mod reductions;
@@ -356,6 +365,7 @@ mod replay;
 mod report;
 mod run;
 
+use groups::member_filter;
 use report::{describe, describe_bus, show_store};
 
 impl Sim {
@@ -402,9 +412,8 @@ impl Sim {
         let matches = topic_names
             .iter()
             .map(|t| {
-                FILTERS
-                    .iter()
-                    .map(|f| TopicFilter::new(f).expect("valid filter").matches(t))
+                (0..FILTERS.len())
+                    .map(|f| groups::filter_matches(f, t))
                     .collect()
             })
             .collect();
@@ -484,6 +493,7 @@ impl Sim {
             durability,
             acked: HashSet::new(),
             rerouted: HashSet::new(),
+            groups: groups::GroupModel::default(),
         };
         sim.anchor_wall_clock();
         sim
@@ -556,6 +566,7 @@ fn simulated_cluster_keeps_its_guarantees_for_every_seed() {
     let first = env_u64("AMQTT_SIM_FIRST").unwrap_or(0);
     let count = env_u64("AMQTT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let (mut in_place, mut received) = (0, 0);
+    let (mut shared, mut handed_on) = (0, 0);
     for seed in first..first + count {
         let sim = run_seed(seed, steps);
         in_place += sim.published_in_place;
@@ -564,10 +575,25 @@ fn simulated_cluster_keeps_its_guarantees_for_every_seed() {
             .iter()
             .map(|c| c.stats.publish_received)
             .sum::<u64>();
+        shared += sim
+            .cores
+            .iter()
+            .map(|c| c.stats.shared_deliveries)
+            .sum::<u64>();
+        handed_on += sim
+            .cores
+            .iter()
+            .map(|c| c.stats.shared_redistributed)
+            .sum::<u64>();
     }
     // Both ways of taking a PUBLISH must have been exercised for the invariants to cover them.
     assert!(
         in_place > 0 && in_place < received,
         "{in_place} of {received} PUBLISHes routed in place"
+    );
+    // Share groups got messages, and some went on to another member.
+    assert!(
+        shared > 0 && handed_on > 0,
+        "{shared} shared deliveries, {handed_on} handed on"
     );
 }

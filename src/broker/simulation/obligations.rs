@@ -59,6 +59,10 @@ impl Sim {
         let Some(session) = self.sessions[c].take() else {
             return;
         };
+        // What it had not acknowledged (as far as the broker knows) goes to another member.
+        if let Some(got) = self.groups.member_got.remove(&c) {
+            self.groups.handed_on.extend(got);
+        }
         for f in 0..FILTERS.len() {
             if let Sub::Confirmed(_) = session.subs[f] {
                 self.confirmed[f].remove(&c);
@@ -88,7 +92,8 @@ impl Sim {
             return;
         }
         let mut owed: BTreeMap<usize, QoS> = BTreeMap::new();
-        for f in 0..FILTERS.len() {
+        // A group owes no particular member (`mod.rs`, shared subscriptions).
+        for f in 0..SHARED_FROM {
             if !self.matches[topic][f] {
                 continue;
             }

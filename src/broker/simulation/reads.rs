@@ -227,7 +227,8 @@ impl Sim {
             let info = &self.msgs[m];
             (info.stream, info.seq, info.routings)
         };
-        let rerouted = self.rerouted.contains(&m);
+        let handed_on = self.groups.handed_on.contains(&m);
+        let rerouted = self.rerouted.contains(&m) || handed_on;
         let receipt = self.receipts.entry((c, m)).or_default();
         if receipt.live > 0 && (receipt.qos2 || p.qos == QoS::ExactlyOnce) && !rerouted {
             fail!(
@@ -241,14 +242,19 @@ impl Sim {
         if !p.dup {
             receipt.fresh += 1;
             let fresh = receipt.fresh;
-            if fresh > routings {
+            if let Some(f) = member_filter(c) {
+                self.member_read(c, f, m, epoch, routings);
+            }
+            if fresh > routings && !handed_on {
                 fail!(
                     self,
                     "{who}: m{m} sent fresh {fresh} times but routed {routings}"
                 );
             }
         }
-        if first {
+        // A group member is not promised one publisher's order: a message passed on (its first
+        // member left before it arrived) takes one more hop than the ones after it.
+        if first && member_filter(c).is_none() {
             let last = self.order.entry((c, stream, topic, p.qos)).or_insert(0);
             let before = *last;
             *last = before.max(seq);

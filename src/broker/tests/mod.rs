@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! `mod.rs` holds the harness every file shares: `Cluster` (the shards, the bus between them, the
-//! clients' received bytes, the fake clock) and its packet helpers, `connack` and
+//! clients' received bytes, the fake clock) and its packet helpers, `connack`, `suback_codes` and
 //! `ids_on_distinct_shards`, all private: the feature files are child modules and see them as
 //! they are. One file per feature:
 //! - `bytes_in.rs`: bytes in: packets split across reads, the in-place and decoded PUBLISH counted
@@ -21,6 +21,7 @@
 //! - `expiry.rs`: session expiry (`session_expiry_interval`), and the tick with 100k offline
 //!   sessions;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
+//! - `shared.rs`: shared subscriptions (`$share/...`) at 1 and 2 shards;
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins;
 //! - `listing.rs`: the sessions and retained topics the host program lists;
@@ -286,6 +287,17 @@ fn connack(packets: &[Packet]) -> ConnAck {
     }
 }
 
+/// The return codes of the first SUBACK among `packets`.
+fn suback_codes(packets: &[Packet]) -> Vec<crate::protocol::SubscribeReturnCode> {
+    packets
+        .iter()
+        .find_map(|p| match p {
+            Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .expect("SUBACK")
+}
+
 /// Client ids that live on different shards of a two-shard cluster.
 fn ids_on_distinct_shards() -> (String, String) {
     let a = "alice".to_string();
@@ -306,6 +318,7 @@ mod flow_control;
 mod listing;
 mod publish;
 mod sessions;
+mod shared;
 mod subscribe;
 
 // ---- authentication verdicts, topic checks and event plugins ----------------------------------

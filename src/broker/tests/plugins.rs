@@ -43,16 +43,6 @@ fn as_user(client_id: &str, user: &str) -> Connect {
     connect
 }
 
-fn suback_codes(packets: &[Packet]) -> Vec<SubscribeReturnCode> {
-    packets
-        .iter()
-        .find_map(|p| match p {
-            Packet::SubAck(ack) => Some(ack.return_codes.clone()),
-            _ => None,
-        })
-        .expect("SUBACK")
-}
-
 #[test]
 fn denied_verdict_is_refused_with_not_authorized_and_nothing_else() {
     let mut c = Cluster::new(2);

@@ -105,6 +105,8 @@ pub(super) struct RawConfig {
     pub(super) connect_timeout: Option<Seconds>,
     /// `max-qos` is the key aMQTT itself reads.
     pub(super) max_qos: Option<Int>,
+    /// Which member of a share group gets a message (`round_robin`, ...).
+    pub(super) shared_subscription_strategy: Option<String>,
     /// Prometheus endpoint; absent or null = off.
     pub(super) metrics: Option<RawMetrics>,
     /// The admin HTTP API; absent = off.

@@ -1,6 +1,6 @@
 //! Typed values and their bounds: sizes with units, durations, numeric ranges, `runtime`,
 //! `shards`, `spin_before_park`, `connection_messages`, `session_expiry_interval`, `log_file`,
-//! `log_format`.
+//! `log_format`, `shared_subscription_strategy`.
 
 use super::*;
 
@@ -242,5 +242,28 @@ fn session_expiry_interval() {
         "session_expiry_interval: .nan\n",
         "session_expiry_interval",
         "zero or more seconds",
+    );
+}
+
+#[test]
+fn shared_subscription_strategy() {
+    use crate::broker::SharedStrategy;
+    assert_eq!(
+        ok("").shared_subscription_strategy,
+        SharedStrategy::RoundRobin
+    );
+    for name in SharedStrategy::NAMES {
+        let c = ok(&format!("shared_subscription_strategy: {name}\n"));
+        assert_eq!(c.shared_subscription_strategy.as_str(), name);
+    }
+    assert_eq!(
+        ok("shared-subscription-strategy: sticky\n").shared_subscription_strategy,
+        SharedStrategy::Sticky,
+        "either spelling"
+    );
+    invalid(
+        "shared_subscription_strategy: fastest\n",
+        "shared_subscription_strategy",
+        "must be one of round_robin, random, sticky, hash_client_id",
     );
 }

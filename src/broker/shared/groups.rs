@@ -1,0 +1,285 @@
+//! The share groups' data (`shared.rs` has what the broker does with them): the strategy,
+//! the group names, each group's members here and counts per shard, and how a shard is chosen.
+//! Nothing here touches sessions, the bus or the journal.
+
+use std::cell::Cell;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::protocol::{QoS, Share, TopicFilter};
+
+use super::super::topic_trie::TopicTrie;
+use super::super::SessionKey;
+
+/// How the member that gets a message is chosen (`shared_subscription_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharedStrategy {
+    /// Each member in turn (per group, on each publishing shard).
+    #[default]
+    RoundRobin,
+    /// A member at random.
+    Random,
+    /// The same member until it leaves or goes offline.
+    Sticky,
+    /// By a hash of the publisher's client id: one publisher's messages go to one member while
+    /// the group stays the same (as EMQX's `hash_clientid`).
+    HashClientId,
+}
+
+impl SharedStrategy {
+    /// The configuration's spellings, in order.
+    pub const NAMES: [&'static str; 4] = ["round_robin", "random", "sticky", "hash_client_id"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedStrategy::RoundRobin => Self::NAMES[0],
+            SharedStrategy::Random => Self::NAMES[1],
+            SharedStrategy::Sticky => Self::NAMES[2],
+            SharedStrategy::HashClientId => Self::NAMES[3],
+        }
+    }
+}
+
+impl fmt::Display for SharedStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SharedStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round_robin" => Ok(SharedStrategy::RoundRobin),
+            "random" => Ok(SharedStrategy::Random),
+            "sticky" => Ok(SharedStrategy::Sticky),
+            "hash_client_id" => Ok(SharedStrategy::HashClientId),
+            other => Err(format!(
+                "must be one of {}, got {other:?}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Why a `$share/...` filter is refused in a SUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidShare(pub &'static str);
+
+impl InvalidShare {
+    /// Its MQTT 5 SUBACK reason code: 0x8F Topic Filter invalid (MQTT 3.1.1 has only 0x80).
+    pub fn v5_reason_code(self) -> crate::protocol::ReasonCode {
+        crate::protocol::ReasonCode::TOPIC_FILTER_INVALID
+    }
+}
+
+/// A shared subscription as the broker reads a SUBSCRIBE filter: `Ok(None)` for an ordinary one.
+pub fn share_of(filter: &TopicFilter) -> Result<Option<ShareGroup>, InvalidShare> {
+    match filter.share() {
+        Share::NotShared => Ok(None),
+        Share::Invalid(why) => Err(InvalidShare(why)),
+        Share::Shared { group, filter } => Ok(Some(ShareGroup {
+            name: group.into(),
+            filter,
+        })),
+    }
+}
+
+/// A share group: its name and the filter its members share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShareGroup {
+    pub name: Box<str>,
+    pub filter: TopicFilter,
+}
+
+/// What one shard counts of a group's members on each shard (the simulation compares them).
+#[cfg(test)]
+#[derive(Debug)]
+pub(in crate::broker) struct ShareCount {
+    pub(in crate::broker) group: String,
+    pub(in crate::broker) online: Vec<u32>,
+    pub(in crate::broker) offline: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Member {
+    pub(super) session: SessionKey,
+    pub(super) qos: QoS,
+}
+
+/// What this shard knows of one group.
+#[derive(Debug)]
+pub(super) struct Group {
+    pub(super) id: Arc<ShareGroup>,
+    /// Per shard: its members whose client is online, and its offline (persistent) ones, as that
+    /// shard last announced; this shard's own entries are kept current by `refresh_group`.
+    pub(super) online: Vec<u32>,
+    pub(super) offline: Vec<u32>,
+    /// This shard's members.
+    pub(super) local: Vec<Member>,
+    /// Round robin: the next index over all members (choosing a shard) and over this shard's.
+    pub(super) next: Cell<usize>,
+    pub(super) next_local: Cell<usize>,
+    /// Sticky: the shard chosen last and this shard's member chosen last.
+    pub(super) sticky: Cell<Option<usize>>,
+    pub(super) sticky_local: Cell<Option<SessionKey>>,
+}
+
+impl Group {
+    pub(super) fn new(id: Arc<ShareGroup>, shards: usize) -> Group {
+        Group {
+            id,
+            online: vec![0; shards],
+            offline: vec![0; shards],
+            local: Vec::new(),
+            next: Cell::new(0),
+            next_local: Cell::new(0),
+            sticky: Cell::new(None),
+            sticky_local: Cell::new(None),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.online.iter().chain(&self.offline).all(|&n| n == 0)
+    }
+
+    /// The shard of the member that gets a message, all shards but `exclude` considered: among
+    /// online members, or (`stored`: a QoS 1/2 message) offline ones when none is online.
+    pub(super) fn choose_shard(
+        &self,
+        strategy: SharedStrategy,
+        hash: Option<u64>,
+        stored: bool,
+        exclude: Option<usize>,
+        rng: &Cell<u64>,
+    ) -> Option<usize> {
+        let sum = |counts: &[u32]| -> u64 {
+            let all = counts.iter().map(|&n| u64::from(n)).sum::<u64>();
+            all - exclude.map_or(0, |s| counts.get(s).map_or(0, |&n| u64::from(n)))
+        };
+        let counts = if sum(&self.online) > 0 {
+            &self.online
+        } else if stored && sum(&self.offline) > 0 {
+            &self.offline
+        } else {
+            return None;
+        };
+        let total = sum(counts);
+        let usable = |s: usize| Some(s) != exclude && counts.get(s).is_some_and(|&n| n > 0);
+        if strategy == SharedStrategy::Sticky {
+            if let Some(s) = self.sticky.get().filter(|&s| usable(s)) {
+                return Some(s);
+            }
+        }
+        let mut index = match (strategy, hash) {
+            (SharedStrategy::HashClientId, Some(hash)) => hash,
+            (SharedStrategy::Random | SharedStrategy::Sticky, _) => next_random(rng),
+            _ => {
+                let i = self.next.get();
+                self.next.set(i.wrapping_add(1));
+                i as u64
+            }
+        } % total;
+        for (shard, &n) in counts.iter().enumerate() {
+            if Some(shard) == exclude {
+                continue;
+            }
+            if index < u64::from(n) {
+                self.sticky.set(Some(shard));
+                return Some(shard);
+            }
+            index -= u64::from(n);
+        }
+        None
+    }
+}
+
+/// xorshift64*: deterministic (the simulation replays seeds), good enough to spread messages.
+pub(super) fn next_random(state: &Cell<u64>) -> u64 {
+    let mut x = state.get().max(1);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    state.set(x);
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// FNV-1a of a client id (`hash_client_id`): the same on every shard and every run.
+pub(super) fn client_hash(client_id: &str) -> u64 {
+    client_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Hops a targeted message may make between shards looking for a member before it is dropped.
+pub(super) fn max_hops(shards: usize) -> u8 {
+    u8::try_from(shards.saturating_add(1)).unwrap_or(u8::MAX)
+}
+
+/// One shard's share groups (a field of [`BrokerCore`]).
+#[derive(Debug)]
+pub(in crate::broker) struct SharedGroups {
+    pub(super) strategy: SharedStrategy,
+    /// Groups by the filter they share (matching a topic walks this once).
+    pub(super) by_filter: TopicTrie<Vec<Group>>,
+    /// How many groups this shard knows of (here or elsewhere): 0 costs routing one branch.
+    pub(super) groups: usize,
+    /// Groups whose members on this shard changed since they were last announced, in order.
+    pub(super) dirty: Vec<Arc<ShareGroup>>,
+    pub(super) rng: Cell<u64>,
+}
+
+impl SharedGroups {
+    pub(in crate::broker) fn new(strategy: SharedStrategy, seed: u64) -> SharedGroups {
+        SharedGroups {
+            strategy,
+            by_filter: TopicTrie::new(),
+            groups: 0,
+            dirty: Vec::new(),
+            rng: Cell::new(seed | 1),
+        }
+    }
+
+    /// Whether some group anywhere shares a filter that matches `topic`.
+    pub(in crate::broker) fn matches(&self, topic: &[u8]) -> bool {
+        self.groups > 0 && self.by_filter.matches_any(topic)
+    }
+
+    pub(super) fn get(&self, id: &ShareGroup) -> Option<&Group> {
+        let groups = self.by_filter.get(&id.filter)?;
+        groups.iter().find(|g| g.id.name == id.name)
+    }
+
+    pub(super) fn get_or_insert(&mut self, id: &ShareGroup, shards: usize) -> &mut Group {
+        let (groups, _) = self.by_filter.entry(&id.filter, Vec::new);
+        let at = match groups.iter().position(|g| g.id.name == id.name) {
+            Some(at) => at,
+            None => {
+                groups.push(Group::new(Arc::new(id.clone()), shards));
+                self.groups += 1;
+                groups.len() - 1
+            }
+        };
+        &mut groups[at]
+    }
+
+    /// Forgets `id` if no shard has a member left.
+    pub(super) fn forget_if_empty(&mut self, id: &ShareGroup) {
+        let Some(groups) = self.by_filter.get_mut(&id.filter) else {
+            return;
+        };
+        let before = groups.len();
+        groups.retain(|g| g.id.name != id.name || !g.is_empty());
+        self.groups -= before - groups.len();
+        if groups.is_empty() {
+            self.by_filter.remove(&id.filter);
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, id: &ShareGroup) {
+        if !self.dirty.iter().any(|d| **d == *id) {
+            self.dirty.push(Arc::new(id.clone()));
+        }
+    }
+}
