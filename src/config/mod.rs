@@ -155,7 +155,7 @@ pub struct BrokerConfig {
     /// Highest QoS granted to subscriptions (0, 1 or 2).
     pub max_qos: u8,
     /// Which member of a share group (`$share/{group}/{filter}`) gets a message.
-    pub shared_subscription_strategy: crate::broker::SharedStrategy,
+    pub shared_subscription_strategy: SharedStrategy,
     /// The Prometheus endpoint; `None` (the default) serves none.
     pub metrics: Option<MetricsConfig>,
     /// The admin HTTP API; `None` (the default) serves none.
@@ -417,7 +417,7 @@ impl Default for BrokerConfig {
             memory_limit: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
-            shared_subscription_strategy: crate::broker::SharedStrategy::RoundRobin,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
             metrics: None,
             admin: None,
             persistence: PersistenceConfig::default(),
@@ -483,6 +483,7 @@ mod persistence;
 mod raw;
 mod reload;
 mod scalars;
+mod shared_strategy;
 #[cfg(test)]
 mod tests;
 
@@ -496,6 +497,7 @@ pub use persistence::{
     DEFAULT_SNAPSHOT_INTERVAL,
 };
 pub use reload::{ConfigDiff, ListenerChange, ReloadConfig};
+pub use shared_strategy::SharedStrategy;
 
 use build::build;
 pub(crate) use keys::respell_keys;

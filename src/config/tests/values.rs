@@ -247,7 +247,7 @@ fn session_expiry_interval() {
 
 #[test]
 fn shared_subscription_strategy() {
-    use crate::broker::SharedStrategy;
+    use crate::config::SharedStrategy;
     assert_eq!(
         ok("").shared_subscription_strategy,
         SharedStrategy::RoundRobin
