@@ -9,10 +9,10 @@
 
 use std::borrow::Cow;
 
-use crate::protocol::{QoS, TopicFilter};
+use crate::protocol::TopicFilter;
 
 use super::connection::{PendingReply, KEPT_REPLY_QUEUE};
-use super::{BrokerCore, BusMessage, ConnId, SessionKey, Subscriber};
+use super::{BrokerCore, BusMessage, ConnId, SessionKey, SubOptions, Subscriber};
 
 impl BrokerCore {
     /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
@@ -21,13 +21,16 @@ impl BrokerCore {
         &mut self,
         key: SessionKey,
         filter: &TopicFilter,
-        qos: QoS,
+        options: SubOptions,
     ) -> bool {
         self.last_match.forget();
         let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
         match subscribers.iter_mut().find(|s| s.session == key) {
-            Some(existing) => existing.qos = qos,
-            None => subscribers.push(Subscriber { session: key, qos }),
+            Some(existing) => existing.options = options,
+            None => subscribers.push(Subscriber {
+                session: key,
+                options,
+            }),
         }
         created
     }
@@ -179,7 +182,7 @@ impl BrokerCore {
                     .sessions
                     .get(key)
                     .and_then(|s| s.subscriptions.get(filter));
-                let Some(&granted) = held else {
+                let Some(&SubOptions { qos: granted, .. }) = held else {
                     continue;
                 };
                 let receive_checked = self.settings.plugins.checks_receive();

@@ -50,6 +50,7 @@ pub mod retained;
 mod routing;
 pub mod session;
 pub mod stats;
+pub mod sub_options;
 pub mod topic_trie;
 
 use std::collections::HashMap;
@@ -87,6 +88,7 @@ use retained::RetainedStore;
 use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
 pub use stats::Stats;
+pub use sub_options::SubOptions;
 use topic_trie::TopicTrie;
 
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
@@ -114,7 +116,7 @@ struct Announcement {
 #[derive(Debug, Clone, Copy)]
 struct Subscriber {
     session: SessionKey,
-    qos: QoS,
+    options: SubOptions,
 }
 
 /// One shard's broker state machine (see the module docs).

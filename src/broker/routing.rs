@@ -444,7 +444,7 @@ impl BrokerCore {
         let subscriptions = &self.subscriptions;
         self.last_match.take(topic, |matched| {
             subscriptions.for_each_match(topic, |subscribers| {
-                matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
+                matched.extend(subscribers.iter().map(|s| (s.session, s.options.qos)));
             });
             if matched.len() > 1 {
                 matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));

@@ -22,7 +22,7 @@ use crate::persist::MsgId;
 use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
 
 use super::memory::MemoryBudget;
-use super::{ConnId, Message};
+use super::{ConnId, Message, SubOptions};
 
 /// The limits of one session's queue (see the module docs).
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ pub struct Session {
     /// The live connection, if the client is online.
     pub conn: Option<ConnId>,
     /// A B-tree rather than a hash map: 24 bytes inline instead of 48 (every session has one).
-    pub subscriptions: BTreeMap<TopicFilter, QoS>,
+    pub subscriptions: BTreeMap<TopicFilter, SubOptions>,
     /// Boxed: most clients have none, and every session would carry its 72 bytes inline.
     pub will: Option<Box<LastWill>>,
     /// How long the session outlives its client once offline; `None`: for ever. Every CONNECT sets

@@ -461,7 +461,7 @@ fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: boo
         session
             .subscriptions
             .iter()
-            .map(|(filter, qos)| (filter.clone(), *qos))
+            .map(|(filter, options)| (filter.clone(), options.qos))
             .collect()
     };
     let id = client_id.clone();

@@ -12,7 +12,7 @@
 //! SUBSCRIBE are handled as usual.
 
 use crate::broker::connection::PendingReply;
-use crate::broker::{packet_log, BrokerCore, ConnId};
+use crate::broker::{packet_log, BrokerCore, ConnId, SubOptions};
 use crate::persist::Record;
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
@@ -60,7 +60,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
         if let Some(session) = broker.sessions.get_mut(key) {
             session
                 .subscriptions
-                .insert(request.filter.clone(), granted);
+                .insert(request.filter.clone(), SubOptions::qos(granted));
         }
         if let Some(client_id) = broker.persistent_client(key) {
             let filter = request.filter.clone();
@@ -70,7 +70,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
                 qos: granted,
             });
         }
-        let created = broker.add_subscriber(key, &request.filter, granted);
+        let created = broker.add_subscriber(key, &request.filter, SubOptions::qos(granted));
         if created || broker.is_announcing(&request.filter) {
             new_filters.push(request.filter.clone());
         }
