@@ -57,6 +57,7 @@ fn with_will(
         payload: Bytes::from_static(payload),
         qos: QoS::AtMostOnce,
         retain: false,
+        properties: None,
     });
     connect
 }

@@ -567,6 +567,7 @@ mod tests {
                     payload: payload.clone(),
                     qos: QoS::AtLeastOnce,
                     retain: false,
+                    properties: None,
                 },
             })
             .collect();

@@ -482,6 +482,7 @@ impl BrokerCore {
                     payload: will.payload,
                     qos: will.qos,
                     retain: will.retain,
+                    properties: None,
                 };
                 if self.publish_from_client(conn, message) {
                     self.stats.wills_published += 1;

@@ -484,6 +484,7 @@ impl BrokerCore {
             payload: bytes.slice_ref(publish.payload),
             qos: publish.qos,
             retain: false,
+            properties: None,
         };
         self.deliver_local(message);
     }

@@ -293,6 +293,7 @@ impl MqttClient {
             payload,
             qos: qos.unwrap_or(defaults.qos),
             retain: retain.unwrap_or(defaults.retain),
+            properties: None,
         };
         let (reply, reply_rx) = flume::bounded(1);
         let shared = self.send(Command::Publish { message, reply })?;

@@ -62,6 +62,7 @@ mod tests {
                 payload: bytes::Bytes::from_static(b"x"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
+                properties: None,
             },
             Some(7),
             false,

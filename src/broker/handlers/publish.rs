@@ -26,6 +26,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
         payload: publish.payload,
         qos: publish.qos,
         retain: publish.retain,
+        properties: None,
     };
     match message.qos {
         QoS::AtMostOnce => {

@@ -12,6 +12,7 @@ fn message(n: u32) -> Message {
         payload: Bytes::from(n.to_string()),
         qos: QoS::ExactlyOnce,
         retain: false,
+        properties: None,
     }
 }
 

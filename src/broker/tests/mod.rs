@@ -91,6 +91,7 @@ impl Cluster {
             payload: Bytes::from(payload.to_string()),
             qos,
             retain: false,
+            properties: None,
         });
         connect
     }
