@@ -174,7 +174,7 @@ impl BrokerCore {
                 connection.pending_replies = None;
             }
             let key = connection.session;
-            self.write(conn, &reply.reply);
+            self.write_reply(conn, &reply.reply);
             for (filter, _) in &reply.retained_for {
                 // At the grant in force now, and none for a filter unsubscribed while the SUBACK
                 // waited: nothing new is delivered for it after UNSUBSCRIBE [MQTT-3.10.4-2].

@@ -462,7 +462,7 @@ impl BrokerCore {
                 .get(&conn)
                 .is_some_and(|c| c.has_pending_replies());
             if !queued {
-                self.write(conn, &reply.reply);
+                self.write_reply(conn, &reply.reply);
                 return;
             }
         }

@@ -42,6 +42,7 @@ mod interface;
 mod journal;
 mod listing;
 pub mod memory;
+pub mod mqtt5;
 mod outbox;
 pub mod outbox_pool;
 mod packet_log;
@@ -62,7 +63,7 @@ use slab::Slab;
 
 use crate::persist::Record;
 use crate::plugins::ClientInfo;
-use crate::protocol::{Connect, Packet, QoS, TopicFilter};
+use crate::protocol::{self, Connect, Packet, PublishRef, QoS, TopicFilter};
 
 pub use crate::plugins::AuthVerdict;
 
@@ -164,6 +165,8 @@ pub struct BrokerCore {
     outgoing: Vec<PublishBatch>,
     /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
     qos0_packet: BytesMut,
+    /// The same for MQTT 5 subscribers (with the message's properties).
+    qos0_packet_v5: BytesMut,
     /// Spare outbox buffers: idle connections give theirs back, busy ones take them.
     outbox_pool: OutboxPool,
     pub stats: Stats,
@@ -217,6 +220,7 @@ impl BrokerCore {
                 .map(|_| PublishBatch::default())
                 .collect(),
             qos0_packet: BytesMut::new(),
+            qos0_packet_v5: BytesMut::new(),
             outbox_pool: OutboxPool::default(),
             stats: Stats::default(),
             #[cfg(test)]
@@ -279,7 +283,16 @@ impl BrokerCore {
     /// transport's framing, which the runtime reports): the connection is closed and its will
     /// published [MQTT-4.8.0-1].
     pub fn handle_protocol_error(&mut self, conn: ConnId) {
+        self.protocol_error_v5(conn, protocol::ReasonCode::MALFORMED_PACKET);
+    }
+
+    /// A protocol error, counted; an MQTT 5 client is told `code` (0x81 Malformed Packet, 0x82
+    /// Protocol Error, ...) in a DISCONNECT first [MQTT-4.13.1].
+    fn protocol_error_v5(&mut self, conn: ConnId, code: protocol::ReasonCode) {
         self.stats.protocol_errors += 1;
+        if self.is_v5(conn) && self.connections.get(&conn).is_some_and(|c| c.is_active()) {
+            self.write_v5(conn, &mqtt5::disconnect(code));
+        }
         self.close(conn, CloseReason::ProtocolError);
     }
 
@@ -432,6 +445,16 @@ impl BrokerCore {
         if connection.state == ConnectionState::Closing {
             return;
         }
+        let v5_goodbye = connection
+            .v5
+            .as_ref()
+            .and_then(|_| mqtt5::disconnect_reason(reason));
+        if let Some(code) = v5_goodbye {
+            self.write_v5(conn, &mqtt5::disconnect(code));
+        }
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.state = ConnectionState::Closing;
         connection.close_reason = Some(reason);
         connection.pending_replies = None;
@@ -524,7 +547,13 @@ impl BrokerCore {
         for resend in session.resend_inflight() {
             resent = true;
             match resend {
-                Resend::Publish(publish) => self.write_publish(conn, publish.borrowed()),
+                Resend::Publish(publish, properties) => self.write_publish(
+                    conn,
+                    PublishRef {
+                        properties: properties.as_deref(),
+                        ..publish.borrowed()
+                    },
+                ),
                 Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
             }
         }

@@ -476,6 +476,14 @@ impl Session {
         Ok(PubRel { packet_id })
     }
 
+    /// An MQTT 5 PUBREC with an error reason code: the client refused the QoS 2 message, which
+    /// is done (no PUBREL follows) [MQTT-4.3.3].
+    pub fn on_pubrec_refused(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
+        let at = self.position(packet_id, InflightState::AwaitPubRec)?;
+        self.flow_mut().inflight.remove(at);
+        Ok(())
+    }
+
     /// PUBCOMP from the client: the QoS 2 message is done.
     pub fn on_pubcomp(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
         let at = self.position(packet_id, InflightState::AwaitPubComp)?;
@@ -493,14 +501,17 @@ impl Session {
                 InflightState::AwaitPubComp => Resend::PubRel(PubRel {
                     packet_id: m.packet_id,
                 }),
-                _ => Resend::Publish(Publish {
-                    dup: true,
-                    qos: m.out.qos,
-                    retain: m.out.retain,
-                    topic: m.out.message.topic.clone(),
-                    packet_id: Some(m.packet_id),
-                    payload: m.out.message.payload.clone(),
-                }),
+                _ => Resend::Publish(
+                    Publish {
+                        dup: true,
+                        qos: m.out.qos,
+                        retain: m.out.retain,
+                        topic: m.out.message.topic.clone(),
+                        packet_id: Some(m.packet_id),
+                        payload: m.out.message.payload.clone(),
+                    },
+                    m.out.message.properties.clone(),
+                ),
             })
             .collect()
     }
@@ -522,7 +533,8 @@ impl Session {
 /// Something to write again after a reconnect.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resend {
-    Publish(Publish),
+    /// With the message's MQTT 5 properties.
+    Publish(Publish, Option<Arc<crate::protocol::v5::Properties>>),
     PubRel(PubRel),
 }
 
@@ -535,6 +547,7 @@ impl Outgoing {
             topic: self.message.topic.as_bytes(),
             packet_id,
             payload: &self.message.payload,
+            properties: self.message.properties.as_deref(),
         }
     }
 }

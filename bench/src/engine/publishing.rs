@@ -62,6 +62,7 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
         topic: p.topic.as_bytes(),
         packet_id,
         payload: &ctx.payload,
+        properties: None,
     };
     if !stamped || publish.encode(&mut c.wbuf).is_err() {
         ctx.c.errors.protocol += 1;
