@@ -289,8 +289,15 @@ impl BrokerCore {
     /// A protocol error, counted; an MQTT 5 client is told `code` (0x81 Malformed Packet, 0x82
     /// Protocol Error, ...) in a DISCONNECT first [MQTT-4.13.1].
     fn protocol_error_v5(&mut self, conn: ConnId, code: protocol::ReasonCode) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        if !connection.is_active() {
+            // Closing already: counted and answered then.
+            return;
+        }
         self.stats.protocol_errors += 1;
-        if self.is_v5(conn) && self.connections.get(&conn).is_some_and(|c| c.is_active()) {
+        if connection.v5.is_some() {
             self.write_v5(conn, &mqtt5::disconnect(code));
         }
         self.close(conn, CloseReason::ProtocolError);
@@ -500,14 +507,7 @@ impl BrokerCore {
         }
         if reason.publishes_will() {
             if let Some(will) = will {
-                let message = Message {
-                    topic: will.topic,
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                    properties: None,
-                };
-                if self.publish_from_client(conn, message) {
+                if self.publish_from_client(conn, *will) {
                     self.stats.wills_published += 1;
                 }
             }

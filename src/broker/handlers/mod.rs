@@ -131,9 +131,13 @@ impl BrokerCore {
                     Err(error) => {
                         log::debug!("shard {}: connection {conn}: {error}; closing", self.shard);
                         self.protocol_error_v5(conn, error.reason_code());
+                        // The DISCONNECT just written must leave before the socket closes: the
+                        // runtime reads on (what comes is ignored) until its writer has sent it
+                        // and shut the socket, as after any other close the core decides.
+                        buf.clear();
                         return Handled {
                             publish,
-                            next: Next::Stop,
+                            next: Next::ReadMore,
                         };
                     }
                 }
