@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 
-use crate::protocol::{v5, Packet, PublishRef};
+use crate::protocol::{v5, EncodeError, Packet, PublishRef};
 
 use super::connection::ConnectionState;
 use super::mqtt5::{self, Reply};
@@ -118,39 +118,39 @@ impl BrokerCore {
             }
             return;
         }
+        if self.encode_into(conn, packet, |out| packet.encode(out)) && self.settings.log_packets {
+            self.log_sending(conn, packet);
+        }
+    }
+
+    /// Appends what `encode` writes to `conn`'s outbox, counted, and asks for a flush; `false`
+    /// (nothing written, `packet` logged) when the connection is unknown or encoding failed.
+    fn encode_into(
+        &mut self,
+        conn: ConnId,
+        packet: &dyn std::fmt::Debug,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) -> bool {
         let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
+            return false;
         };
         let before = connection.outbox.len();
-        if let Err(error) = packet.encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
+        if let Err(error) = encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
             log::warn!("cannot encode {packet:?}: {error}");
-            return;
+            return false;
         }
         self.settings.memory.add(connection.outbox.len() - before);
         self.stats.packets_sent += 1;
-        if self.settings.log_packets {
-            self.log_sending(conn, packet);
-        }
         self.request_flush(conn);
+        true
     }
 
     /// Encodes an MQTT 5 packet into the connection's outbox (an MQTT 5 connection's, or the
     /// CONNACK refusing one).
     pub(super) fn write_v5(&mut self, conn: ConnId, packet: &v5::Packet) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        let before = connection.outbox.len();
-        if let Err(error) = packet.encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
-            log::warn!("cannot encode {packet:?}: {error}");
-            return;
-        }
-        self.settings.memory.add(connection.outbox.len() - before);
-        self.stats.packets_sent += 1;
-        if self.settings.log_packets {
+        if self.encode_into(conn, packet, |out| packet.encode(out)) && self.settings.log_packets {
             log::info!(target: super::packet_log::TARGET, "Sending {} to connection {conn}", packet.name());
         }
-        self.request_flush(conn);
     }
 
     /// Writes a queued reply in the form it was made in.

@@ -113,40 +113,22 @@ impl BrokerCore {
                     }
                 }
             }
-            if v5 {
-                match v5::decode(buf, max) {
-                    Ok(Some(packet)) => {
-                        publish |= matches!(packet, v5::Packet::Publish(_));
-                        if noted || self.note_packet(conn, now) {
-                            v5_dispatch(self, conn, packet, logged);
-                        }
-                        continue;
-                    }
-                    Ok(None) => {
-                        return Handled {
-                            publish,
-                            next: Next::ReadMore,
-                        }
-                    }
-                    Err(error) => {
-                        log::debug!("shard {}: connection {conn}: {error}; closing", self.shard);
-                        self.protocol_error_v5(conn, error.reason_code());
-                        // The DISCONNECT just written must leave before the socket closes: the
-                        // runtime reads on (what comes is ignored) until its writer has sent it
-                        // and shut the socket, as after any other close the core decides.
-                        buf.clear();
-                        return Handled {
-                            publish,
-                            next: Next::ReadMore,
-                        };
-                    }
-                }
-            }
-            match decode(buf, max) {
+            let decoded = if v5 {
+                v5::decode(buf, max).map(|p| p.map(Decoded::V5))
+            } else {
+                decode(buf, max).map(|p| p.map(Decoded::V3))
+            };
+            match decoded {
                 Ok(Some(packet)) => {
-                    publish |= matches!(packet, Packet::Publish(_));
+                    publish |= matches!(
+                        packet,
+                        Decoded::V3(Packet::Publish(_)) | Decoded::V5(v5::Packet::Publish(_))
+                    );
                     if noted || self.note_packet(conn, now) {
-                        dispatch(self, conn, packet, logged);
+                        match packet {
+                            Decoded::V3(packet) => dispatch(self, conn, packet, logged),
+                            Decoded::V5(packet) => v5_dispatch(self, conn, packet, logged),
+                        }
                     }
                 }
                 Ok(None) => {
@@ -157,10 +139,21 @@ impl BrokerCore {
                 }
                 Err(error) => {
                     log::debug!("shard {}: connection {conn}: {error}; closing", self.shard);
-                    self.handle_protocol_error(conn);
+                    if !v5 {
+                        self.handle_protocol_error(conn);
+                        return Handled {
+                            publish,
+                            next: Next::Stop,
+                        };
+                    }
+                    self.protocol_error_v5(conn, error.reason_code());
+                    // The DISCONNECT just written must leave before the socket closes: the
+                    // runtime reads on (what comes is ignored) until its writer has sent it and
+                    // shut the socket, as after any other close the core decides.
+                    buf.clear();
                     return Handled {
                         publish,
-                        next: Next::Stop,
+                        next: Next::ReadMore,
                     };
                 }
             }
@@ -217,6 +210,14 @@ impl BrokerCore {
         }
         false
     }
+}
+
+/// A packet decoded at the connection's level. On the stack for one packet: boxing the larger
+/// MQTT 5 variant would cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    V3(Packet),
+    V5(v5::Packet),
 }
 
 /// Why a publisher's next PUBLISH waits ([`Next::PausePublisher`]).
