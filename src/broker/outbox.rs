@@ -162,7 +162,7 @@ impl BrokerCore {
     }
 
     /// Whether `conn` is an MQTT 5 connection.
-    pub(super) fn is_v5(&self, conn: ConnId) -> bool {
+    pub fn is_v5(&self, conn: ConnId) -> bool {
         self.connections.get(&conn).is_some_and(|c| c.v5.is_some())
     }
 

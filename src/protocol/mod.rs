@@ -30,7 +30,7 @@ mod fixed_header;
 mod peek;
 mod pingreq;
 mod pingresp;
-pub use peek::{peek_topics, PeekedTopics};
+pub use peek::{peek_topics, peek_topics_v5, PeekedTopics};
 mod publish;
 pub use publish::PublishRef;
 mod strings;

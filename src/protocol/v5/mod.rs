@@ -417,6 +417,11 @@ pub fn decode_publish_properties(body: &[u8]) -> Result<Properties, DecodeError>
     properties::decode_body(body, Kind::Publish)
 }
 
+/// The topic filters of an MQTT 5 SUBSCRIBE's body (what `protocol::peek_topics_v5` looks at).
+pub(crate) fn subscribe_filters(body: &[u8]) -> Result<Vec<TopicFilter>, DecodeError> {
+    subscribe::decode(body).map(|s| s.filters.into_iter().map(|f| f.filter).collect())
+}
+
 /// Reads a reason code for `kind`, refusing one the packet may not carry [MQTT-2.4].
 pub(crate) fn read_reason(
     r: &mut super::strings::Reader<'_>,
