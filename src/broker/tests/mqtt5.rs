@@ -244,3 +244,35 @@ fn session_expiry_is_capped_and_announced() {
     c.advance(Duration::from_secs(31));
     assert_eq!(c.shards[0].session_gauges().sessions, 0);
 }
+
+#[test]
+fn a_packet_over_max_packet_size_gets_disconnect_0x95() {
+    let mut c = Cluster::with_settings(
+        1,
+        Settings {
+            max_packet_size: 64,
+            ..Settings::default()
+        },
+    );
+    let ack = c.connect_v5(
+        "big",
+        v5_connect("big", 0, Properties::default()),
+        AuthVerdict::Allowed,
+    );
+    assert_eq!(ack.properties.maximum_packet_size, Some(64));
+    let message = Message {
+        topic: TopicName::new("t").expect("topic"),
+        payload: Bytes::from(vec![b'x'; 100]),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: None,
+    };
+    c.send_v5(
+        "big",
+        v5::Packet::Publish(v5::Publish::new(message, None, false)),
+    );
+    assert_eq!(
+        disconnect_reason(&c.packets_v5("big")),
+        Some(ReasonCode::PACKET_TOO_LARGE)
+    );
+}
