@@ -69,16 +69,20 @@ mod tests {
         Message, Packet, Publish, QoS, Subscribe, SubscribeFilter, TopicFilter, TopicName,
     };
 
+    fn message_to_a_b() -> Message {
+        Message {
+            topic: TopicName::new("a/b").expect("topic"),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+        }
+    }
+
     #[test]
     fn finds_the_topics_of_publish_and_subscribe_and_waits_for_whole_packets() {
         let mut buf = encode_packet(&Packet::Publish(Publish::new(
-            Message {
-                topic: TopicName::new("a/b").expect("topic"),
-                payload: bytes::Bytes::from_static(b"x"),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: None,
-            },
+            message_to_a_b(),
             Some(7),
             false,
         )));
@@ -112,17 +116,7 @@ mod tests {
         };
         v5::Packet::Publish(v5::Publish {
             properties,
-            ..v5::Publish::new(
-                Message {
-                    topic: TopicName::new("a/b").expect("topic"),
-                    payload: bytes::Bytes::from_static(b"x"),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    properties: None,
-                },
-                Some(1),
-                false,
-            )
+            ..v5::Publish::new(message_to_a_b(), Some(1), false)
         })
         .encode(&mut buf)
         .expect("publish");

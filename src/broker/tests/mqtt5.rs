@@ -48,6 +48,15 @@ impl Cluster {
         }
     }
 
+    /// Connects an MQTT 5 client `name` without properties or keep-alive, allowed in.
+    fn connect_v5_plain(&mut self, name: &str) -> v5::ConnAck {
+        self.connect_v5(
+            name,
+            v5_connect(name, 0, Properties::default()),
+            AuthVerdict::Allowed,
+        )
+    }
+
     fn send_v5(&mut self, name: &str, packet: v5::Packet) {
         let (shard, conn) = {
             let c = self.client(name);
@@ -165,11 +174,7 @@ fn refusals_have_mqtt5_codes() {
             ..Settings::default()
         },
     );
-    let ack = c.connect_v5(
-        "anon",
-        v5_connect("anon", 0, Properties::default()),
-        AuthVerdict::Allowed,
-    );
+    let ack = c.connect_v5_plain("anon");
     assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
     assert!(c.client("anon").closed);
 }
@@ -187,11 +192,7 @@ fn the_server_says_why_before_it_closes() {
         disconnect_reason(&c.packets_v5("idle")),
         Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
     );
-    c.connect_v5(
-        "up",
-        v5_connect("up", 0, Properties::default()),
-        AuthVerdict::Allowed,
-    );
+    c.connect_v5_plain("up");
     c.shards[0].shutdown();
     c.run();
     assert_eq!(
@@ -203,11 +204,7 @@ fn the_server_says_why_before_it_closes() {
 #[test]
 fn disconnect_may_not_give_an_expiry_to_a_session_that_had_none() {
     let mut c = Cluster::new(1);
-    c.connect_v5(
-        "s",
-        v5_connect("s", 0, Properties::default()),
-        AuthVerdict::Allowed,
-    );
+    c.connect_v5_plain("s");
     c.send_v5(
         "s",
         v5::Packet::Disconnect(v5::Disconnect {
@@ -254,11 +251,7 @@ fn a_packet_over_max_packet_size_gets_disconnect_0x95() {
             ..Settings::default()
         },
     );
-    let ack = c.connect_v5(
-        "big",
-        v5_connect("big", 0, Properties::default()),
-        AuthVerdict::Allowed,
-    );
+    let ack = c.connect_v5_plain("big");
     assert_eq!(ack.properties.maximum_packet_size, Some(64));
     let message = Message {
         topic: TopicName::new("t").expect("topic"),
