@@ -49,6 +49,7 @@ mod packet_log;
 mod recovery;
 pub mod retained;
 mod routing;
+mod routing_shards;
 pub mod session;
 pub mod stats;
 pub mod sub_options;

@@ -6,16 +6,15 @@
 //! session (that its `receive-acl` allows: `may_receive`, asked only when a plugin checks receiving)
 //! at its granted QoS (`deliver_to_session`, or `send_qos0_at_once` for QoS 0 that goes out
 //! at once), and packed for every other shard with a matching subscription (`take_remote_shards`,
-//! `batch_publish`; the batch leaves at the next `poll_actions`). Retained publishes update this
-//! shard's store and are broadcast with their version.
+//! `batch_publish`, in `routing_shards.rs` with the delivery of other shards' batches; the batch
+//! leaves at the next `poll_actions`). Retained publishes update this shard's store and are
+//! broadcast with their version.
 //!
 //! These are methods of [`BrokerCore`]; the packet handlers (`handlers/`) call in here. Nothing here
 //! reads a clock, touches a socket or decodes packets.
 
 use std::borrow::Cow;
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use crate::persist::{codec, Record};
 use crate::plugins::{ClientInfo, TopicAction};
@@ -24,9 +23,8 @@ use crate::protocol::{v5, PublishRef, QoS, TopicName};
 use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
-    packet_log, Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure,
-    PublishesWritten, RetainVersion, SessionKey, Settings, Stats, BUS_BATCH_LIMIT, QOS0_BEHIND,
-    RETAINED_CHUNK,
+    packet_log, BrokerCore, BusMessage, ConnId, Message, Pressure, PublishesWritten, RetainVersion,
+    SessionKey, Settings, Stats, QOS0_BEHIND, RETAINED_CHUNK,
 };
 
 impl BrokerCore {
@@ -135,35 +133,6 @@ impl BrokerCore {
             message.properties.as_deref(),
         );
         self.deliver_local(message);
-    }
-
-    /// Packs a message that is not retained for every other shard with a matching subscription.
-    pub(super) fn route_to_other_shards(
-        &mut self,
-        qos: QoS,
-        topic: &[u8],
-        payload: &[u8],
-        properties: Option<&v5::Properties>,
-    ) {
-        let remote = self.take_remote_shards(topic);
-        if remote.is_empty() {
-            self.last_remote.put_back(remote);
-            return;
-        }
-        let properties = match properties.map(v5::publish_properties_bytes) {
-            Some(Ok(bytes)) => Some(bytes),
-            Some(Err(error)) => {
-                // Decoded from a PUBLISH, so they encode; kept out of the batch if not.
-                log::warn!("cannot pass PUBLISH properties to other shards: {error}");
-                None
-            }
-            None => None,
-        };
-        let properties = properties.as_deref().unwrap_or_default();
-        for &to in &remote {
-            self.batch_publish(to, qos, topic, payload, properties);
-        }
-        self.last_remote.put_back(remote);
     }
 
     /// Journals a retained update this shard made (persistence on): every shard's journal holds
@@ -523,106 +492,6 @@ impl BrokerCore {
         any
     }
 
-    /// The other shards with a subscription matching `topic`. The caller gives the vector back to
-    /// `last_remote` ([`LastTopic`]).
-    fn take_remote_shards(&mut self, topic: &[u8]) -> Vec<usize> {
-        let (me, interest) = (self.shard, &self.remote_interest);
-        self.last_remote.take(topic, |remote| {
-            remote.extend(
-                (0..interest.len()).filter(|&to| to != me && interest[to].matches_any(topic)),
-            );
-        })
-    }
-
-    /// A publish from another shard's batch (`bytes` holds the batch, `publish` borrows from it).
-    /// QoS 0 goes straight from the batch to subscribers that take it at once; otherwise the
-    /// message is made from slices of the batch, as a decoded PUBLISH is made from slices of its
-    /// read buffer.
-    pub(super) fn deliver_batched(&mut self, bytes: &Bytes, publish: BatchedPublish<'_>) {
-        if publish.qos == QoS::AtMostOnce
-            && publish.properties.is_empty()
-            && self.deliver_qos0_at_once(publish.topic, publish.payload)
-        {
-            return;
-        }
-        let properties = if publish.properties.is_empty() {
-            None
-        } else {
-            match v5::decode_publish_properties(publish.properties) {
-                Ok(properties) => Some(Arc::new(properties)),
-                Err(error) => {
-                    // Written by the sending shard from decoded properties.
-                    debug_assert!(false, "batched properties do not decode: {error}");
-                    None
-                }
-            }
-        };
-        let Ok(topic) = TopicName::from_bytes(bytes.slice_ref(publish.topic)) else {
-            // Checked when its PUBLISH was decoded on the sending shard.
-            debug_assert!(false, "a batched topic is not a topic name");
-            return;
-        };
-        let message = Message {
-            topic,
-            payload: bytes.slice_ref(publish.payload),
-            qos: publish.qos,
-            retain: false,
-            properties,
-        };
-        self.deliver_local(message);
-    }
-
-    /// Adds a publish to the batch for shard `to`, sent at the next `poll_actions` (or now, when
-    /// the batch has grown past [`BUS_BATCH_LIMIT`]).
-    fn batch_publish(
-        &mut self,
-        to: usize,
-        qos: QoS,
-        topic: &[u8],
-        payload: &[u8],
-        properties: &[u8],
-    ) {
-        if qos != QoS::AtMostOnce {
-            if let Some(journal) = self.journal.as_deref_mut() {
-                let n = journal.pending_stamp(to);
-                journal.route_waits.push((to, n));
-            }
-        }
-        let Some(batch) = self.outgoing.get_mut(to) else {
-            return;
-        };
-        batch.push_with(qos, topic, payload, properties);
-        let full = batch.byte_len() >= BUS_BATCH_LIMIT;
-        if qos != QoS::AtMostOnce {
-            self.sent_across();
-        }
-        if full {
-            self.send_batch(to);
-        }
-    }
-
-    /// Sends the publishes batched for shard `to`, if any.
-    pub(super) fn send_batch(&mut self, to: usize) {
-        let Some(batch) = self.outgoing.get_mut(to) else {
-            return;
-        };
-        if batch.is_empty() {
-            return;
-        }
-        // Counted per publish, as when each crossed on its own: the figure is traffic between
-        // shards, not how it was packed.
-        self.stats.bus_sent += batch.len() as u64;
-        let numbered = !batch.qos0_only();
-        let batch = std::mem::take(batch);
-        let me = self.shard;
-        let stamp = match self.journal.as_deref_mut() {
-            Some(journal) if numbered => journal.stamp_for(to, me),
-            _ => None,
-        };
-        let message = BusMessage::Publishes(batch, stamp);
-        self.actions.push(Action::Bus { to, message });
-    }
-
     /// Whether a live QoS 0 message for a subscriber with `waiting` bytes in its outbox is dropped
     /// (and counted): past the outbox limit, or, under memory pressure, behind by more than
     /// [`QOS0_BEHIND`].
@@ -662,7 +531,7 @@ impl<T> Default for LastTopic<T> {
 impl<T> LastTopic<T> {
     /// The answer for `topic`: the last one if `topic` is the last topic, else what `compute`
     /// puts into an empty vector. Give it back with [`put_back`](Self::put_back).
-    fn take(&mut self, topic: &[u8], compute: impl FnOnce(&mut Vec<T>)) -> Vec<T> {
+    pub(super) fn take(&mut self, topic: &[u8], compute: impl FnOnce(&mut Vec<T>)) -> Vec<T> {
         let mut answer = std::mem::take(&mut self.answer);
         if self.topic.as_deref() != Some(topic) {
             answer.clear();
@@ -674,7 +543,7 @@ impl<T> LastTopic<T> {
         answer
     }
 
-    fn put_back(&mut self, answer: Vec<T>) {
+    pub(super) fn put_back(&mut self, answer: Vec<T>) {
         self.answer = answer;
     }
 
