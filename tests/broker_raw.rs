@@ -57,6 +57,7 @@ fn with_will(
         payload: Bytes::from_static(payload),
         qos: QoS::AtMostOnce,
         retain: false,
+        properties: None,
     });
     connect
 }
@@ -80,19 +81,35 @@ fn expect_publish(client: &mut RawClient, payload: &[u8]) {
 }
 
 #[test]
-fn protocol_level_5_gets_connack_1_and_close() {
+fn protocol_level_6_gets_connack_1_and_close() {
     let (_broker, addr) = start_broker(2);
-    let mut connect = RawClient::connect_packet("v5", true, 0);
-    connect.protocol = ProtocolLevel::V5;
-    let (mut client, ack) = RawClient::mqtt_connect(addr, connect);
+    let mut client = RawClient::connect_tcp(addr);
+    client.send_raw(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 0, 0, 0]);
     assert_eq!(
-        ack,
-        Packet::ConnAck(ConnAck {
+        client.recv(),
+        Some(Packet::ConnAck(ConnAck {
             session_present: false,
             code: ConnectReturnCode::UnacceptableProtocolVersion
-        })
+        }))
     );
     assert!(client.closed_within(Duration::from_secs(2)));
+}
+
+#[test]
+fn protocol_level_5_gets_an_mqtt5_connack_with_the_brokers_limits() {
+    let (_broker, addr) = start_broker(2);
+    let mut client = RawClient::connect_tcp(addr);
+    // CONNECT level 5, clean start, no properties, client id "v5".
+    client.send_raw(&[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 2, b'v', b'5',
+    ]);
+    let mut connack = [0u8; 13];
+    std::io::Read::read_exact(&mut client.stream, &mut connack).expect("CONNACK");
+    // Success, then Retain Available 1, Wildcard 1, Subscription Identifiers 0, Shared 1.
+    assert_eq!(
+        connack,
+        [0x20, 11, 0, 0, 8, 0x25, 1, 0x28, 1, 0x29, 0, 0x2a, 1]
+    );
 }
 
 #[test]

@@ -284,6 +284,7 @@ fn will_config(topic: &str) -> ClientConfig {
             payload: "gone".into(),
             qos: QoS::AtLeastOnce,
             retain: false,
+            properties: None,
         }),
         ..ClientConfig::default()
     }

@@ -197,6 +197,7 @@ impl Harness {
             payload: Bytes::copy_from_slice(input.bytes(4)),
             qos: input.qos(),
             retain: input.bit(),
+            properties: None,
         });
         let connect = Connect {
             protocol: if flags & 4 != 0 {

@@ -112,6 +112,7 @@ fn forward(routes: &[Route], message: &Message) -> Option<Message> {
         payload: message.payload.clone(),
         qos: message.qos.min(route.qos),
         retain: message.retain,
+        properties: message.properties.clone(),
     })
 }
 
@@ -213,6 +214,7 @@ mod tests {
             payload: payload.to_string().into(),
             qos,
             retain: false,
+            properties: None,
         }
     }
 

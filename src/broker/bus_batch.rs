@@ -9,8 +9,9 @@
 //!
 //! Only plain, non-retained publishes travel this way (retained ones carry a version, see
 //! `retained.rs`). A record is `qos: u8`, `topic length: u16 BE`, topic, `payload length: u32 BE`,
-//! payload; topics were checked when their PUBLISH was decoded. This file knows nothing of shards,
-//! sessions or the bus itself.
+//! payload; topics were checked when their PUBLISH was decoded. An MQTT 5 message with properties
+//! sets bit 7 of the QoS byte and adds `properties length: u32 BE` and its PUBLISH properties'
+//! wire bytes. This file knows nothing of shards, sessions or the bus itself.
 
 use bytes::Bytes;
 
@@ -31,22 +32,42 @@ pub struct BatchedPublish<'a> {
     pub qos: QoS,
     pub topic: &'a [u8],
     pub payload: &'a [u8],
+    /// MQTT 5 PUBLISH properties' bytes (without their length); empty for none.
+    pub properties: &'a [u8],
 }
+
+/// Bit 7 of a record's QoS byte: properties follow the payload.
+const WITH_PROPERTIES: u8 = 0x80;
 
 impl PublishBatch {
     /// Appends a publish. `topic` is at most 65 535 bytes (an MQTT topic name always is).
     pub fn push(&mut self, qos: QoS, topic: &[u8], payload: &[u8]) {
+        self.push_with(qos, topic, payload, &[]);
+    }
+
+    /// Appends a publish with MQTT 5 PUBLISH properties' bytes (`properties`, empty for none).
+    pub fn push_with(&mut self, qos: QoS, topic: &[u8], payload: &[u8], properties: &[u8]) {
         debug_assert!(topic.len() <= usize::from(u16::MAX));
         self.above_qos0 |= qos != QoS::AtMostOnce;
         self.count += 1;
         self.bytes.reserve(7 + topic.len() + payload.len());
-        self.bytes.push(qos as u8);
+        let flag = if properties.is_empty() {
+            0
+        } else {
+            WITH_PROPERTIES
+        };
+        self.bytes.push(qos as u8 | flag);
         self.bytes
             .extend_from_slice(&(topic.len() as u16).to_be_bytes());
         self.bytes.extend_from_slice(topic);
         self.bytes
             .extend_from_slice(&(payload.len() as u32).to_be_bytes());
         self.bytes.extend_from_slice(payload);
+        if !properties.is_empty() {
+            self.bytes
+                .extend_from_slice(&(properties.len() as u32).to_be_bytes());
+            self.bytes.extend_from_slice(properties);
+        }
     }
 
     /// Number of publishes in the batch.
@@ -93,18 +114,25 @@ impl<'a> Iterator for Records<'a> {
     type Item = BatchedPublish<'a>;
 
     fn next(&mut self) -> Option<BatchedPublish<'a>> {
-        let (&qos, rest) = self.rest.split_first()?;
-        let qos = QoS::from_u8(qos)?;
+        let (&first, rest) = self.rest.split_first()?;
+        let qos = QoS::from_u8(first & !WITH_PROPERTIES)?;
         let (topic_len, rest) = rest.split_first_chunk::<2>()?;
         let (topic, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*topic_len)))?;
         let (payload_len, rest) = rest.split_first_chunk::<4>()?;
         let payload_len = usize::try_from(u32::from_be_bytes(*payload_len)).ok()?;
-        let (payload, rest) = rest.split_at_checked(payload_len)?;
+        let (payload, mut rest) = rest.split_at_checked(payload_len)?;
+        let mut properties: &[u8] = &[];
+        if first & WITH_PROPERTIES != 0 {
+            let (len, after) = rest.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+            (properties, rest) = after.split_at_checked(len)?;
+        }
         self.rest = rest;
         Some(BatchedPublish {
             qos,
             topic,
             payload,
+            properties,
         })
     }
 }
@@ -129,7 +157,8 @@ mod tests {
             BatchedPublish {
                 qos: QoS::AtMostOnce,
                 topic: b"a/b",
-                payload: b"one"
+                payload: b"one",
+                properties: b"",
             }
         );
         assert_eq!(
@@ -137,7 +166,8 @@ mod tests {
             BatchedPublish {
                 qos: QoS::ExactlyOnce,
                 topic: b"c",
-                payload: b""
+                payload: b"",
+                properties: b"",
             }
         );
         assert_eq!(all[2].qos, QoS::AtLeastOnce);
@@ -145,6 +175,20 @@ mod tests {
         assert_eq!(all[2].payload.len(), 70_000);
         assert_eq!(all.len(), 3);
         assert_eq!(batch.byte_len(), (7 + 3 + 3) + (7 + 1) + (7 + 5 + 70_000));
+    }
+
+    #[test]
+    fn properties_ride_behind_their_payload() {
+        let mut batch = PublishBatch::default();
+        batch.push_with(QoS::AtLeastOnce, b"t", b"x", b"\x03\x00\x01a");
+        batch.push(QoS::AtMostOnce, b"u", b"y");
+        let all: Vec<BatchedPublish<'_>> = batch.iter().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].qos, QoS::AtLeastOnce);
+        assert_eq!(all[0].payload, b"x");
+        assert_eq!(all[0].properties, b"\x03\x00\x01a");
+        assert_eq!(all[1].properties, b"");
+        assert_eq!(all[1].topic, b"u");
     }
 
     #[test]

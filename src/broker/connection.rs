@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::protocol::{Packet, ProtocolLevel, QoS, TopicFilter};
+use crate::protocol::{ProtocolLevel, QoS, TopicFilter};
 
+use super::mqtt5::{Reply, V5Link};
 use super::outbox_pool::OutboxPool;
 use super::SessionKey;
 
@@ -28,6 +29,9 @@ pub enum ConnectionState {
 pub enum CloseReason {
     /// The client sent DISCONNECT: the will is discarded [MQTT-3.14.4-3].
     ClientDisconnect,
+    /// An MQTT 5 client sent DISCONNECT with reason code 0x04: the will is published
+    /// [MQTT-3.14.2.1].
+    DisconnectWithWill,
     /// The socket closed or failed without DISCONNECT.
     ConnectionLost,
     /// A malformed or out-of-order packet [MQTT-4.8.0-1].
@@ -61,7 +65,7 @@ pub struct PendingReply {
     pub token: Option<u64>,
     /// Shards that have not confirmed yet.
     pub remaining: usize,
-    pub reply: Packet,
+    pub reply: Reply,
     /// Filters whose retained messages are sent after the reply.
     pub retained_for: Vec<(TopicFilter, QoS)>,
     /// With persistence on: the journal records (local and on other shards) that must be durable
@@ -75,11 +79,11 @@ pub const KEPT_REPLY_QUEUE: usize = 64;
 
 impl PendingReply {
     /// A reply that waits for nothing but the replies queued before it.
-    pub fn plain(reply: Packet) -> Self {
+    pub fn plain(reply: impl Into<Reply>) -> Self {
         PendingReply {
             token: None,
             remaining: 0,
-            reply,
+            reply: reply.into(),
             retained_for: Vec::new(),
             wait: None,
         }
@@ -116,6 +120,8 @@ pub struct Connection {
     /// Set when the broker decides to close it (for the runtime's log line); `None` for a refused
     /// CONNECT and while open.
     pub close_reason: Option<CloseReason>,
+    /// An MQTT 5 connection's state (`mqtt5.rs`); `None` for MQTT 3.
+    pub v5: Option<Box<V5Link>>,
 }
 
 impl Connection {
@@ -143,6 +149,7 @@ impl Connection {
             waits_durable: false,
             pending_replies: None,
             close_reason: None,
+            v5: None,
         }
     }
 

@@ -9,10 +9,10 @@
 
 use std::borrow::Cow;
 
-use crate::protocol::{QoS, TopicFilter};
+use crate::protocol::TopicFilter;
 
 use super::connection::{PendingReply, KEPT_REPLY_QUEUE};
-use super::{share_of, BrokerCore, BusMessage, ConnId, SessionKey, Subscriber};
+use super::{share_of, BrokerCore, BusMessage, ConnId, SessionKey, SubOptions, Subscriber};
 
 impl BrokerCore {
     /// Adds or replaces a session's subscription in the trie. Returns true when the filter is new
@@ -21,20 +21,23 @@ impl BrokerCore {
         &mut self,
         key: SessionKey,
         filter: &TopicFilter,
-        qos: QoS,
+        options: SubOptions,
     ) -> bool {
         if filter.is_shared() {
             // A share group's member: `shared.rs` (an invalid share name never gets here).
             if let Ok(Some(group)) = share_of(filter) {
-                self.join_shared(key, &group, qos);
+                self.join_shared(key, &group, options.qos);
             }
             return false;
         }
         self.last_match.forget();
         let (subscribers, created) = self.subscriptions.entry(filter, Vec::new);
         match subscribers.iter_mut().find(|s| s.session == key) {
-            Some(existing) => existing.qos = qos,
-            None => subscribers.push(Subscriber { session: key, qos }),
+            Some(existing) => existing.options = options,
+            None => subscribers.push(Subscriber {
+                session: key,
+                options,
+            }),
         }
         created
     }
@@ -184,7 +187,7 @@ impl BrokerCore {
                 connection.pending_replies = None;
             }
             let key = connection.session;
-            self.write(conn, &reply.reply);
+            self.write_reply(conn, &reply.reply);
             for (filter, _) in &reply.retained_for {
                 // At the grant in force now, and none for a filter unsubscribed while the SUBACK
                 // waited: nothing new is delivered for it after UNSUBSCRIBE [MQTT-3.10.4-2].
@@ -192,7 +195,7 @@ impl BrokerCore {
                     .sessions
                     .get(key)
                     .and_then(|s| s.subscriptions.get(filter));
-                let Some(&granted) = held else {
+                let Some(&SubOptions { qos: granted, .. }) = held else {
                     continue;
                 };
                 let receive_checked = self.settings.plugins.checks_receive();

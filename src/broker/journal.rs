@@ -462,7 +462,7 @@ impl BrokerCore {
                 .get(&conn)
                 .is_some_and(|c| c.has_pending_replies());
             if !queued {
-                self.write(conn, &reply.reply);
+                self.write_reply(conn, &reply.reply);
                 return;
             }
         }
@@ -567,6 +567,7 @@ mod tests {
                     payload: payload.clone(),
                     qos: QoS::AtLeastOnce,
                     retain: false,
+                    properties: None,
                 },
             })
             .collect();

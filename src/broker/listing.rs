@@ -104,7 +104,7 @@ impl BrokerCore {
                     subscriptions: session
                         .subscriptions
                         .iter()
-                        .map(|(filter, qos)| (filter.as_str().to_string(), *qos))
+                        .map(|(filter, options)| (filter.as_str().to_string(), options.qos))
                         .collect(),
                     queued: session.queued_len(),
                     inflight: session.inflight_len(),

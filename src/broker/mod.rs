@@ -44,6 +44,7 @@ mod interface;
 mod journal;
 mod listing;
 pub mod memory;
+pub mod mqtt5;
 mod outbox;
 pub mod outbox_pool;
 mod packet_log;
@@ -51,9 +52,11 @@ mod recovery;
 mod reload;
 pub mod retained;
 mod routing;
+mod routing_shards;
 pub mod session;
 mod shared;
 pub mod stats;
+pub mod sub_options;
 pub mod topic_trie;
 
 use std::collections::HashMap;
@@ -65,7 +68,7 @@ use slab::Slab;
 
 use crate::persist::Record;
 use crate::plugins::ClientInfo;
-use crate::protocol::{Connect, Packet, QoS, TopicFilter};
+use crate::protocol::{self, Connect, Packet, PublishRef, QoS, TopicFilter};
 
 pub use crate::plugins::AuthVerdict;
 
@@ -94,6 +97,7 @@ use session::{QueueLimits, Resend, Session};
 use shared::SharedGroups;
 pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 pub use stats::Stats;
+pub use sub_options::SubOptions;
 use topic_trie::TopicTrie;
 
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
@@ -121,7 +125,7 @@ struct Announcement {
 #[derive(Debug, Clone, Copy)]
 struct Subscriber {
     session: SessionKey,
-    qos: QoS,
+    options: SubOptions,
 }
 
 /// One shard's broker state machine (see the module docs).
@@ -171,6 +175,8 @@ pub struct BrokerCore {
     outgoing: Vec<PublishBatch>,
     /// The QoS 0 PUBLISH of the message being delivered, encoded once for all its subscribers.
     qos0_packet: BytesMut,
+    /// The same for MQTT 5 subscribers (with the message's properties).
+    qos0_packet_v5: BytesMut,
     /// Spare outbox buffers: idle connections give theirs back, busy ones take them.
     outbox_pool: OutboxPool,
     pub stats: Stats,
@@ -226,6 +232,7 @@ impl BrokerCore {
                 .map(|_| PublishBatch::default())
                 .collect(),
             qos0_packet: BytesMut::new(),
+            qos0_packet_v5: BytesMut::new(),
             outbox_pool: OutboxPool::default(),
             stats: Stats::default(),
             #[cfg(test)]
@@ -288,7 +295,23 @@ impl BrokerCore {
     /// transport's framing, which the runtime reports): the connection is closed and its will
     /// published [MQTT-4.8.0-1].
     pub fn handle_protocol_error(&mut self, conn: ConnId) {
+        self.protocol_error_v5(conn, protocol::ReasonCode::MALFORMED_PACKET);
+    }
+
+    /// A protocol error, counted; an MQTT 5 client is told `code` (0x81 Malformed Packet, 0x82
+    /// Protocol Error, ...) in a DISCONNECT first [MQTT-4.13.1].
+    fn protocol_error_v5(&mut self, conn: ConnId, code: protocol::ReasonCode) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        if !connection.is_active() {
+            // Closing already: counted and answered then.
+            return;
+        }
         self.stats.protocol_errors += 1;
+        if connection.v5.is_some() {
+            self.write_v5(conn, &mqtt5::disconnect(code));
+        }
         self.close(conn, CloseReason::ProtocolError);
     }
 
@@ -466,6 +489,16 @@ impl BrokerCore {
         if connection.state == ConnectionState::Closing {
             return;
         }
+        let v5_goodbye = connection
+            .v5
+            .as_ref()
+            .and_then(|_| mqtt5::disconnect_reason(reason));
+        if let Some(code) = v5_goodbye {
+            self.write_v5(conn, &mqtt5::disconnect(code));
+        }
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.state = ConnectionState::Closing;
         connection.close_reason = Some(reason);
         connection.pending_replies = None;
@@ -512,13 +545,7 @@ impl BrokerCore {
         }
         if reason.publishes_will() {
             if let Some(will) = will {
-                let message = Message {
-                    topic: will.topic,
-                    payload: will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                };
-                if self.publish_from_client(conn, message) {
+                if self.publish_from_client(conn, *will) {
                     self.stats.wills_published += 1;
                 }
             }
@@ -560,7 +587,13 @@ impl BrokerCore {
         for resend in session.resend_inflight() {
             resent = true;
             match resend {
-                Resend::Publish(publish) => self.write_publish(conn, publish.borrowed()),
+                Resend::Publish(publish, properties) => self.write_publish(
+                    conn,
+                    PublishRef {
+                        properties: properties.as_deref(),
+                        ..publish.borrowed()
+                    },
+                ),
                 Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
             }
         }

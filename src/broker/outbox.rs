@@ -7,9 +7,10 @@
 
 use bytes::BytesMut;
 
-use crate::protocol::{Packet, PublishRef};
+use crate::protocol::{v5, EncodeError, Packet, PublishRef};
 
 use super::connection::ConnectionState;
+use super::mqtt5::{self, Reply};
 use super::packet_log::Who;
 use super::{Action, BrokerCore, ConnId};
 
@@ -20,13 +21,20 @@ pub(super) struct PublishesWritten {
     pub(super) bytes: usize,
     /// With `log_packets`: who the PUBLISHes go to, for their log lines (`None`: not logged).
     pub(super) log_as: Option<Who>,
+    /// They go to an MQTT 5 client: encoded with the message's properties.
+    pub(super) v5: bool,
 }
 
 impl PublishesWritten {
     /// Appends `publish` to `outbox` and counts it (an encoding error is logged and writes nothing).
     pub(super) fn encode(&mut self, outbox: &mut BytesMut, publish: PublishRef<'_>) {
         let before = outbox.len();
-        if let Err(error) = publish.encode(outbox) {
+        let encoded = if self.v5 {
+            v5::encode_publish_ref(&publish, &v5::Hop::default(), outbox)
+        } else {
+            publish.encode(outbox)
+        };
+        if let Err(error) = encoded {
             let topic = String::from_utf8_lossy(publish.topic);
             log::warn!("cannot encode PUBLISH to {topic}: {error}");
             return;
@@ -99,28 +107,70 @@ impl BrokerCore {
         }
     }
 
-    /// Encodes a packet into the connection's outbox.
+    /// Encodes a packet into the connection's outbox: as it is for an MQTT 3 client, in its
+    /// MQTT 5 form ([`mqtt5::to_v5`]) for an MQTT 5 one.
     pub(super) fn write(&mut self, conn: ConnId, packet: &Packet) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let v5 = self.connections.get(&conn).is_some_and(|c| c.v5.is_some());
+        if v5 {
+            match mqtt5::to_v5(packet) {
+                Some(packet) => self.write_v5(conn, &packet),
+                None => log::warn!("connection {conn}: no MQTT 5 form for {packet:?}"),
+            }
             return;
+        }
+        if self.encode_into(conn, packet, |out| packet.encode(out)) && self.settings.log_packets {
+            self.log_sending(conn, packet);
+        }
+    }
+
+    /// Appends what `encode` writes to `conn`'s outbox, counted, and asks for a flush; `false`
+    /// (nothing written, `packet` logged) when the connection is unknown or encoding failed.
+    fn encode_into(
+        &mut self,
+        conn: ConnId,
+        packet: &dyn std::fmt::Debug,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    ) -> bool {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return false;
         };
         let before = connection.outbox.len();
-        if let Err(error) = packet.encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
+        if let Err(error) = encode(connection.outbox_to_fill(&mut self.outbox_pool)) {
             log::warn!("cannot encode {packet:?}: {error}");
-            return;
+            return false;
         }
         self.settings.memory.add(connection.outbox.len() - before);
         self.stats.packets_sent += 1;
-        if self.settings.log_packets {
-            self.log_sending(conn, packet);
-        }
         self.request_flush(conn);
+        true
+    }
+
+    /// Encodes an MQTT 5 packet into the connection's outbox (an MQTT 5 connection's, or the
+    /// CONNACK refusing one).
+    pub(super) fn write_v5(&mut self, conn: ConnId, packet: &v5::Packet) {
+        if self.encode_into(conn, packet, |out| packet.encode(out)) && self.settings.log_packets {
+            log::info!(target: super::packet_log::TARGET, "Sending {} to connection {conn}", packet.name());
+        }
+    }
+
+    /// Writes a queued reply in the form it was made in.
+    pub(super) fn write_reply(&mut self, conn: ConnId, reply: &Reply) {
+        match reply {
+            Reply::V3(packet) => self.write(conn, packet),
+            Reply::V5(packet) => self.write_v5(conn, packet),
+        }
+    }
+
+    /// Whether `conn` is an MQTT 5 connection.
+    pub fn is_v5(&self, conn: ConnId) -> bool {
+        self.connections.get(&conn).is_some_and(|c| c.v5.is_some())
     }
 
     /// A count of PUBLISHes about to be written to `conn`, which logs them with `log_packets`.
     pub(super) fn publishes_to(&self, conn: ConnId) -> PublishesWritten {
         PublishesWritten {
             log_as: self.settings.log_packets.then(|| self.who(conn)),
+            v5: self.is_v5(conn),
             ..PublishesWritten::default()
         }
     }

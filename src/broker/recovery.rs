@@ -14,7 +14,7 @@ use crate::persist::{DurableState, MsgId, Record};
 use crate::protocol::{Message, TopicFilter};
 
 use super::session::Session;
-use super::{BrokerCore, RetainVersion};
+use super::{BrokerCore, RetainVersion, SubOptions};
 
 impl BrokerCore {
     /// Every record needed to rebuild this shard's durable state: its persistent sessions (with
@@ -47,11 +47,11 @@ impl BrokerCore {
                     at_unix_ms: unix_now.saturating_sub(away),
                 });
             }
-            for (filter, &qos) in &session.subscriptions {
+            for (filter, options) in &session.subscriptions {
                 records.push(Record::Subscribe {
                     client_id: client_id.clone(),
                     filter: filter.clone(),
-                    qos,
+                    qos: options.qos,
                 });
             }
             if let Some(will) = session.will.as_deref() {
@@ -148,12 +148,14 @@ impl BrokerCore {
                 session.incoming_qos2(packet_id);
             }
             for (filter, &qos) in &stored.subscriptions {
-                session.subscriptions.insert(filter.clone(), qos);
+                session
+                    .subscriptions
+                    .insert(filter.clone(), SubOptions::qos(qos));
             }
             let key = self.sessions.insert(session);
             self.session_by_client_id.insert(Arc::clone(client_id), key);
             for (filter, &qos) in &stored.subscriptions {
-                self.add_subscriber(key, filter, qos);
+                self.add_subscriber(key, filter, SubOptions::qos(qos));
             }
             if stored.offline_since_unix_ms.is_none() && stored.will.is_some() {
                 // Its client was connected when the broker stopped, without a DISCONNECT: the

@@ -185,6 +185,7 @@ mod tests {
             payload: Bytes::from_static(payload.as_bytes()),
             qos: QoS::AtLeastOnce,
             retain: true,
+            properties: None,
         }
     }
 

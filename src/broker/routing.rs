@@ -6,8 +6,9 @@
 //! session (that its `receive-acl` allows: `may_receive`, asked only when a plugin checks receiving)
 //! at its granted QoS (`deliver_to_session`, or `send_qos0_at_once` for QoS 0 that goes out
 //! at once), and packed for every other shard with a matching subscription (`take_remote_shards`,
-//! `batch_publish`; the batch leaves at the next `poll_actions`). Retained publishes update this
-//! shard's store and are broadcast with their version.
+//! `batch_publish`, in `routing_shards.rs` with the delivery of other shards' batches; the batch
+//! leaves at the next `poll_actions`). Retained publishes update this shard's store and are
+//! broadcast with their version.
 //!
 //! These are methods of [`BrokerCore`]; the packet handlers (`handlers/`) call in here. Nothing here
 //! reads a clock, touches a socket or decodes packets.
@@ -15,18 +16,15 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::persist::{codec, Record};
 use crate::plugins::{ClientInfo, TopicAction};
-use crate::protocol::{PublishRef, QoS, TopicName};
+use crate::protocol::{v5, PublishRef, QoS, TopicName};
 
 use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
-    packet_log, Action, BatchedPublish, BrokerCore, BusMessage, ConnId, Message, Pressure,
-    PublishesWritten, RetainVersion, SessionKey, Settings, Stats, BUS_BATCH_LIMIT, QOS0_BEHIND,
-    RETAINED_CHUNK,
+    packet_log, BrokerCore, BusMessage, ConnId, Message, Pressure, PublishesWritten, RetainVersion,
+    SessionKey, Settings, Stats, QOS0_BEHIND, RETAINED_CHUNK,
 };
 
 impl BrokerCore {
@@ -134,18 +132,14 @@ impl BrokerCore {
             }
             return;
         }
-        self.route_to_other_shards(message.qos, message.topic.as_bytes(), &message.payload);
+        self.route_to_other_shards(
+            message.qos,
+            message.topic.as_bytes(),
+            &message.payload,
+            message.properties.as_deref(),
+        );
         self.route_shared(&message, publisher);
         self.deliver_local(message);
-    }
-
-    /// Packs a message that is not retained for every other shard with a matching subscription.
-    pub(super) fn route_to_other_shards(&mut self, qos: QoS, topic: &[u8], payload: &[u8]) {
-        let remote = self.take_remote_shards(topic);
-        for &to in &remote {
-            self.batch_publish(to, qos, topic, payload);
-        }
-        self.last_remote.put_back(remote);
     }
 
     /// Journals a retained update this shard made (persistence on): every shard's journal holds
@@ -187,6 +181,7 @@ impl BrokerCore {
         // at 100 msg/s this saves ~8 % of the broker's instructions (callgrind), and it skips two
         // reference-count round trips on the topic and payload per subscriber.
         self.qos0_packet.clear();
+        self.qos0_packet_v5.clear();
         let receive_checked = self.settings.plugins.checks_receive();
         let mut rest = matched.iter().copied().peekable();
         while let Some((key, granted)) = rest.next() {
@@ -195,7 +190,12 @@ impl BrokerCore {
             }
             let qos = granted.min(message.qos);
             if qos == QoS::AtMostOnce
-                && self.send_qos0_at_once(key, message.topic.as_bytes(), &message.payload)
+                && self.send_qos0_at_once(
+                    key,
+                    message.topic.as_bytes(),
+                    &message.payload,
+                    message.properties.as_deref(),
+                )
             {
                 continue;
             }
@@ -289,6 +289,7 @@ impl BrokerCore {
                 };
                 let mut written = PublishesWritten {
                     log_as: self.settings.log_packets.then(|| Who::of(session, conn)),
+                    v5: connection.v5.is_some(),
                     ..PublishesWritten::default()
                 };
                 let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
@@ -300,6 +301,7 @@ impl BrokerCore {
                         topic: message.topic.as_bytes(),
                         packet_id,
                         payload: &message.payload,
+                        properties: message.properties.as_deref(),
                     }),
                     None => session.newest_inflight(),
                 };
@@ -333,11 +335,12 @@ impl BrokerCore {
         let Some(conn) = session.conn else {
             return;
         };
+        let mut connection = self.connections.get_mut(&conn);
         let mut written = PublishesWritten {
             log_as: self.settings.log_packets.then(|| Who::of(session, conn)),
+            v5: connection.as_ref().is_some_and(|c| c.v5.is_some()),
             ..PublishesWritten::default()
         };
-        let mut connection = self.connections.get_mut(&conn);
         let waiting = connection.as_ref().map_or(0, |c| c.outbox.len());
         // QoS 0 messages from the queue fill the outbox up to this much per turn.
         let room = RETAINED_CHUNK.saturating_sub(waiting);
@@ -386,19 +389,26 @@ impl BrokerCore {
         });
         if at_once {
             self.qos0_packet.clear();
+            self.qos0_packet_v5.clear();
             for &(key, _) in &matched {
-                self.send_qos0_at_once(key, topic, payload);
+                self.send_qos0_at_once(key, topic, payload, None);
             }
         }
         self.last_match.put_back(matched);
         at_once
     }
 
-    /// Sends a live message at QoS 0 to a session that takes it at once, from `qos0_packet`
-    /// (encoded here if this is the message's first such delivery). `false` when the session
-    /// needs [`deliver_to_session`](Self::deliver_to_session) instead (offline, or messages
-    /// queued ahead of this one). Same limits and counters as there.
-    fn send_qos0_at_once(&mut self, key: SessionKey, topic: &[u8], payload: &[u8]) -> bool {
+    /// Sends a live message at QoS 0 to a session that takes it at once, from `qos0_packet`, or
+    /// `qos0_packet_v5` for an MQTT 5 client (encoded here if this is the message's first such
+    /// delivery). `false` when the session needs [`deliver_to_session`](Self::deliver_to_session)
+    /// instead (offline, or messages queued ahead of this one). Same limits and counters as there.
+    fn send_qos0_at_once(
+        &mut self,
+        key: SessionKey,
+        topic: &[u8],
+        payload: &[u8],
+        properties: Option<&crate::protocol::v5::Properties>,
+    ) -> bool {
         let Some(conn) = self
             .sessions
             .get(key)
@@ -420,22 +430,35 @@ impl BrokerCore {
             topic,
             packet_id: None,
             payload,
+            properties,
         };
-        if self.qos0_packet.is_empty() {
-            if let Err(error) = publish.encode(&mut self.qos0_packet) {
+        let v5 = connection.v5.is_some();
+        let packet = if v5 {
+            &mut self.qos0_packet_v5
+        } else {
+            &mut self.qos0_packet
+        };
+        if packet.is_empty() {
+            let encoded = if v5 {
+                v5::encode_publish_ref(&publish, &v5::Hop::default(), packet)
+            } else {
+                publish.encode(packet)
+            };
+            if let Err(error) = encoded {
                 let topic = String::from_utf8_lossy(topic);
                 log::warn!("cannot encode PUBLISH to {topic}: {error}");
-                self.qos0_packet.clear();
+                packet.clear();
                 return true;
             }
         }
         connection
             .outbox_to_fill(&mut self.outbox_pool)
-            .extend_from_slice(&self.qos0_packet);
+            .extend_from_slice(packet);
         let written = PublishesWritten {
             by_qos: [1, 0, 0],
-            bytes: self.qos0_packet.len(),
+            bytes: packet.len(),
             log_as: None,
+            v5,
         };
         self.publishes_written(conn, &written);
         if self.settings.log_packets {
@@ -451,7 +474,7 @@ impl BrokerCore {
         let subscriptions = &self.subscriptions;
         self.last_match.take(topic, |matched| {
             subscriptions.for_each_match(topic, |subscribers| {
-                matched.extend(subscribers.iter().map(|s| (s.session, s.qos)));
+                matched.extend(subscribers.iter().map(|s| (s.session, s.options.qos)));
             });
             if matched.len() > 1 {
                 matched.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
@@ -460,83 +483,20 @@ impl BrokerCore {
         })
     }
 
-    /// The other shards with a subscription matching `topic`. The caller gives the vector back to
-    /// `last_remote` ([`LastTopic`]).
-    fn take_remote_shards(&mut self, topic: &[u8]) -> Vec<usize> {
-        let (me, interest) = (self.shard, &self.remote_interest);
-        self.last_remote.take(topic, |remote| {
-            remote.extend(
-                (0..interest.len()).filter(|&to| to != me && interest[to].matches_any(topic)),
-            );
-        })
-    }
-
-    /// A publish from another shard's batch (`bytes` holds the batch, `publish` borrows from it).
-    /// QoS 0 goes straight from the batch to subscribers that take it at once; otherwise the
-    /// message is made from slices of the batch, as a decoded PUBLISH is made from slices of its
-    /// read buffer.
-    pub(super) fn deliver_batched(&mut self, bytes: &Bytes, publish: BatchedPublish<'_>) {
-        if publish.qos == QoS::AtMostOnce
-            && self.deliver_qos0_at_once(publish.topic, publish.payload)
-        {
-            return;
+    /// Whether any session on any shard subscribes to `topic` (an MQTT 5 acknowledgement says
+    /// 0x10 No matching subscribers otherwise). The answers are kept for the routing that follows.
+    pub(super) fn anyone_subscribed(&mut self, topic: &TopicName) -> bool {
+        let topic = topic.as_bytes();
+        let matched = self.take_matches(topic);
+        let local = !matched.is_empty();
+        self.last_match.put_back(matched);
+        if local {
+            return true;
         }
-        let Ok(topic) = TopicName::from_bytes(bytes.slice_ref(publish.topic)) else {
-            // Checked when its PUBLISH was decoded on the sending shard.
-            debug_assert!(false, "a batched topic is not a topic name");
-            return;
-        };
-        let message = Message {
-            topic,
-            payload: bytes.slice_ref(publish.payload),
-            qos: publish.qos,
-            retain: false,
-        };
-        self.deliver_local(message);
-    }
-
-    /// Adds a publish to the batch for shard `to`, sent at the next `poll_actions` (or now, when
-    /// the batch has grown past [`BUS_BATCH_LIMIT`]).
-    fn batch_publish(&mut self, to: usize, qos: QoS, topic: &[u8], payload: &[u8]) {
-        if qos != QoS::AtMostOnce {
-            if let Some(journal) = self.journal.as_deref_mut() {
-                let n = journal.pending_stamp(to);
-                journal.route_waits.push((to, n));
-            }
-        }
-        let Some(batch) = self.outgoing.get_mut(to) else {
-            return;
-        };
-        batch.push(qos, topic, payload);
-        let full = batch.byte_len() >= BUS_BATCH_LIMIT;
-        if qos != QoS::AtMostOnce {
-            self.sent_across();
-        }
-        if full {
-            self.send_batch(to);
-        }
-    }
-
-    /// Sends the publishes batched for shard `to`, if any.
-    pub(super) fn send_batch(&mut self, to: usize) {
-        let Some(batch) = self.outgoing.get_mut(to) else {
-            return;
-        };
-        if batch.is_empty() {
-            return;
-        }
-        // Counted per publish, as when each crossed on its own: the figure is traffic between
-        // shards, not how it was packed.
-        self.stats.bus_sent += batch.len() as u64;
-        let numbered = !batch.qos0_only();
-        let batch = std::mem::take(batch);
-        let me = self.shard;
-        let stamp = match self.journal.as_deref_mut() {
-            Some(journal) if numbered => journal.stamp_for(to, me),
-            _ => None,
-        };
-        let message = BusMessage::Publishes(batch, stamp);
-        self.actions.push(Action::Bus { to, message });
+        let remote = self.take_remote_shards(topic);
+        let any = !remote.is_empty();
+        self.last_remote.put_back(remote);
+        any
     }
 
     /// Whether a live QoS 0 message for a subscriber with `waiting` bytes in its outbox is dropped
@@ -578,7 +538,7 @@ impl<T> Default for LastTopic<T> {
 impl<T> LastTopic<T> {
     /// The answer for `topic`: the last one if `topic` is the last topic, else what `compute`
     /// puts into an empty vector. Give it back with [`put_back`](Self::put_back).
-    fn take(&mut self, topic: &[u8], compute: impl FnOnce(&mut Vec<T>)) -> Vec<T> {
+    pub(super) fn take(&mut self, topic: &[u8], compute: impl FnOnce(&mut Vec<T>)) -> Vec<T> {
         let mut answer = std::mem::take(&mut self.answer);
         if self.topic.as_deref() != Some(topic) {
             answer.clear();
@@ -590,7 +550,7 @@ impl<T> LastTopic<T> {
         answer
     }
 
-    fn put_back(&mut self, answer: Vec<T>) {
+    pub(super) fn put_back(&mut self, answer: Vec<T>) {
         self.answer = answer;
     }
 

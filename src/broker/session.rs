@@ -22,7 +22,7 @@ use crate::persist::MsgId;
 use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
 
 use super::memory::MemoryBudget;
-use super::{ConnId, Message};
+use super::{ConnId, Message, SubOptions};
 
 /// The limits of one session's queue (see the module docs).
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ pub struct Session {
     /// The live connection, if the client is online.
     pub conn: Option<ConnId>,
     /// A B-tree rather than a hash map: 24 bytes inline instead of 48 (every session has one).
-    pub subscriptions: BTreeMap<TopicFilter, QoS>,
+    pub subscriptions: BTreeMap<TopicFilter, SubOptions>,
     /// Boxed: most clients have none, and every session would carry its 72 bytes inline.
     pub will: Option<Box<LastWill>>,
     /// How long the session outlives its client once offline; `None`: for ever. Every CONNECT sets
@@ -482,6 +482,14 @@ impl Session {
         Ok(PubRel { packet_id })
     }
 
+    /// An MQTT 5 PUBREC with an error reason code: the client refused the QoS 2 message, which
+    /// is done (no PUBREL follows) [MQTT-4.3.3].
+    pub fn on_pubrec_refused(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
+        let at = self.position(packet_id, InflightState::AwaitPubRec)?;
+        self.flow_mut().inflight.remove(at);
+        Ok(())
+    }
+
     /// PUBCOMP from the client: the QoS 2 message is done.
     pub fn on_pubcomp(&mut self, packet_id: u16) -> Result<(), UnknownPacketId> {
         let at = self.position(packet_id, InflightState::AwaitPubComp)?;
@@ -499,14 +507,17 @@ impl Session {
                 InflightState::AwaitPubComp => Resend::PubRel(PubRel {
                     packet_id: m.packet_id,
                 }),
-                _ => Resend::Publish(Publish {
-                    dup: true,
-                    qos: m.out.qos,
-                    retain: m.out.retain,
-                    topic: m.out.message.topic.clone(),
-                    packet_id: Some(m.packet_id),
-                    payload: m.out.message.payload.clone(),
-                }),
+                _ => Resend::Publish(
+                    Publish {
+                        dup: true,
+                        qos: m.out.qos,
+                        retain: m.out.retain,
+                        topic: m.out.message.topic.clone(),
+                        packet_id: Some(m.packet_id),
+                        payload: m.out.message.payload.clone(),
+                    },
+                    m.out.message.properties.clone(),
+                ),
             })
             .collect()
     }
@@ -528,7 +539,8 @@ impl Session {
 /// Something to write again after a reconnect.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resend {
-    Publish(Publish),
+    /// With the message's MQTT 5 properties.
+    Publish(Publish, Option<Arc<crate::protocol::v5::Properties>>),
     PubRel(PubRel),
 }
 
@@ -541,6 +553,7 @@ impl Outgoing {
             topic: self.message.topic.as_bytes(),
             packet_id,
             payload: &self.message.payload,
+            properties: self.message.properties.as_deref(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct Stats {
     pub publish_dropped_memory: u64,
     /// Not delivered: a client published to `$SYS/...`.
     pub publish_dropped_sys: u64,
+    /// Not delivered: an MQTT 5 PUBLISH whose Payload Format Indicator says UTF-8 and whose
+    /// payload is not (acknowledged with 0x99).
+    pub publish_payload_format_invalid: u64,
     /// Not delivered nor retained: a topic-check plugin (e.g. `topic_acl`) denied the publish
     /// (wills included).
     pub publish_denied: u64,

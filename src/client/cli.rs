@@ -284,6 +284,7 @@ fn will_from_args(args: &ConnectionArgs) -> Result<Option<LastWill>, String> {
                     .and_then(QoS::from_u8)
                     .unwrap_or(QoS::AtMostOnce),
                 retain: args.will_retain,
+                properties: None,
             }))
         }
         (Some(_), None) | (None, Some(_)) => {

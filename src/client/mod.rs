@@ -343,6 +343,7 @@ impl MqttClient {
             payload,
             qos: qos.unwrap_or(defaults.qos),
             retain: retain.unwrap_or(defaults.retain),
+            properties: None,
         };
         let (reply, reply_rx) = flume::bounded(1);
         let properties = (!properties.is_empty()).then(|| Box::new(properties));

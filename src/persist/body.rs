@@ -400,6 +400,7 @@ impl<'a> Body<'a> {
             payload,
             qos,
             retain: flags & RETAIN_FLAG != 0,
+            properties: None,
         })
     }
 

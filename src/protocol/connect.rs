@@ -128,6 +128,7 @@ mod tests {
             payload: Bytes::from_static(b"offline"),
             qos,
             retain,
+            properties: None,
         }
     }
 

@@ -91,6 +91,7 @@ pub(super) fn read_will(r: &mut Reader<'_>, flags: u8, qos: QoS) -> Result<LastW
         payload,
         qos,
         retain: flags & WILL_RETAIN != 0,
+        properties: None,
     })
 }
 

@@ -31,7 +31,7 @@ mod peek;
 mod pingreq;
 mod pingresp;
 mod share;
-pub use peek::{peek_topics, PeekedTopics};
+pub use peek::{peek_topics, peek_topics_v5, PeekedTopics};
 pub use share::{Share, SHARE_PREFIX};
 mod publish;
 pub use publish::PublishRef;
@@ -168,8 +168,8 @@ pub struct Connect {
 /// plugin sees, without the fields of one hop (packet identifier, DUP). One type from the
 /// client's publish call to the subscriber's delivery, so nothing copies it field by field.
 ///
-/// A struct and not a tuple: MQTT 5's message properties (expiry, content type, user properties, …)
-/// will be fields here.
+/// MQTT 5's message properties ride along behind one reference count: `None` for every MQTT 3
+/// message and every MQTT 5 one without properties, so those cost nothing more than before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Where it is published.
@@ -180,6 +180,11 @@ pub struct Message {
     pub qos: QoS,
     /// Whether it is retained.
     pub retain: bool,
+    /// MQTT 5 message properties, forwarded unchanged and in order [MQTT-3.3.2.3]: Payload Format
+    /// Indicator, Message Expiry Interval, Content Type, Response Topic, Correlation Data, User
+    /// Properties (never a Topic Alias or a Subscription Identifier: those belong to one hop).
+    /// `None`: no properties (never `Some` of an empty set). Dropped on the way to an MQTT 3 client.
+    pub properties: Option<std::sync::Arc<v5::Properties>>,
 }
 
 /// The will in a CONNECT [MQTT-3.1.2.5]: the message the broker publishes when the connection
@@ -327,6 +332,7 @@ impl Publish {
             payload: self.payload,
             qos: self.qos,
             retain: self.retain,
+            properties: None,
         }
     }
 }

@@ -21,6 +21,16 @@ pub enum PeekedTopics<'a> {
 /// hold a whole packet (or the fixed header is already wrong, or the packet is over
 /// `max_packet_size`: the core closes the connection for those).
 pub fn peek_topics(buf: &[u8], max_packet_size: usize) -> Option<(PeekedTopics<'_>, usize)> {
+    peek(buf, max_packet_size, false)
+}
+
+/// As [`peek_topics`], for an MQTT 5 connection's bytes (a PUBLISH whose topic a Topic Alias
+/// stands for has none to peek).
+pub fn peek_topics_v5(buf: &[u8], max_packet_size: usize) -> Option<(PeekedTopics<'_>, usize)> {
+    peek(buf, max_packet_size, true)
+}
+
+fn peek(buf: &[u8], max_packet_size: usize, v5: bool) -> Option<(PeekedTopics<'_>, usize)> {
     let header = fixed_header::parse(buf).ok()??;
     let total = header.header_len + header.remaining_len;
     if total > max_packet_size {
@@ -28,19 +38,24 @@ pub fn peek_topics(buf: &[u8], max_packet_size: usize) -> Option<(PeekedTopics<'
     }
     let body = buf.get(header.header_len..total)?;
     let topics = match header.packet_type {
-        PUBLISH => publish::borrow(header.flags, body)
+        PUBLISH => publish::parse(header.flags, body, v5)
             .ok()
-            .and_then(|p| std::str::from_utf8(p.topic).ok())
+            .and_then(|fields| std::str::from_utf8(&body[fields.topic]).ok())
+            .filter(|topic| !topic.is_empty())
             .map_or(PeekedTopics::None, PeekedTopics::Publish),
-        SUBSCRIBE => match subscribe::decode(body) {
-            Ok(s) => PeekedTopics::Subscribe(
-                s.filters
-                    .iter()
-                    .map(|f| f.filter.as_str().to_string())
-                    .collect(),
-            ),
-            Err(_) => PeekedTopics::None,
-        },
+        SUBSCRIBE => {
+            let filters = if v5 {
+                super::v5::subscribe_filters(body)
+            } else {
+                subscribe::decode(body).map(|s| s.filters.into_iter().map(|f| f.filter).collect())
+            };
+            match filters {
+                Ok(filters) => PeekedTopics::Subscribe(
+                    filters.iter().map(|f| f.as_str().to_string()).collect(),
+                ),
+                Err(_) => PeekedTopics::None,
+            }
+        }
         _ => PeekedTopics::None,
     };
     Some((topics, total))
@@ -54,15 +69,20 @@ mod tests {
         Message, Packet, Publish, QoS, Subscribe, SubscribeFilter, TopicFilter, TopicName,
     };
 
+    fn message_to_a_b() -> Message {
+        Message {
+            topic: TopicName::new("a/b").expect("topic"),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+        }
+    }
+
     #[test]
     fn finds_the_topics_of_publish_and_subscribe_and_waits_for_whole_packets() {
         let mut buf = encode_packet(&Packet::Publish(Publish::new(
-            Message {
-                topic: TopicName::new("a/b").expect("topic"),
-                payload: bytes::Bytes::from_static(b"x"),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-            },
+            message_to_a_b(),
             Some(7),
             false,
         )));
@@ -84,5 +104,42 @@ mod tests {
         // Part of a packet: nothing yet; a packet over the limit: nothing.
         assert_eq!(peek_topics(&buf[..n - 1], 1 << 20), None);
         assert_eq!(peek_topics(&buf, n - 1), None);
+    }
+
+    #[test]
+    fn mqtt5_packets_are_peeked_past_their_properties() {
+        use crate::protocol::v5;
+        let mut buf = bytes::BytesMut::new();
+        let properties = v5::Properties {
+            content_type: Some("text/plain".into()),
+            ..v5::Properties::default()
+        };
+        v5::Packet::Publish(v5::Publish {
+            properties,
+            ..v5::Publish::new(message_to_a_b(), Some(1), false)
+        })
+        .encode(&mut buf)
+        .expect("publish");
+        let publish_len = buf.len();
+        v5::Packet::Subscribe(v5::Subscribe {
+            packet_id: 2,
+            properties: v5::Properties {
+                user_properties: vec![("k".into(), "v".into())],
+                ..v5::Properties::default()
+            },
+            filters: vec![v5::Subscription {
+                filter: TopicFilter::new("c/#").expect("filter"),
+                qos: QoS::AtLeastOnce,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: v5::RetainHandling::DoNotSend,
+            }],
+        })
+        .encode(&mut buf)
+        .expect("subscribe");
+        let (first, n) = peek_topics_v5(&buf, 1 << 20).expect("publish");
+        assert_eq!((first, n), (PeekedTopics::Publish("a/b"), publish_len));
+        let (second, _) = peek_topics_v5(&buf[n..], 1 << 20).expect("subscribe");
+        assert_eq!(second, PeekedTopics::Subscribe(vec!["c/#".to_string()]));
     }
 }

@@ -99,6 +99,7 @@ pub(super) fn borrow(flags: u8, body: &[u8]) -> Result<PublishRef<'_>, DecodeErr
         topic: &body[fields.topic],
         packet_id: fields.packet_id,
         payload: &body[fields.payload_start..],
+        properties: None,
     })
 }
 
@@ -112,6 +113,7 @@ impl Publish {
             topic: self.topic.as_bytes(),
             packet_id: self.packet_id,
             payload: &self.payload,
+            properties: None,
         }
     }
 
@@ -147,6 +149,9 @@ pub struct PublishRef<'a> {
     pub packet_id: Option<u16>,
     /// As [`Publish::payload`].
     pub payload: &'a [u8],
+    /// The message's MQTT 5 properties ([`Message::properties`](super::Message::properties));
+    /// [`PublishRef::encode`], MQTT 3, leaves them out.
+    pub properties: Option<&'a super::v5::Properties>,
 }
 
 impl PublishRef<'_> {

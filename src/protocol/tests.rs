@@ -193,6 +193,7 @@ fn mutated_valid_packets_never_panic() {
                 payload: Bytes::from_static(b"bye"),
                 qos: QoS::AtLeastOnce,
                 retain: true,
+                properties: None,
             }),
             username: Some("user".into()),
             password: Some(Bytes::from_static(b"pw")),

@@ -243,6 +243,7 @@ impl Control {
                 payload: Bytes::from(payload),
                 qos: QoS::AtMostOnce,
                 retain: true,
+                properties: None,
             };
             for shard in 0..self.board.len() {
                 let wrapped = ShardMessage::Core(BusMessage::Publish(message.clone()), None);

@@ -76,6 +76,7 @@ impl HostClient {
             payload,
             qos,
             retain,
+            properties: None,
         };
         let (done, answer) = mpsc::channel();
         self.ask(HOST_SHARD, HostRequest::Publish { message, done }, answer)

@@ -75,6 +75,7 @@ pub(crate) fn close_text(reason: Option<CloseReason>) -> &'static str {
     match reason {
         None | Some(CloseReason::ConnectionLost) => "connection closed by the client or lost",
         Some(CloseReason::ClientDisconnect) => "client sent DISCONNECT",
+        Some(CloseReason::DisconnectWithWill) => "client sent DISCONNECT asking for its will",
         Some(CloseReason::ProtocolError) => "protocol error",
         Some(CloseReason::KeepAliveTimeout) => "keep-alive timeout",
         Some(CloseReason::TakenOver) => "taken over by a new connection with the same client id",

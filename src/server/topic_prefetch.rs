@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use crate::broker::ConnId;
 use crate::plugins::{TopicAccess, TopicQuery, TopicQueryRef};
-use crate::protocol::{peek_topics, PeekedTopics};
+use crate::protocol::{peek_topics, peek_topics_v5, PeekedTopics};
 
 use super::shard::ShardRuntime;
 
@@ -67,12 +67,14 @@ pub(super) fn fetch_ahead(
     let prefetch = &rt.prefetch.borrow().clone();
     let (client_id, username) = rt.core.borrow().client_identity(conn)?;
     let max_packet_size = rt.shared.core.max_packet_size;
+    let peek = if rt.core.borrow().is_v5(conn) {
+        peek_topics_v5
+    } else {
+        peek_topics
+    };
     let mut missing: Vec<TopicQuery> = Vec::new();
     while missing.len() < BATCH {
-        let Some((topics, len)) = buf
-            .get(*looked..)
-            .and_then(|b| peek_topics(b, max_packet_size))
-        else {
+        let Some((topics, len)) = buf.get(*looked..).and_then(|b| peek(b, max_packet_size)) else {
             break;
         };
         *looked += len;

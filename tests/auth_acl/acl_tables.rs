@@ -112,6 +112,7 @@ fn acl_alone_confines_publishing_at_every_qos_retained_and_will() {
                 payload: Bytes::from_static(b"gone"),
                 qos: QoS::AtLeastOnce,
                 retain: true,
+                properties: None,
             });
             drop(expect_connack(addr, connect, ConnectReturnCode::Accepted));
         }

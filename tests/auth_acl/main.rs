@@ -291,6 +291,7 @@ fn a_refused_clients_will_is_never_published() {
             payload: Bytes::from(format!("{id} gone")),
             qos: QoS::AtLeastOnce,
             retain: true,
+            properties: None,
         });
         connect
     };

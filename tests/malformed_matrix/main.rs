@@ -282,6 +282,7 @@ fn connect_with_will(peer: &mut Peer, client_id: &str, will_topic: &str, context
             payload: Bytes::from(context.to_string()),
             qos: QoS::AtMostOnce,
             retain: false,
+            properties: None,
         }),
         username: None,
         password: None,

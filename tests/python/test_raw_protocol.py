@@ -55,8 +55,8 @@ def connect_bytes(flags: int, payload: bytes, name: bytes = b"MQTT", level: int 
 
 # --- CONNECT -------------------------------------------------------------------------------------
 
+# (MQTT 5, level 5, is answered: tests/python/test_mqtt5.py.)
 @pytest.mark.parametrize("connect", [
-    pytest.param(connect_packet("v5-client", level=5, mqtt5_properties=True), id="mqtt5"),
     pytest.param(connect_packet("v6-client", level=6), id="level6"),
 ])
 def test_unsupported_protocol_level_gets_connack_1_and_close(raw, connect):

@@ -62,6 +62,7 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
         topic: p.topic.as_bytes(),
         packet_id,
         payload: &ctx.payload,
+        properties: None,
     };
     let encoded = if ctx.plan.protocol == ProtocolLevel::V5 {
         super::v5::encode_publish(&publish, &p.topic, &mut p.alias, &mut c.wbuf)

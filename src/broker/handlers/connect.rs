@@ -29,13 +29,16 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::connect_v5::from_v5;
 use crate::broker::connection::{Connection, ConnectionState};
+use crate::broker::mqtt5::{self, refusal_reason, V5Link};
 use crate::broker::session::Session;
 use crate::broker::{
     packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome, SessionKey,
 };
 use crate::persist::Record;
 use crate::plugins::{ClientInfo, Credentials, TopicAction};
+use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
     decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, QoS,
     TopicFilter,
@@ -78,9 +81,13 @@ enum Answer {
         connect: Box<Connect>,
         /// The user name came from the client certificate, which authenticated the client.
         by_certificate: bool,
+        /// An MQTT 5 CONNECT's properties (`connect` holds the rest, its will's properties in
+        /// the will message); `None` for MQTT 3.
+        v5: Option<Box<Properties>>,
     },
-    /// Refused before anything else is looked at.
-    Refuse(ConnectReturnCode),
+    /// Refused before anything else is looked at: with a CONNACK of this MQTT 3 code, or of this
+    /// MQTT 5 reason code to an MQTT 5 client.
+    Refuse(ConnectReturnCode, Option<ReasonCode>),
 }
 
 impl PendingConnect {
@@ -100,7 +107,7 @@ impl PendingConnect {
     pub fn client_id(&self) -> &str {
         match &self.answer {
             Answer::Check { connect, .. } => &connect.client_id,
-            Answer::Refuse(_) => "",
+            Answer::Refuse(..) => "",
         }
     }
 
@@ -108,7 +115,7 @@ impl PendingConnect {
     pub fn username(&self) -> Option<&str> {
         match &self.answer {
             Answer::Check { connect, .. } => connect.username.as_deref(),
-            Answer::Refuse(_) => None,
+            Answer::Refuse(..) => None,
         }
     }
 
@@ -117,7 +124,7 @@ impl PendingConnect {
     pub fn will_topic(&self) -> Option<&str> {
         match &self.answer {
             Answer::Check { connect, .. } => connect.will.as_ref().map(|w| w.topic.as_str()),
-            Answer::Refuse(_) => None,
+            Answer::Refuse(..) => None,
         }
     }
 
@@ -128,6 +135,7 @@ impl PendingConnect {
             Answer::Check {
                 connect,
                 by_certificate: false,
+                ..
             } => Some(Credentials::of(connect)),
             _ => None,
         }
@@ -148,14 +156,44 @@ impl BrokerCore {
             return self.close_first("first packet is not CONNECT");
         }
         let mut probe = BytesMut::from(buf);
-        let (answer, length) = match decode(&mut probe, self.settings.max_packet_size) {
+        let max = self.settings.max_packet_size;
+        let decoded = match decode(&mut probe, max) {
+            Err(DecodeError::UnsupportedProtocolLevel(5)) => {
+                probe = BytesMut::from(buf);
+                match v5::decode(&mut probe, max) {
+                    Ok(Some(v5::Packet::Connect(connect))) => Ok(Some(from_v5(*connect))),
+                    Ok(Some(_)) => return self.close_first("first packet is not CONNECT"),
+                    Ok(None) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
+            Ok(Some(Packet::Connect(connect))) => Ok(Some((connect, None))),
+            Ok(Some(_)) => return self.close_first("first packet is not CONNECT"),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error),
+        };
+        let (answer, length) = match decoded {
             Ok(None) => return FirstPacket::Incomplete,
-            Ok(Some(Packet::Connect(mut connect))) => {
+            Ok(Some((mut connect, v5))) => {
                 let length = buf.len() - probe.len();
+                let refusal =
+                    |code| Answer::Refuse(code, v5.as_ref().map(|_| refusal_reason(code)));
                 let answer = match identity {
+                    // Enhanced authentication is not offered [MQTT-3.1.2.11.9]: the
+                    // authentication plugins judge user name and password.
+                    _ if v5
+                        .as_ref()
+                        .is_some_and(|p| p.authentication_method.is_some()) =>
+                    {
+                        Answer::Refuse(
+                            ConnectReturnCode::NotAuthorized,
+                            Some(ReasonCode::BAD_AUTHENTICATION_METHOD),
+                        )
+                    }
                     ListenerIdentity::Connect => Answer::Check {
                         connect,
                         by_certificate: false,
+                        v5,
                     },
                     ListenerIdentity::Certificate {
                         common_name: Some(name),
@@ -164,24 +202,24 @@ impl BrokerCore {
                         Answer::Check {
                             connect,
                             by_certificate: true,
+                            v5,
                         }
                     }
                     ListenerIdentity::Certificate { common_name: None } => {
-                        Answer::Refuse(ConnectReturnCode::NotAuthorized)
+                        refusal(ConnectReturnCode::NotAuthorized)
                     }
                 };
                 (answer, length)
             }
             Err(DecodeError::UnsupportedProtocolLevel(_)) => (
-                Answer::Refuse(ConnectReturnCode::UnacceptableProtocolVersion),
+                Answer::Refuse(ConnectReturnCode::UnacceptableProtocolVersion, None),
                 buf.len(),
             ),
-            Ok(Some(_)) => return self.close_first("first packet is not CONNECT"),
             Err(_) => return self.close_first("malformed CONNECT"),
         };
         let home = match &answer {
             Answer::Check { connect, .. } => self.home_for(connect),
-            Answer::Refuse(_) => self.shard,
+            Answer::Refuse(..) => self.shard,
         };
         FirstPacket::Connect(PendingConnect {
             home,
@@ -214,10 +252,11 @@ impl BrokerCore {
     ) -> ConnectOutcome {
         self.clock = Some(now);
         match pending.answer {
-            Answer::Refuse(code) => self.refuse(conn, code, None, now),
+            Answer::Refuse(code, v5) => self.refuse(conn, code, v5, None, now),
             Answer::Check {
                 connect,
                 by_certificate,
+                v5,
             } => {
                 self.stats.packets_received += 1;
                 if self.settings.log_packets {
@@ -228,16 +267,18 @@ impl BrokerCore {
                 } else {
                     auth
                 };
-                check(self, conn, *connect, auth, now)
+                check(self, conn, *connect, v5, auth, now)
             }
         }
     }
 
-    /// Refuses a CONNECT with `code` (`connect`: `None` when it was refused before decoding).
+    /// Refuses a CONNECT with `code`, or to an MQTT 5 client with reason code `v5` (`connect`:
+    /// `None` when it was refused before decoding).
     fn refuse(
         &mut self,
         conn: ConnId,
         code: ConnectReturnCode,
+        v5: Option<ReasonCode>,
         connect: Option<&Connect>,
         now: Instant,
     ) -> ConnectOutcome {
@@ -256,13 +297,23 @@ impl BrokerCore {
         let mut connection = Connection::new(usize::MAX, protocol, 0, now);
         connection.state = ConnectionState::Closing;
         self.connections.insert(conn, connection);
-        self.write(
-            conn,
-            &Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-            }),
-        );
+        match v5 {
+            Some(reason) => self.write_v5(
+                conn,
+                &v5::Packet::ConnAck(v5::ConnAck {
+                    session_present: false,
+                    reason,
+                    properties: Properties::default(),
+                }),
+            ),
+            None => self.write(
+                conn,
+                &Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code,
+                }),
+            ),
+        }
         ConnectOutcome {
             code,
             session_present: false,
@@ -284,44 +335,63 @@ fn check(
     broker: &mut BrokerCore,
     conn: ConnId,
     connect: Connect,
+    v5: Option<Box<Properties>>,
     auth: AuthVerdict,
     now: Instant,
 ) -> ConnectOutcome {
     let protocol = connect.protocol;
+    let refuse = |broker: &mut BrokerCore, code, connect: &Connect| {
+        let reason = v5.as_ref().map(|_| refusal_reason(code));
+        broker.refuse(conn, code, reason, Some(connect), now)
+    };
     if protocol == ProtocolLevel::V31
         && (connect.client_id.is_empty() || connect.client_id.chars().count() > 23)
     {
-        return broker.refuse(
-            conn,
-            ConnectReturnCode::IdentifierRejected,
-            Some(&connect),
-            now,
-        );
+        return refuse(broker, ConnectReturnCode::IdentifierRejected, &connect);
     }
-    if connect.client_id.is_empty() && !connect.clean_session {
-        return broker.refuse(
-            conn,
-            ConnectReturnCode::IdentifierRejected,
-            Some(&connect),
-            now,
-        );
+    // MQTT 5 assigns an id whatever Clean Start says [MQTT-3.1.3-6].
+    if connect.client_id.is_empty() && !connect.clean_session && v5.is_none() {
+        return refuse(broker, ConnectReturnCode::IdentifierRejected, &connect);
     }
     if !broker.settings.allow_anonymous && connect.username.is_none() {
-        return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now);
+        return refuse(broker, ConnectReturnCode::NotAuthorized, &connect);
     }
     // Allowed until a moment (`credentials_expiry.rs`), or without end.
     let until = match auth {
         AuthVerdict::Allowed => None,
         AuthVerdict::AllowedUntil(until) if until > now => Some(until),
-        // Denied, or allowed until a moment that passed while the verdict was made.
+        // Denied, or allowed until a moment that passed while the verdict was made. MQTT 5 has
+        // a code of its own for it: 0x86 Bad User Name or Password.
         AuthVerdict::Denied | AuthVerdict::AllowedUntil(_) => {
-            return broker.refuse(conn, ConnectReturnCode::NotAuthorized, Some(&connect), now)
+            let code = if v5.is_some() {
+                ConnectReturnCode::BadUserNameOrPassword
+            } else {
+                ConnectReturnCode::NotAuthorized
+            };
+            return refuse(broker, code, &connect);
         }
     };
-    let client_id: Arc<str> = if connect.client_id.is_empty() {
+    let assigned = connect.client_id.is_empty();
+    let client_id: Arc<str> = if assigned {
         broker.generate_client_id().into()
     } else {
         connect.client_id.into()
+    };
+    // MQTT 3: a clean session ends with its connection. MQTT 5: a session whose Session Expiry
+    // Interval is 0 (or absent) does [MQTT-3.1.2-23]; a longer one is kept, within the broker's
+    // `session_expiry_interval`.
+    let (ends_with_connection, expiry_interval) = match v5.as_deref() {
+        Some(properties) => {
+            let asked = properties.session_expiry_interval.unwrap_or(0);
+            (
+                asked == 0,
+                mqtt5::session_expiry(asked, broker.settings.session_expiry_interval),
+            )
+        }
+        None => (
+            connect.clean_session,
+            broker.settings.session_expiry_interval,
+        ),
     };
 
     // Session takeover: the same client id connected again closes the old connection [MQTT-3.1.4-2].
@@ -351,7 +421,7 @@ fn check(
         None => {
             let session = Session::new(
                 client_id.clone(),
-                connect.clean_session,
+                ends_with_connection,
                 broker.settings.max_inflight,
                 broker.queue_limits(),
             );
@@ -364,28 +434,40 @@ fn check(
     if let Some(session) = broker.sessions.get_mut(key) {
         was_persistent = session_present && !session.clean;
         session.conn = Some(conn);
-        session.clean = connect.clean_session;
+        session.clean = ends_with_connection;
         session.username = connect.username.map(Arc::from);
         session.user_known = true;
         session.will = connect.will.map(Box::new);
-        session.expiry_interval = broker.settings.session_expiry_interval;
+        session.expiry_interval = expiry_interval;
     }
     drop_will_the_topic_checks_deny(broker, key);
     journal_session(broker, key, was_persistent);
-    let connection = Connection::new(key, protocol, connect.keep_alive, now);
+    let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
+    connection.v5 = v5.as_deref().map(|p| Box::new(V5Link::new(p)));
     let username = broker.sessions.get(key).and_then(|s| s.username.clone());
     broker.connections.insert(conn, connection);
     if let Some(until) = until {
         broker.credential_deadlines.file(conn, until);
     }
     broker.stats.connections_accepted += 1;
-    broker.write(
-        conn,
-        &Packet::ConnAck(ConnAck {
-            session_present,
-            code: ConnectReturnCode::Accepted,
-        }),
-    );
+    match v5.as_deref() {
+        Some(properties) => {
+            let connack = broker.connack_v5(
+                session_present,
+                properties,
+                assigned.then_some(&*client_id),
+                (!ends_with_connection).then_some(expiry_interval),
+            );
+            broker.write_v5(conn, &connack);
+        }
+        None => broker.write(
+            conn,
+            &Packet::ConnAck(ConnAck {
+                session_present,
+                code: ConnectReturnCode::Accepted,
+            }),
+        ),
+    }
     if dropped_persistent {
         // "Session present 0" promises the old session is gone: the CONNACK (and whatever
         // follows it) leaves once its `SessionDrop` is durable, or a crash would bring it back.
@@ -461,7 +543,7 @@ fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: boo
         session
             .subscriptions
             .iter()
-            .map(|(filter, qos)| (filter.clone(), *qos))
+            .map(|(filter, options)| (filter.clone(), options.qos))
             .collect()
     };
     let id = client_id.clone();

@@ -13,6 +13,7 @@
 //! outbox. They never do I/O or touch another shard except through [`super::Action::Bus`].
 
 pub(super) mod connect;
+mod connect_v5;
 mod disconnect;
 mod pingreq;
 mod puback;
@@ -27,7 +28,9 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
-use crate::protocol::{decode, peek_publish, starts_qos0_publish, Packet, QoS};
+use crate::protocol::{
+    decode, peek_publish, starts_qos0_publish, v5, Packet, PubAck, PubComp, PubRec, PubRel, QoS,
+};
 
 use super::{BrokerCore, CloseReason, ConnId, Pressure};
 
@@ -65,6 +68,8 @@ impl BrokerCore {
         self.clock = Some(now);
         let max = self.settings.max_packet_size;
         let mut publish = false;
+        // The codec is chosen once per call: a connection's level is fixed by its CONNECT.
+        let v5 = self.is_v5(conn);
         loop {
             if buf.is_empty() {
                 return Handled {
@@ -87,7 +92,15 @@ impl BrokerCore {
             let mut noted = false;
             let mut logged = false;
             if !paused && starts_qos0_publish(buf) {
-                if let Some((borrowed, length)) = peek_publish(buf, max) {
+                let peeked = if v5 {
+                    // Only an MQTT 5 PUBLISH without properties reads as MQTT 3's would.
+                    v5::peek_publish(buf, max)
+                        .filter(|(p, raw, _)| raw.is_empty() && !p.topic.is_empty())
+                        .map(|(p, _, length)| (p, length))
+                } else {
+                    peek_publish(buf, max)
+                };
+                if let Some((borrowed, length)) = peeked {
                     noted = self.note_packet(conn, now);
                     if noted && self.settings.log_packets {
                         self.log_received_publish(conn, &borrowed);
@@ -100,11 +113,22 @@ impl BrokerCore {
                     }
                 }
             }
-            match decode(buf, max) {
+            let decoded = if v5 {
+                v5::decode(buf, max).map(|p| p.map(Decoded::V5))
+            } else {
+                decode(buf, max).map(|p| p.map(Decoded::V3))
+            };
+            match decoded {
                 Ok(Some(packet)) => {
-                    publish |= matches!(packet, Packet::Publish(_));
+                    publish |= matches!(
+                        packet,
+                        Decoded::V3(Packet::Publish(_)) | Decoded::V5(v5::Packet::Publish(_))
+                    );
                     if noted || self.note_packet(conn, now) {
-                        dispatch(self, conn, packet, logged);
+                        match packet {
+                            Decoded::V3(packet) => dispatch(self, conn, packet, logged),
+                            Decoded::V5(packet) => v5_dispatch(self, conn, packet, logged),
+                        }
                     }
                 }
                 Ok(None) => {
@@ -115,10 +139,21 @@ impl BrokerCore {
                 }
                 Err(error) => {
                     log::debug!("shard {}: connection {conn}: {error}; closing", self.shard);
-                    self.handle_protocol_error(conn);
+                    if !v5 {
+                        self.handle_protocol_error(conn);
+                        return Handled {
+                            publish,
+                            next: Next::Stop,
+                        };
+                    }
+                    self.protocol_error_v5(conn, error.reason_code());
+                    // The DISCONNECT just written must leave before the socket closes: the
+                    // runtime reads on (what comes is ignored) until its writer has sent it and
+                    // shut the socket, as after any other close the core decides.
+                    buf.clear();
                     return Handled {
                         publish,
-                        next: Next::Stop,
+                        next: Next::ReadMore,
                     };
                 }
             }
@@ -177,6 +212,14 @@ impl BrokerCore {
     }
 }
 
+/// A packet decoded at the connection's level. On the stack for one packet: boxing the larger
+/// MQTT 5 variant would cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    V3(Packet),
+    V5(v5::Packet),
+}
+
 /// Why a publisher's next PUBLISH waits ([`Next::PausePublisher`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -211,6 +254,66 @@ fn dispatch(broker: &mut BrokerCore, conn: ConnId, packet: Packet, logged: bool)
             log::debug!("connection {conn}: unexpected {packet:?}, closing");
             broker.stats.protocol_errors += 1;
             broker.close(conn, CloseReason::ProtocolError);
+        }
+    }
+}
+
+/// The one `match` for an MQTT 5 connection's packets: each goes to its packet's file, as in
+/// [`dispatch`].
+fn v5_dispatch(broker: &mut BrokerCore, conn: ConnId, packet: v5::Packet, logged: bool) {
+    if broker.settings.log_packets && !logged {
+        log::info!(target: super::packet_log::TARGET, "Received {} from connection {conn}", packet.name());
+    }
+    match packet {
+        v5::Packet::Publish(publish) => publish::handle_v5(broker, conn, publish),
+        v5::Packet::PubAck(ack) => puback::handle(
+            broker,
+            conn,
+            PubAck {
+                packet_id: ack.packet_id,
+            },
+        ),
+        v5::Packet::PubRec(rec) => {
+            if rec.reason.is_error() {
+                pubrec::handle_refused(broker, conn, rec.packet_id);
+            } else {
+                pubrec::handle(
+                    broker,
+                    conn,
+                    PubRec {
+                        packet_id: rec.packet_id,
+                    },
+                );
+            }
+        }
+        v5::Packet::PubRel(rel) => pubrel::handle(
+            broker,
+            conn,
+            PubRel {
+                packet_id: rel.packet_id,
+            },
+        ),
+        v5::Packet::PubComp(comp) => pubcomp::handle(
+            broker,
+            conn,
+            PubComp {
+                packet_id: comp.packet_id,
+            },
+        ),
+        v5::Packet::Subscribe(subscribe) => subscribe::handle_v5(broker, conn, subscribe),
+        v5::Packet::Unsubscribe(unsubscribe) => unsubscribe::handle_v5(broker, conn, unsubscribe),
+        v5::Packet::PingReq => pingreq::handle(broker, conn),
+        v5::Packet::Disconnect(disconnect) => disconnect::handle_v5(broker, conn, disconnect),
+        // Enhanced authentication is not offered, so no AUTH may come [MQTT-4.12.0-1]; a second
+        // CONNECT is a protocol error [MQTT-3.1.0-2]; the rest only flow server → client.
+        v5::Packet::Auth(_)
+        | v5::Packet::Connect(_)
+        | v5::Packet::ConnAck(_)
+        | v5::Packet::SubAck(_)
+        | v5::Packet::UnsubAck(_)
+        | v5::Packet::PingResp => {
+            log::debug!("connection {conn}: unexpected {}, closing", packet.name());
+            broker.protocol_error_v5(conn, v5::ReasonCode::PROTOCOL_ERROR);
         }
     }
 }

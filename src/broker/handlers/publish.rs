@@ -10,38 +10,114 @@
 //! acknowledged the same way but neither delivered nor retained (as Mosquitto does), and counted.
 
 use crate::broker::connection::PendingReply;
+use crate::broker::mqtt5::{self, Reply};
 use crate::broker::{BrokerCore, ConnId, Message};
 use crate::persist::Record;
+use crate::protocol::v5::{self, ReasonCode};
 use crate::protocol::{Packet, PubAck, PubRec, Publish, PublishRef, QoS};
 
 /// A decoded PUBLISH.
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
-    let Some(key) = broker.session_of(conn) else {
-        return;
-    };
-    received(broker, publish.qos);
-    let packet_id = publish.packet_id.unwrap_or(0);
     let message = Message {
         topic: publish.topic,
         payload: publish.payload,
         qos: publish.qos,
         retain: publish.retain,
+        properties: None,
+    };
+    handle_message(broker, conn, message, publish.packet_id.unwrap_or(0), None);
+}
+
+/// A decoded MQTT 5 PUBLISH: what it may not carry closes the connection (a Topic Alias: the
+/// broker announces Topic Alias Maximum 0 [MQTT-3.3.2-9]; a Subscription Identifier
+/// [MQTT-3.3.4-6]; a QoS above the Maximum QoS announced [MQTT-3.2.2-11]); a payload that is not
+/// the UTF-8 its Payload Format Indicator promises is acknowledged with 0x99 and dropped
+/// [MQTT-3.3.2-4]; a QoS 1/2 one that reaches no subscriber is acknowledged with 0x10. Its
+/// message properties travel with it.
+pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publish) {
+    let (Some(topic), None) = (publish.topic, publish.properties.topic_alias) else {
+        broker.protocol_error_v5(conn, ReasonCode::TOPIC_ALIAS_INVALID);
+        return;
+    };
+    if !publish.properties.subscription_identifiers.is_empty() {
+        broker.protocol_error_v5(conn, ReasonCode::PROTOCOL_ERROR);
+        return;
+    }
+    if publish.qos > broker.settings.max_qos {
+        broker.protocol_error_v5(conn, ReasonCode::QOS_NOT_SUPPORTED);
+        return;
+    }
+    let message = Message {
+        topic,
+        payload: publish.payload,
+        qos: publish.qos,
+        retain: publish.retain,
+        properties: mqtt5::message_properties(publish.properties),
+    };
+    let reason = if mqtt5::payload_format_invalid(&message) {
+        broker.stats.publish_payload_format_invalid += 1;
+        ReasonCode::PAYLOAD_FORMAT_INVALID
+    } else if message.qos != QoS::AtMostOnce && !broker.anyone_subscribed(&message.topic) {
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    } else {
+        ReasonCode::SUCCESS
+    };
+    handle_message(
+        broker,
+        conn,
+        message,
+        publish.packet_id.unwrap_or(0),
+        Some(reason),
+    );
+}
+
+/// Routes and acknowledges a client's message. `v5`: the reason code of an MQTT 5 client's
+/// acknowledgement (`None` for MQTT 3); an error code means the message is not routed.
+fn handle_message(
+    broker: &mut BrokerCore,
+    conn: ConnId,
+    message: Message,
+    packet_id: u16,
+    v5: Option<ReasonCode>,
+) {
+    let Some(key) = broker.session_of(conn) else {
+        return;
+    };
+    received(broker, message.qos);
+    let refused = v5.is_some_and(ReasonCode::is_error);
+    let ack = |kind: fn(v5::Ack) -> v5::Packet, v3: Packet| -> Reply {
+        match v5 {
+            Some(reason) if reason != ReasonCode::SUCCESS => kind(v5::Ack {
+                packet_id,
+                reason,
+                properties: v5::Properties::default(),
+            })
+            .into(),
+            _ => v3.into(),
+        }
     };
     match message.qos {
         QoS::AtMostOnce => {
-            broker.publish_from_client(conn, message);
+            if !refused {
+                broker.publish_from_client(conn, message);
+            }
         }
         QoS::AtLeastOnce => {
             let mark = broker.journal_mark();
-            broker.publish_from_client(conn, message);
-            acknowledge(broker, conn, mark, Packet::PubAck(PubAck { packet_id }));
+            if !refused {
+                broker.publish_from_client(conn, message);
+            }
+            let reply = ack(v5::Packet::PubAck, Packet::PubAck(PubAck { packet_id }));
+            acknowledge(broker, conn, mark, reply);
         }
         QoS::ExactlyOnce => {
             let mark = broker.journal_mark();
-            let first_time = broker
-                .sessions
-                .get_mut(key)
-                .is_some_and(|session| session.incoming_qos2(packet_id));
+            // A refused QoS 2 message ends with its PUBREC: no PUBREL follows [MQTT-4.3.3].
+            let first_time = !refused
+                && broker
+                    .sessions
+                    .get_mut(key)
+                    .is_some_and(|session| session.incoming_qos2(packet_id));
             if first_time {
                 if let Some(client_id) = broker.persistent_client(key) {
                     broker.journal(|| Record::Qos2Received {
@@ -51,7 +127,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
                 }
                 broker.publish_from_client(conn, message);
             }
-            let ack = Packet::PubRec(PubRec { packet_id });
+            let ack = ack(v5::Packet::PubRec, Packet::PubRec(PubRec { packet_id }));
             if broker.persistence() {
                 let wait = broker.qos2_ack_wait(key, packet_id, mark, first_time);
                 broker.reply_in_order(
@@ -62,7 +138,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
                     },
                 );
             } else {
-                broker.write(conn, &ack);
+                broker.write_reply(conn, &ack);
             }
         }
     }
@@ -71,11 +147,11 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
 /// Writes a PUBACK / PUBREC: at once, or with persistence on once what routing the PUBLISH
 /// journaled (here and on the shards it went to) is durable ([MQTT-4.3.2-2]: the publisher may
 /// forget the message once acknowledged, so the broker must not lose it after that).
-fn acknowledge(broker: &mut BrokerCore, conn: ConnId, mark: usize, ack: Packet) {
+fn acknowledge(broker: &mut BrokerCore, conn: ConnId, mark: usize, ack: Reply) {
     if broker.persistence() {
         broker.reply_when_durable(conn, mark, PendingReply::plain(ack));
     } else {
-        broker.write(conn, &ack);
+        broker.write_reply(conn, &ack);
     }
 }
 
@@ -101,7 +177,7 @@ pub(super) fn handle_borrowed(broker: &mut BrokerCore, publish: &PublishRef<'_>)
     }
     received(broker, QoS::AtMostOnce);
     // What `route` does besides, for a message that is not retained.
-    broker.route_to_other_shards(QoS::AtMostOnce, publish.topic, publish.payload);
+    broker.route_to_other_shards(QoS::AtMostOnce, publish.topic, publish.payload, None);
     #[cfg(test)]
     {
         broker.routed_in_place += 1;

@@ -18,18 +18,59 @@
 //! SUBSCRIBE are handled as usual.
 
 use crate::broker::connection::PendingReply;
-use crate::broker::{packet_log, share_of, BrokerCore, ConnId};
+use crate::broker::{packet_log, share_of, BrokerCore, ConnId, SubOptions};
 use crate::persist::Record;
 use crate::plugins::{ClientInfo, TopicAction};
-use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode};
+use crate::protocol::v5::{self, ReasonCode, RetainHandling};
+use crate::protocol::{Packet, SubAck, Subscribe, SubscribeReturnCode, TopicFilter};
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe) {
+    let requests = subscribe
+        .filters
+        .into_iter()
+        .map(|r| (r.filter, SubOptions::qos(r.qos)))
+        .collect();
+    subscribe_filters(broker, conn, subscribe.packet_id, requests);
+}
+
+/// An MQTT 5 SUBSCRIBE: the same, with its subscription options kept. A Subscription Identifier
+/// closes the connection with 0xA1: the CONNACK said they are not available [MQTT-3.8.2.1.2].
+pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, subscribe: v5::Subscribe) {
+    if !subscribe.properties.subscription_identifiers.is_empty() {
+        broker.protocol_error_v5(conn, ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+        return;
+    }
+    let requests = subscribe
+        .filters
+        .into_iter()
+        .map(|r| {
+            let options = SubOptions {
+                qos: r.qos,
+                no_local: r.no_local,
+                retain_as_published: r.retain_as_published,
+                retain_handling: r.retain_handling,
+                id: None,
+            };
+            (r.filter, options)
+        })
+        .collect();
+    subscribe_filters(broker, conn, subscribe.packet_id, requests);
+}
+
+/// Subscribes the connection's session to each filter with its options (QoS as requested, capped
+/// here), and queues the SUBACK (translated for an MQTT 5 client by `write`).
+fn subscribe_filters(
+    broker: &mut BrokerCore,
+    conn: ConnId,
+    packet_id: u16,
+    requests: Vec<(TopicFilter, SubOptions)>,
+) {
     let Some(key) = broker.session_of(conn) else {
         return;
     };
     let mark = broker.journal_mark();
-    let mut return_codes = Vec::with_capacity(subscribe.filters.len());
-    let mut retained_for = Vec::with_capacity(subscribe.filters.len());
+    let mut return_codes = Vec::with_capacity(requests.len());
+    let mut retained_for = Vec::with_capacity(requests.len());
     let mut new_filters = Vec::new();
     let plugins = broker.settings.plugins.clone();
     let identity = if plugins.checks_topics() || plugins.has_events() {
@@ -41,25 +82,32 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
         client_id,
         username: username.as_deref(),
     });
-    for request in subscribe.filters {
-        let share = match share_of(&request.filter) {
+    let v5 = broker.is_v5(conn);
+    // MQTT 5's codes, one per filter beside `return_codes` (MQTT 5 tells refusals apart).
+    let mut reason_codes = Vec::with_capacity(requests.len());
+    for (filter, asked) in requests {
+        let share = match share_of(&filter) {
             Ok(share) => share,
             Err(invalid) => {
                 log::log!(
                     target: packet_log::TARGET,
                     packet_log::refusal_level(broker.settings.log_packets),
                     "Refused SUBSCRIBE to '{}': invalid shared subscription ({})",
-                    request.filter.as_str(),
+                    filter.as_str(),
                     invalid.0
                 );
                 return_codes.push(SubscribeReturnCode::Failure);
+                reason_codes.push(invalid.v5_reason_code());
                 continue;
             }
         };
+        if share.is_some() && asked.no_local {
+            // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+            broker.protocol_error_v5(conn, ReasonCode::PROTOCOL_ERROR);
+            return;
+        }
         // A shared subscription is checked on the filter after its share name.
-        let checked = share
-            .as_ref()
-            .map_or(&request.filter, |share| &share.filter);
+        let checked = share.as_ref().map_or(&filter, |share| &share.filter);
         if plugins.checks_topics() {
             let allowed = client
                 .as_ref()
@@ -73,37 +121,51 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
                         "Denied SUBSCRIBE from '{}'{} to '{}': topic check",
                         c.client_id,
                         packet_log::User(c.username),
-                        request.filter.as_str()
+                        filter.as_str()
                     );
                 }
                 return_codes.push(SubscribeReturnCode::Failure);
+                reason_codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
         }
-        let granted = request.qos.min(broker.settings.max_qos);
-        if let Some(session) = broker.sessions.get_mut(key) {
-            session
-                .subscriptions
-                .insert(request.filter.clone(), granted);
-        }
+        let granted = asked.qos.min(broker.settings.max_qos);
+        let options = SubOptions {
+            qos: granted,
+            ..asked
+        };
+        let existed = broker
+            .sessions
+            .get_mut(key)
+            .and_then(|session| session.subscriptions.insert(filter.clone(), options))
+            .is_some();
         if let Some(client_id) = broker.persistent_client(key) {
-            let filter = request.filter.clone();
+            let filter = filter.clone();
             broker.journal(|| Record::Subscribe {
                 client_id,
                 filter,
                 qos: granted,
             });
         }
-        let created = broker.add_subscriber(key, &request.filter, granted);
-        if created || broker.is_announcing(&request.filter) {
-            new_filters.push(request.filter.clone());
+        let created = broker.add_subscriber(key, &filter, options);
+        if created || broker.is_announcing(&filter) {
+            new_filters.push(filter.clone());
         }
         if let Some(client) = &client {
-            plugins.subscribed(client, &request.filter, granted);
+            plugins.subscribed(client, &filter, granted);
         }
         return_codes.push(SubscribeReturnCode::Success(granted));
-        if share.is_none() {
-            retained_for.push((request.filter, granted));
+        reason_codes.push(ReasonCode(granted as u8));
+        // Retain Handling [MQTT-3.3.1-9/10/11]: 0 always (MQTT 3), 1 for a new subscription only,
+        // 2 never; never on a shared subscription.
+        let send_retained = share.is_none()
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+        if send_retained {
+            retained_for.push((filter, granted));
         }
     }
     let others = broker.shards - 1;
@@ -122,10 +184,20 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
     let reply = PendingReply {
         token,
         remaining,
-        reply: Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            return_codes,
-        }),
+        reply: if v5 {
+            v5::Packet::SubAck(v5::SubscriptionAck {
+                packet_id,
+                properties: v5::Properties::default(),
+                reason_codes,
+            })
+            .into()
+        } else {
+            Packet::SubAck(SubAck {
+                packet_id,
+                return_codes,
+            })
+            .into()
+        },
         retained_for,
         wait: broker.durable_wait(mark),
     };

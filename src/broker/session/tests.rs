@@ -12,6 +12,7 @@ fn message(n: u32) -> Message {
         payload: Bytes::from(n.to_string()),
         qos: QoS::ExactlyOnce,
         retain: false,
+        properties: None,
     }
 }
 
@@ -146,7 +147,7 @@ fn offline_messages_queue_in_order_and_resend_with_dup() {
     let again = s.resend_inflight();
     assert_eq!(again.len(), 2);
     match &again[1] {
-        Resend::Publish(p) => {
+        Resend::Publish(p, _) => {
             assert!(p.dup);
             assert_eq!(p.packet_id, Some(id));
         }

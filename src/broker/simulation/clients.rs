@@ -141,6 +141,7 @@ impl Sim {
                 payload: payload_of(m),
                 qos: self.msgs[m].qos,
                 retain: self.msgs[m].retain,
+                properties: None,
             }),
             username: None,
             password: None,

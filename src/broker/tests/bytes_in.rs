@@ -280,9 +280,11 @@ fn a_proxy_protocol_header_is_a_malformed_first_packet() {
 #[test]
 fn an_unsupported_protocol_level_is_refused_with_0x01_where_it_was_read() {
     let mut core = BrokerCore::new(Settings::default(), 1, 4, 7);
-    let mut connect = Cluster::connect_packet("somewhere-else", true);
-    connect.protocol = ProtocolLevel::V5;
-    let wire = encoded(&Packet::Connect(Box::new(connect)));
+    // Level 6, client id "somewhere-else" (MQTT 5 is level 5, and is answered).
+    let mut wire = vec![
+        0x10, 26, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 14,
+    ];
+    wire.extend_from_slice(b"somewhere-else");
     let pending = pending(first(&mut core, &wire, &ListenerIdentity::Connect));
     assert_eq!(pending.home(), 1);
     assert!(pending.credentials().is_none());

@@ -25,7 +25,9 @@
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins;
 //! - `listing.rs`: the sessions and retained topics the host program lists;
-//! - `admin_verbs.rs`: an administrator's kick and session delete.
+//! - `admin_verbs.rs`: an administrator's kick and session delete;
+//! - `mqtt5.rs`: MQTT 5 clients: properties across shards and to MQTT 3, refusal and DISCONNECT
+//!   reason codes, session expiry.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -92,6 +94,7 @@ impl Cluster {
             payload: Bytes::from(payload.to_string()),
             qos,
             retain: false,
+            properties: None,
         });
         connect
     }
@@ -316,6 +319,7 @@ mod durability;
 mod expiry;
 mod flow_control;
 mod listing;
+mod mqtt5;
 mod publish;
 mod sessions;
 mod shared;

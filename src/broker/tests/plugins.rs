@@ -56,6 +56,7 @@ fn denied_verdict_is_refused_with_not_authorized_and_nothing_else() {
         payload: Bytes::from("never"),
         qos: QoS::AtMostOnce,
         retain: true,
+        properties: None,
     });
     let outcome = c.connect_verdict("victim", connect, AuthVerdict::Denied);
     assert_eq!(outcome.code, ConnectReturnCode::NotAuthorized);
@@ -488,6 +489,7 @@ fn event_plugins_hear_unsubscribes_and_retained_updates_once_per_broker() {
         payload: Bytes::from_static(b"h"),
         qos: QoS::AtMostOnce,
         retain: true,
+        properties: None,
     });
     c.run();
     assert_eq!(

@@ -89,6 +89,7 @@ fn will_is_published_on_connection_loss_but_not_after_disconnect() {
         payload: Bytes::from("gone"),
         qos: QoS::AtLeastOnce,
         retain: true,
+        properties: None,
     });
     c.connect_with("dying", connect.clone());
     c.drop_connection("dying");

@@ -368,6 +368,7 @@ fn build(raw: RawConfig, file: &str) -> Result<ClientConfig, ClientConfigError> 
                 None => QoS::AtMostOnce,
             },
             retain: will.retain.is_some_and(|f| f.0),
+            properties: None,
         });
     }
     let (section, connection) = match (raw.connection, raw.broker) {

@@ -43,6 +43,7 @@ pub(super) fn message(t: &str, payload: &'static [u8], qos: QoS) -> Message {
         payload: Bytes::from_static(payload),
         qos,
         retain: false,
+        properties: None,
     }
 }
 
@@ -129,6 +130,7 @@ fn connect_packet_carries_the_session_options() {
         payload: Bytes::from_static(b"bye"),
         qos: QoS::AtLeastOnce,
         retain: true,
+        properties: None,
     });
     let mut h = Harness::new(opts.clone());
     h.state.handle_transport_up(h.now);

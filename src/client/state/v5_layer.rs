@@ -225,6 +225,8 @@ impl<W> ClientState<W> {
                 payload: publish.payload,
                 qos: publish.qos,
                 retain: publish.retain,
+                // The client hands its properties over in `Delivery::properties`.
+                properties: None,
             },
             dup: publish.dup,
             properties,

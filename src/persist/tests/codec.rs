@@ -16,6 +16,7 @@ fn message(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Messa
         payload: Bytes::from_static(payload),
         qos,
         retain,
+        properties: None,
     }
 }
 

@@ -96,6 +96,7 @@ fn message(topic: &str, payload: &'static [u8]) -> Message {
         payload: Bytes::from_static(payload),
         qos: QoS::ExactlyOnce,
         retain: false,
+        properties: None,
     }
 }
 

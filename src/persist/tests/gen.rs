@@ -75,6 +75,7 @@ impl Gen {
             payload: Bytes::from(payload),
             qos: self.qos(),
             retain: self.rng.bool(),
+            properties: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn journal(done: bool) -> (Bytes, u64) {
             payload: payload.clone(),
             qos: QoS::AtLeastOnce,
             retain: false,
+            properties: None,
         };
         put(Record::Message { id, message }, &mut out);
         put(

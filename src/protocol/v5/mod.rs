@@ -29,6 +29,7 @@ mod tests_properties;
 use bytes::{Bytes, BytesMut};
 
 pub use properties::Properties;
+pub use publish::{encode_ref as encode_publish_ref, encoded_len_ref as encoded_publish_len, Hop};
 pub use reason::ReasonCode;
 
 use super::fixed_header;
@@ -397,8 +398,28 @@ pub fn peek_publish(
         topic: &body[fields.topic],
         packet_id: fields.packet_id,
         payload: &body[fields.payload_start..],
+        properties: None,
     };
     Some((publish, raw, total))
+}
+
+/// PUBLISH properties as their wire bytes without the length in front (how a message's
+/// properties travel between a broker's shards).
+pub fn publish_properties_bytes(properties: &Properties) -> Result<BytesMut, EncodeError> {
+    let len = properties.body_len(Kind::Publish)?;
+    let mut out = BytesMut::with_capacity(len);
+    properties.encode_body(&mut out);
+    Ok(out)
+}
+
+/// Reads what [`publish_properties_bytes`] wrote, as PUBLISH properties.
+pub fn decode_publish_properties(body: &[u8]) -> Result<Properties, DecodeError> {
+    properties::decode_body(body, Kind::Publish)
+}
+
+/// The topic filters of an MQTT 5 SUBSCRIBE's body (what `protocol::peek_topics_v5` looks at).
+pub(crate) fn subscribe_filters(body: &[u8]) -> Result<Vec<TopicFilter>, DecodeError> {
+    subscribe::decode(body).map(|s| s.filters.into_iter().map(|f| f.filter).collect())
 }
 
 /// Reads a reason code for `kind`, refusing one the packet may not carry [MQTT-2.4].

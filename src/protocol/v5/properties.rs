@@ -325,6 +325,11 @@ impl Properties {
     /// Writes the property length (`body_len`, from [`Properties::body_len`]) and the properties.
     pub(crate) fn encode(&self, body_len: usize, out: &mut BytesMut) {
         put_varint(out, body_len);
+        self.encode_body(out);
+    }
+
+    /// Writes the properties without their length.
+    pub(crate) fn encode_body(&self, out: &mut BytesMut) {
         self.for_each(|id, value| {
             out.put_u8(id);
             match value {

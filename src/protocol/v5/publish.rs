@@ -9,9 +9,10 @@ use bytes::{BufMut, BytesMut};
 
 use super::super::fixed_header::{PUBLISH_DUP, PUBLISH_RETAIN};
 use super::super::publish::{parse, split};
-use super::super::strings::prefixed_len;
+use super::super::strings::{prefixed_len, put_varint, varint_len, MAX_VARINT};
 use super::super::{DecodeError, EncodeError, PublishRef, QoS, TopicName};
 use super::{properties, Kind, Publish};
+use properties::id;
 
 pub(super) fn decode(flags: u8, body: BytesMut) -> Result<Publish, DecodeError> {
     let fields = parse(flags, &body, true)?;
@@ -52,6 +53,7 @@ pub(super) fn encode(p: &Publish, out: &mut BytesMut) -> Result<(), EncodeError>
         topic,
         packet_id: p.packet_id,
         payload: &p.payload,
+        properties: None,
     };
     head.write_head(out, len)?;
     p.properties.encode(props, out);
@@ -72,4 +74,90 @@ impl Publish {
             payload: message.payload,
         }
     }
+}
+
+/// The PUBLISH properties of one hop, written after the message's own: what a server adds for one
+/// subscriber (its subscription identifiers, a topic alias).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Hop<'a> {
+    /// Topic Alias for this connection; with `alias_only`, the topic name is sent empty.
+    pub topic_alias: Option<u16>,
+    /// The alias is already known to the receiver: send the empty topic name [MQTT-3.3.2-8].
+    pub alias_only: bool,
+    /// The identifiers of the subscriptions the message matched [MQTT-3.3.4-3].
+    pub subscription_ids: &'a [u32],
+}
+
+impl Hop<'_> {
+    fn body_len(&self) -> Result<usize, EncodeError> {
+        let mut len = self.topic_alias.map_or(0, |_| 3);
+        for &sid in self.subscription_ids {
+            if sid == 0 || sid > MAX_VARINT {
+                return Err(EncodeError::InvalidValue(
+                    "subscription identifier out of range",
+                ));
+            }
+            len += 1 + varint_len(sid as usize);
+        }
+        Ok(len)
+    }
+
+    fn encode_body(&self, out: &mut BytesMut) {
+        for &sid in self.subscription_ids {
+            out.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+            put_varint(out, sid as usize);
+        }
+        if let Some(alias) = self.topic_alias {
+            out.put_u8(id::TOPIC_ALIAS);
+            out.put_u16(alias);
+        }
+    }
+}
+
+/// Appends `publish` as an MQTT 5 PUBLISH: its message properties
+/// ([`PublishRef::properties`]), then `hop`'s. Nothing is copied out of `publish`; on error
+/// nothing is written. What a server writes to an MQTT 5 subscriber.
+pub fn encode_ref(
+    publish: &PublishRef<'_>,
+    hop: &Hop<'_>,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let message_props = match publish.properties {
+        Some(p) => p.body_len(Kind::Publish)?,
+        None => 0,
+    };
+    let props = message_props + hop.body_len()?;
+    let topic = if hop.alias_only && hop.topic_alias.is_some() {
+        &[][..]
+    } else {
+        publish.topic
+    };
+    let packet_id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let len = prefixed_len(topic.len())?
+        + packet_id_len
+        + properties::wire_len(props)
+        + publish.payload.len();
+    let head = PublishRef { topic, ..*publish };
+    head.write_head(out, len)?;
+    put_varint(out, props);
+    if let Some(p) = publish.properties {
+        p.encode_body(out);
+    }
+    hop.encode_body(out);
+    out.put_slice(publish.payload);
+    Ok(())
+}
+
+/// Exact number of bytes [`encode_ref`] appends without a hop's properties (when it succeeds).
+pub fn encoded_len_ref(publish: &PublishRef<'_>) -> usize {
+    let props = publish
+        .properties
+        .map_or(0, |p| p.body_len(Kind::Publish).unwrap_or(0));
+    let packet_id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2
+        + publish.topic.len()
+        + packet_id_len
+        + properties::wire_len(props)
+        + publish.payload.len();
+    1 + super::super::fixed_header::remaining_length_len(remaining) + remaining
 }

@@ -1,0 +1,201 @@
+//! What MQTT 5 adds to a connection: the limits its client announced in CONNECT ([`V5Link`]),
+//! and the translations between the MQTT 3 replies the handlers share and their MQTT 5 forms
+//! (acknowledgements with reason codes, CONNACK refusal codes, the reason code of a DISCONNECT
+//! the server sends before it closes).
+//!
+//! Only connections whose CONNECT was at level 5 have a [`V5Link`]; an MQTT 3 connection pays
+//! one `None` for it. What each packet means stays in `handlers/<packet>.rs`.
+
+use std::time::Duration;
+
+use crate::protocol::v5::{self, Properties, ReasonCode};
+use crate::protocol::{ConnectReturnCode, Message, Packet, SubscribeReturnCode};
+
+use super::CloseReason;
+
+/// An MQTT 5 connection's state beyond MQTT 3's.
+#[derive(Debug, Default)]
+pub struct V5Link {
+    /// The Session Expiry Interval of the CONNECT, in seconds: a DISCONNECT may not set a
+    /// non-zero one when this is 0 [MQTT-3.14.2-2].
+    pub connect_expiry: u32,
+    /// The client's Maximum Packet Size; `None`: the protocol's.
+    pub max_packet_size: Option<u32>,
+    /// The client's Request Problem Information (default 1): with 0, no Reason String or User
+    /// Property in anything but PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
+    pub problem_information: bool,
+}
+
+impl V5Link {
+    /// The link of a CONNECT with `properties`.
+    pub fn new(properties: &Properties) -> Self {
+        V5Link {
+            connect_expiry: properties.session_expiry_interval.unwrap_or(0),
+            max_packet_size: properties.maximum_packet_size,
+            problem_information: properties.request_problem_information.unwrap_or(true),
+        }
+    }
+}
+
+/// A reply a handler queues: MQTT 3, translated on the way out to an MQTT 5 client where that
+/// says everything ([`to_v5`]), or already MQTT 5 (reason codes only MQTT 5 has).
+#[derive(Debug)]
+pub enum Reply {
+    V3(Packet),
+    V5(Box<v5::Packet>),
+}
+
+impl From<Packet> for Reply {
+    fn from(packet: Packet) -> Self {
+        Reply::V3(packet)
+    }
+}
+
+impl From<v5::Packet> for Reply {
+    fn from(packet: v5::Packet) -> Self {
+        Reply::V5(Box::new(packet))
+    }
+}
+
+/// The MQTT 5 form of an MQTT 3 packet the server sends, with success reason codes; `None` for a
+/// packet the server does not send this way (CONNACK and UNSUBACK have MQTT 5 builders of their
+/// own: their MQTT 3 forms lack what MQTT 5 says).
+pub fn to_v5(packet: &Packet) -> Option<v5::Packet> {
+    let ack = |packet_id| v5::Ack {
+        packet_id,
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    Some(match packet {
+        Packet::PubAck(a) => v5::Packet::PubAck(ack(a.packet_id)),
+        Packet::PubRec(a) => v5::Packet::PubRec(ack(a.packet_id)),
+        Packet::PubRel(a) => v5::Packet::PubRel(ack(a.packet_id)),
+        Packet::PubComp(a) => v5::Packet::PubComp(ack(a.packet_id)),
+        Packet::SubAck(a) => v5::Packet::SubAck(v5::SubscriptionAck {
+            packet_id: a.packet_id,
+            properties: Properties::default(),
+            reason_codes: a
+                .return_codes
+                .iter()
+                .map(|code| match code {
+                    SubscribeReturnCode::Success(qos) => ReasonCode(*qos as u8),
+                    // The one refusal the broker makes is a topic check's.
+                    SubscribeReturnCode::Failure => ReasonCode::NOT_AUTHORIZED,
+                })
+                .collect(),
+        }),
+        Packet::PingResp => v5::Packet::PingResp,
+        _ => return None,
+    })
+}
+
+/// The CONNACK reason code for an MQTT 3 refusal code [MQTT-3.2.2.2].
+pub fn refusal_reason(code: ConnectReturnCode) -> ReasonCode {
+    match code {
+        ConnectReturnCode::Accepted => ReasonCode::SUCCESS,
+        ConnectReturnCode::UnacceptableProtocolVersion => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+        ConnectReturnCode::IdentifierRejected => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        ConnectReturnCode::ServerUnavailable => ReasonCode::SERVER_UNAVAILABLE,
+        ConnectReturnCode::BadUserNameOrPassword => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        ConnectReturnCode::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+    }
+}
+
+/// The reason code of the DISCONNECT the server sends an MQTT 5 client before closing for
+/// `reason`; `None` when it sends none (the client left, or the caller wrote one already: a
+/// protocol error's code depends on the error).
+pub fn disconnect_reason(reason: CloseReason) -> Option<ReasonCode> {
+    match reason {
+        CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+        CloseReason::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+        CloseReason::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+        CloseReason::Kicked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
+        CloseReason::CredentialsExpired => Some(ReasonCode::NOT_AUTHORIZED),
+        CloseReason::ClientDisconnect
+        | CloseReason::DisconnectWithWill
+        | CloseReason::ConnectionLost
+        | CloseReason::ProtocolError => None,
+    }
+}
+
+/// A DISCONNECT from the server with `reason` and nothing else.
+pub fn disconnect(reason: ReasonCode) -> v5::Packet {
+    v5::Packet::Disconnect(v5::Disconnect {
+        reason,
+        properties: Properties::default(),
+    })
+}
+
+/// The message properties of a PUBLISH or will that are forwarded: all but Topic Alias and
+/// Subscription Identifier (one hop's); `None` when none is set.
+pub fn message_properties(mut properties: Properties) -> Option<std::sync::Arc<Properties>> {
+    properties.topic_alias = None;
+    properties.subscription_identifiers.clear();
+    // Will-only: the delay is the broker's to wait, not the subscribers' to read.
+    properties.will_delay_interval = None;
+    (!properties.is_empty()).then(|| std::sync::Arc::new(properties))
+}
+
+/// Whether a message that says its payload is UTF-8 (Payload Format Indicator 1) is not
+/// [MQTT-3.3.2-4]: such a PUBLISH is refused with 0x99.
+pub fn payload_format_invalid(message: &Message) -> bool {
+    message
+        .properties
+        .as_deref()
+        .is_some_and(|p| p.payload_format_utf8 == Some(true))
+        && std::str::from_utf8(&message.payload).is_err()
+}
+
+/// A Session Expiry Interval in seconds as the broker keeps it, capped by the broker's maximum
+/// `cap` (`None`: no cap): `None` is for ever (0xFFFFFFFF [MQTT-3.1.2.11.2] without a cap).
+pub fn session_expiry(seconds: u32, cap: Option<Duration>) -> Option<Duration> {
+    let asked = (seconds != u32::MAX).then(|| Duration::from_secs(u64::from(seconds)));
+    match (asked, cap) {
+        (Some(asked), Some(cap)) => Some(asked.min(cap)),
+        (asked, None) => asked,
+        (None, cap) => cap,
+    }
+}
+
+/// `expiry` in the seconds of a Session Expiry Interval property (`None`: 0xFFFFFFFF).
+pub fn expiry_seconds(expiry: Option<Duration>) -> u32 {
+    expiry.map_or(u32::MAX, |d| {
+        u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_expiry_is_capped_by_the_broker() {
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(session_expiry(60, hour), Some(Duration::from_secs(60)));
+        assert_eq!(session_expiry(7200, hour), hour);
+        assert_eq!(session_expiry(u32::MAX, hour), hour);
+        assert_eq!(session_expiry(u32::MAX, None), None);
+        assert_eq!(session_expiry(10, None), Some(Duration::from_secs(10)));
+        assert_eq!(expiry_seconds(None), u32::MAX);
+        assert_eq!(expiry_seconds(hour), 3600);
+    }
+
+    #[test]
+    fn forwarded_properties_leave_one_hops_behind() {
+        let props = Properties {
+            topic_alias: Some(3),
+            subscription_identifiers: vec![7],
+            ..Properties::default()
+        };
+        assert_eq!(message_properties(props), None);
+        let props = Properties {
+            topic_alias: Some(3),
+            content_type: Some("text/plain".into()),
+            user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            ..Properties::default()
+        };
+        let kept = message_properties(props).expect("content type and user properties");
+        assert_eq!(kept.topic_alias, None);
+        assert_eq!(kept.user_properties.len(), 2);
+    }
+}

@@ -1,0 +1,271 @@
+//! MQTT 5 clients in the cluster: properties across shards and to an MQTT 3 subscriber, the
+//! CONNACK's refusal codes, the server's DISCONNECT before it closes, DISCONNECT's session expiry
+//! rule.
+
+use super::*;
+use crate::protocol::v5::{self, Properties, ReasonCode};
+
+fn v5_connect(client_id: &str, keep_alive: u16, properties: Properties) -> v5::Connect {
+    v5::Connect {
+        clean_start: true,
+        keep_alive,
+        properties,
+        client_id: client_id.to_string(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+impl Cluster {
+    /// Connects an MQTT 5 client `name` on its home shard with the plugins' verdict `auth`.
+    fn connect_v5(&mut self, name: &str, connect: v5::Connect, auth: AuthVerdict) -> v5::ConnAck {
+        let mut wire = BytesMut::new();
+        v5::Packet::Connect(Box::new(connect))
+            .encode(&mut wire)
+            .expect("a test CONNECT encodes");
+        let home = home_shard(name, self.shards.len());
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let FirstPacket::Connect(pending) =
+            self.shards[home].handle_first_bytes(&wire, &ListenerIdentity::Connect)
+        else {
+            panic!("an MQTT 5 CONNECT is answered");
+        };
+        assert_eq!(pending.home(), home);
+        self.shards[home].handle_connect(conn, pending, auth, self.now);
+        let client = Client {
+            shard: home,
+            conn,
+            received: BytesMut::new(),
+            closed: false,
+        };
+        self.clients.insert(name.to_string(), client);
+        self.run();
+        match self.packets_v5(name).first() {
+            Some(v5::Packet::ConnAck(ack)) => ack.clone(),
+            other => panic!("expected CONNACK first, got {other:?}"),
+        }
+    }
+
+    /// Connects an MQTT 5 client `name` without properties or keep-alive, allowed in.
+    fn connect_v5_plain(&mut self, name: &str) -> v5::ConnAck {
+        self.connect_v5(
+            name,
+            v5_connect(name, 0, Properties::default()),
+            AuthVerdict::Allowed,
+        )
+    }
+
+    fn send_v5(&mut self, name: &str, packet: v5::Packet) {
+        let (shard, conn) = {
+            let c = self.client(name);
+            (c.shard, c.conn)
+        };
+        let mut buf = BytesMut::new();
+        packet.encode(&mut buf).expect("a test packet encodes");
+        self.shards[shard].handle_bytes(conn, &mut buf, self.now);
+        self.run();
+    }
+
+    fn packets_v5(&mut self, name: &str) -> Vec<v5::Packet> {
+        let client = self.clients.get_mut(name).expect("known client");
+        let mut out = Vec::new();
+        while let Some(packet) =
+            v5::decode(&mut client.received, usize::MAX).expect("broker output decodes")
+        {
+            out.push(packet);
+        }
+        out
+    }
+}
+
+fn subscribe_v5(filter: &str) -> v5::Packet {
+    v5::Packet::Subscribe(v5::Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![v5::Subscription {
+            filter: TopicFilter::new(filter).expect("filter"),
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: v5::RetainHandling::SendAtSubscribe,
+        }],
+    })
+}
+
+fn disconnect_reason(packets: &[v5::Packet]) -> Option<ReasonCode> {
+    packets.iter().find_map(|p| match p {
+        v5::Packet::Disconnect(d) => Some(d.reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn properties_cross_shards_in_order_and_an_mqtt3_subscriber_gets_the_message_without_them() {
+    let (publisher, subscriber) = ids_on_distinct_shards();
+    let mut c = Cluster::new(2);
+    assert_eq!(
+        c.connect_v5(
+            &subscriber,
+            v5_connect(&subscriber, 0, Properties::default()),
+            AuthVerdict::Allowed
+        )
+        .reason,
+        ReasonCode::SUCCESS
+    );
+    c.send_v5(&subscriber, subscribe_v5("t/#"));
+    c.packets_v5(&subscriber);
+    c.connect("old", true);
+    c.subscribe("old", &[("t/#", QoS::AtLeastOnce)]);
+    c.packets("old");
+    c.connect_v5(
+        &publisher,
+        v5_connect(&publisher, 0, Properties::default()),
+        AuthVerdict::Allowed,
+    );
+    let properties = Properties {
+        content_type: Some("text/plain".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00id")),
+        user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+        ..Properties::default()
+    };
+    let message = Message {
+        topic: TopicName::new("t/1").expect("topic"),
+        payload: Bytes::from_static(b"hello"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: None,
+    };
+    c.send_v5(
+        &publisher,
+        v5::Packet::Publish(v5::Publish {
+            properties: properties.clone(),
+            ..v5::Publish::new(message, Some(9), false)
+        }),
+    );
+    let acks = c.packets_v5(&publisher);
+    assert!(
+        matches!(&acks[..], [v5::Packet::PubAck(ack)] if ack.packet_id == 9 && ack.reason == ReasonCode::SUCCESS),
+        "{acks:?}"
+    );
+    let got = c.packets_v5(&subscriber);
+    let [v5::Packet::Publish(publish)] = &got[..] else {
+        panic!("one PUBLISH: {got:?}");
+    };
+    assert_eq!(publish.properties, properties);
+    assert_eq!(publish.payload, Bytes::from_static(b"hello"));
+    assert_eq!(c.payloads("old"), ["hello"]);
+}
+
+#[test]
+fn refusals_have_mqtt5_codes() {
+    let mut c = Cluster::new(1);
+    let ack = c.connect_v5(
+        "denied",
+        v5_connect("denied", 0, Properties::default()),
+        AuthVerdict::Denied,
+    );
+    assert_eq!(ack.reason, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let mut c = Cluster::with_settings(
+        1,
+        Settings {
+            allow_anonymous: false,
+            ..Settings::default()
+        },
+    );
+    let ack = c.connect_v5_plain("anon");
+    assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
+    assert!(c.client("anon").closed);
+}
+
+#[test]
+fn the_server_says_why_before_it_closes() {
+    let mut c = Cluster::new(1);
+    c.connect_v5(
+        "idle",
+        v5_connect("idle", 1, Properties::default()),
+        AuthVerdict::Allowed,
+    );
+    c.advance(Duration::from_secs(2));
+    assert_eq!(
+        disconnect_reason(&c.packets_v5("idle")),
+        Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
+    c.connect_v5_plain("up");
+    c.shards[0].shutdown();
+    c.run();
+    assert_eq!(
+        disconnect_reason(&c.packets_v5("up")),
+        Some(ReasonCode::SERVER_SHUTTING_DOWN)
+    );
+}
+
+#[test]
+fn disconnect_may_not_give_an_expiry_to_a_session_that_had_none() {
+    let mut c = Cluster::new(1);
+    c.connect_v5_plain("s");
+    c.send_v5(
+        "s",
+        v5::Packet::Disconnect(v5::Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties {
+                session_expiry_interval: Some(60),
+                ..Properties::default()
+            },
+        }),
+    );
+    assert_eq!(
+        disconnect_reason(&c.packets_v5("s")),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(c.shards[0].stats.protocol_errors, 1);
+}
+
+#[test]
+fn session_expiry_is_capped_and_announced() {
+    let mut c = Cluster::with_settings(
+        1,
+        Settings {
+            session_expiry_interval: Some(Duration::from_secs(30)),
+            ..Settings::default()
+        },
+    );
+    let asked = Properties {
+        session_expiry_interval: Some(3600),
+        ..Properties::default()
+    };
+    let ack = c.connect_v5("long", v5_connect("long", 0, asked), AuthVerdict::Allowed);
+    assert_eq!(ack.properties.session_expiry_interval, Some(30));
+    c.drop_connection("long");
+    c.advance(Duration::from_secs(31));
+    assert_eq!(c.shards[0].session_gauges().sessions, 0);
+}
+
+#[test]
+fn a_packet_over_max_packet_size_gets_disconnect_0x95() {
+    let mut c = Cluster::with_settings(
+        1,
+        Settings {
+            max_packet_size: 64,
+            ..Settings::default()
+        },
+    );
+    let ack = c.connect_v5_plain("big");
+    assert_eq!(ack.properties.maximum_packet_size, Some(64));
+    let message = Message {
+        topic: TopicName::new("t").expect("topic"),
+        payload: Bytes::from(vec![b'x'; 100]),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: None,
+    };
+    c.send_v5(
+        "big",
+        v5::Packet::Publish(v5::Publish::new(message, None, false)),
+    );
+    assert_eq!(
+        disconnect_reason(&c.packets_v5("big")),
+        Some(ReasonCode::PACKET_TOO_LARGE)
+    );
+}
