@@ -42,7 +42,7 @@ mod topic;
 mod unsubscribe;
 pub mod v5;
 
-pub use v5::ReasonCode;
+pub use v5::{Properties as V5Properties, ReasonCode};
 
 use bytes::{Bytes, BytesMut};
 

@@ -151,7 +151,7 @@ pub struct PublishRef<'a> {
     pub payload: &'a [u8],
     /// The message's MQTT 5 properties ([`Message::properties`](super::Message::properties));
     /// [`PublishRef::encode`], MQTT 3, leaves them out.
-    pub properties: Option<&'a super::v5::Properties>,
+    pub properties: Option<&'a super::V5Properties>,
 }
 
 impl PublishRef<'_> {

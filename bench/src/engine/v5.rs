@@ -180,6 +180,7 @@ mod tests {
             topic: topic.as_bytes(),
             packet_id: Some(7),
             payload: b"payload",
+            properties: None,
         };
         let mut alias = Alias::Unset;
         let mut out = BytesMut::new();

@@ -320,12 +320,20 @@ impl BrokerCore {
         }
     }
 
-    fn generate_client_id(&mut self) -> String {
-        self.generated_ids += 1;
-        format!(
-            "auto-{:x}-{}-{}",
-            self.id_seed, self.shard, self.generated_ids
-        )
+    /// A client id for a CONNECT that asked for one, homed on this shard (the session is made
+    /// here): an MQTT 5 client learns it (Assigned Client Identifier) and may connect with it
+    /// again, and that CONNECT goes to the id's home shard, which must be the one holding it.
+    pub(in crate::broker) fn generate_client_id(&mut self) -> String {
+        loop {
+            self.generated_ids += 1;
+            let id = format!(
+                "auto-{:x}-{}-{}",
+                self.id_seed, self.shard, self.generated_ids
+            );
+            if crate::broker::home_shard(&id, self.shards) == self.shard {
+                return id;
+            }
+        }
     }
 }
 

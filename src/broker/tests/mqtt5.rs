@@ -269,3 +269,18 @@ fn a_packet_over_max_packet_size_gets_disconnect_0x95() {
         Some(ReasonCode::PACKET_TOO_LARGE)
     );
 }
+
+/// An assigned client id is homed on the shard that made its session: a CONNECT that names it
+/// again (an MQTT 5 client learns it from CONNACK) reaches that session, whichever shard reads it.
+#[test]
+fn generated_client_ids_live_on_their_home_shard() {
+    for shards in 1..=4 {
+        for shard in 0..shards {
+            let mut core = crate::broker::BrokerCore::new(Settings::default(), shard, shards, 7);
+            for _ in 0..20 {
+                let id = core.generate_client_id();
+                assert_eq!(crate::broker::home_shard(&id, shards), shard, "{id}");
+            }
+        }
+    }
+}
