@@ -541,7 +541,8 @@ def v5broker(request, amqtt_bin, tmp_path):
     """The broker under test: amqtt at 1 and 2 shards, and Mosquitto as the reference. A test
     marked `mqtt5_amqtt_yaml(text)` adds those lines to amqtt's config; one marked
     `mqtt5_mosquitto_conf(text)` to Mosquitto's; one marked `mqtt5_server_choice(reason)` does
-    not run against Mosquitto (it checks a choice the specification leaves to the server)."""
+    not run against Mosquitto (it checks a choice the specification leaves to the server). Under
+    AMQTT_RUNTIME=epoll (CI's second pass) only amqtt at 2 shards runs: the rest ran in the first."""
     if request.param == "mosquitto":
         if os.environ.get("AMQTT_RUNTIME") == "epoll":
             pytest.skip("the Mosquitto reference runs once, in the default runtime's pass")
@@ -560,6 +561,8 @@ def v5broker(request, amqtt_bin, tmp_path):
             proc.wait()
         return
     shards = int(request.param.split("-")[1])
+    if shards == 1 and os.environ.get("AMQTT_RUNTIME") == "epoll":
+        pytest.skip("the epoll pass runs these at 2 shards only (1 shard runs in the default pass)")
     marker = request.node.get_closest_marker("mqtt5_amqtt_yaml")
     port = free_port()
     config = tmp_path / "amqtt.yaml"
