@@ -511,7 +511,7 @@ impl Session {
                     Publish {
                         dup: true,
                         qos: m.out.qos,
-                        retain: m.out.retain,
+                        retain: m.out.retain || m.out.message.retain,
                         topic: m.out.message.topic.clone(),
                         packet_id: Some(m.packet_id),
                         payload: m.out.message.payload.clone(),
@@ -549,7 +549,8 @@ impl Outgoing {
         PublishRef {
             dup,
             qos: self.qos,
-            retain: self.retain,
+            // A live message's own flag is set only for Retain As Published (`deliver_local`).
+            retain: self.retain || self.message.retain,
             topic: self.message.topic.as_bytes(),
             packet_id,
             payload: &self.message.payload,

@@ -269,3 +269,75 @@ fn a_packet_over_max_packet_size_gets_disconnect_0x95() {
         Some(ReasonCode::PACKET_TOO_LARGE)
     );
 }
+
+fn subscribe_with(filter: &str, no_local: bool, retain_as_published: bool) -> v5::Packet {
+    let v5::Packet::Subscribe(mut subscribe) = subscribe_v5(filter) else {
+        unreachable!("subscribe_v5 makes a SUBSCRIBE");
+    };
+    subscribe.filters[0].no_local = no_local;
+    subscribe.filters[0].retain_as_published = retain_as_published;
+    v5::Packet::Subscribe(subscribe)
+}
+
+fn publish_v5(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> v5::Packet {
+    let message = Message {
+        topic: TopicName::new(topic).expect("topic"),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain,
+        properties: None,
+    };
+    let packet_id = (qos != QoS::AtMostOnce).then_some(1);
+    v5::Packet::Publish(v5::Publish::new(message, packet_id, false))
+}
+
+/// The PUBLISHes among `packets`: payload and RETAIN flag.
+fn published(packets: &[v5::Packet]) -> Vec<(Bytes, bool)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            v5::Packet::Publish(p) => Some((p.payload.clone(), p.retain)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn no_local_skips_the_publisher_and_retain_as_published_keeps_the_flag() {
+    let mut c = Cluster::new(2);
+    for name in ["me", "rap", "plain"] {
+        c.connect_v5_plain(name);
+    }
+    c.send_v5("me", subscribe_with("nl/#", true, false));
+    c.send_v5("rap", subscribe_with("nl/#", false, true));
+    c.send_v5("plain", subscribe_v5("nl/#"));
+    for name in ["me", "rap", "plain"] {
+        c.packets_v5(name);
+    }
+    c.send_v5("me", publish_v5("nl/a", b"live", QoS::AtMostOnce, false));
+    c.send_v5("me", publish_v5("nl/a", b"kept", QoS::AtLeastOnce, true));
+    c.send_v5(
+        "rap",
+        publish_v5("nl/a", b"theirs", QoS::AtLeastOnce, false),
+    );
+    // [MQTT-3.8.3-3]: nothing of its own, the other client's message.
+    let mine = c.packets_v5("me");
+    assert_eq!(published(&mine), [(Bytes::from_static(b"theirs"), false)]);
+    // [MQTT-3.3.1-12]: RETAIN as published; [MQTT-3.3.1-13]: cleared without the option.
+    let rap = c.packets_v5("rap");
+    let expected = [
+        (Bytes::from_static(b"live"), false),
+        (Bytes::from_static(b"kept"), true),
+        (Bytes::from_static(b"theirs"), false),
+    ];
+    assert_eq!(published(&rap), expected);
+    let plain = c.packets_v5("plain");
+    assert_eq!(
+        published(&plain),
+        [
+            (Bytes::from_static(b"live"), false),
+            (Bytes::from_static(b"kept"), false),
+            (Bytes::from_static(b"theirs"), false),
+        ]
+    );
+}
