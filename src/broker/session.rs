@@ -202,6 +202,15 @@ impl Session {
         }
     }
 
+    /// The window for a connection: `max_inflight`, or less when an MQTT 5 client's Receive
+    /// Maximum is lower [MQTT-3.3.4-9]. Set at every CONNECT: a resumed session takes its new
+    /// client's value (PUBLISHes already unacknowledged past it are resent; no new one is sent
+    /// until the window has room).
+    pub fn set_window(&mut self, max_inflight: u16, receive_maximum: Option<u16>) {
+        let window = receive_maximum.map_or(max_inflight, |r| r.min(max_inflight));
+        self.max_inflight = window.max(1);
+    }
+
     pub fn is_online(&self) -> bool {
         self.conn.is_some()
     }

@@ -341,3 +341,39 @@ fn no_local_skips_the_publisher_and_retain_as_published_keeps_the_flag() {
         ]
     );
 }
+
+#[test]
+fn receive_maximum_bounds_the_window_toward_the_client() {
+    let mut c = Cluster::new(1);
+    let properties = Properties {
+        receive_maximum: Some(2),
+        ..Properties::default()
+    };
+    c.connect_v5(
+        "sub",
+        v5_connect("sub", 0, properties),
+        AuthVerdict::Allowed,
+    );
+    c.send_v5("sub", subscribe_v5("rm/#"));
+    c.packets_v5("sub");
+    c.connect_v5_plain("pub");
+    for payload in [&b"0"[..], b"1", b"2"] {
+        c.send_v5("pub", publish_v5("rm/a", payload, QoS::AtLeastOnce, false));
+    }
+    // [MQTT-3.3.4-9]: two unacknowledged, the third waits for a PUBACK.
+    let got = c.packets_v5("sub");
+    assert_eq!(published(&got).len(), 2, "{got:?}");
+    let v5::Packet::Publish(first) = &got[0] else {
+        panic!("a PUBLISH: {got:?}");
+    };
+    let ack = v5::Ack {
+        packet_id: first.packet_id.expect("QoS 1"),
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    c.send_v5("sub", v5::Packet::PubAck(ack));
+    assert_eq!(
+        published(&c.packets_v5("sub")),
+        [(Bytes::from_static(b"2"), false)]
+    );
+}
