@@ -242,6 +242,14 @@ impl BrokerCore {
             return;
         };
         let conn = session.conn;
+        if self.too_large_for(conn, &message, qos, retain) {
+            // Dropped for this subscriber, as if delivered [MQTT-3.1.2-25].
+            self.stats.publish_dropped_too_large += 1;
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         if qos == QoS::AtMostOnce && !retain {
             if let Some(connection) = conn.and_then(|c| self.connections.get(&c)) {
                 // Under memory pressure, a subscriber that is behind loses QoS 0 first.
@@ -476,6 +484,11 @@ impl BrokerCore {
                 return true;
             }
         }
+        let max = connection.v5.as_ref().and_then(|link| link.max_packet_size);
+        if max.is_some_and(|max| packet.len() > max as usize) {
+            self.stats.publish_dropped_too_large += 1;
+            return true;
+        }
         connection
             .outbox_to_fill(&mut self.outbox_pool)
             .extend_from_slice(packet);
@@ -537,6 +550,33 @@ impl BrokerCore {
         let any = !remote.is_empty();
         self.last_remote.put_back(remote);
         any
+    }
+
+    /// Whether `message` at `qos` is over the Maximum Packet Size of connection `conn`'s MQTT 5
+    /// client (an MQTT 3 client, or one without the property: never).
+    fn too_large_for(
+        &self,
+        conn: Option<ConnId>,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+    ) -> bool {
+        let Some(max) = conn
+            .and_then(|conn| self.connections.get(&conn))
+            .and_then(|connection| connection.v5.as_ref()?.max_packet_size)
+        else {
+            return false;
+        };
+        let publish = PublishRef {
+            dup: false,
+            qos,
+            retain,
+            topic: message.topic.as_bytes(),
+            packet_id: None,
+            payload: &message.payload,
+            properties: message.properties.as_deref(),
+        };
+        v5::encoded_publish_len(&publish) > max as usize
     }
 
     /// Whether a live QoS 0 message for a subscriber with `waiting` bytes in its outbox is dropped

@@ -377,3 +377,31 @@ fn receive_maximum_bounds_the_window_toward_the_client() {
         [(Bytes::from_static(b"2"), false)]
     );
 }
+
+#[test]
+fn a_publish_over_the_clients_maximum_packet_size_is_dropped_and_counted() {
+    let mut c = Cluster::new(1);
+    let properties = Properties {
+        maximum_packet_size: Some(40),
+        ..Properties::default()
+    };
+    c.connect_v5(
+        "small",
+        v5_connect("small", 0, properties),
+        AuthVerdict::Allowed,
+    );
+    c.send_v5("small", subscribe_v5("mp/#"));
+    c.packets_v5("small");
+    c.connect_v5_plain("pub");
+    static BIG: [u8; 100] = [b'x'; 100];
+    let big = &BIG[..];
+    c.send_v5("pub", publish_v5("mp/a", big, QoS::AtLeastOnce, false));
+    c.send_v5("pub", publish_v5("mp/a", big, QoS::AtMostOnce, false));
+    c.send_v5("pub", publish_v5("mp/a", b"fits", QoS::AtLeastOnce, false));
+    // [MQTT-3.1.2-25]: not sent, and the QoS 1 one does not hold the window.
+    assert_eq!(
+        published(&c.packets_v5("small")),
+        [(Bytes::from_static(b"fits"), false)]
+    );
+    assert_eq!(c.shards[0].stats.publish_dropped_too_large, 2);
+}
