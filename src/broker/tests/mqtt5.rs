@@ -342,21 +342,24 @@ fn no_local_skips_the_publisher_and_retain_as_published_keeps_the_flag() {
     );
 }
 
+/// One shard with MQTT 5 client `name` (CONNECT `properties`) subscribed to `filter` at QoS 1,
+/// and a plain MQTT 5 client "pub".
+fn subscriber_and_publisher(name: &str, properties: Properties, filter: &str) -> Cluster {
+    let mut c = Cluster::new(1);
+    c.connect_v5(name, v5_connect(name, 0, properties), AuthVerdict::Allowed);
+    c.send_v5(name, subscribe_v5(filter));
+    c.packets_v5(name);
+    c.connect_v5_plain("pub");
+    c
+}
+
 #[test]
 fn receive_maximum_bounds_the_window_toward_the_client() {
-    let mut c = Cluster::new(1);
     let properties = Properties {
         receive_maximum: Some(2),
         ..Properties::default()
     };
-    c.connect_v5(
-        "sub",
-        v5_connect("sub", 0, properties),
-        AuthVerdict::Allowed,
-    );
-    c.send_v5("sub", subscribe_v5("rm/#"));
-    c.packets_v5("sub");
-    c.connect_v5_plain("pub");
+    let mut c = subscriber_and_publisher("sub", properties, "rm/#");
     for payload in [&b"0"[..], b"1", b"2"] {
         c.send_v5("pub", publish_v5("rm/a", payload, QoS::AtLeastOnce, false));
     }
@@ -380,19 +383,11 @@ fn receive_maximum_bounds_the_window_toward_the_client() {
 
 #[test]
 fn a_publish_over_the_clients_maximum_packet_size_is_dropped_and_counted() {
-    let mut c = Cluster::new(1);
     let properties = Properties {
         maximum_packet_size: Some(40),
         ..Properties::default()
     };
-    c.connect_v5(
-        "small",
-        v5_connect("small", 0, properties),
-        AuthVerdict::Allowed,
-    );
-    c.send_v5("small", subscribe_v5("mp/#"));
-    c.packets_v5("small");
-    c.connect_v5_plain("pub");
+    let mut c = subscriber_and_publisher("small", properties, "mp/#");
     static BIG: [u8; 100] = [b'x'; 100];
     let big = &BIG[..];
     c.send_v5("pub", publish_v5("mp/a", big, QoS::AtLeastOnce, false));
