@@ -57,16 +57,17 @@ async fn connect(addr: std::net::SocketAddr, id: &str, clean: bool, expiry: Opti
     let (dtx, disconnects) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
-            match event {
-                Event::Incoming(Packet::Publish(p)) => {
-                    if tx.send(p).is_err() {
-                        break;
-                    }
-                }
+            // Stops once nobody reads the publishes any more.
+            let read = match event {
+                Event::Incoming(Packet::Publish(p)) => tx.send(p).is_ok(),
                 Event::Incoming(Packet::Disconnect(d)) => {
                     let _ = dtx.send(d.reason_code);
+                    true
                 }
-                _ => {}
+                _ => true,
+            };
+            if !read {
+                break;
             }
         }
     });

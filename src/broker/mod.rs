@@ -167,7 +167,7 @@ pub struct BrokerCore {
     /// The sessions the last routed topic matched (deduplicated, highest QoS each): the trie walk
     /// was ~8 % of the broker's CPU at saturation (`perf`, pairs -n 8 QoS 0). Forgotten whenever
     /// the trie changes.
-    last_match: LastTopic<(SessionKey, QoS)>,
+    last_match: LastTopic<(SessionKey, routing::Found)>,
     /// The other shards with a subscriber for the last routed topic (one trie walk per other
     /// shard otherwise). Forgotten whenever another shard's interest changes.
     last_remote: LastTopic<usize>,
@@ -342,7 +342,7 @@ impl BrokerCore {
                 if self.shard == 0 {
                     self.route_shared(&message, None);
                 }
-                self.deliver_local(message);
+                self.deliver_local(message, None);
             }
             BusMessage::Publishes(batch, stamp) => {
                 let mark = self.journal_mark();
@@ -364,7 +364,7 @@ impl BrokerCore {
             } => {
                 let mark = self.journal_mark();
                 self.apply_retained(&message, version);
-                self.deliver_local(message);
+                self.deliver_local(message, None);
                 if let Some(stamp) = stamp {
                     self.delivery_received(stamp, mark);
                 }

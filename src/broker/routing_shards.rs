@@ -89,7 +89,7 @@ impl BrokerCore {
             retain: false,
             properties,
         };
-        self.deliver_local(message);
+        self.deliver_local(message, None);
     }
 
     /// Adds a publish to the batch for shard `to`, sent at the next `poll_actions` (or now, when

@@ -202,6 +202,15 @@ impl Session {
         }
     }
 
+    /// The window for a connection: `max_inflight`, or less when an MQTT 5 client's Receive
+    /// Maximum is lower [MQTT-3.3.4-9]. Set at every CONNECT: a resumed session takes its new
+    /// client's value (PUBLISHes already unacknowledged past it are resent; no new one is sent
+    /// until the window has room).
+    pub fn set_window(&mut self, max_inflight: u16, receive_maximum: Option<u16>) {
+        let window = receive_maximum.map_or(max_inflight, |r| r.min(max_inflight));
+        self.max_inflight = window.max(1);
+    }
+
     pub fn is_online(&self) -> bool {
         self.conn.is_some()
     }
@@ -511,7 +520,7 @@ impl Session {
                     Publish {
                         dup: true,
                         qos: m.out.qos,
-                        retain: m.out.retain,
+                        retain: m.out.retain || m.out.message.retain,
                         topic: m.out.message.topic.clone(),
                         packet_id: Some(m.packet_id),
                         payload: m.out.message.payload.clone(),
@@ -549,7 +558,8 @@ impl Outgoing {
         PublishRef {
             dup,
             qos: self.qos,
-            retain: self.retain,
+            // A live message's own flag is set only for Retain As Published (`deliver_local`).
+            retain: self.retain || self.message.retain,
             topic: self.message.topic.as_bytes(),
             packet_id,
             payload: &self.message.payload,

@@ -308,7 +308,16 @@ impl BrokerCore {
             }
             self.stats.shared_deliveries += 1;
             let qos = member.qos.min(message.qos);
-            self.deliver_to_session(member.session, Cow::Borrowed(message), qos, false);
+            if message.retain {
+                // A live message's RETAIN is cleared [MQTT-3.3.1-9]: set, the session sends it.
+                let cleared = Message {
+                    retain: false,
+                    ..message.clone()
+                };
+                self.deliver_to_session(member.session, Cow::Owned(cleared), qos, false);
+            } else {
+                self.deliver_to_session(member.session, Cow::Borrowed(message), qos, false);
+            }
             return;
         }
         self.pass_on(id, message, hash, hops);

@@ -33,6 +33,9 @@ pub struct Stats {
     pub publish_dropped_queue_bytes: u64,
     /// Not delivered: the broker-wide `memory_limit` (see `memory.rs`).
     pub publish_dropped_memory: u64,
+    /// Not delivered to one subscriber: its PUBLISH would exceed the Maximum Packet Size its
+    /// MQTT 5 client announced [MQTT-3.1.2-25].
+    pub publish_dropped_too_large: u64,
     /// Not delivered: a client published to `$SYS/...`.
     pub publish_dropped_sys: u64,
     /// Not delivered: an MQTT 5 PUBLISH whose Payload Format Indicator says UTF-8 and whose

@@ -157,13 +157,15 @@ impl Totals {
 }
 
 /// A shard's undelivered messages by reason (the `reason` label of `amqtt_messages_dropped_total`).
-pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 10] {
+pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 11] {
     [
         ("queue_full", s.core.publish_dropped_queue_full),
         ("queue_bytes", s.core.publish_dropped_queue_bytes),
         ("memory_limit", s.core.publish_dropped_memory),
         ("offline_qos0", s.core.publish_dropped_offline),
         ("outbox_full", s.core.publish_dropped_outbox_full),
+        // Over one subscriber's Maximum Packet Size (MQTT 5).
+        ("packet_too_large", s.core.publish_dropped_too_large),
         ("bus_full", s.runtime.bus_dropped_qos0),
         ("sys_topic", s.core.publish_dropped_sys),
         // A topic-check plugin (topic_acl, topic_taboo) denied the publish.

@@ -447,6 +447,10 @@ fn check(
         session.user_known = true;
         session.will = connect.will.map(Box::new);
         session.expiry_interval = expiry_interval;
+        session.set_window(
+            broker.settings.max_inflight,
+            v5.as_deref().and_then(|p| p.receive_maximum),
+        );
     }
     drop_will_the_topic_checks_deny(broker, key);
     journal_session(broker, key, was_persistent);

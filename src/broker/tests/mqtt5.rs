@@ -284,3 +284,134 @@ fn generated_client_ids_live_on_their_home_shard() {
         }
     }
 }
+
+fn subscribe_with(filter: &str, no_local: bool, retain_as_published: bool) -> v5::Packet {
+    let v5::Packet::Subscribe(mut subscribe) = subscribe_v5(filter) else {
+        unreachable!("subscribe_v5 makes a SUBSCRIBE");
+    };
+    subscribe.filters[0].no_local = no_local;
+    subscribe.filters[0].retain_as_published = retain_as_published;
+    v5::Packet::Subscribe(subscribe)
+}
+
+fn publish_v5(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> v5::Packet {
+    let message = Message {
+        topic: TopicName::new(topic).expect("topic"),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain,
+        properties: None,
+    };
+    let packet_id = (qos != QoS::AtMostOnce).then_some(1);
+    v5::Packet::Publish(v5::Publish::new(message, packet_id, false))
+}
+
+/// The PUBLISHes among `packets`: payload and RETAIN flag.
+fn published(packets: &[v5::Packet]) -> Vec<(Bytes, bool)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            v5::Packet::Publish(p) => Some((p.payload.clone(), p.retain)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn no_local_skips_the_publisher_and_retain_as_published_keeps_the_flag() {
+    let mut c = Cluster::new(2);
+    for name in ["me", "rap", "plain"] {
+        c.connect_v5_plain(name);
+    }
+    c.send_v5("me", subscribe_with("nl/#", true, false));
+    c.send_v5("rap", subscribe_with("nl/#", false, true));
+    c.send_v5("plain", subscribe_v5("nl/#"));
+    for name in ["me", "rap", "plain"] {
+        c.packets_v5(name);
+    }
+    c.send_v5("me", publish_v5("nl/a", b"live", QoS::AtMostOnce, false));
+    c.send_v5("me", publish_v5("nl/a", b"kept", QoS::AtLeastOnce, true));
+    c.send_v5(
+        "rap",
+        publish_v5("nl/a", b"theirs", QoS::AtLeastOnce, false),
+    );
+    // [MQTT-3.8.3-3]: nothing of its own, the other client's message.
+    let mine = c.packets_v5("me");
+    assert_eq!(published(&mine), [(Bytes::from_static(b"theirs"), false)]);
+    // [MQTT-3.3.1-12]: RETAIN as published; [MQTT-3.3.1-13]: cleared without the option.
+    let rap = c.packets_v5("rap");
+    let expected = [
+        (Bytes::from_static(b"live"), false),
+        (Bytes::from_static(b"kept"), true),
+        (Bytes::from_static(b"theirs"), false),
+    ];
+    assert_eq!(published(&rap), expected);
+    let plain = c.packets_v5("plain");
+    assert_eq!(
+        published(&plain),
+        [
+            (Bytes::from_static(b"live"), false),
+            (Bytes::from_static(b"kept"), false),
+            (Bytes::from_static(b"theirs"), false),
+        ]
+    );
+}
+
+/// One shard with MQTT 5 client `name` (CONNECT `properties`) subscribed to `filter` at QoS 1,
+/// and a plain MQTT 5 client "pub".
+fn subscriber_and_publisher(name: &str, properties: Properties, filter: &str) -> Cluster {
+    let mut c = Cluster::new(1);
+    c.connect_v5(name, v5_connect(name, 0, properties), AuthVerdict::Allowed);
+    c.send_v5(name, subscribe_v5(filter));
+    c.packets_v5(name);
+    c.connect_v5_plain("pub");
+    c
+}
+
+#[test]
+fn receive_maximum_bounds_the_window_toward_the_client() {
+    let properties = Properties {
+        receive_maximum: Some(2),
+        ..Properties::default()
+    };
+    let mut c = subscriber_and_publisher("sub", properties, "rm/#");
+    for payload in [&b"0"[..], b"1", b"2"] {
+        c.send_v5("pub", publish_v5("rm/a", payload, QoS::AtLeastOnce, false));
+    }
+    // [MQTT-3.3.4-9]: two unacknowledged, the third waits for a PUBACK.
+    let got = c.packets_v5("sub");
+    assert_eq!(published(&got).len(), 2, "{got:?}");
+    let v5::Packet::Publish(first) = &got[0] else {
+        panic!("a PUBLISH: {got:?}");
+    };
+    let ack = v5::Ack {
+        packet_id: first.packet_id.expect("QoS 1"),
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    c.send_v5("sub", v5::Packet::PubAck(ack));
+    assert_eq!(
+        published(&c.packets_v5("sub")),
+        [(Bytes::from_static(b"2"), false)]
+    );
+}
+
+#[test]
+fn a_publish_over_the_clients_maximum_packet_size_is_dropped_and_counted() {
+    let properties = Properties {
+        maximum_packet_size: Some(40),
+        ..Properties::default()
+    };
+    let mut c = subscriber_and_publisher("small", properties, "mp/#");
+    static BIG: [u8; 100] = [b'x'; 100];
+    let big = &BIG[..];
+    c.send_v5("pub", publish_v5("mp/a", big, QoS::AtLeastOnce, false));
+    c.send_v5("pub", publish_v5("mp/a", big, QoS::AtMostOnce, false));
+    c.send_v5("pub", publish_v5("mp/a", b"fits", QoS::AtLeastOnce, false));
+    // [MQTT-3.1.2-25]: not sent, and the QoS 1 one does not hold the window.
+    assert_eq!(
+        published(&c.packets_v5("small")),
+        [(Bytes::from_static(b"fits"), false)]
+    );
+    assert_eq!(c.shards[0].stats.publish_dropped_too_large, 2);
+}
