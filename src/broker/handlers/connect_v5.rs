@@ -4,8 +4,8 @@
 //!
 //! What the CONNACK announces: Maximum QoS when `max_qos` is below 2; Retain Available;
 //! Maximum Packet Size (`max_packet_size`, when below the protocol's); Wildcard and Shared Subscription Available;
-//! Subscription Identifiers Available 0 (not supported yet); Topic Alias Maximum 0 (the default:
-//! no client→server aliases yet); the Session Expiry Interval when the broker's
+//! Subscription Identifiers Available 0 (not supported yet); Topic Alias Maximum
+//! ([`mqtt5::TOPIC_ALIAS_MAXIMUM`]: the client→server aliases `publish.rs` resolves); the Session Expiry Interval when the broker's
 //! `session_expiry_interval` cut the client's; the Assigned Client Identifier when the client
 //! sent none.
 
@@ -61,6 +61,7 @@ impl BrokerCore {
             wildcard_subscription_available: Some(true),
             subscription_identifier_available: Some(false),
             shared_subscription_available: Some(true),
+            topic_alias_maximum: Some(mqtt5::TOPIC_ALIAS_MAXIMUM),
             session_expiry_interval: (granted_expiry != asked_expiry).then_some(granted_expiry),
             assigned_client_identifier: assigned.map(str::to_string),
             ..Properties::default()

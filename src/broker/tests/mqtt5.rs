@@ -269,3 +269,73 @@ fn a_packet_over_max_packet_size_gets_disconnect_0x95() {
         Some(ReasonCode::PACKET_TOO_LARGE)
     );
 }
+
+/// A QoS 0 PUBLISH from an MQTT 5 client with `topic` (`None`: empty) and Topic Alias `alias`.
+fn aliased_publish(topic: Option<&str>, alias: u16, payload: &'static [u8]) -> v5::Packet {
+    let message = Message {
+        topic: TopicName::new("unused").expect("topic"),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: None,
+    };
+    v5::Packet::Publish(v5::Publish {
+        topic: topic.map(|t| TopicName::new(t).expect("topic")),
+        properties: Properties {
+            topic_alias: Some(alias),
+            ..Properties::default()
+        },
+        ..v5::Publish::new(message, None, false)
+    })
+}
+
+#[test]
+fn client_topic_aliases_are_resolved_per_connection() {
+    let (publisher, subscriber) = ids_on_distinct_shards();
+    let mut c = Cluster::new(2);
+    c.connect_v5_plain(&subscriber);
+    c.send_v5(&subscriber, subscribe_v5("t/#"));
+    c.packets_v5(&subscriber);
+    let ack = c.connect_v5_plain(&publisher);
+    assert_eq!(
+        ack.properties.topic_alias_maximum,
+        Some(crate::broker::mqtt5::TOPIC_ALIAS_MAXIMUM)
+    );
+    c.send_v5(&publisher, aliased_publish(Some("t/a"), 1, b"1"));
+    c.send_v5(&publisher, aliased_publish(None, 1, b"2"));
+    // A topic with a known alias replaces its mapping [MQTT-3.3.2-11].
+    c.send_v5(&publisher, aliased_publish(Some("t/b"), 1, b"3"));
+    c.send_v5(&publisher, aliased_publish(None, 1, b"4"));
+    let got: Vec<(String, Bytes)> = c
+        .packets_v5(&subscriber)
+        .into_iter()
+        .filter_map(|p| match p {
+            v5::Packet::Publish(p) => Some((p.topic?.as_str().to_string(), p.payload)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(String, Bytes)> = [("t/a", "1"), ("t/a", "2"), ("t/b", "3"), ("t/b", "4")]
+        .iter()
+        .map(|(t, p)| (t.to_string(), Bytes::from(p.as_bytes())))
+        .collect();
+    assert_eq!(got, want);
+    assert!(c.packets_v5(&publisher).is_empty());
+
+    // Above the maximum: Topic Alias invalid [MQTT-3.3.2-9].
+    let above = crate::broker::mqtt5::TOPIC_ALIAS_MAXIMUM + 1;
+    c.send_v5(&publisher, aliased_publish(Some("t/a"), above, b"5"));
+    assert_eq!(
+        disconnect_reason(&c.packets_v5(&publisher)),
+        Some(ReasonCode::TOPIC_ALIAS_INVALID)
+    );
+    assert!(c.client(&publisher).closed);
+
+    // A new connection starts with no alias [MQTT-3.3.2-10]: an empty topic is a protocol error.
+    c.connect_v5_plain(&publisher);
+    c.send_v5(&publisher, aliased_publish(None, 1, b"6"));
+    assert_eq!(
+        disconnect_reason(&c.packets_v5(&publisher)),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+    assert!(c.packets_v5(&subscriber).is_empty());
+}
