@@ -26,6 +26,8 @@ pub struct V5Link {
     /// The client's Request Problem Information (default 1): with 0, no Reason String or User
     /// Property in anything but PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
     pub problem_information: bool,
+    /// The Will Delay Interval of the CONNECT's will, in seconds (0: none or no will).
+    pub will_delay: u32,
     /// The client's Topic Aliases: alias → topic name, for this connection only [MQTT-3.3.2-7].
     topic_aliases: HashMap<u16, TopicName>,
 }
@@ -35,12 +37,14 @@ pub struct V5Link {
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
 impl V5Link {
-    /// The link of a CONNECT with `properties`.
+    /// The link of a CONNECT with `properties` (their `will_delay_interval`: the will's, which
+    /// `handlers/connect_v5.rs` moves there).
     pub fn new(properties: &Properties) -> Self {
         V5Link {
             connect_expiry: properties.session_expiry_interval.unwrap_or(0),
             max_packet_size: properties.maximum_packet_size,
             problem_information: properties.request_problem_information.unwrap_or(true),
+            will_delay: properties.will_delay_interval.unwrap_or(0),
             topic_aliases: HashMap::new(),
         }
     }

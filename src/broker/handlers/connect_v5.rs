@@ -20,7 +20,14 @@ const MAX_PROPERTY: u32 = 268_435_455;
 
 /// An MQTT 5 CONNECT as the shared CONNECT (the will's properties go into its message) and the
 /// CONNECT properties.
-pub(super) fn from_v5(connect: v5::Connect) -> (Box<Connect>, Option<Box<Properties>>) {
+///
+/// The will's Will Delay Interval, a will property, goes into the CONNECT properties (where no
+/// CONNECT has one) for [`mqtt5::V5Link::new`]: the shared will message does not carry it.
+pub(super) fn from_v5(mut connect: v5::Connect) -> (Box<Connect>, Option<Box<Properties>>) {
+    connect.properties.will_delay_interval = connect
+        .will
+        .as_ref()
+        .and_then(|will| will.properties.will_delay_interval);
     let will = connect.will.map(|will| crate::protocol::Message {
         properties: mqtt5::message_properties(will.properties),
         ..will.message

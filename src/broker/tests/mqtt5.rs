@@ -339,3 +339,84 @@ fn client_topic_aliases_are_resolved_per_connection() {
     );
     assert!(c.packets_v5(&subscriber).is_empty());
 }
+
+/// An MQTT 5 CONNECT that keeps its session `expiry` seconds, with a will to "will/<name>" that
+/// waits `delay` seconds.
+fn connect_with_delayed_will(name: &str, expiry: u32, delay: u32) -> v5::Connect {
+    let properties = Properties {
+        session_expiry_interval: Some(expiry),
+        ..Properties::default()
+    };
+    v5::Connect {
+        clean_start: false,
+        will: Some(v5::Will {
+            message: Message {
+                topic: TopicName::new(&format!("will/{name}")).expect("topic"),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: None,
+            },
+            properties: Properties {
+                will_delay_interval: Some(delay),
+                ..Properties::default()
+            },
+        }),
+        ..v5_connect(name, 0, properties)
+    }
+}
+
+#[test]
+fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_session_ends() {
+    let mut c = Cluster::new(2);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("will/#", QoS::AtMostOnce)]);
+    c.packets("watcher");
+
+    // Kept: published once the delay has passed, not before.
+    c.connect_v5(
+        "late",
+        connect_with_delayed_will("late", 100, 10),
+        AuthVerdict::Allowed,
+    );
+    c.drop_connection("late");
+    c.advance(Duration::from_secs(9));
+    assert!(c.payloads("watcher").is_empty());
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+
+    // Cancelled: the client is back before the delay [MQTT-3.1.3-9], and leaves cleanly.
+    c.connect_v5(
+        "back",
+        connect_with_delayed_will("back", 100, 10),
+        AuthVerdict::Allowed,
+    );
+    c.drop_connection("back");
+    c.advance(Duration::from_secs(5));
+    let mut again = connect_with_delayed_will("back", 100, 10);
+    again.will = None;
+    c.connect_v5("back", again, AuthVerdict::Allowed);
+    c.advance(Duration::from_secs(20));
+    assert!(c.payloads("watcher").is_empty());
+
+    // Sooner: the session expires (3 s) before the delay (10 s).
+    c.connect_v5(
+        "brief",
+        connect_with_delayed_will("brief", 3, 10),
+        AuthVerdict::Allowed,
+    );
+    c.drop_connection("brief");
+    c.advance(Duration::from_secs(2));
+    assert!(c.payloads("watcher").is_empty());
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+
+    // A session that ends with its connection publishes its will at once.
+    c.connect_v5(
+        "now",
+        connect_with_delayed_will("now", 0, 10),
+        AuthVerdict::Allowed,
+    );
+    c.drop_connection("now");
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+}
