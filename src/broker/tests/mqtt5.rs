@@ -366,6 +366,8 @@ fn connect_with_delayed_will(name: &str, expiry: u32, delay: u32) -> v5::Connect
     }
 }
 
+const ALLOWED: AuthVerdict = AuthVerdict::Allowed;
+
 #[test]
 fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_session_ends() {
     let mut c = Cluster::new(2);
@@ -374,11 +376,7 @@ fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_sessi
     c.packets("watcher");
 
     // Kept: published once the delay has passed, not before.
-    c.connect_v5(
-        "late",
-        connect_with_delayed_will("late", 100, 10),
-        AuthVerdict::Allowed,
-    );
+    c.connect_v5("late", connect_with_delayed_will("late", 100, 10), ALLOWED);
     c.drop_connection("late");
     c.advance(Duration::from_secs(9));
     assert!(c.payloads("watcher").is_empty());
@@ -386,11 +384,7 @@ fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_sessi
     assert_eq!(c.payloads("watcher"), ["gone"]);
 
     // Cancelled: the client is back before the delay [MQTT-3.1.3-9], and leaves cleanly.
-    c.connect_v5(
-        "back",
-        connect_with_delayed_will("back", 100, 10),
-        AuthVerdict::Allowed,
-    );
+    c.connect_v5("back", connect_with_delayed_will("back", 100, 10), ALLOWED);
     c.drop_connection("back");
     c.advance(Duration::from_secs(5));
     let mut again = connect_with_delayed_will("back", 100, 10);
@@ -400,11 +394,7 @@ fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_sessi
     assert!(c.payloads("watcher").is_empty());
 
     // Sooner: the session expires (3 s) before the delay (10 s).
-    c.connect_v5(
-        "brief",
-        connect_with_delayed_will("brief", 3, 10),
-        AuthVerdict::Allowed,
-    );
+    c.connect_v5("brief", connect_with_delayed_will("brief", 3, 10), ALLOWED);
     c.drop_connection("brief");
     c.advance(Duration::from_secs(2));
     assert!(c.payloads("watcher").is_empty());
@@ -412,11 +402,7 @@ fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_sessi
     assert_eq!(c.payloads("watcher"), ["gone"]);
 
     // A session that ends with its connection publishes its will at once.
-    c.connect_v5(
-        "now",
-        connect_with_delayed_will("now", 0, 10),
-        AuthVerdict::Allowed,
-    );
+    c.connect_v5("now", connect_with_delayed_will("now", 0, 10), ALLOWED);
     c.drop_connection("now");
     assert_eq!(c.payloads("watcher"), ["gone"]);
 }
