@@ -58,10 +58,11 @@ mod shared;
 pub mod stats;
 pub mod sub_options;
 pub mod topic_trie;
+mod will_delay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use slab::Slab;
@@ -184,6 +185,8 @@ pub struct BrokerCore {
     journal: Option<Box<Journal>>,
     /// Recovered sessions whose will is due (`recovery.rs`).
     recovered_wills: Vec<SessionKey>,
+    /// MQTT 5 wills waiting for their Will Delay Interval (`will_delay.rs`).
+    delayed_wills: will_delay::DelayedWills,
     /// PUBLISHes `handlers/publish.rs` routed from the read buffer (tests check both ways are taken).
     #[cfg(test)]
     routed_in_place: u64,
@@ -204,6 +207,7 @@ impl BrokerCore {
         BrokerCore {
             journal,
             recovered_wills: Vec::new(),
+            delayed_wills: Default::default(),
             settings,
             shard,
             shards: shards.max(1),
@@ -424,6 +428,7 @@ impl BrokerCore {
     pub fn handle_tick(&mut self, now: Instant) {
         self.clock = Some(now);
         self.expire_sessions(now);
+        self.publish_due_wills(now);
         self.close_expired_credentials(now);
         self.stall_slow_subscribers(now);
         for (_, session) in self.sessions.iter_mut() {
@@ -493,6 +498,7 @@ impl BrokerCore {
             .v5
             .as_ref()
             .and_then(|_| mqtt5::disconnect_reason(reason));
+        let will_delay = connection.v5.as_ref().map_or(0, |link| link.will_delay);
         if let Some(code) = v5_goodbye {
             self.write_v5(conn, &mqtt5::disconnect(code));
         }
@@ -545,7 +551,10 @@ impl BrokerCore {
         }
         if reason.publishes_will() {
             if let Some(will) = will {
-                if self.publish_from_client(conn, *will) {
+                if will_delay > 0 && !clean {
+                    // A session that outlives its connection keeps a delayed will [MQTT-3.1.3-9].
+                    self.delay_will(key, Duration::from_secs(will_delay.into()), will);
+                } else if self.publish_from_client(conn, *will) {
                     self.stats.wills_published += 1;
                 }
             }
@@ -564,6 +573,8 @@ impl BrokerCore {
             return;
         }
         self.forget_expiry(key);
+        // The session ends before its will's delay [MQTT-3.1.3-9].
+        self.publish_delayed_will(key);
         let session = self.sessions.remove(key);
         self.caught_up(key);
         self.session_by_client_id.remove(&session.client_id);

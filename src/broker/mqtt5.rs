@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use crate::protocol::v5::{self, Properties, ReasonCode};
-use crate::protocol::{ConnectReturnCode, Message, Packet, SubscribeReturnCode};
+use crate::protocol::{ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName};
 
 use super::CloseReason;
 
@@ -24,15 +26,55 @@ pub struct V5Link {
     /// The client's Request Problem Information (default 1): with 0, no Reason String or User
     /// Property in anything but PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
     pub problem_information: bool,
+    /// The Will Delay Interval of the CONNECT's will, in seconds (0: none or no will).
+    pub will_delay: u32,
+    /// The client's Topic Aliases: alias → topic name, for this connection only [MQTT-3.3.2-7].
+    topic_aliases: HashMap<u16, TopicName>,
 }
 
+/// The Topic Alias Maximum the broker announces in CONNACK: a client may use aliases 1 to this
+/// [MQTT-3.2.2.3.8].
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
+
 impl V5Link {
-    /// The link of a CONNECT with `properties`.
+    /// The link of a CONNECT with `properties` (their `will_delay_interval`: the will's, which
+    /// `handlers/connect_v5.rs` moves there).
     pub fn new(properties: &Properties) -> Self {
         V5Link {
             connect_expiry: properties.session_expiry_interval.unwrap_or(0),
             max_packet_size: properties.maximum_packet_size,
             problem_information: properties.request_problem_information.unwrap_or(true),
+            will_delay: properties.will_delay_interval.unwrap_or(0),
+            topic_aliases: HashMap::new(),
+        }
+    }
+
+    /// The topic name of a client's PUBLISH with `topic` (`None`: the empty name) and `alias`:
+    /// a topic with an alias (re)sets the alias; an empty topic takes its alias's
+    /// [MQTT-3.3.2-12]. Errors: the reason code of the DISCONNECT, 0x94 for an alias that is 0
+    /// or above [`TOPIC_ALIAS_MAXIMUM`] [MQTT-3.3.2-9], 0x82 for an empty topic whose alias has
+    /// no topic yet.
+    pub fn resolve_topic(
+        &mut self,
+        topic: Option<TopicName>,
+        alias: Option<u16>,
+    ) -> Result<TopicName, ReasonCode> {
+        let Some(alias) = alias else {
+            return topic.ok_or(ReasonCode::PROTOCOL_ERROR);
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(ReasonCode::TOPIC_ALIAS_INVALID);
+        }
+        match topic {
+            Some(topic) => {
+                self.topic_aliases.insert(alias, topic.clone());
+                Ok(topic)
+            }
+            None => self
+                .topic_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or(ReasonCode::PROTOCOL_ERROR),
         }
     }
 }
@@ -197,5 +239,51 @@ mod tests {
         let kept = message_properties(props).expect("content type and user properties");
         assert_eq!(kept.topic_alias, None);
         assert_eq!(kept.user_properties.len(), 2);
+    }
+
+    #[test]
+    fn topic_aliases_set_resolve_and_refuse() {
+        let topic = |s| Some(TopicName::new(s).expect("topic"));
+        let mut link = V5Link::new(&Properties::default());
+        assert_eq!(
+            link.resolve_topic(None, Some(1)),
+            Err(ReasonCode::PROTOCOL_ERROR)
+        );
+        assert_eq!(
+            link.resolve_topic(topic("a"), Some(1)),
+            Ok(TopicName::new("a").expect("topic"))
+        );
+        assert_eq!(
+            link.resolve_topic(None, Some(1)),
+            topic("a").ok_or(ReasonCode::SUCCESS)
+        );
+        assert_eq!(
+            link.resolve_topic(topic("b"), Some(1))
+                .map(|t| t.to_string()),
+            Ok("b".into())
+        );
+        assert_eq!(
+            link.resolve_topic(None, Some(1)).map(|t| t.to_string()),
+            Ok("b".into())
+        );
+        assert_eq!(
+            link.resolve_topic(topic("c"), None).map(|t| t.to_string()),
+            Ok("c".into())
+        );
+        assert_eq!(
+            link.resolve_topic(None, None),
+            Err(ReasonCode::PROTOCOL_ERROR)
+        );
+        for bad in [0, TOPIC_ALIAS_MAXIMUM + 1] {
+            assert_eq!(
+                link.resolve_topic(topic("a"), Some(bad)),
+                Err(ReasonCode::TOPIC_ALIAS_INVALID)
+            );
+        }
+        assert_eq!(
+            link.resolve_topic(topic("m"), Some(TOPIC_ALIAS_MAXIMUM))
+                .map(|t| t.to_string()),
+            Ok("m".into())
+        );
     }
 }

@@ -198,8 +198,10 @@ def test_auth_packet_and_malformed_properties_close_with_a_reason(broker):
     for bad, code in [(bytes([0xF0, 0]), 0x82),
                       # PUBLISH with property 0x7F, which does not exist: malformed.
                       (packet(0x30, mqtt_str("t") + bytes([2, 0x7F, 0]) + b"x"), 0x81),
-                      # PUBLISH with a Topic Alias: the broker announced none.
-                      (packet(0x30, mqtt_str("t") + bytes([3, 0x23, 0, 1]) + b"x"), 0x94)]:
+                      # PUBLISH with a Topic Alias above the maximum the broker announced.
+                      (packet(0x30, mqtt_str("t") + bytes([3, 0x23, 0xFF, 0xFF]) + b"x"), 0x94),
+                      # An empty topic with an alias this connection did not set.
+                      (packet(0x30, mqtt_str("") + bytes([3, 0x23, 0, 1]) + b"x"), 0x82)]:
         conn = RawConn(broker.host, broker.port)
         conn.send(v5_connect_packet(f"bad-input-{code}"))
         first, body = conn.recv_packet()

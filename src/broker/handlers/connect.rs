@@ -410,6 +410,10 @@ fn check(
             broker.close(old_conn, CloseReason::TakenOver);
         }
     }
+    // A new connection to the session: its delayed will is not published [MQTT-3.1.3-9].
+    if let Some(&old_key) = broker.session_by_client_id.get(&client_id) {
+        broker.cancel_delayed_will(old_key);
+    }
     // A clean session discards any previous one [MQTT-3.1.2-6].
     let mut dropped_persistent = false;
     if connect.clean_session {

@@ -4,8 +4,8 @@
 //!
 //! What the CONNACK announces: Maximum QoS when `max_qos` is below 2; Retain Available;
 //! Maximum Packet Size (`max_packet_size`, when below the protocol's); Wildcard and Shared Subscription Available;
-//! Subscription Identifiers Available 0 (not supported yet); Topic Alias Maximum 0 (the default:
-//! no client→server aliases yet); the Session Expiry Interval when the broker's
+//! Subscription Identifiers Available 0 (not supported yet); Topic Alias Maximum
+//! ([`mqtt5::TOPIC_ALIAS_MAXIMUM`]: the client→server aliases `publish.rs` resolves); the Session Expiry Interval when the broker's
 //! `session_expiry_interval` cut the client's; the Assigned Client Identifier when the client
 //! sent none.
 
@@ -20,7 +20,14 @@ const MAX_PROPERTY: u32 = 268_435_455;
 
 /// An MQTT 5 CONNECT as the shared CONNECT (the will's properties go into its message) and the
 /// CONNECT properties.
-pub(super) fn from_v5(connect: v5::Connect) -> (Box<Connect>, Option<Box<Properties>>) {
+///
+/// The will's Will Delay Interval, a will property, goes into the CONNECT properties (where no
+/// CONNECT has one) for [`mqtt5::V5Link::new`]: the shared will message does not carry it.
+pub(super) fn from_v5(mut connect: v5::Connect) -> (Box<Connect>, Option<Box<Properties>>) {
+    connect.properties.will_delay_interval = connect
+        .will
+        .as_ref()
+        .and_then(|will| will.properties.will_delay_interval);
     let will = connect.will.map(|will| crate::protocol::Message {
         properties: mqtt5::message_properties(will.properties),
         ..will.message
@@ -61,6 +68,7 @@ impl BrokerCore {
             wildcard_subscription_available: Some(true),
             subscription_identifier_available: Some(false),
             shared_subscription_available: Some(true),
+            topic_alias_maximum: Some(mqtt5::TOPIC_ALIAS_MAXIMUM),
             session_expiry_interval: (granted_expiry != asked_expiry).then_some(granted_expiry),
             assigned_client_identifier: assigned.map(str::to_string),
             ..Properties::default()

@@ -28,16 +28,29 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
     handle_message(broker, conn, message, publish.packet_id.unwrap_or(0), None);
 }
 
-/// A decoded MQTT 5 PUBLISH: what it may not carry closes the connection (a Topic Alias: the
-/// broker announces Topic Alias Maximum 0 [MQTT-3.3.2-9]; a Subscription Identifier
+/// A decoded MQTT 5 PUBLISH: its Topic Alias sets or gives its topic ([`mqtt5::V5Link::resolve_topic`]);
+/// what it may not carry closes the connection (an alias 0, above the maximum announced or
+/// not set yet: 0x94 / 0x82 [MQTT-3.3.2-9]; a Subscription Identifier
 /// [MQTT-3.3.4-6]; a QoS above the Maximum QoS announced [MQTT-3.2.2-11]); a payload that is not
 /// the UTF-8 its Payload Format Indicator promises is acknowledged with 0x99 and dropped
 /// [MQTT-3.3.2-4]; a QoS 1/2 one that reaches no subscriber is acknowledged with 0x10. Its
 /// message properties travel with it.
 pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publish) {
-    let (Some(topic), None) = (publish.topic, publish.properties.topic_alias) else {
-        broker.protocol_error_v5(conn, ReasonCode::TOPIC_ALIAS_INVALID);
-        return;
+    let alias = publish.properties.topic_alias;
+    let topic = match broker
+        .connections
+        .get_mut(&conn)
+        .and_then(|c| c.v5.as_deref_mut())
+    {
+        Some(link) => link.resolve_topic(publish.topic, alias),
+        None => return,
+    };
+    let topic = match topic {
+        Ok(topic) => topic,
+        Err(code) => {
+            broker.protocol_error_v5(conn, code);
+            return;
+        }
     };
     if !publish.properties.subscription_identifiers.is_empty() {
         broker.protocol_error_v5(conn, ReasonCode::PROTOCOL_ERROR);

@@ -415,3 +415,140 @@ fn a_publish_over_the_clients_maximum_packet_size_is_dropped_and_counted() {
     );
     assert_eq!(c.shards[0].stats.publish_dropped_too_large, 2);
 }
+
+/// A QoS 0 PUBLISH from an MQTT 5 client with `topic` (`None`: empty) and Topic Alias `alias`.
+fn aliased_publish(topic: Option<&str>, alias: u16, payload: &'static [u8]) -> v5::Packet {
+    let message = Message {
+        topic: TopicName::new("unused").expect("topic"),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: None,
+    };
+    v5::Packet::Publish(v5::Publish {
+        topic: topic.map(|t| TopicName::new(t).expect("topic")),
+        properties: Properties {
+            topic_alias: Some(alias),
+            ..Properties::default()
+        },
+        ..v5::Publish::new(message, None, false)
+    })
+}
+
+#[test]
+fn client_topic_aliases_are_resolved_per_connection() {
+    let (publisher, subscriber) = ids_on_distinct_shards();
+    let mut c = Cluster::new(2);
+    c.connect_v5_plain(&subscriber);
+    c.send_v5(&subscriber, subscribe_v5("t/#"));
+    c.packets_v5(&subscriber);
+    let ack = c.connect_v5_plain(&publisher);
+    assert_eq!(
+        ack.properties.topic_alias_maximum,
+        Some(crate::broker::mqtt5::TOPIC_ALIAS_MAXIMUM)
+    );
+    c.send_v5(&publisher, aliased_publish(Some("t/a"), 1, b"1"));
+    c.send_v5(&publisher, aliased_publish(None, 1, b"2"));
+    // A topic with a known alias replaces its mapping [MQTT-3.3.2-11].
+    c.send_v5(&publisher, aliased_publish(Some("t/b"), 1, b"3"));
+    c.send_v5(&publisher, aliased_publish(None, 1, b"4"));
+    let got: Vec<(String, Bytes)> = c
+        .packets_v5(&subscriber)
+        .into_iter()
+        .filter_map(|p| match p {
+            v5::Packet::Publish(p) => Some((p.topic?.as_str().to_string(), p.payload)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(String, Bytes)> = [("t/a", "1"), ("t/a", "2"), ("t/b", "3"), ("t/b", "4")]
+        .iter()
+        .map(|(t, p)| (t.to_string(), Bytes::from(p.as_bytes())))
+        .collect();
+    assert_eq!(got, want);
+    assert!(c.packets_v5(&publisher).is_empty());
+
+    // Above the maximum: Topic Alias invalid [MQTT-3.3.2-9].
+    let above = crate::broker::mqtt5::TOPIC_ALIAS_MAXIMUM + 1;
+    c.send_v5(&publisher, aliased_publish(Some("t/a"), above, b"5"));
+    assert_eq!(
+        disconnect_reason(&c.packets_v5(&publisher)),
+        Some(ReasonCode::TOPIC_ALIAS_INVALID)
+    );
+    assert!(c.client(&publisher).closed);
+
+    // A new connection starts with no alias [MQTT-3.3.2-10]: an empty topic is a protocol error.
+    c.connect_v5_plain(&publisher);
+    c.send_v5(&publisher, aliased_publish(None, 1, b"6"));
+    assert_eq!(
+        disconnect_reason(&c.packets_v5(&publisher)),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
+    assert!(c.packets_v5(&subscriber).is_empty());
+}
+
+/// An MQTT 5 CONNECT that keeps its session `expiry` seconds, with a will to "will/<name>" that
+/// waits `delay` seconds.
+fn connect_with_delayed_will(name: &str, expiry: u32, delay: u32) -> v5::Connect {
+    let properties = Properties {
+        session_expiry_interval: Some(expiry),
+        ..Properties::default()
+    };
+    v5::Connect {
+        clean_start: false,
+        will: Some(v5::Will {
+            message: Message {
+                topic: TopicName::new(&format!("will/{name}")).expect("topic"),
+                payload: Bytes::from_static(b"gone"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: None,
+            },
+            properties: Properties {
+                will_delay_interval: Some(delay),
+                ..Properties::default()
+            },
+        }),
+        ..v5_connect(name, 0, properties)
+    }
+}
+
+const ALLOWED: AuthVerdict = AuthVerdict::Allowed;
+
+#[test]
+fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_session_ends() {
+    let mut c = Cluster::new(2);
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("will/#", QoS::AtMostOnce)]);
+    c.packets("watcher");
+
+    // Kept: published once the delay has passed, not before.
+    c.connect_v5("late", connect_with_delayed_will("late", 100, 10), ALLOWED);
+    c.drop_connection("late");
+    c.advance(Duration::from_secs(9));
+    assert!(c.payloads("watcher").is_empty());
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+
+    // Cancelled: the client is back before the delay [MQTT-3.1.3-9], and leaves cleanly.
+    c.connect_v5("back", connect_with_delayed_will("back", 100, 10), ALLOWED);
+    c.drop_connection("back");
+    c.advance(Duration::from_secs(5));
+    let mut again = connect_with_delayed_will("back", 100, 10);
+    again.will = None;
+    c.connect_v5("back", again, AuthVerdict::Allowed);
+    c.advance(Duration::from_secs(20));
+    assert!(c.payloads("watcher").is_empty());
+
+    // Sooner: the session expires (3 s) before the delay (10 s).
+    c.connect_v5("brief", connect_with_delayed_will("brief", 3, 10), ALLOWED);
+    c.drop_connection("brief");
+    c.advance(Duration::from_secs(2));
+    assert!(c.payloads("watcher").is_empty());
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+
+    // A session that ends with its connection publishes its will at once.
+    c.connect_v5("now", connect_with_delayed_will("now", 0, 10), ALLOWED);
+    c.drop_connection("now");
+    assert_eq!(c.payloads("watcher"), ["gone"]);
+}
