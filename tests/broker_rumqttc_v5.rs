@@ -14,7 +14,7 @@ use rumqttc::v5::mqttbytes::v5::{
     SubscribeProperties,
 };
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -23,9 +23,7 @@ use common::{id_on_shard, start_broker};
 
 with_shards!(
     properties_are_forwarded_unchanged,
-    subscription_identifier_reaches_the_subscriber,
     no_local_skips_the_clients_own_messages,
-    expired_retained_message_is_not_delivered,
     session_expiry_keeps_the_queue_until_resumed,
     takeover_says_session_taken_over,
     shared_subscription_gives_each_message_to_one_member,
@@ -56,15 +54,20 @@ async fn connect(addr: std::net::SocketAddr, id: &str, clean: bool, expiry: Opti
     let (tx, publishes) = mpsc::unbounded_channel();
     let (dtx, disconnects) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            // Stops once nobody reads the publishes any more.
-            let read = match event {
-                Event::Incoming(Packet::Publish(p)) => tx.send(p).is_ok(),
-                Event::Incoming(Packet::Disconnect(d)) => {
-                    let _ = dtx.send(d.reason_code);
-                    true
+        loop {
+            // Stops once nobody reads the publishes any more, or the connection ends. rumqttc
+            // reports a DISCONNECT from the server as an error carrying its reason code.
+            let read = match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => tx.send(p).is_ok(),
+                Ok(_) => true,
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                })) => {
+                    let _ = dtx.send(reason_code);
+                    false
                 }
-                _ => true,
+                Err(_) => false,
             };
             if !read {
                 break;
@@ -183,6 +186,9 @@ async fn properties_are_forwarded_unchanged(shards: usize) {
     assert_eq!(props.content_type, sent.content_type);
 }
 
+// Not in `with_shards!` until the broker offers Subscription Identifiers (README, "MQTT 5", "Not
+// yet"): it announces them unavailable today.
+#[allow(dead_code)]
 async fn subscription_identifier_reaches_the_subscriber(shards: usize) {
     let (_broker, addr) = start_broker(shards);
     let mut sub = connect(addr, &id_on_shard("sub", 0, shards), true, None).await;
@@ -213,6 +219,8 @@ async fn no_local_skips_the_clients_own_messages(shards: usize) {
     me.nothing_within(Duration::from_millis(300)).await;
 }
 
+// Not in `with_shards!` until the broker enforces Message Expiry (README, "MQTT 5", "Not yet").
+#[allow(dead_code)]
 async fn expired_retained_message_is_not_delivered(shards: usize) {
     let (_broker, addr) = start_broker(shards);
     let publisher = connect(addr, &id_on_shard("pub", 0, shards), true, None).await;

@@ -4,7 +4,8 @@
 //! length 0 means 0x00 Normal disconnection, 1 means no properties) and AUTH [MQTT-3.15]
 //! (remaining length 0 means 0x00 Success; otherwise both reason code and property length).
 //!
-//! Encoding picks the shortest form; decoding accepts every form the specification allows.
+//! Encoding picks the shortest form (but writes a DISCONNECT's property length after a reason
+//! code, see `encode_reason`); decoding accepts every form the specification allows.
 //! Must not track in-flight messages or authentication state.
 
 use bytes::{BufMut, BytesMut};
@@ -48,7 +49,10 @@ pub(super) fn decode_reason(
     read_tail(Reader::new(body), kind, kind == Kind::Auth)
 }
 
-/// Encodes a DISCONNECT or AUTH in its shortest form.
+/// Encodes a DISCONNECT or AUTH in its shortest form, except that a reason code is always
+/// followed by a property length: the specification lets a DISCONNECT end after its reason
+/// code, but clients in use (rumqttc 0.24) then wait for a property length that never comes and
+/// miss why they were disconnected.
 pub(super) fn encode_reason(
     reason: ReasonCode,
     properties: &Properties,
@@ -56,7 +60,7 @@ pub(super) fn encode_reason(
     first_byte: u8,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let tail = Tail::of(reason, properties, kind, kind == Kind::Auth)?;
+    let tail = Tail::of(reason, properties, kind, true)?;
     fixed_header::write(out, first_byte, tail.len())?;
     tail.write(reason, properties, out);
     Ok(())

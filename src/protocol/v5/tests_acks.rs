@@ -223,7 +223,16 @@ fn disconnect_forms() {
         ReasonCode::SESSION_TAKEN_OVER,
         Properties::default(),
     ));
-    assert_eq!(&taken[..], &[0xe0, 1, 0x8e]);
+    // A reason code is followed by a property length (rumqttc 0.24 needs it), and the short
+    // form is still read.
+    assert_eq!(&taken[..], &[0xe0, 2, 0x8e, 0]);
+    assert_eq!(
+        decode_one(&[0xe0, 1, 0x8e]),
+        Ok(disconnect(
+            ReasonCode::SESSION_TAKEN_OVER,
+            Properties::default()
+        ))
+    );
     assert_eq!(
         decode_one(&[0xe0, 2, 0, 0]),
         Ok(disconnect(ReasonCode::SUCCESS, Properties::default()))
