@@ -43,6 +43,7 @@ mod interest;
 mod interface;
 mod journal;
 mod listing;
+mod matching;
 pub mod memory;
 pub mod mqtt5;
 mod outbox;
@@ -88,12 +89,12 @@ use expiry::ExpiryIndex;
 use flow_control::BehindSessions;
 pub use flow_control::{FlowGate, HeldPublisher};
 use journal::Journal;
+use matching::LastTopic;
 pub use memory::{MemoryBudget, Pressure};
 use outbox::PublishesWritten;
 use outbox_pool::OutboxPool;
 pub use retained::RetainVersion;
 use retained::RetainedStore;
-use routing::LastTopic;
 use session::{QueueLimits, Resend, Session};
 use shared::SharedGroups;
 pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
@@ -168,7 +169,7 @@ pub struct BrokerCore {
     /// The sessions the last routed topic matched (deduplicated, highest QoS each): the trie walk
     /// was ~8 % of the broker's CPU at saturation (`perf`, pairs -n 8 QoS 0). Forgotten whenever
     /// the trie changes.
-    last_match: LastTopic<(SessionKey, routing::Found)>,
+    last_match: LastTopic<(SessionKey, matching::Found)>,
     /// The other shards with a subscriber for the last routed topic (one trie walk per other
     /// shard otherwise). Forgotten whenever another shard's interest changes.
     last_remote: LastTopic<usize>,

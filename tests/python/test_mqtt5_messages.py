@@ -340,6 +340,17 @@ def test_shared_subscription_delivers_each_message_to_one_member(v5clients, subs
         m.nothing(0.2)
 
 
+def test_a_publish_only_a_share_group_takes_is_not_no_matching_subscribers(v5clients):
+    member = v5clients("share-only-m")
+    member.connected()
+    member.subscribe("$share/g/msg/share-only", qos=1)
+    pub = v5clients("share-only-pub")
+    pub.connected()
+    # A group member is a matching subscriber: 0x10 would tell the publisher nobody got it.
+    assert pub.publish("msg/share-only", b"x", qos=1) == 0x00
+    assert member.get().payload == b"x"
+
+
 @pytest.mark.mqtt5_server_choice("Mosquitto 2.0 sends retained messages on shared subscriptions")
 def test_shared_subscription_gets_no_retained_message(v5clients):
     pub = v5clients("share-ret-pub")
