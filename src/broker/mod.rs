@@ -33,6 +33,7 @@
 
 mod admin_verbs;
 pub mod bus_batch;
+mod bus_inbox;
 pub mod connection;
 mod credentials_expiry;
 mod expiry;
@@ -70,7 +71,7 @@ use slab::Slab;
 
 use crate::persist::Record;
 use crate::plugins::ClientInfo;
-use crate::protocol::{self, Connect, Packet, PublishRef, QoS, TopicFilter};
+use crate::protocol::{self, Connect, Packet, PublishRef, TopicFilter};
 
 pub use crate::plugins::AuthVerdict;
 
@@ -327,96 +328,6 @@ impl BrokerCore {
         if let Some(connection) = self.connections.remove(&conn) {
             self.settings.memory.sub(connection.outbox.len());
             self.outbox_pool.give(connection.outbox);
-        }
-    }
-
-    /// A message from another shard.
-    pub fn handle_bus(&mut self, message: BusMessage) {
-        self.stats.bus_received += match &message {
-            BusMessage::Publishes(batch, _) => batch.len() as u64,
-            _ => 1,
-        };
-        match message {
-            BusMessage::Publish(message) => {
-                if message.retain {
-                    // The control shard's `$SYS` messages: one writer, applied as made here.
-                    let version = self.retained.next_version(self.shard);
-                    self.apply_retained(&message, version);
-                }
-                // Every shard gets it: the first one serves the share groups.
-                if self.shard == 0 {
-                    self.route_shared(&message, None);
-                }
-                self.deliver_local(message, None);
-            }
-            BusMessage::Publishes(batch, stamp) => {
-                let mark = self.journal_mark();
-                let bytes = batch.into_bytes();
-                let mut qos12 = 0;
-                for publish in PublishBatch::read(&bytes) {
-                    qos12 += usize::from(publish.qos != QoS::AtMostOnce);
-                    self.deliver_batched(&bytes, publish);
-                }
-                if let Some(stamp) = stamp {
-                    self.delivery_received(stamp, mark);
-                }
-                self.arrived_across(qos12);
-            }
-            BusMessage::Retained {
-                message,
-                version,
-                stamp,
-            } => {
-                let mark = self.journal_mark();
-                self.apply_retained(&message, version);
-                self.deliver_local(message, None);
-                if let Some(stamp) = stamp {
-                    self.delivery_received(stamp, mark);
-                }
-            }
-            BusMessage::Durable { from, upto } => self.durable_confirmed(from, upto),
-            BusMessage::ShareMembers {
-                from,
-                group,
-                online,
-                offline,
-                token,
-            } => {
-                self.share_members_announced(from, &group, online, offline);
-                if let Some(token) = token {
-                    self.send_bus(from, BusMessage::SharedAck { token });
-                }
-            }
-            BusMessage::SharedAck { token } => self.interest_confirmed(token),
-            BusMessage::SharedPublish {
-                group,
-                message,
-                hash,
-                hops,
-                stamp,
-            } => self.shared_publish_received(&group, &message, hash, hops, stamp),
-            BusMessage::Interest {
-                from,
-                filter,
-                added,
-                token,
-            } => {
-                if let Some(table) = self.remote_interest.get_mut(from) {
-                    self.last_remote.forget();
-                    if added {
-                        table.entry(&filter, || ());
-                    } else {
-                        table.remove(&filter);
-                    }
-                }
-                if let Some(token) = token {
-                    self.send_bus(from, BusMessage::InterestAck { token });
-                }
-            }
-            BusMessage::InterestAck { token } => {
-                self.announcement_confirmed(token);
-                self.interest_confirmed(token);
-            }
         }
     }
 

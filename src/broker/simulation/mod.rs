@@ -76,7 +76,7 @@ use bytes::Bytes;
 use super::*;
 use crate::protocol::{
     decode, ConnectReturnCode, LastWill, ProtocolLevel, PubAck, PubComp, PubRec, PubRel, Publish,
-    Subscribe, SubscribeFilter, SubscribeReturnCode, TopicName, Unsubscribe,
+    QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicName, Unsubscribe,
 };
 
 /// Topics published to: overlapping levels, an empty level at each end.

@@ -36,7 +36,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::protocol::{
-    decode, ConnAck, ConnectReturnCode, ProtocolLevel, Publish, Subscribe, SubscribeFilter,
+    decode, ConnAck, ConnectReturnCode, ProtocolLevel, Publish, QoS, Subscribe, SubscribeFilter,
     TopicName,
 };
 
