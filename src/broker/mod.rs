@@ -6,7 +6,7 @@
 //! - `handle_first_bytes` then `handle_connect`: a new connection's first packet (`handlers/connect.rs`);
 //! - `handle_bytes`, `handle_closed`, `handle_protocol_error`: from a served connection
 //!   (`handle_bytes` is the one door for its packets: `handlers/mod.rs`);
-//! - `handle_bus`: a message from another shard;
+//! - `handle_bus`: a message from another shard (`bus_inbox.rs`);
 //! - `handle_tick`: time passes (keep-alive, session expiry);
 //! - `poll_actions` and `take_outbox`: what the runtime must do now.
 //! - `list_sessions`, `list_retained`: what the host program asks to see (`listing.rs`).
@@ -18,7 +18,8 @@
 //! and event plugins are called from here, through [`Settings::plugins`].
 //! Bytes become packets in `handlers/mod.rs`, and each packet type is handled in its own file in
 //! `handlers/` (CONNECT and the first-packet verdict in `handlers/connect.rs`); where a publish goes
-//! from there (subscribers on this shard, batches for the others) is in `routing.rs`; writing
+//! from there (subscribers on this shard, batches for the others) is in `routing.rs` (matching a
+//! topic against the subscriptions in `matching.rs`); writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
 //! filters themselves are kept in a `topic_trie.rs`); shared subscriptions' groups, which member

@@ -22,7 +22,7 @@ use super::reload::{
     bind_listener, Addresses, ConfigOverrides, ReloadError, ReloadReport, Reloader,
 };
 use super::settings::{ListenerInfo, ListenerSetup, SharedSettings};
-use super::{admin, control, shard, shard_tasks};
+use super::{admin, bridge_hooks, control, shard, shard_tasks};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -396,8 +396,8 @@ impl Broker {
                 .clone();
             let started = crate::bridge::Bridges::start(
                 &config.bridges,
-                |bridge| bridge_local_address(&config, &bound, bridge),
-                || bridge_state_sink(host.clone()),
+                |bridge| bridge_hooks::local_address(&config, &bound, bridge),
+                || bridge_hooks::state_sink(host.clone()),
             );
             match started {
                 Ok(bridges) => Some(bridges),
@@ -456,57 +456,6 @@ impl Broker {
             _data_dir: data_dir,
         })
     }
-}
-
-/// Where a bridge's local session connects: its `local_listener`, or the first plain TCP
-/// listener, at a loopback address when the listener is bound to every interface.
-fn bridge_local_address(
-    config: &BrokerConfig,
-    addresses: &[(String, SocketAddr)],
-    bridge: &crate::config::BridgeConfig,
-) -> Result<SocketAddr, String> {
-    let listener = config
-        .listeners
-        .iter()
-        .filter(|l| crate::config::local_capable(l))
-        .find(|l| {
-            bridge
-                .local_listener
-                .as_ref()
-                .is_none_or(|name| &l.name == name)
-        })
-        .ok_or_else(|| {
-            format!(
-                "bridge '{}': no plain TCP listener to connect to",
-                bridge.name
-            )
-        })?;
-    let mut addr = addresses
-        .iter()
-        .find(|(name, _)| *name == listener.name)
-        .map_or(listener.bind, |(_, addr)| *addr);
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    Ok(addr)
-}
-
-/// Publishes a bridge's state, retained, at `$SYS/broker/bridges/NAME/state`.
-fn bridge_state_sink(host: super::host_client::HostClient) -> crate::bridge::StateSink {
-    Box::new(move |name, connected| {
-        let topic = format!("$SYS/broker/bridges/{name}/state");
-        let payload = if connected {
-            "connected"
-        } else {
-            "disconnected"
-        };
-        if let Err(error) = host.publish(&topic, payload.into(), QoS::AtMostOnce, true) {
-            log::debug!("{topic}: {error}");
-        }
-    })
 }
 
 /// The transport a listener serves, for its start-up line: `tcp`, `tcp+tls`, `ws` or `wss`.

@@ -9,7 +9,8 @@
 //! publisher and the connection log lines name `crate::protocol` types (QoS, CONNACK codes).
 //!
 //! From the top down (a file imports only from files below it):
-//! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping;
+//! - `facade.rs`: [`Broker`], [`BrokerHandle`], [`StartError`]: binding, starting, stopping
+//!   (what the bridges get from it at start: `bridge_hooks.rs`);
 //! - `admin/`: the admin HTTP API (`admin:`): connections on the control shard, the work on a
 //!   thread of its own that asks the shards through `host_client.rs`;
 //! - `reload.rs`: configuration reload (SIGHUP, `POST /api/v1/reload`, `BrokerHandle::reload`):
@@ -43,6 +44,7 @@
 mod accept_loop;
 mod admin;
 mod authenticate;
+mod bridge_hooks;
 mod bus_retry;
 mod connect_rate;
 mod connection_task;
