@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::scalars::Bool;
 use super::*;
+use crate::protocol::ProtocolLevel;
 
 /// Default `keep_alive` of a bridge, seconds (Mosquitto's `keepalive_interval`).
 pub const DEFAULT_BRIDGE_KEEP_ALIVE: u16 = 60;
@@ -36,6 +37,10 @@ pub struct BridgeConfig {
     pub clean_session: bool,
     /// `keep_alive` seconds, both connections (default 60).
     pub keep_alive: u16,
+    /// `protocol_version`: the MQTT version spoken to the remote broker and to this one,
+    /// [`ProtocolLevel::V311`] (default; `3.1.1`, `311`) or [`ProtocolLevel::V5`] (`5`): with 5 the
+    /// messages' MQTT 5 properties cross the bridge and No Local prevents loops.
+    pub protocol: ProtocolLevel,
     /// `ca_file`: PEM CA certificates that the remote's certificate is checked against (default:
     /// the system's roots).
     pub ca_file: Option<PathBuf>,
@@ -110,6 +115,7 @@ pub(super) struct RawBridge {
     client_id: Option<String>,
     clean_session: Option<Bool>,
     keep_alive: Option<i64>,
+    protocol_version: Option<VersionText>,
     ca_file: Option<String>,
     certfile: Option<String>,
     keyfile: Option<String>,
@@ -222,6 +228,15 @@ fn bridge_config(
             .filter(|&v| v >= 5)
             .ok_or_else(|| invalid("keep_alive", format!("must be 5 to 65535 seconds, got {v}")))?,
     };
+    let protocol = match &raw.protocol_version {
+        None => ProtocolLevel::V311,
+        Some(VersionText(text)) => protocol_level(text).ok_or_else(|| {
+            invalid(
+                "protocol_version",
+                format!("must be 3.1.1 or 5, got '{text}'"),
+            )
+        })?,
+    };
     let certfile = raw.certfile.as_ref().map(PathBuf::from);
     let keyfile = raw.keyfile.as_ref().map(PathBuf::from);
     if certfile.is_some() != keyfile.is_some() {
@@ -291,6 +306,7 @@ fn bridge_config(
         client_id: raw.client_id.clone().unwrap_or_else(|| default_id.clone()),
         clean_session: raw.clean_session.is_some_and(|b| b.0),
         keep_alive,
+        protocol,
         ca_file: raw.ca_file.as_ref().map(PathBuf::from),
         certfile,
         keyfile,
@@ -301,6 +317,45 @@ fn bridge_config(
         local_listener: raw.local_listener.clone(),
         topics,
     })
+}
+
+/// `protocol_version` as written: a number (`5`, `311`, `5.0`) or a string (`3.1.1`, `mqttv50`).
+#[derive(Debug)]
+pub(super) struct VersionText(String);
+
+impl<'de> Deserialize<'de> for VersionText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VersionVisitor;
+        impl serde::de::Visitor<'_> for VersionVisitor {
+            type Value = VersionText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an MQTT version: 3.1.1 or 5")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VersionText, E> {
+                Ok(VersionText(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(VersionVisitor)
+    }
+}
+
+/// The level a `protocol_version` names: ours (`3.1.1`, `311`, `5`), or Mosquitto's
+/// `bridge_protocol_version` spellings (`mqttv311`, `mqttv50`).
+fn protocol_level(text: &str) -> Option<ProtocolLevel> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "3.1.1" | "311" | "mqttv311" => Some(ProtocolLevel::V311),
+        "5" | "5.0" | "mqttv5" | "mqttv50" => Some(ProtocolLevel::V5),
+        _ => None,
+    }
 }
 
 /// A listener the bridge's local session can use: plain TCP, no PROXY header.

@@ -2,6 +2,7 @@
 //! (key path, reason) for each kind of bad value.
 
 use super::*;
+use crate::protocol::ProtocolLevel;
 
 const LISTENER: &str = "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:1883\n";
 
@@ -23,6 +24,7 @@ fn no_bridges_by_default_and_the_defaults_of_one() {
             client_id: "amqtt-bridge-cloud".into(),
             clean_session: false,
             keep_alive: DEFAULT_BRIDGE_KEEP_ALIVE,
+            protocol: ProtocolLevel::V311,
             ca_file: None,
             certfile: None,
             keyfile: None,
@@ -74,6 +76,42 @@ fn every_key_is_read_with_either_spelling() {
     assert_eq!(b.topics[1].direction, BridgeDirection::Both);
     assert_eq!(b.topics[1].qos, 2);
     assert_eq!(b.topics[1].remote_prefix, "r/");
+}
+
+#[test]
+fn protocol_version_takes_our_spellings_and_mosquittos() {
+    for (written, level) in [
+        ("3.1.1", ProtocolLevel::V311),
+        ("'3.1.1'", ProtocolLevel::V311),
+        ("311", ProtocolLevel::V311),
+        ("mqttv311", ProtocolLevel::V311),
+        ("5", ProtocolLevel::V5),
+        ("5.0", ProtocolLevel::V5),
+        ("'5'", ProtocolLevel::V5),
+        ("mqttv50", ProtocolLevel::V5),
+        ("MQTTv5", ProtocolLevel::V5),
+    ] {
+        let c = ok(&bridge(&format!(
+            "    url: mqtt://r\n    protocol-version: {written}\n    topics:\n      - {{pattern: 'a'}}\n"
+        )));
+        assert_eq!(c.bridges[0].protocol, level, "{written}");
+    }
+    for bad in ["3.1", "4", "6", "mqttv31", "v5", "[5]"] {
+        let text = bridge(&format!(
+            "    url: mqtt://r\n    protocol_version: {bad}\n    topics:\n      - {{pattern: 'a'}}\n"
+        ));
+        if bad == "[5]" {
+            // Not a scalar: serde's error, naming what is expected.
+            let e = err(&text);
+            assert!(e.to_string().contains("3.1.1 or 5"), "{e}");
+        } else {
+            invalid(
+                &text,
+                "bridges.cloud.protocol_version",
+                &format!("must be 3.1.1 or 5, got '{bad}'"),
+            );
+        }
+    }
 }
 
 #[test]
