@@ -1,6 +1,7 @@
-//! The bridge's session on this broker: one MQTT 3.1.1 connection over loopback to a plain TCP
-//! listener of the broker itself, with a persistent session (`clean_session: false`), so that the
-//! broker queues, journals and redelivers the bridge's `out` messages like any subscriber's.
+//! The bridge's session on this broker: one connection over loopback to a plain TCP listener of
+//! the broker itself, at the bridge's `protocol_version` (`wire.rs`), with a persistent session,
+//! so that the broker queues, journals and redelivers the bridge's `out` messages like any
+//! subscriber's.
 //!
 //! It differs from `src/client` in one way that matters: it does not acknowledge a message when
 //! it arrives. The bridge acknowledges it ([`LocalLink::ack`]: PUBACK, or PUBREC for QoS 2) once
@@ -10,7 +11,8 @@
 //!
 //! A reader thread per connection decodes packets and hands them to the bridge's event channel;
 //! writes come from the bridge's threads under a mutex. Blocking std sockets: loopback, and
-//! never on a shard thread. What must not live here: topic mapping, the remote side.
+//! never on a shard thread. What must not live here: topic mapping, the remote side, the packets'
+//! forms at each level (`wire.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,18 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use crate::protocol::{
-    self, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel, PubAck, PubComp, PubRec,
-    PubRel, Publish, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicFilter,
-    PROTOCOL_MAX_PACKET_SIZE,
-};
+use super::wire::{self, Incoming, LocalPublish, Login, Outgoing};
+use crate::protocol::{ProtocolLevel, QoS, TopicFilter};
 
 /// How long connecting and CONNACK may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The packet id of the one SUBSCRIBE (sent once per connection).
-const SUBSCRIBE_ID: u16 = 1;
 
 /// Why the local session could not be made or was lost.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +40,8 @@ pub(crate) enum LocalError {
         source: std::io::Error,
     },
     /// The broker refused the CONNECT.
-    #[error("this broker refused the bridge's session: {0:?} (local_username / local_password?)")]
-    Refused(ConnectReturnCode),
+    #[error("this broker refused the bridge's session: {0} (local_username / local_password?)")]
+    Refused(String),
     /// The broker sent something else than CONNACK first, or bytes that are no MQTT.
     #[error("local connection: {0}")]
     Protocol(String),
@@ -54,7 +51,7 @@ pub(crate) enum LocalError {
 #[derive(Debug)]
 pub(crate) enum LocalEvent {
     /// A message for the remote broker; acknowledge it with [`LocalLink::ack`] on this link.
-    Message(Arc<LocalLink>, Publish),
+    Message(Arc<LocalLink>, LocalPublish),
     /// The broker acknowledged the bridge's publish with this id (PUBACK, or PUBCOMP).
     Done(u16),
     /// The connection ended (the bridge reconnects).
@@ -70,6 +67,8 @@ pub(crate) struct LocalOptions {
     pub password: Option<String>,
     pub keep_alive: u16,
     pub filters: Vec<(TopicFilter, QoS)>,
+    /// MQTT 3.1.1 or 5.
+    pub level: ProtocolLevel,
 }
 
 /// One connection of the bridge's local session.
@@ -77,6 +76,7 @@ pub(crate) struct LocalOptions {
 pub(crate) struct LocalLink {
     writer: Mutex<TcpStream>,
     addr: SocketAddr,
+    level: ProtocolLevel,
     closed: AtomicBool,
     /// When the link was made, and the last write in milliseconds since then: the keep-alive
     /// counts the client's packets, so a PINGREQ goes out when the bridge has written nothing
@@ -101,47 +101,23 @@ impl LocalLink {
         let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(io)?;
-        let connect = Packet::Connect(Box::new(Connect {
-            protocol: ProtocolLevel::V311,
-            clean_session: false,
+        let level = options.level;
+        let login = Login {
+            client_id: &options.client_id,
+            username: options.username.as_deref(),
+            password: options.password.as_deref(),
             keep_alive: options.keep_alive,
-            client_id: options.client_id.clone(),
-            will: None,
-            username: options.username.clone(),
-            password: options
-                .password
-                .clone()
-                .map(|p| Bytes::from(p.into_bytes())),
-        }));
-        write_packet(&mut stream, &connect).map_err(io)?;
+        };
+        write_packet(&mut stream, level, &Outgoing::Connect(login)).map_err(io)?;
         let mut buf = BytesMut::with_capacity(8192);
-        match read_packet(&mut stream, &mut buf).map_err(io)? {
-            Some(Packet::ConnAck(ConnAck {
-                code: ConnectReturnCode::Accepted,
-                ..
-            })) => {}
-            Some(Packet::ConnAck(ConnAck { code, .. })) => return Err(LocalError::Refused(code)),
-            Some(other) => {
-                return Err(LocalError::Protocol(format!(
-                    "{} before CONNACK",
-                    other.name()
-                )))
-            }
+        match read_packet(&mut stream, level, &mut buf).map_err(io)? {
+            Some(Incoming::ConnAck(Ok(()))) => {}
+            Some(Incoming::ConnAck(Err(refused))) => return Err(LocalError::Refused(refused)),
+            Some(other) => return Err(LocalError::Protocol(format!("{other:?} before CONNACK"))),
             None => return Err(LocalError::Protocol("closed before CONNACK".into())),
         }
         if !options.filters.is_empty() {
-            let subscribe = Packet::Subscribe(Subscribe {
-                packet_id: SUBSCRIBE_ID,
-                filters: options
-                    .filters
-                    .iter()
-                    .map(|(filter, qos)| SubscribeFilter {
-                        filter: filter.clone(),
-                        qos: *qos,
-                    })
-                    .collect(),
-            });
-            write_packet(&mut stream, &subscribe).map_err(io)?;
+            write_packet(&mut stream, level, &Outgoing::Subscribe(&options.filters)).map_err(io)?;
         }
         let ping_every = Duration::from_secs(u64::from(options.keep_alive.max(2)) / 2);
         stream.set_read_timeout(Some(ping_every)).map_err(io)?;
@@ -149,6 +125,7 @@ impl LocalLink {
         let link = Arc::new(LocalLink {
             writer: Mutex::new(stream),
             addr,
+            level,
             closed: AtomicBool::new(false),
             opened: Instant::now(),
             last_write_ms: AtomicU64::new(0),
@@ -171,10 +148,10 @@ impl LocalLink {
     /// Acknowledges a message the broker sent on this link: PUBACK (QoS 1) or PUBREC (QoS 2; the
     /// reader answers the PUBREL). Nothing for QoS 0, nor when the link has closed (the broker
     /// sends the message again on the next one).
-    pub(crate) fn ack(&self, publish: &Publish) {
-        let packet = match (publish.qos, publish.packet_id) {
-            (QoS::AtLeastOnce, Some(packet_id)) => Packet::PubAck(PubAck { packet_id }),
-            (QoS::ExactlyOnce, Some(packet_id)) => Packet::PubRec(PubRec { packet_id }),
+    pub(crate) fn ack(&self, publish: &LocalPublish) {
+        let packet = match (publish.message.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(packet_id)) => Outgoing::PubAck(packet_id),
+            (QoS::ExactlyOnce, Some(packet_id)) => Outgoing::PubRec(packet_id),
             _ => return,
         };
         // A write error closes the reader's side too; it reports the loss.
@@ -182,8 +159,8 @@ impl LocalLink {
     }
 
     /// Publishes a message from the remote broker here (the bridge chose its packet id).
-    pub(crate) fn publish(&self, publish: Publish) -> std::io::Result<()> {
-        self.write(&Packet::Publish(publish))
+    pub(crate) fn publish(&self, publish: &LocalPublish) -> std::io::Result<()> {
+        self.write(&Outgoing::Publish(publish))
     }
 
     /// The connection has ended.
@@ -193,18 +170,18 @@ impl LocalLink {
 
     /// Sends DISCONNECT and closes the socket (the reader then ends).
     pub(crate) fn close(&self) {
-        let _ = self.write(&Packet::Disconnect);
+        let _ = self.write(&Outgoing::Disconnect);
         if let Ok(stream) = self.writer.lock() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
 
-    fn write(&self, packet: &Packet) -> std::io::Result<()> {
+    fn write(&self, packet: &Outgoing<'_>) -> std::io::Result<()> {
         let mut stream = self
             .writer
             .lock()
             .map_err(|_| std::io::Error::other("writer lock poisoned"))?;
-        write_packet(&mut stream, packet)?;
+        write_packet(&mut stream, self.level, packet)?;
         let since = self.opened.elapsed().as_millis();
         self.last_write_ms
             .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -223,10 +200,10 @@ impl LocalLink {
         let (keep_alive, ping_every) = (self.keep_alive, self.ping_every);
         let mut heard = Instant::now();
         loop {
-            let read = read_packet(&mut stream, &mut buf);
+            let read = read_packet(&mut stream, self.level, &mut buf);
             let last_write = Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed));
             if self.opened.elapsed().saturating_sub(last_write) >= ping_every {
-                if let Err(e) = self.write(&Packet::PingReq) {
+                if let Err(e) = self.write(&Outgoing::PingReq) {
                     return e.to_string();
                 }
             }
@@ -242,39 +219,40 @@ impl LocalLink {
                 Err(e) => return e.to_string(),
             };
             heard = Instant::now();
-            let event = match packet {
-                Packet::Publish(publish) => LocalEvent::Message(Arc::clone(self), publish),
-                Packet::PubAck(PubAck { packet_id }) | Packet::PubComp(PubComp { packet_id }) => {
-                    LocalEvent::Done(packet_id)
-                }
-                Packet::PubRec(PubRec { packet_id }) => {
-                    match self.write(&Packet::PubRel(PubRel { packet_id })) {
-                        Ok(()) => continue,
-                        Err(e) => return e.to_string(),
-                    }
-                }
-                Packet::PubRel(PubRel { packet_id }) => {
-                    match self.write(&Packet::PubComp(PubComp { packet_id })) {
-                        Ok(()) => continue,
-                        Err(e) => return e.to_string(),
-                    }
-                }
-                Packet::SubAck(ack) => {
-                    for (code, (filter, _)) in ack.return_codes.iter().zip(filters) {
-                        if *code == SubscribeReturnCode::Failure {
-                            log::warn!(
-                                "bridge: this broker refused the local subscription to '{}'",
-                                filter.as_str()
-                            );
-                        }
+            let answer = match packet {
+                Incoming::Publish(publish) => {
+                    let event = LocalEvent::Message(Arc::clone(self), publish);
+                    if events.send(wrap(event)).is_err() {
+                        return "the bridge stopped".into();
                     }
                     continue;
                 }
-                Packet::PingResp => continue,
-                other => return format!("unexpected {} from this broker", other.name()),
+                Incoming::Done(packet_id, refused) => {
+                    if let Some(why) = refused {
+                        log::warn!("bridge: this broker refused a message from the remote: {why}");
+                    }
+                    if events.send(wrap(LocalEvent::Done(packet_id))).is_err() {
+                        return "the bridge stopped".into();
+                    }
+                    continue;
+                }
+                Incoming::PubRec(packet_id) => Outgoing::PubRel(packet_id),
+                Incoming::PubRel(packet_id) => Outgoing::PubComp(packet_id),
+                Incoming::SubAck(refused) => {
+                    for (_, (filter, _)) in refused.iter().zip(filters).filter(|(r, _)| **r) {
+                        log::warn!(
+                            "bridge: this broker refused the local subscription to '{}'",
+                            filter.as_str()
+                        );
+                    }
+                    continue;
+                }
+                Incoming::PingResp => continue,
+                Incoming::ConnAck(_) => return "a second CONNACK from this broker".into(),
+                Incoming::Unexpected(name) => return format!("unexpected {name} from this broker"),
             };
-            if events.send(wrap(event)).is_err() {
-                return "the bridge stopped".into();
+            if let Err(e) = self.write(&answer) {
+                return e.to_string();
             }
         }
     }
@@ -287,20 +265,27 @@ fn is_timeout(error: &std::io::Error) -> bool {
     )
 }
 
-fn write_packet(stream: &mut TcpStream, packet: &Packet) -> std::io::Result<()> {
+fn write_packet(
+    stream: &mut TcpStream,
+    level: ProtocolLevel,
+    packet: &Outgoing<'_>,
+) -> std::io::Result<()> {
     let mut out = BytesMut::new();
-    packet
-        .encode(&mut out)
+    wire::encode(level, packet, &mut out)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     stream.write_all(&out)
 }
 
 /// The next packet; `None` when the peer closed the connection. A read timeout is returned as
 /// the error it is (the caller pings), with the bytes read so far kept in `buf`.
-fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<Packet>> {
+fn read_packet(
+    stream: &mut TcpStream,
+    level: ProtocolLevel,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<Incoming>> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        match protocol::decode(buf, PROTOCOL_MAX_PACKET_SIZE) {
+        match wire::decode(level, buf) {
             Ok(Some(packet)) => return Ok(Some(packet)),
             Ok(None) => {}
             Err(e) => {

@@ -25,6 +25,7 @@
 mod local;
 mod run;
 pub(crate) mod topics;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,8 +75,9 @@ impl BridgeStats {
     }
 }
 
-/// Publishes a bridge's state (`true`: connected) where the operator sees it (`$SYS`).
-pub type StateSink = Box<dyn Fn(&str, bool) + Send>;
+/// Publishes a bridge's state where the operator sees it (`$SYS`): its name, connected, and
+/// when not, why the last attempt failed (e.g. the remote's CONNACK refusal, named).
+pub type StateSink = Box<dyn Fn(&str, bool, Option<&str>) + Send>;
 
 /// The running bridges; [`stop`](Self::stop) ends them.
 pub struct Bridges {

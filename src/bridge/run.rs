@@ -21,12 +21,14 @@ use futures_lite::future::block_on;
 
 use super::local::{LocalEvent, LocalLink, LocalOptions};
 use super::topics::{LoopGuard, Routes};
+use super::wire::LocalPublish;
 use super::{BridgeStats, StateSink, DRAIN_WITHIN};
 use crate::client::{
-    ClientConfig, ClientError, ConnectOptions, Delivery, MqttClient, PendingPublish,
+    ClientConfig, ClientError, ConnectOptions, Delivery, MqttClient, PendingPublish, V5Options,
 };
 use crate::config::BridgeConfig;
-use crate::protocol::{Message, Publish, QoS};
+use crate::protocol::v5::Properties;
+use crate::protocol::{Message, ProtocolLevel, QoS};
 
 /// First wait after a failed connection attempt; doubled up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -57,7 +59,7 @@ pub(super) enum Event {
 }
 
 /// A forwarded message waiting for the remote's acknowledgement, and where to acknowledge it.
-type Completion = (PendingPublish, Arc<LocalLink>, Publish);
+type Completion = (PendingPublish, Arc<LocalLink>, LocalPublish);
 
 /// The remote side while it exists.
 struct Remote {
@@ -79,16 +81,19 @@ struct Bridge {
     local: Option<Arc<LocalLink>>,
     generations: u64,
     /// Messages for this broker, by the packet id the bridge gave them, until acknowledged.
-    inflight_in: BTreeMap<u16, Publish>,
+    inflight_in: BTreeMap<u16, LocalPublish>,
     next_id: u16,
     /// Messages for this broker while the local session is down.
     waiting_in: VecDeque<Message>,
-    /// Copies published here / at the remote (for `both`).
+    /// Copies published here / at the remote (for `both` at MQTT 3.1.1; MQTT 5 has No Local).
     local_echoes: LoopGuard,
     remote_echoes: LoopGuard,
     backoff: Duration,
     next_attempt: Instant,
-    shown: Option<bool>,
+    /// The state last published: connected, and why not.
+    shown: Option<(bool, Option<String>)>,
+    /// Why the last attempt to connect failed, until one succeeds.
+    failure: Option<String>,
 }
 
 /// Starts the bridge's thread; the sender stops it ([`Event::Stop`]).
@@ -119,6 +124,7 @@ impl Bridge {
             password: config.local_password.clone(),
             keep_alive: config.keep_alive,
             filters: routes.local_filters(),
+            level: config.protocol,
         };
         Bridge {
             config,
@@ -139,15 +145,21 @@ impl Bridge {
             backoff: BACKOFF_MIN,
             next_attempt: Instant::now(),
             shown: None,
+            failure: None,
         }
     }
 
     fn run(mut self) {
         log::info!(
-            "bridge '{}': to {} as '{}', local session '{}' via {}",
+            "bridge '{}': to {} as '{}' (MQTT {}), local session '{}' via {}",
             self.config.name,
             redact(&self.config.url),
             self.config.client_id,
+            if self.config.protocol == ProtocolLevel::V5 {
+                "5"
+            } else {
+                "3.1.1"
+            },
             self.config.local_client_id,
             self.local_options.addr
         );
@@ -223,6 +235,7 @@ impl Bridge {
                         redact(&self.config.url),
                         self.backoff
                     );
+                    self.failure = Some(format!("remote: {error}"));
                     self.failed();
                     return;
                 }
@@ -237,11 +250,13 @@ impl Bridge {
                 }
                 Err(error) => {
                     log::warn!("bridge '{}': {error}", self.config.name);
+                    self.failure = Some(format!("local: {error}"));
                     self.failed();
                     return;
                 }
             }
         }
+        self.failure = None;
         self.backoff = BACKOFF_MIN;
     }
 
@@ -261,10 +276,17 @@ impl Bridge {
             Some(config.client_id.clone()),
             client_config,
         ));
+        let v5 = config.protocol == ProtocolLevel::V5;
         let options = ConnectOptions {
             ca_file: config.ca_file.clone(),
             cert_file: config.certfile.clone(),
             key_file: config.keyfile.clone(),
+            protocol_version: Some(config.protocol),
+            v5: if v5 {
+                remote_v5_options(config)
+            } else {
+                V5Options::default()
+            },
             ..ConnectOptions::default()
         };
         block_on(client.connect_with(&config.url, options))?;
@@ -327,16 +349,22 @@ impl Bridge {
         }
     }
 
+    /// Copies may come back and must be recognised: `both` (or overlapping) entries at MQTT
+    /// 3.1.1. At MQTT 5 both sides subscribe with No Local and never hand a copy back.
+    fn guards_loops(&self) -> bool {
+        self.routes.two_way() && self.config.protocol != ProtocolLevel::V5
+    }
+
     /// A message from the local session, for the remote broker.
-    fn outbound(&mut self, link: Arc<LocalLink>, publish: Publish) {
-        let message = publish.clone().into_message();
+    fn outbound(&mut self, link: Arc<LocalLink>, publish: LocalPublish) {
+        let message = &publish.message;
         let now = Instant::now();
-        if self.routes.two_way() && self.local_echoes.is_echo(&message, now) {
+        if self.guards_loops() && self.local_echoes.is_echo(message, now) {
             self.stats.echoes_dropped.fetch_add(1, Ordering::Relaxed);
             link.ack(&publish);
             return;
         }
-        let Some(out) = self.routes.outbound(&message) else {
+        let Some(out) = self.routes.outbound(message) else {
             link.ack(&publish);
             return;
         };
@@ -344,14 +372,16 @@ impl Bridge {
             // Not acknowledged: the broker sends it again on the next local session.
             return;
         };
-        if self.routes.two_way() {
+        if self.guards_loops() {
             self.remote_echoes.published(&out, now);
         }
-        let started = remote.client.start_publish(
+        let properties = out.properties.map(Arc::unwrap_or_clone);
+        let started = remote.client.start_publish_with(
             out.topic.as_str(),
             out.payload,
             Some(out.qos),
             Some(out.retain),
+            properties.unwrap_or_default(),
         );
         match started {
             Ok(pending) => {
@@ -367,14 +397,16 @@ impl Bridge {
     /// A message from the remote broker, for this one.
     fn inbound(&mut self, delivery: Delivery) {
         let now = Instant::now();
-        if self.routes.two_way() && self.remote_echoes.is_echo(&delivery.message, now) {
+        let mut received = delivery.message;
+        received.properties = delivery.properties.map(|p| Arc::new(*p));
+        if self.guards_loops() && self.remote_echoes.is_echo(&received, now) {
             self.stats.echoes_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(message) = self.routes.inbound(&delivery.message) else {
+        let Some(message) = self.routes.inbound(&received) else {
             return;
         };
-        if self.routes.two_way() {
+        if self.guards_loops() {
             self.local_echoes.published(&message, now);
         }
         self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -398,11 +430,16 @@ impl Bridge {
                     }
                 },
             };
-            let publish = Publish::new(message, packet_id, false);
+            let publish = LocalPublish {
+                message,
+                packet_id,
+                dup: false,
+            };
+            let written = link.publish(&publish);
             if let Some(id) = packet_id {
-                self.inflight_in.insert(id, publish.clone());
+                self.inflight_in.insert(id, publish);
             }
-            if link.publish(publish).is_err() {
+            if written.is_err() {
                 // The reader reports the loss; what is in flight is sent again after it.
                 return;
             }
@@ -415,7 +452,7 @@ impl Bridge {
             for publish in self.inflight_in.values() {
                 let mut again = publish.clone();
                 again.dup = true;
-                if link.publish(again).is_err() {
+                if link.publish(&again).is_err() {
                     return;
                 }
             }
@@ -436,15 +473,24 @@ impl Bridge {
         }
     }
 
-    /// Publishes the state when it changed: connected means both sides are up.
+    /// Publishes the state when it changed: connected means both sides are up; when not, the
+    /// last failure to connect, if any (a refusal's reason code name, for one).
     fn show_state(&mut self) {
         let connected = self
             .remote
             .as_ref()
             .is_some_and(|r| r.client.is_connected())
             && self.local.as_ref().is_some_and(|l| !l.is_closed());
-        if self.shown != Some(connected) {
-            self.shown = Some(connected);
+        let failure = if connected {
+            None
+        } else {
+            self.failure.clone()
+        };
+        let state = Some((connected, failure));
+        if self.shown == state {
+            return;
+        }
+        if self.shown.as_ref().map(|s| s.0) != Some(connected) {
             self.stats.connected.store(connected, Ordering::Relaxed);
             log::info!(
                 "bridge '{}': {}",
@@ -455,7 +501,10 @@ impl Bridge {
                     "disconnected"
                 }
             );
-            (self.state)(&self.config.name, connected);
+        }
+        self.shown = state;
+        if let Some((connected, failure)) = &self.shown {
+            (self.state)(&self.config.name, *connected, failure.as_deref());
         }
     }
 
@@ -497,7 +546,7 @@ impl Bridge {
             local.close();
         }
         self.stats.connected.store(false, Ordering::Relaxed);
-        (self.state)(&self.config.name, false);
+        (self.state)(&self.config.name, false, None);
         log::info!("bridge '{}': stopped", self.config.name);
     }
 }
@@ -533,10 +582,33 @@ fn complete(pending: &flume::Receiver<Completion>, events: &flume::Sender<Event>
                 link.ack(&original);
                 let _ = events.send(Event::Forwarded);
             }
+            Err(ClientError::PublishFailed(failure)) => {
+                // MQTT 5: the remote refused this message (PUBACK/PUBREC reason code) or its
+                // limits rule it out; sending it again would not change that.
+                log::warn!("bridge: a message for the remote is dropped: {failure}");
+                link.ack(&original);
+            }
             Err(error) => {
                 let _ = events.send(Event::RemoteEnded(generation, error.to_string()));
             }
         }
+    }
+}
+
+/// The remote client's MQTT 5 options: a persistent session (`clean_session: false`) lives on
+/// after a disconnect (Session Expiry Interval "never", as MQTT 3.1.1's), a clean one ends with
+/// the connection (0); and No Local on every subscription, so that the remote never hands back
+/// what the bridge published there (it only publishes `out` messages there, which come back
+/// only where a topic is bridged both ways).
+fn remote_v5_options(config: &BridgeConfig) -> V5Options {
+    let expiry = if config.clean_session { 0 } else { u32::MAX };
+    V5Options {
+        connect_properties: Properties {
+            session_expiry_interval: Some(expiry),
+            ..Properties::default()
+        },
+        no_local: true,
+        ..V5Options::default()
     }
 }
 

@@ -240,6 +240,7 @@ pub fn prepare(args: &ConnectionArgs, program: &str) -> Result<Prepared, String>
             connect_properties: properties.connect.clone(),
             will_properties: properties.will.clone(),
             topic_aliases: false,
+            no_local: false,
         },
     };
     if !properties.will.is_empty() && config.will.is_none() {

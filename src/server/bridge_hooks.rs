@@ -45,17 +45,23 @@ pub(super) fn local_address(
     Ok(addr)
 }
 
-/// Publishes a bridge's state, retained, at `$SYS/broker/bridges/NAME/state`.
+/// Publishes a bridge's state, retained, at `$SYS/broker/bridges/NAME/state`, and why it is not
+/// connected at `$SYS/broker/bridges/NAME/error` (retained; cleared, an empty retained message,
+/// once it is).
 pub(super) fn state_sink(host: HostClient) -> crate::bridge::StateSink {
-    Box::new(move |name, connected| {
-        let topic = format!("$SYS/broker/bridges/{name}/state");
-        let payload = if connected {
+    Box::new(move |name, connected, failure| {
+        let state = if connected {
             "connected"
         } else {
             "disconnected"
         };
-        if let Err(error) = host.publish(&topic, payload.into(), QoS::AtMostOnce, true) {
-            log::debug!("{topic}: {error}");
+        let error = failure.unwrap_or("");
+        for (level, payload) in [("state", state), ("error", error)] {
+            let topic = format!("$SYS/broker/bridges/{name}/{level}");
+            let payload = bytes::Bytes::copy_from_slice(payload.as_bytes());
+            if let Err(error) = host.publish(&topic, payload, QoS::AtMostOnce, true) {
+                log::debug!("{topic}: {error}");
+            }
         }
     })
 }

@@ -101,6 +101,9 @@ pub struct V5Options {
     /// Send a Topic Alias instead of a topic name already sent on this connection, up to the
     /// server's Topic Alias Maximum.
     pub topic_aliases: bool,
+    /// Ask No Local on every subscription: the server does not send this client back what it
+    /// published itself (a bridge's loop prevention).
+    pub no_local: bool,
 }
 
 /// A message received from the broker, and how it came.

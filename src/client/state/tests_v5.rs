@@ -452,6 +452,7 @@ fn suback_reason_codes_become_return_codes() {
         panic!("{sent:?}")
     };
     assert_eq!(sub.filters[0].qos, QoS::ExactlyOnce);
+    assert!(!sub.filters[0].no_local, "No Local only when asked for");
     c.recv(v5::Packet::SubAck(v5::SubscriptionAck {
         packet_id: sub.packet_id,
         properties: Properties::default(),
@@ -530,4 +531,22 @@ fn properties_of_a_publish_go_out_and_survive_a_resend() {
         resent[0].properties.content_type.as_deref(),
         Some("text/plain")
     );
+}
+
+#[test]
+fn no_local_goes_on_every_subscription_when_asked_for() {
+    let mut o = v5_options();
+    o.v5.no_local = true;
+    let mut c = V5::new(o);
+    c.connect(Properties::default());
+    let filters = ["a/#", "b"].map(|f| SubscribeFilter {
+        filter: filter(f),
+        qos: QoS::AtLeastOnce,
+    });
+    c.state.subscribe(filters.to_vec(), 1, c.now).unwrap();
+    let sent = c.sent();
+    let [v5::Packet::Subscribe(sub)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    assert!(sub.filters.iter().all(|f| f.no_local), "{sub:?}");
 }

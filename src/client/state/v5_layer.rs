@@ -268,7 +268,8 @@ impl<W> ClientState<W> {
     }
 
     /// The MQTT 5 form of an MQTT 3 flow packet (acks with reason Success, SUBSCRIBE with the
-    /// default options); `None` for the packets only a server sends. PUBLISH goes through
+    /// default options, No Local if [`V5Options::no_local`]); `None` for the packets only a
+    /// server sends. PUBLISH goes through
     /// [`publish_v5`](Self::publish_v5) instead.
     pub(super) fn to_v5(&self, packet: Packet) -> Option<v5::Packet> {
         let ack = |packet_id| v5::Ack {
@@ -294,7 +295,7 @@ impl<W> ClientState<W> {
                     .map(|f| Subscription {
                         filter: f.filter,
                         qos: f.qos,
-                        no_local: false,
+                        no_local: self.options.v5.no_local,
                         retain_as_published: false,
                         retain_handling: v5::RetainHandling::SendAtSubscribe,
                     })
