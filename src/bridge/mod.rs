@@ -13,16 +13,23 @@
 //! - The remote side (`mqtt`, `mqtts`, `ws`, `wss`) keeps its session (`clean_session: false` by
 //!   default) and reconnects by itself; when a connection cannot be made at all the bridge retries
 //!   with exponential back-off, 1 s to 60 s with jitter.
-//! - Loops (`both`, or `in` and `out` entries that overlap): the bridge remembers, for a minute,
-//!   each copy it published on a side (topic and payload digest); when that side hands the copy
-//!   back, it goes no further (`topics.rs`, [`topics::LoopGuard`]). MQTT 3.1.1 has no "no local".
-//! - State: `$SYS/broker/bridges/NAME/state` (retained `connected` / `disconnected`) and
-//!   [`BridgeStats`] (Prometheus: `amqtt_bridge_connected`, `amqtt_bridge_messages_total`).
+//! - `protocol_version`: both connections speak MQTT 3.1.1 or both speak MQTT 5 (`wire.rs` for
+//!   the local session, `remote.rs` for the remote's options); at 5 a message's properties travel
+//!   with it ([`crate::protocol::Message::properties`]) both ways.
+//! - Loops (`both`, or `in` and `out` entries that overlap): at MQTT 5 both sessions subscribe
+//!   with No Local, so no broker hands the bridge back its own copies. MQTT 3.1.1 has no "no
+//!   local": the bridge remembers, for a minute, each copy it published on a side (topic and
+//!   payload digest); when that side hands the copy back, it goes no further (`topics.rs`,
+//!   [`topics::LoopGuard`]).
+//! - State: `$SYS/broker/bridges/NAME/state` (retained `connected` / `disconnected`), why the last
+//!   connection attempt failed ([`StateSink`]), and [`BridgeStats`] (Prometheus:
+//!   `amqtt_bridge_connected`, `amqtt_bridge_messages_total`).
 //!
 //! What must not live here: knowledge of the shards (the server hands in the listener's address
 //! and a function that publishes the state); MQTT framing beyond the local session's needs.
 
 mod local;
+mod remote;
 mod run;
 pub(crate) mod topics;
 mod wire;

@@ -1,4 +1,4 @@
-//! One bridge's thread: connects the remote client (`src/client`) and the local session
+//! One bridge's thread: connects the remote client (`remote.rs`) and the local session
 //! (`local.rs`), moves messages between them by its routes (`topics.rs`), reconnects with back-off,
 //! and reports its state. Everything arrives on one event channel (the local reader, the remote
 //! receiver thread, the completion thread, the stop request), so the bridge's state has one owner.
@@ -20,22 +20,20 @@ use std::time::{Duration, Instant};
 use futures_lite::future::block_on;
 
 use super::local::{LocalEvent, LocalLink, LocalOptions};
+use super::remote::{redact, Remote};
 use super::topics::{LoopGuard, Routes};
 use super::wire::LocalPublish;
 use super::{BridgeStats, StateSink, DRAIN_WITHIN};
-use crate::client::{
-    ClientConfig, ClientError, ConnectOptions, Delivery, MqttClient, PendingPublish, V5Options,
-};
+use crate::client::{ClientError, Delivery};
 use crate::config::BridgeConfig;
-use crate::protocol::v5::Properties;
 use crate::protocol::{Message, ProtocolLevel, QoS};
 
 /// First wait after a failed connection attempt; doubled up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between connection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often the bridge looks at its connections when nothing happens.
-const TICK: Duration = Duration::from_millis(500);
+pub(super) const TICK: Duration = Duration::from_millis(500);
 
 /// Everything a bridge thread starts with.
 pub(super) struct Setup {
@@ -56,17 +54,6 @@ pub(super) enum Event {
     /// The remote acknowledged one forwarded message.
     Forwarded,
     Stop,
-}
-
-/// A forwarded message waiting for the remote's acknowledgement, and where to acknowledge it.
-type Completion = (PendingPublish, Arc<LocalLink>, LocalPublish);
-
-/// The remote side while it exists.
-struct Remote {
-    client: Arc<MqttClient>,
-    generation: u64,
-    completions: flume::Sender<Completion>,
-    completer: JoinHandle<()>,
 }
 
 struct Bridge {
@@ -261,74 +248,9 @@ impl Bridge {
     }
 
     fn connect_remote(&mut self) -> Result<Remote, ClientError> {
-        let config = &self.config;
-        let client_config = ClientConfig {
-            keep_alive: config.keep_alive,
-            auto_reconnect: true,
-            reconnect_retries: -1,
-            reconnect_max_interval: BACKOFF_MAX,
-            connection_timeout: Duration::from_secs(10),
-            clean_session: config.clean_session,
-            check_hostname: !config.insecure,
-            ..ClientConfig::default()
-        };
-        let client = Arc::new(MqttClient::new(
-            Some(config.client_id.clone()),
-            client_config,
-        ));
-        let v5 = config.protocol == ProtocolLevel::V5;
-        let options = ConnectOptions {
-            ca_file: config.ca_file.clone(),
-            cert_file: config.certfile.clone(),
-            key_file: config.keyfile.clone(),
-            protocol_version: Some(config.protocol),
-            v5: if v5 {
-                remote_v5_options(config)
-            } else {
-                V5Options::default()
-            },
-            ..ConnectOptions::default()
-        };
-        block_on(client.connect_with(&config.url, options))?;
-        let filters = self.routes.remote_filters();
-        if !filters.is_empty() {
-            let topics: Vec<(&str, QoS)> = filters.iter().map(|(f, q)| (f.as_str(), *q)).collect();
-            let codes = block_on(client.subscribe(&topics))?;
-            for ((filter, _), code) in filters.iter().zip(codes) {
-                if code == crate::protocol::SubscribeReturnCode::Failure {
-                    log::warn!(
-                        "bridge '{}': the remote refused the subscription to '{}'",
-                        config.name,
-                        filter.as_str()
-                    );
-                }
-            }
-        }
         self.generations += 1;
-        let generation = self.generations;
-        let receiver = Arc::clone(&client);
-        let events = self.events.clone();
-        std::thread::Builder::new()
-            .name(format!("amqtt-bridge-{}-in", config.name))
-            .spawn(move || receive(&receiver, &events, generation))
-            .map_err(|e| ClientError::Runtime(e.to_string()))?;
-        let (completions, pending) = flume::unbounded::<Completion>();
-        let events = self.events.clone();
-        let completer = std::thread::Builder::new()
-            .name(format!("amqtt-bridge-{}-out", config.name))
-            .spawn(move || complete(&pending, &events, generation))
-            .map_err(|e| ClientError::Runtime(e.to_string()))?;
-        log::info!(
-            "bridge '{}': connected to {}",
-            config.name,
-            redact(&config.url)
-        );
-        Ok(Remote {
-            client,
-            generation,
-            completions,
-            completer,
-        })
+        let filters = self.routes.remote_filters();
+        Remote::connect(&self.config, &filters, &self.events, self.generations)
     }
 
     /// A connection attempt failed or a connection was lost: wait longer before the next.
@@ -548,78 +470,5 @@ impl Bridge {
         self.stats.connected.store(false, Ordering::Relaxed);
         (self.state)(&self.config.name, false, None);
         log::info!("bridge '{}': stopped", self.config.name);
-    }
-}
-
-/// The remote receiver thread: hands every message to the bridge until the client ends.
-fn receive(client: &MqttClient, events: &flume::Sender<Event>, generation: u64) {
-    loop {
-        match block_on(client.deliver_message(Some(TICK))) {
-            Ok(delivery) => {
-                if events.send(Event::Remote(delivery)).is_err() {
-                    return;
-                }
-            }
-            Err(ClientError::Timeout(_)) => {
-                if events.is_disconnected() {
-                    return;
-                }
-            }
-            Err(error) => {
-                let _ = events.send(Event::RemoteEnded(generation, error.to_string()));
-                return;
-            }
-        }
-    }
-}
-
-/// The completion thread: waits for the remote's acknowledgements in order and acknowledges
-/// each message locally once the remote has.
-fn complete(pending: &flume::Receiver<Completion>, events: &flume::Sender<Event>, generation: u64) {
-    for (publish, link, original) in pending.iter() {
-        match block_on(publish.wait()) {
-            Ok(()) => {
-                link.ack(&original);
-                let _ = events.send(Event::Forwarded);
-            }
-            Err(ClientError::PublishFailed(failure)) => {
-                // MQTT 5: the remote refused this message (PUBACK/PUBREC reason code) or its
-                // limits rule it out; sending it again would not change that.
-                log::warn!("bridge: a message for the remote is dropped: {failure}");
-                link.ack(&original);
-            }
-            Err(error) => {
-                let _ = events.send(Event::RemoteEnded(generation, error.to_string()));
-            }
-        }
-    }
-}
-
-/// The remote client's MQTT 5 options: a persistent session (`clean_session: false`) lives on
-/// after a disconnect (Session Expiry Interval "never", as MQTT 3.1.1's), a clean one ends with
-/// the connection (0); and No Local on every subscription, so that the remote never hands back
-/// what the bridge published there (it only publishes `out` messages there, which come back
-/// only where a topic is bridged both ways).
-fn remote_v5_options(config: &BridgeConfig) -> V5Options {
-    let expiry = if config.clean_session { 0 } else { u32::MAX };
-    V5Options {
-        connect_properties: Properties {
-            session_expiry_interval: Some(expiry),
-            ..Properties::default()
-        },
-        no_local: true,
-        ..V5Options::default()
-    }
-}
-
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(_)) => {
-            let (credentials, host) = rest.rsplit_once('@').unwrap_or(("", rest));
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_string(),
     }
 }

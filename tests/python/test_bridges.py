@@ -209,6 +209,15 @@ def bridge_yaml(remote_url: str, topics: list[str], extra: str = "") -> str:
             + extra + "    topics:\n" + "".join(f"      - {t}\n" for t in topics))
 
 
+def bridged(mosquitto, amqtt, topics: list[str], extra: str = "",
+            persistence: bool = False) -> tuple[Mosquitto, Amqtt]:
+    """A mosquitto remote and an amqtt with one bridge `cloud` to it, connected."""
+    remote = mosquitto()
+    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", topics, extra), persistence)
+    local.wait_state("cloud", "connected")
+    return remote, local
+
+
 def collect(clients: list[PahoClient]) -> list[bytes]:
     return [m.payload for c in clients for m in c.drain()]
 
@@ -224,12 +233,10 @@ def wait_count(clients: list[PahoClient], want: set[bytes], timeout: float) -> l
 
 
 def test_both_directions_with_prefixes_state_and_metrics(mosquitto, amqtt):
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'sensors/#', direction: out, qos: 1, local_prefix: '', remote_prefix: 'site1/'}",
         "{pattern: 'cmd/#', direction: in, qos: 1, local_prefix: 'from-hq/', remote_prefix: 'hq/'}",
-    ]))
-    local.wait_state("cloud", "connected")
+    ])
     remote_sub = remote.client()
     remote_sub.subscribe("#", 1)
     local_sub = local.client()
@@ -268,12 +275,10 @@ def test_both_directions_with_prefixes_state_and_metrics(mosquitto, amqtt):
 @pytest.mark.parametrize("qos", [0, 2])
 def test_qos_0_and_2_each_way(mosquitto, amqtt, qos):
     n = 100
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         f"{{pattern: 'up/#', direction: out, qos: {qos}, remote_prefix: 'site1/'}}",
         f"{{pattern: 'down/#', direction: in, qos: {qos}, local_prefix: 'hq/'}}",
-    ]))
-    local.wait_state("cloud", "connected")
+    ])
     remote_sub = remote.client()
     remote_sub.subscribe("site1/up/#", 2)
     local_sub = local.client()
@@ -297,12 +302,10 @@ def test_qos_0_and_2_each_way(mosquitto, amqtt, qos):
 
 def test_a_thousand_qos1_each_way_with_the_remote_restarted_mid_stream(mosquitto, amqtt):
     n = 1000
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'up/#', direction: out, qos: 1, remote_prefix: 'site1/'}",
         "{pattern: 'down/#', direction: in, qos: 1}",
-    ]))
-    local.wait_state("cloud", "connected")
+    ])
     # Persistent subscribers on both sides, so that a restart of mosquitto loses nothing queued.
     remote_subs = [remote.client("remote-sub", clean_session=False)]
     remote_subs[0].subscribe("site1/up/#", 1)
@@ -351,11 +354,9 @@ def test_a_thousand_qos1_each_way_with_the_remote_restarted_mid_stream(mosquitto
 
 
 def test_both_directions_on_one_pattern_never_loop(mosquitto, amqtt):
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'shared/#', direction: both, qos: 1}",
-    ]))
-    local.wait_state("cloud", "connected")
+    ])
     remote_sub = remote.client()
     remote_sub.subscribe("shared/#", 1)
     local_sub = local.client()
@@ -410,11 +411,9 @@ def test_an_untrusted_remote_is_not_bridged(mosquitto, amqtt, certs):  # noqa: F
 
 def test_out_messages_survive_a_local_restart_while_the_remote_is_away(mosquitto, amqtt):
     n = 200
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'up/#', direction: out, qos: 1}",
-    ]), persistence=True)
-    local.wait_state("cloud", "connected")
+    ], persistence=True)
     remote_sub = remote.client("remote-sub", clean_session=False)
     remote_sub.subscribe("up/#", 1)
     remote_sub.close()
@@ -488,12 +487,10 @@ def v5_client(port: int, client_id: str = "") -> V5Client:
 
 
 def test_v5_properties_cross_both_ways_intact(mosquitto, amqtt):
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'up/#', direction: out, qos: 1, remote_prefix: 'site1/'}",
         "{pattern: 'down/#', direction: in, qos: 1, local_prefix: 'hq/'}",
-    ], extra=V5))
-    local.wait_state("cloud", "connected")
+    ], extra=V5)
     assert "(MQTT 5)" in local.log.read_text(errors="replace")
     remote_sub, local_sub = v5_client(remote.port), v5_client(local.port)
     assert remote_sub.subscribe("site1/up/#", 1) == [1]
@@ -517,11 +514,9 @@ def test_v5_properties_cross_both_ways_intact(mosquitto, amqtt):
 
 
 def test_v5_both_ways_on_one_pattern_never_loop_by_no_local(mosquitto, amqtt):
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'shared/#', direction: both, qos: 1}",
-    ], extra=V5))
-    local.wait_state("cloud", "connected")
+    ], extra=V5)
     remote_sub, local_sub = v5_client(remote.port), v5_client(local.port)
     remote_sub.subscribe("shared/#", 1)
     local_sub.subscribe("shared/#", 1)
@@ -550,11 +545,9 @@ def test_v5_the_remote_keeps_the_bridge_session_while_it_is_away(mosquitto, amqt
     """clean_session false at MQTT 5 is a Session Expiry Interval above 0: with 0 the remote would
     forget the bridge's subscriptions and queue at its DISCONNECT."""
     n = 20
-    remote = mosquitto()
-    local = amqtt(bridge_yaml(f"mqtt://{HOST}:{remote.port}", [
+    remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'down/#', direction: in, qos: 1}",
-    ], extra=V5), persistence=True)
-    local.wait_state("cloud", "connected")
+    ], extra=V5, persistence=True)
     sub = PahoClient(HOST, local.port, client_id="local-sub", clean_session=False)
     assert sub.connect()[0] == 0
     sub.subscribe("down/#", 1)

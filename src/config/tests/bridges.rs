@@ -120,6 +120,7 @@ fn example_bridges_yaml_loads() {
     assert_eq!(c.bridges.len(), 1);
     assert_eq!(c.bridges[0].name, "to-cloud");
     assert_eq!(c.bridges[0].topics.len(), 2);
+    assert_eq!(c.bridges[0].protocol, ProtocolLevel::V5);
     assert!(c.persistence.enabled);
 }
 
