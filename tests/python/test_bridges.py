@@ -42,7 +42,7 @@ class Mosquitto:
     bridge's session and its queue), a plain listener, optionally a TLS one."""
 
     def __init__(self, workdir: Path, tls: Path | None = None,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, acl: str | None = None):
         self.workdir = workdir
         workdir.mkdir()
         self.port = free_port()
@@ -55,6 +55,9 @@ class Mosquitto:
                 subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password],
                                check=True, capture_output=True)
             auth = ["allow_anonymous false", f"password_file {passwords}"]
+        if acl is not None:
+            (workdir / "acl").write_text(acl)
+            auth.append(f"acl_file {workdir / 'acl'}")
         lines = [
             # Run as root (CI), mosquitto would drop to its own user, which cannot read the
             # test's files.
@@ -103,8 +106,9 @@ class Mosquitto:
 def mosquitto(tmp_path):
     made: list[Mosquitto] = []
 
-    def make(tls: Path | None = None, users: dict[str, str] | None = None) -> Mosquitto:
-        m = Mosquitto(tmp_path / f"mosquitto{len(made)}", tls, users)
+    def make(tls: Path | None = None, users: dict[str, str] | None = None,
+             acl: str | None = None) -> Mosquitto:
+        m = Mosquitto(tmp_path / f"mosquitto{len(made)}", tls, users, acl)
         m.start()
         made.append(m)
         return m
@@ -480,8 +484,10 @@ def assert_properties_intact(got: dict) -> None:
                    "PayloadFormatIndicator": 1}
 
 
-def v5_client(port: int, client_id: str = "") -> V5Client:
+def v5_client(port: int, client_id: str = "", login: tuple[str, str] | None = None) -> V5Client:
     c = V5Client(V5Broker(HOST, port, "mosquitto-or-amqtt", 0), client_id)
+    if login:
+        c.client.username_pw_set(*login)
     c.connected()
     return c
 
@@ -592,3 +598,31 @@ def test_v5_a_refused_connack_is_named_in_the_log_and_in_sys(mosquitto, amqtt):
     local.wait_state("cloud", "connected", timeout=40)
     assert local.sys("cloud", "error") is None
 
+
+
+def test_v5_a_message_the_remote_refuses_is_dropped_and_the_bridge_goes_on(mosquitto, amqtt):
+    """Mosquitto answers a publish its ACL denies with PUBACK 0x87 at MQTT 5: sending it again
+    would be refused again, so the bridge drops it (a warning) and carries the next ones."""
+    remote = mosquitto(users={"site1": "pw", "reader": "pw"},
+                       acl="user site1\ntopic write up/ok\n\nuser reader\ntopic read #\n")
+    local = amqtt(bridge_yaml(f"mqtt://site1:pw@{HOST}:{remote.port}", [
+        "{pattern: 'up/#', direction: out, qos: 1}",
+    ], extra=V5))
+    local.wait_state("cloud", "connected")
+    remote_sub = v5_client(remote.port, login=("reader", "pw"))
+    remote_sub.subscribe("up/#", 1)
+    local_pub = v5_client(local.port)
+    local_pub.publish("up/denied", "no", qos=1)
+    local_pub.publish("up/ok", "yes", qos=1)
+    m = remote_sub.get()
+    assert (m.topic, m.payload) == ("up/ok", b"yes")
+    time.sleep(2)
+    remote_sub.nothing()
+    log = local.log.read_text(errors="replace")
+    assert "dropped: the broker refused the message: not authorized (0x87)" in log, log[-3000:]
+    assert "remote client ended" not in log, log[-3000:]
+    assert local.sys("cloud", "state") == "connected"
+    want = 'amqtt_bridge_messages_total{bridge="cloud",direction="out"} 1'
+    assert want in local.metrics(want).splitlines()
+    remote_sub.close()
+    local_pub.close()
