@@ -79,7 +79,8 @@ struct Bridge {
     next_attempt: Instant,
     /// The state last published: connected, and why not.
     shown: Option<(bool, Option<String>)>,
-    /// Why the last attempt to connect failed, until one succeeds.
+    /// Why the bridge's last attempt to connect failed, until one succeeds (once the remote
+    /// client exists, it reconnects by itself and knows why it is offline).
     failure: Option<String>,
 }
 
@@ -403,10 +404,14 @@ impl Bridge {
             .as_ref()
             .is_some_and(|r| r.client.is_connected())
             && self.local.as_ref().is_some_and(|l| !l.is_closed());
-        let failure = if connected {
-            None
-        } else {
-            self.failure.clone()
+        let failure = match &self.remote {
+            _ if connected => None,
+            // The client reconnects by itself: its reason, if it has one.
+            Some(remote) => match remote.client.offline_because() {
+                Some(error) => Some(format!("remote: {error}")),
+                None => self.failure.clone(),
+            },
+            None => self.failure.clone(),
         };
         let state = Some((connected, failure));
         if self.shown == state {

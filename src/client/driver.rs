@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     pub ended: Mutex<Option<ClientError>>,
     /// The properties of the last MQTT 5 CONNACK that accepted a connection.
     pub connack: Mutex<Option<Properties>>,
+    /// Why the connection was lost or the last reconnect attempt failed; cleared on a CONNACK
+    /// that accepts.
+    pub offline_because: Mutex<Option<ClientError>>,
 }
 
 impl Shared {
@@ -214,6 +217,9 @@ impl Driver {
                 Ended::ClientGone => return self.finish(ClientError::Disconnected),
                 Ended::Lost(error) => error,
             };
+            if let Ok(mut because) = self.shared.offline_because.lock() {
+                *because = Some(error.clone());
+            }
             if let Some(reply) = self.connect_reply.take() {
                 // The first connection never came up: `connect` reports it, nothing is retried.
                 let _ = reply.send(Err(error.clone()));
@@ -441,6 +447,9 @@ impl Driver {
                         if let Ok(mut connack) = self.shared.connack.lock() {
                             *connack = Some(self.state.connack_properties().clone());
                         }
+                    }
+                    if let Ok(mut because) = self.shared.offline_because.lock() {
+                        *because = None;
                     }
                     self.shared.connected.store(true, Ordering::SeqCst);
                     log::info!(

@@ -200,6 +200,19 @@ impl MqttClient {
             .and_then(|p| p.assigned_client_identifier)
     }
 
+    /// While auto-reconnect is at work: why the connection was lost, or why the last attempt
+    /// failed (a refusal with its reason code, for one); `None` while connected.
+    pub fn offline_because(&self) -> Option<ClientError> {
+        self.with_link(|link| {
+            link.shared
+                .offline_because
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+        })
+        .flatten()
+    }
+
     /// Connected right now (CONNACK accepted, connection not lost since).
     pub fn is_connected(&self) -> bool {
         self.with_link(|link| link.shared.connected.load(Ordering::SeqCst))

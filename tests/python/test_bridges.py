@@ -578,11 +578,21 @@ def test_v5_a_refused_connack_is_named_in_the_log_and_in_sys(mosquitto, amqtt):
     local = amqtt(bridge_yaml(f"mqtt://site1:wrong@{HOST}:{remote.port}", [
         "{pattern: 'up/#', direction: out, qos: 1}",
     ], extra=V5))
-    deadline = time.monotonic() + 15
-    error = None
-    while time.monotonic() < deadline and not error:
-        error = local.sys("cloud", "error")
-        time.sleep(0.2)
+
+    def wait_error(needle: str = "") -> str | None:
+        """$SYS/broker/bridges/cloud/error once it says `needle` (or at the timeout)."""
+        deadline = time.monotonic() + 20
+        error = None
+        while time.monotonic() < deadline and not (error and needle in error):
+            error = local.sys("cloud", "error")
+            time.sleep(0.2)
+        return error
+
+    def set_password(password: str) -> None:
+        subprocess.run(["mosquitto_passwd", "-b", str(remote.workdir / "passwords"), "site1",
+                        password], check=True, capture_output=True)
+
+    error = wait_error()
     # Mosquitto 2.0 answers a wrong password at MQTT 5 with 0x87 (0x86 is for a malformed
     # user name or password); the bridge repeats what the remote said.
     refused = "not authorized (0x87)"
@@ -592,11 +602,17 @@ def test_v5_a_refused_connack_is_named_in_the_log_and_in_sys(mosquitto, amqtt):
     assert refused in log and "site1:wrong" not in log, log[-3000:]
     # The remote takes the bridge's password after all: once connected, the error is gone (an
     # empty retained message removed it).
-    subprocess.run(["mosquitto_passwd", "-b", str(remote.workdir / "passwords"), "site1", "wrong"],
-                   check=True, capture_output=True)
+    set_password("wrong")
     remote.proc.send_signal(signal.SIGHUP)
     local.wait_state("cloud", "connected", timeout=40)
     assert local.sys("cloud", "error") is None
+    # Refused on a reconnect of the remote client (after a restart of the remote with another
+    # password): first the lost connection, then the refusal, reported the same way.
+    set_password("changed")
+    remote.stop()
+    remote.start()
+    assert wait_error("refused") == f"remote: connection refused by the broker: {refused}"
+    assert local.sys("cloud", "state") == "disconnected"
 
 
 
