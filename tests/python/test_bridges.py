@@ -276,13 +276,14 @@ def test_both_directions_with_prefixes_state_and_metrics(mosquitto, amqtt):
     local.wait_state("cloud", "connected", timeout=30)
 
 
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
 @pytest.mark.parametrize("qos", [0, 2])
-def test_qos_0_and_2_each_way(mosquitto, amqtt, qos):
+def test_qos_0_and_2_each_way(mosquitto, amqtt, qos, version):
     n = 100
     remote, local = bridged(mosquitto, amqtt, [
         f"{{pattern: 'up/#', direction: out, qos: {qos}, remote_prefix: 'site1/'}}",
         f"{{pattern: 'down/#', direction: in, qos: {qos}, local_prefix: 'hq/'}}",
-    ])
+    ], extra=f"    protocol_version: {version}\n")
     remote_sub = remote.client()
     remote_sub.subscribe("site1/up/#", 2)
     local_sub = local.client()
@@ -304,12 +305,13 @@ def test_qos_0_and_2_each_way(mosquitto, amqtt, qos):
         c.close()
 
 
-def test_a_thousand_qos1_each_way_with_the_remote_restarted_mid_stream(mosquitto, amqtt):
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_a_thousand_qos1_each_way_with_the_remote_restarted_mid_stream(mosquitto, amqtt, version):
     n = 1000
     remote, local = bridged(mosquitto, amqtt, [
         "{pattern: 'up/#', direction: out, qos: 1, remote_prefix: 'site1/'}",
         "{pattern: 'down/#', direction: in, qos: 1}",
-    ])
+    ], extra=f"    protocol_version: {version}\n")
     # Persistent subscribers on both sides, so that a restart of mosquitto loses nothing queued.
     remote_subs = [remote.client("remote-sub", clean_session=False)]
     remote_subs[0].subscribe("site1/up/#", 1)
