@@ -34,8 +34,8 @@ pub(crate) struct LocalPublish {
     pub dup: bool,
 }
 
-/// Who the session is, for CONNECT.
-#[derive(Debug, Clone, Copy)]
+/// Who the session is, for CONNECT. No `Debug`: it holds the password.
+#[derive(Clone, Copy)]
 pub(crate) struct Login<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
@@ -43,8 +43,7 @@ pub(crate) struct Login<'a> {
     pub keep_alive: u16,
 }
 
-/// What the local session writes.
-#[derive(Debug)]
+/// What the local session writes (no `Debug`: CONNECT holds the password).
 pub(crate) enum Outgoing<'a> {
     Connect(Login<'a>),
     /// One SUBSCRIBE with every filter (No Local on each at level 5).
