@@ -110,6 +110,7 @@ impl ConfigDiff {
             persistence,
             contrib,
             bridges,
+            cluster,
             shared_subscription_strategy,
             reload,
             source: _,
@@ -163,6 +164,11 @@ impl ConfigDiff {
         if bridges != &old.bridges {
             diff.kept
                 .push("bridges: changed in the file, kept (changes only at a restart)".into());
+        }
+        // The cluster block holds NATS credentials: the line names the key only.
+        if cluster != &old.cluster {
+            diff.kept
+                .push("cluster: changed in the file, kept (changes only at a restart)".into());
         }
         diff.value(
             "shared_subscription_strategy",
