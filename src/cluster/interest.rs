@@ -19,6 +19,8 @@ use super::wire::Change;
 struct RemoteNode {
     filters: HashSet<TopicFilter>,
     trie: TopicTrie<()>,
+    /// The node's run the numbers belong to (a node that restarts numbers from 1 again).
+    boot: Option<u64>,
     /// The last delta applied; `None` until a snapshot set a starting point.
     seq: Option<u64>,
     /// Deltas that came before the snapshot they follow (or after a gap), applied with it.
@@ -121,9 +123,21 @@ impl ClusterInterest {
         self.mine.keys()
     }
 
-    /// A delta from `node`.
-    pub fn remote_delta(&mut self, node: &str, seq: u64, changes: Vec<Change>) -> DeltaOutcome {
+    /// A delta from `node`'s run `boot`.
+    pub fn remote_delta(
+        &mut self,
+        node: &str,
+        boot: u64,
+        seq: u64,
+        changes: Vec<Change>,
+    ) -> DeltaOutcome {
         let remote = self.remote.entry(node.to_string()).or_default();
+        if remote.boot != Some(boot) {
+            // A new run: what it had is replaced by its snapshot, deltas count from there.
+            remote.boot = Some(boot);
+            remote.seq = None;
+            remote.waiting.clear();
+        }
         match remote.seq {
             Some(last) if seq <= last => DeltaOutcome::default(),
             Some(last) if seq == last + 1 => {
@@ -145,14 +159,19 @@ impl ClusterInterest {
         }
     }
 
-    /// `node`'s whole interest as of its delta `seq`; returns the union's changes.
+    /// `node`'s whole interest as of its run `boot`'s delta `seq`; returns the union's changes.
     pub fn remote_snapshot(
         &mut self,
         node: &str,
+        boot: u64,
         seq: u64,
         filters: Vec<TopicFilter>,
     ) -> Vec<Change> {
         let remote = self.remote.entry(node.to_string()).or_default();
+        if remote.boot != Some(boot) {
+            remote.boot = Some(boot);
+            remote.waiting.clear();
+        }
         let fresh: HashSet<TopicFilter> = filters.into_iter().collect();
         let mut changes: Vec<Change> = remote
             .filters
@@ -271,35 +290,48 @@ mod tests {
     #[test]
     fn remote_deltas_need_a_snapshot_first_and_after_a_gap() {
         let mut c = ClusterInterest::new(1);
-        let first = c.remote_delta("b", 3, vec![(true, f("x"))]);
+        let first = c.remote_delta("b", 1, 3, vec![(true, f("x"))]);
         assert!(first.needs_snapshot && first.union.is_empty());
         // The snapshot as of delta 2 plus the waiting delta 3.
-        let union = c.remote_snapshot("b", 2, vec![f("y")]);
+        let union = c.remote_snapshot("b", 1, 2, vec![f("y")]);
         assert_eq!(union.len(), 2);
         assert_eq!(c.nodes_for(b"x").collect::<Vec<_>>(), ["b"]);
         assert_eq!(c.nodes_for(b"y").collect::<Vec<_>>(), ["b"]);
-        let next = c.remote_delta("b", 4, vec![(false, f("y"))]);
+        let next = c.remote_delta("b", 1, 4, vec![(false, f("y"))]);
         assert_eq!(next.union, vec![(false, f("y"))]);
         assert!(!next.needs_snapshot);
         assert_eq!(
-            c.remote_delta("b", 4, vec![]),
+            c.remote_delta("b", 1, 4, vec![]),
             DeltaOutcome::default(),
             "old"
         );
         assert!(
-            c.remote_delta("b", 6, vec![]).needs_snapshot,
+            c.remote_delta("b", 1, 6, vec![]).needs_snapshot,
             "5 is missing"
         );
+    }
+
+    #[test]
+    fn a_restarted_node_starts_over_from_its_snapshot() {
+        let mut c = ClusterInterest::new(1);
+        c.remote_snapshot("b", 1, 10, vec![f("x")]);
+        let restarted = c.remote_delta("b", 2, 1, vec![(true, f("y"))]);
+        assert!(
+            restarted.needs_snapshot,
+            "numbers restarted: not an old delta"
+        );
+        let union = c.remote_snapshot("b", 2, 0, vec![]);
+        assert!(union.contains(&(false, f("x"))) && union.contains(&(true, f("y"))));
     }
 
     #[test]
     fn the_union_counts_nodes_and_a_gone_node_leaves_it() {
         let mut c = ClusterInterest::new(1);
         assert_eq!(
-            c.remote_snapshot("b", 0, vec![f("t/+")]),
+            c.remote_snapshot("b", 1, 0, vec![f("t/+")]),
             vec![(true, f("t/+"))]
         );
-        assert_eq!(c.remote_snapshot("c", 0, vec![f("t/+")]), vec![]);
+        assert_eq!(c.remote_snapshot("c", 1, 0, vec![f("t/+")]), vec![]);
         assert_eq!(c.node_gone("b"), vec![]);
         assert_eq!(c.node_gone("c"), vec![(false, f("t/+"))]);
         assert_eq!(c.nodes_for(b"t/1").count(), 0);
@@ -308,8 +340,8 @@ mod tests {
     #[test]
     fn a_snapshot_replaces_what_was_known() {
         let mut c = ClusterInterest::new(1);
-        c.remote_snapshot("b", 0, vec![f("old")]);
-        let union = c.remote_snapshot("b", 5, vec![f("new")]);
+        c.remote_snapshot("b", 1, 0, vec![f("old")]);
+        let union = c.remote_snapshot("b", 1, 5, vec![f("new")]);
         assert!(union.contains(&(false, f("old"))) && union.contains(&(true, f("new"))));
     }
 

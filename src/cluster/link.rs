@@ -32,7 +32,7 @@ pub(super) enum Done {
     /// A mailbox batch is stored in JetStream: its stamps are confirmed.
     Stored(Vec<(usize, u64)>),
     /// Another node's whole interest.
-    Snapshot(String, Result<(u64, Vec<TopicFilter>), String>),
+    Snapshot(String, Result<(u64, u64, Vec<TopicFilter>), String>),
     /// The live nodes' bucket, read.
     Live(Result<Vec<(String, String)>, String>),
     /// NATS set up (or not yet).
@@ -66,7 +66,10 @@ pub(super) struct Link<M> {
     port: LinkPort<M>,
     config: crate::config::ClusterConfig,
     names: Names,
-    boot: String,
+    /// This run's id: in the liveness entry and every delta.
+    boot: u64,
+    /// Other nodes' deltas that waited for a snapshot: acknowledged once it is applied.
+    after_snapshot: HashMap<String, u64>,
     interest: ClusterInterest,
     nats: Option<Handles>,
     connected: bool,
@@ -112,7 +115,8 @@ impl<M: Send + 'static> Link<M> {
             js,
             retained_out,
             names: Names::new(&config.name),
-            boot: format!("{:016x}", fastrand::u64(..)),
+            boot: fastrand::u64(..),
+            after_snapshot: HashMap::new(),
             interest: ClusterInterest::new(shards),
             nats: None,
             connected: false,
@@ -172,15 +176,18 @@ pub(super) async fn run<M: Send + 'static>(
             None => (None, None, None, None, None, None),
         };
         tokio::select! {
+            // The shards first: at start, their recovered subscriptions are in before the
+            // mailbox is read.
+            biased;
             lane = link.port.inbox.recv() => {
                 if let Some(message) = (link.port.unwrap)(lane.into_inner()) {
-                    link.from_shard(message);
+                    link.shard_said(message);
                 }
                 // Whatever else is there, in the same turn (one delta for all of it).
                 for _ in 0..1024 {
                     let Some(lane) = link.port.inbox.try_recv() else { break };
                     if let Some(message) = (link.port.unwrap)(lane.into_inner()) {
-                        link.from_shard(message);
+                        link.shard_said(message);
                     }
                 }
             }
@@ -269,17 +276,19 @@ impl<M: Send + 'static> Link<M> {
     }
 
     /// Sends to a local shard, in order behind what a full lane refused before.
-    fn to_shard(&mut self, shard: usize, control: bool, message: BusMessage) {
+    fn send_shard(&mut self, shard: usize, control: bool, message: BusMessage) {
         if !self.blocked[shard].is_empty() {
             self.blocked[shard].push_back((control, message));
             return;
         }
-        if let Err(message) = self.try_to_shard(shard, control, message) {
+        if let Err(message) = self.try_send_shard(shard, control, message) {
             self.blocked[shard].push_back((control, message));
         }
     }
 
-    fn try_to_shard(
+    /// The message back when the lane refused it, unboxed as the bus itself hands it back.
+    #[allow(clippy::result_large_err)]
+    fn try_send_shard(
         &self,
         shard: usize,
         control: bool,
@@ -303,7 +312,7 @@ impl<M: Send + 'static> Link<M> {
     fn retry_blocked(&mut self) {
         for shard in 0..self.blocked.len() {
             while let Some((control, message)) = self.blocked[shard].pop_front() {
-                if let Err(message) = self.try_to_shard(shard, control, message) {
+                if let Err(message) = self.try_send_shard(shard, control, message) {
                     self.blocked[shard].push_front((control, message));
                     break;
                 }
@@ -311,13 +320,13 @@ impl<M: Send + 'static> Link<M> {
         }
     }
 
-    fn to_all_shards(&mut self, control: bool, message: &BusMessage) {
+    fn send_all_shards(&mut self, control: bool, message: &BusMessage) {
         for shard in 0..self.port.shards {
-            self.to_shard(shard, control, message.clone());
+            self.send_shard(shard, control, message.clone());
         }
     }
 
-    fn from_shard(&mut self, message: BusMessage) {
+    fn shard_said(&mut self, message: BusMessage) {
         match message {
             BusMessage::Interest {
                 from,
@@ -366,7 +375,7 @@ impl<M: Send + 'static> Link<M> {
     fn stamp_done(&mut self, shard: usize, n: u64) {
         if let Some(upto) = self.confirm.done(shard, n) {
             let from = self.index();
-            self.to_shard(shard, true, BusMessage::Durable { from, upto });
+            self.send_shard(shard, true, BusMessage::Durable { from, upto });
         }
     }
 
@@ -427,7 +436,7 @@ impl<M: Send + 'static> Link<M> {
                         subject: self.names.mailbox(&target),
                         payload,
                         id: Some(format!(
-                            "{}-{}-{}",
+                            "{}-{:x}-{}",
                             self.config.node, self.boot, self.mailbox_seq
                         )),
                         stamps: stamps.clone(),
@@ -464,12 +473,18 @@ impl<M: Send + 'static> Link<M> {
             }
             Done::Snapshot(node, result) => {
                 self.syncing.remove(&node);
+                let waited = self.after_snapshot.remove(&node);
                 match result {
-                    Ok((seq, filters)) => {
-                        let changes = self.interest.remote_snapshot(&node, seq, filters);
-                        self.union_changed(changes, None);
+                    Ok((boot, seq, filters)) => {
+                        let changes = self.interest.remote_snapshot(&node, boot, seq, filters);
+                        self.union_changed(changes, waited.map(|seq| (node, seq)));
                     }
-                    Err(error) => log::warn!("cluster: interest of node {node}: {error}"),
+                    Err(error) => {
+                        log::warn!("cluster: interest of node {node}: {error}");
+                        if let Some(seq) = waited {
+                            self.send_ack(&node, seq);
+                        }
+                    }
                 }
             }
             Done::Live(Ok(nodes)) => self.live_nodes(nodes),
@@ -517,7 +532,7 @@ impl<M: Send + 'static> Link<M> {
             _ => None,
         };
         for (added, filter) in changes {
-            self.to_all_shards(
+            self.send_all_shards(
                 true,
                 &BusMessage::Interest {
                     from,
@@ -567,18 +582,19 @@ impl<M: Send + 'static> Link<M> {
         if node == self.config.node {
             return;
         }
-        let (seq, changes) = match wire::decode_delta(&message.payload) {
+        let (boot, seq, changes) = match wire::decode_delta(&message.payload) {
             Ok(delta) => delta,
             Err(error) => {
                 log::warn!("cluster: interest delta from {node}: {error}");
                 return;
             }
         };
-        let outcome = self.interest.remote_delta(&node, seq, changes);
+        let outcome = self.interest.remote_delta(&node, boot, seq, changes);
         if outcome.needs_snapshot {
-            self.request_snapshot(node.clone());
-            // Confirmed now: the snapshot brings it, and nothing waits on a node it never saw.
-            self.send_ack(&node, seq);
+            // Confirmed once the snapshot (which holds it) is in effect on the shards.
+            let waited = self.after_snapshot.entry(node.clone()).or_insert(seq);
+            *waited = (*waited).max(seq);
+            self.request_snapshot(node);
             return;
         }
         self.union_changed(outcome.union, Some((node, seq)));
@@ -606,7 +622,7 @@ impl<M: Send + 'static> Link<M> {
     async fn answer_sync(&mut self, message: async_nats::Message) {
         self.send_delta().await;
         let Some(reply) = message.reply else { return };
-        let snapshot = wire::encode_snapshot(self.interest.seq(), self.interest.mine());
+        let snapshot = wire::encode_snapshot(self.boot, self.interest.seq(), self.interest.mine());
         if let Some(nats) = &self.nats {
             let _ = nats.client.publish(reply, snapshot).await;
         }
@@ -644,7 +660,7 @@ impl<M: Send + 'static> Link<M> {
             }
             if let Some(done) = self.pending.pop_front() {
                 for (shard, token) in done.tokens {
-                    self.to_shard(shard, true, BusMessage::InterestAck { token });
+                    self.send_shard(shard, true, BusMessage::InterestAck { token });
                 }
             }
         }
@@ -665,7 +681,7 @@ impl<M: Send + 'static> Link<M> {
         };
         let live = self.connected && self.nats.is_some();
         if let (Some(nats), true) = (&self.nats, live) {
-            let payload = wire::encode_delta(seq, &changes);
+            let payload = wire::encode_delta(self.boot, seq, &changes);
             let _ = nats
                 .client
                 .publish_with_reply(
@@ -690,7 +706,7 @@ impl<M: Send + 'static> Link<M> {
                 Some(last) => last.tokens.extend(tokens),
                 None => {
                     for (shard, token) in tokens {
-                        self.to_shard(shard, true, BusMessage::InterestAck { token });
+                        self.send_shard(shard, true, BusMessage::InterestAck { token });
                     }
                 }
             }
@@ -702,7 +718,7 @@ impl<M: Send + 'static> Link<M> {
         let Some(nats) = &self.nats else { return };
         let (js, stream) = (nats.js.clone(), nats.nodes.clone());
         let (subject, names) = (self.names.node(&self.config.node), self.names.clone());
-        let (boot, done) = (self.boot.clone(), self.done_tx.clone());
+        let (boot, done) = (format!("{:016x}", self.boot), self.done_tx.clone());
         tokio::spawn(async move {
             let stored = match js.publish(subject, Bytes::from(boot)).await {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -747,7 +763,7 @@ impl<M: Send + 'static> Link<M> {
         };
         for (shard, batch) in self.split_for_shards(batch) {
             let message = BusMessage::Publishes(batch, None);
-            if !self.blocked[shard].is_empty() || self.try_to_shard(shard, false, message).is_err()
+            if !self.blocked[shard].is_empty() || self.try_send_shard(shard, false, message).is_err()
             {
                 self.dropped_qos0 += 1;
             }
@@ -793,7 +809,7 @@ impl<M: Send + 'static> Link<M> {
             if let Some(stamp) = stamp {
                 waits.push((shard, stamp.n));
             }
-            self.to_shard(shard, false, BusMessage::Publishes(batch, stamp));
+            self.send_shard(shard, false, BusMessage::Publishes(batch, stamp));
         }
         // Without persistence the shards confirm nothing: handed over is as far as it goes.
         let ready = self.incoming.push(message, waits);
@@ -837,7 +853,7 @@ impl<M: Send + 'static> Link<M> {
                 version,
             }
         };
-        self.to_all_shards(false, &message);
+        self.send_all_shards(false, &message);
         if pending == 0 && !self.retained_loaded {
             self.retained_loaded = true;
             log::info!("cluster: retained messages loaded");

@@ -181,10 +181,11 @@ pub fn decode_batch(payload: &[u8]) -> Result<&[u8], WireError> {
 /// One change of a node's interest: a filter its shards took up (`true`) or all let go.
 pub type Change = (bool, TopicFilter);
 
-/// A node's interest delta number `seq`.
-pub fn encode_delta(seq: u64, changes: &[Change]) -> Bytes {
+/// A node's interest delta number `seq`, from its run `boot` (numbers restart with a run).
+pub fn encode_delta(boot: u64, seq: u64, changes: &[Change]) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(FORMAT);
+    out.put_u64(boot);
     out.put_u64(seq);
     out.put_u32(changes.len() as u32);
     for (added, filter) in changes {
@@ -194,8 +195,10 @@ pub fn encode_delta(seq: u64, changes: &[Change]) -> Bytes {
     out.freeze()
 }
 
-pub fn decode_delta(payload: &[u8]) -> Result<(u64, Vec<Change>), WireError> {
+/// (boot, seq, changes).
+pub fn decode_delta(payload: &[u8]) -> Result<(u64, u64, Vec<Change>), WireError> {
     let mut r = Reader::new(payload)?;
+    let boot = r.u64()?;
     let seq = r.u64()?;
     let n = r.u32()?;
     let mut changes = Vec::with_capacity(n.min(4096) as usize);
@@ -203,16 +206,18 @@ pub fn decode_delta(payload: &[u8]) -> Result<(u64, Vec<Change>), WireError> {
         let added = r.u8()? != 0;
         changes.push((added, r.filter()?));
     }
-    Ok((seq, changes))
+    Ok((boot, seq, changes))
 }
 
-/// A node's whole interest, as of its delta `seq`.
+/// A node's whole interest, as of its run `boot`'s delta `seq`.
 pub fn encode_snapshot<'a>(
+    boot: u64,
     seq: u64,
     filters: impl ExactSizeIterator<Item = &'a TopicFilter>,
 ) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(FORMAT);
+    out.put_u64(boot);
     out.put_u64(seq);
     out.put_u32(filters.len() as u32);
     for filter in filters {
@@ -221,15 +226,17 @@ pub fn encode_snapshot<'a>(
     out.freeze()
 }
 
-pub fn decode_snapshot(payload: &[u8]) -> Result<(u64, Vec<TopicFilter>), WireError> {
+/// (boot, seq, filters).
+pub fn decode_snapshot(payload: &[u8]) -> Result<(u64, u64, Vec<TopicFilter>), WireError> {
     let mut r = Reader::new(payload)?;
+    let boot = r.u64()?;
     let seq = r.u64()?;
     let n = r.u32()?;
     let mut filters = Vec::with_capacity(n.min(4096) as usize);
     for _ in 0..n {
         filters.push(r.filter()?);
     }
-    Ok((seq, filters))
+    Ok((boot, seq, filters))
 }
 
 /// `node` has applied the deltas up to `seq` of the node it answers.
@@ -298,4 +305,72 @@ pub fn decode_retained(
         },
         version,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str) -> TopicFilter {
+        TopicFilter::new(s).unwrap()
+    }
+
+    #[test]
+    fn deltas_snapshots_and_acks_read_back() {
+        let changes = vec![(true, f("a/+/c")), (false, f("#"))];
+        assert_eq!(
+            decode_delta(&encode_delta(7, 3, &changes)),
+            Ok((7, 3, changes))
+        );
+        let filters = [f("x"), f("y/#")];
+        assert_eq!(
+            decode_snapshot(&encode_snapshot(7, 9, filters.iter())),
+            Ok((7, 9, filters.to_vec()))
+        );
+        assert_eq!(
+            decode_ack(&encode_ack("node-b", 4)),
+            Ok(("node-b".into(), 4))
+        );
+    }
+
+    #[test]
+    fn a_retained_message_reads_back_with_its_version_and_properties() {
+        let properties = v5::Properties {
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        };
+        let message = Message {
+            topic: TopicName::new("a b/.*>").unwrap(),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Some(Arc::new(properties)),
+        };
+        let version = RetainVersion {
+            clock: 5,
+            shard: 2049,
+        };
+        let names = Names::new("amqtt");
+        let subject = names.retained(message.topic.as_bytes());
+        assert!(!subject["amqtt.ret.".len()..].contains(['.', ' ', '*', '>']));
+        let topic = names.topic_of_retained(&subject).unwrap();
+        let (back, v) = decode_retained(&topic, &encode_retained(&message, version)).unwrap();
+        assert_eq!(back.topic, message.topic);
+        assert_eq!(
+            (back.payload, back.qos, v),
+            (message.payload, message.qos, version)
+        );
+        assert_eq!(back.properties, message.properties);
+    }
+
+    #[test]
+    fn damaged_or_foreign_payloads_are_refused() {
+        assert_eq!(decode_batch(&[]), Err(WireError::Truncated));
+        assert_eq!(decode_batch(&[9, 1, 2]), Err(WireError::Format(9)));
+        let delta = encode_delta(1, 1, &[(true, f("a"))]);
+        assert_eq!(
+            decode_delta(&delta[..delta.len() - 1]),
+            Err(WireError::Truncated)
+        );
+    }
 }
