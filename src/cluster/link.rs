@@ -763,7 +763,8 @@ impl<M: Send + 'static> Link<M> {
         };
         for (shard, batch) in self.split_for_shards(batch) {
             let message = BusMessage::Publishes(batch, None);
-            if !self.blocked[shard].is_empty() || self.try_send_shard(shard, false, message).is_err()
+            if !self.blocked[shard].is_empty()
+                || self.try_send_shard(shard, false, message).is_err()
             {
                 self.dropped_qos0 += 1;
             }

@@ -324,6 +324,8 @@ impl ConfigDiff {
         after.metrics.clone_from(&running.metrics);
         after.admin.clone_from(&running.admin);
         after.persistence.clone_from(&running.persistence);
+        after.bridges.clone_from(&running.bridges);
+        after.cluster.clone_from(&running.cluster);
         if running.memory_limit.is_some() != new.memory_limit.is_some() {
             after.memory_limit = running.memory_limit;
         }
