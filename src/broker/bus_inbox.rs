@@ -18,7 +18,7 @@ impl BrokerCore {
             BusMessage::Publish(message) => {
                 if message.retain {
                     // The control shard's `$SYS` messages: one writer, applied as made here.
-                    let version = self.retained.next_version(self.shard);
+                    let version = self.retained.next_version(self.retain_version_shard());
                     self.apply_retained(&message, version);
                 }
                 // Every shard gets it: the first one serves the share groups.
@@ -51,6 +51,9 @@ impl BrokerCore {
                 if let Some(stamp) = stamp {
                     self.delivery_received(stamp, mark);
                 }
+            }
+            BusMessage::RetainedLoad { message, version } => {
+                self.apply_retained(&message, version);
             }
             BusMessage::Durable { from, upto } => self.durable_confirmed(from, upto),
             BusMessage::ShareMembers {

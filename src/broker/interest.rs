@@ -69,14 +69,14 @@ impl BrokerCore {
         added: bool,
         token: Option<u64>,
     ) {
-        let (me, shards) = (self.shard, self.shards);
-        if let Some(token) = token.filter(|_| shards > 1) {
+        let peers = self.peers().count();
+        if let Some(token) = token.filter(|_| peers > 0) {
             let announcement = self.announcements.entry(token).or_default();
             announcement.filters.push(filter.clone());
-            announcement.remaining += shards - 1;
+            announcement.remaining += peers;
             *self.announcing.entry(filter.clone()).or_insert(0) += 1;
         }
-        for to in (0..shards).filter(|&s| s != me) {
+        for to in self.peers() {
             self.send_bus(
                 to,
                 BusMessage::Interest {
@@ -84,6 +84,32 @@ impl BrokerCore {
                     filter: filter.clone(),
                     added,
                     token,
+                },
+            );
+        }
+    }
+
+    /// Tells the cluster link every filter this shard holds (at start, after recovery: the link
+    /// learns the recovered sessions' subscriptions as the other shards learned them from the
+    /// snapshot). Nothing without a cluster.
+    pub fn announce_interest_to_link(&mut self) {
+        let Some(link) = self.link else {
+            return;
+        };
+        let filters: Vec<TopicFilter> = self
+            .subscriptions
+            .iter()
+            .into_iter()
+            .filter_map(|(filter, _)| TopicFilter::new(&filter).ok())
+            .collect();
+        for filter in filters {
+            self.send_bus(
+                link,
+                BusMessage::Interest {
+                    from: self.shard,
+                    filter,
+                    added: true,
+                    token: None,
                 },
             );
         }

@@ -63,6 +63,12 @@ pub struct Settings {
     pub session_expiry_interval: Option<std::time::Duration>,
     /// Which member of a share group gets a message (`shared.rs`).
     pub shared_strategy: SharedStrategy,
+    /// A cluster link (`src/cluster`) takes part in the bus after the shards, at index `shards`:
+    /// it gets this node's interest and retained updates and the publishes other nodes want.
+    pub cluster_link: bool,
+    /// Makes this node's retained versions unique in the cluster: added to the shard number in
+    /// a [`super::RetainVersion`] (0 without a cluster).
+    pub retain_version_base: u32,
 }
 
 impl Default for Settings {
@@ -84,6 +90,8 @@ impl Default for Settings {
             persistence: false,
             session_expiry_interval: None,
             shared_strategy: SharedStrategy::RoundRobin,
+            cluster_link: false,
+            retain_version_base: 0,
         }
     }
 }
@@ -98,6 +106,12 @@ pub enum BusMessage {
     /// routed there since its last `poll_actions`, in order. Numbered (with persistence on, when
     /// it holds QoS 1/2 publishes) so that the receiver can confirm it durable (`journal.rs`).
     Publishes(PublishBatch, Option<DeliveryStamp>),
+    /// A retained message another node holds, loaded from the cluster's store when this node
+    /// starts or comes back: stored (when newer), not delivered (`src/cluster`).
+    RetainedLoad {
+        message: Message,
+        version: RetainVersion,
+    },
     /// Shard `from` now has (or no longer has) subscribers for `filter`. With a token, the receiver
     /// answers [`BusMessage::InterestAck`] once the change is in effect.
     Interest {

@@ -137,6 +137,8 @@ pub struct BrokerCore {
     settings: Settings,
     shard: usize,
     shards: usize,
+    /// The cluster link's bus index (`shards`), when there is one (`Settings::cluster_link`).
+    link: Option<usize>,
     /// foldhash, not SipHash: looked up several times per delivery (ids are ours, not a client's).
     connections: HashMap<ConnId, Connection, foldhash::fast::FixedState>,
     sessions: Slab<Session>,
@@ -204,23 +206,28 @@ impl BrokerCore {
             budget: settings.memory.clone(),
         });
         let shared = SharedGroups::new(settings.shared_strategy, id_seed ^ shard as u64);
+        let shards = shards.max(1);
+        let link = settings.cluster_link.then_some(shards);
+        // The bus's participants: the shards, then the cluster link.
+        let participants = shards + usize::from(link.is_some());
         let journal = settings
             .persistence
-            .then(|| Box::new(Journal::new(shards.max(1))));
+            .then(|| Box::new(Journal::new(participants)));
         BrokerCore {
             journal,
             recovered_wills: Vec::new(),
             delayed_wills: Default::default(),
             settings,
             shard,
-            shards: shards.max(1),
+            shards,
+            link,
             connections: HashMap::default(),
             sessions: Slab::new(),
             session_by_client_id: HashMap::new(),
             expiring: ExpiryIndex::default(),
             credential_deadlines: Default::default(),
             subscriptions: TopicTrie::new(),
-            remote_interest: (0..shards.max(1)).map(|_| TopicTrie::new()).collect(),
+            remote_interest: (0..participants).map(|_| TopicTrie::new()).collect(),
             shared,
             retained: RetainedStore::default(),
             clock: None,
@@ -235,9 +242,7 @@ impl BrokerCore {
             behind: BehindSessions::default(),
             last_match: LastTopic::default(),
             last_remote: LastTopic::default(),
-            outgoing: (0..shards.max(1))
-                .map(|_| PublishBatch::default())
-                .collect(),
+            outgoing: (0..participants).map(|_| PublishBatch::default()).collect(),
             qos0_packet: BytesMut::new(),
             qos0_packet_v5: BytesMut::new(),
             outbox_pool: OutboxPool::default(),
@@ -253,6 +258,18 @@ impl BrokerCore {
 
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The other participants of the bus that learn this shard's interest and retained updates:
+    /// the other shards, then the cluster link.
+    fn peers(&self) -> impl Iterator<Item = usize> + use<> {
+        let me = self.shard;
+        (0..self.shards).filter(move |&s| s != me).chain(self.link)
+    }
+
+    /// This shard's number in the retained versions it makes (unique in the cluster).
+    fn retain_version_shard(&self) -> usize {
+        self.settings.retain_version_base as usize + self.shard
     }
 
     pub fn settings(&self) -> &Settings {
@@ -376,7 +393,7 @@ impl BrokerCore {
     pub fn poll_actions(&mut self, out: &mut Vec<Action>) {
         self.send_durable_confirmations();
         self.announce_shared(None);
-        for to in 0..self.shards {
+        for to in 0..self.outgoing.len() {
             self.send_batch(to);
         }
         out.clear();

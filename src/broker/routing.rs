@@ -102,9 +102,9 @@ impl BrokerCore {
 
     /// [`route`](Self::route) from connection `publisher`; share groups are served here only.
     fn route_from(&mut self, message: Message, publisher: Option<ConnId>) {
-        let (me, shards) = (self.shard, self.shards);
+        let me = self.shard;
         if message.retain {
-            let version = self.retained.next_version(me);
+            let version = self.retained.next_version(self.retain_version_shard());
             self.apply_retained(&message, version);
             self.journal_retained(&message, version);
             if self.settings.plugins.has_events() {
@@ -112,7 +112,7 @@ impl BrokerCore {
             }
             self.route_shared(&message, publisher);
             self.deliver_local(&message, publisher.and_then(|conn| self.session_of(conn)));
-            for to in (0..shards).filter(|&s| s != me) {
+            for to in self.peers() {
                 let message = message.clone();
                 let stamp = self.journal.as_deref_mut().and_then(|journal| {
                     let stamp = journal.stamp_for(to, me);

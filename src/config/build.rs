@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::bridges::bridges_config;
+use super::cluster::cluster_config;
 use super::endpoints::{admin_config, endpoint_bind, parse_bind};
 use super::persistence::persistence_config;
 use super::raw::plugins::apply;
@@ -477,6 +478,7 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         admin,
         persistence: persistence_config(raw.persistence.as_ref(), origin)?,
         bridges,
+        cluster: cluster_config(raw.cluster.as_ref(), origin)?,
         contrib: ContribConfig {
             jwt_user: raw.auth.as_ref().and_then(|a| a.jwt.clone()),
             jwt_topic: raw.topic_check.as_ref().and_then(|t| t.jwt.clone()),

@@ -166,6 +166,8 @@ pub struct BrokerConfig {
     pub contrib: ContribConfig,
     /// `bridges:`: connections to other MQTT brokers, in file order; none by default.
     pub bridges: Vec<BridgeConfig>,
+    /// `cluster:`: this broker as a node of a cluster on NATS; `None` (the default): one node.
+    pub cluster: Option<ClusterConfig>,
     /// `reload:`: what a reload (SIGHUP, the admin API) does besides applying the file.
     pub reload: ReloadConfig,
     /// The file this came from; `None` for built-in defaults or text.
@@ -423,6 +425,7 @@ impl Default for BrokerConfig {
             persistence: PersistenceConfig::default(),
             contrib: ContribConfig::default(),
             bridges: Vec::new(),
+            cluster: None,
             reload: ReloadConfig::default(),
             source: None,
         }
@@ -475,6 +478,7 @@ fn duration(Seconds(secs): Seconds, allow_zero: bool) -> Result<Duration, String
 
 mod bridges;
 mod build;
+mod cluster;
 mod contrib;
 mod endpoints;
 mod http_plugin;
@@ -490,6 +494,7 @@ mod tests;
 pub use bridges::{
     local_capable, BridgeConfig, BridgeDirection, BridgeTopic, DEFAULT_BRIDGE_KEEP_ALIVE,
 };
+pub use cluster::{ClusterConfig, DEFAULT_ACK_TIMEOUT, DEFAULT_CLUSTER_NAME};
 pub use contrib::{CertSettings, ContribConfig, JwtTopicSettings, JwtUserSettings};
 pub use http_plugin::{HttpMethod, HttpPluginConfig, ParamsMode, ResponseMode};
 pub use persistence::{

@@ -110,6 +110,7 @@ impl ConfigDiff {
             persistence,
             contrib,
             bridges,
+            cluster,
             shared_subscription_strategy,
             reload,
             source: _,
@@ -163,6 +164,11 @@ impl ConfigDiff {
         if bridges != &old.bridges {
             diff.kept
                 .push("bridges: changed in the file, kept (changes only at a restart)".into());
+        }
+        // The cluster block holds NATS credentials: the line names the key only.
+        if cluster != &old.cluster {
+            diff.kept
+                .push("cluster: changed in the file, kept (changes only at a restart)".into());
         }
         diff.value(
             "shared_subscription_strategy",
@@ -318,6 +324,8 @@ impl ConfigDiff {
         after.metrics.clone_from(&running.metrics);
         after.admin.clone_from(&running.admin);
         after.persistence.clone_from(&running.persistence);
+        after.bridges.clone_from(&running.bridges);
+        after.cluster.clone_from(&running.cluster);
         if running.memory_limit.is_some() != new.memory_limit.is_some() {
             after.memory_limit = running.memory_limit;
         }

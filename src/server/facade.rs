@@ -22,7 +22,7 @@ use super::reload::{
     bind_listener, Addresses, ConfigOverrides, ReloadError, ReloadReport, Reloader,
 };
 use super::settings::{ListenerInfo, ListenerSetup, SharedSettings};
-use super::{admin, bridge_hooks, control, shard, shard_tasks};
+use super::{admin, bridge_hooks, cluster_hooks, control, shard, shard_tasks};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,9 @@ pub enum StartError {
     /// written (the message names the path and the reason).
     #[error("{0}")]
     Persistence(#[from] super::recovery::RecoveryError),
+    /// The cluster link's thread could not be started.
+    #[error("cannot start the cluster link: {0}")]
+    Cluster(std::io::Error),
 }
 
 /// A configured, not yet running broker.
@@ -84,6 +87,8 @@ pub struct BrokerHandle {
     runtime: Option<shards::Shards>,
     /// The bridges to other brokers, stopped before the shards.
     bridges: Option<crate::bridge::Bridges>,
+    /// The cluster link (`cluster:`), stopped after the shards.
+    cluster: Option<crate::cluster::ClusterLink>,
     /// Into every shard's inbox: the host's requests (`embed.rs`).
     pub(super) bus: shards::BusSender<shard::ShardMessage>,
     /// The event plugins, told of shutdown.
@@ -295,6 +300,11 @@ impl Broker {
                 persistence: config.persistence.enabled,
                 session_expiry_interval: config.session_expiry_interval,
                 shared_strategy: config.shared_subscription_strategy,
+                cluster_link: config.cluster.is_some(),
+                retain_version_base: config
+                    .cluster
+                    .as_ref()
+                    .map_or(0, |c| crate::cluster::version_base(&c.node)),
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,
@@ -326,7 +336,11 @@ impl Broker {
             per_shard.into_iter().map(|s| Mutex::new(Some(s))).collect();
         // 16 Ki slots a lane (≈ 96 B a slot, all touched when crossbeam builds the ring): 3 MiB per
         // shard instead of 12 MiB with 64 Ki, and still more than a shard drains in one loop turn.
-        let (bus, inboxes) = shards::bus::<shard::ShardMessage>(shard_count, 16_384, 16_384);
+        // With a cluster, its link takes part in the bus after the shards.
+        let link_slots = usize::from(config.cluster.is_some());
+        let (bus, mut inboxes) =
+            shards::bus::<shard::ShardMessage>(shard_count + link_slots, 16_384, 16_384);
+        let link_inbox = if link_slots > 0 { inboxes.pop() } else { None };
         let inboxes: Vec<Mutex<Option<shards::Inbox<shard::ShardMessage>>>> =
             inboxes.into_iter().map(|i| Mutex::new(Some(i))).collect();
 
@@ -380,6 +394,25 @@ impl Broker {
                 }
             },
         )?;
+        let cluster = match (&config.cluster, link_inbox) {
+            (Some(cluster), Some(inbox)) => {
+                match cluster_hooks::start(
+                    cluster,
+                    inbox,
+                    host_bus.clone(),
+                    shard_count,
+                    config.persistence.enabled,
+                ) {
+                    Ok(link) => Some(link),
+                    Err(error) => {
+                        runtime.stop();
+                        let _ = runtime.join();
+                        return Err(StartError::Cluster(error));
+                    }
+                }
+            }
+            _ => None,
+        };
         // After the shards (the bridges' local sessions connect to a listener) and before the
         // control shard (which exports their counters).
         let bridges = if config.bridges.is_empty() {
@@ -446,6 +479,7 @@ impl Broker {
         Ok(BrokerHandle {
             runtime: Some(runtime),
             bridges,
+            cluster,
             bus: host_bus,
             events,
             addresses,
@@ -536,6 +570,9 @@ impl BrokerHandle {
                 }
                 runtime.stop();
                 let stopped = runtime.join();
+                if let Some(mut cluster) = self.cluster.take() {
+                    cluster.stop();
+                }
                 self.events.broker_post_shutdown();
                 stopped
             }

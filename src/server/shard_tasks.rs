@@ -80,6 +80,7 @@ fn restore(rt: &Rc<ShardRuntime>, start: &ShardStart) {
     for (shard, filter) in &start.remote_interest {
         core.restore_remote_interest(*shard, filter);
     }
+    core.announce_interest_to_link();
     core.publish_recovered_wills();
 }
 

@@ -7,7 +7,7 @@ is resolved to the longest module (file) it names; a parent module naming its ow
 an edge (declaring and re-exporting them is what a parent does). Comments are ignored.
 
 Layers, bottom to top (a module may import from its own layer and the ones below):
-protocol, config | persist, plugins, transport | broker, client, bridge | server | the crate root
+protocol, config | persist, plugins, transport | broker, client, bridge, cluster | server | the crate root
 (lib.rs).
 """
 
@@ -27,6 +27,7 @@ LAYERS = {
     "broker": 2,
     "client": 2,
     "bridge": 2,
+    "cluster": 2,
     "server": 3,
 }
 

@@ -168,19 +168,17 @@ fn subscribe_filters(
             retained_for.push((filter, granted));
         }
     }
+    // Share groups are announced to the other shards; filters to the cluster link too.
     let others = broker.shards - 1;
-    let announced = new_filters.len() + broker.shared_unannounced();
-    let token = (others > 0 && announced > 0).then(|| broker.new_token());
+    let with_link = others + usize::from(broker.link.is_some());
+    let shared = broker.shared_unannounced();
+    let remaining = with_link * new_filters.len() + others * shared;
+    let token = (remaining > 0).then(|| broker.new_token());
     for filter in &new_filters {
         broker.broadcast_interest(filter, true, token);
     }
     broker.announce_shared(token);
-    // Every announcement carries the token and each other shard confirms each one.
-    let remaining = if token.is_some() {
-        others * announced
-    } else {
-        0
-    };
+    // Every announcement carries the token and each other participant confirms each one.
     let reply = PendingReply {
         token,
         remaining,

@@ -115,6 +115,8 @@ pub(super) struct RawConfig {
     pub(super) persistence: Option<RawPersistence>,
     /// Bridges to other brokers (`bridges.rs`); absent = none.
     pub(super) bridges: Option<super::bridges::RawBridges>,
+    /// This broker as a node of a cluster on NATS (`cluster.rs`); absent = a single node.
+    pub(super) cluster: Option<super::cluster::RawCluster>,
     /// What a reload does besides applying the file (`config/reload.rs`).
     pub(super) reload: Option<RawReload>,
 }

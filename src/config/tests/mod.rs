@@ -410,6 +410,7 @@ fn from_file_reads_and_records_the_source() {
 }
 
 mod bridges;
+mod cluster;
 mod http_plugin;
 mod listeners;
 mod persistence;
