@@ -367,3 +367,14 @@ def test_kubernetes_cluster_nats_config_checks_for_each_pod(tmp_path):
     refused = subprocess.run([nats_bin, "-t", "-c", str(tmp_path / "nats.conf")], env={},
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "POD_NAME" in refused.stdout + refused.stderr
+
+
+def test_the_cluster_documentation_links_resolve():
+    """README, deploy/README.md and the sizing plan point at files that exist."""
+    repo = DEPLOY.parent
+    for doc in [repo / "README.md", DEPLOY / "README.md", repo / "docs/cluster-sizing.md"]:
+        links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
+        cluster = [l for l in links if "cluster" in l and "://" not in l]
+        assert cluster, f"{doc.name} links nothing of the cluster kit"
+        for link in cluster:
+            assert (doc.parent / link).exists(), f"{doc.name}: {link}"
