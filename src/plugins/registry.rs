@@ -20,9 +20,9 @@ use std::sync::Arc;
 use crate::config::BrokerConfig;
 
 use super::{
-    AclTables, AnonymousAuth, AuthPlugin, Authenticator, CertAuth, CorePlugins, EventPlugin,
-    FileAuth, HttpAuth, HttpTopic, JwtAuth, JwtTopics, Plugin, Prefetchers, TopicAcl, TopicPlugin,
-    TopicPrefetch, TopicTaboo,
+    AclTables, AnonymousAuth, AuthMethod, AuthMethods, AuthPlugin, Authenticator, CertAuth,
+    CorePlugins, EventPlugin, FileAuth, HttpAuth, HttpTopic, JwtAuth, JwtTopics, Plugin,
+    Prefetchers, TopicAcl, TopicPlugin, TopicPrefetch, TopicTaboo,
 };
 
 const AUTH_BUILTINS: [&str; 5] = [
@@ -114,6 +114,8 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
         ));
     }
     let mut auth: Vec<Arc<dyn AuthPlugin>> = Vec::new();
+    // MQTT 5 enhanced authentication: SCRAM-SHA-256 when the password file has SCRAM entries.
+    let mut methods: Vec<Arc<dyn AuthMethod>> = Vec::new();
     let mut seen = HashSet::new();
     for (i, name) in auth_names.iter().enumerate() {
         let key = format!("auth.plugins[{i}]");
@@ -143,6 +145,15 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                 };
                 let plugin = FileAuth::load(path)
                     .map_err(|e| error("auth.password-file".into(), e.to_string()))?;
+                let scram = plugin.scram_method().map_err(|e| {
+                    error(
+                        "auth.password-file".into(),
+                        format!("no randomness for SCRAM-SHA-256: {e}"),
+                    )
+                })?;
+                if let Some(scram) = scram {
+                    methods.push(Arc::new(scram));
+                }
                 Arc::new(plugin)
             }
             HttpAuth::NAME => {
@@ -257,12 +268,13 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
 
     let set = PluginSet {
         authenticator: Authenticator::new(auth),
-        core: CorePlugins::new(topic, events),
+        core: CorePlugins::new(topic, events).with_methods(AuthMethods::new(methods)),
         prefetch: Prefetchers::new(prefetch),
     };
     log::info!(
-        "plugins: authentication {:?}, topic checks {:?}",
+        "plugins: authentication {:?}, enhanced authentication {:?}, topic checks {:?}",
         set.authenticator.names(),
+        set.core.methods().names(),
         set.core.topic_names()
     );
     Ok(set)
