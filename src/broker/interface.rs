@@ -63,6 +63,9 @@ pub struct Settings {
     pub session_expiry_interval: Option<std::time::Duration>,
     /// Which member of a share group gets a message (`shared.rs`).
     pub shared_strategy: SharedStrategy,
+    /// How long an MQTT 5 enhanced authentication exchange may take from its CONNECT to its end
+    /// (`connect_timeout`, as for the CONNECT itself).
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -84,6 +87,7 @@ impl Default for Settings {
             persistence: false,
             session_expiry_interval: None,
             shared_strategy: SharedStrategy::RoundRobin,
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -218,11 +222,15 @@ pub struct SessionGauges {
 pub struct ConnectOutcome {
     pub code: ConnectReturnCode,
     pub session_present: bool,
+    /// Not answered yet: an MQTT 5 enhanced authentication exchange is under way (AUTH 0x18
+    /// Continue authentication written). Serve the connection: its AUTH packets go to
+    /// `handle_bytes`, which writes the CONNACK when the exchange ends (`handlers/auth.rs`).
+    pub authenticating: bool,
 }
 
 impl ConnectOutcome {
     /// The client is in (CONNACK 0x00).
     pub fn is_accepted(&self) -> bool {
-        self.code == ConnectReturnCode::Accepted
+        self.code == ConnectReturnCode::Accepted && !self.authenticating
     }
 }

@@ -295,6 +295,7 @@ impl Broker {
                 persistence: config.persistence.enabled,
                 session_expiry_interval: config.session_expiry_interval,
                 shared_strategy: config.shared_subscription_strategy,
+                connect_timeout: config.connect_timeout,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,
