@@ -311,6 +311,10 @@ impl BrokerCore {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
+        if connection.is_authenticating() {
+            // Before its CONNACK: refused with `code` in one (`handlers/auth.rs`).
+            return handlers::refuse_authenticating(self, conn, code);
+        }
         if !connection.is_active() {
             // Closing already: counted and answered then.
             return;

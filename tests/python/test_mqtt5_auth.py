@@ -166,6 +166,23 @@ def test_anything_but_auth_during_the_exchange_is_0x82(broker):
     assert raw.recv() is None
 
 
+@pytest.mark.parametrize("bad", [
+    packet(0xF0, bytes([0x18, 9, 0x15])),  # properties longer than the packet: malformed
+    packet(0xF1, bytes([0x18, 0])),        # reserved flags set: malformed
+    packet(0xF0, bytes([0x18]) + encode_props([("auth_method", METHOD),
+                                               ("auth_method", METHOD)])),  # twice: malformed
+], ids=["short-properties", "flags", "duplicate-method"])
+def test_a_malformed_auth_during_the_exchange_is_refused(broker, bad):
+    raw = RawV5(broker)
+    raw.send(connect5("scram-malformed", properties=[("auth_method", METHOD),
+                                                     ("auth_data", Scram("alice", "x").first())]))
+    read(raw, AUTH)
+    raw.send(bad)
+    reason, _ = read(raw, CONNACK)
+    assert reason in (0x81, 0x82)
+    assert raw.recv() is None
+
+
 def test_an_unfinished_exchange_ends_at_connect_timeout(broker):
     raw = RawV5(broker)
     raw.send(connect5("scram-slow", keepalive=0,

@@ -100,7 +100,9 @@ pub(super) fn start(
 
 /// A packet from a connection whose CONNECT's exchange is under way.
 pub(super) fn handle_connecting(broker: &mut BrokerCore, conn: ConnId, packet: v5::Packet) {
-    let now = broker.clock.unwrap_or_else(Instant::now);
+    let Some(now) = last_time(broker, conn) else {
+        return;
+    };
     // The CONNECT is answered, or not yet, in the outbox; the runtime learns nothing more.
     let _outcome = match packet {
         v5::Packet::Auth(auth) => {
@@ -192,6 +194,18 @@ fn answer_connecting(
     }
 }
 
+/// Bytes that do not decode (or a broken transport) while a CONNECT's exchange runs: CONNACK
+/// with `reason` (0x81 Malformed Packet, ...), counted, and close.
+pub(in crate::broker) fn refuse_authenticating(
+    broker: &mut BrokerCore,
+    conn: ConnId,
+    reason: ReasonCode,
+) {
+    if let Some(now) = last_time(broker, conn) {
+        refuse_connecting(broker, conn, reason, now);
+    }
+}
+
 /// Refuses a CONNECT whose exchange failed (or broke the protocol) with `reason`.
 fn refuse_connecting(
     broker: &mut BrokerCore,
@@ -205,7 +219,7 @@ fn refuse_connecting(
         .and_then(|c| c.v5.as_mut())
         .and_then(|link| link.auth.as_mut())
         .and_then(|auth| auth.waiting.take());
-    if reason == ReasonCode::PROTOCOL_ERROR {
+    if reason == ReasonCode::PROTOCOL_ERROR || reason == ReasonCode::MALFORMED_PACKET {
         broker.stats.protocol_errors += 1;
     }
     match waiting {
@@ -305,6 +319,13 @@ fn fail_reauthentication(broker: &mut BrokerCore, conn: ConnId, reason: ReasonCo
     };
     broker.write_v5(conn, &mqtt5::disconnect(reason));
     broker.close(conn, CloseReason::AuthenticationFailed);
+}
+
+/// The time of the call being handled (the core has no clock of its own); `None` when `conn` is
+/// gone.
+fn last_time(broker: &BrokerCore, conn: ConnId) -> Option<Instant> {
+    let connection = broker.connections.get(&conn)?;
+    Some(broker.clock.unwrap_or(connection.last_activity))
 }
 
 /// The connection's enhanced authentication, if it uses one.

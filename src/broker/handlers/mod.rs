@@ -35,7 +35,7 @@ use crate::protocol::{
 
 use super::{BrokerCore, CloseReason, ConnId, Pressure};
 
-pub(super) use auth::EnhancedAuth;
+pub(super) use auth::{refuse_authenticating, EnhancedAuth};
 pub use connect::{FirstPacket, ListenerIdentity, PendingConnect};
 
 /// What [`BrokerCore::handle_bytes`] handled, and what the runtime does next.

@@ -212,6 +212,28 @@ fn anything_but_auth_during_the_exchange_is_a_protocol_error() {
 }
 
 #[test]
+fn malformed_bytes_during_the_exchange_are_refused_with_0x81() {
+    let mut c = cluster();
+    c.open_v5(
+        "alice",
+        v5_connect("alice", 0, with_method("KNOCK", Some(b"hello"))),
+        AuthVerdict::Allowed,
+    );
+    // AUTH 0x18 whose properties claim 9 bytes and hold 1.
+    let conn = c.client("alice").conn;
+    let mut buf = BytesMut::from(&[0xF0, 0x03, 0x18, 0x09, 0x15][..]);
+    c.shards[0].handle_bytes(conn, &mut buf, c.now);
+    c.run();
+    let packets = c.packets_v5("alice");
+    assert_eq!(
+        connack(&packets).map(|a| a.reason),
+        Some(ReasonCode::MALFORMED_PACKET)
+    );
+    assert!(c.client("alice").closed);
+    assert_eq!(c.shards[0].stats.protocol_errors, 1);
+}
+
+#[test]
 fn an_exchange_must_end_within_connect_timeout() {
     let mut c = cluster();
     c.open_v5(
