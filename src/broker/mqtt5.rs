@@ -11,10 +11,12 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use crate::protocol::v5::{self, Properties, ReasonCode};
-use crate::protocol::{ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName};
+use crate::protocol::{
+    Connect, ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName,
+};
 
-use super::handlers::EnhancedAuth;
 use super::CloseReason;
+use crate::plugins::enhanced_auth::Exchange;
 
 /// An MQTT 5 connection's state beyond MQTT 3's.
 #[derive(Debug, Default)]
@@ -34,6 +36,17 @@ pub struct V5Link {
     /// The enhanced authentication method it connected with, and an exchange under way
     /// (`handlers/auth.rs`); `None` when it used none.
     pub(in crate::broker) auth: Option<Box<EnhancedAuth>>,
+}
+
+/// A connection's enhanced authentication (`handlers/auth.rs` runs it), kept in its [`V5Link`].
+#[derive(Debug)]
+pub(in crate::broker) struct EnhancedAuth {
+    /// The method it connected with; a re-authentication must use it too.
+    pub method: String,
+    /// An exchange under way: the CONNECT's, or a re-authentication's.
+    pub exchange: Option<Exchange>,
+    /// While the CONNECT's exchange runs: the CONNECT and its properties, answered at its end.
+    pub waiting: Option<(Box<Connect>, Box<Properties>)>,
 }
 
 /// The Topic Alias Maximum the broker announces in CONNACK: a client may use aliases 1 to this

@@ -27,23 +27,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::broker::connection::{CloseReason, Connection, ConnectionState};
-use crate::broker::mqtt5::{self, refusal_reason, V5Link};
-use crate::broker::{AuthVerdict, BrokerCore, ConnId, ConnectOutcome};
+use crate::broker::mqtt5::{self, refusal_reason, EnhancedAuth, V5Link};
+use crate::broker::{BrokerCore, ConnId, ConnectOutcome};
 use crate::plugins::enhanced_auth::Exchange;
 use crate::plugins::AuthStep;
 use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{Connect, ConnectReturnCode};
-
-/// A connection's enhanced authentication, kept in its [`V5Link`].
-#[derive(Debug)]
-pub(in crate::broker) struct EnhancedAuth {
-    /// The method it connected with; a re-authentication must use it too.
-    method: String,
-    /// An exchange under way: the CONNECT's, or a re-authentication's.
-    exchange: Option<Exchange>,
-    /// While the CONNECT's exchange runs: the CONNECT and its properties, answered at its end.
-    waiting: Option<(Box<Connect>, Box<Properties>)>,
-}
 
 /// What the CONNACK of a CONNECT authenticated by a method adds, and what its connection keeps.
 #[derive(Debug)]
@@ -181,15 +170,7 @@ fn answer_connecting(
                 method,
                 data: data.map(Bytes::from),
             };
-            super::connect::check(
-                broker,
-                conn,
-                *connect,
-                Some(properties),
-                AuthVerdict::Allowed,
-                Some(authenticated),
-                now,
-            )
+            broker.answer_authenticated(conn, *connect, properties, authenticated, now)
         }
     }
 }

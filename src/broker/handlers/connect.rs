@@ -30,19 +30,16 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::auth::{self, Authenticated};
+use super::connect_session::{drop_will_the_topic_checks_deny, journal_session};
 use super::connect_v5::from_v5;
 use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::mqtt5::{self, refusal_reason, V5Link};
 use crate::broker::session::Session;
-use crate::broker::{
-    packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome, SessionKey,
-};
-use crate::persist::Record;
-use crate::plugins::{ClientInfo, Credentials, TopicAction};
+use crate::broker::{packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
+use crate::plugins::{ClientInfo, Credentials};
 use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
-    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, QoS,
-    TopicFilter,
+    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
 };
 
 /// How a listener identifies its clients.
@@ -342,6 +339,28 @@ impl BrokerCore {
         }
     }
 
+    /// Answers a CONNECT whose enhanced authentication exchange succeeded (`auth.rs`): as any
+    /// CONNECT the plugins allowed, its CONNACK carrying the method and its final data.
+    pub(super) fn answer_authenticated(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        properties: Box<Properties>,
+        authenticated: Authenticated,
+        now: Instant,
+    ) -> ConnectOutcome {
+        let allowed = AuthVerdict::Allowed;
+        check(
+            self,
+            conn,
+            connect,
+            Some(properties),
+            allowed,
+            Some(authenticated),
+            now,
+        )
+    }
+
     /// Serves `conn` as `connection` from now on. What an enhanced authentication exchange wrote
     /// before (its AUTH packets), if the runtime has not taken it yet, is sent first.
     pub(super) fn install_connection(&mut self, conn: ConnId, connection: Connection) {
@@ -375,7 +394,7 @@ impl BrokerCore {
 
 /// A decoded CONNECT on its home shard: client id, anonymity, verdict, then takeover, session and
 /// CONNACK. `authenticated`: the enhanced authentication method that authenticated it (`auth.rs`).
-pub(super) fn check(
+fn check(
     broker: &mut BrokerCore,
     conn: ConnId,
     connect: Connect,
@@ -556,77 +575,5 @@ pub(super) fn check(
         code: ConnectReturnCode::Accepted,
         session_present,
         authenticating: false,
-    }
-}
-
-/// A will whose topic the topic checks deny is dropped at CONNECT, not kept for later: a session
-/// recovered after a restart publishes its will without a connection (so without a check), and
-/// only wills that passed get journaled. (It is checked again when published, with the checks
-/// in force then.)
-fn drop_will_the_topic_checks_deny(broker: &mut BrokerCore, key: SessionKey) {
-    let plugins = &broker.settings.plugins;
-    let Some(session) = broker.sessions.get_mut(key) else {
-        return;
-    };
-    let Some(will) = session.will.as_deref() else {
-        return;
-    };
-    if !plugins.checks_topics() {
-        return;
-    }
-    let client = ClientInfo {
-        client_id: &session.client_id,
-        username: session.username.as_deref(),
-    };
-    if !plugins.allow(&client, TopicAction::Publish(&will.topic)) {
-        log::log!(
-            target: packet_log::TARGET,
-            packet_log::refusal_level(broker.settings.log_packets),
-            "Will of '{}'{} to '{}' dropped: topic check",
-            session.client_id,
-            packet_log::User(session.username.as_deref()),
-            will.topic.as_str()
-        );
-        session.will = None;
-    }
-}
-
-/// With persistence on, journals a persistent session that connected: it exists (and is online),
-/// its will; and when it was a clean session until this CONNECT took it over, its subscriptions.
-fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: bool) {
-    let Some(client_id) = broker.persistent_client(key) else {
-        return;
-    };
-    let Some(session) = broker.sessions.get(key) else {
-        return;
-    };
-    let will = session.will.as_deref().cloned();
-    let username = session.username.clone();
-    let subscriptions: Vec<(TopicFilter, QoS)> = if was_persistent {
-        Vec::new()
-    } else {
-        session
-            .subscriptions
-            .iter()
-            .map(|(filter, options)| (filter.clone(), options.qos))
-            .collect()
-    };
-    let id = client_id.clone();
-    broker.journal(|| Record::SessionOpen { client_id: id });
-    let id = client_id.clone();
-    broker.journal(|| Record::SessionUser {
-        client_id: id,
-        username,
-    });
-    for (filter, qos) in subscriptions {
-        let client_id = client_id.clone();
-        broker.journal(|| Record::Subscribe {
-            client_id,
-            filter,
-            qos,
-        });
-    }
-    if will.is_some() || was_persistent {
-        broker.journal(|| Record::Will { client_id, will });
     }
 }

@@ -7,13 +7,17 @@
 //! restarts, here, once; with `log_packets` it is logged here too (`packet_log.rs`), on both paths,
 //! so the packet log never changes which path a packet takes. The first packet, CONNECT, has its
 //! own entry in `connect.rs` ([`BrokerCore::handle_first_bytes`]): it comes before the connection
-//! is known to this shard.
+//! is known to this shard (`connect_session.rs` and `connect_v5.rs` hold parts of it). While an
+//! MQTT 5 enhanced authentication exchange runs before the CONNACK, every packet goes to
+//! `auth.rs` instead (no PUBLISH is routed in place then); AUTH on a connected client goes there
+//! too (re-authentication).
 //!
 //! Handlers take the broker, the connection and `now`, change state and write replies into the
 //! outbox. They never do I/O or touch another shard except through [`super::Action::Bus`].
 
 mod auth;
 pub(super) mod connect;
+mod connect_session;
 mod connect_v5;
 mod disconnect;
 mod pingreq;
@@ -35,7 +39,7 @@ use crate::protocol::{
 
 use super::{BrokerCore, CloseReason, ConnId, Pressure};
 
-pub(super) use auth::{refuse_authenticating, EnhancedAuth};
+pub(super) use auth::refuse_authenticating;
 pub use connect::{FirstPacket, ListenerIdentity, PendingConnect};
 
 /// What [`BrokerCore::handle_bytes`] handled, and what the runtime does next.
