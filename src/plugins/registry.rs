@@ -422,6 +422,20 @@ mod tests {
     }
 
     #[test]
+    fn scram_sha_256_is_offered_when_the_password_file_has_scram_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = password_file(&dir);
+        let yaml = format!("auth:\n  password-file: {}\n", path.display());
+        let set = build(&config(&yaml), &[]).expect("builds");
+        assert!(set.core.methods().names().is_empty(), "no SCRAM entry");
+        let entry = crate::plugins::password_file::hash_scram(b"pencil").expect("urandom");
+        std::fs::write(&path, format!("alice:{HUNTER2}\nuser:{entry}\n")).expect("write");
+        let set = build(&config(&yaml), &[]).expect("builds");
+        assert_eq!(set.core.methods().names(), vec!["SCRAM-SHA-256"]);
+        assert!(set.core.methods().get("SCRAM-SHA-1").is_none());
+    }
+
+    #[test]
     fn a_password_file_adds_auth_file_by_default() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = password_file(&dir);
