@@ -101,6 +101,13 @@ fn knock(c: &mut Cluster) -> Vec<v5::Packet> {
     )
 }
 
+/// "alice" got a CONNACK refusing with `reason`, and was closed.
+fn refused_and_closed(c: &mut Cluster, reason: ReasonCode) {
+    let packets = c.packets_v5("alice");
+    assert_eq!(connack(&packets).map(|a| a.reason), Some(reason));
+    assert!(c.client("alice").closed);
+}
+
 /// Connects "alice" through the whole exchange; what the CONNACK said.
 fn knock_in(c: &mut Cluster) -> v5::ConnAck {
     let first = knock(c);
@@ -173,12 +180,7 @@ fn a_failed_exchange_is_refused_and_closed() {
         "alice",
         auth(ReasonCode::CONTINUE_AUTHENTICATION, "KNOCK", b"guess"),
     );
-    let packets = c.packets_v5("alice");
-    assert_eq!(
-        connack(&packets).map(|a| a.reason),
-        Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
-    );
-    assert!(c.client("alice").closed);
+    refused_and_closed(&mut c, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
     assert!(c.shards[0]
         .client_identity(c.client("alice").conn)
         .is_none());
@@ -197,14 +199,8 @@ fn anything_but_auth_during_the_exchange_is_a_protocol_error() {
     ] {
         let mut c = cluster();
         knock(&mut c);
-        c.send_v5("alice", intruder.clone());
-        let packets = c.packets_v5("alice");
-        assert_eq!(
-            connack(&packets).map(|a| a.reason),
-            Some(ReasonCode::PROTOCOL_ERROR),
-            "{intruder:?}"
-        );
-        assert!(c.client("alice").closed);
+        c.send_v5("alice", intruder);
+        refused_and_closed(&mut c, ReasonCode::PROTOCOL_ERROR);
         assert_eq!(c.shards[0].stats.protocol_errors, 1);
     }
 }
@@ -218,12 +214,7 @@ fn malformed_bytes_during_the_exchange_are_refused_with_0x81() {
     let mut buf = BytesMut::from(&[0xF0, 0x03, 0x18, 0x09, 0x15][..]);
     c.shards[0].handle_bytes(conn, &mut buf, c.now);
     c.run();
-    let packets = c.packets_v5("alice");
-    assert_eq!(
-        connack(&packets).map(|a| a.reason),
-        Some(ReasonCode::MALFORMED_PACKET)
-    );
-    assert!(c.client("alice").closed);
+    refused_and_closed(&mut c, ReasonCode::MALFORMED_PACKET);
     assert_eq!(c.shards[0].stats.protocol_errors, 1);
 }
 
