@@ -79,8 +79,9 @@
 //!   checks and event hooks (called by the core; the broker's start and shutdown events by the
 //!   thread that starts and stops it); the built-ins `auth_anonymous`, `auth_file`, `auth_cert`,
 //!   `auth_jwt` / `topic_jwt`, `topic_acl`, `topic_taboo`, `auth_http` / `topic_http` (an HTTP
-//!   service decides; its ACL answers fetched before the core asks, `plugins::TopicPrefetch`), and
-//!   the password file format.
+//!   service decides; its ACL answers fetched before the core asks, `plugins::TopicPrefetch`),
+//!   MQTT 5 enhanced authentication methods (`plugins::AuthMethod`, run step by step by the core:
+//!   `SCRAM-SHA-256` from the password file), and the password file format.
 //! - [`server`]: the thin shell that runs `BrokerCore` on the `shards` runtime: accept loops,
 //!   one task per connection (its reader and writer), the cross-shard bus loop, timers, and the control shard
 //!   (`$SYS` topics, Prometheus metrics, the admin API, off the message path); configuration

@@ -7,6 +7,7 @@
 //! amqtt_passwd -D FILE USER                delete USER
 //! amqtt_passwd -U FILE                     hash every plain-text `user:password` line of FILE
 //! amqtt_passwd --sha512 ...                write SHA-512 crypt instead of argon2id
+//! amqtt_passwd --scram ...                 write SCRAM-SHA-256 credentials instead (MQTT 5 SCRAM)
 //! ```
 //! A password from stdin is its first line without the line ending, so that scripts need not put
 //! it in argv (where `ps` shows it): `printf '%s\n' "$PW" | amqtt_passwd FILE USER`.
@@ -15,7 +16,9 @@
 //! aMQTT 0.12's documented helper (`argon2.PasswordHasher().hash(...)`) writes, so aMQTT 0.12
 //! reads our files and we read its. `--sha512` writes SHA-512 crypt with a random salt and 5,000
 //! rounds, the form `mkpasswd -m sha-512` writes, for Mosquitto 1.x-era tools and aMQTT up to
-//! 0.11. Other lines (comments, other users) are kept as they are, the
+//! 0.11. `--scram` writes `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>` (RFC 5803), which
+//! lets the user log in with MQTT 5 enhanced authentication, method `SCRAM-SHA-256`, and with a
+//! plain CONNECT password as well. Other lines (comments, other users) are kept as they are, the
 //! file is replaced atomically (temporary file + rename) and keeps its permissions; a new file is
 //! created readable by its owner only. The file's format and hashing live in
 //! `amqtt::plugins::password_file`; this binary parses arguments, prompts, and writes.
@@ -28,15 +31,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use amqtt::plugins::password_file::scram::SCRAM_PREFIX;
 use amqtt::plugins::password_file::{
-    check_hash, check_username, format_line, hash_argon2id, hash_sha512, parse_line, PasswordFile,
+    check_hash, check_username, format_line, hash_argon2id, hash_scram, hash_sha512, parse_line,
+    PasswordFile,
 };
 
 /// Manage an amqtt password file (users and password hashes), like mosquitto_passwd.
 ///
 /// Hashes are argon2id with argon2-cffi's defaults (m=65536 KiB, t=3, p=4), as aMQTT 0.12 writes
-/// them; --sha512 writes SHA-512 crypt as `mkpasswd -m sha-512` does. The broker also reads bcrypt
-/// and SHA-256 crypt hashes made by other tools.
+/// them; --sha512 writes SHA-512 crypt as `mkpasswd -m sha-512` does; --scram writes SCRAM-SHA-256
+/// credentials (4096 iterations), for MQTT 5 clients that authenticate with SCRAM-SHA-256 (plain
+/// CONNECT passwords are checked against them too). The broker also reads bcrypt and SHA-256
+/// crypt hashes made by other tools.
 ///
 /// Adds or updates USER: the password is asked twice on the terminal (no echo); when stdin is not
 /// a terminal it is read from stdin instead, one line without its line ending (for scripts:
@@ -64,6 +71,11 @@ struct Args {
     /// Write a SHA-512 crypt hash (`$6$`, as `mkpasswd -m sha-512`) instead of argon2id.
     #[arg(long = "sha512", conflicts_with = "delete")]
     sha512: bool,
+    /// Write SCRAM-SHA-256 credentials (`SCRAM-SHA-256$4096:salt$StoredKey:ServerKey`) instead of
+    /// argon2id: the user can then log in with MQTT 5 enhanced authentication (SCRAM-SHA-256), and
+    /// with a plain CONNECT password too.
+    #[arg(long = "scram", conflicts_with_all = ["delete", "sha512"])]
+    scram: bool,
     /// The password file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -142,6 +154,8 @@ fn new_hash(args: &Args, password: &str) -> Result<String, String> {
     }
     if args.sha512 {
         hash_sha512(password.as_bytes())
+    } else if args.scram {
+        hash_scram(password.as_bytes())
     } else {
         hash_argon2id(password.as_bytes())
     }
@@ -166,7 +180,7 @@ fn upgraded(
                 .split_once(':')
                 .ok_or_else(|| at("expected 'user:password'".to_string()))?;
             check_username(user).map_err(at)?;
-            if value.starts_with('$') {
+            if value.starts_with('$') || value.starts_with(SCRAM_PREFIX) {
                 // A hash (or a plain-text password that looks like one: refused, not guessed).
                 check_hash(value).map_err(at)?;
                 out.push_str(line);

@@ -17,6 +17,9 @@ use super::SessionKey;
 /// Lifecycle of a connection once its CONNECT has been handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
+    /// CONNECT read, CONNACK not sent: an MQTT 5 enhanced authentication exchange is under way
+    /// (`handlers/auth.rs`); only AUTH and DISCONNECT are read. No session yet.
+    Authenticating,
     /// CONNACK 0x00 sent; packets are processed.
     Active,
     /// The broker has decided to close it (refused CONNECT, DISCONNECT, error, takeover, keep-alive):
@@ -46,6 +49,9 @@ pub enum CloseReason {
     CredentialsExpired,
     /// An administrator disconnected it (the admin API): treated as a lost connection.
     Kicked,
+    /// A re-authentication failed (DISCONNECT 0x86/0x87 sent, `handlers/auth.rs`): treated as a
+    /// lost connection.
+    AuthenticationFailed,
 }
 
 impl CloseReason {
@@ -166,6 +172,10 @@ impl Connection {
 
     pub fn is_active(&self) -> bool {
         self.state == ConnectionState::Active
+    }
+
+    pub fn is_authenticating(&self) -> bool {
+        self.state == ConnectionState::Authenticating
     }
 
     /// True once 1.5 × keep-alive has passed since the last packet.

@@ -69,6 +69,9 @@ pub struct Settings {
     /// Makes this node's retained versions unique in the cluster: added to the shard number in
     /// a [`super::RetainVersion`] (0 without a cluster).
     pub retain_version_base: u32,
+    /// How long an MQTT 5 enhanced authentication exchange may take from its CONNECT to its end
+    /// (`connect_timeout`, as for the CONNECT itself).
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -92,6 +95,7 @@ impl Default for Settings {
             shared_strategy: SharedStrategy::RoundRobin,
             cluster_link: false,
             retain_version_base: 0,
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -232,11 +236,15 @@ pub struct SessionGauges {
 pub struct ConnectOutcome {
     pub code: ConnectReturnCode,
     pub session_present: bool,
+    /// Not answered yet: an MQTT 5 enhanced authentication exchange is under way (AUTH 0x18
+    /// Continue authentication written). Serve the connection: its AUTH packets go to
+    /// `handle_bytes`, which writes the CONNACK when the exchange ends (`handlers/auth.rs`).
+    pub authenticating: bool,
 }
 
 impl ConnectOutcome {
     /// The client is in (CONNACK 0x00).
     pub fn is_accepted(&self) -> bool {
-        self.code == ConnectReturnCode::Accepted
+        self.code == ConnectReturnCode::Accepted && !self.authenticating
     }
 }

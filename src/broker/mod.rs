@@ -328,6 +328,10 @@ impl BrokerCore {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
+        if connection.is_authenticating() {
+            // Before its CONNACK: refused with `code` in one (`handlers/auth.rs`).
+            return handlers::refuse_authenticating(self, conn, code);
+        }
         if !connection.is_active() {
             // Closing already: counted and answered then.
             return;
@@ -373,6 +377,22 @@ impl BrokerCore {
             .map(|(id, _)| *id)
             .collect();
         for conn in expired {
+            self.stats.keep_alive_timeouts += 1;
+            self.close(conn, CloseReason::KeepAliveTimeout);
+        }
+        // An enhanced authentication exchange must end within `connect_timeout` of its CONNECT
+        // (its `last_activity`, which AUTH packets do not move).
+        let limit = self.settings.connect_timeout;
+        let stuck: Vec<ConnId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| {
+                c.is_authenticating() && now.saturating_duration_since(c.last_activity) > limit
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in stuck {
+            log::debug!("connection {conn}: enhanced authentication not done within {limit:?}");
             self.stats.keep_alive_timeouts += 1;
             self.close(conn, CloseReason::KeepAliveTimeout);
         }
@@ -422,6 +442,13 @@ impl BrokerCore {
             return;
         };
         if connection.state == ConnectionState::Closing {
+            return;
+        }
+        if connection.is_authenticating() {
+            // No CONNACK yet, so no DISCONNECT either, and no session.
+            connection.state = ConnectionState::Closing;
+            connection.close_reason = Some(reason);
+            self.request_flush(conn);
             return;
         }
         let v5_goodbye = connection

@@ -11,9 +11,12 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use crate::protocol::v5::{self, Properties, ReasonCode};
-use crate::protocol::{ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName};
+use crate::protocol::{
+    Connect, ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName,
+};
 
 use super::CloseReason;
+use crate::plugins::enhanced_auth::Exchange;
 
 /// An MQTT 5 connection's state beyond MQTT 3's.
 #[derive(Debug, Default)]
@@ -30,6 +33,20 @@ pub struct V5Link {
     pub will_delay: u32,
     /// The client's Topic Aliases: alias → topic name, for this connection only [MQTT-3.3.2-7].
     topic_aliases: HashMap<u16, TopicName>,
+    /// The enhanced authentication method it connected with, and an exchange under way
+    /// (`handlers/auth.rs`); `None` when it used none.
+    pub(in crate::broker) auth: Option<Box<EnhancedAuth>>,
+}
+
+/// A connection's enhanced authentication (`handlers/auth.rs` runs it), kept in its [`V5Link`].
+#[derive(Debug)]
+pub(in crate::broker) struct EnhancedAuth {
+    /// The method it connected with; a re-authentication must use it too.
+    pub method: String,
+    /// An exchange under way: the CONNECT's, or a re-authentication's.
+    pub exchange: Option<Exchange>,
+    /// While the CONNECT's exchange runs: the CONNECT and its properties, answered at its end.
+    pub waiting: Option<(Box<Connect>, Box<Properties>)>,
 }
 
 /// The Topic Alias Maximum the broker announces in CONNACK: a client may use aliases 1 to this
@@ -46,6 +63,7 @@ impl V5Link {
             problem_information: properties.request_problem_information.unwrap_or(true),
             will_delay: properties.will_delay_interval.unwrap_or(0),
             topic_aliases: HashMap::new(),
+            auth: None,
         }
     }
 
@@ -154,6 +172,7 @@ pub fn disconnect_reason(reason: CloseReason) -> Option<ReasonCode> {
         CloseReason::Kicked => Some(ReasonCode::ADMINISTRATIVE_ACTION),
         CloseReason::CredentialsExpired => Some(ReasonCode::NOT_AUTHORIZED),
         CloseReason::ClientDisconnect
+        | CloseReason::AuthenticationFailed
         | CloseReason::DisconnectWithWill
         | CloseReason::ConnectionLost
         | CloseReason::ProtocolError => None,

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha512};
 
 use super::password_file::{self, PasswordFile, PasswordFileError};
-use super::{AuthDecision, AuthPlugin, BoxError, Credentials};
+use super::{AuthDecision, AuthPlugin, BoxError, Credentials, ScramSha256};
 
 /// Verified credentials remembered at most; the cache is emptied when it is full.
 const CACHE_CAPACITY: usize = 65_536;
@@ -75,6 +75,19 @@ impl FileAuth {
             verified: Mutex::new(HashMap::new()),
             cache_key,
         }
+    }
+
+    /// The `SCRAM-SHA-256` enhanced authentication method for the file's SCRAM entries; `None`
+    /// when it has none.
+    pub fn scram_method(&self) -> std::io::Result<Option<ScramSha256>> {
+        let method = ScramSha256::new(&self.users)?;
+        if !method.is_empty() {
+            log::info!(
+                "{} user(s) of the password file can use SCRAM-SHA-256",
+                method.len()
+            );
+        }
+        Ok((!method.is_empty()).then_some(method))
     }
 
     fn digest(&self, user: &str, password: &[u8]) -> Option<[u8; 64]> {

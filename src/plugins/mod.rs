@@ -6,6 +6,7 @@
 //! | --- | --- | --- | --- |
 //! | [`AuthPlugin`] | a CONNECT: allow, deny or abstain | the runtime, on a helper thread (the shard's blocking helper), before the core sees the CONNECT | yes (milliseconds: hashing, files) |
 //! | [`TopicPlugin`] | each PUBLISH topic and each SUBSCRIBE filter (and each delivery, for a plugin that [checks receiving](TopicPlugin::checks_receive)) | the sans-IO core, on the shard's event loop | no: a few microseconds at most |
+//! | [`AuthMethod`] (`enhanced_auth.rs`) | an MQTT 5 enhanced authentication exchange (AUTH), step by step: `SCRAM-SHA-256` ([`ScramSha256`], from `auth_file`'s password file) | the sans-IO core, on the shard's event loop | no: a few HMACs per step |
 //! | [`EventPlugin`] (`events.rs`) | aMQTT's broker events: start and shutdown, client connected / disconnected, subscribed / unsubscribed, message received, retained message | start and stop: the thread that starts or stops the broker; the rest: the sans-IO core, on the shard's event loop | start and stop: yes; the rest: no (every message pays for it) |
 //!
 //! Plugins are named and chosen by aMQTT's configuration lists (`auth.plugins`,
@@ -37,11 +38,13 @@ mod auth_cert;
 mod auth_file;
 mod auth_http;
 mod auth_jwt;
+pub mod enhanced_auth;
 mod events;
 pub mod password_file;
 mod peer;
 mod prefetch;
 mod registry;
+mod scram;
 mod topic_acl;
 mod topic_taboo;
 
@@ -60,10 +63,12 @@ pub use auth_cert::CertAuth;
 pub use auth_file::FileAuth;
 pub use auth_http::{HttpAuth, HttpTopic};
 pub use auth_jwt::{JwtAuth, JwtTopics};
+pub use enhanced_auth::{AuthExchange, AuthMethod, AuthMethods, AuthStep};
 pub use events::EventPlugin;
 pub use peer::{PeerCertificate, Transport};
 pub use prefetch::{Prefetchers, TopicAccess, TopicPrefetch, TopicQuery, TopicQueryRef};
 pub use registry::{build, PluginError, PluginSet};
+pub use scram::ScramSha256;
 pub use topic_acl::{filter_covers, AclEntryError, AclTables, TopicAcl};
 pub use topic_taboo::TopicTaboo;
 
@@ -383,6 +388,8 @@ pub struct CorePlugins {
     /// The topic plugins that check receiving (a subset of `topic`, usually empty).
     receive: Arc<[Arc<dyn TopicPlugin>]>,
     events: Arc<[Arc<dyn EventPlugin>]>,
+    /// MQTT 5 enhanced authentication methods, by name.
+    methods: AuthMethods,
 }
 
 impl Default for CorePlugins {
@@ -402,6 +409,7 @@ impl fmt::Debug for CorePlugins {
                 "events",
                 &self.events.iter().map(|p| p.name()).collect::<Vec<_>>(),
             )
+            .field("methods", &self.methods)
             .finish()
     }
 }
@@ -421,7 +429,19 @@ impl CorePlugins {
             topic: topic.into(),
             receive: receive.into(),
             events: events.into(),
+            methods: AuthMethods::default(),
         }
+    }
+
+    /// The same plugins, offering these enhanced authentication methods.
+    pub fn with_methods(mut self, methods: AuthMethods) -> Self {
+        self.methods = methods;
+        self
+    }
+
+    /// The enhanced authentication methods offered.
+    pub fn methods(&self) -> &AuthMethods {
+        &self.methods
     }
 
     /// Whether any topic check is configured (the core skips the work otherwise).

@@ -7,6 +7,7 @@
 //! bob:$2b$12$...                              <- bcrypt (passlib, Python's `bcrypt`)
 //! carol:$6$S0mYGlv.umx7vhDV$lYrjBo6sQdGG...   <- `mkpasswd -m sha-512`, `amqtt_passwd --sha512`
 //! dave:$6$rounds=656000$7q5woVbd0edZzaJx$...  <- aMQTT up to 0.11 (passlib); explicit rounds are fine
+//! erin:SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>  <- `amqtt_passwd --scram`: also MQTT 5 SCRAM
 //! ```
 //!
 //! Anything else (plain text, a scheme that is not read, a malformed hash, a line without `:`, a
@@ -21,6 +22,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 mod hashes;
+pub mod scram;
+
+pub use scram::{hash_scram, ScramCredentials};
 
 pub use hashes::{
     check_hash, hash_argon2id, hash_argon2id_with, hash_password, hash_sha512, hash_sha512_with,

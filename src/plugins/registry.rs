@@ -20,9 +20,9 @@ use std::sync::Arc;
 use crate::config::BrokerConfig;
 
 use super::{
-    AclTables, AnonymousAuth, AuthPlugin, Authenticator, CertAuth, CorePlugins, EventPlugin,
-    FileAuth, HttpAuth, HttpTopic, JwtAuth, JwtTopics, Plugin, Prefetchers, TopicAcl, TopicPlugin,
-    TopicPrefetch, TopicTaboo,
+    AclTables, AnonymousAuth, AuthMethod, AuthMethods, AuthPlugin, Authenticator, CertAuth,
+    CorePlugins, EventPlugin, FileAuth, HttpAuth, HttpTopic, JwtAuth, JwtTopics, Plugin,
+    Prefetchers, TopicAcl, TopicPlugin, TopicPrefetch, TopicTaboo,
 };
 
 const AUTH_BUILTINS: [&str; 5] = [
@@ -114,6 +114,8 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
         ));
     }
     let mut auth: Vec<Arc<dyn AuthPlugin>> = Vec::new();
+    // MQTT 5 enhanced authentication: SCRAM-SHA-256 when the password file has SCRAM entries.
+    let mut methods: Vec<Arc<dyn AuthMethod>> = Vec::new();
     let mut seen = HashSet::new();
     for (i, name) in auth_names.iter().enumerate() {
         let key = format!("auth.plugins[{i}]");
@@ -143,6 +145,15 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
                 };
                 let plugin = FileAuth::load(path)
                     .map_err(|e| error("auth.password-file".into(), e.to_string()))?;
+                let scram = plugin.scram_method().map_err(|e| {
+                    error(
+                        "auth.password-file".into(),
+                        format!("no randomness for SCRAM-SHA-256: {e}"),
+                    )
+                })?;
+                if let Some(scram) = scram {
+                    methods.push(Arc::new(scram));
+                }
                 Arc::new(plugin)
             }
             HttpAuth::NAME => {
@@ -257,12 +268,13 @@ pub fn build(config: &BrokerConfig, added: &[Plugin]) -> Result<PluginSet, Plugi
 
     let set = PluginSet {
         authenticator: Authenticator::new(auth),
-        core: CorePlugins::new(topic, events),
+        core: CorePlugins::new(topic, events).with_methods(AuthMethods::new(methods)),
         prefetch: Prefetchers::new(prefetch),
     };
     log::info!(
-        "plugins: authentication {:?}, topic checks {:?}",
+        "plugins: authentication {:?}, enhanced authentication {:?}, topic checks {:?}",
         set.authenticator.names(),
+        set.core.methods().names(),
         set.core.topic_names()
     );
     Ok(set)
@@ -407,6 +419,20 @@ mod tests {
         let set = build(&config(""), &[]).expect("builds");
         assert_eq!(set.authenticator.names(), vec!["auth_anonymous"]);
         assert!(!set.core.checks_topics() && !set.core.has_events());
+    }
+
+    #[test]
+    fn scram_sha_256_is_offered_when_the_password_file_has_scram_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = password_file(&dir);
+        let yaml = format!("auth:\n  password-file: {}\n", path.display());
+        let set = build(&config(&yaml), &[]).expect("builds");
+        assert!(set.core.methods().names().is_empty(), "no SCRAM entry");
+        let entry = crate::plugins::password_file::hash_scram(b"pencil").expect("urandom");
+        std::fs::write(&path, format!("alice:{HUNTER2}\nuser:{entry}\n")).expect("write");
+        let set = build(&config(&yaml), &[]).expect("builds");
+        assert_eq!(set.core.methods().names(), vec!["SCRAM-SHA-256"]);
+        assert!(set.core.methods().get("SCRAM-SHA-1").is_none());
     }
 
     #[test]

@@ -514,8 +514,17 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         shard: rt.id,
         level: rt.shared.connection_log_level,
     };
-    if outcome.is_accepted() {
-        lifecycle::connected(&peer, outcome.session_present);
+    if outcome.is_accepted() || outcome.authenticating {
+        // An enhanced authentication exchange runs on the served connection: the core writes
+        // its CONNACK when it ends (`broker/handlers/auth.rs`).
+        if outcome.authenticating {
+            log::debug!(
+                "shard {}: connection {conn} authenticating (MQTT 5 AUTH)",
+                rt.id
+            );
+        } else {
+            lifecycle::connected(&peer, outcome.session_present);
+        }
         let live = Live {
             signal,
             client_id,

@@ -305,6 +305,7 @@ impl Broker {
                     .cluster
                     .as_ref()
                     .map_or(0, |c| crate::cluster::version_base(&c.node)),
+                connect_timeout: config.connect_timeout,
                 ..Settings::default()
             },
             connect_timeout: config.connect_timeout,

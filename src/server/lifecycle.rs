@@ -82,6 +82,7 @@ pub(crate) fn close_text(reason: Option<CloseReason>) -> &'static str {
         Some(CloseReason::ServerShutdown) => "broker shutting down",
         Some(CloseReason::CredentialsExpired) => "its credentials expired",
         Some(CloseReason::Kicked) => "disconnected by an administrator",
+        Some(CloseReason::AuthenticationFailed) => "re-authentication failed",
     }
 }
 

@@ -29,19 +29,17 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::auth::{self, Authenticated};
+use super::connect_session::{drop_will_the_topic_checks_deny, journal_session};
 use super::connect_v5::from_v5;
 use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::mqtt5::{self, refusal_reason, V5Link};
 use crate::broker::session::Session;
-use crate::broker::{
-    packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome, SessionKey,
-};
-use crate::persist::Record;
-use crate::plugins::{ClientInfo, Credentials, TopicAction};
+use crate::broker::{packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
+use crate::plugins::{ClientInfo, Credentials};
 use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
-    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, QoS,
-    TopicFilter,
+    decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
 };
 
 /// How a listener identifies its clients.
@@ -129,14 +127,20 @@ impl PendingConnect {
     }
 
     /// What the authentication plugins must judge; `None` when they are not asked (the client
-    /// certificate authenticated the client, or the CONNECT is refused anyway).
+    /// certificate authenticated the client, an enhanced authentication method will (`auth.rs`),
+    /// or the CONNECT is refused anyway).
     pub fn credentials(&self) -> Option<Credentials> {
         match &self.answer {
             Answer::Check {
                 connect,
                 by_certificate: false,
-                ..
-            } => Some(Credentials::of(connect)),
+                v5,
+            } if v5
+                .as_ref()
+                .is_none_or(|p| p.authentication_method.is_none()) =>
+            {
+                Some(Credentials::of(connect))
+            }
             _ => None,
         }
     }
@@ -178,12 +182,17 @@ impl BrokerCore {
                 let length = buf.len() - probe.len();
                 let refusal =
                     |code| Answer::Refuse(code, v5.as_ref().map(|_| refusal_reason(code)));
+                let methods = self.settings.plugins.methods();
                 let answer = match identity {
-                    // Enhanced authentication is not offered [MQTT-3.1.2.11.9]: the
-                    // authentication plugins judge user name and password.
+                    // A method no plugin offers [MQTT-3.1.2.11.9] (none is offered where the
+                    // client certificate is the authentication): 0x8C. An offered one is run by
+                    // `auth.rs` instead of asking the authentication plugins.
                     _ if v5
                         .as_ref()
-                        .is_some_and(|p| p.authentication_method.is_some()) =>
+                        .and_then(|p| p.authentication_method.as_deref())
+                        .is_some_and(|name| {
+                            methods.get(name).is_none() || *identity != ListenerIdentity::Connect
+                        }) =>
                     {
                         Answer::Refuse(
                             ConnectReturnCode::NotAuthorized,
@@ -262,19 +271,28 @@ impl BrokerCore {
                 if self.settings.log_packets {
                     self.log_connect(&connect);
                 }
-                let auth = if by_certificate {
-                    AuthVerdict::Allowed
-                } else {
-                    auth
-                };
-                check(self, conn, *connect, v5, auth, now)
+                match v5 {
+                    Some(properties)
+                        if !by_certificate && properties.authentication_method.is_some() =>
+                    {
+                        auth::start(self, conn, connect, properties, now)
+                    }
+                    v5 => {
+                        let auth = if by_certificate {
+                            AuthVerdict::Allowed
+                        } else {
+                            auth
+                        };
+                        check(self, conn, *connect, v5, auth, None, now)
+                    }
+                }
             }
         }
     }
 
     /// Refuses a CONNECT with `code`, or to an MQTT 5 client with reason code `v5` (`connect`:
     /// `None` when it was refused before decoding).
-    fn refuse(
+    pub(super) fn refuse(
         &mut self,
         conn: ConnId,
         code: ConnectReturnCode,
@@ -296,7 +314,7 @@ impl BrokerCore {
         let protocol = connect.map_or(ProtocolLevel::V311, |c| c.protocol);
         let mut connection = Connection::new(usize::MAX, protocol, 0, now);
         connection.state = ConnectionState::Closing;
-        self.connections.insert(conn, connection);
+        self.install_connection(conn, connection);
         match v5 {
             Some(reason) => self.write_v5(
                 conn,
@@ -317,6 +335,43 @@ impl BrokerCore {
         ConnectOutcome {
             code,
             session_present: false,
+            authenticating: false,
+        }
+    }
+
+    /// Answers a CONNECT whose enhanced authentication exchange succeeded (`auth.rs`): as any
+    /// CONNECT the plugins allowed, its CONNACK carrying the method and its final data.
+    pub(super) fn answer_authenticated(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        properties: Box<Properties>,
+        authenticated: Authenticated,
+        now: Instant,
+    ) -> ConnectOutcome {
+        let allowed = AuthVerdict::Allowed;
+        check(
+            self,
+            conn,
+            connect,
+            Some(properties),
+            allowed,
+            Some(authenticated),
+            now,
+        )
+    }
+
+    /// Serves `conn` as `connection` from now on. What an enhanced authentication exchange wrote
+    /// before (its AUTH packets), if the runtime has not taken it yet, is sent first.
+    pub(super) fn install_connection(&mut self, conn: ConnId, connection: Connection) {
+        if let Some(mut before) = self.connections.insert(conn, connection) {
+            if !before.outbox.is_empty() {
+                if let Some(now) = self.connections.get_mut(&conn) {
+                    before.outbox.extend_from_slice(&now.outbox);
+                    std::mem::swap(&mut before.outbox, &mut now.outbox);
+                }
+            }
+            self.outbox_pool.give(before.outbox);
         }
     }
 
@@ -338,13 +393,14 @@ impl BrokerCore {
 }
 
 /// A decoded CONNECT on its home shard: client id, anonymity, verdict, then takeover, session and
-/// CONNACK.
+/// CONNACK. `authenticated`: the enhanced authentication method that authenticated it (`auth.rs`).
 fn check(
     broker: &mut BrokerCore,
     conn: ConnId,
     connect: Connect,
     v5: Option<Box<Properties>>,
     auth: AuthVerdict,
+    authenticated: Option<Authenticated>,
     now: Instant,
 ) -> ConnectOutcome {
     let protocol = connect.protocol;
@@ -460,20 +516,31 @@ fn check(
     journal_session(broker, key, was_persistent);
     let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
     connection.v5 = v5.as_deref().map(|p| Box::new(V5Link::new(p)));
+    let auth_reply = authenticated.map(|authenticated| {
+        let reply = (authenticated.method.clone(), authenticated.data.clone());
+        if let Some(link) = connection.v5.as_mut() {
+            link.auth = Some(authenticated.into_link());
+        }
+        reply
+    });
     let username = broker.sessions.get(key).and_then(|s| s.username.clone());
-    broker.connections.insert(conn, connection);
+    broker.install_connection(conn, connection);
     if let Some(until) = until {
         broker.credential_deadlines.file(conn, until);
     }
     broker.stats.connections_accepted += 1;
     match v5.as_deref() {
         Some(properties) => {
-            let connack = broker.connack_v5(
+            let mut connack = broker.connack_v5(
                 session_present,
                 properties,
                 assigned.then_some(&*client_id),
                 (!ends_with_connection).then_some(expiry_interval),
             );
+            if let (v5::Packet::ConnAck(ack), Some((method, data))) = (&mut connack, auth_reply) {
+                ack.properties.authentication_method = Some(method);
+                ack.properties.authentication_data = data;
+            }
             broker.write_v5(conn, &connack);
         }
         None => broker.write(
@@ -507,77 +574,6 @@ fn check(
     ConnectOutcome {
         code: ConnectReturnCode::Accepted,
         session_present,
-    }
-}
-
-/// A will whose topic the topic checks deny is dropped at CONNECT, not kept for later: a session
-/// recovered after a restart publishes its will without a connection (so without a check), and
-/// only wills that passed get journaled. (It is checked again when published, with the checks
-/// in force then.)
-fn drop_will_the_topic_checks_deny(broker: &mut BrokerCore, key: SessionKey) {
-    let plugins = &broker.settings.plugins;
-    let Some(session) = broker.sessions.get_mut(key) else {
-        return;
-    };
-    let Some(will) = session.will.as_deref() else {
-        return;
-    };
-    if !plugins.checks_topics() {
-        return;
-    }
-    let client = ClientInfo {
-        client_id: &session.client_id,
-        username: session.username.as_deref(),
-    };
-    if !plugins.allow(&client, TopicAction::Publish(&will.topic)) {
-        log::log!(
-            target: packet_log::TARGET,
-            packet_log::refusal_level(broker.settings.log_packets),
-            "Will of '{}'{} to '{}' dropped: topic check",
-            session.client_id,
-            packet_log::User(session.username.as_deref()),
-            will.topic.as_str()
-        );
-        session.will = None;
-    }
-}
-
-/// With persistence on, journals a persistent session that connected: it exists (and is online),
-/// its will; and when it was a clean session until this CONNECT took it over, its subscriptions.
-fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: bool) {
-    let Some(client_id) = broker.persistent_client(key) else {
-        return;
-    };
-    let Some(session) = broker.sessions.get(key) else {
-        return;
-    };
-    let will = session.will.as_deref().cloned();
-    let username = session.username.clone();
-    let subscriptions: Vec<(TopicFilter, QoS)> = if was_persistent {
-        Vec::new()
-    } else {
-        session
-            .subscriptions
-            .iter()
-            .map(|(filter, options)| (filter.clone(), options.qos))
-            .collect()
-    };
-    let id = client_id.clone();
-    broker.journal(|| Record::SessionOpen { client_id: id });
-    let id = client_id.clone();
-    broker.journal(|| Record::SessionUser {
-        client_id: id,
-        username,
-    });
-    for (filter, qos) in subscriptions {
-        let client_id = client_id.clone();
-        broker.journal(|| Record::Subscribe {
-            client_id,
-            filter,
-            qos,
-        });
-    }
-    if will.is_some() || was_persistent {
-        broker.journal(|| Record::Will { client_id, will });
+        authenticating: false,
     }
 }

@@ -7,12 +7,17 @@
 //! restarts, here, once; with `log_packets` it is logged here too (`packet_log.rs`), on both paths,
 //! so the packet log never changes which path a packet takes. The first packet, CONNECT, has its
 //! own entry in `connect.rs` ([`BrokerCore::handle_first_bytes`]): it comes before the connection
-//! is known to this shard.
+//! is known to this shard (`connect_session.rs` and `connect_v5.rs` hold parts of it). While an
+//! MQTT 5 enhanced authentication exchange runs before the CONNACK, every packet goes to
+//! `auth.rs` instead (no PUBLISH is routed in place then); AUTH on a connected client goes there
+//! too (re-authentication).
 //!
 //! Handlers take the broker, the connection and `now`, change state and write replies into the
 //! outbox. They never do I/O or touch another shard except through [`super::Action::Bus`].
 
+mod auth;
 pub(super) mod connect;
+mod connect_session;
 mod connect_v5;
 mod disconnect;
 mod pingreq;
@@ -34,6 +39,7 @@ use crate::protocol::{
 
 use super::{BrokerCore, CloseReason, ConnId, Pressure};
 
+pub(super) use auth::refuse_authenticating;
 pub use connect::{FirstPacket, ListenerIdentity, PendingConnect};
 
 /// What [`BrokerCore::handle_bytes`] handled, and what the runtime does next.
@@ -70,6 +76,12 @@ impl BrokerCore {
         let mut publish = false;
         // The codec is chosen once per call: a connection's level is fixed by its CONNECT.
         let v5 = self.is_v5(conn);
+        // No PUBLISH is routed in place before the CONNACK of an enhanced authentication: every
+        // packet is decoded and goes to `auth.rs` (for the rest of this call only: it is rare).
+        let authenticating = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.is_authenticating());
         loop {
             if buf.is_empty() {
                 return Handled {
@@ -91,7 +103,7 @@ impl BrokerCore {
             // again in `dispatch` if it falls back to being decoded.
             let mut noted = false;
             let mut logged = false;
-            if !paused && starts_qos0_publish(buf) {
+            if !paused && !authenticating && starts_qos0_publish(buf) {
                 let peeked = if v5 {
                     // Only an MQTT 5 PUBLISH without properties reads as MQTT 3's would.
                     v5::peek_publish(buf, max)
@@ -162,13 +174,18 @@ impl BrokerCore {
 
     /// Notes that an active connection sent a packet at `now`: counted, and its keep-alive
     /// restarts; once per packet, whichever way it is handled. `false` when the connection is gone
-    /// or closing, whose packets are ignored.
+    /// or closing, whose packets are ignored. (An authenticating one's packets are counted; its
+    /// time limit runs from its CONNECT.)
     fn note_packet(&mut self, conn: ConnId, now: Instant) -> bool {
         match self.connections.get_mut(&conn) {
             Some(connection) if connection.is_active() => {
                 connection.last_activity = now;
                 // A PUBLISH held back is being handled (or what held it went away).
                 connection.publish_paused = false;
+                self.stats.packets_received += 1;
+                true
+            }
+            Some(connection) if connection.is_authenticating() => {
                 self.stats.packets_received += 1;
                 true
             }
@@ -264,6 +281,13 @@ fn v5_dispatch(broker: &mut BrokerCore, conn: ConnId, packet: v5::Packet, logged
     if broker.settings.log_packets && !logged {
         log::info!(target: super::packet_log::TARGET, "Received {} from connection {conn}", packet.name());
     }
+    if broker
+        .connections
+        .get(&conn)
+        .is_some_and(|c| c.is_authenticating())
+    {
+        return auth::handle_connecting(broker, conn, packet);
+    }
     match packet {
         v5::Packet::Publish(publish) => publish::handle_v5(broker, conn, publish),
         v5::Packet::PubAck(ack) => puback::handle(
@@ -304,10 +328,9 @@ fn v5_dispatch(broker: &mut BrokerCore, conn: ConnId, packet: v5::Packet, logged
         v5::Packet::Unsubscribe(unsubscribe) => unsubscribe::handle_v5(broker, conn, unsubscribe),
         v5::Packet::PingReq => pingreq::handle(broker, conn),
         v5::Packet::Disconnect(disconnect) => disconnect::handle_v5(broker, conn, disconnect),
-        // Enhanced authentication is not offered, so no AUTH may come [MQTT-4.12.0-1]; a second
-        // CONNECT is a protocol error [MQTT-3.1.0-2]; the rest only flow server → client.
-        v5::Packet::Auth(_)
-        | v5::Packet::Connect(_)
+        v5::Packet::Auth(auth) => auth::handle(broker, conn, auth),
+        // A second CONNECT is a protocol error [MQTT-3.1.0-2]; the rest only flow server → client.
+        v5::Packet::Connect(_)
         | v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
         | v5::Packet::UnsubAck(_)

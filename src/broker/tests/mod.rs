@@ -27,7 +27,8 @@
 //! - `listing.rs`: the sessions and retained topics the host program lists;
 //! - `admin_verbs.rs`: an administrator's kick and session delete;
 //! - `mqtt5.rs`: MQTT 5 clients: properties across shards and to MQTT 3, refusal and DISCONNECT
-//!   reason codes, session expiry.
+//!   reason codes, session expiry;
+//! - `enhanced_auth.rs`: MQTT 5 enhanced authentication (AUTH) at CONNECT and re-authentication.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -316,6 +317,7 @@ mod bytes_in;
 mod connect;
 mod cross_shard;
 mod durability;
+mod enhanced_auth;
 mod expiry;
 mod flow_control;
 mod listing;

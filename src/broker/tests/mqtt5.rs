@@ -5,7 +5,7 @@
 use super::*;
 use crate::protocol::v5::{self, Properties, ReasonCode};
 
-fn v5_connect(client_id: &str, keep_alive: u16, properties: Properties) -> v5::Connect {
+pub(super) fn v5_connect(client_id: &str, keep_alive: u16, properties: Properties) -> v5::Connect {
     v5::Connect {
         clean_start: true,
         keep_alive,
@@ -19,7 +19,26 @@ fn v5_connect(client_id: &str, keep_alive: u16, properties: Properties) -> v5::C
 
 impl Cluster {
     /// Connects an MQTT 5 client `name` on its home shard with the plugins' verdict `auth`.
-    fn connect_v5(&mut self, name: &str, connect: v5::Connect, auth: AuthVerdict) -> v5::ConnAck {
+    pub(super) fn connect_v5(
+        &mut self,
+        name: &str,
+        connect: v5::Connect,
+        auth: AuthVerdict,
+    ) -> v5::ConnAck {
+        match self.open_v5(name, connect, auth).first() {
+            Some(v5::Packet::ConnAck(ack)) => ack.clone(),
+            other => panic!("expected CONNACK first, got {other:?}"),
+        }
+    }
+
+    /// Sends an MQTT 5 client `name`'s CONNECT to its home shard, with the plugins' verdict
+    /// `auth`; what it received.
+    pub(super) fn open_v5(
+        &mut self,
+        name: &str,
+        connect: v5::Connect,
+        auth: AuthVerdict,
+    ) -> Vec<v5::Packet> {
         let mut wire = BytesMut::new();
         v5::Packet::Connect(Box::new(connect))
             .encode(&mut wire)
@@ -42,10 +61,7 @@ impl Cluster {
         };
         self.clients.insert(name.to_string(), client);
         self.run();
-        match self.packets_v5(name).first() {
-            Some(v5::Packet::ConnAck(ack)) => ack.clone(),
-            other => panic!("expected CONNACK first, got {other:?}"),
-        }
+        self.packets_v5(name)
     }
 
     /// Connects an MQTT 5 client `name` without properties or keep-alive, allowed in.
@@ -57,7 +73,7 @@ impl Cluster {
         )
     }
 
-    fn send_v5(&mut self, name: &str, packet: v5::Packet) {
+    pub(super) fn send_v5(&mut self, name: &str, packet: v5::Packet) {
         let (shard, conn) = {
             let c = self.client(name);
             (c.shard, c.conn)
@@ -68,7 +84,7 @@ impl Cluster {
         self.run();
     }
 
-    fn packets_v5(&mut self, name: &str) -> Vec<v5::Packet> {
+    pub(super) fn packets_v5(&mut self, name: &str) -> Vec<v5::Packet> {
         let client = self.clients.get_mut(name).expect("known client");
         let mut out = Vec::new();
         while let Some(packet) =
@@ -94,7 +110,7 @@ fn subscribe_v5(filter: &str) -> v5::Packet {
     })
 }
 
-fn disconnect_reason(packets: &[v5::Packet]) -> Option<ReasonCode> {
+pub(super) fn disconnect_reason(packets: &[v5::Packet]) -> Option<ReasonCode> {
     packets.iter().find_map(|p| match p {
         v5::Packet::Disconnect(d) => Some(d.reason),
         _ => None,
@@ -294,7 +310,12 @@ fn subscribe_with(filter: &str, no_local: bool, retain_as_published: bool) -> v5
     v5::Packet::Subscribe(subscribe)
 }
 
-fn publish_v5(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> v5::Packet {
+pub(super) fn publish_v5(
+    topic: &str,
+    payload: &'static [u8],
+    qos: QoS,
+    retain: bool,
+) -> v5::Packet {
     let message = Message {
         topic: TopicName::new(topic).expect("topic"),
         payload: Bytes::from_static(payload),

@@ -8,6 +8,7 @@
 //! | bcrypt | `$2b$12$<22 characters of salt><31 of hash>`, also `$2a$`, `$2y$` | passlib's `bcrypt`, Python's `bcrypt`, `htpasswd -B` |
 //! | SHA-512 crypt | `$6$[rounds=N$]<salt>$<86 characters>` | `mkpasswd -m sha-512`, `openssl passwd -6`, aMQTT up to 0.11 (passlib, `rounds=656000`), `amqtt_passwd --sha512` |
 //! | SHA-256 crypt | `$5$[rounds=N$]<salt>$<43 characters>` | `mkpasswd -m sha-256`, `openssl passwd -5` |
+//! | SCRAM-SHA-256 | `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>` (RFC 5803) | `amqtt_passwd --scram` (`scram.rs`); also MQTT 5 enhanced authentication |
 //!
 //! Anything else is refused by [`check_hash`] with the scheme's name (`$1$`, `$y$`, Mosquitto 2's
 //! `$7$`, ...), so a file never loads with a user who could not log in. Whatever [`check_hash`]
@@ -23,6 +24,8 @@ use std::io::Read;
 use argon2::{Algorithm, Argon2, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use sha_crypt::password_hash::CustomizedPasswordHasher;
 use sha_crypt::{Params as ShaParams, ShaCrypt};
+
+use super::scram::{ScramCredentials, SCRAM_PREFIX};
 
 /// The alphabet of crypt(3) salts and digests.
 const CRYPT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -57,6 +60,7 @@ pub enum Scheme {
     Bcrypt,
     Sha512Crypt,
     Sha256Crypt,
+    ScramSha256,
 }
 
 impl Scheme {
@@ -69,16 +73,21 @@ impl Scheme {
             Scheme::Bcrypt => "bcrypt",
             Scheme::Sha512Crypt => "sha512_crypt",
             Scheme::Sha256Crypt => "sha256_crypt",
+            Scheme::ScramSha256 => "scram-sha-256",
         }
     }
 }
 
 /// The schemes that are read, for error messages.
 const SUPPORTED: &str = "argon2id/argon2i/argon2d ('$argon2id$...', aMQTT 0.12), bcrypt \
-     ('$2b$', '$2a$', '$2y$'), SHA-512 crypt ('$6$') and SHA-256 crypt ('$5$')";
+     ('$2b$', '$2a$', '$2y$'), SHA-512 crypt ('$6$'), SHA-256 crypt ('$5$') and SCRAM-SHA-256 ('SCRAM-SHA-256$...', \
+     `amqtt_passwd --scram`)";
 
 /// The scheme a hash names in its first `$...$` field, if it is one that is read.
 fn scheme_of(hash: &str) -> Option<Scheme> {
+    if hash.starts_with(SCRAM_PREFIX) {
+        return Some(Scheme::ScramSha256);
+    }
     let id = hash.strip_prefix('$')?.split('$').next()?;
     Some(match id {
         "argon2id" => Scheme::Argon2id,
@@ -94,6 +103,9 @@ fn scheme_of(hash: &str) -> Option<Scheme> {
 /// Checks that `hash` is a hash of a supported scheme that [`verify`] can verify, and says which
 /// scheme it is. Cheap: no hashing.
 pub fn check_hash(hash: &str) -> Result<Scheme, String> {
+    if hash.starts_with(SCRAM_PREFIX) {
+        return ScramCredentials::parse(hash).map(|_| Scheme::ScramSha256);
+    }
     let Some(rest) = hash.strip_prefix('$') else {
         return Err(if hash.is_empty() {
             "empty password hash".to_string()
@@ -124,6 +136,7 @@ pub fn check_hash(hash: &str) -> Result<Scheme, String> {
         Scheme::Sha256Crypt => check_sha_crypt(hash, SHA256_DIGEST_CHARS),
         Scheme::Argon2id | Scheme::Argon2i | Scheme::Argon2d => check_argon2(hash),
         Scheme::Bcrypt => check_bcrypt(hash),
+        Scheme::ScramSha256 => Ok(()),
     }?;
     Ok(scheme)
 }
@@ -251,6 +264,8 @@ pub fn verify(password: &[u8], hash: &str) -> bool {
             Argon2::default().verify_password(password, hash).is_ok()
         }
         Some(Scheme::Bcrypt) => bcrypt::verify(password, hash).unwrap_or(false),
+        Some(Scheme::ScramSha256) => ScramCredentials::parse(hash)
+            .is_ok_and(|credentials| credentials.verify_password(password)),
         None => false,
     }
 }

@@ -1,0 +1,80 @@
+//! What a CONNECT does to its session besides making or resuming it (`connect.rs` decides that):
+//! a will its topic checks deny is dropped, and a persistent session is journaled. No CONNACK, no
+//! connection state here.
+
+use crate::broker::{packet_log, BrokerCore, SessionKey};
+use crate::persist::Record;
+use crate::plugins::{ClientInfo, TopicAction};
+use crate::protocol::{QoS, TopicFilter};
+
+/// A will whose topic the topic checks deny is dropped at CONNECT, not kept for later: a session
+/// recovered after a restart publishes its will without a connection (so without a check), and
+/// only wills that passed get journaled. (It is checked again when published, with the checks
+/// in force then.)
+pub(super) fn drop_will_the_topic_checks_deny(broker: &mut BrokerCore, key: SessionKey) {
+    let plugins = &broker.settings.plugins;
+    let Some(session) = broker.sessions.get_mut(key) else {
+        return;
+    };
+    let Some(will) = session.will.as_deref() else {
+        return;
+    };
+    if !plugins.checks_topics() {
+        return;
+    }
+    let client = ClientInfo {
+        client_id: &session.client_id,
+        username: session.username.as_deref(),
+    };
+    if !plugins.allow(&client, TopicAction::Publish(&will.topic)) {
+        log::log!(
+            target: packet_log::TARGET,
+            packet_log::refusal_level(broker.settings.log_packets),
+            "Will of '{}'{} to '{}' dropped: topic check",
+            session.client_id,
+            packet_log::User(session.username.as_deref()),
+            will.topic.as_str()
+        );
+        session.will = None;
+    }
+}
+
+/// With persistence on, journals a persistent session that connected: it exists (and is online),
+/// its will; and when it was a clean session until this CONNECT took it over, its subscriptions.
+pub(super) fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: bool) {
+    let Some(client_id) = broker.persistent_client(key) else {
+        return;
+    };
+    let Some(session) = broker.sessions.get(key) else {
+        return;
+    };
+    let will = session.will.as_deref().cloned();
+    let username = session.username.clone();
+    let subscriptions: Vec<(TopicFilter, QoS)> = if was_persistent {
+        Vec::new()
+    } else {
+        session
+            .subscriptions
+            .iter()
+            .map(|(filter, options)| (filter.clone(), options.qos))
+            .collect()
+    };
+    let id = client_id.clone();
+    broker.journal(|| Record::SessionOpen { client_id: id });
+    let id = client_id.clone();
+    broker.journal(|| Record::SessionUser {
+        client_id: id,
+        username,
+    });
+    for (filter, qos) in subscriptions {
+        let client_id = client_id.clone();
+        broker.journal(|| Record::Subscribe {
+            client_id,
+            filter,
+            qos,
+        });
+    }
+    if will.is_some() || was_persistent {
+        broker.journal(|| Record::Will { client_id, will });
+    }
+}
