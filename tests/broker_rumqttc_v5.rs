@@ -27,6 +27,7 @@ with_shards!(
     session_expiry_keeps_the_queue_until_resumed,
     takeover_says_session_taken_over,
     shared_subscription_gives_each_message_to_one_member,
+    expired_retained_message_is_not_delivered,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -219,8 +220,6 @@ async fn no_local_skips_the_clients_own_messages(shards: usize) {
     me.nothing_within(Duration::from_millis(300)).await;
 }
 
-// Not in `with_shards!` until the broker enforces Message Expiry (README, "MQTT 5", "Not yet").
-#[allow(dead_code)]
 async fn expired_retained_message_is_not_delivered(shards: usize) {
     let (_broker, addr) = start_broker(shards);
     let publisher = connect(addr, &id_on_shard("pub", 0, shards), true, None).await;

@@ -36,6 +36,7 @@ mod admin_verbs;
 pub mod bus_batch;
 mod bus_inbox;
 pub mod connection;
+pub mod copy_props;
 mod credentials_expiry;
 mod expiry;
 pub mod flow_control;
@@ -349,6 +350,7 @@ impl BrokerCore {
         }
         let ttl = self.settings.retained_tombstone_ttl;
         self.retained.drop_old_tombstones(now, ttl);
+        self.drop_expired_retained(now);
         let expired: Vec<ConnId> = self
             .connections
             .iter()
@@ -511,12 +513,13 @@ impl BrokerCore {
         for resend in session.resend_inflight() {
             resent = true;
             match resend {
-                Resend::Publish(publish, properties) => self.write_publish(
+                Resend::Publish(publish, properties, kept) => self.write_publish(
                     conn,
                     PublishRef {
                         properties: properties.as_deref(),
                         ..publish.borrowed()
                     },
+                    &copy_props::props_of(kept.as_deref()).hop(self.clock),
                 ),
                 Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
             }

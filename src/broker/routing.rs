@@ -20,6 +20,7 @@ use crate::persist::{codec, Record};
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{v5, PublishRef, QoS, TopicName};
 
+use super::copy_props::CopyProps;
 use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
@@ -159,6 +160,18 @@ impl BrokerCore {
     pub(super) fn apply_retained(&mut self, message: &Message, version: RetainVersion) {
         let before = self.retained.payload_bytes();
         self.retained.apply(message, version, self.clock);
+        self.retained_bytes_changed(before);
+    }
+
+    /// Forgets the retained messages that have expired by `now` (MQTT 5).
+    pub(super) fn drop_expired_retained(&mut self, now: std::time::Instant) {
+        let before = self.retained.payload_bytes();
+        self.retained.drop_expired(now);
+        self.retained_bytes_changed(before);
+    }
+
+    /// Counts the change of the retained payload bytes since `before` in the memory budget.
+    fn retained_bytes_changed(&mut self, before: usize) {
         if self.shard == 0 {
             let after = self.retained.payload_bytes();
             self.settings.memory.add(after.saturating_sub(before));
@@ -217,32 +230,36 @@ impl BrokerCore {
             }
             match &cleared {
                 Some(cleared) if !as_published => {
-                    self.deliver_to_session(key, Cow::Borrowed(cleared), qos, false);
+                    self.deliver_to_session(key, Cow::Borrowed(cleared), qos, false, &[]);
                 }
                 _ if rest.peek().is_none() => {
-                    self.deliver_to_session(key, message, qos, false);
+                    self.deliver_to_session(key, message, qos, false, &[]);
                     break;
                 }
-                _ => self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false),
+                _ => self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false, &[]),
             }
         }
         self.last_match.put_back(matched);
     }
 
     /// Offers `message` to a session at `qos`: borrowed, or given when no other session needs it
-    /// (see [`Session::deliver`]).
+    /// (see [`Session::deliver`]), with the identifiers of the session's subscriptions it matched
+    /// (`subscription_ids`, MQTT 5). A message with a Message Expiry Interval expires for this
+    /// session that long after now (a retained one comes with what is left of it).
     pub(super) fn deliver_to_session(
         &mut self,
         key: SessionKey,
         message: Cow<'_, Message>,
         qos: QoS,
         retain: bool,
+        subscription_ids: &[u32],
     ) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let conn = session.conn;
-        if self.too_large_for(conn, &message, qos, retain) {
+        let props = CopyProps::arriving(&message, self.clock, subscription_ids);
+        if self.too_large_for(conn, &message, qos, retain, &props) {
             // Dropped for this subscriber, as if delivered [MQTT-3.1.2-25].
             self.stats.publish_dropped_too_large += 1;
             return;
@@ -274,12 +291,12 @@ impl BrokerCore {
         };
         let (delivery, message) = if qos == QoS::AtMostOnce {
             (
-                session.deliver_within(&*message, qos, retain, 0, factor),
+                session.deliver_within(&*message, qos, retain, 0, factor, props),
                 Some(message),
             )
         } else {
             (
-                session.deliver_within(message, qos, retain, id, factor),
+                session.deliver_within(message, qos, retain, id, factor, props),
                 None,
             )
         };
@@ -323,20 +340,23 @@ impl BrokerCore {
                 };
                 let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
                 let publish = match &message {
-                    Some(message) => Some(PublishRef {
-                        dup: false,
-                        qos,
-                        // Set only by Retain As Published.
-                        retain: message.retain,
-                        topic: message.topic.as_bytes(),
-                        packet_id,
-                        payload: &message.payload,
-                        properties: message.properties.as_deref(),
-                    }),
+                    Some(message) => Some((
+                        PublishRef {
+                            dup: false,
+                            qos,
+                            // Set only by Retain As Published.
+                            retain: message.retain,
+                            topic: message.topic.as_bytes(),
+                            packet_id,
+                            payload: &message.payload,
+                            properties: message.properties.as_deref(),
+                        },
+                        props,
+                    )),
                     None => session.newest_inflight(),
                 };
-                if let Some(publish) = publish {
-                    written.encode(outbox, publish);
+                if let Some((publish, props)) = publish {
+                    written.encode(outbox, publish, &props.hop(self.clock));
                 }
                 self.publishes_written(conn, &written);
             }
@@ -377,16 +397,18 @@ impl BrokerCore {
         let pool = &mut self.outbox_pool;
         let journaled = self.journal.is_some() && !session.clean;
         let mut packet_ids: Vec<(crate::persist::MsgId, u16)> = Vec::new();
-        session.fill_window(room, |publish, id| {
+        let now = self.clock;
+        let expired = session.fill_window(room, now, |publish, props, id| {
             if journaled && id != 0 && publish.qos == QoS::ExactlyOnce {
                 if let Some(packet_id) = publish.packet_id {
                     packet_ids.push((id, packet_id));
                 }
             }
             if let Some(connection) = connection.as_mut() {
-                written.encode(connection.outbox_to_fill(pool), publish);
+                written.encode(connection.outbox_to_fill(pool), publish, &props.hop(now));
             }
         });
+        self.stats.publish_dropped_expired += expired as u64;
         let client_id = session.client_id.clone();
         self.publishes_written(conn, &written);
         if !packet_ids.is_empty() {
@@ -513,6 +535,7 @@ impl BrokerCore {
         message: &Message,
         qos: QoS,
         retain: bool,
+        props: &CopyProps<'_>,
     ) -> bool {
         let Some(max) = conn
             .and_then(|conn| self.connections.get(&conn))
@@ -529,7 +552,7 @@ impl BrokerCore {
             payload: &message.payload,
             properties: message.properties.as_deref(),
         };
-        v5::encoded_publish_len(&publish) > max as usize
+        v5::encoded_publish_len(&publish, &props.hop(self.clock)) > max as usize
     }
 
     /// Whether a live QoS 0 message for a subscriber with `waiting` bytes in its outbox is dropped

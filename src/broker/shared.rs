@@ -314,9 +314,9 @@ impl BrokerCore {
                     retain: false,
                     ..message.clone()
                 };
-                self.deliver_to_session(member.session, Cow::Owned(cleared), qos, false);
+                self.deliver_to_session(member.session, Cow::Owned(cleared), qos, false, &[]);
             } else {
-                self.deliver_to_session(member.session, Cow::Borrowed(message), qos, false);
+                self.deliver_to_session(member.session, Cow::Borrowed(message), qos, false, &[]);
             }
             return;
         }

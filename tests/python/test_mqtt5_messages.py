@@ -68,8 +68,7 @@ def test_puback_without_subscribers_is_success_or_no_matching_subscribers(v5clie
     assert pub.publish("msg/nobody/listens", b"x", qos=2) in (0x00, 0x10)
 
 
-def test_an_expired_retained_message_is_not_delivered(request, v5broker, v5clients):
-    not_built_in_amqtt(request, v5broker, "Message Expiry (README, MQTT 5, Not yet)")
+def test_an_expired_retained_message_is_not_delivered(v5clients):
     pub = v5clients("exp-ret-pub")
     pub.connected()
     pub.publish("msg/expiry/short", b"short", qos=1, retain=True, MessageExpiryInterval=1)
@@ -85,8 +84,7 @@ def test_an_expired_retained_message_is_not_delivered(request, v5broker, v5clien
     sub.nothing(0.5)
 
 
-def test_an_expired_queued_message_is_not_delivered(request, v5broker, v5clients):
-    not_built_in_amqtt(request, v5broker, "Message Expiry (README, MQTT 5, Not yet)")
+def test_an_expired_queued_message_is_not_delivered(v5clients):
     sub = v5clients("exp-q-sub")
     sub.connected(SessionExpiryInterval=60)
     sub.subscribe("msg/expq", qos=1)

@@ -42,8 +42,10 @@ impl Cluster {
         };
         self.clients.insert(name.to_string(), client);
         self.run();
-        match self.packets_v5(name).first() {
-            Some(v5::Packet::ConnAck(ack)) => ack.clone(),
+        // The CONNACK only: what follows it (a resumed session's messages) stays to be read.
+        let client = self.clients.get_mut(name).expect("just connected");
+        match v5::decode(&mut client.received, usize::MAX) {
+            Ok(Some(v5::Packet::ConnAck(ack))) => ack,
             other => panic!("expected CONNACK first, got {other:?}"),
         }
     }
@@ -552,3 +554,6 @@ fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_sessi
     c.drop_connection("now");
     assert_eq!(c.payloads("watcher"), ["gone"]);
 }
+
+#[path = "mqtt5_delivery.rs"]
+mod delivery;

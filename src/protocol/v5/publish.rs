@@ -151,11 +151,12 @@ pub fn encode_ref(
     Ok(())
 }
 
-/// Exact number of bytes [`encode_ref`] appends without a hop's properties (when it succeeds).
-pub fn encoded_len_ref(publish: &PublishRef<'_>) -> usize {
+/// Exact number of bytes [`encode_ref`] appends (when it succeeds).
+pub fn encoded_len_ref(publish: &PublishRef<'_>, hop: &Hop<'_>) -> usize {
     let props = publish
         .properties
-        .map_or(0, |p| p.body_len(Kind::Publish).unwrap_or(0));
+        .map_or(0, |p| p.body_len(Kind::Publish).unwrap_or(0))
+        + hop.body_len().unwrap_or(0);
     let packet_id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2
         + publish.topic.len()
