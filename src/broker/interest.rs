@@ -27,7 +27,7 @@ impl BrokerCore {
         if filter.is_shared() {
             // A share group's member: `shared.rs` (an invalid share name never gets here).
             if let Ok(Some(group)) = share_of(filter) {
-                self.join_shared(key, &group, options.qos);
+                self.join_shared(key, &group, options.qos, options.id);
             }
             return false;
         }

@@ -217,6 +217,12 @@ impl BrokerCore {
             }
             let qos = found.qos.min(message.qos);
             let as_published = found.as_published || cleared.is_none();
+            // Empty (no allocation) unless a subscription has an identifier.
+            let ids = if found.has_ids {
+                self.subscription_ids(key, &message.topic)
+            } else {
+                Vec::new()
+            };
             if qos == QoS::AtMostOnce
                 && !(as_published && message.retain)
                 && self.send_qos0_at_once(
@@ -224,19 +230,20 @@ impl BrokerCore {
                     message.topic.as_bytes(),
                     &message.payload,
                     message.properties.as_deref(),
+                    &ids,
                 )
             {
                 continue;
             }
             match &cleared {
                 Some(cleared) if !as_published => {
-                    self.deliver_to_session(key, Cow::Borrowed(cleared), qos, false, &[]);
+                    self.deliver_to_session(key, Cow::Borrowed(cleared), qos, false, &ids);
                 }
                 _ if rest.peek().is_none() => {
-                    self.deliver_to_session(key, message, qos, false, &[]);
+                    self.deliver_to_session(key, message, qos, false, &ids);
                     break;
                 }
-                _ => self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false, &[]),
+                _ => self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false, &ids),
             }
         }
         self.last_match.put_back(matched);
@@ -429,7 +436,7 @@ impl BrokerCore {
     /// them takes it at once (see [`send_qos0_at_once`](Self::send_qos0_at_once)); otherwise
     /// returns `false` having delivered nothing. Also `false` when a plugin checks receiving: that
     /// check takes a topic name, which `deliver_local` has; and when a subscription with No Local
-    /// matches: the publisher is known there.
+    /// or a Subscription Identifier matches: the publisher and the topic name are known there.
     pub(super) fn deliver_qos0_at_once(&mut self, topic: &[u8], payload: &[u8]) -> bool {
         if self.settings.plugins.checks_receive() {
             return false;
@@ -437,6 +444,7 @@ impl BrokerCore {
         let matched = self.take_matches(topic);
         let at_once = matched.iter().all(|&(key, found)| {
             !found.no_local
+                && !found.has_ids
                 && self
                     .sessions
                     .get(key)
@@ -446,7 +454,7 @@ impl BrokerCore {
             self.qos0_packet.clear();
             self.qos0_packet_v5.clear();
             for &(key, _) in &matched {
-                self.send_qos0_at_once(key, topic, payload, None);
+                self.send_qos0_at_once(key, topic, payload, None, &[]);
             }
         }
         self.last_match.put_back(matched);
@@ -455,7 +463,7 @@ impl BrokerCore {
 
     /// Sends a live message at QoS 0 to a session that takes it at once, from `qos0_packet`, or
     /// `qos0_packet_v5` for an MQTT 5 client (encoded here if this is the message's first such
-    /// delivery). `false` when the session needs [`deliver_to_session`](Self::deliver_to_session)
+    /// delivery; encoded for this client alone when it has `subscription_ids`). `false` when the session needs [`deliver_to_session`](Self::deliver_to_session)
     /// instead (offline, or messages queued ahead of this one). Same limits and counters as there.
     fn send_qos0_at_once(
         &mut self,
@@ -463,6 +471,7 @@ impl BrokerCore {
         topic: &[u8],
         payload: &[u8],
         properties: Option<&crate::protocol::v5::Properties>,
+        subscription_ids: &[u32],
     ) -> bool {
         let Some(conn) = self
             .sessions
@@ -488,35 +497,54 @@ impl BrokerCore {
             properties,
         };
         let v5 = connection.v5.is_some();
-        let packet = if v5 {
-            &mut self.qos0_packet_v5
-        } else {
-            &mut self.qos0_packet
-        };
-        if packet.is_empty() {
-            let encoded = if v5 {
-                v5::encode_publish_ref(&publish, &v5::Hop::default(), packet)
-            } else {
-                publish.encode(packet)
+        let max = connection.v5.as_ref().and_then(|link| link.max_packet_size);
+        let bytes = if v5 && !subscription_ids.is_empty() {
+            // This subscriber's own identifiers: its own bytes, straight into its outbox.
+            let hop = v5::Hop {
+                subscription_ids,
+                ..v5::Hop::default()
             };
-            if let Err(error) = encoded {
-                let topic = String::from_utf8_lossy(topic);
-                log::warn!("cannot encode PUBLISH to {topic}: {error}");
-                packet.clear();
+            if max.is_some_and(|max| v5::encoded_publish_len(&publish, &hop) > max as usize) {
+                self.stats.publish_dropped_too_large += 1;
                 return true;
             }
-        }
-        let max = connection.v5.as_ref().and_then(|link| link.max_packet_size);
-        if max.is_some_and(|max| packet.len() > max as usize) {
-            self.stats.publish_dropped_too_large += 1;
-            return true;
-        }
-        connection
-            .outbox_to_fill(&mut self.outbox_pool)
-            .extend_from_slice(packet);
+            let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
+            let before = outbox.len();
+            if let Err(error) = v5::encode_publish_ref(&publish, &hop, outbox) {
+                Self::cannot_encode(topic, &error);
+                return true;
+            }
+            outbox.len() - before
+        } else {
+            let packet = if v5 {
+                &mut self.qos0_packet_v5
+            } else {
+                &mut self.qos0_packet
+            };
+            if packet.is_empty() {
+                let encoded = if v5 {
+                    v5::encode_publish_ref(&publish, &v5::Hop::default(), packet)
+                } else {
+                    publish.encode(packet)
+                };
+                if let Err(error) = encoded {
+                    Self::cannot_encode(topic, &error);
+                    packet.clear();
+                    return true;
+                }
+            }
+            if max.is_some_and(|max| packet.len() > max as usize) {
+                self.stats.publish_dropped_too_large += 1;
+                return true;
+            }
+            connection
+                .outbox_to_fill(&mut self.outbox_pool)
+                .extend_from_slice(packet);
+            packet.len()
+        };
         let written = PublishesWritten {
             by_qos: [1, 0, 0],
-            bytes: packet.len(),
+            bytes,
             log_as: None,
             v5,
         };
@@ -525,6 +553,11 @@ impl BrokerCore {
             Self::log_sending_publish(&self.who(conn), &publish);
         }
         true
+    }
+
+    fn cannot_encode(topic: &[u8], error: &crate::protocol::EncodeError) {
+        let topic = String::from_utf8_lossy(topic);
+        log::warn!("cannot encode PUBLISH to {topic}: {error}");
     }
 
     /// Whether `message` at `qos` is over the Maximum Packet Size of connection `conn`'s MQTT 5
