@@ -108,9 +108,15 @@ pub fn seconds_left(at: Instant, now: Instant) -> u32 {
 }
 
 /// `message` with its Message Expiry Interval set to what is left of it at `now` (the properties
-/// are copied only when it has one): a retained message sent to a new subscriber.
-pub fn with_interval_left(message: Message, expires_at: Option<Instant>, now: Instant) -> Message {
-    let (Some(at), Some(properties)) = (expires_at, message.properties.as_deref()) else {
+/// are copied only when it has one, and `now` is known): a retained message sent to a new
+/// subscriber, a share group's message passed to another member.
+pub fn with_interval_left(
+    message: Message,
+    expires_at: Option<Instant>,
+    now: Option<Instant>,
+) -> Message {
+    let (Some(at), Some(now), Some(properties)) = (expires_at, now, message.properties.as_deref())
+    else {
         return message;
     };
     let mut properties = properties.clone();
@@ -174,13 +180,13 @@ mod tests {
         let t0 = Instant::now();
         let m = message(Some(60));
         let at = expires_at(&m, Some(t0));
-        let later = with_interval_left(m, at, t0 + Duration::from_secs(20));
+        let later = with_interval_left(m, at, Some(t0 + Duration::from_secs(20)));
         let left = later
             .properties
             .as_deref()
             .and_then(|p| p.message_expiry_interval);
         assert_eq!(left, Some(40));
-        let plain = with_interval_left(message(None), None, t0);
+        let plain = with_interval_left(message(None), None, Some(t0));
         assert!(plain.properties.is_none());
     }
 }

@@ -236,10 +236,7 @@ impl RetainedStore {
         found.sort_by(|a, b| a.message.topic.as_str().cmp(b.message.topic.as_str()));
         found
             .into_iter()
-            .map(|r| match now {
-                Some(now) => copy_props::with_interval_left(r.message.clone(), r.expires_at, now),
-                None => r.message.clone(),
-            })
+            .map(|r| copy_props::with_interval_left(r.message.clone(), r.expires_at, now))
             .collect()
     }
 }

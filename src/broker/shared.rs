@@ -413,7 +413,7 @@ impl BrokerCore {
         if groups.is_empty() {
             return;
         }
-        for message in session.unacknowledged() {
+        for message in session.unacknowledged(self.clock) {
             let Some(id) = groups.iter().find(|g| g.filter.matches(&message.topic)) else {
                 continue;
             };

@@ -83,6 +83,10 @@ fn a_queued_copy_that_expired_is_dropped_and_one_that_did_not_keeps_its_props() 
     // Resent after a reconnect with the same props.
     let resent = s.resend_inflight();
     assert!(matches!(&resent[0], Resend::Publish(_, _, Some(kept)) if kept.props() == later));
+    // A share group takes back what has not expired.
+    assert_eq!(s.unacknowledged(now).len(), 1);
+    let past = Some(t0 + std::time::Duration::from_secs(61));
+    assert!(s.unacknowledged(past).is_empty());
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //! delivery rules stay in `session.rs`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::protocol::{v5, PubRel, Publish, QoS};
 
+use super::super::copy_props::with_interval_left;
 use super::{InflightState, KeptProps, Message, Session};
 
 /// Something to write again after a reconnect.
@@ -48,8 +50,10 @@ impl Session {
     /// The QoS 1/2 messages the client has not acknowledged receiving, oldest first: in flight
     /// awaiting PUBACK or PUBREC, then queued (retained copies sent after a SUBACK excluded: no
     /// group shares them). A message awaiting PUBCOMP was received (PUBREC) and is not listed.
-    /// The session keeps them (it is about to be dropped).
-    pub fn unacknowledged(&self) -> Vec<Message> {
+    /// The session keeps them (it is about to be dropped). A copy that expired by `now` is left
+    /// out; one that expires later has what is left of its Message Expiry Interval (its next
+    /// subscriber must not get the whole interval again).
+    pub fn unacknowledged(&self, now: Option<Instant>) -> Vec<Message> {
         let flow = self.flow();
         let inflight = flow
             .inflight
@@ -59,8 +63,8 @@ impl Session {
         let queued = flow.queue.iter();
         inflight
             .chain(queued)
-            .filter(|out| !out.retain && out.qos != QoS::AtMostOnce)
-            .map(|out| out.message.clone())
+            .filter(|out| !out.retain && out.qos != QoS::AtMostOnce && !out.props().expired(now))
+            .map(|out| with_interval_left(out.message.clone(), out.props().expires_at, now))
             .collect()
     }
 }
