@@ -370,6 +370,19 @@ fn subscriber_and_publisher(name: &str, properties: Properties, filter: &str) ->
     c
 }
 
+/// `name` acknowledges the first of `got`, a QoS 1 PUBLISH.
+fn puback_first(c: &mut Cluster, name: &str, got: &[v5::Packet]) {
+    let Some(v5::Packet::Publish(first)) = got.first() else {
+        panic!("a PUBLISH: {got:?}");
+    };
+    let ack = v5::Ack {
+        packet_id: first.packet_id.expect("QoS 1"),
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    c.send_v5(name, v5::Packet::PubAck(ack));
+}
+
 #[test]
 fn receive_maximum_bounds_the_window_toward_the_client() {
     let properties = Properties {
@@ -383,15 +396,7 @@ fn receive_maximum_bounds_the_window_toward_the_client() {
     // [MQTT-3.3.4-9]: two unacknowledged, the third waits for a PUBACK.
     let got = c.packets_v5("sub");
     assert_eq!(published(&got).len(), 2, "{got:?}");
-    let v5::Packet::Publish(first) = &got[0] else {
-        panic!("a PUBLISH: {got:?}");
-    };
-    let ack = v5::Ack {
-        packet_id: first.packet_id.expect("QoS 1"),
-        reason: ReasonCode::SUCCESS,
-        properties: Properties::default(),
-    };
-    c.send_v5("sub", v5::Packet::PubAck(ack));
+    puback_first(&mut c, "sub", &got);
     assert_eq!(
         published(&c.packets_v5("sub")),
         [(Bytes::from_static(b"2"), false)]

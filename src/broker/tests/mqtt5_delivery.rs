@@ -92,15 +92,7 @@ fn a_message_waiting_behind_a_full_window_expires_there() {
     let got = c.packets_v5("sub");
     assert_eq!(with_expiry(&got), [(Bytes::from_static(b"first"), Some(1))]);
     c.advance(Duration::from_secs(2));
-    let v5::Packet::Publish(first) = &got[0] else {
-        panic!("a PUBLISH: {got:?}");
-    };
-    let ack = v5::Ack {
-        packet_id: first.packet_id.expect("QoS 1"),
-        reason: ReasonCode::SUCCESS,
-        properties: Properties::default(),
-    };
-    c.send_v5("sub", v5::Packet::PubAck(ack));
+    puback_first(&mut c, "sub", &got);
     assert_eq!(
         with_expiry(&c.packets_v5("sub")),
         [(Bytes::from_static(b"third"), Some(28))]
