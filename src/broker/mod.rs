@@ -19,7 +19,9 @@
 //! Bytes become packets in `handlers/mod.rs`, and each packet type is handled in its own file in
 //! `handlers/` (CONNECT and the first-packet verdict in `handlers/connect.rs`); where a publish goes
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs` (matching a
-//! topic against the subscriptions in `matching.rs`); writing
+//! topic against the subscriptions in `matching.rs`; the limits a copy meets in
+//! `delivery_limits.rs`; what an MQTT 5 copy carries, expiry and subscription identifiers, in
+//! `copy_props.rs`); writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
 //! filters themselves are kept in a `topic_trie.rs`); shared subscriptions' groups, which member
@@ -38,6 +40,7 @@ mod bus_inbox;
 pub mod connection;
 pub mod copy_props;
 mod credentials_expiry;
+mod delivery_limits;
 mod expiry;
 pub mod flow_control;
 mod gauges;
