@@ -106,10 +106,10 @@ fn protocol_level_5_gets_an_mqtt5_connack_with_the_brokers_limits() {
     let mut connack = [0u8; 16];
     std::io::Read::read_exact(&mut client.stream, &mut connack).expect("CONNACK");
     // Success, then Topic Alias Maximum 10, Retain Available 1, Wildcard 1, Subscription
-    // Identifiers 0, Shared 1.
+    // Identifiers 1, Shared 1.
     assert_eq!(
         connack,
-        [0x20, 14, 0, 0, 11, 0x22, 0, 10, 0x25, 1, 0x28, 1, 0x29, 0, 0x2a, 1]
+        [0x20, 14, 0, 0, 11, 0x22, 0, 10, 0x25, 1, 0x28, 1, 0x29, 1, 0x2a, 1]
     );
 }
 

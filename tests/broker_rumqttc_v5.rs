@@ -27,6 +27,8 @@ with_shards!(
     session_expiry_keeps_the_queue_until_resumed,
     takeover_says_session_taken_over,
     shared_subscription_gives_each_message_to_one_member,
+    expired_retained_message_is_not_delivered,
+    subscription_identifier_reaches_the_subscriber,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -186,9 +188,6 @@ async fn properties_are_forwarded_unchanged(shards: usize) {
     assert_eq!(props.content_type, sent.content_type);
 }
 
-// Not in `with_shards!` until the broker offers Subscription Identifiers (README, "MQTT 5", "Not
-// yet"): it announces them unavailable today.
-#[allow(dead_code)]
 async fn subscription_identifier_reaches_the_subscriber(shards: usize) {
     let (_broker, addr) = start_broker(shards);
     let mut sub = connect(addr, &id_on_shard("sub", 0, shards), true, None).await;
@@ -219,8 +218,6 @@ async fn no_local_skips_the_clients_own_messages(shards: usize) {
     me.nothing_within(Duration::from_millis(300)).await;
 }
 
-// Not in `with_shards!` until the broker enforces Message Expiry (README, "MQTT 5", "Not yet").
-#[allow(dead_code)]
 async fn expired_retained_message_is_not_delivered(shards: usize) {
     let (_broker, addr) = start_broker(shards);
     let publisher = connect(addr, &id_on_shard("pub", 0, shards), true, None).await;

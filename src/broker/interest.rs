@@ -8,6 +8,7 @@
 //! removal and the bus. Nothing here reads a clock, touches a socket or decodes packets.
 
 use std::borrow::Cow;
+use std::num::NonZeroU32;
 
 use crate::protocol::TopicFilter;
 
@@ -26,7 +27,7 @@ impl BrokerCore {
         if filter.is_shared() {
             // A share group's member: `shared.rs` (an invalid share name never gets here).
             if let Ok(Some(group)) = share_of(filter) {
-                self.join_shared(key, &group, options.qos);
+                self.join_shared(key, &group, options.qos, options.id);
             }
             return false;
         }
@@ -221,16 +222,21 @@ impl BrokerCore {
                     .sessions
                     .get(key)
                     .and_then(|s| s.subscriptions.get(filter));
-                let Some(&SubOptions { qos: granted, .. }) = held else {
+                let Some(&SubOptions {
+                    qos: granted, id, ..
+                }) = held
+                else {
                     continue;
                 };
+                let ids = id.map(NonZeroU32::get);
+                let ids = ids.as_slice();
                 let receive_checked = self.settings.plugins.checks_receive();
-                for message in self.retained.matching(filter) {
+                for message in self.retained.matching(filter, self.clock) {
                     if receive_checked && !self.may_receive(key, &message.topic) {
                         continue;
                     }
                     let qos = granted.min(message.qos);
-                    self.deliver_to_session(key, Cow::Owned(message), qos, true);
+                    self.deliver_to_session(key, Cow::Owned(message), qos, true, ids);
                 }
             }
         }

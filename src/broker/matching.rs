@@ -4,14 +4,17 @@
 //! for MQTT 5's 0x10). Methods of [`BrokerCore`] that `routing.rs` and `routing_shards.rs` call;
 //! nothing here delivers, encodes or journals.
 
+use std::num::NonZeroU32;
+
 use crate::protocol::{QoS, TopicName};
 
 use super::{BrokerCore, SessionKey};
 
 impl BrokerCore {
     /// This shard's sessions with a subscription that matches `topic`, each once, with the highest
-    /// QoS granted among its matching subscriptions, No Local if all of them have it, and Retain
-    /// As Published if one has it. The caller gives the vector back to `last_match`
+    /// QoS granted among its matching subscriptions, No Local if all of them have it, Retain As
+    /// Published if one has it, and whether one has a Subscription Identifier (then
+    /// `subscription_ids` lists them). The caller gives the vector back to `last_match`
     /// ([`LastTopic`]).
     pub(super) fn take_matches(&mut self, topic: &[u8]) -> Vec<(SessionKey, Found)> {
         let subscriptions = &self.subscriptions;
@@ -22,6 +25,7 @@ impl BrokerCore {
                         qos: s.options.qos,
                         no_local: s.options.no_local,
                         as_published: s.options.retain_as_published,
+                        has_ids: s.options.id.is_some(),
                     };
                     (s.session, found)
                 }));
@@ -33,11 +37,30 @@ impl BrokerCore {
                     if same {
                         kept.1.no_local &= later.1.no_local;
                         kept.1.as_published |= later.1.as_published;
+                        kept.1.has_ids |= later.1.has_ids;
                     }
                     same
                 });
             }
         })
+    }
+
+    /// The Subscription Identifiers of session `key`'s subscriptions (not shared ones) that match
+    /// `topic`, ascending: what a PUBLISH to it carries [MQTT-3.3.4-3]. Asked only for a session
+    /// that [`Found::has_ids`] says has some.
+    pub(super) fn subscription_ids(&self, key: SessionKey, topic: &TopicName) -> Vec<u32> {
+        let Some(session) = self.sessions.get(key) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u32> = session
+            .subscriptions
+            .iter()
+            .filter(|(filter, _)| !filter.is_shared() && filter.matches(topic))
+            .filter_map(|(_, options)| options.id.map(NonZeroU32::get))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Whether any session on any shard subscribes to `topic`, share groups included (an MQTT 5
@@ -66,6 +89,8 @@ pub(super) struct Found {
     pub(super) qos: QoS,
     pub(super) no_local: bool,
     pub(super) as_published: bool,
+    /// One of them has a Subscription Identifier (MQTT 5).
+    pub(super) has_ids: bool,
 }
 
 /// An answer about the last topic routed (its matching sessions, the shards interested in it),

@@ -19,7 +19,9 @@
 //! Bytes become packets in `handlers/mod.rs`, and each packet type is handled in its own file in
 //! `handlers/` (CONNECT and the first-packet verdict in `handlers/connect.rs`); where a publish goes
 //! from there (subscribers on this shard, batches for the others) is in `routing.rs` (matching a
-//! topic against the subscriptions in `matching.rs`); writing
+//! topic against the subscriptions in `matching.rs`; the limits a copy meets in
+//! `delivery_limits.rs`; what an MQTT 5 copy carries, expiry and subscription identifiers, in
+//! `copy_props.rs`); writing
 //! packets into a connection's outbox and handing it to the runtime in `outbox.rs`; how the other
 //! shards learn this shard's filters, and the SUBACKs that wait for them, in `interest.rs` (the
 //! filters themselves are kept in a `topic_trie.rs`); shared subscriptions' groups, which member
@@ -36,7 +38,9 @@ mod admin_verbs;
 pub mod bus_batch;
 mod bus_inbox;
 pub mod connection;
+pub mod copy_props;
 mod credentials_expiry;
+mod delivery_limits;
 mod expiry;
 pub mod flow_control;
 mod gauges;
@@ -370,6 +374,7 @@ impl BrokerCore {
         }
         let ttl = self.settings.retained_tombstone_ttl;
         self.retained.drop_old_tombstones(now, ttl);
+        self.drop_expired_retained(now);
         let expired: Vec<ConnId> = self
             .connections
             .iter()
@@ -555,12 +560,13 @@ impl BrokerCore {
         for resend in session.resend_inflight() {
             resent = true;
             match resend {
-                Resend::Publish(publish, properties) => self.write_publish(
+                Resend::Publish(publish, properties, kept) => self.write_publish(
                     conn,
                     PublishRef {
                         properties: properties.as_deref(),
                         ..publish.borrowed()
                     },
+                    &copy_props::props_of(kept.as_deref()).hop(self.clock),
                 ),
                 Resend::PubRel(pubrel) => self.write(conn, &Packet::PubRel(pubrel)),
             }

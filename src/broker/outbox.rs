@@ -26,11 +26,17 @@ pub(super) struct PublishesWritten {
 }
 
 impl PublishesWritten {
-    /// Appends `publish` to `outbox` and counts it (an encoding error is logged and writes nothing).
-    pub(super) fn encode(&mut self, outbox: &mut BytesMut, publish: PublishRef<'_>) {
+    /// Appends `publish` to `outbox` and counts it (an encoding error is logged and writes
+    /// nothing); to an MQTT 5 client with `hop`'s properties (this subscriber's).
+    pub(super) fn encode(
+        &mut self,
+        outbox: &mut BytesMut,
+        publish: PublishRef<'_>,
+        hop: &v5::Hop<'_>,
+    ) {
         let before = outbox.len();
         let encoded = if self.v5 {
-            v5::encode_publish_ref(&publish, &v5::Hop::default(), outbox)
+            v5::encode_publish_ref(&publish, hop, outbox)
         } else {
             publish.encode(outbox)
         };
@@ -175,12 +181,21 @@ impl BrokerCore {
         }
     }
 
-    pub(super) fn write_publish(&mut self, conn: ConnId, publish: PublishRef<'_>) {
+    pub(super) fn write_publish(
+        &mut self,
+        conn: ConnId,
+        publish: PublishRef<'_>,
+        hop: &v5::Hop<'_>,
+    ) {
         let mut written = self.publishes_to(conn);
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        written.encode(connection.outbox_to_fill(&mut self.outbox_pool), publish);
+        written.encode(
+            connection.outbox_to_fill(&mut self.outbox_pool),
+            publish,
+            hop,
+        );
         self.publishes_written(conn, &written);
     }
 

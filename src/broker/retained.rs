@@ -10,13 +10,19 @@
 //! message. A deletion leaves a short-lived tombstone with its version, so an older update still on
 //! its way cannot bring the message back; tombstones are dropped after a time to live
 //! (`Settings::retained_tombstone_ttl`, [`TOMBSTONE_TTL`] by default), far longer than any message
-//! stays on the bus. Nothing here reads a clock: time comes in as arguments.
+//! stays on the bus.
+//!
+//! An MQTT 5 message with a Message Expiry Interval expires that long after it reached this shard
+//! [MQTT-3.3.2-5]: a new subscription no longer gets it, and `drop_expired` forgets it (as a
+//! deletion of its version: an older update still on its way does not bring it back). Nothing
+//! here reads a clock: time comes in as arguments.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{TopicFilter, TopicName};
 
+use super::copy_props;
 use super::Message;
 
 /// How long a deletion is remembered by default (see the module docs).
@@ -29,9 +35,23 @@ pub struct RetainVersion {
     pub shard: u32,
 }
 
+/// A retained message as the store keeps it.
+#[derive(Debug)]
+struct Retained {
+    message: Message,
+    version: RetainVersion,
+    /// When it expires (MQTT 5's Message Expiry Interval); `None`: never.
+    expires_at: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 pub struct RetainedStore {
-    messages: HashMap<TopicName, (Message, RetainVersion)>,
+    messages: HashMap<TopicName, Retained>,
+    /// The messages that expire, by when (an entry whose message was replaced since is skipped).
+    expiring: BTreeSet<(Instant, TopicName)>,
+    /// Messages with an expiry stored before the shard knew the time: `drop_expired` starts
+    /// their expiry.
+    unstamped: Vec<TopicName>,
     /// Deleted topics and the version of their deletion.
     tombstones: HashMap<TopicName, RetainVersion>,
     /// Tombstones in the order they were made, with when (unknown before the shard's first
@@ -55,13 +75,14 @@ impl RetainedStore {
     }
 
     /// Applies a retained PUBLISH made under `version`: store or, with an empty payload, delete;
-    /// nothing when the topic already holds a newer update. `now` stamps a deletion's tombstone.
+    /// nothing when the topic already holds a newer update. `now` stamps a deletion's tombstone
+    /// and starts a stored message's expiry.
     pub fn apply(&mut self, message: &Message, version: RetainVersion, now: Option<Instant>) {
         self.clock = self.clock.max(version.clock);
         let current = self
             .messages
             .get(&message.topic)
-            .map(|(_, v)| *v)
+            .map(|r| r.version)
             .or_else(|| self.tombstones.get(&message.topic).copied());
         if current.is_some_and(|v| v >= version) {
             return;
@@ -74,8 +95,18 @@ impl RetainedStore {
         } else {
             self.tombstones.remove(&message.topic);
             self.payload_bytes += message.payload.len();
-            self.messages
-                .insert(message.topic.clone(), (message.clone(), version))
+            let expires_at = copy_props::expires_at(message, now);
+            if let Some(at) = expires_at {
+                self.expiring.insert((at, message.topic.clone()));
+            } else if copy_props::interval(message).is_some() {
+                self.unstamped.push(message.topic.clone());
+            }
+            let stored = Retained {
+                message: message.clone(),
+                version,
+                expires_at,
+            };
+            self.messages.insert(message.topic.clone(), stored)
         };
         let stored = !message.payload.is_empty();
         if message.topic.as_str().starts_with('$') {
@@ -85,8 +116,44 @@ impl RetainedStore {
                 _ => {}
             }
         }
-        if let Some((old, _)) = old {
-            self.payload_bytes -= old.payload.len();
+        if let Some(old) = old {
+            self.payload_bytes -= old.message.payload.len();
+        }
+    }
+
+    /// Forgets the messages whose expiry has come by `now`, each as a deletion of its version.
+    pub fn drop_expired(&mut self, now: Instant) {
+        for topic in std::mem::take(&mut self.unstamped) {
+            let Some(stored) = self.messages.get_mut(&topic) else {
+                continue;
+            };
+            if stored.expires_at.is_none() {
+                stored.expires_at = copy_props::expires_at(&stored.message, Some(now));
+                if let Some(at) = stored.expires_at {
+                    self.expiring.insert((at, topic));
+                }
+            }
+        }
+        while let Some((at, _)) = self.expiring.first() {
+            if *at > now {
+                break;
+            }
+            let Some((at, topic)) = self.expiring.pop_first() else {
+                break;
+            };
+            if self.messages.get(&topic).map(|r| r.expires_at) != Some(Some(at)) {
+                continue; // replaced or deleted since
+            }
+            let Some(stored) = self.messages.remove(&topic) else {
+                continue;
+            };
+            self.payload_bytes -= stored.message.payload.len();
+            if topic.as_str().starts_with('$') {
+                self.dollar -= 1;
+            }
+            self.tombstones.insert(topic.clone(), stored.version);
+            self.tombstone_times
+                .push_back((Some(now), topic, stored.version));
         }
     }
 
@@ -115,7 +182,7 @@ impl RetainedStore {
         let stored = self
             .messages
             .iter()
-            .map(|(topic, (message, version))| (topic, Some(message), *version));
+            .map(|(topic, r)| (topic, Some(&r.message), r.version));
         let deleted = self
             .tombstones
             .iter()
@@ -145,25 +212,32 @@ impl RetainedStore {
         self.payload_bytes
     }
 
-    /// The retained messages whose topic matches `filter`, in topic order (deterministic).
-    pub fn matching(&self, filter: &TopicFilter) -> Vec<Message> {
+    /// The retained messages whose topic matches `filter`, in topic order (deterministic), that
+    /// have not expired by `now`, each with what is left of its Message Expiry Interval
+    /// [MQTT-3.3.2-6] (`now` unknown: all of them, as stored).
+    pub fn matching(&self, filter: &TopicFilter, now: Option<Instant>) -> Vec<Message> {
         let wildcard = filter.as_str().contains(['+', '#']);
-        let mut found: Vec<Message> = if wildcard {
+        let live =
+            |r: &&Retained| !matches!((r.expires_at, now), (Some(at), Some(now)) if now >= at);
+        let mut found: Vec<&Retained> = if wildcard {
             self.messages
                 .values()
-                .filter(|(m, _)| filter.matches(&m.topic))
-                .map(|(m, _)| m.clone())
+                .filter(|r| filter.matches(&r.message.topic))
+                .filter(live)
                 .collect()
         } else {
             TopicName::new(filter.as_str())
                 .ok()
                 .and_then(|t| self.messages.get(&t))
-                .map(|(m, _)| m.clone())
+                .filter(live)
                 .into_iter()
                 .collect()
         };
-        found.sort_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
+        found.sort_by(|a, b| a.message.topic.as_str().cmp(b.message.topic.as_str()));
         found
+            .into_iter()
+            .map(|r| copy_props::with_interval_left(r.message.clone(), r.expires_at, now))
+            .collect()
     }
 }
 
@@ -198,9 +272,12 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert_eq!(store.payload_bytes(), 6);
         let f = TopicFilter::new("a/b").expect("filter");
-        assert_eq!(store.matching(&f)[0].payload, Bytes::from_static(b"three"));
+        assert_eq!(
+            store.matching(&f, None)[0].payload,
+            Bytes::from_static(b"three")
+        );
         put(&mut store, &msg("a/b", ""));
-        assert!(store.matching(&f).is_empty());
+        assert!(store.matching(&f, None).is_empty());
         assert_eq!(store.payload_bytes(), 1);
         put(&mut store, &msg("nothing/here", ""));
         assert_eq!(store.len(), 1);
@@ -212,10 +289,10 @@ mod tests {
         put(&mut store, &msg("$SYS/x", "1"));
         put(&mut store, &msg("a/b", "2"));
         put(&mut store, &msg("a/c", "3"));
-        let all = store.matching(&TopicFilter::new("#").expect("filter"));
+        let all = store.matching(&TopicFilter::new("#").expect("filter"), None);
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].topic.as_str(), "a/b");
-        let sys = store.matching(&TopicFilter::new("$SYS/#").expect("filter"));
+        let sys = store.matching(&TopicFilter::new("$SYS/#").expect("filter"), None);
         assert_eq!(sys.len(), 1);
     }
 
@@ -230,8 +307,8 @@ mod tests {
         a.apply(&msg("t", "new"), v(1, 1), now);
         b.apply(&msg("t", "new"), v(1, 1), now);
         b.apply(&msg("t", "old"), v(1, 0), now);
-        assert_eq!(a.matching(&f)[0].payload, Bytes::from_static(b"new"));
-        assert_eq!(b.matching(&f)[0].payload, Bytes::from_static(b"new"));
+        assert_eq!(a.matching(&f, None)[0].payload, Bytes::from_static(b"new"));
+        assert_eq!(b.matching(&f, None)[0].payload, Bytes::from_static(b"new"));
         assert_eq!(b.payload_bytes(), 3);
         // Seen versions push the clock: the next local update is newer than all of them.
         assert!(b.next_version(0) > v(1, 1));
@@ -246,13 +323,51 @@ mod tests {
         let mut store = RetainedStore::default();
         store.apply(&msg("t", ""), v(5), now);
         store.apply(&msg("t", "stale"), v(4), now);
-        assert!(store.matching(&f).is_empty());
+        assert!(store.matching(&f, None).is_empty());
         assert_eq!(store.tombstone_count(), 1);
         store.drop_old_tombstones(start + TOMBSTONE_TTL / 2, TOMBSTONE_TTL);
         assert_eq!(store.tombstone_count(), 1);
         store.drop_old_tombstones(start + TOMBSTONE_TTL, TOMBSTONE_TTL);
         assert_eq!(store.tombstone_count(), 0);
         store.apply(&msg("t", "fresh"), v(6), now);
-        assert_eq!(store.matching(&f).len(), 1);
+        assert_eq!(store.matching(&f, None).len(), 1);
+    }
+
+    #[test]
+    fn an_expired_message_is_not_matched_and_is_dropped_as_a_deletion() {
+        let t0 = Instant::now();
+        let expiring = |topic, seconds| Message {
+            properties: Some(std::sync::Arc::new(crate::protocol::v5::Properties {
+                message_expiry_interval: Some(seconds),
+                ..crate::protocol::v5::Properties::default()
+            })),
+            ..msg(topic, "x")
+        };
+        let mut store = RetainedStore::default();
+        let v = |clock| RetainVersion { clock, shard: 0 };
+        store.apply(&expiring("a/short", 1), v(1), Some(t0));
+        store.apply(&expiring("a/long", 60), v(2), Some(t0));
+        store.apply(&msg("a/never", "y"), v(3), Some(t0));
+        let all = TopicFilter::new("a/#").expect("filter");
+        let later = t0 + Duration::from_secs(2);
+        let found = store.matching(&all, Some(later));
+        let topics: Vec<&str> = found.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["a/long", "a/never"]);
+        let left = found[0]
+            .properties
+            .as_deref()
+            .and_then(|p| p.message_expiry_interval);
+        assert_eq!(left, Some(58));
+        assert_eq!(store.len(), 3, "matching drops nothing");
+        store.drop_expired(later);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.payload_bytes(), 2);
+        // Its version is remembered: an older update still on the bus does not bring it back.
+        store.apply(&expiring("a/short", 60), v(1), Some(later));
+        assert_eq!(store.len(), 2);
+        // A message replaced before its expiry is not dropped by the old deadline.
+        store.apply(&msg("a/long", "z"), v(4), Some(later));
+        store.drop_expired(t0 + Duration::from_secs(120));
+        assert_eq!(store.len(), 2);
     }
 }

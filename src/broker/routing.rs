@@ -20,11 +20,12 @@ use crate::persist::{codec, Record};
 use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{v5, PublishRef, QoS, TopicName};
 
+use super::copy_props::CopyProps;
 use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
-    packet_log, BrokerCore, BusMessage, ConnId, Message, Pressure, PublishesWritten, RetainVersion,
-    SessionKey, Settings, Stats, QOS0_BEHIND, RETAINED_CHUNK,
+    packet_log, BrokerCore, BusMessage, ConnId, Message, PublishesWritten, RetainVersion,
+    SessionKey, RETAINED_CHUNK,
 };
 
 impl BrokerCore {
@@ -159,6 +160,18 @@ impl BrokerCore {
     pub(super) fn apply_retained(&mut self, message: &Message, version: RetainVersion) {
         let before = self.retained.payload_bytes();
         self.retained.apply(message, version, self.clock);
+        self.retained_bytes_changed(before);
+    }
+
+    /// Forgets the retained messages that have expired by `now` (MQTT 5).
+    pub(super) fn drop_expired_retained(&mut self, now: std::time::Instant) {
+        let before = self.retained.payload_bytes();
+        self.retained.drop_expired(now);
+        self.retained_bytes_changed(before);
+    }
+
+    /// Counts the change of the retained payload bytes since `before` in the memory budget.
+    fn retained_bytes_changed(&mut self, before: usize) {
         if self.shard == 0 {
             let after = self.retained.payload_bytes();
             self.settings.memory.add(after.saturating_sub(before));
@@ -204,6 +217,12 @@ impl BrokerCore {
             }
             let qos = found.qos.min(message.qos);
             let as_published = found.as_published || cleared.is_none();
+            // Empty (no allocation) unless a subscription has an identifier.
+            let ids = if found.has_ids {
+                self.subscription_ids(key, &message.topic)
+            } else {
+                Vec::new()
+            };
             if qos == QoS::AtMostOnce
                 && !(as_published && message.retain)
                 && self.send_qos0_at_once(
@@ -211,38 +230,43 @@ impl BrokerCore {
                     message.topic.as_bytes(),
                     &message.payload,
                     message.properties.as_deref(),
+                    &ids,
                 )
             {
                 continue;
             }
             match &cleared {
                 Some(cleared) if !as_published => {
-                    self.deliver_to_session(key, Cow::Borrowed(cleared), qos, false);
+                    self.deliver_to_session(key, Cow::Borrowed(cleared), qos, false, &ids);
                 }
                 _ if rest.peek().is_none() => {
-                    self.deliver_to_session(key, message, qos, false);
+                    self.deliver_to_session(key, message, qos, false, &ids);
                     break;
                 }
-                _ => self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false),
+                _ => self.deliver_to_session(key, Cow::Borrowed(&*message), qos, false, &ids),
             }
         }
         self.last_match.put_back(matched);
     }
 
     /// Offers `message` to a session at `qos`: borrowed, or given when no other session needs it
-    /// (see [`Session::deliver`]).
+    /// (see [`Session::deliver`]), with the identifiers of the session's subscriptions it matched
+    /// (`subscription_ids`, MQTT 5). A message with a Message Expiry Interval expires for this
+    /// session that long after now (a retained one comes with what is left of it).
     pub(super) fn deliver_to_session(
         &mut self,
         key: SessionKey,
         message: Cow<'_, Message>,
         qos: QoS,
         retain: bool,
+        subscription_ids: &[u32],
     ) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let conn = session.conn;
-        if self.too_large_for(conn, &message, qos, retain) {
+        let props = CopyProps::arriving(&message, self.clock, subscription_ids);
+        if self.too_large_for(conn, &message, qos, retain, &props) {
             // Dropped for this subscriber, as if delivered [MQTT-3.1.2-25].
             self.stats.publish_dropped_too_large += 1;
             return;
@@ -274,12 +298,12 @@ impl BrokerCore {
         };
         let (delivery, message) = if qos == QoS::AtMostOnce {
             (
-                session.deliver_within(&*message, qos, retain, 0, factor),
+                session.deliver_within(&*message, qos, retain, 0, factor, props),
                 Some(message),
             )
         } else {
             (
-                session.deliver_within(message, qos, retain, id, factor),
+                session.deliver_within(message, qos, retain, id, factor, props),
                 None,
             )
         };
@@ -323,20 +347,23 @@ impl BrokerCore {
                 };
                 let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
                 let publish = match &message {
-                    Some(message) => Some(PublishRef {
-                        dup: false,
-                        qos,
-                        // Set only by Retain As Published.
-                        retain: message.retain,
-                        topic: message.topic.as_bytes(),
-                        packet_id,
-                        payload: &message.payload,
-                        properties: message.properties.as_deref(),
-                    }),
+                    Some(message) => Some((
+                        PublishRef {
+                            dup: false,
+                            qos,
+                            // Set only by Retain As Published.
+                            retain: message.retain,
+                            topic: message.topic.as_bytes(),
+                            packet_id,
+                            payload: &message.payload,
+                            properties: message.properties.as_deref(),
+                        },
+                        props,
+                    )),
                     None => session.newest_inflight(),
                 };
-                if let Some(publish) = publish {
-                    written.encode(outbox, publish);
+                if let Some((publish, props)) = publish {
+                    written.encode(outbox, publish, &props.hop(self.clock));
                 }
                 self.publishes_written(conn, &written);
             }
@@ -377,16 +404,18 @@ impl BrokerCore {
         let pool = &mut self.outbox_pool;
         let journaled = self.journal.is_some() && !session.clean;
         let mut packet_ids: Vec<(crate::persist::MsgId, u16)> = Vec::new();
-        session.fill_window(room, |publish, id| {
+        let now = self.clock;
+        let expired = session.fill_window(room, now, |publish, props, id| {
             if journaled && id != 0 && publish.qos == QoS::ExactlyOnce {
                 if let Some(packet_id) = publish.packet_id {
                     packet_ids.push((id, packet_id));
                 }
             }
             if let Some(connection) = connection.as_mut() {
-                written.encode(connection.outbox_to_fill(pool), publish);
+                written.encode(connection.outbox_to_fill(pool), publish, &props.hop(now));
             }
         });
+        self.stats.publish_dropped_expired += expired as u64;
         let client_id = session.client_id.clone();
         self.publishes_written(conn, &written);
         if !packet_ids.is_empty() {
@@ -407,7 +436,7 @@ impl BrokerCore {
     /// them takes it at once (see [`send_qos0_at_once`](Self::send_qos0_at_once)); otherwise
     /// returns `false` having delivered nothing. Also `false` when a plugin checks receiving: that
     /// check takes a topic name, which `deliver_local` has; and when a subscription with No Local
-    /// matches: the publisher is known there.
+    /// or a Subscription Identifier matches: the publisher and the topic name are known there.
     pub(super) fn deliver_qos0_at_once(&mut self, topic: &[u8], payload: &[u8]) -> bool {
         if self.settings.plugins.checks_receive() {
             return false;
@@ -415,6 +444,7 @@ impl BrokerCore {
         let matched = self.take_matches(topic);
         let at_once = matched.iter().all(|&(key, found)| {
             !found.no_local
+                && !found.has_ids
                 && self
                     .sessions
                     .get(key)
@@ -424,7 +454,7 @@ impl BrokerCore {
             self.qos0_packet.clear();
             self.qos0_packet_v5.clear();
             for &(key, _) in &matched {
-                self.send_qos0_at_once(key, topic, payload, None);
+                self.send_qos0_at_once(key, topic, payload, None, &[]);
             }
         }
         self.last_match.put_back(matched);
@@ -433,7 +463,7 @@ impl BrokerCore {
 
     /// Sends a live message at QoS 0 to a session that takes it at once, from `qos0_packet`, or
     /// `qos0_packet_v5` for an MQTT 5 client (encoded here if this is the message's first such
-    /// delivery). `false` when the session needs [`deliver_to_session`](Self::deliver_to_session)
+    /// delivery; encoded for this client alone when it has `subscription_ids`). `false` when the session needs [`deliver_to_session`](Self::deliver_to_session)
     /// instead (offline, or messages queued ahead of this one). Same limits and counters as there.
     fn send_qos0_at_once(
         &mut self,
@@ -441,6 +471,7 @@ impl BrokerCore {
         topic: &[u8],
         payload: &[u8],
         properties: Option<&crate::protocol::v5::Properties>,
+        subscription_ids: &[u32],
     ) -> bool {
         let Some(conn) = self
             .sessions
@@ -466,35 +497,54 @@ impl BrokerCore {
             properties,
         };
         let v5 = connection.v5.is_some();
-        let packet = if v5 {
-            &mut self.qos0_packet_v5
-        } else {
-            &mut self.qos0_packet
-        };
-        if packet.is_empty() {
-            let encoded = if v5 {
-                v5::encode_publish_ref(&publish, &v5::Hop::default(), packet)
-            } else {
-                publish.encode(packet)
+        let max = connection.v5.as_ref().and_then(|link| link.max_packet_size);
+        let bytes = if v5 && !subscription_ids.is_empty() {
+            // This subscriber's own identifiers: its own bytes, straight into its outbox.
+            let hop = v5::Hop {
+                subscription_ids,
+                ..v5::Hop::default()
             };
-            if let Err(error) = encoded {
-                let topic = String::from_utf8_lossy(topic);
-                log::warn!("cannot encode PUBLISH to {topic}: {error}");
-                packet.clear();
+            if max.is_some_and(|max| v5::encoded_publish_len(&publish, &hop) > max as usize) {
+                self.stats.publish_dropped_too_large += 1;
                 return true;
             }
-        }
-        let max = connection.v5.as_ref().and_then(|link| link.max_packet_size);
-        if max.is_some_and(|max| packet.len() > max as usize) {
-            self.stats.publish_dropped_too_large += 1;
-            return true;
-        }
-        connection
-            .outbox_to_fill(&mut self.outbox_pool)
-            .extend_from_slice(packet);
+            let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
+            let before = outbox.len();
+            if let Err(error) = v5::encode_publish_ref(&publish, &hop, outbox) {
+                Self::cannot_encode(topic, &error);
+                return true;
+            }
+            outbox.len() - before
+        } else {
+            let packet = if v5 {
+                &mut self.qos0_packet_v5
+            } else {
+                &mut self.qos0_packet
+            };
+            if packet.is_empty() {
+                let encoded = if v5 {
+                    v5::encode_publish_ref(&publish, &v5::Hop::default(), packet)
+                } else {
+                    publish.encode(packet)
+                };
+                if let Err(error) = encoded {
+                    Self::cannot_encode(topic, &error);
+                    packet.clear();
+                    return true;
+                }
+            }
+            if max.is_some_and(|max| packet.len() > max as usize) {
+                self.stats.publish_dropped_too_large += 1;
+                return true;
+            }
+            connection
+                .outbox_to_fill(&mut self.outbox_pool)
+                .extend_from_slice(packet);
+            packet.len()
+        };
         let written = PublishesWritten {
             by_qos: [1, 0, 0],
-            bytes: packet.len(),
+            bytes,
             log_as: None,
             v5,
         };
@@ -503,47 +553,5 @@ impl BrokerCore {
             Self::log_sending_publish(&self.who(conn), &publish);
         }
         true
-    }
-
-    /// Whether `message` at `qos` is over the Maximum Packet Size of connection `conn`'s MQTT 5
-    /// client (an MQTT 3 client, or one without the property: never).
-    fn too_large_for(
-        &self,
-        conn: Option<ConnId>,
-        message: &Message,
-        qos: QoS,
-        retain: bool,
-    ) -> bool {
-        let Some(max) = conn
-            .and_then(|conn| self.connections.get(&conn))
-            .and_then(|connection| connection.v5.as_ref()?.max_packet_size)
-        else {
-            return false;
-        };
-        let publish = PublishRef {
-            dup: false,
-            qos,
-            retain,
-            topic: message.topic.as_bytes(),
-            packet_id: None,
-            payload: &message.payload,
-            properties: message.properties.as_deref(),
-        };
-        v5::encoded_publish_len(&publish) > max as usize
-    }
-
-    /// Whether a live QoS 0 message for a subscriber with `waiting` bytes in its outbox is dropped
-    /// (and counted): past the outbox limit, or, under memory pressure, behind by more than
-    /// [`QOS0_BEHIND`].
-    fn drops_live_qos0(settings: &Settings, stats: &mut Stats, waiting: usize) -> bool {
-        if waiting > settings.outbox_limit {
-            stats.publish_dropped_outbox_full += 1;
-            return true;
-        }
-        if waiting > QOS0_BEHIND && settings.memory.pressure() >= Pressure::DropQoS0 {
-            stats.publish_dropped_memory += 1;
-            return true;
-        }
-        false
     }
 }

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::persist::MsgId;
-use crate::protocol::{LastWill, PubRel, Publish, PublishRef, QoS, TopicFilter};
+use crate::protocol::{LastWill, PubRel, PublishRef, QoS, TopicFilter};
 
+use super::copy_props::{props_of, CopyProps, KeptProps};
 use super::memory::MemoryBudget;
 use super::{ConnId, Message, SubOptions};
 
@@ -64,6 +65,9 @@ struct Outgoing {
     /// Its name in the shard's journal; 0 for a message that is not journaled (clean session,
     /// QoS 0, retained after SUBACK, or persistence off).
     id: MsgId,
+    /// When this copy expires and the subscription identifiers it goes with (MQTT 5; `None`:
+    /// neither, every MQTT 3 copy).
+    props: Option<Box<KeptProps>>,
 }
 
 #[derive(Debug)]
@@ -293,13 +297,14 @@ impl Session {
         qos: QoS,
         retain: bool,
     ) -> Delivery {
-        self.deliver_within(message, qos, retain, 0, 1)
+        self.deliver_within(message, qos, retain, 0, 1, CopyProps::default())
     }
 
     /// Offers a message at the delivery QoS already reduced to the subscription's maximum; a
     /// message that must wait is queued within `factor` times the queue's limits (more than 1 for
     /// a subscriber that is behind and holds publishers back: `flow_control.rs`). `id` is the
-    /// message's name in the shard's journal (0: not journaled).
+    /// message's name in the shard's journal (0: not journaled). `props` go with the copy (kept
+    /// with it when it waits).
     ///
     /// The message is borrowed (`&Message`: the session clones its handles when it keeps it) or
     /// given (`Cow::Owned`: kept without a clone, which for the last or only subscriber of a
@@ -312,6 +317,7 @@ impl Session {
         retain: bool,
         id: MsgId,
         factor: usize,
+        props: CopyProps<'_>,
     ) -> Delivery {
         let message = message.into();
         let payload_len = message.payload.len();
@@ -321,6 +327,7 @@ impl Session {
             qos,
             retain,
             id,
+            props: props.kept(),
         };
         if retain {
             // Retained after SUBACK: queued outside the limits, sent by `fill_window`.
@@ -401,11 +408,12 @@ impl Session {
         packet_id
     }
 
-    /// The PUBLISH of the message most recently put in flight, for the caller of
-    /// [`deliver`](Self::deliver) to encode after a `Delivery::Send { packet_id: Some(_) }`.
-    pub fn newest_inflight(&self) -> Option<PublishRef<'_>> {
+    /// The PUBLISH of the message most recently put in flight, with what its copy carries, for
+    /// the caller of [`deliver`](Self::deliver) to encode after a
+    /// `Delivery::Send { packet_id: Some(_) }`.
+    pub fn newest_inflight(&self) -> Option<(PublishRef<'_>, CopyProps<'_>)> {
         let m = self.flow().inflight.back()?;
-        Some(m.out.publish(Some(m.packet_id), false))
+        Some((m.out.publish(Some(m.packet_id), false), m.out.props()))
     }
 
     /// Next free non-zero packet identifier not used by a message in flight.
@@ -421,16 +429,25 @@ impl Session {
 
     /// Moves queued messages, in order, into the window while it has room (QoS 1/2) and into the
     /// outbox while `outbox_room` bytes allow (QoS 0); `write` gets each PUBLISH to write, in
-    /// order, borrowed from the session, with the message's journal id (0: not journaled).
+    /// order, borrowed from the session, with what its copy carries and the message's journal
+    /// id (0: not journaled). A copy that has expired by `now` is dropped instead, never sent
+    /// [MQTT-3.3.2-5]; returns how many were.
     pub fn fill_window(
         &mut self,
         mut outbox_room: usize,
-        mut write: impl FnMut(PublishRef<'_>, MsgId),
-    ) {
+        now: Option<Instant>,
+        mut write: impl FnMut(PublishRef<'_>, CopyProps<'_>, MsgId),
+    ) -> usize {
+        let mut expired = 0;
         if !self.is_online() {
-            return;
+            return expired;
         }
         while let Some(next) = self.flow().queue.front() {
+            if next.props().expired(now) {
+                self.pop_queued();
+                expired += 1;
+                continue;
+            }
             if next.qos == QoS::AtMostOnce {
                 // Topic, payload and at most 7 bytes of header: an upper bound is enough here.
                 let size = next.message.topic.as_str().len() + next.message.payload.len() + 7;
@@ -445,14 +462,19 @@ impl Session {
                 break;
             };
             if next.qos == QoS::AtMostOnce {
-                write(next.publish(None, false), next.id);
+                write(next.publish(None, false), next.props(), next.id);
             } else {
                 self.start_inflight(next);
                 if let Some(m) = self.flow().inflight.back() {
-                    write(m.out.publish(Some(m.packet_id), false), m.out.id);
+                    write(
+                        m.out.publish(Some(m.packet_id), false),
+                        m.out.props(),
+                        m.out.id,
+                    );
                 }
             }
         }
+        expired
     }
 
     fn position(&self, packet_id: u16, state: InflightState) -> Result<usize, UnknownPacketId> {
@@ -506,31 +528,6 @@ impl Session {
         Ok(())
     }
 
-    /// On reconnect of a persistent session: unacknowledged PUBLISHes again with DUP set, and PUBRELs
-    /// for released ones, in their original order [MQTT-4.4.0-1].
-    pub fn resend_inflight(&self) -> Vec<Resend> {
-        self.flow()
-            .inflight
-            .iter()
-            .map(|m| match m.state {
-                InflightState::AwaitPubComp => Resend::PubRel(PubRel {
-                    packet_id: m.packet_id,
-                }),
-                _ => Resend::Publish(
-                    Publish {
-                        dup: true,
-                        qos: m.out.qos,
-                        retain: m.out.retain || m.out.message.retain,
-                        topic: m.out.message.topic.clone(),
-                        packet_id: Some(m.packet_id),
-                        payload: m.out.message.payload.clone(),
-                    },
-                    m.out.message.properties.clone(),
-                ),
-            })
-            .collect()
-    }
-
     /// A QoS 2 PUBLISH arrived: true when it is new and must be routed, false when it is a re-send of
     /// one not yet released by PUBREL (delivered exactly once [MQTT-4.3.3-2]).
     pub fn incoming_qos2(&mut self, packet_id: u16) -> bool {
@@ -543,14 +540,6 @@ impl Session {
             .as_deref_mut()
             .is_some_and(|flow| flow.incoming_qos2.remove(&packet_id))
     }
-}
-
-/// Something to write again after a reconnect.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Resend {
-    /// With the message's MQTT 5 properties.
-    Publish(Publish, Option<Arc<crate::protocol::v5::Properties>>),
-    PubRel(PubRel),
 }
 
 impl Outgoing {
@@ -566,6 +555,10 @@ impl Outgoing {
             properties: self.message.properties.as_deref(),
         }
     }
+
+    fn props(&self) -> CopyProps<'_> {
+        props_of(self.props.as_deref())
+    }
 }
 
 mod stored;
@@ -573,3 +566,4 @@ pub use stored::StoredEntry;
 #[cfg(test)]
 mod tests;
 mod unacknowledged;
+pub use unacknowledged::Resend;

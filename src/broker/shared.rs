@@ -25,6 +25,7 @@
 //! reads a clock, touches a socket or decodes packets.
 
 use std::borrow::Cow;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::protocol::{QoS, TopicFilter};
@@ -41,12 +42,24 @@ pub use groups::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 impl BrokerCore {
     // ---- membership ------------------------------------------------------------------------------
 
-    /// A session of this shard joins a group (or changes its granted QoS in it).
-    pub(super) fn join_shared(&mut self, key: SessionKey, id: &ShareGroup, qos: QoS) {
+    /// A session of this shard joins a group (or changes its granted QoS or Subscription
+    /// Identifier in it).
+    pub(super) fn join_shared(
+        &mut self,
+        key: SessionKey,
+        id: &ShareGroup,
+        qos: QoS,
+        sub_id: Option<NonZeroU32>,
+    ) {
         let group = self.shared.get_or_insert(id, self.shards);
+        let joined = Member {
+            session: key,
+            qos,
+            id: sub_id,
+        };
         match group.local.iter_mut().find(|m| m.session == key) {
-            Some(member) => member.qos = qos,
-            None => group.local.push(Member { session: key, qos }),
+            Some(member) => *member = joined,
+            None => group.local.push(joined),
         }
         self.refresh_group(id);
     }
@@ -308,15 +321,17 @@ impl BrokerCore {
             }
             self.stats.shared_deliveries += 1;
             let qos = member.qos.min(message.qos);
+            let ids = member.id.map(NonZeroU32::get);
+            let ids = ids.as_slice();
             if message.retain {
                 // A live message's RETAIN is cleared [MQTT-3.3.1-9]: set, the session sends it.
                 let cleared = Message {
                     retain: false,
                     ..message.clone()
                 };
-                self.deliver_to_session(member.session, Cow::Owned(cleared), qos, false);
+                self.deliver_to_session(member.session, Cow::Owned(cleared), qos, false, ids);
             } else {
-                self.deliver_to_session(member.session, Cow::Borrowed(message), qos, false);
+                self.deliver_to_session(member.session, Cow::Borrowed(message), qos, false, ids);
             }
             return;
         }
@@ -398,7 +413,7 @@ impl BrokerCore {
         if groups.is_empty() {
             return;
         }
-        for message in session.unacknowledged() {
+        for message in session.unacknowledged(self.clock) {
             let Some(id) = groups.iter().find(|g| g.filter.matches(&message.topic)) else {
                 continue;
             };

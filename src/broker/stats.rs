@@ -36,6 +36,9 @@ pub struct Stats {
     /// Not delivered to one subscriber: its PUBLISH would exceed the Maximum Packet Size its
     /// MQTT 5 client announced [MQTT-3.1.2-25].
     pub publish_dropped_too_large: u64,
+    /// Not delivered to one subscriber: its copy's Message Expiry Interval passed while it waited
+    /// (queued, or retained) [MQTT-3.3.2-5].
+    pub publish_dropped_expired: u64,
     /// Not delivered: a client published to `$SYS/...`.
     pub publish_dropped_sys: u64,
     /// Not delivered: an MQTT 5 PUBLISH whose Payload Format Indicator says UTF-8 and whose

@@ -157,7 +157,7 @@ impl Totals {
 }
 
 /// A shard's undelivered messages by reason (the `reason` label of `amqtt_messages_dropped_total`).
-pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 11] {
+pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 12] {
     [
         ("queue_full", s.core.publish_dropped_queue_full),
         ("queue_bytes", s.core.publish_dropped_queue_bytes),
@@ -166,6 +166,8 @@ pub(crate) fn dropped(s: &ShardSnapshot) -> [(&'static str, u64); 11] {
         ("outbox_full", s.core.publish_dropped_outbox_full),
         // Over one subscriber's Maximum Packet Size (MQTT 5).
         ("packet_too_large", s.core.publish_dropped_too_large),
+        // One subscriber's copy whose Message Expiry Interval passed while it waited (MQTT 5).
+        ("expired", s.core.publish_dropped_expired),
         ("bus_full", s.runtime.bus_dropped_qos0),
         ("sys_topic", s.core.publish_dropped_sys),
         // A topic-check plugin (topic_acl, topic_taboo) denied the publish.

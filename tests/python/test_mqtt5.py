@@ -108,7 +108,7 @@ def test_connack_announces_the_limits_and_an_assigned_client_id(v5):
     assert props.RetainAvailable == 1
     assert props.WildcardSubscriptionAvailable == 1
     assert props.SharedSubscriptionAvailable == 1
-    assert props.SubscriptionIdentifierAvailable == 0
+    assert props.SubscriptionIdentifierAvailable == 1
     assert not hasattr(props, "MaximumQoS"), "QoS 2 is available: no Maximum QoS"
 
 

@@ -18,13 +18,6 @@ from mqtt_helpers import PahoClient
 from mqtt5_helpers import (RawV5, ack5, decode_props, parse_publish, publish5, subscribe5,
                            v5broker, v5clients)  # noqa: F401 (fixtures)
 
-def not_built_in_amqtt(request, v5broker, what: str) -> None:
-    """Marks the test as an expected failure against amqtt (strict: it fails the run once the
-    feature works, so that the mark is removed); Mosquitto must pass it as it is."""
-    if v5broker.kind == "amqtt":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"not built yet: {what}"))
-
-
 USER_PROPS = [("a", "1"), ("b", "2"), ("a", "3"), ("ü-key", "välue")]
 
 
@@ -68,8 +61,7 @@ def test_puback_without_subscribers_is_success_or_no_matching_subscribers(v5clie
     assert pub.publish("msg/nobody/listens", b"x", qos=2) in (0x00, 0x10)
 
 
-def test_an_expired_retained_message_is_not_delivered(request, v5broker, v5clients):
-    not_built_in_amqtt(request, v5broker, "Message Expiry (README, MQTT 5, Not yet)")
+def test_an_expired_retained_message_is_not_delivered(v5clients):
     pub = v5clients("exp-ret-pub")
     pub.connected()
     pub.publish("msg/expiry/short", b"short", qos=1, retain=True, MessageExpiryInterval=1)
@@ -85,8 +77,7 @@ def test_an_expired_retained_message_is_not_delivered(request, v5broker, v5clien
     sub.nothing(0.5)
 
 
-def test_an_expired_queued_message_is_not_delivered(request, v5broker, v5clients):
-    not_built_in_amqtt(request, v5broker, "Message Expiry (README, MQTT 5, Not yet)")
+def test_an_expired_queued_message_is_not_delivered(v5clients):
     sub = v5clients("exp-q-sub")
     sub.connected(SessionExpiryInterval=60)
     sub.subscribe("msg/expq", qos=1)
@@ -156,8 +147,7 @@ def test_retain_handling(v5clients):
     pub.publish("msg/rh", b"", qos=1, retain=True)
 
 
-def test_subscription_identifiers_name_every_matching_subscription(request, v5broker, v5clients):
-    not_built_in_amqtt(request, v5broker, "Subscription Identifiers (README, MQTT 5, Not yet)")
+def test_subscription_identifiers_name_every_matching_subscription(v5clients):
     c = v5clients("subid")
     c.connected()
     c.subscribe("msg/subid/#", qos=1, sub_id=1)

@@ -66,7 +66,7 @@ impl BrokerCore {
             maximum_packet_size: (settings.max_packet_size < PROTOCOL_MAX_PACKET_SIZE)
                 .then(|| u32::try_from(settings.max_packet_size).unwrap_or(MAX_PROPERTY)),
             wildcard_subscription_available: Some(true),
-            subscription_identifier_available: Some(false),
+            subscription_identifier_available: Some(true),
             shared_subscription_available: Some(true),
             topic_alias_maximum: Some(mqtt5::TOPIC_ALIAS_MAXIMUM),
             session_expiry_interval: (granted_expiry != asked_expiry).then_some(granted_expiry),

@@ -17,6 +17,8 @@
 //! nothing (an existing subscription with the same filter stays); the other filters of the same
 //! SUBSCRIBE are handled as usual.
 
+use std::num::NonZeroU32;
+
 use crate::broker::connection::PendingReply;
 use crate::broker::{packet_log, share_of, BrokerCore, ConnId, SubOptions};
 use crate::persist::Record;
@@ -33,13 +35,16 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, subscribe: Subscribe
     subscribe_filters(broker, conn, subscribe.packet_id, requests);
 }
 
-/// An MQTT 5 SUBSCRIBE: the same, with its subscription options kept. A Subscription Identifier
-/// closes the connection with 0xA1: the CONNACK said they are not available [MQTT-3.8.2.1.2].
+/// An MQTT 5 SUBSCRIBE: the same, with its subscription options and Subscription Identifier
+/// kept (one for every filter of the packet, replacing a repeated subscription's [MQTT-3.8.2.1.2];
+/// 0 or two of them: the decoder's protocol error 0x82).
 pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, subscribe: v5::Subscribe) {
-    if !subscribe.properties.subscription_identifiers.is_empty() {
-        broker.protocol_error_v5(conn, ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
-        return;
-    }
+    let id = subscribe
+        .properties
+        .subscription_identifiers
+        .first()
+        .copied()
+        .and_then(NonZeroU32::new);
     let requests = subscribe
         .filters
         .into_iter()
@@ -49,7 +54,7 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, subscribe: v5::Su
                 no_local: r.no_local,
                 retain_as_published: r.retain_as_published,
                 retain_handling: r.retain_handling,
-                id: None,
+                id,
             };
             (r.filter, options)
         })

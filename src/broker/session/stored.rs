@@ -67,6 +67,8 @@ impl Session {
             message,
             qos,
             id,
+            // Expiry and subscription identifiers are not journaled: lost with a restart.
+            props: None,
         };
         match packet_id {
             Some(packet_id) if qos != QoS::AtMostOnce => {

@@ -38,10 +38,55 @@ fn sent(d: Delivery) -> Option<u16> {
 /// What `fill_window` writes: (payload, packet identifier).
 fn fill(s: &mut Session) -> Vec<(Bytes, Option<u16>)> {
     let mut out = Vec::new();
-    s.fill_window(usize::MAX, |p, _| {
+    s.fill_window(usize::MAX, None, |p, _, _| {
         out.push((Bytes::copy_from_slice(p.payload), p.packet_id))
     });
     out
+}
+
+#[test]
+fn a_queued_copy_that_expired_is_dropped_and_one_that_did_not_keeps_its_props() {
+    let t0 = std::time::Instant::now();
+    let mut s = online(1, 10);
+    let soon = CopyProps {
+        expires_at: Some(t0 + std::time::Duration::from_secs(1)),
+        subscription_ids: &[],
+    };
+    let later = CopyProps {
+        expires_at: Some(t0 + std::time::Duration::from_secs(60)),
+        subscription_ids: &[7],
+    };
+    assert_eq!(
+        sent(s.deliver(message(1), QoS::AtLeastOnce, false)),
+        Some(1)
+    );
+    for (n, props) in [(2, soon), (3, later)] {
+        let queued = s.deliver_within(message(n), QoS::AtLeastOnce, false, 0, 1, props);
+        assert_eq!(queued, Delivery::Queued);
+    }
+    s.on_puback(1).expect("in flight");
+    let mut out = Vec::new();
+    let now = Some(t0 + std::time::Duration::from_secs(2));
+    let expired = s.fill_window(usize::MAX, now, |p, props, _| {
+        out.push((
+            Bytes::copy_from_slice(p.payload),
+            props.hop(now).message_expiry_interval,
+        ));
+        assert_eq!(props.subscription_ids, &[7]);
+    });
+    assert_eq!(expired, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, message(3).payload);
+    assert_eq!(out[0].1, Some(58));
+    assert_eq!(s.queued_len(), 0);
+    assert_eq!(s.queued_bytes(), 0);
+    // Resent after a reconnect with the same props.
+    let resent = s.resend_inflight();
+    assert!(matches!(&resent[0], Resend::Publish(_, _, Some(kept)) if kept.props() == later));
+    // A share group takes back what has not expired.
+    assert_eq!(s.unacknowledged(now).len(), 1);
+    let past = Some(t0 + std::time::Duration::from_secs(61));
+    assert!(s.unacknowledged(past).is_empty());
 }
 
 #[test]
@@ -147,7 +192,7 @@ fn offline_messages_queue_in_order_and_resend_with_dup() {
     let again = s.resend_inflight();
     assert_eq!(again.len(), 2);
     match &again[1] {
-        Resend::Publish(p, _) => {
+        Resend::Publish(p, _, _) => {
             assert!(p.dup);
             assert_eq!(p.packet_id, Some(id));
         }

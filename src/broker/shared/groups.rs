@@ -3,6 +3,7 @@
 //! Nothing here touches sessions, the bus or the journal.
 
 use std::cell::Cell;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 pub use crate::config::SharedStrategy;
@@ -54,6 +55,8 @@ pub(in crate::broker) struct ShareCount {
 pub(super) struct Member {
     pub(super) session: SessionKey,
     pub(super) qos: QoS,
+    /// The Subscription Identifier of its subscription to the group (MQTT 5).
+    pub(super) id: Option<NonZeroU32>,
 }
 
 /// What this shard knows of one group.

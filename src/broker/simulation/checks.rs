@@ -144,7 +144,7 @@ impl Sim {
             .iter()
             .map(|core| {
                 core.retained
-                    .matching(&all)
+                    .matching(&all, None)
                     .into_iter()
                     .map(|m| (m.topic, m.payload))
                     .collect()

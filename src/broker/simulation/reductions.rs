@@ -203,7 +203,7 @@ fn concurrent_retained_updates_from_two_shards_converge() {
         .iter()
         .map(|core| {
             core.retained
-                .matching(&all)
+                .matching(&all, None)
                 .into_iter()
                 .map(|m| m.payload)
                 .collect()

@@ -330,7 +330,18 @@ impl Properties {
 
     /// Writes the properties without their length.
     pub(crate) fn encode_body(&self, out: &mut BytesMut) {
+        self.encode_body_expiry(None, out);
+    }
+
+    /// [`encode_body`](Self::encode_body) with `expiry` (when given) written as the Message
+    /// Expiry Interval in place of the set one (same length: a server forwarding what is left of
+    /// it [MQTT-3.3.2-6]); an unset one stays unset.
+    pub(crate) fn encode_body_expiry(&self, expiry: Option<u32>, out: &mut BytesMut) {
         self.for_each(|id, value| {
+            let value = match (id, expiry) {
+                (id::MESSAGE_EXPIRY_INTERVAL, Some(left)) => Value::Four(left),
+                _ => value,
+            };
             out.put_u8(id);
             match value {
                 Value::Byte(b) => out.put_u8(b),

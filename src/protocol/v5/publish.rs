@@ -86,6 +86,9 @@ pub struct Hop<'a> {
     pub alias_only: bool,
     /// The identifiers of the subscriptions the message matched [MQTT-3.3.4-3].
     pub subscription_ids: &'a [u32],
+    /// What is left of the message's Message Expiry Interval after waiting in the server,
+    /// written in place of the message's own [MQTT-3.3.2-6]; nothing when the message has none.
+    pub message_expiry_interval: Option<u32>,
 }
 
 impl Hop<'_> {
@@ -141,18 +144,19 @@ pub fn encode_ref(
     head.write_head(out, len)?;
     put_varint(out, props);
     if let Some(p) = publish.properties {
-        p.encode_body(out);
+        p.encode_body_expiry(hop.message_expiry_interval, out);
     }
     hop.encode_body(out);
     out.put_slice(publish.payload);
     Ok(())
 }
 
-/// Exact number of bytes [`encode_ref`] appends without a hop's properties (when it succeeds).
-pub fn encoded_len_ref(publish: &PublishRef<'_>) -> usize {
+/// Exact number of bytes [`encode_ref`] appends (when it succeeds).
+pub fn encoded_len_ref(publish: &PublishRef<'_>, hop: &Hop<'_>) -> usize {
     let props = publish
         .properties
-        .map_or(0, |p| p.body_len(Kind::Publish).unwrap_or(0));
+        .map_or(0, |p| p.body_len(Kind::Publish).unwrap_or(0))
+        + hop.body_len().unwrap_or(0);
     let packet_id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2
         + publish.topic.len()

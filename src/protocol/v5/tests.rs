@@ -7,7 +7,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::protocol::testutil::frame;
-use crate::protocol::{decode as decode_v3, Packet as PacketV3, PROTOCOL_MAX_PACKET_SIZE};
+use crate::protocol::{
+    decode as decode_v3, Packet as PacketV3, PublishRef, PROTOCOL_MAX_PACKET_SIZE,
+};
 
 const MAX: usize = PROTOCOL_MAX_PACKET_SIZE;
 
@@ -434,4 +436,47 @@ fn peek_publish_takes_exactly_what_decode_takes() {
             (peeked, decoded) => panic!("{bytes:?}: peeked {peeked:?}, decoded {decoded:?}"),
         }
     }
+}
+
+#[test]
+fn a_hop_writes_what_is_left_of_the_expiry_and_its_subscription_ids() {
+    let properties = Properties {
+        message_expiry_interval: Some(60),
+        content_type: Some("json".into()),
+        ..Properties::default()
+    };
+    let publish = PublishRef {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: b"a/b",
+        packet_id: Some(7),
+        payload: b"x",
+        properties: Some(&properties),
+    };
+    let hop = Hop {
+        subscription_ids: &[3, 200],
+        message_expiry_interval: Some(42),
+        ..Hop::default()
+    };
+    let mut out = BytesMut::new();
+    encode_publish_ref(&publish, &hop, &mut out).expect("encodes");
+    let Ok(Some(Packet::Publish(p))) = decode(&mut out, PROTOCOL_MAX_PACKET_SIZE) else {
+        panic!("a PUBLISH");
+    };
+    assert_eq!(p.properties.message_expiry_interval, Some(42));
+    assert_eq!(p.properties.subscription_identifiers, vec![3, 200]);
+    assert_eq!(p.properties.content_type.as_deref(), Some("json"));
+    // A message without an expiry gets none from the hop.
+    let publish = PublishRef {
+        properties: None,
+        ..publish
+    };
+    let mut out = BytesMut::new();
+    encode_publish_ref(&publish, &hop, &mut out).expect("encodes");
+    let Ok(Some(Packet::Publish(p))) = decode(&mut out, PROTOCOL_MAX_PACKET_SIZE) else {
+        panic!("a PUBLISH");
+    };
+    assert_eq!(p.properties.message_expiry_interval, None);
+    assert_eq!(p.properties.subscription_identifiers, vec![3, 200]);
 }
