@@ -206,6 +206,11 @@ impl ClusterInterest {
         union
     }
 
+    /// Distinct filters of this node, and of the other nodes together.
+    pub fn filter_counts(&self) -> (usize, usize) {
+        (self.mine.len(), self.union.len())
+    }
+
     /// The other nodes this node heard from.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
         self.remote.keys().map(String::as_str)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -74,11 +75,13 @@ class Node:
         self.workdir = workdir / name
         self.workdir.mkdir(exist_ok=True)
         self.port = free_port()
+        self.metrics_port = free_port()
         self.config = self.workdir / "amqtt.yaml"
         self.config.write_text(
             "listeners:\n  default:\n    type: tcp\n"
             f"    bind: {HOST}:{self.port}\n"
             f"shards: {shards}\npin_shards: false\nsys_interval: 0\n"
+            f"metrics:\n  bind: {HOST}:{self.metrics_port}\n"
             + (f"persistence:\n  enabled: true\n  dir: {self.workdir}/data\n  fsync: always\n"
                if persistence else "")
             + f"cluster:\n  node: {name}\n  nats: ['nats://{HOST}:{nats_port}']\n")
@@ -111,6 +114,21 @@ class Node:
         rc, _ = c.connect()
         assert rc == 0
         return c
+
+    def metric(self, line_start: str, want: float, timeout: float = 5) -> float:
+        """The value of the /metrics series starting with `line_start` once it reaches `want`
+        (the control shard copies the counters once a second)."""
+        deadline = time.monotonic() + timeout
+        value = -1.0
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith(line_start + " "):
+                        value = float(line.split()[-1])
+            if value >= want:
+                return value
+            time.sleep(0.2)
+        return value
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -181,6 +199,13 @@ def test_a_publisher_reaches_subscribers_on_every_node_in_order(cluster):
             assert of_qos == [f"{qos}:{i}".encode() for i in range(count)], f"QoS {qos}"
         s.close()
     pub.close()
+    # Once per node: 200 QoS 0 over core NATS and 400 QoS 1/2 through the mailboxes, to b and c.
+    assert a.metric('amqtt_cluster_messages_total{direction="out",path="core"}', 400) == 400
+    assert a.metric('amqtt_cluster_messages_total{direction="out",path="jetstream"}', 800) == 800
+    assert b.metric('amqtt_cluster_messages_total{direction="in",path="core"}', 200) == 200
+    assert b.metric('amqtt_cluster_messages_total{direction="in",path="jetstream"}', 400) == 400
+    assert a.metric("amqtt_cluster_nodes", 3) == 3
+    assert a.metric('amqtt_cluster_connected{node="node-a"}', 1) == 1
 
 
 def test_a_suback_means_the_other_nodes_route_to_the_new_subscriber(cluster):
