@@ -102,6 +102,8 @@ pub(super) struct Link<M> {
     /// Other nodes that are live, with their start ids; acknowledgements are awaited from these.
     live: HashMap<String, String>,
     acked: HashMap<String, u64>,
+    /// Nodes whose liveness entry expired, since when.
+    away_since: HashMap<String, Instant>,
     syncing: HashSet<String>,
     /// Messages a full bus lane refused, per shard, in order.
     blocked: Vec<VecDeque<(bool, BusMessage)>>,
@@ -150,6 +152,7 @@ impl<M: Send + 'static> Link<M> {
             next_token: 1,
             live: HashMap::new(),
             acked: HashMap::new(),
+            away_since: HashMap::new(),
             syncing: HashSet::new(),
             blocked: (0..shards).map(|_| VecDeque::new()).collect(),
             retained_loaded: false,
@@ -407,7 +410,8 @@ impl<M: Send + 'static> Link<M> {
     fn publishes_out(&mut self, batch: &PublishBatch, stamp: Option<DeliveryStamp>) {
         let mut per_node: HashMap<&str, (PublishBatch, PublishBatch)> = HashMap::new();
         for publish in batch.iter() {
-            for node in self.interest.nodes_for(publish.topic) {
+            let qos0 = publish.qos == QoS::AtMostOnce;
+            for node in self.interest.nodes_for(publish.topic, qos0) {
                 let (qos0, qos12) = per_node.entry(node).or_default();
                 let into = if publish.qos == QoS::AtMostOnce {
                     qos0
@@ -780,24 +784,42 @@ impl<M: Send + 'static> Link<M> {
         });
     }
 
+    /// The liveness entries, read: a node whose entry expired is away (QoS 1/2 for it keep going
+    /// to its mailbox, where it finds them when it comes back) and forgotten after
+    /// [`nats::MAILBOX_MAX_AGE`], when its mailbox would drop them anyway.
     fn live_nodes(&mut self, nodes: Vec<(String, String)>) {
         let me = self.config.node.clone();
         let fresh: HashMap<String, String> = nodes.into_iter().filter(|(n, _)| *n != me).collect();
-        let gone: Vec<String> = self
+        let missing: Vec<String> = self
             .interest
             .nodes()
             .filter(|n| !fresh.contains_key(*n))
             .map(str::to_string)
             .collect();
-        for node in gone {
-            log::info!("cluster: node {node} is gone");
-            let changes = self.interest.node_gone(&node);
-            self.union_changed(changes, None);
-            self.acked.remove(&node);
+        let now = Instant::now();
+        for node in missing {
+            if !self.interest.is_away(&node) {
+                log::warn!("cluster: node {node} is away (its QoS 1/2 messages wait in its mailbox)");
+                self.interest.set_away(&node, true);
+                self.away_since.insert(node.clone(), now);
+            }
+            if self
+                .away_since
+                .get(&node)
+                .is_some_and(|since| now.duration_since(*since) >= nats::MAILBOX_MAX_AGE)
+            {
+                log::info!("cluster: node {node} is gone");
+                self.away_since.remove(&node);
+                let changes = self.interest.node_gone(&node);
+                self.union_changed(changes, None);
+                self.acked.remove(&node);
+            }
         }
         for (node, boot) in &fresh {
-            if self.live.get(node) != Some(boot) {
+            if self.live.get(node) != Some(boot) || self.interest.is_away(node) {
                 log::info!("cluster: node {node} is live");
+                self.interest.set_away(node, false);
+                self.away_since.remove(node);
                 self.request_snapshot(node.clone());
             }
         }

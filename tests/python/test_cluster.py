@@ -6,7 +6,8 @@ What is checked: a publisher on one node reaches subscribers on the others at Qo
 with its order kept; a SUBACK on one node means a publish made right after on another node
 reaches the subscriber; retained messages from any node, deleted from any node, loaded by a node
 that starts later; a node killed with SIGKILL and restarted (persistence on) gets the QoS 1
-messages PUBACKed elsewhere while it was away for its persistent session; NATS stopped: local
+messages PUBACKed elsewhere while it was away (past its liveness entry) for its persistent
+session; NATS stopped: local
 delivery goes on, and cross-node delivery resumes when NATS is back; with persistence on, a
 PUBACK waits until the other node's mailbox has the message (held while NATS is away).
 """
@@ -276,6 +277,11 @@ def test_a_killed_node_gets_what_was_acknowledged_for_it_while_away(cluster):
     s.subscribe("jobs/#", 1)
     s.close()
     b.kill()
+    # Past its liveness entry: node-a counts node-b away, and still stores what is for it.
+    deadline = time.monotonic() + 20
+    while "node node-b is away" not in a.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, a.tail()
+        time.sleep(0.2)
     pub = a.client()
     count = 100
     for i in range(count):
