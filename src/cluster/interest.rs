@@ -25,6 +25,9 @@ struct RemoteNode {
     seq: Option<u64>,
     /// Deltas that came before the snapshot they follow (or after a gap), applied with it.
     waiting: Vec<(u64, Vec<Change>)>,
+    /// Its liveness entry expired: QoS 0 no longer goes to it, QoS 1/2 still waits in its
+    /// mailbox for it to come back.
+    away: bool,
 }
 
 /// What a delta from another node did.
@@ -206,17 +209,38 @@ impl ClusterInterest {
         union
     }
 
+    /// Distinct filters of this node, and of the other nodes together.
+    pub fn filter_counts(&self) -> (usize, usize) {
+        (self.mine.len(), self.union.len())
+    }
+
     /// The other nodes this node heard from.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
         self.remote.keys().map(String::as_str)
     }
 
-    /// The other nodes with a filter matching `topic`.
-    pub fn nodes_for<'a>(&'a self, topic: &'a [u8]) -> impl Iterator<Item = &'a str> + 'a {
+    /// The other nodes with a filter matching `topic` (for QoS 0, those not away).
+    pub fn nodes_for<'a>(
+        &'a self,
+        topic: &'a [u8],
+        qos0: bool,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         self.remote
             .iter()
-            .filter(move |(_, r)| r.trie.matches_any(topic))
+            .filter(move |(_, r)| !(qos0 && r.away) && r.trie.matches_any(topic))
             .map(|(name, _)| name.as_str())
+    }
+
+    /// Marks `node` away (its liveness expired) or back; its filters stay.
+    pub fn set_away(&mut self, node: &str, away: bool) {
+        if let Some(remote) = self.remote.get_mut(node) {
+            remote.away = away;
+        }
+    }
+
+    /// Whether `node` is marked away.
+    pub fn is_away(&self, node: &str) -> bool {
+        self.remote.get(node).is_some_and(|r| r.away)
     }
 
     /// The local shards with a filter matching `topic`.
@@ -295,8 +319,8 @@ mod tests {
         // The snapshot as of delta 2 plus the waiting delta 3.
         let union = c.remote_snapshot("b", 1, 2, vec![f("y")]);
         assert_eq!(union.len(), 2);
-        assert_eq!(c.nodes_for(b"x").collect::<Vec<_>>(), ["b"]);
-        assert_eq!(c.nodes_for(b"y").collect::<Vec<_>>(), ["b"]);
+        assert_eq!(c.nodes_for(b"x", true).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(c.nodes_for(b"y", true).collect::<Vec<_>>(), ["b"]);
         let next = c.remote_delta("b", 1, 4, vec![(false, f("y"))]);
         assert_eq!(next.union, vec![(false, f("y"))]);
         assert!(!next.needs_snapshot);
@@ -334,8 +358,19 @@ mod tests {
         assert_eq!(c.remote_snapshot("c", 1, 0, vec![f("t/+")]), vec![]);
         assert_eq!(c.node_gone("b"), vec![]);
         assert_eq!(c.node_gone("c"), vec![(false, f("t/+"))]);
-        assert_eq!(c.nodes_for(b"t/1").count(), 0);
+        assert_eq!(c.nodes_for(b"t/1", false).count(), 0);
     }
+
+    #[test]
+    fn a_node_away_gets_no_qos0_but_keeps_its_mailbox_traffic() {
+        let mut c = ClusterInterest::new(1);
+        c.remote_snapshot("b", 1, 0, vec![f("t/#")]);
+        c.set_away("b", true);
+        assert_eq!(c.nodes_for(b"t/1", true).count(), 0);
+        assert_eq!(c.nodes_for(b"t/1", false).collect::<Vec<_>>(), ["b"]);
+        c.set_away("b", false);
+        assert_eq!(c.nodes_for(b"t/1", true).collect::<Vec<_>>(), ["b"]);
+        }
 
     #[test]
     fn a_snapshot_replaces_what_was_known() {

@@ -18,12 +18,16 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use crate::broker::{BusMessage, DeliveryStamp, PublishBatch};
 use crate::protocol::{QoS, TopicFilter};
 
 use super::confirm::{Confirmations, Incoming};
 use super::interest::ClusterInterest;
 use super::nats::{self, Feeds, Handles, Nats};
+use super::stats::ClusterStats;
 use super::wire::{self, Change, Names};
 use super::{LinkPort, VERSION_SHARDS};
 
@@ -46,7 +50,14 @@ struct Stored {
     payload: Bytes,
     id: Option<String>,
     stamps: Vec<(usize, u64)>,
+    /// Publishes in the batch (for the counters; 0 for a retained update).
+    messages: usize,
 }
+
+/// Most bytes of QoS 1/2 batches for other nodes kept while NATS is away when no publisher waits
+/// for them (persistence off); beyond it they are dropped and counted. With persistence on the
+/// publishers wait instead (their PUBACKs), so nothing is dropped.
+const MAX_UNCONFIRMED_BYTES: usize = 64 << 20;
 
 /// This node's delta waiting for the other nodes' acknowledgements, with the SUBACKs behind it.
 struct PendingDelta {
@@ -91,6 +102,8 @@ pub(super) struct Link<M> {
     /// Other nodes that are live, with their start ids; acknowledgements are awaited from these.
     live: HashMap<String, String>,
     acked: HashMap<String, u64>,
+    /// Nodes whose liveness entry expired, since when.
+    away_since: HashMap<String, Instant>,
     syncing: HashSet<String>,
     /// Messages a full bus lane refused, per shard, in order.
     blocked: Vec<VecDeque<(bool, BusMessage)>>,
@@ -99,7 +112,9 @@ pub(super) struct Link<M> {
     /// Send a delta at the end of this turn even without changes (NATS came back).
     announce: bool,
     mailbox_seq: u64,
-    pub(super) dropped_qos0: u64,
+    stats: Arc<ClusterStats>,
+    /// Bytes waiting in the sender tasks without a publisher waiting on them (persistence off).
+    unconfirmed_bytes: Arc<AtomicUsize>,
 }
 
 impl<M: Send + 'static> Link<M> {
@@ -107,10 +122,17 @@ impl<M: Send + 'static> Link<M> {
         port: LinkPort<M>,
         config: crate::config::ClusterConfig,
         done_tx: mpsc::UnboundedSender<Done>,
+        stats: Arc<ClusterStats>,
     ) -> Self {
         let shards = port.shards;
         let (js, _) = tokio::sync::watch::channel(None);
-        let retained_out = spawn_sender(js.subscribe(), done_tx.clone());
+        let unconfirmed = Arc::new(AtomicUsize::new(0));
+        let retained_out = spawn_sender(
+            js.subscribe(),
+            done_tx.clone(),
+            stats.clone(),
+            unconfirmed.clone(),
+        );
         Link {
             js,
             retained_out,
@@ -130,12 +152,14 @@ impl<M: Send + 'static> Link<M> {
             next_token: 1,
             live: HashMap::new(),
             acked: HashMap::new(),
+            away_since: HashMap::new(),
             syncing: HashSet::new(),
             blocked: (0..shards).map(|_| VecDeque::new()).collect(),
             retained_loaded: false,
             announce: false,
             mailbox_seq: 0,
-            dropped_qos0: 0,
+            unconfirmed_bytes: unconfirmed,
+            stats,
             config,
             port,
         }
@@ -147,6 +171,7 @@ pub(super) async fn run<M: Send + 'static>(
     port: LinkPort<M>,
     config: crate::config::ClusterConfig,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stats: Arc<ClusterStats>,
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
@@ -157,7 +182,7 @@ pub(super) async fn run<M: Send + 'static>(
             return;
         }
     };
-    let mut link = Link::new(port, config, done_tx);
+    let mut link = Link::new(port, config, done_tx, stats);
     link.spawn_set_up(client.clone(), Duration::ZERO);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut last_live = Instant::now() - Duration::from_secs(60);
@@ -260,6 +285,7 @@ impl<M: Send + 'static> Link<M> {
             Event::Connected => {
                 log::info!("cluster: connected to NATS");
                 self.connected = true;
+                self.stats.set_connected(self.nats.is_some());
                 self.announce = true;
                 // Others may have missed deltas: they resync on the next gap; we ask them.
                 let nodes: Vec<String> = self.interest.nodes().map(str::to_string).collect();
@@ -270,6 +296,7 @@ impl<M: Send + 'static> Link<M> {
             Event::Disconnected => {
                 log::warn!("cluster: NATS connection lost; local delivery goes on");
                 self.connected = false;
+                self.stats.set_connected(false);
             }
             other => log::info!("cluster: NATS {other}"),
         }
@@ -355,6 +382,7 @@ impl<M: Send + 'static> Link<M> {
                         payload: wire::encode_retained(&message, version),
                         id: None,
                         stamps: Vec::new(),
+                        messages: 0,
                     };
                     // Gone only when the link stops.
                     let _ = self.retained_out.send(stored);
@@ -382,7 +410,8 @@ impl<M: Send + 'static> Link<M> {
     fn publishes_out(&mut self, batch: &PublishBatch, stamp: Option<DeliveryStamp>) {
         let mut per_node: HashMap<&str, (PublishBatch, PublishBatch)> = HashMap::new();
         for publish in batch.iter() {
-            for node in self.interest.nodes_for(publish.topic) {
+            let qos0 = publish.qos == QoS::AtMostOnce;
+            for node in self.interest.nodes_for(publish.topic, qos0) {
                 let (qos0, qos12) = per_node.entry(node).or_default();
                 let into = if publish.qos == QoS::AtMostOnce {
                     qos0
@@ -402,34 +431,47 @@ impl<M: Send + 'static> Link<M> {
         let mut sends = Vec::new();
         for (node, (qos0, qos12)) in per_node {
             if !qos0.is_empty() {
+                let count = qos0.len();
                 sends.push((
                     self.names.qos0(node),
                     None,
+                    count,
                     wire::encode_batch(&qos0.into_bytes()),
                 ));
             }
             if !qos12.is_empty() {
+                let count = qos12.len();
                 sends.push((
                     node.to_string(),
                     Some(()),
+                    count,
                     wire::encode_batch(&qos12.into_bytes()),
                 ));
             }
         }
-        for (target, durable, payload) in sends {
+        for (target, durable, count, payload) in sends {
             match durable {
-                None => {
-                    if let Some(nats) = &self.nats {
+                None => match &self.nats {
+                    Some(nats) if self.connected => {
                         let client = nats.client.clone();
-                        // Core NATS buffers while reconnecting; past that, QoS 0 may be lost.
+                        self.stats.add_sent_core(count);
                         tokio::spawn(async move {
                             let _ = client.publish(target, payload).await;
                         });
-                    } else {
-                        self.dropped_qos0 += 1;
                     }
-                }
+                    // QoS 0 does not wait for NATS.
+                    _ => self.stats.add_dropped(count),
+                },
                 Some(()) => {
+                    if stamps.is_empty() {
+                        let queued = self.unconfirmed_bytes.load(Ordering::Relaxed);
+                        if queued + payload.len() > MAX_UNCONFIRMED_BYTES {
+                            self.stats.add_dropped(count);
+                            continue;
+                        }
+                        self.unconfirmed_bytes
+                            .fetch_add(payload.len(), Ordering::Relaxed);
+                    }
                     stored = true;
                     self.mailbox_seq += 1;
                     let message = Stored {
@@ -440,6 +482,7 @@ impl<M: Send + 'static> Link<M> {
                             self.config.node, self.boot, self.mailbox_seq
                         )),
                         stamps: stamps.clone(),
+                        messages: count,
                     };
                     // Gone only when the link stops.
                     let _ = self.mailbox_for(&target).send(message);
@@ -459,7 +502,12 @@ impl<M: Send + 'static> Link<M> {
         if let Some(sender) = self.mailboxes.get(node) {
             return sender.clone();
         }
-        let sender = spawn_sender(self.js.subscribe(), self.done_tx.clone());
+        let sender = spawn_sender(
+            self.js.subscribe(),
+            self.done_tx.clone(),
+            self.stats.clone(),
+            self.unconfirmed_bytes.clone(),
+        );
         self.mailboxes.insert(node.to_string(), sender.clone());
         sender
     }
@@ -507,6 +555,7 @@ impl<M: Send + 'static> Link<M> {
                 self.js.send_replace(Some(nats.js.clone()));
                 self.nats = Some(nats);
                 self.connected = true;
+                self.stats.set_connected(true);
             }
         }
     }
@@ -652,6 +701,7 @@ impl<M: Send + 'static> Link<M> {
                 break;
             }
             if !all && self.connected {
+                self.stats.add_interest_timeout();
                 log::warn!(
                     "cluster: interest delta {} not confirmed by every node within {:?}",
                     front.seq,
@@ -700,6 +750,8 @@ impl<M: Send + 'static> Link<M> {
 
     async fn end_of_turn(&mut self) {
         self.send_delta().await;
+        let (local, remote) = self.interest.filter_counts();
+        self.stats.set_filters(local, remote);
         let tokens = std::mem::take(&mut self.turn_tokens);
         if !tokens.is_empty() {
             match self.pending.back_mut() {
@@ -732,27 +784,46 @@ impl<M: Send + 'static> Link<M> {
         });
     }
 
+    /// The liveness entries, read: a node whose entry expired is away (QoS 1/2 for it keep going
+    /// to its mailbox, where it finds them when it comes back) and forgotten after
+    /// [`nats::MAILBOX_MAX_AGE`], when its mailbox would drop them anyway.
     fn live_nodes(&mut self, nodes: Vec<(String, String)>) {
         let me = self.config.node.clone();
         let fresh: HashMap<String, String> = nodes.into_iter().filter(|(n, _)| *n != me).collect();
-        let gone: Vec<String> = self
+        let missing: Vec<String> = self
             .interest
             .nodes()
             .filter(|n| !fresh.contains_key(*n))
             .map(str::to_string)
             .collect();
-        for node in gone {
-            log::info!("cluster: node {node} is gone");
-            let changes = self.interest.node_gone(&node);
-            self.union_changed(changes, None);
-            self.acked.remove(&node);
+        let now = Instant::now();
+        for node in missing {
+            if !self.interest.is_away(&node) {
+                log::warn!("cluster: node {node} is away (its QoS 1/2 messages wait in its mailbox)");
+                self.interest.set_away(&node, true);
+                self.away_since.insert(node.clone(), now);
+            }
+            if self
+                .away_since
+                .get(&node)
+                .is_some_and(|since| now.duration_since(*since) >= nats::MAILBOX_MAX_AGE)
+            {
+                log::info!("cluster: node {node} is gone");
+                self.away_since.remove(&node);
+                let changes = self.interest.node_gone(&node);
+                self.union_changed(changes, None);
+                self.acked.remove(&node);
+            }
         }
         for (node, boot) in &fresh {
-            if self.live.get(node) != Some(boot) {
+            if self.live.get(node) != Some(boot) || self.interest.is_away(node) {
                 log::info!("cluster: node {node} is live");
+                self.interest.set_away(node, false);
+                self.away_since.remove(node);
                 self.request_snapshot(node.clone());
             }
         }
+        self.stats.set_nodes(fresh.len() + 1);
         self.live = fresh;
     }
 
@@ -761,12 +832,15 @@ impl<M: Send + 'static> Link<M> {
             log::warn!("cluster: unreadable QoS 0 batch");
             return;
         };
+        self.stats
+            .add_received_core(PublishBatch::read(batch).count());
         for (shard, batch) in self.split_for_shards(batch) {
+            let count = batch.len();
             let message = BusMessage::Publishes(batch, None);
             if !self.blocked[shard].is_empty()
                 || self.try_send_shard(shard, false, message).is_err()
             {
-                self.dropped_qos0 += 1;
+                self.stats.add_dropped(count);
             }
         }
     }
@@ -794,7 +868,11 @@ impl<M: Send + 'static> Link<M> {
 
     async fn mailbox_arrived(&mut self, message: jetstream::Message) {
         let batches = match wire::decode_batch(&message.payload) {
-            Ok(batch) => self.split_for_shards(batch),
+            Ok(batch) => {
+                self.stats
+                    .add_received_stored(PublishBatch::read(batch).count());
+                self.split_for_shards(batch)
+            }
             Err(error) => {
                 log::warn!("cluster: unreadable mailbox batch: {error}");
                 Vec::new()
@@ -868,6 +946,8 @@ impl<M: Send + 'static> Link<M> {
 fn spawn_sender(
     mut js: tokio::sync::watch::Receiver<Option<jetstream::Context>>,
     done: mpsc::UnboundedSender<Done>,
+    stats: Arc<ClusterStats>,
+    unconfirmed: Arc<AtomicUsize>,
 ) -> mpsc::UnboundedSender<Stored> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Stored>();
     tokio::spawn(async move {
@@ -901,7 +981,12 @@ fn spawn_sender(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            if !message.stamps.is_empty() {
+            stats.add_sent_stored(message.messages);
+            if message.stamps.is_empty() {
+                if message.messages > 0 {
+                    unconfirmed.fetch_sub(message.payload.len(), Ordering::Relaxed);
+                }
+            } else {
                 let _ = done.send(Done::Stored(message.stamps));
             }
         }

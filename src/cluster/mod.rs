@@ -20,7 +20,10 @@ mod confirm;
 mod interest;
 mod link;
 mod nats;
+mod stats;
 mod wire;
+
+pub use stats::ClusterStats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,6 +70,7 @@ pub struct LinkPort<M> {
 /// The running link; [`ClusterLink::stop`] ends it.
 pub struct ClusterLink {
     stop: Arc<AtomicBool>,
+    stats: Arc<ClusterStats>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -78,6 +82,8 @@ impl ClusterLink {
     ) -> std::io::Result<ClusterLink> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let stats = Arc::new(ClusterStats::new(&config.node));
+        let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("amqtt-cluster".into())
             .spawn(move || {
@@ -85,14 +91,20 @@ impl ClusterLink {
                     .enable_all()
                     .build();
                 match runtime {
-                    Ok(runtime) => runtime.block_on(link::run(port, config, flag)),
+                    Ok(runtime) => runtime.block_on(link::run(port, config, flag, counters)),
                     Err(error) => log::error!("cluster: cannot start the link's runtime: {error}"),
                 }
             })?;
         Ok(ClusterLink {
             stop,
+            stats,
             thread: Some(thread),
         })
+    }
+
+    /// The link's counters (for the control shard).
+    pub fn stats(&self) -> Arc<ClusterStats> {
+        self.stats.clone()
     }
 
     /// Stops the link (within its 10 ms tick) and waits for its thread.

@@ -51,6 +51,8 @@ pub(crate) struct ControlSetup {
     pub memory: Arc<MemoryBudget>,
     /// The bridges' counters (their series go to `/metrics`).
     pub bridges: Vec<Arc<crate::bridge::BridgeStats>>,
+    /// The cluster link's counters (`cluster:`), for `/metrics` and `$SYS`.
+    pub cluster: Option<Arc<crate::cluster::ClusterStats>>,
 }
 
 /// The control shard's state between ticks.
@@ -62,6 +64,7 @@ struct Control {
     exporter: Option<Exporter>,
     memory: Arc<MemoryBudget>,
     bridges: Vec<Arc<crate::bridge::BridgeStats>>,
+    cluster: Option<Arc<crate::cluster::ClusterStats>>,
     latest: Vec<ShardSnapshot>,
     load: LoadAverages,
     /// Memory and CPU of the process, read from `/proc/self` when `$SYS` is published.
@@ -90,6 +93,7 @@ pub(crate) async fn run(ctx: ShardContext, setup: ControlSetup) {
         started: setup.started,
         memory: setup.memory,
         bridges: setup.bridges,
+        cluster: setup.cluster,
         exporter: metrics_listener.as_ref().map(|_| Exporter::new()),
         latest: vec![ShardSnapshot::default(); shards],
         load: LoadAverages::default(),
@@ -150,6 +154,7 @@ impl Control {
                     clients_maximum: 0,
                     memory: &self.memory,
                     bridges: &self.bridges,
+                    cluster: self.cluster.as_deref(),
                 },
                 now,
             );
@@ -178,6 +183,7 @@ impl Control {
                     clients_maximum: self.clients_maximum,
                     memory: &self.memory,
                     bridges: &self.bridges,
+                    cluster: self.cluster.as_deref(),
                 },
                 now,
             );
@@ -206,6 +212,7 @@ impl Control {
                 clients_maximum: self.clients_maximum,
                 load: &self.load,
                 process: &self.process,
+                cluster: self.cluster.as_deref(),
             });
             self.publish_sys(messages);
         }

@@ -468,6 +468,7 @@ impl Broker {
                     .as_ref()
                     .map(|b| b.stats().to_vec())
                     .unwrap_or_default(),
+                cluster: cluster.as_ref().map(|c| c.stats()),
             };
             runtime.start_control(move |ctx| control::run(ctx, setup))?;
         }

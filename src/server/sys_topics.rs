@@ -176,6 +176,8 @@ pub(crate) struct SysInput<'a> {
     pub clients_maximum: u64,
     pub load: &'a LoadAverages,
     pub process: &'a ProcessUsage,
+    /// The cluster link's counters, when this broker is a cluster node.
+    pub cluster: Option<&'a crate::cluster::ClusterStats>,
 }
 
 /// Every `$SYS` topic (full name) and its payload, in a stable order.
@@ -254,6 +256,23 @@ pub(crate) fn sys_messages(input: &SysInput<'_>) -> Vec<(String, String)> {
             s.core.bus_received.to_string(),
         );
         put(&format!("shards/{n}/bus/queue"), depth.to_string());
+    }
+    if let Some(cluster) = input.cluster {
+        put("cluster/node", cluster.node.clone());
+        put(
+            "cluster/connected",
+            u8::from(cluster.connected()).to_string(),
+        );
+        put("cluster/nodes", cluster.nodes().to_string());
+        put(
+            "cluster/messages/sent",
+            (cluster.sent_core() + cluster.sent_stored()).to_string(),
+        );
+        put(
+            "cluster/messages/received",
+            (cluster.received_core() + cluster.received_stored()).to_string(),
+        );
+        put("cluster/messages/dropped", cluster.dropped().to_string());
     }
     out
 }
@@ -379,6 +398,7 @@ mod tests {
             clients_maximum: 2,
             load: &load,
             process: &process,
+            cluster: None,
         });
         assert_eq!(lookup(&messages, "version"), "amqtt-rs version 1.2.3");
         assert_eq!(lookup(&messages, "uptime"), "61");
