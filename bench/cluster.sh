@@ -5,7 +5,8 @@
 #   closed: `pairs -n 8` QoS 0, closed loop (throughput).
 #   open:   `pairs -n 8` QoS 0, open loop at 1,000 msg/s per publisher (latency).
 # On the cluster each pair's publisher is on one node and its subscriber on the other
-# (`--url node1,node2`). CPU is read from /proc for the PIDs given to amqtt-bench: the single
+# (`--url node1,node2`). samenode: the closed-loop run with every client on node 1 of the cluster
+# (nothing crosses: what the cluster link costs a node's local traffic). CPU is read from /proc for the PIDs given to amqtt-bench: the single
 # node's; the cluster's nodes and nats-server, printed both ways (nodes only, nodes + nats).
 # ROUNDS rounds (3), each running both set-ups; DURATION seconds a run (3). Prints one line a run
 # and the medians. Processes started here are stopped by their PIDs.
@@ -128,6 +129,7 @@ for round in $(seq "$rounds"); do
     urls="mqtt://127.0.0.1:$port1,mqtt://127.0.0.1:$port2"
     cluster_pids="$node1_pid,$node2_pid,$nats_pid"
     run cross-closed pairs --url "$urls" -n 8 --broker-pid "$cluster_pids"
+    run samenode-closed pairs --url "mqtt://127.0.0.1:$port1" -n 8 --broker-pid "$cluster_pids"
     run cross-open pairs --url "$urls" -n 8 "${open[@]}" --broker-pid "$cluster_pids"
     stop "$node1_pid" "$node2_pid" "$nats_pid"
 done
@@ -140,7 +142,7 @@ def med(label, column):
 print("\nmedians of", len([r for r in rows if r[0] == "single-closed"]), "rounds:")
 print("| run | delivered/s | per node CPU-s | per node+nats CPU-s | p50 µs | p99 µs | lost |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for label in ("single-closed", "cross-closed", "single-open", "cross-open"):
+for label in ("single-closed", "samenode-closed", "cross-closed", "single-open", "cross-open"):
     print(f"| {label} | {med(label, 1):,.0f} | {med(label, 2):,.0f} | {med(label, 3):,.0f} | "
           f"{med(label, 4):,.0f} | {med(label, 5):,.0f} | {med(label, 6):.0f} |")
 for column, what in ((2, "nodes' CPU"), (3, "nodes' + nats-server's CPU")):

@@ -13,6 +13,8 @@
 //! Topics are `PREFIX/RUNID/...` with a random run id, so runs never see each other's messages.
 //! `mqtts://` URLs run every scenario over TLS ([`crate::tls`]); `--shards`/`--placement` choose
 //! the traffic scenarios' client ids by home shard ([`crate::placement`]).
+//! A comma-separated `--url` list spreads the clients over a cluster's nodes (the same module says
+//! which client goes where); `--broker-pid` may name several processes, whose figures are summed.
 //!
 //! ## Layout
 //! * `mod.rs` (here): the command line ([`Scenario`], [`Opts`]), [`BenchError`] and dispatch.
