@@ -11,7 +11,8 @@
 //! - [`simple`]: a blocking client for set-up and clean-up (retained preload, session removal,
 //!   readiness probes).
 //! - [`tls`]: the rustls client configuration for `mqtts://` (`--cafile`, `--insecure`).
-//! - [`placement`]: shard-aware client ids (`--shards`, `--placement same|cross`).
+//! - [`placement`]: shard-aware client ids (`--shards`, `--placement same|cross`), and which
+//!   cluster node each client connects to (`--url a,b`).
 //! - [`payload`], [`tracker`], [`stats`], [`url`], [`procstat`], [`clock`], [`sys`]: the small
 //!   pieces (message header, loss/duplicate/order accounting, HDR percentiles, broker URLs,
 //!   `/proc` sampling, the monotonic clock, Linux calls).

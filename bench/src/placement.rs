@@ -13,6 +13,11 @@
 //! | `pairs`  | pair i on shard i mod N                 | publisher i on i mod N, subscriber i on (i+1) mod N |
 //! | `fanin`  | everyone on shard 0                     | subscriber on 0, publisher i on 1 + i mod (N−1)     |
 //! | `fanout` | everyone on shard 0                     | publisher on 0, subscriber i on 1 + i mod (N−1)     |
+//!
+//! Which broker each client connects to when `--url` lists K cluster nodes ([`nodes`]): in
+//! `pairs` publisher i on node i mod K and its subscriber on node (i+1) mod K, so that with K ≥ 2
+//! every message crosses between nodes; in `fanin` and `fanout` the single subscriber (publisher)
+//! on node 0 and the others round robin after it, client i on node (i+1) mod K.
 
 use amqtt::broker::home_shard;
 use clap::ValueEnum;
@@ -104,6 +109,25 @@ pub fn targets(shape: Shape, placement: Placement, shards: usize, n: usize) -> T
             _ => 0,
         })
         .collect();
+    Targets {
+        publishers,
+        subscribers,
+    }
+}
+
+/// Nodes (indexes into `--url`'s list of `nodes` brokers) for `n` (the scenario's -n) clients of
+/// `shape`; one node puts everyone on it.
+pub fn nodes(shape: Shape, nodes: usize, n: usize) -> Targets {
+    let nodes = nodes.max(1);
+    let next = |i: usize| (i + 1) % nodes;
+    let (publishers, subscribers) = match shape {
+        Shape::Pairs => (
+            (0..n).map(|i| i % nodes).collect(),
+            (0..n).map(next).collect(),
+        ),
+        Shape::Fanin => ((0..n).map(next).collect(), vec![0]),
+        Shape::Fanout => (vec![0], (0..n).map(next).collect()),
+    };
     Targets {
         publishers,
         subscribers,
@@ -218,6 +242,49 @@ mod tests {
             .map(|i| id_on_shard(&format!("x{i}"), i % 3, 3))
             .collect();
         assert_eq!(per_shard(ids.iter().map(String::as_str), 3), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn pairs_across_nodes_never_share_one() {
+        let t = nodes(Shape::Pairs, 2, 5);
+        assert_eq!(t.publishers, vec![0, 1, 0, 1, 0]);
+        assert_eq!(t.subscribers, vec![1, 0, 1, 0, 1]);
+        let t = nodes(Shape::Pairs, 3, 4);
+        assert_eq!(t.publishers, vec![0, 1, 2, 0]);
+        assert_eq!(t.subscribers, vec![1, 2, 0, 1]);
+        for k in 2..6 {
+            let t = nodes(Shape::Pairs, k, 17);
+            for (p, s) in t.publishers.iter().zip(&t.subscribers) {
+                assert_ne!(p, s, "{k} nodes");
+                assert!(*p < k && *s < k);
+            }
+        }
+    }
+
+    #[test]
+    fn one_node_takes_everyone() {
+        for shape in [Shape::Pairs, Shape::Fanin, Shape::Fanout] {
+            let t = nodes(shape, 1, 6);
+            assert!(t.publishers.iter().chain(&t.subscribers).all(|&n| n == 0));
+            // 0 (nonsense) is one node too.
+            assert_eq!(nodes(shape, 0, 6), t);
+        }
+    }
+
+    #[test]
+    fn fans_spread_round_robin() {
+        let t = nodes(Shape::Fanin, 2, 4);
+        assert_eq!((t.publishers, t.subscribers), (vec![1, 0, 1, 0], vec![0]));
+        let t = nodes(Shape::Fanout, 3, 5);
+        assert_eq!(
+            (t.publishers, t.subscribers),
+            (vec![0], vec![1, 2, 0, 1, 2])
+        );
+        // Each node gets its share: 6 subscribers over 3 nodes, 2 each.
+        let t = nodes(Shape::Fanout, 3, 6);
+        for node in 0..3 {
+            assert_eq!(t.subscribers.iter().filter(|&&s| s == node).count(), 2);
+        }
     }
 
     #[test]

@@ -58,10 +58,14 @@ pub struct GeneratorFigures {
     pub utilisation: f64,
 }
 
-/// The broker's figures (with `--broker-pid`).
+/// The broker's figures (with `--broker-pid`): with several processes (a cluster's nodes and its
+/// nats-server) CPU, memory and threads are their sums.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BrokerFigures {
+    /// The (first) process.
     pub pid: u32,
+    /// With several processes: each one's CPU seconds in the window (empty with one).
+    pub processes: Vec<ProcessCpu>,
     /// CPU seconds used during the measured window.
     pub cpu_s: f64,
     /// `cpu_s / window`: 1.0 = one core busy.
@@ -77,6 +81,13 @@ pub struct BrokerFigures {
     /// connect, whether or not the generator could go faster).
     pub connects_per_broker_cpu_s: Option<f64>,
     pub threads: u64,
+}
+
+/// One broker process's CPU time in the measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcessCpu {
+    pub pid: u32,
+    pub cpu_s: f64,
 }
 
 /// One run's result. `--json` prints exactly this object.
@@ -339,11 +350,20 @@ impl Report {
             ),
         );
         if let Some(b) = &self.broker {
+            let pids = if b.processes.is_empty() {
+                format!("pid {}", b.pid)
+            } else {
+                let each: Vec<String> = b
+                    .processes
+                    .iter()
+                    .map(|p| format!("{} {:.2}", p.pid, p.cpu_s))
+                    .collect();
+                format!("pids {} CPU-s, sum", each.join(" + "))
+            };
             row(
                 "broker process",
                 format!(
-                    "pid {}, {:.2} CPU-s ({:.2} cores), {} delivered/CPU-s",
-                    b.pid,
+                    "{pids}, {:.2} CPU-s ({:.2} cores), {} delivered/CPU-s",
                     b.cpu_s,
                     b.cpu_cores,
                     si(b.delivered_per_broker_cpu_s)

@@ -68,7 +68,7 @@ fn opts(broker: &Broker, topic_alias: bool) -> Opts {
         drain: 5.0,
         threads: Some(2),
         quiet: true,
-        broker_pid: Some(broker.child.id()),
+        broker_pid: vec![broker.child.id()],
         protocol: ProtocolLevel::V5,
         topic_alias,
         ..Opts::default()

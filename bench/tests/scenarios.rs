@@ -21,7 +21,7 @@ fn opts(addr: SocketAddr) -> Opts {
         threads: Some(2),
         quiet: true,
         // This process is the broker: its CPU and memory figures come from /proc/self.
-        broker_pid: Some(std::process::id()),
+        broker_pid: vec![std::process::id()],
         ..Opts::default()
     }
 }

@@ -303,7 +303,7 @@ pub fn run(args: &CompareArgs, argv: &[String]) -> Result<(), BenchError> {
                     {
                         let o = sc.opts_mut();
                         o.url = format!("mqtt://{}", broker.addr);
-                        o.broker_pid = Some(broker.pid);
+                        o.broker_pid = vec![broker.pid];
                         o.json = false;
                         o.quiet = !args.verbose;
                         if o.threads.is_none() {

@@ -7,6 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use amqtt::protocol::TopicName;
@@ -363,10 +364,10 @@ pub(super) fn note_tls_error(ctx: &Ctx, message: String) {
 
 /// Counts a failed TCP connect and keeps the first one's OS reason for [`Engine::first_failures`]
 /// (a count alone does not tell a refused port from an unreachable host or exhausted ports).
-pub(super) fn note_connect_error(ctx: &mut Ctx, error: &io::Error) {
+pub(super) fn note_connect_error(ctx: &mut Ctx, addr: SocketAddr, error: &io::Error) {
     ctx.c.errors.connect_failed += 1;
     if let Ok(mut slot) = ctx.shared.connect_error.lock() {
-        slot.get_or_insert_with(|| format!("connect to {} failed: {error}", ctx.plan.addr));
+        slot.get_or_insert_with(|| format!("connect to {addr} failed: {error}"));
     }
 }
 

@@ -20,7 +20,7 @@
 //!   latency (no coordinated omission). Wake-ups use a `timerfd` with 1 ns timer slack.
 //!
 //! ## TLS
-//! With [`Plan::tls`] set (`mqtts://`) each connection is a `Conn::Tls` (in `client`): a
+//! With [`Server::tls`] set (`mqtts://`) each connection is a `Conn::Tls` (in `client`): a
 //! rustls `ClientConnection` over the same non-blocking socket. The CONNECT goes into rustls'
 //! plaintext buffer at once (it leaves after the handshake); the handshake advances on the socket's
 //! readiness events like any other I/O. A certificate or record failure closes the connection,
@@ -130,16 +130,25 @@ pub struct ClientPlan {
     /// `(publisher, stream)`: every publisher stream this client's subscriptions receive; `stream`
     /// is this client's index among that publisher's receivers.
     pub streams: Vec<(u32, u32)>,
+    /// Index into [`Plan::servers`]: the broker (cluster node) this client connects to.
+    pub server: usize,
+}
+
+/// One broker address the clients connect to (a cluster has several: `--url a,b`).
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub addr: SocketAddr,
+    /// `mqtts://`: connect with TLS (`None`: plain TCP).
+    pub tls: Option<TlsTarget>,
 }
 
 /// Everything the engine needs to run a scenario.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: SocketAddr,
+    /// The brokers, at least one; each client names its own ([`ClientPlan::server`]).
+    pub servers: Vec<Server>,
     /// User name and password from the URL, sent in every CONNECT.
     pub credentials: Option<crate::credentials::Credentials>,
-    /// `mqtts://`: connect with TLS (`None`: plain TCP).
-    pub tls: Option<TlsTarget>,
     pub run_id: u32,
     pub qos: QoS,
     pub size: usize,

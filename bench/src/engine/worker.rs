@@ -315,7 +315,9 @@ impl Worker {
                     + ctx.connect_interval_ns;
             }
             let c = &mut self.clients[i];
-            match TcpStream::connect(ctx.plan.addr) {
+            let server = &ctx.plan.servers[ctx.plan.clients[c.plan].server];
+            let addr = server.addr;
+            match TcpStream::connect(addr) {
                 Ok(mut s) => {
                     let _ = s.set_nodelay(true);
                     if let Err(e) = self.poll.registry().register(
@@ -323,11 +325,12 @@ impl Worker {
                         Token(i),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        note_connect_error(ctx, &e);
+                        note_connect_error(ctx, addr, &e);
                         settle(c, ctx, State::Closed);
                         continue;
                     }
-                    let conn = match &ctx.plan.tls {
+                    let server = &ctx.plan.servers[ctx.plan.clients[c.plan].server];
+                    let conn = match &server.tls {
                         None => Conn::Plain(s),
                         Some(target) => match target.connect() {
                             Ok(tls) => Conn::Tls(Box::new(TlsConn { tcp: s, tls })),
@@ -377,7 +380,7 @@ impl Worker {
                     ctx.handshaking += 1;
                 }
                 Err(e) => {
-                    note_connect_error(ctx, &e);
+                    note_connect_error(ctx, addr, &e);
                     settle(c, ctx, State::Closed);
                 }
             }
@@ -393,13 +396,14 @@ impl Worker {
             return;
         }
         if c.state == State::Connecting {
+            let addr = ctx.plan.servers[ctx.plan.clients[c.plan].server].addr;
             let Some(s) = c.stream.as_ref().map(Conn::tcp) else {
                 return;
             };
             match s.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
-                    note_connect_error(ctx, &e);
+                    note_connect_error(ctx, addr, &e);
                     close(c, ctx, &self.poll, State::Closed);
                     return;
                 }
@@ -408,13 +412,13 @@ impl Worker {
                 Ok(_) => c.state = State::AwaitConnAck,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     if ev.is_error() || ev.is_write_closed() {
-                        note_connect_error(ctx, &e);
+                        note_connect_error(ctx, addr, &e);
                         close(c, ctx, &self.poll, State::Closed);
                     }
                     return;
                 }
                 Err(e) => {
-                    note_connect_error(ctx, &e);
+                    note_connect_error(ctx, addr, &e);
                     close(c, ctx, &self.poll, State::Closed);
                     return;
                 }

@@ -25,6 +25,7 @@ pub(super) fn run_conns(ctx: &RunCtx) -> Result<Report, BenchError> {
             subscribe: Vec::new(),
             subscribe_at_run: false,
             streams: Vec::new(),
+            server: ctx.round_robin(i),
         })
         .collect();
     let mut plan = ctx.plan(clients, Vec::new(), Mode::Closed { inflight: 1 });
@@ -36,7 +37,7 @@ pub(super) fn run_conns(ctx: &RunCtx) -> Result<Report, BenchError> {
     report.qos = 0;
     report.warmup_s = 0.0;
 
-    let mut mon = Monitor::new(o.broker_pid)?;
+    let mut mon = Monitor::new(&o.broker_pid)?;
     let rss_before = mon.sample();
     mon.mark_start();
     let engine = Engine::start(plan)?;
@@ -105,19 +106,20 @@ pub(super) fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
                 subscribe: vec![ctx.filter(&format!("st/{i}"))?],
                 subscribe_at_run: false,
                 streams: Vec::new(),
+                server: ctx.round_robin(i),
             })
         })
         .collect::<Result<_, _>>()?;
     let mut plan = ctx.plan(clients, Vec::new(), Mode::Closed { inflight: 1 });
     plan.connect_rate = o.rate;
-    let ids: Vec<String> = plan.clients.iter().map(|c| c.client_id.clone()).collect();
+    let sessions = plan.clients.clone();
     let mut report = base_report("storm", ctx, n, 0, n);
     report.mode = "storm".into();
     report.inflight = Some(plan.connect_concurrency as u32);
     report.rate_per_publisher = None;
     report.warmup_s = 0.0;
 
-    let mut mon = Monitor::new(o.broker_pid)?;
+    let mut mon = Monitor::new(&o.broker_pid)?;
     let engine = Engine::start(plan)?;
     let mut progress = Progress::new();
     let connect_s = wait_connected(ctx, &engine, &mut mon, &mut progress, n as u64, "connect")?;
@@ -157,7 +159,7 @@ pub(super) fn run_storm(ctx: &RunCtx) -> Result<Report, BenchError> {
     if let Some(e) = failure {
         return Err(e);
     }
-    let cleanup = ctx.remove_sessions(ids.iter().map(String::as_str));
+    let cleanup = ctx.remove_sessions(&sessions);
     let window_s = ns_to_secs(t_stop - t_start);
     report.duration_s = window_s;
     report.connect = connect_figures(n, &connected, connect_s, &r.connect_latency);

@@ -13,6 +13,8 @@
 //! Topics are `PREFIX/RUNID/...` with a random run id, so runs never see each other's messages.
 //! `mqtts://` URLs run every scenario over TLS ([`crate::tls`]); `--shards`/`--placement` choose
 //! the traffic scenarios' client ids by home shard ([`crate::placement`]).
+//! A comma-separated `--url` list spreads the clients over a cluster's nodes (the same module says
+//! which client goes where); `--broker-pid` may name several processes, whose figures are summed.
 //!
 //! ## Layout
 //! * `mod.rs` (here): the command line ([`Scenario`], [`Opts`]), [`BenchError`] and dispatch.
@@ -25,7 +27,8 @@ use std::path::PathBuf;
 use amqtt::protocol::{ProtocolLevel, QoS, TopicName};
 use clap::{Args, Subcommand};
 
-use crate::credentials;
+use crate::credentials::{self, Credentials};
+use crate::engine::Server;
 use crate::payload::HEADER_LEN;
 use crate::placement::{self, Placement};
 use crate::report::Report;
@@ -68,7 +71,11 @@ pub enum Scenario {
 #[derive(Args, Debug, Clone)]
 pub struct Opts {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for MQTT over TLS (ws://, wss:// are
-    /// recognised but not supported by this version).
+    /// recognised but not supported by this version). A comma-separated list spreads the clients
+    /// over the nodes of a cluster: pairs puts publisher i on URL i mod K and its subscriber on
+    /// URL (i+1) mod K (so they are on different nodes); fanin, fanout, conns, storm and
+    /// retained place their clients round robin, the single subscriber (fanin) or publisher
+    /// (fanout) on the first URL.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub url: String,
     /// mqtts://: PEM file of the CA certificate(s) to trust (default: the system's trusted roots).
@@ -119,9 +126,10 @@ pub struct Opts {
     /// Pin generator thread i to the i-th CPU of the process's affinity mask.
     #[arg(long)]
     pub pin_threads: bool,
-    /// Broker process to sample (CPU time, RSS) from /proc.
-    #[arg(long, value_name = "PID")]
-    pub broker_pid: Option<u32>,
+    /// Broker process(es) to sample (CPU time, RSS) from /proc: repeat it or give a
+    /// comma-separated list (a cluster's nodes and its nats-server); figures are their sums.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Print one JSON object on stdout (the summary table goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -176,7 +184,7 @@ impl Default for Opts {
             inflight: None,
             threads: None,
             pin_threads: false,
-            broker_pid: None,
+            broker_pid: Vec::new(),
             json: false,
             quiet: false,
             drain: 10.0,
@@ -259,23 +267,7 @@ impl Scenario {
     /// Runs the scenario.
     pub fn run(&self) -> Result<Report, BenchError> {
         let o = self.opts();
-        let (credentials, url) = credentials::split(&o.url).map_err(BenchError::Usage)?;
-        let url = url::parse(&url).map_err(BenchError::Usage)?;
-        let tls = match (url.scheme, &o.cafile, o.insecure) {
-            (Scheme::Mqtts, _, true) => Some(Trust::Insecure),
-            (Scheme::Mqtts, Some(path), false) => Some(Trust::CaFile(path.clone())),
-            (Scheme::Mqtts, None, false) => Some(Trust::System),
-            (_, None, false) => None,
-            (_, _, _) => {
-                return Err(BenchError::Usage(
-                    "--cafile and --insecure apply to mqtts:// URLs only".into(),
-                ))
-            }
-        };
-        let tls = tls
-            .map(|trust| TlsTarget::new(&url.host, &trust))
-            .transpose()
-            .map_err(|e| BenchError::Usage(e.to_string()))?;
+        let (servers, credentials, urls) = servers(o)?;
         let place_on = placement::check(o.placement, o.shards).map_err(BenchError::Usage)?;
         if place_on.is_some()
             && !matches!(
@@ -300,7 +292,6 @@ impl Scenario {
                 self.name()
             )));
         }
-        let addr = url::socket_addr(&url).map_err(BenchError::Usage)?;
         let n = self.n();
         if n == 0 {
             return Err(BenchError::Usage("-n must be at least 1".into()));
@@ -343,10 +334,9 @@ impl Scenario {
         let threads = o.threads.unwrap_or(cpus.len().max(1));
         let run_id = new_run_id();
         let ctx = RunCtx {
-            url: url.to_string(),
-            addr,
+            url: urls,
+            servers,
             credentials,
-            tls,
             place_on,
             n,
             qos,
@@ -365,6 +355,52 @@ impl Scenario {
             Scenario::Storm(_) => run_storm(&ctx),
         }
     }
+}
+
+/// The brokers of `--url` (one, or a comma-separated list of cluster nodes), resolved, with the
+/// credentials they share and the list as reports print it (without passwords).
+fn servers(o: &Opts) -> Result<(Vec<Server>, Option<Credentials>, String), BenchError> {
+    let mut servers = Vec::new();
+    let mut shown = Vec::new();
+    let mut shared: Option<Option<Credentials>> = None;
+    for text in o.url.split(',').map(str::trim) {
+        if text.is_empty() {
+            return Err(BenchError::Usage(format!(
+                "--url {:?}: an empty URL in the list",
+                o.url
+            )));
+        }
+        let (credentials, text) = credentials::split(text).map_err(BenchError::Usage)?;
+        match &shared {
+            Some(first) if *first != credentials => {
+                return Err(BenchError::Usage(
+                    "every URL of --url must carry the same user name and password".into(),
+                ))
+            }
+            Some(_) => {}
+            None => shared = Some(credentials),
+        }
+        let url = url::parse(&text).map_err(BenchError::Usage)?;
+        let trust = match (url.scheme, &o.cafile, o.insecure) {
+            (Scheme::Mqtts, _, true) => Some(Trust::Insecure),
+            (Scheme::Mqtts, Some(path), false) => Some(Trust::CaFile(path.clone())),
+            (Scheme::Mqtts, None, false) => Some(Trust::System),
+            _ => None,
+        };
+        let tls = trust
+            .map(|trust| TlsTarget::new(&url.host, &trust))
+            .transpose()
+            .map_err(|e| BenchError::Usage(e.to_string()))?;
+        let addr = url::socket_addr(&url).map_err(BenchError::Usage)?;
+        servers.push(Server { addr, tls });
+        shown.push(url.to_string());
+    }
+    if (o.cafile.is_some() || o.insecure) && servers.iter().all(|s| s.tls.is_none()) {
+        return Err(BenchError::Usage(
+            "--cafile and --insecure apply to mqtts:// URLs only".into(),
+        ));
+    }
+    Ok((servers, shared.flatten(), shown.join(",")))
 }
 
 /// Why a run could not produce a report.

@@ -24,7 +24,7 @@ pub(super) fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
         return Err(BenchError::Usage("--messages must be at least 1".into()));
     }
     ctx.check_fds(n + 1)?;
-    let mut mon = Monitor::new(o.broker_pid)?;
+    let mut mon = Monitor::new(&o.broker_pid)?;
     let mut report = base_report("retained", ctx, n, 0, n);
     report.mode = "retained".into();
     report.inflight = None;
@@ -37,7 +37,7 @@ pub(super) fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
         .map(|i| ctx.topic(&format!("r/{i}")))
         .collect::<Result<_, _>>()?;
     let (mut pubc, _) = ctx
-        .connect_simple(&ctx.client_id("r", 0), true, Duration::from_secs(10))
+        .connect_simple(0, &ctx.client_id("r", 0), true, Duration::from_secs(10))
         .map_err(|e| BenchError::Run(format!("preload: cannot connect: {e}")))?;
     let messages = topics.iter().enumerate().map(|(i, t)| {
         let payload = Header {
@@ -63,6 +63,7 @@ pub(super) fn run_retained(ctx: &RunCtx) -> Result<Report, BenchError> {
                 subscribe: vec![ctx.filter("r/#")?],
                 subscribe_at_run: true,
                 streams: vec![(0, i as u32)],
+                server: ctx.round_robin(i),
             })
         })
         .collect::<Result<_, _>>()?;

@@ -10,21 +10,23 @@ use std::time::Duration;
 use amqtt::protocol::{QoS, TopicFilter, TopicName};
 
 use crate::clock::{now_ns, ns_to_secs};
-use crate::engine::{ClientPlan, Engine, EngineResult, LatencyOrigin, Mode, Plan, Totals};
+use crate::engine::{ClientPlan, Engine, EngineResult, LatencyOrigin, Mode, Plan, Server, Totals};
 use crate::placement::{self};
 use crate::procstat::{self, ProcSample};
-use crate::report::{progress_line, BrokerFigures, ConnectFigures, GeneratorFigures, Report};
+use crate::report::{
+    progress_line, BrokerFigures, ConnectFigures, GeneratorFigures, ProcessCpu, Report,
+};
 use crate::simple::SimpleClient;
 use crate::stats::Latency;
-use crate::tls::TlsTarget;
 
 use super::*;
 
 pub(super) struct RunCtx {
+    /// `--url` as reports print it (a comma-separated list for a cluster; no passwords).
     pub(super) url: String,
-    pub(super) addr: std::net::SocketAddr,
+    /// The brokers of `--url`, at least one.
+    pub(super) servers: Vec<Server>,
     pub(super) credentials: Option<crate::credentials::Credentials>,
-    pub(super) tls: Option<TlsTarget>,
     /// Shard count to place client ids on (`--placement same|cross`).
     pub(super) place_on: Option<usize>,
     pub(super) n: usize,
@@ -61,15 +63,24 @@ impl RunCtx {
         }
     }
 
+    /// The server (index into [`RunCtx::servers`]) of the `i`-th client of a scenario that spreads
+    /// its clients round robin.
+    pub(super) fn round_robin(&self, i: usize) -> usize {
+        i % self.servers.len().max(1)
+    }
+
+    /// A blocking client on server `server`.
     pub(super) fn connect_simple(
         &self,
+        server: usize,
         client_id: &str,
         clean_session: bool,
         timeout: Duration,
     ) -> io::Result<(SimpleClient, bool)> {
+        let server = &self.servers[server % self.servers.len().max(1)];
         SimpleClient::connect_to(
-            self.addr,
-            self.tls.as_ref(),
+            server.addr,
+            server.tls.as_ref(),
             self.credentials.as_ref(),
             client_id,
             clean_session,
@@ -77,15 +88,16 @@ impl RunCtx {
         )
     }
 
-    /// Removes the persistent sessions of `ids` (a clean-session connect and DISCONNECT each), so
-    /// that they hold no queue in the broker after the run; returns a warning if some could not be.
+    /// Removes the persistent sessions of `clients` (a clean-session connect and DISCONNECT each,
+    /// on the client's own server), so that they hold no queue in the broker after the run;
+    /// returns a warning if some could not be.
     pub(super) fn remove_sessions<'a>(
         &self,
-        ids: impl IntoIterator<Item = &'a str>,
+        clients: impl IntoIterator<Item = &'a ClientPlan>,
     ) -> Option<String> {
         let mut failed = 0;
-        for id in ids {
-            match self.connect_simple(id, true, Duration::from_secs(5)) {
+        for c in clients.into_iter().filter(|c| !c.clean_session) {
+            match self.connect_simple(c.server, &c.client_id, true, Duration::from_secs(5)) {
                 Ok((c, _)) => {
                     let _ = c.disconnect();
                 }
@@ -99,9 +111,8 @@ impl RunCtx {
     pub(super) fn plan(&self, clients: Vec<ClientPlan>, publishers: Vec<u32>, mode: Mode) -> Plan {
         let o = &self.opts;
         Plan {
-            addr: self.addr,
+            servers: self.servers.clone(),
             credentials: self.credentials.clone(),
-            tls: self.tls.clone(),
             run_id: self.run_id,
             qos: self.qos,
             size: o.size,
@@ -148,22 +159,36 @@ pub(super) fn new_run_id() -> u32 {
     x as u32
 }
 
-/// Samples the broker (if any) and the generator's CPU.
+/// Samples the broker processes (`--broker-pid`, none or several: a cluster's nodes and its
+/// nats-server) and the generator's CPU. Broker figures are the processes' sums.
 pub(super) struct Monitor {
-    pub(super) pid: Option<u32>,
+    pub(super) pids: Vec<u32>,
+    /// The largest sum of the processes' peaks seen.
     pub(super) peak_rss_kb: u64,
-    pub(super) start: Option<ProcSample>,
-    pub(super) end: Option<ProcSample>,
+    pub(super) start: Option<Vec<ProcSample>>,
+    pub(super) end: Option<Vec<ProcSample>>,
     pub(super) first: Option<ProcSample>,
     pub(super) gen_start: f64,
     pub(super) gen_end: f64,
     pub(super) warnings: Vec<String>,
 }
 
+/// Several processes' samples as one: CPU, memory and threads added up.
+fn total(samples: &[ProcSample]) -> ProcSample {
+    samples
+        .iter()
+        .fold(ProcSample::default(), |a, s| ProcSample {
+            cpu_s: a.cpu_s + s.cpu_s,
+            rss_kb: a.rss_kb + s.rss_kb,
+            hwm_kb: a.hwm_kb + s.hwm_kb.max(s.rss_kb),
+            threads: a.threads + s.threads,
+        })
+}
+
 impl Monitor {
-    pub(super) fn new(pid: Option<u32>) -> Result<Monitor, BenchError> {
+    pub(super) fn new(pids: &[u32]) -> Result<Monitor, BenchError> {
         let mut m = Monitor {
-            pid,
+            pids: pids.to_vec(),
             peak_rss_kb: 0,
             start: None,
             end: None,
@@ -172,46 +197,66 @@ impl Monitor {
             gen_end: 0.0,
             warnings: Vec::new(),
         };
-        if let Some(pid) = pid {
-            let s = procstat::sample(pid).map_err(|e| {
+        let mut samples = Vec::new();
+        for &pid in pids {
+            samples.push(procstat::sample(pid).map_err(|e| {
                 BenchError::Usage(format!("--broker-pid {pid}: cannot read /proc/{pid}: {e}"))
-            })?;
-            m.first = Some(s);
-            m.peak_rss_kb = s.hwm_kb.max(s.rss_kb);
+            })?);
+        }
+        if !samples.is_empty() {
+            let t = total(&samples);
+            m.first = Some(t);
+            m.peak_rss_kb = t.hwm_kb;
         }
         Ok(m)
     }
 
-    pub(super) fn sample(&mut self) -> Option<ProcSample> {
-        let pid = self.pid?;
-        match procstat::sample(pid) {
-            Ok(s) => {
-                self.peak_rss_kb = self.peak_rss_kb.max(s.rss_kb).max(s.hwm_kb);
-                Some(s)
-            }
-            Err(e) => {
-                let w = format!("broker pid {pid} could not be sampled: {e}");
-                if !self.warnings.contains(&w) {
-                    self.warnings.push(w);
+    /// One sample of each process, in `pids` order (`None` without processes or if one failed).
+    fn sample_each(&mut self) -> Option<Vec<ProcSample>> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        let mut samples = Vec::with_capacity(self.pids.len());
+        for &pid in &self.pids {
+            match procstat::sample(pid) {
+                Ok(s) => samples.push(s),
+                Err(e) => {
+                    let w = format!("broker pid {pid} could not be sampled: {e}");
+                    if !self.warnings.contains(&w) {
+                        self.warnings.push(w);
+                    }
+                    return None;
                 }
-                None
             }
         }
+        self.peak_rss_kb = self.peak_rss_kb.max(total(&samples).hwm_kb);
+        Some(samples)
+    }
+
+    /// The processes' sum now.
+    pub(super) fn sample(&mut self) -> Option<ProcSample> {
+        self.sample_each().map(|s| total(&s))
     }
 
     pub(super) fn mark_start(&mut self) {
-        self.start = self.sample();
+        self.start = self.sample_each();
         self.gen_start = procstat::self_cpu_s();
     }
 
     pub(super) fn mark_end(&mut self) {
-        self.end = self.sample();
+        self.end = self.sample_each();
         self.gen_end = procstat::self_cpu_s();
     }
 
-    /// Broker CPU seconds in the window, if both ends were sampled.
-    pub(super) fn broker_cpu_s(&self) -> Option<f64> {
-        Some(self.end?.cpu_s - self.start?.cpu_s)
+    /// CPU seconds of each process in the window, if both ends were sampled.
+    fn cpu_each(&self) -> Option<Vec<f64>> {
+        let (start, end) = (self.start.as_ref()?, self.end.as_ref()?);
+        Some(
+            end.iter()
+                .zip(start)
+                .map(|(e, s)| e.cpu_s - s.cpu_s)
+                .collect(),
+        )
     }
 
     pub(super) fn broker_figures(
@@ -219,11 +264,22 @@ impl Monitor {
         window_s: f64,
         delivered: u64,
     ) -> Option<BrokerFigures> {
-        let pid = self.pid?;
+        let pid = *self.pids.first()?;
         let last = self.sample();
-        let cpu_s = self.broker_cpu_s().unwrap_or(0.0);
+        let each = self.cpu_each().unwrap_or_default();
+        let cpu_s: f64 = each.iter().sum();
+        let processes = if self.pids.len() > 1 {
+            self.pids
+                .iter()
+                .zip(&each)
+                .map(|(&pid, &cpu_s)| ProcessCpu { pid, cpu_s })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(BrokerFigures {
             pid,
+            processes,
             cpu_s,
             cpu_cores: if window_s > 0.0 {
                 cpu_s / window_s

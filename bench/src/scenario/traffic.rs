@@ -24,7 +24,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
         topic,
         retain: false,
     };
-    let client = |id: String, group: usize| ClientPlan {
+    let client = |id: String, group: usize, server: usize| ClientPlan {
         client_id: id,
         clean_session: true,
         group,
@@ -32,6 +32,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
         subscribe: Vec::new(),
         subscribe_at_run: false,
         streams: Vec::new(),
+        server,
     };
     let shape = match name {
         "pairs" => Shape::Pairs,
@@ -46,12 +47,14 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
             subscribers: Vec::new(),
         },
     };
+    // Which --url each client connects to.
+    let nodes = placement::nodes(shape, ctx.servers.len(), n);
     let pub_id = |i: usize| ctx.placed_id("p", i, targets.publishers.get(i));
     let sub_id = |i: usize| ctx.placed_id("s", i, targets.subscribers.get(i));
     // --persistent: subscribers with clean session 0, removed again after the run.
     let subscriber = |i: usize, group: usize| ClientPlan {
         clean_session: !o.persistent,
-        ..client(sub_id(i), group)
+        ..client(sub_id(i), group, nodes.subscribers[i])
     };
     match shape {
         Shape::Pairs => {
@@ -61,7 +64,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
                 s.subscribe = vec![ctx.filter(&i.to_string())?];
                 s.streams = vec![(i as u32, 0)];
                 clients.push(s);
-                let mut p = client(pub_id(i), i);
+                let mut p = client(pub_id(i), i, nodes.publishers[i]);
                 p.publish = Some(pub_plan(i, ctx.topic(&i.to_string())?));
                 clients.push(p);
             }
@@ -73,7 +76,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
             s.streams = (0..n as u32).map(|i| (i, 0)).collect();
             clients.push(s);
             for i in 0..n {
-                let mut p = client(pub_id(i), i);
+                let mut p = client(pub_id(i), i, nodes.publishers[i]);
                 p.publish = Some(pub_plan(i, ctx.topic(&i.to_string())?));
                 clients.push(p);
             }
@@ -86,7 +89,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
                 s.streams = vec![(0, i as u32)];
                 clients.push(s);
             }
-            let mut p = client(pub_id(0), 0);
+            let mut p = client(pub_id(0), 0, nodes.publishers[0]);
             p.publish = Some(pub_plan(0, ctx.topic("all")?));
             clients.push(p);
         }
@@ -99,10 +102,10 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     let n_subs = clients.len() - n_pubs;
     let n_clients = clients.len();
     ctx.check_fds(n_clients)?;
-    let persistent_ids: Vec<String> = clients
+    let persistent: Vec<ClientPlan> = clients
         .iter()
         .filter(|c| !c.clean_session)
-        .map(|c| c.client_id.clone())
+        .cloned()
         .collect();
     let mode = match o.rate {
         Some(rate) => Mode::Open { rate },
@@ -115,7 +118,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     let mut report = base_report(name, ctx, n_clients, n_pubs, n_subs);
     report.clients_per_shard = clients_per_shard;
 
-    let mut mon = Monitor::new(o.broker_pid)?;
+    let mut mon = Monitor::new(&o.broker_pid)?;
     let engine = Engine::start(plan)?;
     let mut progress = Progress::new();
     let connect_s = wait_connected(
@@ -130,7 +133,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     if after_connect.connected < n_clients as u64 {
         let why = failure_detail(&engine);
         let r = engine.finish()?;
-        let _ = ctx.remove_sessions(persistent_ids.iter().map(String::as_str));
+        let _ = ctx.remove_sessions(&persistent);
         return Err(BenchError::Run(format!(
             "only {} of {n_clients} clients could connect and subscribe {}{why}",
             after_connect.connected,
@@ -193,9 +196,7 @@ pub(super) fn run_traffic(name: &str, ctx: &RunCtx) -> Result<Report, BenchError
     }
     report.warnings.extend(engine.first_failures());
     let r = engine.finish()?;
-    report
-        .warnings
-        .extend(ctx.remove_sessions(persistent_ids.iter().map(String::as_str)));
+    report.warnings.extend(ctx.remove_sessions(&persistent));
 
     let window_s = ns_to_secs(t_end - t_warm);
     report.duration_s = window_s;
