@@ -28,6 +28,7 @@
 //! What must not live here: knowledge of the shards (the server hands in the listener's address
 //! and a function that publishes the state); MQTT framing beyond the local session's needs.
 
+mod event;
 mod local;
 mod remote;
 mod run;
@@ -88,7 +89,7 @@ pub type StateSink = Box<dyn Fn(&str, bool, Option<&str>) + Send>;
 
 /// The running bridges; [`stop`](Self::stop) ends them.
 pub struct Bridges {
-    running: Vec<(flume::Sender<run::Event>, JoinHandle<()>)>,
+    running: Vec<(flume::Sender<event::Event>, JoinHandle<()>)>,
     stats: Vec<Arc<BridgeStats>>,
 }
 
@@ -141,7 +142,7 @@ impl Bridges {
     /// itself (it holds nothing that must be written).
     pub fn stop(self) {
         for (events, _) in &self.running {
-            let _ = events.send(run::Event::Stop);
+            let _ = events.send(event::Event::Stop);
         }
         let deadline = std::time::Instant::now() + DRAIN_WITHIN + Duration::from_secs(1);
         for (_, thread) in self.running {

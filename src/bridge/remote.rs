@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_lite::future::block_on;
 
+use super::event::{Event, BACKOFF_MAX, TICK};
 use super::local::LocalLink;
-use super::run::{Event, BACKOFF_MAX, TICK};
 use super::wire::LocalPublish;
 use crate::client::{
     ClientConfig, ClientError, ConnectOptions, MqttClient, PendingPublish, V5Options,

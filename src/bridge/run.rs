@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 
+use super::event::{Event, BACKOFF_MAX, TICK};
 use super::local::{LocalEvent, LocalLink, LocalOptions};
 use super::remote::{redact, Remote};
 use super::topics::{LoopGuard, Routes};
@@ -30,10 +31,6 @@ use crate::protocol::{Message, ProtocolLevel, QoS};
 
 /// First wait after a failed connection attempt; doubled up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Longest wait between connection attempts.
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How often the bridge looks at its connections when nothing happens.
-pub(super) const TICK: Duration = Duration::from_millis(500);
 
 /// Everything a bridge thread starts with.
 pub(super) struct Setup {
@@ -41,19 +38,6 @@ pub(super) struct Setup {
     pub local: SocketAddr,
     pub stats: Arc<BridgeStats>,
     pub state: StateSink,
-}
-
-/// What wakes the bridge.
-#[derive(Debug)]
-pub(super) enum Event {
-    Local(LocalEvent),
-    /// A message from the remote broker (of the remote client `generation`).
-    Remote(Delivery),
-    /// The remote client `0` gave up or failed a publish (`1`, why).
-    RemoteEnded(u64, String),
-    /// The remote acknowledged one forwarded message.
-    Forwarded,
-    Stop,
 }
 
 struct Bridge {

@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(c.nodes_for(b"t/1", false).collect::<Vec<_>>(), ["b"]);
         c.set_away("b", false);
         assert_eq!(c.nodes_for(b"t/1", true).collect::<Vec<_>>(), ["b"]);
-        }
+    }
 
     #[test]
     fn a_snapshot_replaces_what_was_known() {

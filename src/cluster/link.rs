@@ -799,7 +799,9 @@ impl<M: Send + 'static> Link<M> {
         let now = Instant::now();
         for node in missing {
             if !self.interest.is_away(&node) {
-                log::warn!("cluster: node {node} is away (its QoS 1/2 messages wait in its mailbox)");
+                log::warn!(
+                    "cluster: node {node} is away (its QoS 1/2 messages wait in its mailbox)"
+                );
                 self.interest.set_away(&node, true);
                 self.away_since.insert(node.clone(), now);
             }
