@@ -1,0 +1,119 @@
+//! What arrives from the other nodes: QoS 0 batches, mailbox messages (acknowledged to
+//! JetStream once the shards have them durable) and retained messages, each split among the
+//! local shards that want them. Methods of the link (`mod.rs`).
+
+use super::*;
+
+impl<M: Send + 'static> Link<M> {
+    pub(super) fn qos0_arrived(&mut self, payload: &[u8]) {
+        let Ok(batch) = wire::decode_batch(payload) else {
+            log::warn!("cluster: unreadable QoS 0 batch");
+            return;
+        };
+        self.stats
+            .add_received_core(PublishBatch::read(batch).count());
+        for (shard, batch) in self.split_for_shards(batch) {
+            let count = batch.len();
+            let message = BusMessage::Publishes(batch, None);
+            if !self.blocked[shard].is_empty()
+                || self.try_send_shard(shard, false, message).is_err()
+            {
+                self.stats.add_dropped(count);
+            }
+        }
+    }
+
+    pub(super) fn split_for_shards(&self, batch: &[u8]) -> Vec<(usize, PublishBatch)> {
+        let mut per_shard: Vec<PublishBatch> = (0..self.port.shards)
+            .map(|_| PublishBatch::default())
+            .collect();
+        for publish in PublishBatch::read(batch) {
+            for shard in self.interest.shards_for(publish.topic) {
+                per_shard[shard].push_with(
+                    publish.qos,
+                    publish.topic,
+                    publish.payload,
+                    publish.properties,
+                );
+            }
+        }
+        per_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .collect()
+    }
+
+    pub(super) async fn mailbox_arrived(&mut self, message: jetstream::Message) {
+        let batches = match wire::decode_batch(&message.payload) {
+            Ok(batch) => {
+                self.stats
+                    .add_received_stored(PublishBatch::read(batch).count());
+                self.split_for_shards(batch)
+            }
+            Err(error) => {
+                log::warn!("cluster: unreadable mailbox batch: {error}");
+                Vec::new()
+            }
+        };
+        let mut waits = Vec::new();
+        let index = self.index();
+        for (shard, batch) in batches {
+            let stamp = self.port.persistence.then(|| DeliveryStamp {
+                from: index,
+                n: self.incoming.next_stamp(shard),
+            });
+            if let Some(stamp) = stamp {
+                waits.push((shard, stamp.n));
+            }
+            self.send_shard(shard, false, BusMessage::Publishes(batch, stamp));
+        }
+        // Without persistence the shards confirm nothing: handed over is as far as it goes.
+        let ready = self.incoming.push(message, waits);
+        self.ack_incoming(ready);
+    }
+
+    pub(super) fn ack_incoming(&mut self, ready: Vec<jetstream::Message>) {
+        for message in ready {
+            tokio::spawn(async move {
+                if let Err(error) = message.ack().await {
+                    log::warn!("cluster: mailbox acknowledgement: {error}");
+                }
+            });
+        }
+    }
+
+    pub(super) fn retained_arrived(&mut self, message: jetstream::Message) {
+        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+        let Some(topic) = self.names.topic_of_retained(message.subject.as_str()) else {
+            return;
+        };
+        let decoded = wire::decode_retained(&topic, &message.payload);
+        let (retained, version) = match decoded {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                log::warn!("cluster: retained message: {error}");
+                return;
+            }
+        };
+        let own = version.shard / VERSION_SHARDS == self.port.version_base / VERSION_SHARDS;
+        let live = self.retained_loaded && !own;
+        let message = if live {
+            BusMessage::Retained {
+                message: retained,
+                version,
+                stamp: None,
+            }
+        } else {
+            BusMessage::RetainedLoad {
+                message: retained,
+                version,
+            }
+        };
+        self.send_all_shards(false, &message);
+        if pending == 0 && !self.retained_loaded {
+            self.retained_loaded = true;
+            log::info!("cluster: retained messages loaded");
+        }
+    }
+}
