@@ -19,6 +19,8 @@ use super::wire::Names;
 pub const NODE_TTL: Duration = Duration::from_secs(10);
 /// How long a QoS 1/2 publish waits in a node's mailbox for a node that is away.
 pub const MAILBOX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How often the client pings its NATS server (as often as the liveness entry is renewed).
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything the link reads from NATS once set up.
 pub struct Nats {
@@ -47,6 +49,10 @@ pub async fn connect(
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
         .request_timeout(Some(Duration::from_secs(2)))
+        // A connection that silently stops answering (a partition: no FIN, no RST) counts as lost
+        // after three unanswered pings: ~6 s, not async-nats' default of 3 minutes. Local
+        // service does not wait for it; the QoS 1/2 for other nodes is kept until NATS is back.
+        .ping_interval(PING_INTERVAL)
         .event_callback(move |event| {
             let events = events.clone();
             async move {

@@ -76,7 +76,7 @@ class Node:
     """One amqtt node of the cluster."""
 
     def __init__(self, amqtt_bin: Path, workdir: Path, name: str, nats_port: int,
-                 persistence: bool = False, shards: int = 2):
+                 persistence: bool = False, shards: int = 2, nats_url: str | None = None):
         self.amqtt_bin = amqtt_bin
         self.name = name
         self.workdir = workdir / name
@@ -91,7 +91,8 @@ class Node:
             f"metrics:\n  bind: {HOST}:{self.metrics_port}\n"
             + (f"persistence:\n  enabled: true\n  dir: {self.workdir}/data\n  fsync: always\n"
                if persistence else "")
-            + f"cluster:\n  node: {name}\n  nats: ['nats://{HOST}:{nats_port}']\n")
+            + f"cluster:\n  node: {name}\n"
+            + f"  nats: ['{nats_url or f'nats://{HOST}:{nats_port}'}']\n")
         self.log = self.workdir / "amqtt.log"
         self.proc: subprocess.Popen | None = None
 
