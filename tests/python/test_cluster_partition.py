@@ -53,18 +53,25 @@ class Network:
         made = ip("netns", "add", self.ns, check=False)
         if made.returncode != 0:
             pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
+        try:
+            self._link(nodes)
+        except subprocess.CalledProcessError as e:
+            self.destroy()
+            pytest.skip(f"cannot set up veth pairs: {' '.join(e.cmd)}: {e.stderr.strip()}")
+
+    def _link(self, nodes: list[str]) -> None:
         ip("-n", self.ns, "link", "set", "lo", "up")
         for i, node in enumerate(nodes):
             host = f"apt{os.getpid() % 100000}{chr(97 + i)}"  # at most 15 characters
             inner = host + "n"
             net = f"198.18.{self.third + i}"
             ip("link", "add", host, "type", "veth", "peer", "name", inner)
+            self.links[node] = (host, f"{net}.2")
             ip("link", "set", inner, "netns", self.ns)
             ip("addr", "add", f"{net}.1/30", "dev", host)
             ip("-n", self.ns, "addr", "add", f"{net}.2/30", "dev", inner)
             ip("link", "set", host, "up")
             ip("-n", self.ns, "link", "set", inner, "up")
-            self.links[node] = (host, f"{net}.2")
 
     def nats_address(self, node: str) -> str:
         """The address `node` reaches nats-server at (inside the namespace, over its own veth)."""
