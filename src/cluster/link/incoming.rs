@@ -15,12 +15,18 @@ const QOS0_PER_TURN: usize = 256;
 /// QoS 0 publishes from other nodes, per local shard, gathered until they are handed over.
 pub(super) struct Qos0In {
     per_shard: Vec<PublishBatch>,
+    /// The shards that want the topic `last_topic` (valid within one NATS message: interest
+    /// changes between them). A publisher's records come in runs of one topic.
+    last_topic: Option<Vec<u8>>,
+    last_shards: Vec<usize>,
 }
 
 impl Qos0In {
     pub(super) fn new(shards: usize) -> Self {
         Qos0In {
             per_shard: (0..shards).map(|_| PublishBatch::default()).collect(),
+            last_topic: None,
+            last_shards: Vec::new(),
         }
     }
 }
@@ -60,10 +66,21 @@ impl<M: Send + 'static> Link<M> {
             return;
         };
         let mut count = 0;
+        let into = &mut self.qos0_in;
+        into.last_topic = None;
         for publish in PublishBatch::read(batch) {
             count += 1;
-            for shard in self.interest.shards_for(publish.topic) {
-                self.qos0_in.per_shard[shard].push_with(
+            if into.last_topic.as_deref() != Some(publish.topic) {
+                into.last_shards.clear();
+                into.last_shards
+                    .extend(self.interest.shards_for(publish.topic));
+                let mut topic = into.last_topic.take().unwrap_or_default();
+                topic.clear();
+                topic.extend_from_slice(publish.topic);
+                into.last_topic = Some(topic);
+            }
+            for &shard in &into.last_shards {
+                into.per_shard[shard].push_with(
                     publish.qos,
                     publish.topic,
                     publish.payload,

@@ -18,32 +18,68 @@ const QOS0_QUEUE: usize = 1024;
 /// QoS 0 publishes for other nodes, gathered during a turn of the link's loop.
 #[derive(Default)]
 pub(super) struct Qos0Out {
-    /// Per node: its subject and the records for it, in the order the shards routed them.
-    per_node: HashMap<String, (String, PublishBatch)>,
+    /// Per node: the records for it, in the order the shards routed them (a few nodes: looked
+    /// up by name along the list, cheaper than hashing the name per record).
+    nodes: Vec<Qos0Node>,
+    /// The nodes (indexes in `nodes`) that want the topic `last_topic` (valid for one batch:
+    /// interest changes between batches). Publishers send runs of one topic.
+    last_topic: Option<Vec<u8>>,
+    last_nodes: Vec<usize>,
     /// Into the task that publishes them on core NATS, in order (started with NATS).
     sender: Option<mpsc::Sender<(String, Bytes)>>,
+}
+
+struct Qos0Node {
+    node: String,
+    subject: String,
+    batch: PublishBatch,
+}
+
+impl Qos0Out {
+    /// `node`'s index in `nodes`, added if new.
+    fn slot(&mut self, node: &str, names: &Names) -> usize {
+        if let Some(slot) = self.nodes.iter().position(|n| n.node == node) {
+            return slot;
+        }
+        self.nodes.push(Qos0Node {
+            node: node.to_string(),
+            subject: names.qos0(node),
+            batch: PublishBatch::default(),
+        });
+        self.nodes.len() - 1
+    }
 }
 
 impl<M: Send + 'static> Link<M> {
     pub(super) fn publishes_out(&mut self, batch: &PublishBatch, stamp: Option<DeliveryStamp>) {
         let mut per_node: HashMap<&str, PublishBatch> = HashMap::new();
+        let out = &mut self.qos0_out;
+        out.last_topic = None;
         for publish in batch.iter() {
-            let qos0 = publish.qos == QoS::AtMostOnce;
-            for node in self.interest.nodes_for(publish.topic, qos0) {
-                let into = if qos0 {
-                    let out = &mut self.qos0_out.per_node;
-                    if !out.contains_key(node) {
-                        let subject = self.names.qos0(node);
-                        out.insert(node.to_string(), (subject, PublishBatch::default()));
-                    }
-                    let Some((_, into)) = out.get_mut(node) else {
-                        continue;
-                    };
-                    into
-                } else {
-                    per_node.entry(node).or_default()
-                };
-                into.push_with(
+            if publish.qos != QoS::AtMostOnce {
+                for node in self.interest.nodes_for(publish.topic, false) {
+                    per_node.entry(node).or_default().push_with(
+                        publish.qos,
+                        publish.topic,
+                        publish.payload,
+                        publish.properties,
+                    );
+                }
+                continue;
+            }
+            if out.last_topic.as_deref() != Some(publish.topic) {
+                out.last_nodes.clear();
+                for node in self.interest.nodes_for(publish.topic, true) {
+                    let slot = out.slot(node, &self.names);
+                    out.last_nodes.push(slot);
+                }
+                let mut topic = out.last_topic.take().unwrap_or_default();
+                topic.clear();
+                topic.extend_from_slice(publish.topic);
+                out.last_topic = Some(topic);
+            }
+            for &slot in &out.last_nodes {
+                out.nodes[slot].batch.push_with(
                     publish.qos,
                     publish.topic,
                     publish.payload,
@@ -98,32 +134,22 @@ impl<M: Send + 'static> Link<M> {
     /// Sends the QoS 0 publishes gathered for each node that has at least `bytes` of them (1 at
     /// the end of a turn): one NATS message per node.
     pub(super) fn flush_qos0(&mut self, bytes: usize) {
-        let nodes: Vec<String> = self
-            .qos0_out
-            .per_node
-            .iter()
-            .filter(|(_, (_, batch))| !batch.is_empty() && batch.byte_len() >= bytes)
-            .map(|(node, _)| node.clone())
-            .collect();
-        for node in nodes {
-            self.send_qos0(&node);
+        for slot in 0..self.qos0_out.nodes.len() {
+            let gathered = &self.qos0_out.nodes[slot].batch;
+            if !gathered.is_empty() && gathered.byte_len() >= bytes {
+                self.send_qos0(slot);
+            }
         }
     }
 
-    /// Sends what is gathered for `node` (QoS 0 does not wait for NATS: dropped while it is away
-    /// or too far behind).
-    fn send_qos0(&mut self, node: &str) {
-        let Some((subject, batch)) = self.qos0_out.per_node.get_mut(node) else {
-            return;
-        };
-        let batch = std::mem::take(batch);
+    /// Sends what is gathered for the node at `slot` (QoS 0 does not wait for NATS: dropped
+    /// while it is away or too far behind).
+    fn send_qos0(&mut self, slot: usize) {
+        let out = &mut self.qos0_out;
+        let batch = std::mem::take(&mut out.nodes[slot].batch);
         let count = batch.len();
-        if count == 0 {
-            return;
-        }
         let sender = match &self.nats {
-            Some(nats) if self.connected => self
-                .qos0_out
+            Some(nats) if self.connected => out
                 .sender
                 .get_or_insert_with(|| spawn_qos0_sender(nats.client.clone())),
             _ => {
@@ -131,8 +157,9 @@ impl<M: Send + 'static> Link<M> {
                 return;
             }
         };
+        let subject = out.nodes[slot].subject.clone();
         let payload = wire::encode_batch(&batch.into_bytes());
-        match sender.try_send((subject.clone(), payload)) {
+        match sender.try_send((subject, payload)) {
             Ok(()) => self.stats.add_sent_core(count),
             Err(_) => self.stats.add_dropped(count),
         }
