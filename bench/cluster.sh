@@ -10,9 +10,13 @@
 # node's; the cluster's nodes and nats-server, printed both ways (nodes only, nodes + nats).
 # ROUNDS rounds (3), each running both set-ups; DURATION seconds a run (3). Prints one line a run
 # and the medians. Processes started here are stopped by their PIDs.
+# BASE=/path/to/another/amqtt: each round also runs the cross closed loop on a cluster of that
+# build (base-cross-closed), right after this build's, so that a change is compared within one
+# machine state.
 #
 #   bench/cluster.sh
 #   ROUNDS=5 DURATION=5 bench/cluster.sh
+#   cp target/release/amqtt /tmp/amqtt-before; (change, build); BASE=/tmp/amqtt-before bench/cluster.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,15 +74,16 @@ start_single() {
     single_pid=$!; pids+=("$single_pid")
     wait_port "$single_port"
 }
-start_cluster() {
+start_cluster() { # optional: the amqtt binary (this build's by default)
+    local amqtt=${1:-$bin/amqtt}
     rm -rf "$work/nats"
     "$nats_bin" -js -sd "$work/nats" -a 127.0.0.1 -p "$nats_port" >"$work/nats.log" 2>&1 &
     nats_pid=$!; pids+=("$nats_pid")
     wait_port "$nats_port"
     : >"$work/node1.log"; : >"$work/node2.log"
-    "$bin/amqtt" -c "$work/node1.yaml" >"$work/node1.log" 2>&1 &
+    "$amqtt" -c "$work/node1.yaml" >"$work/node1.log" 2>&1 &
     node1_pid=$!; pids+=("$node1_pid")
-    "$bin/amqtt" -c "$work/node2.yaml" >"$work/node2.log" 2>&1 &
+    "$amqtt" -c "$work/node2.yaml" >"$work/node2.log" 2>&1 &
     node2_pid=$!; pids+=("$node2_pid")
     wait_log "$work/node1.log" "joined cluster"
     wait_log "$work/node2.log" "joined cluster"
@@ -132,6 +137,11 @@ for round in $(seq "$rounds"); do
     run samenode-closed pairs --url "mqtt://127.0.0.1:$port1" -n 8 --broker-pid "$cluster_pids"
     run cross-open pairs --url "$urls" -n 8 "${open[@]}" --broker-pid "$cluster_pids"
     stop "$node1_pid" "$node2_pid" "$nats_pid"
+    if [ -n "${BASE:-}" ]; then
+        start_cluster "$BASE"
+        run base-cross-closed pairs --url "$urls" -n 8 --broker-pid "$node1_pid,$node2_pid,$nats_pid"
+        stop "$node1_pid" "$node2_pid" "$nats_pid"
+    fi
 done
 
 python3 - "$work/figures" <<'PY'
@@ -142,11 +152,18 @@ def med(label, column):
 print("\nmedians of", len([r for r in rows if r[0] == "single-closed"]), "rounds:")
 print("| run | delivered/s | per node CPU-s | per node+nats CPU-s | p50 µs | p99 µs | lost |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for label in ("single-closed", "samenode-closed", "cross-closed", "single-open", "cross-open"):
+labels = ["single-closed", "samenode-closed", "cross-closed", "single-open", "cross-open"]
+if any(r[0] == "base-cross-closed" for r in rows):
+    labels.append("base-cross-closed")
+for label in labels:
     print(f"| {label} | {med(label, 1):,.0f} | {med(label, 2):,.0f} | {med(label, 3):,.0f} | "
           f"{med(label, 4):,.0f} | {med(label, 5):,.0f} | {med(label, 6):.0f} |")
 for column, what in ((2, "nodes' CPU"), (3, "nodes' + nats-server's CPU")):
     ratio = med("cross-closed", column) / med("single-closed", column)
     print(f"cross-node per CPU-s / single node per CPU-s, counting the {what}: {ratio:.2f} "
           f"(target >= 0.50)")
+if "base-cross-closed" in labels:
+    for column, what in ((2, "nodes' CPU"), (3, "nodes' + nats-server's CPU")):
+        ratio = med("cross-closed", column) / med("base-cross-closed", column)
+        print(f"cross-node per CPU-s, this build / BASE, counting the {what}: {ratio:.2f}")
 PY

@@ -1,18 +1,53 @@
 //! What arrives from the other nodes: QoS 0 batches, mailbox messages (acknowledged to
 //! JetStream once the shards have them durable) and retained messages, each split among the
 //! local shards that want them. Methods of the link (`mod.rs`).
+//!
+//! QoS 0 batches that arrived together (every one the NATS connection has read so far) are split
+//! into one bus message per shard ([`Qos0In`]): a shard woken once for all of them, not once a
+//! NATS message.
 
 use super::*;
 
+/// Most QoS 0 NATS messages taken in one turn of the loop (the shards and the other feeds wait
+/// meanwhile).
+const QOS0_PER_TURN: usize = 256;
+
+/// QoS 0 publishes from other nodes, per local shard, gathered until they are handed over.
+pub(super) struct Qos0In {
+    per_shard: Vec<PublishBatch>,
+    /// The shards that want the topic `last_topic` (valid within one NATS message: interest
+    /// changes between them). A publisher's records come in runs of one topic.
+    last_topic: Option<Vec<u8>>,
+    last_shards: Vec<usize>,
+}
+
+impl Qos0In {
+    pub(super) fn new(shards: usize) -> Self {
+        Qos0In {
+            per_shard: (0..shards).map(|_| PublishBatch::default()).collect(),
+            last_topic: None,
+            last_shards: Vec::new(),
+        }
+    }
+}
+
 impl<M: Send + 'static> Link<M> {
-    pub(super) fn qos0_arrived(&mut self, payload: &[u8]) {
-        let Ok(batch) = wire::decode_batch(payload) else {
-            log::warn!("cluster: unreadable QoS 0 batch");
-            return;
-        };
-        self.stats
-            .add_received_core(PublishBatch::read(batch).count());
-        for (shard, batch) in self.split_for_shards(batch) {
+    /// At the end of a turn: takes the QoS 0 batches that are ready on `feed` too, and hands
+    /// what was gathered to the shards, one bus message per shard.
+    pub(super) fn qos0_hand_over(&mut self, feed: Option<&mut async_nats::Subscriber>) {
+        if let Some(feed) = feed {
+            for _ in 0..QOS0_PER_TURN {
+                match feed.next().now_or_never() {
+                    Some(Some(message)) => self.qos0_arrived(&message.payload),
+                    _ => break,
+                }
+            }
+        }
+        for shard in 0..self.qos0_in.per_shard.len() {
+            let batch = std::mem::take(&mut self.qos0_in.per_shard[shard]);
+            if batch.is_empty() {
+                continue;
+            }
             let count = batch.len();
             let message = BusMessage::Publishes(batch, None);
             if !self.blocked[shard].is_empty()
@@ -21,6 +56,39 @@ impl<M: Send + 'static> Link<M> {
                 self.stats.add_dropped(count);
             }
         }
+    }
+
+    /// One QoS 0 batch from NATS, split into the shards' batches (handed over at the end of the
+    /// turn).
+    pub(super) fn qos0_arrived(&mut self, payload: &[u8]) {
+        let Ok(batch) = wire::decode_batch(payload) else {
+            log::warn!("cluster: unreadable QoS 0 batch");
+            return;
+        };
+        let mut count = 0;
+        let into = &mut self.qos0_in;
+        into.last_topic = None;
+        for publish in PublishBatch::read(batch) {
+            count += 1;
+            if into.last_topic.as_deref() != Some(publish.topic) {
+                into.last_shards.clear();
+                into.last_shards
+                    .extend(self.interest.shards_for(publish.topic));
+                let mut topic = into.last_topic.take().unwrap_or_default();
+                topic.clear();
+                topic.extend_from_slice(publish.topic);
+                into.last_topic = Some(topic);
+            }
+            for &shard in &into.last_shards {
+                into.per_shard[shard].push_with(
+                    publish.qos,
+                    publish.topic,
+                    publish.payload,
+                    publish.properties,
+                );
+            }
+        }
+        self.stats.add_received_core(count);
     }
 
     pub(super) fn split_for_shards(&self, batch: &[u8]) -> Vec<(usize, PublishBatch)> {

@@ -14,14 +14,15 @@ mod incoming;
 mod membership;
 mod outgoing;
 
-use outgoing::spawn_sender;
+use incoming::Qos0In;
+use outgoing::{spawn_sender, Qos0Out};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::{Event, HeaderMap};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -122,6 +123,10 @@ pub(super) struct Link<M> {
     stats: Arc<ClusterStats>,
     /// Bytes waiting in the sender tasks without a publisher waiting on them (persistence off).
     unconfirmed_bytes: Arc<AtomicUsize>,
+    /// QoS 0 for other nodes, sent at the end of the turn.
+    qos0_out: Qos0Out,
+    /// QoS 0 from other nodes, handed to the shards at the end of the turn.
+    qos0_in: Qos0In,
 }
 
 impl<M: Send + 'static> Link<M> {
@@ -166,6 +171,8 @@ impl<M: Send + 'static> Link<M> {
             announce: false,
             mailbox_seq: 0,
             unconfirmed_bytes: unconfirmed,
+            qos0_out: Qos0Out::default(),
+            qos0_in: Qos0In::new(shards),
             stats,
             config,
             port,
@@ -257,6 +264,8 @@ pub(super) async fn run<M: Send + 'static>(
                 link.complete_deltas();
             }
         }
+        link.qos0_hand_over(feeds.as_mut().map(|f| &mut f.qos0));
+        link.flush_qos0(1);
         link.end_of_turn().await;
     }
 }

@@ -1,22 +1,85 @@
 //! What leaves this node for the others: the publishes of a batch from a shard, split by the
 //! nodes that want them (QoS 0 over core NATS, QoS 1/2 into each node's mailbox), and the tasks
 //! that store messages in JetStream in order. Methods of the link (`mod.rs`).
+//!
+//! QoS 0 publishes are gathered per node for a whole turn of the link's loop (every batch the
+//! shards sent meanwhile) and leave as one NATS message per node at its end ([`Qos0Out`]): a
+//! NATS message costs both nodes and nats-server far more than the publishes it carries.
 
 use super::*;
 
+/// Most bytes of QoS 0 records gathered for one node before they leave, turn or not (NATS
+/// refuses payloads over its `max_payload`, 1 MiB by default).
+const QOS0_FLUSH_BYTES: usize = 64 << 10;
+
+/// QoS 0 batches queued for the sender task before more are dropped (NATS away or slow).
+const QOS0_QUEUE: usize = 1024;
+
+/// QoS 0 publishes for other nodes, gathered during a turn of the link's loop.
+#[derive(Default)]
+pub(super) struct Qos0Out {
+    /// Per node: the records for it, in the order the shards routed them (a few nodes: looked
+    /// up by name along the list, cheaper than hashing the name per record).
+    nodes: Vec<Qos0Node>,
+    /// The nodes (indexes in `nodes`) that want the topic `last_topic` (valid for one batch:
+    /// interest changes between batches). Publishers send runs of one topic.
+    last_topic: Option<Vec<u8>>,
+    last_nodes: Vec<usize>,
+    /// Into the task that publishes them on core NATS, in order (started with NATS).
+    sender: Option<mpsc::Sender<(String, Bytes)>>,
+}
+
+struct Qos0Node {
+    node: String,
+    subject: String,
+    batch: PublishBatch,
+}
+
+impl Qos0Out {
+    /// `node`'s index in `nodes`, added if new.
+    fn slot(&mut self, node: &str, names: &Names) -> usize {
+        if let Some(slot) = self.nodes.iter().position(|n| n.node == node) {
+            return slot;
+        }
+        self.nodes.push(Qos0Node {
+            node: node.to_string(),
+            subject: names.qos0(node),
+            batch: PublishBatch::default(),
+        });
+        self.nodes.len() - 1
+    }
+}
+
 impl<M: Send + 'static> Link<M> {
     pub(super) fn publishes_out(&mut self, batch: &PublishBatch, stamp: Option<DeliveryStamp>) {
-        let mut per_node: HashMap<&str, (PublishBatch, PublishBatch)> = HashMap::new();
+        let mut per_node: HashMap<&str, PublishBatch> = HashMap::new();
+        let out = &mut self.qos0_out;
+        out.last_topic = None;
         for publish in batch.iter() {
-            let qos0 = publish.qos == QoS::AtMostOnce;
-            for node in self.interest.nodes_for(publish.topic, qos0) {
-                let (qos0, qos12) = per_node.entry(node).or_default();
-                let into = if publish.qos == QoS::AtMostOnce {
-                    qos0
-                } else {
-                    qos12
-                };
-                into.push_with(
+            if publish.qos != QoS::AtMostOnce {
+                for node in self.interest.nodes_for(publish.topic, false) {
+                    per_node.entry(node).or_default().push_with(
+                        publish.qos,
+                        publish.topic,
+                        publish.payload,
+                        publish.properties,
+                    );
+                }
+                continue;
+            }
+            if out.last_topic.as_deref() != Some(publish.topic) {
+                out.last_nodes.clear();
+                for node in self.interest.nodes_for(publish.topic, true) {
+                    let slot = out.slot(node, &self.names);
+                    out.last_nodes.push(slot);
+                }
+                let mut topic = out.last_topic.take().unwrap_or_default();
+                topic.clear();
+                topic.extend_from_slice(publish.topic);
+                out.last_topic = Some(topic);
+            }
+            for &slot in &out.last_nodes {
+                out.nodes[slot].batch.push_with(
                     publish.qos,
                     publish.topic,
                     publish.payload,
@@ -27,70 +90,78 @@ impl<M: Send + 'static> Link<M> {
         let mut stored = false;
         let stamps: Vec<(usize, u64)> = stamp.map(|s| (s.from, s.n)).into_iter().collect();
         let mut sends = Vec::new();
-        for (node, (qos0, qos12)) in per_node {
-            if !qos0.is_empty() {
-                let count = qos0.len();
-                sends.push((
-                    self.names.qos0(node),
-                    None,
-                    count,
-                    wire::encode_batch(&qos0.into_bytes()),
-                ));
-            }
-            if !qos12.is_empty() {
-                let count = qos12.len();
-                sends.push((
-                    node.to_string(),
-                    Some(()),
-                    count,
-                    wire::encode_batch(&qos12.into_bytes()),
-                ));
-            }
+        for (node, qos12) in per_node {
+            let count = qos12.len();
+            sends.push((
+                node.to_string(),
+                count,
+                wire::encode_batch(&qos12.into_bytes()),
+            ));
         }
-        for (target, durable, count, payload) in sends {
-            match durable {
-                None => match &self.nats {
-                    Some(nats) if self.connected => {
-                        let client = nats.client.clone();
-                        self.stats.add_sent_core(count);
-                        tokio::spawn(async move {
-                            let _ = client.publish(target, payload).await;
-                        });
-                    }
-                    // QoS 0 does not wait for NATS.
-                    _ => self.stats.add_dropped(count),
-                },
-                Some(()) => {
-                    if stamps.is_empty() {
-                        let queued = self.unconfirmed_bytes.load(Ordering::Relaxed);
-                        if queued + payload.len() > MAX_UNCONFIRMED_BYTES {
-                            self.stats.add_dropped(count);
-                            continue;
-                        }
-                        self.unconfirmed_bytes
-                            .fetch_add(payload.len(), Ordering::Relaxed);
-                    }
-                    stored = true;
-                    self.mailbox_seq += 1;
-                    let message = Stored {
-                        subject: self.names.mailbox(&target),
-                        payload,
-                        id: Some(format!(
-                            "{}-{:x}-{}",
-                            self.config.node, self.boot, self.mailbox_seq
-                        )),
-                        stamps: stamps.clone(),
-                        messages: count,
-                    };
-                    // Gone only when the link stops.
-                    let _ = self.mailbox_for(&target).send(message);
+        self.flush_qos0(QOS0_FLUSH_BYTES);
+        for (target, count, payload) in sends {
+            if stamps.is_empty() {
+                let queued = self.unconfirmed_bytes.load(Ordering::Relaxed);
+                if queued + payload.len() > MAX_UNCONFIRMED_BYTES {
+                    self.stats.add_dropped(count);
+                    continue;
                 }
+                self.unconfirmed_bytes
+                    .fetch_add(payload.len(), Ordering::Relaxed);
             }
+            stored = true;
+            self.mailbox_seq += 1;
+            let message = Stored {
+                subject: self.names.mailbox(&target),
+                payload,
+                id: Some(format!(
+                    "{}-{:x}-{}",
+                    self.config.node, self.boot, self.mailbox_seq
+                )),
+                stamps: stamps.clone(),
+                messages: count,
+            };
+            // Gone only when the link stops.
+            let _ = self.mailbox_for(&target).send(message);
         }
         if !stored {
             for (shard, n) in stamps {
                 self.stamp_done(shard, n);
             }
+        }
+    }
+
+    /// Sends the QoS 0 publishes gathered for each node that has at least `bytes` of them (1 at
+    /// the end of a turn): one NATS message per node.
+    pub(super) fn flush_qos0(&mut self, bytes: usize) {
+        for slot in 0..self.qos0_out.nodes.len() {
+            let gathered = &self.qos0_out.nodes[slot].batch;
+            if !gathered.is_empty() && gathered.byte_len() >= bytes {
+                self.send_qos0(slot);
+            }
+        }
+    }
+
+    /// Sends what is gathered for the node at `slot` (QoS 0 does not wait for NATS: dropped
+    /// while it is away or too far behind).
+    fn send_qos0(&mut self, slot: usize) {
+        let out = &mut self.qos0_out;
+        let batch = std::mem::take(&mut out.nodes[slot].batch);
+        let count = batch.len();
+        let sender = match &self.nats {
+            Some(nats) if self.connected => out
+                .sender
+                .get_or_insert_with(|| spawn_qos0_sender(nats.client.clone())),
+            _ => {
+                self.stats.add_dropped(count);
+                return;
+            }
+        };
+        let subject = out.nodes[slot].subject.clone();
+        let payload = wire::encode_batch(&batch.into_bytes());
+        match sender.try_send((subject, payload)) {
+            Ok(()) => self.stats.add_sent_core(count),
+            Err(_) => self.stats.add_dropped(count),
         }
     }
 
@@ -109,6 +180,17 @@ impl<M: Send + 'static> Link<M> {
         self.mailboxes.insert(node.to_string(), sender.clone());
         sender
     }
+}
+
+/// The task that publishes QoS 0 batches on core NATS in the order it gets them.
+fn spawn_qos0_sender(client: async_nats::Client) -> mpsc::Sender<(String, Bytes)> {
+    let (tx, mut rx) = mpsc::channel::<(String, Bytes)>(QOS0_QUEUE);
+    tokio::spawn(async move {
+        while let Some((subject, payload)) = rx.recv().await {
+            let _ = client.publish(subject, payload).await;
+        }
+    });
+    tx
 }
 
 /// A task that stores messages in JetStream in the order it gets them, each retried until
