@@ -4,14 +4,16 @@
 //! so a packet is read here exactly as the core will read it. Nothing is decided here.
 
 use super::fixed_header::{self, PUBLISH, SUBSCRIBE};
-use super::{publish, subscribe};
+use super::{publish, subscribe, Share};
 
 /// The topics of one packet, as [`peek_topics`] finds them.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PeekedTopics<'a> {
     /// A PUBLISH to this topic name.
     Publish(&'a str),
-    /// A SUBSCRIBE with these filters.
+    /// A SUBSCRIBE with the filters the topic checks are asked about: each filter as it stands,
+    /// but a shared subscription's filter after its share name (`$share/g/a/#` is checked as
+    /// `a/#`, as the core checks it); an invalid share is left out (the core refuses it unasked).
     Subscribe(Vec<String>),
     /// Another packet type, or a PUBLISH/SUBSCRIBE the core will refuse as malformed.
     None,
@@ -51,7 +53,14 @@ fn peek(buf: &[u8], max_packet_size: usize, v5: bool) -> Option<(PeekedTopics<'_
             };
             match filters {
                 Ok(filters) => PeekedTopics::Subscribe(
-                    filters.iter().map(|f| f.as_str().to_string()).collect(),
+                    filters
+                        .iter()
+                        .filter_map(|f| match f.share() {
+                            Share::NotShared => Some(f.as_str().to_string()),
+                            Share::Shared { filter, .. } => Some(filter.as_str().to_string()),
+                            Share::Invalid(_) => None,
+                        })
+                        .collect(),
                 ),
                 Err(_) => PeekedTopics::None,
             }
@@ -141,5 +150,22 @@ mod tests {
         assert_eq!((first, n), (PeekedTopics::Publish("a/b"), publish_len));
         let (second, _) = peek_topics_v5(&buf[n..], 1 << 20).expect("subscribe");
         assert_eq!(second, PeekedTopics::Subscribe(vec!["c/#".to_string()]));
+    }
+
+    #[test]
+    fn a_shared_subscription_is_peeked_as_the_filter_the_core_checks() {
+        // The core checks `$share/g/a/#` as `a/#` (handlers/subscribe.rs): the answer fetched
+        // ahead must be for that filter, or the check finds none and denies.
+        let filter = |f: &str| SubscribeFilter {
+            filter: TopicFilter::new(f).expect("filter"),
+            qos: QoS::AtMostOnce,
+        };
+        let buf = encode_packet(&Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            filters: vec![filter("$share/g/a/#"), filter("$share/g"), filter("b")],
+        }));
+        let (peeked, _) = peek_topics(&buf, 1 << 20).expect("subscribe");
+        let wanted = vec!["a/#".to_string(), "b".to_string()];
+        assert_eq!(peeked, PeekedTopics::Subscribe(wanted));
     }
 }

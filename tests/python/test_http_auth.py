@@ -247,6 +247,22 @@ def test_acl_checks_publish_and_subscribe(broker, service, clients):
     assert service.count(kind="acl", client_id="a1", topic="ok/1") == 1
 
 
+def test_a_shared_subscription_is_asked_about_its_filter(broker, service, clients):
+    """A shared subscription is checked on the filter after its share name (`$share/g/ok/#` as
+    `ok/#`): the service is asked about that filter, and its answer decides the SUBACK. (The
+    answer fetched ahead was once asked for the whole `$share/...` string, so the check found no
+    answer for `ok/#` and every shared subscription was refused.)"""
+    port, _ = broker
+    alice, rc = connect(clients, port, "a1", "alice", "secret")
+    assert rc == 0
+    assert alice.subscribe([("$share/g/ok/#", 1), ("$share/g/no/#", 1)]) == [1, 128]
+    alice.publish("ok/shared", b"x", qos=1)
+    assert alice.get_message().topic == "ok/shared"
+    assert service.count(kind="acl", client_id="a1", topic="ok/#", acc=4) == 1
+    assert service.count(kind="acl", client_id="a1", topic="no/#", acc=4) == 1
+    assert not any(h.get("topic", "").startswith("$share/") for h in service.hits), service.hits
+
+
 def test_a_will_is_checked_with_a_fresh_answer(broker, service, clients):
     # Nothing is cached for the will topics: the answer is fetched at CONNECT, before the core
     # checks the will (a granted will is published, a denied one is not).
