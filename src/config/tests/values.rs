@@ -127,6 +127,31 @@ fn numeric_bounds() {
         "between 1 and 65535",
     );
 
+    assert_eq!(ok("receive_maximum: 1\n").receive_maximum, 1);
+    assert_eq!(ok("receive-maximum: 65535\n").receive_maximum, 65535);
+    invalid(
+        "receive_maximum: 0\n",
+        "receive_maximum",
+        "between 1 and 65535, got 0",
+    );
+    invalid(
+        "receive_maximum: 65536\n",
+        "receive_maximum",
+        "between 1 and 65535",
+    );
+    assert_eq!(ok("max_keepalive: 0\n").max_keepalive, 0);
+    assert_eq!(ok("max_keepalive: 60\n").max_keepalive, 60);
+    invalid(
+        "max_keepalive: 65536\n",
+        "max_keepalive",
+        "between 0 and 65535",
+    );
+    invalid(
+        "max_keepalive: -1\n",
+        "max_keepalive",
+        "between 0 and 65535",
+    );
+
     assert_eq!(ok("max_queued_messages: 1\n").max_queued_messages, 1);
     assert_eq!(
         ok("max_queued_messages: 50000\n").max_queued_messages,
