@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from mqtt5_helpers import (RawV5, ack5, decode_props, encode_props, packet, publish5,
-                           subscribe5, utf8, v5broker, v5clients)  # noqa: F401 (fixtures)
+from mqtt5_helpers import (RawV5, ack5, decode_props, encode_props, packet, publish5, utf8,
+                           v5broker, v5clients)  # noqa: F401 (fixtures)
 
 
 def _bystander_round_trip(v5clients, name: str) -> None:
