@@ -103,13 +103,13 @@ fn protocol_level_5_gets_an_mqtt5_connack_with_the_brokers_limits() {
     client.send_raw(&[
         0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 2, b'v', b'5',
     ]);
-    let mut connack = [0u8; 16];
+    let mut connack = [0u8; 19];
     std::io::Read::read_exact(&mut client.stream, &mut connack).expect("CONNACK");
-    // Success, then Topic Alias Maximum 10, Retain Available 1, Wildcard 1, Subscription
-    // Identifiers 1, Shared 1.
+    // Success, then Receive Maximum 1000 (`receive_maximum`'s default), Topic Alias Maximum 10,
+    // Retain Available 1, Wildcard 1, Subscription Identifiers 1, Shared 1.
     assert_eq!(
         connack,
-        [0x20, 14, 0, 0, 11, 0x22, 0, 10, 0x25, 1, 0x28, 1, 0x29, 1, 0x2a, 1]
+        [0x20, 17, 0, 0, 14, 0x21, 0x03, 0xe8, 0x22, 0, 10, 0x25, 1, 0x28, 1, 0x29, 1, 0x2a, 1]
     );
 }
 

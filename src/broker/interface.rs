@@ -47,6 +47,13 @@ pub struct Settings {
     pub retained_tombstone_ttl: std::time::Duration,
     /// Granted QoS is capped at this.
     pub max_qos: QoS,
+    /// The Receive Maximum announced to MQTT 5 clients: QoS 1/2 PUBLISHes one may have
+    /// unacknowledged toward the broker (`mqtt5.rs`); 65,535 is the protocol's and not announced.
+    pub receive_maximum: u16,
+    /// Longest keep-alive a client may ask for, in seconds (`None`: no limit): an MQTT 5 client
+    /// asking for more, or for none, is told this one (Server Keep Alive); an MQTT 3 one is
+    /// refused (`handlers/connect.rs`).
+    pub max_keepalive: Option<u16>,
     pub allow_anonymous: bool,
     /// Bytes waiting in one connection's outbox beyond which new QoS 0 messages are dropped
     /// (a subscriber that stops reading must not grow the broker without bound).
@@ -80,6 +87,8 @@ impl Default for Settings {
             max_inflight: 20,
             max_queued_messages: 1000,
             max_qos: QoS::ExactlyOnce,
+            receive_maximum: u16::MAX,
+            max_keepalive: None,
             allow_anonymous: true,
             outbox_limit: 4 << 20,
             max_queued_bytes: None,

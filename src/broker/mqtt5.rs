@@ -1,7 +1,8 @@
 //! What MQTT 5 adds to a connection: the limits its client announced in CONNECT ([`V5Link`]),
 //! and the translations between the MQTT 3 replies the handlers share and their MQTT 5 forms
 //! (acknowledgements with reason codes, CONNACK refusal codes, the reason code of a DISCONNECT
-//! the server sends before it closes).
+//! the server sends before it closes); the broker's own Receive Maximum (the client's QoS 1/2
+//! PUBLISHes not yet acknowledged, [`V5Link::admit`] and [`V5Link::sent`]).
 //!
 //! Only connections whose CONNECT was at level 5 have a [`V5Link`]; an MQTT 3 connection pays
 //! one `None` for it. What each packet means stays in `handlers/<packet>.rs`.
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
-    Connect, ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName,
+    Connect, ConnectReturnCode, Message, Packet, QoS, SubscribeReturnCode, TopicName,
 };
 
 use super::CloseReason;
@@ -33,6 +34,11 @@ pub struct V5Link {
     pub will_delay: u32,
     /// The client's Topic Aliases: alias → topic name, for this connection only [MQTT-3.3.2-7].
     topic_aliases: HashMap<u16, TopicName>,
+    /// The client's QoS 1/2 PUBLISHes on this connection not acknowledged to the end yet: a QoS 1
+    /// one until its PUBACK is written, a QoS 2 one until its PUBCOMP or a PUBREC refusing it
+    /// is [MQTT-3.3.4-7] (acknowledgements may wait for the journal, a subscriber or the
+    /// cluster). At most the broker's Receive Maximum.
+    unacknowledged: u16,
     /// The enhanced authentication method it connected with, and an exchange under way
     /// (`handlers/auth.rs`); `None` when it used none.
     pub(in crate::broker) auth: Option<Box<EnhancedAuth>>,
@@ -63,8 +69,41 @@ impl V5Link {
             problem_information: properties.request_problem_information.unwrap_or(true),
             will_delay: properties.will_delay_interval.unwrap_or(0),
             topic_aliases: HashMap::new(),
+            unacknowledged: 0,
             auth: None,
         }
+    }
+
+    /// Counts a client's PUBLISH at `qos` against the broker's Receive Maximum `maximum`: a QoS
+    /// 1/2 one above it is refused with 0x93 (its DISCONNECT's reason code) [MQTT-3.3.4-8].
+    pub fn admit(&mut self, qos: QoS, maximum: u16) -> Result<(), ReasonCode> {
+        if qos == QoS::AtMostOnce {
+            return Ok(());
+        }
+        if self.unacknowledged >= maximum {
+            return Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+        }
+        self.unacknowledged += 1;
+        Ok(())
+    }
+
+    /// Notes a packet written to the client: a PUBACK, a PUBCOMP, or a PUBREC with an error
+    /// code ends one PUBLISH's count. One for a PUBLISH of an earlier connection (a PUBREL sent
+    /// again after a reconnect) may find none to end, as the client's send quota does [MQTT-4.9].
+    pub fn sent(&mut self, packet: &v5::Packet) {
+        let ends = match packet {
+            v5::Packet::PubAck(_) | v5::Packet::PubComp(_) => true,
+            v5::Packet::PubRec(rec) => rec.reason.is_error(),
+            _ => false,
+        };
+        if ends {
+            self.unacknowledged = self.unacknowledged.saturating_sub(1);
+        }
+    }
+
+    /// The client's QoS 1/2 PUBLISHes not acknowledged to the end yet ([`admit`](Self::admit)).
+    pub fn unacknowledged(&self) -> u16 {
+        self.unacknowledged
     }
 
     /// The topic name of a client's PUBLISH with `topic` (`None`: the empty name) and `alias`:
@@ -94,6 +133,18 @@ impl V5Link {
                 .cloned()
                 .ok_or(ReasonCode::PROTOCOL_ERROR),
         }
+    }
+}
+
+impl super::BrokerCore {
+    /// Whether `conn`'s client takes a Reason String or User Property on packets other than
+    /// PUBLISH, CONNACK and DISCONNECT: an MQTT 5 client that did not send Request Problem
+    /// Information 0 [MQTT-3.1.2-29]. Every such Reason String the broker writes asks here.
+    pub(super) fn wants_problem_information(&self, conn: super::ConnId) -> bool {
+        self.connections
+            .get(&conn)
+            .and_then(|c| c.v5.as_deref())
+            .is_some_and(|link| link.problem_information)
     }
 }
 

@@ -152,8 +152,16 @@ impl BrokerCore {
     }
 
     /// Encodes an MQTT 5 packet into the connection's outbox (an MQTT 5 connection's, or the
-    /// CONNACK refusing one).
+    /// CONNACK refusing one). An acknowledgement ends its PUBLISH's count against the broker's
+    /// Receive Maximum here, whenever it was made ([`mqtt5::V5Link::sent`]).
     pub(super) fn write_v5(&mut self, conn: ConnId, packet: &v5::Packet) {
+        if let Some(link) = self
+            .connections
+            .get_mut(&conn)
+            .and_then(|c| c.v5.as_deref_mut())
+        {
+            link.sent(packet);
+        }
         if self.encode_into(conn, packet, |out| packet.encode(out)) && self.settings.log_packets {
             log::info!(target: super::packet_log::TARGET, "Sending {} to connection {conn}", packet.name());
         }

@@ -400,6 +400,20 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
         size("max_queued_bytes", raw.max_queued_bytes, 0, u64::MAX)?.filter(|&v| v > 0);
     let memory_limit = size("memory_limit", raw.memory_limit, 0, u64::MAX)?.filter(|&v| v > 0);
     let max_qos = integer("max_qos", raw.max_qos, i64::from(DEFAULT_MAX_QOS), 0, 2)?;
+    let receive_maximum = integer(
+        "receive_maximum",
+        raw.receive_maximum,
+        i64::from(DEFAULT_RECEIVE_MAXIMUM),
+        1,
+        i64::from(u16::MAX),
+    )?;
+    let max_keepalive = integer(
+        "max_keepalive",
+        raw.max_keepalive,
+        i64::from(NO_MAX_KEEPALIVE),
+        0,
+        i64::from(u16::MAX),
+    )?;
     let metrics = match &raw.metrics {
         None => None,
         Some(raw) => Some(MetricsConfig {
@@ -473,6 +487,9 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
             .map_err(|_| range_error("memory_limit"))?,
         connect_timeout,
         max_qos: u8::try_from(max_qos).map_err(|_| range_error("max_qos"))?,
+        receive_maximum: u16::try_from(receive_maximum)
+            .map_err(|_| range_error("receive_maximum"))?,
+        max_keepalive: u16::try_from(max_keepalive).map_err(|_| range_error("max_keepalive"))?,
         shared_subscription_strategy,
         metrics,
         admin,

@@ -4,6 +4,7 @@
 //! keys of our own (`shards`, `pin_shards`, `spin_before_park`, `runtime`, `log_file`, `log_format`,
 //! `connection_messages`, `log_packets`, `max_inflight`, `max_queued_messages`,
 //! `max_queued_bytes`, `memory_limit`, `max_packet_size`, `connect_timeout`, `max_qos`,
+//! `receive_maximum`, `max_keepalive`,
 //! `shared_subscription_strategy`, `metrics`, `persistence`, `bridges`, `log_level`, `reload`,
 //! and per listener `max_connect_rate`), and turns it into a checked
 //! [`BrokerConfig`]. `config/default.yaml` is the operator's reference for every key.
@@ -41,6 +42,11 @@ pub const DEFAULT_TIMEOUT_DISCONNECT_DELAY: Duration = Duration::from_secs(2);
 pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(20);
 /// Default `max_inflight`.
 pub const DEFAULT_MAX_INFLIGHT: u16 = 32;
+/// Default `receive_maximum`: as many unacknowledged QoS 1/2 PUBLISHes as a session queues by
+/// default the other way (`max_queued_messages`), far above the windows clients use (20-32).
+pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 1000;
+/// `max_keepalive` that sets no limit (the default, as Mosquitto's).
+pub const NO_MAX_KEEPALIVE: u16 = u16::MAX;
 /// Default `max_queued_messages`.
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
 /// The environment variable that overrides the `runtime` key (and chooses the client's runtime).
@@ -154,6 +160,12 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Highest QoS granted to subscriptions (0, 1 or 2).
     pub max_qos: u8,
+    /// QoS 1/2 PUBLISHes an MQTT 5 client may have unacknowledged toward the broker (its
+    /// Receive Maximum in CONNACK, 1-65535).
+    pub receive_maximum: u16,
+    /// Longest keep-alive a client may ask for, in seconds; [`NO_MAX_KEEPALIVE`] (or 0, as
+    /// Mosquitto reads it) sets none.
+    pub max_keepalive: u16,
     /// Which member of a share group (`$share/{group}/{filter}`) gets a message.
     pub shared_subscription_strategy: SharedStrategy,
     /// The Prometheus endpoint; `None` (the default) serves none.
@@ -419,6 +431,8 @@ impl Default for BrokerConfig {
             memory_limit: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_qos: DEFAULT_MAX_QOS,
+            receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            max_keepalive: NO_MAX_KEEPALIVE,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
             metrics: None,
             admin: None,

@@ -105,6 +105,8 @@ impl ConfigDiff {
             memory_limit,
             connect_timeout,
             max_qos,
+            receive_maximum,
+            max_keepalive,
             metrics,
             admin,
             persistence,
@@ -215,6 +217,13 @@ impl ConfigDiff {
         );
         diff.value("max_inflight", &old.max_inflight, max_inflight, false);
         diff.value(
+            "receive_maximum",
+            &old.receive_maximum,
+            receive_maximum,
+            false,
+        );
+        diff.value("max_keepalive", &old.max_keepalive, max_keepalive, false);
+        diff.value(
             "max_packet_size",
             &old.max_packet_size,
             max_packet_size,
@@ -319,6 +328,8 @@ impl ConfigDiff {
         after.sys_interval = running.sys_interval;
         after.session_expiry_interval = running.session_expiry_interval;
         after.max_inflight = running.max_inflight;
+        after.receive_maximum = running.receive_maximum;
+        after.max_keepalive = running.max_keepalive;
         after.max_packet_size = running.max_packet_size;
         after.connect_timeout = running.connect_timeout;
         after.metrics.clone_from(&running.metrics);

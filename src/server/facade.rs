@@ -289,6 +289,11 @@ impl Broker {
                 max_queued_bytes: config.max_queued_bytes,
                 memory: MemoryBudget::new(config.memory_limit),
                 max_qos: QoS::from_u8(config.max_qos).unwrap_or(QoS::ExactlyOnce),
+                receive_maximum: config.receive_maximum,
+                // 65535 and 0 set no limit, as in Mosquitto.
+                max_keepalive: (config.max_keepalive != crate::config::NO_MAX_KEEPALIVE
+                    && config.max_keepalive != 0)
+                    .then_some(config.max_keepalive),
                 allow_anonymous: config.allow_anonymous,
                 plugins: plugins.core,
                 max_packet_size: config.max_packet_size,

@@ -31,7 +31,7 @@ use bytes::BytesMut;
 
 use super::auth::{self, Authenticated};
 use super::connect_session::{drop_will_the_topic_checks_deny, journal_session};
-use super::connect_v5::from_v5;
+use super::connect_v5::{from_v5, granted_keep_alive};
 use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::mqtt5::{self, refusal_reason, V5Link};
 use crate::broker::session::Session;
@@ -420,6 +420,11 @@ fn check(
     if !broker.settings.allow_anonymous && connect.username.is_none() {
         return refuse(broker, ConnectReturnCode::NotAuthorized, &connect);
     }
+    let max_keepalive = broker.settings.max_keepalive;
+    let Some(keep_alive) = granted_keep_alive(connect.keep_alive, max_keepalive, v5.is_some())
+    else {
+        return refuse(broker, ConnectReturnCode::IdentifierRejected, &connect);
+    };
     // Allowed until a moment (`credentials_expiry.rs`), or without end.
     let until = match auth {
         AuthVerdict::Allowed => None,
@@ -514,7 +519,7 @@ fn check(
     }
     drop_will_the_topic_checks_deny(broker, key);
     journal_session(broker, key, was_persistent);
-    let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
+    let mut connection = Connection::new(key, protocol, keep_alive, now);
     connection.v5 = v5.as_deref().map(|p| Box::new(V5Link::new(p)));
     let auth_reply = authenticated.map(|authenticated| {
         let reply = (authenticated.method.clone(), authenticated.data.clone());
@@ -536,6 +541,7 @@ fn check(
                 properties,
                 assigned.then_some(&*client_id),
                 (!ends_with_connection).then_some(expiry_interval),
+                (keep_alive != connect.keep_alive).then_some(keep_alive),
             );
             if let (v5::Packet::ConnAck(ack), Some((method, data))) = (&mut connack, auth_reply) {
                 ack.properties.authentication_method = Some(method);
@@ -569,7 +575,7 @@ fn check(
         "client '{client_id}' connected on shard {} (clean session {}, keep-alive {}s)",
         broker.shard,
         connect.clean_session,
-        connect.keep_alive
+        keep_alive
     );
     ConnectOutcome {
         code: ConnectReturnCode::Accepted,

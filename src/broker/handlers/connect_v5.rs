@@ -7,7 +7,11 @@
 //! Subscription Identifiers Available 0 (not supported yet); Topic Alias Maximum
 //! ([`mqtt5::TOPIC_ALIAS_MAXIMUM`]: the client→server aliases `publish.rs` resolves); the Session Expiry Interval when the broker's
 //! `session_expiry_interval` cut the client's; the Assigned Client Identifier when the client
-//! sent none.
+//! sent none; Receive Maximum (`receive_maximum`, when below 65,535); Server Keep Alive when
+//! `max_keepalive` changed the client's ([`granted_keep_alive`]).
+//!
+//! Request Response Information: the broker sends no Response Information (the spec lets a
+//! server send none [MQTT-3.1.2-28]); response topics are the applications' to agree on.
 
 use std::time::Duration;
 
@@ -44,16 +48,28 @@ pub(super) fn from_v5(mut connect: v5::Connect) -> (Box<Connect>, Option<Box<Pro
     (Box::new(shared), Some(Box::new(connect.properties)))
 }
 
+/// The keep-alive a connection gets for the `asked` one, under `max_keepalive` `max` (`None`: no
+/// limit), as Mosquitto's `max_keepalive` decides: asked for more than `max`, or for none (0), an
+/// MQTT 5 client gets `max` (told in the CONNACK's Server Keep Alive, which it must use
+/// [MQTT-3.2.2-21]); an MQTT 3 client, which cannot be told, is refused (`None`: CONNACK 0x02).
+pub(super) fn granted_keep_alive(asked: u16, max: Option<u16>, v5: bool) -> Option<u16> {
+    match max {
+        Some(max) if asked > max || asked == 0 => v5.then_some(max),
+        _ => Some(asked),
+    }
+}
+
 impl BrokerCore {
     /// The CONNACK accepting an MQTT 5 CONNECT with `asked` properties. `assigned`: the client id
     /// the broker made up; `expiry`: the session's expiry (`None`: for ever) when it outlives the
-    /// connection.
+    /// connection; `keep_alive`: the one the broker keeps when it differs from the CONNECT's.
     pub(super) fn connack_v5(
         &self,
         session_present: bool,
         asked: &Properties,
         assigned: Option<&str>,
         expiry: Option<Option<Duration>>,
+        keep_alive: Option<u16>,
     ) -> v5::Packet {
         let settings = &self.settings;
         let asked_expiry = asked.session_expiry_interval.unwrap_or(0);
@@ -71,6 +87,10 @@ impl BrokerCore {
             topic_alias_maximum: Some(mqtt5::TOPIC_ALIAS_MAXIMUM),
             session_expiry_interval: (granted_expiry != asked_expiry).then_some(granted_expiry),
             assigned_client_identifier: assigned.map(str::to_string),
+            // Absent: 65,535, the protocol's [MQTT-3.2.2.3.3].
+            receive_maximum: (settings.receive_maximum < u16::MAX)
+                .then_some(settings.receive_maximum),
+            server_keep_alive: keep_alive,
             ..Properties::default()
         };
         v5::Packet::ConnAck(v5::ConnAck {

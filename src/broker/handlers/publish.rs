@@ -28,7 +28,9 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
     handle_message(broker, conn, message, publish.packet_id.unwrap_or(0), None);
 }
 
-/// A decoded MQTT 5 PUBLISH: its Topic Alias sets or gives its topic ([`mqtt5::V5Link::resolve_topic`]);
+/// A decoded MQTT 5 PUBLISH: one at QoS 1/2 above the broker's Receive Maximum of
+/// unacknowledged ones closes the connection with 0x93 ([`mqtt5::V5Link::admit`]); its Topic
+/// Alias sets or gives its topic ([`mqtt5::V5Link::resolve_topic`]);
 /// what it may not carry closes the connection (an alias 0, above the maximum announced or
 /// not set yet: 0x94 / 0x82 [MQTT-3.3.2-9]; a Subscription Identifier
 /// [MQTT-3.3.4-6]; a QoS above the Maximum QoS announced [MQTT-3.2.2-11]); a payload that is not
@@ -37,12 +39,15 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
 /// message properties travel with it.
 pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publish) {
     let alias = publish.properties.topic_alias;
+    let maximum = broker.settings.receive_maximum;
     let topic = match broker
         .connections
         .get_mut(&conn)
         .and_then(|c| c.v5.as_deref_mut())
     {
-        Some(link) => link.resolve_topic(publish.topic, alias),
+        Some(link) => link
+            .admit(publish.qos, maximum)
+            .and_then(|()| link.resolve_topic(publish.topic, alias)),
         None => return,
     };
     let topic = match topic {
@@ -67,43 +72,61 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
         retain: publish.retain,
         properties: mqtt5::message_properties(publish.properties),
     };
+    let mut problem = None;
     let reason = if mqtt5::payload_format_invalid(&message) {
         broker.stats.publish_payload_format_invalid += 1;
+        problem = broker
+            .wants_problem_information(conn)
+            .then(|| "the payload is not the UTF-8 its Payload Format Indicator says".to_string());
         ReasonCode::PAYLOAD_FORMAT_INVALID
     } else if message.qos != QoS::AtMostOnce && !broker.anyone_subscribed(&message.topic) {
         ReasonCode::NO_MATCHING_SUBSCRIBERS
     } else {
         ReasonCode::SUCCESS
     };
+    let v5 = V5Ack {
+        reason,
+        reason_string: problem,
+    };
     handle_message(
         broker,
         conn,
         message,
         publish.packet_id.unwrap_or(0),
-        Some(reason),
+        Some(v5),
     );
 }
 
-/// Routes and acknowledges a client's message. `v5`: the reason code of an MQTT 5 client's
-/// acknowledgement (`None` for MQTT 3); an error code means the message is not routed.
+/// The reason code of an MQTT 5 client's acknowledgement, and its Reason String (only for a
+/// client that wants problem information, [`BrokerCore::wants_problem_information`]).
+struct V5Ack {
+    reason: ReasonCode,
+    reason_string: Option<String>,
+}
+
+/// Routes and acknowledges a client's message. `v5`: an MQTT 5 client's acknowledgement (`None`
+/// for MQTT 3); an error code means the message is not routed.
 fn handle_message(
     broker: &mut BrokerCore,
     conn: ConnId,
     message: Message,
     packet_id: u16,
-    v5: Option<ReasonCode>,
+    v5: Option<V5Ack>,
 ) {
     let Some(key) = broker.session_of(conn) else {
         return;
     };
     received(broker, message.qos);
-    let refused = v5.is_some_and(ReasonCode::is_error);
+    let refused = v5.as_ref().is_some_and(|v5| v5.reason.is_error());
     let ack = |kind: fn(v5::Ack) -> v5::Packet, v3: Packet| -> Reply {
         match v5 {
-            Some(reason) if reason != ReasonCode::SUCCESS => kind(v5::Ack {
+            Some(v5) if v5.reason != ReasonCode::SUCCESS => kind(v5::Ack {
                 packet_id,
-                reason,
-                properties: v5::Properties::default(),
+                reason: v5.reason,
+                properties: v5::Properties {
+                    reason_string: v5.reason_string,
+                    ..v5::Properties::default()
+                },
             })
             .into(),
             _ => v3.into(),

@@ -15,7 +15,8 @@
 //! filter follow the SUBACK with RETAIN set [MQTT-3.3.1-6], also for a repeated subscription
 //! [MQTT-3.8.4-3]. A filter that a topic-check plugin denies gets 0x80 in the SUBACK and changes
 //! nothing (an existing subscription with the same filter stays); the other filters of the same
-//! SUBSCRIBE are handled as usual.
+//! SUBSCRIBE are handled as usual. An MQTT 5 SUBACK with refusals says what they were in its
+//! Reason String, unless the client set Request Problem Information to 0 [MQTT-3.1.2-29].
 
 use std::num::NonZeroU32;
 
@@ -88,8 +89,10 @@ fn subscribe_filters(
         username: username.as_deref(),
     });
     let v5 = broker.is_v5(conn);
-    // MQTT 5's codes, one per filter beside `return_codes` (MQTT 5 tells refusals apart).
+    // MQTT 5's codes, one per filter beside `return_codes` (MQTT 5 tells refusals apart), and
+    // what the refusals were, for the SUBACK's Reason String.
     let mut reason_codes = Vec::with_capacity(requests.len());
+    let mut problems = Vec::new();
     for (filter, asked) in requests {
         let share = match share_of(&filter) {
             Ok(share) => share,
@@ -103,6 +106,7 @@ fn subscribe_filters(
                 );
                 return_codes.push(SubscribeReturnCode::Failure);
                 reason_codes.push(invalid.v5_reason_code());
+                problems.push(format!("'{}': {}", filter.as_str(), invalid.0));
                 continue;
             }
         };
@@ -131,6 +135,7 @@ fn subscribe_filters(
                 }
                 return_codes.push(SubscribeReturnCode::Failure);
                 reason_codes.push(ReasonCode::NOT_AUTHORIZED);
+                problems.push(format!("'{}': denied by the topic checks", filter.as_str()));
                 continue;
             }
         }
@@ -190,7 +195,12 @@ fn subscribe_filters(
         reply: if v5 {
             v5::Packet::SubAck(v5::SubscriptionAck {
                 packet_id,
-                properties: v5::Properties::default(),
+                properties: v5::Properties {
+                    // Only for a client that asks for problem information [MQTT-3.1.2-29].
+                    reason_string: (!problems.is_empty() && broker.wants_problem_information(conn))
+                        .then(|| problems.join("; ")),
+                    ..v5::Properties::default()
+                },
                 reason_codes,
             })
             .into()

@@ -322,6 +322,7 @@ mod expiry;
 mod flow_control;
 mod listing;
 mod mqtt5;
+mod mqtt5_flow;
 mod publish;
 mod sessions;
 mod shared;

@@ -105,6 +105,10 @@ pub(super) struct RawConfig {
     pub(super) connect_timeout: Option<Seconds>,
     /// `max-qos` is the key aMQTT itself reads.
     pub(super) max_qos: Option<Int>,
+    /// MQTT 5 clients' unacknowledged QoS 1/2 PUBLISHes (the CONNACK's Receive Maximum).
+    pub(super) receive_maximum: Option<Int>,
+    /// Mosquitto's `max_keepalive`.
+    pub(super) max_keepalive: Option<Int>,
     /// Which member of a share group gets a message (`round_robin`, ...).
     pub(super) shared_subscription_strategy: Option<String>,
     /// Prometheus endpoint; absent or null = off.

@@ -77,6 +77,8 @@ fn builtin_defaults() {
     assert_eq!(c.max_packet_size, 268_435_460);
     assert_eq!(c.connect_timeout, Duration::from_secs(10));
     assert_eq!(c.max_qos, 2);
+    assert_eq!(c.receive_maximum, 1000);
+    assert_eq!(c.max_keepalive, 65535);
     assert_eq!(c.source, None);
 }
 

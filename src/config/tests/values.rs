@@ -112,20 +112,26 @@ fn shards_values() {
     assert!(!ok("pin_shards: false\n").pin_shards);
 }
 
+/// A `u16` key whose values run from `min` to 65535: both ends are read, and one outside each.
+fn u16_key_bounds(key: &str, min: u16, read: fn(&BrokerConfig) -> u16) {
+    assert_eq!(read(&ok(&format!("{key}: {min}\n"))), min, "{key}");
+    assert_eq!(read(&ok(&format!("{key}: 65535\n"))), 65535, "{key}");
+    let range = format!("between {min} and 65535");
+    invalid(&format!("{key}: {}\n", i32::from(min) - 1), key, &range);
+    invalid(&format!("{key}: 65536\n"), key, &range);
+}
+
 #[test]
 fn numeric_bounds() {
-    assert_eq!(ok("max_inflight: 1\n").max_inflight, 1);
-    assert_eq!(ok("max_inflight: 65535\n").max_inflight, 65535);
     invalid(
         "max_inflight: 0\n",
         "max_inflight",
         "between 1 and 65535, got 0",
     );
-    invalid(
-        "max_inflight: 65536\n",
-        "max_inflight",
-        "between 1 and 65535",
-    );
+    u16_key_bounds("max_inflight", 1, |c| c.max_inflight);
+    u16_key_bounds("receive_maximum", 1, |c| c.receive_maximum);
+    assert_eq!(ok("receive-maximum: 20\n").receive_maximum, 20);
+    u16_key_bounds("max_keepalive", 0, |c| c.max_keepalive);
 
     assert_eq!(ok("max_queued_messages: 1\n").max_queued_messages, 1);
     assert_eq!(
