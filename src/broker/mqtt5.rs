@@ -15,6 +15,7 @@ use crate::protocol::{
     Connect, ConnectReturnCode, Message, Packet, SubscribeReturnCode, TopicName,
 };
 
+use super::topic_alias_out::OutgoingAliases;
 use super::CloseReason;
 use crate::plugins::enhanced_auth::Exchange;
 
@@ -33,6 +34,9 @@ pub struct V5Link {
     pub will_delay: u32,
     /// The client's Topic Aliases: alias → topic name, for this connection only [MQTT-3.3.2-7].
     topic_aliases: HashMap<u16, TopicName>,
+    /// The Topic Aliases the broker sends this client (`topic_alias_out.rs`): as many as the
+    /// CONNECT's Topic Alias Maximum allows.
+    pub(in crate::broker) aliases_out: OutgoingAliases,
     /// The enhanced authentication method it connected with, and an exchange under way
     /// (`handlers/auth.rs`); `None` when it used none.
     pub(in crate::broker) auth: Option<Box<EnhancedAuth>>,
@@ -63,6 +67,7 @@ impl V5Link {
             problem_information: properties.request_problem_information.unwrap_or(true),
             will_delay: properties.will_delay_interval.unwrap_or(0),
             topic_aliases: HashMap::new(),
+            aliases_out: OutgoingAliases::new(properties.topic_alias_maximum.unwrap_or(0)),
             auth: None,
         }
     }
@@ -147,6 +152,21 @@ pub fn to_v5(packet: &Packet) -> Option<v5::Packet> {
         Packet::PingResp => v5::Packet::PingResp,
         _ => return None,
     })
+}
+
+/// Whether `packet`, sent by the server, is the same bytes in MQTT 5 as in MQTT 3: a PUBACK,
+/// PUBREC, PUBREL or PUBCOMP with reason code 0x00 and no properties may end after its packet
+/// identifier (remaining length 2) [MQTT-3.4.2.1], and PINGRESP has no variable header. Written
+/// as they are, they skip [`to_v5`] and the MQTT 5 encoder (on every QoS 1/2 message).
+pub fn same_in_v5(packet: &Packet) -> bool {
+    matches!(
+        packet,
+        Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::PingResp
+    )
 }
 
 /// The CONNACK reason code for an MQTT 3 refusal code [MQTT-3.2.2.2].
@@ -239,6 +259,33 @@ mod tests {
         assert_eq!(session_expiry(10, None), Some(Duration::from_secs(10)));
         assert_eq!(expiry_seconds(None), u32::MAX);
         assert_eq!(expiry_seconds(hour), 3600);
+    }
+
+    #[test]
+    fn packets_same_in_v5_encode_to_the_same_bytes() {
+        use crate::protocol::{PubAck, PubComp, PubRec, PubRel, SubAck};
+        let packets = [
+            Packet::PubAck(PubAck { packet_id: 7 }),
+            Packet::PubRec(PubRec { packet_id: 8 }),
+            Packet::PubRel(PubRel { packet_id: 9 }),
+            Packet::PubComp(PubComp { packet_id: 10 }),
+            Packet::PingResp,
+        ];
+        for packet in &packets {
+            assert!(same_in_v5(packet), "{packet:?}");
+            let mut v3 = bytes::BytesMut::new();
+            packet.encode(&mut v3).expect("v3");
+            let mut v5 = bytes::BytesMut::new();
+            to_v5(packet).expect("v5 form").encode(&mut v5).expect("v5");
+            assert_eq!(v3, v5, "{packet:?}");
+        }
+        let suback = Packet::SubAck(SubAck {
+            packet_id: 1,
+            return_codes: vec![SubscribeReturnCode::Success(
+                crate::protocol::QoS::AtMostOnce,
+            )],
+        });
+        assert!(!same_in_v5(&suback));
     }
 
     #[test]

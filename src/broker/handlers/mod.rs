@@ -125,6 +125,20 @@ impl BrokerCore {
                     }
                 }
             }
+            // An MQTT 5 PUBLISH without properties (most are) reads as MQTT 3's: decoded so,
+            // it skips the MQTT 5 `Publish` and its inline properties.
+            if v5 && !authenticating {
+                if let Some(plain) = v5::decode_plain_publish(buf, max) {
+                    publish = true;
+                    if noted || self.note_packet(conn, now) {
+                        if self.settings.log_packets && !logged {
+                            log::info!(target: super::packet_log::TARGET, "Received PUBLISH from connection {conn}");
+                        }
+                        publish::handle_v5_plain(self, conn, plain);
+                    }
+                    continue;
+                }
+            }
             let decoded = if v5 {
                 v5::decode(buf, max).map(|p| p.map(Decoded::V5))
             } else {

@@ -56,10 +56,6 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
         broker.protocol_error_v5(conn, ReasonCode::PROTOCOL_ERROR);
         return;
     }
-    if publish.qos > broker.settings.max_qos {
-        broker.protocol_error_v5(conn, ReasonCode::QOS_NOT_SUPPORTED);
-        return;
-    }
     let message = Message {
         topic,
         payload: publish.payload,
@@ -67,6 +63,30 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
         retain: publish.retain,
         properties: mqtt5::message_properties(publish.properties),
     };
+    route_v5(broker, conn, message, publish.packet_id.unwrap_or(0));
+}
+
+/// An MQTT 5 PUBLISH without properties, decoded as MQTT 3's
+/// ([`v5::decode_plain_publish`]): what [`handle_v5`] does for it (no alias to resolve, no
+/// identifier to refuse), without the MQTT 5 `Publish` and its inline `Properties`.
+pub(super) fn handle_v5_plain(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
+    let message = Message {
+        topic: publish.topic,
+        payload: publish.payload,
+        qos: publish.qos,
+        retain: publish.retain,
+        properties: None,
+    };
+    route_v5(broker, conn, message, publish.packet_id.unwrap_or(0));
+}
+
+/// The end of both MQTT 5 ways in: the QoS checked against the Maximum QoS, the reason code of
+/// the acknowledgement chosen, then [`handle_message`].
+fn route_v5(broker: &mut BrokerCore, conn: ConnId, message: Message, packet_id: u16) {
+    if message.qos > broker.settings.max_qos {
+        broker.protocol_error_v5(conn, ReasonCode::QOS_NOT_SUPPORTED);
+        return;
+    }
     let reason = if mqtt5::payload_format_invalid(&message) {
         broker.stats.publish_payload_format_invalid += 1;
         ReasonCode::PAYLOAD_FORMAT_INVALID
@@ -75,13 +95,7 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
     } else {
         ReasonCode::SUCCESS
     };
-    handle_message(
-        broker,
-        conn,
-        message,
-        publish.packet_id.unwrap_or(0),
-        Some(reason),
-    );
+    handle_message(broker, conn, message, packet_id, Some(reason));
 }
 
 /// Routes and acknowledges a client's message. `v5`: the reason code of an MQTT 5 client's

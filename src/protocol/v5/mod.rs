@@ -29,7 +29,10 @@ mod tests_properties;
 use bytes::{Bytes, BytesMut};
 
 pub use properties::Properties;
-pub use publish::{encode_ref as encode_publish_ref, encoded_len_ref as encoded_publish_len, Hop};
+pub use publish::{
+    decode_plain as decode_plain_publish, encode_ref as encode_publish_ref,
+    encoded_len_ref as encoded_publish_len, Hop,
+};
 pub use reason::ReasonCode;
 
 use super::fixed_header;
@@ -387,8 +390,13 @@ pub fn peek_publish(
     let body = buf.get(header.header_len..total)?;
     let fields = super::publish::parse(header.flags, body, true).ok()?;
     let raw = &body[fields.properties.clone()];
-    let properties = properties::decode_body(raw, Kind::Publish).ok()?;
-    if fields.topic.is_empty() && properties.topic_alias.is_none() {
+    // Most PUBLISHes have no property: nothing to check, no empty `Properties` built and dropped.
+    if !raw.is_empty() {
+        let properties = properties::decode_body(raw, Kind::Publish).ok()?;
+        if fields.topic.is_empty() && properties.topic_alias.is_none() {
+            return None;
+        }
+    } else if fields.topic.is_empty() {
         return None;
     }
     let publish = super::PublishRef {
