@@ -411,6 +411,20 @@ pub fn peek_publish(
     Some((publish, raw, total))
 }
 
+/// Whether `buf` starts with a whole PUBACK, PUBREC, PUBREL or PUBCOMP in its short form
+/// (remaining length 2: reason code 0x00 Success, no properties [MQTT-3.4.2.1]): the same bytes,
+/// and the same meaning, as in MQTT 3, which MQTT 3's decoder reads without building an MQTT 5
+/// [`Packet`].
+pub fn starts_short_ack(buf: &[u8]) -> bool {
+    matches!(
+        buf,
+        [first, 2, _, _, ..] if matches!(
+            first >> 4,
+            fixed_header::PUBACK | fixed_header::PUBREC | fixed_header::PUBREL | fixed_header::PUBCOMP
+        )
+    )
+}
+
 /// PUBLISH properties as their wire bytes without the length in front (how a message's
 /// properties travel between a broker's shards).
 pub fn publish_properties_bytes(properties: &Properties) -> Result<BytesMut, EncodeError> {
