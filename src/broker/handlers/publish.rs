@@ -18,6 +18,13 @@ use crate::protocol::{Packet, PubAck, PubRec, Publish, PublishRef, QoS};
 
 /// A decoded PUBLISH.
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
+    let (message, packet_id) = message_of(publish);
+    handle_message(broker, conn, message, packet_id, None);
+}
+
+/// The message of an MQTT 3 PUBLISH (or an MQTT 5 one without properties), and its packet id
+/// (0 at QoS 0).
+fn message_of(publish: Publish) -> (Message, u16) {
     let message = Message {
         topic: publish.topic,
         payload: publish.payload,
@@ -25,7 +32,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
         retain: publish.retain,
         properties: None,
     };
-    handle_message(broker, conn, message, publish.packet_id.unwrap_or(0), None);
+    (message, publish.packet_id.unwrap_or(0))
 }
 
 /// A decoded MQTT 5 PUBLISH: its Topic Alias sets or gives its topic ([`mqtt5::V5Link::resolve_topic`]);
@@ -70,14 +77,8 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
 /// ([`v5::decode_plain_publish`]): what [`handle_v5`] does for it (no alias to resolve, no
 /// identifier to refuse), without the MQTT 5 `Publish` and its inline `Properties`.
 pub(super) fn handle_v5_plain(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
-    let message = Message {
-        topic: publish.topic,
-        payload: publish.payload,
-        qos: publish.qos,
-        retain: publish.retain,
-        properties: None,
-    };
-    route_v5(broker, conn, message, publish.packet_id.unwrap_or(0));
+    let (message, packet_id) = message_of(publish);
+    route_v5(broker, conn, message, packet_id);
 }
 
 /// The end of both MQTT 5 ways in: the QoS checked against the Maximum QoS, the reason code of
