@@ -64,6 +64,7 @@ pub mod session;
 mod shared;
 pub mod stats;
 pub mod sub_options;
+mod topic_alias_out;
 pub mod topic_trie;
 mod will_delay;
 

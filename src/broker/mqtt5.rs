@@ -16,6 +16,7 @@ use crate::protocol::{
     Connect, ConnectReturnCode, Message, Packet, QoS, SubscribeReturnCode, TopicName,
 };
 
+use super::topic_alias_out::OutgoingAliases;
 use super::CloseReason;
 use crate::plugins::enhanced_auth::Exchange;
 
@@ -39,6 +40,9 @@ pub struct V5Link {
     /// is [MQTT-3.3.4-7] (acknowledgements may wait for the journal, a subscriber or the
     /// cluster). At most the broker's Receive Maximum.
     unacknowledged: u16,
+    /// The Topic Aliases the broker sends this client (`topic_alias_out.rs`): as many as the
+    /// CONNECT's Topic Alias Maximum allows.
+    pub(in crate::broker) aliases_out: OutgoingAliases,
     /// The enhanced authentication method it connected with, and an exchange under way
     /// (`handlers/auth.rs`); `None` when it used none.
     pub(in crate::broker) auth: Option<Box<EnhancedAuth>>,
@@ -70,6 +74,7 @@ impl V5Link {
             will_delay: properties.will_delay_interval.unwrap_or(0),
             topic_aliases: HashMap::new(),
             unacknowledged: 0,
+            aliases_out: OutgoingAliases::new(properties.topic_alias_maximum.unwrap_or(0)),
             auth: None,
         }
     }
@@ -97,6 +102,14 @@ impl V5Link {
             _ => false,
         };
         if ends {
+            self.unacknowledged = self.unacknowledged.saturating_sub(1);
+        }
+    }
+
+    /// [`sent`](Self::sent) for an acknowledgement written in its MQTT 3 bytes (a success, the
+    /// same bytes in MQTT 5: [`same_in_v5`]).
+    pub fn sent_plain(&mut self, packet: &Packet) {
+        if matches!(packet, Packet::PubAck(_) | Packet::PubComp(_)) {
             self.unacknowledged = self.unacknowledged.saturating_sub(1);
         }
     }
@@ -200,6 +213,21 @@ pub fn to_v5(packet: &Packet) -> Option<v5::Packet> {
     })
 }
 
+/// Whether `packet`, sent by the server, is the same bytes in MQTT 5 as in MQTT 3: a PUBACK,
+/// PUBREC, PUBREL or PUBCOMP with reason code 0x00 and no properties may end after its packet
+/// identifier (remaining length 2) [MQTT-3.4.2.1], and PINGRESP has no variable header. Written
+/// as they are, they skip [`to_v5`] and the MQTT 5 encoder (on every QoS 1/2 message).
+pub fn same_in_v5(packet: &Packet) -> bool {
+    matches!(
+        packet,
+        Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::PingResp
+    )
+}
+
 /// The CONNACK reason code for an MQTT 3 refusal code [MQTT-3.2.2.2].
 pub fn refusal_reason(code: ConnectReturnCode) -> ReasonCode {
     match code {
@@ -290,6 +318,33 @@ mod tests {
         assert_eq!(session_expiry(10, None), Some(Duration::from_secs(10)));
         assert_eq!(expiry_seconds(None), u32::MAX);
         assert_eq!(expiry_seconds(hour), 3600);
+    }
+
+    #[test]
+    fn packets_same_in_v5_encode_to_the_same_bytes() {
+        use crate::protocol::{PubAck, PubComp, PubRec, PubRel, SubAck};
+        let packets = [
+            Packet::PubAck(PubAck { packet_id: 7 }),
+            Packet::PubRec(PubRec { packet_id: 8 }),
+            Packet::PubRel(PubRel { packet_id: 9 }),
+            Packet::PubComp(PubComp { packet_id: 10 }),
+            Packet::PingResp,
+        ];
+        for packet in &packets {
+            assert!(same_in_v5(packet), "{packet:?}");
+            let mut v3 = bytes::BytesMut::new();
+            packet.encode(&mut v3).expect("v3");
+            let mut v5 = bytes::BytesMut::new();
+            to_v5(packet).expect("v5 form").encode(&mut v5).expect("v5");
+            assert_eq!(v3, v5, "{packet:?}");
+        }
+        let suback = Packet::SubAck(SubAck {
+            packet_id: 1,
+            return_codes: vec![SubscribeReturnCode::Success(
+                crate::protocol::QoS::AtMostOnce,
+            )],
+        });
+        assert!(!same_in_v5(&suback));
     }
 
     #[test]

@@ -9,10 +9,53 @@ use bytes::BytesMut;
 
 use crate::protocol::{v5, EncodeError, Packet, PublishRef};
 
-use super::connection::ConnectionState;
+use super::connection::{Connection, ConnectionState};
 use super::mqtt5::{self, Reply};
+use super::outbox_pool::OutboxPool;
 use super::packet_log::Who;
 use super::{Action, BrokerCore, ConnId};
+
+/// Appends `publish` to an MQTT 5 `connection`'s outbox with `hop`'s properties and, when the
+/// client allows aliases, the topic's alias (`topic_alias_out.rs`: with the topic name the first
+/// time, with an empty one after). An alias is noted as known only once its PUBLISH is written;
+/// a first PUBLISH the alias would make too big for the client's Maximum Packet Size goes
+/// without it.
+pub(super) fn encode_v5(
+    connection: &mut Connection,
+    pool: &mut OutboxPool,
+    publish: &PublishRef<'_>,
+    hop: &v5::Hop<'_>,
+) -> Result<(), EncodeError> {
+    let Some(link) = connection.v5.as_deref() else {
+        return v5::encode_publish_ref(publish, hop, connection.outbox_to_fill(pool));
+    };
+    let alias = if link.aliases_out.active() {
+        link.aliases_out.lookup(publish.topic)
+    } else {
+        None
+    };
+    let Some((alias, known)) = alias else {
+        return v5::encode_publish_ref(publish, hop, connection.outbox_to_fill(pool));
+    };
+    let aliased = v5::Hop {
+        topic_alias: Some(alias),
+        alias_only: known,
+        ..*hop
+    };
+    let too_big = link
+        .max_packet_size
+        .is_some_and(|max| v5::encoded_publish_len(publish, &aliased) > max as usize);
+    if too_big && !known {
+        return v5::encode_publish_ref(publish, hop, connection.outbox_to_fill(pool));
+    }
+    v5::encode_publish_ref(publish, &aliased, connection.outbox_to_fill(pool))?;
+    if !known {
+        if let Some(link) = connection.v5.as_deref_mut() {
+            link.aliases_out.sent(publish.topic, alias);
+        }
+    }
+    Ok(())
+}
 
 /// PUBLISHes appended to one connection's outbox, counted for the statistics and the memory budget.
 #[derive(Debug, Default)]
@@ -26,20 +69,24 @@ pub(super) struct PublishesWritten {
 }
 
 impl PublishesWritten {
-    /// Appends `publish` to `outbox` and counts it (an encoding error is logged and writes
-    /// nothing); to an MQTT 5 client with `hop`'s properties (this subscriber's).
+    /// Appends `publish` to `connection`'s outbox (a buffer from `pool` if it has none) and
+    /// counts it (an encoding error is logged and writes nothing); to an MQTT 5 client with
+    /// `hop`'s properties (this subscriber's) and the connection's Topic Alias for the topic
+    /// ([`encode_v5`]).
     pub(super) fn encode(
         &mut self,
-        outbox: &mut BytesMut,
+        connection: &mut Connection,
+        pool: &mut OutboxPool,
         publish: PublishRef<'_>,
         hop: &v5::Hop<'_>,
     ) {
-        let before = outbox.len();
+        let before = connection.outbox.len();
         let encoded = if self.v5 {
-            v5::encode_publish_ref(&publish, hop, outbox)
+            encode_v5(connection, pool, &publish, hop)
         } else {
-            publish.encode(outbox)
+            publish.encode(connection.outbox_to_fill(pool))
         };
+        let outbox = &connection.outbox;
         if let Err(error) = encoded {
             let topic = String::from_utf8_lossy(publish.topic);
             log::warn!("cannot encode PUBLISH to {topic}: {error}");
@@ -114,10 +161,24 @@ impl BrokerCore {
     }
 
     /// Encodes a packet into the connection's outbox: as it is for an MQTT 3 client, in its
-    /// MQTT 5 form ([`mqtt5::to_v5`]) for an MQTT 5 one.
+    /// MQTT 5 form ([`mqtt5::to_v5`]) for an MQTT 5 one, but for the packets whose MQTT 5 form
+    /// is the same bytes ([`mqtt5::same_in_v5`]: success acknowledgements, PINGRESP).
+    /// An acknowledgement written in its MQTT 3 bytes still ends its PUBLISH's count against
+    /// the broker's Receive Maximum ([`mqtt5::V5Link::sent_plain`]).
     pub(super) fn write(&mut self, conn: ConnId, packet: &Packet) {
-        let v5 = self.connections.get(&conn).is_some_and(|c| c.v5.is_some());
-        if v5 {
+        let mut as_v5 = false;
+        if let Some(link) = self
+            .connections
+            .get_mut(&conn)
+            .and_then(|c| c.v5.as_deref_mut())
+        {
+            if mqtt5::same_in_v5(packet) {
+                link.sent_plain(packet);
+            } else {
+                as_v5 = true;
+            }
+        }
+        if as_v5 {
             match mqtt5::to_v5(packet) {
                 Some(packet) => self.write_v5(conn, &packet),
                 None => log::warn!("connection {conn}: no MQTT 5 form for {packet:?}"),
@@ -199,11 +260,7 @@ impl BrokerCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        written.encode(
-            connection.outbox_to_fill(&mut self.outbox_pool),
-            publish,
-            hop,
-        );
+        written.encode(connection, &mut self.outbox_pool, publish, hop);
         self.publishes_written(conn, &written);
     }
 

@@ -21,6 +21,7 @@ use crate::plugins::{ClientInfo, TopicAction};
 use crate::protocol::{v5, PublishRef, QoS, TopicName};
 
 use super::copy_props::CopyProps;
+use super::outbox::encode_v5;
 use super::packet_log::Who;
 use super::session::{Delivery, DropReason};
 use super::{
@@ -345,7 +346,6 @@ impl BrokerCore {
                     v5: connection.v5.is_some(),
                     ..PublishesWritten::default()
                 };
-                let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
                 let publish = match &message {
                     Some(message) => Some((
                         PublishRef {
@@ -363,7 +363,8 @@ impl BrokerCore {
                     None => session.newest_inflight(),
                 };
                 if let Some((publish, props)) = publish {
-                    written.encode(outbox, publish, &props.hop(self.clock));
+                    let hop = props.hop(self.clock);
+                    written.encode(connection, &mut self.outbox_pool, publish, &hop);
                 }
                 self.publishes_written(conn, &written);
             }
@@ -412,7 +413,7 @@ impl BrokerCore {
                 }
             }
             if let Some(connection) = connection.as_mut() {
-                written.encode(connection.outbox_to_fill(pool), publish, &props.hop(now));
+                written.encode(connection, pool, publish, &props.hop(now));
             }
         });
         self.stats.publish_dropped_expired += expired as u64;
@@ -498,8 +499,13 @@ impl BrokerCore {
         };
         let v5 = connection.v5.is_some();
         let max = connection.v5.as_ref().and_then(|link| link.max_packet_size);
-        let bytes = if v5 && !subscription_ids.is_empty() {
-            // This subscriber's own identifiers: its own bytes, straight into its outbox.
+        let aliases = connection
+            .v5
+            .as_ref()
+            .is_some_and(|link| link.aliases_out.active());
+        let bytes = if v5 && (!subscription_ids.is_empty() || aliases) {
+            // This subscriber's own identifiers or topic aliases: its own bytes, straight into
+            // its outbox.
             let hop = v5::Hop {
                 subscription_ids,
                 ..v5::Hop::default()
@@ -508,13 +514,12 @@ impl BrokerCore {
                 self.stats.publish_dropped_too_large += 1;
                 return true;
             }
-            let outbox = connection.outbox_to_fill(&mut self.outbox_pool);
-            let before = outbox.len();
-            if let Err(error) = v5::encode_publish_ref(&publish, &hop, outbox) {
+            let before = connection.outbox.len();
+            if let Err(error) = encode_v5(connection, &mut self.outbox_pool, &publish, &hop) {
                 Self::cannot_encode(topic, &error);
                 return true;
             }
-            outbox.len() - before
+            connection.outbox.len() - before
         } else {
             let packet = if v5 {
                 &mut self.qos0_packet_v5

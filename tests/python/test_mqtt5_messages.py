@@ -245,6 +245,47 @@ def test_server_topic_aliases_stay_within_the_clients_maximum(v5broker, v5client
     raw.close()
 
 
+@pytest.mark.mqtt5_server_choice("amqtt's alias policy: the first topics get aliases 1..N")
+def test_server_assigns_aliases_to_the_first_topics(v5broker, v5clients):
+    """amqtt's policy (README "MQTT 5"): the first N distinct topics sent on a connection get
+    aliases 1..N (N: the client's Topic Alias Maximum); the topic goes with its alias once, then
+    the PUBLISH carries the alias and an empty topic; later topics go without an alias."""
+    raw = _raw_subscriber(v5broker, "palias-sub", "msg/palias/+", 1, topic_alias_maximum=2)
+    pub = v5clients("palias-pub")
+    pub.connected()
+    topics = ["msg/palias/a", "msg/palias/a", "msg/palias/b", "msg/palias/c", "msg/palias/b"]
+    for t in topics:
+        pub.publish(t, t.encode(), qos=1)
+    seen = []
+    for _ in topics:
+        got = parse_publish(*_next_publish(raw))
+        raw.send(ack5(4, got.packet_id))
+        seen.append((got.topic, got.prop("topic_alias"), got.payload))
+    assert seen == [("msg/palias/a", [1], b"msg/palias/a"), ("", [1], b"msg/palias/a"),
+                    ("msg/palias/b", [2], b"msg/palias/b"), ("msg/palias/c", [], b"msg/palias/c"),
+                    ("", [2], b"msg/palias/b")]
+    raw.close()
+    # paho (2.x) takes the aliases as they come and hands on an empty topic: resolved here, every
+    # message to a paho subscriber that allows aliases names its topic once, then its alias.
+    sub = v5clients("palias-paho")
+    sub.connected(TopicAliasMaximum=5)
+    sub.subscribe("msg/palias/+", qos=0)
+    for t in topics:
+        pub.publish(t, t.encode())
+    known: dict[int, str] = {}
+    resolved = []
+    for m in sub.get_n(len(topics)):
+        alias = m.properties.get("TopicAlias")
+        if m.topic:
+            if alias:
+                known[alias] = m.topic
+            resolved.append(m.topic)
+        else:
+            resolved.append(known[alias])
+        assert m.payload == resolved[-1].encode()
+    assert resolved == topics and sorted(known) == [1, 2, 3]
+
+
 def _next_publish(raw: RawV5):
     got = raw.recv()
     assert got is not None, "connection closed"

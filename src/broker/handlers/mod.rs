@@ -125,6 +125,30 @@ impl BrokerCore {
                     }
                 }
             }
+            // An MQTT 5 PUBLISH without properties (most are) reads as MQTT 3's: decoded so,
+            // it skips the MQTT 5 `Packet` and its inline properties (some 400 bytes moved
+            // from the decoder to the handler).
+            if v5 && !authenticating {
+                if let Some(plain) = v5::decode_plain_publish(buf, max) {
+                    publish = true;
+                    if noted || self.note_packet(conn, now) {
+                        if self.settings.log_packets && !logged {
+                            log::info!(target: super::packet_log::TARGET, "Received PUBLISH from connection {conn}");
+                        }
+                        publish::handle_v5_plain(self, conn, plain);
+                    }
+                    continue;
+                }
+                // So does a success acknowledgement in its short form (MQTT 3's bytes).
+                if v5::starts_short_ack(buf) {
+                    if let Ok(Some(ack)) = decode(buf, max) {
+                        if noted || self.note_packet(conn, now) {
+                            dispatch(self, conn, ack, logged);
+                        }
+                        continue;
+                    }
+                }
+            }
             let decoded = if v5 {
                 v5::decode(buf, max).map(|p| p.map(Decoded::V5))
             } else {

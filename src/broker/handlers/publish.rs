@@ -18,6 +18,13 @@ use crate::protocol::{Packet, PubAck, PubRec, Publish, PublishRef, QoS};
 
 /// A decoded PUBLISH.
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
+    let (message, packet_id) = message_of(publish);
+    handle_message(broker, conn, message, packet_id, None);
+}
+
+/// The message of an MQTT 3 PUBLISH (or an MQTT 5 one without properties), and its packet id
+/// (0 at QoS 0).
+fn message_of(publish: Publish) -> (Message, u16) {
     let message = Message {
         topic: publish.topic,
         payload: publish.payload,
@@ -25,7 +32,7 @@ pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
         retain: publish.retain,
         properties: None,
     };
-    handle_message(broker, conn, message, publish.packet_id.unwrap_or(0), None);
+    (message, publish.packet_id.unwrap_or(0))
 }
 
 /// A decoded MQTT 5 PUBLISH: one at QoS 1/2 above the broker's Receive Maximum of
@@ -61,10 +68,6 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
         broker.protocol_error_v5(conn, ReasonCode::PROTOCOL_ERROR);
         return;
     }
-    if publish.qos > broker.settings.max_qos {
-        broker.protocol_error_v5(conn, ReasonCode::QOS_NOT_SUPPORTED);
-        return;
-    }
     let message = Message {
         topic,
         payload: publish.payload,
@@ -72,6 +75,38 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
         retain: publish.retain,
         properties: mqtt5::message_properties(publish.properties),
     };
+    route_v5(broker, conn, message, publish.packet_id.unwrap_or(0));
+}
+
+/// An MQTT 5 PUBLISH without properties, decoded as MQTT 3's
+/// ([`v5::decode_plain_publish`]): what [`handle_v5`] does for it (no alias to resolve, no
+/// identifier to refuse), without the MQTT 5 `Publish` and its inline `Properties`. The
+/// Receive Maximum counts it the same ([`mqtt5::V5Link::admit`]).
+pub(super) fn handle_v5_plain(broker: &mut BrokerCore, conn: ConnId, publish: Publish) {
+    let maximum = broker.settings.receive_maximum;
+    let admitted = match broker
+        .connections
+        .get_mut(&conn)
+        .and_then(|c| c.v5.as_deref_mut())
+    {
+        Some(link) => link.admit(publish.qos, maximum),
+        None => return,
+    };
+    if let Err(code) = admitted {
+        broker.protocol_error_v5(conn, code);
+        return;
+    }
+    let (message, packet_id) = message_of(publish);
+    route_v5(broker, conn, message, packet_id);
+}
+
+/// The end of both MQTT 5 ways in: the QoS checked against the Maximum QoS, the reason code of
+/// the acknowledgement chosen, then [`handle_message`].
+fn route_v5(broker: &mut BrokerCore, conn: ConnId, message: Message, packet_id: u16) {
+    if message.qos > broker.settings.max_qos {
+        broker.protocol_error_v5(conn, ReasonCode::QOS_NOT_SUPPORTED);
+        return;
+    }
     let mut problem = None;
     let reason = if mqtt5::payload_format_invalid(&message) {
         broker.stats.publish_payload_format_invalid += 1;
@@ -88,13 +123,7 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, publish: v5::Publ
         reason,
         reason_string: problem,
     };
-    handle_message(
-        broker,
-        conn,
-        message,
-        publish.packet_id.unwrap_or(0),
-        Some(v5),
-    );
+    handle_message(broker, conn, message, packet_id, Some(v5));
 }
 
 /// The reason code of an MQTT 5 client's acknowledgement, and its Reason String (only for a

@@ -590,3 +590,6 @@ fn a_delayed_will_waits_is_cancelled_by_a_resume_and_comes_sooner_when_the_sessi
 
 #[path = "mqtt5_delivery.rs"]
 mod delivery;
+
+#[path = "mqtt5_aliases.rs"]
+mod aliases;

@@ -29,7 +29,10 @@ mod tests_properties;
 use bytes::{Bytes, BytesMut};
 
 pub use properties::Properties;
-pub use publish::{encode_ref as encode_publish_ref, encoded_len_ref as encoded_publish_len, Hop};
+pub use publish::{
+    decode_plain as decode_plain_publish, encode_ref as encode_publish_ref,
+    encoded_len_ref as encoded_publish_len, Hop,
+};
 pub use reason::ReasonCode;
 
 use super::fixed_header;
@@ -387,8 +390,13 @@ pub fn peek_publish(
     let body = buf.get(header.header_len..total)?;
     let fields = super::publish::parse(header.flags, body, true).ok()?;
     let raw = &body[fields.properties.clone()];
-    let properties = properties::decode_body(raw, Kind::Publish).ok()?;
-    if fields.topic.is_empty() && properties.topic_alias.is_none() {
+    // Most PUBLISHes have no property: nothing to check, no empty `Properties` built and dropped.
+    if !raw.is_empty() {
+        let properties = properties::decode_body(raw, Kind::Publish).ok()?;
+        if fields.topic.is_empty() && properties.topic_alias.is_none() {
+            return None;
+        }
+    } else if fields.topic.is_empty() {
         return None;
     }
     let publish = super::PublishRef {
@@ -401,6 +409,20 @@ pub fn peek_publish(
         properties: None,
     };
     Some((publish, raw, total))
+}
+
+/// Whether `buf` starts with a whole PUBACK, PUBREC, PUBREL or PUBCOMP in its short form
+/// (remaining length 2: reason code 0x00 Success, no properties [MQTT-3.4.2.1]): the same bytes,
+/// and the same meaning, as in MQTT 3, which MQTT 3's decoder reads without building an MQTT 5
+/// [`Packet`].
+pub fn starts_short_ack(buf: &[u8]) -> bool {
+    matches!(
+        buf,
+        [first, 2, _, _, ..] if matches!(
+            first >> 4,
+            fixed_header::PUBACK | fixed_header::PUBREC | fixed_header::PUBREL | fixed_header::PUBCOMP
+        )
+    )
 }
 
 /// PUBLISH properties as their wire bytes without the length in front (how a message's

@@ -408,3 +408,41 @@ fn mutated_v5_packets_never_panic_and_what_decodes_round_trips() {
     }
     assert!(decoded > 1_000, "only {decoded} packets decoded");
 }
+
+#[test]
+fn short_success_acks_are_recognised_and_read_as_mqtt3() {
+    let ack = |reason: ReasonCode| Ack {
+        packet_id: 9,
+        reason,
+        properties: Properties::default(),
+    };
+    for make in [
+        Packet::PubAck,
+        Packet::PubRec,
+        Packet::PubRel,
+        Packet::PubComp,
+    ] {
+        let mut buf = BytesMut::new();
+        make(ack(ReasonCode::SUCCESS))
+            .encode(&mut buf)
+            .expect("ack");
+        assert!(starts_short_ack(&buf), "{buf:?}");
+        assert!(!starts_short_ack(&buf[..3]), "a partial one waits");
+        let v3 = crate::protocol::decode(&mut buf, 1 << 20).expect("MQTT 3 reads it");
+        assert!(v3.is_some() && buf.is_empty());
+        let mut long = BytesMut::new();
+        make(Ack {
+            properties: Properties {
+                reason_string: Some("why".into()),
+                ..Properties::default()
+            },
+            ..ack(ReasonCode::SUCCESS)
+        })
+        .encode(&mut long)
+        .expect("ack");
+        assert!(!starts_short_ack(&long), "with properties");
+    }
+    let mut pingreq = BytesMut::new();
+    Packet::PingReq.encode(&mut pingreq).expect("pingreq");
+    assert!(!starts_short_ack(&pingreq));
+}
