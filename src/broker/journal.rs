@@ -521,6 +521,7 @@ impl BrokerCore {
                 },
             };
             journal.append(|out| codec::encode_frame(&record, out));
+            self.journal_message_expiry(id, message);
             return id;
         }
         if let Some(id) = journal.current_msg {
@@ -529,7 +530,36 @@ impl BrokerCore {
         let id = journal.new_msg_id();
         journal.current_msg = Some(id);
         journal.append(|out| codec::encode_stored_message(id, message, out));
+        self.journal_message_expiry(id, message);
         id
+    }
+
+    /// After the `Message` record of `message` (stored as `id`): when it expires, if it has a
+    /// Message Expiry Interval (MQTT 5; an MQTT 3 message has no properties and costs nothing).
+    fn journal_message_expiry(&mut self, id: MsgId, message: &Message) {
+        if let Some(at_unix_ms) = self.unix_deadline(message) {
+            self.journal(|| Record::MessageExpiry { id, at_unix_ms });
+        }
+    }
+
+    /// The wall-clock deadline (ms since the Unix epoch) of `message` reaching this shard now,
+    /// from its Message Expiry Interval; `None` without one.
+    pub(super) fn unix_deadline(&self, message: &Message) -> Option<u64> {
+        let interval = super::copy_props::interval(message)?;
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        Some(self.unix_ms_now().saturating_add(ms))
+    }
+
+    /// The wall-clock time (ms since the Unix epoch) of `at` on the core's clock.
+    pub(super) fn unix_ms_at(&self, at: Instant) -> u64 {
+        let unix_now = self.unix_ms_now();
+        let now = self.clock.unwrap_or(at);
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if at >= now {
+            unix_now.saturating_add(ms(at - now))
+        } else {
+            unix_now.saturating_sub(ms(now - at))
+        }
     }
 
     /// Wall-clock milliseconds now (for offline stamps).

@@ -507,13 +507,15 @@ fn check(
         session.user_known = true;
         session.will = connect.will.map(Box::new);
         session.expiry_interval = expiry_interval;
+        session.v5 = v5.is_some();
         session.set_window(
             broker.settings.max_inflight,
             v5.as_deref().and_then(|p| p.receive_maximum),
         );
     }
     drop_will_the_topic_checks_deny(broker, key);
-    journal_session(broker, key, was_persistent);
+    let will_delay = v5.as_deref().and_then(|p| p.will_delay_interval);
+    journal_session(broker, key, was_persistent, will_delay.unwrap_or(0));
     let mut connection = Connection::new(key, protocol, connect.keep_alive, now);
     connection.v5 = v5.as_deref().map(|p| Box::new(V5Link::new(p)));
     let auth_reply = authenticated.map(|authenticated| {
