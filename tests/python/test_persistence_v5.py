@@ -83,6 +83,8 @@ def test_the_session_expiry_interval_survives_kill_9(make_broker, clients):
     assert (code, present) == (0, True)
     again.disconnect()
     left_at = time.monotonic()
+    # A DISCONNECT is not acknowledged: give its offline stamp a loop turn to reach the journal.
+    time.sleep(0.5)
 
     broker.kill()
     time.sleep(max(0.0, left_at + 5.5 - time.monotonic()))
@@ -101,9 +103,11 @@ def test_retained_v5_messages_keep_properties_and_expiry_across_kill_9(make_brok
     pub = v5(broker, "v5-retainer", clients)
     pub.connected()
     users = [("b", "2"), ("a", "1")]
+    # 0x10 No Matching Subscribers: retained all the same.
     assert pub.publish("r/kept", b"kept", qos=1, retain=True, UserProperty=users,
-                       ResponseTopic="r/reply", MessageExpiryInterval=3600) == 0
-    assert pub.publish("r/short", b"short", qos=1, retain=True, MessageExpiryInterval=2) == 0
+                       ResponseTopic="r/reply", MessageExpiryInterval=3600) in (0, 0x10)
+    assert pub.publish("r/short", b"short", qos=1, retain=True,
+                       MessageExpiryInterval=2) in (0, 0x10)
     pub.disconnect()
     published = time.monotonic()
 

@@ -467,6 +467,9 @@ fn check(
         }
     }
     // A new connection to the session: its delayed will is not published [MQTT-3.1.3-9].
+    // A session past its expiry is gone, even before the tick that would discard it (a restart
+    // restores it with the deadline it had).
+    broker.expire_if_due(&client_id, now);
     if let Some(&old_key) = broker.session_by_client_id.get(&client_id) {
         broker.cancel_delayed_will(old_key);
     }
