@@ -88,6 +88,7 @@ pub use journal::{DeliveryStamp, DurableWait};
 pub use listing::{ConnPeer, RetainedInfo, SessionInfo, SessionPage};
 pub use reload::CoreReload;
 
+pub use crate::protocol::SubOptions;
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
 use expiry::ExpiryIndex;
@@ -104,7 +105,6 @@ use session::{QueueLimits, Resend, Session};
 use shared::SharedGroups;
 pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 pub use stats::Stats;
-pub use crate::protocol::SubOptions;
 use topic_trie::TopicTrie;
 
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages

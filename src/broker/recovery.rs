@@ -220,7 +220,9 @@ impl BrokerCore {
             for entry in stored.queue.iter() {
                 let ids = matching_ids(&stored.subscriptions, &entry.message);
                 let props = CopyProps {
-                    expires_at: entry.expires_at_unix_ms.map(|at| on_clock(at, now, unix_ms)),
+                    expires_at: entry
+                        .expires_at_unix_ms
+                        .map(|at| on_clock(at, now, unix_ms)),
                     subscription_ids: &ids,
                 };
                 session.restore_stored(
@@ -257,7 +259,8 @@ impl BrokerCore {
                 Some(at) if at <= unix_ms => {}
                 Some(at) => {
                     let left = on_clock(at, now, unix_ms);
-                    let message = copy_props::with_interval_left(message.clone(), Some(left), Some(now));
+                    let message =
+                        copy_props::with_interval_left(message.clone(), Some(left), Some(now));
                     self.apply_retained(&message, version);
                 }
                 None => self.apply_retained(message, version),

@@ -175,7 +175,11 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
             options,
         } => {
             let plain = options.is_plain();
-            out.put_u8(if plain { tag::SUBSCRIBE } else { tag::SUBSCRIBE_V5 });
+            out.put_u8(if plain {
+                tag::SUBSCRIBE
+            } else {
+                tag::SUBSCRIBE_V5
+            });
             put_client_id(out, client_id)?;
             put_str(out, "topic filter", filter.as_str().as_bytes())?;
             if plain {

@@ -72,7 +72,10 @@ pub enum Record {
     },
     /// MQTT 5: the Will Delay Interval of the session's will (seconds, not 0), counted from when
     /// its client went offline: a will still waiting at a restart is published when it is due.
-    WillDelay { client_id: Arc<str>, delay_secs: u32 },
+    WillDelay {
+        client_id: Arc<str>,
+        delay_secs: u32,
+    },
     /// A message stored on this shard once, for the [`Record::Enqueue`]s that follow it. Its
     /// `retain` flag is as delivered to subscribers (false for a live publish).
     Message { id: MsgId, message: Message },

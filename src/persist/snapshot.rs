@@ -163,7 +163,8 @@ impl SnapshotRecords<'_> {
                 message: entry.message.clone(),
             });
             if let Some(at_unix_ms) = entry.expires_at_unix_ms {
-                self.pending.push_back(Record::MessageExpiry { id, at_unix_ms });
+                self.pending
+                    .push_back(Record::MessageExpiry { id, at_unix_ms });
             }
         }
         self.pending.push_back(Record::Enqueue {

@@ -283,7 +283,10 @@ impl Gen {
                     let id = next_id;
                     next_id += 1;
                     let message = self.message();
-                    let expires = message.properties.as_ref().is_some_and(|p| p.message_expiry_interval.is_some());
+                    let expires = message
+                        .properties
+                        .as_ref()
+                        .is_some_and(|p| p.message_expiry_interval.is_some());
                     out.push(Record::Message { id, message });
                     if expires {
                         out.push(Record::MessageExpiry {

@@ -155,7 +155,10 @@ fn the_fold_keeps_v5_state_and_a_snapshot_rebuilds_it() {
     assert_eq!(queue[0].expires_at_unix_ms, Some(1_700_000_060_000));
     assert_eq!(queue[1].expires_at_unix_ms, None);
     assert_eq!(queue[0].message, v5_message("t/a", Some(60)));
-    let (_, _, expires) = state.retained_messages().next().expect("a retained message");
+    let (_, _, expires) = state
+        .retained_messages()
+        .next()
+        .expect("a retained message");
     assert_eq!(expires, Some(1_700_000_010_000));
 
     let mut out = BytesMut::new();
@@ -192,7 +195,10 @@ fn a_new_will_ends_the_delay_and_a_newer_retained_update_its_expiry() {
     let state = fold(&records);
     let session = state.session("c5").expect("the session");
     assert_eq!((session.will.as_ref(), session.will_delay_secs), (None, 0));
-    let (_, _, expires) = state.retained_messages().next().expect("a retained message");
+    let (_, _, expires) = state
+        .retained_messages()
+        .next()
+        .expect("a retained message");
     assert_eq!(expires, None);
 }
 
@@ -299,7 +305,10 @@ fn a_journal_of_the_format_before_v5_state_recovers_unchanged() {
         Some(plain("will/old", QoS::AtLeastOnce, true, b"bye"))
     );
     assert_eq!(session.will_delay_secs, 0);
-    assert_eq!(session.expiry_interval_secs, None, "the broker's setting applies");
+    assert_eq!(
+        session.expiry_interval_secs, None,
+        "the broker's setting applies"
+    );
     assert_eq!(session.offline_since_unix_ms, Some(1_600_000_000_000));
     assert_eq!(session.username, Some(Some(Arc::from("user"))));
     let queue: Vec<_> = session.queue.iter().collect();
