@@ -26,7 +26,10 @@ impl BrokerCore {
             Some(due) => {
                 self.delayed_wills.0.insert(key, (due, will));
             }
-            None => self.publish_will(*will),
+            None => {
+                self.journal_will_gone(key);
+                self.publish_will(*will);
+            }
         }
     }
 
@@ -50,13 +53,18 @@ impl BrokerCore {
     /// Publishes session `key`'s delayed will, if any, now (it is due, or the session ends).
     pub(super) fn publish_delayed_will(&mut self, key: SessionKey) {
         if let Some((_, will)) = self.delayed_wills.0.remove(&key) {
-            if let Some(client_id) = self.persistent_client(key) {
-                self.journal(|| Record::Will {
-                    client_id,
-                    will: None,
-                });
-            }
+            self.journal_will_gone(key);
             self.publish_will(*will);
+        }
+    }
+
+    /// Journals that session `key` (if persistent) no longer has a will waiting: it is published.
+    fn journal_will_gone(&mut self, key: SessionKey) {
+        if let Some(client_id) = self.persistent_client(key) {
+            self.journal(|| Record::Will {
+                client_id,
+                will: None,
+            });
         }
     }
 
