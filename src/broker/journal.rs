@@ -16,7 +16,7 @@
 //!
 //! With persistence off (`journal` is `None`) none of this runs: replies are written at once.
 //! Nothing here does I/O or reads a clock: the runtime gives the wall-clock anchor
-//! ([`BrokerCore::set_wall_clock`]) used for offline stamps.
+//! ([`BrokerCore::set_wall_clock`]) used for offline stamps and deadlines (`wall_clock.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -540,33 +540,6 @@ impl BrokerCore {
         if let Some(at_unix_ms) = self.unix_deadline(message) {
             self.journal(|| Record::MessageExpiry { id, at_unix_ms });
         }
-    }
-
-    /// The wall-clock deadline (ms since the Unix epoch) of `message` reaching this shard now,
-    /// from its Message Expiry Interval; `None` without one.
-    pub(super) fn unix_deadline(&self, message: &Message) -> Option<u64> {
-        let interval = super::copy_props::interval(message)?;
-        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        Some(self.unix_ms_now().saturating_add(ms))
-    }
-
-    /// The wall-clock time (ms since the Unix epoch) of `at` on the core's clock.
-    pub(super) fn unix_ms_at(&self, at: Instant) -> u64 {
-        let unix_now = self.unix_ms_now();
-        let now = self.clock.unwrap_or(at);
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if at >= now {
-            unix_now.saturating_add(ms(at - now))
-        } else {
-            unix_now.saturating_sub(ms(now - at))
-        }
-    }
-
-    /// Wall-clock milliseconds now (for offline stamps).
-    pub(super) fn unix_ms_now(&self) -> u64 {
-        self.journal
-            .as_deref()
-            .map_or(0, |journal| journal.unix_ms(self.clock))
     }
 
     /// The client id of a persistent session, when persistence is on (a cheap `Arc` clone):

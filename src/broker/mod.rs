@@ -64,6 +64,7 @@ pub mod session;
 mod shared;
 pub mod stats;
 pub mod topic_trie;
+mod wall_clock;
 mod will_delay;
 
 use std::collections::HashMap;
