@@ -113,6 +113,19 @@ impl BrokerCore {
         }
     }
 
+    /// Discards the session of `client_id` if its expiry has come by `now` (a CONNECT for it came
+    /// before the tick that would have discarded it).
+    pub(super) fn expire_if_due(&mut self, client_id: &str, now: Instant) {
+        let Some(&key) = self.session_by_client_id.get(client_id) else {
+            return;
+        };
+        let due = self.sessions.get(key).and_then(Session::expires_at);
+        if due.is_some_and(|at| at <= now) {
+            self.stats.sessions_expired += 1;
+            self.remove_session(key);
+        }
+    }
+
     /// Offline sessions waiting to expire on this shard.
     pub fn expiring_session_count(&self) -> usize {
         self.expiring.len()

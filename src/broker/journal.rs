@@ -16,7 +16,7 @@
 //!
 //! With persistence off (`journal` is `None`) none of this runs: replies are written at once.
 //! Nothing here does I/O or reads a clock: the runtime gives the wall-clock anchor
-//! ([`BrokerCore::set_wall_clock`]) used for offline stamps.
+//! ([`BrokerCore::set_wall_clock`]) used for offline stamps and deadlines (`wall_clock.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -521,6 +521,7 @@ impl BrokerCore {
                 },
             };
             journal.append(|out| codec::encode_frame(&record, out));
+            self.journal_message_expiry(id, message);
             return id;
         }
         if let Some(id) = journal.current_msg {
@@ -529,14 +530,16 @@ impl BrokerCore {
         let id = journal.new_msg_id();
         journal.current_msg = Some(id);
         journal.append(|out| codec::encode_stored_message(id, message, out));
+        self.journal_message_expiry(id, message);
         id
     }
 
-    /// Wall-clock milliseconds now (for offline stamps).
-    pub(super) fn unix_ms_now(&self) -> u64 {
-        self.journal
-            .as_deref()
-            .map_or(0, |journal| journal.unix_ms(self.clock))
+    /// After the `Message` record of `message` (stored as `id`): when it expires, if it has a
+    /// Message Expiry Interval (MQTT 5; an MQTT 3 message has no properties and costs nothing).
+    fn journal_message_expiry(&mut self, id: MsgId, message: &Message) {
+        if let Some(at_unix_ms) = self.unix_deadline(message) {
+            self.journal(|| Record::MessageExpiry { id, at_unix_ms });
+        }
     }
 
     /// The client id of a persistent session, when persistence is on (a cheap `Arc` clone):

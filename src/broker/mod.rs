@@ -63,9 +63,9 @@ mod routing_shards;
 pub mod session;
 mod shared;
 pub mod stats;
-pub mod sub_options;
 mod topic_alias_out;
 pub mod topic_trie;
+mod wall_clock;
 mod will_delay;
 
 use std::collections::HashMap;
@@ -90,6 +90,7 @@ pub use journal::{DeliveryStamp, DurableWait};
 pub use listing::{ConnPeer, RetainedInfo, SessionInfo, SessionPage};
 pub use reload::CoreReload;
 
+pub use crate::protocol::SubOptions;
 pub use connection::CloseReason;
 use connection::{Connection, ConnectionState};
 use expiry::ExpiryIndex;
@@ -106,7 +107,6 @@ use session::{QueueLimits, Resend, Session};
 use shared::SharedGroups;
 pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
 pub use stats::Stats;
-pub use sub_options::SubOptions;
 use topic_trie::TopicTrie;
 
 /// Bytes already waiting for a subscriber beyond which, under memory pressure, new QoS 0 messages
@@ -486,10 +486,12 @@ impl BrokerCore {
         session.conn = None;
         let will = session.will.take();
         let clean = session.clean;
+        // A will that waits for its delay stays journaled: a restart publishes it when it is due.
+        let delays_will = will_delay > 0 && reason.publishes_will();
         if !clean {
             let client_id = session.client_id.clone();
             let at_unix_ms = self.unix_ms_now();
-            if will.is_some() {
+            if will.is_some() && !delays_will {
                 let client_id = client_id.clone();
                 self.journal(|| Record::Will {
                     client_id,
@@ -514,7 +516,7 @@ impl BrokerCore {
         }
         if reason.publishes_will() {
             if let Some(will) = will {
-                if will_delay > 0 && !clean {
+                if delays_will && !clean {
                     // A session that outlives its connection keeps a delayed will [MQTT-3.1.3-9].
                     self.delay_will(key, Duration::from_secs(will_delay.into()), will);
                 } else if self.publish_from_client(conn, *will) {

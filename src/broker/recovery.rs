@@ -5,6 +5,12 @@
 //! Only persistent sessions and retained messages are durable (see `journal.rs`). A snapshot uses the
 //! live journal ids of the messages, so that journal records written after it (`Done`, `PacketId`)
 //! still name them. Nothing here does I/O or reads a clock.
+//!
+//! MQTT 5 state comes back as it was: message properties (in the messages), subscription options,
+//! a v5 session's own expiry interval, and the deadlines journaled in wall-clock time (a message's
+//! expiry, a will's delay from its offline stamp), turned into the core's clock by the `now` and
+//! `unix_ms` of [`BrokerCore::restore`]. A queued copy's Subscription Identifiers are not
+//! journaled: they are those of the session's subscriptions that match its topic when restored.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,8 +19,36 @@ use std::time::{Duration, Instant};
 use crate::persist::{DurableState, MsgId, Record};
 use crate::protocol::{Message, TopicFilter};
 
+use super::copy_props::{self, CopyProps};
 use super::session::Session;
-use super::{BrokerCore, RetainVersion, SubOptions};
+use super::{BrokerCore, RetainVersion, SessionKey, SubOptions};
+
+/// The instant on the core's clock of wall-clock time `at_unix_ms`, given that `now` is
+/// `unix_ms` (a time already past is that long before `now`).
+fn on_clock(at_unix_ms: u64, now: Instant, unix_ms: u64) -> Instant {
+    if at_unix_ms >= unix_ms {
+        let ahead = Duration::from_millis(at_unix_ms - unix_ms);
+        now.checked_add(ahead).unwrap_or(now)
+    } else {
+        let behind = Duration::from_millis(unix_ms - at_unix_ms);
+        now.checked_sub(behind).unwrap_or(now)
+    }
+}
+
+/// The Subscription Identifiers of `subscriptions` that match `message`'s topic, ascending: what a
+/// restored copy carries.
+fn matching_ids(
+    subscriptions: &std::collections::BTreeMap<TopicFilter, SubOptions>,
+    message: &Message,
+) -> Vec<u32> {
+    let mut ids: Vec<u32> = (subscriptions.iter())
+        .filter(|(filter, _)| filter.matches(&message.topic))
+        .filter_map(|(_, options)| options.id.map(|id| id.get()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
 
 impl BrokerCore {
     /// Every record needed to rebuild this shard's durable state: its persistent sessions (with
@@ -26,7 +60,7 @@ impl BrokerCore {
         let mut records = Vec::new();
         let mut stored: HashSet<MsgId> = HashSet::new();
         let unix_now = self.unix_ms_now();
-        for (_, session) in self.sessions.iter().filter(|(_, s)| !s.clean) {
+        for (key, session) in self.sessions.iter().filter(|(_, s)| !s.clean) {
             let client_id = session.client_id.clone();
             records.push(Record::SessionOpen {
                 client_id: client_id.clone(),
@@ -47,18 +81,30 @@ impl BrokerCore {
                     at_unix_ms: unix_now.saturating_sub(away),
                 });
             }
-            for (filter, options) in &session.subscriptions {
+            if session.v5 {
+                records.push(Record::SessionExpiry {
+                    client_id: client_id.clone(),
+                    interval_secs: session.expiry_secs(),
+                });
+            }
+            for (filter, &options) in &session.subscriptions {
                 records.push(Record::Subscribe {
                     client_id: client_id.clone(),
                     filter: filter.clone(),
-                    qos: options.qos,
+                    options,
                 });
             }
-            if let Some(will) = session.will.as_deref() {
+            if let Some((will, delay_secs)) = self.journaled_will(key, session) {
                 records.push(Record::Will {
                     client_id: client_id.clone(),
-                    will: Some(will.clone()),
+                    will: Some(will),
                 });
+                if delay_secs > 0 {
+                    records.push(Record::WillDelay {
+                        client_id: client_id.clone(),
+                        delay_secs,
+                    });
+                }
             }
             for entry in session.stored() {
                 if stored.insert(entry.id) {
@@ -71,6 +117,12 @@ impl BrokerCore {
                             ..entry.message.clone()
                         },
                     });
+                    if let Some(at) = entry.expires_at {
+                        records.push(Record::MessageExpiry {
+                            id: entry.id,
+                            at_unix_ms: self.unix_ms_at(at),
+                        });
+                    }
                 }
                 records.push(Record::Enqueue {
                     client_id: client_id.clone(),
@@ -107,8 +159,34 @@ impl BrokerCore {
                 clock: version.clock,
                 shard: version.shard,
             });
+            if let Some(at) = self.retained.expires_at(topic) {
+                records.push(Record::RetainExpiry {
+                    topic: topic.clone(),
+                    clock: version.clock,
+                    shard: version.shard,
+                    at_unix_ms: self.unix_ms_at(at),
+                });
+            }
         }
         records
+    }
+
+    /// The will a snapshot keeps for session `key`, and its delay in seconds: the session's (its
+    /// delay is its connection's), or the one waiting for its delay since the client left (the
+    /// delay counted from the offline stamp, rounded up).
+    fn journaled_will(&self, key: SessionKey, session: &Session) -> Option<(Message, u32)> {
+        if let Some(will) = session.will.as_deref() {
+            let delay = session
+                .conn
+                .and_then(|conn| self.connections.get(&conn))
+                .and_then(|c| c.v5.as_ref())
+                .map_or(0, |link| link.will_delay);
+            return Some((will.clone(), delay));
+        }
+        let (due, will) = self.delayed_will(key)?;
+        let since = session.offline_since().unwrap_or(due);
+        let delay = super::copy_props::seconds_left(due, since);
+        Some((will.clone(), delay))
     }
 
     /// Starts this shard from a recovered state (before it serves anything): its persistent
@@ -129,55 +207,93 @@ impl BrokerCore {
                 self.settings.max_inflight,
                 self.queue_limits(),
             );
-            session.will = stored.will.clone().map(Box::new);
             if let Some(username) = &stored.username {
                 session.username = username.clone();
                 session.user_known = true;
             }
-            session.expiry_interval = self.settings.session_expiry_interval;
+            session.expiry_interval = match stored.expiry_interval_secs {
+                Some(secs) => secs.map(Duration::from_secs),
+                None => self.settings.session_expiry_interval,
+            };
+            session.v5 = stored.expiry_interval_secs.is_some();
+            session.subscriptions = stored.subscriptions.clone();
             for entry in stored.queue.iter() {
+                let ids = matching_ids(&stored.subscriptions, &entry.message);
+                let props = CopyProps {
+                    expires_at: entry
+                        .expires_at_unix_ms
+                        .map(|at| on_clock(at, now, unix_ms)),
+                    subscription_ids: &ids,
+                };
                 session.restore_stored(
                     entry.message.clone(),
                     entry.qos,
                     entry.id,
                     entry.packet_id,
                     entry.released,
+                    props,
                 );
             }
             for &packet_id in &stored.qos2_received {
                 session.incoming_qos2(packet_id);
             }
-            for (filter, &qos) in &stored.subscriptions {
-                session
-                    .subscriptions
-                    .insert(filter.clone(), SubOptions::qos(qos));
-            }
             let key = self.sessions.insert(session);
             self.session_by_client_id.insert(Arc::clone(client_id), key);
-            for (filter, &qos) in &stored.subscriptions {
-                self.add_subscriber(key, filter, SubOptions::qos(qos));
-            }
-            if stored.offline_since_unix_ms.is_none() && stored.will.is_some() {
-                // Its client was connected when the broker stopped, without a DISCONNECT: the
-                // will is due [MQTT-3.1.2-8], once every shard is restored.
-                self.recovered_wills.push(key);
+            for (filter, &options) in &stored.subscriptions {
+                self.add_subscriber(key, filter, options);
             }
             let away = stored.offline_since_unix_ms.map_or(Duration::ZERO, |at| {
                 Duration::from_millis(unix_ms.saturating_sub(at))
             });
-            self.set_offline_since(key, Some(now.checked_sub(away).unwrap_or(now)));
+            let since = now.checked_sub(away).unwrap_or(now);
+            self.restore_will(key, stored, since);
+            self.set_offline_since(key, Some(since));
         }
-        for (message, version) in state.retained_messages() {
+        for (message, version, expires_at_unix_ms) in state.retained_messages() {
             let version = RetainVersion {
                 clock: version.clock,
                 shard: version.shard,
             };
-            self.apply_retained(message, version);
+            match expires_at_unix_ms {
+                // Expired while the broker was down: not restored.
+                Some(at) if at <= unix_ms => {}
+                Some(at) => {
+                    let left = on_clock(at, now, unix_ms);
+                    let message =
+                        copy_props::with_interval_left(message.clone(), Some(left), Some(now));
+                    self.apply_retained(&message, version);
+                }
+                None => self.apply_retained(message, version),
+            }
         }
         if let Some(journal) = self.journal.as_deref_mut() {
             journal.restore_next_msg_id(state.next_msg_id());
         }
         self.last_match.forget();
+    }
+
+    /// Puts back the will of a recovered session that went offline at `since`. Without a delay:
+    /// kept when its client was connected at the stop (the connection ended without DISCONNECT:
+    /// the will is due [MQTT-3.1.2-8], once every shard is restored). With a delay (MQTT 5): it
+    /// waits for what is left of it from `since` (from now, when the client was connected), and is
+    /// published by the tick when due, or at once by the session's end, unless the client comes
+    /// back first.
+    fn restore_will(&mut self, key: SessionKey, stored: &crate::persist::Session, since: Instant) {
+        let Some(will) = stored.will.clone() else {
+            return;
+        };
+        if stored.will_delay_secs > 0 {
+            let delay = Duration::from_secs(stored.will_delay_secs.into());
+            let due = since.checked_add(delay).unwrap_or(since);
+            self.delay_will_until(key, due, Box::new(will));
+            return;
+        }
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.will = Some(Box::new(will));
+        }
+        if stored.offline_since_unix_ms.is_none() {
+            self.recovered_wills.push(key);
+        }
     }
 
     /// Shard `shard` has recovered sessions subscribed to `filter` (start-up, before any traffic:

@@ -190,6 +190,11 @@ impl RetainedStore {
         stored.chain(deleted)
     }
 
+    /// When the retained message of `topic` expires (`None`: never, or no message).
+    pub fn expires_at(&self, topic: &TopicName) -> Option<Instant> {
+        self.messages.get(topic)?.expires_at
+    }
+
     /// Deletions still remembered.
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.len()

@@ -148,12 +148,22 @@ impl BrokerCore {
     /// the updates it made, and recovery keeps the newest version of each topic.
     fn journal_retained(&mut self, message: &Message, version: RetainVersion) {
         let message = message.clone();
+        let expires = self.unix_deadline(&message);
+        let topic = message.topic.clone();
         self.journal(|| Record::Retain {
             topic: message.topic.clone(),
             message: (!message.payload.is_empty()).then_some(message),
             clock: version.clock,
             shard: version.shard,
         });
+        if let Some(at_unix_ms) = expires {
+            self.journal(|| Record::RetainExpiry {
+                topic,
+                clock: version.clock,
+                shard: version.shard,
+                at_unix_ms,
+            });
+        }
     }
 
     /// Updates this shard's retained copy. Every shard holds the same payloads (shared `Bytes`), so

@@ -130,6 +130,10 @@ pub struct Session {
     /// it per session). Change it only while the client is online: the core files an offline
     /// session under the deadline it has when the client leaves (`expiry.rs`).
     pub expiry_interval: Option<Duration>,
+    /// Whether an MQTT 5 CONNECT took the session last: its `expiry_interval` is the client's
+    /// Session Expiry Interval, journaled and recovered as it is (an MQTT 3 session's is the
+    /// broker's setting, taken again at recovery).
+    pub v5: bool,
     /// Since when the client is away (persistent sessions only): set by the core when the
     /// connection closes, cleared when a CONNECT resumes the session. Set it on recovery with
     /// `BrokerCore::set_offline_since`, which also files the session for expiry.
@@ -198,6 +202,7 @@ impl Session {
             subscriptions: BTreeMap::new(),
             will: None,
             expiry_interval: None,
+            v5: false,
             offline_since: None,
             flow: None,
             next_packet_id: 1,
@@ -223,6 +228,12 @@ impl Session {
     /// checked against them. Both limits count against the same budget.
     pub fn set_limits(&mut self, limits: Arc<QueueLimits>) {
         self.limits = limits;
+    }
+
+    /// The expiry interval as the journal holds it ([`crate::persist::Record::SessionExpiry`]):
+    /// whole seconds, `None` for never.
+    pub fn expiry_secs(&self) -> Option<u64> {
+        self.expiry_interval.map(|d| d.as_secs())
     }
 
     /// Since when the client is away, for a persistent session whose client left.

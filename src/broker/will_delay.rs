@@ -4,13 +4,15 @@
 //! connection to the session comes first (CONNECT cancels it).
 //!
 //! Only the waiting is here: which closes publish a will is `close`'s, and a session that ends
-//! with its connection publishes its will at once. Delayed wills are not journaled: a restart
-//! forgets them (their sessions are recovered without a will).
+//! with its connection publishes its will at once. With persistence on, a delayed will stays
+//! journaled (`Will` and `WillDelay`, written at CONNECT) until it is published or a CONNECT
+//! replaces it: a restart waits for what is left of its delay (`recovery.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{BrokerCore, SessionKey};
+use crate::persist::Record;
 use crate::protocol::LastWill;
 
 /// Wills waiting for their delay, by session: when each is due.
@@ -24,8 +26,23 @@ impl BrokerCore {
             Some(due) => {
                 self.delayed_wills.0.insert(key, (due, will));
             }
-            None => self.publish_will(*will),
+            None => {
+                self.journal_will_gone(key);
+                self.publish_will(*will);
+            }
         }
+    }
+
+    /// The will of session `key` is due at `due` (recovery: the delay counted from a journaled
+    /// offline stamp).
+    pub(super) fn delay_will_until(&mut self, key: SessionKey, due: Instant, will: Box<LastWill>) {
+        self.delayed_wills.0.insert(key, (due, will));
+    }
+
+    /// Session `key`'s will waiting for its delay, and when it is due.
+    pub(super) fn delayed_will(&self, key: SessionKey) -> Option<(Instant, &LastWill)> {
+        let (due, will) = self.delayed_wills.0.get(&key)?;
+        Some((*due, will))
     }
 
     /// A new connection to session `key`: its delayed will, if any, is not published.
@@ -36,7 +53,18 @@ impl BrokerCore {
     /// Publishes session `key`'s delayed will, if any, now (it is due, or the session ends).
     pub(super) fn publish_delayed_will(&mut self, key: SessionKey) {
         if let Some((_, will)) = self.delayed_wills.0.remove(&key) {
+            self.journal_will_gone(key);
             self.publish_will(*will);
+        }
+    }
+
+    /// Journals that session `key` (if persistent) no longer has a will waiting: it is published.
+    fn journal_will_gone(&mut self, key: SessionKey) {
+        if let Some(client_id) = self.persistent_client(key) {
+            self.journal(|| Record::Will {
+                client_id,
+                will: None,
+            });
         }
     }
 

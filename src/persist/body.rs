@@ -1,12 +1,20 @@
 //! The bodies of journal frames: one encoding per [`Record`] variant, written after the frame's
 //! type byte (the frame itself, its length and CRC, is `codec.rs`'s).
 //!
-//! Must not: frame, check CRCs or interpret records.
+//! Must not: frame, check CRCs or interpret records. Reading a body back is `body_read.rs`'s.
 //!
 //! Field encodings: `str` = u16 length + UTF-8 bytes (client ids, topics, filters); `payload` = u32
 //! length + bytes; `qos` = u8 0..=2; `pid` = u16 packet identifier, never 0; `message` = `str` topic
-//! (a valid topic name) | u8 flags (bits 0-1 QoS, bit 2 retain, the others 0) | `payload`;
-//! `option<message>` = u8 0 (none) or 1 followed by `message`.
+//! (a valid topic name) | u8 flags (bits 0-1 QoS, bit 2 retain, bit 3 properties, the others 0) |
+//! `payload` | when bit 3 is set, `props`: u32 length + MQTT 5 PUBLISH properties as on the wire
+//! without their length (never empty: a message without properties has bit 3 clear, so an MQTT 3
+//! message is written as before properties were journaled); `option<message>` = u8 0 (none) or 1
+//! followed by `message`; `options` = u8 as in a SUBSCRIBE [MQTT-3.8.3.1] (bits 0-1 QoS, bit 2
+//! No Local, bit 3 Retain As Published, bits 4-5 Retain Handling) | u32 Subscription Identifier
+//! (0: none).
+//!
+//! Types 16 to 20 are MQTT 5's (format version 2 files written before them hold none, and read
+//! as they did): an MQTT 3 subscription is written as type 4, any other as type 16.
 //!
 //! | type | record           | body                                            |
 //! |------|------------------|-------------------------------------------------|
@@ -25,17 +33,21 @@
 //! | 13   | `Qos2Released`   | `str` client id, `pid`                          |
 //! | 14   | `Retain`         | `str` topic (valid), `option<message>`, u64 clock, u32 shard |
 //! | 15   | `SessionUser`    | `str` client id, u8 0 (anonymous) or 1 followed by `str` user name |
+//! | 16   | `Subscribe` (v5) | `str` client id, `str` filter (valid), `options`  |
+//! | 17   | `SessionExpiry`  | `str` client id, u8 0 (never) or 1 followed by u64 seconds |
+//! | 18   | `WillDelay`      | `str` client id, u32 seconds (not 0)            |
+//! | 19   | `MessageExpiry`  | u64 id, u64 `at_unix_ms`                        |
+//! | 20   | `RetainExpiry`   | `str` topic (valid), u64 clock, u32 shard, u64 `at_unix_ms` |
 //!
 //! A body must be used up exactly: trailing bytes are corruption. The encoding is canonical (one
 //! byte string per record), so a decoded frame re-encodes to the same bytes.
 
-use std::sync::Arc;
-
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
 use super::record::{MsgId, Record};
-use crate::protocol::{DecodeError, Message, QoS, TopicFilter, TopicName};
+use crate::protocol::v5;
+use crate::protocol::{DecodeError, Message, QoS, SubOptions};
 
 /// The largest `len` a frame may have: 256 MiB (MQTT's largest packet) plus 256 KiB for the
 /// record's own fields (a retained message holds its topic twice, as the key and in the message).
@@ -50,6 +62,10 @@ pub enum EncodeError {
     FrameTooLong { len: usize },
     #[error("packet identifier 0")]
     ZeroPacketId,
+    #[error("MQTT 5 properties: {0}")]
+    Properties(String),
+    #[error("will delay 0 (written as no record)")]
+    ZeroWillDelay,
 }
 
 /// Why a frame's body (whose CRC matched) is not a record.
@@ -73,10 +89,16 @@ pub enum BodyError {
     OptionTag(u8),
     #[error("packet identifier 0")]
     ZeroPacketId,
+    #[error("MQTT 5 properties: {0}")]
+    Properties(DecodeError),
+    #[error("subscription options {0:#04x}")]
+    Options(u8),
+    #[error("will delay 0")]
+    ZeroWillDelay,
 }
 
 /// Record type bytes (the table in the module docs).
-mod tag {
+pub(super) mod tag {
     pub const SESSION_OPEN: u8 = 1;
     pub const SESSION_DROP: u8 = 2;
     pub const SESSION_OFFLINE: u8 = 3;
@@ -92,10 +114,21 @@ mod tag {
     pub const QOS2_RELEASED: u8 = 13;
     pub const RETAIN: u8 = 14;
     pub const SESSION_USER: u8 = 15;
+    pub const SUBSCRIBE_V5: u8 = 16;
+    pub const SESSION_EXPIRY: u8 = 17;
+    pub const WILL_DELAY: u8 = 18;
+    pub const MESSAGE_EXPIRY: u8 = 19;
+    pub const RETAIN_EXPIRY: u8 = 20;
 }
 
-/// Message flag bits: QoS in bits 0-1, retain in bit 2.
-const RETAIN_FLAG: u8 = 0b100;
+/// Message flag bits: QoS in bits 0-1, retain in bit 2, properties follow the payload in bit 3.
+pub(super) const RETAIN_FLAG: u8 = 0b100;
+pub(super) const PROPERTIES_FLAG: u8 = 0b1000;
+
+/// Subscription option bits [MQTT-3.8.3.1]: QoS in bits 0-1, Retain Handling in bits 4-5.
+pub(super) const NO_LOCAL: u8 = 0b100;
+pub(super) const RETAIN_AS_PUBLISHED: u8 = 0b1000;
+pub(super) const RETAIN_HANDLING_SHIFT: u8 = 4;
 
 /// Writes the type byte and the body (the table in the module docs).
 pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), EncodeError> {
@@ -137,12 +170,67 @@ pub(super) fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), Enc
         Record::Subscribe {
             client_id,
             filter,
-            qos,
+            options,
         } => {
-            out.put_u8(tag::SUBSCRIBE);
+            let plain = options.is_plain();
+            out.put_u8(if plain {
+                tag::SUBSCRIBE
+            } else {
+                tag::SUBSCRIBE_V5
+            });
             put_client_id(out, client_id)?;
             put_str(out, "topic filter", filter.as_str().as_bytes())?;
-            out.put_u8(u8::from(*qos));
+            if plain {
+                out.put_u8(u8::from(options.qos));
+            } else {
+                put_options(out, options);
+            }
+            Ok(())
+        }
+        Record::SessionExpiry {
+            client_id,
+            interval_secs,
+        } => {
+            out.put_u8(tag::SESSION_EXPIRY);
+            put_client_id(out, client_id)?;
+            match interval_secs {
+                None => out.put_u8(0),
+                Some(secs) => {
+                    out.put_u8(1);
+                    out.put_u64_le(*secs);
+                }
+            }
+            Ok(())
+        }
+        Record::WillDelay {
+            client_id,
+            delay_secs,
+        } => {
+            if *delay_secs == 0 {
+                return Err(EncodeError::ZeroWillDelay);
+            }
+            out.put_u8(tag::WILL_DELAY);
+            put_client_id(out, client_id)?;
+            out.put_u32_le(*delay_secs);
+            Ok(())
+        }
+        Record::MessageExpiry { id, at_unix_ms } => {
+            out.put_u8(tag::MESSAGE_EXPIRY);
+            out.put_u64_le(*id);
+            out.put_u64_le(*at_unix_ms);
+            Ok(())
+        }
+        Record::RetainExpiry {
+            topic,
+            clock,
+            shard,
+            at_unix_ms,
+        } => {
+            out.put_u8(tag::RETAIN_EXPIRY);
+            put_str(out, "topic", topic.as_bytes())?;
+            out.put_u64_le(*clock);
+            out.put_u32_le(*shard);
+            out.put_u64_le(*at_unix_ms);
             Ok(())
         }
         Record::Unsubscribe { client_id, filter } => {
@@ -270,13 +358,37 @@ fn put_message(out: &mut BytesMut, message: &Message) -> Result<(), EncodeError>
 fn put_message_as(out: &mut BytesMut, message: &Message, retain: bool) -> Result<(), EncodeError> {
     put_str(out, "topic", message.topic.as_bytes())?;
     let retain = if retain { RETAIN_FLAG } else { 0 };
-    out.put_u8(u8::from(message.qos) | retain);
+    // `None` and an empty set are both "no properties" (the broker never keeps an empty one).
+    let props = message.properties.as_deref().filter(|p| !p.is_empty());
+    let with_props = if props.is_some() { PROPERTIES_FLAG } else { 0 };
+    out.put_u8(u8::from(message.qos) | retain | with_props);
     let len = message.payload.len();
     // A payload over 4 GiB cannot be framed; one over the frame limit is refused by the caller.
     let len32 = u32::try_from(len).map_err(|_| EncodeError::FrameTooLong { len })?;
     out.put_u32_le(len32);
     out.put_slice(&message.payload);
+    if let Some(props) = props {
+        let len = props
+            .body_len(v5::Kind::Publish)
+            .map_err(|e| EncodeError::Properties(e.to_string()))?;
+        // Under MQTT's largest variable byte integer: fits.
+        out.put_u32_le(len as u32);
+        props.encode_body(out);
+    }
     Ok(())
+}
+
+/// Subscription options as a SUBSCRIBE carries them, then the identifier (0: none).
+fn put_options(out: &mut BytesMut, options: &SubOptions) {
+    let mut byte = u8::from(options.qos) | (options.retain_handling as u8) << RETAIN_HANDLING_SHIFT;
+    if options.no_local {
+        byte |= NO_LOCAL;
+    }
+    if options.retain_as_published {
+        byte |= RETAIN_AS_PUBLISHED;
+    }
+    out.put_u8(byte);
+    out.put_u32_le(options.id.map_or(0, |id| id.get()));
 }
 
 fn put_option_message(out: &mut BytesMut, message: Option<&Message>) -> Result<(), EncodeError> {
@@ -290,208 +402,4 @@ fn put_option_message(out: &mut BytesMut, message: Option<&Message>) -> Result<(
             put_message(out, message)
         }
     }
-}
-
-/// A body being read: fields are taken off the front of `data[at..end]`; topics and payloads
-/// are slices of the file's bytes, the other fields are read in place (a `Bytes` per field cost
-/// two atomic operations each: a fifth of a million-message replay).
-pub(super) struct Body<'a> {
-    data: &'a Bytes,
-    at: usize,
-    end: usize,
-}
-
-impl<'a> Body<'a> {
-    /// The body in `data[start..end]`.
-    pub(super) fn new(data: &'a Bytes, start: usize, end: usize) -> Body<'a> {
-        Body {
-            data,
-            at: start,
-            end,
-        }
-    }
-
-    /// The range of the next `n` bytes, taken.
-    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, BodyError> {
-        if self.end - self.at < n {
-            return Err(BodyError::Truncated);
-        }
-        self.at += n;
-        Ok(self.at - n..self.at)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], BodyError> {
-        let range = self.take(N)?;
-        let mut out = [0; N];
-        out.copy_from_slice(&self.data[range]);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, BodyError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, BodyError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, BodyError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, BodyError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    /// A `str` field's bytes, in place.
-    fn str_slice(&mut self) -> Result<&'a [u8], BodyError> {
-        let len = self.u16()?;
-        let range = self.take(usize::from(len))?;
-        let data: &'a Bytes = self.data;
-        Ok(&data[range])
-    }
-
-    /// A `str` field's bytes, shared with the file.
-    fn str_bytes(&mut self) -> Result<Bytes, BodyError> {
-        let len = self.u16()?;
-        Ok(self.data.slice(self.take(usize::from(len))?))
-    }
-
-    fn client_id(&mut self) -> Result<Arc<str>, BodyError> {
-        let bytes = self.str_slice()?;
-        let s = std::str::from_utf8(bytes).map_err(|_| BodyError::Utf8)?;
-        Ok(Arc::from(s))
-    }
-
-    fn topic(&mut self) -> Result<TopicName, BodyError> {
-        TopicName::from_bytes(self.str_bytes()?).map_err(BodyError::Topic)
-    }
-
-    fn filter(&mut self) -> Result<TopicFilter, BodyError> {
-        let bytes = self.str_slice()?;
-        let s =
-            std::str::from_utf8(bytes).map_err(|_| BodyError::Filter(DecodeError::InvalidUtf8))?;
-        TopicFilter::new(s).map_err(BodyError::Filter)
-    }
-
-    fn qos(&mut self) -> Result<QoS, BodyError> {
-        let v = self.u8()?;
-        QoS::from_u8(v).ok_or(BodyError::QoS(v))
-    }
-
-    fn packet_id(&mut self) -> Result<u16, BodyError> {
-        match self.u16()? {
-            0 => Err(BodyError::ZeroPacketId),
-            id => Ok(id),
-        }
-    }
-
-    fn message(&mut self) -> Result<Message, BodyError> {
-        let topic = self.topic()?;
-        let flags = self.u8()?;
-        if flags & !(RETAIN_FLAG | 0b11) != 0 {
-            return Err(BodyError::Flags(flags));
-        }
-        let qos = QoS::from_u8(flags & 0b11).ok_or(BodyError::Flags(flags))?;
-        let len = self.u32()?;
-        let payload = self.data.slice(self.take(len as usize)?);
-        Ok(Message {
-            topic,
-            payload,
-            qos,
-            retain: flags & RETAIN_FLAG != 0,
-            properties: None,
-        })
-    }
-
-    fn option_message(&mut self) -> Result<Option<Message>, BodyError> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => Ok(Some(self.message()?)),
-            other => Err(BodyError::OptionTag(other)),
-        }
-    }
-
-    /// The body must be used up.
-    fn end(self, record: Record) -> Result<Option<Record>, BodyError> {
-        match self.end - self.at {
-            0 => Ok(Some(record)),
-            n => Err(BodyError::Trailing(n)),
-        }
-    }
-}
-
-/// The record of type `record_type` in `b`; `None` for an unknown type.
-pub(super) fn decode_body(record_type: u8, mut b: Body<'_>) -> Result<Option<Record>, BodyError> {
-    let record = match record_type {
-        tag::SESSION_OPEN => Record::SessionOpen {
-            client_id: b.client_id()?,
-        },
-        tag::SESSION_DROP => Record::SessionDrop {
-            client_id: b.client_id()?,
-        },
-        tag::SESSION_USER => Record::SessionUser {
-            client_id: b.client_id()?,
-            username: match b.u8()? {
-                0 => None,
-                1 => Some(b.client_id()?),
-                other => return Err(BodyError::OptionTag(other)),
-            },
-        },
-        tag::SESSION_OFFLINE => Record::SessionOffline {
-            client_id: b.client_id()?,
-            at_unix_ms: b.u64()?,
-        },
-        tag::SUBSCRIBE => Record::Subscribe {
-            client_id: b.client_id()?,
-            filter: b.filter()?,
-            qos: b.qos()?,
-        },
-        tag::UNSUBSCRIBE => Record::Unsubscribe {
-            client_id: b.client_id()?,
-            filter: b.filter()?,
-        },
-        tag::WILL => Record::Will {
-            client_id: b.client_id()?,
-            will: b.option_message()?,
-        },
-        tag::MESSAGE => Record::Message {
-            id: b.u64()?,
-            message: b.message()?,
-        },
-        tag::ENQUEUE => Record::Enqueue {
-            client_id: b.client_id()?,
-            id: b.u64()?,
-            qos: b.qos()?,
-        },
-        tag::PACKET_ID => Record::PacketId {
-            client_id: b.client_id()?,
-            id: b.u64()?,
-            packet_id: b.packet_id()?,
-        },
-        tag::RELEASED => Record::Released {
-            client_id: b.client_id()?,
-            id: b.u64()?,
-        },
-        tag::DONE => Record::Done {
-            client_id: b.client_id()?,
-            id: b.u64()?,
-        },
-        tag::QOS2_RECEIVED => Record::Qos2Received {
-            client_id: b.client_id()?,
-            packet_id: b.packet_id()?,
-        },
-        tag::QOS2_RELEASED => Record::Qos2Released {
-            client_id: b.client_id()?,
-            packet_id: b.packet_id()?,
-        },
-        tag::RETAIN => Record::Retain {
-            topic: b.topic()?,
-            message: b.option_message()?,
-            clock: b.u64()?,
-            shard: b.u32()?,
-        },
-        _ => return Ok(None),
-    };
-    b.end(record)
 }

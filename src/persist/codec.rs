@@ -41,7 +41,8 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::body::{decode_body, done_body, encode_body, enqueue_body, stored_message_body, Body};
+use super::body::{done_body, encode_body, enqueue_body, stored_message_body};
+use super::body_read::{decode_body, Body};
 use super::record::{MsgId, Record};
 use crate::protocol::{Message, QoS};
 

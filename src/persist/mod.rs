@@ -4,7 +4,7 @@
 //! - `record.rs`: the journal records, the one vocabulary of the journal and of snapshots.
 //! - `codec.rs`: their bytes: the file header, frames (`len | crc32c | type | body`), the reader
 //!   that stops at the first frame that does not read and says where; `body.rs`: each record
-//!   type's body.
+//!   type's body, `body_read.rs` reading it back.
 //! - `state.rs`: the fold: [`DurableState`] built by applying records, idempotently; the session,
 //!   queue and retained types a broker core is restored from; the recovery steps in order.
 //! - `snapshot.rs`: the records that rebuild a state (a snapshot file is header + frames too).
@@ -17,6 +17,7 @@
 #![allow(missing_docs)]
 
 mod body;
+mod body_read;
 pub mod codec;
 pub mod record;
 mod reshard;

@@ -8,10 +8,17 @@
 //!
 //! Only persistent sessions (clean session 0) and retained messages are journaled; clean sessions
 //! and QoS 0 cost nothing. This file holds the types only: no encoding, no file, no clock.
+//!
+//! MQTT 5: a message's properties are part of its [`Message`]; what MQTT 3 has not (a message's
+//! expiry deadline, a will's delay, a session's expiry interval) comes in records of its own,
+//! written after the record they complete ([`Record::MessageExpiry`] after [`Record::Message`],
+//! [`Record::RetainExpiry`] after [`Record::Retain`], [`Record::WillDelay`] after
+//! [`Record::Will`]), so an MQTT 3 session writes exactly the records it wrote before. Deadlines
+//! are wall-clock milliseconds since the Unix epoch: they keep counting across restarts.
 
 use std::sync::Arc;
 
-use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+use crate::protocol::{Message, QoS, SubOptions, TopicFilter, TopicName};
 
 /// Names a message stored on one shard in one run (numbered from 1 by that shard; a snapshot
 /// renumbers them). Unique per shard and generation, never per client.
@@ -38,11 +45,19 @@ pub enum Record {
         client_id: Arc<str>,
         at_unix_ms: u64,
     },
-    /// A subscription made or replaced (SUBSCRIBE granted `qos`).
+    /// A subscription made or replaced: its granted QoS, and MQTT 5's options and Subscription
+    /// Identifier.
     Subscribe {
         client_id: Arc<str>,
         filter: TopicFilter,
-        qos: QoS,
+        options: SubOptions,
+    },
+    /// MQTT 5: the session's Session Expiry Interval, in seconds (`None`: it never expires), as
+    /// its CONNECT (or a DISCONNECT) set it. A session without this record (MQTT 3) takes the
+    /// broker's `session_expiry_interval` when it is recovered.
+    SessionExpiry {
+        client_id: Arc<str>,
+        interval_secs: Option<u64>,
     },
     /// A subscription removed (UNSUBSCRIBE).
     Unsubscribe {
@@ -50,13 +65,23 @@ pub enum Record {
         filter: TopicFilter,
     },
     /// The session's will: set by its CONNECT, `None` once published or discarded (DISCONNECT).
+    /// Its Will Delay Interval is 0 until a [`Record::WillDelay`] follows.
     Will {
         client_id: Arc<str>,
         will: Option<Message>,
     },
+    /// MQTT 5: the Will Delay Interval of the session's will (seconds, not 0), counted from when
+    /// its client went offline: a will still waiting at a restart is published when it is due.
+    WillDelay {
+        client_id: Arc<str>,
+        delay_secs: u32,
+    },
     /// A message stored on this shard once, for the [`Record::Enqueue`]s that follow it. Its
     /// `retain` flag is as delivered to subscribers (false for a live publish).
     Message { id: MsgId, message: Message },
+    /// MQTT 5: message `id` (its [`Record::Message`] came before) expires at this wall-clock time,
+    /// from its Message Expiry Interval and when it reached the shard.
+    MessageExpiry { id: MsgId, at_unix_ms: u64 },
     /// Message `id` queued for a session, to be delivered at `qos` (1 or 2), after the ones
     /// enqueued for it before.
     Enqueue {
@@ -89,6 +114,14 @@ pub enum Record {
         clock: u64,
         shard: u32,
     },
+    /// MQTT 5: the retained message of `topic` set by the update (`clock`, `shard`) expires at
+    /// this wall-clock time (nothing when a newer update replaced it).
+    RetainExpiry {
+        topic: TopicName,
+        clock: u64,
+        shard: u32,
+        at_unix_ms: u64,
+    },
 }
 
 impl Record {
@@ -101,14 +134,19 @@ impl Record {
             | Record::SessionOffline { client_id, .. }
             | Record::Subscribe { client_id, .. }
             | Record::Unsubscribe { client_id, .. }
+            | Record::SessionExpiry { client_id, .. }
             | Record::Will { client_id, .. }
+            | Record::WillDelay { client_id, .. }
             | Record::Enqueue { client_id, .. }
             | Record::PacketId { client_id, .. }
             | Record::Released { client_id, .. }
             | Record::Done { client_id, .. }
             | Record::Qos2Received { client_id, .. }
             | Record::Qos2Released { client_id, .. } => Some(client_id),
-            Record::Message { .. } | Record::Retain { .. } => None,
+            Record::Message { .. }
+            | Record::MessageExpiry { .. }
+            | Record::Retain { .. }
+            | Record::RetainExpiry { .. } => None,
         }
     }
 }

@@ -97,6 +97,7 @@ impl DurableState {
             session.queue.reindex();
         }
         self.messages = FastMap::default();
+        self.expiries = FastMap::default();
     }
 }
 

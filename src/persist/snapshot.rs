@@ -4,10 +4,11 @@
 //! Must not: renumber message ids (a journal written after a snapshot names the ids the state
 //! holds; `reshard.rs` renumbers, at recovery), write files.
 //!
-//! Order: retained updates by topic, then each session by client id: `SessionOpen`,
-//! `SessionOffline`, `Will`, `Subscribe`s, `Qos2Received`s, then its queue in order, each entry as
-//! `Message` (only the first time its id appears: a message queued for several sessions is written
-//! once), `Enqueue`, `PacketId`, `Released`. Sorted, so one state always gives the same bytes.
+//! Order: retained updates by topic (each `Retain`, then its `RetainExpiry`), then each session
+//! by client id: `SessionOpen`, `SessionUser`, `SessionOffline`, `SessionExpiry`, `Will` and
+//! `WillDelay`, `Subscribe`s, `Qos2Received`s, then its queue in order, each entry as `Message`
+//! and `MessageExpiry` (only the first time its id appears: a message queued for several sessions
+//! is written once), `Enqueue`, `PacketId`, `Released`. Sorted, so one state always gives the same bytes.
 //! Retained deletions are written while the state holds them (before [`DurableState::finish`]),
 //! so a snapshot taken mid-recovery still beats older sets from other shards.
 //!
@@ -73,6 +74,14 @@ impl Iterator for SnapshotRecords<'_> {
                 return Some(record);
             }
             if let Some((topic, retained)) = self.retained.next() {
+                if let Some(at_unix_ms) = retained.expires_at_unix_ms {
+                    self.pending.push_back(Record::RetainExpiry {
+                        topic: topic.clone(),
+                        clock: retained.version.clock,
+                        shard: retained.version.shard,
+                        at_unix_ms,
+                    });
+                }
                 return Some(Record::Retain {
                     topic: topic.clone(),
                     message: retained.message.clone(),
@@ -113,17 +122,29 @@ impl SnapshotRecords<'_> {
                 at_unix_ms,
             });
         }
+        if let Some(interval_secs) = session.expiry_interval_secs {
+            self.pending.push_back(Record::SessionExpiry {
+                client_id: client_id(),
+                interval_secs,
+            });
+        }
         if session.will.is_some() {
             self.pending.push_back(Record::Will {
                 client_id: client_id(),
                 will: session.will.clone(),
             });
+            if session.will_delay_secs > 0 {
+                self.pending.push_back(Record::WillDelay {
+                    client_id: client_id(),
+                    delay_secs: session.will_delay_secs,
+                });
+            }
         }
-        for (filter, &qos) in &session.subscriptions {
+        for (filter, &options) in &session.subscriptions {
             self.pending.push_back(Record::Subscribe {
                 client_id: client_id(),
                 filter: filter.clone(),
-                qos,
+                options,
             });
         }
         for &packet_id in &session.qos2_received {
@@ -141,6 +162,10 @@ impl SnapshotRecords<'_> {
                 id,
                 message: entry.message.clone(),
             });
+            if let Some(at_unix_ms) = entry.expires_at_unix_ms {
+                self.pending
+                    .push_back(Record::MessageExpiry { id, at_unix_ms });
+            }
         }
         self.pending.push_back(Record::Enqueue {
             client_id: client_id.clone(),

@@ -37,7 +37,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::record::{MsgId, Record};
-use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+use crate::protocol::{Message, QoS, SubOptions, TopicFilter, TopicName};
 
 /// The fold's maps hash with foldhash (seeded per process), not SipHash: folding a million queued
 /// messages looks ids and client ids up several million times.
@@ -57,6 +57,8 @@ pub struct RetainVersion {
 pub struct Retained {
     pub message: Option<Message>,
     pub version: RetainVersion,
+    /// When the message expires (MQTT 5), wall-clock ms since the Unix epoch; `None`: never.
+    pub expires_at_unix_ms: Option<u64>,
 }
 
 /// One message in a session's queue.
@@ -70,6 +72,8 @@ pub struct QueuedMessage {
     pub packet_id: Option<u16>,
     /// QoS 2: the subscriber sent PUBREC; only PUBREL / PUBCOMP remain.
     pub released: bool,
+    /// When the message expires (MQTT 5), wall-clock ms since the Unix epoch; `None`: never.
+    pub expires_at_unix_ms: Option<u64>,
 }
 
 /// A session's messages in the order they were enqueued, found by id in O(1) (a `Done` may name
@@ -174,9 +178,14 @@ impl Eq for Queue {}
 /// A persistent session, as its records left it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Session {
-    /// Filter → granted QoS.
-    pub subscriptions: BTreeMap<TopicFilter, QoS>,
+    /// Filter → granted QoS and options.
+    pub subscriptions: BTreeMap<TopicFilter, SubOptions>,
     pub will: Option<Message>,
+    /// The will's Will Delay Interval in seconds (0: none), from when the client went offline.
+    pub will_delay_secs: u32,
+    /// MQTT 5: the Session Expiry Interval in seconds (`Some(None)`: never expires); `None` for
+    /// a session that has not journaled one (MQTT 3): the broker's setting applies.
+    pub expiry_interval_secs: Option<Option<u64>>,
     /// When the client went offline (ms since the Unix epoch); `None` while it was connected (the
     /// broker stopped under it: it is offline since the restart).
     pub offline_since_unix_ms: Option<u64>,
@@ -251,6 +260,8 @@ pub struct DurableState {
     pub retained: FastMap<TopicName, Retained>,
     /// Every `Message` record seen, by id, until `finish` (or a merge, split or renumber).
     pub(super) messages: FastMap<MsgId, Message>,
+    /// The `MessageExpiry` deadlines of the messages in `messages`, by id.
+    pub(super) expiries: FastMap<MsgId, u64>,
     pub(super) report: ReplayReport,
 }
 
@@ -283,6 +294,13 @@ impl DurableState {
                     self.messages.insert(*id, message.clone());
                 }
             },
+            Record::MessageExpiry { id, at_unix_ms } => {
+                if self.messages.contains_key(id) {
+                    self.expiries.insert(*id, *at_unix_ms);
+                } else {
+                    self.report.unknown_message += 1;
+                }
+            }
             Record::Retain {
                 topic,
                 message,
@@ -295,7 +313,29 @@ impl DurableState {
                 };
                 // A set with an empty payload is a deletion, as in a PUBLISH [MQTT-3.3.1-10].
                 let message = message.clone().filter(|m| !m.payload.is_empty());
-                set_retained(&mut self.retained, topic, Retained { message, version });
+                let update = Retained {
+                    message,
+                    version,
+                    expires_at_unix_ms: None,
+                };
+                set_retained(&mut self.retained, topic, update);
+            }
+            Record::RetainExpiry {
+                topic,
+                clock,
+                shard,
+                at_unix_ms,
+            } => {
+                let version = RetainVersion {
+                    clock: *clock,
+                    shard: *shard,
+                };
+                // Only the update it was written for: a newer one has its own (or none).
+                if let Some(retained) = self.retained.get_mut(topic) {
+                    if retained.version == version && retained.message.is_some() {
+                        retained.expires_at_unix_ms = Some(*at_unix_ms);
+                    }
+                }
             }
             _ => self.apply_to_session(record),
         }
@@ -316,13 +356,22 @@ impl DurableState {
                 session.offline_since_unix_ms = Some(*at_unix_ms);
             }
             Record::SessionUser { username, .. } => session.username = Some(username.clone()),
-            Record::Subscribe { filter, qos, .. } => {
-                session.subscriptions.insert(filter.clone(), *qos);
+            Record::Subscribe {
+                filter, options, ..
+            } => {
+                session.subscriptions.insert(filter.clone(), *options);
+            }
+            Record::SessionExpiry { interval_secs, .. } => {
+                session.expiry_interval_secs = Some(*interval_secs);
             }
             Record::Unsubscribe { filter, .. } => {
                 session.subscriptions.remove(filter);
             }
-            Record::Will { will, .. } => session.will = will.clone(),
+            Record::Will { will, .. } => {
+                session.will = will.clone();
+                session.will_delay_secs = 0;
+            }
+            Record::WillDelay { delay_secs, .. } => session.will_delay_secs = *delay_secs,
             Record::Enqueue { id, qos, .. } => match self.messages.get(id) {
                 Some(message) => {
                     session.queue.push(QueuedMessage {
@@ -331,6 +380,7 @@ impl DurableState {
                         qos: *qos,
                         packet_id: None,
                         released: false,
+                        expires_at_unix_ms: self.expiries.get(id).copied(),
                     });
                 }
                 None => report.unknown_message += 1,
@@ -357,7 +407,9 @@ impl DurableState {
             Record::SessionOpen { .. }
             | Record::SessionDrop { .. }
             | Record::Message { .. }
-            | Record::Retain { .. } => {}
+            | Record::MessageExpiry { .. }
+            | Record::Retain { .. }
+            | Record::RetainExpiry { .. } => {}
         }
     }
 
@@ -368,6 +420,7 @@ impl DurableState {
         self.retained.retain(|_, r| r.message.is_some());
         self.report.tombstones += (before - self.retained.len()) as u64;
         self.messages = FastMap::default();
+        self.expiries = FastMap::default();
         std::mem::take(&mut self.report)
     }
 
@@ -381,11 +434,14 @@ impl DurableState {
         self.sessions.get(client_id)
     }
 
-    /// The retained messages to restore, with their versions (deletions left out).
-    pub fn retained_messages(&self) -> impl Iterator<Item = (&Message, RetainVersion)> {
+    /// The retained messages to restore, with their versions and expiry deadlines (deletions left
+    /// out).
+    pub fn retained_messages(
+        &self,
+    ) -> impl Iterator<Item = (&Message, RetainVersion, Option<u64>)> {
         self.retained
             .values()
-            .filter_map(|r| Some((r.message.as_ref()?, r.version)))
+            .filter_map(|r| Some((r.message.as_ref()?, r.version, r.expires_at_unix_ms)))
     }
 
     /// Every filter its sessions subscribe to, sorted, once each: what the other shards must know

@@ -36,6 +36,8 @@ pub use share::{Share, SHARE_PREFIX};
 mod publish;
 pub use publish::PublishRef;
 mod strings;
+mod sub_options;
+pub use sub_options::SubOptions;
 mod suback;
 mod subscribe;
 mod topic;

@@ -472,6 +472,9 @@ fn check(
         }
     }
     // A new connection to the session: its delayed will is not published [MQTT-3.1.3-9].
+    // A session past its expiry is gone, even before the tick that would discard it (a restart
+    // restores it with the deadline it had).
+    broker.expire_if_due(&client_id, now);
     if let Some(&old_key) = broker.session_by_client_id.get(&client_id) {
         broker.cancel_delayed_will(old_key);
     }
@@ -512,13 +515,15 @@ fn check(
         session.user_known = true;
         session.will = connect.will.map(Box::new);
         session.expiry_interval = expiry_interval;
+        session.v5 = v5.is_some();
         session.set_window(
             broker.settings.max_inflight,
             v5.as_deref().and_then(|p| p.receive_maximum),
         );
     }
     drop_will_the_topic_checks_deny(broker, key);
-    journal_session(broker, key, was_persistent);
+    let will_delay = v5.as_deref().and_then(|p| p.will_delay_interval);
+    journal_session(broker, key, was_persistent, will_delay.unwrap_or(0));
     let mut connection = Connection::new(key, protocol, keep_alive, now);
     connection.v5 = v5.as_deref().map(|p| Box::new(V5Link::new(p)));
     let auth_reply = authenticated.map(|authenticated| {

@@ -5,7 +5,7 @@
 use crate::broker::{packet_log, BrokerCore, SessionKey};
 use crate::persist::Record;
 use crate::plugins::{ClientInfo, TopicAction};
-use crate::protocol::{QoS, TopicFilter};
+use crate::protocol::{SubOptions, TopicFilter};
 
 /// A will whose topic the topic checks deny is dropped at CONNECT, not kept for later: a session
 /// recovered after a restart publishes its will without a connection (so without a check), and
@@ -40,8 +40,14 @@ pub(super) fn drop_will_the_topic_checks_deny(broker: &mut BrokerCore, key: Sess
 }
 
 /// With persistence on, journals a persistent session that connected: it exists (and is online),
-/// its will; and when it was a clean session until this CONNECT took it over, its subscriptions.
-pub(super) fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_persistent: bool) {
+/// its will (and the will's delay, `will_delay` seconds), its Session Expiry Interval (MQTT 5);
+/// and when it was a clean session until this CONNECT took it over, its subscriptions.
+pub(super) fn journal_session(
+    broker: &mut BrokerCore,
+    key: SessionKey,
+    was_persistent: bool,
+    will_delay: u32,
+) {
     let Some(client_id) = broker.persistent_client(key) else {
         return;
     };
@@ -50,13 +56,12 @@ pub(super) fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_pers
     };
     let will = session.will.as_deref().cloned();
     let username = session.username.clone();
-    let subscriptions: Vec<(TopicFilter, QoS)> = if was_persistent {
+    let expiry = session.v5.then(|| session.expiry_secs());
+    let subscriptions: Vec<(TopicFilter, SubOptions)> = if was_persistent {
         Vec::new()
     } else {
-        session
-            .subscriptions
-            .iter()
-            .map(|(filter, options)| (filter.clone(), options.qos))
+        (session.subscriptions.iter())
+            .map(|(filter, options)| (filter.clone(), *options))
             .collect()
     };
     let id = client_id.clone();
@@ -66,15 +71,30 @@ pub(super) fn journal_session(broker: &mut BrokerCore, key: SessionKey, was_pers
         client_id: id,
         username,
     });
-    for (filter, qos) in subscriptions {
+    if let Some(interval_secs) = expiry {
+        let client_id = client_id.clone();
+        broker.journal(|| Record::SessionExpiry {
+            client_id,
+            interval_secs,
+        });
+    }
+    for (filter, options) in subscriptions {
         let client_id = client_id.clone();
         broker.journal(|| Record::Subscribe {
             client_id,
             filter,
-            qos,
+            options,
         });
     }
+    let delayed = will.is_some() && will_delay > 0;
     if will.is_some() || was_persistent {
+        let client_id = client_id.clone();
         broker.journal(|| Record::Will { client_id, will });
+    }
+    if delayed {
+        broker.journal(|| Record::WillDelay {
+            client_id,
+            delay_secs: will_delay,
+        });
     }
 }

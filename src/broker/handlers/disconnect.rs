@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::broker::{mqtt5, BrokerCore, CloseReason, ConnId};
+use crate::persist::Record;
 use crate::protocol::v5::{self, ReasonCode};
 
 pub(super) fn handle(broker: &mut BrokerCore, conn: ConnId) {
@@ -29,6 +30,7 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, disconnect: v5::D
             broker.protocol_error_v5(conn, ReasonCode::PROTOCOL_ERROR);
             return;
         }
+        let mut changed = None;
         if let Some(session) = broker.sessions.get_mut(key) {
             if seconds == 0 {
                 session.expiry_interval = Some(Duration::ZERO);
@@ -36,7 +38,15 @@ pub(super) fn handle_v5(broker: &mut BrokerCore, conn: ConnId, disconnect: v5::D
             } else {
                 session.expiry_interval =
                     mqtt5::session_expiry(seconds, broker.settings.session_expiry_interval);
+                changed = Some(session.expiry_secs());
             }
+        }
+        // The new interval counts across a restart too (a session ended now is dropped instead).
+        if let (Some(interval_secs), Some(client_id)) = (changed, broker.persistent_client(key)) {
+            broker.journal(|| Record::SessionExpiry {
+                client_id,
+                interval_secs,
+            });
         }
     }
     let reason = if disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL {

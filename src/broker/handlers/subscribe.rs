@@ -154,7 +154,7 @@ fn subscribe_filters(
             broker.journal(|| Record::Subscribe {
                 client_id,
                 filter,
-                qos: granted,
+                options,
             });
         }
         let created = broker.add_subscriber(key, &filter, options);

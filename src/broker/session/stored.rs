@@ -2,10 +2,12 @@
 //! ([`Session::stored`]) and what recovery puts back ([`Session::restore_stored`]). The live
 //! delivery rules stay in `session.rs`; nothing here encodes bytes or touches a socket.
 
+use std::time::Instant;
+
 use crate::persist::MsgId;
 use crate::protocol::QoS;
 
-use super::{Inflight, InflightState, Message, Outgoing, Session};
+use super::{CopyProps, Inflight, InflightState, Message, Outgoing, Session};
 
 /// A journaled message a session holds (for a snapshot of the shard).
 #[derive(Debug)]
@@ -19,6 +21,8 @@ pub struct StoredEntry<'a> {
     pub packet_id: Option<u16>,
     /// PUBREC received: only PUBREL / PUBCOMP remain.
     pub released: bool,
+    /// When this copy expires (MQTT 5's Message Expiry Interval), on the core's clock.
+    pub expires_at: Option<Instant>,
 }
 
 impl Session {
@@ -32,6 +36,7 @@ impl Session {
             retain: m.out.retain,
             packet_id: (m.out.qos == QoS::ExactlyOnce).then_some(m.packet_id),
             released: m.state == InflightState::AwaitPubComp,
+            expires_at: m.out.props().expires_at,
         });
         let queued = flow.queue.iter().map(|out| StoredEntry {
             message: &out.message,
@@ -40,6 +45,7 @@ impl Session {
             retain: out.retain,
             packet_id: None,
             released: false,
+            expires_at: out.props().expires_at,
         });
         inflight.chain(queued).filter(|entry| entry.id != 0)
     }
@@ -51,7 +57,8 @@ impl Session {
 
     /// Puts back a journaled message (recovery): in flight under `packet_id` when it has one (sent
     /// again with DUP when the client is back), else at the end of the queue, counted against the
-    /// memory budget but not refused by the limits (it was accepted before the restart).
+    /// memory budget but not refused by the limits (it was accepted before the restart). `props`:
+    /// what the copy carries (MQTT 5: its expiry, the identifiers of the subscriptions it matches).
     pub fn restore_stored(
         &mut self,
         message: Message,
@@ -59,6 +66,7 @@ impl Session {
         id: MsgId,
         packet_id: Option<u16>,
         released: bool,
+        props: CopyProps<'_>,
     ) {
         // The stored retain flag is the delivery's: set for a retained copy sent after a SUBACK,
         // which goes out again as it was (RETAIN 1), outside the queue limits like before.
@@ -67,8 +75,7 @@ impl Session {
             message,
             qos,
             id,
-            // Expiry and subscription identifiers are not journaled: lost with a restart.
-            props: None,
+            props: props.kept(),
         };
         match packet_id {
             Some(packet_id) if qos != QoS::AtMostOnce => {

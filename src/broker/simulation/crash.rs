@@ -184,7 +184,7 @@ impl Sim {
                 let filter = TopicFilter::new(FILTERS[f]).expect("valid filter");
                 let kept = recovered
                     .and_then(|s| s.subscriptions.get(&filter))
-                    .copied();
+                    .map(|options| options.qos);
                 if kept != Some(granted) {
                     fail!(
                         self,
@@ -408,7 +408,7 @@ impl Sim {
     fn adopt_subscriptions(&mut self, c: usize, recovered: &crate::persist::Session) {
         for f in 0..FILTERS.len() {
             let filter = TopicFilter::new(FILTERS[f]).expect("valid filter");
-            let kept = recovered.subscriptions.get(&filter).copied();
+            let kept = recovered.subscriptions.get(&filter).map(|o| o.qos);
             let Some(session) = self.sessions[c].as_ref() else {
                 return;
             };

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::persist::Record;
+use crate::protocol::SubOptions;
 use crate::protocol::{ConnAck, PubAck, PubComp, PubRec, PubRel};
 
 fn persistent_cluster(shards: usize) -> Cluster {
@@ -121,7 +122,10 @@ fn a_suback_waits_for_the_subscription_record_and_a_qos2_flow_for_its_ids() {
     assert!(records.iter().any(|r| matches!(
         r,
         Record::Subscribe {
-            qos: QoS::ExactlyOnce,
+            options: SubOptions {
+                qos: QoS::ExactlyOnce,
+                ..
+            },
             ..
         }
     )));

@@ -327,6 +327,7 @@ mod publish;
 mod sessions;
 mod shared;
 mod subscribe;
+mod v5_recovery;
 
 // ---- authentication verdicts, topic checks and event plugins ----------------------------------
 mod plugins;

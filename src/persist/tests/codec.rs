@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::gen::{file, read, Gen};
 use crate::persist::codec::*;
 use crate::persist::Record;
-use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+use crate::protocol::{Message, QoS, SubOptions, TopicFilter, TopicName};
 
 fn message(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Message {
     Message {
@@ -46,7 +46,7 @@ pub(super) fn one_of_each() -> Vec<Record> {
         Record::Subscribe {
             client_id: c.clone(),
             filter: filter.clone(),
-            qos: QoS::ExactlyOnce,
+            options: SubOptions::qos(QoS::ExactlyOnce),
         },
         Record::Unsubscribe {
             client_id: c.clone(),
@@ -349,7 +349,7 @@ fn bodies_that_do_not_decode_are_refused_with_their_reason() {
     let with = |prefix: &[u8], rest: &[u8]| -> Vec<u8> { [prefix, rest].concat() };
     let cases: Vec<(Vec<u8>, StopReason)> = vec![
         (raw_frame(0, &cid), StopReason::UnknownType(0)),
-        (raw_frame(16, &cid), StopReason::UnknownType(16)),
+        (raw_frame(21, &cid), StopReason::UnknownType(21)),
         (raw_frame(1, &[5, 0, b'a']), body(1, BodyError::Truncated)),
         (
             raw_frame(1, &[1, 0, b'a', 0]),
@@ -370,8 +370,21 @@ fn bodies_that_do_not_decode_are_refused_with_their_reason() {
             ),
         ),
         (
-            raw_frame(7, &topic_msg(0b1000)),
+            raw_frame(7, &topic_msg(0b1_0000)),
+            body(7, BodyError::Flags(0b1_0000)),
+        ),
+        (
+            // Properties flagged, but an empty set: not how a message without them is written.
+            raw_frame(7, &with(&topic_msg(0b1000), &[0, 0, 0, 0])),
             body(7, BodyError::Flags(0b1000)),
+        ),
+        (
+            raw_frame(16, &with(&cid, &[1, 0, b't', 0x30, 0, 0, 0, 0])),
+            body(16, BodyError::Options(0x30)),
+        ),
+        (
+            raw_frame(18, &with(&cid, &[0, 0, 0, 0])),
+            body(18, BodyError::ZeroWillDelay),
         ),
         (
             raw_frame(7, &topic_msg(0b11)),

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use super::gen::{file, read, Gen};
 use crate::persist::codec::FileKind;
 use crate::persist::{DurableState, MsgId, Record, RetainVersion};
-use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+use crate::protocol::{Message, QoS, SubOptions, TopicFilter, TopicName};
 
 fn fold<'a>(records: impl IntoIterator<Item = &'a Record>) -> DurableState {
     let mut state = DurableState::default();
@@ -156,9 +156,14 @@ fn a_journal_replayed_over_a_fuzzy_snapshot_gives_the_journal_state() {
         let journal = Gen::new(seed).journal(300, 0);
         let expected = fold(&journal);
         // A shard snapshots between two of its batches, never between a `Message` record and
-        // the `Enqueue`s written with it (the snapshot keeps no message that nothing queues).
-        let between_batches =
-            |at: &usize| !matches!(journal.get(*at), Some(Record::Enqueue { .. }));
+        // the `MessageExpiry` and `Enqueue`s written with it (the snapshot keeps no message that
+        // nothing queues).
+        let between_batches = |at: &usize| {
+            !matches!(
+                journal.get(*at),
+                Some(Record::Enqueue { .. } | Record::MessageExpiry { .. })
+            )
+        };
         for taken_at in (0..=journal.len()).step_by(7).filter(between_batches) {
             let snapshot = file(
                 FileKind::Snapshot,
@@ -257,7 +262,7 @@ fn records_about_unknown_sessions_or_messages_are_counted_and_skipped() {
         Record::Subscribe {
             client_id: c.clone(),
             filter: TopicFilter::new("t").expect("valid"),
-            qos: QoS::AtLeastOnce,
+            options: SubOptions::qos(QoS::AtLeastOnce),
         },
         Record::SessionOpen {
             client_id: c.clone(),
@@ -369,7 +374,7 @@ fn the_highest_retained_version_wins_across_shards_and_deletions_go_at_the_end()
         );
         let mut kept: Vec<_> = merged
             .retained_messages()
-            .map(|(m, v)| (m.topic.as_str().to_owned(), m.payload.clone(), v))
+            .map(|(m, v, _)| (m.topic.as_str().to_owned(), m.payload.clone(), v))
             .collect();
         kept.sort();
         assert_eq!(

@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::persist::codec::{encode, encode_header, FileKind, ReadError, Reader};
 use crate::persist::{MsgId, Record};
-use crate::protocol::{Message, QoS, TopicFilter, TopicName};
+use crate::protocol::v5::{Properties, RetainHandling};
+use crate::protocol::{Message, QoS, SubOptions, TopicFilter, TopicName};
 
 const CLIENT_IDS: [&str; 6] = ["a", "b", "sensor-17", "\u{e9}t\u{e9}", "", "c"];
 const TOPICS: [&str; 5] = ["t", "t/a", "$SYS/x", "a/very/deep/topic/name", "/"];
@@ -75,8 +76,52 @@ impl Gen {
             payload: Bytes::from(payload),
             qos: self.qos(),
             retain: self.rng.bool(),
-            properties: None,
+            properties: self.properties(),
         }
+    }
+
+    /// MQTT 5 message properties one time in three: user properties in an order that is not
+    /// sorted, an expiry interval, and the other forwarded ones now and then.
+    fn properties(&mut self) -> Option<Arc<Properties>> {
+        if self.rng.u8(..3) != 0 {
+            return None;
+        }
+        let mut p = Properties {
+            message_expiry_interval: self.rng.bool().then(|| self.rng.u32(..)),
+            user_properties: vec![("z".into(), "1".into()), ("a".into(), "\u{e9}".into())],
+            ..Properties::default()
+        };
+        if self.rng.bool() {
+            p.payload_format_utf8 = Some(self.rng.bool());
+            p.content_type = Some("text/plain".into());
+            p.response_topic = Some("reply/to".into());
+            p.correlation_data = Some(Bytes::from_static(b"\x00\xffid"));
+            p.user_properties.push(("z".into(), "again".into()));
+        }
+        Some(Arc::new(p))
+    }
+
+    /// Subscription options: an MQTT 3 subscription half the time, else MQTT 5 options.
+    pub fn options(&mut self) -> SubOptions {
+        let qos = self.qos();
+        if self.rng.bool() {
+            return SubOptions::qos(qos);
+        }
+        SubOptions {
+            qos,
+            no_local: self.rng.bool(),
+            retain_as_published: self.rng.bool(),
+            retain_handling: [
+                RetainHandling::SendAtSubscribe,
+                RetainHandling::SendIfNew,
+                RetainHandling::DoNotSend,
+            ][self.rng.usize(..3)],
+            id: std::num::NonZeroU32::new(self.rng.u32(..268_435_456)),
+        }
+    }
+
+    fn expiry(&mut self) -> Option<u64> {
+        self.rng.bool().then(|| self.u64())
     }
 
     fn option_message(&mut self) -> Option<Message> {
@@ -86,7 +131,25 @@ impl Gen {
     /// Any record, each variant equally likely, fields unrelated to any state.
     pub fn record(&mut self) -> Record {
         let client_id = self.client_id();
-        match self.rng.u8(..15) {
+        match self.rng.u8(..20) {
+            15 => Record::SessionExpiry {
+                client_id,
+                interval_secs: self.expiry(),
+            },
+            16 => Record::WillDelay {
+                client_id,
+                delay_secs: self.rng.u32(1..),
+            },
+            17 => Record::MessageExpiry {
+                id: self.u64(),
+                at_unix_ms: self.u64(),
+            },
+            18 => Record::RetainExpiry {
+                topic: self.topic(),
+                clock: self.u64(),
+                shard: self.rng.u32(..8),
+                at_unix_ms: self.u64(),
+            },
             14 => Record::SessionUser {
                 client_id,
                 username: self.rng.bool().then(|| self.client_id()),
@@ -100,7 +163,7 @@ impl Gen {
             3 => Record::Subscribe {
                 client_id,
                 filter: self.filter(),
-                qos: self.qos(),
+                options: self.options(),
             },
             4 => Record::Unsubscribe {
                 client_id,
@@ -188,27 +251,49 @@ impl Gen {
                     client_id,
                     at_unix_ms: self.rng.u64(1..1 << 42),
                 }),
-                3 | 4 => out.push(Record::Subscribe {
+                3 => out.push(Record::Subscribe {
                     client_id,
                     filter: self.filter(),
-                    qos: self.qos(),
+                    options: self.options(),
+                }),
+                4 => out.push(Record::SessionExpiry {
+                    client_id,
+                    interval_secs: self.rng.bool().then(|| self.rng.u64(..1 << 32)),
                 }),
                 5 => out.push(Record::Unsubscribe {
                     client_id,
                     filter: self.filter(),
                 }),
-                6 => out.push(Record::Will {
-                    client_id,
-                    will: self.option_message(),
-                }),
+                6 => {
+                    let will = self.option_message();
+                    let delayed = will.is_some() && self.rng.bool();
+                    out.push(Record::Will {
+                        client_id: client_id.clone(),
+                        will,
+                    });
+                    if delayed {
+                        out.push(Record::WillDelay {
+                            client_id,
+                            delay_secs: self.rng.u32(1..100_000),
+                        });
+                    }
+                }
                 7..=9 => {
                     // One message for up to three open sessions, as routing stores it.
                     let id = next_id;
                     next_id += 1;
-                    out.push(Record::Message {
-                        id,
-                        message: self.message(),
-                    });
+                    let message = self.message();
+                    let expires = message
+                        .properties
+                        .as_ref()
+                        .is_some_and(|p| p.message_expiry_interval.is_some());
+                    out.push(Record::Message { id, message });
+                    if expires {
+                        out.push(Record::MessageExpiry {
+                            id,
+                            at_unix_ms: self.rng.u64(1..1 << 42),
+                        });
+                    }
                     let mut to = open.clone();
                     self.rng.shuffle(&mut to);
                     to.truncate(self.rng.usize(1..4));
@@ -254,12 +339,21 @@ impl Gen {
                         payload: Bytes::from_static(b"r"),
                         ..self.message()
                     });
+                    let expires = message.as_ref().is_some_and(|m| m.properties.is_some());
                     out.push(Record::Retain {
-                        topic,
+                        topic: topic.clone(),
                         message,
                         clock,
                         shard,
                     });
+                    if expires {
+                        out.push(Record::RetainExpiry {
+                            topic,
+                            clock,
+                            shard,
+                            at_unix_ms: self.rng.u64(1..1 << 42),
+                        });
+                    }
                 }
                 _ => out.push(Record::Enqueue {
                     client_id,

@@ -1,13 +1,14 @@
 //! What one subscription asked for: the granted QoS and MQTT 5's subscription options
 //! [MQTT-3.8.3.1] (No Local, Retain As Published, Retain Handling) and Subscription Identifier
-//! [MQTT-3.8.2.1.2]. The value of a session's `subscriptions` map and of the trie's subscribers.
+//! [MQTT-3.8.2.1.2]. The value of a broker session's `subscriptions` map and of the trie's
+//! subscribers, and what the journal keeps of a subscription (`persist`: both layers use it).
 //!
-//! Plain data: what the options do is decided by the SUBSCRIBE handler and `routing.rs`.
+//! Plain data: what the options do is decided by the broker's SUBSCRIBE handler and routing.
 
 use std::num::NonZeroU32;
 
-use crate::protocol::v5::RetainHandling;
-use crate::protocol::QoS;
+use super::v5::RetainHandling;
+use super::QoS;
 
 /// One subscription's options; an MQTT 3 subscription is [`SubOptions::qos`] (every option off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,5 +36,12 @@ impl SubOptions {
             retain_handling: RetainHandling::SendAtSubscribe,
             id: None,
         }
+    }
+}
+
+impl SubOptions {
+    /// Whether these are an MQTT 3 subscription's options (every option off, no identifier).
+    pub fn is_plain(&self) -> bool {
+        *self == SubOptions::qos(self.qos)
     }
 }
