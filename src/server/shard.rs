@@ -210,6 +210,8 @@ pub(crate) struct ShardRuntime {
     pub prefetch: RefCell<Prefetchers>,
     /// This shard's listening sockets.
     pub listening: RefCell<Vec<Listening>>,
+    /// CONNECTs waiting for the cluster's session directory (`cluster_claim.rs`).
+    pub claims: super::cluster_claim::Claims,
 }
 
 /// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
@@ -235,6 +237,7 @@ impl ShardRuntime {
             authenticator: RefCell::new(shared.authenticator.clone()),
             prefetch: RefCell::new(shared.prefetch.clone()),
             listening: RefCell::new(Vec::new()),
+            claims: Default::default(),
             shared,
         }
     }
