@@ -114,15 +114,20 @@ pub async fn set_up(
         })
         .await
         .map_err(|e| err("the mailbox stream")(&e))?;
+    // A stream that keeps the last message of each subject, on disk.
+    let last_per_subject = |name: String, subject: String| stream::Config {
+        name,
+        subjects: vec![subject],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
     let retained_stream = js
-        .get_or_create_stream(stream::Config {
-            name: names.retained_stream(),
-            subjects: vec![names.retained_all()],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        })
+        .get_or_create_stream(last_per_subject(
+            names.retained_stream(),
+            names.retained_all(),
+        ))
         .await
         .map_err(|e| err("the retained stream")(&e))?;
     let mut retained_stream = retained_stream;
@@ -149,14 +154,10 @@ pub async fn set_up(
         .map_err(|e| err("the nodes stream")(&e))?;
     // The session directory: a stream for the same reason; its sequences fence takeovers.
     let sessions = js
-        .get_or_create_stream(stream::Config {
-            name: names.sessions_stream(),
-            subjects: vec![names.sessions_all()],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        })
+        .get_or_create_stream(last_per_subject(
+            names.sessions_stream(),
+            names.sessions_all(),
+        ))
         .await
         .map_err(|e| err("the sessions stream")(&e))?;
     let durable = format!("mailbox-{node}");

@@ -23,11 +23,14 @@ use super::shard::{ShardMessage, ShardRuntime};
 /// `cluster.ack_timeout` (at most 60 s); this only guards against a link that is gone.
 const CLAIM_WAIT: Duration = Duration::from_secs(65);
 
+/// A claim's answer once it came, and the connection task to wake then.
+type Slot = (Option<Claim>, Option<Waker>);
+
 /// The claims of this shard's connections waiting for the link's answer.
 #[derive(Default)]
 pub(crate) struct Claims {
     next: Cell<u64>,
-    waiting: RefCell<HashMap<u64, (Option<Claim>, Option<Waker>)>>,
+    waiting: RefCell<HashMap<u64, Slot>>,
 }
 
 /// The link answered claim `token`.
@@ -46,7 +49,15 @@ pub(crate) fn answered(rt: &ShardRuntime, token: u64, claim: Claim) {
 /// or marks the CONNECT unregistered when the directory is out of reach.
 pub(crate) async fn claim(rt: &Rc<ShardRuntime>, pending: &mut PendingConnect) {
     let client_id = pending.client_id();
-    if !rt.shared.core.cluster_link || client_id.is_empty() {
+    // Only a client the core will let in may take its id from another node: not one still to
+    // authenticate (MQTT 5 AUTH: not claimed, served by this node only), nor an anonymous one
+    // the core refuses.
+    let anonymous_refused = !rt.shared.core.allow_anonymous && pending.username().is_none();
+    if !rt.shared.core.cluster_link
+        || client_id.is_empty()
+        || pending.enhanced_auth()
+        || anonymous_refused
+    {
         return;
     }
     let client_id: Arc<str> = client_id.into();

@@ -128,6 +128,11 @@ impl PendingConnect {
         }
     }
 
+    /// It opens an MQTT 5 enhanced authentication exchange (`auth.rs`): not authenticated yet.
+    pub fn enhanced_auth(&self) -> bool {
+        matches!(&self.answer, Answer::Check { v5: Some(p), .. } if p.authentication_method.is_some())
+    }
+
     /// It asks to start afresh (MQTT 3 Clean Session 1, MQTT 5 Clean Start 1): a session another
     /// node hands over would be discarded.
     pub fn starts_clean(&self) -> bool {
