@@ -21,11 +21,30 @@ from mqtt_helpers import PahoClient, RawConn
 from test_cluster import HOST, NATS, Node, cluster, nats, payloads, wait_all_live  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
-    NATS is None, reason="nats-server (apt-get install nats-server) is needed for the cluster tests")
+    NATS is None, reason="nats-server (apt-get install nats-server) is needed for these tests")
 
 
 def v5_client(node: Node, client_id: str) -> V5Client:
     return V5Client(V5Broker(HOST, node.port, "amqtt", 2), client_id)
+
+
+def two_nodes(cluster) -> tuple[Node, Node]:
+    a, b = cluster("node-a"), cluster("node-b")
+    wait_all_live([a, b])
+    return a, b
+
+
+def resume(node: Node, client_id: str) -> tuple[PahoClient, tuple[int, bool]]:
+    """A persistent-session client of `node`, connected: (client, (return code, present))."""
+    client = PahoClient(HOST, node.port, client_id=client_id, clean_session=False)
+    return client, client.connect(timeout=10)
+
+
+def subscribed(node: Node, client_id: str, topic_filter: str) -> PahoClient:
+    """A persistent session of `node` subscribed to `topic_filter` at QoS 1, still connected."""
+    client = node.client(client_id, clean_session=False)
+    client.subscribe(topic_filter, 1)
+    return client
 
 
 def wait_log(node: Node, text: str, timeout: float = 15) -> None:
@@ -36,8 +55,7 @@ def wait_log(node: Node, text: str, timeout: float = 15) -> None:
 
 
 def test_a_client_id_connecting_on_another_node_takes_the_connection_over(cluster):
-    a, b = cluster("node-a"), cluster("node-b")
-    wait_all_live([a, b])
+    a, b = two_nodes(cluster)
     first = a.client("roamer")
     second = b.client("roamer")
     first.wait_disconnect(timeout=5)
@@ -51,8 +69,7 @@ def test_a_client_id_connecting_on_another_node_takes_the_connection_over(cluste
 
 
 def test_an_mqtt5_client_taken_over_from_another_node_gets_0x8e(cluster):
-    a, b = cluster("node-a"), cluster("node-b")
-    wait_all_live([a, b])
+    a, b = two_nodes(cluster)
     first = v5_client(a, "roamer5")
     first.connected()
     second = v5_client(b, "roamer5")
@@ -62,18 +79,14 @@ def test_an_mqtt5_client_taken_over_from_another_node_gets_0x8e(cluster):
 
 
 def test_a_persistent_session_moves_with_its_queued_messages(cluster):
-    a, b = cluster("node-a"), cluster("node-b")
-    wait_all_live([a, b])
-    s = a.client("mover", clean_session=False)
-    s.subscribe("move/#", 1)
-    s.disconnect()
+    a, b = two_nodes(cluster)
+    subscribed(a, "mover", "move/#").disconnect()
     pub = a.client("mover-pub")
     count = 100
     for i in range(count):
         pub.publish(f"move/{i % 4}", f"{i}", qos=1)
-    moved = PahoClient(HOST, b.port, client_id="mover", clean_session=False)
-    rc, present = moved.connect()
-    assert (rc, present) == (0, True), b.tail()
+    moved, connack = resume(b, "mover")
+    assert connack == (0, True), b.tail()
     got = payloads(moved, count, timeout=15)
     assert sorted(got, key=int) == [f"{i}".encode() for i in range(count)]
     time.sleep(0.5)
@@ -88,9 +101,7 @@ def test_a_persistent_session_moves_with_its_queued_messages(cluster):
 
 def test_without_nats_a_new_persistent_session_is_refused_and_others_go_on(cluster, nats):
     a = cluster("node-a")
-    held = a.client("held", clean_session=False)
-    held.subscribe("held/#", 1)
-    held.disconnect()
+    subscribed(a, "held", "held/#").disconnect()
     nats.stop()
     wait_log(a, "NATS connection lost")
     fresh = RawConn(HOST, a.port)
@@ -103,20 +114,17 @@ def test_without_nats_a_new_persistent_session_is_refused_and_others_go_on(clust
     clean = PahoClient(HOST, a.port, client_id="clean", clean_session=True)
     assert clean.connect() == (0, False)
     clean.close()
-    back = PahoClient(HOST, a.port, client_id="held", clean_session=False)
-    assert back.connect() == (0, True), "a session this node holds resumes"
+    back, connack = resume(a, "held")
+    assert connack == (0, True), "a session this node holds resumes"
     back.close()
 
 
 def test_when_the_old_owner_is_dead_the_client_gets_a_new_session_elsewhere(cluster):
-    a, b = cluster("node-a"), cluster("node-b")
-    wait_all_live([a, b])
-    s = a.client("orphan", clean_session=False)
-    s.subscribe("orphan/#", 1)
+    a, b = two_nodes(cluster)
+    s = subscribed(a, "orphan", "orphan/#")
     a.kill()
-    again = PahoClient(HOST, b.port, client_id="orphan", clean_session=False)
-    rc, present = again.connect(timeout=10)
-    assert (rc, present) == (0, False), b.tail()
+    again, connack = resume(b, "orphan")
+    assert connack == (0, False), b.tail()
     again.subscribe("orphan/#", 1)
     pub = b.client("orphan-pub")
     pub.publish("orphan/1", b"here", qos=1)
