@@ -6,11 +6,9 @@
 //! core then refuses a new persistent session). Glue only: the directory is `src/cluster`'s,
 //! the MQTT rules the core's.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -22,16 +20,6 @@ use super::shard::{ShardMessage, ShardRuntime};
 /// How long a CONNECT waits for the link at most: the link bounds its own work by
 /// `cluster.ack_timeout` (at most 60 s); this only guards against a link that is gone.
 const CLAIM_WAIT: Duration = Duration::from_secs(65);
-
-/// A claim's answer once it came, and the connection task to wake then.
-type Slot = (Option<Claim>, Option<Waker>);
-
-/// The claims of this shard's connections waiting for the link's answer.
-#[derive(Default)]
-pub(crate) struct Claims {
-    next: Cell<u64>,
-    waiting: RefCell<HashMap<u64, Slot>>,
-}
 
 /// The link answered claim `token`.
 pub(crate) fn answered(rt: &ShardRuntime, token: u64, claim: Claim) {
