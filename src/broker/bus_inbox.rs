@@ -98,6 +98,13 @@ impl BrokerCore {
                 self.announcement_confirmed(token);
                 self.interest_confirmed(token);
             }
+            BusMessage::SessionRelease { token, client_id } => {
+                self.session_release_asked(token, &client_id);
+            }
+            // Between the runtime and the link: never the core's.
+            BusMessage::SessionClaim { .. }
+            | BusMessage::SessionClaimed { .. }
+            | BusMessage::SessionReleased { .. } => {}
         }
     }
 }

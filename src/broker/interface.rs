@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::{
     flow_control, retained, ConnId, DeliveryStamp, FlowGate, MemoryBudget, PublishBatch,
     RetainVersion, ShareGroup, SharedStrategy,
@@ -165,6 +167,30 @@ pub enum BusMessage {
         hops: u8,
         stamp: Option<DeliveryStamp>,
     },
+    /// A connection on shard `from` asks the cluster link for its client id (before its
+    /// CONNACK; the runtime sends it, the core never does). Answered with `SessionClaimed`.
+    SessionClaim {
+        from: usize,
+        token: u64,
+        client_id: Arc<str>,
+    },
+    /// The link's answer to a `SessionClaim` (for the runtime of the shard that asked).
+    SessionClaimed { token: u64, claim: Claim },
+    /// The cluster gave this client id to another node: its connection here is taken over and
+    /// its session leaves this node (`cluster_session.rs`). Answered with `SessionReleased`.
+    SessionRelease { token: u64, client_id: Arc<str> },
+    /// A released session's records (a persistent session; `None`: nothing to hand over).
+    SessionReleased { token: u64, session: Option<Bytes> },
+}
+
+/// What the cluster answered a client id's claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns the client id now; with the session another node handed over (its
+    /// records, `BrokerCore::adopt_session`).
+    Owned(Option<Bytes>),
+    /// The session directory cannot be reached: no new persistent session may start here.
+    Unavailable,
 }
 
 impl BusMessage {

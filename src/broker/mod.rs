@@ -37,6 +37,7 @@
 mod admin_verbs;
 pub mod bus_batch;
 mod bus_inbox;
+mod cluster_session;
 pub mod connection;
 pub mod copy_props;
 mod credentials_expiry;
@@ -82,9 +83,10 @@ use crate::protocol::{self, Connect, Packet, PublishRef, TopicFilter};
 pub use crate::plugins::AuthVerdict;
 
 pub use bus_batch::{BatchedPublish, PublishBatch};
+pub use cluster_session::AdoptError;
 pub use handlers::{FirstPacket, Handled, ListenerIdentity, Next, PendingConnect};
 pub use interface::{
-    home_shard, Action, BusMessage, ConnectOutcome, Lane, Message, SessionGauges, Settings,
+    home_shard, Action, BusMessage, Claim, ConnectOutcome, Lane, Message, SessionGauges, Settings,
 };
 pub use journal::{DeliveryStamp, DurableWait};
 pub use listing::{ConnPeer, RetainedInfo, SessionInfo, SessionPage};

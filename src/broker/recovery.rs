@@ -16,11 +16,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::persist::{DurableState, MsgId, Record};
+use crate::persist::{DurableState, MsgId, Record, Session as StoredSession};
 use crate::protocol::{Message, TopicFilter};
 
 use super::copy_props::{self, CopyProps};
-use super::session::Session;
+use super::session::{Session, StoredEntry};
 use super::{BrokerCore, RetainVersion, SessionKey, SubOptions};
 
 /// The instant on the core's clock of wall-clock time `at_unix_ms`, given that `now` is
@@ -59,96 +59,9 @@ impl BrokerCore {
     pub fn snapshot_records(&self) -> Vec<Record> {
         let mut records = Vec::new();
         let mut stored: HashSet<MsgId> = HashSet::new();
-        let unix_now = self.unix_ms_now();
         for (key, session) in self.sessions.iter().filter(|(_, s)| !s.clean) {
-            let client_id = session.client_id.clone();
-            records.push(Record::SessionOpen {
-                client_id: client_id.clone(),
-            });
-            if session.user_known {
-                records.push(Record::SessionUser {
-                    client_id: client_id.clone(),
-                    username: session.username.clone(),
-                });
-            }
-            if let Some(since) = session.offline_since() {
-                let away = self
-                    .clock
-                    .map_or(Duration::ZERO, |now| now.saturating_duration_since(since));
-                let away = u64::try_from(away.as_millis()).unwrap_or(u64::MAX);
-                records.push(Record::SessionOffline {
-                    client_id: client_id.clone(),
-                    at_unix_ms: unix_now.saturating_sub(away),
-                });
-            }
-            if session.v5 {
-                records.push(Record::SessionExpiry {
-                    client_id: client_id.clone(),
-                    interval_secs: session.expiry_secs(),
-                });
-            }
-            for (filter, &options) in &session.subscriptions {
-                records.push(Record::Subscribe {
-                    client_id: client_id.clone(),
-                    filter: filter.clone(),
-                    options,
-                });
-            }
-            if let Some((will, delay_secs)) = self.journaled_will(key, session) {
-                records.push(Record::Will {
-                    client_id: client_id.clone(),
-                    will: Some(will),
-                });
-                if delay_secs > 0 {
-                    records.push(Record::WillDelay {
-                        client_id: client_id.clone(),
-                        delay_secs,
-                    });
-                }
-            }
-            for entry in session.stored() {
-                if stored.insert(entry.id) {
-                    // As the journal stores it: the retain flag as delivered (false for a live
-                    // publish, true for a retained copy sent after a SUBACK).
-                    records.push(Record::Message {
-                        id: entry.id,
-                        message: Message {
-                            retain: entry.retain,
-                            ..entry.message.clone()
-                        },
-                    });
-                    if let Some(at) = entry.expires_at {
-                        records.push(Record::MessageExpiry {
-                            id: entry.id,
-                            at_unix_ms: self.unix_ms_at(at),
-                        });
-                    }
-                }
-                records.push(Record::Enqueue {
-                    client_id: client_id.clone(),
-                    id: entry.id,
-                    qos: entry.qos,
-                });
-                if let Some(packet_id) = entry.packet_id {
-                    records.push(Record::PacketId {
-                        client_id: client_id.clone(),
-                        id: entry.id,
-                        packet_id,
-                    });
-                }
-                if entry.released {
-                    records.push(Record::Released {
-                        client_id: client_id.clone(),
-                        id: entry.id,
-                    });
-                }
-            }
-            for packet_id in session.incoming_qos2_ids() {
-                records.push(Record::Qos2Received {
-                    client_id: client_id.clone(),
-                    packet_id,
-                });
-            }
+            let entries = session.stored().map(|entry| (entry.id, entry));
+            self.session_records(key, session, entries, &mut stored, &mut records);
         }
         // The broker's own `$SYS` tree is published again by the running broker.
         let entries = self.retained.entries();
@@ -169,6 +82,108 @@ impl BrokerCore {
             }
         }
         records
+    }
+
+    /// One session's records, as a snapshot writes them (see `persist/snapshot.rs`), with its
+    /// messages `entries` under the ids given with them; a message whose id is in `stored` was
+    /// written before (its `Message` record is not repeated). Also what a session moving to
+    /// another node carries (`cluster_session.rs`).
+    pub(super) fn session_records<'a>(
+        &self,
+        key: SessionKey,
+        session: &'a Session,
+        entries: impl Iterator<Item = (MsgId, StoredEntry<'a>)>,
+        stored: &mut HashSet<MsgId>,
+        records: &mut Vec<Record>,
+    ) {
+        let client_id = session.client_id.clone();
+        records.push(Record::SessionOpen {
+            client_id: client_id.clone(),
+        });
+        if session.user_known {
+            records.push(Record::SessionUser {
+                client_id: client_id.clone(),
+                username: session.username.clone(),
+            });
+        }
+        if let Some(since) = session.offline_since() {
+            let away = self
+                .clock
+                .map_or(Duration::ZERO, |now| now.saturating_duration_since(since));
+            let away = u64::try_from(away.as_millis()).unwrap_or(u64::MAX);
+            records.push(Record::SessionOffline {
+                client_id: client_id.clone(),
+                at_unix_ms: self.unix_ms_now().saturating_sub(away),
+            });
+        }
+        if session.v5 {
+            records.push(Record::SessionExpiry {
+                client_id: client_id.clone(),
+                interval_secs: session.expiry_secs(),
+            });
+        }
+        for (filter, &options) in &session.subscriptions {
+            records.push(Record::Subscribe {
+                client_id: client_id.clone(),
+                filter: filter.clone(),
+                options,
+            });
+        }
+        if let Some((will, delay_secs)) = self.journaled_will(key, session) {
+            records.push(Record::Will {
+                client_id: client_id.clone(),
+                will: Some(will),
+            });
+            if delay_secs > 0 {
+                records.push(Record::WillDelay {
+                    client_id: client_id.clone(),
+                    delay_secs,
+                });
+            }
+        }
+        for (id, entry) in entries {
+            if stored.insert(id) {
+                // As the journal stores it: the retain flag as delivered (false for a live
+                // publish, true for a retained copy sent after a SUBACK).
+                records.push(Record::Message {
+                    id,
+                    message: Message {
+                        retain: entry.retain,
+                        ..entry.message.clone()
+                    },
+                });
+                if let Some(at) = entry.expires_at {
+                    records.push(Record::MessageExpiry {
+                        id,
+                        at_unix_ms: self.unix_ms_at(at),
+                    });
+                }
+            }
+            records.push(Record::Enqueue {
+                client_id: client_id.clone(),
+                id,
+                qos: entry.qos,
+            });
+            if let Some(packet_id) = entry.packet_id {
+                records.push(Record::PacketId {
+                    client_id: client_id.clone(),
+                    id,
+                    packet_id,
+                });
+            }
+            if entry.released {
+                records.push(Record::Released {
+                    client_id: client_id.clone(),
+                    id,
+                });
+            }
+        }
+        for packet_id in session.incoming_qos2_ids() {
+            records.push(Record::Qos2Received {
+                client_id: client_id.clone(),
+                packet_id,
+            });
+        }
     }
 
     /// The will a snapshot keeps for session `key`, and its delay in seconds: the session's (its
@@ -201,47 +216,7 @@ impl BrokerCore {
     pub fn restore(&mut self, state: &DurableState, now: Instant, unix_ms: u64) {
         self.clock = Some(now);
         for (client_id, stored) in &state.sessions {
-            let mut session = Session::new(
-                client_id.clone(),
-                false,
-                self.settings.max_inflight,
-                self.queue_limits(),
-            );
-            if let Some(username) = &stored.username {
-                session.username = username.clone();
-                session.user_known = true;
-            }
-            session.expiry_interval = match stored.expiry_interval_secs {
-                Some(secs) => secs.map(Duration::from_secs),
-                None => self.settings.session_expiry_interval,
-            };
-            session.v5 = stored.expiry_interval_secs.is_some();
-            session.subscriptions = stored.subscriptions.clone();
-            for entry in stored.queue.iter() {
-                let ids = matching_ids(&stored.subscriptions, &entry.message);
-                let props = CopyProps {
-                    expires_at: entry
-                        .expires_at_unix_ms
-                        .map(|at| on_clock(at, now, unix_ms)),
-                    subscription_ids: &ids,
-                };
-                session.restore_stored(
-                    entry.message.clone(),
-                    entry.qos,
-                    entry.id,
-                    entry.packet_id,
-                    entry.released,
-                    props,
-                );
-            }
-            for &packet_id in &stored.qos2_received {
-                session.incoming_qos2(packet_id);
-            }
-            let key = self.sessions.insert(session);
-            self.session_by_client_id.insert(Arc::clone(client_id), key);
-            for (filter, &options) in &stored.subscriptions {
-                self.add_subscriber(key, filter, options);
-            }
+            let (key, _) = self.install_stored_session(client_id, stored, |id| id, now, unix_ms);
             let away = stored.offline_since_unix_ms.map_or(Duration::ZERO, |at| {
                 Duration::from_millis(unix_ms.saturating_sub(at))
             });
@@ -272,13 +247,73 @@ impl BrokerCore {
         self.last_match.forget();
     }
 
+    /// Makes a session from its durable form (offline, its expiry not filed yet, its will left to
+    /// [`restore_will`](Self::restore_will)): subscriptions with their options, queued and
+    /// in-flight messages (their ids mapped by `id_of`, their expiry deadlines put on the core's
+    /// clock by `now` = `unix_ms`) and incoming QoS 2 ids. Returns its key and the filters that
+    /// are new on this shard (not announced here: at start nobody listens yet).
+    pub(super) fn install_stored_session(
+        &mut self,
+        client_id: &Arc<str>,
+        stored: &StoredSession,
+        mut id_of: impl FnMut(MsgId) -> MsgId,
+        now: Instant,
+        unix_ms: u64,
+    ) -> (SessionKey, Vec<TopicFilter>) {
+        let mut session = Session::new(
+            client_id.clone(),
+            false,
+            self.settings.max_inflight,
+            self.queue_limits(),
+        );
+        if let Some(username) = &stored.username {
+            session.username = username.clone();
+            session.user_known = true;
+        }
+        session.expiry_interval = match stored.expiry_interval_secs {
+            Some(secs) => secs.map(Duration::from_secs),
+            None => self.settings.session_expiry_interval,
+        };
+        session.v5 = stored.expiry_interval_secs.is_some();
+        session.subscriptions = stored.subscriptions.clone();
+        for entry in stored.queue.iter() {
+            let ids = matching_ids(&stored.subscriptions, &entry.message);
+            let props = CopyProps {
+                expires_at: entry
+                    .expires_at_unix_ms
+                    .map(|at| on_clock(at, now, unix_ms)),
+                subscription_ids: &ids,
+            };
+            session.restore_stored(
+                entry.message.clone(),
+                entry.qos,
+                id_of(entry.id),
+                entry.packet_id,
+                entry.released,
+                props,
+            );
+        }
+        for &packet_id in &stored.qos2_received {
+            session.incoming_qos2(packet_id);
+        }
+        let key = self.sessions.insert(session);
+        self.session_by_client_id.insert(Arc::clone(client_id), key);
+        let mut created = Vec::new();
+        for (filter, &options) in &stored.subscriptions {
+            if self.add_subscriber(key, filter, options) {
+                created.push(filter.clone());
+            }
+        }
+        (key, created)
+    }
+
     /// Puts back the will of a recovered session that went offline at `since`. Without a delay:
     /// kept when its client was connected at the stop (the connection ended without DISCONNECT:
     /// the will is due [MQTT-3.1.2-8], once every shard is restored). With a delay (MQTT 5): it
     /// waits for what is left of it from `since` (from now, when the client was connected), and is
     /// published by the tick when due, or at once by the session's end, unless the client comes
     /// back first.
-    fn restore_will(&mut self, key: SessionKey, stored: &crate::persist::Session, since: Instant) {
+    pub(super) fn restore_will(&mut self, key: SessionKey, stored: &StoredSession, since: Instant) {
         let Some(will) = stored.will.clone() else {
             return;
         };

@@ -11,12 +11,16 @@
 //!   node confirmed (or `ack_timeout`); a node that missed one fetches the whole set.
 //! - Retained messages: one per topic in the `<name>_retained` stream, loaded at start.
 //! - Liveness: each node renews its entry in the `<name>_nodes` bucket; one that expires is gone.
+//! - Sessions: a CONNECT claims its client id in the `<name>_sessions` directory (compare-and-set,
+//!   the entry's sequence fencing older owners); the node that owned it closes the connection and
+//!   hands the session over (`directory.rs`, `link/sessions.rs`).
 //!
 //! `wire.rs` holds the bytes, `interest.rs` and `confirm.rs` the bookkeeping (no I/O),
 //! `nats.rs` the NATS set-up, `link.rs` the loop. Nothing here knows MQTT's rules: the shards
 //! apply them. Absent `cluster:`, none of this runs (no thread, no tokio).
 
 mod confirm;
+mod directory;
 mod interest;
 mod link;
 mod nats;

@@ -1,7 +1,8 @@
 //! The cluster's side of NATS: connecting with the `cluster:` block's options, and creating (or
 //! finding) what the nodes share: the mailbox stream (QoS 1/2 publishes, one subject and one
 //! durable consumer per node), the retained stream (one message per topic), the live nodes'
-//! bucket (entries expire unless renewed), and this node's subscriptions.
+//! bucket (entries expire unless renewed), the session directory (one message per client id,
+//! `directory.rs`), and this node's subscriptions.
 //!
 //! Async functions run on the link's tokio thread; nothing here touches the broker's shards.
 
@@ -27,10 +28,12 @@ pub struct Nats {
     pub client: Client,
     pub js: jetstream::Context,
     pub nodes: stream::Stream,
+    pub sessions: stream::Stream,
     pub interest: Subscriber,
     pub acks: Subscriber,
     pub sync: Subscriber,
     pub qos0: Subscriber,
+    pub handoff: Subscriber,
     pub mailbox: consumer::pull::Stream,
     pub retained: consumer::pull::Ordered,
     /// The retained stream held nothing at set-up (nothing to load before going live).
@@ -117,15 +120,20 @@ pub async fn set_up(
         })
         .await
         .map_err(|e| err("the mailbox stream")(&e))?;
+    // A stream that keeps the last message of each subject, on disk.
+    let last_per_subject = |name: String, subject: String| stream::Config {
+        name,
+        subjects: vec![subject],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
     let retained_stream = js
-        .get_or_create_stream(stream::Config {
-            name: names.retained_stream(),
-            subjects: vec![names.retained_all()],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        })
+        .get_or_create_stream(last_per_subject(
+            names.retained_stream(),
+            names.retained_all(),
+        ))
         .await
         .map_err(|e| err("the retained stream")(&e))?;
     let mut retained_stream = retained_stream;
@@ -150,6 +158,14 @@ pub async fn set_up(
         })
         .await
         .map_err(|e| err("the nodes stream")(&e))?;
+    // The session directory: a stream for the same reason; its sequences fence takeovers.
+    let sessions = js
+        .get_or_create_stream(last_per_subject(
+            names.sessions_stream(),
+            names.sessions_all(),
+        ))
+        .await
+        .map_err(|e| err("the sessions stream")(&e))?;
     let durable = format!("mailbox-{node}");
     let mailbox = mailbox_stream
         .get_or_create_consumer(
@@ -191,6 +207,8 @@ pub async fn set_up(
     Ok(Nats {
         client: client.clone(),
         nodes,
+        sessions,
+        handoff: subscribe(names.handoff(node)).await?,
         interest: subscribe(names.interest_all()).await?,
         acks: subscribe(names.interest_ack(node)).await?,
         sync: subscribe(names.sync(node)).await?,
@@ -207,6 +225,7 @@ pub struct Handles {
     pub client: Client,
     pub js: jetstream::Context,
     pub nodes: stream::Stream,
+    pub sessions: stream::Stream,
     pub retained_empty: bool,
 }
 
@@ -216,6 +235,7 @@ pub struct Feeds {
     pub acks: Subscriber,
     pub sync: Subscriber,
     pub qos0: Subscriber,
+    pub handoff: Subscriber,
     pub mailbox: consumer::pull::Stream,
     pub retained: consumer::pull::Ordered,
 }
@@ -228,6 +248,7 @@ impl Nats {
                 client: self.client,
                 js: self.js,
                 nodes: self.nodes,
+                sessions: self.sessions,
                 retained_empty: self.retained_empty,
             },
             Feeds {
@@ -235,6 +256,7 @@ impl Nats {
                 acks: self.acks,
                 sync: self.sync,
                 qos0: self.qos0,
+                handoff: self.handoff,
                 mailbox: self.mailbox,
                 retained: self.retained,
             },

@@ -51,7 +51,8 @@ pub struct ClusterConfig {
     pub certfile: Option<PathBuf>,
     /// See `certfile`.
     pub keyfile: Option<PathBuf>,
-    /// `ack_timeout`: seconds a SUBSCRIBE waits for the other live nodes (default 2); a node
+    /// `ack_timeout`: seconds a SUBSCRIBE waits for the other live nodes, and a CONNECT for the
+    /// hand-off of its session (default 2); a node
     /// that has not answered by then is left to catch up from the interest sync.
     pub ack_timeout: Duration,
 }

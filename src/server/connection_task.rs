@@ -488,6 +488,10 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
     if announce && !requested_id.is_empty() {
         authenticator.accepted(&requested_id, password.as_deref());
     }
+    let mut pending = pending;
+    if announce {
+        super::cluster_claim::claim(rt, &mut pending).await;
+    }
     let outcome = rt
         .core
         .borrow_mut()

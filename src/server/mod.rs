@@ -46,6 +46,7 @@ mod admin;
 mod authenticate;
 mod bridge_hooks;
 mod bus_retry;
+mod cluster_claim;
 mod cluster_hooks;
 mod connect_rate;
 mod connection_task;

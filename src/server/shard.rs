@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use shards::{BusSender, SendError};
 
-use crate::broker::{Action, BrokerCore, BusMessage, ConnId, ConnPeer, Lane};
+use crate::broker::{Action, BrokerCore, BusMessage, Claim, ConnId, ConnPeer, Lane};
 use crate::plugins::{Authenticator, Prefetchers};
 use crate::transport::server::DetachedStream;
 
@@ -64,6 +64,17 @@ impl Listening {
             libc::shutdown(self.fd, libc::SHUT_RDWR);
         }
     }
+}
+
+/// A claim's answer once it came, and the connection task to wake then.
+pub(crate) type ClaimSlot = (Option<Claim>, Option<Waker>);
+
+/// The CONNECTs of this shard waiting for the cluster's session directory, by token
+/// (`cluster_claim.rs` files and reads them).
+#[derive(Default)]
+pub(crate) struct Claims {
+    pub next: Cell<u64>,
+    pub waiting: RefCell<HashMap<u64, ClaimSlot>>,
 }
 
 /// An accepted connection moving to its home shard, with everything read from it so far.
@@ -210,6 +221,8 @@ pub(crate) struct ShardRuntime {
     pub prefetch: RefCell<Prefetchers>,
     /// This shard's listening sockets.
     pub listening: RefCell<Vec<Listening>>,
+    /// CONNECTs waiting for the cluster's session directory (`cluster_claim.rs`).
+    pub claims: Claims,
 }
 
 /// Size of the shard's read scratch buffer: the most one `read` takes from one socket.
@@ -235,6 +248,7 @@ impl ShardRuntime {
             authenticator: RefCell::new(shared.authenticator.clone()),
             prefetch: RefCell::new(shared.prefetch.clone()),
             listening: RefCell::new(Vec::new()),
+            claims: Default::default(),
             shared,
         }
     }

@@ -17,7 +17,8 @@ use super::recovery::ShardStart;
 use super::settings::SharedSettings;
 use super::shard::{ShardMessage, ShardRuntime};
 use super::snapshot::{self, ShardSnapshot};
-use super::{bus_retry, connection_task, host_request, reload_shard};
+use super::{bus_retry, cluster_claim, connection_task, host_request, reload_shard};
+use crate::broker::BusMessage;
 
 /// The shard's root future: starts its tasks, then waits for the stop signal and shuts down.
 pub(crate) async fn run(
@@ -104,6 +105,9 @@ async fn bus_loop(rt: Rc<ShardRuntime>, inbox: Inbox<ShardMessage>) {
 /// from the host program.
 fn handle_bus(rt: &Rc<ShardRuntime>, message: ShardMessage) {
     match message {
+        ShardMessage::Core(BusMessage::SessionClaimed { token, claim }, _) => {
+            cluster_claim::answered(rt, token, claim)
+        }
         ShardMessage::Core(message, stamp) => {
             if let Some(at) = stamp {
                 rt.note_publish_ingress(at, 0);

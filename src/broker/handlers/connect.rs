@@ -70,6 +70,8 @@ pub struct PendingConnect {
     /// Bytes it takes at the front of the buffer.
     length: usize,
     answer: Answer,
+    /// The cluster's session directory could not register the client id (`cluster_session.rs`).
+    unregistered: bool,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,27 @@ impl PendingConnect {
             Answer::Check { connect, .. } => connect.will.as_ref().map(|w| w.topic.as_str()),
             Answer::Refuse(..) => None,
         }
+    }
+
+    /// It opens an MQTT 5 enhanced authentication exchange (`auth.rs`): not authenticated yet.
+    pub fn enhanced_auth(&self) -> bool {
+        matches!(&self.answer, Answer::Check { v5: Some(p), .. } if p.authentication_method.is_some())
+    }
+
+    /// It asks to start afresh (MQTT 3 Clean Session 1, MQTT 5 Clean Start 1): a session another
+    /// node hands over would be discarded.
+    pub fn starts_clean(&self) -> bool {
+        match &self.answer {
+            Answer::Check { connect, .. } => connect.clean_session,
+            Answer::Refuse(..) => true,
+        }
+    }
+
+    /// The cluster's session directory could not register its client id (NATS away): a session
+    /// this shard does not hold already must end with the connection, or the CONNECT is refused
+    /// with 0x03 Server unavailable (MQTT 5: 0x88).
+    pub fn set_unregistered(&mut self) {
+        self.unregistered = true;
     }
 
     /// What the authentication plugins must judge; `None` when they are not asked (the client
@@ -234,6 +257,7 @@ impl BrokerCore {
             home,
             length,
             answer,
+            unregistered: false,
         })
     }
 
@@ -277,6 +301,11 @@ impl BrokerCore {
                     {
                         auth::start(self, conn, connect, properties, now)
                     }
+                    v5 if pending.unregistered && self.new_persistent(&connect, v5.as_deref()) => {
+                        let reason = v5.map(|_| ReasonCode::SERVER_UNAVAILABLE);
+                        let code = ConnectReturnCode::ServerUnavailable;
+                        self.refuse(conn, code, reason, Some(&connect), now)
+                    }
                     v5 => {
                         let auth = if by_certificate {
                             AuthVerdict::Allowed
@@ -288,6 +317,16 @@ impl BrokerCore {
                 }
             }
         }
+    }
+
+    /// `connect` would make a session that outlives its connection, and this shard holds none
+    /// for its client id.
+    fn new_persistent(&self, connect: &Connect, v5: Option<&Properties>) -> bool {
+        let lasting = match v5 {
+            Some(properties) => properties.session_expiry_interval.unwrap_or(0) > 0,
+            None => !connect.clean_session,
+        };
+        lasting && !self.session_by_client_id.contains_key(&*connect.client_id)
     }
 
     /// Refuses a CONNECT with `code`, or to an MQTT 5 client with reason code `v5` (`connect`:

@@ -28,6 +28,12 @@ pub struct StoredEntry<'a> {
 impl Session {
     /// The journaled messages the session holds, oldest first (in flight, then queued).
     pub fn stored(&self) -> impl Iterator<Item = StoredEntry<'_>> {
+        self.held().filter(|entry| entry.id != 0)
+    }
+
+    /// Every message the session holds, journaled or not (id 0), oldest first (in flight, then
+    /// queued): what moves with it to another node (`cluster_session.rs`).
+    pub fn held(&self) -> impl Iterator<Item = StoredEntry<'_>> {
         let flow = self.flow();
         let inflight = flow.inflight.iter().map(|m| StoredEntry {
             message: &m.out.message,
@@ -47,7 +53,7 @@ impl Session {
             released: false,
             expires_at: out.props().expires_at,
         });
-        inflight.chain(queued).filter(|entry| entry.id != 0)
+        inflight.chain(queued)
     }
 
     /// Incoming QoS 2 packet ids awaiting PUBREL.

@@ -20,6 +20,8 @@
 //!   takeover, wills on connection loss, clean-session cleanup;
 //! - `expiry.rs`: session expiry (`session_expiry_interval`), and the tick with 100k offline
 //!   sessions;
+//! - `cluster_session.rs`: a session released by one cluster node and adopted by another, and
+//!   a CONNECT the session directory could not register;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
 //! - `shared.rs`: shared subscriptions (`$share/...`) at 1 and 2 shards;
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
@@ -314,6 +316,7 @@ fn ids_on_distinct_shards() -> (String, String) {
 
 mod admin_verbs;
 mod bytes_in;
+mod cluster_session;
 mod connect;
 mod cross_shard;
 mod durability;

@@ -13,6 +13,7 @@
 mod incoming;
 mod membership;
 mod outgoing;
+mod sessions;
 
 use incoming::Qos0In;
 use outgoing::{spawn_sender, Qos0Out};
@@ -49,6 +50,14 @@ pub(super) enum Done {
     Live(Result<Vec<(String, String)>, String>),
     /// NATS set up (or not yet).
     Ready(Result<Box<Nats>, String>),
+    /// A client id claimed in the session directory for shard `from`'s CONNECT `token`: the
+    /// entry's sequence and the session handed over, or why not (`sessions.rs`).
+    Claimed {
+        from: usize,
+        token: u64,
+        client_id: Arc<str>,
+        result: Result<(u64, Option<Bytes>), String>,
+    },
 }
 
 /// One message for a JetStream stream: subject, payload, de-duplication id, and the stamps
@@ -127,6 +136,10 @@ pub(super) struct Link<M> {
     qos0_out: Qos0Out,
     /// QoS 0 from other nodes, handed to the shards at the end of the turn.
     qos0_in: Qos0In,
+    /// Client ids this node owns in the session directory, with their entries' sequences.
+    owned: HashMap<Arc<str>, u64>,
+    /// Hand-offs waiting for a shard to release the session: where to reply.
+    releases: HashMap<u64, async_nats::Subject>,
 }
 
 impl<M: Send + 'static> Link<M> {
@@ -173,6 +186,8 @@ impl<M: Send + 'static> Link<M> {
             unconfirmed_bytes: unconfirmed,
             qos0_out: Qos0Out::default(),
             qos0_in: Qos0In::new(shards),
+            owned: HashMap::new(),
+            releases: HashMap::new(),
             stats,
             config,
             port,
@@ -203,7 +218,7 @@ pub(super) async fn run<M: Send + 'static>(
     // What NATS brings, once set up (apart from the link: `select!` borrows each on its own).
     let mut feeds: Option<Feeds> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let (interest, acks, sync, qos0, mailbox, retained) = match feeds.as_mut() {
+        let (interest, acks, sync, qos0, mailbox, retained, handoff) = match feeds.as_mut() {
             Some(f) => (
                 Some(&mut f.interest),
                 Some(&mut f.acks),
@@ -211,8 +226,9 @@ pub(super) async fn run<M: Send + 'static>(
                 Some(&mut f.qos0),
                 Some(&mut f.mailbox),
                 Some(&mut f.retained),
+                Some(&mut f.handoff),
             ),
-            None => (None, None, None, None, None, None),
+            None => (None, None, None, None, None, None, None),
         };
         tokio::select! {
             // The shards first: at start, their recovered subscriptions are in before the
@@ -247,6 +263,7 @@ pub(super) async fn run<M: Send + 'static>(
             Some(message) = next(acks) => link.delta_acked(&message.payload),
             Some(message) = next(sync) => link.answer_sync(message).await,
             Some(message) = next(qos0) => link.qos0_arrived(&message.payload),
+            Some(message) = next(handoff) => link.handoff_asked(message),
             Some(message) = next(mailbox) => match message {
                 Ok(message) => link.mailbox_arrived(message).await,
                 Err(error) => log::warn!("cluster: mailbox: {error}"),
@@ -411,6 +428,12 @@ impl<M: Send + 'static> Link<M> {
                 let ready = self.incoming.durable(from, upto);
                 self.ack_incoming(ready);
             }
+            BusMessage::SessionClaim {
+                from,
+                token,
+                client_id,
+            } => self.claim(from, token, client_id),
+            BusMessage::SessionReleased { token, session } => self.released(token, session),
             _ => {}
         }
     }
@@ -448,6 +471,12 @@ impl<M: Send + 'static> Link<M> {
             }
             Done::Live(Ok(nodes)) => self.live_nodes(nodes),
             Done::Live(Err(error)) => log::debug!("cluster: live nodes: {error}"),
+            Done::Claimed {
+                from,
+                token,
+                client_id,
+                result,
+            } => self.claimed(from, token, client_id, result),
             Done::Ready(_) => {}
         }
     }
