@@ -521,7 +521,7 @@ impl BrokerCore {
                 if delays_will && !clean {
                     // A session that outlives its connection keeps a delayed will [MQTT-3.1.3-9].
                     self.delay_will(key, Duration::from_secs(will_delay.into()), will);
-                } else if self.publish_from_client(conn, *will) {
+                } else if self.publish_will_of(conn, *will) {
                     self.stats.wills_published += 1;
                 }
             }

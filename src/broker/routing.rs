@@ -68,6 +68,29 @@ impl BrokerCore {
         true
     }
 
+    /// The will of a connection that ends without DISCONNECT (`conn`: the connection being
+    /// closed). Its topic was checked by the topic plugins at CONNECT
+    /// (`drop_will_the_topic_checks_deny`), and is not asked again now: an answer fetched ahead
+    /// (the HTTP topic plugin's, kept `cache_ttl`) is long gone when a client that was connected
+    /// for hours leaves, and the will would be denied for that alone. Event plugins see it as a
+    /// publish. Returns false for a `$SYS` topic (never published).
+    pub(super) fn publish_will_of(&mut self, conn: ConnId, will: Message) -> bool {
+        if !Self::client_may_publish_to(will.topic.as_bytes()) {
+            return false;
+        }
+        if self.plugins_see_publishes() {
+            if let Some((client_id, username)) = self.client_identity(conn) {
+                let client = ClientInfo {
+                    client_id: &client_id,
+                    username: username.as_deref(),
+                };
+                self.settings.plugins.message_received(&client, &will);
+            }
+        }
+        self.route_from(will, Some(conn));
+        true
+    }
+
     /// Client id and user name of a connection whose CONNECT was accepted (Arc clones: cheap).
     pub fn client_identity(&self, conn: ConnId) -> Option<(Arc<str>, Option<Arc<str>>)> {
         let connection = self.connections.get(&conn)?;

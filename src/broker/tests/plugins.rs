@@ -1,12 +1,15 @@
 //! Authentication verdicts, topic checks and event plugins: a denied login, the topic ACL on
 //! SUBSCRIBE, PUBLISH and wills, and what event plugins are told.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::*;
-use crate::plugins::{AclTables, ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicPlugin};
+use crate::plugins::{
+    AclTables, ClientInfo, CorePlugins, EventPlugin, TopicAcl, TopicAction, TopicPlugin,
+};
 use crate::protocol::{LastWill, PubAck, PubRec, SubscribeReturnCode};
 
 type Table = std::collections::BTreeMap<String, Vec<String>>;
@@ -221,6 +224,46 @@ fn a_will_the_acl_denies_is_not_published() {
     assert_eq!(c.payloads("watcher"), ["w1 gone"]);
     let wills: u64 = c.shards.iter().map(|s| s.stats.wills_published).sum();
     assert_eq!(wills, 1);
+}
+
+/// A topic plugin that allows each publish topic once and denies it after: an answer fetched
+/// ahead that has expired by the time it is asked again (the HTTP plugin's cache).
+struct AllowsOnce(Mutex<HashSet<String>>);
+
+impl TopicPlugin for AllowsOnce {
+    fn name(&self) -> &str {
+        "allows-once"
+    }
+    fn allow(&self, _: &ClientInfo<'_>, action: TopicAction<'_>) -> bool {
+        let mut asked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        asked.insert(action.topic().to_string())
+    }
+}
+
+/// The will's topic is checked at CONNECT, and its publication later does not depend on the
+/// plugin answering the same again.
+#[test]
+fn a_will_allowed_at_connect_is_published_however_long_after() {
+    let topic: Vec<Arc<dyn TopicPlugin>> = vec![Arc::new(AllowsOnce(Mutex::default()))];
+    let mut c = Cluster::with_settings(
+        2,
+        Settings {
+            plugins: CorePlugins::new(topic, vec![]),
+            ..Settings::default()
+        },
+    );
+    c.connect("watcher", true);
+    c.subscribe("watcher", &[("status/#", QoS::AtMostOnce)]);
+    c.packets("watcher");
+    let connect = Cluster::with_will(
+        as_user("w1", "alice"),
+        "status/w1",
+        "w1 gone",
+        QoS::AtMostOnce,
+    );
+    c.connect_with("w1", connect);
+    c.drop_connection("w1");
+    assert_eq!(c.payloads("watcher"), ["w1 gone"]);
 }
 
 #[test]
