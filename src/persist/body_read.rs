@@ -201,11 +201,20 @@ pub(super) fn decode_body(record_type: u8, mut b: Body<'_>) -> Result<Option<Rec
             filter: b.filter()?,
             options: SubOptions::qos(b.qos()?),
         },
-        tag::SUBSCRIBE_V5 => Record::Subscribe {
-            client_id: b.client_id()?,
-            filter: b.filter()?,
-            options: b.options()?,
-        },
+        tag::SUBSCRIBE_V5 => {
+            let client_id = b.client_id()?;
+            let filter = b.filter()?;
+            let options = b.options()?;
+            if options.is_plain() {
+                // Written as `SUBSCRIBE` (tag 4): this encoding is not canonical.
+                return Err(BodyError::Options(u8::from(options.qos)));
+            }
+            Record::Subscribe {
+                client_id,
+                filter,
+                options,
+            }
+        }
         tag::SESSION_EXPIRY => Record::SessionExpiry {
             client_id: b.client_id()?,
             interval_secs: match b.u8()? {

@@ -343,3 +343,28 @@ fn mqtt3_records_are_written_byte_for_byte_as_before() {
     crate::persist::codec::end_block(&mut out, block);
     assert_eq!(out.freeze(), old);
 }
+
+/// A v5 subscription record (type 16) whose options are an MQTT 3 subscription's is refused:
+/// the writer puts those in type 4, and a reader that took both would read two encodings of one
+/// record (the journal fuzz target's canonical-form check found it).
+#[test]
+fn a_v5_subscription_record_with_plain_options_is_refused() {
+    use crate::persist::body_read::{decode_body, Body};
+    let mut body = BytesMut::new();
+    old_str(&mut body, "c");
+    old_str(&mut body, "+");
+    body.put_u8(0); // QoS 0, every option off
+    body.put_u32_le(0); // no Subscription Identifier
+    let data = body.freeze();
+    assert!(decode_body(16, Body::new(&data, 0, data.len())).is_err());
+    let mut body = BytesMut::new();
+    old_str(&mut body, "c");
+    old_str(&mut body, "+");
+    body.put_u8(0b0000_0100); // No Local
+    body.put_u32_le(0);
+    let data = body.freeze();
+    assert!(matches!(
+        decode_body(16, Body::new(&data, 0, data.len())),
+        Ok(Some(Record::Subscribe { .. }))
+    ));
+}
