@@ -91,6 +91,8 @@ pub enum BodyError {
     ZeroPacketId,
     #[error("MQTT 5 properties: {0}")]
     Properties(DecodeError),
+    #[error("MQTT 5 properties not in the order and form they are written in")]
+    PropertiesNotCanonical,
     #[error("subscription options {0:#04x}")]
     Options(u8),
     #[error("will delay 0")]

@@ -121,11 +121,20 @@ impl<'a> Body<'a> {
         let properties = if flags & PROPERTIES_FLAG != 0 {
             let len = self.u32()?;
             let range = self.take(len as usize)?;
-            let props = properties::decode_body(&self.data[range], v5::Kind::Publish)
+            let written = &self.data[range];
+            let props = properties::decode_body(written, v5::Kind::Publish)
                 .map_err(BodyError::Properties)?;
             if props.is_empty() {
                 // Written with the flag clear: this encoding is not canonical.
                 return Err(BodyError::Flags(flags));
+            }
+            // The wire format takes properties in any order, and identifiers or variable byte
+            // integers in more bytes than needed; the journal holds them only as they are
+            // written, so that a record has one encoding (the journal fuzz target checks this).
+            let mut again = bytes::BytesMut::with_capacity(written.len());
+            props.encode_body(&mut again);
+            if again[..] != *written {
+                return Err(BodyError::PropertiesNotCanonical);
             }
             Some(Arc::new(props))
         } else {

@@ -379,6 +379,19 @@ fn bodies_that_do_not_decode_are_refused_with_their_reason() {
             body(7, BodyError::Flags(0b1000)),
         ),
         (
+            // Content Type (3) before Payload Format Indicator (1): written the other way round.
+            raw_frame(
+                7,
+                &with(&topic_msg(0b1000), &[6, 0, 0, 0, 3, 0, 1, b'x', 1, 1]),
+            ),
+            body(7, BodyError::PropertiesNotCanonical),
+        ),
+        (
+            // The identifier 1 in two bytes (0x81 0x00): a variable byte integer not minimal.
+            raw_frame(7, &with(&topic_msg(0b1000), &[3, 0, 0, 0, 0x81, 0, 1])),
+            body(7, BodyError::PropertiesNotCanonical),
+        ),
+        (
             raw_frame(16, &with(&cid, &[1, 0, b't', 0x30, 0, 0, 0, 0])),
             body(16, BodyError::Options(0x30)),
         ),
