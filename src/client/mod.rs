@@ -49,6 +49,7 @@
 pub mod cli;
 pub mod cli_v5;
 pub mod config;
+mod connect_options;
 mod driver;
 mod error;
 // The sans-IO layer names its fields as the specification does; documenting each is left for
@@ -56,7 +57,6 @@ mod error;
 #[allow(missing_docs)]
 pub mod state;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,54 +65,16 @@ use bytes::Bytes;
 use futures_lite::future::race;
 
 use crate::protocol::v5::{Kind, Properties, ReasonCode};
-use crate::protocol::{
-    Message, ProtocolLevel, QoS, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName,
-};
+use crate::protocol::{Message, QoS, SubscribeFilter, SubscribeReturnCode, TopicFilter, TopicName};
 use crate::transport::{BrokerUrl, ClientTransportOptions};
 
 pub use config::{ClientConfig, ClientConfigError, ConnectionConfig, TopicDefaults};
+pub use connect_options::ConnectOptions;
+use connect_options::{check_properties, invalid, MAX_REMAINING_LENGTH};
 pub use error::ClientError;
 pub use state::{reason_name, Delivery, PublishFailure, V5Options};
 
 use driver::{Command, DriverSetup, Shared};
-use state::SessionOptions;
-
-/// Largest remaining length MQTT can express.
-const MAX_REMAINING_LENGTH: usize = 268_435_455;
-/// Longest UTF-8 string or binary field.
-const MAX_FIELD: usize = 65_535;
-
-/// Per-connection options of [`MqttClient::connect_with`]; `None` fields fall back to the config.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectOptions {
-    /// Overrides `cleansession`.
-    pub clean_session: Option<bool>,
-    /// User name for CONNECT (overrides the URL's).
-    pub username: Option<String>,
-    /// Password for CONNECT (overrides the URL's).
-    pub password: Option<String>,
-    /// PEM file of CA certificates to trust (overrides `connection.cafile`).
-    pub ca_file: Option<PathBuf>,
-    /// Directory of PEM CA certificates (overrides `connection.capath`).
-    pub ca_path: Option<PathBuf>,
-    /// PEM CA certificates inline (overrides `connection.cadata`).
-    pub ca_data: Option<String>,
-    /// Client certificate (PEM) to present, with `key_file`; the two override
-    /// `connection.certfile` and `connection.keyfile` together.
-    pub cert_file: Option<PathBuf>,
-    /// Private key of `cert_file` (PEM).
-    pub key_file: Option<PathBuf>,
-    /// Overrides `check_hostname` (`Some(false)`: take a broker certificate made for another host
-    /// name, as mosquitto's `--insecure`).
-    pub check_hostname: Option<bool>,
-    /// Extra HTTP headers for the WebSocket upgrade request.
-    pub extra_headers: Vec<(String, String)>,
-    /// MQTT 3.1, 3.1.1 or 5 (`None`: 3.1.1).
-    pub protocol_version: Option<ProtocolLevel>,
-    /// CONNECT and will properties and topic aliases; MQTT 5 only (refused at the other levels
-    /// when not empty).
-    pub v5: V5Options,
-}
 
 /// An MQTT client. `Send + Sync`: share it (e.g. in an `Arc`) to publish from many tasks at once.
 pub struct MqttClient {
@@ -156,14 +118,6 @@ pub fn random_client_id() -> String {
         .take(16)
         .collect();
     format!("amqtt/{suffix}")
-}
-
-fn invalid(what: &'static str, value: &str, reason: impl ToString) -> ClientError {
-    ClientError::Invalid {
-        what,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 impl MqttClient {
@@ -532,68 +486,6 @@ impl MqttClient {
             .map_err(|_| shared.ended_or(ClientError::NotConnected))?;
         Ok(shared)
     }
-
-    fn session_options(
-        &self,
-        url: &BrokerUrl,
-        options: &ConnectOptions,
-    ) -> Result<SessionOptions, ClientError> {
-        if self.client_id.len() > MAX_FIELD {
-            return Err(invalid(
-                "client id",
-                &self.client_id,
-                "longer than 65,535 bytes",
-            ));
-        }
-        let username = options.username.clone().or_else(|| url.username.clone());
-        let password = options.password.clone().or_else(|| url.password.clone());
-        for (what, value) in [("user name", &username), ("password", &password)] {
-            if value.as_ref().is_some_and(|v| v.len() > MAX_FIELD) {
-                return Err(invalid(what, "…", "longer than 65,535 bytes"));
-            }
-        }
-        let will = self.config.will.clone();
-        if will.as_ref().is_some_and(|w| w.payload.len() > MAX_FIELD) {
-            return Err(invalid("will message", "…", "longer than 65,535 bytes"));
-        }
-        let protocol = options.protocol_version.unwrap_or(ProtocolLevel::V311);
-        let v5 = options.v5.clone();
-        if protocol == ProtocolLevel::V5 {
-            check_properties(&v5.connect_properties, Kind::Connect, "CONNECT properties")?;
-            check_properties(&v5.will_properties, Kind::Will, "will properties")?;
-        } else if !v5.connect_properties.is_empty() || !v5.will_properties.is_empty() {
-            return Err(invalid(
-                "CONNECT properties",
-                "",
-                "properties need MQTT 5 (protocol version 5)",
-            ));
-        }
-        Ok(SessionOptions {
-            client_id: self.client_id.clone(),
-            clean_session: options.clean_session.unwrap_or(self.config.clean_session),
-            keep_alive: self.config.keep_alive,
-            ping_delay: self.config.ping_delay,
-            connection_timeout: self.config.connection_timeout,
-            will,
-            username,
-            password: password.map(|p| Bytes::from(p.into_bytes())),
-            max_inflight: usize::from(self.config.max_inflight),
-            protocol,
-            v5,
-        })
-    }
-}
-
-/// Refuses properties `kind` may not carry or cannot encode, naming `what` they are.
-fn check_properties(
-    properties: &Properties,
-    kind: Kind,
-    what: &'static str,
-) -> Result<(), ClientError> {
-    properties
-        .body_len(kind)
-        .map(drop)
-        .map_err(|e| invalid(what, "", e))
 }
 
 async fn wait_reply<T>(

@@ -32,11 +32,12 @@ use bytes::BytesMut;
 use super::auth::{self, Authenticated};
 use super::connect_session::{drop_will_the_topic_checks_deny, journal_session};
 use super::connect_v5::{from_v5, granted_keep_alive};
+use super::pending_connect::{Answer, FirstPacket, PendingConnect};
 use crate::broker::connection::{Connection, ConnectionState};
 use crate::broker::mqtt5::{self, refusal_reason, V5Link};
 use crate::broker::session::Session;
 use crate::broker::{packet_log, AuthVerdict, BrokerCore, CloseReason, ConnId, ConnectOutcome};
-use crate::plugins::{ClientInfo, Credentials};
+use crate::plugins::ClientInfo;
 use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
     decode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
@@ -50,123 +51,6 @@ pub enum ListenerIdentity {
     /// By their client certificate (mutual TLS, `use-identity-as-username`): its common name, if
     /// it has one, is the user name, and the certificate is the authentication.
     Certificate { common_name: Option<String> },
-}
-
-/// What a connection's first bytes hold, so far (see the module documentation).
-#[derive(Debug)]
-pub enum FirstPacket {
-    /// Not a whole packet yet: read more, and call again with everything read so far.
-    Incomplete,
-    /// Close the connection without an answer (counted; logged).
-    Close,
-    /// A CONNECT to answer on its home shard.
-    Connect(PendingConnect),
-}
-
-/// A first packet read, waiting for its authentication verdict and [`BrokerCore::handle_connect`].
-#[derive(Debug)]
-pub struct PendingConnect {
-    home: usize,
-    /// Bytes it takes at the front of the buffer.
-    length: usize,
-    answer: Answer,
-    /// The cluster's session directory could not register the client id (`cluster_session.rs`).
-    unregistered: bool,
-}
-
-#[derive(Debug)]
-enum Answer {
-    /// Checked by `handle_connect`.
-    Check {
-        connect: Box<Connect>,
-        /// The user name came from the client certificate, which authenticated the client.
-        by_certificate: bool,
-        /// An MQTT 5 CONNECT's properties (`connect` holds the rest, its will's properties in
-        /// the will message); `None` for MQTT 3.
-        v5: Option<Box<Properties>>,
-    },
-    /// Refused before anything else is looked at: with a CONNACK of this MQTT 3 code, or of this
-    /// MQTT 5 reason code to an MQTT 5 client.
-    Refuse(ConnectReturnCode, Option<ReasonCode>),
-}
-
-impl PendingConnect {
-    /// The shard that must answer it: the client id's home ([`crate::broker::home_shard`]), or the
-    /// shard that read it for a generated client id and for a refusal.
-    pub fn home(&self) -> usize {
-        self.home
-    }
-
-    /// How many bytes at the front of the buffer it took: drop them before the bytes that follow
-    /// go to [`BrokerCore::handle_bytes`].
-    pub fn byte_len(&self) -> usize {
-        self.length
-    }
-
-    /// The client id it asked for (empty when it asked for a generated one, or was not decoded).
-    pub fn client_id(&self) -> &str {
-        match &self.answer {
-            Answer::Check { connect, .. } => &connect.client_id,
-            Answer::Refuse(..) => "",
-        }
-    }
-
-    /// The user name it sent (or the client certificate's common name), if any: for log lines.
-    pub fn username(&self) -> Option<&str> {
-        match &self.answer {
-            Answer::Check { connect, .. } => connect.username.as_deref(),
-            Answer::Refuse(..) => None,
-        }
-    }
-
-    /// The topic of its will, if it has one (a plugin that asks a service about topics fetches
-    /// the answer before the core checks the will).
-    pub fn will_topic(&self) -> Option<&str> {
-        match &self.answer {
-            Answer::Check { connect, .. } => connect.will.as_ref().map(|w| w.topic.as_str()),
-            Answer::Refuse(..) => None,
-        }
-    }
-
-    /// It opens an MQTT 5 enhanced authentication exchange (`auth.rs`): not authenticated yet.
-    pub fn enhanced_auth(&self) -> bool {
-        matches!(&self.answer, Answer::Check { v5: Some(p), .. } if p.authentication_method.is_some())
-    }
-
-    /// It asks to start afresh (MQTT 3 Clean Session 1, MQTT 5 Clean Start 1): a session another
-    /// node hands over would be discarded.
-    pub fn starts_clean(&self) -> bool {
-        match &self.answer {
-            Answer::Check { connect, .. } => connect.clean_session,
-            Answer::Refuse(..) => true,
-        }
-    }
-
-    /// The cluster's session directory could not register its client id (NATS away): a session
-    /// this shard does not hold already must end with the connection, or the CONNECT is refused
-    /// with 0x03 Server unavailable (MQTT 5: 0x88).
-    pub fn set_unregistered(&mut self) {
-        self.unregistered = true;
-    }
-
-    /// What the authentication plugins must judge; `None` when they are not asked (the client
-    /// certificate authenticated the client, an enhanced authentication method will (`auth.rs`),
-    /// or the CONNECT is refused anyway).
-    pub fn credentials(&self) -> Option<Credentials> {
-        match &self.answer {
-            Answer::Check {
-                connect,
-                by_certificate: false,
-                v5,
-            } if v5
-                .as_ref()
-                .is_none_or(|p| p.authentication_method.is_none()) =>
-            {
-                Some(Credentials::of(connect))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// CONNECT's first byte: packet type 1, reserved flags 0 [MQTT-2.2.2-1], in every MQTT version.

@@ -20,6 +20,7 @@ pub(super) mod connect;
 mod connect_session;
 mod connect_v5;
 mod disconnect;
+mod pending_connect;
 mod pingreq;
 mod puback;
 mod pubcomp;
@@ -40,7 +41,8 @@ use crate::protocol::{
 use super::{BrokerCore, CloseReason, ConnId, Pressure};
 
 pub(super) use auth::refuse_authenticating;
-pub use connect::{FirstPacket, ListenerIdentity, PendingConnect};
+pub use connect::ListenerIdentity;
+pub use pending_connect::{FirstPacket, PendingConnect};
 
 /// What [`BrokerCore::handle_bytes`] handled, and what the runtime does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
