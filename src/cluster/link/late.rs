@@ -23,8 +23,7 @@ use tokio::time::Instant;
 use crate::broker::BusMessage;
 
 use super::super::directory::{self, Entry};
-use super::profiles::Owned;
-use super::sessions::read_entry;
+use super::profiles::{read_entry, Owned};
 use super::{Done, Link};
 
 /// Longest wait for the mailbox's backlog before the recovered sessions are checked anyway.

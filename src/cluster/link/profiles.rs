@@ -7,15 +7,19 @@
 //! same time, and a SUBSCRIBE to a filter the cluster knows already waits for nothing), so a
 //! node killed within that write's round trip (~1 ms) leaves the entry without the change.
 //! One write per client id at a time; changes made meanwhile are coalesced into the next one;
-//! an unchanged profile is not written again. Methods of the link (`mod.rs`).
+//! an unchanged profile is not written again. Methods of the link (`mod.rs`), and the reading
+//! and compare-and-set writing of an entry that claims (`sessions.rs`) and checks of recovered
+//! sessions (`late.rs`) use too.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use super::super::directory::{Entry, Profile};
-use super::sessions::publish_entry;
+use super::super::directory::{self, Entry, Profile, EXPECTED_LAST_SEQUENCE};
 use super::{Done, Link};
 
 /// Failed writes of one entry in a row before this node stops trying (until the next change).
@@ -160,5 +164,40 @@ impl<M: Send + 'static> Link<M> {
         for (client_id, profile) in waiting {
             self.profile_changed_again(client_id, profile);
         }
+    }
+}
+
+/// The last entry of `subject` in the directory: its sequence (0: none) and the entry (`None`:
+/// none, or one that does not read).
+pub(super) async fn read_entry(
+    sessions: &Stream,
+    subject: &str,
+) -> Result<(u64, Option<Entry>), String> {
+    match sessions.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok((
+            message.sequence,
+            directory::decode_entry(&message.payload).ok(),
+        )),
+        Err(error) if matches!(error.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+            Ok((0, None))
+        }
+        Err(error) => Err(format!("reading its entry: {error}")),
+    }
+}
+
+/// Writes `entry` to `subject` if the entry there is still the one of sequence `read` (a
+/// compare-and-set): the new sequence.
+pub(super) async fn publish_entry(
+    js: &Context,
+    subject: String,
+    read: u64,
+    entry: &Entry,
+) -> Result<u64, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(EXPECTED_LAST_SEQUENCE, read.to_string().as_str());
+    let payload = directory::encode_entry(entry);
+    match js.publish_with_headers(subject, headers, payload).await {
+        Ok(ack) => ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
     }
 }

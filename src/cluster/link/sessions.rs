@@ -13,16 +13,16 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
-use async_nats::{Client, HeaderMap};
+use async_nats::Client;
 use bytes::Bytes;
 
 use crate::broker::{BusMessage, Claim};
 
-use super::super::directory::{self, Entry, HandedOff, Profile, EXPECTED_LAST_SEQUENCE};
+use super::super::directory::{self, Entry, HandedOff, Profile};
 use super::super::wire::Names;
-use super::profiles::Owned;
+use super::profiles::{publish_entry, read_entry, Owned};
 use super::{Done, Link};
 
 /// Tries of a compare-and-set that lost to another node's write before giving up.
@@ -244,40 +244,5 @@ impl ClaimJob {
             ),
         }
         Ok(claimed)
-    }
-}
-
-/// The last entry of `subject` in the directory: its sequence (0: none) and the entry (`None`:
-/// none, or one that does not read).
-pub(super) async fn read_entry(
-    sessions: &Stream,
-    subject: &str,
-) -> Result<(u64, Option<Entry>), String> {
-    match sessions.get_last_raw_message_by_subject(subject).await {
-        Ok(message) => Ok((
-            message.sequence,
-            directory::decode_entry(&message.payload).ok(),
-        )),
-        Err(error) if matches!(error.kind(), LastRawMessageErrorKind::NoMessageFound) => {
-            Ok((0, None))
-        }
-        Err(error) => Err(format!("reading its entry: {error}")),
-    }
-}
-
-/// Writes `entry` to `subject` if the entry there is still the one of sequence `read` (a
-/// compare-and-set): the new sequence.
-pub(super) async fn publish_entry(
-    js: &Context,
-    subject: String,
-    read: u64,
-    entry: &Entry,
-) -> Result<u64, String> {
-    let mut headers = HeaderMap::new();
-    headers.insert(EXPECTED_LAST_SEQUENCE, read.to_string().as_str());
-    let payload = directory::encode_entry(entry);
-    match js.publish_with_headers(subject, headers, payload).await {
-        Ok(ack) => ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
     }
 }
