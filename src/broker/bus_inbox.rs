@@ -101,10 +101,21 @@ impl BrokerCore {
             BusMessage::SessionRelease { token, client_id } => {
                 self.session_release_asked(token, &client_id);
             }
-            // Between the runtime and the link: never the core's.
+            BusMessage::SessionCopy { token, client_id } => {
+                self.session_copy_asked(token, &client_id);
+            }
+            BusMessage::SessionLate {
+                token,
+                client_id,
+                records,
+            } => self.session_late_asked(token, &client_id, records),
+            // Between the runtime and the link, or for the link: never the core's.
             BusMessage::SessionClaim { .. }
             | BusMessage::SessionClaimed { .. }
-            | BusMessage::SessionReleased { .. } => {}
+            | BusMessage::SessionReleased { .. }
+            | BusMessage::SessionsHeld { .. }
+            | BusMessage::SessionProfile { .. }
+            | BusMessage::SessionLateTaken { .. } => {}
         }
     }
 }

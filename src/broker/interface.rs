@@ -173,14 +173,39 @@ pub enum BusMessage {
         from: usize,
         token: u64,
         client_id: Arc<str>,
+        /// The CONNECT starts a new session (Clean Session / Clean Start): the entry keeps no
+        /// profile of the old one.
+        clean: bool,
     },
     /// The link's answer to a `SessionClaim` (for the runtime of the shard that asked).
     SessionClaimed { token: u64, claim: Claim },
     /// The cluster gave this client id to another node: its connection here is taken over and
     /// its session leaves this node (`cluster_session.rs`). Answered with `SessionReleased`.
     SessionRelease { token: u64, client_id: Arc<str> },
-    /// A released session's records (a persistent session; `None`: nothing to hand over).
+    /// A released (or copied) session's records (a persistent session; `None`: nothing to hand
+    /// over).
     SessionReleased { token: u64, session: Option<Bytes> },
+    /// A shard's persistent sessions at start (recovered), for the link to check against the
+    /// session directory (another node may have taken them while this one was down).
+    SessionsHeld { client_ids: Vec<Arc<str>> },
+    /// A persistent session's profile changed (`BrokerCore::session_profile`), or the session
+    /// ended or is clean (`None`): the link keeps it in the client id's directory entry.
+    SessionProfile {
+        client_id: Arc<str>,
+        profile: Option<Bytes>,
+    },
+    /// The link asks for a copy of an offline session's records (it stays here); answered with
+    /// `SessionReleased`.
+    SessionCopy { token: u64, client_id: Arc<str> },
+    /// Messages another node held for a session this node owns now (its records): appended to
+    /// the session's queue. Answered with `SessionLateTaken`.
+    SessionLate {
+        token: u64,
+        client_id: Arc<str>,
+        records: Bytes,
+    },
+    /// The messages of `SessionLate` `token` are taken in.
+    SessionLateTaken { token: u64 },
 }
 
 /// What the cluster answered a client id's claim.

@@ -83,7 +83,7 @@ use crate::protocol::{self, Connect, Packet, PublishRef, TopicFilter};
 pub use crate::plugins::AuthVerdict;
 
 pub use bus_batch::{BatchedPublish, PublishBatch};
-pub use cluster_session::AdoptError;
+pub use cluster_session::{AdoptError, MAX_PROFILE_BYTES};
 pub use handlers::{FirstPacket, Handled, ListenerIdentity, Next, PendingConnect};
 pub use interface::{
     home_shard, Action, BusMessage, Claim, ConnectOutcome, Lane, Message, SessionGauges, Settings,
@@ -548,6 +548,7 @@ impl BrokerCore {
         if !session.clean {
             let client_id = session.client_id.clone();
             self.journal(|| Record::SessionDrop { client_id });
+            self.session_profile_gone(session.client_id.clone());
         }
         for filter in session.subscriptions.keys() {
             self.remove_subscriber(key, filter);

@@ -77,6 +77,11 @@ impl<T> Incoming<T> {
         self.ready()
     }
 
+    /// Nothing waits for the shards.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     fn ready(&mut self) -> Vec<T> {
         let mut out = Vec::new();
         while let Some((_, waits)) = self.waiting.front() {

@@ -13,7 +13,9 @@
 //! - Liveness: each node renews its entry in the `<name>_nodes` bucket; one that expires is gone.
 //! - Sessions: a CONNECT claims its client id in the `<name>_sessions` directory (compare-and-set,
 //!   the entry's sequence fencing older owners); the node that owned it closes the connection and
-//!   hands the session over (`directory.rs`, `link/sessions.rs`).
+//!   hands the session over (`directory.rs`, `link/sessions.rs`). The entry keeps the session's
+//!   profile (subscriptions, expiry: `link/profiles.rs`), from which another node makes it when
+//!   the owner is dead; that node, back, hands over the messages it held (`link/late.rs`).
 //!
 //! `wire.rs` holds the bytes, `interest.rs` and `confirm.rs` the bookkeeping (no I/O),
 //! `nats.rs` the NATS set-up, `link.rs` the loop. Nothing here knows MQTT's rules: the shards

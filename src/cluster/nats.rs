@@ -2,7 +2,8 @@
 //! finding) what the nodes share: the mailbox stream (QoS 1/2 publishes, one subject and one
 //! durable consumer per node), the retained stream (one message per topic), the live nodes'
 //! bucket (entries expire unless renewed), the session directory (one message per client id,
-//! `directory.rs`), and this node's subscriptions.
+//! `directory.rs`), and this node's subscriptions (hand-off and late hand-over requests among
+//! them).
 //!
 //! Async functions run on the link's tokio thread; nothing here touches the broker's shards.
 
@@ -34,10 +35,14 @@ pub struct Nats {
     pub sync: Subscriber,
     pub qos0: Subscriber,
     pub handoff: Subscriber,
+    pub late: Subscriber,
     pub mailbox: consumer::pull::Stream,
     pub retained: consumer::pull::Ordered,
     /// The retained stream held nothing at set-up (nothing to load before going live).
     pub retained_empty: bool,
+    /// Messages that waited in this node's mailbox at set-up (read before the sessions
+    /// recovered here are checked against the directory: `link/late.rs`).
+    pub mailbox_backlog: u64,
 }
 
 /// Connects (in the background: the returned client reconnects for ever); connection events go
@@ -180,7 +185,10 @@ pub async fn set_up(
             },
         )
         .await
-        .map_err(|e| err("the mailbox consumer")(&e))?
+        .map_err(|e| err("the mailbox consumer")(&e))?;
+    let info = mailbox.cached_info();
+    let mailbox_backlog = info.num_pending + info.num_ack_pending as u64;
+    let mailbox = mailbox
         .messages()
         .await
         .map_err(|e| err("the mailbox consumer's messages")(&e))?;
@@ -209,6 +217,7 @@ pub async fn set_up(
         nodes,
         sessions,
         handoff: subscribe(names.handoff(node)).await?,
+        late: subscribe(names.late(node)).await?,
         interest: subscribe(names.interest_all()).await?,
         acks: subscribe(names.interest_ack(node)).await?,
         sync: subscribe(names.sync(node)).await?,
@@ -216,6 +225,7 @@ pub async fn set_up(
         mailbox,
         retained,
         retained_empty,
+        mailbox_backlog,
         js,
     })
 }
@@ -227,6 +237,7 @@ pub struct Handles {
     pub nodes: stream::Stream,
     pub sessions: stream::Stream,
     pub retained_empty: bool,
+    pub mailbox_backlog: u64,
 }
 
 /// What the link's loop reads from NATS.
@@ -236,6 +247,7 @@ pub struct Feeds {
     pub sync: Subscriber,
     pub qos0: Subscriber,
     pub handoff: Subscriber,
+    pub late: Subscriber,
     pub mailbox: consumer::pull::Stream,
     pub retained: consumer::pull::Ordered,
 }
@@ -250,6 +262,7 @@ impl Nats {
                 nodes: self.nodes,
                 sessions: self.sessions,
                 retained_empty: self.retained_empty,
+                mailbox_backlog: self.mailbox_backlog,
             },
             Feeds {
                 interest: self.interest,
@@ -257,6 +270,7 @@ impl Nats {
                 sync: self.sync,
                 qos0: self.qos0,
                 handoff: self.handoff,
+                late: self.late,
                 mailbox: self.mailbox,
                 retained: self.retained,
             },

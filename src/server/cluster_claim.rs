@@ -3,7 +3,8 @@
 //! (`BusMessage::SessionClaim`) and waits for its answer (`BusMessage::SessionClaimed`, routed
 //! here by the shard's bus loop). A session another node handed over is given to the core
 //! (`BrokerCore::adopt_session`); a directory out of reach marks the CONNECT unregistered (the
-//! core then refuses a new persistent session). Glue only: the directory is `src/cluster`'s,
+//! core then refuses a new persistent session). Once the CONNECT is answered, the link learns
+//! the session's profile for the directory ([`connected`]). Glue only: the directory is `src/cluster`'s,
 //! the MQTT rules the core's.
 
 use std::rc::Rc;
@@ -55,6 +56,7 @@ pub(crate) async fn claim(rt: &Rc<ShardRuntime>, pending: &mut PendingConnect) {
         from: rt.id,
         token,
         client_id: client_id.clone(),
+        clean: pending.starts_clean(),
     };
     let link = rt.shared.shards;
     if rt
@@ -102,5 +104,14 @@ pub(crate) async fn claim(rt: &Rc<ShardRuntime>, pending: &mut PendingConnect) {
         }
         Some(Claim::Owned(_)) => {}
         Some(Claim::Unavailable) | None => pending.set_unregistered(),
+    }
+}
+
+/// The core answered the CONNECT of `conn`: on a cluster node, the link learns its session's
+/// profile for the directory entry (`BrokerCore::announce_session_profile`; sent with the
+/// CONNECT's own actions).
+pub(crate) fn connected(rt: &ShardRuntime, conn: crate::broker::ConnId) {
+    if rt.shared.core.cluster_link {
+        rt.core.borrow_mut().announce_session_profile(conn);
     }
 }

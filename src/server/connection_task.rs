@@ -496,6 +496,9 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         .core
         .borrow_mut()
         .handle_connect(conn, pending, auth, Instant::now());
+    if outcome.is_accepted() {
+        super::cluster_claim::connected(rt, conn);
+    }
     // The session's own `Arc`: no copy of the id per connection.
     let client_id: Arc<str> = rt
         .core

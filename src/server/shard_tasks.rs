@@ -82,6 +82,7 @@ fn restore(rt: &Rc<ShardRuntime>, start: &ShardStart) {
         core.restore_remote_interest(*shard, filter);
     }
     core.announce_interest_to_link();
+    core.announce_sessions_to_link();
     core.publish_recovered_wills();
 }
 

@@ -178,6 +178,8 @@ fn subscribe_filters(
             retained_for.push((filter, granted));
         }
     }
+    // A cluster node keeps a persistent session's subscriptions in its directory entry.
+    broker.session_profile_changed(key);
     // Share groups are announced to the other shards; filters to the cluster link too.
     let others = broker.shards - 1;
     let with_link = others + usize::from(broker.link.is_some());

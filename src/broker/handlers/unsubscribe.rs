@@ -79,5 +79,7 @@ fn remove_filters(
             }
         }
     }
+    // A cluster node keeps a persistent session's subscriptions in its directory entry.
+    broker.session_profile_changed(key);
     removed_each
 }

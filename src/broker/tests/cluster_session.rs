@@ -115,3 +115,84 @@ fn unregistered_a_new_persistent_session_is_refused_and_a_clean_or_held_one_goes
         "its own session goes on"
     );
 }
+
+fn profile(node: &Cluster, client_id: &str) -> Option<Bytes> {
+    let shard = &node.shards[home_shard(client_id, node.shards.len())];
+    let key = *shard.session_by_client_id.get(client_id)?;
+    shard.session_profile(key)
+}
+
+#[test]
+fn a_profile_makes_the_session_again_with_its_subscriptions_and_no_messages() {
+    let mut a = Cluster::new(2);
+    a.connect("p", false);
+    a.subscribe("p", &[("q", QoS::AtLeastOnce), ("r/+", QoS::ExactlyOnce)]);
+    a.drop_connection("p");
+    a.connect("pub", true);
+    a.publish("pub", "q", "queued", QoS::AtLeastOnce, false, 1);
+    let records = profile(&a, "p").expect("a persistent session has a profile");
+    let mut b = Cluster::new(2);
+    adopt(&mut b, "p", records);
+    assert!(b.connect("p", false).session_present);
+    assert!(b.payloads("p").is_empty(), "no messages in a profile");
+    b.connect("pub", true);
+    b.publish("pub", "q", "4", QoS::AtLeastOnce, false, 1);
+    b.publish("pub", "r/x", "5", QoS::ExactlyOnce, false, 2);
+    assert_eq!(b.payloads("p"), ["4", "5"], "both subscriptions made again");
+    a.connect("c", true);
+    assert_eq!(profile(&a, "c"), None, "a clean session has none");
+}
+
+#[test]
+fn a_profile_is_cut_short_past_its_limit() {
+    let mut a = Cluster::new(1);
+    a.connect("big", false);
+    let filters: Vec<String> = (0..2_000).map(|i| format!("{i:0>60}")).collect();
+    for chunk in filters.chunks(100) {
+        let chunk: Vec<(&str, QoS)> = chunk
+            .iter()
+            .map(|f| (f.as_str(), QoS::AtLeastOnce))
+            .collect();
+        a.subscribe("big", &chunk);
+    }
+    let records = profile(&a, "big").expect("a profile");
+    assert!(
+        records.len() > MAX_PROFILE_BYTES,
+        "marked too large by its length"
+    );
+    assert!(
+        records.len() < MAX_PROFILE_BYTES + 200,
+        "not all 120 KB of it"
+    );
+}
+
+#[test]
+fn late_messages_join_the_session_where_it_lives_now_once_each() {
+    let mut a = node_with_queued_session();
+    let records = profile(&a, "p").expect("profile");
+    let mut b = Cluster::new(2);
+    adopt(&mut b, "p", records.clone());
+    assert!(b.connect("p", false).session_present);
+    b.connect("pub", true);
+    b.publish("pub", "q", "new", QoS::AtLeastOnce, false, 1);
+    assert_eq!(b.payloads("p"), ["new"]);
+    // Node A comes back and hands over what it held: the live session gets it.
+    let late = release(&mut a, "p").expect("records");
+    let home = home_shard("p", b.shards.len());
+    let taken = b.shards[home].take_late_messages("p", late.clone());
+    b.run();
+    assert_eq!(taken, Ok(3));
+    assert_eq!(b.payloads("p"), ["1", "2", "3"]);
+    // Offline, they wait in its queue.
+    let mut offline = Cluster::new(2);
+    adopt(&mut offline, "p", records);
+    let home_there = home_shard("p", offline.shards.len());
+    let taken = offline.shards[home_there].take_late_messages("p", late.clone());
+    offline.run();
+    assert_eq!(taken, Ok(3));
+    assert!(offline.connect("p", false).session_present);
+    assert_eq!(offline.payloads("p"), ["1", "2", "3"]);
+    // A client that started clean there has no session to take them.
+    b.connect("p", true);
+    assert_eq!(b.shards[home].take_late_messages("p", late), Ok(0));
+}

@@ -113,6 +113,9 @@ impl<M: Send + 'static> Link<M> {
     }
 
     pub(super) async fn mailbox_arrived(&mut self, message: jetstream::Message) {
+        if let Some(backlog) = self.recovered.backlog.as_mut() {
+            *backlog = backlog.saturating_sub(1);
+        }
         let batches = match wire::decode_batch(&message.payload) {
             Ok(batch) => {
                 self.stats

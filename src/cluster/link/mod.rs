@@ -11,8 +11,10 @@
 //! (`../interest.rs`, `../confirm.rs`), the wire format (`../wire.rs`).
 
 mod incoming;
+mod late;
 mod membership;
 mod outgoing;
+mod profiles;
 mod sessions;
 
 use incoming::Qos0In;
@@ -34,6 +36,7 @@ use crate::broker::{BusMessage, DeliveryStamp, PublishBatch};
 use crate::protocol::{QoS, TopicFilter};
 
 use super::confirm::{Confirmations, Incoming};
+use super::directory::{Entry, Profile};
 use super::interest::ClusterInterest;
 use super::nats::{self, Feeds, Handles, Nats};
 use super::stats::ClusterStats;
@@ -56,7 +59,24 @@ pub(super) enum Done {
         from: usize,
         token: u64,
         client_id: Arc<str>,
-        result: Result<(u64, Option<Bytes>), String>,
+        result: Result<sessions::Claimed, String>,
+    },
+    /// A write of an owned entry's profile ended: its new sequence (`profiles.rs`).
+    ProfileWritten {
+        client_id: Arc<str>,
+        profile: Profile,
+        result: Result<u64, String>,
+    },
+    /// The directory's entry of a session recovered here: its sequence and the entry (`late.rs`).
+    RecoveredChecked {
+        client_id: Arc<str>,
+        result: Result<(u64, Option<Entry>), String>,
+    },
+    /// A late hand-over to `node` ended: whether it took the messages (`late.rs`).
+    LateSent {
+        client_id: Arc<str>,
+        node: String,
+        result: Result<bool, String>,
     },
 }
 
@@ -136,8 +156,10 @@ pub(super) struct Link<M> {
     qos0_out: Qos0Out,
     /// QoS 0 from other nodes, handed to the shards at the end of the turn.
     qos0_in: Qos0In,
-    /// Client ids this node owns in the session directory, with their entries' sequences.
-    owned: HashMap<Arc<str>, u64>,
+    /// Client ids this node owns in the session directory (`profiles.rs`).
+    owned: HashMap<Arc<str>, profiles::Owned>,
+    /// The sessions recovered at start, checked against the directory (`late.rs`).
+    recovered: late::Recovered,
     /// Hand-offs waiting for a shard to release the session: where to reply.
     releases: HashMap<u64, async_nats::Subject>,
 }
@@ -187,6 +209,7 @@ impl<M: Send + 'static> Link<M> {
             qos0_out: Qos0Out::default(),
             qos0_in: Qos0In::new(shards),
             owned: HashMap::new(),
+            recovered: late::Recovered::default(),
             releases: HashMap::new(),
             stats,
             config,
@@ -218,7 +241,7 @@ pub(super) async fn run<M: Send + 'static>(
     // What NATS brings, once set up (apart from the link: `select!` borrows each on its own).
     let mut feeds: Option<Feeds> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let (interest, acks, sync, qos0, mailbox, retained, handoff) = match feeds.as_mut() {
+        let (interest, acks, sync, qos0, mailbox, retained, handoff, late) = match feeds.as_mut() {
             Some(f) => (
                 Some(&mut f.interest),
                 Some(&mut f.acks),
@@ -227,8 +250,9 @@ pub(super) async fn run<M: Send + 'static>(
                 Some(&mut f.mailbox),
                 Some(&mut f.retained),
                 Some(&mut f.handoff),
+                Some(&mut f.late),
             ),
-            None => (None, None, None, None, None, None, None),
+            None => (None, None, None, None, None, None, None, None),
         };
         tokio::select! {
             // The shards first: at start, their recovered subscriptions are in before the
@@ -264,6 +288,7 @@ pub(super) async fn run<M: Send + 'static>(
             Some(message) = next(sync) => link.answer_sync(message).await,
             Some(message) = next(qos0) => link.qos0_arrived(&message.payload),
             Some(message) = next(handoff) => link.handoff_asked(message),
+            Some(message) = next(late) => link.late_asked(message),
             Some(message) = next(mailbox) => match message {
                 Ok(message) => link.mailbox_arrived(message).await,
                 Err(error) => log::warn!("cluster: mailbox: {error}"),
@@ -276,7 +301,10 @@ pub(super) async fn run<M: Send + 'static>(
                 if last_live.elapsed() >= Duration::from_secs(2) {
                     last_live = Instant::now();
                     link.renew_liveness().await;
+                    link.retry_profiles();
+                    link.retry_recovered();
                 }
+                link.check_recovered();
                 link.retry_blocked();
                 link.complete_deltas();
             }
@@ -432,8 +460,16 @@ impl<M: Send + 'static> Link<M> {
                 from,
                 token,
                 client_id,
-            } => self.claim(from, token, client_id),
+                clean,
+            } => self.claim(from, token, client_id, clean),
             BusMessage::SessionReleased { token, session } => self.released(token, session),
+            BusMessage::SessionProfile { client_id, profile } => {
+                self.profile_changed(client_id, profile)
+            }
+            BusMessage::SessionsHeld { client_ids } => {
+                self.recovered.to_check.extend(client_ids);
+            }
+            BusMessage::SessionLateTaken { token } => self.late_taken(token),
             _ => {}
         }
     }
@@ -477,6 +513,19 @@ impl<M: Send + 'static> Link<M> {
                 client_id,
                 result,
             } => self.claimed(from, token, client_id, result),
+            Done::ProfileWritten {
+                client_id,
+                profile,
+                result,
+            } => self.profile_written(client_id, profile, result),
+            Done::RecoveredChecked { client_id, result } => {
+                self.recovered_checked(client_id, result)
+            }
+            Done::LateSent {
+                client_id,
+                node,
+                result,
+            } => self.late_sent(client_id, node, result),
             Done::Ready(_) => {}
         }
     }
@@ -492,6 +541,8 @@ impl<M: Send + 'static> Link<M> {
                 if nats.retained_empty {
                     self.retained_loaded = true;
                 }
+                self.recovered.backlog = Some(nats.mailbox_backlog);
+                self.recovered.since = Some(Instant::now());
                 self.js.send_replace(Some(nats.js.clone()));
                 self.nats = Some(nats);
                 self.connected = true;

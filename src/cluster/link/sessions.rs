@@ -3,20 +3,26 @@
 //! owned it), and another node's hand-off request for a client id this node owns (the local
 //! shard closes the connection and gives the session's records, sent back as the reply).
 //!
+//! A claim writes the entry with the session's profile carried over from the entry it read
+//! (none for a CONNECT that starts clean); when the old owner does not answer (dead, or cut
+//! off), the session is made here from that profile (session present 1): its subscriptions and
+//! expiry, not its messages, which come later from that node (`late.rs`).
+//!
 //! The NATS round trips run in tasks of their own; what the link holds (the entries it owns,
 //! the hand-offs waiting for a shard) changes only on the loop.
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
-use async_nats::{Client, HeaderMap};
+use async_nats::Client;
 use bytes::Bytes;
 
 use crate::broker::{BusMessage, Claim};
 
-use super::super::directory::{self, Entry, HandedOff, EXPECTED_LAST_SEQUENCE};
+use super::super::directory::{self, Entry, HandedOff, Profile};
 use super::super::wire::Names;
+use super::profiles::{publish_entry, read_entry, Owned};
 use super::{Done, Link};
 
 /// Tries of a compare-and-set that lost to another node's write before giving up.
@@ -30,13 +36,29 @@ struct ClaimJob {
     names: Names,
     me: Entry,
     client_id: std::sync::Arc<str>,
+    /// The CONNECT starts a new session: the old profile is not carried over.
+    clean: bool,
     timeout: Duration,
+}
+
+/// A claim's outcome: the entry's sequence, the profile written in it, and the session to
+/// take in (handed over by the old owner, or made from the entry's profile when it is dead).
+pub(in crate::cluster) struct Claimed {
+    pub seq: u64,
+    pub profile: Profile,
+    pub session: Option<Bytes>,
 }
 
 impl<M: Send + 'static> Link<M> {
     /// Shard `from` asks for `client_id` (a CONNECT waits): claimed in a task, answered on
     /// [`Done::Claimed`]; at once `Unavailable` while NATS is away.
-    pub(super) fn claim(&mut self, from: usize, token: u64, client_id: std::sync::Arc<str>) {
+    pub(super) fn claim(
+        &mut self,
+        from: usize,
+        token: u64,
+        client_id: std::sync::Arc<str>,
+        clean: bool,
+    ) {
         let nats = match &self.nats {
             Some(nats) if self.connected => nats,
             _ => {
@@ -53,8 +75,10 @@ impl<M: Send + 'static> Link<M> {
             me: Entry {
                 node: self.config.node.clone(),
                 boot: self.boot,
+                profile: Profile::None,
             },
             client_id,
+            clean,
             timeout: self.config.ack_timeout,
         };
         let done = self.done_tx.clone();
@@ -78,13 +102,16 @@ impl<M: Send + 'static> Link<M> {
         from: usize,
         token: u64,
         client_id: std::sync::Arc<str>,
-        result: Result<(u64, Option<Bytes>), String>,
+        result: Result<Claimed, String>,
     ) {
         let claim = match result {
-            Ok((seq, session)) => {
-                let held = self.owned.entry(client_id).or_insert(seq);
-                *held = (*held).max(seq);
-                Claim::Owned(session)
+            Ok(claimed) => {
+                let held = (self.owned)
+                    .entry(client_id)
+                    .or_insert_with(|| Owned::new(claimed.seq, &claimed.profile));
+                held.seq = held.seq.max(claimed.seq);
+                held.written(&claimed.profile);
+                Claim::Owned(claimed.session)
             }
             Err(error) => {
                 log::warn!("cluster: cannot claim client id '{client_id}': {error}");
@@ -105,7 +132,11 @@ impl<M: Send + 'static> Link<M> {
             }
         };
         // Never for a claim older than the entry held here.
-        if self.owned.get(&*client_id).is_some_and(|&held| held >= seq) {
+        if self
+            .owned
+            .get(&*client_id)
+            .is_some_and(|held| held.seq >= seq)
+        {
             self.reply(reply, directory::encode_handed_off(&HandedOff::Stale));
             return;
         }
@@ -118,15 +149,18 @@ impl<M: Send + 'static> Link<M> {
         self.send_shard(shard, true, BusMessage::SessionRelease { token, client_id });
     }
 
-    /// The shard gave up the session asked for by hand-off `token`.
+    /// The shard gave up the session asked for by hand-off `token` (or copied it for a late
+    /// hand-over, `late.rs`).
     pub(super) fn released(&mut self, token: u64, session: Option<Bytes>) {
         if let Some(reply) = self.releases.remove(&token) {
             let answer = HandedOff::Released(session);
             self.reply(reply, directory::encode_handed_off(&answer));
+        } else {
+            self.late_copied(token, session);
         }
     }
 
-    fn reply(&self, reply: async_nats::Subject, payload: Bytes) {
+    pub(super) fn reply(&self, reply: async_nats::Subject, payload: Bytes) {
         let Some(nats) = &self.nats else { return };
         let client = nats.client.clone();
         tokio::spawn(async move {
@@ -139,39 +173,19 @@ impl<M: Send + 'static> Link<M> {
 
 impl ClaimJob {
     /// Writes this node into the client id's entry over the one read, then asks the node that
-    /// owned it for the session. The new entry's sequence, and the session's records.
-    async fn run(self) -> Result<(u64, Option<Bytes>), String> {
+    /// owned it for the session.
+    async fn run(mut self) -> Result<Claimed, String> {
         let subject = self.names.session(&self.client_id);
         let mut tries = 0;
         let (previous, seq) = loop {
             tries += 1;
-            let (read, previous) = match self
-                .sessions
-                .get_last_raw_message_by_subject(&subject)
-                .await
-            {
-                Ok(message) => (
-                    message.sequence,
-                    directory::decode_entry(&message.payload).ok(),
-                ),
-                Err(error) if matches!(error.kind(), LastRawMessageErrorKind::NoMessageFound) => {
-                    (0, None)
-                }
-                Err(error) => return Err(format!("reading its entry: {error}")),
+            let (read, previous) = read_entry(&self.sessions, &subject).await?;
+            self.me.profile = match &previous {
+                Some(previous) if !self.clean => previous.profile.clone(),
+                _ => Profile::None,
             };
-            let mut headers = HeaderMap::new();
-            headers.insert(EXPECTED_LAST_SEQUENCE, read.to_string().as_str());
-            let payload = directory::encode_entry(&self.me);
-            let written = match self
-                .js
-                .publish_with_headers(subject.clone(), headers, payload)
-                .await
-            {
-                Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            match written {
-                Ok(ack) => break (previous, ack.sequence),
+            match publish_entry(&self.js, subject.clone(), read, &self.me).await {
+                Ok(seq) => break (previous, seq),
                 // Another node wrote it since: read again.
                 Err(error) if tries < CLAIM_TRIES => {
                     log::debug!("cluster: claim of '{}': {error}", self.client_id);
@@ -179,37 +193,56 @@ impl ClaimJob {
                 Err(error) => return Err(format!("writing its entry: {error}")),
             }
         };
+        let mut claimed = Claimed {
+            seq,
+            profile: self.me.profile.clone(),
+            session: None,
+        };
         let Some(previous) = previous.filter(|p| p.node != self.me.node) else {
             // Ours already (or nobody's): a takeover here is the shard's.
-            return Ok((seq, None));
+            return Ok(claimed);
         };
         let request = directory::encode_handoff(seq, &self.client_id);
         let asked = self
             .client
             .request(self.names.handoff(&previous.node), request);
-        match tokio::time::timeout(self.timeout, asked).await {
-            Ok(Ok(answer)) => match directory::decode_handed_off(&answer.payload) {
-                Ok(HandedOff::Released(session)) => Ok((seq, session)),
-                Ok(HandedOff::Stale) => Err(format!("node {} holds a newer claim", previous.node)),
-                Err(error) => Err(format!("the hand-off from {}: {error}", previous.node)),
-            },
-            // The old owner is away (or gone): the session starts here without its state.
-            Ok(Err(error)) => {
+        let why = match tokio::time::timeout(self.timeout, asked).await {
+            Ok(Ok(answer)) => {
+                return match directory::decode_handed_off(&answer.payload) {
+                    Ok(HandedOff::Released(session)) => {
+                        claimed.session = session;
+                        Ok(claimed)
+                    }
+                    Ok(HandedOff::Stale) => {
+                        Err(format!("node {} holds a newer claim", previous.node))
+                    }
+                    Err(error) => Err(format!("the hand-off from {}: {error}", previous.node)),
+                };
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer in time".to_string(),
+        };
+        // The old owner is away (or gone): the session is made here from its profile.
+        let client = &self.client_id;
+        match &claimed.profile {
+            Profile::Records(records) => {
                 log::info!(
-                    "cluster: client '{}': node {} did not hand its session over ({error})",
-                    self.client_id,
+                    "cluster: client '{client}': node {} did not hand its session over ({why}); \
+                     made here from the directory (its messages follow when that node is back)",
                     previous.node
                 );
-                Ok((seq, None))
+                claimed.session = Some(records.clone());
             }
-            Err(_) => {
-                log::info!(
-                    "cluster: client '{}': node {} did not answer the hand-off in time",
-                    self.client_id,
-                    previous.node
-                );
-                Ok((seq, None))
-            }
+            Profile::TooLarge => log::warn!(
+                "cluster: client '{client}': node {} did not hand its session over ({why}), \
+                 and its profile was too large for the directory: a new session",
+                previous.node
+            ),
+            Profile::None => log::info!(
+                "cluster: client '{client}': node {} did not hand its session over ({why})",
+                previous.node
+            ),
         }
+        Ok(claimed)
     }
 }
