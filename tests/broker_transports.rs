@@ -81,6 +81,14 @@ impl Setup {
         format!("{scheme}://{host}:{}/mqtt", addr.port())
     }
 
+    /// The URL of every listener: TCP, TLS, WebSocket, secure WebSocket.
+    fn urls(&self) -> Vec<String> {
+        ["default", "tls", "ws", "wss"]
+            .iter()
+            .map(|l| self.url(l))
+            .collect()
+    }
+
     fn addr(&self, listener: &str) -> SocketAddr {
         self.broker.address(listener).expect("listener")
     }
@@ -192,10 +200,7 @@ impl Mqtt {
 /// Every transport publishes to every other, with subscriber and publisher on different shards.
 fn all_transports_interoperate(shards: usize) {
     let (setup, _) = start(shards, "");
-    let urls: Vec<String> = ["default", "tls", "ws", "wss"]
-        .iter()
-        .map(|l| setup.url(l))
-        .collect();
+    let urls = setup.urls();
     let options = setup.options();
     on_executor(move || async move {
         for (i, sub_url) in urls.iter().enumerate() {
@@ -441,10 +446,7 @@ fn websocket_upgrade_with_wrong_version_is_refused() {
 #[test]
 fn a_client_writing_after_the_brokers_close_is_not_reset() {
     let (setup, _) = start(1, "");
-    let urls: Vec<String> = ["default", "tls", "ws", "wss"]
-        .iter()
-        .map(|l| setup.url(l))
-        .collect();
+    let urls = setup.urls();
     let options = setup.options();
     on_executor(move || async move {
         for (i, url) in urls.iter().enumerate() {
