@@ -81,6 +81,14 @@ impl Setup {
         format!("{scheme}://{host}:{}/mqtt", addr.port())
     }
 
+    /// The URL of every listener: TCP, TLS, WebSocket, secure WebSocket.
+    fn urls(&self) -> Vec<String> {
+        ["default", "tls", "ws", "wss"]
+            .iter()
+            .map(|l| self.url(l))
+            .collect()
+    }
+
     fn addr(&self, listener: &str) -> SocketAddr {
         self.broker.address(listener).expect("listener")
     }
@@ -192,10 +200,7 @@ impl Mqtt {
 /// Every transport publishes to every other, with subscriber and publisher on different shards.
 fn all_transports_interoperate(shards: usize) {
     let (setup, _) = start(shards, "");
-    let urls: Vec<String> = ["default", "tls", "ws", "wss"]
-        .iter()
-        .map(|l| setup.url(l))
-        .collect();
+    let urls = setup.urls();
     let options = setup.options();
     on_executor(move || async move {
         for (i, sub_url) in urls.iter().enumerate() {
@@ -432,6 +437,37 @@ fn websocket_upgrade_with_wrong_version_is_refused() {
     let _ = stream.read_to_string(&mut response);
     assert!(response.starts_with("HTTP/1.1 426"), "{response}");
     assert!(response.contains("Sec-WebSocket-Version: 13"));
+}
+
+/// A client taken over (the broker closes its connection) that goes on writing for a while is
+/// not reset, over every transport: the broker shuts its side down after the transport's goodbye
+/// and reads on until the client closes too (the lingering close). Closed at once with input
+/// unread, the socket was reset and the client's next write failed with EPIPE.
+#[test]
+fn a_client_writing_after_the_brokers_close_is_not_reset() {
+    let (setup, _) = start(1, "");
+    let urls = setup.urls();
+    let options = setup.options();
+    on_executor(move || async move {
+        for (i, url) in urls.iter().enumerate() {
+            let id = format!("linger{i}");
+            let mut old = Mqtt::connect(url, &options, &id).await;
+            let _new = Mqtt::connect(url, &options, &id).await;
+            // PINGREQs, as a client that has not read anything yet goes on sending.
+            for _ in 0..60 {
+                let wrote = old.stream.write_all(&[0xC0, 0x00].repeat(10)).await;
+                let flushed = old.stream.flush().await;
+                if let Err(e) = wrote.and(flushed) {
+                    panic!("{url}: a write after the broker's close failed: {e}");
+                }
+                shards::rt::sleep(Duration::from_millis(5)).await;
+            }
+            // What the broker answered before its close, then the end of the stream.
+            while let Some(packet) = old.recv().await {
+                assert!(matches!(packet, Packet::PingResp), "{url}: {packet:?}");
+            }
+        }
+    });
 }
 
 #[test]

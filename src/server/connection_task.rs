@@ -1,9 +1,9 @@
 //! One connection's life on a shard: read until the core has a verdict on the first packet (with a
 //! timeout), hand the connection to the client id's home shard if the core names another one, run
 //! the authentication plugins if the core asks for a verdict, let the core answer the CONNECT, then
-//! run the reader (bytes → core) and the writer (outbox → socket) until either side ends. Every MQTT
-//! decision, and every byte written, comes from the core (`broker/handlers/connect.rs`,
-//! `handle_bytes`).
+//! run the reader (bytes → core) and the writer (outbox → socket) until either side ends
+//! (`served.rs`). Every MQTT decision, and every byte written, comes from the core
+//! (`broker/handlers/connect.rs`, `handle_bytes`).
 //!
 //! The core handles every complete packet in what one `read` returned before the actions are
 //! applied once, and the writer writes everything the outbox holds in one `write_all`: that is how
@@ -24,14 +24,15 @@ use futures_lite::io::AsyncRead;
 use futures_lite::FutureExt;
 use shards::TcpConn;
 
-use crate::broker::{AuthVerdict, ConnId, FirstPacket, ListenerIdentity, PendingConnect};
+use crate::broker::{AuthVerdict, FirstPacket, ListenerIdentity, PendingConnect};
 use crate::transport::server::{Accepted, HandshakeError, ServerStream};
 
-use super::bus_retry;
 use super::lifecycle::{self, Peer};
+use super::linger;
 use super::read_loop::{poll_read_more, ReadLoop};
+use super::served::{log_lingered, Live, Serve};
 use super::shard::{ConnSignal, HandOff, ListenerSlot, ShardMessage, ShardRuntime};
-use super::write_side::WriteSide;
+use super::write_side::{Ended, WriteSide};
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream (see [`poll_read_more`]).
 async fn read_more<R: AsyncRead + Unpin>(
@@ -289,16 +290,6 @@ pub(crate) async fn handed_off(rt: Rc<ShardRuntime>, handoff: Box<HandOff>) {
     spawn_isolated(&rt, serve(rt.clone(), start));
 }
 
-/// What a served connection's task keeps for the connection's whole life, once its CONNECT was
-/// accepted: kept small on purpose (see `serve`).
-struct Live {
-    signal: Rc<ConnSignal>,
-    /// For the closing log line.
-    client_id: Arc<str>,
-    addr: Option<SocketAddr>,
-    slot: ListenerSlot,
-}
-
 /// Runs an MQTT connection on its home shard until it ends, then forgets it.
 ///
 /// This is the one future an idle connection keeps, so it holds little: connecting (authentication,
@@ -308,136 +299,6 @@ struct Live {
 /// `begin` boxed (rustc 1.95, release), and the sizes in bench/RESULTS.md now.
 fn serve(rt: Rc<ShardRuntime>, start: Box<Start>) -> Serve {
     Serve::Beginning(Box::pin(async move { begin(&rt, start).await }))
-}
-
-/// What `begin` hands over: see there.
-type Begun = Option<(Live, ReadLoop, ServerStream)>;
-
-/// The connection task's future (see [`serve`]). Hand-written rather than an `async fn`, which
-/// would keep its arguments (and a slot for its state) for the connection's whole life.
-// `Served` inline: it is the variant that lasts, and boxing it would add an allocation.
-#[allow(clippy::large_enum_variant)]
-enum Serve {
-    Beginning(Pin<Box<dyn Future<Output = Begun>>>),
-    Serving(Served),
-}
-
-impl Future for Serve {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            match this {
-                Serve::Beginning(begun) => match begun.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Ready(Some((live, reading, stream))) => {
-                        *this = Serve::Serving(Served {
-                            live,
-                            stream,
-                            reading,
-                            reading_done: false,
-                            writing: WriteSide::new(),
-                            writing_done: false,
-                        });
-                    }
-                },
-                Serve::Serving(served) => return Pin::new(served).poll(cx),
-            }
-        }
-    }
-}
-
-/// A served connection's reading and writing, polled together by its task until both are over;
-/// then the shard forgets the connection.
-///
-/// Reading ends when the peer goes away or breaks the protocol, or when the writer shut the
-/// socket down after a broker-side close; then the core forgets the connection (`finish`), which
-/// tells the writer to end too. Writing ends when the core has forgotten the connection, a write
-/// fails, or a closing connection's last bytes are out; then the socket is shut down, which ends
-/// the reading.
-struct Served {
-    live: Live,
-    stream: ServerStream,
-    /// Also holds the shard runtime and the connection id, for both sides.
-    reading: ReadLoop,
-    /// Set once reading is over (and `finish` has run).
-    reading_done: bool,
-    writing: WriteSide,
-    writing_done: bool,
-}
-
-impl Future for Served {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            if !this.reading_done {
-                let (reading, stream) = (&mut this.reading, &mut this.stream);
-                let polled =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| reading.poll(stream, cx)));
-                let (rt, conn) = (this.reading.rt(), this.reading.conn());
-                match polled {
-                    Ok(Poll::Pending) => {}
-                    Ok(Poll::Ready(())) => {
-                        this.reading_done = true;
-                        finish(rt, conn, &this.live);
-                    }
-                    Err(_) => {
-                        log::error!(
-                            "shard {}: connection {conn} task panicked; closing it",
-                            rt.id
-                        );
-                        rt.stats.borrow_mut().connection_panics += 1;
-                        rt.core.borrow_mut().handle_protocol_error(conn);
-                        this.reading_done = true;
-                        finish(rt, conn, &this.live);
-                    }
-                }
-            }
-            let (rt, conn) = (this.reading.rt(), this.reading.conn());
-            if !this.writing_done {
-                let signal = &this.live.signal;
-                if this
-                    .writing
-                    .poll(rt, conn, signal, &mut this.stream, cx)
-                    .is_pending()
-                {
-                    return Poll::Pending;
-                }
-                this.writing_done = true;
-                // Ends the reading, whichever side decided to close; read again to see it.
-                signal.shutdown_socket();
-                continue;
-            }
-            if this.reading_done {
-                rt.conns.borrow_mut().remove(&conn);
-                return Poll::Ready(());
-            }
-            return Poll::Pending;
-        }
-    }
-}
-
-/// The peer went away (or the broker closed the connection): the core forgets it, the writer is
-/// told to finish, the closing line is logged.
-fn finish(rt: &Rc<ShardRuntime>, conn: ConnId, live: &Live) {
-    let reason = rt.core.borrow().close_reason(conn);
-    rt.core.borrow_mut().handle_closed(conn);
-    let peer = Peer {
-        client_id: Some(&*live.client_id).filter(|id| !id.is_empty()),
-        username: None,
-        addr: live.addr,
-        listener: &live.slot.0.name,
-        shard: rt.id,
-        level: rt.shared.connection_log_level,
-    };
-    lifecycle::closed(&peer, reason);
-    let blocked = rt.apply_actions();
-    bus_retry::send_blocked_later(rt, blocked);
-    live.signal.notify();
 }
 
 /// Registers the connection, authenticates it and lets the core answer its CONNECT. `None` when
@@ -542,13 +403,22 @@ async fn begin(rt: &Rc<ShardRuntime>, start: Box<Start>) -> Option<(Live, ReadLo
         let buf = if buf.is_empty() { BytesMut::new() } else { buf };
         return Some((live, ReadLoop::new(rt.clone(), conn, buf), stream));
     }
-    // Refused: CONNACK is written and the socket shut down; then the core forgets it.
+    // Refused: CONNACK is written and the socket shut down; then the core forgets it, and the
+    // socket lingers if the CONNACK went out (see `linger.rs`).
     lifecycle::refused(&peer, outcome.code);
     let mut writing = WriteSide::new();
-    std::future::poll_fn(|cx| writing.poll(rt, conn, &signal, &mut stream, cx)).await;
-    signal.shutdown_socket();
+    let ended = std::future::poll_fn(|cx| writing.poll(rt, conn, &signal, &mut stream, cx)).await;
+    if ended == Ended::Closed {
+        linger::shut_write(signal.fd);
+    } else {
+        signal.shutdown_socket();
+    }
     rt.core.borrow_mut().handle_closed(conn);
     rt.apply_actions();
+    if ended == Ended::Closed {
+        let lingered = linger::drain(rt, &mut stream).await;
+        log_lingered(rt, conn, lingered);
+    }
     rt.conns.borrow_mut().remove(&conn);
     None
 }

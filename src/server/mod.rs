@@ -25,7 +25,8 @@
 //! - `accept_loop.rs`: the accept loop of one listener socket;
 //! - `connection_task.rs`: the task running one connection's life: read its first packet for the
 //!   core, move it to the client id's home shard, ask for authentication, then serve it
-//!   (`read_loop.rs` reading bytes into the core, `write_side.rs` writing its outbox);
+//!   (`served.rs`: `read_loop.rs` reading bytes into the core, `write_side.rs` writing its
+//!   outbox, and after a close the broker decided, the lingering close, `linger.rs`);
 //! - `authenticate.rs`: the authentication plugins' verdict on a CONNECT, computed on the shard's
 //!   blocking pool when it may be slow (password hashes), so the shard's loop never waits on it;
 //! - `topic_prefetch.rs`: for topic plugins that ask a service (`topic_http`), the answers a
@@ -59,12 +60,14 @@ mod host_request;
 mod http;
 mod journal_task;
 mod lifecycle;
+mod linger;
 mod prometheus;
 mod read_loop;
 mod recovery;
 mod reload;
 mod reload_shard;
 mod runtime_stats;
+mod served;
 mod settings;
 mod shard;
 mod shard_tasks;

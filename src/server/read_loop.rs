@@ -209,6 +209,21 @@ impl ReadLoop {
     }
 }
 
+impl ReadLoop {
+    /// The broker closed the connection and its writer is done (a lingering close follows):
+    /// nothing more is read or handed to the core, but the wait in progress, if any, runs to its
+    /// end (the bus messages it sends were decided before the close). `Ready` once none is left.
+    pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(waiting) = self.waiting.as_mut() {
+            if waiting.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.waiting = None;
+        }
+        Poll::Ready(())
+    }
+}
+
 async fn send_then(rt: Rc<ShardRuntime>, blocked: BusBacklog, then: Flow) -> Flow {
     rt.send_blocked(blocked).await;
     then

@@ -39,7 +39,17 @@ enum State {
     /// The core closed the connection and everything is written: the transport says goodbye,
     /// within [`CLOSE_GRACE`].
     Closing(Pin<Box<shards::Timer>>),
-    Done,
+    Done(Ended),
+}
+
+/// How the writing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The core closed the connection and everything it wrote is out, the transport's goodbye
+    /// too (or its grace passed): the broker's own close, which lingers (`linger.rs`).
+    Closed,
+    /// The core had forgotten the connection (the peer went away), or a write failed.
+    Gone,
 }
 
 impl State {
@@ -68,8 +78,9 @@ impl WriteSide {
     }
 
     /// Writes until the outbox is empty (then `Pending`, woken by `signal`) or the connection is
-    /// over: `Ready` once the core forgot the connection, a write failed, or the closing
-    /// connection's transport said goodbye. The caller then shuts the socket down.
+    /// over: `Ready` once the core forgot the connection or a write failed ([`Ended::Gone`]), or
+    /// the closing connection's transport said goodbye ([`Ended::Closed`]). The caller then
+    /// shuts the socket down (its sending side only, for a lingering close).
     pub(crate) fn poll<W: AsyncWrite + Unpin>(
         &mut self,
         rt: &Rc<ShardRuntime>,
@@ -77,7 +88,7 @@ impl WriteSide {
         signal: &ConnSignal,
         stream: &mut W,
         cx: &mut Context<'_>,
-    ) -> Poll<()> {
+    ) -> Poll<Ended> {
         loop {
             match &mut self.state {
                 State::Idle => {
@@ -85,7 +96,7 @@ impl WriteSide {
                     let stamp = signal.take_stamp();
                     let Some(closing) = rt.core.borrow_mut().swap_outbox(conn, &mut self.bytes)
                     else {
-                        self.state = State::Done;
+                        self.state = State::Done(Ended::Gone);
                         continue;
                     };
                     if !self.bytes.is_empty() {
@@ -118,7 +129,7 @@ impl WriteSide {
                         }
                     }
                     self.state = if failed {
-                        State::Done
+                        State::Done(Ended::Gone)
                     } else {
                         State::Flushing { closing }
                     };
@@ -127,7 +138,7 @@ impl WriteSide {
                     let closing = *closing;
                     match Pin::new(&mut *stream).poll_flush(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(_)) => self.state = State::Done,
+                        Poll::Ready(Err(_)) => self.state = State::Done(Ended::Gone),
                         Poll::Ready(Ok(())) => {
                             if let Some(at) = self.stamp.take() {
                                 rt.stats.borrow_mut().latency.record(at.elapsed());
@@ -143,12 +154,12 @@ impl WriteSide {
                 State::Closing(grace) => {
                     let said_goodbye = Pin::new(&mut *stream).poll_close(cx).is_ready();
                     if said_goodbye || grace.as_mut().poll(cx).is_ready() {
-                        self.state = State::Done;
+                        self.state = State::Done(Ended::Closed);
                     } else {
                         return Poll::Pending;
                     }
                 }
-                State::Done => return Poll::Ready(()),
+                State::Done(ended) => return Poll::Ready(*ended),
             }
         }
     }

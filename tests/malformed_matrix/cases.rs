@@ -159,6 +159,8 @@ pub(super) enum Send {
     AfterText,
     /// Raw bytes on the TCP socket, under TLS, after an accepted CONNECT with a will.
     AfterUnderTls(Vec<u8>),
+    /// MQTT bytes after an accepted MQTT 5 CONNECT with a will.
+    AfterV5(Vec<u8>),
 }
 
 /// What the broker must do.
@@ -167,6 +169,8 @@ pub(super) enum Expect {
     Close(Counts),
     /// Answer with this packet and keep the connection open (MQTT 3.1.1 gives no reason to close).
     Reply(Packet),
+    /// Send an MQTT 5 DISCONNECT with this reason code, then close; count it so.
+    Disconnect(u8, Counts),
 }
 
 pub(super) struct Case {
@@ -534,6 +538,7 @@ pub(super) fn cases(transport: Transport) -> Vec<Case> {
             Close(BAD_HANDSHAKE),
         ));
     }
+    list.extend(cases_v5());
     if transport.tls() {
         // An application-data record that does not decrypt: the TLS session is dead, so the
         // broker closes, counts malformed input and publishes the will.

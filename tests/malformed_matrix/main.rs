@@ -1,9 +1,11 @@
-//! The malformed-input matrix: every bad input of issue #8 sent over every transport (TCP, TLS,
-//! WebSocket, secure WebSocket) to a real broker on loopback, with raw peers (std sockets, rustls,
-//! tungstenite) so that nothing well-behaved sits between the bytes and the broker.
+//! The malformed-input matrix: every bad input of issue #8, and the MQTT 5 ones of issue #21
+//! (`cases_v5.rs`), sent over every transport (TCP, TLS, WebSocket, secure WebSocket) to a real
+//! broker on loopback, with raw peers (std sockets, rustls, tungstenite) so that nothing
+//! well-behaved sits between the bytes and the broker.
 //!
 //! For every case the test checks what the broker must do: close that connection (or, where MQTT
-//! 3.1.1 says not to close, answer correctly and stay open); publish the will when the case follows
+//! 3.1.1 says not to close, answer correctly and stay open; for MQTT 5, after a DISCONNECT with the
+//! reason code the specification calls for); publish the will when the case follows
 //! an accepted CONNECT with a will; leave an established bystander client working (a publish
 //! round trip after each case); and count the reason in the Prometheus `/metrics` families
 //! (`amqtt_malformed_packets_total`, `amqtt_handshake_failures_total{reason}`,
@@ -33,9 +35,11 @@ use common::certs::{self, TestCerts};
 use common::RawClient;
 
 mod cases;
+mod cases_v5;
 mod peer;
 
 use cases::*;
+use cases_v5::*;
 use peer::*;
 
 /// The broker refuses packets larger than this (so a remaining length can exceed it cheaply).
@@ -296,13 +300,32 @@ fn connect_with_will(peer: &mut Peer, client_id: &str, will_topic: &str, context
     }
 }
 
+/// An MQTT 5 CONNECT with a will (raw bytes: the codec under test is not used to build it), and
+/// its CONNACK read as raw bytes too.
+fn connect_v5_with_will(peer: &mut Peer, client_id: &str, will_topic: &str, context: &str) {
+    peer.send(&connect_v5_raw(
+        client_id.as_bytes(),
+        &[0],
+        Some((will_topic.as_bytes(), context.as_bytes())),
+    ));
+    match peer.recv_raw(Duration::from_secs(5)) {
+        // Type 2, flags 0, reason code 0x00 (Success).
+        Some((0x20, body)) if body.get(1) == Some(&0) => {}
+        other => panic!("{context}: no MQTT 5 CONNACK: {other:?}"),
+    }
+}
+
 fn run_case(setup: &Setup, transport: Transport, index: usize, case: &Case, by: &mut Bystander) {
     let context = format!("{transport:?} case {index} ({})", case.name);
     let will_topic = format!("will/{}/{index}", transport.listener());
     let client_id = format!("{}-{index}", transport.listener());
     let connected = matches!(
         case.send,
-        Send::After(_) | Send::AfterTruncated(_) | Send::AfterText | Send::AfterUnderTls(_)
+        Send::After(_)
+            | Send::AfterTruncated(_)
+            | Send::AfterText
+            | Send::AfterUnderTls(_)
+            | Send::AfterV5(_)
     );
     let mut peer = match &case.send {
         Send::Socket(bytes) => {
@@ -318,7 +341,9 @@ fn run_case(setup: &Setup, transport: Transport, index: usize, case: &Case, by: 
         }
         _ => {
             let mut peer = Peer::open(setup, transport);
-            if connected {
+            if let Send::AfterV5(_) = case.send {
+                connect_v5_with_will(&mut peer, &client_id, &will_topic, &context);
+            } else if connected {
                 connect_with_will(&mut peer, &client_id, &will_topic, &context);
             }
             peer
@@ -326,7 +351,7 @@ fn run_case(setup: &Setup, transport: Transport, index: usize, case: &Case, by: 
     };
     match &case.send {
         Send::Socket(_) => {}
-        Send::First(bytes) | Send::After(bytes) => peer.send(bytes),
+        Send::First(bytes) | Send::After(bytes) | Send::AfterV5(bytes) => peer.send(bytes),
         Send::FirstTruncated(bytes) | Send::AfterTruncated(bytes) => {
             peer.send(bytes);
             peer.shutdown_write();
@@ -349,6 +374,19 @@ fn run_case(setup: &Setup, transport: Transport, index: usize, case: &Case, by: 
                 );
                 by.expect_will(&will_topic, &context);
             }
+        }
+        Expect::Disconnect(code, counts) => {
+            assert_eq!(
+                peer.disconnect_reason(CLOSE_WITHIN),
+                Some(Some(*code)),
+                "{context}: want DISCONNECT {code:#04x} then the close (None: kept open; \
+                 Some(None): closed without a DISCONNECT)"
+            );
+            assert_eq!(
+                counts.wills, 1.0,
+                "{context}: a case after CONNECT has a will"
+            );
+            by.expect_will(&will_topic, &context);
         }
         Expect::Reply(reply) => {
             assert_eq!(
@@ -379,7 +417,7 @@ fn matrix(transport: Transport) {
     let mut slack = Counts::default();
     for (index, case) in cases(transport).iter().enumerate() {
         run_case(&setup, transport, index, case, &mut by);
-        if let Expect::Close(counts) = case.expect {
+        if let Expect::Close(counts) | Expect::Disconnect(_, counts) = case.expect {
             expected += counts;
         }
         slack += case.unchecked;

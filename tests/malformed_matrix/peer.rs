@@ -191,6 +191,44 @@ impl Peer {
         }
     }
 
+    /// The next packet within `within` as raw bytes (first byte, body), for MQTT 5 packets the
+    /// MQTT 3.1.1 decoder does not read; None when the broker closed or time ran out.
+    pub(super) fn recv_raw(&mut self, within: Duration) -> Option<(u8, Vec<u8>)> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(whole) = take_raw(&mut self.buf) {
+                return Some(whole);
+            }
+            match self.read1() {
+                Read1::Data => {}
+                Read1::Closed => return None,
+                Read1::Timeout if Instant::now() >= deadline => return None,
+                Read1::Timeout => {}
+            }
+        }
+    }
+
+    /// Reads until the broker closes (within `within`): `Some` of the reason code of the last
+    /// DISCONNECT it sent before (`Some(None)`: none), `None` if it kept the connection open.
+    pub(super) fn disconnect_reason(&mut self, within: Duration) -> Option<Option<u8>> {
+        let deadline = Instant::now() + within;
+        let mut reason = None;
+        loop {
+            while let Some((first, body)) = take_raw(&mut self.buf) {
+                if first == 0xe0 {
+                    // No body is reason code 0x00 [MQTT-3.14.2.1].
+                    reason = Some(body.first().copied().unwrap_or(0));
+                }
+            }
+            match self.read1() {
+                Read1::Data => {}
+                Read1::Closed => return Some(reason),
+                Read1::Timeout if Instant::now() >= deadline => return None,
+                Read1::Timeout => {}
+            }
+        }
+    }
+
     /// Whether the broker closes the connection within `within` (what it sends first is ignored).
     pub(super) fn closed_within(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
@@ -209,4 +247,27 @@ impl Peer {
     pub(super) fn shutdown_write(&mut self) {
         let _ = self.socket().shutdown(Shutdown::Write);
     }
+}
+
+/// Takes one whole packet off the front of `buf` as (first byte, body), without decoding it.
+pub(super) fn take_raw(buf: &mut BytesMut) -> Option<(u8, Vec<u8>)> {
+    let (mut length, mut at) = (0usize, 1);
+    loop {
+        let byte = *buf.get(at)?;
+        length |= usize::from(byte & 0x7f) << (7 * (at - 1));
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            panic!("the broker sent a remaining length over 4 bytes");
+        }
+    }
+    if buf.len() < at + length {
+        return None;
+    }
+    let first = buf[0];
+    let body = buf[at..at + length].to_vec();
+    let _ = buf.split_to(at + length);
+    Some((first, body))
 }

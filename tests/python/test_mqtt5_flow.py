@@ -8,19 +8,23 @@ amqtt at 1 and 2 shards and Mosquitto as the reference where it makes the same c
 - Request Problem Information 0: no Reason String on the acks [MQTT-3.1.2-29];
 - malformed MQTT 5 packets (bad property id, duplicate property, property not allowed, bad
   variable byte integer, reason code not allowed, malformed AUTH): DISCONNECT 0x81/0x82, that
-  connection only.
+  connection only;
+- the lingering close: a client that goes on writing after the broker's DISCONNECT (Paho's
+  test_flow_control2 sends PUBRELs) still reads it, and the broker does not wait for that
+  client to let its client id be taken over.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
-from mqtt5_helpers import (RawV5, ack5, decode_props, encode_props, packet, publish5, utf8,
-                           v5broker, v5clients)  # noqa: F401 (fixtures)
+from mqtt5_helpers import (RawV5, ack5, connect5, decode_props, encode_props, packet, publish5,
+                           utf8, v5broker, v5clients)  # noqa: F401 (fixtures)
 
 
 def _bystander_round_trip(v5clients, name: str) -> None:
@@ -58,6 +62,66 @@ def test_receive_maximum_is_announced_and_enforced(v5broker, v5clients):
     assert raw.closed_with() == 0x93
     raw.close()
     _bystander_round_trip(v5clients, "recvmax")
+
+
+def _keep_writing(raw: RawV5, data: bytes, seconds: float, failed: list | None = None) -> None:
+    """Writes `data` every 5 ms for `seconds` without reading, as a client busy sending does;
+    stops at the first write the socket refuses (a reset: Paho then drops the connection
+    without reading what came before), noted in `failed`."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        try:
+            raw.sock.sendall(data)
+        except OSError as e:
+            if failed is not None:
+                failed.append(e)
+            return
+        time.sleep(0.005)
+
+
+@pytest.mark.mqtt5_server_choice("Mosquitto 2.0.11 closes at once; the lingering close is ours")
+@pytest.mark.mqtt5_amqtt_yaml("receive_maximum: 3\n")
+def test_a_client_still_writing_reads_the_disconnect(v5broker):
+    """Without the lingering close the broker's kernel resets the connection (input unread at
+    close) and the client's next write fails with EPIPE: Paho then drops the connection without
+    reading the DISCONNECT before it."""
+    raw = RawV5(v5broker)
+    assert raw.connect("linger-recvmax")[0] == 0
+    for packet_id in (1, 2, 3):
+        raw.send(publish5("flow/linger", b"x", qos=2, packet_id=packet_id))
+        assert raw.expect(5)[:2] == struct.pack(">H", packet_id)  # PUBREC
+    # One over the maximum, then PUBRELs, written on as Paho's test_flow_control2 does.
+    raw.send(publish5("flow/linger", b"x", qos=2, packet_id=4))
+    failed: list = []
+    _keep_writing(raw, ack5(6, 2) * 20, 0.6, failed)
+    assert not failed, f"a write after the DISCONNECT failed: {failed[0]!r}"
+    assert raw.closed_with() == 0x93
+    raw.close()
+
+
+@pytest.mark.mqtt5_server_choice("Mosquitto 2.0.11 closes at once; the lingering close is ours")
+def test_a_lingering_close_does_not_hold_the_client_id(v5broker):
+    """A client taken over goes on writing for a second: the new connection is answered at
+    once all the same, and the old one reads its DISCONNECT 0x8E (Session taken over)."""
+    old = RawV5(v5broker)
+    assert old.connect("linger-takeover")[0] == 0
+    failed: list = []
+    writer = threading.Thread(target=_keep_writing, args=(old, b"\xc0\x00" * 50, 1.2, failed))
+    writer.start()
+    try:
+        new = RawV5(v5broker)
+        asked = time.monotonic()
+        new.send(connect5("linger-takeover"))
+        got = new.recv()
+        answered = time.monotonic() - asked
+    finally:
+        writer.join()
+    assert got is not None and got[0] == 0x20 and got[1][1] == 0, f"CONNACK {got!r}"
+    assert answered < 0.8, f"the takeover waited {answered:.2f}s"
+    assert not failed, f"a write after the DISCONNECT failed: {failed[0]!r}"
+    assert old.closed_with() == 0x8E
+    old.close()
+    new.close()
 
 
 @pytest.mark.mqtt5_amqtt_yaml("max_keepalive: 2\n")

@@ -165,6 +165,9 @@ impl Sim {
                 other => fail!(self, "takeover closed {old} with {other:?}"),
             }
         }
+        if !clean {
+            self.expiry_at_connect(c, outcome.session_present);
+        }
         if clean {
             self.end_session(c);
         }
@@ -188,6 +191,7 @@ impl Sim {
                 subs: vec![Sub::None; FILTERS.len()],
                 changed_by: vec![0; FILTERS.len()],
                 in_q2: HashSet::new(),
+                offline_since: None,
             });
             let client = &mut self.clients[c];
             client.out.clear();
@@ -198,6 +202,7 @@ impl Sim {
             let session = self.sessions[c].as_mut().expect("just made");
             session.clean = clean;
             session.conn = Some(conn);
+            session.offline_since = None;
             session.epoch
         };
         let client = &mut self.clients[c];
@@ -518,9 +523,11 @@ impl Sim {
         if !current {
             return;
         }
+        let now = self.now;
         let clean = {
             let session = self.sessions[c].as_mut().expect("checked");
             session.conn = None;
+            session.offline_since = Some(now);
             session.clean
         };
         // The model's own rule, not `CloseReason::publishes_will` [MQTT-3.1.2-8, 3.14.4-3].

@@ -354,11 +354,14 @@ impl Sim {
                     subs: vec![Sub::None; FILTERS.len()],
                     changed_by: vec![0; FILTERS.len()],
                     in_q2: HashSet::new(),
+                    offline_since: None,
                 });
             }
             self.adopt_subscriptions(c, recovered);
+            let now = self.now;
             if let Some(session) = self.sessions[c].as_mut() {
                 session.conn = None;
+                session.offline_since = Some(now);
                 // Ids of PUBLISHes never answered with PUBREC may be lost: re-sent, they are routed
                 // again (see `reroutable`).
                 for out in &self.clients[c].out {

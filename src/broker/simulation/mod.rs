@@ -35,7 +35,8 @@
 //! unless its session ended or its matching subscriptions changed meanwhile, or the broker counted
 //! a queue-full drop on that shard; no message is left in flight or queued, no SUBACK is left waiting.
 //!
-//! Shared subscriptions: `groups.rs` says what the model checks of them.
+//! Shared subscriptions: `groups.rs` says what the model checks of them; session expiry:
+//! `expiry.rs`.
 //!
 //! Documented behaviour the model follows: QoS 0 to an offline session is dropped; a SUBACK waits for
 //! the other shards' confirmation (so only a held SUBACK creates an obligation); a takeover closes the
@@ -196,6 +197,8 @@ struct SessionModel {
     changed_by: Vec<u64>,
     /// Incoming QoS 2 packet ids the broker holds until PUBREL (mirrors `Session::incoming_qos2`).
     in_q2: HashSet<u16>,
+    /// When the broker closed its last connection, while it is offline (`expiry.rs`).
+    offline_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +360,7 @@ macro_rules! fail {
 mod checks;
 mod clients;
 mod crash;
+mod expiry;
 mod groups;
 mod obligations;
 mod reads;
@@ -397,6 +401,7 @@ impl Sim {
             // the real one delivers in microseconds to milliseconds, far within the default.
             retained_tombstone_ttl: Duration::from_secs(365 * 24 * 3600),
             persistence,
+            session_expiry_interval: expiry::expiry_for(seed, persistence),
             ..Settings::default()
         };
         let cfg = Config {
@@ -566,9 +571,14 @@ fn simulated_cluster_keeps_its_guarantees_for_every_seed() {
     let first = env_u64("AMQTT_SIM_FIRST").unwrap_or(0);
     let count = env_u64("AMQTT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let (mut in_place, mut received) = (0, 0);
-    let (mut shared, mut handed_on) = (0, 0);
+    let (mut shared, mut handed_on, mut expired) = (0, 0, 0);
     for seed in first..first + count {
         let sim = run_seed(seed, steps);
+        expired += sim
+            .cores
+            .iter()
+            .map(|c| c.stats.sessions_expired)
+            .sum::<u64>();
         in_place += sim.published_in_place;
         received += sim
             .cores
@@ -596,4 +606,6 @@ fn simulated_cluster_keeps_its_guarantees_for_every_seed() {
         shared > 0 && handed_on > 0,
         "{shared} shared deliveries, {handed_on} handed on"
     );
+    // Sessions expired, so the expiry invariants were exercised.
+    assert!(count < 4 || expired > 0, "no session expired");
 }

@@ -232,6 +232,7 @@ impl Sim {
             .map(|(&id, _)| id)
             .collect();
         self.sync_closes(&active);
+        self.check_expiry();
         // None left that should have expired.
         for (&id, m) in &self.conns {
             if m.active

@@ -43,6 +43,13 @@ pub(super) fn decode(body: &[u8]) -> Result<Connect, DecodeError> {
     let will_qos = check_flags(flags, true)?;
     let keep_alive = r.read_u16()?;
     let properties = properties::decode(&mut r, Kind::Connect)?;
+    if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+        // "It is a Protocol Error to include Authentication Data if there is no Authentication
+        // Method" (3.1.2.11.10).
+        return Err(DecodeError::ProtocolError(
+            "Authentication Data without an Authentication Method",
+        ));
+    }
     let client_id = r.read_string()?.to_owned();
     let will = if flags & WILL != 0 {
         let properties = properties::decode(&mut r, Kind::Will)?;

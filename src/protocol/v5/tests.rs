@@ -194,6 +194,12 @@ fn connect_malformed_variants() {
         decode_err(&with_props(&[0x21, 0, 1, 0x21, 0, 2])),
         DecodeError::DuplicateProperty(0x21)
     );
+    // Authentication Data needs an Authentication Method (3.1.2.11.10).
+    assert_eq!(
+        decode_err(&with_props(&[0x16, 0, 1, b'd'])),
+        DecodeError::ProtocolError("Authentication Data without an Authentication Method")
+    );
+    assert!(decode_one(&with_props(&[0x15, 0, 1, b'm', 0x16, 0, 1, b'd'])).is_ok());
     // Property length past the end of the packet.
     let mut bytes = with_props(&[0x21, 0, 1]);
     bytes[12] = 9;
