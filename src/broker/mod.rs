@@ -190,6 +190,9 @@ pub struct BrokerCore {
     qos0_packet: BytesMut,
     /// The same for MQTT 5 subscribers (with the message's properties).
     qos0_packet_v5: BytesMut,
+    /// The topic name a Topic Alias stands for, copied out of the connection's alias table for a
+    /// PUBLISH routed in place (`handlers/publish.rs`); kept to reuse its allocation.
+    alias_topic: Vec<u8>,
     /// Spare outbox buffers: idle connections give theirs back, busy ones take them.
     outbox_pool: OutboxPool,
     pub stats: Stats,
@@ -252,6 +255,7 @@ impl BrokerCore {
             outgoing: (0..participants).map(|_| PublishBatch::default()).collect(),
             qos0_packet: BytesMut::new(),
             qos0_packet_v5: BytesMut::new(),
+            alias_topic: Vec::new(),
             outbox_pool: OutboxPool::default(),
             stats: Stats::default(),
             #[cfg(test)]

@@ -9,8 +9,6 @@
 
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use crate::protocol::v5::{self, Properties, ReasonCode};
 use crate::protocol::{
     Connect, ConnectReturnCode, Message, Packet, QoS, SubscribeReturnCode, TopicName,
@@ -33,8 +31,10 @@ pub struct V5Link {
     pub problem_information: bool,
     /// The Will Delay Interval of the CONNECT's will, in seconds (0: none or no will).
     pub will_delay: u32,
-    /// The client's Topic Aliases: alias → topic name, for this connection only [MQTT-3.3.2-7].
-    topic_aliases: HashMap<u16, TopicName>,
+    /// The client's Topic Aliases, for this connection only [MQTT-3.3.2-7]: the topic name of
+    /// alias `a` at `a - 1` (at most [`TOPIC_ALIAS_MAXIMUM`]; an index, not a hash, on every
+    /// PUBLISH of a client that uses them).
+    topic_aliases: Vec<Option<TopicName>>,
     /// The client's QoS 1/2 PUBLISHes on this connection not acknowledged to the end yet: a QoS 1
     /// one until its PUBACK is written, a QoS 2 one until its PUBCOMP or a PUBREC refusing it
     /// is [MQTT-3.3.4-7] (acknowledgements may wait for the journal, a subscriber or the
@@ -72,7 +72,7 @@ impl V5Link {
             max_packet_size: properties.maximum_packet_size,
             problem_information: properties.request_problem_information.unwrap_or(true),
             will_delay: properties.will_delay_interval.unwrap_or(0),
-            topic_aliases: HashMap::new(),
+            topic_aliases: Vec::new(),
             unacknowledged: 0,
             aliases_out: OutgoingAliases::new(properties.topic_alias_maximum.unwrap_or(0)),
             auth: None,
@@ -132,20 +132,45 @@ impl V5Link {
         let Some(alias) = alias else {
             return topic.ok_or(ReasonCode::PROTOCOL_ERROR);
         };
+        let slot = self.alias_slot(alias)?;
+        match topic {
+            Some(topic) => {
+                *slot = Some(topic.clone());
+                Ok(topic)
+            }
+            None => slot.clone().ok_or(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    /// [`resolve_topic`](Self::resolve_topic) for a PUBLISH borrowed from the read buffer: a
+    /// non-empty `topic` (re)sets `alias` (copied only when it changes), an empty one takes the
+    /// alias's topic. `None` where `resolve_topic` would refuse (the decoded PUBLISH then
+    /// reports it).
+    pub fn resolve_borrowed<'a>(&'a mut self, topic: &'a [u8], alias: u16) -> Option<&'a [u8]> {
+        let slot = self.alias_slot(alias).ok()?;
+        if topic.is_empty() {
+            return slot.as_ref().map(TopicName::as_bytes);
+        }
+        if slot.as_ref().map(TopicName::as_bytes) != Some(topic) {
+            let name = TopicName::from_checked(bytes::Bytes::copy_from_slice(topic));
+            *slot = Some(name);
+        }
+        Some(topic)
+    }
+
+    /// The table entry of `alias`; 0x94 for an alias that is 0 or above
+    /// [`TOPIC_ALIAS_MAXIMUM`] [MQTT-3.3.2-9].
+    fn alias_slot(&mut self, alias: u16) -> Result<&mut Option<TopicName>, ReasonCode> {
         if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
             return Err(ReasonCode::TOPIC_ALIAS_INVALID);
         }
-        match topic {
-            Some(topic) => {
-                self.topic_aliases.insert(alias, topic.clone());
-                Ok(topic)
-            }
-            None => self
-                .topic_aliases
-                .get(&alias)
-                .cloned()
-                .ok_or(ReasonCode::PROTOCOL_ERROR),
+        let index = usize::from(alias - 1);
+        if self.topic_aliases.len() <= index {
+            self.topic_aliases.resize(index + 1, None);
         }
+        self.topic_aliases
+            .get_mut(index)
+            .ok_or(ReasonCode::TOPIC_ALIAS_INVALID)
     }
 }
 

@@ -65,7 +65,7 @@ fn send_one(c: &mut Client, ctx: &mut Ctx, sent_ns: u64) -> bool {
         properties: None,
     };
     let encoded = if ctx.plan.protocol == ProtocolLevel::V5 {
-        super::v5::encode_publish(&publish, &p.topic, &mut p.alias, &mut c.wbuf)
+        super::v5::encode_publish(&publish, &mut p.alias, &mut c.wbuf)
     } else {
         publish.encode(&mut c.wbuf).is_ok()
     };

@@ -107,20 +107,30 @@ impl BrokerCore {
             let mut logged = false;
             if !paused && !authenticating && starts_qos0_publish(buf) {
                 let peeked = if v5 {
-                    // Only an MQTT 5 PUBLISH without properties reads as MQTT 3's would.
+                    // An MQTT 5 PUBLISH without properties reads as MQTT 3's would; one whose
+                    // only property is a Topic Alias does once the alias is resolved.
                     v5::peek_publish(buf, max)
-                        .filter(|(p, raw, _)| raw.is_empty() && !p.topic.is_empty())
-                        .map(|(p, _, length)| (p, length))
+                        .filter(|(p, raw, _)| {
+                            (raw.is_empty() && !p.topic.is_empty())
+                                || v5::lone_topic_alias(raw).is_some()
+                        })
+                        .map(|(p, raw, length)| (p, v5::lone_topic_alias(raw), length))
                 } else {
-                    peek_publish(buf, max)
+                    peek_publish(buf, max).map(|(p, length)| (p, None, length))
                 };
-                if let Some((borrowed, length)) = peeked {
+                if let Some((borrowed, alias, length)) = peeked {
                     noted = self.note_packet(conn, now);
                     if noted && self.settings.log_packets {
                         self.log_received_publish(conn, &borrowed);
                         logged = true;
                     }
-                    if !noted || publish::handle_borrowed(self, &borrowed) {
+                    let routed = |broker: &mut Self| match alias {
+                        Some(alias) => {
+                            publish::handle_borrowed_aliased(broker, conn, &borrowed, alias)
+                        }
+                        None => publish::handle_borrowed(broker, &borrowed),
+                    };
+                    if !noted || routed(self) {
                         buf.advance(length);
                         publish |= noted;
                         continue;

@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 pub use properties::Properties;
 pub use publish::{
     decode_plain as decode_plain_publish, encode_ref as encode_publish_ref,
-    encoded_len_ref as encoded_publish_len, Hop,
+    encoded_len_ref as encoded_publish_len, lone_topic_alias, Hop,
 };
 pub use reason::ReasonCode;
 
@@ -378,7 +378,8 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
 /// length) and the packet's size; `None` when the front of `buf` is not a whole PUBLISH that
 /// [`decode`] would accept. As [`super::peek_publish`] for MQTT 3: no reference-counted slices,
 /// and no allocation when the PUBLISH has no string or binary property (checking one copies it
-/// once). An empty `topic` means a Topic Alias stands for it.
+/// once). An empty `topic` means a Topic Alias stands for it ([`lone_topic_alias`] reads one that
+/// is the only property).
 pub fn peek_publish(
     buf: &[u8],
     max_packet_size: usize,
@@ -390,8 +391,13 @@ pub fn peek_publish(
     let body = buf.get(header.header_len..total)?;
     let fields = super::publish::parse(header.flags, body, true).ok()?;
     let raw = &body[fields.properties.clone()];
-    // Most PUBLISHes have no property: nothing to check, no empty `Properties` built and dropped.
-    if !raw.is_empty() {
+    // Most PUBLISHes have no property, or (a client using aliases) only a Topic Alias: nothing
+    // else to check, no `Properties` built and dropped.
+    if let Some(alias) = lone_topic_alias(raw) {
+        if alias == 0 {
+            return None; // [MQTT-3.3.2-8]: `decode` refuses it
+        }
+    } else if !raw.is_empty() {
         let properties = properties::decode_body(raw, Kind::Publish).ok()?;
         if fields.topic.is_empty() && properties.topic_alias.is_none() {
             return None;

@@ -64,6 +64,16 @@ pub fn decode_plain(buf: &mut BytesMut, max_packet_size: usize) -> Option<super:
     })
 }
 
+/// The Topic Alias of PUBLISH properties `raw` (their bytes after the property length) when it
+/// is their only property, which is how a client that uses aliases sends most PUBLISHes; `None`
+/// for any other properties (or none). The value is not checked (0 is not allowed).
+pub fn lone_topic_alias(raw: &[u8]) -> Option<u16> {
+    match *raw {
+        [id::TOPIC_ALIAS, high, low] => Some(u16::from_be_bytes([high, low])),
+        _ => None,
+    }
+}
+
 /// As MQTT 3's (whose header writer it uses), with the properties before the payload.
 pub(super) fn encode(p: &Publish, out: &mut BytesMut) -> Result<(), EncodeError> {
     if p.topic.is_none() && p.properties.topic_alias.is_none() {

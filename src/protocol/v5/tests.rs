@@ -419,6 +419,13 @@ fn peek_publish_takes_exactly_what_decode_takes() {
         frame(0x30, &[0, 1, b't', 4, 0x26, 0, 1, b'x']),
         frame(0x30, &[0, 1, b't', 7, 0x26, 0, 1, b'k', 0, 1, b'v', b'p']),
         frame(0x40, &[0, 1]),
+        // A lone Topic Alias: with the topic, for it, 0 (refused both ways), after another property.
+        frame(0x30, &[0, 1, b't', 3, 0x23, 0, 5, b'p']),
+        frame(0x30, &[0, 0, 3, 0x23, 0, 2, b'p']),
+        frame(0x30, &[0, 1, b't', 3, 0x23, 0, 0, b'p']),
+        frame(0x30, &[0, 0, 3, 0x23, 0, 0]),
+        frame(0x30, &[0, 0, 5, 0x01, 1, 0x23, 0, 2, b'p']),
+        frame(0x30, &[0, 0, 6, 0x23, 0, 2, 0x23, 0, 3]),
     ];
     frames.extend((0..plain.len()).map(|n| plain[..n].to_vec()));
     for bytes in &frames {
@@ -442,6 +449,16 @@ fn peek_publish_takes_exactly_what_decode_takes() {
             (peeked, decoded) => panic!("{bytes:?}: peeked {peeked:?}, decoded {decoded:?}"),
         }
     }
+}
+
+#[test]
+fn a_lone_topic_alias_is_read_from_the_properties_bytes() {
+    assert_eq!(super::lone_topic_alias(&[0x23, 1, 2]), Some(0x0102));
+    assert_eq!(super::lone_topic_alias(&[0x23, 0, 0]), Some(0));
+    assert_eq!(super::lone_topic_alias(&[]), None);
+    assert_eq!(super::lone_topic_alias(&[0x23, 0]), None);
+    assert_eq!(super::lone_topic_alias(&[0x23, 0, 1, 0x01, 1]), None);
+    assert_eq!(super::lone_topic_alias(&[0x02, 0, 0]), None);
 }
 
 #[test]
