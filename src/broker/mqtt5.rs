@@ -121,9 +121,10 @@ impl V5Link {
 
     /// The topic name of a client's PUBLISH with `topic` (`None`: the empty name) and `alias`:
     /// a topic with an alias (re)sets the alias; an empty topic takes its alias's
-    /// [MQTT-3.3.2-12]. Errors: the reason code of the DISCONNECT, 0x94 for an alias that is 0
-    /// or above [`TOPIC_ALIAS_MAXIMUM`] [MQTT-3.3.2-9], 0x82 for an empty topic whose alias has
-    /// no topic yet.
+    /// [MQTT-3.3.2-12]. Errors: the reason code of the DISCONNECT, 0x94 for an alias above
+    /// [`TOPIC_ALIAS_MAXIMUM`] [MQTT-3.3.2-9], 0x82 for an empty topic whose alias has no topic
+    /// yet. An alias of 0 is refused by the codec first (a protocol error, 0x82: the property
+    /// cannot take that value [MQTT-3.3.2-8]); it is refused here too for callers that skip it.
     pub fn resolve_topic(
         &mut self,
         topic: Option<TopicName>,
