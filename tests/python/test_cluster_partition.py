@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_helpers import kill_running
-from test_cluster import NATS, Node, first_pass_only, payloads, wait_all_live
+from test_cluster import NATS, Nats, Node, first_pass_only, payloads, wait_all_live
 
 IP = shutil.which("ip") or ("/usr/sbin/ip" if Path("/usr/sbin/ip").is_file() else None)
 
@@ -89,8 +89,9 @@ class Network:
         ip("netns", "del", self.ns, check=False)
 
 
-class NatsInNamespace:
-    """nats-server with JetStream inside the test's namespace, on every address it has there."""
+class NatsInNamespace(Nats):
+    """nats-server with JetStream inside the test's namespace, on every address it has there
+    (stopped as `Nats` is)."""
 
     def __init__(self, net: Network, workdir: Path):
         self.net = net
@@ -112,16 +113,6 @@ class NatsInNamespace:
                 pytest.fail("nats-server did not start:\n" + self.log.read_text(errors="replace"),
                             pytrace=False)
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 def metric_value(node: Node, name: str) -> float | None:
