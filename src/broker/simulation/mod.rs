@@ -76,8 +76,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::protocol::{
-    decode, ConnectReturnCode, LastWill, ProtocolLevel, PubAck, PubComp, PubRec, PubRel, Publish,
-    QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicName, Unsubscribe,
+    decode, ConnectReturnCode, LastWill, Packet, ProtocolLevel, PubAck, PubComp, PubRec, PubRel,
+    Publish, QoS, Subscribe, SubscribeFilter, SubscribeReturnCode, TopicName, Unsubscribe,
 };
 
 /// Topics published to: overlapping levels, an empty level at each end.
@@ -99,58 +99,6 @@ const DEFAULT_SEEDS: u64 = 200;
 const DEFAULT_STEPS: usize = 1000;
 /// Step descriptions kept for a failure report.
 const TRACE_LEN: usize = 80;
-
-// ---- the seeded generator -------------------------------------------------------------------------
-
-/// xorshift64*: small, fast, and the same sequence on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 of the seed, so that neighbouring seeds start far apart (and never at 0).
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// True with probability `percent` / 100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn qos(&mut self) -> QoS {
-        match self.below(3) {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        }
-    }
-
-    /// An index chosen with the given weights.
-    fn weighted(&mut self, weights: &[u32]) -> usize {
-        let total: u32 = weights.iter().sum();
-        let mut at = (self.next() % u64::from(total.max(1))) as u32;
-        for (i, &w) in weights.iter().enumerate() {
-            if at < w {
-                return i;
-            }
-            at -= w;
-        }
-        weights.len() - 1
-    }
-}
 
 // ---- the model ------------------------------------------------------------------------------------
 
@@ -367,10 +315,12 @@ mod reads;
 mod reductions;
 mod replay;
 mod report;
+mod rng;
 mod run;
 
 use groups::member_filter;
 use report::{describe, describe_bus, show_store};
+use rng::Rng;
 
 impl Sim {
     /// A run of `seed`; persistence on for the seeds `persistent_seed` names.

@@ -39,8 +39,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::protocol::{
-    decode, ConnAck, ConnectReturnCode, ProtocolLevel, Publish, QoS, Subscribe, SubscribeFilter,
-    TopicName,
+    decode, ConnAck, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe,
+    SubscribeFilter, TopicName,
 };
 
 struct Client {
