@@ -14,10 +14,23 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that this test binary has not handed out
+/// before: the kernel may give the same free port to two bind-to-0 calls in a row, which once
+/// put two listeners of one broker on one port in CI.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    static ISSUED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut issued = ISSUED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if !issued.contains(&port) {
+            issued.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port left that this test binary has not already used");
 }
 
 /// Our broker as a separate `amqtt` process on `127.0.0.1:port`, for tests that stop and restart

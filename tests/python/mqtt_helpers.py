@@ -31,11 +31,22 @@ DEFAULT_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2  # seconds; `connect_timeout` in the brokers' test config (conftest.py)
 
 
+_ISSUED_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on the loopback address that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A TCP port on the loopback address that nothing listens on right now and that this test
+    run has not handed out before. The kernel may give the same free port to two bind-to-0 calls
+    in a row (CI once saw a broker's 'tcp' and 'ws' listeners both get 46889), so ports already
+    issued are skipped."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in _ISSUED_PORTS:
+            _ISSUED_PORTS.add(port)
+            return port
+    raise RuntimeError("no loopback port left that this test run has not already used")
 
 
 def wait_for_text(path: Path, text: str, timeout: float = 10.0) -> str:

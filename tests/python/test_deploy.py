@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -154,9 +153,7 @@ def test_deploy_broker_yaml_auth_section_requires_passwords(amqtt_bin, tmp_path)
     auth = yaml.safe_load("\n".join(l[2:] for l in section if not l.startswith("#   #")))
     assert auth["auth"]["allow-anonymous"] is False
     auth["auth"]["password-file"] = str(passwd)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = yaml.safe_load(text)
     config.update(auth)
     config["listeners"]["default"]["bind"] = f"127.0.0.1:{port}"
