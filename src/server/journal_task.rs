@@ -6,7 +6,10 @@
 //! One write per wake-up, however many loop turns made records meanwhile (group commit); with
 //! `fsync: always` one `fdatasync` per write, with `batch` one per short delay, with `interval`
 //! the acknowledgements wait for the write only and a sync follows every `fsync_interval`; with
-//! `off` nothing is written between snapshots. A failed write or sync (full disk, I/O error) is
+//! `off` nothing is written between snapshots. With `interval` and `off` the connections the
+//! turns flushed are woken after the write, so that the acknowledgements it releases share one
+//! `send` with the rest of their output (`journal_ready` in `shard.rs`; a failed write wakes
+//! them at once). A failed write or sync (full disk, I/O error) is
 //! logged and counted, and retried until it succeeds: the acknowledgements that need it wait, the
 //! rest of the shard keeps serving. Never an acknowledgement for what is not written.
 //!
@@ -60,7 +63,12 @@ pub(crate) async fn run(rt: Rc<ShardRuntime>, mut setup: JournalSetup) {
     loop {
         let stopping = rt.stopping.get();
         if !stopping {
+            // With `interval` or `off` a wake-up goes straight to the write: the shard may
+            // leave the flushes of the turn that made the records to this task (`apply`).
+            let writes_at_once = matches!(setup.policy, FsyncPolicy::Interval | FsyncPolicy::Off);
+            rt.journal_ready.set(writes_at_once);
             wait_for_records(&rt, &setup, unsynced).await;
+            rt.journal_ready.set(false);
         }
         if setup.policy == FsyncPolicy::Batch && !stopping {
             shards::rt::sleep(BATCH_DELAY).await;
@@ -79,6 +87,7 @@ pub(crate) async fn run(rt: Rc<ShardRuntime>, mut setup: JournalSetup) {
             rt.core.borrow_mut().handle_durable(batch);
             apply(&rt);
         }
+        rt.flush_deferred();
         if unsynced && last_sync.elapsed() >= setup.fsync_interval {
             sync(&rt, &mut setup.writer).await;
             unsynced = false;
@@ -164,6 +173,8 @@ async fn failed(rt: &Rc<ShardRuntime>, what: &str, error: &DurableError) -> bool
         "shard {}: journal {what} failed: {error}; QoS 1/2 acknowledgements that need it wait, retrying",
         rt.id
     );
+    // What the shard left to this write to flush goes out now (QoS 0, other acknowledgements).
+    rt.flush_deferred();
     if rt.stopping.get() {
         return false;
     }
@@ -232,7 +243,8 @@ async fn snapshot(rt: &Rc<ShardRuntime>, setup: &mut JournalSetup) {
     );
 }
 
-/// Applies the core's actions (acknowledgements released, confirmations for other shards).
+/// Applies the core's actions (acknowledgements released, confirmations for other shards); the
+/// connections it flushes are woken together with those whose flush waited for this write.
 fn apply(rt: &Rc<ShardRuntime>) {
     let blocked = rt.apply_actions();
     bus_retry::send_blocked_later(rt, blocked);

@@ -212,6 +212,13 @@ pub(crate) struct ShardRuntime {
     pub read_scratch: RefCell<Box<[u8]>>,
     /// Wakes the journal task (persistence on) after a turn that made journal records.
     pub journal_notify: Notify,
+    /// Set while the journal task waits for records and will write them the moment it is
+    /// woken, without a sync first (`fsync: interval` or `off`): the connections a turn with
+    /// records flushes are then woken by the journal task after the write, so that the
+    /// acknowledgements it releases leave in the same `send` as the rest of their output.
+    pub journal_ready: Cell<bool>,
+    /// Connections to wake once the journal task has written (see `journal_ready`).
+    deferred_flush: RefCell<Vec<ConnId>>,
     /// Publishers whose reading is held while a subscriber is behind, woken when none is.
     pub held: HeldPublishers,
     /// The authentication plugins (`SharedSettings::authenticator` at start; a reload replaces
@@ -244,6 +251,8 @@ impl ShardRuntime {
             ingress: Cell::new(None),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice()),
             journal_notify: Notify::default(),
+            journal_ready: Cell::new(false),
+            deferred_flush: RefCell::new(Vec::new()),
             held: HeldPublishers::default(),
             authenticator: RefCell::new(shared.authenticator.clone()),
             prefetch: RefCell::new(shared.prefetch.clone()),
@@ -264,11 +273,13 @@ impl ShardRuntime {
     /// shard queue behind it so that order is kept).
     pub fn apply_actions(&self) -> BusBacklog {
         let mut actions = self.action_scratch.take();
+        let mut defer_flush = false;
         {
             let mut core = self.core.borrow_mut();
             core.poll_actions(&mut actions);
             if core.journal_pending() {
                 self.journal_notify.notify();
+                defer_flush = self.journal_ready.get();
             }
         }
         let ingress = self.ingress.take();
@@ -282,7 +293,11 @@ impl ShardRuntime {
                                 signal.stamp(at);
                             }
                         }
-                        signal.notify();
+                        if defer_flush {
+                            self.deferred_flush.borrow_mut().push(conn);
+                        } else {
+                            signal.notify();
+                        }
                     }
                 }
                 Action::Bus { to, message } => {
@@ -300,6 +315,24 @@ impl ShardRuntime {
         }
         self.action_scratch.replace(actions);
         blocked
+    }
+
+    /// Wakes the connections whose flush waited for the journal task's write.
+    pub fn flush_deferred(&self) {
+        let mut deferred = self.deferred_flush.take();
+        {
+            let conns = self.conns.borrow();
+            for conn in deferred.drain(..) {
+                if let Some(signal) = conns.get(&conn) {
+                    signal.notify();
+                }
+            }
+        }
+        // Keep the allocation for the next turn, unless one was deferred meanwhile.
+        let mut slot = self.deferred_flush.borrow_mut();
+        if slot.is_empty() {
+            *slot = deferred;
+        }
     }
 
     /// No subscriber is behind any more: wakes the publishers held here, and tells the other
