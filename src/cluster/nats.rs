@@ -296,9 +296,14 @@ pub async fn live_nodes(
         let Some(node) = subject.rsplit('.').next().map(str::to_string) else {
             continue;
         };
-        if let Ok(message) = nodes.get_last_raw_message_by_subject(&subject).await {
-            out.push((node, String::from_utf8_lossy(&message.payload).into_owned()));
-        }
+        // A failed read fails the whole answer: a live node must not look away because one
+        // request timed out (its entry may also have expired since the listing: the next read
+        // then lists it no more).
+        let message = nodes
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .map_err(|e| format!("{subject}: {e}"))?;
+        out.push((node, String::from_utf8_lossy(&message.payload).into_owned()));
     }
     Ok(out)
 }

@@ -225,9 +225,10 @@ impl<M: Send + 'static> Link<M> {
         });
     }
 
-    /// The liveness entries, read: a node whose entry expired is away (QoS 1/2 for it keep going
-    /// to its mailbox, where it finds them when it comes back) and forgotten after
-    /// [`nats::MAILBOX_MAX_AGE`], when its mailbox would drop them anyway.
+    /// The liveness entries, read: a node whose entry expired (missing from two reads in a row)
+    /// is away (QoS 1/2 for it keep going to its mailbox, where it finds them when it comes
+    /// back) and forgotten after [`nats::MAILBOX_MAX_AGE`], when its mailbox would drop them
+    /// anyway.
     pub(super) fn live_nodes(&mut self, nodes: Vec<(String, String)>) {
         let me = self.config.node.clone();
         let fresh: HashMap<String, String> = nodes.into_iter().filter(|(n, _)| *n != me).collect();
@@ -238,7 +239,15 @@ impl<M: Send + 'static> Link<M> {
             .map(str::to_string)
             .collect();
         let now = Instant::now();
+        // Away only after two reads in a row (2 s apart) missed the node: a node that has just
+        // joined (its interest can arrive before its first liveness entry is readable) or whose
+        // renewal raced this read is not cut off from QoS 0 for a whole round.
+        let missed_before = std::mem::take(&mut self.missing_once);
         for node in missing {
+            if !self.interest.is_away(&node) && !missed_before.contains(&node) {
+                self.missing_once.insert(node);
+                continue;
+            }
             if !self.interest.is_away(&node) {
                 log::warn!(
                     "cluster: node {node} is away (its QoS 1/2 messages wait in its mailbox)"

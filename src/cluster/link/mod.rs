@@ -141,6 +141,8 @@ pub(super) struct Link<M> {
     acked: HashMap<String, u64>,
     /// Nodes whose liveness entry expired, since when.
     away_since: HashMap<String, Instant>,
+    /// Nodes missing from the last liveness read: one more miss in a row and they are away.
+    missing_once: HashSet<String>,
     syncing: HashSet<String>,
     /// Messages a full bus lane refused, per shard, in order.
     blocked: Vec<VecDeque<(bool, BusMessage)>>,
@@ -200,6 +202,7 @@ impl<M: Send + 'static> Link<M> {
             live: HashMap::new(),
             acked: HashMap::new(),
             away_since: HashMap::new(),
+            missing_once: HashSet::new(),
             syncing: HashSet::new(),
             blocked: (0..shards).map(|_| VecDeque::new()).collect(),
             retained_loaded: false,
