@@ -10,7 +10,7 @@
 # SHARDS unpinned shards and OUT_DIR/broker.yaml: anonymous clients; topic_http asking
 # nosubscribe_acl.py (beside this script, on another free port), which refuses SUBSCRIBE to
 # `test/nosubscribe` only; max_keepalive 60 (test_server_keep_alive wants Server Keep Alive 60
-# for a client asking 120, as Paho's own test broker answers); everything else the defaults.
+# for a client asking 120); everything else the defaults. Results: tests/interop/RESULTS.md.
 # Writes OUT_DIR/broker.log, OUT_DIR/acl.log and run_paho_interop.sh's files; exits with its status.
 set -u
 if [ $# -lt 3 ]; then
