@@ -66,6 +66,10 @@ pub struct Settings {
     pub max_packet_size: usize,
     /// Log every packet and every refusal at INFO (`packet_log.rs`); off, one branch per packet.
     pub log_packets: bool,
+    /// `hide_denial_reason`: an MQTT 5 SUBACK answers a filter the topic checks refuse with
+    /// 0x80 (unspecified error) and no Reason String, as MQTT 3.1.1 does, instead of 0x87 (not
+    /// authorized) with one.
+    pub hide_denial_reason: bool,
     /// Journal the durable state (`journal.rs`); replies that promise durability wait for it.
     pub persistence: bool,
     /// How long a persistent session outlives its client (`expiry.rs`); `None`: for ever.
@@ -101,6 +105,7 @@ impl Default for Settings {
             plugins: CorePlugins::default(),
             max_packet_size: PROTOCOL_MAX_PACKET_SIZE,
             log_packets: false,
+            hide_denial_reason: false,
             persistence: false,
             session_expiry_interval: None,
             shared_strategy: SharedStrategy::RoundRobin,

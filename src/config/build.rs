@@ -469,6 +469,9 @@ pub(super) fn build(mut raw: RawConfig, origin: &str) -> Result<BrokerConfig, Co
             .connection_messages
             .map_or(defaults.connection_messages, |b| b.0),
         log_packets: raw.log_packets.map_or(defaults.log_packets, |b| b.0),
+        hide_denial_reason: raw
+            .hide_denial_reason
+            .map_or(defaults.hide_denial_reason, |b| b.0),
         packet_logger: from_plugins.packet_logger,
         http_user: from_plugins.http_user,
         http_topic: from_plugins.http_topic,

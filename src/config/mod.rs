@@ -137,6 +137,10 @@ pub struct BrokerConfig {
     /// INFO (like `mosquitto -v`); `amqtt -d` turns it on. Off (the default) it costs one branch
     /// per packet.
     pub log_packets: bool,
+    /// MQTT 5 clients get SUBACK 0x80 (unspecified error) without a Reason String for a filter
+    /// the topic checks refuse, instead of 0x87 (not authorized) with one, so that they cannot
+    /// tell a protected topic from a failure; MQTT 3.1.1 clients always get 0x80.
+    pub hide_denial_reason: bool,
     /// aMQTT's `PacketLoggerPlugin` is listed under `plugins:`: packets are logged as with
     /// `log_packets` when the log level of `amqtt::packets` is DEBUG (`RUST_LOG=debug`), as aMQTT
     /// logs them at DEBUG. Off (the default), only `log_packets` decides.
@@ -421,6 +425,7 @@ impl Default for BrokerConfig {
             log_level: None,
             connection_messages: true,
             log_packets: false,
+            hide_denial_reason: false,
             packet_logger: false,
             http_user: None,
             http_topic: None,

@@ -95,6 +95,7 @@ impl ConfigDiff {
             log_level,
             connection_messages,
             log_packets,
+            hide_denial_reason,
             packet_logger,
             http_user,
             http_topic,
@@ -196,6 +197,12 @@ impl ConfigDiff {
             false,
         );
         diff.value("log_packets", &old.log_packets, log_packets, false);
+        diff.value(
+            "hide_denial_reason",
+            &old.hide_denial_reason,
+            hide_denial_reason,
+            false,
+        );
         diff.value(
             "plugins (PacketLoggerPlugin)",
             &old.packet_logger,

@@ -302,6 +302,7 @@ impl Broker {
                 log_packets: config.log_packets
                     || (config.packet_logger
                         && log::log_enabled!(target: "amqtt::packets", log::Level::Debug)),
+                hide_denial_reason: config.hide_denial_reason,
                 persistence: config.persistence.enabled,
                 session_expiry_interval: config.session_expiry_interval,
                 shared_strategy: config.shared_subscription_strategy,

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from mqtt5_helpers import (RawV5, V5Client, connect5, encode_props, packet, publish5,
-                           v5broker, v5clients)  # noqa: F401 (fixtures)
+from mqtt5_helpers import (RawV5, V5Client, connect5, decode_props, encode_props, packet,
+                           publish5, subscribe5, v5broker, v5clients)  # noqa: F401 (fixtures)
 
 
 # What paho reports when the connection ends without a DISCONNECT from the server.
@@ -296,3 +296,36 @@ def test_connect_twice_is_a_protocol_error(v5broker):
     reason = raw.closed_with()
     assert reason in (None, 0x82) if v5broker.kind == "mosquitto" else reason == 0x82
     raw.close()
+
+
+def _suback_of_a_refused_filter(broker) -> tuple[list[int], dict]:
+    """SUBSCRIBE to `prohibited` (refused by `topic_taboo`) and `#` (allowed) with Request Problem
+    Information on (its default): the SUBACK's reason codes and properties."""
+    raw = RawV5(broker)
+    raw.send(connect5("refused-filter"))
+    assert raw.recv()[0] == 0x20
+    raw.send(subscribe5(7, [("prohibited", 1), ("#", 1)]))
+    first, body = raw.recv()
+    raw.close()
+    assert first == 0x90 and body[:2] == b"\x00\x07"
+    properties, at = decode_props(body, 2)
+    return list(body[at:]), dict(properties)
+
+
+TABOO = "topic-check:\n  enabled: true\n  plugins: [topic_taboo]\n"
+
+
+@pytest.mark.mqtt5_server_choice("which refusal code and Reason String a topic check gives")
+@pytest.mark.mqtt5_amqtt_yaml(TABOO)
+def test_a_topic_check_refusal_is_0x87_with_a_reason_string(v5broker):
+    codes, properties = _suback_of_a_refused_filter(v5broker)
+    assert codes == [0x87, 1]
+    assert properties.get("reason_string") == "'prohibited': denied by the topic checks"
+
+
+@pytest.mark.mqtt5_server_choice("hide_denial_reason is amqtt's setting")
+@pytest.mark.mqtt5_amqtt_yaml(TABOO + "hide_denial_reason: true\n")
+def test_hide_denial_reason_answers_0x80_without_a_reason_string(v5broker):
+    codes, properties = _suback_of_a_refused_filter(v5broker)
+    assert codes == [0x80, 1]
+    assert "reason_string" not in properties

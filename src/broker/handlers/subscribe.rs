@@ -134,8 +134,12 @@ fn subscribe_filters(
                     );
                 }
                 return_codes.push(SubscribeReturnCode::Failure);
-                reason_codes.push(ReasonCode::NOT_AUTHORIZED);
-                problems.push(format!("'{}': denied by the topic checks", filter.as_str()));
+                if broker.settings.hide_denial_reason {
+                    reason_codes.push(ReasonCode::UNSPECIFIED_ERROR);
+                } else {
+                    reason_codes.push(ReasonCode::NOT_AUTHORIZED);
+                    problems.push(format!("'{}': denied by the topic checks", filter.as_str()));
+                }
                 continue;
             }
         }

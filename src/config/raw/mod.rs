@@ -97,6 +97,7 @@ pub(super) struct RawConfig {
     pub(super) log_level: Option<String>,
     pub(super) connection_messages: Option<Bool>,
     pub(super) log_packets: Option<Bool>,
+    pub(super) hide_denial_reason: Option<Bool>,
     pub(super) max_inflight: Option<Int>,
     pub(super) max_queued_messages: Option<Int>,
     pub(super) max_packet_size: Option<Size>,
