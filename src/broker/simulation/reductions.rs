@@ -211,3 +211,53 @@ fn concurrent_retained_updates_from_two_shards_converge() {
         .collect();
     assert_eq!(stores[0], stores[1]);
 }
+
+/// Found by the simulation (fixed, `recovery.rs`): a crash tore a shard's journal after a retained
+/// will's `Retain` record and before its `RetainExpiry`; the restored message counted its whole
+/// Message Expiry Interval again from the restart and outlived its expiry. Restored twice, one
+/// re-stamped in whole seconds also gained up to a second per restart.
+#[test]
+fn a_retained_message_without_its_journaled_deadline_is_not_restored() {
+    use crate::persist::Record;
+    let now = Instant::now();
+    let unix = 1_800_000_000_000;
+    let topic = TopicName::new("t").expect("valid topic");
+    let retain = |payload: &'static str, clock| Record::Retain {
+        topic: TopicName::new(payload).expect("valid topic"),
+        message: Some(Message {
+            topic: TopicName::new(payload).expect("valid topic"),
+            payload: Bytes::from_static(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Some(std::sync::Arc::new(crate::protocol::v5::Properties {
+                message_expiry_interval: Some(14),
+                ..Default::default()
+            })),
+        }),
+        clock,
+        shard: 0,
+    };
+    let mut state = crate::persist::DurableState::default();
+    // "t" with its deadline 2.5 s from now; "torn" without (its `RetainExpiry` was cut off).
+    state.apply(&retain("t", 1));
+    state.apply(&Record::RetainExpiry {
+        topic: topic.clone(),
+        clock: 1,
+        shard: 0,
+        at_unix_ms: unix + 2_500,
+    });
+    state.apply(&retain("torn", 2));
+    state.finish();
+    let settings = Settings {
+        persistence: true,
+        ..Settings::default()
+    };
+    let mut core = BrokerCore::new(settings, 0, 1, 1);
+    core.set_wall_clock(now, unix);
+    core.restore(&state, now, unix);
+    assert_eq!(core.retained.len(), 1);
+    assert_eq!(
+        core.retained.expires_at(&topic),
+        Some(now + Duration::from_millis(2_500))
+    );
+}
