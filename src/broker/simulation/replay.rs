@@ -66,13 +66,12 @@ impl Sim {
             }
             let mut ids: Vec<&Arc<str>> = from_journal.sessions.keys().collect();
             ids.sort();
-            let now_ms = d.unix_ms(self.now);
             let differs = ids.into_iter().find(|id| {
                 match (
                     from_journal.sessions.get(*id),
                     from_snapshot.sessions.get(*id),
                 ) {
-                    (Some(a), Some(b)) => !same_session(a, b, now_ms),
+                    (Some(a), Some(b)) => !same_session(a, b),
                     (a, b) => a != b,
                 }
             });
@@ -109,20 +108,17 @@ impl Sim {
 
 /// Two folds of one session say the same: equal but for the expiry deadlines of queued messages
 /// (MQTT 5), which may differ by the millisecond the roundings lose (the journal adds the
-/// interval to the wall clock's milliseconds; a snapshot converts the core's deadline), and for
-/// messages expired by `now_ms`: a session drops one from its queue unjournaled when it comes
-/// to it (`Session::fill_window`), and a recovered one is dropped so too, never sent.
-fn same_session(a: &Session, b: &Session, now_ms: u64) -> bool {
+/// interval to the wall clock's milliseconds; a snapshot converts the core's deadline).
+fn same_session(a: &Session, b: &Session) -> bool {
     let bare = |s: &Session| Session {
         queue: Queue::default(),
         ..s.clone()
     };
-    let live = |q: &&QueuedMessage| q.expires_at_unix_ms.is_none_or(|at| at > now_ms + 1);
     let entry = |q: &QueuedMessage| QueuedMessage {
         expires_at_unix_ms: None,
         ..q.clone()
     };
-    let (mut x, mut y) = (a.queue.iter().filter(live), b.queue.iter().filter(live));
+    let (mut x, mut y) = (a.queue.iter(), b.queue.iter());
     bare(a) == bare(b)
         && std::iter::from_fn(|| match (x.next(), y.next()) {
             (None, None) => None,
