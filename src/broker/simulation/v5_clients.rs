@@ -224,98 +224,101 @@ impl Sim {
     ) -> Vec<(Read, usize)> {
         let total = bytes.len();
         let mut read = Vec::new();
-        while !mqtt5 {
-            match decode(bytes, PROTOCOL_MAX) {
-                Ok(Some(packet)) => {
-                    let end = total - bytes.len();
-                    read.push((
-                        Read {
-                            packet,
-                            expiry: None,
-                        },
-                        end,
-                    ));
-                }
-                Ok(None) => break,
-                Err(e) => fail!(self, "broker wrote undecodable bytes to {conn}: {e}"),
-            }
-        }
-        while mqtt5 {
-            let packet = match v5::decode(bytes, PROTOCOL_MAX) {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => fail!(self, "broker wrote undecodable MQTT 5 bytes to {conn}: {e}"),
-            };
-            let end = total - bytes.len();
-            let mut expiry = None;
-            let packet = match packet {
-                v5::Packet::Disconnect(d) => {
-                    if self.conns.get(&conn).is_some_and(|m| m.active) {
-                        fail!(self, "DISCONNECT {:?} on open connection {conn}", d.reason);
-                    }
-                    continue;
-                }
-                v5::Packet::ConnAck(ack) => Packet::ConnAck(ConnAck {
-                    session_present: ack.session_present,
-                    code: if ack.reason == ReasonCode::SUCCESS {
-                        ConnectReturnCode::Accepted
-                    } else {
-                        ConnectReturnCode::ServerUnavailable
+        loop {
+            let packet = if mqtt5 {
+                match v5::decode(bytes, PROTOCOL_MAX) {
+                    Ok(Some(p)) => match self.read_v5(conn, p) {
+                        Some(packet) => packet,
+                        None => continue,
                     },
-                }),
-                v5::Packet::Publish(p) => {
-                    let Some(topic) = p.topic else {
-                        fail!(
-                            self,
-                            "a PUBLISH to {conn} with a Topic Alias nobody asked for"
-                        );
-                    };
-                    expiry = p.properties.message_expiry_interval;
-                    Packet::Publish(Publish {
-                        dup: p.dup,
-                        qos: p.qos,
-                        retain: p.retain,
-                        topic,
-                        packet_id: p.packet_id,
-                        payload: p.payload,
-                    })
+                    Ok(None) => break,
+                    Err(e) => fail!(self, "broker wrote undecodable MQTT 5 bytes to {conn}: {e}"),
                 }
-                v5::Packet::PubAck(a) => Packet::PubAck(PubAck {
-                    packet_id: a.packet_id,
-                }),
-                v5::Packet::PubRec(a) if !a.reason.is_error() => Packet::PubRec(PubRec {
-                    packet_id: a.packet_id,
-                }),
-                v5::Packet::PubRel(a) => Packet::PubRel(PubRel {
-                    packet_id: a.packet_id,
-                }),
-                v5::Packet::PubComp(a) => Packet::PubComp(PubComp {
-                    packet_id: a.packet_id,
-                }),
-                v5::Packet::SubAck(a) => Packet::SubAck(SubAck {
-                    packet_id: a.packet_id,
-                    return_codes: a
-                        .reason_codes
-                        .iter()
-                        .map(|code| match code.0 {
-                            0 => SubscribeReturnCode::Success(QoS::AtMostOnce),
-                            1 => SubscribeReturnCode::Success(QoS::AtLeastOnce),
-                            2 => SubscribeReturnCode::Success(QoS::ExactlyOnce),
-                            _ => SubscribeReturnCode::Failure,
-                        })
-                        .collect(),
-                }),
-                v5::Packet::UnsubAck(a) => Packet::UnsubAck(UnsubAck {
-                    packet_id: a.packet_id,
-                }),
-                v5::Packet::PingResp => Packet::PingResp,
-                other => fail!(self, "broker sent {other:?} to MQTT 5 connection {conn}"),
+            } else {
+                match decode(bytes, PROTOCOL_MAX) {
+                    Ok(Some(packet)) => Read {
+                        packet,
+                        expiry: None,
+                    },
+                    Ok(None) => break,
+                    Err(e) => fail!(self, "broker wrote undecodable bytes to {conn}: {e}"),
+                }
             };
-            read.push((Read { packet, expiry }, end));
+            read.push((packet, total - bytes.len()));
         }
         if !bytes.is_empty() {
             fail!(self, "broker wrote a partial packet to {conn}");
         }
         read
+    }
+
+    /// What connection `conn` reads of the broker's MQTT 5 `packet`, in its MQTT 3 form; `None`
+    /// for the DISCONNECT before a close.
+    fn read_v5(&self, conn: ConnId, packet: v5::Packet) -> Option<Read> {
+        let mut expiry = None;
+        let packet = match packet {
+            v5::Packet::Disconnect(d) => {
+                if self.conns.get(&conn).is_some_and(|m| m.active) {
+                    fail!(self, "DISCONNECT {:?} on open connection {conn}", d.reason);
+                }
+                return None;
+            }
+            v5::Packet::ConnAck(ack) => Packet::ConnAck(ConnAck {
+                session_present: ack.session_present,
+                code: if ack.reason == ReasonCode::SUCCESS {
+                    ConnectReturnCode::Accepted
+                } else {
+                    ConnectReturnCode::ServerUnavailable
+                },
+            }),
+            v5::Packet::Publish(p) => {
+                let Some(topic) = p.topic else {
+                    fail!(
+                        self,
+                        "a PUBLISH to {conn} with a Topic Alias nobody asked for"
+                    );
+                };
+                expiry = p.properties.message_expiry_interval;
+                Packet::Publish(Publish {
+                    dup: p.dup,
+                    qos: p.qos,
+                    retain: p.retain,
+                    topic,
+                    packet_id: p.packet_id,
+                    payload: p.payload,
+                })
+            }
+            v5::Packet::PubAck(a) => Packet::PubAck(PubAck {
+                packet_id: a.packet_id,
+            }),
+            v5::Packet::PubRec(a) if !a.reason.is_error() => Packet::PubRec(PubRec {
+                packet_id: a.packet_id,
+            }),
+            v5::Packet::PubRel(a) => Packet::PubRel(PubRel {
+                packet_id: a.packet_id,
+            }),
+            v5::Packet::PubComp(a) => Packet::PubComp(PubComp {
+                packet_id: a.packet_id,
+            }),
+            v5::Packet::SubAck(a) => Packet::SubAck(SubAck {
+                packet_id: a.packet_id,
+                return_codes: a
+                    .reason_codes
+                    .iter()
+                    .map(|code| match code.0 {
+                        0 => SubscribeReturnCode::Success(QoS::AtMostOnce),
+                        1 => SubscribeReturnCode::Success(QoS::AtLeastOnce),
+                        2 => SubscribeReturnCode::Success(QoS::ExactlyOnce),
+                        _ => SubscribeReturnCode::Failure,
+                    })
+                    .collect(),
+            }),
+            v5::Packet::UnsubAck(a) => Packet::UnsubAck(UnsubAck {
+                packet_id: a.packet_id,
+            }),
+            v5::Packet::PingResp => Packet::PingResp,
+            other => fail!(self, "broker sent {other:?} to MQTT 5 connection {conn}"),
+        };
+        Some(Read { packet, expiry })
     }
 }
