@@ -244,8 +244,8 @@ impl Sim {
         {
             fail!(
                 self,
-                "{who}: m{m} ({interval} s) arrived with {left} s left, written after {:?} of \
-                 its first deadline, read {:?} before it",
+                "{who}: m{m} ({interval} s) arrived with {left} s left, written from {:?} \
+                 before its first deadline on, read {:?} before it",
                 first.saturating_duration_since(seen.written_after),
                 first.saturating_duration_since(seen.read_at),
             );
