@@ -233,11 +233,15 @@ impl BrokerCore {
                 // Expired while the broker was down: not restored.
                 Some(at) if at <= unix_ms => {}
                 Some(at) => {
-                    let left = on_clock(at, now, unix_ms);
-                    let message =
-                        copy_props::with_interval_left(message.clone(), Some(left), Some(now));
-                    self.apply_retained(&message, version);
+                    self.apply_retained(message, version);
+                    let at = on_clock(at, now, unix_ms);
+                    self.retained.set_expiry(&message.topic, version, at);
                 }
+                // An interval without its deadline: only a torn journal tail (never reported
+                // durable, so never acknowledged) ends after a `Retain` and before the
+                // `RetainExpiry` written with it. When it expires cannot be told: not restored
+                // (restored, it lived its whole interval again from the restart).
+                None if copy_props::interval(message).is_some() => {}
                 None => self.apply_retained(message, version),
             }
         }

@@ -121,6 +121,23 @@ impl RetainedStore {
         }
     }
 
+    /// Sets when the message of `topic` stored under `version` expires: a recovered one keeps
+    /// the deadline it was journaled with, to the millisecond, however often the broker restarts
+    /// (re-stamped in whole seconds rounded up, it lived up to a second longer per restart).
+    pub fn set_expiry(&mut self, topic: &TopicName, version: RetainVersion, at: Instant) {
+        let Some(stored) = self
+            .messages
+            .get_mut(topic)
+            .filter(|r| r.version == version)
+        else {
+            return;
+        };
+        // The entry filed by `apply` no longer matches: `drop_expired` skips it.
+        stored.expires_at = Some(at);
+        self.expiring.insert((at, topic.clone()));
+        self.unstamped.retain(|t| t != topic);
+    }
+
     /// Forgets the messages whose expiry has come by `now`, each as a deletion of its version.
     pub fn drop_expired(&mut self, now: Instant) {
         for topic in std::mem::take(&mut self.unstamped) {

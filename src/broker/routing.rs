@@ -449,7 +449,7 @@ impl BrokerCore {
                 written.encode(connection, pool, publish, &props.hop(now));
             }
         });
-        self.stats.publish_dropped_expired += expired as u64;
+        self.stats.publish_dropped_expired += expired.len() as u64;
         let client_id = session.client_id.clone();
         self.publishes_written(conn, &written);
         if !packet_ids.is_empty() {
@@ -462,6 +462,11 @@ impl BrokerCore {
                 id,
                 packet_id,
             });
+        }
+        // Dropped expired: done with, as if acknowledged (the journal kept them otherwise, and a
+        // restart queued them again).
+        for id in expired.into_iter().filter(|&id| journaled && id != 0) {
+            self.journal_done(key, id);
         }
         self.queue_shrank(key);
     }

@@ -442,21 +442,21 @@ impl Session {
     /// outbox while `outbox_room` bytes allow (QoS 0); `write` gets each PUBLISH to write, in
     /// order, borrowed from the session, with what its copy carries and the message's journal
     /// id (0: not journaled). A copy that has expired by `now` is dropped instead, never sent
-    /// [MQTT-3.3.2-5]; returns how many were.
+    /// [MQTT-3.3.2-5]; returns their journal ids (for the journal to say the session is done
+    /// with them: recovered, they would fill the queue again).
     pub fn fill_window(
         &mut self,
         mut outbox_room: usize,
         now: Option<Instant>,
         mut write: impl FnMut(PublishRef<'_>, CopyProps<'_>, MsgId),
-    ) -> usize {
-        let mut expired = 0;
+    ) -> Vec<MsgId> {
+        let mut expired = Vec::new();
         if !self.is_online() {
             return expired;
         }
         while let Some(next) = self.flow().queue.front() {
             if next.props().expired(now) {
-                self.pop_queued();
-                expired += 1;
+                expired.extend(self.pop_queued().map(|out| out.id));
                 continue;
             }
             if next.qos == QoS::AtMostOnce {

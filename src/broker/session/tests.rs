@@ -74,7 +74,7 @@ fn a_queued_copy_that_expired_is_dropped_and_one_that_did_not_keeps_its_props() 
         ));
         assert_eq!(props.subscription_ids, &[7]);
     });
-    assert_eq!(expired, 1);
+    assert_eq!(expired.len(), 1);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, message(3).payload);
     assert_eq!(out[0].1, Some(58));

@@ -108,7 +108,10 @@ impl Sim {
         self.retain_anywhere || self.clients[c].home == home_shard(TOPICS[topic], self.cfg.shards)
     }
 
+    /// A new message of stream `stream` (an MQTT 5 client's within its Maximum QoS, and maybe
+    /// with an expiry: `v5_message`).
     fn new_msg(&mut self, stream: usize, topic: usize, qos: QoS, retain: bool) -> usize {
+        let (qos, expiry) = self.v5_message(stream / 2, qos);
         self.msgs.push(MsgInfo {
             stream,
             seq: 0,
@@ -117,6 +120,7 @@ impl Sim {
             retain,
             routings: 0,
             routed_at: 0,
+            expiry,
         });
         self.msgs.len() - 1
     }
@@ -131,28 +135,13 @@ impl Sim {
         let conn = self.next_conn;
         self.next_conn += 1;
         let home = self.clients[c].home;
-        let connect = Connect {
-            protocol: ProtocolLevel::V311,
-            clean_session: clean,
-            keep_alive,
-            client_id: self.clients[c].id.clone(),
-            will: will.map(|m| LastWill {
-                topic: self.topic_names[self.msgs[m].topic].clone(),
-                payload: payload_of(m),
-                qos: self.msgs[m].qos,
-                retain: self.msgs[m].retain,
-                properties: None,
-            }),
-            username: None,
-            password: None,
-        };
         self.note(format!(
-            "{}: CONNECT conn {conn} clean={clean} keep_alive={keep_alive} will={will:?}",
-            self.clients[c].id
+            "{}: CONNECT{} conn {conn} clean={clean} keep_alive={keep_alive} will={will:?}",
+            self.clients[c].id,
+            if self.clients[c].v5 { " (MQTT 5)" } else { "" }
         ));
         let old = self.live_conn(c);
-        let outcome =
-            self.cores[home].connect_encoded(conn, &connect, AuthVerdict::Allowed, self.now);
+        let outcome = self.connect_core(c, conn, clean, keep_alive, will);
         self.collect_actions();
         if outcome.code != ConnectReturnCode::Accepted {
             fail!(self, "CONNECT refused: {outcome:?}");
@@ -223,6 +212,7 @@ impl Sim {
                 forgotten: false,
                 got_connack: false,
                 expect_present: present,
+                marks: vec![(0, self.now)],
             },
         );
         self.check_session_placement(c);
@@ -277,6 +267,7 @@ impl Sim {
             return;
         }
         let m = self.new_msg(c * 2, topic, qos, retain);
+        let qos = self.msgs[m].qos;
         let packet_id = (qos != QoS::AtMostOnce).then(|| self.allocate_packet_id(c));
         if let Some(packet_id) = packet_id {
             let state = if qos == QoS::AtLeastOnce {
@@ -404,7 +395,18 @@ impl Sim {
             return;
         };
         let shard = self.clients[c].home;
-        self.note(format!("{} → {}", self.clients[c].id, describe(&packet)));
+        let expiry = match &packet {
+            Packet::Publish(p) => msg_of(&p.payload)
+                .and_then(|m| self.msgs.get(m))
+                .and_then(|info| info.expiry),
+            _ => None,
+        };
+        self.note(format!(
+            "{} → {}{}",
+            self.clients[c].id,
+            describe(&packet),
+            expiry.map_or(String::new(), |e| format!(" (expiry {e} s)"))
+        ));
         if let Some(m) = self.conns.get_mut(&conn) {
             m.last_activity = self.now;
         }
@@ -440,7 +442,7 @@ impl Sim {
         }
         // As the runtime hands them over: bytes, which the core routes in place when it can.
         let in_place = self.cores[shard].routed_in_place;
-        self.cores[shard].handle_encoded(conn, &packet, self.now);
+        self.hand_over(c, conn, &packet);
         self.published_in_place += self.cores[shard].routed_in_place - in_place;
         self.collect_actions();
         self.sync_closes(&[conn]);

@@ -12,7 +12,9 @@
 //! owed is void. Persistent seeds keep sessions for ever (recovery stamps offline times from a
 //! wall clock in milliseconds, coarser than this model's bounds).
 //!
-//! Message expiry is not simulated: the simulated clients speak MQTT 3.1.1, which has none.
+//! MQTT 5 clients (`v5_clients.rs`) ask for a persistent session with Session Expiry Interval
+//! 0xFFFFFFFF, which the broker's setting caps: their sessions expire as MQTT 3 ones do. Message
+//! expiry is `msg_expiry.rs`'.
 
 use super::*;
 

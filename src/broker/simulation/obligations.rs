@@ -77,6 +77,9 @@ impl Sim {
     /// The broker routed message `m`: every session holding a confirmed subscription that grants
     /// QoS ≥ 1 for it is owed a copy.
     pub(super) fn routed(&mut self, m: usize) {
+        // It reached its publisher's shard now (its expiry counts from here, `msg_expiry.rs`).
+        let home = self.clients[self.msgs[m].stream / 2].home;
+        self.note_arrival(m, home, self.msgs[m].expiry);
         self.msgs[m].routings += 1;
         if self.msgs[m].routings == 1 {
             let stream = self.msgs[m].stream;

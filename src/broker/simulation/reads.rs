@@ -8,7 +8,7 @@ use super::*;
 impl Sim {
     // ---- what clients read ------------------------------------------------------------------------
 
-    pub(super) fn read_packet(&mut self, conn: ConnId, packet: Packet) {
+    pub(super) fn read_packet(&mut self, conn: ConnId, packet: Packet, seen: Seen) {
         let (c, epoch, got_connack, expect_present) = {
             let m = &self.conns[&conn];
             (m.client, m.epoch, m.got_connack, m.expect_present)
@@ -27,7 +27,7 @@ impl Sim {
             return;
         }
         match packet {
-            Packet::Publish(p) => self.read_publish(c, conn, epoch, current, p),
+            Packet::Publish(p) => self.read_publish(c, conn, epoch, current, p, seen),
             // A connection taken over is abandoned by its client: the rest is only checked.
             _ if !current => {}
             Packet::PubAck(PubAck { packet_id }) => {
@@ -134,7 +134,15 @@ impl Sim {
         }
     }
 
-    fn read_publish(&mut self, c: usize, conn: ConnId, epoch: u64, current: bool, p: Publish) {
+    fn read_publish(
+        &mut self,
+        c: usize,
+        conn: ConnId,
+        epoch: u64,
+        current: bool,
+        p: Publish,
+        seen: Seen,
+    ) {
         let who = self.clients[c].id.clone();
         let Some(topic) = TOPICS.iter().position(|t| *t == p.topic.as_str()) else {
             fail!(self, "{who}: PUBLISH on unknown topic {}", p.topic);
@@ -174,6 +182,7 @@ impl Sim {
             if info.routings == 0 {
                 fail!(self, "{who}: m{m} arrived but was never published");
             }
+            self.check_copy_expiry(c, m, &p, seen);
         } else if !p.payload.is_empty() {
             fail!(self, "{who}: unknown payload {:?}", p.payload);
         } else if p.retain {

@@ -211,3 +211,134 @@ fn concurrent_retained_updates_from_two_shards_converge() {
         .collect();
     assert_eq!(stores[0], stores[1]);
 }
+
+/// Found by the simulation (fixed, `recovery.rs`): a crash tore a shard's journal after a retained
+/// will's `Retain` record and before its `RetainExpiry`; the restored message counted its whole
+/// Message Expiry Interval again from the restart and outlived its expiry. Restored twice, one
+/// re-stamped in whole seconds also gained up to a second per restart.
+#[test]
+fn a_retained_message_without_its_journaled_deadline_is_not_restored() {
+    use crate::persist::Record;
+    let now = Instant::now();
+    let unix = 1_800_000_000_000;
+    let topic = TopicName::new("t").expect("valid topic");
+    let retain = |payload: &'static str, clock| Record::Retain {
+        topic: TopicName::new(payload).expect("valid topic"),
+        message: Some(Message {
+            topic: TopicName::new(payload).expect("valid topic"),
+            payload: Bytes::from_static(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Some(std::sync::Arc::new(crate::protocol::v5::Properties {
+                message_expiry_interval: Some(14),
+                ..Default::default()
+            })),
+        }),
+        clock,
+        shard: 0,
+    };
+    let mut state = crate::persist::DurableState::default();
+    // "t" with its deadline 2.5 s from now; "torn" without (its `RetainExpiry` was cut off).
+    state.apply(&retain("t", 1));
+    state.apply(&Record::RetainExpiry {
+        topic: topic.clone(),
+        clock: 1,
+        shard: 0,
+        at_unix_ms: unix + 2_500,
+    });
+    state.apply(&retain("torn", 2));
+    state.finish();
+    let settings = Settings {
+        persistence: true,
+        ..Settings::default()
+    };
+    let mut core = BrokerCore::new(settings, 0, 1, 1);
+    core.set_wall_clock(now, unix);
+    core.restore(&state, now, unix);
+    assert_eq!(core.retained.len(), 1);
+    assert_eq!(
+        core.retained.expires_at(&topic),
+        Some(now + Duration::from_millis(2_500))
+    );
+}
+
+/// Found by the simulation (fixed, `routing.rs`): a queued copy that expired was dropped from its
+/// session unjournaled; the journal kept it queued, and after a crash the recovered session held
+/// it again (over `max_queued_messages` with a small limit).
+#[test]
+fn a_queued_copy_dropped_as_expired_is_journaled_done() {
+    use crate::protocol::v5;
+    use bytes::BytesMut;
+    let t0 = Instant::now();
+    let settings = Settings {
+        persistence: true,
+        max_inflight: 1,
+        ..Settings::default()
+    };
+    let mut core = BrokerCore::new(settings, 0, 1, 1);
+    core.set_wall_clock(t0, 1_800_000_000_000);
+    let subscriber = Connect {
+        protocol: ProtocolLevel::V311,
+        clean_session: false,
+        keep_alive: 0,
+        client_id: "s".into(),
+        will: None,
+        username: None,
+        password: None,
+    };
+    core.connect_encoded(1, &subscriber, AuthVerdict::Allowed, t0);
+    core.handle_encoded(1, &subscribe_packet("t", QoS::AtLeastOnce), t0);
+    let mut wire = BytesMut::new();
+    let connect = v5::Connect {
+        clean_start: true,
+        keep_alive: 0,
+        properties: v5::Properties::default(),
+        client_id: "p".into(),
+        will: None,
+        username: None,
+        password: None,
+    };
+    v5::Packet::Connect(Box::new(connect))
+        .encode(&mut wire)
+        .expect("encodes");
+    let FirstPacket::Connect(pending) = core.handle_first_bytes(&wire, &ListenerIdentity::Connect)
+    else {
+        panic!("a CONNECT");
+    };
+    core.handle_connect(2, pending, AuthVerdict::Allowed, t0);
+    // Two messages that expire in a second: the first goes out, the second waits behind it.
+    for (packet_id, payload) in [(1, "first"), (2, "second")] {
+        let mut publish = v5::Publish::new(
+            Message {
+                topic: TopicName::new("t").expect("valid topic"),
+                payload: Bytes::from_static(payload.as_bytes()),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: None,
+            },
+            Some(packet_id),
+            false,
+        );
+        publish.properties.message_expiry_interval = Some(1);
+        let mut wire = BytesMut::new();
+        v5::Packet::Publish(publish)
+            .encode(&mut wire)
+            .expect("encodes");
+        core.handle_bytes(2, &mut wire, t0);
+    }
+    let later = t0 + Duration::from_secs(2);
+    core.handle_tick(later);
+    // The subscriber acknowledges the first: the second has expired and is dropped.
+    core.handle_encoded(1, &Packet::PubAck(PubAck { packet_id: 1 }), later);
+    assert_eq!(core.stats.publish_dropped_expired, 1);
+    let mut records = Vec::new();
+    while let Some((_, bytes)) = core.take_journal() {
+        records.extend(crate::persist::codec::decode_all(bytes).expect("journal reads"));
+    }
+    let mut state = crate::persist::DurableState::default();
+    for record in &records {
+        state.apply(record);
+    }
+    let session = state.session("s").expect("a persistent session");
+    assert!(session.queue.is_empty(), "{:?}", session.queue);
+}

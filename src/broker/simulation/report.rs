@@ -68,14 +68,15 @@ impl Sim {
             sum.publish_sent += s.publish_sent;
             sum.publish_dropped_queue_full += s.publish_dropped_queue_full;
             sum.publish_dropped_offline += s.publish_dropped_offline;
+            sum.publish_dropped_expired += s.publish_dropped_expired;
             sum.bus_sent += s.bus_sent;
             sum
         });
         format!(
             "seed {}: {} steps, {} shards, {} clients; {} connects, {} takeovers, {} keep-alive \
              timeouts, {} protocol errors, {} wills; {} publishes in ({} routed in place), {} out, \
-             {} bus messages; dropped {} (queue full) + {} (offline QoS 0); QoS ≥ 1 owed {}: met \
-             {}, void {}",
+             {} bus messages; dropped {} (queue full) + {} (offline QoS 0) + {} (expired); QoS ≥ 1 \
+             owed {}: met {}, void {}; {}% MQTT 5 clients, {} copies read counted down",
             self.seed,
             self.step,
             self.cfg.shards,
@@ -91,9 +92,12 @@ impl Sim {
             stats.bus_sent,
             stats.publish_dropped_queue_full,
             stats.publish_dropped_offline,
+            stats.publish_dropped_expired,
             self.obligations.len(),
             count(Obligation::Met),
             count(Obligation::Void),
+            self.v5.percent,
+            self.expiring.counted_down,
         )
     }
 }

@@ -105,6 +105,7 @@ impl Sim {
         };
         let what = describe_bus(&message);
         self.note(format!("bus → shard {to}: {what}"));
+        self.note_bus_arrivals(to, &message);
         self.cores[to].handle_bus(message);
         self.collect_actions();
     }
@@ -131,6 +132,10 @@ impl Sim {
             fail!(self, "flush for unknown connection {conn}");
         };
         let shard = model.shard;
+        let filled = self.cores[shard]
+            .connections
+            .get(&conn)
+            .map_or(0, |c| c.outbox.len());
         let Some((mut bytes, close)) = self.cores[shard].take_outbox(conn) else {
             if !model.forgotten {
                 fail!(
@@ -146,26 +151,35 @@ impl Sim {
         if close && model.active {
             fail!(self, "connection {conn} closed without the model noticing");
         }
-        let mut packets = Vec::new();
-        loop {
-            match decode(&mut bytes, PROTOCOL_MAX) {
-                Ok(Some(p)) => packets.push(p),
-                Ok(None) => break,
-                Err(e) => fail!(self, "broker wrote undecodable bytes to {conn}: {e}"),
+        let c = model.client;
+        let taken = !bytes.is_empty();
+        let packets = self.decode_outbox(conn, self.clients[c].v5, &mut bytes);
+        let seen: Vec<(Packet, Seen)> = packets
+            .into_iter()
+            .map(|(read, end)| {
+                let seen = Seen {
+                    expiry: read.expiry,
+                    written_after: self.written_after(conn, end),
+                    read_at: self.now,
+                };
+                (read.packet, seen)
+            })
+            .collect();
+        // What is in the outbox now was written from now on (a held outbox kept its bytes).
+        if taken || filled == 0 {
+            let now = self.now;
+            if let Some(m) = self.conns.get_mut(&conn) {
+                m.marks = vec![(0, now)];
             }
         }
-        if !bytes.is_empty() {
-            fail!(self, "broker wrote a partial packet to {conn}");
-        }
-        let c = model.client;
         self.note(format!(
             "flush {conn} ({}): {} packets{}",
             self.clients[c].id,
-            packets.len(),
+            seen.len(),
             if close { ", close" } else { "" }
         ));
-        for packet in packets {
-            self.read_packet(conn, packet);
+        for (packet, seen) in seen {
+            self.read_packet(conn, packet, seen);
         }
         if close {
             // The runtime's writer shuts the socket after the last flush; the core forgets it.
@@ -183,6 +197,7 @@ impl Sim {
     fn tick(&mut self) {
         let advance = Duration::from_millis(200 + self.rng.below(8000) as u64);
         let target = self.now + advance;
+        self.mark_outboxes();
         // Clients ping when their keep-alive period is about to pass (most of the time).
         for c in 0..self.clients.len() {
             let Some(conn) = self.live_conn(c) else {
@@ -233,6 +248,7 @@ impl Sim {
             .collect();
         self.sync_closes(&active);
         self.check_expiry();
+        self.check_retained_purged();
         // None left that should have expired.
         for (&id, m) in &self.conns {
             if m.active
