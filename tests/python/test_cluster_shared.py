@@ -7,7 +7,8 @@ and QoS 1: every message reaches exactly one member (no duplicates: no failures 
 members get some of each node's messages, and an ordinary subscriber on each node gets every
 message; a member on the other node only gets everything published on this node, and no retained
 message on its subscription; a member that leaves its node's group sends that node's messages to
-the member on the other node.
+the member on the other node; with persistence on, QoS 1 and 2 publishers' acknowledgements wait
+for the other node's mailbox and arrive, and every message reaches the member once.
 """
 
 from __future__ import annotations
@@ -128,3 +129,21 @@ def test_a_member_that_leaves_sends_its_nodes_messages_to_the_other_node(cluster
     p.close()
     stays.close()
     leaves.close()
+
+
+def test_with_persistence_a_publishers_acks_wait_for_the_other_nodes_mailbox_and_come(cluster):
+    """The link numbers a group's QoS 1/2 message like the other cross-node publishes: the
+    publisher's PUBACK (PUBREC) waits until JetStream stored it, and the receiving node takes
+    it off its mailbox once its shard has it durable. A stamp left unconfirmed would hold the
+    publisher's acknowledgements for ever."""
+    a, b = cluster("node-a", persistence=True), cluster("node-b", persistence=True)
+    wait_all_live([a, b])
+    member = subscribed(b, "durable-member", GROUP, 2)
+    p = a.client()
+    for qos in (1, 2):
+        for i in range(40):
+            p.publish(f"jobs/{qos}", f"{qos}:{i}", qos=qos, timeout=10)
+    got = collect([member], 80)[0]
+    assert Counter(got) == Counter(f"{qos}:{i}".encode() for qos in (1, 2) for i in range(40))
+    p.close()
+    member.close()

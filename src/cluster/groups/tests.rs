@@ -128,3 +128,32 @@ fn a_message_from_another_node_goes_to_a_local_shard_with_a_member() {
         "an offline member queues QoS 1/2"
     );
 }
+
+#[test]
+fn hash_client_id_keeps_one_publisher_on_one_node() {
+    let mut t = GroupTable::new(1);
+    for node in ["b", "c", "d"] {
+        t.remote_changed(node, vec![count("g", 1, 0)]);
+    }
+    let rng = Cell::new(1);
+    let by_hash = |t: &mut GroupTable, hash: u64| {
+        let pick = Pick {
+            strategy: SharedStrategy::HashClientId,
+            hash: Some(hash),
+            stored: true,
+            rng: &rng,
+        };
+        t.node_for(&group("g"), pick).map(str::to_string)
+    };
+    let mut nodes = std::collections::BTreeSet::new();
+    for hash in 0..30u64 {
+        let first = by_hash(&mut t, hash);
+        assert_eq!(
+            by_hash(&mut t, hash),
+            first,
+            "the same node for one publisher"
+        );
+        nodes.insert(first.expect("a node"));
+    }
+    assert_eq!(nodes.len(), 3, "publishers spread over the nodes");
+}
