@@ -71,8 +71,8 @@
 //!   them by topic pattern with prefixes swapped, acknowledged locally once the remote has.
 //! - [`cluster`]: this broker as a node of a cluster on NATS (`cluster:`): the cluster link, one
 //!   more participant on the bus on a thread of its own (tokio, async-nats: nowhere else), which
-//!   carries the other nodes' interest to the shards and the publishes and retained messages they
-//!   want to them through core NATS and JetStream.
+//!   carries the other nodes' interest (filters, share groups' members) to the shards and the
+//!   publishes and retained messages they want to them through core NATS and JetStream.
 //! - [`logging`]: the `amqtt` binary's log: standard error or `log_file` (reopened on SIGHUP),
 //!   in text, journald (`<N>` priorities) or JSON lines; `RUST_LOG` filtering.
 //! - [`plugins`]: authentication (runs off the event loop, before the core sees a CONNECT), topic

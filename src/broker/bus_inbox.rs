@@ -5,6 +5,7 @@
 
 use crate::protocol::QoS;
 
+use super::shared::Targeted;
 use super::{BrokerCore, BusMessage, PublishBatch};
 
 impl BrokerCore {
@@ -75,7 +76,15 @@ impl BrokerCore {
                 hash,
                 hops,
                 stamp,
-            } => self.shared_publish_received(&group, &message, hash, hops, stamp),
+                local_only,
+            } => {
+                let to = Targeted {
+                    hash,
+                    hops,
+                    local_only,
+                };
+                self.shared_publish_received(&group, &message, to, stamp);
+            }
             BusMessage::Interest {
                 from,
                 filter,

@@ -153,7 +153,8 @@ pub enum BusMessage {
     /// (persistence on; see `journal.rs`).
     Durable { from: usize, upto: u64 },
     /// Shard `from` now has this many members of a share group, online and offline (absolute
-    /// counts: the latest wins). With a token, the receiver answers [`BusMessage::SharedAck`].
+    /// counts: the latest wins); from the cluster link, the other nodes' members together. With a
+    /// token, the receiver answers [`BusMessage::SharedAck`].
     ShareMembers {
         from: usize,
         group: Arc<ShareGroup>,
@@ -165,12 +166,15 @@ pub enum BusMessage {
     SharedAck { token: u64 },
     /// A message for one member of a share group on the receiving shard, chosen by the shard it
     /// entered on (`shared.rs`); `hops` counts how often it was passed on for want of a member.
+    /// To the cluster link: for one member on another node. From it (`local_only`): it came from
+    /// another node, and only this node's members may get it.
     SharedPublish {
         group: Arc<ShareGroup>,
         message: Message,
         hash: Option<u64>,
         hops: u8,
         stamp: Option<DeliveryStamp>,
+        local_only: bool,
     },
     /// A connection on shard `from` asks the cluster link for its client id (before its
     /// CONNACK; the runtime sends it, the core never does). Answered with `SessionClaimed`.

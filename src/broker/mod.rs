@@ -106,7 +106,7 @@ pub use retained::RetainVersion;
 use retained::RetainedStore;
 use session::{QueueLimits, Session};
 use shared::SharedGroups;
-pub use shared::{share_of, InvalidShare, ShareGroup, SharedStrategy};
+pub use shared::{share_of, Chooser, InvalidShare, Pick, ShareGroup, SharedStrategy};
 pub use stats::Stats;
 use topic_trie::TopicTrie;
 

@@ -14,6 +14,10 @@
 //! - The shard that receives a targeted message picks one of its members; when it has none left
 //!   (it left meanwhile), it passes the message on to another shard with members, a bounded
 //!   number of hops.
+//! - In a cluster the link (bus index `shards`) is one more holder of members: it announces the
+//!   other nodes' members together, a message the strategy gives it goes to one member on one
+//!   other node (`src/cluster`), and it is told this shard's counts as the shards are. A message
+//!   it brings from another node (`local_only`) goes to this node's members only: never back.
 //! - A member whose session ends (clean session disconnected, session expired or discarded) gives
 //!   its unacknowledged QoS 1/2 messages to another member of their group. A persistent member
 //!   that is merely offline keeps them (MQTT 5.0 §4.8.2 allows the wait) and gets no new ones
@@ -37,7 +41,7 @@ mod groups;
 pub(super) use groups::ShareCount;
 pub(super) use groups::SharedGroups;
 use groups::{client_hash, max_hops, next_random, Group, Member};
-pub use groups::{share_of, InvalidShare, ShareGroup, SharedStrategy};
+pub use groups::{share_of, Chooser, InvalidShare, Pick, ShareGroup, SharedStrategy};
 
 impl BrokerCore {
     // ---- membership ------------------------------------------------------------------------------
@@ -51,7 +55,7 @@ impl BrokerCore {
         qos: QoS,
         sub_id: Option<NonZeroU32>,
     ) {
-        let group = self.shared.get_or_insert(id, self.shards);
+        let group = self.shared.get_or_insert(id, self.participants());
         let joined = Member {
             session: key,
             qos,
@@ -106,9 +110,15 @@ impl BrokerCore {
             }
         }
         self.shared.forget_if_empty(id);
-        if self.shards > 1 {
+        if self.shards > 1 || self.link.is_some() {
             self.shared.mark_dirty(id);
         }
+    }
+
+    /// The bus's participants: the shards, then the cluster link (which counts the members of
+    /// every other node of the cluster).
+    fn participants(&self) -> usize {
+        self.shards + usize::from(self.link.is_some())
     }
 
     /// Every group this shard knows, as `$share/name/filter`, with the members it counts on each
@@ -139,21 +149,21 @@ impl BrokerCore {
         self.shared.dirty.len()
     }
 
-    /// Tells the other shards how many members this shard has in each group that changed. With
-    /// a token, each confirms with [`BusMessage::SharedAck`]; returns how many groups were
-    /// announced (each other shard confirms each).
+    /// Tells the other shards (and the cluster link) how many members this shard has in each
+    /// group that changed. With a token, each confirms with [`BusMessage::SharedAck`]; returns
+    /// how many groups were announced (each peer confirms each).
     pub(super) fn announce_shared(&mut self, token: Option<u64>) -> usize {
         if self.shared.dirty.is_empty() {
             return 0;
         }
         let dirty = std::mem::take(&mut self.shared.dirty);
-        let (me, shards) = (self.shard, self.shards);
+        let me = self.shard;
         for id in &dirty {
             let (online, offline) = self
                 .shared
                 .get(id)
                 .map_or((0, 0), |g| (g.online[me], g.offline[me]));
-            for to in (0..shards).filter(|&s| s != me) {
+            for to in self.peers() {
                 self.send_bus(
                     to,
                     BusMessage::ShareMembers {
@@ -169,7 +179,8 @@ impl BrokerCore {
         dirty.len()
     }
 
-    /// Shard `from` announced its members of a group.
+    /// Shard `from` (or the cluster link, for the other nodes together) announced its members
+    /// of a group.
     pub(super) fn share_members_announced(
         &mut self,
         from: usize,
@@ -177,11 +188,11 @@ impl BrokerCore {
         online: u32,
         offline: u32,
     ) {
-        if from == self.shard || from >= self.shards {
+        let participants = self.participants();
+        if from == self.shard || from >= participants {
             return;
         }
-        let shards = self.shards;
-        let group = self.shared.get_or_insert(id, shards);
+        let group = self.shared.get_or_insert(id, participants);
         group.online[from] = online;
         group.offline[from] = offline;
         self.shared.forget_if_empty(id);
@@ -196,7 +207,7 @@ impl BrokerCore {
         if shard == self.shard || shard >= self.shards {
             return;
         }
-        let group = self.shared.get_or_insert(&id, self.shards);
+        let group = self.shared.get_or_insert(&id, self.participants());
         group.offline[shard] = group.offline[shard].max(1);
     }
 
@@ -218,39 +229,51 @@ impl BrokerCore {
             // A message of its own for the journal: the last delivery's id is not this one's.
             journal.current_msg = None;
         }
-        let stored = message.qos != QoS::AtMostOnce;
-        let (strategy, rng) = (self.shared.strategy, &self.shared.rng);
+        let pick = Pick {
+            strategy: self.shared.strategy,
+            hash,
+            stored: message.qos != QoS::AtMostOnce,
+            rng: &self.shared.rng,
+        };
         let mut targets: Vec<(usize, Arc<ShareGroup>)> = Vec::new();
         self.shared
             .by_filter
             .for_each_match(message.topic.as_bytes(), |groups| {
                 for group in groups {
-                    if let Some(shard) = group.choose_shard(strategy, hash, stored, None, rng) {
+                    if let Some(shard) = group.choose_shard(pick, &[]) {
                         targets.push((shard, group.id.clone()));
                     }
                 }
             });
+        let to = Targeted {
+            hash,
+            hops: 0,
+            local_only: false,
+        };
         for (shard, id) in targets {
-            self.send_to_group_member(shard, id, message, hash, 0, true);
+            self.send_to_group_member(shard, id, message, to, true);
         }
     }
 
     /// Delivers to a member of `id` on `shard`: here, or as a targeted message (with a delivery
-    /// stamp the publisher's acknowledgement waits for when `stamped` and persistence is on).
+    /// stamp the publisher's acknowledgement waits for when `stamped` and persistence is on). The
+    /// cluster link is a `shard` too: it passes the message on to one other node's members.
     fn send_to_group_member(
         &mut self,
         shard: usize,
         id: Arc<ShareGroup>,
         message: &Message,
-        hash: Option<u64>,
-        hops: u8,
+        to: Targeted,
         stamped: bool,
     ) {
         if shard == self.shard {
-            self.deliver_shared(&id, message, hash, hops);
+            self.deliver_shared(&id, message, to);
             return;
         }
         let me = self.shard;
+        // The publishes batched for `shard` leave first with the number their waits were given
+        // (`batch_publish`); this message takes the next one.
+        self.send_batch(shard);
         let stamp = match self.journal.as_deref_mut() {
             Some(journal) if stamped && message.qos != QoS::AtMostOnce => {
                 let stamp = journal.stamp_for(shard, me);
@@ -269,27 +292,28 @@ impl BrokerCore {
                     retain: false,
                     ..message.clone()
                 },
-                hash,
-                hops,
+                hash: to.hash,
+                hops: to.hops,
                 stamp,
+                local_only: to.local_only,
             },
         );
     }
 
-    /// A targeted message from another shard for one of this shard's members of a group.
+    /// A targeted message from another shard (or, `to.local_only`, from another node through
+    /// the cluster link) for one of this shard's members of a group.
     pub(super) fn shared_publish_received(
         &mut self,
         id: &Arc<ShareGroup>,
         message: &Message,
-        hash: Option<u64>,
-        hops: u8,
+        to: Targeted,
         stamp: Option<DeliveryStamp>,
     ) {
         let mark = self.journal_mark();
         if let Some(journal) = self.journal.as_deref_mut() {
             journal.current_msg = None;
         }
-        self.deliver_shared(id, message, hash, hops);
+        self.deliver_shared(id, message, to);
         if let Some(stamp) = stamp {
             self.delivery_received(stamp, mark);
         }
@@ -297,13 +321,8 @@ impl BrokerCore {
 
     /// Gives `message` to one of this shard's members of `id` (online ones first; an offline
     /// persistent one queues a QoS 1/2 message); with none that may take it, passes it on.
-    fn deliver_shared(
-        &mut self,
-        id: &Arc<ShareGroup>,
-        message: &Message,
-        hash: Option<u64>,
-        hops: u8,
-    ) {
+    fn deliver_shared(&mut self, id: &Arc<ShareGroup>, message: &Message, to: Targeted) {
+        let hash = to.hash;
         let candidates = self.local_candidates(id, message.qos != QoS::AtMostOnce);
         let receive_checked = self.settings.plugins.checks_receive();
         let n = candidates.len();
@@ -335,7 +354,7 @@ impl BrokerCore {
             }
             return;
         }
-        self.pass_on(id, message, hash, hops);
+        self.pass_on(id, message, to);
     }
 
     /// This shard's members of `id` that may get a message: the online ones, or when there are
@@ -374,24 +393,29 @@ impl BrokerCore {
     }
 
     /// No member here could take a targeted message (they left, or went offline, since it was
-    /// sent): another shard with members gets it, or after too many hops it is dropped (counted).
-    fn pass_on(&mut self, id: &Arc<ShareGroup>, message: &Message, hash: Option<u64>, hops: u8) {
-        let hops = hops.saturating_add(1);
-        let me = self.shard;
-        let stored = message.qos != QoS::AtMostOnce;
-        let next = self.shared.get(id).and_then(|group| {
-            group.choose_shard(
-                self.shared.strategy,
-                hash,
-                stored,
-                Some(me),
-                &self.shared.rng,
-            )
-        });
+    /// sent): another shard with members gets it (or another node, unless it came from one:
+    /// `local_only`), or after too many hops it is dropped (counted).
+    fn pass_on(&mut self, id: &Arc<ShareGroup>, message: &Message, to: Targeted) {
+        let hops = to.hops.saturating_add(1);
+        let mut exclude = vec![self.shard];
+        if to.local_only {
+            exclude.extend(self.link);
+        }
+        let pick = Pick {
+            strategy: self.shared.strategy,
+            hash: to.hash,
+            stored: message.qos != QoS::AtMostOnce,
+            rng: &self.shared.rng,
+        };
+        let next = self
+            .shared
+            .get(id)
+            .and_then(|group| group.choose_shard(pick, &exclude));
         match next {
-            Some(shard) if hops < max_hops(self.shards) => {
+            Some(shard) if hops < max_hops(self.participants()) => {
                 self.stats.shared_redistributed += 1;
-                self.send_to_group_member(shard, id.clone(), message, hash, hops, false);
+                let to = Targeted { hops, ..to };
+                self.send_to_group_member(shard, id.clone(), message, to, false);
             }
             _ => {
                 self.stats.shared_dropped += 1;
@@ -417,9 +441,16 @@ impl BrokerCore {
             let Some(id) = groups.iter().find(|g| g.filter.matches(&message.topic)) else {
                 continue;
             };
-            let target = self.shared.get(id).and_then(|group| {
-                group.choose_shard(self.shared.strategy, None, true, None, &self.shared.rng)
-            });
+            let pick = Pick {
+                strategy: self.shared.strategy,
+                hash: None,
+                stored: true,
+                rng: &self.shared.rng,
+            };
+            let target = self
+                .shared
+                .get(id)
+                .and_then(|group| group.choose_shard(pick, &[]));
             let Some(shard) = target else {
                 self.stats.shared_dropped += 1;
                 continue;
@@ -432,9 +463,24 @@ impl BrokerCore {
                 Some(group) => group.id.clone(),
                 None => Arc::new(id.clone()),
             };
-            self.send_to_group_member(shard, id, &message, None, 0, false);
+            let to = Targeted {
+                hash: None,
+                hops: 0,
+                local_only: false,
+            };
+            self.send_to_group_member(shard, id, &message, to, false);
         }
     }
+}
+
+/// How a targeted message travels: the publisher's hash (`hash_client_id`), how often it was
+/// passed on for want of a member, and whether it came from another node (then only this
+/// node's members may get it: never bounced back to the cluster).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Targeted {
+    pub(super) hash: Option<u64>,
+    pub(super) hops: u8,
+    pub(super) local_only: bool,
 }
 
 /// The groups a session is a member of (its `$share/...` subscriptions).

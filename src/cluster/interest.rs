@@ -2,7 +2,8 @@
 //! announced (to route what other nodes send to the shards that want it), this node's own
 //! filters (the union of its shards', announced to the other nodes as numbered deltas), and the
 //! other nodes' filters (their union is what the link announces to the local shards, so that
-//! only publishes some other node wants reach the link).
+//! only publishes some other node wants reach the link). Share groups' members travel in the
+//! same deltas and snapshots, in the same order (`groups.rs` counts them).
 //!
 //! Plain bookkeeping: no NATS, no bus, no clock. The link (`link.rs`) feeds it and sends what
 //! it returns.
@@ -12,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use crate::broker::topic_trie::TopicTrie;
 use crate::protocol::TopicFilter;
 
-use super::wire::Change;
+use super::groups::GroupTable;
+use super::wire::{Change, Delta, Snapshot};
 
 /// Another node's filters as far as its deltas and snapshots told.
 #[derive(Default)]
@@ -24,7 +26,7 @@ struct RemoteNode {
     /// The last delta applied; `None` until a snapshot set a starting point.
     seq: Option<u64>,
     /// Deltas that came before the snapshot they follow (or after a gap), applied with it.
-    waiting: Vec<(u64, Vec<Change>)>,
+    waiting: Vec<Delta>,
     /// Its liveness entry expired: QoS 0 no longer goes to it, QoS 1/2 still waits in its
     /// mailbox for it to come back.
     away: bool,
@@ -53,6 +55,8 @@ pub struct ClusterInterest {
     remote: HashMap<String, RemoteNode>,
     /// How many other nodes hold each filter.
     union: HashMap<TopicFilter, usize>,
+    /// Share groups: this node's members and the other nodes'.
+    groups: GroupTable,
 }
 
 impl ClusterInterest {
@@ -64,7 +68,13 @@ impl ClusterInterest {
             seq: 0,
             remote: HashMap::new(),
             union: HashMap::new(),
+            groups: GroupTable::new(shards),
         }
+    }
+
+    /// The share groups' table (members here and on the other nodes).
+    pub fn groups(&mut self) -> &mut GroupTable {
+        &mut self.groups
     }
 
     /// Local shard `shard` took up (or let go of) `filter`. True when this node's interest
@@ -100,40 +110,47 @@ impl ClusterInterest {
         true
     }
 
-    /// The changes since the last delta, numbered; `None` when there are none.
-    pub fn take_delta(&mut self) -> Option<(u64, Vec<Change>)> {
-        if self.unsent.is_empty() {
+    /// The changes since the last delta (filters and share groups' counts), numbered, for this
+    /// node's run `boot`; `None` when there are none.
+    pub fn take_delta(&mut self, boot: u64) -> Option<Delta> {
+        let groups = self.groups.take_unsent();
+        if self.unsent.is_empty() && groups.is_empty() {
             return None;
         }
         self.seq += 1;
-        Some((self.seq, std::mem::take(&mut self.unsent)))
+        Some(Delta {
+            boot,
+            seq: self.seq,
+            changes: std::mem::take(&mut self.unsent),
+            groups,
+        })
     }
 
     /// A delta even without changes: after NATS came back, so that a node that missed one of
     /// ours sees the gap and fetches our whole interest.
-    pub fn take_delta_always(&mut self) -> (u64, Vec<Change>) {
+    pub fn take_delta_always(&mut self, boot: u64) -> Delta {
         self.seq += 1;
-        (self.seq, std::mem::take(&mut self.unsent))
+        Delta {
+            boot,
+            seq: self.seq,
+            changes: std::mem::take(&mut self.unsent),
+            groups: self.groups.take_unsent(),
+        }
     }
 
-    /// The number of the last delta taken.
-    pub fn seq(&self) -> u64 {
-        self.seq
+    /// This node's whole interest as of the last delta taken (call [`Self::take_delta`] first).
+    pub fn snapshot(&self, boot: u64) -> Snapshot {
+        Snapshot {
+            boot,
+            seq: self.seq,
+            filters: self.mine.keys().cloned().collect(),
+            groups: self.groups.mine(),
+        }
     }
 
-    /// This node's filters (call [`Self::take_delta`] first: a snapshot is as of [`Self::seq`]).
-    pub fn mine(&self) -> impl ExactSizeIterator<Item = &TopicFilter> {
-        self.mine.keys()
-    }
-
-    /// A delta from `node`'s run `boot`.
-    pub fn remote_delta(
-        &mut self,
-        node: &str,
-        boot: u64,
-        seq: u64,
-        changes: Vec<Change>,
-    ) -> DeltaOutcome {
+    /// A delta from `node`.
+    pub fn remote_delta(&mut self, node: &str, delta: Delta) -> DeltaOutcome {
+        let (boot, seq) = (delta.boot, delta.seq);
         let remote = self.remote.entry(node.to_string()).or_default();
         if remote.boot != Some(boot) {
             // A new run: what it had is replaced by its snapshot, deltas count from there.
@@ -146,14 +163,15 @@ impl ClusterInterest {
             Some(last) if seq == last + 1 => {
                 remote.seq = Some(seq);
                 let mut union = Vec::new();
-                apply(remote, &mut self.union, changes, &mut union);
+                apply(remote, &mut self.union, delta.changes, &mut union);
+                self.groups.remote_changed(node, delta.groups);
                 DeltaOutcome {
                     union,
                     needs_snapshot: false,
                 }
             }
             _ => {
-                remote.waiting.push((seq, changes));
+                remote.waiting.push(delta);
                 DeltaOutcome {
                     union: Vec::new(),
                     needs_snapshot: true,
@@ -163,18 +181,19 @@ impl ClusterInterest {
     }
 
     /// `node`'s whole interest as of its run `boot`'s delta `seq`; returns the union's changes.
-    pub fn remote_snapshot(
-        &mut self,
-        node: &str,
-        boot: u64,
-        seq: u64,
-        filters: Vec<TopicFilter>,
-    ) -> Vec<Change> {
+    pub fn remote_snapshot(&mut self, node: &str, snapshot: Snapshot) -> Vec<Change> {
+        let Snapshot {
+            boot,
+            seq,
+            filters,
+            groups,
+        } = snapshot;
         let remote = self.remote.entry(node.to_string()).or_default();
         if remote.boot != Some(boot) {
             remote.boot = Some(boot);
             remote.waiting.clear();
         }
+        self.groups.remote_replaced(node, groups);
         let fresh: HashSet<TopicFilter> = filters.into_iter().collect();
         let mut changes: Vec<Change> = remote
             .filters
@@ -183,12 +202,13 @@ impl ClusterInterest {
             .collect();
         changes.extend(fresh.difference(&remote.filters).map(|f| (true, f.clone())));
         let mut waiting = std::mem::take(&mut remote.waiting);
-        waiting.sort_by_key(|(seq, _)| *seq);
+        waiting.sort_by_key(|delta| delta.seq);
         let mut last = seq;
-        for (n, delta) in waiting {
-            if n > last {
-                changes.extend(delta);
-                last = n;
+        for delta in waiting {
+            if delta.seq > last {
+                changes.extend(delta.changes);
+                self.groups.remote_changed(node, delta.groups);
+                last = delta.seq;
             }
         }
         remote.seq = Some(last);
@@ -199,6 +219,7 @@ impl ClusterInterest {
 
     /// `node` is gone (its liveness entry expired): its filters leave the union.
     pub fn node_gone(&mut self, node: &str) -> Vec<Change> {
+        self.groups.node_gone(node);
         let Some(remote) = self.remote.remove(node) else {
             return Vec::new();
         };
@@ -235,6 +256,7 @@ impl ClusterInterest {
     pub fn set_away(&mut self, node: &str, away: bool) {
         if let Some(remote) = self.remote.get_mut(node) {
             remote.away = away;
+            self.groups.set_away(node, away);
         }
     }
 
@@ -287,105 +309,4 @@ fn release(union: &mut HashMap<TopicFilter, usize>, filter: &TopicFilter, out: &
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(s: &str) -> TopicFilter {
-        TopicFilter::new(s).unwrap()
-    }
-
-    #[test]
-    fn a_node_announces_a_filter_once_whatever_its_shards_do() {
-        let mut c = ClusterInterest::new(2);
-        assert!(c.local_changed(0, &f("a/#"), true));
-        assert!(!c.local_changed(1, &f("a/#"), true));
-        assert!(
-            !c.local_changed(0, &f("a/#"), true),
-            "already held by shard 0"
-        );
-        assert_eq!(c.take_delta(), Some((1, vec![(true, f("a/#"))])));
-        assert_eq!(c.take_delta(), None);
-        assert!(!c.local_changed(0, &f("a/#"), false));
-        assert!(c.local_changed(1, &f("a/#"), false));
-        assert_eq!(c.take_delta(), Some((2, vec![(false, f("a/#"))])));
-        assert_eq!(c.mine().count(), 0);
-    }
-
-    #[test]
-    fn remote_deltas_need_a_snapshot_first_and_after_a_gap() {
-        let mut c = ClusterInterest::new(1);
-        let first = c.remote_delta("b", 1, 3, vec![(true, f("x"))]);
-        assert!(first.needs_snapshot && first.union.is_empty());
-        // The snapshot as of delta 2 plus the waiting delta 3.
-        let union = c.remote_snapshot("b", 1, 2, vec![f("y")]);
-        assert_eq!(union.len(), 2);
-        assert_eq!(c.nodes_for(b"x", true).collect::<Vec<_>>(), ["b"]);
-        assert_eq!(c.nodes_for(b"y", true).collect::<Vec<_>>(), ["b"]);
-        let next = c.remote_delta("b", 1, 4, vec![(false, f("y"))]);
-        assert_eq!(next.union, vec![(false, f("y"))]);
-        assert!(!next.needs_snapshot);
-        assert_eq!(
-            c.remote_delta("b", 1, 4, vec![]),
-            DeltaOutcome::default(),
-            "old"
-        );
-        assert!(
-            c.remote_delta("b", 1, 6, vec![]).needs_snapshot,
-            "5 is missing"
-        );
-    }
-
-    #[test]
-    fn a_restarted_node_starts_over_from_its_snapshot() {
-        let mut c = ClusterInterest::new(1);
-        c.remote_snapshot("b", 1, 10, vec![f("x")]);
-        let restarted = c.remote_delta("b", 2, 1, vec![(true, f("y"))]);
-        assert!(
-            restarted.needs_snapshot,
-            "numbers restarted: not an old delta"
-        );
-        let union = c.remote_snapshot("b", 2, 0, vec![]);
-        assert!(union.contains(&(false, f("x"))) && union.contains(&(true, f("y"))));
-    }
-
-    #[test]
-    fn the_union_counts_nodes_and_a_gone_node_leaves_it() {
-        let mut c = ClusterInterest::new(1);
-        assert_eq!(
-            c.remote_snapshot("b", 1, 0, vec![f("t/+")]),
-            vec![(true, f("t/+"))]
-        );
-        assert_eq!(c.remote_snapshot("c", 1, 0, vec![f("t/+")]), vec![]);
-        assert_eq!(c.node_gone("b"), vec![]);
-        assert_eq!(c.node_gone("c"), vec![(false, f("t/+"))]);
-        assert_eq!(c.nodes_for(b"t/1", false).count(), 0);
-    }
-
-    #[test]
-    fn a_node_away_gets_no_qos0_but_keeps_its_mailbox_traffic() {
-        let mut c = ClusterInterest::new(1);
-        c.remote_snapshot("b", 1, 0, vec![f("t/#")]);
-        c.set_away("b", true);
-        assert_eq!(c.nodes_for(b"t/1", true).count(), 0);
-        assert_eq!(c.nodes_for(b"t/1", false).collect::<Vec<_>>(), ["b"]);
-        c.set_away("b", false);
-        assert_eq!(c.nodes_for(b"t/1", true).collect::<Vec<_>>(), ["b"]);
-    }
-
-    #[test]
-    fn a_snapshot_replaces_what_was_known() {
-        let mut c = ClusterInterest::new(1);
-        c.remote_snapshot("b", 1, 0, vec![f("old")]);
-        let union = c.remote_snapshot("b", 1, 5, vec![f("new")]);
-        assert!(union.contains(&(false, f("old"))) && union.contains(&(true, f("new"))));
-    }
-
-    #[test]
-    fn incoming_publishes_go_to_the_shards_that_want_them() {
-        let mut c = ClusterInterest::new(3);
-        c.local_changed(2, &f("s/#"), true);
-        c.local_changed(0, &f("s/1"), true);
-        assert_eq!(c.shards_for(b"s/1").collect::<Vec<_>>(), [0, 2]);
-        assert_eq!(c.shards_for(b"s/2").collect::<Vec<_>>(), [2]);
-    }
-}
+mod tests;

@@ -9,6 +9,9 @@
 //!   acknowledged once the receiving node's shards have it durable.
 //! - Interest: each node sends numbered deltas of its filters; a SUBACK waits until every live
 //!   node confirmed (or `ack_timeout`); a node that missed one fetches the whole set.
+//! - Share groups (`$share/{group}/{filter}`): each node announces its members per group with
+//!   its interest; the local shards count the other nodes' members as the link's, and a message
+//!   they give the link goes to one member on one other node (`groups.rs`, `link/shared.rs`).
 //! - Retained messages: one per topic in the `<name>_retained` stream, loaded at start.
 //! - Liveness: each node renews its entry in the `<name>_nodes` bucket; one that expires is gone.
 //! - Sessions: a CONNECT claims its client id in the `<name>_sessions` directory (compare-and-set,
@@ -23,6 +26,7 @@
 
 mod confirm;
 mod directory;
+mod groups;
 mod interest;
 mod link;
 mod nats;
@@ -71,6 +75,9 @@ pub struct LinkPort<M> {
     pub persistence: bool,
     /// This node's [`version_base`].
     pub version_base: u32,
+    /// How a share group's member is chosen (`shared_subscription_strategy`): the link chooses
+    /// the node, then the shard, as the shards choose among theirs.
+    pub shared_strategy: crate::config::SharedStrategy,
 }
 
 /// The running link; [`ClusterLink::stop`] ends it.

@@ -1,20 +1,27 @@
 //! What the cluster's nodes say to each other over NATS, as bytes: the subjects, and the
-//! encoding of publish batches, interest deltas and snapshots, their acknowledgements, and
-//! retained messages. Plain functions over byte slices: no I/O, no NATS client, no clock.
+//! encoding of publish batches (for every subscriber, or for one member of a share group),
+//! interest deltas and snapshots (filters and share groups' member counts), their
+//! acknowledgements, and retained messages. Plain functions over byte slices: no I/O, no NATS
+//! client, no clock.
 //!
-//! Every payload starts with a format byte ([`FORMAT`]); a node that reads another format logs
-//! and skips it (nodes of different versions do not mix silently). Integers are big-endian.
+//! Every payload starts with a format byte ([`FORMAT`]; [`FORMAT_SHARED`] for a share group's
+//! batch); a node that reads another format logs and skips it (nodes of different versions do
+//! not mix silently: a cluster's nodes run one version). Integers are big-endian.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::broker::{Message, RetainVersion};
+use crate::broker::{Message, RetainVersion, ShareGroup};
 use crate::protocol::{v5, QoS, TopicFilter, TopicName};
 
 /// The format byte of every payload this version writes.
 pub const FORMAT: u8 = 1;
+
+/// The format byte of a batch of publishes for one member of a share group
+/// ([`encode_shared`]); it travels where plain batches do (a node's QoS 0 subject and mailbox).
+pub const FORMAT_SHARED: u8 = 2;
 
 /// A payload that is not one this node can read.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -118,8 +125,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8]) -> Result<Self, WireError> {
+        Self::with_format(bytes, FORMAT)
+    }
+    fn with_format(bytes: &'a [u8], format: u8) -> Result<Self, WireError> {
         match bytes.split_first() {
-            Some((&FORMAT, rest)) => Ok(Reader { bytes: rest }),
+            Some((&first, rest)) if first == format => Ok(Reader { bytes: rest }),
             Some((&other, _)) => Err(WireError::Format(other)),
             None => Err(WireError::Truncated),
         }
@@ -153,8 +163,52 @@ impl<'a> Reader<'a> {
         let text = std::str::from_utf8(self.take(len)?).map_err(|_| WireError::Topic)?;
         TopicFilter::new(text).map_err(|_| WireError::Topic)
     }
+    fn group(&mut self) -> Result<ShareGroup, WireError> {
+        let len = usize::from(self.u16()?);
+        let name = std::str::from_utf8(self.take(len)?).map_err(|_| WireError::Topic)?;
+        let filter = self.filter()?;
+        Ok(ShareGroup {
+            name: name.into(),
+            filter,
+        })
+    }
+    /// The share groups' counts that end a delta or a snapshot (none when a payload ends
+    /// before them).
+    fn group_counts(&mut self) -> Result<Vec<GroupCount>, WireError> {
+        if self.bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.u32()?;
+        let mut groups = Vec::with_capacity(n.min(4096) as usize);
+        for _ in 0..n {
+            groups.push(GroupCount {
+                group: self.group()?,
+                online: self.u32()?,
+                offline: self.u32()?,
+            });
+        }
+        Ok(groups)
+    }
     fn rest(self) -> &'a [u8] {
         self.bytes
+    }
+}
+
+fn put_group(out: &mut BytesMut, group: &ShareGroup) {
+    // A share name is part of a topic filter: at most 65 535 bytes.
+    let name = group.name.as_bytes();
+    let name = &name[..name.len().min(usize::from(u16::MAX))];
+    out.put_u16(name.len() as u16);
+    out.put_slice(name);
+    put_filter(out, &group.filter);
+}
+
+fn put_group_counts(out: &mut BytesMut, groups: &[GroupCount]) {
+    out.put_u32(groups.len() as u32);
+    for count in groups {
+        put_group(out, &count.group);
+        out.put_u32(count.online);
+        out.put_u32(count.offline);
     }
 }
 
@@ -178,25 +232,101 @@ pub fn decode_batch(payload: &[u8]) -> Result<&[u8], WireError> {
     Ok(Reader::new(payload)?.rest())
 }
 
-/// One change of a node's interest: a filter its shards took up (`true`) or all let go.
-pub type Change = (bool, TopicFilter);
-
-/// A node's interest delta number `seq`, from its run `boot` (numbers restart with a run).
-pub fn encode_delta(boot: u64, seq: u64, changes: &[Change]) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_u8(FORMAT);
-    out.put_u64(boot);
-    out.put_u64(seq);
-    out.put_u32(changes.len() as u32);
-    for (added, filter) in changes {
-        out.put_u8(u8::from(*added));
-        put_filter(&mut out, filter);
+/// A batch of publishes (a `PublishBatch`'s bytes) for one member of share group `group` on the
+/// node it is sent to, all from publishers of one `hash` (`hash_client_id`; `None` otherwise).
+pub fn encode_shared(group: &ShareGroup, hash: Option<u64>, batch: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + group.name.len() + batch.len());
+    out.put_u8(FORMAT_SHARED);
+    put_group(&mut out, group);
+    match hash {
+        Some(hash) => {
+            out.put_u8(1);
+            out.put_u64(hash);
+        }
+        None => out.put_u8(0),
     }
+    out.put_slice(batch);
     out.freeze()
 }
 
-/// (boot, seq, changes).
-pub fn decode_delta(payload: &[u8]) -> Result<(u64, u64, Vec<Change>), WireError> {
+/// What a node's QoS 0 subject or mailbox carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Publishes<'a> {
+    /// For every subscriber on the node (a `PublishBatch`'s bytes).
+    All(&'a [u8]),
+    /// For one member of a share group each.
+    Shared {
+        group: ShareGroup,
+        hash: Option<u64>,
+        batch: &'a [u8],
+    },
+}
+
+/// A batch payload of either kind.
+pub fn decode_publishes(payload: &[u8]) -> Result<Publishes<'_>, WireError> {
+    if payload.first() != Some(&FORMAT_SHARED) {
+        return decode_batch(payload).map(Publishes::All);
+    }
+    let mut r = Reader::with_format(payload, FORMAT_SHARED)?;
+    let group = r.group()?;
+    let hash = match r.u8()? {
+        0 => None,
+        _ => Some(r.u64()?),
+    };
+    Ok(Publishes::Shared {
+        group,
+        hash,
+        batch: r.rest(),
+    })
+}
+
+/// One change of a node's interest: a filter its shards took up (`true`) or all let go.
+pub type Change = (bool, TopicFilter);
+
+/// How many members a node has in a share group, its clients online and offline (absolute
+/// counts; both 0: it has none left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCount {
+    pub group: ShareGroup,
+    pub online: u32,
+    pub offline: u32,
+}
+
+/// A node's interest delta number `seq`, from its run `boot` (numbers restart with a run): its
+/// filters' changes and its share groups whose counts changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub boot: u64,
+    pub seq: u64,
+    pub changes: Vec<Change>,
+    pub groups: Vec<GroupCount>,
+}
+
+/// A node's whole interest, as of its run `boot`'s delta `seq`: its filters and its share
+/// groups' counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub boot: u64,
+    pub seq: u64,
+    pub filters: Vec<TopicFilter>,
+    pub groups: Vec<GroupCount>,
+}
+
+pub fn encode_delta(delta: &Delta) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(FORMAT);
+    out.put_u64(delta.boot);
+    out.put_u64(delta.seq);
+    out.put_u32(delta.changes.len() as u32);
+    for (added, filter) in &delta.changes {
+        out.put_u8(u8::from(*added));
+        put_filter(&mut out, filter);
+    }
+    put_group_counts(&mut out, &delta.groups);
+    out.freeze()
+}
+
+pub fn decode_delta(payload: &[u8]) -> Result<Delta, WireError> {
     let mut r = Reader::new(payload)?;
     let boot = r.u64()?;
     let seq = r.u64()?;
@@ -206,28 +336,29 @@ pub fn decode_delta(payload: &[u8]) -> Result<(u64, u64, Vec<Change>), WireError
         let added = r.u8()? != 0;
         changes.push((added, r.filter()?));
     }
-    Ok((boot, seq, changes))
+    let groups = r.group_counts()?;
+    Ok(Delta {
+        boot,
+        seq,
+        changes,
+        groups,
+    })
 }
 
-/// A node's whole interest, as of its run `boot`'s delta `seq`.
-pub fn encode_snapshot<'a>(
-    boot: u64,
-    seq: u64,
-    filters: impl ExactSizeIterator<Item = &'a TopicFilter>,
-) -> Bytes {
+pub fn encode_snapshot(snapshot: &Snapshot) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(FORMAT);
-    out.put_u64(boot);
-    out.put_u64(seq);
-    out.put_u32(filters.len() as u32);
-    for filter in filters {
+    out.put_u64(snapshot.boot);
+    out.put_u64(snapshot.seq);
+    out.put_u32(snapshot.filters.len() as u32);
+    for filter in &snapshot.filters {
         put_filter(&mut out, filter);
     }
+    put_group_counts(&mut out, &snapshot.groups);
     out.freeze()
 }
 
-/// (boot, seq, filters).
-pub fn decode_snapshot(payload: &[u8]) -> Result<(u64, u64, Vec<TopicFilter>), WireError> {
+pub fn decode_snapshot(payload: &[u8]) -> Result<Snapshot, WireError> {
     let mut r = Reader::new(payload)?;
     let boot = r.u64()?;
     let seq = r.u64()?;
@@ -236,7 +367,13 @@ pub fn decode_snapshot(payload: &[u8]) -> Result<(u64, u64, Vec<TopicFilter>), W
     for _ in 0..n {
         filters.push(r.filter()?);
     }
-    Ok((boot, seq, filters))
+    let groups = r.group_counts()?;
+    Ok(Snapshot {
+        boot,
+        seq,
+        filters,
+        groups,
+    })
 }
 
 /// `node` has applied the deltas up to `seq` of the node it answers.
@@ -315,18 +452,37 @@ mod tests {
         TopicFilter::new(s).unwrap()
     }
 
+    fn g(name: &str, filter: &str) -> ShareGroup {
+        ShareGroup {
+            name: name.into(),
+            filter: f(filter),
+        }
+    }
+
     #[test]
     fn deltas_snapshots_and_acks_read_back() {
-        let changes = vec![(true, f("a/+/c")), (false, f("#"))];
-        assert_eq!(
-            decode_delta(&encode_delta(7, 3, &changes)),
-            Ok((7, 3, changes))
-        );
-        let filters = [f("x"), f("y/#")];
-        assert_eq!(
-            decode_snapshot(&encode_snapshot(7, 9, filters.iter())),
-            Ok((7, 9, filters.to_vec()))
-        );
+        let delta = Delta {
+            boot: 7,
+            seq: 3,
+            changes: vec![(true, f("a/+/c")), (false, f("#"))],
+            groups: vec![GroupCount {
+                group: g("workers", "jobs/+"),
+                online: 2,
+                offline: 1,
+            }],
+        };
+        assert_eq!(decode_delta(&encode_delta(&delta)), Ok(delta));
+        let snapshot = Snapshot {
+            boot: 7,
+            seq: 9,
+            filters: vec![f("x"), f("y/#")],
+            groups: vec![GroupCount {
+                group: g("g", "#"),
+                online: 0,
+                offline: 3,
+            }],
+        };
+        assert_eq!(decode_snapshot(&encode_snapshot(&snapshot)), Ok(snapshot));
         assert_eq!(
             decode_ack(&encode_ack("node-b", 4)),
             Ok(("node-b".into(), 4))
@@ -364,10 +520,55 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_without_share_groups_reads_as_having_none() {
+        // What a delta looked like before share groups crossed nodes: filters only.
+        let delta = Delta {
+            boot: 1,
+            seq: 2,
+            changes: vec![(true, f("a"))],
+            groups: Vec::new(),
+        };
+        let bytes = encode_delta(&delta);
+        let without = &bytes[..bytes.len() - 4];
+        assert_eq!(decode_delta(without), Ok(delta));
+    }
+
+    #[test]
+    fn a_share_groups_batch_keeps_its_group_and_hash() {
+        let group = g("workers", "jobs/#");
+        for hash in [None, Some(u64::MAX - 3)] {
+            let payload = encode_shared(&group, hash, b"records");
+            let expected = Publishes::Shared {
+                group: group.clone(),
+                hash,
+                batch: b"records",
+            };
+            assert_eq!(decode_publishes(&payload), Ok(expected));
+        }
+        let plain = encode_batch(b"records");
+        assert_eq!(decode_publishes(&plain), Ok(Publishes::All(b"records")));
+        let shared = encode_shared(&group, None, b"");
+        assert_eq!(
+            decode_batch(&shared),
+            Err(WireError::Format(FORMAT_SHARED)),
+            "a node without share groups across nodes skips it"
+        );
+    }
+
+    #[test]
     fn damaged_or_foreign_payloads_are_refused() {
         assert_eq!(decode_batch(&[]), Err(WireError::Truncated));
         assert_eq!(decode_batch(&[9, 1, 2]), Err(WireError::Format(9)));
-        let delta = encode_delta(1, 1, &[(true, f("a"))]);
+        let delta = encode_delta(&Delta {
+            boot: 1,
+            seq: 1,
+            changes: vec![(true, f("a"))],
+            groups: vec![GroupCount {
+                group: g("g", "a"),
+                online: 1,
+                offline: 0,
+            }],
+        });
         assert_eq!(
             decode_delta(&delta[..delta.len() - 1]),
             Err(WireError::Truncated)

@@ -26,6 +26,7 @@ pub(super) fn start(
     bus: shards::BusSender<ShardMessage>,
     shards: usize,
     persistence: bool,
+    shared_strategy: crate::config::SharedStrategy,
 ) -> std::io::Result<ClusterLink> {
     log::info!(
         "cluster: node {} of cluster '{}', NATS at {}",
@@ -43,6 +44,7 @@ pub(super) fn start(
             shards,
             persistence,
             version_base: crate::cluster::version_base(&config.node),
+            shared_strategy,
         },
     )
 }

@@ -409,6 +409,7 @@ impl Broker {
                     host_bus.clone(),
                     shard_count,
                     config.persistence.enabled,
+                    config.shared_subscription_strategy,
                 ) {
                     Ok(link) => Some(link),
                     Err(error) => {

@@ -184,11 +184,11 @@ fn subscribe_filters(
     }
     // A cluster node keeps a persistent session's subscriptions in its directory entry.
     broker.session_profile_changed(key);
-    // Share groups are announced to the other shards; filters to the cluster link too.
+    // Filters and share groups are announced to the other shards and the cluster link.
     let others = broker.shards - 1;
     let with_link = others + usize::from(broker.link.is_some());
     let shared = broker.shared_unannounced();
-    let remaining = with_link * new_filters.len() + others * shared;
+    let remaining = with_link * (new_filters.len() + shared);
     let token = (remaining > 0).then(|| broker.new_token());
     for filter in &new_filters {
         broker.broadcast_interest(filter, true, token);

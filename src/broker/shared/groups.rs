@@ -63,30 +63,29 @@ pub(super) struct Member {
 #[derive(Debug)]
 pub(super) struct Group {
     pub(super) id: Arc<ShareGroup>,
-    /// Per shard: its members whose client is online, and its offline (persistent) ones, as that
-    /// shard last announced; this shard's own entries are kept current by `refresh_group`.
+    /// Per bus participant (the shards, then the cluster link, which counts every other
+    /// node's members): its members whose client is online, and its offline (persistent) ones,
+    /// as it last announced; this shard's own entries are kept current by `refresh_group`.
     pub(super) online: Vec<u32>,
     pub(super) offline: Vec<u32>,
     /// This shard's members.
     pub(super) local: Vec<Member>,
-    /// Round robin: the next index over all members (choosing a shard) and over this shard's.
-    pub(super) next: Cell<usize>,
+    /// Choosing a participant: round robin's place over all members, sticky's last choice.
+    pub(super) chooser: Chooser,
+    /// Round robin's place over this shard's members, and sticky's member chosen last.
     pub(super) next_local: Cell<usize>,
-    /// Sticky: the shard chosen last and this shard's member chosen last.
-    pub(super) sticky: Cell<Option<usize>>,
     pub(super) sticky_local: Cell<Option<SessionKey>>,
 }
 
 impl Group {
-    pub(super) fn new(id: Arc<ShareGroup>, shards: usize) -> Group {
+    pub(super) fn new(id: Arc<ShareGroup>, participants: usize) -> Group {
         Group {
             id,
-            online: vec![0; shards],
-            offline: vec![0; shards],
+            online: vec![0; participants],
+            offline: vec![0; participants],
             local: Vec::new(),
-            next: Cell::new(0),
+            chooser: Chooser::default(),
             next_local: Cell::new(0),
-            sticky: Cell::new(None),
             sticky_local: Cell::new(None),
         }
     }
@@ -95,50 +94,82 @@ impl Group {
         self.local.is_empty() && self.online.iter().chain(&self.offline).all(|&n| n == 0)
     }
 
-    /// The shard of the member that gets a message, all shards but `exclude` considered: among
-    /// online members, or (`stored`: a QoS 1/2 message) offline ones when none is online.
-    pub(super) fn choose_shard(
+    /// The participant (shard, or the cluster link) of the member that gets a message, all but
+    /// `exclude` considered.
+    pub(super) fn choose_shard(&self, pick: Pick<'_>, exclude: &[usize]) -> Option<usize> {
+        self.chooser
+            .choose(&self.online, &self.offline, pick, exclude)
+    }
+}
+
+/// How a member is chosen: the strategy, the publisher's hash (`hash_client_id`), whether the
+/// message may wait for an offline member (QoS 1/2: `stored`), and the random state.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub strategy: SharedStrategy,
+    pub hash: Option<u64>,
+    pub stored: bool,
+    pub rng: &'a Cell<u64>,
+}
+
+/// Chooses among holders of a group's members (a node's shards; the cluster link's nodes), each
+/// holding some online and some offline members: round robin's place and sticky's last choice.
+#[derive(Debug, Default)]
+pub struct Chooser {
+    next: Cell<usize>,
+    sticky: Cell<Option<usize>>,
+}
+
+impl Chooser {
+    /// The index of the holder whose member gets a message, all but `exclude` considered:
+    /// among online members, or (`pick.stored`) offline ones when none is online. Round robin
+    /// and random weigh holders by their members; `hash_client_id` maps one hash to one member
+    /// while the counts stay.
+    pub fn choose(
         &self,
-        strategy: SharedStrategy,
-        hash: Option<u64>,
-        stored: bool,
-        exclude: Option<usize>,
-        rng: &Cell<u64>,
+        online: &[u32],
+        offline: &[u32],
+        pick: Pick<'_>,
+        exclude: &[usize],
     ) -> Option<usize> {
         let sum = |counts: &[u32]| -> u64 {
             let all = counts.iter().map(|&n| u64::from(n)).sum::<u64>();
-            all - exclude.map_or(0, |s| counts.get(s).map_or(0, |&n| u64::from(n)))
+            let excluded: u64 = exclude
+                .iter()
+                .map(|&s| counts.get(s).map_or(0, |&n| u64::from(n)))
+                .sum();
+            all.saturating_sub(excluded)
         };
-        let counts = if sum(&self.online) > 0 {
-            &self.online
-        } else if stored && sum(&self.offline) > 0 {
-            &self.offline
+        let counts = if sum(online) > 0 {
+            online
+        } else if pick.stored && sum(offline) > 0 {
+            offline
         } else {
             return None;
         };
         let total = sum(counts);
-        let usable = |s: usize| Some(s) != exclude && counts.get(s).is_some_and(|&n| n > 0);
-        if strategy == SharedStrategy::Sticky {
+        let usable = |s: usize| !exclude.contains(&s) && counts.get(s).is_some_and(|&n| n > 0);
+        if pick.strategy == SharedStrategy::Sticky {
             if let Some(s) = self.sticky.get().filter(|&s| usable(s)) {
                 return Some(s);
             }
         }
-        let mut index = match (strategy, hash) {
+        let mut index = match (pick.strategy, pick.hash) {
             (SharedStrategy::HashClientId, Some(hash)) => hash,
-            (SharedStrategy::Random | SharedStrategy::Sticky, _) => next_random(rng),
+            (SharedStrategy::Random | SharedStrategy::Sticky, _) => next_random(pick.rng),
             _ => {
                 let i = self.next.get();
                 self.next.set(i.wrapping_add(1));
                 i as u64
             }
         } % total;
-        for (shard, &n) in counts.iter().enumerate() {
-            if Some(shard) == exclude {
+        for (at, &n) in counts.iter().enumerate() {
+            if exclude.contains(&at) {
                 continue;
             }
             if index < u64::from(n) {
-                self.sticky.set(Some(shard));
-                return Some(shard);
+                self.sticky.set(Some(at));
+                return Some(at);
             }
             index -= u64::from(n);
         }
@@ -202,12 +233,12 @@ impl SharedGroups {
         groups.iter().find(|g| g.id.name == id.name)
     }
 
-    pub(super) fn get_or_insert(&mut self, id: &ShareGroup, shards: usize) -> &mut Group {
+    pub(super) fn get_or_insert(&mut self, id: &ShareGroup, participants: usize) -> &mut Group {
         let (groups, _) = self.by_filter.entry(&id.filter, Vec::new);
         let at = match groups.iter().position(|g| g.id.name == id.name) {
             Some(at) => at,
             None => {
-                groups.push(Group::new(Arc::new(id.clone()), shards));
+                groups.push(Group::new(Arc::new(id.clone()), participants));
                 self.groups += 1;
                 groups.len() - 1
             }

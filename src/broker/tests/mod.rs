@@ -24,6 +24,8 @@
 //!   a CONNECT the session directory could not register;
 //! - `cross_shard.rs`: home shards and the bus between shards: batching, order, interest;
 //! - `shared.rs`: shared subscriptions (`$share/...`) at 1 and 2 shards;
+//! - `shared_cluster.rs`: share groups with members on other cluster nodes (the link's side
+//!   played by the test);
 //! - `flow_control.rs`: publishers held while a subscriber is behind, stalled subscribers;
 //! - `plugins.rs`: authentication verdicts, topic ACLs and event plugins;
 //! - `listing.rs`: the sessions and retained topics the host program lists;
@@ -58,6 +60,9 @@ struct Cluster {
     now: Instant,
     /// `Action::ResumePublishers` seen, on any shard.
     resumes: usize,
+    /// What the shards sent the cluster link (`Settings::cluster_link`: the bus index after
+    /// the shards), in order; the test answers for the link.
+    to_link: Vec<(usize, BusMessage)>,
 }
 
 impl Cluster {
@@ -75,6 +80,7 @@ impl Cluster {
             next_conn: 1,
             now: Instant::now(),
             resumes: 0,
+            to_link: Vec::new(),
         }
     }
 
@@ -223,6 +229,9 @@ impl Cluster {
                                 }
                             }
                         }
+                        Action::Bus { to, message } if to >= self.shards.len() => {
+                            self.to_link.push((shard, message))
+                        }
                         Action::Bus { to, message } => self.bus.push_back((to, message)),
                         Action::ResumePublishers => self.resumes += 1,
                     }
@@ -329,6 +338,7 @@ mod mqtt5_flow;
 mod publish;
 mod sessions;
 mod shared;
+mod shared_cluster;
 mod subscribe;
 mod v5_recovery;
 

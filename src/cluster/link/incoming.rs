@@ -1,6 +1,7 @@
 //! What arrives from the other nodes: QoS 0 batches, mailbox messages (acknowledged to
 //! JetStream once the shards have them durable) and retained messages, each split among the
-//! local shards that want them. Methods of the link (`mod.rs`).
+//! local shards that want them (a share group's batch goes to its members: `shared.rs`).
+//! Methods of the link (`mod.rs`).
 //!
 //! QoS 0 batches that arrived together (every one the NATS connection has read so far) are split
 //! into one bus message per shard ([`Qos0In`]): a shard woken once for all of them, not once a
@@ -60,10 +61,19 @@ impl<M: Send + 'static> Link<M> {
 
     /// One QoS 0 batch from NATS, split into the shards' batches (handed over at the end of the
     /// turn).
-    pub(super) fn qos0_arrived(&mut self, payload: &[u8]) {
-        let Ok(batch) = wire::decode_batch(payload) else {
-            log::warn!("cluster: unreadable QoS 0 batch");
-            return;
+    pub(super) fn qos0_arrived(&mut self, payload: &Bytes) {
+        let batch = match wire::decode_publishes(payload) {
+            Ok(wire::Publishes::All(batch)) => batch,
+            Ok(wire::Publishes::Shared { group, hash, batch }) => {
+                self.stats
+                    .add_received_core(PublishBatch::read(batch).count());
+                self.shared_arrived(group, hash, payload, batch);
+                return;
+            }
+            Err(error) => {
+                log::warn!("cluster: unreadable QoS 0 batch: {error}");
+                return;
+            }
         };
         let mut count = 0;
         let into = &mut self.qos0_in;
@@ -116,18 +126,25 @@ impl<M: Send + 'static> Link<M> {
         if let Some(backlog) = self.recovered.backlog.as_mut() {
             *backlog = backlog.saturating_sub(1);
         }
-        let batches = match wire::decode_batch(&message.payload) {
-            Ok(batch) => {
+        let payload = message.payload.clone();
+        let mut waits = Vec::new();
+        let batches = match wire::decode_publishes(&payload) {
+            Ok(wire::Publishes::All(batch)) => {
                 self.stats
                     .add_received_stored(PublishBatch::read(batch).count());
                 self.split_for_shards(batch)
+            }
+            Ok(wire::Publishes::Shared { group, hash, batch }) => {
+                self.stats
+                    .add_received_stored(PublishBatch::read(batch).count());
+                waits = self.shared_arrived(group, hash, &payload, batch);
+                Vec::new()
             }
             Err(error) => {
                 log::warn!("cluster: unreadable mailbox batch: {error}");
                 Vec::new()
             }
         };
-        let mut waits = Vec::new();
         let index = self.index();
         for (shard, batch) in batches {
             let stamp = self.port.persistence.then(|| DeliveryStamp {

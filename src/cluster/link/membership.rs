@@ -1,15 +1,19 @@
-//! Who wants what, across nodes: this node's interest deltas and the acknowledgements that
-//! release the SUBACKs behind them, the other nodes' deltas and snapshots passed on to the local
-//! shards, and liveness (live, away, gone). Methods of the link (`mod.rs`).
+//! Who wants what, across nodes: this node's interest deltas (filters and share groups' member
+//! counts) and the acknowledgements that release the SUBACKs behind them, the other nodes'
+//! deltas and snapshots passed on to the local shards, and liveness (live, away, gone). Methods
+//! of the link (`mod.rs`).
 
 use super::*;
 
 impl<M: Send + 'static> Link<M> {
-    /// Announces changes of the other nodes' union to the local shards. With `ack`, the shards'
-    /// confirmations are counted and the node that sent the delta is answered when all are in.
+    /// Announces changes of the other nodes' union to the local shards, with the share groups
+    /// whose other nodes' members changed meanwhile. With `ack`, the shards' confirmations are
+    /// counted and the node that sent the delta is answered when all are in.
     pub(super) fn union_changed(&mut self, changes: Vec<Change>, ack: Option<(String, u64)>) {
         let from = self.index();
-        let token = match (&ack, changes.is_empty()) {
+        let groups = self.interest.groups().take_updates();
+        let announced = changes.len() + groups.len();
+        let token = match (&ack, announced == 0) {
             (Some((node, seq)), false) => {
                 let token = self.next_token;
                 self.next_token += 1;
@@ -18,7 +22,7 @@ impl<M: Send + 'static> Link<M> {
                     RemoteAck {
                         node: node.clone(),
                         seq: *seq,
-                        remaining: self.port.shards * changes.len(),
+                        remaining: self.port.shards * announced,
                     },
                 );
                 Some(token)
@@ -32,6 +36,18 @@ impl<M: Send + 'static> Link<M> {
                     from,
                     filter,
                     added,
+                    token,
+                },
+            );
+        }
+        for count in groups {
+            self.send_all_shards(
+                true,
+                &BusMessage::ShareMembers {
+                    from,
+                    group: Arc::new(count.group),
+                    online: count.online,
+                    offline: count.offline,
                     token,
                 },
             );
@@ -76,14 +92,15 @@ impl<M: Send + 'static> Link<M> {
         if node == self.config.node {
             return;
         }
-        let (boot, seq, changes) = match wire::decode_delta(&message.payload) {
+        let delta = match wire::decode_delta(&message.payload) {
             Ok(delta) => delta,
             Err(error) => {
                 log::warn!("cluster: interest delta from {node}: {error}");
                 return;
             }
         };
-        let outcome = self.interest.remote_delta(&node, boot, seq, changes);
+        let seq = delta.seq;
+        let outcome = self.interest.remote_delta(&node, delta);
         if outcome.needs_snapshot {
             // Confirmed once the snapshot (which holds it) is in effect on the shards.
             let waited = self.after_snapshot.entry(node.clone()).or_insert(seq);
@@ -116,7 +133,7 @@ impl<M: Send + 'static> Link<M> {
     pub(super) async fn answer_sync(&mut self, message: async_nats::Message) {
         self.send_delta().await;
         let Some(reply) = message.reply else { return };
-        let snapshot = wire::encode_snapshot(self.boot, self.interest.seq(), self.interest.mine());
+        let snapshot = wire::encode_snapshot(&self.interest.snapshot(self.boot));
         if let Some(nats) = &self.nats {
             let _ = nats.client.publish(reply, snapshot).await;
         }
@@ -154,8 +171,8 @@ impl<M: Send + 'static> Link<M> {
                 );
             }
             if let Some(done) = self.pending.pop_front() {
-                for (shard, token) in done.tokens {
-                    self.send_shard(shard, true, BusMessage::InterestAck { token });
+                for (shard, reply) in done.replies {
+                    self.send_shard(shard, true, reply);
                 }
             }
         }
@@ -163,16 +180,17 @@ impl<M: Send + 'static> Link<M> {
 
     pub(super) async fn send_delta(&mut self) {
         let delta = if std::mem::take(&mut self.announce) {
-            Some(self.interest.take_delta_always())
+            Some(self.interest.take_delta_always(self.boot))
         } else {
-            self.interest.take_delta()
+            self.interest.take_delta(self.boot)
         };
-        let Some((seq, changes)) = delta else {
+        let Some(delta) = delta else {
             return;
         };
+        let seq = delta.seq;
         let live = self.connected && self.nats.is_some();
         if let (Some(nats), true) = (&self.nats, live) {
-            let payload = wire::encode_delta(self.boot, seq, &changes);
+            let payload = wire::encode_delta(&delta);
             let _ = nats
                 .client
                 .publish_with_reply(
@@ -184,7 +202,7 @@ impl<M: Send + 'static> Link<M> {
         }
         self.pending.push_back(PendingDelta {
             seq,
-            tokens: Vec::new(),
+            replies: Vec::new(),
             deadline: Instant::now() + self.config.ack_timeout,
         });
     }
@@ -193,13 +211,13 @@ impl<M: Send + 'static> Link<M> {
         self.send_delta().await;
         let (local, remote) = self.interest.filter_counts();
         self.stats.set_filters(local, remote);
-        let tokens = std::mem::take(&mut self.turn_tokens);
-        if !tokens.is_empty() {
+        let replies = std::mem::take(&mut self.turn_replies);
+        if !replies.is_empty() {
             match self.pending.back_mut() {
-                Some(last) => last.tokens.extend(tokens),
+                Some(last) => last.replies.extend(replies),
                 None => {
-                    for (shard, token) in tokens {
-                        self.send_shard(shard, true, BusMessage::InterestAck { token });
+                    for (shard, reply) in replies {
+                        self.send_shard(shard, true, reply);
                     }
                 }
             }
@@ -275,6 +293,8 @@ impl<M: Send + 'static> Link<M> {
                 self.request_snapshot(node.clone());
             }
         }
+        // Share groups whose members on a node away (or back) count differently now.
+        self.union_changed(Vec::new(), None);
         self.stats.set_nodes(fresh.len() + 1);
         self.live = fresh;
     }

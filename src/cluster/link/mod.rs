@@ -6,7 +6,8 @@
 //! the SUBACKs and PUBACKs that must (see the README's "Cluster" section).
 //!
 //! Here: the loop, the link's state, and talking to the local shards; `outgoing.rs` what leaves
-//! for other nodes, `incoming.rs` what arrives from them, `membership.rs` interest and liveness.
+//! for other nodes, `incoming.rs` what arrives from them, `membership.rs` interest and liveness,
+//! `shared.rs` share groups' messages between nodes.
 //! What must not live here: MQTT rules (the shards apply them), bookkeeping that needs no I/O
 //! (`../interest.rs`, `../confirm.rs`), the wire format (`../wire.rs`).
 
@@ -16,6 +17,7 @@ mod membership;
 mod outgoing;
 mod profiles;
 mod sessions;
+mod shared;
 
 use incoming::Qos0In;
 use outgoing::{spawn_sender, Qos0Out};
@@ -33,14 +35,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::broker::{BusMessage, DeliveryStamp, PublishBatch};
-use crate::protocol::{QoS, TopicFilter};
+use crate::protocol::QoS;
 
 use super::confirm::{Confirmations, Incoming};
 use super::directory::{Entry, Profile};
 use super::interest::ClusterInterest;
 use super::nats::{self, Feeds, Handles, Nats};
 use super::stats::ClusterStats;
-use super::wire::{self, Change, Names};
+use super::wire::{self, Change, Names, Snapshot};
 use super::{LinkPort, VERSION_SHARDS};
 
 /// What a task of the link reports back to its loop.
@@ -48,7 +50,7 @@ pub(super) enum Done {
     /// A mailbox batch is stored in JetStream: its stamps are confirmed.
     Stored(Vec<(usize, u64)>),
     /// Another node's whole interest.
-    Snapshot(String, Result<(u64, u64, Vec<TopicFilter>), String>),
+    Snapshot(String, Result<Snapshot, String>),
     /// The live nodes' bucket, read.
     Live(Result<Vec<(String, String)>, String>),
     /// NATS set up (or not yet).
@@ -96,10 +98,11 @@ struct Stored {
 /// publishers wait instead (their PUBACKs), so nothing is dropped.
 const MAX_UNCONFIRMED_BYTES: usize = 64 << 20;
 
-/// This node's delta waiting for the other nodes' acknowledgements, with the SUBACKs behind it.
+/// This node's delta waiting for the other nodes' acknowledgements, with the SUBACKs behind it:
+/// the confirmations to send the shards then (`InterestAck`, `SharedAck`).
 struct PendingDelta {
     seq: u64,
-    tokens: Vec<(usize, u64)>,
+    replies: Vec<(usize, BusMessage)>,
     deadline: Instant,
 }
 
@@ -133,7 +136,9 @@ pub(super) struct Link<M> {
     /// Mailbox messages handed to the shards, acknowledged to JetStream once durable there.
     incoming: Incoming<jetstream::Message>,
     pending: VecDeque<PendingDelta>,
-    turn_tokens: Vec<(usize, u64)>,
+    /// Confirmations the shards asked for this turn, sent once the delta that carries their
+    /// changes is acknowledged.
+    turn_replies: Vec<(usize, BusMessage)>,
     remote_acks: HashMap<u64, RemoteAck>,
     next_token: u64,
     /// Other nodes that are live, with their start ids; acknowledgements are awaited from these.
@@ -164,6 +169,10 @@ pub(super) struct Link<M> {
     recovered: late::Recovered,
     /// Hand-offs waiting for a shard to release the session: where to reply.
     releases: HashMap<u64, async_nats::Subject>,
+    /// Share groups' messages for other nodes, sent at the end of the turn (`shared.rs`).
+    shared_out: shared::SharedOut,
+    /// The random state of the link's share-group choices.
+    rng: std::cell::Cell<u64>,
 }
 
 impl<M: Send + 'static> Link<M> {
@@ -196,7 +205,7 @@ impl<M: Send + 'static> Link<M> {
             confirm: Confirmations::new(shards),
             incoming: Incoming::new(shards),
             pending: VecDeque::new(),
-            turn_tokens: Vec::new(),
+            turn_replies: Vec::new(),
             remote_acks: HashMap::new(),
             next_token: 1,
             live: HashMap::new(),
@@ -214,6 +223,8 @@ impl<M: Send + 'static> Link<M> {
             owned: HashMap::new(),
             recovered: late::Recovered::default(),
             releases: HashMap::new(),
+            shared_out: shared::SharedOut::default(),
+            rng: super::groups::rng(),
             stats,
             config,
             port,
@@ -313,6 +324,7 @@ pub(super) async fn run<M: Send + 'static>(
             }
         }
         link.qos0_hand_over(feeds.as_mut().map(|f| &mut f.qos0));
+        link.flush_shared();
         link.flush_qos0(1);
         link.end_of_turn().await;
     }
@@ -427,10 +439,35 @@ impl<M: Send + 'static> Link<M> {
             } => {
                 self.interest.local_changed(from, &filter, added);
                 if let Some(token) = token {
-                    self.turn_tokens.push((from, token));
+                    self.turn_replies
+                        .push((from, BusMessage::InterestAck { token }));
                 }
             }
-            BusMessage::InterestAck { token } => self.shard_confirmed(token),
+            BusMessage::InterestAck { token } | BusMessage::SharedAck { token } => {
+                self.shard_confirmed(token)
+            }
+            BusMessage::ShareMembers {
+                from,
+                group,
+                online,
+                offline,
+                token,
+            } => {
+                let members = super::groups::Members { online, offline };
+                self.interest.groups().local_changed(from, &group, members);
+                if let Some(token) = token {
+                    self.turn_replies
+                        .push((from, BusMessage::SharedAck { token }));
+                }
+            }
+            BusMessage::SharedPublish {
+                group,
+                message,
+                hash,
+                hops,
+                stamp,
+                ..
+            } => self.shared_from_shard(group, message, hash, hops, stamp),
             BusMessage::Publishes(batch, stamp) => self.publishes_out(&batch, stamp),
             BusMessage::Retained {
                 message,
@@ -496,8 +533,8 @@ impl<M: Send + 'static> Link<M> {
                 self.syncing.remove(&node);
                 let waited = self.after_snapshot.remove(&node);
                 match result {
-                    Ok((boot, seq, filters)) => {
-                        let changes = self.interest.remote_snapshot(&node, boot, seq, filters);
+                    Ok(snapshot) => {
+                        let changes = self.interest.remote_snapshot(&node, snapshot);
                         self.union_changed(changes, waited.map(|seq| (node, seq)));
                     }
                     Err(error) => {

@@ -100,35 +100,49 @@ impl<M: Send + 'static> Link<M> {
         }
         self.flush_qos0(QOS0_FLUSH_BYTES);
         for (target, count, payload) in sends {
-            if stamps.is_empty() {
-                let queued = self.unconfirmed_bytes.load(Ordering::Relaxed);
-                if queued + payload.len() > MAX_UNCONFIRMED_BYTES {
-                    self.stats.add_dropped(count);
-                    continue;
-                }
-                self.unconfirmed_bytes
-                    .fetch_add(payload.len(), Ordering::Relaxed);
-            }
-            stored = true;
-            self.mailbox_seq += 1;
-            let message = Stored {
-                subject: self.names.mailbox(&target),
-                payload,
-                id: Some(format!(
-                    "{}-{:x}-{}",
-                    self.config.node, self.boot, self.mailbox_seq
-                )),
-                stamps: stamps.clone(),
-                messages: count,
-            };
-            // Gone only when the link stops.
-            let _ = self.mailbox_for(&target).send(message);
+            stored |= self.store_in_mailbox(&target, payload, count, stamps.clone());
         }
         if !stored {
             for (shard, n) in stamps {
                 self.stamp_done(shard, n);
             }
         }
+    }
+
+    /// Stores `count` QoS 1/2 publishes (`payload`) in `target`'s mailbox, in order behind what
+    /// went there before; `stamps` are confirmed once JetStream has them. Without stamps (no
+    /// publisher waits), they are dropped and counted beyond [`MAX_UNCONFIRMED_BYTES`] waiting:
+    /// false then.
+    pub(super) fn store_in_mailbox(
+        &mut self,
+        target: &str,
+        payload: Bytes,
+        count: usize,
+        stamps: Vec<(usize, u64)>,
+    ) -> bool {
+        if stamps.is_empty() {
+            let queued = self.unconfirmed_bytes.load(Ordering::Relaxed);
+            if queued + payload.len() > MAX_UNCONFIRMED_BYTES {
+                self.stats.add_dropped(count);
+                return false;
+            }
+            self.unconfirmed_bytes
+                .fetch_add(payload.len(), Ordering::Relaxed);
+        }
+        self.mailbox_seq += 1;
+        let message = Stored {
+            subject: self.names.mailbox(target),
+            payload,
+            id: Some(format!(
+                "{}-{:x}-{}",
+                self.config.node, self.boot, self.mailbox_seq
+            )),
+            stamps,
+            messages: count,
+        };
+        // Gone only when the link stops.
+        let _ = self.mailbox_for(target).send(message);
+        true
     }
 
     /// Sends the QoS 0 publishes gathered for each node that has at least `bytes` of them (1 at
@@ -148,8 +162,17 @@ impl<M: Send + 'static> Link<M> {
         let out = &mut self.qos0_out;
         let batch = std::mem::take(&mut out.nodes[slot].batch);
         let count = batch.len();
+        let subject = out.nodes[slot].subject.clone();
+        let payload = wire::encode_batch(&batch.into_bytes());
+        self.send_core(subject, payload, count);
+    }
+
+    /// Publishes `count` QoS 0 publishes (`payload`) on core NATS, in order behind those sent
+    /// before; dropped and counted while NATS is away or too far behind.
+    pub(super) fn send_core(&mut self, subject: String, payload: Bytes, count: usize) {
         let sender = match &self.nats {
-            Some(nats) if self.connected => out
+            Some(nats) if self.connected => self
+                .qos0_out
                 .sender
                 .get_or_insert_with(|| spawn_qos0_sender(nats.client.clone())),
             _ => {
@@ -157,8 +180,6 @@ impl<M: Send + 'static> Link<M> {
                 return;
             }
         };
-        let subject = out.nodes[slot].subject.clone();
-        let payload = wire::encode_batch(&batch.into_bytes());
         match sender.try_send((subject, payload)) {
             Ok(()) => self.stats.add_sent_core(count),
             Err(_) => self.stats.add_dropped(count),
