@@ -12,9 +12,9 @@
 # 90) bounds each test. The broker's configuration the suite expects: anonymous clients, a
 # SUBSCRIBE to `test/nosubscribe` refused (test_subscribe_failure wants SUBACK 0x80) and
 # max_keepalive 60 (test_server_keep_alive); run_paho_local.sh starts such a broker and runs this.
-# Last results (2026-12-07, tests/interop/RESULTS.md): 26 of 27 pass at 1 and at 2 shards;
-# test_subscribe_failure fails: the broker answers MQTT 5's 0x87 (not authorized), which the
-# suite's own MQTT 5 codec rejects (it allows only MQTT 3.1.1's 0, 1, 2 and 0x80).
+# Last results (2026-12-08, tests/interop/RESULTS.md): 27 of 27 pass at 1 shard, 26 at
+# 2 shards, with hide_denial_reason: true (test_subscribe_failure needs SUBACK 0x80; the
+# default 0x87 is refused by the suite's own MQTT 5 codec, which allows only 0, 1, 2, 0x80).
 set -u
 if [ $# -lt 3 ]; then
     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
