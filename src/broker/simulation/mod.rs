@@ -201,6 +201,9 @@ struct ClientModel {
     requests: VecDeque<Request>,
     /// PUBRELs sent for ids nobody held: each is still answered with a PUBCOMP.
     stray_pubcomps: Vec<u16>,
+    /// A clean CONNECT ended its persistent session and no CONNACK has told it the session is
+    /// gone since: a crash may bring that session back, with what the client discarded.
+    drop_unconfirmed: bool,
 }
 
 struct ConnModel {
@@ -405,6 +408,7 @@ impl Sim {
                     pending: VecDeque::new(),
                     requests: VecDeque::new(),
                     stray_pubcomps: Vec::new(),
+                    drop_unconfirmed: false,
                 }
             })
             .collect();

@@ -24,6 +24,7 @@ impl Sim {
             if let Some(m) = self.conns.get_mut(&conn) {
                 m.got_connack = true;
             }
+            self.clients[c].drop_unconfirmed = false;
             return;
         }
         match packet {
