@@ -83,6 +83,8 @@ pub(super) struct Journal {
     /// Per incoming QoS 2 id (session, packet id): what its first PUBREC waits for, until that is
     /// durable; a PUBLISH sent again under the id is acknowledged no earlier.
     qos2_waits: HashMap<(SessionKey, u16), DurableWait>,
+    /// Client ids whose `SessionDrop` is in a batch not yet durable, with that batch.
+    drops: HashMap<Arc<str>, u64>,
 }
 
 impl Journal {
@@ -105,6 +107,7 @@ impl Journal {
             waiting: Vec::new(),
             held: Vec::new(),
             qos2_waits: HashMap::new(),
+            drops: HashMap::new(),
         }
     }
 
@@ -249,6 +252,7 @@ impl BrokerCore {
         }
         journal.durable = batch;
         journal.forget_satisfied_qos2_waits();
+        journal.drops.retain(|_, drop| *drop > batch);
         let mut confirm: Vec<(usize, u64)> = Vec::new();
         while let Some(&(wait, from, n)) = journal.to_confirm.front() {
             if wait > journal.durable {
@@ -320,6 +324,21 @@ impl BrokerCore {
         if !journal.held.contains(&conn) {
             journal.held.push(conn);
         }
+    }
+
+    /// `client_id`'s session was just dropped (its `SessionDrop` journaled).
+    pub(super) fn session_dropped(&mut self, client_id: Arc<str>) {
+        if let Some(journal) = self.journal.as_deref_mut() {
+            journal.drops.insert(client_id, journal.next_batch);
+        }
+    }
+
+    /// Whether a session of `client_id` was dropped in a batch not yet durable: until it is, a
+    /// crash would bring that session back, so no CONNACK may promise the client otherwise.
+    pub(super) fn session_drop_pending(&self, client_id: &str) -> bool {
+        self.journal
+            .as_deref()
+            .is_some_and(|journal| journal.drops.contains_key(client_id))
     }
 
     /// Whether a held outbox may go now (its batch is durable: the hold ends).

@@ -119,6 +119,7 @@ impl BrokerCore {
         if !session.clean {
             let client_id = session.client_id.clone();
             self.journal(|| Record::SessionDrop { client_id });
+            self.session_dropped(session.client_id.clone());
             self.session_profile_gone(session.client_id.clone());
         }
         for filter in session.subscriptions.keys() {

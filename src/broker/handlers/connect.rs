@@ -402,10 +402,8 @@ fn check(
         broker.cancel_delayed_will(old_key);
     }
     // A clean session discards any previous one [MQTT-3.1.2-6].
-    let mut dropped_persistent = false;
     if connect.clean_session {
         if let Some(&old_key) = broker.session_by_client_id.get(&client_id) {
-            dropped_persistent = broker.persistent_client(old_key).is_some();
             broker.remove_session(old_key);
         }
     }
@@ -485,9 +483,10 @@ fn check(
             }),
         ),
     }
-    if dropped_persistent {
-        // "Session present 0" promises the old session is gone: the CONNACK (and whatever
-        // follows it) leaves once its `SessionDrop` is durable, or a crash would bring it back.
+    if broker.session_drop_pending(&client_id) {
+        // The CONNACK (and whatever follows it) leaves once a `SessionDrop` of this client id,
+        // from this CONNECT or an earlier one (whose CONNACK a takeover cut off), is durable:
+        // otherwise a crash would bring back a session the client was told is gone.
         broker.hold_outbox_until_durable(conn);
     }
     if session_present {

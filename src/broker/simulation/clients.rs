@@ -158,6 +158,9 @@ impl Sim {
             self.expiry_at_connect(c, outcome.session_present);
         }
         if clean {
+            if self.sessions[c].as_ref().is_some_and(|s| !s.clean) {
+                self.clients[c].drop_unconfirmed = true;
+            }
             self.end_session(c);
         }
         let present = self.sessions[c].is_some();

@@ -311,7 +311,11 @@ impl Sim {
                 .sessions
                 .get(self.clients[c].id.as_str());
             let persistent = self.sessions[c].as_ref().is_some_and(|s| !s.clean);
-            if !persistent || recovered.is_none() {
+            // A session a clean CONNECT ended may come back when its end was not durable; the
+            // client, never told it was gone (its CONNACKs wait for that), started anew.
+            let resurrected = self.clients[c].drop_unconfirmed && recovered.is_some();
+            self.clients[c].drop_unconfirmed = false;
+            if !persistent || recovered.is_none() || resurrected {
                 // A clean session ends with its connection, and so does what its client holds.
                 self.end_session(c);
                 let client = &mut self.clients[c];

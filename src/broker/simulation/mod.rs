@@ -60,7 +60,8 @@
 //! its publisher is still queued for each session owed it, QoS 2 ids answered with PUBREC are
 //! still held, and an acked retained message is still retained; exactly-once keeps holding, except
 //! for a QoS 2 message routed again because its PUBREC was never read (or queued in a session a
-//! clean start ended and a crash brought back). `replay.rs`: every record taken, folded, equals
+//! clean start ended and a crash brought back: handed on again when that session ends, it also
+//! counts as routed again for "sent fresh at most as often as routed"). `replay.rs`: every record taken, folded, equals
 //! the shards' snapshots. A test crashes a short run at each of its steps in turn.
 //!
 //! # Layout
@@ -201,6 +202,9 @@ struct ClientModel {
     requests: VecDeque<Request>,
     /// PUBRELs sent for ids nobody held: each is still answered with a PUBCOMP.
     stray_pubcomps: Vec<u16>,
+    /// A clean CONNECT ended its persistent session and no CONNACK has told it the session is
+    /// gone since: a crash may bring that session back, with what the client discarded.
+    drop_unconfirmed: bool,
 }
 
 struct ConnModel {
@@ -405,6 +409,7 @@ impl Sim {
                     pending: VecDeque::new(),
                     requests: VecDeque::new(),
                     stray_pubcomps: Vec::new(),
+                    drop_unconfirmed: false,
                 }
             })
             .collect();

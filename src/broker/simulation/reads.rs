@@ -24,6 +24,7 @@ impl Sim {
             if let Some(m) = self.conns.get_mut(&conn) {
                 m.got_connack = true;
             }
+            self.clients[c].drop_unconfirmed = false;
             return;
         }
         match packet {
@@ -254,7 +255,9 @@ impl Sim {
             if let Some(f) = member_filter(c) {
                 self.member_read(c, f, m, epoch, routings);
             }
-            if fresh > routings && !handed_on {
+            // A copy a crash brought back (`rerouted`) is routed again by the broker, which
+            // forgot it had been; `handed_on` is part of `rerouted` here.
+            if fresh > routings && !rerouted {
                 fail!(
                     self,
                     "{who}: m{m} sent fresh {fresh} times but routed {routings}"

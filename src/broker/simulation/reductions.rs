@@ -342,3 +342,62 @@ fn a_queued_copy_dropped_as_expired_is_journaled_done() {
     let session = state.session("s").expect("a persistent session");
     assert!(session.queue.is_empty(), "{:?}", session.queue);
 }
+
+/// Found by the simulation (fixed, `connect.rs`): a clean CONNECT ended a persistent session and
+/// its CONNACK waited for the `SessionDrop`; a second CONNECT (clean session 0) took that
+/// connection over and was answered "session present 0" at once. A crash before the drop was
+/// durable brought the old session back, and its QoS 2 message reached the client a second time.
+#[test]
+fn a_connack_after_a_takeover_waits_for_the_earlier_session_drop() {
+    let now = Instant::now();
+    let settings = Settings {
+        persistence: true,
+        ..Settings::default()
+    };
+    let mut core = BrokerCore::new(settings, 0, 1, 1);
+    let connect = |clean_session| Connect {
+        protocol: ProtocolLevel::V311,
+        clean_session,
+        keep_alive: 0,
+        client_id: "c".into(),
+        will: None,
+        username: None,
+        password: None,
+    };
+    let written = |core: &mut BrokerCore, conn: ConnId| {
+        let mut actions = Vec::new();
+        core.poll_actions(&mut actions);
+        let mut got = Vec::new();
+        if let Some((mut bytes, _)) = core.take_outbox(conn) {
+            while let Some(p) = decode(&mut bytes, PROTOCOL_MAX).expect("decodes") {
+                got.push(p);
+            }
+        }
+        got
+    };
+    core.connect_encoded(1, &connect(false), AuthVerdict::Allowed, now);
+    core.handle_encoded(1, &subscribe_packet("t", QoS::ExactlyOnce), now);
+    while let Some((batch, _)) = core.take_journal() {
+        core.handle_durable(batch);
+    }
+    written(&mut core, 1);
+    // Ends the persistent session; its CONNACK waits for the `SessionDrop`.
+    core.connect_encoded(2, &connect(true), AuthVerdict::Allowed, now);
+    assert!(written(&mut core, 2).is_empty());
+    // Takes that connection over before the drop is durable.
+    core.connect_encoded(3, &connect(false), AuthVerdict::Allowed, now);
+    assert!(
+        written(&mut core, 3).is_empty(),
+        "CONNACK (session present 0) before the earlier SessionDrop was durable"
+    );
+    while let Some((batch, _)) = core.take_journal() {
+        core.handle_durable(batch);
+    }
+    assert!(matches!(
+        written(&mut core, 3).as_slice(),
+        [Packet::ConnAck(crate::protocol::ConnAck {
+            session_present: false,
+            ..
+        })]
+    ));
+}
